@@ -1,1 +1,3 @@
-//! call-router.
+//! call-router: routes callers on one Twilio number to the right location's phone line.
+
+pub mod hours;

@@ -1,1 +1,3 @@
-//! Sandbox.
+//! A local Twilio-compatible emulator of the Voice and TaskRouter APIs.
+
+pub mod expr;

@@ -1,0 +1,1 @@
+//! TaskRouter's expression language (placeholder; being written).

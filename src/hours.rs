@@ -1,0 +1,1 @@
+//! Business hours (being written).
