@@ -1,3 +1,27 @@
 //! call-router: routes callers on one Twilio number to the right location's phone line.
+//!
+//! # Layout
+//! - [`config`]: settings from a TOML file and the environment, checked at start.
+//! - [`domain`]: checked types: locations, task attributes, call outcomes.
+//! - [`hours`]: business hours in a location's time zone (pure).
+//! - [`ivr`]: which TwiML the caller gets (pure).
+//! - [`store`]: SQLite (sqlx Any) persistence: locations, calls, events, outbox.
+//! - [`outbox`]: the Twilio requests we owe, written before a webhook answers.
+//! - [`dispatch`]: the worker that carries out the outbox against Twilio.
+//! - [`twilio_api`]: the REST client.
+//! - [`http`]: the webhook server (the only module that knows axum).
+//! - [`app`]: wiring of the above into a running server.
+//! - [`telemetry`]: logging set-up.
 
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod dispatch;
+pub mod domain;
 pub mod hours;
+pub mod http;
+pub mod ivr;
+pub mod outbox;
+pub mod store;
+pub mod telemetry;
+pub mod twilio_api;

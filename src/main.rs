@@ -1,1 +1,23 @@
-fn main() {}
+//! The `call-router` binary: parse arguments, set up logging, run a command.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use call_router::cli::{self, Cli, Command};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Cli::parse();
+    call_router::telemetry::init(args.json_logs, "info,sqlx=warn,tower_http=warn");
+    let result = match &args.command {
+        Command::Serve { config } => cli::run_serve(config.as_deref()).await,
+        Command::Locations { db, command } => cli::run_locations(db, command).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The command line: argument definitions and the commands behind them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+use crate::config::{self, Settings};
+use crate::domain::{Location, LocationSpec, check_unique};
+use crate::hours::{HolidaySpec, HoursSpec, WeeklySpec};
+use crate::store::Store;
+
+#[derive(Debug, Parser)]
+#[command(name = "call-router", version, about = "Routes callers on one Twilio number to the right location's phone line.")]
+pub struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    pub json_logs: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve Twilio's webhooks.
+    Serve {
+        /// The TOML config file (environment variables override it).
+        #[arg(long, short, env = "CALL_ROUTER_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Manage locations in the database.
+    Locations {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(subcommand)]
+        command: LocationsCommand,
+    },
+}
+
+/// Where the database is: `--database-url`, else the config file's, else the default.
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// The config file to read `database_url` from.
+    #[arg(long, short, env = "CALL_ROUTER_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// The database URL (overrides the config file).
+    #[arg(long, env = "CALL_ROUTER_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LocationsCommand {
+    /// Add or replace one location.
+    Add(Box<AddLocation>),
+    /// List the locations.
+    List,
+    /// Remove a location by name.
+    Remove { name: String },
+    /// Add or replace every location in a TOML file of `[[locations]]` tables.
+    Import { file: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct AddLocation {
+    /// Short identifier (a-z, 0-9, -, _); what the workflow routes on.
+    #[arg(long)]
+    pub name: String,
+    #[arg(long)]
+    pub display_name: Option<String>,
+    /// Menu digit, when a number serves several locations.
+    #[arg(long)]
+    pub digit: Option<String>,
+    /// A Twilio number that serves the location (repeatable).
+    #[arg(long = "number", required = true)]
+    pub numbers: Vec<String>,
+    /// The location's phone line, in E.164 (+14155550123).
+    #[arg(long)]
+    pub phone: String,
+    /// The number the location sees; defaults to the first Twilio number.
+    #[arg(long)]
+    pub caller_id: Option<String>,
+    /// Show the caller's own number to the location (uses Twilio's CallToken).
+    #[arg(long)]
+    pub show_caller_number: bool,
+    #[arg(long, default_value_t = 1)]
+    pub lines: u32,
+    /// IANA time zone, e.g. America/New_York.
+    #[arg(long)]
+    pub time_zone: String,
+    /// Opening hours as DAY=HH:MM-HH:MM[,HH:MM-HH:MM]; DAY is mon..sun, or a range like mon-fri (repeatable).
+    #[arg(long = "hours")]
+    pub hours: Vec<String>,
+    /// A holiday date, YYYY-MM-DD (repeatable).
+    #[arg(long = "holiday")]
+    pub holidays: Vec<String>,
+}
+
+/// Runs a command that needs no sandbox or provisioning.
+pub async fn run_locations(db: &DbArgs, cmd: &LocationsCommand) -> anyhow::Result<()> {
+    let url = database_url(db)?;
+    let store = Store::connect(&url).await?;
+    match cmd {
+        LocationsCommand::Add(add) => {
+            let spec = add.to_spec()?;
+            let loc = Location::from_spec(spec.clone()).map_err(|e| anyhow::anyhow!("location {}: {e}", spec.name))?;
+            let mut all: Vec<LocationSpec> =
+                store.location_specs().await?.into_iter().filter(|s| s.name != spec.name).collect();
+            all.push(spec.clone());
+            check_unique(&all)?;
+            store.upsert_location(&spec).await?;
+            println!("saved location {} ({})", loc.name, loc.display_name);
+        }
+        LocationsCommand::List => {
+            let locs = store.locations().await?;
+            if locs.is_empty() {
+                println!("no locations; add one with `call-router locations add` or `import`");
+            }
+            let now = jiff::Timestamp::now();
+            println!("{:<16} {:<5} {:<16} {:<16} {:<24} {:<5} numbers", "name", "digit", "phone", "caller id", "time zone", "open");
+            for l in locs {
+                println!(
+                    "{:<16} {:<5} {:<16} {:<16} {:<24} {:<5} {}",
+                    l.name,
+                    l.digit.map(String::from).unwrap_or_default(),
+                    l.phone,
+                    l.caller_id,
+                    l.schedule.time_zone_name(),
+                    if l.schedule.is_open(now) { "yes" } else { "no" },
+                    l.numbers.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(",")
+                );
+            }
+        }
+        LocationsCommand::Remove { name } => {
+            if store.remove_location(name).await? {
+                println!("removed location {name}");
+            } else {
+                bail!("no location named {name:?}");
+            }
+        }
+        LocationsCommand::Import { file } => {
+            let specs = read_locations_file(file)?;
+            import(&store, &specs).await?;
+            println!("imported {} location(s) from {}", specs.len(), file.display());
+        }
+    }
+    Ok(())
+}
+
+/// Checks every spec, and all of them together with what is stored, before
+/// writing any: an import is all or nothing.
+pub async fn import(store: &Store, specs: &[LocationSpec]) -> anyhow::Result<()> {
+    for s in specs {
+        s.validate().map_err(|e| anyhow::anyhow!("location {:?}: {e}", s.name))?;
+    }
+    let mut all: Vec<LocationSpec> =
+        store.location_specs().await?.into_iter().filter(|s| !specs.iter().any(|n| n.name == s.name)).collect();
+    all.extend(specs.iter().cloned());
+    check_unique(&all)?;
+    for s in specs {
+        store.upsert_location(s).await?;
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LocationsFile {
+    locations: Vec<LocationSpec>,
+}
+
+pub fn read_locations_file(path: &Path) -> anyhow::Result<Vec<LocationSpec>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let file: LocationsFile = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(file.locations)
+}
+
+fn database_url(db: &DbArgs) -> anyhow::Result<String> {
+    if let Some(url) = &db.database_url {
+        return Ok(url.clone());
+    }
+    if let Some(path) = &db.config {
+        #[derive(Deserialize)]
+        struct OnlyDb {
+            database_url: Option<String>,
+        }
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let raw: toml::Table = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let only: OnlyDb = raw.try_into().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if let Some(url) = only.database_url {
+            return Ok(url);
+        }
+    }
+    Ok("sqlite://call-router.db".to_owned())
+}
+
+impl AddLocation {
+    fn to_spec(&self) -> anyhow::Result<LocationSpec> {
+        let mut weekly: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+        for h in &self.hours {
+            let (days, ranges) = h
+                .split_once('=')
+                .with_context(|| format!("--hours {h:?}: expected DAY=HH:MM-HH:MM, like mon-fri=08:00-17:00"))?;
+            let days = days.trim().to_ascii_lowercase();
+            let selected: Vec<&str> = match days.split_once('-') {
+                Some((a, b)) => {
+                    let (ia, ib) = (DAYS.iter().position(|d| *d == a), DAYS.iter().position(|d| *d == b));
+                    match (ia, ib) {
+                        (Some(ia), Some(ib)) if ia <= ib => DAYS[ia..=ib].to_vec(),
+                        _ => bail!("--hours {h:?}: {days:?} is not a day range like mon-fri"),
+                    }
+                }
+                None => match DAYS.iter().find(|d| **d == days) {
+                    Some(d) => vec![*d],
+                    None => bail!("--hours {h:?}: {days:?} is not a day (mon..sun)"),
+                },
+            };
+            for d in selected {
+                weekly.entry(d).or_default().extend(ranges.split(',').map(|r| r.trim().to_owned()));
+            }
+        }
+        let take = |d: &str| weekly.get(d).cloned().unwrap_or_default();
+        Ok(LocationSpec {
+            name: self.name.clone(),
+            display_name: self.display_name.clone(),
+            digit: self.digit.clone(),
+            numbers: self.numbers.clone(),
+            phone: self.phone.clone(),
+            caller_id: self.caller_id.clone(),
+            show_caller_number: self.show_caller_number,
+            lines: self.lines,
+            hours: HoursSpec {
+                time_zone: self.time_zone.clone(),
+                weekly: WeeklySpec {
+                    mon: take("mon"),
+                    tue: take("tue"),
+                    wed: take("wed"),
+                    thu: take("thu"),
+                    fri: take("fri"),
+                    sat: take("sat"),
+                    sun: take("sun"),
+                },
+                holidays: self.holidays.iter().map(|d| HolidaySpec { date: d.clone(), name: None }).collect(),
+                closures: Vec::new(),
+            },
+        })
+    }
+}
+
+/// `call-router serve`.
+pub async fn run_serve(config_path: Option<&Path>) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let settings = Settings::load(config_path)?;
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("binding {} (listen)", settings.listen))?;
+    let server = crate::app::Server::start(settings, listener).await?;
+    tracing::info!(startup_ms = started.elapsed().as_millis() as u64, url = %server.url(), "ready");
+    server.run_until(crate::app::shutdown_signal()).await
+}
+
+/// The environment variable names, for help text.
+pub fn env_help() -> String {
+    use config::env::*;
+    format!(
+        "Environment: {ACCOUNT_SID}, {AUTH_TOKEN}, {PUBLIC_URL}, {LISTEN}, {DATABASE_URL}, {API_BASE_URL}, \
+         {TASKROUTER_BASE_URL}, {WORKSPACE_SID}, {WORKFLOW_SID}, {INSECURE_SKIP_SIGNATURES}"
+    )
+}

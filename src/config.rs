@@ -1,0 +1,414 @@
+//! Settings: a TOML file, then environment variables, validated once at start.
+//!
+//! Every field has a default that is right for local use except the
+//! credentials and the public URL. A bad value fails start-up with a message
+//! that names the field (`dialing.ring_timeout_secs: …`), never later in the
+//! middle of a call.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use twilio::sid::{AccountSid, WorkflowSid, WorkspaceSid};
+
+use crate::domain::LocationSpec;
+
+/// A configuration problem, naming the field it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field: field.into(), message: message.into() }
+}
+
+/// What `answered_by` results other than `human` lead to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnsweredByPolicy {
+    /// Bridge the caller to whoever or whatever answered.
+    Bridge,
+    /// Hang up on the location and send the caller to voicemail.
+    Hangup,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The URL Twilio reaches this server at; signatures are computed over it.
+    pub public_url: String,
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub twilio: TwilioSettings,
+    pub security: SecuritySettings,
+    pub dialing: DialingSettings,
+    pub ivr: IvrSettings,
+    /// Locations declared in the file; `provision` and `locations import`
+    /// copy them into the database, which is what `serve` reads.
+    pub locations: Vec<LocationSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TwilioSettings {
+    pub account_sid: AccountSid,
+    pub auth_token: SecretString,
+    /// Core API base, `https://api.twilio.com` or the sandbox.
+    pub api_base_url: String,
+    /// TaskRouter base, `https://taskrouter.twilio.com` or the sandbox.
+    pub taskrouter_base_url: String,
+    /// Set by hand, or left empty for `provision` to fill in the database.
+    pub workspace_sid: Option<WorkspaceSid>,
+    pub workflow_sid: Option<WorkflowSid>,
+    pub request_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct SecuritySettings {
+    pub validate_signatures: bool,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct DialingSettings {
+    /// How long the location's phone rings (Twilio's `Timeout`).
+    pub ring_timeout_secs: u32,
+    pub machine_detection_speech_threshold_ms: u32,
+    /// How long answering-machine detection may take (`MachineDetectionTimeout`).
+    pub machine_detection_timeout_secs: u32,
+    pub on_machine: AnsweredByPolicy,
+    pub on_unknown: AnsweredByPolicy,
+}
+
+#[derive(Debug, Clone)]
+pub struct IvrSettings {
+    pub business_name: String,
+    pub hold_music_url: String,
+    pub voice: Option<String>,
+    pub menu_attempts: u32,
+    pub menu_timeout_secs: u32,
+    pub voicemail_max_secs: u32,
+    /// Seconds a caller may wait in the queue before being offered voicemail.
+    pub max_queue_secs: u32,
+}
+
+// ---------------------------------------------------------------------------
+// The file as written. Every section and field is optional so that the
+// environment can supply it; `Settings::from_raw` decides what is missing.
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    public_url: Option<String>,
+    listen: Option<String>,
+    database_url: Option<String>,
+    #[serde(default)]
+    twilio: RawTwilio,
+    #[serde(default)]
+    security: RawSecurity,
+    #[serde(default)]
+    dialing: RawDialing,
+    #[serde(default)]
+    ivr: RawIvr,
+    #[serde(default)]
+    locations: Vec<LocationSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTwilio {
+    account_sid: Option<String>,
+    auth_token: Option<SecretString>,
+    api_base_url: Option<String>,
+    taskrouter_base_url: Option<String>,
+    workspace_sid: Option<String>,
+    workflow_sid: Option<String>,
+    request_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecurity {
+    validate_signatures: Option<bool>,
+    max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDialing {
+    ring_timeout_secs: Option<u32>,
+    machine_detection_speech_threshold_ms: Option<u32>,
+    machine_detection_timeout_secs: Option<u32>,
+    on_machine: Option<AnsweredByPolicy>,
+    on_unknown: Option<AnsweredByPolicy>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIvr {
+    business_name: Option<String>,
+    hold_music_url: Option<String>,
+    voice: Option<String>,
+    menu_attempts: Option<u32>,
+    menu_timeout_secs: Option<u32>,
+    voicemail_max_secs: Option<u32>,
+    max_queue_secs: Option<u32>,
+}
+
+/// The environment variables that override the file.
+pub mod env {
+    pub const ACCOUNT_SID: &str = "TWILIO_ACCOUNT_SID";
+    pub const AUTH_TOKEN: &str = "TWILIO_AUTH_TOKEN";
+    pub const PUBLIC_URL: &str = "CALL_ROUTER_PUBLIC_URL";
+    pub const LISTEN: &str = "CALL_ROUTER_LISTEN";
+    pub const DATABASE_URL: &str = "CALL_ROUTER_DATABASE_URL";
+    pub const API_BASE_URL: &str = "CALL_ROUTER_TWILIO_API_BASE_URL";
+    pub const TASKROUTER_BASE_URL: &str = "CALL_ROUTER_TASKROUTER_BASE_URL";
+    pub const WORKSPACE_SID: &str = "CALL_ROUTER_WORKSPACE_SID";
+    pub const WORKFLOW_SID: &str = "CALL_ROUTER_WORKFLOW_SID";
+    /// Turns signature checks off. Only for local experiments; logged loudly.
+    pub const INSECURE_SKIP_SIGNATURES: &str = "CALL_ROUTER_INSECURE_SKIP_SIGNATURE_CHECK";
+}
+
+pub const DEFAULT_API_BASE_URL: &str = "https://api.twilio.com";
+pub const DEFAULT_TASKROUTER_BASE_URL: &str = "https://taskrouter.twilio.com";
+pub const DEFAULT_HOLD_MUSIC: &str = "http://com.twilio.sounds.music.s3.amazonaws.com/MARKOVICHAMP-Borghestral.mp3";
+
+impl Settings {
+    /// Loads `path` (if given), applies the process environment, validates.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, |k| std::env::var(k).ok())
+    }
+
+    /// As [`Settings::load`], with the environment supplied by the caller (tests).
+    pub fn load_with_env(path: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let raw = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|source| ConfigError::Read { path: p.display().to_string(), source })?;
+                Self::parse_raw(&text, &p.display().to_string())?
+            }
+            None => RawSettings::default(),
+        };
+        Self::from_raw(raw, env)
+    }
+
+    /// Parses TOML text and validates it against the given environment.
+    pub fn from_toml(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Self::from_raw(Self::parse_raw(text, "<inline>")?, env)
+    }
+
+    fn parse_raw(text: &str, path: &str) -> Result<RawSettings, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
+    }
+
+    fn from_raw(raw: RawSettings, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let pick = |var: &str, file: Option<String>| env(var).filter(|v| !v.is_empty()).or(file);
+
+        let public_url = pick(env::PUBLIC_URL, raw.public_url)
+            .ok_or_else(|| invalid("public_url", format!("is required (the URL Twilio reaches this server at; or set {})", env::PUBLIC_URL)))?;
+        let public_url = validate_base_url("public_url", &public_url)?;
+
+        let listen = pick(env::LISTEN, raw.listen).unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+        let listen = listen
+            .parse()
+            .map_err(|_| invalid("listen", format!("{listen:?} is not an address like 127.0.0.1:8080")))?;
+
+        let database_url = pick(env::DATABASE_URL, raw.database_url).unwrap_or_else(|| "sqlite://call-router.db".to_owned());
+        if !database_url.starts_with("sqlite:") {
+            return Err(invalid("database_url", format!("{database_url:?}: only sqlite: URLs are supported in this build")));
+        }
+
+        let account_sid = pick(env::ACCOUNT_SID, raw.twilio.account_sid).ok_or_else(|| {
+            invalid("twilio.account_sid", format!("is required (set it in the file or {})", env::ACCOUNT_SID))
+        })?;
+        let account_sid = AccountSid::parse(&account_sid).map_err(|e| invalid("twilio.account_sid", e.to_string()))?;
+        let auth_token = env(env::AUTH_TOKEN)
+            .filter(|v| !v.is_empty())
+            .map(SecretString::from)
+            .or(raw.twilio.auth_token)
+            .ok_or_else(|| invalid("twilio.auth_token", format!("is required (set it in the file or {})", env::AUTH_TOKEN)))?;
+        if auth_token.expose_secret().trim().is_empty() {
+            return Err(invalid("twilio.auth_token", "is empty"));
+        }
+        let api_base_url = validate_base_url(
+            "twilio.api_base_url",
+            &pick(env::API_BASE_URL, raw.twilio.api_base_url).unwrap_or_else(|| DEFAULT_API_BASE_URL.to_owned()),
+        )?;
+        let taskrouter_base_url = validate_base_url(
+            "twilio.taskrouter_base_url",
+            &pick(env::TASKROUTER_BASE_URL, raw.twilio.taskrouter_base_url)
+                .unwrap_or_else(|| DEFAULT_TASKROUTER_BASE_URL.to_owned()),
+        )?;
+        let workspace_sid = pick(env::WORKSPACE_SID, raw.twilio.workspace_sid)
+            .map(|s| WorkspaceSid::parse(&s).map_err(|e| invalid("twilio.workspace_sid", e.to_string())))
+            .transpose()?;
+        let workflow_sid = pick(env::WORKFLOW_SID, raw.twilio.workflow_sid)
+            .map(|s| WorkflowSid::parse(&s).map_err(|e| invalid("twilio.workflow_sid", e.to_string())))
+            .transpose()?;
+        let request_timeout_ms = raw.twilio.request_timeout_ms.unwrap_or(10_000);
+        if !(100..=120_000).contains(&request_timeout_ms) {
+            return Err(invalid("twilio.request_timeout_ms", "must be between 100 and 120000"));
+        }
+
+        let skip = env(env::INSECURE_SKIP_SIGNATURES).is_some_and(|v| matches!(v.as_str(), "1" | "true" | "yes"));
+        let security = SecuritySettings {
+            validate_signatures: raw.security.validate_signatures.unwrap_or(true) && !skip,
+            max_body_bytes: raw.security.max_body_bytes.unwrap_or(64 * 1024),
+        };
+        if !(1024..=10 * 1024 * 1024).contains(&security.max_body_bytes) {
+            return Err(invalid("security.max_body_bytes", "must be between 1024 and 10485760"));
+        }
+
+        let d = raw.dialing;
+        let dialing = DialingSettings {
+            ring_timeout_secs: d.ring_timeout_secs.unwrap_or(20),
+            machine_detection_speech_threshold_ms: d.machine_detection_speech_threshold_ms.unwrap_or(2400),
+            machine_detection_timeout_secs: d.machine_detection_timeout_secs.unwrap_or(30),
+            on_machine: d.on_machine.unwrap_or(AnsweredByPolicy::Hangup),
+            on_unknown: d.on_unknown.unwrap_or(AnsweredByPolicy::Bridge),
+        };
+        // Twilio's own limits for these parameters.
+        if !(5..=600).contains(&dialing.ring_timeout_secs) {
+            return Err(invalid("dialing.ring_timeout_secs", "must be between 5 and 600 (Twilio's Timeout range)"));
+        }
+        if !(1000..=6000).contains(&dialing.machine_detection_speech_threshold_ms) {
+            return Err(invalid("dialing.machine_detection_speech_threshold_ms", "must be between 1000 and 6000"));
+        }
+        if !(3..=59).contains(&dialing.machine_detection_timeout_secs) {
+            return Err(invalid("dialing.machine_detection_timeout_secs", "must be between 3 and 59"));
+        }
+
+        let i = raw.ivr;
+        let ivr = IvrSettings {
+            business_name: i.business_name.unwrap_or_else(|| "us".to_owned()),
+            hold_music_url: i.hold_music_url.unwrap_or_else(|| DEFAULT_HOLD_MUSIC.to_owned()),
+            voice: i.voice,
+            menu_attempts: i.menu_attempts.unwrap_or(2),
+            menu_timeout_secs: i.menu_timeout_secs.unwrap_or(5),
+            voicemail_max_secs: i.voicemail_max_secs.unwrap_or(120),
+            max_queue_secs: i.max_queue_secs.unwrap_or(300),
+        };
+        if !(1..=5).contains(&ivr.menu_attempts) {
+            return Err(invalid("ivr.menu_attempts", "must be between 1 and 5"));
+        }
+        if !(1..=60).contains(&ivr.menu_timeout_secs) {
+            return Err(invalid("ivr.menu_timeout_secs", "must be between 1 and 60"));
+        }
+
+        for (i, loc) in raw.locations.iter().enumerate() {
+            loc.validate().map_err(|e| invalid(format!("locations[{i}] ({})", loc.name), e.to_string()))?;
+        }
+        crate::domain::check_unique(&raw.locations).map_err(|e| invalid("locations", e.to_string()))?;
+
+        Ok(Settings {
+            public_url,
+            listen,
+            database_url,
+            twilio: TwilioSettings {
+                account_sid,
+                auth_token,
+                api_base_url,
+                taskrouter_base_url,
+                workspace_sid,
+                workflow_sid,
+                request_timeout_ms,
+            },
+            security,
+            dialing,
+            ivr,
+            locations: raw.locations,
+        })
+    }
+}
+
+/// Accepts `http(s)://host[:port][/path]`, returned without a trailing slash.
+fn validate_base_url(field: &str, url: &str) -> Result<String, ConfigError> {
+    let url = url.trim();
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| invalid(field, format!("{url:?} must start with http:// or https://")))?;
+    if rest.is_empty() || rest.starts_with('/') || url.contains(['?', '#', ' ']) {
+        return Err(invalid(field, format!("{url:?} is not a base URL like https://example.com")));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+public_url = "https://router.example.com/"
+[twilio]
+account_sid = "AC0123456789abcdef0123456789abcdef"
+auth_token = "secret-token"
+"#;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let s = Settings::from_toml(MIN, no_env).unwrap();
+        assert_eq!(s.public_url, "https://router.example.com");
+        assert_eq!(s.twilio.api_base_url, DEFAULT_API_BASE_URL);
+        assert!(s.security.validate_signatures);
+        assert_eq!(s.dialing.ring_timeout_secs, 20);
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let s = Settings::from_toml(MIN, |k| match k {
+            "CALL_ROUTER_PUBLIC_URL" => Some("http://127.0.0.1:9".into()),
+            "TWILIO_AUTH_TOKEN" => Some("from-env".into()),
+            "CALL_ROUTER_TWILIO_API_BASE_URL" => Some("http://127.0.0.1:7".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(s.public_url, "http://127.0.0.1:9");
+        assert_eq!(s.twilio.auth_token.expose_secret(), "from-env");
+        assert_eq!(s.twilio.api_base_url, "http://127.0.0.1:7");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("[twilio]\naccount_sid='AC0123456789abcdef0123456789abcdef'\nauth_token='x'", "public_url"),
+            ("public_url='ftp://x'\n[twilio]\naccount_sid='AC0123456789abcdef0123456789abcdef'\nauth_token='x'", "public_url"),
+            ("public_url='https://x'\n[twilio]\naccount_sid='nope'\nauth_token='x'", "twilio.account_sid"),
+            ("public_url='https://x'\n[twilio]\naccount_sid='AC0123456789abcdef0123456789abcdef'", "twilio.auth_token"),
+            (
+                "public_url='https://x'\n[twilio]\naccount_sid='AC0123456789abcdef0123456789abcdef'\nauth_token='x'\n[dialing]\nring_timeout_secs=1",
+                "dialing.ring_timeout_secs",
+            ),
+            ("public_url='https://x'\nlisten='nope'\n[twilio]\naccount_sid='AC0123456789abcdef0123456789abcdef'\nauth_token='x'", "listen"),
+            ("public_url='https://x'\nbogus=1", "bogus"),
+        ];
+        for (text, field) in cases {
+            let err = Settings::from_toml(text, no_env).unwrap_err().to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
+    }
+
+    #[test]
+    fn skip_switch_turns_signature_checks_off() {
+        let s = Settings::from_toml(MIN, |k| (k == env::INSECURE_SKIP_SIGNATURES).then(|| "1".into())).unwrap();
+        assert!(!s.security.validate_signatures);
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug() {
+        let s = Settings::from_toml(MIN, no_env).unwrap();
+        assert!(!format!("{s:?}").contains("secret-token"));
+    }
+}

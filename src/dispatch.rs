@@ -1,0 +1,235 @@
+//! The dispatcher: carries out the outbox's actions against Twilio.
+//!
+//! Webhooks write actions and call [`Notifier::notify`]; the dispatcher wakes,
+//! claims pending actions, and runs them concurrently (bounded). It also
+//! polls once a second, so an action written by another process or left from
+//! before a restart is not forgotten.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+use twilio::Params;
+use twilio::error::codes;
+use twilio::sid::WorkspaceSid;
+
+use crate::config::Settings;
+use crate::domain::Outcome;
+use crate::ivr::Urls;
+use crate::outbox::{Action, Dial, OutboxRow, OutboxState};
+use crate::store::Store;
+use crate::twilio_api::{ApiError, CreateCall, TwilioClient};
+
+/// Wakes the dispatcher.
+#[derive(Clone, Default, Debug)]
+pub struct Notifier(Arc<Notify>);
+
+impl Notifier {
+    pub fn notify(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// How many Twilio requests run at once.
+const CONCURRENCY: usize = 32;
+/// An idempotent action is tried this many times before it is marked failed.
+const MAX_ATTEMPTS: i64 = 5;
+
+pub struct Dispatcher {
+    store: Store,
+    twilio: TwilioClient,
+    settings: Settings,
+    notifier: Notifier,
+}
+
+impl Dispatcher {
+    pub fn new(store: Store, twilio: TwilioClient, settings: Settings, notifier: Notifier) -> Self {
+        Self { store, twilio, settings, notifier }
+    }
+
+    /// Runs until `shutdown` resolves, then lets running actions finish.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        match self.store.recover_actions().await {
+            Ok((0, 0)) => {}
+            Ok((requeued, unknown)) => tracing::warn!(
+                requeued,
+                unknown,
+                "recovered actions interrupted by a restart; calls whose creation was interrupted are not re-sent"
+            ),
+            Err(e) => tracing::error!(error = ?e, "could not recover interrupted actions"),
+        }
+        let this = Arc::new(self);
+        let permits = Arc::new(Semaphore::new(CONCURRENCY));
+        let mut running = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            let rows = match this.store.claim_actions(CONCURRENCY as i64).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::error!(error = ?e, "could not read the outbox");
+                    Vec::new()
+                }
+            };
+            let idle = rows.is_empty();
+            for row in rows {
+                let permit = permits.clone().acquire_owned().await.expect("semaphore never closed");
+                let this = this.clone();
+                let span = tracing::info_span!("action", key = %row.key, attempt = row.attempts);
+                running.spawn(
+                    async move {
+                        this.execute(row).await;
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
+            }
+            while running.try_join_next().is_some() {}
+            if idle {
+                tokio::select! {
+                    _ = this.notifier.0.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = &mut shutdown => break,
+                }
+            }
+        }
+        while running.join_next().await.is_some() {}
+    }
+
+    async fn execute(&self, row: OutboxRow) {
+        let result = match &row.action {
+            Action::Dial(d) => return self.dial(&row, d).await,
+            Action::RedirectCaller { call_sid, url } => {
+                let mut p = Params::new();
+                p.push("Url", url).push("Method", "POST");
+                self.twilio.update_call(call_sid, &p).await.map(drop)
+            }
+            Action::HangUpCall { call_sid } => {
+                // `canceled` stops a call that is still ringing; `completed`
+                // one that was answered. Try the first, then the second.
+                let mut p = Params::new();
+                p.push("Status", "canceled");
+                match self.twilio.update_call(call_sid, &p).await {
+                    Ok(_) => Ok(()),
+                    Err(_) => {
+                        let mut p = Params::new();
+                        p.push("Status", "completed");
+                        self.twilio.update_call(call_sid, &p).await.map(drop)
+                    }
+                }
+            }
+            Action::CancelTask { task_sid, reason } => self.task_status(task_sid, "canceled", reason).await,
+            Action::CompleteTask { task_sid, reason } => self.task_status(task_sid, "completed", reason).await,
+        };
+        match result {
+            Ok(()) => self.finish(&row, OutboxState::Done, None, None).await,
+            // The thing we wanted is already true or can no longer be done:
+            // a task that is already canceled or completed, a call that has
+            // already ended. Retrying would not change that.
+            Err(e) if is_settled(&e) => {
+                tracing::info!(error = %e, "nothing to do: already settled");
+                self.finish(&row, OutboxState::Done, None, Some(&e.to_string())).await
+            }
+            Err(e) if row.attempts < MAX_ATTEMPTS => {
+                tracing::warn!(error = %e, "action failed; will retry");
+                let backoff = Duration::from_millis(200 * (1 << row.attempts.min(6)) as u64);
+                tokio::time::sleep(backoff).await;
+                self.finish(&row, OutboxState::Pending, None, Some(&e.to_string())).await;
+                self.notifier.notify();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "action failed for good");
+                self.finish(&row, OutboxState::Failed, None, Some(&e.to_string())).await
+            }
+        }
+    }
+
+    async fn task_status(&self, task_sid: &str, status: &str, reason: &str) -> Result<(), ApiError> {
+        let workspace = self.workspace().await.ok_or_else(|| ApiError::Decode {
+            method: "POST",
+            path: format!("Tasks/{task_sid}"),
+            message: "no workspace SID known; run provision".into(),
+        })?;
+        self.twilio.update_task_status(&workspace, task_sid, status, reason).await.map(drop)
+    }
+
+    async fn workspace(&self) -> Option<WorkspaceSid> {
+        if let Some(ws) = &self.settings.twilio.workspace_sid {
+            return Some(ws.clone());
+        }
+        self.store.resource("workspace", "main").await.ok().flatten().and_then(|s| s.parse().ok())
+    }
+
+    async fn finish(&self, row: &OutboxRow, state: OutboxState, result: Option<&str>, error: Option<&str>) {
+        if let Err(e) = self.store.finish_action(row.id, state, result, error).await {
+            tracing::error!(error = ?e, "could not record an action's result");
+        }
+    }
+
+    /// Places the outbound call. A timeout leaves it `unknown`: Twilio may
+    /// have placed the call, and a second request could ring the location
+    /// twice for one reservation. TaskRouter's reservation timeout then
+    /// bounds the caller's wait.
+    async fn dial(&self, row: &OutboxRow, d: &Dial) {
+        let urls = Urls { base: &self.settings.public_url };
+        let mut query: Vec<(&str, &str)> = vec![
+            ("reservationSid", &d.reservation_sid),
+            ("taskSid", &d.task_sid),
+            ("location", &d.location),
+            ("from", d.from.as_str()),
+        ];
+        if let Some(c) = &d.inbound_call_sid {
+            query.push(("callSid", c));
+        }
+        let dialing = &self.settings.dialing;
+        let req = CreateCall {
+            to: d.to.clone(),
+            from: d.from.clone(),
+            url: urls.url("/dial-queue", &query),
+            status_callback: urls.url("/status-callback", &query),
+            timeout_secs: dialing.ring_timeout_secs,
+            machine_detection_speech_threshold_ms: dialing.machine_detection_speech_threshold_ms,
+            machine_detection_timeout_secs: dialing.machine_detection_timeout_secs,
+            call_token: d.call_token.clone(),
+        };
+        match self.twilio.create_call(&req).await {
+            Ok(call) => {
+                tracing::info!(outbound_call_sid = %call.sid, to = %d.to, "dialled the location");
+                self.finish(row, OutboxState::Done, Some(call.sid.as_str()), None).await;
+            }
+            Err(e @ ApiError::Timeout { .. }) => {
+                tracing::error!(error = %e, "dial outcome unknown; not re-sending");
+                self.finish(row, OutboxState::Unknown, None, Some(&e.to_string())).await;
+            }
+            Err(e) => {
+                // Twilio refused the call (bad number, unverified From …) or
+                // could not be reached: the caller gets voicemail now rather
+                // than holding until the reservation times out.
+                tracing::error!(error = %e, "could not dial the location");
+                self.finish(row, OutboxState::Failed, None, Some(&e.to_string())).await;
+                if let Some(inbound) = &d.inbound_call_sid {
+                    let url = urls.url(
+                        "/caller-fallback",
+                        &[("location", d.location.as_str()), ("reason", Outcome::DialFailed.as_str())],
+                    );
+                    let actions = [
+                        Action::RedirectCaller { call_sid: inbound.clone(), url },
+                        Action::CancelTask { task_sid: d.task_sid.clone(), reason: "could not dial the location".into() },
+                    ];
+                    match self.store.settle_with_actions(inbound, Outcome::DialFailed, &actions).await {
+                        Ok(true) => self.notifier.notify(),
+                        Ok(false) => {}
+                        Err(e) => tracing::error!(error = ?e, "could not queue the caller's fallback"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Errors that mean the goal is already met or moot.
+fn is_settled(e: &ApiError) -> bool {
+    matches!(e.code(), Some(codes::CALL_NOT_IN_PROGRESS) | Some(codes::NOT_FOUND))
+        || (e.status() == Some(400) && e.code() == Some(codes::CONFLICT))
+}

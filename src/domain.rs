@@ -1,0 +1,391 @@
+//! Domain types checked where data enters: locations, task attributes, outcomes.
+//!
+//! A `LocationSpec` is what a person writes (config file, import file, CLI
+//! flags). `Location` is the checked form the rest of the program uses: its
+//! phones are E.164 numbers that exist in their country's numbering plan, its
+//! hours are a parsed `Schedule`. Nothing unchecked travels inward.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use twilio::E164;
+use twilio::sid::CallSid;
+
+use crate::hours::{HoursSpec, Schedule};
+
+/// Why a location was refused; the message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct LocationError {
+    pub field: String,
+    pub message: String,
+}
+
+fn err(field: impl Into<String>, message: impl Into<String>) -> LocationError {
+    LocationError { field: field.into(), message: message.into() }
+}
+
+/// A location as written in a config or import file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocationSpec {
+    /// A short identifier: lowercase letters, digits, `-` and `_`. It is what
+    /// the workflow routes on, so it never changes once provisioned.
+    pub name: String,
+    /// What callers hear; defaults to the name.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// The menu digit, when a number serves several locations.
+    #[serde(default)]
+    pub digit: Option<String>,
+    /// The Twilio numbers that serve this location.
+    pub numbers: Vec<String>,
+    /// The location's ordinary phone line.
+    pub phone: String,
+    /// The number the outbound leg shows; defaults to the first Twilio number.
+    #[serde(default)]
+    pub caller_id: Option<String>,
+    /// Show the caller's own number to the location, using the inbound
+    /// call's `CallToken` (Twilio refuses an unverified `From` otherwise).
+    #[serde(default)]
+    pub show_caller_number: bool,
+    /// How many calls the location can take at once.
+    #[serde(default = "one")]
+    pub lines: u32,
+    pub hours: HoursSpec,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Checks an E.164 number's shape and that its country's numbering plan
+/// assigns it.
+pub fn checked_phone(field: &str, raw: &str) -> Result<E164, LocationError> {
+    let e164 = E164::parse(raw).map_err(|e| err(field, e.to_string()))?;
+    let parsed = phonenumber::parse(None, e164.as_str())
+        .map_err(|e| err(field, format!("{raw:?} is not a phone number: {e}")))?;
+    if !phonenumber::is_valid(&parsed) {
+        return Err(err(field, format!("{raw:?} is not a valid number in its country's numbering plan")));
+    }
+    Ok(e164)
+}
+
+/// A checked location.
+#[derive(Debug, Clone)]
+pub struct Location {
+    pub name: String,
+    pub display_name: String,
+    pub digit: Option<char>,
+    pub numbers: Vec<E164>,
+    pub phone: E164,
+    pub caller_id: E164,
+    pub show_caller_number: bool,
+    pub lines: u32,
+    pub schedule: Schedule,
+    /// The spec it was built from, kept for storage and export.
+    pub spec: LocationSpec,
+}
+
+impl LocationSpec {
+    /// Checks every field; see [`Location::from_spec`].
+    pub fn validate(&self) -> Result<(), LocationError> {
+        Location::from_spec(self.clone()).map(drop)
+    }
+}
+
+impl Location {
+    /// Checks every field, including that each phone number is assigned in
+    /// its country's numbering plan.
+    pub fn from_spec(spec: LocationSpec) -> Result<Self, LocationError> {
+        Self::build(spec, true)
+    }
+
+    /// Rebuilds a location that was checked when it was stored, without the
+    /// numbering-plan lookup (which is slow on the first call).
+    pub fn from_stored(spec: LocationSpec) -> Result<Self, LocationError> {
+        Self::build(spec, false)
+    }
+
+    fn build(spec: LocationSpec, check_numbering: bool) -> Result<Self, LocationError> {
+        let phone_check = |field: &str, raw: &str| {
+            if check_numbering {
+                checked_phone(field, raw)
+            } else {
+                E164::parse(raw).map_err(|e| err(field, e.to_string()))
+            }
+        };
+        let name = spec.name.trim();
+        if name.is_empty()
+            || name.len() > 64
+            || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        {
+            return Err(err(
+                "name",
+                format!("{:?} must be 1-64 characters of a-z, 0-9, - and _", spec.name),
+            ));
+        }
+        let digit = match spec.digit.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(d) if d.len() == 1 && d.as_bytes()[0].is_ascii_digit() => d.chars().next(),
+            Some(d) => return Err(err("digit", format!("{d:?} must be a single digit 0-9"))),
+        };
+        if spec.numbers.is_empty() {
+            return Err(err("numbers", "at least one Twilio number must serve the location"));
+        }
+        let numbers = spec
+            .numbers
+            .iter()
+            .enumerate()
+            .map(|(i, n)| phone_check(&format!("numbers[{i}]"), n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let phone = phone_check("phone", &spec.phone)?;
+        let caller_id = match &spec.caller_id {
+            Some(c) => phone_check("caller_id", c)?,
+            None => numbers[0].clone(),
+        };
+        if !(1..=100).contains(&spec.lines) {
+            return Err(err("lines", format!("{} must be between 1 and 100", spec.lines)));
+        }
+        let schedule = Schedule::from_spec(&spec.hours).map_err(|e| err("hours", e.to_string()))?;
+        Ok(Location {
+            name: name.to_owned(),
+            display_name: spec.display_name.clone().filter(|d| !d.trim().is_empty()).unwrap_or_else(|| name.to_owned()),
+            digit,
+            numbers,
+            phone,
+            caller_id,
+            show_caller_number: spec.show_caller_number,
+            lines: spec.lines,
+            schedule,
+            spec,
+        })
+    }
+}
+
+/// Checks what no single location can: unique names, and for every number
+/// that serves several locations, a distinct digit for each.
+pub fn check_unique(specs: &[LocationSpec]) -> Result<(), LocationError> {
+    let mut names = BTreeSet::new();
+    for s in specs {
+        if !names.insert(s.name.trim()) {
+            return Err(err("name", format!("{:?} is used by two locations", s.name)));
+        }
+    }
+    let mut by_number: BTreeMap<String, Vec<&LocationSpec>> = BTreeMap::new();
+    for s in specs {
+        for n in &s.numbers {
+            let key = E164::parse(n).map(|e| e.to_string()).unwrap_or_else(|_| n.clone());
+            by_number.entry(key).or_default().push(s);
+        }
+    }
+    for (number, locs) in by_number {
+        if locs.len() < 2 {
+            continue;
+        }
+        let mut digits = BTreeMap::new();
+        for l in locs {
+            let d = l.digit.as_deref().map(str::trim).filter(|d| !d.is_empty()).ok_or_else(|| {
+                err("digit", format!("location {:?} shares {number} with others, so it needs a menu digit", l.name))
+            })?;
+            if let Some(other) = digits.insert(d.to_owned(), &l.name) {
+                return Err(err(
+                    "digit",
+                    format!("digit {d} on {number} is used by both {other:?} and {:?}", l.name),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The JSON of the `<Task>` noun, as TaskRouter hands it back in
+/// `TaskAttributes`. Field names are the ones the Node version's Studio flow
+/// and functions used, so existing workflows keep routing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskAttributes {
+    pub location: String,
+    #[serde(rename = "practicePhone")]
+    pub practice_phone: E164,
+    /// The number the outbound leg shows.
+    #[serde(rename = "callerID")]
+    pub caller_id: E164,
+    /// The caller's own number, as Twilio gave it (may be "anonymous").
+    #[serde(default)]
+    pub caller: Option<String>,
+    /// Present when the location shows the caller's number.
+    #[serde(rename = "callToken", default, skip_serializing_if = "Option::is_none")]
+    pub call_token: Option<String>,
+    /// Added by Twilio to tasks created by `<Enqueue>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_sid: Option<CallSid>,
+}
+
+/// How a caller's call ended. Every call reaches one of these; `Pending`
+/// only while it is still under way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Still under way.
+    Pending,
+    /// A person at the location answered and talked to the caller.
+    Connected,
+    /// The location's line was busy; the caller was offered voicemail.
+    LocationBusy,
+    /// The location did not answer in time; the caller was offered voicemail.
+    LocationNoAnswer,
+    /// An answering machine answered at the location; the caller was offered voicemail.
+    LocationVoicemail,
+    /// The outbound call could not be placed or failed.
+    DialFailed,
+    /// The caller hung up before being connected.
+    CallerHungUp,
+    /// The location was closed; the caller was offered voicemail.
+    AfterHours,
+    /// The dialled number serves no location.
+    NotInService,
+    /// The caller waited longer than the queue allows.
+    QueueTimeout,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 10] = [
+        Outcome::Pending,
+        Outcome::Connected,
+        Outcome::LocationBusy,
+        Outcome::LocationNoAnswer,
+        Outcome::LocationVoicemail,
+        Outcome::DialFailed,
+        Outcome::CallerHungUp,
+        Outcome::AfterHours,
+        Outcome::NotInService,
+        Outcome::QueueTimeout,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Pending => "pending",
+            Outcome::Connected => "connected",
+            Outcome::LocationBusy => "location_busy",
+            Outcome::LocationNoAnswer => "location_no_answer",
+            Outcome::LocationVoicemail => "location_voicemail",
+            Outcome::DialFailed => "dial_failed",
+            Outcome::CallerHungUp => "caller_hung_up",
+            Outcome::AfterHours => "after_hours",
+            Outcome::NotInService => "not_in_service",
+            Outcome::QueueTimeout => "queue_timeout",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+
+    /// Final outcomes are never overwritten by a later, late event.
+    pub fn is_final(self) -> bool {
+        self != Outcome::Pending
+    }
+
+    /// Why the caller is being sent to voicemail, in words for the caller.
+    pub fn caller_message(self, location: &str) -> String {
+        match self {
+            Outcome::LocationBusy => format!("Sorry, {location} is on another call."),
+            Outcome::LocationNoAnswer | Outcome::LocationVoicemail => {
+                format!("Sorry, nobody at {location} could take your call.")
+            }
+            Outcome::QueueTimeout => format!("Sorry, {location} could not take your call in time."),
+            Outcome::AfterHours => format!("{location} is closed right now."),
+            _ => format!("Sorry, we could not reach {location}."),
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn spec(name: &str, digit: Option<&str>, number: &str) -> LocationSpec {
+        LocationSpec {
+            name: name.into(),
+            display_name: None,
+            digit: digit.map(Into::into),
+            numbers: vec![number.into()],
+            phone: "+14155550123".into(),
+            caller_id: None,
+            show_caller_number: false,
+            lines: 1,
+            hours: HoursSpec { time_zone: "America/New_York".into(), ..HoursSpec::default() },
+        }
+    }
+
+    #[test]
+    fn valid_location_checks_out() {
+        let loc = Location::from_spec(spec("north", Some("1"), "+12025550143")).unwrap();
+        assert_eq!(loc.caller_id.as_str(), "+12025550143");
+        assert_eq!(loc.display_name, "north");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let mut bad_phone = spec("north", None, "+12025550143");
+        bad_phone.phone = "555-1234".into();
+        let mut bad_zone = spec("north", None, "+12025550143");
+        bad_zone.hours.time_zone = "Mars/Olympus".into();
+        let mut bad_digit = spec("north", Some("12"), "+12025550143");
+        bad_digit.lines = 1;
+        let cases = [
+            (spec("North Clinic", None, "+12025550143"), "name"),
+            (bad_phone, "phone"),
+            (bad_zone, "hours"),
+            (bad_digit, "digit"),
+            (spec("north", None, "+999"), "numbers[0]"),
+        ];
+        for (s, field) in cases {
+            let e = Location::from_spec(s).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+        }
+    }
+
+    #[test]
+    fn shared_number_needs_distinct_digits() {
+        let a = spec("a", Some("1"), "+12025550143");
+        let b = spec("b", Some("1"), "+12025550143");
+        let e = check_unique(&[a.clone(), b]).unwrap_err();
+        assert!(e.to_string().contains("digit 1"), "{e}");
+        let c = spec("c", None, "+12025550143");
+        assert!(check_unique(&[a.clone(), c]).is_err());
+        let d = spec("d", Some("2"), "+12025550143");
+        assert!(check_unique(&[a.clone(), d]).is_ok());
+        assert!(check_unique(&[a.clone(), a]).unwrap_err().to_string().contains("used by two"));
+    }
+
+    #[test]
+    fn task_attributes_use_the_node_names() {
+        let t = TaskAttributes {
+            location: "north".into(),
+            practice_phone: E164::parse("+14155550123").unwrap(),
+            caller_id: E164::parse("+12025550143").unwrap(),
+            caller: Some("+13105550199".into()),
+            call_token: None,
+            call_sid: None,
+        };
+        let json = serde_json::to_value(&t).unwrap();
+        assert_eq!(json["practicePhone"], "+14155550123");
+        assert_eq!(json["callerID"], "+12025550143");
+        assert!(json.get("callToken").is_none());
+    }
+
+    #[test]
+    fn outcomes_round_trip_through_text() {
+        for o in Outcome::ALL {
+            assert_eq!(Outcome::parse(o.as_str()), Some(o));
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! The webhook server: routes, the signature check, and the error type.
+//!
+//! Only this module knows axum. Every Twilio-facing route takes a
+//! [`TwilioRequest`], which refuses the request unless `X-Twilio-Signature`
+//! matches the configured public URL and the account matches ours. Handlers
+//! then call the pure `ivr` functions, the store and the outbox.
+
+mod events;
+mod lookup;
+mod voice;
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use secrecy::ExposeSecret;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+use twilio::Params;
+use twilio::signature::{self, SignatureError};
+use twilio::sid::{WorkflowSid, WorkspaceSid};
+
+use crate::config::Settings;
+use crate::dispatch::Notifier;
+use crate::ivr::Urls;
+use crate::store::Store;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: Settings,
+    store: Store,
+    notifier: Notifier,
+    /// Provisioned SIDs, read from the database on first use (provision may
+    /// run after the server starts) unless set in the config.
+    workspace_sid: RwLock<Option<WorkspaceSid>>,
+    workflow_sid: RwLock<Option<WorkflowSid>>,
+}
+
+impl AppState {
+    pub fn new(settings: Settings, store: Store, notifier: Notifier) -> Self {
+        let workspace_sid = RwLock::new(settings.twilio.workspace_sid.clone());
+        let workflow_sid = RwLock::new(settings.twilio.workflow_sid.clone());
+        Self { inner: Arc::new(Inner { settings, store, notifier, workspace_sid, workflow_sid }) }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub(crate) fn notifier(&self) -> &Notifier {
+        &self.inner.notifier
+    }
+
+    pub(crate) fn urls(&self) -> Urls<'_> {
+        Urls { base: &self.inner.settings.public_url }
+    }
+
+    pub(crate) async fn workspace_sid(&self) -> anyhow::Result<Option<WorkspaceSid>> {
+        cached_sid(&self.inner.workspace_sid, &self.inner.store, "workspace").await
+    }
+
+    pub(crate) async fn workflow_sid(&self) -> anyhow::Result<Option<WorkflowSid>> {
+        cached_sid(&self.inner.workflow_sid, &self.inner.store, "workflow").await
+    }
+}
+
+async fn cached_sid<T: Clone + std::str::FromStr>(
+    slot: &RwLock<Option<T>>,
+    store: &Store,
+    kind: &str,
+) -> anyhow::Result<Option<T>> {
+    if let Some(v) = slot.read().expect("sid cache poisoned").clone() {
+        return Ok(Some(v));
+    }
+    let found = store.resource(kind, "main").await?.and_then(|s| s.parse::<T>().ok());
+    if let Some(v) = &found {
+        *slot.write().expect("sid cache poisoned") = Some(v.clone());
+    }
+    Ok(found)
+}
+
+/// Builds the router with its middleware.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.settings().security.max_body_bytes;
+    Router::new()
+        .route("/incoming-call", post(voice::incoming_call))
+        .route("/menu", post(voice::menu))
+        .route("/hold", post(voice::hold).get(voice::hold))
+        .route("/enqueue-action", post(voice::enqueue_action))
+        .route("/caller-fallback", post(voice::caller_fallback))
+        .route("/voicemail-complete", post(voice::voicemail_complete))
+        .route("/dial-queue", post(voice::dial_queue))
+        .route("/status-callback", post(voice::status_callback))
+        .route("/tr-event-handler", post(events::tr_event_handler))
+        .route("/location-lookup", get(lookup::location_lookup).post(lookup::location_lookup))
+        .route("/businesshours", get(lookup::business_hours).post(lookup::business_hours))
+        .route("/healthz", get(healthz))
+        .with_state(state)
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(10)))
+        .layer(CatchPanicLayer::new())
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            tracing::info_span!(
+                "webhook",
+                method = %req.method(),
+                path = req.uri().path(),
+                call_sid = tracing::field::Empty,
+                task_sid = tracing::field::Empty,
+                reservation_sid = tracing::field::Empty,
+            )
+        }))
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// The webhook boundary's error: the caller's faults become 4xx with a
+/// reason; anything else is a 500 with an opaque body and a full log line.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("missing X-Twilio-Signature header")]
+    MissingSignature,
+    #[error("X-Twilio-Signature does not match the request")]
+    BadSignature,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the server is not ready: {0}")]
+    NotReady(String),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl IntoResponse for WebhookError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            WebhookError::MissingSignature | WebhookError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            WebhookError::BadSignature | WebhookError::Forbidden(_) => StatusCode::FORBIDDEN,
+            WebhookError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            WebhookError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        // The span carries the call, task and reservation SIDs.
+        match &self {
+            WebhookError::Unexpected(e) => tracing::error!(error = ?e, "webhook failed"),
+            other => tracing::warn!(status = status.as_u16(), reason = %other, "webhook refused"),
+        }
+        let body = match &self {
+            WebhookError::Unexpected(_) => "internal error".to_owned(),
+            other => other.to_string(),
+        };
+        (status, body).into_response()
+    }
+}
+
+/// A request that Twilio signed: its form parameters and its own query
+/// parameters (which are part of the signed URL, so equally trusted).
+#[derive(Debug)]
+pub struct TwilioRequest {
+    pub params: Params,
+    pub query: Params,
+}
+
+impl TwilioRequest {
+    /// A parameter from the body, else from the query.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.params.get(key).or_else(|| self.query.get(key)).filter(|v| !v.is_empty())
+    }
+
+    pub fn require(&self, key: &str) -> Result<&str, WebhookError> {
+        self.get(key).ok_or_else(|| WebhookError::BadRequest(format!("missing parameter {key}")))
+    }
+
+    /// The body parameters as JSON, for the audit log.
+    pub fn to_json(&self) -> String {
+        let map: serde_json::Map<String, serde_json::Value> =
+            self.params.iter().map(|(k, v)| (k.to_owned(), serde_json::Value::String(v.to_owned()))).collect();
+        serde_json::Value::Object(map).to_string()
+    }
+}
+
+impl FromRequest<AppState> for TwilioRequest {
+    type Rejection = WebhookError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let body = axum::body::to_bytes(body, state.settings().security.max_body_bytes)
+            .await
+            .map_err(|_| WebhookError::BadRequest("request body too large or unreadable".into()))?;
+        let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let query = Params::parse(parts.uri.query().unwrap_or_default().as_bytes());
+        let is_json = content_type_is(&parts.headers, "application/json");
+        let params = if is_json || parts.method == axum::http::Method::GET { Params::new() } else { Params::parse(&body) };
+
+        let span = Span::current();
+        for (param, field) in [("CallSid", "call_sid"), ("TaskSid", "task_sid"), ("ReservationSid", "reservation_sid")] {
+            if let Some(v) = params.get(param).or_else(|| query.get(param)) {
+                span.record(field, v);
+            }
+        }
+
+        let settings = state.settings();
+        if settings.security.validate_signatures {
+            let url = format!("{}{}", settings.public_url, path_and_query);
+            let sig = parts.headers.get("x-twilio-signature").and_then(|v| v.to_str().ok());
+            let token = settings.twilio.auth_token.expose_secret().as_bytes();
+            let checked = if is_json {
+                signature::validate_json(token, &url, &body, sig)
+            } else {
+                signature::validate_form(token, &url, params.iter(), sig)
+            };
+            checked.map_err(|e| match e {
+                SignatureError::Missing => WebhookError::MissingSignature,
+                SignatureError::Mismatch | SignatureError::BodyHashMismatch => WebhookError::BadSignature,
+            })?;
+        }
+        if let Some(account) = params.get("AccountSid") {
+            if account != settings.twilio.account_sid.as_str() {
+                return Err(WebhookError::Forbidden(format!("AccountSid {account} is not this server's account")));
+            }
+        }
+        Ok(TwilioRequest { params, query })
+    }
+}
+
+fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case(want))
+}
+
+/// A TwiML response.
+pub struct TwiML(pub twilio::twiml::Response);
+
+impl IntoResponse for TwiML {
+    fn into_response(self) -> Response {
+        ([(header::CONTENT_TYPE, HeaderValue::from_static("text/xml; charset=utf-8"))], self.0.to_xml()).into_response()
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then drains.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}

@@ -1,0 +1,369 @@
+//! The Twilio REST client: typed, form-encoded, basic auth, two base URLs.
+//!
+//! The same client talks to Twilio and to the sandbox; only the base URLs and
+//! credentials differ. Every request has a timeout. A 429 is retried with
+//! jittered exponential back-off (Twilio did not act on it). Other failures
+//! are retried only for requests that are safe to repeat: creating a call is
+//! never re-sent after a timeout, because the first request may have placed
+//! the call.
+
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::Value;
+use twilio::sid::{AccountSid, CallSid, WorkspaceSid};
+use twilio::{E164, ErrorBody, Params};
+
+use crate::config::TwilioSettings;
+
+/// Which of Twilio's two API hosts a path lives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// `/2010-04-01/…` on api.twilio.com.
+    Core,
+    /// `/v1/…` on taskrouter.twilio.com.
+    TaskRouter,
+}
+
+/// A failed Twilio request. Each variant names the method and path.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Twilio answered with its error body.
+    #[error("{method} {path}: {body}")]
+    Twilio { method: &'static str, path: String, body: ErrorBody },
+    /// An error status without Twilio's body (a proxy, a crash).
+    #[error("{method} {path}: HTTP {status}: {snippet}")]
+    Http { method: &'static str, path: String, status: u16, snippet: String },
+    /// No answer in time; Twilio may or may not have acted on the request.
+    #[error("{method} {path}: no answer within {timeout_ms} ms (Twilio may or may not have acted)")]
+    Timeout { method: &'static str, path: String, timeout_ms: u64 },
+    #[error("{method} {path}: {source}")]
+    Transport { method: &'static str, path: String, source: reqwest::Error },
+    #[error("{method} {path}: unexpected response: {message}")]
+    Decode { method: &'static str, path: String, message: String },
+}
+
+impl ApiError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Twilio { body, .. } => Some(body.status),
+            ApiError::Http { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Twilio's error code, when it sent one.
+    pub fn code(&self) -> Option<u32> {
+        match self {
+            ApiError::Twilio { body, .. } => Some(body.code),
+            _ => None,
+        }
+    }
+
+    fn is_rate_limited(&self) -> bool {
+        self.status() == Some(429)
+    }
+
+    /// Failures worth retrying for a request that is safe to repeat.
+    fn is_transient(&self) -> bool {
+        match self {
+            ApiError::Timeout { .. } | ApiError::Transport { .. } => true,
+            _ => self.status().is_some_and(|s| s == 429 || s >= 500),
+        }
+    }
+}
+
+/// A call as Twilio returns it (the fields we use).
+#[derive(Debug, Clone, Deserialize)]
+pub struct CallResource {
+    pub sid: CallSid,
+    pub status: String,
+}
+
+/// What `create_call` sends.
+#[derive(Debug, Clone)]
+pub struct CreateCall {
+    pub to: E164,
+    pub from: E164,
+    pub url: String,
+    pub status_callback: String,
+    pub timeout_secs: u32,
+    pub machine_detection_speech_threshold_ms: u32,
+    pub machine_detection_timeout_secs: u32,
+    pub call_token: Option<String>,
+}
+
+impl CreateCall {
+    /// The form parameters, in the order they are sent.
+    pub fn params(&self) -> Params {
+        let mut p = Params::new();
+        p.push("To", self.to.as_str())
+            .push("From", self.from.as_str())
+            .push("Url", &self.url)
+            .push("Method", "POST")
+            .push("StatusCallback", &self.status_callback)
+            .push("StatusCallbackMethod", "POST");
+        for ev in ["initiated", "ringing", "answered", "completed"] {
+            p.push("StatusCallbackEvent", ev);
+        }
+        p.push("MachineDetection", "Enable")
+            .push("MachineDetectionSpeechThreshold", self.machine_detection_speech_threshold_ms.to_string())
+            .push("MachineDetectionTimeout", self.machine_detection_timeout_secs.to_string())
+            .push("Timeout", self.timeout_secs.to_string())
+            .push_opt("CallToken", self.call_token.clone());
+        p
+    }
+}
+
+/// The client; cheap to clone.
+#[derive(Clone)]
+pub struct TwilioClient {
+    http: reqwest::Client,
+    core_base: String,
+    taskrouter_base: String,
+    account_sid: AccountSid,
+    auth_token: SecretString,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for TwilioClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwilioClient")
+            .field("core_base", &self.core_base)
+            .field("taskrouter_base", &self.taskrouter_base)
+            .field("account_sid", &self.account_sid)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Body {
+    None,
+    Form(String),
+}
+
+impl TwilioClient {
+    pub fn new(settings: &TwilioSettings) -> anyhow::Result<Self> {
+        // reqwest is built without a default TLS crypto provider to keep the
+        // build lean; install ring's once. A second install fails harmlessly.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let timeout = Duration::from_millis(settings.request_timeout_ms);
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(64)
+            .user_agent(concat!("call-router/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            http,
+            core_base: settings.api_base_url.clone(),
+            taskrouter_base: settings.taskrouter_base_url.clone(),
+            account_sid: settings.account_sid.clone(),
+            auth_token: settings.auth_token.clone(),
+            timeout,
+        })
+    }
+
+    pub fn account_sid(&self) -> &AccountSid {
+        &self.account_sid
+    }
+
+    fn base(&self, api: Api) -> &str {
+        match api {
+            Api::Core => &self.core_base,
+            Api::TaskRouter => &self.taskrouter_base,
+        }
+    }
+
+    /// The path of an account-scoped core resource.
+    pub fn account_path(&self, rest: &str) -> String {
+        format!("/2010-04-01/Accounts/{}/{rest}", self.account_sid)
+    }
+
+    /// One request, no retries. `path` may carry a query string.
+    async fn send_once(&self, method: &'static str, api: Api, path: &str, body: &Body) -> Result<Value, ApiError> {
+        let url = format!("{}{}", self.base(api), path);
+        let mut req = match method {
+            "GET" => self.http.get(&url),
+            "DELETE" => self.http.delete(&url),
+            _ => self.http.post(&url),
+        }
+        .basic_auth(self.account_sid.as_str(), Some(self.auth_token.expose_secret()))
+        .header("Accept", "application/json");
+        if let Body::Form(form) = body {
+            req = req.header("Content-Type", "application/x-www-form-urlencoded").body(form.clone());
+        }
+        let resp = req.send().await.map_err(|e| self.transport(method, path, e))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|e| self.transport(method, path, e))?;
+        if (200..300).contains(&status) {
+            if bytes.is_empty() || status == 204 {
+                return Ok(Value::Null);
+            }
+            return serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode {
+                method,
+                path: path.to_owned(),
+                message: e.to_string(),
+            });
+        }
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => Err(ApiError::Twilio { method, path: path.to_owned(), body }),
+            Err(_) => Err(ApiError::Http {
+                method,
+                path: path.to_owned(),
+                status,
+                snippet: String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
+            }),
+        }
+    }
+
+    fn transport(&self, method: &'static str, path: &str, e: reqwest::Error) -> ApiError {
+        if e.is_timeout() {
+            ApiError::Timeout { method, path: path.to_owned(), timeout_ms: self.timeout.as_millis() as u64 }
+        } else {
+            ApiError::Transport { method, path: path.to_owned(), source: e }
+        }
+    }
+
+    fn backoff() -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(5))
+            .with_max_times(4)
+            .with_jitter()
+    }
+
+    /// A request that is safe to repeat: retried on 429, 5xx and timeouts.
+    async fn send_idempotent(&self, method: &'static str, api: Api, path: &str, body: Body) -> Result<Value, ApiError> {
+        (|| self.send_once(method, api, path, &body))
+            .retry(Self::backoff())
+            .when(ApiError::is_transient)
+            .notify(|e, after| tracing::warn!(error = %e, retry_in_ms = after.as_millis() as u64, "retrying Twilio request"))
+            .await
+    }
+
+    /// A request that creates something: retried only on 429, which Twilio
+    /// documents as not acted upon.
+    async fn send_create(&self, api: Api, path: &str, body: Body) -> Result<Value, ApiError> {
+        (|| self.send_once("POST", api, path, &body))
+            .retry(Self::backoff())
+            .when(ApiError::is_rate_limited)
+            .notify(|e, after| tracing::warn!(error = %e, retry_in_ms = after.as_millis() as u64, "rate limited; retrying"))
+            .await
+    }
+
+    pub async fn get(&self, api: Api, path: &str) -> Result<Value, ApiError> {
+        self.send_idempotent("GET", api, path, Body::None).await
+    }
+
+    /// Updates an existing resource (POST to its URL); safe to repeat.
+    pub async fn update(&self, api: Api, path: &str, params: &Params) -> Result<Value, ApiError> {
+        self.send_idempotent("POST", api, path, Body::Form(params.encode())).await
+    }
+
+    /// Creates a resource; never repeated after a timeout.
+    pub async fn create(&self, api: Api, path: &str, params: &Params) -> Result<Value, ApiError> {
+        self.send_create(api, path, Body::Form(params.encode())).await
+    }
+
+    pub async fn delete(&self, api: Api, path: &str) -> Result<(), ApiError> {
+        self.send_idempotent("DELETE", api, path, Body::None).await.map(drop)
+    }
+
+    /// Every item of a list resource, following Twilio's paging. `key` is
+    /// the array's name in the envelope (`workers`, `incoming_phone_numbers`).
+    pub async fn list(&self, api: Api, path: &str, key: &str) -> Result<Vec<Value>, ApiError> {
+        let mut out = Vec::new();
+        let mut next = Some(path.to_owned());
+        let mut pages = 0;
+        while let Some(p) = next.take() {
+            let page = self.get(api, &p).await?;
+            let items = page.get(key).and_then(Value::as_array).ok_or_else(|| ApiError::Decode {
+                method: "GET",
+                path: p.clone(),
+                message: format!("no {key:?} array in the list envelope"),
+            })?;
+            out.extend(items.iter().cloned());
+            pages += 1;
+            // The core API gives a relative next_page_uri; TaskRouter an
+            // absolute meta.next_page_url. Keep only the path and query so
+            // that paging stays on the configured base URL.
+            let raw = page
+                .get("next_page_uri")
+                .and_then(Value::as_str)
+                .or_else(|| page.pointer("/meta/next_page_url").and_then(Value::as_str));
+            next = raw.filter(|_| pages < 100).map(path_and_query);
+        }
+        Ok(out)
+    }
+
+    // -- the call flow's typed requests ----------------------------------------
+
+    /// Places the outbound call to a location.
+    pub async fn create_call(&self, req: &CreateCall) -> Result<CallResource, ApiError> {
+        let path = self.account_path("Calls.json");
+        let v = self.create(Api::Core, &path, &req.params()).await?;
+        serde_json::from_value(v).map_err(|e| ApiError::Decode { method: "POST", path, message: e.to_string() })
+    }
+
+    /// Updates a live call: `Status=completed|canceled`, or a new `Url`.
+    pub async fn update_call(&self, call_sid: &str, params: &Params) -> Result<Value, ApiError> {
+        let path = self.account_path(&format!("Calls/{call_sid}.json"));
+        self.update(Api::Core, &path, params).await
+    }
+
+    /// Sets a task's assignment status (`completed`, `canceled`) with a reason.
+    pub async fn update_task_status(
+        &self,
+        workspace: &WorkspaceSid,
+        task_sid: &str,
+        status: &str,
+        reason: &str,
+    ) -> Result<Value, ApiError> {
+        let path = format!("/v1/Workspaces/{workspace}/Tasks/{task_sid}");
+        let mut p = Params::new();
+        p.push("AssignmentStatus", status).push("Reason", reason);
+        self.update(Api::TaskRouter, &path, &p).await
+    }
+}
+
+/// `https://host/v1/x?PageToken=…` → `/v1/x?PageToken=…`; a relative URI
+/// passes through.
+fn path_and_query(url: &str) -> String {
+    match url.split_once("://") {
+        Some((_, rest)) => rest.find('/').map(|i| rest[i..].to_owned()).unwrap_or_else(|| "/".to_owned()),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_call_params_repeat_status_events_and_keep_plus() {
+        let req = CreateCall {
+            to: E164::parse("+14155550123").unwrap(),
+            from: E164::parse("+12025550143").unwrap(),
+            url: "https://x/dial-queue?from=%2B1".into(),
+            status_callback: "https://x/status-callback".into(),
+            timeout_secs: 20,
+            machine_detection_speech_threshold_ms: 2400,
+            machine_detection_timeout_secs: 30,
+            call_token: None,
+        };
+        let p = req.params();
+        assert_eq!(p.get_all("StatusCallbackEvent").collect::<Vec<_>>(), ["initiated", "ringing", "answered", "completed"]);
+        let body = p.encode();
+        assert!(body.contains("To=%2B14155550123"), "{body}");
+        assert!(body.contains("Url=https%3A%2F%2Fx%2Fdial-queue%3Ffrom%3D%252B1"), "{body}");
+        assert_eq!(Params::parse(body.as_bytes()).get("Url"), Some("https://x/dial-queue?from=%2B1"));
+    }
+
+    #[test]
+    fn paging_urls_stay_on_our_base() {
+        assert_eq!(path_and_query("https://taskrouter.twilio.com/v1/Workspaces?PageSize=50&Page=1"), "/v1/Workspaces?PageSize=50&Page=1");
+        assert_eq!(path_and_query("/2010-04-01/Accounts/AC1/Calls.json?Page=1"), "/2010-04-01/Accounts/AC1/Calls.json?Page=1");
+    }
+}

@@ -1,0 +1,332 @@
+//! The server on port 0 against a recording fake of Twilio's API: the exact
+//! TwiML it returns and the exact requests it makes.
+
+mod common;
+
+use common::*;
+use twilio::twiml::{DialNoun, Response, Verb};
+
+const CALL: &str = "CA00000000000000000000000000000001";
+const TASK: &str = "WT00000000000000000000000000000001";
+const RES: &str = "WR00000000000000000000000000000001";
+const CALLER: &str = "+13105550199";
+
+fn inbound(to: &str) -> Vec<(&'static str, &'static str)> {
+    let to: &'static str = Box::leak(to.to_owned().into_boxed_str());
+    vec![
+        ("AccountSid", ACCOUNT),
+        ("CallSid", CALL),
+        ("From", CALLER),
+        ("To", to),
+        ("CallStatus", "ringing"),
+        ("Direction", "inbound"),
+    ]
+}
+
+async fn twiml(resp: reqwest::Response) -> Response {
+    assert_eq!(resp.status(), 200, "unexpected status");
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/xml"));
+    Response::parse(&resp.text().await.unwrap()).expect("the server's TwiML parses")
+}
+
+fn attrs(task_json: &str) -> serde_json::Value {
+    serde_json::from_str(task_json).unwrap()
+}
+
+#[tokio::test]
+async fn single_location_caller_is_enqueued_with_the_task() {
+    let app = spawn_app().await;
+    let doc = twiml(app.post_signed("/incoming-call", &inbound(TWILIO_NUMBER)).await).await;
+    let enqueue = doc
+        .verbs
+        .iter()
+        .find_map(|v| if let Verb::Enqueue(e) = v { Some(e.clone()) } else { None })
+        .expect("an Enqueue");
+    assert_eq!(enqueue.workflow_sid.as_deref(), Some(WORKFLOW));
+    assert_eq!(enqueue.wait_url.as_deref(), Some(format!("{}/hold?location=north", app.url).as_str()));
+    let task = attrs(&enqueue.task.unwrap().attributes);
+    assert_eq!(task["location"], "north");
+    assert_eq!(task["practicePhone"], "+14155550123");
+    assert_eq!(task["callerID"], TWILIO_NUMBER);
+    assert_eq!(task["caller"], CALLER);
+    let call = app.server.state.store().call(CALL).await.unwrap().unwrap();
+    assert_eq!(call.location.as_deref(), Some("north"));
+}
+
+#[tokio::test]
+async fn shared_number_offers_a_menu_and_routes_by_digit() {
+    let app = spawn_app().await;
+    let doc = twiml(app.post_signed("/incoming-call", &inbound(SHARED_NUMBER)).await).await;
+    let Verb::Gather(g) = &doc.verbs[0] else { panic!("expected a Gather first: {doc:?}") };
+    assert_eq!(g.num_digits, Some(1));
+    assert!(matches!(doc.verbs[1], Verb::Redirect(_)), "no input falls through to a redirect");
+
+    let mut params = inbound(SHARED_NUMBER);
+    params.push(("Digits", "2"));
+    let doc = twiml(app.post_signed("/menu?attempt=0", &params).await).await;
+    let task = doc.verbs.iter().find_map(|v| if let Verb::Enqueue(e) = v { e.task.clone() } else { None }).unwrap();
+    assert_eq!(attrs(&task.attributes)["location"], "west");
+}
+
+#[tokio::test]
+async fn invalid_menu_input_repeats_then_takes_the_default() {
+    let app = spawn_app().await;
+    let mut params = inbound(SHARED_NUMBER);
+    params.push(("Digits", "9"));
+    let doc = twiml(app.post_signed("/menu?attempt=0", &params).await).await;
+    assert!(matches!(doc.verbs[0], Verb::Gather(_)), "first bad input repeats the menu");
+    // No digits on the last attempt: the first location is the default.
+    let doc = twiml(app.post_signed("/menu?attempt=1", &inbound(SHARED_NUMBER)).await).await;
+    let task = doc.verbs.iter().find_map(|v| if let Verb::Enqueue(e) = v { e.task.clone() } else { None }).unwrap();
+    assert_eq!(attrs(&task.attributes)["location"], "east");
+}
+
+#[tokio::test]
+async fn after_hours_offers_voicemail_and_records_the_outcome() {
+    let app = spawn_app().await;
+    let doc = twiml(app.post_signed("/incoming-call", &inbound(CLOSED_NUMBER)).await).await;
+    assert!(doc.verbs.iter().any(|v| matches!(v, Verb::Record(_))), "{doc:?}");
+    assert!(!doc.verbs.iter().any(|v| matches!(v, Verb::Enqueue(_))));
+    let call = app.server.state.store().call(CALL).await.unwrap().unwrap();
+    assert_eq!(call.outcome.as_str(), "after_hours");
+}
+
+#[tokio::test]
+async fn unknown_number_is_not_in_service() {
+    let app = spawn_app().await;
+    let doc = twiml(app.post_signed("/incoming-call", &inbound("+12025550199")).await).await;
+    assert!(matches!(doc.verbs.last(), Some(Verb::Hangup)));
+}
+
+fn task_json() -> String {
+    format!(
+        r#"{{"location":"north","practicePhone":"+14155550123","callerID":"{TWILIO_NUMBER}","caller":"{CALLER}","call_sid":"{CALL}"}}"#
+    )
+}
+
+#[tokio::test]
+async fn reservation_created_dials_the_location_exactly_once() {
+    let app = spawn_app().await;
+    app.post_signed("/incoming-call", &inbound(TWILIO_NUMBER)).await;
+    let event = reservation_created(TASK, RES, &task_json());
+    let resp = app.post_signed("/tr-event-handler", &as_refs(&event)).await;
+    assert_eq!(resp.status(), 204);
+    // Twilio retries webhooks; a duplicate must not dial twice.
+    let resp = app.post_signed("/tr-event-handler", &as_refs(&event)).await;
+    assert_eq!(resp.status(), 204);
+
+    let calls = app.fake.wait_for(1, |r| r.method == "POST" && r.path.ends_with("/Calls.json")).await;
+    let req = &calls[0];
+    assert_eq!(req.path, format!("/2010-04-01/Accounts/{ACCOUNT}/Calls.json"));
+    assert!(req.authorized, "basic auth with the account SID and token");
+    let p = &req.params;
+    assert_eq!(p.get("To"), Some("+14155550123"));
+    assert_eq!(p.get("From"), Some(TWILIO_NUMBER));
+    let url = p.get("Url").unwrap();
+    assert!(url.starts_with(&format!("{}/dial-queue?", app.url)), "{url}");
+    assert!(url.contains(&format!("reservationSid={RES}")), "{url}");
+    // The + of an E.164 number is percent-encoded, so it survives decoding.
+    assert!(url.contains("from=%2B12025550143"), "{url}");
+    assert_eq!(
+        twilio::signature::query_param(url, "from").as_deref(),
+        Some(TWILIO_NUMBER),
+        "the number decodes back with its +"
+    );
+    assert!(p.get("StatusCallback").unwrap().starts_with(&format!("{}/status-callback?", app.url)));
+    assert_eq!(p.get_all("StatusCallbackEvent").collect::<Vec<_>>(), ["initiated", "ringing", "answered", "completed"]);
+    assert_eq!(p.get("MachineDetection"), Some("Enable"));
+    assert_eq!(p.get("MachineDetectionSpeechThreshold"), Some("2400"));
+    assert_eq!(p.get("Timeout"), Some("20"));
+
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let dials = app.fake.requests().into_iter().filter(|r| r.path.ends_with("/Calls.json")).count();
+    assert_eq!(dials, 1, "one dial per reservation");
+    let call = app.server.state.store().call(CALL).await.unwrap().unwrap();
+    assert_eq!(call.reservation_sid.as_deref(), Some(RES));
+}
+
+#[tokio::test]
+async fn malformed_events_get_a_4xx_with_a_reason() {
+    let app = spawn_app().await;
+    let cases = [
+        ("{not json", "TaskAttributes is not valid task JSON"),
+        (r#"{"location":"north","callerID":"+12025550143"}"#, "practicePhone"),
+        (r#"{"location":"north","practicePhone":"555","callerID":"+12025550143"}"#, "E.164"),
+    ];
+    for (attributes, reason) in cases {
+        let event = reservation_created(TASK, RES, attributes);
+        let resp = app.post_signed("/tr-event-handler", &as_refs(&event)).await;
+        assert_eq!(resp.status(), 400, "{attributes}");
+        let body = resp.text().await.unwrap();
+        assert!(body.contains(reason), "{attributes}: {body}");
+    }
+    let mut event = reservation_created(TASK, RES, &task_json());
+    event.retain(|(k, _)| *k != "ReservationSid");
+    let resp = app.post_signed("/tr-event-handler", &as_refs(&event)).await;
+    assert_eq!(resp.status(), 400);
+    assert!(app.fake.requests().is_empty(), "nothing was dialled");
+}
+
+#[tokio::test]
+async fn signatures_accounts_and_workspaces_are_checked() {
+    let app = spawn_app().await;
+    let params = inbound(TWILIO_NUMBER);
+    let missing = app.post_with_signature("/incoming-call", &params, None).await;
+    assert_eq!(missing.status(), 400);
+    let wrong = app.post_with_signature("/incoming-call", &params, Some("bm90IHRoZSBzaWduYXR1cmU=")).await;
+    assert_eq!(wrong.status(), 403);
+    // Signed with another token.
+    let url = format!("{}/incoming-call", app.url);
+    let forged = twilio::signature::sign(b"other-token", &url, params.iter().copied());
+    assert_eq!(app.post_with_signature("/incoming-call", &params, Some(&forged)).await.status(), 403);
+    // A correctly signed request for another account.
+    let mut other = params.clone();
+    other[0] = ("AccountSid", "AC99999999999999999999999999999999");
+    assert_eq!(app.post_signed("/incoming-call", &other).await.status(), 403);
+    // An event from another workspace.
+    let mut event = reservation_created(TASK, RES, &task_json());
+    event[2] = ("WorkspaceSid", "WS99999999999999999999999999999999".into());
+    assert_eq!(app.post_signed("/tr-event-handler", &as_refs(&event)).await.status(), 403);
+    assert!(app.fake.requests().is_empty());
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused() {
+    let app = spawn_app().await;
+    let big = "x".repeat(70 * 1024);
+    let resp = app.post_signed("/incoming-call", &[("AccountSid", ACCOUNT), ("Junk", &big)]).await;
+    assert!(resp.status() == 413 || resp.status() == 400, "{}", resp.status());
+}
+
+#[tokio::test]
+async fn a_person_is_bridged_to_the_reservation() {
+    let app = spawn_app().await;
+    let q = format!("/dial-queue?reservationSid={RES}&taskSid={TASK}&location=north&from=%2B12025550143&callSid={CALL}");
+    let params = [("AccountSid", ACCOUNT), ("CallSid", "CA00000000000000000000000000000002"), ("AnsweredBy", "human")];
+    let resp = app.post_signed(&q, &params).await;
+    let body = resp.text().await.unwrap();
+    assert_eq!(
+        body,
+        format!(r#"<?xml version="1.0" encoding="UTF-8"?><Response><Dial><Queue reservationSid="{RES}"/></Dial></Response>"#)
+    );
+}
+
+#[tokio::test]
+async fn a_machine_is_hung_up_on_and_the_caller_gets_voicemail() {
+    let app = spawn_app().await;
+    app.post_signed("/incoming-call", &inbound(TWILIO_NUMBER)).await;
+    let q = format!("/dial-queue?reservationSid={RES}&taskSid={TASK}&location=north&from=%2B12025550143&callSid={CALL}");
+    let params = [("AccountSid", ACCOUNT), ("CallSid", "CA00000000000000000000000000000002"), ("AnsweredBy", "machine_start")];
+    let doc = twiml(app.post_signed(&q, &params).await).await;
+    assert_eq!(doc.verbs, [Verb::Hangup]);
+
+    let redirect = app.fake.wait_for(1, |r| r.path.ends_with(&format!("/Calls/{CALL}.json"))).await;
+    let url = redirect[0].params.get("Url").unwrap();
+    assert!(url.contains("/caller-fallback?location=north&reason=location_voicemail"), "{url}");
+    let cancel = app.fake.wait_for(1, |r| r.path.ends_with(&format!("/Tasks/{TASK}"))).await;
+    assert_eq!(cancel[0].path, format!("/v1/Workspaces/{WORKSPACE}/Tasks/{TASK}"));
+    assert_eq!(cancel[0].params.get("AssignmentStatus"), Some("canceled"));
+    assert_eq!(app.server.state.store().call(CALL).await.unwrap().unwrap().outcome.as_str(), "location_voicemail");
+
+    // The fallback TwiML offers a recording.
+    let doc = twiml(app.post_signed(url.strip_prefix(&app.url).unwrap(), &inbound(TWILIO_NUMBER)).await).await;
+    assert!(doc.verbs.iter().any(|v| matches!(v, Verb::Record(_))));
+}
+
+#[tokio::test]
+async fn machine_can_be_bridged_by_policy() {
+    let app = spawn_app_with("[dialing]\non_machine = \"bridge\"").await;
+    let q = format!("/dial-queue?reservationSid={RES}&callSid={CALL}");
+    let params = [("AccountSid", ACCOUNT), ("CallSid", "CA00000000000000000000000000000002"), ("AnsweredBy", "machine_start")];
+    let doc = twiml(app.post_signed(&q, &params).await).await;
+    assert!(matches!(&doc.verbs[0], Verb::Dial(d) if matches!(&d.nouns[0], DialNoun::Queue(_))));
+}
+
+#[tokio::test]
+async fn busy_location_sends_the_caller_to_voicemail_and_records_every_status() {
+    let app = spawn_app().await;
+    app.post_signed("/incoming-call", &inbound(TWILIO_NUMBER)).await;
+    let q = format!("/status-callback?reservationSid={RES}&taskSid={TASK}&location=north&callSid={CALL}");
+    let outbound = "CA00000000000000000000000000000002";
+    for (seq, status) in [("0", "initiated"), ("1", "ringing"), ("2", "busy")] {
+        let mut p = vec![("AccountSid", ACCOUNT), ("CallSid", outbound), ("CallStatus", status), ("SequenceNumber", seq)];
+        if status == "busy" {
+            p.push(("SipResponseCode", "486"));
+            p.push(("CallDuration", "0"));
+        }
+        assert_eq!(app.post_signed(&q, &p).await.status(), 200);
+    }
+    let store = app.server.state.store();
+    let statuses = store.statuses(outbound).await.unwrap();
+    assert_eq!(statuses.iter().map(|s| s.status.as_str()).collect::<Vec<_>>(), ["initiated", "ringing", "busy"]);
+    assert_eq!(statuses[2].sip_response_code, Some(486));
+    assert_eq!(store.call(CALL).await.unwrap().unwrap().outcome.as_str(), "location_busy");
+    app.fake.wait_for(1, |r| r.path.ends_with(&format!("/Calls/{CALL}.json"))).await;
+    app.fake.wait_for(1, |r| r.path.ends_with(&format!("/Tasks/{TASK}")) && r.params.get("AssignmentStatus") == Some("canceled")).await;
+}
+
+#[tokio::test]
+async fn wrapup_completes_the_task_with_a_reason() {
+    let app = spawn_app().await;
+    let event = [
+        ("EventType", "reservation.wrapup"),
+        ("AccountSid", ACCOUNT),
+        ("WorkspaceSid", WORKSPACE),
+        ("TaskSid", TASK),
+        ("ReservationSid", RES),
+    ];
+    assert_eq!(app.post_signed("/tr-event-handler", &event).await.status(), 204);
+    let done = app.fake.wait_for(1, |r| r.path.ends_with(&format!("/Tasks/{TASK}"))).await;
+    assert_eq!(done[0].method, "POST");
+    assert_eq!(done[0].params.get("AssignmentStatus"), Some("completed"));
+    assert!(done[0].params.get("Reason").is_some());
+}
+
+#[tokio::test]
+async fn other_events_are_acknowledged_and_ignored() {
+    let app = spawn_app().await;
+    let event = [("EventType", "worker.activity.update"), ("AccountSid", ACCOUNT), ("WorkspaceSid", WORKSPACE)];
+    assert_eq!(app.post_signed("/tr-event-handler", &event).await.status(), 204);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(app.fake.requests().is_empty());
+}
+
+#[tokio::test]
+async fn twilio_refusing_the_dial_sends_the_caller_to_voicemail() {
+    let app = spawn_app().await;
+    *app.fake.fail_calls_with.lock().unwrap() = Some((400, 21212));
+    app.post_signed("/incoming-call", &inbound(TWILIO_NUMBER)).await;
+    let event = reservation_created(TASK, RES, &task_json());
+    assert_eq!(app.post_signed("/tr-event-handler", &as_refs(&event)).await.status(), 204);
+    let redirect = app.fake.wait_for(1, |r| r.path.ends_with(&format!("/Calls/{CALL}.json"))).await;
+    assert!(redirect[0].params.get("Url").unwrap().contains("reason=dial_failed"));
+    assert_eq!(app.server.state.store().call(CALL).await.unwrap().unwrap().outcome.as_str(), "dial_failed");
+    let dials = app.fake.requests().into_iter().filter(|r| r.path.ends_with("/Calls.json")).count();
+    assert_eq!(dials, 1, "a refused dial is not retried");
+}
+
+#[tokio::test]
+async fn lookups_return_the_ivr_data() {
+    let app = spawn_app().await;
+    let resp = app.get_signed(&format!("/location-lookup?To=%2B{}", &TWILIO_NUMBER[1..])).await;
+    assert_eq!(resp.status(), 200);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["location"], "north");
+    assert_eq!(v["practicePhone"], "+14155550123");
+    assert_eq!(v["open"], true);
+
+    let resp = app.get_signed("/businesshours?location=night").await;
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["open"], false);
+    assert_eq!(v["timeZone"], "Europe/London");
+
+    let resp = app.client.get(format!("{}/businesshours?location=night", app.url)).send().await.unwrap();
+    assert_eq!(resp.status(), 400, "unsigned look-ups are refused");
+}
+
+#[tokio::test]
+async fn healthz_needs_no_signature() {
+    let app = spawn_app().await;
+    let resp = app.client.get(format!("{}/healthz", app.url)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+}
