@@ -1,3 +1,293 @@
 //! A local Twilio-compatible emulator of the Voice and TaskRouter APIs.
+//!
+//! The call-router server reaches it only over HTTP, through its normal REST
+//! client and webhooks: point a Twilio client at [`Sandbox::url`] with the
+//! sandbox's account SID and auth token and it works unchanged.
+//!
+//! # Layout
+//! - [`clock`]: virtual time (`time_scale` virtual seconds per real second).
+//! - [`state`]: the resources, in one `State` behind a `std::sync::Mutex`.
+//! - [`engine`]: TaskRouter routing, pure (state + time in, events + timers out).
+//! - [`expr`]: TaskRouter's expression language.
+//! - `events`: signed, ordered, per-workspace delivery of TaskRouter events.
+//! - `api`: the HTTP surface: core API (`/2010-04-01/…`), TaskRouter (`/v1/…`)
+//!   and the control API (`/sandbox/…`), all behind HTTP basic auth.
+//! - `voice`: call legs, the TwiML interpreter and simulated phones.
+//! - [`log`]: every request received and sent.
+//! - [`client`]: a typed HTTP client for tests and the demo.
+//!
+//! The IO rim lives here: [`Shared::apply`] delivers an engine's events and
+//! arms its timers.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use twilio::Params;
+use twilio::sid::AccountSid;
+
+pub mod client;
+pub mod clock;
+pub mod engine;
 pub mod expr;
+pub mod log;
+pub mod state;
+
+mod api;
+mod events;
+mod voice;
+
+use clock::{Clock, VMs};
+use engine::{Effects, Timer};
+use state::State;
+
+/// How to run a sandbox.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub account_sid: AccountSid,
+    pub auth_token: String,
+    /// Virtual seconds per real second; 1.0 is real time.
+    pub time_scale: f64,
+    /// Seeds every SID and random choice, so runs repeat.
+    pub seed: u64,
+}
+
+impl Config {
+    /// A made-up account SID and auth token.
+    pub fn random(time_scale: f64, seed: u64) -> Self {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        let token: [u8; 16] = rng.random();
+        Self {
+            account_sid: AccountSid::generate(&mut rng),
+            auth_token: token.iter().map(|b| format!("{b:02x}")).collect(),
+            time_scale,
+            seed,
+        }
+    }
+
+    /// Credentials from `TWILIO_ACCOUNT_SID` / `TWILIO_AUTH_TOKEN` when both
+    /// are set and the SID is valid, else a made-up pair (`made_up = true`).
+    pub fn from_env_or_random(time_scale: f64, seed: u64) -> (Config, bool) {
+        let sid = std::env::var("TWILIO_ACCOUNT_SID")
+            .ok()
+            .and_then(|s| AccountSid::parse(&s).ok());
+        let token = std::env::var("TWILIO_AUTH_TOKEN").ok().filter(|t| !t.is_empty());
+        match (sid, token) {
+            (Some(account_sid), Some(auth_token)) => (
+                Config {
+                    account_sid,
+                    auth_token,
+                    time_scale,
+                    seed,
+                },
+                false,
+            ),
+            _ => (Config::random(time_scale, seed), true),
+        }
+    }
+}
+
+/// A running sandbox.
+pub struct Sandbox {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// Starts a sandbox on a bound listener.
+pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow::Result<Sandbox> {
+    use anyhow::Context as _;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let addr = listener.local_addr().context("reading the listener's address")?;
+    let base_url = format!("http://{addr}");
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(15))
+        .pool_max_idle_per_host(256)
+        .build()
+        .context("building the webhook HTTP client")?;
+    let (shutdown, mut rx) = tokio::sync::watch::channel(false);
+    let shared = Arc::new(Shared {
+        clock: Clock::new(config.time_scale),
+        state: Mutex::new(State::new(config.seed)),
+        config,
+        base_url,
+        log: log::RequestLog::default(),
+        http,
+        events: events::EventBus::default(),
+        legs: Mutex::new(HashMap::new()),
+        call_ended: tokio::sync::Notify::new(),
+        shutdown: shutdown.subscribe(),
+    });
+    let router = api::router(shared.clone());
+    let server = tokio::spawn(async move {
+        let stop = async move {
+            let _ = rx.wait_for(|v| *v).await;
+        };
+        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
+            tracing::error!(error = %e, "sandbox server stopped");
+        }
+    });
+    Ok(Sandbox {
+        shared,
+        addr,
+        shutdown,
+        server,
+    })
+}
+
+impl Sandbox {
+    /// The one base URL serving `/2010-04-01/…`, `/v1/…` and `/sandbox/…`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+    pub fn account_sid(&self) -> &AccountSid {
+        &self.shared.config.account_sid
+    }
+    pub fn auth_token(&self) -> &str {
+        &self.shared.config.auth_token
+    }
+    /// Stops serving; call legs and timers notice and end.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.server.await;
+    }
+}
+
+/// Commands a call leg's task obeys while it waits.
+#[derive(Debug)]
+pub(crate) enum LegCmd {
+    /// The far end or the API hung up this leg (`status` is its final status).
+    Hangup { status: &'static str },
+    /// The API redirected the leg to new TwiML.
+    Redirect(voice::Source),
+    /// An enqueued caller was bridged to an agent leg.
+    Bridge { peer: String },
+    /// The other side of a bridge hung up.
+    PeerEnded,
+}
+
+/// Everything the sandbox's tasks share.
+pub struct Shared {
+    pub(crate) config: Config,
+    pub(crate) base_url: String,
+    pub(crate) clock: Clock,
+    pub(crate) state: Mutex<State>,
+    pub(crate) log: log::RequestLog,
+    pub(crate) http: reqwest::Client,
+    pub(crate) events: events::EventBus,
+    pub(crate) legs: Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<LegCmd>>>,
+    /// Woken whenever a call reaches a final status (long-polls wait on it).
+    pub(crate) call_ended: tokio::sync::Notify,
+    pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// Runs `f` on the state under the lock, with the current virtual time.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut State, VMs) -> R) -> R {
+        let now = self.clock.now_ms();
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut st, now)
+    }
+
+    /// Delivers an engine's events and arms its timers.
+    pub(crate) fn apply(self: &Arc<Self>, fx: Effects) {
+        if !fx.events.is_empty() {
+            let deliveries: Vec<(String, events::Delivery)> = self.with(|st, _| {
+                fx.events
+                    .into_iter()
+                    .filter_map(|ev| {
+                        let ws = st.workspaces.get(&ev.workspace_sid)?;
+                        let url = ws.event_callback_url.clone()?;
+                        if !events::wanted(ws.events_filter.as_deref(), &ev.event_type) {
+                            return None;
+                        }
+                        let mut params = Params::new();
+                        params.push("AccountSid", self.config.account_sid.as_str());
+                        for (k, v) in ev.params.iter() {
+                            params.push(k, v);
+                        }
+                        Some((ev.workspace_sid, events::Delivery { url, params }))
+                    })
+                    .collect()
+            });
+            for (ws, d) in deliveries {
+                self.events.send(self, &ws, d);
+            }
+        }
+        for timer in fx.timers {
+            self.arm(timer);
+        }
+    }
+
+    fn arm(self: &Arc<Self>, timer: Timer) {
+        let shared = Arc::downgrade(self);
+        let clock = self.clock.clone();
+        let mut stop = self.shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = clock.sleep_until(timer.at()) => {}
+                _ = stop.wait_for(|v| *v) => return,
+            }
+            let Some(shared) = shared.upgrade() else { return };
+            let fx = shared.with(|st, now| engine::fire(st, now, &timer));
+            shared.apply(fx);
+        });
+    }
+
+    /// Sends a signed form request (POST, or GET with the parameters in the
+    /// query) and logs it. Returns the status and body, or a transport error.
+    pub(crate) async fn post_signed(&self, method: &str, url: &str, params: &Params) -> Result<(u16, String), String> {
+        let get = method.eq_ignore_ascii_case("GET");
+        let full_url = if get && !params.is_empty() {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}{}", params.encode())
+        } else {
+            url.to_owned()
+        };
+        let signature = if get {
+            twilio::signature::sign(self.config.auth_token.as_bytes(), &full_url, std::iter::empty())
+        } else {
+            twilio::signature::sign(self.config.auth_token.as_bytes(), url, params.iter())
+        };
+        let req = if get {
+            self.http.get(&full_url)
+        } else {
+            self.http
+                .post(url)
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(params.encode())
+        };
+        let result = req
+            .header("X-Twilio-Signature", signature)
+            .header("User-Agent", "TwilioProxy/1.1 (call-router-sandbox)")
+            .send()
+            .await;
+        let (status, body, error) = match result {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                match resp.text().await {
+                    Ok(body) => (status, body, None),
+                    Err(e) => (status, String::new(), Some(e.to_string())),
+                }
+            }
+            Err(e) => (0, String::new(), Some(e.to_string())),
+        };
+        self.log.push(log::Entry {
+            seq: 0,
+            direction: "out",
+            method: if get { "GET".into() } else { "POST".into() },
+            url: url.to_owned(),
+            params: params.clone().into_vec(),
+            status,
+            response: body.clone(),
+            error: error.clone(),
+            at_ms: self.clock.now_ms(),
+        });
+        match error {
+            Some(e) => Err(e),
+            None => Ok((status, body)),
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! The sandbox's HTTP surface: one fallback handler that checks basic auth,
+//! logs the request, and routes by path segments to the core API
+//! (`/2010-04-01/…`), TaskRouter (`/v1/…`) or the control API (`/sandbox/…`).
+//!
+//! Routing by hand (rather than axum routes) is what lets `{Sid}.json` paths
+//! and Twilio's 404/405 bodies be exact.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State as AxState;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde_json::{Value, json};
+use twilio::{ErrorBody, Params};
+
+use crate::Shared;
+
+mod control;
+mod core;
+mod taskrouter;
+
+/// A parsed request.
+pub(crate) struct Req {
+    pub method: Method,
+    pub query: Params,
+    pub form: Params,
+    /// The raw body (JSON for the control API).
+    pub body: Bytes,
+}
+
+impl Req {
+    /// A parameter from the form body, else the query string.
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
+        self.form.get(key).or_else(|| self.query.get(key))
+    }
+    pub(crate) fn has(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+}
+
+/// A JSON reply.
+pub(crate) struct Reply {
+    pub status: u16,
+    pub body: Option<Value>,
+}
+
+pub(crate) type ApiResult = Result<Reply, ErrorBody>;
+
+pub(crate) fn ok(v: Value) -> ApiResult {
+    Ok(Reply {
+        status: 200,
+        body: Some(v),
+    })
+}
+pub(crate) fn created(v: Value) -> ApiResult {
+    Ok(Reply {
+        status: 201,
+        body: Some(v),
+    })
+}
+pub(crate) fn no_content() -> ApiResult {
+    Ok(Reply {
+        status: 204,
+        body: None,
+    })
+}
+pub(crate) fn not_found(path: &str) -> ErrorBody {
+    ErrorBody::new(404, 20404, format!("The requested resource {path} was not found"))
+}
+pub(crate) fn method_not_allowed(method: &Method) -> ErrorBody {
+    ErrorBody::new(405, 20004, format!("Method {method} not allowed"))
+}
+pub(crate) fn bad(code: u32, msg: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(400, code, msg)
+}
+
+pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
+    axum::Router::new()
+        .fallback(dispatch)
+        .with_state(shared)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(on_panic))
+}
+
+fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a sandbox handler panicked");
+    error_response(ErrorBody::new(500, 20500, "Internal Server Error"))
+}
+
+fn error_response(e: ErrorBody) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, axum::Json(e)).into_response()
+}
+
+fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
+    let Some(v) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let Some(b64) = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")) else {
+        return false;
+    };
+    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) else {
+        return false;
+    };
+    let Ok(text) = String::from_utf8(raw) else { return false };
+    let Some((user, pass)) = text.split_once(':') else {
+        return false;
+    };
+    user == shared.config.account_sid.as_str() && pass == shared.config.auth_token
+}
+
+async fn dispatch(
+    AxState(shared): AxState<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_owned();
+    let query = Params::parse(uri.query().unwrap_or_default().as_bytes());
+    let is_form = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    let form = if is_form { Params::parse(&body) } else { Params::new() };
+    let logged_params = if is_form { form.clone() } else { query.clone() };
+    let req = Req {
+        method: method.clone(),
+        query,
+        form,
+        body,
+    };
+    let result = if !authorized(&shared, &headers) {
+        Err(ErrorBody::new(401, 20003, "Authenticate"))
+    } else {
+        route(&shared, &path, &req).await
+    };
+    let (status, body) = match result {
+        Ok(Reply { status, body }) => (status, body),
+        Err(e) => (e.status, Some(serde_json::to_value(&e).unwrap_or(Value::Null))),
+    };
+    let text = body.as_ref().map(Value::to_string).unwrap_or_default();
+    // The log endpoint itself is not logged, or every read would grow the log.
+    if !path.starts_with("/sandbox/log") {
+        shared.log.push(crate::log::Entry {
+            seq: 0,
+            direction: "in",
+            method: method.to_string(),
+            url: uri.to_string(),
+            params: logged_params.into_vec(),
+            status,
+            response: text.clone(),
+            error: None,
+            at_ms: shared.clock.now_ms(),
+        });
+    }
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if body.is_none() {
+        return code.into_response();
+    }
+    (code, [("content-type", "application/json")], text).into_response()
+}
+
+async fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> ApiResult {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segs.as_slice() {
+        ["2010-04-01", "Accounts", account, rest @ ..] => {
+            let account = account.trim_end_matches(".json");
+            if account != shared.config.account_sid.as_str() {
+                return Err(not_found(path));
+            }
+            let rest: Vec<&str> = rest.iter().map(|s| s.trim_end_matches(".json")).collect();
+            core::route(shared, path, &rest, req).await
+        }
+        ["v1", rest @ ..] => taskrouter::route(shared, path, rest, req),
+        ["sandbox", rest @ ..] => control::route(shared, path, rest, req).await,
+        _ => Err(not_found(path)),
+    }
+}
+
+/// `Page` and `PageSize` from the query (Twilio's default size is 50, max 1000).
+pub(crate) fn page_params(req: &Req) -> (usize, usize) {
+    let size = req
+        .get("PageSize")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50usize)
+        .clamp(1, 1000);
+    let page = req.get("Page").and_then(|s| s.parse().ok()).unwrap_or(0usize);
+    (page, size)
+}
+
+/// The query string of a page link: the request's filters plus paging.
+fn page_query(req: &Req, page: usize, size: usize) -> String {
+    let mut q = Params::new();
+    for (k, v) in req
+        .query
+        .iter()
+        .filter(|(k, _)| !matches!(*k, "Page" | "PageSize" | "PageToken"))
+    {
+        q.push(k, v);
+    }
+    q.push("PageSize", size.to_string()).push("Page", page.to_string());
+    q.encode()
+}
+
+/// Cuts one page from `items`; returns it and whether more follow.
+pub(crate) fn paginate<T>(req: &Req, items: Vec<T>) -> (Vec<T>, usize, usize, bool) {
+    let (page, size) = page_params(req);
+    let total = items.len();
+    let start = page.saturating_mul(size);
+    let more = start.saturating_add(size) < total;
+    let out = items.into_iter().skip(start).take(size).collect();
+    (out, page, size, more)
+}
+
+/// The core API's list envelope; URIs are relative.
+pub(crate) fn core_page(
+    req: &Req,
+    path: &str,
+    key: &str,
+    items: Vec<Value>,
+    page: usize,
+    size: usize,
+    more: bool,
+) -> Value {
+    let start = page * size;
+    let end = start + items.len().saturating_sub(1);
+    json!({
+        key: items,
+        "page": page,
+        "page_size": size,
+        "start": start,
+        "end": end,
+        "uri": format!("{path}?{}", page_query(req, page, size)),
+        "first_page_uri": format!("{path}?{}", page_query(req, 0, size)),
+        "next_page_uri": if more { Value::String(format!("{path}?{}", page_query(req, page + 1, size))) } else { Value::Null },
+        "previous_page_uri": if page > 0 { Value::String(format!("{path}?{}", page_query(req, page - 1, size))) } else { Value::Null },
+    })
+}
+
+/// TaskRouter's list envelope; URLs are absolute.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn tr_page(
+    base: &str,
+    req: &Req,
+    path: &str,
+    key: &str,
+    items: Vec<Value>,
+    page: usize,
+    size: usize,
+    more: bool,
+) -> Value {
+    let url = |p: usize| format!("{base}{path}?{}", page_query(req, p, size));
+    json!({
+        key: items,
+        "meta": {
+            "page": page,
+            "page_size": size,
+            "first_page_url": url(0),
+            "previous_page_url": if page > 0 { Value::String(url(page - 1)) } else { Value::Null },
+            "next_page_url": if more { Value::String(url(page + 1)) } else { Value::Null },
+            "url": url(page),
+            "key": key,
+        }
+    })
+}
+
+/// Parses a boolean form value as Twilio does (`true`/`false`, any case).
+pub(crate) fn parse_bool(name: &str, v: &str) -> Result<bool, ErrorBody> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(bad(20001, format!("{name} must be true or false"))),
+    }
+}
+
+pub(crate) fn parse_num<T: std::str::FromStr>(name: &str, v: Option<&str>) -> Result<Option<T>, ErrorBody> {
+    v.map(|s| {
+        s.trim()
+            .parse()
+            .map_err(|_| bad(20001, format!("{name} {s:?} is not a valid number")))
+    })
+    .transpose()
+}
+
+/// A URL Twilio would accept for a webhook: absolute http(s).
+pub(crate) fn valid_url(u: &str) -> bool {
+    (u.starts_with("http://") || u.starts_with("https://")) && u.len() > 8 && !u.contains(char::is_whitespace)
+}

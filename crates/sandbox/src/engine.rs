@@ -1,0 +1,867 @@
+//! TaskRouter's routing, pure: state and a virtual time in, changes, events
+//! to deliver and timers to arm out.
+//!
+//! Nothing here sleeps or sends. The IO rim (`lib.rs`) delivers the events
+//! (`events.rs`) and arms the timers, and calls [`fire`] when one is due; a
+//! timer that no longer applies (the reservation was accepted, the task moved
+//! on) does nothing.
+
+use serde_json::Value;
+use twilio::{ErrorBody, Params};
+
+use crate::clock::VMs;
+use crate::expr::Context;
+use crate::state::{Activity, Compiled, ResStatus, Reservation, State, Target, Task, TaskStatus, Worker, Workspace};
+
+/// An event for the workspace's `EventCallbackUrl`.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub workspace_sid: String,
+    pub event_type: String,
+    pub params: Params,
+}
+
+/// Something that must happen at a virtual instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Timer {
+    ReservationTimeout { reservation: String, at: VMs },
+    TaskTtl { task: String, at: VMs },
+    TargetTimeout { task: String, generation: u64, at: VMs },
+}
+
+impl Timer {
+    pub fn at(&self) -> VMs {
+        match self {
+            Timer::ReservationTimeout { at, .. } | Timer::TaskTtl { at, .. } | Timer::TargetTimeout { at, .. } => *at,
+        }
+    }
+}
+
+/// What an operation asks the rim to do.
+#[derive(Debug, Default)]
+pub struct Effects {
+    pub events: Vec<Event>,
+    pub timers: Vec<Timer>,
+}
+
+impl Effects {
+    pub fn extend(&mut self, other: Effects) {
+        self.events.extend(other.events);
+        self.timers.extend(other.timers);
+    }
+}
+
+pub type ApiResult<T> = Result<T, ErrorBody>;
+
+pub fn bad_request(code: u32, msg: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(400, code, msg)
+}
+
+pub fn not_found(what: &str, sid: &str) -> ErrorBody {
+    ErrorBody::new(404, 20404, format!("The requested resource {what} {sid} was not found"))
+}
+
+/// The default TaskRouter reservation timeout, in seconds.
+pub const DEFAULT_RESERVATION_TIMEOUT: u64 = 120;
+/// The default task TTL, in seconds.
+pub const DEFAULT_TASK_TTL: u64 = 86_400;
+
+/// Makes a workspace with Twilio's default activities: Offline (default and
+/// timeout activity), Available, Unavailable.
+pub fn create_workspace(st: &mut State, now: VMs, friendly_name: &str) -> String {
+    let sid = st.sid("WS");
+    let mut acts = Vec::new();
+    for (name, available) in [("Offline", false), ("Available", true), ("Unavailable", false)] {
+        let a = st.sid("WA");
+        st.activities.insert(
+            a.clone(),
+            Activity {
+                sid: a.clone(),
+                workspace_sid: sid.clone(),
+                friendly_name: name.into(),
+                available,
+                created: now,
+                updated: now,
+            },
+        );
+        acts.push(a);
+    }
+    st.workspaces.insert(
+        sid.clone(),
+        Workspace {
+            sid: sid.clone(),
+            friendly_name: friendly_name.into(),
+            event_callback_url: None,
+            events_filter: None,
+            default_activity_sid: acts[0].clone(),
+            timeout_activity_sid: acts[0].clone(),
+            multi_task_enabled: true,
+            prioritize_queue_order: "FIFO".into(),
+            created: now,
+            updated: now,
+            workers: Vec::new(),
+            pending: Vec::new(),
+        },
+    );
+    sid
+}
+
+/// Whether a worker can take one more voice task now.
+fn worker_free(st: &State, w: &Worker) -> bool {
+    let available = st.activities.get(&w.activity_sid).is_some_and(|a| a.available);
+    let multi = st
+        .workspaces
+        .get(&w.workspace_sid)
+        .is_none_or(|ws| ws.multi_task_enabled);
+    let capacity = if multi { w.capacity } else { w.capacity.min(1) };
+    available && w.channel_available && w.in_use < capacity
+}
+
+/// Whether a worker is "available" as TaskRouter reports it (its activity).
+pub fn worker_available(st: &State, w: &Worker) -> bool {
+    st.activities.get(&w.activity_sid).is_some_and(|a| a.available)
+}
+
+fn eval(c: &Compiled, attributes: &Value, task: Option<&Value>, worker: Option<&Value>) -> bool {
+    c.expr.eval(&Context {
+        attributes,
+        task,
+        worker,
+    })
+}
+
+/// Picks the workflow's routing steps for a task: the first filter whose
+/// expression matches the task's attributes, else the default filter.
+pub fn route(st: &State, workflow_sid: &str, attributes: &Value) -> Vec<Target> {
+    let Some(wf) = st.workflows.get(workflow_sid) else {
+        return Vec::new();
+    };
+    for f in &wf.filters {
+        if eval(&f.expression, attributes, Some(attributes), None) {
+            return f.targets.clone();
+        }
+    }
+    wf.default_target.clone().into_iter().collect()
+}
+
+/// Creates a task and routes it.
+pub fn create_task(
+    st: &mut State,
+    now: VMs,
+    workspace_sid: &str,
+    workflow_sid: &str,
+    attributes_raw: &str,
+    priority: Option<i64>,
+    timeout: Option<u64>,
+) -> ApiResult<(String, Effects)> {
+    if st.workspaces.get(workspace_sid).is_none() {
+        return Err(not_found("Workspace", workspace_sid));
+    }
+    match st.workflows.get(workflow_sid) {
+        Some(wf) if wf.workspace_sid == workspace_sid => {}
+        _ => {
+            return Err(bad_request(
+                20001,
+                format!("WorkflowSid {workflow_sid} is not a workflow of this workspace"),
+            ));
+        }
+    }
+    let raw = if attributes_raw.trim().is_empty() {
+        "{}"
+    } else {
+        attributes_raw
+    };
+    let attributes: Value = serde_json::from_str(raw)
+        .ok()
+        .filter(Value::is_object)
+        .ok_or_else(|| bad_request(20001, "Attributes must be a JSON object"))?;
+    let targets = route(st, workflow_sid, &attributes);
+    let sid = st.sid("WT");
+    let timeout_secs = timeout.unwrap_or(DEFAULT_TASK_TTL).clamp(1, 365 * 86_400);
+    let first = targets.first().cloned();
+    let task = Task {
+        sid: sid.clone(),
+        workspace_sid: workspace_sid.into(),
+        workflow_sid: workflow_sid.into(),
+        attributes,
+        attributes_raw: raw.into(),
+        status: TaskStatus::Pending,
+        reason: None,
+        priority: priority
+            .or_else(|| first.as_ref().and_then(|t| t.priority))
+            .unwrap_or(0),
+        timeout_secs,
+        created: now,
+        updated: now,
+        targets,
+        target_index: 0,
+        queue_sid: first.as_ref().map(|t| t.queue.clone()),
+        queue_entered: first.as_ref().map(|_| now),
+        generation: 0,
+        refused_by: Vec::new(),
+        reservation_sid: None,
+    };
+    st.tasks.insert(sid.clone(), task);
+    if let Some(ws) = st.workspaces.get_mut(workspace_sid) {
+        ws.pending.push(sid.clone());
+    }
+    let mut fx = Effects::default();
+    fx.events
+        .push(event(st, now, "task.created", "Task created", Some(&sid), None, None));
+    if first.is_some() {
+        fx.events.push(event(
+            st,
+            now,
+            "task-queue.entered",
+            "Task entered a queue",
+            Some(&sid),
+            None,
+            None,
+        ));
+    }
+    fx.timers.push(Timer::TaskTtl {
+        task: sid.clone(),
+        at: now + timeout_secs * 1000,
+    });
+    arm_target_timeout(st, now, &sid, &mut fx);
+    fx.extend(assign(st, now, workspace_sid));
+    Ok((sid, fx))
+}
+
+fn arm_target_timeout(st: &State, now: VMs, task_sid: &str, fx: &mut Effects) {
+    if let Some(t) = st.tasks.get(task_sid) {
+        if let Some(secs) = t.targets.get(t.target_index).and_then(|tg| tg.timeout_secs) {
+            fx.timers.push(Timer::TargetTimeout {
+                task: task_sid.into(),
+                generation: t.generation,
+                at: now + secs * 1000,
+            });
+        }
+    }
+}
+
+/// Offers pending tasks of a workspace to free, matching workers: highest
+/// priority first, then oldest; among workers, the one idle longest, then
+/// the oldest worker.
+pub fn assign(st: &mut State, now: VMs, workspace_sid: &str) -> Effects {
+    let mut fx = Effects::default();
+    let Some(ws) = st.workspaces.get(workspace_sid) else {
+        return fx;
+    };
+    if ws.pending.is_empty() {
+        return fx;
+    }
+    let mut free: Vec<String> = ws
+        .workers
+        .iter()
+        .filter(|w| st.workers.get(w).is_some_and(|w| worker_free(st, w)))
+        .cloned()
+        .collect();
+    if free.is_empty() {
+        return fx;
+    }
+    let mut pending: Vec<(i64, VMs, String)> = ws
+        .pending
+        .iter()
+        .filter_map(|t| st.tasks.get(t))
+        .map(|t| (-t.priority, t.created, t.sid.clone()))
+        .collect();
+    pending.sort();
+    for (_, _, task_sid) in pending {
+        if free.is_empty() {
+            break;
+        }
+        let Some(task) = st.tasks.get(&task_sid) else { continue };
+        let Some(queue) = task.queue_sid.as_ref().and_then(|q| st.queues.get(q)) else {
+            continue;
+        };
+        let target_expr = task.targets.get(task.target_index).and_then(|t| t.expression.clone());
+        let mut best: Option<(VMs, usize)> = None;
+        for (i, wsid) in free.iter().enumerate() {
+            let Some(w) = st.workers.get(wsid) else { continue };
+            if task.refused_by.contains(wsid) {
+                continue;
+            }
+            if !eval(
+                &queue.target_expr,
+                &w.attributes,
+                Some(&task.attributes),
+                Some(&w.attributes),
+            ) {
+                continue;
+            }
+            if let Some(e) = &target_expr {
+                if !eval(e, &w.attributes, Some(&task.attributes), Some(&w.attributes)) {
+                    continue;
+                }
+            }
+            let idle_since = w.last_reserved.unwrap_or(0);
+            if best.is_none_or(|(b, _)| idle_since < b) {
+                best = Some((idle_since, i));
+            }
+        }
+        let Some((_, i)) = best else { continue };
+        let worker_sid = free[i].clone();
+        fx.extend(reserve(st, now, &task_sid, &worker_sid));
+        if !st.workers.get(&worker_sid).is_some_and(|w| worker_free(st, w)) {
+            free.remove(i);
+        }
+    }
+    fx
+}
+
+fn reserve(st: &mut State, now: VMs, task_sid: &str, worker_sid: &str) -> Effects {
+    let mut fx = Effects::default();
+    let res_sid = st.sid("WR");
+    let Some(task) = st.tasks.get_mut(task_sid) else {
+        return fx;
+    };
+    task.status = TaskStatus::Reserved;
+    task.updated = now;
+    task.reservation_sid = Some(res_sid.clone());
+    let ws_sid = task.workspace_sid.clone();
+    let queue_sid = task.queue_sid.clone();
+    let workflow_sid = task.workflow_sid.clone();
+    if let Some(ws) = st.workspaces.get_mut(&ws_sid) {
+        ws.pending.retain(|t| t != task_sid);
+    }
+    st.reservations.insert(
+        res_sid.clone(),
+        Reservation {
+            sid: res_sid.clone(),
+            workspace_sid: ws_sid.clone(),
+            task_sid: task_sid.into(),
+            worker_sid: worker_sid.into(),
+            status: ResStatus::Pending,
+            created: now,
+            updated: now,
+        },
+    );
+    if let Some(w) = st.workers.get_mut(worker_sid) {
+        w.in_use += 1;
+        w.last_reserved = Some(now);
+    }
+    let reservation_activity = queue_sid
+        .and_then(|q| st.queues.get(&q))
+        .and_then(|q| q.reservation_activity_sid.clone());
+    fx.events.push(event(
+        st,
+        now,
+        "reservation.created",
+        "Reservation created",
+        Some(task_sid),
+        Some(&res_sid),
+        None,
+    ));
+    if let Some(a) = reservation_activity {
+        fx.extend(set_activity(st, now, worker_sid, &a));
+    }
+    let timeout = st
+        .workflows
+        .get(&workflow_sid)
+        .map_or(DEFAULT_RESERVATION_TIMEOUT, |w| w.task_reservation_timeout);
+    fx.timers.push(Timer::ReservationTimeout {
+        reservation: res_sid,
+        at: now + timeout * 1000,
+    });
+    fx
+}
+
+/// Moves a worker to an activity, with `worker.activity.update`.
+pub fn set_activity(st: &mut State, now: VMs, worker_sid: &str, activity_sid: &str) -> Effects {
+    let mut fx = Effects::default();
+    let Some(w) = st.workers.get_mut(worker_sid) else {
+        return fx;
+    };
+    if w.activity_sid == activity_sid {
+        return fx;
+    }
+    w.activity_sid = activity_sid.into();
+    w.status_changed = now;
+    w.updated = now;
+    let ws = w.workspace_sid.clone();
+    fx.events.push(event(
+        st,
+        now,
+        "worker.activity.update",
+        "Worker activity changed",
+        None,
+        None,
+        Some(worker_sid),
+    ));
+    fx.extend(assign(st, now, &ws));
+    fx
+}
+
+/// Releases the worker's slot held by a reservation.
+fn release(st: &mut State, worker_sid: &str) {
+    if let Some(w) = st.workers.get_mut(worker_sid) {
+        w.in_use = w.in_use.saturating_sub(1);
+    }
+}
+
+/// Puts a task back to pending after its reservation ended without
+/// acceptance, and offers it again.
+fn back_to_pending(st: &mut State, now: VMs, task_sid: &str, refused_by: &str) -> Effects {
+    let Some(task) = st.tasks.get_mut(task_sid) else {
+        return Effects::default();
+    };
+    task.status = TaskStatus::Pending;
+    task.reservation_sid = None;
+    task.updated = now;
+    task.refused_by.push(refused_by.into());
+    let ws = task.workspace_sid.clone();
+    if let Some(w) = st.workspaces.get_mut(&ws) {
+        w.pending.push(task_sid.into());
+    }
+    assign(st, now, &ws)
+}
+
+/// Sets a reservation's status (the Reservations resource's update).
+pub fn update_reservation(st: &mut State, now: VMs, res_sid: &str, status: &str) -> ApiResult<Effects> {
+    let res = st
+        .reservations
+        .get(res_sid)
+        .ok_or_else(|| not_found("Reservation", res_sid))?
+        .clone();
+    let new = ResStatus::parse(status)
+        .ok_or_else(|| bad_request(20001, format!("ReservationStatus {status:?} is invalid")))?;
+    let mut fx = Effects::default();
+    let conflict = || {
+        bad_request(
+            20001,
+            format!(
+                "Reservation {res_sid} is {} and cannot become {status}",
+                res.status.as_str()
+            ),
+        )
+    };
+    match (res.status, new) {
+        (ResStatus::Pending, ResStatus::Accepted) => {
+            set_res(st, now, res_sid, ResStatus::Accepted);
+            let queue = set_task(st, now, &res.task_sid, TaskStatus::Assigned, None);
+            fx.events.push(event(
+                st,
+                now,
+                "reservation.accepted",
+                "Reservation accepted",
+                Some(&res.task_sid),
+                Some(res_sid),
+                None,
+            ));
+            if let Some(a) = queue
+                .and_then(|q| st.queues.get(&q))
+                .and_then(|q| q.assignment_activity_sid.clone())
+            {
+                fx.extend(set_activity(st, now, &res.worker_sid, &a));
+            }
+        }
+        (ResStatus::Pending, ResStatus::Rejected) => {
+            set_res(st, now, res_sid, ResStatus::Rejected);
+            release(st, &res.worker_sid);
+            fx.events.push(event(
+                st,
+                now,
+                "reservation.rejected",
+                "Reservation rejected",
+                Some(&res.task_sid),
+                Some(res_sid),
+                None,
+            ));
+            fx.extend(back_to_pending(st, now, &res.task_sid, &res.worker_sid));
+        }
+        (ResStatus::Accepted, ResStatus::Wrapping) => {
+            fx.extend(wrapup(st, now, &res.task_sid));
+        }
+        (ResStatus::Accepted | ResStatus::Wrapping, ResStatus::Completed) => {
+            fx.extend(update_task(
+                st,
+                now,
+                &res.task_sid,
+                Some("completed"),
+                Some("reservation completed"),
+                None,
+            )?);
+        }
+        (a, b) if a == b => {}
+        _ => return Err(conflict()),
+    }
+    Ok(fx)
+}
+
+fn set_res(st: &mut State, now: VMs, res_sid: &str, status: ResStatus) {
+    if let Some(r) = st.reservations.get_mut(res_sid) {
+        r.status = status;
+        r.updated = now;
+    }
+}
+
+/// Sets a task's status; returns its queue.
+fn set_task(st: &mut State, now: VMs, task_sid: &str, status: TaskStatus, reason: Option<&str>) -> Option<String> {
+    let t = st.tasks.get_mut(task_sid)?;
+    t.status = status;
+    t.updated = now;
+    t.generation += 1;
+    if let Some(r) = reason {
+        t.reason = Some(r.into());
+    }
+    t.queue_sid.clone()
+}
+
+/// The bridged call ended: task and reservation to wrapping.
+pub fn wrapup(st: &mut State, now: VMs, task_sid: &str) -> Effects {
+    let mut fx = Effects::default();
+    let Some(t) = st.tasks.get(task_sid) else { return fx };
+    if t.status != TaskStatus::Assigned {
+        return fx;
+    }
+    let res = t.reservation_sid.clone();
+    set_task(st, now, task_sid, TaskStatus::Wrapping, None);
+    fx.events.push(event(
+        st,
+        now,
+        "task.wrapup",
+        "Task wrapping up",
+        Some(task_sid),
+        res.as_deref(),
+        None,
+    ));
+    if let Some(r) = res {
+        set_res(st, now, &r, ResStatus::Wrapping);
+        fx.events.push(event(
+            st,
+            now,
+            "reservation.wrapup",
+            "Reservation wrapping up",
+            Some(task_sid),
+            Some(&r),
+            None,
+        ));
+    }
+    fx
+}
+
+/// The Tasks resource's update: `AssignmentStatus` (+ `Reason`), `Attributes`, `Priority`.
+pub fn update_task(
+    st: &mut State,
+    now: VMs,
+    task_sid: &str,
+    status: Option<&str>,
+    reason: Option<&str>,
+    attributes: Option<&str>,
+) -> ApiResult<Effects> {
+    let task = st
+        .tasks
+        .get(task_sid)
+        .ok_or_else(|| not_found("Task", task_sid))?
+        .clone();
+    let mut fx = Effects::default();
+    if let Some(raw) = attributes {
+        let v: Value = serde_json::from_str(raw)
+            .ok()
+            .filter(Value::is_object)
+            .ok_or_else(|| bad_request(20001, "Attributes must be a JSON object"))?;
+        if let Some(t) = st.tasks.get_mut(task_sid) {
+            t.attributes = v;
+            t.attributes_raw = raw.into();
+            t.updated = now;
+        }
+        fx.events.push(event(
+            st,
+            now,
+            "task.updated",
+            "Task updated",
+            Some(task_sid),
+            None,
+            None,
+        ));
+    }
+    let Some(status) = status else { return Ok(fx) };
+    let new = TaskStatus::parse(status)
+        .ok_or_else(|| bad_request(20001, format!("AssignmentStatus {status:?} is invalid")))?;
+    let res = task.reservation_sid.clone();
+    let worker = res
+        .as_ref()
+        .and_then(|r| st.reservations.get(r))
+        .map(|r| r.worker_sid.clone());
+    use TaskStatus::*;
+    match (task.status, new) {
+        (Pending | Reserved, Canceled) => {
+            set_task(st, now, task_sid, Canceled, Some(reason.unwrap_or("canceled")));
+            drop_pending(st, &task);
+            fx.events.push(event(
+                st,
+                now,
+                "task.canceled",
+                "Task canceled",
+                Some(task_sid),
+                None,
+                None,
+            ));
+            if let (Reserved, Some(r), Some(w)) = (task.status, &res, &worker) {
+                set_res(st, now, r, ResStatus::Canceled);
+                release(st, w);
+                fx.events.push(event(
+                    st,
+                    now,
+                    "reservation.canceled",
+                    "Reservation canceled",
+                    Some(task_sid),
+                    Some(r),
+                    None,
+                ));
+                fx.extend(assign(st, now, &task.workspace_sid));
+            }
+        }
+        (Assigned, Wrapping) => fx.extend(wrapup(st, now, task_sid)),
+        (Assigned | Wrapping, Completed) => {
+            set_task(st, now, task_sid, Completed, Some(reason.unwrap_or("completed")));
+            if let (Some(r), Some(w)) = (&res, &worker) {
+                set_res(st, now, r, ResStatus::Completed);
+                release(st, w);
+            }
+            fx.events.push(event(
+                st,
+                now,
+                "task.completed",
+                "Task completed",
+                Some(task_sid),
+                res.as_deref(),
+                None,
+            ));
+            if let Some(r) = &res {
+                fx.events.push(event(
+                    st,
+                    now,
+                    "reservation.completed",
+                    "Reservation completed",
+                    Some(task_sid),
+                    Some(r),
+                    None,
+                ));
+            }
+            fx.extend(assign(st, now, &task.workspace_sid));
+        }
+        (a, b) if a == b => {}
+        (a, b) => {
+            return Err(bad_request(
+                20001,
+                format!("Task {task_sid} is {} and cannot become {}", a.as_str(), b.as_str()),
+            ));
+        }
+    }
+    Ok(fx)
+}
+
+fn drop_pending(st: &mut State, task: &Task) {
+    if let Some(ws) = st.workspaces.get_mut(&task.workspace_sid) {
+        ws.pending.retain(|t| *t != task.sid);
+    }
+}
+
+/// Deletes a task, releasing whatever it held.
+pub fn delete_task(st: &mut State, now: VMs, task_sid: &str) -> ApiResult<Effects> {
+    let task = st
+        .tasks
+        .get(task_sid)
+        .ok_or_else(|| not_found("Task", task_sid))?
+        .clone();
+    let mut fx = Effects::default();
+    if let Some(r) = &task.reservation_sid {
+        if let Some(res) = st.reservations.get(r).cloned() {
+            if matches!(
+                res.status,
+                ResStatus::Pending | ResStatus::Accepted | ResStatus::Wrapping
+            ) {
+                release(st, &res.worker_sid);
+                set_res(st, now, r, ResStatus::Canceled);
+                if res.status == ResStatus::Pending {
+                    fx.events.push(event(
+                        st,
+                        now,
+                        "reservation.canceled",
+                        "Reservation canceled",
+                        Some(task_sid),
+                        Some(r),
+                        None,
+                    ));
+                }
+            }
+        }
+    }
+    drop_pending(st, &task);
+    fx.events.push(event(
+        st,
+        now,
+        "task.deleted",
+        "Task deleted",
+        Some(task_sid),
+        None,
+        None,
+    ));
+    st.tasks.remove(task_sid);
+    fx.extend(assign(st, now, &task.workspace_sid));
+    Ok(fx)
+}
+
+/// A timer came due.
+pub fn fire(st: &mut State, now: VMs, timer: &Timer) -> Effects {
+    let mut fx = Effects::default();
+    match timer {
+        Timer::ReservationTimeout { reservation, .. } => {
+            let Some(res) = st.reservations.get(reservation).cloned() else {
+                return fx;
+            };
+            if res.status != ResStatus::Pending {
+                return fx;
+            }
+            set_res(st, now, reservation, ResStatus::Timeout);
+            release(st, &res.worker_sid);
+            fx.events.push(event(
+                st,
+                now,
+                "reservation.timeout",
+                "Reservation timed out",
+                Some(&res.task_sid),
+                Some(reservation),
+                None,
+            ));
+            let timeout_activity = st
+                .workspaces
+                .get(&res.workspace_sid)
+                .map(|w| w.timeout_activity_sid.clone());
+            if let Some(a) = timeout_activity {
+                fx.extend(set_activity(st, now, &res.worker_sid, &a));
+            }
+            fx.extend(back_to_pending(st, now, &res.task_sid, &res.worker_sid));
+        }
+        Timer::TaskTtl { task, .. } => {
+            let Some(t) = st.tasks.get(task) else { return fx };
+            if t.status.is_final() || !matches!(t.status, TaskStatus::Pending | TaskStatus::Reserved) {
+                return fx;
+            }
+            if let Ok(more) = update_task(st, now, task, Some("canceled"), Some("Task TTL Exceeded"), None) {
+                fx.extend(more);
+            }
+        }
+        Timer::TargetTimeout { task, generation, .. } => {
+            let Some(t) = st.tasks.get_mut(task) else { return fx };
+            if t.generation != *generation || t.status != TaskStatus::Pending || t.target_index + 1 >= t.targets.len() {
+                return fx;
+            }
+            t.target_index += 1;
+            t.generation += 1;
+            t.queue_sid = Some(t.targets[t.target_index].queue.clone());
+            t.queue_entered = Some(now);
+            if let Some(p) = t.targets[t.target_index].priority {
+                t.priority = p;
+            }
+            let ws = t.workspace_sid.clone();
+            fx.events.push(event(
+                st,
+                now,
+                "task-queue.moved",
+                "Task moved to the next target",
+                Some(task),
+                None,
+                None,
+            ));
+            arm_target_timeout(st, now, task, &mut fx);
+            fx.extend(assign(st, now, &ws));
+        }
+    }
+    fx
+}
+
+/// Builds an event's form parameters from the current state.
+pub fn event(
+    st: &mut State,
+    now: VMs,
+    event_type: &str,
+    description: &str,
+    task_sid: Option<&str>,
+    res_sid: Option<&str>,
+    worker_sid: Option<&str>,
+) -> Event {
+    let sid = st.sid("EV");
+    let task = task_sid.and_then(|t| st.tasks.get(t));
+    let res = res_sid.and_then(|r| st.reservations.get(r));
+    let worker_sid = worker_sid
+        .map(str::to_owned)
+        .or_else(|| res.map(|r| r.worker_sid.clone()));
+    let worker = worker_sid.as_deref().and_then(|w| st.workers.get(w));
+    let ws_sid = task
+        .map(|t| t.workspace_sid.clone())
+        .or_else(|| worker.map(|w| w.workspace_sid.clone()))
+        .unwrap_or_default();
+    let ws_name = st
+        .workspaces
+        .get(&ws_sid)
+        .map(|w| w.friendly_name.clone())
+        .unwrap_or_default();
+    let (resource_type, resource_sid) = if let Some(r) = res_sid {
+        ("reservation", r.to_owned())
+    } else if let Some(t) = task_sid {
+        ("task", t.to_owned())
+    } else {
+        ("worker", worker_sid.clone().unwrap_or_default())
+    };
+    let mut p = Params::new();
+    p.push("Sid", &sid)
+        .push("EventType", event_type)
+        .push("EventDescription", description)
+        .push("ResourceType", resource_type)
+        .push("ResourceSid", resource_sid)
+        .push("WorkspaceSid", &ws_sid)
+        .push("WorkspaceName", ws_name)
+        .push("Timestamp", (now / 1000).to_string())
+        .push("TimestampMs", now.to_string());
+    if let Some(t) = task {
+        let queue = t.queue_sid.as_ref().and_then(|q| st.queues.get(q));
+        let wf = st.workflows.get(&t.workflow_sid);
+        p.push("TaskSid", &t.sid)
+            .push("TaskAttributes", &t.attributes_raw)
+            .push("TaskAssignmentStatus", t.status.as_str())
+            .push("TaskAge", (now.saturating_sub(t.created) / 1000).to_string())
+            .push("TaskPriority", t.priority.to_string())
+            .push("TaskDateCreated", (t.created / 1000).to_string())
+            .push("TaskTimeout", t.timeout_secs.to_string())
+            .push("TaskChannelUniqueName", "voice")
+            .push_opt(
+                "TaskCanceledReason",
+                t.reason.clone().filter(|_| t.status == TaskStatus::Canceled),
+            )
+            .push_opt(
+                "TaskCompletedReason",
+                t.reason.clone().filter(|_| t.status == TaskStatus::Completed),
+            )
+            .push_opt("TaskQueueSid", queue.map(|q| q.sid.clone()))
+            .push_opt("TaskQueueName", queue.map(|q| q.friendly_name.clone()))
+            .push_opt("TaskQueueTargetExpression", queue.map(|q| q.target_workers.clone()))
+            .push("WorkflowSid", &t.workflow_sid)
+            .push_opt("WorkflowName", wf.map(|w| w.friendly_name.clone()));
+    }
+    if let Some(r) = res {
+        p.push("ReservationSid", &r.sid)
+            .push("ReservationStatus", r.status.as_str());
+    }
+    if let Some(w) = worker {
+        let act = st.activities.get(&w.activity_sid);
+        p.push("WorkerSid", &w.sid)
+            .push("WorkerName", &w.friendly_name)
+            .push("WorkerAttributes", &w.attributes_raw)
+            .push("WorkerActivitySid", &w.activity_sid)
+            .push_opt("WorkerActivityName", act.map(|a| a.friendly_name.clone()))
+            .push("WorkerAvailable", act.is_some_and(|a| a.available).to_string())
+            .push("WorkerChannelAvailable", w.channel_available.to_string())
+            .push(
+                "WorkerChannelAvailableCapacity",
+                w.capacity.saturating_sub(w.in_use).to_string(),
+            );
+    }
+    Event {
+        workspace_sid: ws_sid,
+        event_type: event_type.into(),
+        params: p,
+    }
+}

@@ -1,0 +1,63 @@
+//! Signed delivery of TaskRouter events to a workspace's `EventCallbackUrl`.
+//!
+//! Each workspace has its own queue and delivery task, so its events arrive
+//! in the order they happened while the API never waits on a receiver. A
+//! failed delivery is retried a couple of times, then dropped (and logged).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+use twilio::Params;
+
+use crate::Shared;
+
+/// Attempts per event: the first and two retries.
+const ATTEMPTS: u32 = 3;
+/// Virtual milliseconds between attempts.
+const RETRY_GAP_MS: u64 = 1000;
+
+pub(crate) struct Delivery {
+    pub url: String,
+    pub params: Params,
+}
+
+#[derive(Default)]
+pub(crate) struct EventBus {
+    queues: Mutex<HashMap<String, mpsc::UnboundedSender<Delivery>>>,
+}
+
+impl EventBus {
+    /// Queues a delivery for a workspace, starting its delivery task on first use.
+    pub(crate) fn send(&self, shared: &Arc<Shared>, workspace_sid: &str, d: Delivery) {
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = queues.entry(workspace_sid.to_owned()).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(deliver_all(Arc::downgrade(shared), rx));
+            tx
+        });
+        // The receiver lives as long as the sandbox; a send error means it is shutting down.
+        let _ = tx.send(d);
+    }
+}
+
+async fn deliver_all(shared: std::sync::Weak<Shared>, mut rx: mpsc::UnboundedReceiver<Delivery>) {
+    while let Some(d) = rx.recv().await {
+        let Some(shared) = shared.upgrade() else { return };
+        for attempt in 1..=ATTEMPTS {
+            match shared.post_signed("POST", &d.url, &d.params).await {
+                Ok((status, _)) if (200..300).contains(&status) => break,
+                _ if attempt < ATTEMPTS => shared.clock.sleep(RETRY_GAP_MS).await,
+                _ => tracing::warn!(url = %d.url, "event delivery failed {ATTEMPTS} times; dropped"),
+            }
+        }
+    }
+}
+
+/// Whether a workspace's `EventsFilter` lets an event type through.
+pub(crate) fn wanted(filter: Option<&str>, event_type: &str) -> bool {
+    match filter.map(str::trim) {
+        None | Some("") => true,
+        Some(f) => f.split(',').any(|t| t.trim() == event_type),
+    }
+}

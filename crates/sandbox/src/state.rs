@@ -1,0 +1,444 @@
+//! The sandbox's resources, held in one `State` behind a `std::sync::Mutex`.
+//!
+//! Each kind lives in a [`Table`]: a map by SID plus the creation order, so
+//! listings are stable and nothing depends on hash iteration order. Critical
+//! sections are short and never span an `.await`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::clock::VMs;
+use crate::expr::Expr;
+
+/// A parsed TaskRouter expression with its source, shareable across clones.
+#[derive(Clone)]
+pub struct Compiled {
+    pub src: String,
+    pub expr: std::sync::Arc<Expr>,
+}
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.src)
+    }
+}
+
+impl Compiled {
+    /// Parses `src`; an empty expression is taken as "1==1", as Twilio does.
+    pub fn parse(src: &str) -> Result<Self, String> {
+        let text = if src.trim().is_empty() { "1==1" } else { src };
+        Expr::parse(text)
+            .map(|e| Self {
+                src: src.to_owned(),
+                expr: std::sync::Arc::new(e),
+            })
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Resources of one kind: by SID, and in creation order.
+#[derive(Debug)]
+pub struct Table<T> {
+    map: HashMap<String, T>,
+    order: Vec<String>,
+}
+
+impl<T> Default for Table<T> {
+    fn default() -> Self {
+        Self {
+            map: HashMap::new(),
+            order: Vec::new(),
+        }
+    }
+}
+
+impl<T> Table<T> {
+    pub fn insert(&mut self, sid: String, v: T) {
+        if self.map.insert(sid.clone(), v).is_none() {
+            self.order.push(sid);
+        }
+    }
+    pub fn get(&self, sid: &str) -> Option<&T> {
+        self.map.get(sid)
+    }
+    pub fn get_mut(&mut self, sid: &str) -> Option<&mut T> {
+        self.map.get_mut(sid)
+    }
+    pub fn remove(&mut self, sid: &str) -> Option<T> {
+        let v = self.map.remove(sid)?;
+        // Deletions are rare (provisioning clean-up), so a scan is fine here.
+        self.order.retain(|s| s != sid);
+        Some(v)
+    }
+    /// Every item in creation order.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.order.iter().filter_map(|s| self.map.get(s))
+    }
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PhoneNumber {
+    pub sid: String,
+    pub phone_number: String,
+    pub friendly_name: String,
+    pub voice_url: Option<String>,
+    pub voice_method: String,
+    pub status_callback: Option<String>,
+    pub status_callback_method: String,
+    pub created: VMs,
+    pub updated: VMs,
+}
+
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    pub sid: String,
+    pub friendly_name: String,
+    pub event_callback_url: Option<String>,
+    pub events_filter: Option<String>,
+    pub default_activity_sid: String,
+    pub timeout_activity_sid: String,
+    pub multi_task_enabled: bool,
+    pub prioritize_queue_order: String,
+    pub created: VMs,
+    pub updated: VMs,
+    /// Worker SIDs in creation order: the order reservations are offered in.
+    pub workers: Vec<String>,
+    /// Pending task SIDs, in creation order.
+    pub pending: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Activity {
+    pub sid: String,
+    pub workspace_sid: String,
+    pub friendly_name: String,
+    pub available: bool,
+    pub created: VMs,
+    pub updated: VMs,
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskQueue {
+    pub sid: String,
+    pub workspace_sid: String,
+    pub friendly_name: String,
+    pub target_workers: String,
+    pub target_expr: Compiled,
+    pub assignment_activity_sid: Option<String>,
+    pub reservation_activity_sid: Option<String>,
+    pub max_reserved_workers: u32,
+    pub task_order: String,
+    pub created: VMs,
+    pub updated: VMs,
+}
+
+#[derive(Debug, Clone)]
+pub struct Worker {
+    pub sid: String,
+    pub workspace_sid: String,
+    pub friendly_name: String,
+    pub attributes: Value,
+    pub attributes_raw: String,
+    pub activity_sid: String,
+    pub status_changed: VMs,
+    pub created: VMs,
+    pub updated: VMs,
+    /// The voice channel.
+    pub channel_sid: String,
+    pub capacity: u32,
+    pub channel_available: bool,
+    /// Reservations pending or accepted and not yet completed, on voice.
+    pub in_use: u32,
+    /// When the worker was last given a reservation: the longest idle goes first.
+    pub last_reserved: Option<VMs>,
+}
+
+/// One routing step: a queue, an optional worker expression, and how long to
+/// wait there before the next step.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub queue: String,
+    pub expression: Option<Compiled>,
+    pub timeout_secs: Option<u64>,
+    pub priority: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Filter {
+    pub name: String,
+    pub expression: Compiled,
+    pub targets: Vec<Target>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    pub sid: String,
+    pub workspace_sid: String,
+    pub friendly_name: String,
+    pub configuration: String,
+    pub filters: Vec<Filter>,
+    pub default_target: Option<Target>,
+    pub assignment_callback_url: Option<String>,
+    pub fallback_assignment_callback_url: Option<String>,
+    pub task_reservation_timeout: u64,
+    pub created: VMs,
+    pub updated: VMs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    Pending,
+    Reserved,
+    Assigned,
+    Wrapping,
+    Completed,
+    Canceled,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "pending",
+            TaskStatus::Reserved => "reserved",
+            TaskStatus::Assigned => "assigned",
+            TaskStatus::Wrapping => "wrapping",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Canceled => "canceled",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        serde_json::from_value(Value::String(s.to_owned())).ok()
+    }
+    pub fn is_final(self) -> bool {
+        matches!(self, TaskStatus::Completed | TaskStatus::Canceled)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub sid: String,
+    pub workspace_sid: String,
+    pub workflow_sid: String,
+    pub attributes: Value,
+    pub attributes_raw: String,
+    pub status: TaskStatus,
+    pub reason: Option<String>,
+    pub priority: i64,
+    pub timeout_secs: u64,
+    pub created: VMs,
+    pub updated: VMs,
+    /// The routing steps chosen by the workflow, and the current one.
+    pub targets: Vec<Target>,
+    pub target_index: usize,
+    pub queue_sid: Option<String>,
+    pub queue_entered: Option<VMs>,
+    /// Bumped whenever the task moves on, so stale timers do nothing.
+    pub generation: u64,
+    /// Workers that let a reservation of this task time out or rejected it;
+    /// they are not offered it again (as Twilio does).
+    pub refused_by: Vec<String>,
+    pub reservation_sid: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResStatus {
+    Pending,
+    Accepted,
+    Rejected,
+    Timeout,
+    Canceled,
+    Rescinded,
+    Wrapping,
+    Completed,
+}
+
+impl ResStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResStatus::Pending => "pending",
+            ResStatus::Accepted => "accepted",
+            ResStatus::Rejected => "rejected",
+            ResStatus::Timeout => "timeout",
+            ResStatus::Canceled => "canceled",
+            ResStatus::Rescinded => "rescinded",
+            ResStatus::Wrapping => "wrapping",
+            ResStatus::Completed => "completed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        serde_json::from_value(Value::String(s.to_owned())).ok()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Reservation {
+    pub sid: String,
+    pub workspace_sid: String,
+    pub task_sid: String,
+    pub worker_sid: String,
+    pub status: ResStatus,
+    pub created: VMs,
+    pub updated: VMs,
+}
+
+/// A simulated phone's behaviour when called.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "behaviour", rename_all = "snake_case")]
+pub enum Behaviour {
+    Person {
+        #[serde(default = "one")]
+        rings: u32,
+        #[serde(default = "thirty")]
+        talk_secs: u64,
+        #[serde(default)]
+        digits: Option<String>,
+    },
+    Voicemail {
+        #[serde(default = "three")]
+        rings: u32,
+        #[serde(default)]
+        digits: Option<String>,
+    },
+    Busy,
+    NoAnswer,
+    Fail,
+}
+
+fn one() -> u32 {
+    1
+}
+fn three() -> u32 {
+    3
+}
+fn thirty() -> u64 {
+    30
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour::Person {
+            rings: 1,
+            talk_secs: 30,
+            digits: None,
+        }
+    }
+}
+
+/// A call leg as the Calls resource shows it, plus the sandbox's own notes.
+#[derive(Debug, Clone, Serialize)]
+pub struct Call {
+    pub sid: String,
+    pub parent_call_sid: Option<String>,
+    pub from: String,
+    pub to: String,
+    pub status: String,
+    /// `inbound`, `outbound-api` or `outbound-dial`.
+    pub direction: String,
+    pub answered_by: Option<String>,
+    pub phone_number_sid: Option<String>,
+    pub created: VMs,
+    pub updated: VMs,
+    pub start: Option<VMs>,
+    pub answered: Option<VMs>,
+    pub end: Option<VMs>,
+    pub queue_time_ms: Option<u64>,
+    pub enqueued: Option<VMs>,
+    pub bridge_start: Option<VMs>,
+    pub bridge_end: Option<VMs>,
+    pub linked_leg: Option<String>,
+    pub task_sid: Option<String>,
+    pub reservation_sid: Option<String>,
+    pub recording_url: Option<String>,
+    pub error_code: Option<u32>,
+    pub error_message: Option<String>,
+    pub queue_result: Option<String>,
+    /// (virtual ms, what happened), in order.
+    pub timeline: Vec<(VMs, String)>,
+}
+
+impl Call {
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self.status.as_str(),
+            "completed" | "busy" | "failed" | "no-answer" | "canceled"
+        )
+    }
+    pub fn note(&mut self, at: VMs, what: impl Into<String>) {
+        self.timeline.push((at, what.into()));
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Recording {
+    pub sid: String,
+    pub call_sid: String,
+    pub duration_secs: u64,
+    pub created: VMs,
+}
+
+/// Everything the sandbox knows.
+pub struct State {
+    pub rng: StdRng,
+    pub numbers: Table<PhoneNumber>,
+    pub workspaces: Table<Workspace>,
+    pub activities: Table<Activity>,
+    pub queues: Table<TaskQueue>,
+    pub workers: Table<Worker>,
+    pub workflows: Table<Workflow>,
+    pub tasks: Table<Task>,
+    pub reservations: Table<Reservation>,
+    pub calls: Table<Call>,
+    pub recordings: Table<Recording>,
+    /// Phone behaviours by E.164 number; BTreeMap so dumps are ordered.
+    pub phones: BTreeMap<String, Behaviour>,
+    /// Numbers by E.164, to find a number's VoiceUrl without a scan.
+    pub number_by_e164: HashMap<String, String>,
+}
+
+impl State {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            rng: StdRng::seed_from_u64(seed),
+            numbers: Table::default(),
+            workspaces: Table::default(),
+            activities: Table::default(),
+            queues: Table::default(),
+            workers: Table::default(),
+            workflows: Table::default(),
+            tasks: Table::default(),
+            reservations: Table::default(),
+            calls: Table::default(),
+            recordings: Table::default(),
+            phones: BTreeMap::new(),
+            number_by_e164: HashMap::new(),
+        }
+    }
+
+    /// A fresh SID with the given two-letter prefix, from the seeded RNG.
+    pub fn sid(&mut self, prefix: &str) -> String {
+        use rand::Rng;
+        let bytes: [u8; 16] = self.rng.random();
+        let mut s = String::with_capacity(34);
+        s.push_str(prefix);
+        for b in bytes {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
+    }
+
+    pub fn behaviour(&self, number: &str) -> Behaviour {
+        self.phones.get(number).cloned().unwrap_or_default()
+    }
+}
