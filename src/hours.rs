@@ -1,1 +1,815 @@
-//! Business hours (being written).
+//! Business hours in a location's time zone: weekly shifts, holidays, closures and DST.
+//!
+//! A location writes its hours as an [`HoursSpec`] (TOML, as people type it); [`Schedule::from_spec`]
+//! checks it once, with errors that name the field, and [`Schedule::status_at`] answers "open or
+//! closed at this instant, and until when". Nothing here reads the clock or does IO, so the caller
+//! passes the instant in and the same question always gets the same answer.
+//!
+//! # Meaning of the spec
+//!
+//! - A weekly range `HH:MM-HH:MM` opens at its start and closes at its end (half-open). `24:00` is
+//!   allowed only as an end. An end earlier than the start runs into the next day, so `sun 22:00-06:00`
+//!   is open from Sunday 22:00 to Monday 06:00. Ranges that touch (`sat 00:00-24:00`, `sun 00:00-24:00`)
+//!   form one contiguous open period, and `closes_at` reports the end of the whole period.
+//! - Ranges of the same day may not overlap, because that is almost always a typing mistake. An
+//!   overnight range that overlaps the next day's morning is simply unioned with it.
+//! - A holiday closes its whole local calendar date, from 00:00 to the next 00:00. An overnight shift
+//!   that started the evening before therefore ends at midnight, and an overnight shift that starts on
+//!   the holiday opens at midnight, when the holiday ends. This keeps a holiday a plain date that
+//!   staff can reason about, whatever shifts surround it.
+//! - A closure closes the civil date-times `[from, to)`, on top of the weekly hours and holidays.
+//!   When several reasons apply, the closure is reported first, then the holiday, then "outside
+//!   hours", so callers hear the most specific reason.
+//!
+//! # Daylight saving time
+//!
+//! Every boundary (a range's start and end, a holiday's midnights, a closure's ends) is a civil time
+//! that is converted to one instant with jiff's compatible disambiguation; whether a moment is open
+//! is then decided by comparing instants. Outside the repeated or skipped hour this is the same as
+//! reading the local wall clock. Inside it:
+//!
+//! - In a spring-forward gap a boundary moves later by the length of the gap (New York's 02:30 on
+//!   the change day is 03:30 EDT), so a range lying wholly inside the gap (`02:00-03:00`) is empty
+//!   that day, and `01:00-02:30` closes at 03:30 EDT, keeping its length in real time.
+//! - In a fall-back fold a boundary takes the first occurrence (01:30 EDT rather than 01:30 EST), so
+//!   an open period never closes and reopens when the clock repeats an hour.
+//!
+//! Reading the wall clock directly would instead close `00:00-01:30` at the first 01:30 and open it
+//! again at the repeated 01:00. Because the answer comes from instants, `opens_at` and `closes_at` are exactly the instants at
+//! which [`Schedule::status_at`] changes its answer, even around a change.
+
+use std::collections::BTreeMap;
+
+use jiff::civil::{Date, DateTime};
+use jiff::tz::TimeZone;
+use jiff::{Timestamp, ToSpan, ZonedDateTime};
+use serde::{Deserialize, Serialize};
+
+/// How far ahead `opens_at` and `closes_at` are searched, in days. A year and a day covers a
+/// location that opens only once a year, such as for an annual event.
+pub const HORIZON_DAYS: i32 = 366;
+
+const MINUTES_PER_DAY: u16 = 24 * 60;
+
+/// A location's hours as written in the configuration or by `locations add`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoursSpec {
+    /// An IANA time zone name such as `America/New_York`; all times below are local to it.
+    pub time_zone: String,
+    #[serde(default)]
+    pub weekly: WeeklySpec,
+    #[serde(default)]
+    pub holidays: Vec<HolidaySpec>,
+    #[serde(default)]
+    pub closures: Vec<ClosureSpec>,
+}
+
+/// The ranges `HH:MM-HH:MM` of each weekday; a day with no ranges is closed.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeeklySpec {
+    #[serde(default)]
+    pub mon: Vec<String>,
+    #[serde(default)]
+    pub tue: Vec<String>,
+    #[serde(default)]
+    pub wed: Vec<String>,
+    #[serde(default)]
+    pub thu: Vec<String>,
+    #[serde(default)]
+    pub fri: Vec<String>,
+    #[serde(default)]
+    pub sat: Vec<String>,
+    #[serde(default)]
+    pub sun: Vec<String>,
+}
+
+impl WeeklySpec {
+    /// The days in Monday-first order, matching `Weekday::to_monday_zero_offset`.
+    fn days(&self) -> [(&'static str, &[String]); 7] {
+        [
+            ("mon", &self.mon),
+            ("tue", &self.tue),
+            ("wed", &self.wed),
+            ("thu", &self.thu),
+            ("fri", &self.fri),
+            ("sat", &self.sat),
+            ("sun", &self.sun),
+        ]
+    }
+}
+
+/// A whole local calendar date on which the location is closed.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HolidaySpec {
+    /// `YYYY-MM-DD`, local to the location.
+    pub date: String,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A one-off closure between two local civil date-times, `YYYY-MM-DDTHH:MM`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClosureSpec {
+    pub from: String,
+    pub to: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// A field of an [`HoursSpec`] that does not make sense, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct HoursError {
+    field: String,
+    message: String,
+}
+
+impl HoursError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The path of the offending field, such as `weekly.mon[1]` or `closures[0].from`.
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+}
+
+/// Why a location is closed at some instant.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClosedReason {
+    OutsideHours,
+    Holiday { name: Option<String> },
+    Closure { reason: Option<String> },
+}
+
+/// Whether a location is open at some instant, and until when.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Status {
+    /// Open until `closes_at`, the end of the contiguous open period. A location that does not
+    /// close within [`HORIZON_DAYS`] reports the end of the horizon.
+    Open { closes_at: ZonedDateTime },
+    /// Closed; `opens_at` is `None` when nothing opens within [`HORIZON_DAYS`].
+    Closed {
+        reason: ClosedReason,
+        opens_at: Option<ZonedDateTime>,
+    },
+}
+
+/// One weekly range in minutes after its day's local midnight; `end` exceeds a day when the
+/// range runs overnight.
+#[derive(Debug, Clone, Copy)]
+struct Shift {
+    start: u16,
+    end: u16,
+}
+
+#[derive(Debug, Clone)]
+struct Closure {
+    from: Timestamp,
+    to: Timestamp,
+    reason: Option<String>,
+}
+
+/// Checked business hours, ready to answer questions about instants.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    tz: TimeZone,
+    tz_name: String,
+    /// Indexed by `Weekday::to_monday_zero_offset`.
+    weekly: [Vec<Shift>; 7],
+    holidays: BTreeMap<Date, Option<String>>,
+    closures: Vec<Closure>,
+}
+
+impl Schedule {
+    /// Checks a spec; the error names the first field that is wrong.
+    pub fn from_spec(spec: &HoursSpec) -> Result<Schedule, HoursError> {
+        let tz = TimeZone::get(&spec.time_zone)
+            .map_err(|_| HoursError::new("time_zone", format!("unknown IANA time zone {:?}", spec.time_zone)))?;
+        let tz_name = tz.iana_name().unwrap_or(&spec.time_zone).to_owned();
+
+        let mut weekly: [Vec<Shift>; 7] = Default::default();
+        for (slot, (day, ranges)) in weekly.iter_mut().zip(spec.weekly.days()) {
+            *slot = parse_day(day, ranges)?;
+        }
+
+        let mut holidays = BTreeMap::new();
+        for (i, h) in spec.holidays.iter().enumerate() {
+            let date = parse_date(&h.date).ok_or_else(|| {
+                HoursError::new(format!("holidays[{i}].date"), format!("{:?} is not YYYY-MM-DD", h.date))
+            })?;
+            holidays.insert(date, h.name.clone());
+        }
+
+        let mut closures = Vec::new();
+        for (i, c) in spec.closures.iter().enumerate() {
+            let parse = |name: &str, s: &str| {
+                parse_datetime(s).ok_or_else(|| {
+                    HoursError::new(
+                        format!("closures[{i}].{name}"),
+                        format!("{s:?} is not YYYY-MM-DDTHH:MM"),
+                    )
+                })
+            };
+            let (from, to) = (parse("from", &c.from)?, parse("to", &c.to)?);
+            if to < from {
+                return Err(HoursError::new(format!("closures[{i}]"), "to is before from"));
+            }
+            if to == from {
+                return Err(HoursError::new(format!("closures[{i}]"), "from and to are equal"));
+            }
+            let convert = |dt: DateTime| {
+                tz.to_ambiguous_timestamp(dt)
+                    .compatible()
+                    .map_err(|e| HoursError::new(format!("closures[{i}]"), format!("cannot be placed in time: {e}")))
+            };
+            closures.push(Closure {
+                from: convert(from)?,
+                to: convert(to)?,
+                reason: c.reason.clone(),
+            });
+        }
+
+        Ok(Schedule {
+            tz,
+            tz_name,
+            weekly,
+            holidays,
+            closures,
+        })
+    }
+
+    /// The IANA name of the location's time zone.
+    pub fn time_zone_name(&self) -> &str {
+        &self.tz_name
+    }
+
+    /// Whether the location is open at `now`.
+    pub fn is_open(&self, now: Timestamp) -> bool {
+        self.closed_reason(now).is_none()
+    }
+
+    /// Whether the location is open at `now`, and when that next changes.
+    pub fn status_at(&self, now: Timestamp) -> Status {
+        let reason = self.closed_reason(now);
+        let next = self.next_change(now, reason.is_none());
+        let zoned = |t: Timestamp| ZonedDateTime::new(t, self.tz.clone());
+        match reason {
+            None => Status::Open {
+                closes_at: zoned(next.unwrap_or_else(|horizon| horizon)),
+            },
+            Some(reason) => Status::Closed {
+                reason,
+                opens_at: next.ok().map(zoned),
+            },
+        }
+    }
+
+    /// Why the location is closed at `t`, or `None` when it is open.
+    fn closed_reason(&self, t: Timestamp) -> Option<ClosedReason> {
+        if let Some(c) = self.closures.iter().find(|c| c.from <= t && t < c.to) {
+            return Some(ClosedReason::Closure {
+                reason: c.reason.clone(),
+            });
+        }
+        let local = self.tz.to_datetime(t).date();
+        // A neighbouring date is checked too because, around a DST change, the instants of a date's
+        // midnights need not match the date `t` reads as.
+        for day in (-1..=1).filter_map(|n| add_days(local, n)) {
+            if let Some(name) = self.holidays.get(&day) {
+                let (start, end) = (self.instant(day, 0), self.instant(day, MINUTES_PER_DAY));
+                if start.is_some_and(|s| s <= t) && end.is_none_or(|e| t < e) {
+                    return Some(ClosedReason::Holiday { name: name.clone() });
+                }
+            }
+        }
+        // An overnight range of yesterday can still be running; older days cannot reach `t`.
+        let open = (-2..=1)
+            .filter_map(|n| add_days(local, n))
+            .flat_map(|day| self.shift_instants(day))
+            .any(|(start, end)| start <= t && t < end);
+        if open { None } else { Some(ClosedReason::OutsideHours) }
+    }
+
+    /// The first instant after `now` at which openness differs from `open_now`, or `Err` with the
+    /// end of the search horizon when there is none.
+    ///
+    /// Openness only changes at a boundary, so the search walks day by day through the boundaries
+    /// that fall in each local day (ranges of that day and the one before, holiday midnights,
+    /// closures) and checks each in order.
+    fn next_change(&self, now: Timestamp, open_now: bool) -> Result<Timestamp, Timestamp> {
+        let first = self.tz.to_datetime(now).date();
+        let mut day = add_days(first, -1).unwrap_or(first);
+        let mut window_start = now;
+        for _ in 0..=HORIZON_DAYS + 1 {
+            let Some(next_day) = add_days(day, 1) else { break };
+            let Some(window_end) = self.instant(next_day, 0) else {
+                break;
+            };
+            let mut candidates: Vec<Timestamp> = Vec::new();
+            for d in [add_days(day, -1), Some(day)].into_iter().flatten() {
+                candidates.extend(self.shift_instants(d).flat_map(|(s, e)| [s, e]));
+                if self.holidays.contains_key(&d) {
+                    candidates.extend(self.instant(d, 0));
+                    candidates.extend(self.instant(d, MINUTES_PER_DAY));
+                }
+            }
+            candidates.extend(self.closures.iter().flat_map(|c| [c.from, c.to]));
+            candidates.retain(|&c| c > now && c >= window_start && c < window_end);
+            candidates.sort();
+            candidates.dedup();
+            if let Some(&change) = candidates
+                .iter()
+                .find(|&&c| self.closed_reason(c).is_none() != open_now)
+            {
+                return Ok(change);
+            }
+            window_start = window_start.max(window_end);
+            day = next_day;
+        }
+        Err(window_start)
+    }
+
+    /// The instants of `date`'s weekly ranges; a range the DST gap makes empty yields nothing.
+    fn shift_instants(&self, date: Date) -> impl Iterator<Item = (Timestamp, Timestamp)> + '_ {
+        let shifts = &self.weekly[date.weekday().to_monday_zero_offset() as usize];
+        shifts.iter().filter_map(move |s| {
+            let (start, end) = (self.instant(date, s.start)?, self.instant(date, s.end)?);
+            (start < end).then_some((start, end))
+        })
+    }
+
+    /// The instant `minute` minutes after `date`'s local midnight (at most two days), using
+    /// compatible disambiguation; `None` only at the edges of jiff's supported range.
+    fn instant(&self, date: Date, minute: u16) -> Option<Timestamp> {
+        let date = add_days(date, i32::from(minute / MINUTES_PER_DAY))?;
+        let minute = minute % MINUTES_PER_DAY;
+        let dt = date.at((minute / 60) as i8, (minute % 60) as i8, 0, 0);
+        self.tz.to_ambiguous_timestamp(dt).compatible().ok()
+    }
+}
+
+fn add_days(date: Date, days: i32) -> Option<Date> {
+    date.checked_add(days.days()).ok()
+}
+
+/// Parses one day's ranges and refuses empty or overlapping ones.
+fn parse_day(day: &str, ranges: &[String]) -> Result<Vec<Shift>, HoursError> {
+    let mut shifts: Vec<(usize, Shift)> = Vec::new();
+    for (i, text) in ranges.iter().enumerate() {
+        let field = || format!("weekly.{day}[{i}]");
+        let (start, end) = text
+            .split_once('-')
+            .ok_or_else(|| HoursError::new(field(), not_a_range(text)))?;
+        let (start, end) = match (parse_hhmm(start), parse_hhmm(end)) {
+            (Ok(s), Ok(e)) => (s, e),
+            (Err(BadTime::Malformed), _) | (_, Err(BadTime::Malformed)) => {
+                return Err(HoursError::new(field(), not_a_range(text)));
+            }
+            _ => {
+                return Err(HoursError::new(
+                    field(),
+                    format!("{text:?} has a time outside 00:00-24:00"),
+                ));
+            }
+        };
+        if start == MINUTES_PER_DAY {
+            return Err(HoursError::new(field(), format!("{text:?} cannot start at 24:00")));
+        }
+        if start == end {
+            return Err(HoursError::new(field(), format!("{text:?} is empty")));
+        }
+        // An end before the start is tomorrow's time.
+        let end = if end < start { end + MINUTES_PER_DAY } else { end };
+        shifts.push((i, Shift { start, end }));
+    }
+    shifts.sort_by_key(|(_, s)| s.start);
+    for pair in shifts.windows(2) {
+        let ((i, earlier), (j, later)) = (pair[0], pair[1]);
+        if later.start < earlier.end {
+            return Err(HoursError::new(
+                format!("weekly.{day}[{j}]"),
+                format!("{:?} overlaps {:?}", ranges[j], ranges[i]),
+            ));
+        }
+    }
+    Ok(shifts.into_iter().map(|(_, s)| s).collect())
+}
+
+fn not_a_range(text: &str) -> String {
+    format!("{text:?} is not HH:MM-HH:MM")
+}
+
+/// Why an `HH:MM` did not parse: the wrong shape, or the right shape with a value out of range.
+#[derive(Debug, PartialEq)]
+enum BadTime {
+    Malformed,
+    OutOfRange,
+}
+
+/// Parses `HH:MM` into minutes after midnight; `24:00` is accepted so that it can end a range.
+fn parse_hhmm(s: &str) -> Result<u16, BadTime> {
+    let [h1, h2, b':', m1, m2] = s.as_bytes() else {
+        return Err(BadTime::Malformed);
+    };
+    let digits = [*h1, *h2, *m1, *m2];
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return Err(BadTime::Malformed);
+    }
+    let [h1, h2, m1, m2] = digits.map(|d| u16::from(d - b'0'));
+    let (hour, minute) = (h1 * 10 + h2, m1 * 10 + m2);
+    let minutes = hour * 60 + minute;
+    if minute < 60 && minutes <= MINUTES_PER_DAY {
+        Ok(minutes)
+    } else {
+        Err(BadTime::OutOfRange)
+    }
+}
+
+/// Parses exactly `YYYY-MM-DD`; jiff's own parser also accepts longer forms, which would hide
+/// typos such as a time pasted after a holiday's date.
+fn parse_date(s: &str) -> Option<Date> {
+    let b = s.as_bytes();
+    let shaped = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    if !shaped {
+        return None;
+    }
+    Date::new(s[0..4].parse().ok()?, s[5..7].parse().ok()?, s[8..10].parse().ok()?).ok()
+}
+
+/// Parses exactly `YYYY-MM-DDTHH:MM`, with hours 00-23.
+fn parse_datetime(s: &str) -> Option<DateTime> {
+    let (date, time) = s.split_once('T')?;
+    let minutes = parse_hhmm(time).ok().filter(|&m| m < MINUTES_PER_DAY)?;
+    Some(parse_date(date)?.at((minutes / 60) as i8, (minutes % 60) as i8, 0, 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NY: &str = "America/New_York";
+    const LONDON: &str = "Europe/London";
+
+    fn day_mut<'a>(weekly: &'a mut WeeklySpec, day: &str) -> &'a mut Vec<String> {
+        match day {
+            "mon" => &mut weekly.mon,
+            "tue" => &mut weekly.tue,
+            "wed" => &mut weekly.wed,
+            "thu" => &mut weekly.thu,
+            "fri" => &mut weekly.fri,
+            "sat" => &mut weekly.sat,
+            "sun" => &mut weekly.sun,
+            other => panic!("no day {other}"),
+        }
+    }
+
+    /// A spec from a compact weekly text such as `mon 08:00-12:00 13:00-17:00; fri 22:00-06:00`.
+    fn spec(tz: &str, weekly: &str) -> HoursSpec {
+        let mut hours = HoursSpec {
+            time_zone: tz.into(),
+            ..HoursSpec::default()
+        };
+        for day in weekly.split(';').map(str::trim).filter(|d| !d.is_empty()) {
+            let mut words = day.split(' ');
+            let slot = day_mut(&mut hours.weekly, words.next().unwrap());
+            slot.extend(words.map(String::from));
+        }
+        hours
+    }
+
+    fn holiday(date: &str, name: Option<&str>) -> HolidaySpec {
+        HolidaySpec {
+            date: date.into(),
+            name: name.map(Into::into),
+        }
+    }
+
+    fn closure(from: &str, to: &str, reason: Option<&str>) -> ClosureSpec {
+        ClosureSpec {
+            from: from.into(),
+            to: to.into(),
+            reason: reason.map(Into::into),
+        }
+    }
+
+    /// An instant written with its offset, so that a repeated hour is unambiguous.
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    /// The status in one short line, such as `open until 2026-06-01T12:00-04:00`.
+    fn show(status: &Status) -> String {
+        let at = |z: &ZonedDateTime| z.strftime("%Y-%m-%dT%H:%M%:z").to_string();
+        match status {
+            Status::Open { closes_at } => format!("open until {}", at(closes_at)),
+            Status::Closed { reason, opens_at } => {
+                let why = match reason {
+                    ClosedReason::OutsideHours => "outside hours".to_owned(),
+                    ClosedReason::Holiday { name: None } => "holiday".to_owned(),
+                    ClosedReason::Holiday { name: Some(name) } => format!("holiday {name:?}"),
+                    ClosedReason::Closure { reason: None } => "closure".to_owned(),
+                    ClosedReason::Closure { reason: Some(reason) } => format!("closure {reason:?}"),
+                };
+                format!("{why} until {}", opens_at.as_ref().map_or("never".to_owned(), at))
+            }
+        }
+    }
+
+    /// Checks `(now, expected)` rows against one schedule.
+    fn check(hours: &HoursSpec, cases: &[(&str, &str)]) {
+        let schedule = Schedule::from_spec(hours).unwrap();
+        for (now, want) in cases {
+            assert_eq!(&show(&schedule.status_at(ts(now))), want, "at {now}");
+            assert_eq!(schedule.is_open(ts(now)), want.starts_with("open"), "is_open at {now}");
+        }
+    }
+
+    /// Split shifts on Monday, all of Tuesday and Wednesday, Friday night into Saturday and Sunday
+    /// night into Monday, in New York, where 2026-06-01 is a Monday.
+    fn weekly_ny() -> HoursSpec {
+        spec(
+            NY,
+            "mon 13:00-17:00 08:00-12:00; tue 00:00-24:00; wed 00:00-24:00; fri 22:00-06:00; sun 20:00-02:00",
+        )
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn weekly_ranges() {
+        assert_eq!(Schedule::from_spec(&weekly_ny()).unwrap().time_zone_name(), NY);
+        check(&weekly_ny(), &[
+            ("2026-06-01T09:00-04:00", "open until 2026-06-01T12:00-04:00"),
+            ("2026-06-01T12:00-04:00", "outside hours until 2026-06-01T13:00-04:00"),
+            ("2026-06-01T12:59:59-04:00", "outside hours until 2026-06-01T13:00-04:00"),
+            ("2026-06-01T17:00-04:00", "outside hours until 2026-06-02T00:00-04:00"),
+            // Tuesday's and Wednesday's 00:00-24:00 are one open period.
+            ("2026-06-02T10:00-04:00", "open until 2026-06-04T00:00-04:00"),
+            ("2026-06-04T12:00-04:00", "outside hours until 2026-06-05T22:00-04:00"),
+            ("2026-06-06T03:00-04:00", "open until 2026-06-06T06:00-04:00"),
+            ("2026-06-06T07:00-04:00", "outside hours until 2026-06-07T20:00-04:00"),
+            // Sunday night runs into Monday; Monday's own hours start later.
+            ("2026-06-07T23:00-04:00", "open until 2026-06-08T02:00-04:00"),
+            ("2026-06-08T01:59-04:00", "open until 2026-06-08T02:00-04:00"),
+            ("2026-06-08T02:00-04:00", "outside hours until 2026-06-08T08:00-04:00"),
+        ]);
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn daylight_saving_changes() {
+        // (time zone, weekly hours, now, expected)
+        let cases = [
+            // New York springs forward on 2026-03-08 at 02:00 EST to 03:00 EDT.
+            (NY, "sat 22:00-06:00", "2026-03-07T21:00-05:00", "outside hours until 2026-03-07T22:00-05:00"),
+            (NY, "sat 22:00-06:00", "2026-03-08T01:59-05:00", "open until 2026-03-08T06:00-04:00"),
+            // A start in the gap moves later by the gap's length, as compatible disambiguation does.
+            (NY, "sun 02:30-05:00", "2026-03-08T01:00-05:00", "outside hours until 2026-03-08T03:30-04:00"),
+            (NY, "sun 02:30-05:00", "2026-03-08T03:10-04:00", "outside hours until 2026-03-08T03:30-04:00"),
+            (NY, "sun 01:00-02:30", "2026-03-08T01:30-05:00", "open until 2026-03-08T03:30-04:00"),
+            // A range wholly inside the skipped hour is empty that day.
+            (NY, "sun 02:00-03:00", "2026-03-08T01:30-05:00", "outside hours until 2026-03-15T02:00-04:00"),
+            // New York falls back on 2026-11-01 at 02:00 EDT to 01:00 EST.
+            (NY, "sat 22:00-06:00", "2026-10-31T21:00-04:00", "outside hours until 2026-10-31T22:00-04:00"),
+            (NY, "sat 22:00-06:00", "2026-11-01T01:30-05:00", "open until 2026-11-01T06:00-05:00"),
+            (NY, "sun 01:30-09:00", "2026-11-01T01:45-04:00", "open until 2026-11-01T09:00-05:00"),
+            // The repeated 01:15 does not close a period that opened at the first 01:30.
+            (NY, "sun 01:30-09:00", "2026-11-01T01:15-05:00", "open until 2026-11-01T09:00-05:00"),
+            (NY, "sun 00:00-01:30", "2026-11-01T01:00-04:00", "open until 2026-11-01T01:30-04:00"),
+            (NY, "sun 00:00-01:30", "2026-11-01T01:10-05:00", "outside hours until 2026-11-08T00:00-05:00"),
+            // London springs forward on 2026-03-29 at 01:00 GMT to 02:00 BST.
+            (LONDON, "sat 20:00-04:00", "2026-03-29T00:30+00:00", "open until 2026-03-29T04:00+01:00"),
+            (LONDON, "sun 01:30-03:00", "2026-03-29T00:30+00:00", "outside hours until 2026-03-29T02:30+01:00"),
+            (LONDON, "sun 00:00-24:00", "2026-03-29T12:00+01:00", "open until 2026-03-30T00:00+01:00"),
+            // London falls back on 2026-10-25 at 02:00 BST to 01:00 GMT.
+            (LONDON, "sat 18:00-03:00", "2026-10-24T19:00+01:00", "open until 2026-10-25T03:00+00:00"),
+            (LONDON, "sun 01:00-01:30", "2026-10-25T01:40+01:00", "outside hours until 2026-11-01T01:00+00:00"),
+            (LONDON, "sun 01:00-01:30", "2026-10-25T01:10+00:00", "outside hours until 2026-11-01T01:00+00:00"),
+            (LONDON, "sat 09:00-17:00", "2026-10-24T17:00+01:00", "outside hours until 2026-10-31T09:00+00:00"),
+        ];
+        for (tz, weekly, now, want) in cases {
+            check(&spec(tz, weekly), &[(now, want)]);
+        }
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn holidays_close_their_whole_local_date() {
+        let mut hours = weekly_ny();
+        hours.holidays = vec![
+            holiday("2026-06-02", None),
+            holiday("2026-06-06", Some("Founders Day")),
+            holiday("2026-06-07", Some("Picnic")),
+        ];
+        check(&hours, &[
+            // opens_at skips the Tuesday holiday.
+            ("2026-06-01T17:00-04:00", "outside hours until 2026-06-03T00:00-04:00"),
+            ("2026-06-02T10:00-04:00", "holiday until 2026-06-03T00:00-04:00"),
+            ("2026-06-03T10:00-04:00", "open until 2026-06-04T00:00-04:00"),
+            // Friday's overnight shift ends where Saturday's holiday begins.
+            ("2026-06-05T23:00-04:00", "open until 2026-06-06T00:00-04:00"),
+            ("2026-06-06T03:00-04:00", "holiday \"Founders Day\" until 2026-06-08T00:00-04:00"),
+            // Sunday night's shift, which starts on a holiday, opens when the holiday ends.
+            ("2026-06-07T21:00-04:00", "holiday \"Picnic\" until 2026-06-08T00:00-04:00"),
+            ("2026-06-08T00:30-04:00", "open until 2026-06-08T02:00-04:00"),
+        ]);
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn closures_cut_shifts() {
+        let mut hours = weekly_ny();
+        hours.closures = vec![
+            closure("2026-06-01T10:00", "2026-06-01T14:00", Some("staff training")),
+            closure("2026-06-03T12:00", "2026-06-05T23:00", None),
+        ];
+        check(&hours, &[
+            ("2026-06-01T09:00-04:00", "open until 2026-06-01T10:00-04:00"),
+            ("2026-06-01T11:00-04:00", "closure \"staff training\" until 2026-06-01T14:00-04:00"),
+            ("2026-06-01T14:30-04:00", "open until 2026-06-01T17:00-04:00"),
+            ("2026-06-03T10:00-04:00", "open until 2026-06-03T12:00-04:00"),
+            ("2026-06-04T12:00-04:00", "closure until 2026-06-05T23:00-04:00"),
+            ("2026-06-05T23:30-04:00", "open until 2026-06-06T06:00-04:00"),
+        ]);
+    }
+
+    #[test]
+    fn no_hours_and_always_open() {
+        check(&spec(LONDON, ""), &[("2026-06-01T12:00Z", "outside hours until never")]);
+
+        let always = spec(
+            LONDON,
+            &["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+                .map(|d| d.to_owned() + " 00:00-24:00")
+                .join(";"),
+        );
+        let now = ts("2026-06-01T12:00Z");
+        let Status::Open { closes_at } = Schedule::from_spec(&always).unwrap().status_at(now) else {
+            panic!("24/7 is closed")
+        };
+        // With no end in sight, closes_at is the end of the horizon.
+        assert!(closes_at.timestamp().duration_since(now).as_hours() >= 24 * i64::from(HORIZON_DAYS));
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn errors_name_their_field() {
+        let with = |holidays: &[&str], closures: &[(&str, &str)]| HoursSpec {
+            holidays: holidays.iter().map(|d| holiday(d, None)).collect(),
+            closures: closures.iter().map(|(from, to)| closure(from, to, None)).collect(),
+            ..spec(NY, "")
+        };
+        let closed = |from, to| with(&[], &[(from, to)]);
+        let cases = [
+            (spec("Mars/Olympus", ""), r#"time_zone: unknown IANA time zone "Mars/Olympus""#),
+            (spec(NY, "mon 08:00-12:00 13:00-1700"), r#"weekly.mon[1]: "13:00-1700" is not HH:MM-HH:MM"#),
+            (spec(NY, "tue 9:00-17:00"), r#"weekly.tue[0]: "9:00-17:00" is not HH:MM-HH:MM"#),
+            (spec(NY, "wed 08:00"), r#"weekly.wed[0]: "08:00" is not HH:MM-HH:MM"#),
+            (spec(NY, "thu 25:00-26:00"), r#"weekly.thu[0]: "25:00-26:00" has a time outside 00:00-24:00"#),
+            (spec(NY, "fri 08:60-09:00"), r#"weekly.fri[0]: "08:60-09:00" has a time outside 00:00-24:00"#),
+            (spec(NY, "sat 24:00-02:00"), r#"weekly.sat[0]: "24:00-02:00" cannot start at 24:00"#),
+            (spec(NY, "sun 09:00-09:00"), r#"weekly.sun[0]: "09:00-09:00" is empty"#),
+            (spec(NY, "mon 08:00-12:00 11:00-13:00"), r#"weekly.mon[1]: "11:00-13:00" overlaps "08:00-12:00""#),
+            (spec(NY, "sun 23:00-23:30 22:00-06:00"), r#"weekly.sun[0]: "23:00-23:30" overlaps "22:00-06:00""#),
+            (with(&["2026-12-25", "2026-02-30"], &[]), r#"holidays[1].date: "2026-02-30" is not YYYY-MM-DD"#),
+            (with(&["2026-12-25T00:00"], &[]), r#"holidays[0].date: "2026-12-25T00:00" is not YYYY-MM-DD"#),
+            (closed("2026-12-24", "2026-12-27T08:00"), r#"closures[0].from: "2026-12-24" is not YYYY-MM-DDTHH:MM"#),
+            (closed("2026-12-24T12:00", "2026-12-27 08:00"),
+                r#"closures[0].to: "2026-12-27 08:00" is not YYYY-MM-DDTHH:MM"#),
+            (closed("2026-12-24T12:00", "2026-12-27T24:00"),
+                r#"closures[0].to: "2026-12-27T24:00" is not YYYY-MM-DDTHH:MM"#),
+            (closed("2026-12-27T08:00", "2026-12-24T12:00"), "closures[0]: to is before from"),
+            (closed("2026-12-24T12:00", "2026-12-24T12:00"), "closures[0]: from and to are equal"),
+        ];
+        for (hours, want) in cases {
+            let err = Schedule::from_spec(&hours).expect_err(want);
+            assert_eq!(err.to_string(), want);
+            assert!(want.starts_with(&format!("{}: ", err.field())), "{want} names {}", err.field());
+        }
+    }
+
+    #[test]
+    fn parses_the_documented_toml() {
+        let text = r#"
+            time_zone = "America/New_York"
+            weekly = { mon = ["08:00-12:00", "13:00-17:00"], fri = ["22:00-06:00"], sat = ["00:00-24:00"] }
+            holidays = [{ date = "2026-12-25", name = "Christmas Day" }]
+            closures = [{ from = "2026-12-24T12:00", to = "2026-12-27T08:00", reason = "staff training" }]
+        "#;
+        let hours: HoursSpec = toml::from_str(text).unwrap();
+        assert_eq!(hours.weekly.mon.len(), 2);
+        assert_eq!(hours.holidays[0].name.as_deref(), Some("Christmas Day"));
+        Schedule::from_spec(&hours).unwrap();
+        assert!(toml::from_str::<HoursSpec>("time_zone = \"UTC\"\nweekdays = {}").is_err());
+    }
+
+    /// A random range on the quarter hour, so that ranges often meet each other and the DST hours.
+    fn range() -> impl Strategy<Value = String> {
+        let hhmm = |q: u16| format!("{:02}:{:02}", q / 4, q % 4 * 15);
+        (0u16..=96, 0u16..=96).prop_map(move |(s, e)| format!("{}-{}", hhmm(s), hhmm(e)))
+    }
+
+    fn arbitrary_spec() -> impl Strategy<Value = HoursSpec> {
+        // Lord Howe shifts by half an hour, and Santiago changes at midnight.
+        const ZONES: &[&str] = &[
+            NY,
+            LONDON,
+            "Australia/Lord_Howe",
+            "America/Santiago",
+            "Asia/Kolkata",
+            "UTC",
+        ];
+        let day = || proptest::collection::vec(range(), 0..3);
+        let date = || (0i32..420).prop_map(|n| add_days(Date::constant(2026, 1, 1), n).unwrap());
+        let days = [day(), day(), day(), day(), day(), day(), day()];
+        let closures = proptest::collection::vec((date(), 0i8..24, 1i64..6000), 0..3);
+        (
+            proptest::sample::select(ZONES),
+            days,
+            proptest::collection::vec(date(), 0..4),
+            closures,
+        )
+            .prop_map(|(tz, days, holidays, closures)| {
+                let mut hours = spec(tz, "");
+                for (name, ranges) in ["mon", "tue", "wed", "thu", "fri", "sat", "sun"].into_iter().zip(days) {
+                    *day_mut(&mut hours.weekly, name) = ranges;
+                }
+                hours.holidays = holidays.iter().map(|d| holiday(&d.to_string(), None)).collect();
+                let civil = |dt: DateTime| dt.strftime("%Y-%m-%dT%H:%M").to_string();
+                for (d, hour, minutes) in closures {
+                    let from = d.at(hour, 30, 0, 0);
+                    let to = from.checked_add(minutes.minutes()).unwrap();
+                    hours.closures.push(closure(&civil(from), &civil(to), None));
+                }
+                hours
+            })
+    }
+
+    /// Drops the weekly ranges that random generation made overlapping or empty, one error at a
+    /// time, so that most random specs get checked rather than refused.
+    fn repaired(mut hours: HoursSpec) -> Option<Schedule> {
+        loop {
+            let err = match Schedule::from_spec(&hours) {
+                Ok(s) => return Some(s),
+                Err(err) => err,
+            };
+            let (day, index) = err.field().strip_prefix("weekly.")?.split_once('[')?;
+            let index: usize = index.strip_suffix(']')?.parse().ok()?;
+            day_mut(&mut hours.weekly, day).remove(index);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn status_agrees_with_its_own_boundaries(hours in arbitrary_spec(), second in 1_764_000_000i64..1_802_000_000) {
+            let Some(s) = repaired(hours) else { return Ok(()) };
+            let now = Timestamp::from_second(second).unwrap();
+            match s.status_at(now) {
+                Status::Closed { opens_at: Some(opens_at), .. } => {
+                    prop_assert!(opens_at.timestamp() > now);
+                    prop_assert!(s.is_open(opens_at.timestamp()), "closed until {opens_at}, but closed then too");
+                }
+                Status::Closed { opens_at: None, .. } => {}
+                Status::Open { closes_at } => {
+                    prop_assert!(closes_at.timestamp() > now);
+                    let hours = closes_at.timestamp().duration_since(now).as_hours();
+                    let at_horizon = hours >= 24 * i64::from(HORIZON_DAYS);
+                    let closes = !s.is_open(closes_at.timestamp());
+                    prop_assert!(at_horizon || closes, "open until {closes_at}, but open then too");
+                }
+            }
+        }
+
+        #[test]
+        fn any_text_is_refused_without_panicking(text in "\\PC{0,14}", tz in "[A-Za-z/_]{0,20}") {
+            let mut hours = spec(&tz, "");
+            hours.weekly.mon = vec![text.clone()];
+            hours.holidays = vec![holiday(&text, None)];
+            hours.closures = vec![closure(&text, &text, None)];
+            let _ = Schedule::from_spec(&hours);
+        }
+
+        #[test]
+        fn extreme_instants_do_not_panic(second in Timestamp::MIN.as_second()..=Timestamp::MAX.as_second()) {
+            let s = Schedule::from_spec(&weekly_ny()).unwrap();
+            let _ = s.status_at(Timestamp::from_second(second).unwrap());
+            let _ = s.status_at(Timestamp::MIN);
+            let _ = s.status_at(Timestamp::MAX);
+        }
+    }
+}

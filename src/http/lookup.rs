@@ -22,7 +22,7 @@ fn describe(l: &Location, now: Timestamp) -> Value {
                 ClosedReason::Closure { .. } => "closure",
             }),
             None,
-            opens_at.map(|t| t.to_string()),
+            opens_at.as_ref().map(|t| t.to_string()),
         ),
     };
     json!({
