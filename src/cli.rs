@@ -30,6 +30,19 @@ pub enum Command {
         #[arg(long, short, env = "CALL_ROUTER_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Create or repair the Twilio resources the locations need (TaskRouter workspace, queues, workers,
+    /// workflow, number webhooks). Safe to re-run.
+    Provision {
+        /// The TOML config file (environment variables override it).
+        #[arg(long, short, env = "CALL_ROUTER_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print the plan and write nothing (only GET requests are sent).
+        #[arg(long)]
+        dry_run: bool,
+        /// Delete the queues and workers provision created for locations no longer in the database.
+        #[arg(long)]
+        prune: bool,
+    },
     /// Manage locations in the database.
     Locations {
         #[command(flatten)]

@@ -50,6 +50,7 @@ pub struct Settings {
     pub security: SecuritySettings,
     pub dialing: DialingSettings,
     pub ivr: IvrSettings,
+    pub provision: ProvisionSettings,
     /// Locations declared in the file; `provision` and `locations import`
     /// copy them into the database, which is what `serve` reads.
     pub locations: Vec<LocationSpec>,
@@ -98,6 +99,14 @@ pub struct IvrSettings {
     pub max_queue_secs: u32,
 }
 
+/// What `call-router provision` names the resources it creates.
+#[derive(Debug, Clone)]
+pub struct ProvisionSettings {
+    /// The TaskRouter workspace's FriendlyName; also the prefix that marks
+    /// the queues, workers and workflow provision created as its own.
+    pub workspace_name: String,
+}
+
 // ---------------------------------------------------------------------------
 // The file as written. Every section and field is optional so that the
 // environment can supply it; `Settings::from_raw` decides what is missing.
@@ -118,7 +127,15 @@ struct RawSettings {
     #[serde(default)]
     ivr: RawIvr,
     #[serde(default)]
+    provision: RawProvision,
+    #[serde(default)]
     locations: Vec<LocationSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvision {
+    workspace_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -303,6 +320,26 @@ impl Settings {
             return Err(invalid("ivr.menu_timeout_secs", "must be between 1 and 60"));
         }
 
+        let provision = ProvisionSettings {
+            workspace_name: raw
+                .provision
+                .workspace_name
+                .unwrap_or_else(|| "call-router".to_owned())
+                .trim()
+                .to_owned(),
+        };
+        // The name prefixes queue, worker and workflow names as
+        // `<name>/<location>`, which Twilio limits to 64 characters.
+        if provision.workspace_name.is_empty()
+            || provision.workspace_name.len() > 32
+            || provision.workspace_name.chars().any(|c| c.is_control() || c == '/')
+        {
+            return Err(invalid(
+                "provision.workspace_name",
+                "must be 1-32 characters, without '/' or control characters",
+            ));
+        }
+
         for (i, loc) in raw.locations.iter().enumerate() {
             loc.validate().map_err(|e| invalid(format!("locations[{i}] ({})", loc.name), e.to_string()))?;
         }
@@ -324,6 +361,7 @@ impl Settings {
             security,
             dialing,
             ivr,
+            provision,
             locations: raw.locations,
         })
     }
@@ -364,6 +402,7 @@ auth_token = "secret-token"
         assert_eq!(s.twilio.api_base_url, DEFAULT_API_BASE_URL);
         assert!(s.security.validate_signatures);
         assert_eq!(s.dialing.ring_timeout_secs, 20);
+        assert_eq!(s.provision.workspace_name, "call-router");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! - [`dispatch`]: the worker that carries out the outbox against Twilio.
 //! - [`twilio_api`]: the REST client.
 //! - [`http`]: the webhook server (the only module that knows axum).
+//! - [`provision`]: creates and repairs the Twilio resources the locations need.
 //! - [`app`]: wiring of the above into a running server.
 //! - [`telemetry`]: logging set-up.
 
@@ -22,6 +23,7 @@ pub mod hours;
 pub mod http;
 pub mod ivr;
 pub mod outbox;
+pub mod provision;
 pub mod store;
 pub mod telemetry;
 pub mod twilio_api;

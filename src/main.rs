@@ -12,6 +12,10 @@ async fn main() -> ExitCode {
     let result = match &args.command {
         Command::Serve { config } => cli::run_serve(config.as_deref()).await,
         Command::Locations { db, command } => cli::run_locations(db, command).await,
+        Command::Provision { config, dry_run, prune } => {
+            let options = call_router::provision::Options { dry_run: *dry_run, prune: *prune };
+            call_router::provision::run_command(config.as_deref(), options).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -328,6 +328,279 @@ impl TwilioClient {
     }
 }
 
+// -- provisioning: TaskRouter and IncomingPhoneNumbers resources ------------
+//
+// Wire structs for what `provision` reads, with Twilio's snake_case JSON
+// field names. Only the fields provision compares are kept; nullable ones are
+// `Option`.
+
+/// A TaskRouter workspace.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkspaceResource {
+    pub sid: String,
+    pub friendly_name: String,
+    #[serde(default)]
+    pub event_callback_url: Option<String>,
+    #[serde(default)]
+    pub events_filter: Option<String>,
+    #[serde(default)]
+    pub multi_task_enabled: Option<bool>,
+    #[serde(default)]
+    pub timeout_activity_sid: Option<String>,
+    #[serde(default)]
+    pub timeout_activity_name: Option<String>,
+}
+
+/// A workspace's activity (Available, Offline, …).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ActivityResource {
+    pub sid: String,
+    pub friendly_name: String,
+    #[serde(default)]
+    pub available: bool,
+}
+
+/// A task queue.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TaskQueueResource {
+    pub sid: String,
+    pub friendly_name: String,
+    #[serde(default)]
+    pub target_workers: Option<String>,
+}
+
+/// A worker; `attributes` is a JSON document in a string.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerResource {
+    pub sid: String,
+    pub friendly_name: String,
+    #[serde(default)]
+    pub attributes: Option<String>,
+    #[serde(default)]
+    pub activity_sid: Option<String>,
+    #[serde(default)]
+    pub activity_name: Option<String>,
+}
+
+/// One of a worker's task channels (`voice`, `chat`, …).
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerChannelResource {
+    pub sid: String,
+    #[serde(default)]
+    pub task_channel_unique_name: Option<String>,
+    #[serde(default)]
+    pub configured_capacity: Option<u32>,
+    #[serde(default)]
+    pub available: Option<bool>,
+}
+
+/// A workflow; `configuration` is a JSON document in a string.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkflowResource {
+    pub sid: String,
+    pub friendly_name: String,
+    #[serde(default)]
+    pub configuration: Option<String>,
+    #[serde(default)]
+    pub task_reservation_timeout: Option<u32>,
+}
+
+/// A phone number the account owns.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IncomingNumberResource {
+    pub sid: String,
+    pub phone_number: String,
+    #[serde(default)]
+    pub voice_url: Option<String>,
+    #[serde(default)]
+    pub voice_method: Option<String>,
+    #[serde(default)]
+    pub status_callback: Option<String>,
+    #[serde(default)]
+    pub status_callback_method: Option<String>,
+    #[serde(default)]
+    pub voice_application_sid: Option<String>,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(method: &'static str, path: &str, v: Value) -> Result<T, ApiError> {
+    serde_json::from_value(v).map_err(|e| ApiError::Decode {
+        method,
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn decode_all<T: serde::de::DeserializeOwned>(path: &str, items: Vec<Value>) -> Result<Vec<T>, ApiError> {
+    items.into_iter().map(|v| decode("GET", path, v)).collect()
+}
+
+/// The TaskRouter resources of one workspace, and the account's numbers.
+impl TwilioClient {
+    fn workspace_path(workspace: &str, rest: &str) -> String {
+        if rest.is_empty() {
+            format!("/v1/Workspaces/{workspace}")
+        } else {
+            format!("/v1/Workspaces/{workspace}/{rest}")
+        }
+    }
+
+    /// Workspaces, optionally only those with this FriendlyName.
+    pub async fn list_workspaces(&self, friendly_name: Option<&str>) -> Result<Vec<WorkspaceResource>, ApiError> {
+        let mut path = "/v1/Workspaces?PageSize=100".to_owned();
+        if let Some(name) = friendly_name {
+            path.push_str(&format!("&FriendlyName={}", twilio::params::percent_encode(name)));
+        }
+        let items = self.list(Api::TaskRouter, &path, "workspaces").await?;
+        decode_all(&path, items)
+    }
+
+    pub async fn fetch_workspace(&self, sid: &str) -> Result<WorkspaceResource, ApiError> {
+        let path = Self::workspace_path(sid, "");
+        decode("GET", &path, self.get(Api::TaskRouter, &path).await?)
+    }
+
+    pub async fn create_workspace(&self, params: &Params) -> Result<WorkspaceResource, ApiError> {
+        let path = "/v1/Workspaces";
+        decode("POST", path, self.create(Api::TaskRouter, path, params).await?)
+    }
+
+    pub async fn update_workspace(&self, sid: &str, params: &Params) -> Result<WorkspaceResource, ApiError> {
+        let path = Self::workspace_path(sid, "");
+        decode("POST", &path, self.update(Api::TaskRouter, &path, params).await?)
+    }
+
+    pub async fn list_activities(&self, workspace: &str) -> Result<Vec<ActivityResource>, ApiError> {
+        let path = Self::workspace_path(workspace, "Activities?PageSize=100");
+        let items = self.list(Api::TaskRouter, &path, "activities").await?;
+        decode_all(&path, items)
+    }
+
+    pub async fn create_activity(
+        &self,
+        workspace: &str,
+        name: &str,
+        available: bool,
+    ) -> Result<ActivityResource, ApiError> {
+        let path = Self::workspace_path(workspace, "Activities");
+        let mut p = Params::new();
+        p.push("FriendlyName", name).push("Available", available.to_string());
+        decode("POST", &path, self.create(Api::TaskRouter, &path, &p).await?)
+    }
+
+    pub async fn list_task_queues(&self, workspace: &str) -> Result<Vec<TaskQueueResource>, ApiError> {
+        let path = Self::workspace_path(workspace, "TaskQueues?PageSize=100");
+        let items = self.list(Api::TaskRouter, &path, "task_queues").await?;
+        decode_all(&path, items)
+    }
+
+    pub async fn create_task_queue(&self, workspace: &str, params: &Params) -> Result<TaskQueueResource, ApiError> {
+        let path = Self::workspace_path(workspace, "TaskQueues");
+        decode("POST", &path, self.create(Api::TaskRouter, &path, params).await?)
+    }
+
+    pub async fn update_task_queue(
+        &self,
+        workspace: &str,
+        sid: &str,
+        params: &Params,
+    ) -> Result<TaskQueueResource, ApiError> {
+        let path = Self::workspace_path(workspace, &format!("TaskQueues/{sid}"));
+        decode("POST", &path, self.update(Api::TaskRouter, &path, params).await?)
+    }
+
+    pub async fn delete_task_queue(&self, workspace: &str, sid: &str) -> Result<(), ApiError> {
+        self.delete(
+            Api::TaskRouter,
+            &Self::workspace_path(workspace, &format!("TaskQueues/{sid}")),
+        )
+        .await
+    }
+
+    pub async fn list_workers(&self, workspace: &str) -> Result<Vec<WorkerResource>, ApiError> {
+        let path = Self::workspace_path(workspace, "Workers?PageSize=100");
+        let items = self.list(Api::TaskRouter, &path, "workers").await?;
+        decode_all(&path, items)
+    }
+
+    pub async fn create_worker(&self, workspace: &str, params: &Params) -> Result<WorkerResource, ApiError> {
+        let path = Self::workspace_path(workspace, "Workers");
+        decode("POST", &path, self.create(Api::TaskRouter, &path, params).await?)
+    }
+
+    pub async fn update_worker(&self, workspace: &str, sid: &str, params: &Params) -> Result<WorkerResource, ApiError> {
+        let path = Self::workspace_path(workspace, &format!("Workers/{sid}"));
+        decode("POST", &path, self.update(Api::TaskRouter, &path, params).await?)
+    }
+
+    pub async fn delete_worker(&self, workspace: &str, sid: &str) -> Result<(), ApiError> {
+        self.delete(
+            Api::TaskRouter,
+            &Self::workspace_path(workspace, &format!("Workers/{sid}")),
+        )
+        .await
+    }
+
+    pub async fn list_worker_channels(
+        &self,
+        workspace: &str,
+        worker: &str,
+    ) -> Result<Vec<WorkerChannelResource>, ApiError> {
+        let path = Self::workspace_path(workspace, &format!("Workers/{worker}/Channels?PageSize=100"));
+        let items = self.list(Api::TaskRouter, &path, "channels").await?;
+        decode_all(&path, items)
+    }
+
+    /// Sets a worker channel's `Capacity` and/or `Available`.
+    pub async fn update_worker_channel(
+        &self,
+        workspace: &str,
+        worker: &str,
+        channel: &str,
+        params: &Params,
+    ) -> Result<WorkerChannelResource, ApiError> {
+        let path = Self::workspace_path(workspace, &format!("Workers/{worker}/Channels/{channel}"));
+        decode("POST", &path, self.update(Api::TaskRouter, &path, params).await?)
+    }
+
+    pub async fn list_workflows(&self, workspace: &str) -> Result<Vec<WorkflowResource>, ApiError> {
+        let path = Self::workspace_path(workspace, "Workflows?PageSize=100");
+        let items = self.list(Api::TaskRouter, &path, "workflows").await?;
+        decode_all(&path, items)
+    }
+
+    pub async fn create_workflow(&self, workspace: &str, params: &Params) -> Result<WorkflowResource, ApiError> {
+        let path = Self::workspace_path(workspace, "Workflows");
+        decode("POST", &path, self.create(Api::TaskRouter, &path, params).await?)
+    }
+
+    pub async fn update_workflow(
+        &self,
+        workspace: &str,
+        sid: &str,
+        params: &Params,
+    ) -> Result<WorkflowResource, ApiError> {
+        let path = Self::workspace_path(workspace, &format!("Workflows/{sid}"));
+        decode("POST", &path, self.update(Api::TaskRouter, &path, params).await?)
+    }
+
+    /// The account's numbers equal to `number` (none when it is not ours).
+    pub async fn find_incoming_numbers(&self, number: &E164) -> Result<Vec<IncomingNumberResource>, ApiError> {
+        let path = self.account_path(&format!(
+            "IncomingPhoneNumbers.json?PhoneNumber={}",
+            twilio::params::percent_encode(number.as_str())
+        ));
+        let items = self.list(Api::Core, &path, "incoming_phone_numbers").await?;
+        let all: Vec<IncomingNumberResource> = decode_all(&path, items)?;
+        // The filter matches a pattern; keep only the exact number.
+        Ok(all.into_iter().filter(|n| n.phone_number == number.as_str()).collect())
+    }
+
+    pub async fn update_incoming_number(&self, sid: &str, params: &Params) -> Result<IncomingNumberResource, ApiError> {
+        let path = self.account_path(&format!("IncomingPhoneNumbers/{sid}.json"));
+        decode("POST", &path, self.update(Api::Core, &path, params).await?)
+    }
+}
+
 /// `https://host/v1/x?PageToken=…` → `/v1/x?PageToken=…`; a relative URI
 /// passes through.
 fn path_and_query(url: &str) -> String {

@@ -1,0 +1,2000 @@
+//! `call-router provision`: makes Twilio's TaskRouter resources and phone numbers match the locations.
+//!
+//! # Layout
+//! A pure core and an IO rim, in that order in this file:
+//! - [`Desired`] is what the locations and settings ask for; [`Actual`] is
+//!   what Twilio has (read with GETs only); [`plan`] compares them and returns
+//!   one [`Change`] per resource, in the order they must be applied. No IO.
+//! - [`run`] is the rim: it checks the configuration and every stored
+//!   location before any request, reads the actual state, plans, and (unless
+//!   `--dry-run`) applies the changes, printing one line per resource.
+//!
+//! # What it manages
+//! One workspace (FriendlyName from `provision.workspace_name`), its
+//! Available/Offline/Unavailable activities, and per location a task queue
+//! (`TargetWorkers = location == "<name>"`) and a worker (attributes
+//! `location`, `phone`, `managed_by`; Available; voice capacity = `lines`),
+//! one workflow routing on the task's `location` attribute, and each Twilio
+//! number's voice and status callback URLs.
+//!
+//! # The marker
+//! Everything provision creates is marked: queues, workers and the workflow
+//! are named `<workspace_name>/<location>` (the workflow
+//! `<workspace_name>/by-location`), and workers also carry the attribute
+//! `"managed_by": "call-router"`. `--prune` deletes only marked resources
+//! (a queue whose name has the prefix, a worker with the attribute) of
+//! locations that are no longer in the database; anything else is left
+//! alone and said so. Phone numbers are never released.
+//!
+//! # The timeout activity
+//! A reservation times out when the location did not take the call in
+//! time (the server dials within a second of `reservation.created`, so in
+//! practice: nobody answered and the status callback did not arrive, or the
+//! server was down). Twilio's default moves the worker to Offline, which
+//! strands every later caller for that location until someone sets it back
+//! by hand: the old Node script's failure. The workspace's
+//! `TimeoutActivitySid` is therefore **Available**: routing keeps working,
+//! and the next caller rings the location again. The cost: a location that
+//! is truly unattended keeps getting reservations, so each of its callers
+//! waits a full ring before being offered voicemail (which is what the
+//! server does on no-answer anyway); hours in the IVR, not TaskRouter, are
+//! what keep callers away from a closed location.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde_json::{Map, Value, json};
+use twilio::{E164, Params};
+
+use crate::config::Settings;
+use crate::domain::{Location, LocationSpec, check_unique};
+use crate::store::Store;
+use crate::twilio_api::{
+    ActivityResource, ApiError, IncomingNumberResource, TaskQueueResource, TwilioClient, WorkerChannelResource,
+    WorkerResource, WorkflowResource, WorkspaceResource,
+};
+
+/// The worker attribute that marks a worker as provision's own.
+pub const MANAGED_BY: &str = "call-router";
+/// The activities provision relies on: (FriendlyName, Available).
+pub const ACTIVITIES: [(&str, bool); 3] = [("Available", true), ("Offline", false), ("Unavailable", false)];
+/// The activity workers are set to, and the workspace's timeout activity
+/// (see the module documentation for why).
+pub const AVAILABLE: &str = "Available";
+/// Exactly the workspace events `/tr-event-handler` acts on (see
+/// `http::events`); anything else would be stored and ignored.
+pub const EVENTS: [&str; 7] = [
+    "reservation.created",
+    "reservation.wrapup",
+    "task.wrapup",
+    "task.canceled",
+    "reservation.canceled",
+    "reservation.timeout",
+    "reservation.rescinded",
+];
+/// Seconds added to ring time plus answering-machine detection time, for
+/// the dispatcher's latency and Twilio's call set-up.
+pub const RESERVATION_MARGIN_SECS: u32 = 15;
+
+// ===========================================================================
+// The pure core.
+// ===========================================================================
+
+/// What the configuration asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    /// The FriendlyName prefix that marks resources as provision's own,
+    /// `<workspace_name>/`.
+    pub prefix: String,
+    /// Delete marked resources of locations that are gone.
+    pub prune: bool,
+    pub workspace: DesiredWorkspace,
+    pub queues: Vec<DesiredQueue>,
+    pub workers: Vec<DesiredWorker>,
+    pub workflow: DesiredWorkflow,
+    pub numbers: Vec<DesiredNumber>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredWorkspace {
+    pub friendly_name: String,
+    pub event_callback_url: String,
+    pub events_filter: Vec<String>,
+    pub timeout_activity: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredQueue {
+    pub location: String,
+    pub friendly_name: String,
+    pub target_workers: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredWorker {
+    pub location: String,
+    pub friendly_name: String,
+    /// The attributes provision owns; others a person added are kept.
+    pub attributes: Map<String, Value>,
+    pub activity: String,
+    pub capacity: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredWorkflow {
+    pub friendly_name: String,
+    /// One filter per location, sorted by location.
+    pub routes: Vec<Route>,
+    pub reservation_timeout_secs: u32,
+}
+
+/// A workflow filter: tasks whose `location` is `location` go to its queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub location: String,
+    pub expression: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredNumber {
+    pub number: E164,
+    pub voice_url: String,
+    pub status_callback: String,
+}
+
+impl Desired {
+    /// The desired state for these (checked) locations.
+    pub fn new(settings: &Settings, locations: &[Location], prune: bool) -> Desired {
+        let name = &settings.provision.workspace_name;
+        let prefix = format!("{name}/");
+        let mut locations: Vec<&Location> = locations.iter().collect();
+        locations.sort_by(|a, b| a.name.cmp(&b.name));
+        let expression = |loc: &str| format!("location == {}", json!(loc));
+        let queues = locations
+            .iter()
+            .map(|l| DesiredQueue {
+                location: l.name.clone(),
+                friendly_name: format!("{prefix}{}", l.name),
+                target_workers: expression(&l.name),
+            })
+            .collect();
+        let workers = locations
+            .iter()
+            .map(|l| {
+                let mut attributes = Map::new();
+                attributes.insert("location".into(), json!(l.name));
+                attributes.insert("phone".into(), json!(l.phone.as_str()));
+                attributes.insert("managed_by".into(), json!(MANAGED_BY));
+                DesiredWorker {
+                    location: l.name.clone(),
+                    friendly_name: format!("{prefix}{}", l.name),
+                    attributes,
+                    activity: AVAILABLE.into(),
+                    capacity: l.lines,
+                }
+            })
+            .collect();
+        let routes = locations
+            .iter()
+            .map(|l| Route {
+                location: l.name.clone(),
+                expression: expression(&l.name),
+            })
+            .collect();
+        let numbers: BTreeSet<&E164> = locations.iter().flat_map(|l| l.numbers.iter()).collect();
+        let base = &settings.public_url;
+        Desired {
+            prefix: prefix.clone(),
+            prune,
+            workspace: DesiredWorkspace {
+                friendly_name: name.clone(),
+                event_callback_url: format!("{base}/tr-event-handler"),
+                events_filter: EVENTS.iter().map(|e| (*e).to_owned()).collect(),
+                timeout_activity: AVAILABLE.into(),
+            },
+            queues,
+            workers,
+            workflow: DesiredWorkflow {
+                friendly_name: format!("{prefix}by-location"),
+                routes,
+                reservation_timeout_secs: settings.dialing.ring_timeout_secs
+                    + settings.dialing.machine_detection_timeout_secs
+                    + RESERVATION_MARGIN_SECS,
+            },
+            numbers: numbers
+                .into_iter()
+                .map(|n| DesiredNumber {
+                    number: n.clone(),
+                    voice_url: format!("{base}/incoming-call"),
+                    status_callback: format!("{base}/status-callback"),
+                })
+                .collect(),
+        }
+    }
+
+    fn workflow_params(&self, queue_sids: &BTreeMap<String, String>) -> Result<Params, String> {
+        let mut filters = Vec::new();
+        for r in &self.workflow.routes {
+            let queue = queue_sids
+                .get(&r.location)
+                .ok_or_else(|| format!("queue {} has no SID", r.location))?;
+            filters.push(json!({
+                "filter_friendly_name": r.location,
+                "expression": r.expression,
+                "targets": [{"queue": queue}],
+            }));
+        }
+        let config = json!({"task_routing": {"filters": filters}});
+        let mut p = Params::new();
+        p.push("FriendlyName", &self.workflow.friendly_name)
+            .push("Configuration", config.to_string())
+            .push(
+                "TaskReservationTimeout",
+                self.workflow.reservation_timeout_secs.to_string(),
+            );
+        Ok(p)
+    }
+}
+
+/// What Twilio has, as read by [`read_actual`]. `stored` is the database's
+/// `twilio_resources` table, keyed by (kind, key).
+#[derive(Debug, Clone, Default)]
+pub struct Actual {
+    pub workspace: Option<WorkspaceResource>,
+    pub activities: Vec<ActivityResource>,
+    pub queues: Vec<TaskQueueResource>,
+    pub workers: Vec<ActualWorker>,
+    pub workflows: Vec<WorkflowResource>,
+    /// Each desired number: the account's resource, `None` when the
+    /// account does not own it, or the error reading it.
+    pub numbers: BTreeMap<String, Result<Option<IncomingNumberResource>, String>>,
+    pub stored: BTreeMap<(String, String), String>,
+    /// A workflow SID pinned in the configuration.
+    pub pinned_workflow: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ActualWorker {
+    pub worker: WorkerResource,
+    /// The worker's `voice` channel, when it was read.
+    pub voice: Option<WorkerChannelResource>,
+}
+
+impl ActualWorker {
+    fn attributes(&self) -> Map<String, Value> {
+        self.worker
+            .attributes
+            .as_deref()
+            .and_then(|a| serde_json::from_str::<Value>(a).ok())
+            .and_then(|v| v.as_object().cloned())
+            .unwrap_or_default()
+    }
+
+    /// Whether provision created this worker: its marker attribute.
+    fn is_marked(&self) -> bool {
+        self.attributes().get("managed_by").and_then(Value::as_str) == Some(MANAGED_BY)
+    }
+}
+
+/// The kinds of resource, in the order they are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Workspace,
+    Activity,
+    Queue,
+    Worker,
+    Workflow,
+    Number,
+}
+
+impl Kind {
+    /// The name in reports and in the database's `twilio_resources.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Workspace => "workspace",
+            Kind::Activity => "activity",
+            Kind::Queue => "queue",
+            Kind::Worker => "worker",
+            Kind::Workflow => "workflow",
+            Kind::Number => "number",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One field that differs: `activity Offline -> Available`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diff {
+    pub field: String,
+    pub from: String,
+    pub to: String,
+}
+
+impl fmt::Display for Diff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} -> {}", self.field, self.from, self.to)
+    }
+}
+
+/// What happens to one resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Create,
+    Update(Vec<Diff>),
+    /// A marked resource of a location that is gone, with `--prune`.
+    Delete,
+    Unchanged,
+    /// A marked resource of a location that is gone, without `--prune`.
+    Orphan,
+    /// With `--prune`: a resource provision did not create, left alone.
+    Foreign,
+    /// Cannot be provisioned (a number the account does not own).
+    Invalid(String),
+}
+
+/// One resource's change. `key` is the location name, the activity name,
+/// the number, or the workspace's or workflow's FriendlyName.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub kind: Kind,
+    pub key: String,
+    pub sid: Option<String>,
+    pub op: Op,
+}
+
+impl Change {
+    fn new(kind: Kind, key: impl Into<String>, sid: Option<&str>, op: Op) -> Change {
+        Change {
+            kind,
+            key: key.into(),
+            sid: sid.map(str::to_owned),
+            op,
+        }
+    }
+
+    /// Whether applying it writes anything to Twilio.
+    pub fn is_write(&self) -> bool {
+        matches!(self.op, Op::Create | Op::Update(_) | Op::Delete)
+    }
+
+    /// The report line for the plan (`--dry-run`) or a success.
+    pub fn line(&self) -> String {
+        let (k, key) = (self.kind, &self.key);
+        match &self.op {
+            Op::Create => format!("+ create {k} {key}"),
+            Op::Update(diffs) => {
+                format!(
+                    "~ update {k} {key}: {}",
+                    diffs.iter().map(Diff::to_string).collect::<Vec<_>>().join(", ")
+                )
+            }
+            Op::Delete => format!("- delete {k} {key} (pruned)"),
+            Op::Unchanged => format!("= {k} {key} unchanged"),
+            Op::Orphan => format!("? {k} {key}: its location is gone; run with --prune to delete it"),
+            Op::Foreign => format!("  keep {k} {key}: not created by call-router"),
+            Op::Invalid(why) => format!("! {k} {key}: {why}"),
+        }
+    }
+}
+
+/// Compares what is wanted with what is there. The changes come in the
+/// order they must be applied: workspace, activities, queues, workers, the
+/// workflow, then deletions (after the workflow stops routing to them),
+/// then numbers, then notes about resources left alone.
+pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Change> {
+    let mut out = Vec::new();
+    let stored = |kind: Kind, key: &str| actual.stored.get(&(kind.as_str().to_owned(), key.to_owned())).cloned();
+
+    // Workspace.
+    let activity_name = |sid: &str| {
+        actual
+            .activities
+            .iter()
+            .find(|a| a.sid == sid)
+            .map(|a| a.friendly_name.clone())
+    };
+    match &actual.workspace {
+        None => out.push(Change::new(
+            Kind::Workspace,
+            &desired.workspace.friendly_name,
+            None,
+            Op::Create,
+        )),
+        Some(ws) => {
+            let d = &desired.workspace;
+            let mut diffs = Vec::new();
+            diff(&mut diffs, "name", &ws.friendly_name, &d.friendly_name);
+            diff(
+                &mut diffs,
+                "event_callback_url",
+                ws.event_callback_url.as_deref().unwrap_or(""),
+                &d.event_callback_url,
+            );
+            let have: BTreeSet<&str> = ws
+                .events_filter
+                .as_deref()
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .collect();
+            let want: BTreeSet<&str> = d.events_filter.iter().map(String::as_str).collect();
+            if have != want {
+                diffs.push(Diff {
+                    field: "events_filter".into(),
+                    from: show(&have.iter().copied().collect::<Vec<_>>().join(",")),
+                    to: want.iter().copied().collect::<Vec<_>>().join(","),
+                });
+            }
+            if ws.multi_task_enabled != Some(true) {
+                diffs.push(Diff {
+                    field: "multi_task_enabled".into(),
+                    from: "false".into(),
+                    to: "true".into(),
+                });
+            }
+            let timeout = ws
+                .timeout_activity_name
+                .clone()
+                .or_else(|| ws.timeout_activity_sid.as_deref().and_then(activity_name));
+            diff(
+                &mut diffs,
+                "timeout_activity",
+                timeout.as_deref().unwrap_or(""),
+                &d.timeout_activity,
+            );
+            out.push(Change::new(
+                Kind::Workspace,
+                &d.friendly_name,
+                Some(&ws.sid),
+                update_or_unchanged(diffs),
+            ));
+        }
+    }
+
+    // Activities: reused by name (Twilio creates them with the workspace).
+    for (name, _) in ACTIVITIES {
+        match actual.activities.iter().find(|a| a.friendly_name == name) {
+            Some(a) => out.push(Change::new(Kind::Activity, name, Some(&a.sid), Op::Unchanged)),
+            None => out.push(Change::new(Kind::Activity, name, None, Op::Create)),
+        }
+    }
+
+    // Queues: matched by stored SID, else by name.
+    let mut matched_queues: BTreeSet<&str> = BTreeSet::new();
+    let mut queue_location: BTreeMap<&str, &str> = BTreeMap::new();
+    for q in &desired.queues {
+        let by_sid = stored(Kind::Queue, &q.location).and_then(|sid| actual.queues.iter().find(|a| a.sid == sid));
+        let found = by_sid.or_else(|| {
+            actual
+                .queues
+                .iter()
+                .find(|a| a.friendly_name == q.friendly_name && !matched_queues.contains(a.sid.as_str()))
+        });
+        match found {
+            None => out.push(Change::new(Kind::Queue, &q.location, None, Op::Create)),
+            Some(a) => {
+                matched_queues.insert(&a.sid);
+                queue_location.insert(&a.sid, &q.location);
+                let mut diffs = Vec::new();
+                diff(&mut diffs, "name", &a.friendly_name, &q.friendly_name);
+                diff(
+                    &mut diffs,
+                    "target_workers",
+                    a.target_workers.as_deref().unwrap_or(""),
+                    &q.target_workers,
+                );
+                out.push(Change::new(
+                    Kind::Queue,
+                    &q.location,
+                    Some(&a.sid),
+                    update_or_unchanged(diffs),
+                ));
+            }
+        }
+    }
+
+    // Workers: matched by stored SID, else by name, else by marker and location.
+    let mut matched_workers: BTreeSet<&str> = BTreeSet::new();
+    for w in &desired.workers {
+        let by_sid =
+            stored(Kind::Worker, &w.location).and_then(|sid| actual.workers.iter().find(|a| a.worker.sid == sid));
+        let free = |a: &&ActualWorker| !matched_workers.contains(a.worker.sid.as_str());
+        let found = by_sid
+            .or_else(|| {
+                actual
+                    .workers
+                    .iter()
+                    .filter(free)
+                    .find(|a| a.worker.friendly_name == w.friendly_name)
+            })
+            .or_else(|| {
+                actual.workers.iter().filter(free).find(|a| {
+                    a.is_marked() && a.attributes().get("location").and_then(Value::as_str) == Some(w.location.as_str())
+                })
+            });
+        match found {
+            None => out.push(Change::new(Kind::Worker, &w.location, None, Op::Create)),
+            Some(a) => {
+                matched_workers.insert(&a.worker.sid);
+                out.push(Change::new(
+                    Kind::Worker,
+                    &w.location,
+                    Some(&a.worker.sid),
+                    update_or_unchanged(worker_diffs(w, a)),
+                ));
+            }
+        }
+    }
+
+    // The workflow: pinned in the config, else stored, else by name.
+    let workflow = actual
+        .pinned_workflow
+        .clone()
+        .or_else(|| stored(Kind::Workflow, "main"))
+        .and_then(|sid| actual.workflows.iter().find(|w| w.sid == sid))
+        .or_else(|| {
+            actual
+                .workflows
+                .iter()
+                .find(|w| w.friendly_name == desired.workflow.friendly_name)
+        });
+    match workflow {
+        None => out.push(Change::new(
+            Kind::Workflow,
+            &desired.workflow.friendly_name,
+            None,
+            Op::Create,
+        )),
+        Some(wf) => {
+            let d = &desired.workflow;
+            let mut diffs = Vec::new();
+            diff(&mut diffs, "name", &wf.friendly_name, &d.friendly_name);
+            diff(
+                &mut diffs,
+                "task_reservation_timeout",
+                &wf.task_reservation_timeout.map(|t| t.to_string()).unwrap_or_default(),
+                &d.reservation_timeout_secs.to_string(),
+            );
+            diffs.extend(route_diffs(
+                d,
+                wf.configuration.as_deref().unwrap_or(""),
+                &queue_location,
+            ));
+            out.push(Change::new(
+                Kind::Workflow,
+                &d.friendly_name,
+                Some(&wf.sid),
+                update_or_unchanged(diffs),
+            ));
+        }
+    }
+
+    // What is left over: marked resources are pruned (or noted), others
+    // are only mentioned when pruning, to say they were left alone.
+    let mut notes = Vec::new();
+    for w in actual
+        .workers
+        .iter()
+        .filter(|a| !matched_workers.contains(a.worker.sid.as_str()))
+    {
+        let key = w
+            .attributes()
+            .get("location")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| w.worker.friendly_name.clone());
+        if w.is_marked() {
+            let op = if desired.prune { Op::Delete } else { Op::Orphan };
+            let change = Change::new(Kind::Worker, key, Some(&w.worker.sid), op);
+            if desired.prune {
+                out.push(change)
+            } else {
+                notes.push(change)
+            }
+        } else if desired.prune {
+            notes.push(Change::new(
+                Kind::Worker,
+                &w.worker.friendly_name,
+                Some(&w.worker.sid),
+                Op::Foreign,
+            ));
+        }
+    }
+    for q in actual
+        .queues
+        .iter()
+        .filter(|a| !matched_queues.contains(a.sid.as_str()))
+    {
+        match q.friendly_name.strip_prefix(&desired.prefix) {
+            Some(location) => {
+                let op = if desired.prune { Op::Delete } else { Op::Orphan };
+                let change = Change::new(Kind::Queue, location, Some(&q.sid), op);
+                if desired.prune {
+                    out.push(change)
+                } else {
+                    notes.push(change)
+                }
+            }
+            None if desired.prune => notes.push(Change::new(Kind::Queue, &q.friendly_name, Some(&q.sid), Op::Foreign)),
+            None => {}
+        }
+    }
+
+    // Numbers.
+    for n in &desired.numbers {
+        let key = n.number.as_str();
+        match actual.numbers.get(key) {
+            None | Some(Ok(None)) => out.push(Change::new(
+                Kind::Number,
+                key,
+                None,
+                Op::Invalid("not a number of this account (buy it, or fix the location's numbers)".into()),
+            )),
+            Some(Err(e)) => out.push(Change::new(Kind::Number, key, None, Op::Invalid(e.clone()))),
+            Some(Ok(Some(a))) => {
+                let mut diffs = Vec::new();
+                diff(
+                    &mut diffs,
+                    "voice_url",
+                    a.voice_url.as_deref().unwrap_or(""),
+                    &n.voice_url,
+                );
+                diff_method(&mut diffs, "voice_method", a.voice_method.as_deref());
+                diff(
+                    &mut diffs,
+                    "status_callback",
+                    a.status_callback.as_deref().unwrap_or(""),
+                    &n.status_callback,
+                );
+                diff_method(
+                    &mut diffs,
+                    "status_callback_method",
+                    a.status_callback_method.as_deref(),
+                );
+                // A voice application overrides VoiceUrl.
+                if let Some(app) = a.voice_application_sid.as_deref().filter(|s| !s.is_empty()) {
+                    diffs.push(Diff {
+                        field: "voice_application_sid".into(),
+                        from: app.into(),
+                        to: "(none)".into(),
+                    });
+                }
+                out.push(Change::new(Kind::Number, key, Some(&a.sid), update_or_unchanged(diffs)));
+            }
+        }
+    }
+    out.extend(notes);
+    out
+}
+
+fn show(s: &str) -> String {
+    if s.is_empty() {
+        "(none)".to_owned()
+    } else {
+        s.to_owned()
+    }
+}
+
+fn diff(diffs: &mut Vec<Diff>, field: &str, from: &str, to: &str) {
+    if from != to {
+        diffs.push(Diff {
+            field: field.into(),
+            from: show(from),
+            to: show(to),
+        });
+    }
+}
+
+fn diff_method(diffs: &mut Vec<Diff>, field: &str, from: Option<&str>) {
+    if !from.is_some_and(|m| m.eq_ignore_ascii_case("POST")) {
+        diffs.push(Diff {
+            field: field.into(),
+            from: show(from.unwrap_or("")),
+            to: "POST".into(),
+        });
+    }
+}
+
+fn update_or_unchanged(diffs: Vec<Diff>) -> Op {
+    if diffs.is_empty() {
+        Op::Unchanged
+    } else {
+        Op::Update(diffs)
+    }
+}
+
+fn worker_diffs(w: &DesiredWorker, a: &ActualWorker) -> Vec<Diff> {
+    let mut diffs = Vec::new();
+    diff(&mut diffs, "name", &a.worker.friendly_name, &w.friendly_name);
+    let attrs = a.attributes();
+    for (k, v) in &w.attributes {
+        let have = attrs.get(k).map(|v| v.to_string()).unwrap_or_default();
+        diff(&mut diffs, &format!("attributes.{k}"), &have, &v.to_string());
+    }
+    diff(
+        &mut diffs,
+        "activity",
+        a.worker.activity_name.as_deref().unwrap_or(""),
+        &w.activity,
+    );
+    match &a.voice {
+        None => diffs.push(Diff {
+            field: "voice channel".into(),
+            from: "(missing)".into(),
+            to: "(present)".into(),
+        }),
+        Some(ch) => {
+            let cap = ch.configured_capacity.map(|c| c.to_string()).unwrap_or_default();
+            diff(&mut diffs, "capacity", &cap, &w.capacity.to_string());
+            if ch.available == Some(false) {
+                diffs.push(Diff {
+                    field: "voice channel available".into(),
+                    from: "false".into(),
+                    to: "true".into(),
+                });
+            }
+        }
+    }
+    diffs
+}
+
+/// The workflow's filters as `expression -> queue`, naming queues by
+/// location where the queue is known.
+fn route_diffs(d: &DesiredWorkflow, configuration: &str, queue_location: &BTreeMap<&str, &str>) -> Vec<Diff> {
+    let config: Value = serde_json::from_str(configuration).unwrap_or(Value::Null);
+    let mut have: BTreeMap<String, String> = BTreeMap::new();
+    let filters = config
+        .pointer("/task_routing/filters")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for f in &filters {
+        let expr = f.get("expression").and_then(Value::as_str).unwrap_or("").to_owned();
+        let queues: Vec<String> = f
+            .get("targets")
+            .and_then(Value::as_array)
+            .map(|ts| {
+                ts.iter()
+                    .filter_map(|t| t.get("queue").and_then(Value::as_str))
+                    .map(|sid| match queue_location.get(sid) {
+                        Some(loc) => format!("queue {loc}"),
+                        None => format!("queue {sid} (not ours or gone)"),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        have.insert(expr, queues.join("+"));
+    }
+    let default = config.pointer("/task_routing/default_filter").filter(|v| !v.is_null());
+    let want: BTreeMap<String, String> = d
+        .routes
+        .iter()
+        .map(|r| (r.expression.clone(), format!("queue {}", r.location)))
+        .collect();
+    let mut diffs = Vec::new();
+    for (expr, to) in &want {
+        let from = have.get(expr).cloned().unwrap_or_default();
+        diff(&mut diffs, &format!("route [{expr}]"), &from, to);
+    }
+    for (expr, from) in &have {
+        if !want.contains_key(expr) {
+            diffs.push(Diff {
+                field: format!("route [{expr}]"),
+                from: show(from),
+                to: "(none)".into(),
+            });
+        }
+    }
+    if let Some(def) = default {
+        diffs.push(Diff {
+            field: "default_filter".into(),
+            from: def.to_string(),
+            to: "(none)".into(),
+        });
+    }
+    diffs
+}
+
+// ===========================================================================
+// The IO rim.
+// ===========================================================================
+
+/// Why provision stopped or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    /// The configuration or a stored location is invalid; nothing was sent.
+    #[error("{0}")]
+    Invalid(String),
+    /// The current state could not be read; nothing was changed.
+    #[error("reading the current state from Twilio: {0}")]
+    Read(String),
+    /// Some resources could not be provisioned; the others were.
+    #[error("{failed} resource(s) could not be provisioned (see the lines starting with '!')")]
+    Failed { failed: usize },
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// What `provision` was asked to do.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    pub dry_run: bool,
+    pub prune: bool,
+}
+
+/// The per-resource report, printed as it is written when `echo` is set.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub lines: Vec<String>,
+    pub echo: bool,
+    pub failed: usize,
+    pub written: usize,
+}
+
+impl Report {
+    fn say(&mut self, line: impl Into<String>) {
+        let line = line.into();
+        if self.echo {
+            println!("{line}");
+        }
+        self.lines.push(line);
+    }
+
+    fn fail(&mut self, kind: Kind, key: &str, why: impl fmt::Display) {
+        self.failed += 1;
+        self.say(format!("! {kind} {key}: {why}"));
+    }
+
+    pub fn text(&self) -> String {
+        self.lines.join("\n")
+    }
+}
+
+/// Twilio's code and message when it sent them, else the whole error.
+fn describe(e: &ApiError) -> String {
+    match e {
+        ApiError::Twilio { body, .. } => format!("Twilio error {}: {}", body.code, body.message),
+        other => other.to_string(),
+    }
+}
+
+/// `call-router provision`: loads the config, runs, prints, and turns
+/// failures into an error for a non-zero exit status.
+pub async fn run_command(config: Option<&Path>, options: Options) -> anyhow::Result<()> {
+    let settings = Settings::load(config)?;
+    let store = Store::connect(&settings.database_url).await?;
+    let mut report = Report {
+        echo: true,
+        ..Report::default()
+    };
+    run(&settings, &store, options, &mut report).await?;
+    Ok(())
+}
+
+/// Checks the file's locations together with the database's, before
+/// anything is written or sent. Returns every location to provision: the
+/// database's, with the file's replacing those of the same name.
+pub async fn checked_locations(settings: &Settings, store: &Store) -> Result<Vec<Location>, ProvisionError> {
+    let stored = store
+        .location_specs()
+        .await
+        .context("reading locations from the database")?;
+    let mut all: Vec<LocationSpec> = stored
+        .into_iter()
+        .filter(|s| !settings.locations.iter().any(|f| f.name == s.name))
+        .collect();
+    all.extend(settings.locations.iter().cloned());
+    let mut locations = Vec::new();
+    for spec in &all {
+        let from_file = settings.locations.iter().any(|f| f.name == spec.name);
+        let loc = Location::from_spec(spec.clone()).map_err(|e| {
+            let origin = if from_file { "config file" } else { "database" };
+            ProvisionError::Invalid(format!("location {:?} ({origin}): {e}", spec.name))
+        })?;
+        locations.push(loc);
+    }
+    check_unique(&all).map_err(|e| ProvisionError::Invalid(format!("locations: {e}")))?;
+    if locations.is_empty() {
+        return Err(ProvisionError::Invalid(
+            "locations: none in the config file or the database; add [[locations]] to the config".into(),
+        ));
+    }
+    Ok(locations)
+}
+
+/// Provisions: check, read, plan, apply (unless dry run), report.
+pub async fn run(
+    settings: &Settings,
+    store: &Store,
+    options: Options,
+    report: &mut Report,
+) -> Result<(), ProvisionError> {
+    let locations = checked_locations(settings, store).await?;
+    if !options.dry_run {
+        crate::cli::import(store, &settings.locations)
+            .await
+            .map_err(|e| ProvisionError::Invalid(format!("{e:#}")))?;
+    }
+    if options.prune {
+        let in_file: BTreeSet<&str> = settings.locations.iter().map(|l| l.name.as_str()).collect();
+        for l in locations.iter().filter(|l| !in_file.contains(l.name.as_str())) {
+            report.say(format!(
+                "note: location {} is in the database but not in the config file; it stays provisioned \
+                 (remove it with `call-router locations remove {}` to prune it)",
+                l.name, l.name
+            ));
+        }
+    }
+    let desired = Desired::new(settings, &locations, options.prune);
+    let client = TwilioClient::new(&settings.twilio).context("building the Twilio client")?;
+    let actual = read_actual(&client, settings, store, &desired).await?;
+    let changes = plan(&desired, &actual);
+    if options.dry_run {
+        report.say("dry run: nothing will be written");
+    }
+    if let Some(ws) = &actual.workspace {
+        report.say(format!("workspace {} ({})", ws.friendly_name, ws.sid));
+    }
+    let writes = changes.iter().filter(|c| c.is_write()).count();
+    if options.dry_run {
+        for c in &changes {
+            report.say(c.line());
+        }
+        report.failed = changes.iter().filter(|c| matches!(c.op, Op::Invalid(_))).count();
+    } else {
+        apply(&client, store, &desired, &actual, &changes, report).await?;
+    }
+    if writes == 0 && report.failed == 0 {
+        report.say(format!("nothing to change ({} resources checked)", changes.len()));
+    } else {
+        let count = |f: fn(&Op) -> bool| changes.iter().filter(|c| f(&c.op)).count();
+        let verb = if options.dry_run { "would " } else { "" };
+        report.say(format!(
+            "summary: {verb}create {}, {verb}update {}, {verb}delete {}, {} unchanged, {} failed",
+            count(|o| matches!(o, Op::Create)),
+            count(|o| matches!(o, Op::Update(_))),
+            count(|o| matches!(o, Op::Delete)),
+            count(|o| matches!(o, Op::Unchanged)),
+            report.failed
+        ));
+    }
+    if report.failed > 0 {
+        return Err(ProvisionError::Failed { failed: report.failed });
+    }
+    Ok(())
+}
+
+/// Reads everything `plan` compares, with GET requests only.
+pub async fn read_actual(
+    client: &TwilioClient,
+    settings: &Settings,
+    store: &Store,
+    desired: &Desired,
+) -> Result<Actual, ProvisionError> {
+    let read = |e: ApiError| ProvisionError::Read(describe_full(&e));
+    let mut actual = Actual {
+        stored: store
+            .resources()
+            .await
+            .context("reading resource SIDs from the database")?
+            .into_iter()
+            .map(|(kind, key, sid)| ((kind, key), sid))
+            .collect(),
+        pinned_workflow: settings.twilio.workflow_sid.as_ref().map(|s| s.to_string()),
+        ..Actual::default()
+    };
+
+    // The workspace: pinned in the config, else stored, else by name.
+    if let Some(pinned) = &settings.twilio.workspace_sid {
+        match client.fetch_workspace(pinned.as_str()).await {
+            Ok(ws) => actual.workspace = Some(ws),
+            Err(e) if e.status() == Some(404) => {
+                return Err(ProvisionError::Invalid(format!(
+                    "twilio.workspace_sid: workspace {pinned} does not exist"
+                )));
+            }
+            Err(e) => return Err(read(e)),
+        }
+    }
+    if actual.workspace.is_none()
+        && let Some(sid) = actual.stored.get(&("workspace".to_owned(), "main".to_owned()))
+    {
+        match client.fetch_workspace(sid).await {
+            Ok(ws) => actual.workspace = Some(ws),
+            Err(e) if e.status() == Some(404) => {}
+            Err(e) => return Err(read(e)),
+        }
+    }
+    if actual.workspace.is_none() {
+        let name = &desired.workspace.friendly_name;
+        let mut found: Vec<WorkspaceResource> = client
+            .list_workspaces(Some(name))
+            .await
+            .map_err(read)?
+            .into_iter()
+            .filter(|w| &w.friendly_name == name)
+            .collect();
+        if found.len() > 1 {
+            return Err(ProvisionError::Invalid(format!(
+                "provision.workspace_name: {} workspaces are named {name:?}; set twilio.workspace_sid to the one to use",
+                found.len()
+            )));
+        }
+        actual.workspace = found.pop();
+    }
+
+    if let Some(ws) = actual.workspace.clone() {
+        let ws = ws.sid.as_str();
+        actual.activities = client.list_activities(ws).await.map_err(read)?;
+        actual.queues = client.list_task_queues(ws).await.map_err(read)?;
+        actual.workflows = client.list_workflows(ws).await.map_err(read)?;
+        let stored_workers: BTreeSet<&String> = actual
+            .stored
+            .iter()
+            .filter(|((k, _), _)| k == "worker")
+            .map(|(_, sid)| sid)
+            .collect();
+        for worker in client.list_workers(ws).await.map_err(read)? {
+            let mut w = ActualWorker { worker, voice: None };
+            // Channels are read only for workers provision may touch.
+            let candidate = w.is_marked()
+                || w.worker.friendly_name.starts_with(&desired.prefix)
+                || stored_workers.contains(&w.worker.sid);
+            if candidate {
+                let channels = client.list_worker_channels(ws, &w.worker.sid).await.map_err(read)?;
+                w.voice = channels
+                    .into_iter()
+                    .find(|c| c.task_channel_unique_name.as_deref() == Some("voice"));
+            }
+            actual.workers.push(w);
+        }
+    }
+
+    for n in &desired.numbers {
+        let found = match client.find_incoming_numbers(&n.number).await {
+            Ok(mut v) => Ok(v.pop()),
+            Err(e) => Err(describe(&e)),
+        };
+        actual.numbers.insert(n.number.as_str().to_owned(), found);
+    }
+    Ok(actual)
+}
+
+fn describe_full(e: &ApiError) -> String {
+    match e {
+        ApiError::Twilio { method, path, body } => {
+            format!(
+                "{method} {}: Twilio error {}: {}",
+                path.split('?').next().unwrap_or(path),
+                body.code,
+                body.message
+            )
+        }
+        other => other.to_string(),
+    }
+}
+
+/// SIDs known so far while applying, for the resources that depend on them.
+#[derive(Default)]
+struct Resolved {
+    workspace: Option<String>,
+    activities: BTreeMap<String, String>,
+    queues: BTreeMap<String, String>,
+    /// Twilio's activities of a workspace it just created, read once.
+    fresh_activities: Option<Vec<ActivityResource>>,
+}
+
+async fn remember(store: &Store, actual: &Actual, kind: Kind, key: &str, sid: &str) -> anyhow::Result<()> {
+    if actual
+        .stored
+        .get(&(kind.as_str().to_owned(), key.to_owned()))
+        .map(String::as_str)
+        != Some(sid)
+    {
+        store
+            .set_resource(kind.as_str(), key, sid)
+            .await
+            .with_context(|| format!("storing the SID of {kind} {key}"))?;
+    }
+    Ok(())
+}
+
+/// Applies the changes in order; a failure is reported and the
+/// independent resources still go ahead.
+async fn apply(
+    client: &TwilioClient,
+    store: &Store,
+    desired: &Desired,
+    actual: &Actual,
+    changes: &[Change],
+    report: &mut Report,
+) -> Result<(), ProvisionError> {
+    let mut r = Resolved::default();
+    let ws_change = changes.iter().find(|c| c.kind == Kind::Workspace).cloned();
+    let workspace_params = |with_timeout: Option<&str>| {
+        let d = &desired.workspace;
+        let mut p = Params::new();
+        p.push("FriendlyName", &d.friendly_name)
+            .push("EventCallbackUrl", &d.event_callback_url)
+            .push("EventsFilter", d.events_filter.join(","))
+            .push("MultiTaskEnabled", "true");
+        p.push_opt("TimeoutActivitySid", with_timeout);
+        p
+    };
+
+    // 1. The workspace exists (its settings that need activities come after them).
+    if let Some(c) = &ws_change {
+        match &c.op {
+            Op::Create => match client.create_workspace(&workspace_params(None)).await {
+                Ok(ws) => {
+                    remember(store, actual, Kind::Workspace, "main", &ws.sid).await?;
+                    report.written += 1;
+                    r.workspace = Some(ws.sid);
+                }
+                Err(e) => report.fail(Kind::Workspace, "main", describe(&e)),
+            },
+            _ => {
+                if let Some(sid) = &c.sid {
+                    remember(store, actual, Kind::Workspace, "main", sid).await?;
+                    r.workspace = c.sid.clone();
+                }
+            }
+        }
+    }
+
+    for c in changes {
+        if c.kind == Kind::Number {
+            apply_number(client, store, desired, actual, c, report).await?;
+            continue;
+        }
+        if matches!(c.op, Op::Orphan | Op::Foreign) {
+            report.say(c.line());
+            continue;
+        }
+        if c.kind == Kind::Workspace {
+            continue;
+        }
+        let Some(ws) = r.workspace.clone() else {
+            report.fail(c.kind, &c.key, "skipped: the workspace could not be provisioned");
+            continue;
+        };
+        match c.kind {
+            Kind::Activity => {
+                apply_activity(client, store, actual, c, &ws, &mut r, report).await?;
+                // Once every activity is known, the workspace's own settings.
+                let last = changes
+                    .iter()
+                    .rposition(|x| x.kind == Kind::Activity)
+                    .map(|i| std::ptr::eq(&changes[i], c));
+                if last == Some(true)
+                    && let Some(wc) = &ws_change
+                {
+                    apply_workspace_settings(client, wc, &ws, &r, report, &workspace_params).await;
+                }
+            }
+            Kind::Queue => apply_queue(client, store, desired, actual, c, &ws, &mut r, report).await?,
+            Kind::Worker => apply_worker(client, store, desired, actual, c, &ws, &r, report).await?,
+            Kind::Workflow => apply_workflow(client, store, desired, actual, c, &ws, &r, report).await?,
+            Kind::Workspace | Kind::Number => {}
+        }
+    }
+    Ok(())
+}
+
+async fn apply_workspace_settings(
+    client: &TwilioClient,
+    c: &Change,
+    ws: &str,
+    r: &Resolved,
+    report: &mut Report,
+    params: &impl Fn(Option<&str>) -> Params,
+) {
+    if matches!(c.op, Op::Unchanged) {
+        report.say(format!("= workspace {} unchanged", c.key));
+        return;
+    }
+    let Some(timeout) = r.activities.get(AVAILABLE) else {
+        report.fail(
+            Kind::Workspace,
+            &c.key,
+            format!("no {AVAILABLE} activity for its timeout activity"),
+        );
+        return;
+    };
+    match client.update_workspace(ws, &params(Some(timeout))).await {
+        Ok(_) => {
+            if matches!(c.op, Op::Update(_)) {
+                report.written += 1;
+            }
+            report.say(format!("{} ({ws})", c.line()));
+        }
+        Err(e) => report.fail(Kind::Workspace, &c.key, describe(&e)),
+    }
+}
+
+async fn apply_activity(
+    client: &TwilioClient,
+    store: &Store,
+    actual: &Actual,
+    c: &Change,
+    ws: &str,
+    r: &mut Resolved,
+    report: &mut Report,
+) -> Result<(), ProvisionError> {
+    if let Some(sid) = &c.sid {
+        r.activities.insert(c.key.clone(), sid.clone());
+        remember(store, actual, Kind::Activity, &c.key.to_ascii_lowercase(), sid).await?;
+        return Ok(());
+    }
+    // A new workspace comes with Twilio's activities: reuse them.
+    if r.fresh_activities.is_none() {
+        match client.list_activities(ws).await {
+            Ok(list) => r.fresh_activities = Some(list),
+            Err(e) => {
+                report.fail(Kind::Activity, &c.key, describe(&e));
+                return Ok(());
+            }
+        }
+    }
+    let existing = r
+        .fresh_activities
+        .as_ref()
+        .and_then(|l| l.iter().find(|a| a.friendly_name == c.key))
+        .cloned();
+    let available = ACTIVITIES.iter().find(|(n, _)| *n == c.key).is_some_and(|(_, a)| *a);
+    let result = match existing {
+        Some(a) => Ok((a, false)),
+        None => client.create_activity(ws, &c.key, available).await.map(|a| (a, true)),
+    };
+    match result {
+        Ok((a, created)) => {
+            remember(store, actual, Kind::Activity, &c.key.to_ascii_lowercase(), &a.sid).await?;
+            if created {
+                report.written += 1;
+                report.say(format!("{} ({})", c.line(), a.sid));
+            } else {
+                report.say(format!("= activity {} (created with the workspace)", c.key));
+            }
+            r.activities.insert(c.key.clone(), a.sid);
+        }
+        Err(e) => report.fail(Kind::Activity, &c.key, describe(&e)),
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn apply_queue(
+    client: &TwilioClient,
+    store: &Store,
+    desired: &Desired,
+    actual: &Actual,
+    c: &Change,
+    ws: &str,
+    r: &mut Resolved,
+    report: &mut Report,
+) -> Result<(), ProvisionError> {
+    if c.op == Op::Delete {
+        let sid = c.sid.clone().unwrap_or_default();
+        // The mark, checked again right before deleting.
+        let marked = actual
+            .queues
+            .iter()
+            .any(|q| q.sid == sid && q.friendly_name.starts_with(&desired.prefix));
+        if !marked {
+            report.fail(Kind::Queue, &c.key, "not deleted: it does not carry call-router's mark");
+            return Ok(());
+        }
+        match client.delete_task_queue(ws, &sid).await {
+            Ok(()) => {
+                forget(store, actual, Kind::Queue, &c.key, &sid).await?;
+                report.written += 1;
+                report.say(c.line());
+            }
+            Err(e) => report.fail(Kind::Queue, &c.key, describe(&e)),
+        }
+        return Ok(());
+    }
+    let Some(q) = desired.queues.iter().find(|q| q.location == c.key) else {
+        return Ok(());
+    };
+    let mut p = Params::new();
+    p.push("FriendlyName", &q.friendly_name)
+        .push("TargetWorkers", &q.target_workers);
+    let result = match (&c.op, &c.sid) {
+        (Op::Create, _) => client.create_task_queue(ws, &p).await.map(|x| x.sid),
+        (Op::Update(_), Some(sid)) => client.update_task_queue(ws, sid, &p).await.map(|x| x.sid),
+        (_, Some(sid)) => Ok(sid.clone()),
+        (_, None) => return Ok(()),
+    };
+    match result {
+        Ok(sid) => {
+            remember(store, actual, Kind::Queue, &c.key, &sid).await?;
+            say_done(report, c, &sid);
+            r.queues.insert(c.key.clone(), sid);
+        }
+        Err(e) => {
+            // An update that failed leaves a queue the workflow can still use.
+            if let Some(sid) = &c.sid {
+                r.queues.insert(c.key.clone(), sid.clone());
+            }
+            report.fail(Kind::Queue, &c.key, describe(&e));
+        }
+    }
+    Ok(())
+}
+
+fn say_done(report: &mut Report, c: &Change, sid: &str) {
+    match c.op {
+        Op::Create => {
+            report.written += 1;
+            report.say(format!("{} ({sid})", c.line()));
+        }
+        Op::Update(_) => {
+            report.written += 1;
+            report.say(c.line());
+        }
+        _ => report.say(c.line()),
+    }
+}
+
+async fn forget(store: &Store, actual: &Actual, kind: Kind, key: &str, sid: &str) -> anyhow::Result<()> {
+    if actual
+        .stored
+        .get(&(kind.as_str().to_owned(), key.to_owned()))
+        .map(String::as_str)
+        == Some(sid)
+    {
+        store
+            .remove_resource(kind.as_str(), key)
+            .await
+            .with_context(|| format!("forgetting {kind} {key}"))?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn apply_worker(
+    client: &TwilioClient,
+    store: &Store,
+    desired: &Desired,
+    actual: &Actual,
+    c: &Change,
+    ws: &str,
+    r: &Resolved,
+    report: &mut Report,
+) -> Result<(), ProvisionError> {
+    if c.op == Op::Delete {
+        let sid = c.sid.clone().unwrap_or_default();
+        let marked = actual.workers.iter().any(|w| w.worker.sid == sid && w.is_marked());
+        if !marked {
+            report.fail(
+                Kind::Worker,
+                &c.key,
+                "not deleted: it does not carry call-router's mark",
+            );
+            return Ok(());
+        }
+        match client.delete_worker(ws, &sid).await {
+            Ok(()) => {
+                forget(store, actual, Kind::Worker, &c.key, &sid).await?;
+                report.written += 1;
+                report.say(c.line());
+            }
+            Err(e) => report.fail(Kind::Worker, &c.key, describe(&e)),
+        }
+        return Ok(());
+    }
+    let Some(w) = desired.workers.iter().find(|w| w.location == c.key) else {
+        return Ok(());
+    };
+    let Some(available) = r.activities.get(&w.activity) else {
+        report.fail(Kind::Worker, &c.key, format!("skipped: no {} activity", w.activity));
+        return Ok(());
+    };
+    let existing = c
+        .sid
+        .as_ref()
+        .and_then(|sid| actual.workers.iter().find(|a| &a.worker.sid == sid));
+    // Attributes a person added to the worker are kept.
+    let mut attributes = existing.map(ActualWorker::attributes).unwrap_or_default();
+    attributes.extend(w.attributes.clone());
+    let attributes = Value::Object(attributes).to_string();
+    let result: Result<String, ApiError> = async {
+        let (sid, channel) = match (&c.op, existing) {
+            (Op::Create, _) => {
+                let mut p = Params::new();
+                p.push("FriendlyName", &w.friendly_name)
+                    .push("ActivitySid", available)
+                    .push("Attributes", &attributes);
+                (client.create_worker(ws, &p).await?.sid, None)
+            }
+            (Op::Update(diffs), Some(a)) => {
+                let mut p = Params::new();
+                if diffs.iter().any(|d| d.field == "name") {
+                    p.push("FriendlyName", &w.friendly_name);
+                }
+                if diffs.iter().any(|d| d.field.starts_with("attributes.")) {
+                    p.push("Attributes", &attributes);
+                }
+                if diffs.iter().any(|d| d.field == "activity") {
+                    p.push("ActivitySid", available);
+                }
+                if !p.is_empty() {
+                    client.update_worker(ws, &a.worker.sid, &p).await?;
+                }
+                (a.worker.sid.clone(), a.voice.clone())
+            }
+            (_, Some(a)) => return Ok(a.worker.sid.clone()),
+            (_, None) => return Ok(String::new()),
+        };
+        // The voice channel: a new worker's is read after creating it.
+        let channel = match channel {
+            Some(ch) => Some(ch),
+            None => client
+                .list_worker_channels(ws, &sid)
+                .await?
+                .into_iter()
+                .find(|ch| ch.task_channel_unique_name.as_deref() == Some("voice")),
+        };
+        let Some(ch) = channel else {
+            return Err(ApiError::Decode {
+                method: "GET",
+                path: format!("/v1/Workspaces/{ws}/Workers/{sid}/Channels"),
+                message: "the worker has no voice channel".into(),
+            });
+        };
+        if ch.configured_capacity != Some(w.capacity) || ch.available == Some(false) {
+            let mut p = Params::new();
+            p.push("Capacity", w.capacity.to_string()).push("Available", "true");
+            client.update_worker_channel(ws, &sid, &ch.sid, &p).await?;
+        }
+        Ok(sid)
+    }
+    .await;
+    match result {
+        Ok(sid) if !sid.is_empty() => {
+            remember(store, actual, Kind::Worker, &c.key, &sid).await?;
+            say_done(report, c, &sid);
+        }
+        Ok(_) => {}
+        Err(e) => report.fail(Kind::Worker, &c.key, describe(&e)),
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn apply_workflow(
+    client: &TwilioClient,
+    store: &Store,
+    desired: &Desired,
+    actual: &Actual,
+    c: &Change,
+    ws: &str,
+    r: &Resolved,
+    report: &mut Report,
+) -> Result<(), ProvisionError> {
+    if c.op == Op::Unchanged {
+        if let Some(sid) = &c.sid {
+            remember(store, actual, Kind::Workflow, "main", sid).await?;
+        }
+        report.say(c.line());
+        return Ok(());
+    }
+    // Routing to a queue that does not exist would lose callers: a workflow
+    // is only written when every location's queue is there.
+    let params = match desired.workflow_params(&r.queues) {
+        Ok(p) => p,
+        Err(why) => {
+            report.fail(
+                Kind::Workflow,
+                &c.key,
+                format!("skipped: {why} (its queue could not be provisioned)"),
+            );
+            return Ok(());
+        }
+    };
+    let result = match (&c.op, &c.sid) {
+        (Op::Create, _) => client.create_workflow(ws, &params).await.map(|w| w.sid),
+        (_, Some(sid)) => client.update_workflow(ws, sid, &params).await.map(|w| w.sid),
+        (_, None) => return Ok(()),
+    };
+    match result {
+        Ok(sid) => {
+            remember(store, actual, Kind::Workflow, "main", &sid).await?;
+            say_done(report, c, &sid);
+        }
+        Err(e) => report.fail(Kind::Workflow, &c.key, describe(&e)),
+    }
+    Ok(())
+}
+
+async fn apply_number(
+    client: &TwilioClient,
+    store: &Store,
+    desired: &Desired,
+    actual: &Actual,
+    c: &Change,
+    report: &mut Report,
+) -> Result<(), ProvisionError> {
+    let sid = match (&c.op, &c.sid) {
+        (Op::Invalid(why), _) => {
+            report.fail(Kind::Number, &c.key, why);
+            return Ok(());
+        }
+        (_, Some(sid)) => sid.clone(),
+        (_, None) => return Ok(()),
+    };
+    if let Op::Update(diffs) = &c.op {
+        let Some(n) = desired.numbers.iter().find(|n| n.number.as_str() == c.key) else {
+            return Ok(());
+        };
+        let mut p = Params::new();
+        p.push("VoiceUrl", &n.voice_url)
+            .push("VoiceMethod", "POST")
+            .push("StatusCallback", &n.status_callback)
+            .push("StatusCallbackMethod", "POST");
+        if diffs.iter().any(|d| d.field == "voice_application_sid") {
+            p.push("VoiceApplicationSid", "");
+        }
+        if let Err(e) = client.update_incoming_number(&sid, &p).await {
+            report.fail(Kind::Number, &c.key, describe(&e));
+            return Ok(());
+        }
+    }
+    remember(store, actual, Kind::Number, &c.key, &sid).await?;
+    say_done(report, c, &sid);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings::from_toml(
+            r#"
+public_url = "https://router.example.com"
+[twilio]
+account_sid = "AC0123456789abcdef0123456789abcdef"
+auth_token = "secret"
+"#,
+            |_| None,
+        )
+        .unwrap()
+    }
+
+    /// The desired state, built by hand so that these tests need no
+    /// numbering plan or hours parsing.
+    fn desired(locations: &[(&str, u32)], prune: bool) -> Desired {
+        let prefix = "call-router/".to_owned();
+        let expr = |l: &str| format!("location == \"{l}\"");
+        Desired {
+            prefix: prefix.clone(),
+            prune,
+            workspace: DesiredWorkspace {
+                friendly_name: "call-router".into(),
+                event_callback_url: "https://r/tr-event-handler".into(),
+                events_filter: EVENTS.iter().map(|e| (*e).to_owned()).collect(),
+                timeout_activity: AVAILABLE.into(),
+            },
+            queues: locations
+                .iter()
+                .map(|(l, _)| DesiredQueue {
+                    location: (*l).into(),
+                    friendly_name: format!("{prefix}{l}"),
+                    target_workers: expr(l),
+                })
+                .collect(),
+            workers: locations
+                .iter()
+                .map(|(l, lines)| DesiredWorker {
+                    location: (*l).into(),
+                    friendly_name: format!("{prefix}{l}"),
+                    attributes: json!({"location": l, "phone": "+14155550123", "managed_by": MANAGED_BY})
+                        .as_object()
+                        .cloned()
+                        .unwrap(),
+                    activity: AVAILABLE.into(),
+                    capacity: *lines,
+                })
+                .collect(),
+            workflow: DesiredWorkflow {
+                friendly_name: format!("{prefix}by-location"),
+                routes: locations
+                    .iter()
+                    .map(|(l, _)| Route {
+                        location: (*l).into(),
+                        expression: expr(l),
+                    })
+                    .collect(),
+                reservation_timeout_secs: 65,
+            },
+            numbers: vec![DesiredNumber {
+                number: E164::parse("+12025550143").unwrap(),
+                voice_url: "https://r/incoming-call".into(),
+                status_callback: "https://r/status-callback".into(),
+            }],
+        }
+    }
+
+    /// An actual state exactly like `d`.
+    fn in_sync(d: &Desired) -> Actual {
+        let activities: Vec<ActivityResource> = ACTIVITIES
+            .iter()
+            .enumerate()
+            .map(|(i, (n, a))| ActivityResource {
+                sid: format!("WA{i}"),
+                friendly_name: (*n).into(),
+                available: *a,
+            })
+            .collect();
+        let queues: Vec<TaskQueueResource> = d
+            .queues
+            .iter()
+            .map(|q| TaskQueueResource {
+                sid: format!("WQ-{}", q.location),
+                friendly_name: q.friendly_name.clone(),
+                target_workers: Some(q.target_workers.clone()),
+            })
+            .collect();
+        let workers = d
+            .workers
+            .iter()
+            .map(|w| ActualWorker {
+                worker: WorkerResource {
+                    sid: format!("WK-{}", w.location),
+                    friendly_name: w.friendly_name.clone(),
+                    attributes: Some(Value::Object(w.attributes.clone()).to_string()),
+                    activity_sid: Some("WA0".into()),
+                    activity_name: Some(AVAILABLE.into()),
+                },
+                voice: Some(WorkerChannelResource {
+                    sid: format!("WC-{}", w.location),
+                    task_channel_unique_name: Some("voice".into()),
+                    configured_capacity: Some(w.capacity),
+                    available: Some(true),
+                }),
+            })
+            .collect();
+        let qsids: BTreeMap<String, String> = queues.iter().map(|q| (q.sid[3..].to_owned(), q.sid.clone())).collect();
+        let config = d
+            .workflow_params(&qsids)
+            .unwrap()
+            .get("Configuration")
+            .unwrap()
+            .to_owned();
+        Actual {
+            workspace: Some(WorkspaceResource {
+                sid: "WS1".into(),
+                friendly_name: "call-router".into(),
+                event_callback_url: Some(d.workspace.event_callback_url.clone()),
+                // Twilio may echo the list in another order, with spaces.
+                events_filter: Some(EVENTS.iter().rev().copied().collect::<Vec<_>>().join(", ")),
+                multi_task_enabled: Some(true),
+                timeout_activity_sid: Some("WA0".into()),
+                timeout_activity_name: None,
+            }),
+            activities,
+            queues,
+            workers,
+            workflows: vec![WorkflowResource {
+                sid: "WW1".into(),
+                friendly_name: d.workflow.friendly_name.clone(),
+                configuration: Some(config),
+                task_reservation_timeout: Some(d.workflow.reservation_timeout_secs),
+            }],
+            numbers: d
+                .numbers
+                .iter()
+                .map(|n| {
+                    (
+                        n.number.as_str().to_owned(),
+                        Ok(Some(IncomingNumberResource {
+                            sid: "PN1".into(),
+                            phone_number: n.number.as_str().into(),
+                            voice_url: Some(n.voice_url.clone()),
+                            voice_method: Some("POST".into()),
+                            status_callback: Some(n.status_callback.clone()),
+                            status_callback_method: Some("POST".into()),
+                            voice_application_sid: None,
+                        })),
+                    )
+                })
+                .collect(),
+            stored: BTreeMap::new(),
+            pinned_workflow: None,
+        }
+    }
+
+    fn lines(changes: &[Change]) -> Vec<String> {
+        changes.iter().map(Change::line).collect()
+    }
+
+    fn worker<'a>(a: &'a mut Actual, loc: &str) -> &'a mut ActualWorker {
+        a.workers
+            .iter_mut()
+            .find(|w| w.worker.sid == format!("WK-{loc}"))
+            .unwrap()
+    }
+
+    #[test]
+    fn in_sync_state_changes_nothing() {
+        let d = desired(&[("north", 1), ("south", 2)], false);
+        let changes = plan(&d, &in_sync(&d));
+        assert!(changes.iter().all(|c| c.op == Op::Unchanged), "{:#?}", lines(&changes));
+        assert_eq!(changes.len(), 1 + 3 + 2 + 2 + 1 + 1);
+    }
+
+    #[test]
+    fn empty_account_creates_everything_in_dependency_order() {
+        let d = desired(&[("north", 1)], false);
+        let a = Actual {
+            numbers: in_sync(&d).numbers,
+            ..Actual::default()
+        };
+        let got: Vec<(Kind, Op)> = plan(&d, &a).into_iter().map(|c| (c.kind, c.op)).collect();
+        let want = vec![
+            (Kind::Workspace, Op::Create),
+            (Kind::Activity, Op::Create),
+            (Kind::Activity, Op::Create),
+            (Kind::Activity, Op::Create),
+            (Kind::Queue, Op::Create),
+            (Kind::Worker, Op::Create),
+            (Kind::Workflow, Op::Create),
+            (Kind::Number, Op::Unchanged),
+        ];
+        assert_eq!(got, want);
+    }
+
+    /// Drift: (what a person changed, the line provision prints).
+    #[test]
+    fn drift_is_shown_field_by_field() {
+        type Mutate = fn(&mut Actual);
+        let cases: Vec<(&str, Mutate, &str)> = vec![
+            (
+                "worker set offline by hand",
+                |a| worker(a, "north").worker.activity_name = Some("Offline".into()),
+                "~ update worker north: activity Offline -> Available",
+            ),
+            (
+                "capacity changed",
+                |a| worker(a, "north").voice.as_mut().unwrap().configured_capacity = Some(3),
+                "~ update worker north: capacity 3 -> 1",
+            ),
+            (
+                "voice channel switched off",
+                |a| worker(a, "north").voice.as_mut().unwrap().available = Some(false),
+                "~ update worker north: voice channel available false -> true",
+            ),
+            (
+                "attribute changed",
+                |a| {
+                    worker(a, "north").worker.attributes =
+                        Some(r#"{"location":"north","phone":"+1","managed_by":"call-router"}"#.into())
+                },
+                "~ update worker north: attributes.phone \"+1\" -> \"+14155550123\"",
+            ),
+            (
+                "voice url changed",
+                |a| {
+                    let n = a
+                        .numbers
+                        .values_mut()
+                        .next()
+                        .unwrap()
+                        .as_mut()
+                        .unwrap()
+                        .as_mut()
+                        .unwrap();
+                    n.voice_url = Some("https://old/voice".into());
+                },
+                "~ update number +12025550143: voice_url https://old/voice -> https://r/incoming-call",
+            ),
+            (
+                "voice application set",
+                |a| {
+                    let n = a
+                        .numbers
+                        .values_mut()
+                        .next()
+                        .unwrap()
+                        .as_mut()
+                        .unwrap()
+                        .as_mut()
+                        .unwrap();
+                    n.voice_application_sid = Some("AP1".into());
+                },
+                "~ update number +12025550143: voice_application_sid AP1 -> (none)",
+            ),
+            (
+                "event callback changed",
+                |a| a.workspace.as_mut().unwrap().event_callback_url = Some("https://old/x".into()),
+                "~ update workspace call-router: event_callback_url https://old/x -> https://r/tr-event-handler",
+            ),
+            (
+                "timeout activity offline",
+                |a| a.workspace.as_mut().unwrap().timeout_activity_sid = Some("WA1".into()),
+                "~ update workspace call-router: timeout_activity Offline -> Available",
+            ),
+            (
+                "queue expression changed",
+                |a| a.queues[0].target_workers = Some("1 == 1".into()),
+                "~ update queue north: target_workers 1 == 1 -> location == \"north\"",
+            ),
+            (
+                "reservation timeout changed",
+                |a| a.workflows[0].task_reservation_timeout = Some(120),
+                "~ update workflow call-router/by-location: task_reservation_timeout 120 -> 65",
+            ),
+        ];
+        for (name, mutate, want) in cases {
+            let d = desired(&[("north", 1)], false);
+            let mut a = in_sync(&d);
+            mutate(&mut a);
+            let got = lines(&plan(&d, &a));
+            assert!(got.iter().any(|l| l == want), "{name}: {got:#?}");
+            assert_eq!(
+                got.iter().filter(|l| !l.starts_with('=')).count(),
+                1,
+                "{name}: {got:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_deleted_queue_is_recreated_and_the_workflow_repointed() {
+        let d = desired(&[("north", 1), ("south", 1)], false);
+        let mut a = in_sync(&d);
+        a.queues.retain(|q| q.sid != "WQ-south");
+        let got = lines(&plan(&d, &a));
+        assert!(got.contains(&"+ create queue south".to_owned()), "{got:#?}");
+        let wf = got.iter().find(|l| l.contains("workflow")).unwrap();
+        assert!(
+            wf.contains("route [location == \"south\"] queue WQ-south (not ours or gone) -> queue south"),
+            "{wf}"
+        );
+    }
+
+    #[test]
+    fn extra_attributes_and_case_of_methods_are_not_drift() {
+        let d = desired(&[("north", 1)], false);
+        let mut a = in_sync(&d);
+        worker(&mut a, "north").worker.attributes = Some(
+            r#"{"managed_by":"call-router","phone":"+14155550123","location":"north","note":"front desk"}"#.into(),
+        );
+        a.numbers
+            .values_mut()
+            .next()
+            .unwrap()
+            .as_mut()
+            .unwrap()
+            .as_mut()
+            .unwrap()
+            .voice_method = Some("post".into());
+        assert!(plan(&d, &a).iter().all(|c| c.op == Op::Unchanged));
+    }
+
+    #[test]
+    fn prune_deletes_only_marked_resources_of_gone_locations() {
+        let before = desired(&[("north", 1), ("old", 1)], false);
+        let mut a = in_sync(&before);
+        // A worker and a queue made by hand, which provision must not touch.
+        a.workers.push(ActualWorker {
+            worker: WorkerResource {
+                sid: "WK-bob".into(),
+                friendly_name: "bob".into(),
+                attributes: Some(r#"{"location":"old"}"#.into()),
+                activity_sid: None,
+                activity_name: Some("Offline".into()),
+            },
+            voice: None,
+        });
+        a.queues.push(TaskQueueResource {
+            sid: "WQ-hand".into(),
+            friendly_name: "support".into(),
+            target_workers: None,
+        });
+
+        let without = lines(&plan(&desired(&[("north", 1)], false), &a));
+        assert!(without.contains(&"? worker old: its location is gone; run with --prune to delete it".to_owned()));
+        assert!(
+            !without.iter().any(|l| l.starts_with('-') || l.contains("bob")),
+            "{without:#?}"
+        );
+
+        let with = plan(&desired(&[("north", 1)], true), &a);
+        let deleted: Vec<_> = with
+            .iter()
+            .filter(|c| c.op == Op::Delete)
+            .map(|c| c.sid.clone().unwrap())
+            .collect();
+        assert_eq!(deleted, ["WK-old", "WQ-old"]);
+        let kept: Vec<_> = with
+            .iter()
+            .filter(|c| c.op == Op::Foreign)
+            .map(|c| c.sid.clone().unwrap())
+            .collect();
+        assert_eq!(kept, ["WK-bob", "WQ-hand"]);
+        // Deletions come after the workflow stops routing to the queue.
+        let wf = with.iter().position(|c| c.kind == Kind::Workflow).unwrap();
+        let first_delete = with.iter().position(|c| c.op == Op::Delete).unwrap();
+        assert!(wf < first_delete);
+        assert!(matches!(&with[wf].op, Op::Update(d) if d.iter().any(|d| d.to == "(none)")));
+    }
+
+    #[test]
+    fn stored_sids_win_over_names() {
+        let d = desired(&[("north", 1)], false);
+        let mut a = in_sync(&d);
+        // Renamed by hand; the database still knows it.
+        a.queues[0].friendly_name = "renamed".into();
+        a.stored.insert(("queue".into(), "north".into()), "WQ-north".into());
+        let got = lines(&plan(&d, &a));
+        assert!(
+            got.contains(&"~ update queue north: name renamed -> call-router/north".to_owned()),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn unowned_number_is_an_error_for_that_number_only() {
+        let d = desired(&[("north", 1)], false);
+        let mut a = in_sync(&d);
+        a.numbers.insert("+12025550143".into(), Ok(None));
+        let changes = plan(&d, &a);
+        let bad: Vec<_> = changes.iter().filter(|c| matches!(c.op, Op::Invalid(_))).collect();
+        assert_eq!(bad.len(), 1);
+        assert!(
+            bad[0]
+                .line()
+                .starts_with("! number +12025550143: not a number of this account"),
+            "{}",
+            bad[0].line()
+        );
+    }
+
+    #[test]
+    fn desired_state_follows_the_settings() {
+        let s = settings();
+        let built = Desired::new(&s, &[], false);
+        assert_eq!(
+            built.workspace.event_callback_url,
+            "https://router.example.com/tr-event-handler"
+        );
+        assert_eq!(built.workspace.events_filter.len(), EVENTS.len());
+        // Ring time plus answering-machine detection, with a margin.
+        assert_eq!(
+            built.workflow.reservation_timeout_secs,
+            20 + 30 + RESERVATION_MARGIN_SECS
+        );
+        assert_eq!(built.prefix, "call-router/");
+        assert_eq!(built.workflow.friendly_name, "call-router/by-location");
+    }
+
+    #[test]
+    fn workflow_configuration_routes_each_location_to_its_queue() {
+        let d = desired(&[("north", 1), ("south", 1)], false);
+        let sids = BTreeMap::from([
+            ("north".to_owned(), "WQn".to_owned()),
+            ("south".to_owned(), "WQs".to_owned()),
+        ]);
+        let p = d.workflow_params(&sids).unwrap();
+        let config: Value = serde_json::from_str(p.get("Configuration").unwrap()).unwrap();
+        assert_eq!(
+            config["task_routing"]["filters"][1]["expression"],
+            "location == \"south\""
+        );
+        assert_eq!(config["task_routing"]["filters"][1]["targets"][0]["queue"], "WQs");
+        assert_eq!(p.get("TaskReservationTimeout"), Some("65"));
+        let missing = d.workflow_params(&BTreeMap::new()).unwrap_err();
+        assert!(missing.contains("north"), "{missing}");
+    }
+}
