@@ -12,11 +12,13 @@
 //! - [`http`]: the webhook server (the only module that knows axum).
 //! - [`provision`]: creates and repairs the Twilio resources the locations need.
 //! - [`app`]: wiring of the above into a running server.
+//! - [`demo`]: `call-router demo`, a simulated business end to end against the sandbox.
 //! - [`telemetry`]: logging set-up.
 
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod dispatch;
 pub mod domain;
 pub mod hours;

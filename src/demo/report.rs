@@ -1,0 +1,442 @@
+//! The demo's report: one row per call, totals per outcome, rendered as a
+//! table or as one JSON document. Pure.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::domain::Outcome;
+
+/// How one call ended, joined from the server's record and the sandbox's
+/// summary. Times are virtual (sandbox) milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CallRow {
+    /// 1-based, in the scenario's order.
+    pub index: usize,
+    pub caller: String,
+    /// The number the caller dialled.
+    pub dialled: String,
+    /// `None` when the call could not even be placed.
+    pub call_sid: Option<String>,
+    /// The location the server routed the call to.
+    pub location: Option<String>,
+    pub outcome: Outcome,
+    /// Whether the sandbox saw the caller's call end.
+    pub finished: bool,
+    pub answered_by: Option<String>,
+    pub wait_ms: Option<u64>,
+    pub talk_ms: Option<u64>,
+    pub expected_outcome: Option<Outcome>,
+    pub ok: bool,
+    /// Why the call is not ok, or what went wrong placing it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+impl CallRow {
+    /// Fills in `ok` and `problem` from the other fields; an earlier problem
+    /// (say, the call could not be placed) is kept.
+    pub fn judge(mut self) -> Self {
+        let problem = if !self.finished {
+            Some("the call had not ended by the deadline".to_owned())
+        } else if !self.outcome.is_final() {
+            Some("the call ended but the server recorded no outcome".to_owned())
+        } else {
+            match self.expected_outcome {
+                Some(want) if want != self.outcome => Some(format!("expected {want}, got {}", self.outcome)),
+                _ => None,
+            }
+        };
+        self.ok = problem.is_none() && self.problem.is_none();
+        self.problem = self.problem.or(problem);
+        self
+    }
+}
+
+/// The whole run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub time_scale: f64,
+    /// Wall-clock milliseconds from the first call to the last end.
+    pub elapsed_ms: u64,
+    pub calls: Vec<CallRow>,
+}
+
+/// The JSON document `--json` prints.
+#[derive(Debug, Serialize)]
+struct JsonReport<'a> {
+    scenario: &'a str,
+    time_scale: f64,
+    elapsed_ms: u64,
+    ok: bool,
+    calls: &'a [CallRow],
+    totals: BTreeMap<&'static str, usize>,
+    problems: Vec<String>,
+}
+
+impl Report {
+    /// Calls per outcome, in `Outcome`'s order, only those that occurred.
+    pub fn totals(&self) -> BTreeMap<Outcome, usize> {
+        let mut t = BTreeMap::new();
+        for c in &self.calls {
+            *t.entry(c.outcome).or_insert(0) += 1;
+        }
+        t
+    }
+
+    pub fn ok(&self) -> bool {
+        self.calls.iter().all(|c| c.ok)
+    }
+
+    /// One line per call that is not ok: `#3 (+13105550102): expected …`.
+    pub fn problems(&self) -> Vec<String> {
+        self.calls
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| {
+                format!(
+                    "call #{} from {}: {}",
+                    c.index,
+                    c.caller,
+                    c.problem.as_deref().unwrap_or("not ok")
+                )
+            })
+            .collect()
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let totals = self.totals().into_iter().map(|(o, n)| (o.as_str(), n)).collect();
+        serde_json::to_value(JsonReport {
+            scenario: &self.scenario,
+            time_scale: self.time_scale,
+            elapsed_ms: self.elapsed_ms,
+            ok: self.ok(),
+            calls: &self.calls,
+            totals,
+            problems: self.problems(),
+        })
+        .expect("the report serializes")
+    }
+
+    /// The table, totals and verdict, for a terminal.
+    pub fn render(&self) -> String {
+        let any_expected = self.calls.iter().any(|c| c.expected_outcome.is_some());
+        let mut header = vec![
+            "#",
+            "caller",
+            "dialled",
+            "location",
+            "outcome",
+            "answered_by",
+            "wait",
+            "talk",
+        ];
+        if any_expected {
+            header.push("expected");
+        }
+        let rows: Vec<Vec<String>> = self
+            .calls
+            .iter()
+            .map(|c| {
+                let mut row = vec![
+                    c.index.to_string(),
+                    c.caller.clone(),
+                    c.dialled.clone(),
+                    c.location.clone().unwrap_or_else(|| "-".into()),
+                    if c.finished {
+                        c.outcome.to_string()
+                    } else {
+                        format!("{} (unfinished)", c.outcome)
+                    },
+                    c.answered_by.clone().unwrap_or_else(|| "-".into()),
+                    secs(c.wait_ms),
+                    secs(c.talk_ms),
+                ];
+                if any_expected {
+                    row.push(match (c.expected_outcome, c.ok) {
+                        (Some(e), true) => format!("✓ {e}"),
+                        (Some(e), false) => format!("✗ {e}"),
+                        (None, true) => "✓".into(),
+                        (None, false) => "✗".into(),
+                    });
+                }
+                row
+            })
+            .collect();
+        let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let line = |cells: &[&str]| {
+            let mut s = String::new();
+            for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+                if i > 0 {
+                    s.push_str("  ");
+                }
+                s.push_str(cell);
+                if i + 1 < cells.len() {
+                    s.extend(std::iter::repeat_n(' ', w - cell.chars().count()));
+                }
+            }
+            s.push('\n');
+            s
+        };
+
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "scenario {} ({} calls, time scale {}x)",
+            self.scenario,
+            self.calls.len(),
+            self.time_scale
+        );
+        out.push('\n');
+        out.push_str(&line(&header));
+        for row in &rows {
+            out.push_str(&line(&row.iter().map(String::as_str).collect::<Vec<_>>()));
+        }
+        out.push('\n');
+        out.push_str("totals:\n");
+        let totals = self.totals();
+        let ow = totals.keys().map(|o| o.as_str().len()).max().unwrap_or(0);
+        for (o, n) in &totals {
+            let _ = writeln!(out, "  {:<ow$}  {n}", o.as_str());
+        }
+        out.push('\n');
+        let problems = self.problems();
+        if problems.is_empty() {
+            let checked = self.calls.iter().filter(|c| c.expected_outcome.is_some()).count();
+            if checked > 0 {
+                let _ = writeln!(
+                    out,
+                    "all {} calls ended; {checked} matched their expected outcome",
+                    self.calls.len()
+                );
+            } else {
+                let _ = writeln!(out, "all {} calls ended", self.calls.len());
+            }
+        } else {
+            let _ = writeln!(out, "{} of {} calls not ok:", problems.len(), self.calls.len());
+            for p in problems {
+                let _ = writeln!(out, "  {p}");
+            }
+        }
+        out
+    }
+}
+
+/// Virtual milliseconds as seconds with one decimal: `12.0s`; `-` if unknown.
+pub fn secs(ms: Option<u64>) -> String {
+    match ms {
+        Some(ms) => {
+            let tenths = (ms + 50) / 100;
+            format!("{}.{}s", tenths / 10, tenths % 10)
+        }
+        None => "-".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(index: usize, outcome: Outcome, expect: Option<Outcome>) -> CallRow {
+        unjudged(index, outcome, expect).judge()
+    }
+
+    fn unjudged(index: usize, outcome: Outcome, expect: Option<Outcome>) -> CallRow {
+        CallRow {
+            index,
+            caller: format!("+1310555010{index}"),
+            dialled: "+12025550143".into(),
+            call_sid: Some(format!("CA{index:032}")),
+            location: Some("north".into()),
+            outcome,
+            finished: true,
+            answered_by: Some("human".into()),
+            wait_ms: Some(4_000),
+            talk_ms: Some(30_000),
+            expected_outcome: expect,
+            ok: false,
+            problem: None,
+        }
+    }
+
+    fn report(calls: Vec<CallRow>) -> Report {
+        Report {
+            scenario: "mix".into(),
+            time_scale: 500.0,
+            elapsed_ms: 1234,
+            calls,
+        }
+    }
+
+    #[test]
+    fn seconds_have_one_decimal() {
+        let cases = [
+            (None, "-"),
+            (Some(0), "0.0s"),
+            (Some(12_000), "12.0s"),
+            (Some(1_249), "1.2s"),
+            (Some(1_250), "1.3s"),
+            (Some(9_960), "10.0s"),
+        ];
+        for (ms, want) in cases {
+            assert_eq!(secs(ms), want, "{ms:?}");
+        }
+    }
+
+    #[test]
+    fn judging_a_call() {
+        let cases = [
+            (Outcome::Connected, None, true, true, None),
+            (Outcome::Connected, Some(Outcome::Connected), true, true, None),
+            (
+                Outcome::LocationBusy,
+                Some(Outcome::Connected),
+                true,
+                false,
+                Some("expected connected, got location_busy"),
+            ),
+            (Outcome::Pending, None, true, false, Some("no outcome")),
+            (
+                Outcome::Pending,
+                Some(Outcome::Connected),
+                false,
+                false,
+                Some("had not ended"),
+            ),
+            (
+                Outcome::Connected,
+                Some(Outcome::Connected),
+                false,
+                false,
+                Some("had not ended"),
+            ),
+        ];
+        for (outcome, expect, finished, ok, problem) in cases {
+            let mut r = unjudged(1, outcome, expect);
+            r.finished = finished;
+            let r = r.judge();
+            assert_eq!(r.ok, ok, "{outcome} {expect:?} {finished}");
+            match problem {
+                Some(p) => assert!(r.problem.as_deref().unwrap_or("").contains(p), "{:?}", r.problem),
+                None => assert_eq!(r.problem, None),
+            }
+        }
+        let mut placed_badly = unjudged(1, Outcome::Pending, None);
+        placed_badly.finished = false;
+        placed_badly.problem = Some("placing the call: refused".into());
+        let r = placed_badly.judge();
+        assert!(!r.ok);
+        assert_eq!(r.problem.as_deref(), Some("placing the call: refused"));
+    }
+
+    #[test]
+    fn totals_count_each_outcome() {
+        let r = report(vec![
+            row(1, Outcome::Connected, None),
+            row(2, Outcome::LocationBusy, None),
+            row(3, Outcome::Connected, None),
+        ]);
+        let t = r.totals();
+        assert_eq!(t[&Outcome::Connected], 2);
+        assert_eq!(t[&Outcome::LocationBusy], 1);
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn the_table_lines_up_and_marks_expectations() {
+        let r = report(vec![
+            row(1, Outcome::Connected, Some(Outcome::Connected)),
+            row(2, Outcome::LocationVoicemail, Some(Outcome::LocationBusy)),
+        ]);
+        let text = r.render();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "scenario mix (2 calls, time scale 500x)");
+        let header = lines[2];
+        assert!(
+            header.starts_with(
+                "#  caller        dialled       location  outcome             answered_by  wait  talk   expected"
+            ),
+            "{header}"
+        );
+        assert_eq!(
+            lines[3],
+            "1  +13105550101  +12025550143  north     connected           human        4.0s  30.0s  ✓ connected"
+        );
+        assert_eq!(
+            lines[4],
+            "2  +13105550102  +12025550143  north     location_voicemail  human        4.0s  30.0s  ✗ location_busy"
+        );
+        assert!(
+            text.contains("totals:\n  connected           1\n  location_voicemail  1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "1 of 2 calls not ok:\n  call #2 from +13105550102: expected location_busy, got location_voicemail"
+            ),
+            "{text}"
+        );
+        assert!(!r.ok());
+    }
+
+    #[test]
+    fn without_expectations_there_is_no_expected_column() {
+        let mut unfinished = unjudged(2, Outcome::Pending, None);
+        unfinished.finished = false;
+        unfinished.location = None;
+        unfinished.answered_by = None;
+        unfinished.wait_ms = None;
+        unfinished.talk_ms = None;
+        let r = report(vec![row(1, Outcome::Connected, None), unfinished.judge()]);
+        let text = r.render();
+        assert!(!text.contains("expected"), "{text}");
+        assert!(
+            text.contains("2  +13105550102  +12025550143  -         pending (unfinished)  -            -     -\n"),
+            "{text}"
+        );
+        let ok = report(vec![row(1, Outcome::Connected, Some(Outcome::Connected))]);
+        assert!(
+            ok.render()
+                .ends_with("all 1 calls ended; 1 matched their expected outcome\n"),
+            "{}",
+            ok.render()
+        );
+    }
+
+    #[test]
+    fn json_has_the_documented_shape() {
+        let r = report(vec![
+            row(1, Outcome::Connected, Some(Outcome::Connected)),
+            row(2, Outcome::LocationBusy, None),
+        ]);
+        let j = r.to_json();
+        assert_eq!(j["ok"], true);
+        assert_eq!(j["scenario"], "mix");
+        let c = &j["calls"][0];
+        for key in [
+            "call_sid",
+            "caller",
+            "location",
+            "outcome",
+            "answered_by",
+            "wait_ms",
+            "talk_ms",
+            "expected_outcome",
+            "ok",
+        ] {
+            assert!(c.get(key).is_some(), "calls[0].{key} missing in {c}");
+        }
+        assert_eq!(c["outcome"], "connected");
+        assert_eq!(c["wait_ms"], 4000);
+        assert_eq!(j["calls"][1]["expected_outcome"], serde_json::Value::Null);
+        assert_eq!(j["totals"], serde_json::json!({"connected": 1, "location_busy": 1}));
+        assert_eq!(j["problems"], serde_json::json!([]));
+    }
+}

@@ -1,0 +1,823 @@
+//! Demo scenarios: the TOML format, its checks, the built-in example
+//! business, and the expansion of caller groups into planned calls. Pure.
+//!
+//! # Format
+//!
+//! ```toml
+//! description = "One person answers"        # optional, printed above the report
+//!
+//! [server]                                  # optional overrides of the server's settings
+//! ring_timeout_secs = 20                    # how long the location's phone rings
+//! max_queue_secs = 300                      # how long a caller may wait in the queue
+//! menu_timeout_secs = 5                     # how long the menu waits for a digit
+//!
+//! # The business. Leave out every [[locations]] table to use the built-in
+//! # example business (see `example_business`).
+//! [[locations]]
+//! name = "north"                            # a-z, 0-9, - and _
+//! display_name = "North clinic"             # optional
+//! digit = "1"                               # menu digit, needed when a number serves several locations
+//! numbers = ["+12025550143"]                # the Twilio numbers that serve it (bought in the sandbox)
+//! phone = "+14155550101"                    # the location's own line (simulated by the sandbox)
+//! lines = 1                                 # calls it can take at once
+//! open = "always"                           # "always" (default) or "never" (closed: after hours)
+//! # hours = { time_zone = "America/New_York", weekly = { mon = ["08:00-17:00"] } }   # or real hours
+//!
+//! # How each location's phone behaves; a location without an entry has a
+//! # person answer after 2 rings and talk for 30 s.
+//! [phones.north]
+//! answer = "person"                         # person | voicemail | busy | no_answer | fail
+//! rings = 2                                 # person, voicemail: rings before picking up
+//! talk_secs = 30                            # person: how long they talk
+//!
+//! # The callers. Times are virtual (sandbox) seconds.
+//! [[callers]]
+//! location = "north"                        # dial this location's number and press its digit…
+//! # to = "+12025550143"                     # …or dial a number and press `digits` yourself
+//! # digits = "1"
+//! from = "+13105550100"                     # optional; numbered automatically
+//! patience_secs = 300                       # the caller hangs up after this long without a person
+//! start_at = 0.0                            # when the caller dials, after the start
+//! count = 1                                 # this many identical callers (a burst)
+//! burst = false                             # true: `--calls N` sets `count`
+//! expect = "connected"                      # optional: the outcome this caller must end with
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::domain::{LocationSpec, Outcome, check_unique};
+use crate::hours::{HoursSpec, WeeklySpec};
+
+/// A problem with a scenario, naming the field (`callers[2].expect`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{source_name}: {message}")]
+    Parse { source_name: String, message: String },
+    #[error("{source_name}: {field}: {message}")]
+    Invalid {
+        source_name: String,
+        field: String,
+        message: String,
+    },
+}
+
+/// The most callers one scenario may place.
+pub const MAX_CALLS: u32 = 2000;
+
+/// A checked scenario, ready to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    /// The file name or built-in name it came from.
+    pub name: String,
+    pub description: Option<String>,
+    pub server: ServerOverrides,
+    pub locations: Vec<LocationSpec>,
+    /// Each location's phone, by location name; every location has one.
+    pub phones: BTreeMap<String, Behaviour>,
+    pub callers: Vec<CallerGroup>,
+}
+
+/// Server settings a scenario may change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerOverrides {
+    pub ring_timeout_secs: Option<u32>,
+    pub max_queue_secs: Option<u32>,
+    pub menu_timeout_secs: Option<u32>,
+}
+
+impl ServerOverrides {
+    /// The overrides as TOML for the server's settings file.
+    pub fn to_settings_toml(&self) -> String {
+        let mut out = String::new();
+        if let Some(v) = self.ring_timeout_secs {
+            out.push_str(&format!("[dialing]\nring_timeout_secs = {v}\n"));
+        }
+        if self.max_queue_secs.is_some() || self.menu_timeout_secs.is_some() {
+            out.push_str("[ivr]\n");
+            if let Some(v) = self.max_queue_secs {
+                out.push_str(&format!("max_queue_secs = {v}\n"));
+            }
+            if let Some(v) = self.menu_timeout_secs {
+                out.push_str(&format!("menu_timeout_secs = {v}\n"));
+            }
+        }
+        out
+    }
+}
+
+/// How a location's simulated phone reacts to a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    /// A person picks up after `rings` rings and talks for `talk_secs`.
+    Person {
+        rings: u32,
+        talk_secs: u32,
+    },
+    /// An answering machine picks up after `rings` rings.
+    Voicemail {
+        rings: u32,
+    },
+    Busy,
+    /// It rings until the caller or the server gives up.
+    NoAnswer,
+    /// The call cannot be placed (a carrier failure).
+    Fail,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour::Person {
+            rings: 2,
+            talk_secs: 30,
+        }
+    }
+}
+
+impl fmt::Display for Behaviour {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Behaviour::Person { rings, talk_secs } => {
+                write!(f, "a person answers after {rings} rings, talks {talk_secs}s")
+            }
+            Behaviour::Voicemail { rings } => write!(f, "voicemail answers after {rings} rings"),
+            Behaviour::Busy => f.write_str("busy"),
+            Behaviour::NoAnswer => f.write_str("rings, nobody answers"),
+            Behaviour::Fail => f.write_str("the call fails"),
+        }
+    }
+}
+
+/// Callers that dial alike.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallerGroup {
+    /// The location they mean to reach, when given by name.
+    pub location: Option<String>,
+    pub from: Option<String>,
+    pub to: String,
+    pub digits: Option<String>,
+    pub patience_secs: u32,
+    /// Virtual milliseconds after the start.
+    pub start_at_ms: u64,
+    pub count: u32,
+    pub burst: bool,
+    pub expect: Option<Outcome>,
+}
+
+/// One call to place.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedCall {
+    /// 1-based, in the order of the scenario's callers.
+    pub index: usize,
+    pub from: String,
+    pub to: String,
+    pub digits: Option<String>,
+    pub patience_secs: u32,
+    pub start_at_ms: u64,
+    pub location: Option<String>,
+    pub expect: Option<Outcome>,
+}
+
+// ---------------------------------------------------------------------------
+// The file as written.
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    description: Option<String>,
+    #[serde(default)]
+    server: ServerOverrides,
+    #[serde(default)]
+    locations: Vec<RawLocation>,
+    #[serde(default)]
+    phones: BTreeMap<String, RawPhone>,
+    #[serde(default)]
+    callers: Vec<RawCaller>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Open {
+    Always,
+    Never,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLocation {
+    name: String,
+    display_name: Option<String>,
+    digit: Option<String>,
+    numbers: Vec<String>,
+    phone: String,
+    #[serde(default = "one")]
+    lines: u32,
+    open: Option<Open>,
+    hours: Option<HoursSpec>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum PhoneKind {
+    Person,
+    Voicemail,
+    Busy,
+    NoAnswer,
+    Fail,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPhone {
+    answer: PhoneKind,
+    rings: Option<u32>,
+    talk_secs: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCaller {
+    location: Option<String>,
+    to: Option<String>,
+    digits: Option<String>,
+    from: Option<String>,
+    patience_secs: Option<u32>,
+    start_at: Option<f64>,
+    count: Option<u32>,
+    #[serde(default)]
+    burst: bool,
+    expect: Option<String>,
+}
+
+/// Opening hours that are open every minute of every day.
+pub fn always_open() -> HoursSpec {
+    let all = vec!["00:00-24:00".to_owned()];
+    HoursSpec {
+        time_zone: "UTC".into(),
+        weekly: WeeklySpec {
+            mon: all.clone(),
+            tue: all.clone(),
+            wed: all.clone(),
+            thu: all.clone(),
+            fri: all.clone(),
+            sat: all.clone(),
+            sun: all,
+        },
+        ..HoursSpec::default()
+    }
+}
+
+/// Opening hours with no shifts at all: closed now, whatever the time.
+pub fn never_open() -> HoursSpec {
+    HoursSpec {
+        time_zone: "UTC".into(),
+        ..HoursSpec::default()
+    }
+}
+
+/// The example business: `north` (1), `south` (2) and `west` (3) share the
+/// main number behind a menu, `east` has its own number, and `harbor` has
+/// its own number and no opening hours (always closed).
+pub fn example_business() -> Vec<LocationSpec> {
+    let loc =
+        |name: &str, display: &str, digit: Option<&str>, number: &str, phone: &str, hours: HoursSpec| LocationSpec {
+            name: name.into(),
+            display_name: Some(display.into()),
+            digit: digit.map(Into::into),
+            numbers: vec![number.into()],
+            phone: phone.into(),
+            caller_id: None,
+            show_caller_number: false,
+            lines: 1,
+            hours,
+        };
+    vec![
+        loc(
+            "north",
+            "North clinic",
+            Some("1"),
+            MAIN_NUMBER,
+            "+14155550101",
+            always_open(),
+        ),
+        loc(
+            "south",
+            "South clinic",
+            Some("2"),
+            MAIN_NUMBER,
+            "+14155550102",
+            always_open(),
+        ),
+        loc(
+            "west",
+            "West clinic",
+            Some("3"),
+            MAIN_NUMBER,
+            "+14155550103",
+            always_open(),
+        ),
+        loc(
+            "east",
+            "East clinic",
+            None,
+            "+12025550144",
+            "+14155550104",
+            always_open(),
+        ),
+        loc(
+            "harbor",
+            "Harbor clinic",
+            None,
+            "+12025550145",
+            "+14155550105",
+            never_open(),
+        ),
+    ]
+}
+
+/// The example business's main number, shared by three locations.
+pub const MAIN_NUMBER: &str = "+12025550143";
+
+/// The shipped scenarios, by name; `mix` is the default.
+pub const BUILT_IN: &[(&str, &str)] = &[
+    ("mix", include_str!("../../examples/scenarios/mix.toml")),
+    ("happy-path", include_str!("../../examples/scenarios/happy-path.toml")),
+    ("busy", include_str!("../../examples/scenarios/busy.toml")),
+    ("voicemail", include_str!("../../examples/scenarios/voicemail.toml")),
+    (
+        "caller-hangs-up",
+        include_str!("../../examples/scenarios/caller-hangs-up.toml"),
+    ),
+    ("after-hours", include_str!("../../examples/scenarios/after-hours.toml")),
+    ("burst", include_str!("../../examples/scenarios/burst.toml")),
+];
+
+/// A built-in scenario by name.
+pub fn built_in(name: &str) -> Option<Scenario> {
+    let (name, text) = BUILT_IN.iter().find(|(n, _)| *n == name)?;
+    Some(Scenario::parse(text, name).unwrap_or_else(|e| panic!("built-in scenario {name} is invalid: {e}")))
+}
+
+impl Scenario {
+    /// Parses and checks a scenario; `source_name` names it in errors.
+    pub fn parse(text: &str, source_name: &str) -> Result<Scenario, ScenarioError> {
+        let raw: RawScenario = toml::from_str(text).map_err(|e| ScenarioError::Parse {
+            source_name: source_name.to_owned(),
+            message: e.to_string(),
+        })?;
+        let mut scenario = Self::check(raw).map_err(|(field, message)| ScenarioError::Invalid {
+            source_name: source_name.to_owned(),
+            field,
+            message,
+        })?;
+        scenario.name = source_name.to_owned();
+        Ok(scenario)
+    }
+
+    fn check(raw: RawScenario) -> Result<Scenario, (String, String)> {
+        let bad = |field: String, message: String| (field, message);
+
+        let locations = if raw.locations.is_empty() {
+            example_business()
+        } else {
+            raw.locations
+                .into_iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    let hours = match (l.open, l.hours) {
+                        (Some(_), Some(_)) => {
+                            return Err(bad(
+                                format!("locations[{i}].hours"),
+                                "give `open` or `hours`, not both".into(),
+                            ));
+                        }
+                        (Some(Open::Never), None) => never_open(),
+                        (Some(Open::Always) | None, None) => always_open(),
+                        (None, Some(h)) => h,
+                    };
+                    let spec = LocationSpec {
+                        name: l.name,
+                        display_name: l.display_name,
+                        digit: l.digit,
+                        numbers: l.numbers,
+                        phone: l.phone,
+                        caller_id: None,
+                        show_caller_number: false,
+                        lines: l.lines,
+                        hours,
+                    };
+                    spec.validate()
+                        .map_err(|e| bad(format!("locations[{i}].{}", e.field), e.message))?;
+                    Ok(spec)
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        check_unique(&locations).map_err(|e| bad(format!("locations.{}", e.field), e.message))?;
+
+        let mut phones = BTreeMap::new();
+        for (name, p) in raw.phones {
+            let field = |f: &str| format!("phones.{name}.{f}");
+            if !locations.iter().any(|l| l.name == name) {
+                return Err(bad(format!("phones.{name}"), format!("no location named {name:?}")));
+            }
+            let rings = p.rings.unwrap_or(2);
+            if !(1..=50).contains(&rings) {
+                return Err(bad(field("rings"), format!("{rings} must be between 1 and 50")));
+            }
+            let behaviour = match p.answer {
+                PhoneKind::Person => {
+                    let talk_secs = p.talk_secs.unwrap_or(30);
+                    if !(1..=3600).contains(&talk_secs) {
+                        return Err(bad(
+                            field("talk_secs"),
+                            format!("{talk_secs} must be between 1 and 3600"),
+                        ));
+                    }
+                    Behaviour::Person { rings, talk_secs }
+                }
+                other => {
+                    if p.talk_secs.is_some() {
+                        return Err(bad(
+                            field("talk_secs"),
+                            "only a person (answer = \"person\") talks".into(),
+                        ));
+                    }
+                    match other {
+                        PhoneKind::Voicemail => Behaviour::Voicemail { rings },
+                        _ if p.rings.is_some() => {
+                            return Err(bad(
+                                field("rings"),
+                                "only person and voicemail pick up after rings".into(),
+                            ));
+                        }
+                        PhoneKind::Busy => Behaviour::Busy,
+                        PhoneKind::NoAnswer => Behaviour::NoAnswer,
+                        _ => Behaviour::Fail,
+                    }
+                }
+            };
+            phones.insert(name, behaviour);
+        }
+        for l in &locations {
+            phones.entry(l.name.clone()).or_default();
+        }
+
+        if raw.callers.is_empty() {
+            return Err(bad("callers".into(), "at least one [[callers]] table is needed".into()));
+        }
+        let mut callers = Vec::new();
+        let mut total: u64 = 0;
+        for (i, c) in raw.callers.into_iter().enumerate() {
+            let field = |f: &str| format!("callers[{i}].{f}");
+            let (to, digits) = match (&c.location, c.to) {
+                (Some(_), Some(_)) => return Err(bad(field("to"), "give `location` or `to`, not both".into())),
+                (None, None) => {
+                    return Err(bad(
+                        field("location"),
+                        "say which location (or number, `to`) to call".into(),
+                    ));
+                }
+                (None, Some(to)) => {
+                    twilio::E164::parse(&to).map_err(|e| bad(field("to"), e.to_string()))?;
+                    (to, c.digits)
+                }
+                (Some(name), None) => {
+                    let loc = locations
+                        .iter()
+                        .find(|l| &l.name == name)
+                        .ok_or_else(|| bad(field("location"), format!("no location named {name:?}")))?;
+                    let number = loc.numbers[0].clone();
+                    let shared = locations.iter().filter(|l| l.numbers.contains(&number)).count() > 1;
+                    let digits = c.digits.or_else(|| if shared { loc.digit.clone() } else { None });
+                    (number, digits)
+                }
+            };
+            if let Some(d) = &digits
+                && (d.is_empty() || !d.chars().all(|ch| ch.is_ascii_digit() || ch == '*' || ch == '#'))
+            {
+                return Err(bad(
+                    field("digits"),
+                    format!("{d:?} must be keypad digits (0-9, * and #)"),
+                ));
+            }
+            if let Some(from) = &c.from {
+                twilio::E164::parse(from).map_err(|e| bad(field("from"), e.to_string()))?;
+            }
+            let patience_secs = c.patience_secs.unwrap_or(300);
+            if !(1..=3600).contains(&patience_secs) {
+                return Err(bad(
+                    field("patience_secs"),
+                    format!("{patience_secs} must be between 1 and 3600"),
+                ));
+            }
+            let start_at = c.start_at.unwrap_or(0.0);
+            if !(0.0..=3600.0).contains(&start_at) {
+                return Err(bad(
+                    field("start_at"),
+                    format!("{start_at} must be between 0 and 3600 seconds"),
+                ));
+            }
+            let count = c.count.unwrap_or(1);
+            if !(1..=MAX_CALLS).contains(&count) {
+                return Err(bad(
+                    field("count"),
+                    format!("{count} must be between 1 and {MAX_CALLS}"),
+                ));
+            }
+            total += u64::from(count);
+            let expect = c
+                .expect
+                .map(|e| {
+                    Outcome::parse(&e).filter(|o| o.is_final()).ok_or_else(|| {
+                        let names: Vec<_> = Outcome::ALL
+                            .iter()
+                            .filter(|o| o.is_final())
+                            .map(|o| o.as_str())
+                            .collect();
+                        bad(
+                            field("expect"),
+                            format!("{e:?} is not an outcome (one of: {})", names.join(", ")),
+                        )
+                    })
+                })
+                .transpose()?;
+            callers.push(CallerGroup {
+                location: c.location,
+                from: c.from,
+                to,
+                digits,
+                patience_secs,
+                start_at_ms: (start_at * 1000.0).round() as u64,
+                count,
+                burst: c.burst,
+                expect,
+            });
+        }
+        if total > u64::from(MAX_CALLS) {
+            return Err(bad(
+                "callers".into(),
+                format!("{total} calls in all; at most {MAX_CALLS}"),
+            ));
+        }
+
+        Ok(Scenario {
+            name: String::new(),
+            description: raw.description,
+            server: raw.server,
+            locations,
+            phones,
+            callers,
+        })
+    }
+
+    /// Sets how many callers each burst group (`burst = true`) has.
+    pub fn scale_bursts(&mut self, calls: u32) -> Result<(), String> {
+        if !(1..=MAX_CALLS).contains(&calls) {
+            return Err(format!("--calls {calls}: must be between 1 and {MAX_CALLS}"));
+        }
+        let mut found = false;
+        for g in self.callers.iter_mut().filter(|g| g.burst) {
+            g.count = calls;
+            found = true;
+        }
+        if !found {
+            return Err(format!(
+                "--calls: scenario {} has no burst group (`burst = true`) to scale",
+                self.name
+            ));
+        }
+        Ok(())
+    }
+
+    /// The Twilio numbers the business uses, each once.
+    pub fn numbers(&self) -> Vec<String> {
+        let set: BTreeSet<&String> = self.locations.iter().flat_map(|l| &l.numbers).collect();
+        set.into_iter().cloned().collect()
+    }
+
+    /// Every call to place, in order; callers without `from` are numbered
+    /// +1310555NNNN from 0100 up, skipping numbers a caller gave.
+    pub fn plan(&self) -> Vec<PlannedCall> {
+        let taken: BTreeSet<&str> = self.callers.iter().filter_map(|g| g.from.as_deref()).collect();
+        let mut next_auto = 100u32;
+        let mut auto = || loop {
+            let n = format!("+1310555{next_auto:04}");
+            next_auto += 1;
+            if !taken.contains(n.as_str()) {
+                return n;
+            }
+        };
+        let mut out = Vec::new();
+        for g in &self.callers {
+            for _ in 0..g.count {
+                let from = match &g.from {
+                    Some(f) if g.count == 1 => f.clone(),
+                    _ => auto(),
+                };
+                out.push(PlannedCall {
+                    index: out.len() + 1,
+                    from,
+                    to: g.to.clone(),
+                    digits: g.digits.clone(),
+                    patience_secs: g.patience_secs,
+                    start_at_ms: g.start_at_ms,
+                    location: g.location.clone(),
+                    expect: g.expect,
+                });
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::parse(text, "test.toml")
+    }
+
+    #[test]
+    fn every_built_in_scenario_parses_and_expects_outcomes() {
+        for (name, _) in BUILT_IN {
+            let s = built_in(name).unwrap();
+            let plan = s.plan();
+            assert!(!plan.is_empty(), "{name}");
+            assert!(
+                plan.iter().all(|c| c.expect.is_some()),
+                "{name}: every shipped caller states its expectation"
+            );
+        }
+    }
+
+    #[test]
+    fn the_default_mix_leads_to_four_distinct_outcomes() {
+        let s = built_in("mix").unwrap();
+        let outcomes: BTreeSet<_> = s.plan().iter().filter_map(|c| c.expect).collect();
+        for o in [
+            Outcome::Connected,
+            Outcome::LocationVoicemail,
+            Outcome::LocationBusy,
+            Outcome::CallerHungUp,
+        ] {
+            assert!(outcomes.contains(&o), "{o}");
+        }
+    }
+
+    #[test]
+    fn a_location_name_resolves_to_its_number_and_digit() {
+        let s = parse("[[callers]]\nlocation = 'south'\n[[callers]]\nlocation = 'east'").unwrap();
+        let plan = s.plan();
+        assert_eq!(
+            (plan[0].to.as_str(), plan[0].digits.as_deref()),
+            (MAIN_NUMBER, Some("2"))
+        );
+        assert_eq!((plan[1].to.as_str(), plan[1].digits.as_deref()), ("+12025550144", None));
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let s = parse("[[callers]]\nto = '+12025550199'").unwrap();
+        assert_eq!(s.locations.len(), 5, "the example business");
+        assert_eq!(s.phones["north"], Behaviour::default());
+        let c = &s.plan()[0];
+        assert_eq!((c.patience_secs, c.start_at_ms, c.expect), (300, 0, None));
+        assert_eq!(c.from, "+13105550100");
+    }
+
+    #[test]
+    fn bursts_expand_with_distinct_callers_and_scale() {
+        let text = "[[callers]]\nlocation='east'\nfrom='+13105550100'\n\
+                    [[callers]]\nlocation='east'\ncount=3\nburst=true\nstart_at=1.5\nexpect='connected'";
+        let mut s = parse(text).unwrap();
+        let plan = s.plan();
+        assert_eq!(plan.len(), 4);
+        let froms: BTreeSet<_> = plan.iter().map(|c| c.from.as_str()).collect();
+        assert_eq!(froms.len(), 4, "{froms:?}");
+        assert_eq!(plan[3].start_at_ms, 1500);
+        assert_eq!(plan[3].index, 4);
+        s.name = "t".into();
+        s.scale_bursts(10).unwrap();
+        assert_eq!(s.plan().len(), 11);
+        assert!(s.scale_bursts(0).is_err());
+        let mut no_burst = parse("[[callers]]\nlocation='east'").unwrap();
+        assert!(no_burst.scale_bursts(5).unwrap_err().contains("burst"));
+    }
+
+    #[test]
+    fn phones_map_to_behaviours() {
+        let cases = [
+            (
+                "answer='person'\nrings=3\ntalk_secs=9",
+                Behaviour::Person { rings: 3, talk_secs: 9 },
+            ),
+            ("answer='voicemail'", Behaviour::Voicemail { rings: 2 }),
+            ("answer='busy'", Behaviour::Busy),
+            ("answer='no_answer'", Behaviour::NoAnswer),
+            ("answer='fail'", Behaviour::Fail),
+        ];
+        for (phone, want) in cases {
+            let s = parse(&format!("[phones.east]\n{phone}\n[[callers]]\nlocation='east'")).unwrap();
+            assert_eq!(s.phones["east"], want, "{phone}");
+        }
+    }
+
+    #[test]
+    fn own_locations_replace_the_example_business() {
+        let text = r#"
+[[locations]]
+name = "a"
+digit = "1"
+numbers = ["+12025550150"]
+phone = "+14155550150"
+[[locations]]
+name = "b"
+digit = "2"
+numbers = ["+12025550150"]
+phone = "+14155550151"
+open = "never"
+[[callers]]
+location = "b"
+expect = "after_hours"
+"#;
+        let s = parse(text).unwrap();
+        assert_eq!(s.locations.len(), 2);
+        assert_eq!(s.locations[1].hours, never_open());
+        assert_eq!(s.numbers(), vec!["+12025550150".to_owned()]);
+        assert_eq!(s.plan()[0].digits.as_deref(), Some("2"));
+        assert_eq!(s.plan()[0].expect, Some(Outcome::AfterHours));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let loc = "[[locations]]\nname='a'\nnumbers=['+12025550150']\nphone='+14155550150'\n";
+        let cases = [
+            ("", "callers"),
+            ("[[callers]]\nlocation='nowhere'", "callers[0].location"),
+            ("[[callers]]", "callers[0].location"),
+            ("[[callers]]\nlocation='east'\nto='+12025550144'", "callers[0].to"),
+            ("[[callers]]\nto='12345'", "callers[0].to"),
+            ("[[callers]]\nlocation='east'\nexpect='conected'", "callers[0].expect"),
+            ("[[callers]]\nlocation='east'\nexpect='pending'", "callers[0].expect"),
+            ("[[callers]]\nlocation='east'\ncount=0", "callers[0].count"),
+            (
+                "[[callers]]\nlocation='east'\npatience_secs=0",
+                "callers[0].patience_secs",
+            ),
+            ("[[callers]]\nlocation='east'\nstart_at=-1.0", "callers[0].start_at"),
+            ("[[callers]]\nlocation='east'\ndigits='1a'", "callers[0].digits"),
+            ("[[callers]]\nlocation='east'\nfrom='x'", "callers[0].from"),
+            ("[[callers]]\nlocation='east'\ncolour='red'", "colour"),
+            (
+                "[phones.nowhere]\nanswer='busy'\n[[callers]]\nlocation='east'",
+                "phones.nowhere",
+            ),
+            (
+                "[phones.east]\nanswer='busy'\nrings=3\n[[callers]]\nlocation='east'",
+                "phones.east.rings",
+            ),
+            (
+                "[phones.east]\nanswer='busy'\ntalk_secs=3\n[[callers]]\nlocation='east'",
+                "phones.east.talk_secs",
+            ),
+            ("[phones.east]\nanswer='shout'\n[[callers]]\nlocation='east'", "answer"),
+            ("[server]\nring_secs=3\n[[callers]]\nlocation='east'", "ring_secs"),
+            (
+                &format!("{loc}open='never'\nhours={{time_zone='UTC'}}\n[[callers]]\nlocation='a'"),
+                "locations[0].hours",
+            ),
+            (
+                &format!("{}[[callers]]\nlocation='a'", loc.replace("+14155550150", "555")),
+                "locations[0].phone",
+            ),
+            (&format!("{loc}{loc}[[callers]]\nlocation='a'"), "locations.name"),
+            (
+                "[[callers]]\nlocation='east'\ncount=2000\n[[callers]]\nlocation='east'",
+                "callers",
+            ),
+        ];
+        for (text, field) in cases {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.starts_with("test.toml: "), "{e}");
+            assert!(e.contains(field), "want {field:?} in: {e}");
+        }
+    }
+
+    #[test]
+    fn server_overrides_become_settings() {
+        let s = parse("[server]\nring_timeout_secs=12\nmax_queue_secs=60\n[[callers]]\nlocation='east'").unwrap();
+        let toml = s.server.to_settings_toml();
+        assert!(toml.contains("[dialing]\nring_timeout_secs = 12"), "{toml}");
+        assert!(toml.contains("[ivr]\nmax_queue_secs = 60"), "{toml}");
+        assert_eq!(ServerOverrides::default().to_settings_toml(), "");
+    }
+}
