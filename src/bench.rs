@@ -1,0 +1,548 @@
+//! `call-router bench`: the server's speed figures beside a bare HTTP server's, in one run.
+//!
+//! Both servers run as child processes of this binary, so that their start-up time and memory
+//! are their own; the load generator runs here. The server is the real `serve` command with
+//! signature checks on, a fresh SQLite file and its REST client pointed at a minimal fake of
+//! Twilio's API in this process, which answers every `Calls.json` POST the dispatcher makes.
+//! The baseline is a bare axum server that returns the same TwiML bytes without reading the
+//! request. Both get the same requests from the same generator on the same cores, so the ratio
+//! between them is what the figures say; the absolute numbers include the generator's own cost.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use serde::Serialize;
+use tokio::net::TcpListener;
+
+const ACCOUNT: &str = "AC00000000000000000000000000000be1";
+const TOKEN: &str = "bench-auth-token";
+const WORKSPACE: &str = "WS00000000000000000000000000000be1";
+const WORKFLOW: &str = "WW00000000000000000000000000000be1";
+const RESERVATION: &str = "WR00000000000000000000000000000be1";
+
+/// What `call-router bench` was asked for.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub duration: Duration,
+    pub connections: usize,
+    pub json: bool,
+}
+
+/// Load figures for one target.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadFigures {
+    pub requests: u64,
+    pub errors: u64,
+    pub requests_per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub cores: usize,
+    pub connections: usize,
+    pub seconds_per_run: f64,
+    pub release_build: bool,
+    pub baseline_twiml: LoadFigures,
+    pub dial_queue: LoadFigures,
+    pub reservation_created: LoadFigures,
+    /// Dials the server's dispatcher placed with the fake API during the run.
+    pub dials_placed: u64,
+    pub startup_ms: Vec<f64>,
+    pub peak_rss_mb: f64,
+    pub baseline_peak_rss_mb: f64,
+}
+
+/// The TwiML both servers return for `/dial-queue`.
+fn dial_queue_twiml() -> String {
+    crate::ivr::dial_queue(RESERVATION).to_xml()
+}
+
+/// Serves the baseline: the same bytes for every POST to `/dial-queue`, nothing else.
+pub async fn serve_baseline(listener: TcpListener) -> anyhow::Result<()> {
+    let body: &'static str = Box::leak(dial_queue_twiml().into_boxed_str());
+    let app = Router::new()
+        .route(
+            "/dial-queue",
+            post(move || async move { ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], body) }),
+        )
+        .route("/healthz", get(|| async { "ok" }));
+    axum::serve(listener, app).await.context("serving the baseline")
+}
+
+/// Runs the benchmark and prints its report.
+pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!("warning: this is a debug build; figures mean little. Run `cargo run --release -- bench`.");
+    }
+    let report = measure(&options).await?;
+    if options.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(())
+}
+
+async fn measure(options: &BenchOptions) -> anyhow::Result<BenchReport> {
+    let exe = std::env::current_exe().context("finding this binary")?;
+    let dir = tempfile_dir()?;
+    let (fake_url, dials) = start_fake_twilio().await?;
+
+    // Start-up: three fresh starts, each to its first answered request.
+    let mut startup_ms = Vec::new();
+    let mut server = None;
+    for i in 0..3 {
+        let db = dir.join(format!("bench-{i}.db"));
+        let (child, url, elapsed) = start_server(&exe, &dir, &db, &fake_url).await?;
+        startup_ms.push(elapsed.as_secs_f64() * 1000.0);
+        if i < 2 {
+            stop(child);
+        } else {
+            server = Some((child, url));
+        }
+    }
+    let (server_child, server_url) = server.expect("three starts");
+    let server_child = ChildGuard(Some(server_child));
+
+    let (baseline_child, baseline_url) = start_baseline(&exe).await?;
+    let baseline_child = ChildGuard(Some(baseline_child));
+
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(options.connections)
+        .timeout(Duration::from_secs(10))
+        .build()?;
+
+    eprintln!("measuring the bare server ({} s)…", options.duration.as_secs_f64());
+    let dial_queue_body = dial_queue_form();
+    let baseline_twiml = {
+        let url = format!("{baseline_url}/dial-queue?reservationSid={RESERVATION}");
+        let body = dial_queue_body.clone();
+        load(&client, options, move |_| (url.clone(), body.clone(), None)).await
+    };
+    let baseline_peak_rss_mb = peak_rss_mb(baseline_child.pid());
+
+    eprintln!(
+        "measuring /dial-queue with signature checks ({} s)…",
+        options.duration.as_secs_f64()
+    );
+    let dial_queue = {
+        let url = format!("{server_url}/dial-queue?reservationSid={RESERVATION}");
+        let params = twilio::Params::parse(dial_queue_body.as_bytes());
+        let sig = twilio::signature::sign(TOKEN.as_bytes(), &url, params.iter());
+        let body = dial_queue_body.clone();
+        load(&client, options, move |_| {
+            (url.clone(), body.clone(), Some(sig.clone()))
+        })
+        .await
+    };
+
+    eprintln!("measuring reservation.created ({} s)…", options.duration.as_secs_f64());
+    let dials_before = dials.load(Ordering::Relaxed);
+    let reservation_created = {
+        let url = format!("{server_url}/tr-event-handler");
+        let run_id: u32 = rand::random();
+        load(&client, options, move |n| {
+            let (body, sig) = reservation_created(&url, run_id, n);
+            (url.clone(), body, Some(sig))
+        })
+        .await
+    };
+    // Let the dispatcher finish what it owes before counting its dials.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let dials_placed = dials.load(Ordering::Relaxed) - dials_before;
+    let peak_rss_mb = peak_rss_mb(server_child.pid());
+
+    drop(server_child);
+    drop(baseline_child);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(BenchReport {
+        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        connections: options.connections,
+        seconds_per_run: options.duration.as_secs_f64(),
+        release_build: !cfg!(debug_assertions),
+        baseline_twiml,
+        dial_queue,
+        reservation_created,
+        dials_placed,
+        startup_ms,
+        peak_rss_mb,
+        baseline_peak_rss_mb,
+    })
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("call-router-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Kills a child process when dropped, so an error mid-run leaves nothing behind.
+struct ChildGuard(Option<Child>);
+
+impl ChildGuard {
+    fn pid(&self) -> u32 {
+        self.0.as_ref().map(Child::id).unwrap_or(0)
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.take() {
+            stop(child);
+        }
+    }
+}
+
+fn stop(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A free loopback port. The tiny window between dropping the listener and the child binding
+/// it is acceptable for a benchmark on loopback.
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+async fn start_server(exe: &Path, dir: &Path, db: &Path, fake_url: &str) -> anyhow::Result<(Child, String, Duration)> {
+    let port = free_port()?;
+    let url = format!("http://127.0.0.1:{port}");
+    let config = dir.join("bench.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "public_url = \"{url}\"\nlisten = \"127.0.0.1:{port}\"\ndatabase_url = \"sqlite://{}\"\n\
+             [twilio]\naccount_sid = \"{ACCOUNT}\"\napi_base_url = \"{fake_url}\"\ntaskrouter_base_url = \"{fake_url}\"\n\
+             workspace_sid = \"{WORKSPACE}\"\nworkflow_sid = \"{WORKFLOW}\"\n",
+            db.display()
+        ),
+    )?;
+    let log = std::fs::File::create(dir.join("server.log"))?;
+    let started = Instant::now();
+    let child = Command::new(exe)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("TWILIO_AUTH_TOKEN", TOKEN)
+        .env_remove("TWILIO_ACCOUNT_SID")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("starting `call-router serve`")?;
+    let child = ChildGuard(Some(child));
+    wait_healthy(&url)
+        .await
+        .context("the server did not answer /healthz (see its log in the temp dir)")?;
+    let elapsed = started.elapsed();
+    let mut child = child;
+    Ok((child.0.take().expect("child"), url, elapsed))
+}
+
+async fn start_baseline(exe: &Path) -> anyhow::Result<(Child, String)> {
+    let port = free_port()?;
+    let url = format!("http://127.0.0.1:{port}");
+    let child = Command::new(exe)
+        .args(["bench", "--serve-baseline", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the baseline server")?;
+    let child = ChildGuard(Some(child));
+    wait_healthy(&url).await.context("the baseline server did not start")?;
+    let mut child = child;
+    Ok((child.0.take().expect("child"), url))
+}
+
+/// Polls `/healthz` every millisecond for up to ten seconds.
+async fn wait_healthy(url: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().timeout(Duration::from_millis(500)).build()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(r) = client.get(format!("{url}/healthz")).send().await {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    bail!("no answer from {url}/healthz within 10 s")
+}
+
+/// A fake of Twilio's REST API that accepts every request and counts created calls.
+async fn start_fake_twilio() -> anyhow::Result<(String, Arc<AtomicU64>)> {
+    let dials = Arc::new(AtomicU64::new(0));
+    let counter = dials.clone();
+    let app = Router::new().fallback(move |method: axum::http::Method, uri: axum::http::Uri| {
+        let counter = counter.clone();
+        async move {
+            if method == axum::http::Method::POST && uri.path().ends_with("/Calls.json") {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let body = format!(r#"{{"sid":"CA{n:032x}","status":"queued"}}"#);
+                return (StatusCode::CREATED, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+            }
+            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{}").into_response()
+        }
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((url, dials))
+}
+
+/// The answer-URL request of an answered outbound leg.
+fn dial_queue_form() -> String {
+    let mut p = twilio::Params::new();
+    p.push("AccountSid", ACCOUNT)
+        .push("CallSid", "CA00000000000000000000000000000be1")
+        .push("CallStatus", "in-progress")
+        .push("Direction", "outbound-api")
+        .push("From", "+12025550143")
+        .push("To", "+14155550123")
+        .push("AnsweredBy", "human")
+        .push("ApiVersion", "2010-04-01");
+    p.encode()
+}
+
+/// A signed `reservation.created` with its own task and reservation, so every request takes
+/// the real write path (a repeated reservation would be deduplicated).
+fn reservation_created(url: &str, run_id: u32, n: u64) -> (String, String) {
+    let task = format!("WT{run_id:08x}{n:024x}");
+    let reservation = format!("WR{run_id:08x}{n:024x}");
+    let attributes =
+        r#"{"location":"north","practicePhone":"+14155550123","callerID":"+12025550143","caller":"+13105550199"}"#;
+    let mut p = twilio::Params::new();
+    p.push("EventType", "reservation.created")
+        .push("AccountSid", ACCOUNT)
+        .push("WorkspaceSid", WORKSPACE)
+        .push("ResourceType", "reservation")
+        .push("ResourceSid", &reservation)
+        .push("TaskSid", &task)
+        .push("ReservationSid", &reservation)
+        .push("WorkerSid", "WK00000000000000000000000000000be1")
+        .push("TaskAttributes", attributes)
+        .push("TaskAssignmentStatus", "reserved");
+    let sig = twilio::signature::sign(TOKEN.as_bytes(), url, p.iter());
+    (p.encode(), sig)
+}
+
+/// Runs `connections` request loops for the configured duration (after a short warm-up that
+/// is not counted) and gathers latencies.
+async fn load<F>(client: &reqwest::Client, options: &BenchOptions, make: F) -> LoadFigures
+where
+    F: Fn(u64) -> (String, String, Option<String>) + Send + Sync + 'static,
+{
+    let make = Arc::new(make);
+    let counter = Arc::new(AtomicU64::new(0));
+    let warmup = Duration::from_millis(500);
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + options.duration;
+    let mut tasks = Vec::new();
+    for _ in 0..options.connections {
+        let client = client.clone();
+        let make = make.clone();
+        let counter = counter.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies_us: Vec<u32> = Vec::with_capacity(64 * 1024);
+            let mut errors = 0u64;
+            loop {
+                let now = Instant::now();
+                if now >= end {
+                    break;
+                }
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let (url, body, sig) = make(n);
+                let mut req = client
+                    .post(url)
+                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(body);
+                if let Some(sig) = sig {
+                    req = req.header("x-twilio-signature", sig);
+                }
+                let sent = Instant::now();
+                let ok = match req.send().await {
+                    Ok(r) => {
+                        let ok = r.status().is_success();
+                        let _ = r.bytes().await;
+                        ok
+                    }
+                    Err(_) => false,
+                };
+                if sent >= measure_from {
+                    latencies_us.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    if !ok {
+                        errors += 1;
+                    }
+                }
+            }
+            (latencies_us, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        if let Ok((l, e)) = t.await {
+            all.extend(l);
+            errors += e;
+        }
+    }
+    figures(all, errors, options.duration)
+}
+
+fn figures(mut latencies_us: Vec<u32>, errors: u64, duration: Duration) -> LoadFigures {
+    latencies_us.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if latencies_us.is_empty() {
+            return 0.0;
+        }
+        let i = ((latencies_us.len() as f64 * p).ceil() as usize).clamp(1, latencies_us.len()) - 1;
+        latencies_us[i] as f64 / 1000.0
+    };
+    let requests = latencies_us.len() as u64;
+    LoadFigures {
+        requests,
+        errors,
+        requests_per_sec: requests as f64 / duration.as_secs_f64(),
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        max_ms: latencies_us.last().map(|&m| m as f64 / 1000.0).unwrap_or(0.0),
+    }
+}
+
+/// The peak resident set size of a process, from /proc (Linux only; 0 elsewhere).
+fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// The report as a person reads it: each figure beside its target.
+pub fn render(r: &BenchReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "call-router bench: {} cores, {} connections, {:.0} s per run, {} build",
+        r.cores,
+        r.connections,
+        r.seconds_per_run,
+        if r.release_build { "release" } else { "DEBUG" }
+    );
+    let _ = writeln!(
+        out,
+        "{:<40} {:>12} {:>9} {:>9} {:>7}  target",
+        "", "requests/s", "p50 ms", "p99 ms", "errors"
+    );
+    let row = |out: &mut String, name: &str, f: &LoadFigures, target: String| {
+        let _ = writeln!(
+            out,
+            "{:<40} {:>12.0} {:>9.2} {:>9.2} {:>7}  {}",
+            name, f.requests_per_sec, f.p50_ms, f.p99_ms, f.errors, target
+        );
+    };
+    row(
+        &mut out,
+        "bare axum, same TwiML bytes",
+        &r.baseline_twiml,
+        "(baseline)".into(),
+    );
+    let ratio = if r.baseline_twiml.requests_per_sec > 0.0 {
+        r.dial_queue.requests_per_sec / r.baseline_twiml.requests_per_sec * 100.0
+    } else {
+        0.0
+    };
+    row(
+        &mut out,
+        "/dial-queue, signature checked",
+        &r.dial_queue,
+        format!("{ratio:.0}% of bare; target >= 60% {}", verdict(ratio >= 60.0)),
+    );
+    let rc = &r.reservation_created;
+    row(
+        &mut out,
+        "reservation.created (stored + outbox)",
+        rc,
+        format!(
+            ">= 10000/s and p99 < 5 ms {}",
+            verdict(rc.requests_per_sec >= 10_000.0 && rc.p99_ms < 5.0 && rc.errors == 0)
+        ),
+    );
+    let _ = writeln!(
+        out,
+        "{:<40} {:>12}  dials the dispatcher placed while it ran",
+        "", r.dials_placed
+    );
+    let mut sorted = r.startup_ms.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
+    let _ = writeln!(
+        out,
+        "{:<40} {:>9.1} ms (median of {}: {})  target < 100 ms {}",
+        "start-up to first answered request",
+        median,
+        sorted.len(),
+        sorted.iter().map(|s| format!("{s:.1}")).collect::<Vec<_>>().join(", "),
+        verdict(median < 100.0)
+    );
+    let _ = writeln!(
+        out,
+        "{:<40} {:>9.1} MB (bare server: {:.1} MB)  target < 64 MB {}",
+        "peak RSS under that load",
+        r.peak_rss_mb,
+        r.baseline_peak_rss_mb,
+        verdict(r.peak_rss_mb > 0.0 && r.peak_rss_mb < 64.0)
+    );
+    out
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "NOT MET" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_come_from_the_sorted_latencies() {
+        let lat: Vec<u32> = (1..=100).map(|i| i * 1000).collect();
+        let f = figures(lat, 0, Duration::from_secs(2));
+        assert_eq!(f.requests, 100);
+        assert_eq!(f.requests_per_sec, 50.0);
+        assert_eq!(f.p50_ms, 50.0);
+        assert_eq!(f.p99_ms, 99.0);
+        assert_eq!(f.max_ms, 100.0);
+        let empty = figures(Vec::new(), 3, Duration::from_secs(1));
+        assert_eq!((empty.p99_ms, empty.errors), (0.0, 3));
+    }
+
+    #[test]
+    fn reservation_events_are_unique_and_signed_over_their_url() {
+        let url = "http://127.0.0.1:1/tr-event-handler";
+        let (a, sig_a) = reservation_created(url, 7, 1);
+        let (b, _) = reservation_created(url, 7, 2);
+        assert_ne!(a, b);
+        let p = twilio::Params::parse(a.as_bytes());
+        assert!(twilio::signature::validate_form(TOKEN.as_bytes(), url, p.iter(), Some(&sig_a)).is_ok());
+        assert!(twilio::sid::ReservationSid::parse(p.get("ReservationSid").unwrap()).is_ok());
+        assert!(twilio::sid::TaskSid::parse(p.get("TaskSid").unwrap()).is_ok());
+    }
+}
