@@ -46,7 +46,12 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(store: Store, twilio: TwilioClient, settings: Settings, notifier: Notifier) -> Self {
-        Self { store, twilio, settings, notifier }
+        Self {
+            store,
+            twilio,
+            settings,
+            notifier,
+        }
     }
 
     /// Runs until `shutdown` resolves, then lets running actions finish.
@@ -135,7 +140,8 @@ impl Dispatcher {
                 tracing::warn!(error = %e, "action failed; will retry");
                 let backoff = Duration::from_millis(200 * (1 << row.attempts.min(6)) as u64);
                 tokio::time::sleep(backoff).await;
-                self.finish(&row, OutboxState::Pending, None, Some(&e.to_string())).await;
+                self.finish(&row, OutboxState::Pending, None, Some(&e.to_string()))
+                    .await;
                 self.notifier.notify();
             }
             Err(e) => {
@@ -151,14 +157,22 @@ impl Dispatcher {
             path: format!("Tasks/{task_sid}"),
             message: "no workspace SID known; run provision".into(),
         })?;
-        self.twilio.update_task_status(&workspace, task_sid, status, reason).await.map(drop)
+        self.twilio
+            .update_task_status(&workspace, task_sid, status, reason)
+            .await
+            .map(drop)
     }
 
     async fn workspace(&self) -> Option<WorkspaceSid> {
         if let Some(ws) = &self.settings.twilio.workspace_sid {
             return Some(ws.clone());
         }
-        self.store.resource("workspace", "main").await.ok().flatten().and_then(|s| s.parse().ok())
+        self.store
+            .resource("workspace", "main")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|s| s.parse().ok())
     }
 
     async fn finish(&self, row: &OutboxRow, state: OutboxState, result: Option<&str>, error: Option<&str>) {
@@ -172,7 +186,16 @@ impl Dispatcher {
     /// twice for one reservation. TaskRouter's reservation timeout then
     /// bounds the caller's wait.
     async fn dial(&self, row: &OutboxRow, d: &Dial) {
-        let urls = Urls { base: &self.settings.public_url };
+        // A caller who hung up (or was sent to voicemail) while this dial waited in the outbox
+        // must not have the location rung for nobody.
+        if let Some(settled) = self.settled_outcome(d).await {
+            tracing::info!(outcome = %settled, "the caller's call is already settled; not dialling");
+            self.finish(row, OutboxState::Done, None, Some(&format!("skipped: call already {settled}"))).await;
+            return;
+        }
+        let urls = Urls {
+            base: &self.settings.public_url,
+        };
         let mut query: Vec<(&str, &str)> = vec![
             ("reservationSid", &d.reservation_sid),
             ("taskSid", &d.task_sid),
@@ -197,6 +220,22 @@ impl Dispatcher {
             Ok(call) => {
                 tracing::info!(outbound_call_sid = %call.sid, to = %d.to, "dialled the location");
                 self.finish(row, OutboxState::Done, Some(call.sid.as_str()), None).await;
+                // Link the legs now rather than at the first status callback, so that a caller
+                // who hangs up in the meantime still has the location's phone stopped.
+                if let Some(inbound) = &d.inbound_call_sid {
+                    if let Err(e) = self.store.link_outbound_call(inbound, call.sid.as_str()).await {
+                        tracing::error!(error = ?e, "could not link the outbound call to the caller's");
+                    }
+                }
+                // The caller may have left while the request was in flight: stop the ringing.
+                if let Some(settled) = self.settled_outcome(d).await {
+                    tracing::info!(outcome = %settled, "the caller left while the location was dialled; hanging up");
+                    let hang_up = Action::HangUpCall { call_sid: call.sid.as_str().to_owned() };
+                    match self.store.enqueue_action(&hang_up).await {
+                        Ok(_) => self.notifier.notify(),
+                        Err(e) => tracing::error!(error = ?e, "could not queue the hang-up"),
+                    }
+                }
             }
             Err(e @ ApiError::Timeout { .. }) => {
                 tracing::error!(error = %e, "dial outcome unknown; not re-sending");
@@ -211,18 +250,47 @@ impl Dispatcher {
                 if let Some(inbound) = &d.inbound_call_sid {
                     let url = urls.url(
                         "/caller-fallback",
-                        &[("location", d.location.as_str()), ("reason", Outcome::DialFailed.as_str())],
+                        &[
+                            ("location", d.location.as_str()),
+                            ("reason", Outcome::DialFailed.as_str()),
+                        ],
                     );
                     let actions = [
-                        Action::RedirectCaller { call_sid: inbound.clone(), url },
-                        Action::CancelTask { task_sid: d.task_sid.clone(), reason: "could not dial the location".into() },
+                        Action::RedirectCaller {
+                            call_sid: inbound.clone(),
+                            url,
+                        },
+                        Action::CancelTask {
+                            task_sid: d.task_sid.clone(),
+                            reason: "could not dial the location".into(),
+                        },
                     ];
-                    match self.store.settle_with_actions(inbound, Outcome::DialFailed, &actions).await {
+                    match self
+                        .store
+                        .settle_with_actions(inbound, Outcome::DialFailed, &actions)
+                        .await
+                    {
                         Ok(true) => self.notifier.notify(),
                         Ok(false) => {}
                         Err(e) => tracing::error!(error = ?e, "could not queue the caller's fallback"),
                     }
                 }
+            }
+        }
+    }
+}
+
+impl Dispatcher {
+    /// The inbound call's outcome when it is already final: before a dial, that means the
+    /// caller is gone or was sent elsewhere.
+    async fn settled_outcome(&self, d: &Dial) -> Option<Outcome> {
+        let inbound = d.inbound_call_sid.as_deref()?;
+        match self.store.call(inbound).await {
+            Ok(Some(call)) if call.outcome.is_final() => Some(call.outcome),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::error!(error = ?e, "could not read the caller's call; dialling anyway");
+                None
             }
         }
     }

@@ -8,12 +8,12 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::domain::{Location, LocationSpec, Outcome};
+use crate::outbox::{Action, OutboxRow, OutboxState};
 use anyhow::Context as _;
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
-use crate::domain::{Location, LocationSpec, Outcome};
-use crate::outbox::{Action, OutboxRow, OutboxState};
 
 /// `SELECT … FROM calls` followed by the given clause, as a literal so that
 /// no SQL is ever built at run time.
@@ -89,7 +89,10 @@ impl Store {
             .connect(&url)
             .await
             .with_context(|| format!("opening database {}", redact_url(&url)))?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await.context("migrating the database")?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .context("migrating the database")?;
         Ok(Store { pool })
     }
 
@@ -113,7 +116,10 @@ impl Store {
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM location_numbers WHERE location = $1").bind(&loc.name).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM location_numbers WHERE location = $1")
+            .bind(&loc.name)
+            .execute(&mut *tx)
+            .await?;
         for n in &loc.numbers {
             sqlx::query("INSERT INTO location_numbers (number, location) VALUES ($1, $2)")
                 .bind(n.as_str())
@@ -128,15 +134,25 @@ impl Store {
     /// Removes a location; false when there was none of that name.
     pub async fn remove_location(&self, name: &str) -> anyhow::Result<bool> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM location_numbers WHERE location = $1").bind(name).execute(&mut *tx).await?;
-        let done = sqlx::query("DELETE FROM locations WHERE name = $1").bind(name).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM location_numbers WHERE location = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM locations WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
 
     pub async fn location_specs(&self) -> anyhow::Result<Vec<LocationSpec>> {
-        let rows = sqlx::query("SELECT spec_json FROM locations ORDER BY name").fetch_all(&self.pool).await?;
-        rows.iter().map(|r| Ok(serde_json::from_str(&r.try_get::<String, _>("spec_json")?)?)).collect()
+        let rows = sqlx::query("SELECT spec_json FROM locations ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok(serde_json::from_str(&r.try_get::<String, _>("spec_json")?)?))
+            .collect()
     }
 
     pub async fn locations(&self) -> anyhow::Result<Vec<Location>> {
@@ -148,7 +164,8 @@ impl Store {
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| stored_location(serde_json::from_str(&r.try_get::<String, _>("spec_json")?)?)).transpose()
+        row.map(|r| stored_location(serde_json::from_str(&r.try_get::<String, _>("spec_json")?)?))
+            .transpose()
     }
 
     /// The locations a Twilio number serves, ordered by menu digit.
@@ -207,7 +224,9 @@ impl Store {
         let rows = sqlx::query("SELECT kind, key, sid FROM twilio_resources ORDER BY kind, key")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(|r| Ok((r.try_get("kind")?, r.try_get("key")?, r.try_get("sid")?))).collect()
+        rows.iter()
+            .map(|r| Ok((r.try_get("kind")?, r.try_get("key")?, r.try_get("sid")?)))
+            .collect()
     }
 
     // -- calls and events ---------------------------------------------------
@@ -253,29 +272,36 @@ impl Store {
     /// defined outcome wins, so a late or repeated event cannot rewrite it.
     /// Returns whether this call set it.
     pub async fn settle_outcome(&self, call_sid: &str, outcome: Outcome) -> anyhow::Result<bool> {
-        let done = sqlx::query("UPDATE calls SET outcome = $2, updated_at_ms = $3 WHERE call_sid = $1 AND outcome = $4")
-            .bind(call_sid)
-            .bind(outcome.as_str())
-            .bind(now_ms())
-            .bind(Outcome::Pending.as_str())
-            .execute(&self.pool)
-            .await?;
+        let done =
+            sqlx::query("UPDATE calls SET outcome = $2, updated_at_ms = $3 WHERE call_sid = $1 AND outcome = $4")
+                .bind(call_sid)
+                .bind(outcome.as_str())
+                .bind(now_ms())
+                .bind(Outcome::Pending.as_str())
+                .execute(&self.pool)
+                .await?;
         Ok(done.rows_affected() > 0)
     }
 
     /// Settles the outcome and queues the actions it needs in one
     /// transaction, so that a crash cannot leave one without the other.
     /// Returns false (and queues nothing) when the outcome was already set.
-    pub async fn settle_with_actions(&self, call_sid: &str, outcome: Outcome, actions: &[Action]) -> anyhow::Result<bool> {
+    pub async fn settle_with_actions(
+        &self,
+        call_sid: &str,
+        outcome: Outcome,
+        actions: &[Action],
+    ) -> anyhow::Result<bool> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query("UPDATE calls SET outcome = $2, updated_at_ms = $3 WHERE call_sid = $1 AND outcome = $4")
-            .bind(call_sid)
-            .bind(outcome.as_str())
-            .bind(now)
-            .bind(Outcome::Pending.as_str())
-            .execute(&mut *tx)
-            .await?;
+        let done =
+            sqlx::query("UPDATE calls SET outcome = $2, updated_at_ms = $3 WHERE call_sid = $1 AND outcome = $4")
+                .bind(call_sid)
+                .bind(outcome.as_str())
+                .bind(now)
+                .bind(Outcome::Pending.as_str())
+                .execute(&mut *tx)
+                .await?;
         if done.rows_affected() == 0 {
             return Ok(false);
         }
@@ -301,7 +327,15 @@ impl Store {
     ) -> anyhow::Result<bool> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        insert_event(&mut tx, "taskrouter", "reservation.created", Some(reservation_sid), payload, now).await?;
+        insert_event(
+            &mut tx,
+            "taskrouter",
+            "reservation.created",
+            Some(reservation_sid),
+            payload,
+            now,
+        )
+        .await?;
         let inserted = insert_action(&mut tx, dial, now).await?;
         if inserted {
             if let Some(call) = inbound_call_sid {
@@ -339,8 +373,26 @@ impl Store {
         Ok(())
     }
 
-    pub async fn record_event(&self, source: &str, event_type: &str, resource_sid: Option<&str>, payload: &str) -> anyhow::Result<()> {
-        self.record_event_with_actions(source, event_type, resource_sid, payload, &[]).await
+    pub async fn record_event(
+        &self,
+        source: &str,
+        event_type: &str,
+        resource_sid: Option<&str>,
+        payload: &str,
+    ) -> anyhow::Result<()> {
+        self.record_event_with_actions(source, event_type, resource_sid, payload, &[])
+            .await
+    }
+
+    /// Remembers which outbound leg rings the location for an inbound call.
+    pub async fn link_outbound_call(&self, inbound_call_sid: &str, outbound_call_sid: &str) -> anyhow::Result<()> {
+        sqlx::query("UPDATE calls SET outbound_call_sid = $2, updated_at_ms = $3 WHERE call_sid = $1")
+            .bind(inbound_call_sid)
+            .bind(outbound_call_sid)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     pub async fn record_status(&self, s: &StatusRecord) -> anyhow::Result<()> {
@@ -418,7 +470,9 @@ impl Store {
     }
 
     pub async fn calls(&self) -> anyhow::Result<Vec<CallRecord>> {
-        let rows = sqlx::query(select_calls!("ORDER BY created_at_ms, call_sid")).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(select_calls!("ORDER BY created_at_ms, call_sid"))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(call_record).collect()
     }
 
@@ -443,13 +497,12 @@ impl Store {
     /// Claims up to `limit` pending actions by marking them `sending`.
     pub async fn claim_actions(&self, limit: i64) -> anyhow::Result<Vec<OutboxRow>> {
         let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(
-            "SELECT id, dedupe_key, payload, attempts FROM outbox WHERE state = $1 ORDER BY id LIMIT $2",
-        )
-        .bind(OutboxState::Pending.as_str())
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows =
+            sqlx::query("SELECT id, dedupe_key, payload, attempts FROM outbox WHERE state = $1 ORDER BY id LIMIT $2")
+                .bind(OutboxState::Pending.as_str())
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let id: i64 = r.try_get("id")?;
@@ -472,7 +525,13 @@ impl Store {
     }
 
     /// Records how an action ended.
-    pub async fn finish_action(&self, id: i64, state: OutboxState, result: Option<&str>, error: Option<&str>) -> anyhow::Result<()> {
+    pub async fn finish_action(
+        &self,
+        id: i64,
+        state: OutboxState,
+        result: Option<&str>,
+        error: Option<&str>,
+    ) -> anyhow::Result<()> {
         sqlx::query("UPDATE outbox SET state = $2, result = $3, last_error = $4, updated_at_ms = $5 WHERE id = $1")
             .bind(id)
             .bind(state.as_str())
@@ -504,23 +563,29 @@ impl Store {
                 unknown += 1;
                 OutboxState::Unknown
             };
-            self.finish_action(id, state, None, Some("interrupted by a restart")).await?;
+            self.finish_action(id, state, None, Some("interrupted by a restart"))
+                .await?;
         }
         Ok((requeued, unknown))
     }
 
     /// Every action with its state (for tests and inspection).
     pub async fn actions(&self) -> anyhow::Result<Vec<(String, OutboxState, Option<String>)>> {
-        let rows = sqlx::query("SELECT dedupe_key, state, last_error FROM outbox ORDER BY id").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT dedupe_key, state, last_error FROM outbox ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 let state: String = r.try_get("state")?;
-                Ok((r.try_get("dedupe_key")?, OutboxState::from_str(&state)?, r.try_get("last_error")?))
+                Ok((
+                    r.try_get("dedupe_key")?,
+                    OutboxState::from_str(&state)?,
+                    r.try_get("last_error")?,
+                ))
             })
             .collect()
     }
 }
-
 
 fn call_record(r: &AnyRow) -> anyhow::Result<CallRecord> {
     let outcome: String = r.try_get("outcome")?;
@@ -627,22 +692,46 @@ mod tests {
     #[tokio::test]
     async fn a_reservation_queues_one_dial_however_often_it_arrives() {
         let (s, _d) = store().await;
-        s.record_inbound_call("CA0123456789abcdef0123456789abcdef", "+13105550199", "+12025550143").await.unwrap();
+        s.record_inbound_call("CA0123456789abcdef0123456789abcdef", "+13105550199", "+12025550143")
+            .await
+            .unwrap();
         let res = "WR0123456789abcdef0123456789abcdef";
         let a = dial(res);
-        assert!(s.record_reservation("{}", Some("CA0123456789abcdef0123456789abcdef"), "WT1", res, &a).await.unwrap());
-        assert!(!s.record_reservation("{}", Some("CA0123456789abcdef0123456789abcdef"), "WT1", res, &a).await.unwrap());
+        assert!(
+            s.record_reservation("{}", Some("CA0123456789abcdef0123456789abcdef"), "WT1", res, &a)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.record_reservation("{}", Some("CA0123456789abcdef0123456789abcdef"), "WT1", res, &a)
+                .await
+                .unwrap()
+        );
         let claimed = s.claim_actions(10).await.unwrap();
         assert_eq!(claimed.len(), 1);
-        assert!(s.claim_actions(10).await.unwrap().is_empty(), "a claimed action is not handed out twice");
-        assert_eq!(s.event_count("reservation.created").await.unwrap(), 2, "both deliveries are audited");
+        assert!(
+            s.claim_actions(10).await.unwrap().is_empty(),
+            "a claimed action is not handed out twice"
+        );
+        assert_eq!(
+            s.event_count("reservation.created").await.unwrap(),
+            2,
+            "both deliveries are audited"
+        );
     }
 
     #[tokio::test]
     async fn an_interrupted_dial_is_never_resent_but_an_update_is() {
         let (s, _d) = store().await;
-        s.enqueue_action(&dial("WR0123456789abcdef0123456789abcdef")).await.unwrap();
-        s.enqueue_action(&Action::CompleteTask { task_sid: "WT1".into(), reason: "done".into() }).await.unwrap();
+        s.enqueue_action(&dial("WR0123456789abcdef0123456789abcdef"))
+            .await
+            .unwrap();
+        s.enqueue_action(&Action::CompleteTask {
+            task_sid: "WT1".into(),
+            reason: "done".into(),
+        })
+        .await
+        .unwrap();
         assert_eq!(s.claim_actions(10).await.unwrap().len(), 2);
         assert_eq!(s.recover_actions().await.unwrap(), (1, 1));
         let states: Vec<_> = s.actions().await.unwrap().into_iter().map(|(_, st, _)| st).collect();
