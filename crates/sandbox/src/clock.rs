@@ -25,11 +25,7 @@ impl Clock {
     /// as real time, since it could never advance otherwise.
     pub fn new(scale: f64) -> Self {
         let scale = if scale.is_finite() && scale > 0.0 { scale } else { 1.0 };
-        Self {
-            start: Instant::now(),
-            wall_start: Timestamp::now(),
-            scale,
-        }
+        Self { start: Instant::now(), wall_start: Timestamp::now(), scale }
     }
 
     pub fn scale(&self) -> f64 {
@@ -44,9 +40,7 @@ impl Clock {
     /// The wall-clock time a virtual instant stands for.
     pub fn wall(&self, at: VMs) -> Timestamp {
         let ms = i64::try_from(at).unwrap_or(i64::MAX / 2);
-        self.wall_start
-            .checked_add(jiff::SignedDuration::from_millis(ms))
-            .unwrap_or(self.wall_start)
+        self.wall_start.checked_add(jiff::SignedDuration::from_millis(ms)).unwrap_or(self.wall_start)
     }
 
     pub fn wall_now(&self) -> Timestamp {

@@ -109,10 +109,7 @@ pub fn create_workspace(st: &mut State, now: VMs, friendly_name: &str) -> String
 /// Whether a worker can take one more voice task now.
 fn worker_free(st: &State, w: &Worker) -> bool {
     let available = st.activities.get(&w.activity_sid).is_some_and(|a| a.available);
-    let multi = st
-        .workspaces
-        .get(&w.workspace_sid)
-        .is_none_or(|ws| ws.multi_task_enabled);
+    let multi = st.workspaces.get(&w.workspace_sid).is_none_or(|ws| ws.multi_task_enabled);
     let capacity = if multi { w.capacity } else { w.capacity.min(1) };
     available && w.channel_available && w.in_use < capacity
 }
@@ -123,11 +120,7 @@ pub fn worker_available(st: &State, w: &Worker) -> bool {
 }
 
 fn eval(c: &Compiled, attributes: &Value, task: Option<&Value>, worker: Option<&Value>) -> bool {
-    c.expr.eval(&Context {
-        attributes,
-        task,
-        worker,
-    })
+    c.expr.eval(&Context { attributes, task, worker })
 }
 
 /// Picks the workflow's routing steps for a task: the first filter whose
@@ -160,17 +153,10 @@ pub fn create_task(
     match st.workflows.get(workflow_sid) {
         Some(wf) if wf.workspace_sid == workspace_sid => {}
         _ => {
-            return Err(bad_request(
-                20001,
-                format!("WorkflowSid {workflow_sid} is not a workflow of this workspace"),
-            ));
+            return Err(bad_request(20001, format!("WorkflowSid {workflow_sid} is not a workflow of this workspace")));
         }
     }
-    let raw = if attributes_raw.trim().is_empty() {
-        "{}"
-    } else {
-        attributes_raw
-    };
+    let raw = if attributes_raw.trim().is_empty() { "{}" } else { attributes_raw };
     let attributes: Value = serde_json::from_str(raw)
         .ok()
         .filter(Value::is_object)
@@ -187,9 +173,7 @@ pub fn create_task(
         attributes_raw: raw.into(),
         status: TaskStatus::Pending,
         reason: None,
-        priority: priority
-            .or_else(|| first.as_ref().and_then(|t| t.priority))
-            .unwrap_or(0),
+        priority: priority.or_else(|| first.as_ref().and_then(|t| t.priority)).unwrap_or(0),
         timeout_secs,
         created: now,
         updated: now,
@@ -206,23 +190,11 @@ pub fn create_task(
         ws.pending.push(sid.clone());
     }
     let mut fx = Effects::default();
-    fx.events
-        .push(event(st, now, "task.created", "Task created", Some(&sid), None, None));
+    fx.events.push(event(st, now, "task.created", "Task created", Some(&sid), None, None));
     if first.is_some() {
-        fx.events.push(event(
-            st,
-            now,
-            "task-queue.entered",
-            "Task entered a queue",
-            Some(&sid),
-            None,
-            None,
-        ));
+        fx.events.push(event(st, now, "task-queue.entered", "Task entered a queue", Some(&sid), None, None));
     }
-    fx.timers.push(Timer::TaskTtl {
-        task: sid.clone(),
-        at: now + timeout_secs * 1000,
-    });
+    fx.timers.push(Timer::TaskTtl { task: sid.clone(), at: now + timeout_secs * 1000 });
     arm_target_timeout(st, now, &sid, &mut fx);
     fx.extend(assign(st, now, workspace_sid));
     Ok((sid, fx))
@@ -251,21 +223,13 @@ pub fn assign(st: &mut State, now: VMs, workspace_sid: &str) -> Effects {
     if ws.pending.is_empty() {
         return fx;
     }
-    let mut free: Vec<String> = ws
-        .workers
-        .iter()
-        .filter(|w| st.workers.get(w).is_some_and(|w| worker_free(st, w)))
-        .cloned()
-        .collect();
+    let mut free: Vec<String> =
+        ws.workers.iter().filter(|w| st.workers.get(w).is_some_and(|w| worker_free(st, w))).cloned().collect();
     if free.is_empty() {
         return fx;
     }
-    let mut pending: Vec<(i64, VMs, String)> = ws
-        .pending
-        .iter()
-        .filter_map(|t| st.tasks.get(t))
-        .map(|t| (-t.priority, t.created, t.sid.clone()))
-        .collect();
+    let mut pending: Vec<(i64, VMs, String)> =
+        ws.pending.iter().filter_map(|t| st.tasks.get(t)).map(|t| (-t.priority, t.created, t.sid.clone())).collect();
     pending.sort();
     for (_, _, task_sid) in pending {
         if free.is_empty() {
@@ -282,12 +246,7 @@ pub fn assign(st: &mut State, now: VMs, workspace_sid: &str) -> Effects {
             if task.refused_by.contains(wsid) {
                 continue;
             }
-            if !eval(
-                &queue.target_expr,
-                &w.attributes,
-                Some(&task.attributes),
-                Some(&w.attributes),
-            ) {
+            if !eval(&queue.target_expr, &w.attributes, Some(&task.attributes), Some(&w.attributes)) {
                 continue;
             }
             if let Some(e) = &target_expr {
@@ -341,29 +300,14 @@ fn reserve(st: &mut State, now: VMs, task_sid: &str, worker_sid: &str) -> Effect
         w.in_use += 1;
         w.last_reserved = Some(now);
     }
-    let reservation_activity = queue_sid
-        .and_then(|q| st.queues.get(&q))
-        .and_then(|q| q.reservation_activity_sid.clone());
-    fx.events.push(event(
-        st,
-        now,
-        "reservation.created",
-        "Reservation created",
-        Some(task_sid),
-        Some(&res_sid),
-        None,
-    ));
+    let reservation_activity =
+        queue_sid.and_then(|q| st.queues.get(&q)).and_then(|q| q.reservation_activity_sid.clone());
+    fx.events.push(event(st, now, "reservation.created", "Reservation created", Some(task_sid), Some(&res_sid), None));
     if let Some(a) = reservation_activity {
         fx.extend(set_activity(st, now, worker_sid, &a));
     }
-    let timeout = st
-        .workflows
-        .get(&workflow_sid)
-        .map_or(DEFAULT_RESERVATION_TIMEOUT, |w| w.task_reservation_timeout);
-    fx.timers.push(Timer::ReservationTimeout {
-        reservation: res_sid,
-        at: now + timeout * 1000,
-    });
+    let timeout = st.workflows.get(&workflow_sid).map_or(DEFAULT_RESERVATION_TIMEOUT, |w| w.task_reservation_timeout);
+    fx.timers.push(Timer::ReservationTimeout { reservation: res_sid, at: now + timeout * 1000 });
     fx
 }
 
@@ -380,15 +324,7 @@ pub fn set_activity(st: &mut State, now: VMs, worker_sid: &str, activity_sid: &s
     w.status_changed = now;
     w.updated = now;
     let ws = w.workspace_sid.clone();
-    fx.events.push(event(
-        st,
-        now,
-        "worker.activity.update",
-        "Worker activity changed",
-        None,
-        None,
-        Some(worker_sid),
-    ));
+    fx.events.push(event(st, now, "worker.activity.update", "Worker activity changed", None, None, Some(worker_sid)));
     fx.extend(assign(st, now, &ws));
     fx
 }
@@ -419,23 +355,12 @@ fn back_to_pending(st: &mut State, now: VMs, task_sid: &str, refused_by: &str) -
 
 /// Sets a reservation's status (the Reservations resource's update).
 pub fn update_reservation(st: &mut State, now: VMs, res_sid: &str, status: &str) -> ApiResult<Effects> {
-    let res = st
-        .reservations
-        .get(res_sid)
-        .ok_or_else(|| not_found("Reservation", res_sid))?
-        .clone();
+    let res = st.reservations.get(res_sid).ok_or_else(|| not_found("Reservation", res_sid))?.clone();
     let new = ResStatus::parse(status)
         .ok_or_else(|| bad_request(20001, format!("ReservationStatus {status:?} is invalid")))?;
     let mut fx = Effects::default();
-    let conflict = || {
-        bad_request(
-            20001,
-            format!(
-                "Reservation {res_sid} is {} and cannot become {status}",
-                res.status.as_str()
-            ),
-        )
-    };
+    let conflict =
+        || bad_request(20001, format!("Reservation {res_sid} is {} and cannot become {status}", res.status.as_str()));
     match (res.status, new) {
         (ResStatus::Pending, ResStatus::Accepted) => {
             set_res(st, now, res_sid, ResStatus::Accepted);
@@ -449,10 +374,7 @@ pub fn update_reservation(st: &mut State, now: VMs, res_sid: &str, status: &str)
                 Some(res_sid),
                 None,
             ));
-            if let Some(a) = queue
-                .and_then(|q| st.queues.get(&q))
-                .and_then(|q| q.assignment_activity_sid.clone())
-            {
+            if let Some(a) = queue.and_then(|q| st.queues.get(&q)).and_then(|q| q.assignment_activity_sid.clone()) {
                 fx.extend(set_activity(st, now, &res.worker_sid, &a));
             }
         }
@@ -474,14 +396,7 @@ pub fn update_reservation(st: &mut State, now: VMs, res_sid: &str, status: &str)
             fx.extend(wrapup(st, now, &res.task_sid));
         }
         (ResStatus::Accepted | ResStatus::Wrapping, ResStatus::Completed) => {
-            fx.extend(update_task(
-                st,
-                now,
-                &res.task_sid,
-                Some("completed"),
-                Some("reservation completed"),
-                None,
-            )?);
+            fx.extend(update_task(st, now, &res.task_sid, Some("completed"), Some("reservation completed"), None)?);
         }
         (a, b) if a == b => {}
         _ => return Err(conflict()),
@@ -517,26 +432,10 @@ pub fn wrapup(st: &mut State, now: VMs, task_sid: &str) -> Effects {
     }
     let res = t.reservation_sid.clone();
     set_task(st, now, task_sid, TaskStatus::Wrapping, None);
-    fx.events.push(event(
-        st,
-        now,
-        "task.wrapup",
-        "Task wrapping up",
-        Some(task_sid),
-        res.as_deref(),
-        None,
-    ));
+    fx.events.push(event(st, now, "task.wrapup", "Task wrapping up", Some(task_sid), res.as_deref(), None));
     if let Some(r) = res {
         set_res(st, now, &r, ResStatus::Wrapping);
-        fx.events.push(event(
-            st,
-            now,
-            "reservation.wrapup",
-            "Reservation wrapping up",
-            Some(task_sid),
-            Some(&r),
-            None,
-        ));
+        fx.events.push(event(st, now, "reservation.wrapup", "Reservation wrapping up", Some(task_sid), Some(&r), None));
     }
     fx
 }
@@ -550,11 +449,7 @@ pub fn update_task(
     reason: Option<&str>,
     attributes: Option<&str>,
 ) -> ApiResult<Effects> {
-    let task = st
-        .tasks
-        .get(task_sid)
-        .ok_or_else(|| not_found("Task", task_sid))?
-        .clone();
+    let task = st.tasks.get(task_sid).ok_or_else(|| not_found("Task", task_sid))?.clone();
     let mut fx = Effects::default();
     if let Some(raw) = attributes {
         let v: Value = serde_json::from_str(raw)
@@ -566,38 +461,19 @@ pub fn update_task(
             t.attributes_raw = raw.into();
             t.updated = now;
         }
-        fx.events.push(event(
-            st,
-            now,
-            "task.updated",
-            "Task updated",
-            Some(task_sid),
-            None,
-            None,
-        ));
+        fx.events.push(event(st, now, "task.updated", "Task updated", Some(task_sid), None, None));
     }
     let Some(status) = status else { return Ok(fx) };
     let new = TaskStatus::parse(status)
         .ok_or_else(|| bad_request(20001, format!("AssignmentStatus {status:?} is invalid")))?;
     let res = task.reservation_sid.clone();
-    let worker = res
-        .as_ref()
-        .and_then(|r| st.reservations.get(r))
-        .map(|r| r.worker_sid.clone());
+    let worker = res.as_ref().and_then(|r| st.reservations.get(r)).map(|r| r.worker_sid.clone());
     use TaskStatus::*;
     match (task.status, new) {
         (Pending | Reserved, Canceled) => {
             set_task(st, now, task_sid, Canceled, Some(reason.unwrap_or("canceled")));
             drop_pending(st, &task);
-            fx.events.push(event(
-                st,
-                now,
-                "task.canceled",
-                "Task canceled",
-                Some(task_sid),
-                None,
-                None,
-            ));
+            fx.events.push(event(st, now, "task.canceled", "Task canceled", Some(task_sid), None, None));
             if let (Reserved, Some(r), Some(w)) = (task.status, &res, &worker) {
                 set_res(st, now, r, ResStatus::Canceled);
                 release(st, w);
@@ -620,15 +496,7 @@ pub fn update_task(
                 set_res(st, now, r, ResStatus::Completed);
                 release(st, w);
             }
-            fx.events.push(event(
-                st,
-                now,
-                "task.completed",
-                "Task completed",
-                Some(task_sid),
-                res.as_deref(),
-                None,
-            ));
+            fx.events.push(event(st, now, "task.completed", "Task completed", Some(task_sid), res.as_deref(), None));
             if let Some(r) = &res {
                 fx.events.push(event(
                     st,
@@ -661,18 +529,11 @@ fn drop_pending(st: &mut State, task: &Task) {
 
 /// Deletes a task, releasing whatever it held.
 pub fn delete_task(st: &mut State, now: VMs, task_sid: &str) -> ApiResult<Effects> {
-    let task = st
-        .tasks
-        .get(task_sid)
-        .ok_or_else(|| not_found("Task", task_sid))?
-        .clone();
+    let task = st.tasks.get(task_sid).ok_or_else(|| not_found("Task", task_sid))?.clone();
     let mut fx = Effects::default();
     if let Some(r) = &task.reservation_sid {
         if let Some(res) = st.reservations.get(r).cloned() {
-            if matches!(
-                res.status,
-                ResStatus::Pending | ResStatus::Accepted | ResStatus::Wrapping
-            ) {
+            if matches!(res.status, ResStatus::Pending | ResStatus::Accepted | ResStatus::Wrapping) {
                 release(st, &res.worker_sid);
                 set_res(st, now, r, ResStatus::Canceled);
                 if res.status == ResStatus::Pending {
@@ -690,15 +551,7 @@ pub fn delete_task(st: &mut State, now: VMs, task_sid: &str) -> ApiResult<Effect
         }
     }
     drop_pending(st, &task);
-    fx.events.push(event(
-        st,
-        now,
-        "task.deleted",
-        "Task deleted",
-        Some(task_sid),
-        None,
-        None,
-    ));
+    fx.events.push(event(st, now, "task.deleted", "Task deleted", Some(task_sid), None, None));
     st.tasks.remove(task_sid);
     fx.extend(assign(st, now, &task.workspace_sid));
     Ok(fx)
@@ -726,10 +579,7 @@ pub fn fire(st: &mut State, now: VMs, timer: &Timer) -> Effects {
                 Some(reservation),
                 None,
             ));
-            let timeout_activity = st
-                .workspaces
-                .get(&res.workspace_sid)
-                .map(|w| w.timeout_activity_sid.clone());
+            let timeout_activity = st.workspaces.get(&res.workspace_sid).map(|w| w.timeout_activity_sid.clone());
             if let Some(a) = timeout_activity {
                 fx.extend(set_activity(st, now, &res.worker_sid, &a));
             }
@@ -757,15 +607,7 @@ pub fn fire(st: &mut State, now: VMs, timer: &Timer) -> Effects {
                 t.priority = p;
             }
             let ws = t.workspace_sid.clone();
-            fx.events.push(event(
-                st,
-                now,
-                "task-queue.moved",
-                "Task moved to the next target",
-                Some(task),
-                None,
-                None,
-            ));
+            fx.events.push(event(st, now, "task-queue.moved", "Task moved to the next target", Some(task), None, None));
             arm_target_timeout(st, now, task, &mut fx);
             fx.extend(assign(st, now, &ws));
         }
@@ -786,19 +628,11 @@ pub fn event(
     let sid = st.sid("EV");
     let task = task_sid.and_then(|t| st.tasks.get(t));
     let res = res_sid.and_then(|r| st.reservations.get(r));
-    let worker_sid = worker_sid
-        .map(str::to_owned)
-        .or_else(|| res.map(|r| r.worker_sid.clone()));
+    let worker_sid = worker_sid.map(str::to_owned).or_else(|| res.map(|r| r.worker_sid.clone()));
     let worker = worker_sid.as_deref().and_then(|w| st.workers.get(w));
-    let ws_sid = task
-        .map(|t| t.workspace_sid.clone())
-        .or_else(|| worker.map(|w| w.workspace_sid.clone()))
-        .unwrap_or_default();
-    let ws_name = st
-        .workspaces
-        .get(&ws_sid)
-        .map(|w| w.friendly_name.clone())
-        .unwrap_or_default();
+    let ws_sid =
+        task.map(|t| t.workspace_sid.clone()).or_else(|| worker.map(|w| w.workspace_sid.clone())).unwrap_or_default();
+    let ws_name = st.workspaces.get(&ws_sid).map(|w| w.friendly_name.clone()).unwrap_or_default();
     let (resource_type, resource_sid) = if let Some(r) = res_sid {
         ("reservation", r.to_owned())
     } else if let Some(t) = task_sid {
@@ -827,14 +661,8 @@ pub fn event(
             .push("TaskDateCreated", (t.created / 1000).to_string())
             .push("TaskTimeout", t.timeout_secs.to_string())
             .push("TaskChannelUniqueName", "voice")
-            .push_opt(
-                "TaskCanceledReason",
-                t.reason.clone().filter(|_| t.status == TaskStatus::Canceled),
-            )
-            .push_opt(
-                "TaskCompletedReason",
-                t.reason.clone().filter(|_| t.status == TaskStatus::Completed),
-            )
+            .push_opt("TaskCanceledReason", t.reason.clone().filter(|_| t.status == TaskStatus::Canceled))
+            .push_opt("TaskCompletedReason", t.reason.clone().filter(|_| t.status == TaskStatus::Completed))
             .push_opt("TaskQueueSid", queue.map(|q| q.sid.clone()))
             .push_opt("TaskQueueName", queue.map(|q| q.friendly_name.clone()))
             .push_opt("TaskQueueTargetExpression", queue.map(|q| q.target_workers.clone()))
@@ -842,8 +670,7 @@ pub fn event(
             .push_opt("WorkflowName", wf.map(|w| w.friendly_name.clone()));
     }
     if let Some(r) = res {
-        p.push("ReservationSid", &r.sid)
-            .push("ReservationStatus", r.status.as_str());
+        p.push("ReservationSid", &r.sid).push("ReservationStatus", r.status.as_str());
     }
     if let Some(w) = worker {
         let act = st.activities.get(&w.activity_sid);
@@ -854,14 +681,7 @@ pub fn event(
             .push_opt("WorkerActivityName", act.map(|a| a.friendly_name.clone()))
             .push("WorkerAvailable", act.is_some_and(|a| a.available).to_string())
             .push("WorkerChannelAvailable", w.channel_available.to_string())
-            .push(
-                "WorkerChannelAvailableCapacity",
-                w.capacity.saturating_sub(w.in_use).to_string(),
-            );
+            .push("WorkerChannelAvailableCapacity", w.capacity.saturating_sub(w.in_use).to_string());
     }
-    Event {
-        workspace_sid: ws_sid,
-        event_type: event_type.into(),
-        params: p,
-    }
+    Event { workspace_sid: ws_sid, event_type: event_type.into(), params: p }
 }

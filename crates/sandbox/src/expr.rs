@@ -79,21 +79,13 @@ impl Expr {
     /// Parses `src`, refusing anything TaskRouter's grammar does not allow.
     pub fn parse(src: &str) -> Result<Expr, ExprError> {
         if src.len() > MAX_LEN {
-            return Err(ExprError::TooLong {
-                len: src.len(),
-                max: MAX_LEN,
-            });
+            return Err(ExprError::TooLong { len: src.len(), max: MAX_LEN });
         }
         let tokens = lex(src)?;
         if tokens.is_empty() {
             return Err(ExprError::Empty);
         }
-        let mut parser = Parser {
-            src,
-            tokens,
-            pos: 0,
-            depth: 0,
-        };
+        let mut parser = Parser { src, tokens, pos: 0, depth: 0 };
         let node = parser.or()?;
         if parser.pos < parser.tokens.len() {
             return Err(parser.expected("AND, OR or the end of the expression"));
@@ -230,10 +222,7 @@ fn lex(src: &str) -> Result<Vec<Token>, ExprError> {
             match text.parse::<f64>() {
                 Ok(n) if n.is_finite() && !bad => Tok::Lit(Lit::Num(n)),
                 _ => {
-                    return Err(ExprError::BadNumber {
-                        text: text.to_owned(),
-                        at: start,
-                    });
+                    return Err(ExprError::BadNumber { text: text.to_owned(), at: start });
                 }
             }
         } else if is_ident_start(c) {
@@ -252,10 +241,7 @@ fn lex(src: &str) -> Result<Vec<Token>, ExprError> {
                 ">" => Op::Gt,
                 ">=" => Op::Ge,
                 other => {
-                    return Err(ExprError::UnknownOperator {
-                        op: other.to_owned(),
-                        at: start,
-                    });
+                    return Err(ExprError::UnknownOperator { op: other.to_owned(), at: start });
                 }
             };
             Tok::Op(op)
@@ -264,11 +250,7 @@ fn lex(src: &str) -> Result<Vec<Token>, ExprError> {
         } else {
             return Err(ExprError::UnexpectedChar { ch: c, at: start });
         };
-        tokens.push(Token {
-            tok,
-            start,
-            end: offset(i),
-        });
+        tokens.push(Token { tok, start, end: offset(i) });
     }
     Ok(tokens)
 }
@@ -293,11 +275,7 @@ fn lex_word(src: &str, chars: &[(usize, char)], mut i: usize) -> Result<(Tok, us
                 (Ok(n), Some(']')) => segments.push(Segment::Index(n)),
                 _ => {
                     let expected = "an array index such as [0]".to_owned();
-                    return Err(ExprError::Expected {
-                        expected,
-                        found: describe_char(char_at(j)),
-                        at: offset(j),
-                    });
+                    return Err(ExprError::Expected { expected, found: describe_char(char_at(j)), at: offset(j) });
                 }
             }
             i = j + 1;
@@ -306,11 +284,7 @@ fn lex_word(src: &str, chars: &[(usize, char)], mut i: usize) -> Result<(Tok, us
             (Some('.'), Some(c)) if is_ident_start(c) => i += 1,
             (Some('.'), next) => {
                 let expected = "a key name after '.'".to_owned();
-                return Err(ExprError::Expected {
-                    expected,
-                    found: describe_char(next),
-                    at: offset(i + 1),
-                });
+                return Err(ExprError::Expected { expected, found: describe_char(next), at: offset(i + 1) });
             }
             _ => break,
         }
@@ -356,20 +330,13 @@ impl Parser<'_> {
     fn found(&self) -> String {
         match self.tokens.get(self.pos) {
             None => "the end of the expression".to_owned(),
-            Some(Token {
-                tok: Tok::Lit(Lit::Str(_)),
-                ..
-            }) => "a string".to_owned(),
+            Some(Token { tok: Tok::Lit(Lit::Str(_)), .. }) => "a string".to_owned(),
             Some(t) => format!("'{}'", self.src[t.start..t.end].chars().take(24).collect::<String>()),
         }
     }
 
     fn expected(&self, expected: &str) -> ExprError {
-        ExprError::Expected {
-            expected: expected.to_owned(),
-            found: self.found(),
-            at: self.at(),
-        }
+        ExprError::Expected { expected: expected.to_owned(), found: self.found(), at: self.at() }
     }
 
     fn or(&mut self) -> Result<Node, ExprError> {
@@ -378,11 +345,7 @@ impl Parser<'_> {
             self.pos += 1;
             items.push(self.and()?);
         }
-        Ok(if items.len() == 1 {
-            items.remove(0)
-        } else {
-            Node::Or(items)
-        })
+        Ok(if items.len() == 1 { items.remove(0) } else { Node::Or(items) })
     }
 
     fn and(&mut self) -> Result<Node, ExprError> {
@@ -391,11 +354,7 @@ impl Parser<'_> {
             self.pos += 1;
             items.push(self.unary()?);
         }
-        Ok(if items.len() == 1 {
-            items.remove(0)
-        } else {
-            Node::And(items)
-        })
+        Ok(if items.len() == 1 { items.remove(0) } else { Node::And(items) })
     }
 
     /// Parses `NOT`, a parenthesized group or a comparison; only the first two nest, so only they count towards
@@ -407,10 +366,7 @@ impl Parser<'_> {
         }
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err(ExprError::TooDeep {
-                at: open,
-                max: MAX_DEPTH,
-            });
+            return Err(ExprError::TooDeep { at: open, max: MAX_DEPTH });
         }
         let node = if self.peek() == Some(&Tok::Not) {
             self.pos += 1;
@@ -441,10 +397,7 @@ impl Parser<'_> {
             // A word where an operator belongs (`a LIKE 'x'`) reads as an operator Twilio does not have.
             Some(Tok::Path(_)) => {
                 let t = &self.tokens[self.pos];
-                return Err(ExprError::UnknownOperator {
-                    op: self.src[t.start..t.end].to_owned(),
-                    at: t.start,
-                });
+                return Err(ExprError::UnknownOperator { op: self.src[t.start..t.end].to_owned(), at: t.start });
             }
             _ => return Err(self.expected("a comparison operator")),
         };
@@ -622,11 +575,7 @@ mod tests {
         let expr = Expr::parse(src).unwrap_or_else(|e| panic!("{src:?} should parse: {e}"));
         // A target_workers expression sees the worker as its unprefixed document; a filter sees the task.
         let attributes = worker.unwrap_or(task);
-        expr.eval(&Context {
-            attributes,
-            task: Some(task),
-            worker,
-        })
+        expr.eval(&Context { attributes, task: Some(task), worker })
     }
 
     #[test]
@@ -699,11 +648,7 @@ mod tests {
             ("NOT 1 == 2 AND 1 == 2", None, false),
             ("NOT (1 == 2 AND 1 == 2)", None, true),
             ("((location == 'north'))", None, true),
-            (
-                "(type == \"Support\" OR type == 'Sales') AND priority >= 5.0",
-                None,
-                true,
-            ),
+            ("(type == \"Support\" OR type == 'Sales') AND priority >= 5.0", None, true),
             ("task.location == location", None, true),
             // With a worker, unprefixed names are the worker's and the task is reached with `task.`.
             ("location == task.location", w, true),
@@ -723,11 +668,7 @@ mod tests {
     #[test]
     fn prefixes_without_a_document_resolve_as_ordinary_keys() {
         let attributes = json!({"task": {"x": 1}, "worker": {"y": 2}});
-        let ctx = Context {
-            attributes: &attributes,
-            task: None,
-            worker: None,
-        };
+        let ctx = Context { attributes: &attributes, task: None, worker: None };
         assert!(Expr::parse("task.x == 1 AND worker.y == 2").unwrap().eval(&ctx));
     }
 
@@ -740,62 +681,29 @@ mod tests {
             ("   \n ", "the expression is empty"),
             ("location == 'north", "unterminated string starting at 12"),
             ("a == \"é", "unterminated string starting at 5"),
-            (
-                "location ==",
-                "expected a value after '==' at 11, found the end of the expression",
-            ),
-            (
-                "a == 1 AND",
-                "expected a comparison, NOT or '(' at 10, found the end of the expression",
-            ),
-            (
-                "a == 1 OR OR b == 2",
-                "expected a comparison, NOT or '(' at 10, found 'OR'",
-            ),
-            (
-                "a NOT IN",
-                "expected a value after 'NOT IN' at 8, found the end of the expression",
-            ),
+            ("location ==", "expected a value after '==' at 11, found the end of the expression"),
+            ("a == 1 AND", "expected a comparison, NOT or '(' at 10, found the end of the expression"),
+            ("a == 1 OR OR b == 2", "expected a comparison, NOT or '(' at 10, found 'OR'"),
+            ("a NOT IN", "expected a value after 'NOT IN' at 8, found the end of the expression"),
             ("a == AND", "expected a value after '==' at 5, found 'AND'"),
             ("(a == 1", "the '(' at 0 is never closed"),
             ("(a == 1 b == 2)", "expected ')', AND or OR at 8, found 'b'"),
-            (
-                "a == 1)",
-                "expected AND, OR or the end of the expression at 6, found ')'",
-            ),
+            ("a == 1)", "expected AND, OR or the end of the expression at 6, found ')'"),
             ("()", "expected a comparison, NOT or '(' at 1, found ')'"),
             ("a = 1", "unknown operator '=' at 2"),
             ("a === 1", "unknown operator '===' at 2"),
             ("a == 1 && b == 2", "unknown operator '&&' at 7"),
             ("!(a == 1)", "unknown operator '!' at 0"),
             ("a LIKE 'x'", "unknown operator 'LIKE' at 2"),
-            (
-                "a",
-                "expected a comparison operator at 1, found the end of the expression",
-            ),
+            ("a", "expected a comparison operator at 1, found the end of the expression"),
             ("a NOT 'x'", "expected a comparison operator at 2, found 'NOT'"),
-            (
-                "a == [1, 2",
-                "expected ',' or ']' at 10, found the end of the expression",
-            ),
-            (
-                "a IN [1,]",
-                "expected a string, number or boolean in the array at 8, found ']'",
-            ),
-            (
-                "a IN [b]",
-                "expected a string, number or boolean in the array at 6, found 'b'",
-            ),
+            ("a == [1, 2", "expected ',' or ']' at 10, found the end of the expression"),
+            ("a IN [1,]", "expected a string, number or boolean in the array at 8, found ']'"),
+            ("a IN [b]", "expected a string, number or boolean in the array at 6, found 'b'"),
             ("a == 1.", "invalid number '1.' at 5"),
             ("a == 12abc", "invalid number '12abc' at 5"),
-            (
-                "a == -1",
-                "hyphens are not supported in TaskRouter expressions, found one at 5",
-            ),
-            (
-                "a.b- == 1",
-                "hyphens are not supported in TaskRouter expressions, found one at 3",
-            ),
+            ("a == -1", "hyphens are not supported in TaskRouter expressions, found one at 5"),
+            ("a.b- == 1", "hyphens are not supported in TaskRouter expressions, found one at 3"),
             ("a. == 1", "expected a key name after '.' at 2, found ' '"),
             ("a[x] == 1", "expected an array index such as [0] at 2, found 'x'"),
             ("é == @", "unexpected character '@' at 6"),
@@ -815,11 +723,7 @@ mod tests {
     fn a_long_flat_chain_is_accepted() {
         let chain = vec!["a == 1"; 400].join(" OR ");
         let attributes = json!({"a": 1});
-        assert!(Expr::parse(&chain).unwrap().eval(&Context {
-            attributes: &attributes,
-            task: None,
-            worker: None
-        }));
+        assert!(Expr::parse(&chain).unwrap().eval(&Context { attributes: &attributes, task: None, worker: None }));
     }
 
     /// Pieces of the grammar, broken ones included, for building token soups.
@@ -869,9 +773,7 @@ mod tests {
             "[a-z ]{0,6}".prop_map(|s| format!("'{s}'")),
             Just("[1, 'x', true]".to_owned()),
         ];
-        let op = prop::sample::select(vec![
-            "==", "!=", "<", "<=", ">", ">=", "HAS", "in", "NOT IN", "contains",
-        ]);
+        let op = prop::sample::select(vec!["==", "!=", "<", "<=", ">", ">=", "HAS", "in", "NOT IN", "contains"]);
         let cmp = (operand.clone(), op, operand).prop_map(|(l, op, r)| format!("{l} {op} {r}"));
         cmp.prop_recursive(6, 48, 4, |inner| {
             prop_oneof![
@@ -885,11 +787,7 @@ mod tests {
 
     fn eval_all(expr: &Expr) -> bool {
         let doc = json!({"a": 1, "b": ["x"], "c": ["y", 2]});
-        expr.eval(&Context {
-            attributes: &doc,
-            task: Some(&doc),
-            worker: Some(&doc),
-        })
+        expr.eval(&Context { attributes: &doc, task: Some(&doc), worker: Some(&doc) })
     }
 
     proptest! {

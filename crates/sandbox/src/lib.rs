@@ -69,20 +69,10 @@ impl Config {
     /// Credentials from `TWILIO_ACCOUNT_SID` / `TWILIO_AUTH_TOKEN` when both
     /// are set and the SID is valid, else a made-up pair (`made_up = true`).
     pub fn from_env_or_random(time_scale: f64, seed: u64) -> (Config, bool) {
-        let sid = std::env::var("TWILIO_ACCOUNT_SID")
-            .ok()
-            .and_then(|s| AccountSid::parse(&s).ok());
+        let sid = std::env::var("TWILIO_ACCOUNT_SID").ok().and_then(|s| AccountSid::parse(&s).ok());
         let token = std::env::var("TWILIO_AUTH_TOKEN").ok().filter(|t| !t.is_empty());
         match (sid, token) {
-            (Some(account_sid), Some(auth_token)) => (
-                Config {
-                    account_sid,
-                    auth_token,
-                    time_scale,
-                    seed,
-                },
-                false,
-            ),
+            (Some(account_sid), Some(auth_token)) => (Config { account_sid, auth_token, time_scale, seed }, false),
             _ => (Config::random(time_scale, seed), true),
         }
     }
@@ -129,12 +119,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
             tracing::error!(error = %e, "sandbox server stopped");
         }
     });
-    Ok(Sandbox {
-        shared,
-        addr,
-        shutdown,
-        server,
-    })
+    Ok(Sandbox { shared, addr, shutdown, server })
 }
 
 impl Sandbox {
@@ -152,6 +137,20 @@ impl Sandbox {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.server.await;
+    }
+}
+
+/// Resolves once the sandbox is shutting down (never if the sender is gone
+/// without saying so). No borrow of the value is held across an await, so
+/// the future stays `Send`.
+pub(crate) async fn until_shutdown(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 
@@ -228,7 +227,7 @@ impl Shared {
         tokio::spawn(async move {
             tokio::select! {
                 _ = clock.sleep_until(timer.at()) => {}
-                _ = stop.wait_for(|v| *v) => return,
+                _ = until_shutdown(&mut stop) => return,
             }
             let Some(shared) = shared.upgrade() else { return };
             let fx = shared.with(|st, now| engine::fire(st, now, &timer));
@@ -254,10 +253,7 @@ impl Shared {
         let req = if get {
             self.http.get(&full_url)
         } else {
-            self.http
-                .post(url)
-                .header("Content-Type", "application/x-www-form-urlencoded")
-                .body(params.encode())
+            self.http.post(url).header("Content-Type", "application/x-www-form-urlencoded").body(params.encode())
         };
         let result = req
             .header("X-Twilio-Signature", signature)

@@ -31,12 +31,7 @@ impl Compiled {
     /// Parses `src`; an empty expression is taken as "1==1", as Twilio does.
     pub fn parse(src: &str) -> Result<Self, String> {
         let text = if src.trim().is_empty() { "1==1" } else { src };
-        Expr::parse(text)
-            .map(|e| Self {
-                src: src.to_owned(),
-                expr: std::sync::Arc::new(e),
-            })
-            .map_err(|e| e.to_string())
+        Expr::parse(text).map(|e| Self { src: src.to_owned(), expr: std::sync::Arc::new(e) }).map_err(|e| e.to_string())
     }
 }
 
@@ -49,10 +44,7 @@ pub struct Table<T> {
 
 impl<T> Default for Table<T> {
     fn default() -> Self {
-        Self {
-            map: HashMap::new(),
-            order: Vec::new(),
-        }
+        Self { map: HashMap::new(), order: Vec::new() }
     }
 }
 
@@ -328,11 +320,7 @@ fn thirty() -> u64 {
 
 impl Default for Behaviour {
     fn default() -> Self {
-        Behaviour::Person {
-            rings: 1,
-            talk_secs: 30,
-            digits: None,
-        }
+        Behaviour::Person { rings: 1, talk_secs: 30, digits: None }
     }
 }
 
@@ -370,10 +358,7 @@ pub struct Call {
 
 impl Call {
     pub fn is_final(&self) -> bool {
-        matches!(
-            self.status.as_str(),
-            "completed" | "busy" | "failed" | "no-answer" | "canceled"
-        )
+        matches!(self.status.as_str(), "completed" | "busy" | "failed" | "no-answer" | "canceled")
     }
     pub fn note(&mut self, at: VMs, what: impl Into<String>) {
         self.timeline.push((at, what.into()));
@@ -405,6 +390,8 @@ pub struct State {
     pub phones: BTreeMap<String, Behaviour>,
     /// Numbers by E.164, to find a number's VoiceUrl without a scan.
     pub number_by_e164: HashMap<String, String>,
+    /// The enqueued call of each task created by `<Enqueue>`.
+    pub call_by_task: HashMap<String, String>,
 }
 
 impl State {
@@ -423,6 +410,7 @@ impl State {
             recordings: Table::default(),
             phones: BTreeMap::new(),
             number_by_e164: HashMap::new(),
+            call_by_task: HashMap::new(),
         }
     }
 

@@ -7,11 +7,7 @@ use serde_json::Value;
 #[tokio::test]
 async fn auth_is_required_everywhere() {
     let t = common::start(1.0).await;
-    for url in [
-        t.core("IncomingPhoneNumbers.json"),
-        t.tr("Workspaces"),
-        format!("{}/sandbox/state", t.url),
-    ] {
+    for url in [t.core("IncomingPhoneNumbers.json"), t.tr("Workspaces"), format!("{}/sandbox/state", t.url)] {
         let r = t.http.get(&url).send().await.unwrap();
         let (s, body) = common::read(r).await;
         assert_eq!(s, 401, "{url}");
@@ -26,10 +22,7 @@ async fn auth_is_required_everywhere() {
 async fn incoming_numbers_crud_and_errors() {
     let t = common::start(1.0).await;
     let (s, n) = t
-        .post(
-            &t.core("IncomingPhoneNumbers.json"),
-            &[("PhoneNumber", "+14155550100"), ("VoiceUrl", "http://x/in")],
-        )
+        .post(&t.core("IncomingPhoneNumbers.json"), &[("PhoneNumber", "+14155550100"), ("VoiceUrl", "http://x/in")])
         .await;
     assert_eq!(s, 201, "{n}");
     let sid = n["sid"].as_str().unwrap();
@@ -38,13 +31,9 @@ async fn incoming_numbers_crud_and_errors() {
     assert_eq!(n["account_sid"], t.sid.as_str());
     assert!(n["date_created"].as_str().unwrap().ends_with("+0000"));
 
-    let (s, e) = t
-        .post(&t.core("IncomingPhoneNumbers.json"), &[("PhoneNumber", "+14155550100")])
-        .await;
+    let (s, e) = t.post(&t.core("IncomingPhoneNumbers.json"), &[("PhoneNumber", "+14155550100")]).await;
     assert_eq!((s, e["code"].as_u64()), (400, Some(21422)));
-    let (s, e) = t
-        .post(&t.core("IncomingPhoneNumbers.json"), &[("VoiceUrl", "http://x")])
-        .await;
+    let (s, e) = t.post(&t.core("IncomingPhoneNumbers.json"), &[("VoiceUrl", "http://x")]).await;
     assert_eq!((s, e["code"].as_u64()), (400, Some(21452)));
 
     let (s, n2) = t
@@ -54,19 +43,12 @@ async fn incoming_numbers_crud_and_errors() {
         )
         .await;
     assert_eq!(s, 200);
-    assert_eq!(
-        (n2["voice_url"].as_str(), n2["voice_method"].as_str()),
-        (Some("http://y/in"), Some("GET"))
-    );
+    assert_eq!((n2["voice_url"].as_str(), n2["voice_method"].as_str()), (Some("http://y/in"), Some("GET")));
 
-    let (s, l) = t
-        .get(&t.core("IncomingPhoneNumbers.json?PhoneNumber=%2B14155550100"))
-        .await;
+    let (s, l) = t.get(&t.core("IncomingPhoneNumbers.json?PhoneNumber=%2B14155550100")).await;
     assert_eq!(s, 200);
     assert_eq!(l["incoming_phone_numbers"].as_array().unwrap().len(), 1);
-    let (_, l) = t
-        .get(&t.core("IncomingPhoneNumbers.json?PhoneNumber=%2B19995550100"))
-        .await;
+    let (_, l) = t.get(&t.core("IncomingPhoneNumbers.json?PhoneNumber=%2B19995550100")).await;
     assert_eq!(l["incoming_phone_numbers"].as_array().unwrap().len(), 0);
 
     let (s, _) = t.delete(&t.core(&format!("IncomingPhoneNumbers/{sid}.json"))).await;
@@ -90,12 +72,7 @@ async fn paging_core_and_taskrouter() {
     let t = common::start(1.0).await;
     for i in 0..5 {
         let n = format!("+1415555010{i}");
-        assert_eq!(
-            t.post(&t.core("IncomingPhoneNumbers.json"), &[("PhoneNumber", &n)])
-                .await
-                .0,
-            201
-        );
+        assert_eq!(t.post(&t.core("IncomingPhoneNumbers.json"), &[("PhoneNumber", &n)]).await.0, 201);
     }
     let (_, p) = t.get(&t.core("IncomingPhoneNumbers.json?PageSize=2")).await;
     assert_eq!(p["incoming_phone_numbers"].as_array().unwrap().len(), 2);
@@ -114,12 +91,7 @@ async fn paging_core_and_taskrouter() {
 
     let (ws, _, _) = t.workspace(None).await;
     for i in 0..3 {
-        let (s, w) = t
-            .post(
-                &t.tr(&format!("Workspaces/{ws}/Workers")),
-                &[("FriendlyName", &format!("w{i}"))],
-            )
-            .await;
+        let (s, w) = t.post(&t.tr(&format!("Workspaces/{ws}/Workers")), &[("FriendlyName", &format!("w{i}"))]).await;
         assert_eq!(s, 201, "{w}");
     }
     let (_, p) = t.get(&t.tr(&format!("Workspaces/{ws}/Workers?PageSize=2"))).await;
@@ -162,87 +134,53 @@ async fn taskrouter_resources_and_validation() {
     let (s, wf) = t
         .post(
             &t.tr(&format!("Workspaces/{ws}/Workflows")),
-            &[
-                ("FriendlyName", "wf"),
-                ("Configuration", &cfg),
-                ("TaskReservationTimeout", "30"),
-            ],
+            &[("FriendlyName", "wf"), ("Configuration", &cfg), ("TaskReservationTimeout", "30")],
         )
         .await;
     assert_eq!(s, 201, "{wf}");
     assert_eq!(wf["task_reservation_timeout"], 30);
     let bad_cfg = cfg.replace("1==1", "==");
     let (s, e) = t
-        .post(
-            &t.tr(&format!("Workspaces/{ws}/Workflows")),
-            &[("FriendlyName", "wf2"), ("Configuration", &bad_cfg)],
-        )
+        .post(&t.tr(&format!("Workspaces/{ws}/Workflows")), &[("FriendlyName", "wf2"), ("Configuration", &bad_cfg)])
         .await;
     assert_eq!((s, e["code"].as_u64()), (400, Some(20001)), "{e}");
     let (s, _) = t
-        .post(
-            &t.tr(&format!("Workspaces/{ws}/Workflows")),
-            &[("FriendlyName", "wf3"), ("Configuration", "{not json")],
-        )
+        .post(&t.tr(&format!("Workspaces/{ws}/Workflows")), &[("FriendlyName", "wf3"), ("Configuration", "{not json")])
         .await;
     assert_eq!(s, 400);
 
     let (s, wk) = t
         .post(
             &t.tr(&format!("Workspaces/{ws}/Workers")),
-            &[
-                ("FriendlyName", "north"),
-                ("Attributes", r#"{"location":"north"}"#),
-                ("ActivitySid", &available),
-            ],
+            &[("FriendlyName", "north"), ("Attributes", r#"{"location":"north"}"#), ("ActivitySid", &available)],
         )
         .await;
     assert_eq!(s, 201, "{wk}");
     assert_eq!(wk["available"], true);
     assert_eq!(wk["activity_name"], "Available");
     let wk = wk["sid"].as_str().unwrap().to_owned();
-    let (s, e) = t
-        .post(
-            &t.tr(&format!("Workspaces/{ws}/Workers")),
-            &[("FriendlyName", "x"), ("Attributes", "[1]")],
-        )
-        .await;
+    let (s, e) =
+        t.post(&t.tr(&format!("Workspaces/{ws}/Workers")), &[("FriendlyName", "x"), ("Attributes", "[1]")]).await;
     assert_eq!((s, e["code"].as_u64()), (400, Some(20001)));
 
     let (_, ch) = t.get(&t.tr(&format!("Workspaces/{ws}/Workers/{wk}/Channels"))).await;
     assert_eq!(ch["channels"][0]["task_channel_unique_name"], "voice");
-    let (s, ch) = t
-        .post(
-            &t.tr(&format!("Workspaces/{ws}/Workers/{wk}/Channels/voice")),
-            &[("Capacity", "3")],
-        )
-        .await;
+    let (s, ch) = t.post(&t.tr(&format!("Workspaces/{ws}/Workers/{wk}/Channels/voice")), &[("Capacity", "3")]).await;
     assert_eq!((s, ch["configured_capacity"].as_u64()), (200, Some(3)));
 
     let (_, l) = t.get(&t.tr(&format!("Workspaces/{ws}/Workers?Available=true"))).await;
     assert_eq!(l["workers"].as_array().unwrap().len(), 1);
-    let (_, l) = t
-        .get(&t.tr(&format!("Workspaces/{ws}/Workers?ActivityName=Offline")))
-        .await;
+    let (_, l) = t.get(&t.tr(&format!("Workspaces/{ws}/Workers?ActivityName=Offline"))).await;
     assert_eq!(l["workers"].as_array().unwrap().len(), 0);
-    let (_, l) = t
-        .get(&t.tr(&format!("Workspaces/{ws}/TaskQueues?FriendlyName=q")))
-        .await;
+    let (_, l) = t.get(&t.tr(&format!("Workspaces/{ws}/TaskQueues?FriendlyName=q"))).await;
     assert_eq!(l["task_queues"].as_array().unwrap().len(), 1);
 
-    let (s, task) = t
-        .post(
-            &t.tr(&format!("Workspaces/{ws}/Tasks")),
-            &[("Attributes", r#"{"a":1}"#)],
-        )
-        .await;
+    let (s, task) = t.post(&t.tr(&format!("Workspaces/{ws}/Tasks")), &[("Attributes", r#"{"a":1}"#)]).await;
     assert_eq!(s, 201, "{task}");
     let task_sid = task["sid"].as_str().unwrap().to_owned();
     let (_, task) = t.get(&t.tr(&format!("Workspaces/{ws}/Tasks/{task_sid}"))).await;
     assert_eq!(task["assignment_status"], "reserved");
-    let (_, rs) = t
-        .get(&t.tr(&format!("Workspaces/{ws}/Tasks/{task_sid}/Reservations")))
-        .await;
+    let (_, rs) = t.get(&t.tr(&format!("Workspaces/{ws}/Tasks/{task_sid}/Reservations"))).await;
     let res = rs["reservations"][0]["sid"].as_str().unwrap().to_owned();
     assert_eq!(rs["reservations"][0]["worker_sid"], wk.as_str());
     let (s, r) = t
@@ -252,16 +190,9 @@ async fn taskrouter_resources_and_validation() {
         )
         .await;
     assert_eq!((s, r["reservation_status"].as_str()), (200, Some("accepted")));
-    let (_, l) = t
-        .get(&t.tr(&format!("Workspaces/{ws}/Tasks?AssignmentStatus=assigned")))
-        .await;
+    let (_, l) = t.get(&t.tr(&format!("Workspaces/{ws}/Tasks?AssignmentStatus=assigned"))).await;
     assert_eq!(l["tasks"].as_array().unwrap().len(), 1);
-    let (s, e) = t
-        .post(
-            &t.tr(&format!("Workspaces/{ws}/Tasks/{task_sid}")),
-            &[("AssignmentStatus", "pending")],
-        )
-        .await;
+    let (s, e) = t.post(&t.tr(&format!("Workspaces/{ws}/Tasks/{task_sid}")), &[("AssignmentStatus", "pending")]).await;
     assert_eq!((s, e["code"].as_u64()), (400, Some(20001)));
     let (s, task) = t
         .post(
@@ -277,9 +208,7 @@ async fn taskrouter_resources_and_validation() {
     assert_eq!(s, 204);
     let (s, e) = t.get(&t.tr(&format!("Workspaces/{ws}/Tasks/{task_sid}"))).await;
     assert_eq!((s, e["code"].as_u64()), (404, Some(20404)));
-    let (s, _) = t
-        .get(&t.tr("Workspaces/WS00000000000000000000000000000000/Workers"))
-        .await;
+    let (s, _) = t.get(&t.tr("Workspaces/WS00000000000000000000000000000000/Workers")).await;
     assert_eq!(s, 404);
 
     let (s, st) = t.get(&format!("{}/sandbox/state", t.url)).await;

@@ -19,12 +19,7 @@ pub(super) async fn route(shared: &Arc<Shared>, path: &str, segs: &[&str], req: 
     match segs {
         ["log"] if m == Method::GET => {
             let since = req.query.get("since").and_then(|s| s.parse().ok()).unwrap_or(0);
-            let limit = req
-                .query
-                .get("limit")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(1000usize)
-                .clamp(1, 10_000);
+            let limit = req.query.get("limit").and_then(|s| s.parse().ok()).unwrap_or(1000usize).clamp(1, 10_000);
             let (entries, next) = shared.log.since(since, limit);
             ok(json!({ "entries": entries, "next": next }))
         }
@@ -56,12 +51,7 @@ pub(super) async fn route(shared: &Arc<Shared>, path: &str, segs: &[&str], req: 
             super::created(json!({ "call_sid": sid }))
         }
         ["calls", sid] if m == Method::GET => {
-            let wait = req
-                .query
-                .get("wait_final_ms")
-                .and_then(|s| s.parse::<u64>().ok())
-                .unwrap_or(0)
-                .min(120_000);
+            let wait = req.query.get("wait_final_ms").and_then(|s| s.parse::<u64>().ok()).unwrap_or(0).min(120_000);
             let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
             loop {
                 // Register interest before reading, so an end between the

@@ -29,11 +29,7 @@ pub(super) async fn route(shared: &Arc<Shared>, path: &str, segs: &[&str], req: 
             Method::DELETE => {
                 let removed = shared
                     .with(|st, _| st.calls.get(sid).is_some_and(Call::is_final) && st.calls.remove(sid).is_some());
-                if removed {
-                    no_content()
-                } else {
-                    Err(super::not_found(path))
-                }
+                if removed { no_content() } else { Err(super::not_found(path)) }
             }
             _ => Err(method_not_allowed(m)),
         },
@@ -96,10 +92,7 @@ fn list_numbers(shared: &Shared, path: &str, req: &Req) -> ApiResult {
     let items = shared.with(|st, _| {
         st.numbers
             .iter()
-            .filter(|n| {
-                want.as_deref()
-                    .is_none_or(|w| n.phone_number.contains(w.trim_start_matches('+')))
-            })
+            .filter(|n| want.as_deref().is_none_or(|w| n.phone_number.contains(w.trim_start_matches('+'))))
             .filter(|n| name.is_none_or(|f| n.friendly_name == f))
             .map(|n| number_json(shared, n))
             .collect::<Vec<_>>()
@@ -146,12 +139,9 @@ fn apply_number(req: &Req, n: &mut PhoneNumber, now: u64) {
 }
 
 fn create_number(shared: &Shared, req: &Req) -> ApiResult {
-    let raw = req.get("PhoneNumber").ok_or_else(|| {
-        bad(
-            21452,
-            "Missing required parameter PhoneNumber (or AreaCode) in the post body",
-        )
-    })?;
+    let raw = req
+        .get("PhoneNumber")
+        .ok_or_else(|| bad(21452, "Missing required parameter PhoneNumber (or AreaCode) in the post body"))?;
     let number = E164::parse(raw).map_err(|_| bad(21421, format!("PhoneNumber {raw} is invalid")))?;
     check_urls(req)?;
     shared.with(|st, now| {
@@ -278,10 +268,7 @@ fn list_calls(shared: &Shared, path: &str, req: &Req) -> ApiResult {
             .filter(|c| q.get("To").is_none_or(|v| c.to == v))
             .filter(|c| q.get("From").is_none_or(|v| c.from == v))
             .filter(|c| q.get("Status").is_none_or(|v| c.status == v))
-            .filter(|c| {
-                q.get("ParentCallSid")
-                    .is_none_or(|v| c.parent_call_sid.as_deref() == Some(v))
-            })
+            .filter(|c| q.get("ParentCallSid").is_none_or(|v| c.parent_call_sid.as_deref() == Some(v)))
             .map(|c| call_json(shared, c))
             .collect::<Vec<_>>()
     });

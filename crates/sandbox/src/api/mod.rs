@@ -19,6 +19,8 @@ use crate::Shared;
 
 mod control;
 mod core;
+
+pub(crate) use self::core::call_json;
 mod taskrouter;
 
 /// A parsed request.
@@ -49,22 +51,16 @@ pub(crate) struct Reply {
 pub(crate) type ApiResult = Result<Reply, ErrorBody>;
 
 pub(crate) fn ok(v: Value) -> ApiResult {
-    Ok(Reply {
-        status: 200,
-        body: Some(v),
-    })
+    Ok(Reply { status: 200, body: Some(v) })
 }
 pub(crate) fn created(v: Value) -> ApiResult {
-    Ok(Reply {
-        status: 201,
-        body: Some(v),
-    })
+    Ok(Reply { status: 201, body: Some(v) })
+}
+pub(crate) fn created_json(v: Value) -> ApiResult {
+    created(v)
 }
 pub(crate) fn no_content() -> ApiResult {
-    Ok(Reply {
-        status: 204,
-        body: None,
-    })
+    Ok(Reply { status: 204, body: None })
 }
 pub(crate) fn not_found(path: &str) -> ErrorBody {
     ErrorBody::new(404, 20404, format!("The requested resource {path} was not found"))
@@ -125,12 +121,7 @@ async fn dispatch(
         .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
     let form = if is_form { Params::parse(&body) } else { Params::new() };
     let logged_params = if is_form { form.clone() } else { query.clone() };
-    let req = Req {
-        method: method.clone(),
-        query,
-        form,
-        body,
-    };
+    let req = Req { method: method.clone(), query, form, body };
     let result = if !authorized(&shared, &headers) {
         Err(ErrorBody::new(401, 20003, "Authenticate"))
     } else {
@@ -181,11 +172,7 @@ async fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> ApiResult {
 
 /// `Page` and `PageSize` from the query (Twilio's default size is 50, max 1000).
 pub(crate) fn page_params(req: &Req) -> (usize, usize) {
-    let size = req
-        .get("PageSize")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(50usize)
-        .clamp(1, 1000);
+    let size = req.get("PageSize").and_then(|s| s.parse().ok()).unwrap_or(50usize).clamp(1, 1000);
     let page = req.get("Page").and_then(|s| s.parse().ok()).unwrap_or(0usize);
     (page, size)
 }
@@ -193,11 +180,7 @@ pub(crate) fn page_params(req: &Req) -> (usize, usize) {
 /// The query string of a page link: the request's filters plus paging.
 fn page_query(req: &Req, page: usize, size: usize) -> String {
     let mut q = Params::new();
-    for (k, v) in req
-        .query
-        .iter()
-        .filter(|(k, _)| !matches!(*k, "Page" | "PageSize" | "PageToken"))
-    {
+    for (k, v) in req.query.iter().filter(|(k, _)| !matches!(*k, "Page" | "PageSize" | "PageToken")) {
         q.push(k, v);
     }
     q.push("PageSize", size.to_string()).push("Page", page.to_string());
@@ -276,12 +259,7 @@ pub(crate) fn parse_bool(name: &str, v: &str) -> Result<bool, ErrorBody> {
 }
 
 pub(crate) fn parse_num<T: std::str::FromStr>(name: &str, v: Option<&str>) -> Result<Option<T>, ErrorBody> {
-    v.map(|s| {
-        s.trim()
-            .parse()
-            .map_err(|_| bad(20001, format!("{name} {s:?} is not a valid number")))
-    })
-    .transpose()
+    v.map(|s| s.trim().parse().map_err(|_| bad(20001, format!("{name} {s:?} is not a valid number")))).transpose()
 }
 
 /// A URL Twilio would accept for a webhook: absolute http(s).

@@ -77,10 +77,7 @@ impl Cx<'_> {
     }
 
     fn ws(&self, st: &State, ws: &str) -> Result<(), ErrorBody> {
-        st.workspaces
-            .get(ws)
-            .map(|_| ())
-            .ok_or_else(|| super::not_found(self.path))
+        st.workspaces.get(ws).map(|_| ()).ok_or_else(|| super::not_found(self.path))
     }
 
     fn list(&self, key: &str, items: Vec<Value>) -> ApiResult {
@@ -135,10 +132,7 @@ impl Cx<'_> {
                 return Err(bad(20001, format!("EventCallbackUrl {u:?} is not a valid URL")));
             }
         }
-        let multi = r
-            .get("MultiTaskEnabled")
-            .map(|v| parse_bool("MultiTaskEnabled", v))
-            .transpose()?;
+        let multi = r.get("MultiTaskEnabled").map(|v| parse_bool("MultiTaskEnabled", v)).transpose()?;
         let Some(w) = st.workspaces.get_mut(ws) else {
             return Ok(());
         };
@@ -260,12 +254,7 @@ impl Cx<'_> {
     }
 
     fn list_activities(&self, st: &State, ws: &str) -> ApiResult {
-        let avail = self
-            .req
-            .query
-            .get("Available")
-            .map(|v| parse_bool("Available", v))
-            .transpose()?;
+        let avail = self.req.query.get("Available").map(|v| parse_bool("Available", v)).transpose()?;
         let items = st
             .activities
             .iter()
@@ -282,23 +271,10 @@ impl Cx<'_> {
             .get("FriendlyName")
             .filter(|n| !n.is_empty())
             .ok_or_else(|| bad(20001, "Missing required parameter FriendlyName in the post body"))?;
-        if st
-            .activities
-            .iter()
-            .any(|a| a.workspace_sid == ws && a.friendly_name == name)
-        {
-            return Err(ErrorBody::new(
-                409,
-                20001,
-                format!("An activity named {name} already exists"),
-            ));
+        if st.activities.iter().any(|a| a.workspace_sid == ws && a.friendly_name == name) {
+            return Err(ErrorBody::new(409, 20001, format!("An activity named {name} already exists")));
         }
-        let available = self
-            .req
-            .get("Available")
-            .map(|v| parse_bool("Available", v))
-            .transpose()?
-            .unwrap_or(false);
+        let available = self.req.get("Available").map(|v| parse_bool("Available", v)).transpose()?.unwrap_or(false);
         let sid = st.sid("WA");
         let a = Activity {
             sid: sid.clone(),
@@ -339,22 +315,14 @@ impl Cx<'_> {
             }
             _ => return Err(method_not_allowed(&self.req.method)),
         }
-        let a = st
-            .activities
-            .get(sid)
-            .cloned()
-            .ok_or_else(|| super::not_found(self.path))?;
+        let a = st.activities.get(sid).cloned().ok_or_else(|| super::not_found(self.path))?;
         ok(self.act_json(st, &a))
     }
 
     // -- task queues -----------------------------------------------------------
 
     fn queue_json(&self, st: &State, q: &TaskQueue) -> Value {
-        let name = |a: &Option<String>| {
-            a.as_ref()
-                .and_then(|a| st.activities.get(a))
-                .map(|a| a.friendly_name.clone())
-        };
+        let name = |a: &Option<String>| a.as_ref().and_then(|a| st.activities.get(a)).map(|a| a.friendly_name.clone());
         json!({
             "account_sid": self.account, "workspace_sid": q.workspace_sid, "sid": q.sid,
             "friendly_name": q.friendly_name, "target_workers": q.target_workers,
@@ -431,12 +399,8 @@ impl Cx<'_> {
     }
 
     fn queue(&self, st: &mut State, ws: &str, sid: &str) -> ApiResult {
-        let mut q = st
-            .queues
-            .get(sid)
-            .filter(|q| q.workspace_sid == ws)
-            .cloned()
-            .ok_or_else(|| super::not_found(self.path))?;
+        let mut q =
+            st.queues.get(sid).filter(|q| q.workspace_sid == ws).cloned().ok_or_else(|| super::not_found(self.path))?;
         match self.req.method {
             Method::GET => {}
             Method::POST => {
@@ -483,8 +447,7 @@ impl Cx<'_> {
             .filter(|w| {
                 let act = st.activities.get(&w.activity_sid);
                 avail.is_none_or(|v| act.is_some_and(|a| a.available) == v)
-                    && q.get("ActivityName")
-                        .is_none_or(|n| act.is_some_and(|a| a.friendly_name == n))
+                    && q.get("ActivityName").is_none_or(|n| act.is_some_and(|a| a.friendly_name == n))
                     && q.get("ActivitySid").is_none_or(|s| w.activity_sid == s)
                     && target.as_ref().is_none_or(|t| {
                         t.expr.eval(&crate::expr::Context {
@@ -505,29 +468,14 @@ impl Cx<'_> {
             .get("FriendlyName")
             .filter(|n| !n.is_empty())
             .ok_or_else(|| bad(20001, "Missing required parameter FriendlyName in the post body"))?;
-        if st
-            .workers
-            .iter()
-            .any(|w| w.workspace_sid == ws && w.friendly_name == name)
-        {
-            return Err(ErrorBody::new(
-                409,
-                20001,
-                format!("A worker named {name} already exists"),
-            ));
+        if st.workers.iter().any(|w| w.workspace_sid == ws && w.friendly_name == name) {
+            return Err(ErrorBody::new(409, 20001, format!("A worker named {name} already exists")));
         }
         let (attributes, raw) = parse_attributes(r.get("Attributes"))?;
-        let default = st
-            .workspaces
-            .get(ws)
-            .map(|w| w.default_activity_sid.clone())
-            .unwrap_or_default();
+        let default = st.workspaces.get(ws).map(|w| w.default_activity_sid.clone()).unwrap_or_default();
         let activity = r.get("ActivitySid").unwrap_or(&default).to_owned();
         if st.activities.get(&activity).is_none_or(|a| a.workspace_sid != ws) {
-            return Err(bad(
-                20001,
-                format!("ActivitySid {activity} is not an activity of this workspace"),
-            ));
+            return Err(bad(20001, format!("ActivitySid {activity} is not an activity of this workspace")));
         }
         let sid = st.sid("WK");
         let channel_sid = st.sid("WC");
@@ -552,20 +500,12 @@ impl Cx<'_> {
             w.workers.push(sid.clone());
         }
         let fx = engine::assign(st, self.now, ws);
-        let w = st
-            .workers
-            .get(&sid)
-            .cloned()
-            .ok_or_else(|| super::not_found(self.path))?;
+        let w = st.workers.get(&sid).cloned().ok_or_else(|| super::not_found(self.path))?;
         with_fx(created(self.worker_json(st, &w)), fx)
     }
 
     fn worker_of(&self, st: &State, ws: &str, sid: &str) -> Result<Worker, ErrorBody> {
-        st.workers
-            .get(sid)
-            .filter(|w| w.workspace_sid == ws)
-            .cloned()
-            .ok_or_else(|| super::not_found(self.path))
+        st.workers.get(sid).filter(|w| w.workspace_sid == ws).cloned().ok_or_else(|| super::not_found(self.path))
     }
 
     fn worker(&self, st: &mut State, ws: &str, sid: &str) -> FxResult {
@@ -577,10 +517,7 @@ impl Cx<'_> {
                 let r = self.req;
                 if let Some(a) = r.get("ActivitySid") {
                     if st.activities.get(a).is_none_or(|act| act.workspace_sid != ws) {
-                        return Err(bad(
-                            20001,
-                            format!("ActivitySid {a} is not an activity of this workspace"),
-                        ));
+                        return Err(bad(20001, format!("ActivitySid {a} is not an activity of this workspace")));
                     }
                 }
                 let attrs = r.get("Attributes").map(|a| parse_attributes(Some(a))).transpose()?;
@@ -650,11 +587,7 @@ impl Cx<'_> {
             Method::GET => {}
             Method::POST => {
                 let cap = parse_num::<u32>("Capacity", self.req.get("Capacity"))?;
-                let avail = self
-                    .req
-                    .get("Available")
-                    .map(|v| parse_bool("Available", v))
-                    .transpose()?;
+                let avail = self.req.get("Available").map(|v| parse_bool("Available", v)).transpose()?;
                 if cap.is_some_and(|c| c > 50) {
                     return Err(bad(20001, "Capacity must be between 0 and 50"));
                 }
@@ -831,25 +764,14 @@ impl Cx<'_> {
         };
         let priority = parse_num::<i64>("Priority", r.get("Priority"))?;
         let timeout = parse_num::<u64>("Timeout", r.get("Timeout"))?;
-        let (sid, fx) = engine::create_task(
-            st,
-            self.now,
-            ws,
-            &workflow,
-            r.get("Attributes").unwrap_or("{}"),
-            priority,
-            timeout,
-        )?;
+        let (sid, fx) =
+            engine::create_task(st, self.now, ws, &workflow, r.get("Attributes").unwrap_or("{}"), priority, timeout)?;
         let t = st.tasks.get(&sid).cloned().ok_or_else(|| super::not_found(self.path))?;
         with_fx(created(self.task_json(st, &t)), fx)
     }
 
     fn task_of(&self, st: &State, ws: &str, sid: &str) -> Result<crate::state::Task, ErrorBody> {
-        st.tasks
-            .get(sid)
-            .filter(|t| t.workspace_sid == ws)
-            .cloned()
-            .ok_or_else(|| super::not_found(self.path))
+        st.tasks.get(sid).filter(|t| t.workspace_sid == ws).cloned().ok_or_else(|| super::not_found(self.path))
     }
 
     fn task(&self, st: &mut State, ws: &str, sid: &str) -> FxResult {
@@ -863,14 +785,7 @@ impl Cx<'_> {
                         t.priority = p;
                     }
                 }
-                engine::update_task(
-                    st,
-                    self.now,
-                    sid,
-                    r.get("AssignmentStatus"),
-                    r.get("Reason"),
-                    r.get("Attributes"),
-                )?
+                engine::update_task(st, self.now, sid, r.get("AssignmentStatus"), r.get("Reason"), r.get("Attributes"))?
             }
             Method::DELETE => {
                 let fx = engine::delete_task(st, self.now, sid)?;
@@ -913,10 +828,7 @@ impl Cx<'_> {
         sid: &str,
         belongs: impl Fn(&crate::state::Reservation) -> bool,
     ) -> FxResult {
-        let ok_res = st
-            .reservations
-            .get(sid)
-            .is_some_and(|r| r.workspace_sid == ws && belongs(r));
+        let ok_res = st.reservations.get(sid).is_some_and(|r| r.workspace_sid == ws && belongs(r));
         if !ok_res {
             return Err(super::not_found(self.path));
         }
@@ -928,11 +840,7 @@ impl Cx<'_> {
             },
             _ => return Err(method_not_allowed(&self.req.method)),
         };
-        let r = st
-            .reservations
-            .get(sid)
-            .cloned()
-            .ok_or_else(|| super::not_found(self.path))?;
+        let r = st.reservations.get(sid).cloned().ok_or_else(|| super::not_found(self.path))?;
         with_fx(ok(self.res_json(st, &r)), fx)
     }
 }
@@ -958,10 +866,7 @@ fn parse_configuration(st: &State, ws: &str, raw: &str) -> Result<(Vec<Filter>, 
     let v: Value = serde_json::from_str(raw).map_err(|e| invalid(e.to_string()))?;
     let routing = v.get("task_routing").ok_or_else(|| invalid("no task_routing".into()))?;
     let target = |t: &Value| -> Result<Target, ErrorBody> {
-        let queue = t
-            .get("queue")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid("a target has no queue".into()))?;
+        let queue = t.get("queue").and_then(Value::as_str).ok_or_else(|| invalid("a target has no queue".into()))?;
         if st.queues.get(queue).is_none_or(|q| q.workspace_sid != ws) {
             return Err(invalid(format!("queue {queue} is not a task queue of this workspace")));
         }
@@ -989,11 +894,7 @@ fn parse_configuration(st: &State, ws: &str, raw: &str) -> Result<(Vec<Filter>, 
             .map(target)
             .collect::<Result<Vec<_>, _>>()?;
         filters.push(Filter {
-            name: f
-                .get("filter_friendly_name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .into(),
+            name: f.get("filter_friendly_name").and_then(Value::as_str).unwrap_or_default().into(),
             expression,
             targets,
         });

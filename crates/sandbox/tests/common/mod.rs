@@ -21,13 +21,7 @@ pub async fn start(time_scale: f64) -> T {
     let cfg = call_router_sandbox::Config::random(time_scale, 7);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sb = call_router_sandbox::start(cfg, listener).await.unwrap();
-    T {
-        url: sb.url(),
-        sid: sb.account_sid().to_string(),
-        token: sb.auth_token().to_owned(),
-        http: Client::new(),
-        sb,
-    }
+    T { url: sb.url(), sid: sb.account_sid().to_string(), token: sb.auth_token().to_owned(), http: Client::new(), sb }
 }
 
 impl T {
@@ -51,50 +45,16 @@ impl T {
         read(r).await
     }
     pub async fn get(&self, url: &str) -> (u16, Value) {
-        read(
-            self.http
-                .get(url)
-                .basic_auth(&self.sid, Some(&self.token))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
+        read(self.http.get(url).basic_auth(&self.sid, Some(&self.token)).send().await.unwrap()).await
     }
     pub async fn delete(&self, url: &str) -> (u16, Value) {
-        read(
-            self.http
-                .delete(url)
-                .basic_auth(&self.sid, Some(&self.token))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
+        read(self.http.delete(url).basic_auth(&self.sid, Some(&self.token)).send().await.unwrap()).await
     }
     pub async fn put_json(&self, url: &str, v: Value) -> (u16, Value) {
-        read(
-            self.http
-                .put(url)
-                .basic_auth(&self.sid, Some(&self.token))
-                .json(&v)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
+        read(self.http.put(url).basic_auth(&self.sid, Some(&self.token)).json(&v).send().await.unwrap()).await
     }
     pub async fn post_json(&self, url: &str, v: Value) -> (u16, Value) {
-        read(
-            self.http
-                .post(url)
-                .basic_auth(&self.sid, Some(&self.token))
-                .json(&v)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
+        read(self.http.post(url).basic_auth(&self.sid, Some(&self.token)).json(&v).send().await.unwrap()).await
     }
 
     /// Creates a workspace with a callback URL; returns (ws, available activity, offline activity).
@@ -108,12 +68,7 @@ impl T {
         let ws = ws["sid"].as_str().unwrap().to_owned();
         let (_, acts) = self.get(&self.tr(&format!("Workspaces/{ws}/Activities"))).await;
         let find = |n: &str| {
-            acts["activities"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|a| a["friendly_name"] == n)
-                .unwrap()["sid"]
+            acts["activities"].as_array().unwrap().iter().find(|a| a["friendly_name"] == n).unwrap()["sid"]
                 .as_str()
                 .unwrap()
                 .to_owned()
@@ -159,11 +114,7 @@ pub async fn receiver(
             let path = uri.path().to_owned();
             let (status, text) = reply(&path, &params);
             hits.lock().unwrap().push(Hit { path, params, signed });
-            (
-                axum::http::StatusCode::from_u16(status).unwrap(),
-                [("content-type", "text/xml")],
-                text,
-            )
+            (axum::http::StatusCode::from_u16(status).unwrap(), [("content-type", "text/xml")], text)
         }
     });
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -171,20 +122,11 @@ pub async fn receiver(
 }
 
 pub fn hits_at(hits: &Hits, path: &str) -> Vec<Hit> {
-    hits.lock()
-        .unwrap()
-        .iter()
-        .filter(|h| h.path == path)
-        .cloned()
-        .collect()
+    hits.lock().unwrap().iter().filter(|h| h.path == path).cloned().collect()
 }
 
 pub fn event_types(hits: &Hits) -> Vec<String> {
-    hits.lock()
-        .unwrap()
-        .iter()
-        .filter_map(|h| h.params.get("EventType").map(str::to_owned))
-        .collect()
+    hits.lock().unwrap().iter().filter_map(|h| h.params.get("EventType").map(str::to_owned)).collect()
 }
 
 /// Polls `f` until it returns Some or the (real) timeout passes.

@@ -1,0 +1,905 @@
+//! One call leg: rings a simulated phone or answers a simulated caller,
+//! fetches TwiML with signed requests and runs it verb by verb in virtual
+//! time, sending status callbacks as it goes.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+use twilio::Params;
+use twilio::twiml::{self, Dial, DialNoun, Enqueue, Method, Prompt, Verb};
+
+use super::Source;
+use super::phone::{self, Ring};
+use crate::clock::{VMs, rfc2822};
+use crate::engine;
+use crate::state::Call;
+use crate::{LegCmd, Shared};
+
+/// A wait long enough to mean "until something happens".
+const FOREVER_MS: u64 = 365 * 86_400 * 1000;
+/// Documents one call may fetch, so a redirect loop cannot spin forever.
+const MAX_DOCUMENTS: u32 = 1000;
+
+/// Why a leg stopped doing what it was doing.
+#[derive(Debug)]
+pub(super) enum Stop {
+    Hangup(&'static str),
+    Redirect(Source),
+    Bridge(String),
+    PeerEnded,
+    Leave,
+    Reject(&'static str),
+    Fail(u32, String),
+}
+
+/// The next document to fetch, with the parameters the fetch adds.
+pub(super) struct Next {
+    pub src: Source,
+    pub extra: Params,
+}
+
+impl Next {
+    fn plain(src: Source) -> Self {
+        Self { src, extra: Params::new() }
+    }
+}
+
+/// Where a leg sends its status callbacks.
+pub(super) struct StatusCb {
+    pub url: String,
+    pub method: String,
+    pub events: Vec<String>,
+}
+
+/// How an outbound-api leg was asked to ring.
+pub(super) struct Outbound {
+    pub first: Source,
+    pub timeout_secs: u64,
+    pub machine_detection: Option<String>,
+    pub amd_timeout_secs: u64,
+}
+
+pub(super) struct Leg {
+    pub sh: Arc<Shared>,
+    pub sid: String,
+    pub rx: mpsc::UnboundedReceiver<LegCmd>,
+    pub base: Params,
+    pub doc_url: String,
+    pub inputs: VecDeque<String>,
+    /// When the simulated party hangs up unless bridged first.
+    pub hangup_at: Option<VMs>,
+    pub talk_secs: Option<u64>,
+    pub cb: Option<StatusCb>,
+    pub seq: u32,
+    pub status: &'static str,
+    /// Set while in `<Enqueue>`: only then may a bridge arrive.
+    pub in_queue: bool,
+    pub documents: u32,
+}
+
+fn resolve(base: &str, rel: &str) -> String {
+    if rel.starts_with("http://") || rel.starts_with("https://") {
+        return rel.to_owned();
+    }
+    let Some((scheme, rest)) = base.split_once("://") else { return rel.to_owned() };
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    let origin = format!("{scheme}://{}", &rest[..host_end]);
+    if rel.starts_with('/') {
+        return format!("{origin}{rel}");
+    }
+    let path = rest[host_end..].split(['?', '#']).next().unwrap_or("/");
+    let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
+    format!("{origin}{dir}/{rel}")
+}
+
+fn method_str(m: Option<Method>) -> String {
+    match m {
+        Some(Method::Get) => "GET".into(),
+        _ => "POST".into(),
+    }
+}
+
+/// Virtual time to speak `text` (about 15 characters a second, at least 1 s).
+fn say_ms(text: &str, loops: Option<u32>) -> u64 {
+    let once = (text.chars().count() as u64 * 1000 / 15).max(1000);
+    once * u64::from(loop_count(loops))
+}
+
+/// `loop="0"` means "until interrupted"; it is capped at an hour.
+fn loop_count(l: Option<u32>) -> u32 {
+    match l {
+        Some(0) => 360,
+        Some(n) => n.min(1000),
+        None => 1,
+    }
+}
+
+/// Every `<Play>` clip is taken to last 10 virtual seconds.
+const PLAY_MS: u64 = 10_000;
+
+fn prompt_ms(p: &Prompt) -> u64 {
+    match p {
+        Prompt::Say(s) => say_ms(&s.text, s.loop_count),
+        Prompt::Play(p) => PLAY_MS * u64::from(loop_count(p.loop_count)),
+        Prompt::Pause(p) => u64::from(p.length.unwrap_or(1)) * 1000,
+    }
+}
+
+impl Leg {
+    fn now(&self) -> VMs {
+        self.sh.clock.now_ms()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Call, VMs)) {
+        self.sh.with(|st, now| {
+            if let Some(c) = st.calls.get_mut(&self.sid) {
+                f(c, now);
+                c.updated = now;
+            }
+        });
+    }
+
+    fn note(&self, what: impl Into<String>) {
+        let what = what.into();
+        self.update(|c, now| c.note(now, what));
+    }
+
+    fn send_to(&self, peer: &str, cmd: LegCmd) -> bool {
+        let legs = self.sh.legs.lock().unwrap_or_else(|e| e.into_inner());
+        legs.get(peer).is_some_and(|tx| tx.send(cmd).is_ok())
+    }
+
+    /// Waits `ms` virtual milliseconds unless a command or the party's
+    /// hang-up comes first.
+    pub(super) async fn wait(&mut self, ms: u64) -> Result<(), Stop> {
+        let until = self.now().saturating_add(ms);
+        let mut stop = self.sh.shutdown.clone();
+        loop {
+            let deadline = match self.hangup_at {
+                Some(h) if h < until => h,
+                _ => until,
+            };
+            tokio::select! {
+                biased;
+                cmd = self.rx.recv() => match cmd {
+                    Some(LegCmd::Hangup { status }) => return Err(Stop::Hangup(status)),
+                    Some(LegCmd::Redirect(s)) => return Err(Stop::Redirect(s)),
+                    Some(LegCmd::Bridge { peer }) => {
+                        if self.in_queue {
+                            return Err(Stop::Bridge(peer));
+                        }
+                        // Not waiting in a queue: refuse, so the agent leg does not wait forever.
+                        self.send_to(&peer, LegCmd::PeerEnded);
+                    }
+                    Some(LegCmd::PeerEnded) => return Err(Stop::PeerEnded),
+                    None => {
+                        self.sh.clock.sleep_until(deadline).await;
+                        return if deadline < until { Err(Stop::Hangup("completed")) } else { Ok(()) };
+                    }
+                },
+                _ = crate::until_shutdown(&mut stop) => return Err(Stop::Hangup("completed")),
+                _ = self.sh.clock.sleep_until(deadline) => {
+                    if deadline < until || self.hangup_at == Some(deadline) {
+                        self.note("party hung up");
+                        return Err(Stop::Hangup("completed"));
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Sends a status callback if the event was asked for.
+    async fn status_callback(&mut self, event: &str, status: &str, sip: Option<u16>) {
+        let Some(cb) = &self.cb else { return };
+        if !cb.events.iter().any(|e| e == event) {
+            return;
+        }
+        let (url, method) = (cb.url.clone(), cb.method.clone());
+        let (duration, ts) = self.sh.with(|st, now| {
+            let d = st.calls.get(&self.sid).and_then(|c| c.answered.map(|a| now.saturating_sub(a) / 1000)).unwrap_or(0);
+            (d, now)
+        });
+        let mut p = self.base.clone();
+        p.push("CallStatus", status)
+            .push("SequenceNumber", self.seq.to_string())
+            .push("Timestamp", rfc2822(self.sh.clock.wall(ts)))
+            .push("CallbackSource", "call-progress-events");
+        if event == "completed" {
+            p.push("CallDuration", duration.to_string()).push("Duration", duration.div_ceil(60).to_string());
+        }
+        p.push_opt("SipResponseCode", sip.map(|s| s.to_string()));
+        self.seq += 1;
+        let _ = self.sh.post_signed(&method, &url, &p).await;
+    }
+
+    fn set_status(&mut self, status: &'static str) {
+        self.status = status;
+        self.update(|c, now| {
+            c.status = status.into();
+            c.note(now, format!("status {status}"));
+            if status == "in-progress" && c.answered.is_none() {
+                c.answered = Some(now);
+            }
+        });
+    }
+
+    /// Fetches and parses the next document.
+    async fn fetch(&mut self, next: &Next) -> Result<twiml::Response, Stop> {
+        self.documents += 1;
+        if self.documents > MAX_DOCUMENTS {
+            return Err(Stop::Fail(11200, format!("more than {MAX_DOCUMENTS} TwiML documents fetched")));
+        }
+        let body = match &next.src {
+            Source::Twiml(t) => t.clone(),
+            Source::Url { url, method } => {
+                let url = resolve(&self.doc_url, url);
+                let mut p = self.base.clone();
+                let status = if self.status == "ringing" { "ringing" } else { "in-progress" };
+                p.push("CallStatus", status);
+                for (k, v) in next.extra.iter() {
+                    p.push(k, v);
+                }
+                match self.sh.post_signed(method, &url, &p).await {
+                    Ok((s, body)) if (200..300).contains(&s) => {
+                        self.doc_url = url;
+                        body
+                    }
+                    Ok((s, _)) => return Err(Stop::Fail(11200, format!("HTTP retrieval failure: {url} answered {s}"))),
+                    Err(e) => return Err(Stop::Fail(11200, format!("HTTP retrieval failure: {url}: {e}"))),
+                }
+            }
+        };
+        twiml::Response::parse(&body).map_err(|e| Stop::Fail(12100, format!("Document parse failure: {e}")))
+    }
+
+    /// Runs documents until the call ends; returns the final status.
+    pub(super) async fn run_documents(&mut self, first: Next) -> &'static str {
+        let mut next = first;
+        loop {
+            let doc = match self.fetch(&next).await {
+                Ok(d) => d,
+                Err(stop) => return self.stopped(stop),
+            };
+            if self.status == "ringing" {
+                self.set_status("in-progress");
+            }
+            match self.exec(doc).await {
+                Ok(None) => return "completed",
+                Ok(Some(n)) => next = n,
+                Err(Stop::Redirect(src)) => next = Next::plain(src),
+                Err(stop) => return self.stopped(stop),
+            }
+        }
+    }
+
+    fn stopped(&mut self, stop: Stop) -> &'static str {
+        match stop {
+            Stop::Hangup(s) => s,
+            Stop::Reject(s) => s,
+            Stop::Fail(code, msg) => {
+                tracing::info!(call_sid = %self.sid, code, %msg, "call failed on its TwiML");
+                self.update(|c, now| {
+                    c.error_code = Some(code);
+                    c.error_message = Some(msg.clone());
+                    c.note(now, format!("error {code}: {msg}"));
+                });
+                if self.status == "ringing" { "failed" } else { "completed" }
+            }
+            Stop::Redirect(_) | Stop::Bridge(_) | Stop::PeerEnded | Stop::Leave => "completed",
+        }
+    }
+
+    /// Runs one document's verbs. `Ok(Some)` moves to another document.
+    async fn exec(&mut self, doc: twiml::Response) -> Result<Option<Next>, Stop> {
+        for verb in doc.verbs {
+            match verb {
+                Verb::Say(s) => self.wait(say_ms(&s.text, s.loop_count)).await?,
+                Verb::Play(p) => self.wait(PLAY_MS * u64::from(loop_count(p.loop_count))).await?,
+                Verb::Pause(p) => self.wait(u64::from(p.length.unwrap_or(1)) * 1000).await?,
+                Verb::Gather(g) => {
+                    for p in &g.prompts {
+                        self.wait(prompt_ms(p)).await?;
+                    }
+                    match self.inputs.pop_front() {
+                        Some(mut digits) => {
+                            self.wait(1000).await?;
+                            let key = g.finish_on_key.clone().unwrap_or_else(|| "#".into());
+                            if let Some(k) = key.chars().next() {
+                                if let Some(i) = digits.find(k) {
+                                    digits.truncate(i);
+                                }
+                            }
+                            if let Some(n) = g.num_digits {
+                                digits = digits.chars().take(n as usize).collect();
+                            }
+                            self.note(format!("pressed {digits}"));
+                            let mut extra = Params::new();
+                            extra.push("Digits", digits);
+                            let url = g.action.clone().unwrap_or_else(|| self.doc_url.clone());
+                            return Ok(Some(Next { src: Source::Url { url, method: method_str(g.method) }, extra }));
+                        }
+                        None => self.wait(u64::from(g.timeout.unwrap_or(5)) * 1000).await?,
+                    }
+                }
+                Verb::Redirect(r) => {
+                    return Ok(Some(Next::plain(Source::Url { url: r.url, method: method_str(r.method) })));
+                }
+                Verb::Hangup => return Err(Stop::Hangup("completed")),
+                Verb::Reject(r) => {
+                    let status = if r.reason.as_deref() == Some("busy") { "busy" } else { "no-answer" };
+                    return Err(Stop::Reject(status));
+                }
+                Verb::Record(r) => {
+                    self.wait(500).await?;
+                    let secs = u64::from(r.max_length.unwrap_or(3600).min(5));
+                    self.wait(secs * 1000).await?;
+                    let (rec_sid, url) = self.sh.with(|st, now| {
+                        let sid = st.sid("RE");
+                        st.recordings.insert(
+                            sid.clone(),
+                            crate::state::Recording {
+                                sid: sid.clone(),
+                                call_sid: self.sid.clone(),
+                                duration_secs: secs,
+                                created: now,
+                            },
+                        );
+                        let url = format!(
+                            "{}/2010-04-01/Accounts/{}/Recordings/{sid}",
+                            self.sh.base_url, self.sh.config.account_sid
+                        );
+                        if let Some(c) = st.calls.get_mut(&self.sid) {
+                            c.recording_url = Some(url.clone());
+                            c.note(now, format!("recorded {secs}s"));
+                        }
+                        (sid, url)
+                    });
+                    let mut extra = Params::new();
+                    extra
+                        .push("RecordingUrl", url)
+                        .push("RecordingSid", rec_sid)
+                        .push("RecordingDuration", secs.to_string());
+                    let url = r.action.clone().unwrap_or_else(|| self.doc_url.clone());
+                    return Ok(Some(Next { src: Source::Url { url, method: method_str(r.method) }, extra }));
+                }
+                Verb::Enqueue(e) => {
+                    if let Some(next) = self.enqueue(e).await? {
+                        return Ok(Some(next));
+                    }
+                }
+                Verb::Leave => {}
+                Verb::Dial(d) => {
+                    if let Some(next) = self.dial(d).await? {
+                        return Ok(Some(next));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    // -- Enqueue ---------------------------------------------------------------
+
+    async fn enqueue(&mut self, e: Enqueue) -> Result<Option<Next>, Stop> {
+        let enqueued = self.now();
+        let created = self.create_task(&e);
+        let (task_sid, queue_sid) = match created {
+            Ok(v) => v,
+            Err(msg) => {
+                self.note(format!("enqueue failed: {msg}"));
+                return self.queue_exit(&e, "error", String::new(), 0).await;
+            }
+        };
+        self.update(|c, now| {
+            c.task_sid = Some(task_sid.clone());
+            c.enqueued = Some(now);
+            c.note(now, format!("enqueued as task {task_sid}"));
+        });
+        self.in_queue = true;
+        let outcome = self.hold(&e, &task_sid, &queue_sid, enqueued).await;
+        self.in_queue = false;
+        let queue_secs = self.now().saturating_sub(enqueued) / 1000;
+        let queue_ms = self.now().saturating_sub(enqueued);
+        self.update(|c, _| c.queue_time_ms = Some(queue_ms));
+        let (result, then) = match outcome {
+            Stop::Bridge(peer) => self.bridged(&task_sid, peer).await,
+            Stop::Leave => ("leave", None),
+            Stop::Hangup(s) => ("hangup", Some(Stop::Hangup(s))),
+            Stop::Redirect(src) => ("redirected", Some(Stop::Redirect(src))),
+            Stop::Fail(code, msg) => ("system-error", Some(Stop::Fail(code, msg))),
+            other => ("error", Some(other)),
+        };
+        if result != "bridged" {
+            let fx = self.sh.with(|st, now| {
+                let open = st
+                    .tasks
+                    .get(&task_sid)
+                    .is_some_and(|t| !t.status.is_final() && t.status != crate::state::TaskStatus::Assigned);
+                if open {
+                    let reason = format!("caller left the queue ({result})");
+                    engine::update_task(st, now, &task_sid, Some("canceled"), Some(&reason), None).ok()
+                } else {
+                    None
+                }
+            });
+            if let Some(fx) = fx {
+                self.sh.apply(fx);
+            }
+        }
+        self.update(|c, now| {
+            c.queue_result = Some(result.into());
+            c.note(now, format!("left queue: {result}"));
+        });
+        match then {
+            Some(Stop::Hangup(s)) => {
+                // The action is still requested after a hang-up, but its TwiML is not run.
+                let _ = self.queue_exit(&e, result, queue_sid, queue_secs).await;
+                Err(Stop::Hangup(s))
+            }
+            Some(Stop::Redirect(src)) => {
+                let _ = self.queue_exit(&e, result, queue_sid, queue_secs).await;
+                Err(Stop::Redirect(src))
+            }
+            Some(other) => Err(other),
+            None => self.queue_exit(&e, result, queue_sid, queue_secs).await,
+        }
+    }
+
+    /// Calls the Enqueue `action` (or moves on to the next verb without one).
+    async fn queue_exit(
+        &mut self,
+        e: &Enqueue,
+        result: &str,
+        queue_sid: String,
+        secs: u64,
+    ) -> Result<Option<Next>, Stop> {
+        let Some(action) = &e.action else { return Ok(None) };
+        let mut extra = Params::new();
+        extra.push("QueueResult", result).push("QueueSid", queue_sid).push("QueueTime", secs.to_string());
+        Ok(Some(Next { src: Source::Url { url: action.clone(), method: method_str(e.method) }, extra }))
+    }
+
+    fn create_task(&mut self, e: &Enqueue) -> Result<(String, String), String> {
+        let workflow = e.workflow_sid.clone().ok_or("only TaskRouter queues (workflowSid) are supported")?;
+        let task = e.task.clone().unwrap_or_default();
+        let raw = if task.attributes.trim().is_empty() { "{}" } else { task.attributes.as_str() };
+        let mut attrs: Value = serde_json::from_str(raw).map_err(|e| format!("Task is not JSON: {e}"))?;
+        let obj = attrs.as_object_mut().ok_or("Task is not a JSON object")?;
+        for (k, v) in [
+            ("call_sid", self.base.get("CallSid")),
+            ("account_sid", self.base.get("AccountSid")),
+            ("from", self.base.get("From")),
+            ("to", self.base.get("To")),
+            ("caller", self.base.get("Caller")),
+            ("called", self.base.get("Called")),
+            ("direction", self.base.get("Direction")),
+            ("api_version", Some("2010-04-01")),
+            ("call_status", Some("in-progress")),
+        ] {
+            if let Some(v) = v {
+                obj.entry(k).or_insert_with(|| Value::String(v.to_owned()));
+            }
+        }
+        let attrs = attrs.to_string();
+        let (task_sid, ws, fx) = self.sh.with(|st, now| {
+            let ws = st.workflows.get(&workflow).map(|w| w.workspace_sid.clone()).ok_or("unknown workflowSid")?;
+            let timeout = task.timeout.map(u64::from);
+            let (sid, fx) =
+                engine::create_task(st, now, &ws, &workflow, &attrs, task.priority, timeout).map_err(|e| e.message)?;
+            st.call_by_task.insert(sid.clone(), self.sid.clone());
+            Ok::<_, String>((sid, ws, fx))
+        })?;
+        self.sh.apply(fx);
+        Ok((task_sid, format!("QU{}", ws.get(2..).unwrap_or_default())))
+    }
+
+    /// Plays the waitUrl until the call leaves the queue; returns why it left.
+    async fn hold(&mut self, e: &Enqueue, task_sid: &str, queue_sid: &str, enqueued: VMs) -> Stop {
+        let mut wait_url = e.wait_url.clone().map(|u| (u, method_str(e.wait_url_method)));
+        loop {
+            let started = self.now();
+            let result = match wait_url.clone() {
+                None => self.wait(FOREVER_MS).await,
+                Some((url, method)) => {
+                    let (pos, size) = self.sh.with(|st, _| {
+                        let pending = st
+                            .tasks
+                            .get(task_sid)
+                            .and_then(|t| st.workspaces.get(&t.workspace_sid))
+                            .map(|w| &w.pending);
+                        let pos = pending.and_then(|p| p.iter().position(|t| t == task_sid)).map_or(1, |i| i + 1);
+                        (pos, pending.map_or(1, |p| p.len().max(1)))
+                    });
+                    let mut extra = Params::new();
+                    extra
+                        .push("QueueSid", queue_sid)
+                        .push("QueuePosition", pos.to_string())
+                        .push("QueueTime", (self.now().saturating_sub(enqueued) / 1000).to_string())
+                        .push("AvgQueueTime", "0")
+                        .push("CurrentQueueSize", size.to_string())
+                        .push("MaxQueueSize", "1000");
+                    let next = Next { src: Source::Url { url: url.clone(), method }, extra };
+                    let saved = self.doc_url.clone();
+                    let doc = self.fetch(&next).await;
+                    let r = match doc {
+                        Ok(doc) => self.exec_wait(doc).await.map(|redirect| {
+                            if let Some(u) = redirect {
+                                wait_url = Some(u);
+                            }
+                        }),
+                        Err(Stop::Fail(code, msg)) => {
+                            // A broken waitUrl leaves the caller in silence, still queued.
+                            self.note(format!("waitUrl error {code}: {msg}"));
+                            wait_url = None;
+                            Ok(())
+                        }
+                        Err(s) => Err(s),
+                    };
+                    self.doc_url = saved;
+                    r
+                }
+            };
+            match result {
+                Ok(()) => {
+                    // Keep re-fetching, but never faster than once a virtual second.
+                    let spent = self.now().saturating_sub(started);
+                    if spent < 1000 {
+                        if let Err(s) = self.wait(1000 - spent).await {
+                            return s;
+                        }
+                    }
+                }
+                Err(s) => return s,
+            }
+        }
+    }
+
+    /// Runs a waitUrl document: prompts, `Leave`, `Hangup`, `Redirect`.
+    async fn exec_wait(&mut self, doc: twiml::Response) -> Result<Option<(String, String)>, Stop> {
+        for verb in doc.verbs {
+            match verb {
+                Verb::Say(s) => self.wait(say_ms(&s.text, s.loop_count)).await?,
+                Verb::Play(p) => self.wait(PLAY_MS * u64::from(loop_count(p.loop_count))).await?,
+                Verb::Pause(p) => self.wait(u64::from(p.length.unwrap_or(1)) * 1000).await?,
+                Verb::Gather(g) => {
+                    for p in &g.prompts {
+                        self.wait(prompt_ms(p)).await?;
+                    }
+                }
+                Verb::Leave => return Err(Stop::Leave),
+                Verb::Hangup => return Err(Stop::Hangup("completed")),
+                Verb::Redirect(r) => return Ok(Some((resolve(&self.doc_url, &r.url), method_str(r.method)))),
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// The caller is bridged to `peer` until one side hangs up.
+    async fn bridged(&mut self, task_sid: &str, peer: String) -> (&'static str, Option<Stop>) {
+        self.hangup_at = None;
+        self.update(|c, now| {
+            c.linked_leg = Some(peer.clone());
+            c.bridge_start = Some(now);
+            c.note(now, format!("bridged with {peer}"));
+        });
+        let outcome = self.wait(FOREVER_MS).await;
+        self.update(|c, now| {
+            c.bridge_end = Some(now);
+            c.note(now, "bridge ended");
+        });
+        let fx = self.sh.with(|st, now| engine::wrapup(st, now, task_sid));
+        self.sh.apply(fx);
+        match outcome {
+            Err(Stop::PeerEnded) | Ok(()) => ("bridged", None),
+            Err(other) => {
+                self.send_to(&peer, LegCmd::PeerEnded);
+                ("bridged", Some(other))
+            }
+        }
+    }
+
+    // -- Dial ------------------------------------------------------------------
+
+    async fn dial(&mut self, d: Dial) -> Result<Option<Next>, Stop> {
+        let started = self.now();
+        let queue = d.nouns.iter().find_map(|n| match n {
+            DialNoun::Queue(q) => Some(q.clone()),
+            DialNoun::Number(_) => None,
+        });
+        let number = d
+            .nouns
+            .iter()
+            .find_map(|n| match n {
+                DialNoun::Number(n) => Some(n.number.clone()),
+                DialNoun::Queue(_) => None,
+            })
+            .or_else(|| d.number_text.clone());
+        let outcome = match (queue, number) {
+            (Some(q), _) => self.dial_queue(q.reservation_sid.as_deref()).await,
+            (None, Some(n)) => self.dial_number(&n, &d).await,
+            (None, None) => Ok(("failed", None)),
+        };
+        let (status, peer, stop) = match outcome {
+            Ok((s, p)) => (s, p, None),
+            Err((stop, p)) => ("completed", p, Some(stop)),
+        };
+        let secs = self.now().saturating_sub(started) / 1000;
+        self.note(format!("dial ended: {status}"));
+        let next = d.action.as_ref().map(|action| {
+            let mut extra = Params::new();
+            extra.push("DialCallStatus", status).push("DialCallDuration", secs.to_string());
+            extra.push_opt("DialCallSid", peer.clone());
+            extra.push("DialBridged", (status == "completed").to_string());
+            Next { src: Source::Url { url: action.clone(), method: method_str(d.method) }, extra }
+        });
+        match stop {
+            Some(Stop::Hangup(s)) => {
+                // Twilio still requests the action after a hang-up, and ignores its TwiML.
+                if let Some(n) = &next {
+                    let _ = self.fetch(n).await;
+                }
+                Err(Stop::Hangup(s))
+            }
+            Some(other) => Err(other),
+            None => Ok(next),
+        }
+    }
+
+    /// Accepts the reservation and bridges to the enqueued caller.
+    #[allow(clippy::type_complexity)]
+    async fn dial_queue(
+        &mut self,
+        reservation: Option<&str>,
+    ) -> Result<(&'static str, Option<String>), (Stop, Option<String>)> {
+        let Some(res) = reservation else { return Ok(("failed", None)) };
+        let accepted = self.sh.with(|st, now| {
+            let fx = engine::update_reservation(st, now, res, "accepted").map_err(|e| e.message)?;
+            let task = st.reservations.get(res).map(|r| r.task_sid.clone()).unwrap_or_default();
+            let caller = st.call_by_task.get(&task).cloned();
+            Ok::<_, String>((fx, task, caller))
+        });
+        let (fx, task, caller) = match accepted {
+            Ok(v) => v,
+            Err(msg) => {
+                self.note(format!("reservation {res} not accepted: {msg}"));
+                return Ok(("failed", None));
+            }
+        };
+        self.sh.apply(fx);
+        let Some(caller) = caller else { return Ok(("failed", None)) };
+        if !self.send_to(&caller, LegCmd::Bridge { peer: self.sid.clone() }) {
+            // The caller is gone: the accepted task has nothing to bridge.
+            let fx = self.sh.with(|st, now| engine::wrapup(st, now, &task));
+            self.sh.apply(fx);
+            return Ok(("failed", None));
+        }
+        self.update(|c, now| {
+            c.linked_leg = Some(caller.clone());
+            c.task_sid = Some(task.clone());
+            c.reservation_sid = Some(res.to_owned());
+            c.bridge_start = Some(now);
+            c.note(now, format!("bridged with {caller}"));
+        });
+        let talk = self.talk_secs.map_or(FOREVER_MS, |t| t * 1000);
+        let outcome = self.wait(talk).await;
+        self.update(|c, now| {
+            c.bridge_end = Some(now);
+            c.note(now, "bridge ended");
+        });
+        match outcome {
+            Err(Stop::PeerEnded) => Ok(("completed", Some(caller))),
+            Ok(()) => {
+                self.note("person hung up");
+                self.send_to(&caller, LegCmd::PeerEnded);
+                Err((Stop::Hangup("completed"), Some(caller)))
+            }
+            Err(stop) => {
+                self.send_to(&caller, LegCmd::PeerEnded);
+                Err((stop, Some(caller)))
+            }
+        }
+    }
+
+    /// Rings a simulated phone as a child leg.
+    #[allow(clippy::type_complexity)]
+    async fn dial_number(
+        &mut self,
+        number: &str,
+        d: &Dial,
+    ) -> Result<(&'static str, Option<String>), (Stop, Option<String>)> {
+        let from = d.caller_id.clone().or_else(|| self.base.get("To").map(str::to_owned)).unwrap_or_default();
+        let timeout = u64::from(d.timeout.unwrap_or(30));
+        let (child, behaviour) = self.sh.with(|st, now| {
+            let sid = st.sid("CA");
+            let mut c = new_call(&sid, &from, number, "outbound-dial", now);
+            c.parent_call_sid = Some(self.sid.clone());
+            c.status = "ringing".into();
+            c.start = Some(now);
+            st.calls.insert(sid.clone(), c);
+            (sid, st.behaviour(number))
+        });
+        let set = |sh: &Shared, status: &str, answered_by: Option<&str>| {
+            sh.with(|st, now| {
+                if let Some(c) = st.calls.get_mut(&child) {
+                    c.status = status.into();
+                    c.updated = now;
+                    c.note(now, format!("status {status}"));
+                    if status == "in-progress" {
+                        c.answered = Some(now);
+                        c.answered_by = answered_by.map(str::to_owned);
+                    }
+                    if c.is_final() {
+                        c.end = Some(now);
+                    }
+                }
+            });
+            if matches!(status, "completed" | "busy" | "no-answer" | "failed" | "canceled") {
+                sh.call_ended.notify_waiters();
+            }
+        };
+        let ring = phone::ring(&behaviour, timeout);
+        let (after, final_status) = match &ring {
+            Ring::Answer { after_ms, .. } => (*after_ms, None),
+            Ring::Busy { after_ms } => (*after_ms, Some("busy")),
+            Ring::NoAnswer => (timeout * 1000, Some("no-answer")),
+            Ring::Fail { after_ms } => (*after_ms, Some("failed")),
+        };
+        if let Err(stop) = self.wait(after).await {
+            set(&self.sh, "canceled", None);
+            return Err((stop, Some(child)));
+        }
+        if let Some(s) = final_status {
+            set(&self.sh, s, None);
+            return Ok((s, Some(child)));
+        }
+        let (machine, talk) = match ring {
+            Ring::Answer { machine, talk_secs, .. } => (machine, talk_secs.unwrap_or(20)),
+            _ => (false, 0),
+        };
+        set(&self.sh, "in-progress", Some(if machine { "machine_start" } else { "human" }));
+        self.update(|c, now| {
+            c.linked_leg = Some(child.clone());
+            c.bridge_start = Some(now);
+        });
+        let r = self.wait(talk * 1000).await;
+        self.update(|c, now| c.bridge_end = Some(now));
+        set(&self.sh, "completed", None);
+        match r {
+            Ok(()) => Ok(("completed", Some(child))),
+            Err(stop) => Err((stop, Some(child))),
+        }
+    }
+
+    // -- whole legs ------------------------------------------------------------
+
+    /// Ends the leg: final status, callbacks, bookkeeping.
+    pub(super) async fn finish(mut self, status: &'static str, sip: Option<u16>) {
+        self.status = status;
+        self.update(|c, now| {
+            c.status = status.into();
+            c.end = Some(now);
+            c.note(now, format!("ended {status}"));
+        });
+        self.sh.legs.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.sid);
+        self.status_callback("completed", status, sip).await;
+        self.sh.call_ended.notify_waiters();
+    }
+
+    /// An outbound-api call: ring, answer (with AMD), run TwiML.
+    pub(super) async fn run_outbound(mut self, o: Outbound) {
+        self.status_callback("initiated", "initiated", None).await;
+        self.set_status("ringing");
+        self.update(|c, now| c.start = Some(now));
+        self.status_callback("ringing", "ringing", None).await;
+        let to = self.base.get("To").unwrap_or_default().to_owned();
+        let behaviour = self.sh.with(|st, _| st.behaviour(&to));
+        let ring = phone::ring(&behaviour, o.timeout_secs);
+        let mut first = o.first;
+        let wait = match &ring {
+            Ring::Answer { after_ms, .. } | Ring::Busy { after_ms } | Ring::Fail { after_ms } => *after_ms,
+            Ring::NoAnswer => o.timeout_secs * 1000,
+        };
+        // A redirect before answer only changes what runs on answer.
+        let until = self.now() + wait;
+        loop {
+            let left = until.saturating_sub(self.now());
+            match self.wait(left).await {
+                Ok(()) => break,
+                Err(Stop::Redirect(src)) => first = src,
+                Err(Stop::Hangup(s)) => {
+                    let status = if s == "completed" { "canceled" } else { s };
+                    return self.finish(status, Some(487)).await;
+                }
+                Err(_) => {}
+            }
+        }
+        let (machine, talk, digits) = match ring {
+            Ring::Busy { .. } => return self.finish("busy", Some(486)).await,
+            Ring::NoAnswer => return self.finish("no-answer", Some(480)).await,
+            Ring::Fail { .. } => return self.finish("failed", Some(500)).await,
+            Ring::Answer { machine, talk_secs, digits, .. } => (machine, talk_secs, digits),
+        };
+        self.talk_secs = talk;
+        self.inputs = phone::gather_inputs(digits.as_deref());
+        self.set_status("in-progress");
+        if let Some(mode) = &o.machine_detection {
+            let detect = if machine { phone::AMD_MACHINE_MS } else { phone::AMD_HUMAN_MS };
+            let mut answered_by = if machine { "machine_start" } else { "human" };
+            let mut delay = detect;
+            if delay > o.amd_timeout_secs * 1000 {
+                delay = o.amd_timeout_secs * 1000;
+                answered_by = "unknown";
+            } else if machine && mode == "DetectMessageEnd" {
+                delay = phone::GREETING_MS;
+                answered_by = "machine_end_beep";
+            }
+            if let Err(stop) = self.wait(delay).await {
+                let s = self.stopped(stop);
+                return self.finish(s, None).await;
+            }
+            self.base.push("AnsweredBy", answered_by);
+            self.update(|c, now| {
+                c.answered_by = Some(answered_by.into());
+                c.note(now, format!("AMD: {answered_by}"));
+            });
+        }
+        self.status_callback("answered", "in-progress", None).await;
+        let status = self.run_documents(Next::plain(first)).await;
+        self.finish(status, None).await;
+    }
+
+    /// An inbound call from a simulated caller to a Twilio number.
+    pub(super) async fn run_inbound(mut self, voice_url: String, method: String) {
+        self.update(|c, now| c.start = Some(now));
+        self.status = "ringing";
+        let status = self.run_documents(Next::plain(Source::Url { url: voice_url, method })).await;
+        self.finish(status, None).await;
+    }
+}
+
+/// A new call record.
+pub(super) fn new_call(sid: &str, from: &str, to: &str, direction: &str, now: VMs) -> Call {
+    Call {
+        sid: sid.into(),
+        parent_call_sid: None,
+        from: from.into(),
+        to: to.into(),
+        status: "queued".into(),
+        direction: direction.into(),
+        answered_by: None,
+        phone_number_sid: None,
+        created: now,
+        updated: now,
+        start: None,
+        answered: None,
+        end: None,
+        queue_time_ms: None,
+        enqueued: None,
+        bridge_start: None,
+        bridge_end: None,
+        linked_leg: None,
+        task_sid: None,
+        reservation_sid: None,
+        recording_url: None,
+        error_code: None,
+        error_message: None,
+        queue_result: None,
+        timeline: vec![(now, "created".into())],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve;
+
+    #[test]
+    fn resolves_relative_urls() {
+        assert_eq!(resolve("http://h:1/a/b?x=1", "/c"), "http://h:1/c");
+        assert_eq!(resolve("http://h:1/a/b?x=1", "c?y=2"), "http://h:1/a/c?y=2");
+        assert_eq!(resolve("http://h:1/a", "https://o/x"), "https://o/x");
+    }
+}
