@@ -176,13 +176,8 @@ impl Desired {
                 }
             })
             .collect();
-        let routes = locations
-            .iter()
-            .map(|l| Route {
-                location: l.name.clone(),
-                expression: expression(&l.name),
-            })
-            .collect();
+        let routes =
+            locations.iter().map(|l| Route { location: l.name.clone(), expression: expression(&l.name) }).collect();
         let numbers: BTreeSet<&E164> = locations.iter().flat_map(|l| l.numbers.iter()).collect();
         let base = &settings.public_url;
         Desired {
@@ -217,9 +212,7 @@ impl Desired {
     fn workflow_params(&self, queue_sids: &BTreeMap<String, String>) -> Result<Params, String> {
         let mut filters = Vec::new();
         for r in &self.workflow.routes {
-            let queue = queue_sids
-                .get(&r.location)
-                .ok_or_else(|| format!("queue {} has no SID", r.location))?;
+            let queue = queue_sids.get(&r.location).ok_or_else(|| format!("queue {} has no SID", r.location))?;
             filters.push(json!({
                 "filter_friendly_name": r.location,
                 "expression": r.expression,
@@ -230,10 +223,7 @@ impl Desired {
         let mut p = Params::new();
         p.push("FriendlyName", &self.workflow.friendly_name)
             .push("Configuration", config.to_string())
-            .push(
-                "TaskReservationTimeout",
-                self.workflow.reservation_timeout_secs.to_string(),
-            );
+            .push("TaskReservationTimeout", self.workflow.reservation_timeout_secs.to_string());
         Ok(p)
     }
 }
@@ -351,12 +341,7 @@ pub struct Change {
 
 impl Change {
     fn new(kind: Kind, key: impl Into<String>, sid: Option<&str>, op: Op) -> Change {
-        Change {
-            kind,
-            key: key.into(),
-            sid: sid.map(str::to_owned),
-            op,
-        }
+        Change { kind, key: key.into(), sid: sid.map(str::to_owned), op }
     }
 
     /// Whether applying it writes anything to Twilio.
@@ -370,10 +355,7 @@ impl Change {
         match &self.op {
             Op::Create => format!("+ create {k} {key}"),
             Op::Update(diffs) => {
-                format!(
-                    "~ update {k} {key}: {}",
-                    diffs.iter().map(Diff::to_string).collect::<Vec<_>>().join(", ")
-                )
+                format!("~ update {k} {key}: {}", diffs.iter().map(Diff::to_string).collect::<Vec<_>>().join(", "))
             }
             Op::Delete => format!("- delete {k} {key} (pruned)"),
             Op::Unchanged => format!("= {k} {key} unchanged"),
@@ -393,20 +375,9 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Change> {
     let stored = |kind: Kind, key: &str| actual.stored.get(&(kind.as_str().to_owned(), key.to_owned())).cloned();
 
     // Workspace.
-    let activity_name = |sid: &str| {
-        actual
-            .activities
-            .iter()
-            .find(|a| a.sid == sid)
-            .map(|a| a.friendly_name.clone())
-    };
+    let activity_name = |sid: &str| actual.activities.iter().find(|a| a.sid == sid).map(|a| a.friendly_name.clone());
     match &actual.workspace {
-        None => out.push(Change::new(
-            Kind::Workspace,
-            &desired.workspace.friendly_name,
-            None,
-            Op::Create,
-        )),
+        None => out.push(Change::new(Kind::Workspace, &desired.workspace.friendly_name, None, Op::Create)),
         Some(ws) => {
             let d = &desired.workspace;
             let mut diffs = Vec::new();
@@ -417,14 +388,8 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Change> {
                 ws.event_callback_url.as_deref().unwrap_or(""),
                 &d.event_callback_url,
             );
-            let have: BTreeSet<&str> = ws
-                .events_filter
-                .as_deref()
-                .unwrap_or("")
-                .split(',')
-                .map(str::trim)
-                .filter(|e| !e.is_empty())
-                .collect();
+            let have: BTreeSet<&str> =
+                ws.events_filter.as_deref().unwrap_or("").split(',').map(str::trim).filter(|e| !e.is_empty()).collect();
             let want: BTreeSet<&str> = d.events_filter.iter().map(String::as_str).collect();
             if have != want {
                 diffs.push(Diff {
@@ -434,28 +399,12 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Change> {
                 });
             }
             if ws.multi_task_enabled != Some(true) {
-                diffs.push(Diff {
-                    field: "multi_task_enabled".into(),
-                    from: "false".into(),
-                    to: "true".into(),
-                });
+                diffs.push(Diff { field: "multi_task_enabled".into(), from: "false".into(), to: "true".into() });
             }
-            let timeout = ws
-                .timeout_activity_name
-                .clone()
-                .or_else(|| ws.timeout_activity_sid.as_deref().and_then(activity_name));
-            diff(
-                &mut diffs,
-                "timeout_activity",
-                timeout.as_deref().unwrap_or(""),
-                &d.timeout_activity,
-            );
-            out.push(Change::new(
-                Kind::Workspace,
-                &d.friendly_name,
-                Some(&ws.sid),
-                update_or_unchanged(diffs),
-            ));
+            let timeout =
+                ws.timeout_activity_name.clone().or_else(|| ws.timeout_activity_sid.as_deref().and_then(activity_name));
+            diff(&mut diffs, "timeout_activity", timeout.as_deref().unwrap_or(""), &d.timeout_activity);
+            out.push(Change::new(Kind::Workspace, &d.friendly_name, Some(&ws.sid), update_or_unchanged(diffs)));
         }
     }
 
@@ -485,18 +434,8 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Change> {
                 queue_location.insert(&a.sid, &q.location);
                 let mut diffs = Vec::new();
                 diff(&mut diffs, "name", &a.friendly_name, &q.friendly_name);
-                diff(
-                    &mut diffs,
-                    "target_workers",
-                    a.target_workers.as_deref().unwrap_or(""),
-                    &q.target_workers,
-                );
-                out.push(Change::new(
-                    Kind::Queue,
-                    &q.location,
-                    Some(&a.sid),
-                    update_or_unchanged(diffs),
-                ));
+                diff(&mut diffs, "target_workers", a.target_workers.as_deref().unwrap_or(""), &q.target_workers);
+                out.push(Change::new(Kind::Queue, &q.location, Some(&a.sid), update_or_unchanged(diffs)));
             }
         }
     }
@@ -508,13 +447,7 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Change> {
             stored(Kind::Worker, &w.location).and_then(|sid| actual.workers.iter().find(|a| a.worker.sid == sid));
         let free = |a: &&ActualWorker| !matched_workers.contains(a.worker.sid.as_str());
         let found = by_sid
-            .or_else(|| {
-                actual
-                    .workers
-                    .iter()
-                    .filter(free)
-                    .find(|a| a.worker.friendly_name == w.friendly_name)
-            })
+            .or_else(|| actual.workers.iter().filter(free).find(|a| a.worker.friendly_name == w.friendly_name))
             .or_else(|| {
                 actual.workers.iter().filter(free).find(|a| {
                     a.is_marked() && a.attributes().get("location").and_then(Value::as_str) == Some(w.location.as_str())
@@ -540,19 +473,9 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Change> {
         .clone()
         .or_else(|| stored(Kind::Workflow, "main"))
         .and_then(|sid| actual.workflows.iter().find(|w| w.sid == sid))
-        .or_else(|| {
-            actual
-                .workflows
-                .iter()
-                .find(|w| w.friendly_name == desired.workflow.friendly_name)
-        });
+        .or_else(|| actual.workflows.iter().find(|w| w.friendly_name == desired.workflow.friendly_name));
     match workflow {
-        None => out.push(Change::new(
-            Kind::Workflow,
-            &desired.workflow.friendly_name,
-            None,
-            Op::Create,
-        )),
+        None => out.push(Change::new(Kind::Workflow, &desired.workflow.friendly_name, None, Op::Create)),
         Some(wf) => {
             let d = &desired.workflow;
             let mut diffs = Vec::new();
@@ -563,28 +486,15 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Change> {
                 &wf.task_reservation_timeout.map(|t| t.to_string()).unwrap_or_default(),
                 &d.reservation_timeout_secs.to_string(),
             );
-            diffs.extend(route_diffs(
-                d,
-                wf.configuration.as_deref().unwrap_or(""),
-                &queue_location,
-            ));
-            out.push(Change::new(
-                Kind::Workflow,
-                &d.friendly_name,
-                Some(&wf.sid),
-                update_or_unchanged(diffs),
-            ));
+            diffs.extend(route_diffs(d, wf.configuration.as_deref().unwrap_or(""), &queue_location));
+            out.push(Change::new(Kind::Workflow, &d.friendly_name, Some(&wf.sid), update_or_unchanged(diffs)));
         }
     }
 
     // What is left over: marked resources are pruned (or noted), others
     // are only mentioned when pruning, to say they were left alone.
     let mut notes = Vec::new();
-    for w in actual
-        .workers
-        .iter()
-        .filter(|a| !matched_workers.contains(a.worker.sid.as_str()))
-    {
+    for w in actual.workers.iter().filter(|a| !matched_workers.contains(a.worker.sid.as_str())) {
         let key = w
             .attributes()
             .get("location")
@@ -594,34 +504,17 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Change> {
         if w.is_marked() {
             let op = if desired.prune { Op::Delete } else { Op::Orphan };
             let change = Change::new(Kind::Worker, key, Some(&w.worker.sid), op);
-            if desired.prune {
-                out.push(change)
-            } else {
-                notes.push(change)
-            }
+            if desired.prune { out.push(change) } else { notes.push(change) }
         } else if desired.prune {
-            notes.push(Change::new(
-                Kind::Worker,
-                &w.worker.friendly_name,
-                Some(&w.worker.sid),
-                Op::Foreign,
-            ));
+            notes.push(Change::new(Kind::Worker, &w.worker.friendly_name, Some(&w.worker.sid), Op::Foreign));
         }
     }
-    for q in actual
-        .queues
-        .iter()
-        .filter(|a| !matched_queues.contains(a.sid.as_str()))
-    {
+    for q in actual.queues.iter().filter(|a| !matched_queues.contains(a.sid.as_str())) {
         match q.friendly_name.strip_prefix(&desired.prefix) {
             Some(location) => {
                 let op = if desired.prune { Op::Delete } else { Op::Orphan };
                 let change = Change::new(Kind::Queue, location, Some(&q.sid), op);
-                if desired.prune {
-                    out.push(change)
-                } else {
-                    notes.push(change)
-                }
+                if desired.prune { out.push(change) } else { notes.push(change) }
             }
             None if desired.prune => notes.push(Change::new(Kind::Queue, &q.friendly_name, Some(&q.sid), Op::Foreign)),
             None => {}
@@ -641,31 +534,13 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Change> {
             Some(Err(e)) => out.push(Change::new(Kind::Number, key, None, Op::Invalid(e.clone()))),
             Some(Ok(Some(a))) => {
                 let mut diffs = Vec::new();
-                diff(
-                    &mut diffs,
-                    "voice_url",
-                    a.voice_url.as_deref().unwrap_or(""),
-                    &n.voice_url,
-                );
+                diff(&mut diffs, "voice_url", a.voice_url.as_deref().unwrap_or(""), &n.voice_url);
                 diff_method(&mut diffs, "voice_method", a.voice_method.as_deref());
-                diff(
-                    &mut diffs,
-                    "status_callback",
-                    a.status_callback.as_deref().unwrap_or(""),
-                    &n.status_callback,
-                );
-                diff_method(
-                    &mut diffs,
-                    "status_callback_method",
-                    a.status_callback_method.as_deref(),
-                );
+                diff(&mut diffs, "status_callback", a.status_callback.as_deref().unwrap_or(""), &n.status_callback);
+                diff_method(&mut diffs, "status_callback_method", a.status_callback_method.as_deref());
                 // A voice application overrides VoiceUrl.
                 if let Some(app) = a.voice_application_sid.as_deref().filter(|s| !s.is_empty()) {
-                    diffs.push(Diff {
-                        field: "voice_application_sid".into(),
-                        from: app.into(),
-                        to: "(none)".into(),
-                    });
+                    diffs.push(Diff { field: "voice_application_sid".into(), from: app.into(), to: "(none)".into() });
                 }
                 out.push(Change::new(Kind::Number, key, Some(&a.sid), update_or_unchanged(diffs)));
             }
@@ -676,39 +551,23 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Change> {
 }
 
 fn show(s: &str) -> String {
-    if s.is_empty() {
-        "(none)".to_owned()
-    } else {
-        s.to_owned()
-    }
+    if s.is_empty() { "(none)".to_owned() } else { s.to_owned() }
 }
 
 fn diff(diffs: &mut Vec<Diff>, field: &str, from: &str, to: &str) {
     if from != to {
-        diffs.push(Diff {
-            field: field.into(),
-            from: show(from),
-            to: show(to),
-        });
+        diffs.push(Diff { field: field.into(), from: show(from), to: show(to) });
     }
 }
 
 fn diff_method(diffs: &mut Vec<Diff>, field: &str, from: Option<&str>) {
     if !from.is_some_and(|m| m.eq_ignore_ascii_case("POST")) {
-        diffs.push(Diff {
-            field: field.into(),
-            from: show(from.unwrap_or("")),
-            to: "POST".into(),
-        });
+        diffs.push(Diff { field: field.into(), from: show(from.unwrap_or("")), to: "POST".into() });
     }
 }
 
 fn update_or_unchanged(diffs: Vec<Diff>) -> Op {
-    if diffs.is_empty() {
-        Op::Unchanged
-    } else {
-        Op::Update(diffs)
-    }
+    if diffs.is_empty() { Op::Unchanged } else { Op::Update(diffs) }
 }
 
 fn worker_diffs(w: &DesiredWorker, a: &ActualWorker) -> Vec<Diff> {
@@ -719,27 +578,14 @@ fn worker_diffs(w: &DesiredWorker, a: &ActualWorker) -> Vec<Diff> {
         let have = attrs.get(k).map(|v| v.to_string()).unwrap_or_default();
         diff(&mut diffs, &format!("attributes.{k}"), &have, &v.to_string());
     }
-    diff(
-        &mut diffs,
-        "activity",
-        a.worker.activity_name.as_deref().unwrap_or(""),
-        &w.activity,
-    );
+    diff(&mut diffs, "activity", a.worker.activity_name.as_deref().unwrap_or(""), &w.activity);
     match &a.voice {
-        None => diffs.push(Diff {
-            field: "voice channel".into(),
-            from: "(missing)".into(),
-            to: "(present)".into(),
-        }),
+        None => diffs.push(Diff { field: "voice channel".into(), from: "(missing)".into(), to: "(present)".into() }),
         Some(ch) => {
             let cap = ch.configured_capacity.map(|c| c.to_string()).unwrap_or_default();
             diff(&mut diffs, "capacity", &cap, &w.capacity.to_string());
             if ch.available == Some(false) {
-                diffs.push(Diff {
-                    field: "voice channel available".into(),
-                    from: "false".into(),
-                    to: "true".into(),
-                });
+                diffs.push(Diff { field: "voice channel available".into(), from: "false".into(), to: "true".into() });
             }
         }
     }
@@ -751,11 +597,7 @@ fn worker_diffs(w: &DesiredWorker, a: &ActualWorker) -> Vec<Diff> {
 fn route_diffs(d: &DesiredWorkflow, configuration: &str, queue_location: &BTreeMap<&str, &str>) -> Vec<Diff> {
     let config: Value = serde_json::from_str(configuration).unwrap_or(Value::Null);
     let mut have: BTreeMap<String, String> = BTreeMap::new();
-    let filters = config
-        .pointer("/task_routing/filters")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let filters = config.pointer("/task_routing/filters").and_then(Value::as_array).cloned().unwrap_or_default();
     for f in &filters {
         let expr = f.get("expression").and_then(Value::as_str).unwrap_or("").to_owned();
         let queues: Vec<String> = f
@@ -774,11 +616,8 @@ fn route_diffs(d: &DesiredWorkflow, configuration: &str, queue_location: &BTreeM
         have.insert(expr, queues.join("+"));
     }
     let default = config.pointer("/task_routing/default_filter").filter(|v| !v.is_null());
-    let want: BTreeMap<String, String> = d
-        .routes
-        .iter()
-        .map(|r| (r.expression.clone(), format!("queue {}", r.location)))
-        .collect();
+    let want: BTreeMap<String, String> =
+        d.routes.iter().map(|r| (r.expression.clone(), format!("queue {}", r.location))).collect();
     let mut diffs = Vec::new();
     for (expr, to) in &want {
         let from = have.get(expr).cloned().unwrap_or_default();
@@ -786,19 +625,11 @@ fn route_diffs(d: &DesiredWorkflow, configuration: &str, queue_location: &BTreeM
     }
     for (expr, from) in &have {
         if !want.contains_key(expr) {
-            diffs.push(Diff {
-                field: format!("route [{expr}]"),
-                from: show(from),
-                to: "(none)".into(),
-            });
+            diffs.push(Diff { field: format!("route [{expr}]"), from: show(from), to: "(none)".into() });
         }
     }
     if let Some(def) = default {
-        diffs.push(Diff {
-            field: "default_filter".into(),
-            from: def.to_string(),
-            to: "(none)".into(),
-        });
+        diffs.push(Diff { field: "default_filter".into(), from: def.to_string(), to: "(none)".into() });
     }
     diffs
 }
@@ -835,8 +666,11 @@ pub struct Options {
 pub struct Report {
     pub lines: Vec<String>,
     pub echo: bool,
+    pub created: usize,
+    pub updated: usize,
+    pub deleted: usize,
+    pub unchanged: usize,
     pub failed: usize,
-    pub written: usize,
 }
 
 impl Report {
@@ -851,6 +685,36 @@ impl Report {
     fn fail(&mut self, kind: Kind, key: &str, why: impl fmt::Display) {
         self.failed += 1;
         self.say(format!("! {kind} {key}: {why}"));
+    }
+
+    /// Reports a change that was carried out (or found unnecessary), with
+    /// the SID of what was created.
+    fn done(&mut self, c: &Change, sid: &str) {
+        match c.op {
+            Op::Create => {
+                self.created += 1;
+                self.say(format!("{} ({sid})", c.line()));
+                return;
+            }
+            Op::Update(_) => self.updated += 1,
+            Op::Delete => self.deleted += 1,
+            Op::Unchanged => self.unchanged += 1,
+            _ => {}
+        }
+        self.say(c.line());
+    }
+
+    fn count_plan(&mut self, changes: &[Change]) {
+        for c in changes {
+            match c.op {
+                Op::Create => self.created += 1,
+                Op::Update(_) => self.updated += 1,
+                Op::Delete => self.deleted += 1,
+                Op::Unchanged => self.unchanged += 1,
+                Op::Invalid(_) => self.failed += 1,
+                Op::Orphan | Op::Foreign => {}
+            }
+        }
     }
 
     pub fn text(&self) -> String {
@@ -871,10 +735,7 @@ fn describe(e: &ApiError) -> String {
 pub async fn run_command(config: Option<&Path>, options: Options) -> anyhow::Result<()> {
     let settings = Settings::load(config)?;
     let store = Store::connect(&settings.database_url).await?;
-    let mut report = Report {
-        echo: true,
-        ..Report::default()
-    };
+    let mut report = Report { echo: true, ..Report::default() };
     run(&settings, &store, options, &mut report).await?;
     Ok(())
 }
@@ -883,14 +744,9 @@ pub async fn run_command(config: Option<&Path>, options: Options) -> anyhow::Res
 /// anything is written or sent. Returns every location to provision: the
 /// database's, with the file's replacing those of the same name.
 pub async fn checked_locations(settings: &Settings, store: &Store) -> Result<Vec<Location>, ProvisionError> {
-    let stored = store
-        .location_specs()
-        .await
-        .context("reading locations from the database")?;
-    let mut all: Vec<LocationSpec> = stored
-        .into_iter()
-        .filter(|s| !settings.locations.iter().any(|f| f.name == s.name))
-        .collect();
+    let stored = store.location_specs().await.context("reading locations from the database")?;
+    let mut all: Vec<LocationSpec> =
+        stored.into_iter().filter(|s| !settings.locations.iter().any(|f| f.name == s.name)).collect();
     all.extend(settings.locations.iter().cloned());
     let mut locations = Vec::new();
     for spec in &all {
@@ -902,6 +758,18 @@ pub async fn checked_locations(settings: &Settings, store: &Store) -> Result<Vec
         locations.push(loc);
     }
     check_unique(&all).map_err(|e| ProvisionError::Invalid(format!("locations: {e}")))?;
+    // Twilio limits FriendlyName to 64 characters; queues and workers are
+    // named `<workspace_name>/<location>`.
+    let prefix = settings.provision.workspace_name.len() + 1;
+    if let Some(long) = locations.iter().find(|l| prefix + l.name.len() > 64) {
+        return Err(ProvisionError::Invalid(format!(
+            "location {:?}: name: too long for Twilio's 64-character names once prefixed with \
+             provision.workspace_name ({:?}); use at most {} characters",
+            long.name,
+            settings.provision.workspace_name,
+            64 - prefix
+        )));
+    }
     if locations.is_empty() {
         return Err(ProvisionError::Invalid(
             "locations: none in the config file or the database; add [[locations]] to the config".into(),
@@ -919,9 +787,7 @@ pub async fn run(
 ) -> Result<(), ProvisionError> {
     let locations = checked_locations(settings, store).await?;
     if !options.dry_run {
-        crate::cli::import(store, &settings.locations)
-            .await
-            .map_err(|e| ProvisionError::Invalid(format!("{e:#}")))?;
+        crate::cli::import(store, &settings.locations).await.map_err(|e| ProvisionError::Invalid(format!("{e:#}")))?;
     }
     if options.prune {
         let in_file: BTreeSet<&str> = settings.locations.iter().map(|l| l.name.as_str()).collect();
@@ -940,30 +806,21 @@ pub async fn run(
     if options.dry_run {
         report.say("dry run: nothing will be written");
     }
-    if let Some(ws) = &actual.workspace {
-        report.say(format!("workspace {} ({})", ws.friendly_name, ws.sid));
-    }
-    let writes = changes.iter().filter(|c| c.is_write()).count();
     if options.dry_run {
         for c in &changes {
             report.say(c.line());
         }
-        report.failed = changes.iter().filter(|c| matches!(c.op, Op::Invalid(_))).count();
+        report.count_plan(&changes);
     } else {
         apply(&client, store, &desired, &actual, &changes, report).await?;
     }
-    if writes == 0 && report.failed == 0 {
-        report.say(format!("nothing to change ({} resources checked)", changes.len()));
+    if report.created + report.updated + report.deleted + report.failed == 0 {
+        report.say(format!("nothing to change ({} resources checked)", report.unchanged));
     } else {
-        let count = |f: fn(&Op) -> bool| changes.iter().filter(|c| f(&c.op)).count();
         let verb = if options.dry_run { "would " } else { "" };
         report.say(format!(
             "summary: {verb}create {}, {verb}update {}, {verb}delete {}, {} unchanged, {} failed",
-            count(|o| matches!(o, Op::Create)),
-            count(|o| matches!(o, Op::Update(_))),
-            count(|o| matches!(o, Op::Delete)),
-            count(|o| matches!(o, Op::Unchanged)),
-            report.failed
+            report.created, report.updated, report.deleted, report.unchanged, report.failed
         ));
     }
     if report.failed > 0 {
@@ -1036,12 +893,8 @@ pub async fn read_actual(
         actual.activities = client.list_activities(ws).await.map_err(read)?;
         actual.queues = client.list_task_queues(ws).await.map_err(read)?;
         actual.workflows = client.list_workflows(ws).await.map_err(read)?;
-        let stored_workers: BTreeSet<&String> = actual
-            .stored
-            .iter()
-            .filter(|((k, _), _)| k == "worker")
-            .map(|(_, sid)| sid)
-            .collect();
+        let stored_workers: BTreeSet<&String> =
+            actual.stored.iter().filter(|((k, _), _)| k == "worker").map(|(_, sid)| sid).collect();
         for worker in client.list_workers(ws).await.map_err(read)? {
             let mut w = ActualWorker { worker, voice: None };
             // Channels are read only for workers provision may touch.
@@ -1050,9 +903,7 @@ pub async fn read_actual(
                 || stored_workers.contains(&w.worker.sid);
             if candidate {
                 let channels = client.list_worker_channels(ws, &w.worker.sid).await.map_err(read)?;
-                w.voice = channels
-                    .into_iter()
-                    .find(|c| c.task_channel_unique_name.as_deref() == Some("voice"));
+                w.voice = channels.into_iter().find(|c| c.task_channel_unique_name.as_deref() == Some("voice"));
             }
             actual.workers.push(w);
         }
@@ -1071,12 +922,7 @@ pub async fn read_actual(
 fn describe_full(e: &ApiError) -> String {
     match e {
         ApiError::Twilio { method, path, body } => {
-            format!(
-                "{method} {}: Twilio error {}: {}",
-                path.split('?').next().unwrap_or(path),
-                body.code,
-                body.message
-            )
+            format!("{method} {}: Twilio error {}: {}", path.split('?').next().unwrap_or(path), body.code, body.message)
         }
         other => other.to_string(),
     }
@@ -1093,12 +939,12 @@ struct Resolved {
 }
 
 async fn remember(store: &Store, actual: &Actual, kind: Kind, key: &str, sid: &str) -> anyhow::Result<()> {
-    if actual
-        .stored
-        .get(&(kind.as_str().to_owned(), key.to_owned()))
-        .map(String::as_str)
-        != Some(sid)
-    {
+    let before = actual.stored.get(&(kind.as_str().to_owned(), key.to_owned()));
+    if before.is_some_and(|b| b != sid) && matches!(kind, Kind::Workspace | Kind::Workflow) {
+        // A running server caches these two SIDs.
+        tracing::warn!(%kind, "{kind} SID changed; restart `call-router serve` to use the new one");
+    }
+    if before.map(String::as_str) != Some(sid) {
         store
             .set_resource(kind.as_str(), key, sid)
             .await
@@ -1136,15 +982,18 @@ async fn apply(
             Op::Create => match client.create_workspace(&workspace_params(None)).await {
                 Ok(ws) => {
                     remember(store, actual, Kind::Workspace, "main", &ws.sid).await?;
-                    report.written += 1;
+                    report.done(c, &ws.sid);
                     r.workspace = Some(ws.sid);
                 }
-                Err(e) => report.fail(Kind::Workspace, "main", describe(&e)),
+                Err(e) => report.fail(Kind::Workspace, &c.key, describe(&e)),
             },
             _ => {
                 if let Some(sid) = &c.sid {
                     remember(store, actual, Kind::Workspace, "main", sid).await?;
                     r.workspace = c.sid.clone();
+                    if c.op == Op::Unchanged {
+                        report.done(c, sid);
+                    }
                 }
             }
         }
@@ -1170,10 +1019,7 @@ async fn apply(
             Kind::Activity => {
                 apply_activity(client, store, actual, c, &ws, &mut r, report).await?;
                 // Once every activity is known, the workspace's own settings.
-                let last = changes
-                    .iter()
-                    .rposition(|x| x.kind == Kind::Activity)
-                    .map(|i| std::ptr::eq(&changes[i], c));
+                let last = changes.iter().rposition(|x| x.kind == Kind::Activity).map(|i| std::ptr::eq(&changes[i], c));
                 if last == Some(true)
                     && let Some(wc) = &ws_change
                 {
@@ -1198,25 +1044,22 @@ async fn apply_workspace_settings(
     params: &impl Fn(Option<&str>) -> Params,
 ) {
     if matches!(c.op, Op::Unchanged) {
-        report.say(format!("= workspace {} unchanged", c.key));
         return;
     }
+    // A new workspace gets its timeout activity here, once the activities
+    // are known; its creation was already reported.
     let Some(timeout) = r.activities.get(AVAILABLE) else {
-        report.fail(
-            Kind::Workspace,
-            &c.key,
-            format!("no {AVAILABLE} activity for its timeout activity"),
-        );
+        report.fail(Kind::Workspace, &c.key, format!("no {AVAILABLE} activity for its timeout activity"));
         return;
     };
     match client.update_workspace(ws, &params(Some(timeout))).await {
-        Ok(_) => {
-            if matches!(c.op, Op::Update(_)) {
-                report.written += 1;
-            }
-            report.say(format!("{} ({ws})", c.line()));
-        }
-        Err(e) => report.fail(Kind::Workspace, &c.key, describe(&e)),
+        Ok(_) if c.op == Op::Create => {}
+        Ok(_) => report.done(c, ws),
+        Err(e) => report.fail(
+            Kind::Workspace,
+            &c.key,
+            format!("setting its timeout activity and callbacks: {}", describe(&e)),
+        ),
     }
 }
 
@@ -1232,6 +1075,7 @@ async fn apply_activity(
     if let Some(sid) = &c.sid {
         r.activities.insert(c.key.clone(), sid.clone());
         remember(store, actual, Kind::Activity, &c.key.to_ascii_lowercase(), sid).await?;
+        report.done(c, sid);
         return Ok(());
     }
     // A new workspace comes with Twilio's activities: reuse them.
@@ -1244,11 +1088,7 @@ async fn apply_activity(
             }
         }
     }
-    let existing = r
-        .fresh_activities
-        .as_ref()
-        .and_then(|l| l.iter().find(|a| a.friendly_name == c.key))
-        .cloned();
+    let existing = r.fresh_activities.as_ref().and_then(|l| l.iter().find(|a| a.friendly_name == c.key)).cloned();
     let available = ACTIVITIES.iter().find(|(n, _)| *n == c.key).is_some_and(|(_, a)| *a);
     let result = match existing {
         Some(a) => Ok((a, false)),
@@ -1258,9 +1098,9 @@ async fn apply_activity(
         Ok((a, created)) => {
             remember(store, actual, Kind::Activity, &c.key.to_ascii_lowercase(), &a.sid).await?;
             if created {
-                report.written += 1;
-                report.say(format!("{} ({})", c.line(), a.sid));
+                report.done(c, &a.sid);
             } else {
+                report.unchanged += 1;
                 report.say(format!("= activity {} (created with the workspace)", c.key));
             }
             r.activities.insert(c.key.clone(), a.sid);
@@ -1284,10 +1124,7 @@ async fn apply_queue(
     if c.op == Op::Delete {
         let sid = c.sid.clone().unwrap_or_default();
         // The mark, checked again right before deleting.
-        let marked = actual
-            .queues
-            .iter()
-            .any(|q| q.sid == sid && q.friendly_name.starts_with(&desired.prefix));
+        let marked = actual.queues.iter().any(|q| q.sid == sid && q.friendly_name.starts_with(&desired.prefix));
         if !marked {
             report.fail(Kind::Queue, &c.key, "not deleted: it does not carry call-router's mark");
             return Ok(());
@@ -1295,8 +1132,7 @@ async fn apply_queue(
         match client.delete_task_queue(ws, &sid).await {
             Ok(()) => {
                 forget(store, actual, Kind::Queue, &c.key, &sid).await?;
-                report.written += 1;
-                report.say(c.line());
+                report.done(c, &sid);
             }
             Err(e) => report.fail(Kind::Queue, &c.key, describe(&e)),
         }
@@ -1306,8 +1142,7 @@ async fn apply_queue(
         return Ok(());
     };
     let mut p = Params::new();
-    p.push("FriendlyName", &q.friendly_name)
-        .push("TargetWorkers", &q.target_workers);
+    p.push("FriendlyName", &q.friendly_name).push("TargetWorkers", &q.target_workers);
     let result = match (&c.op, &c.sid) {
         (Op::Create, _) => client.create_task_queue(ws, &p).await.map(|x| x.sid),
         (Op::Update(_), Some(sid)) => client.update_task_queue(ws, sid, &p).await.map(|x| x.sid),
@@ -1317,7 +1152,7 @@ async fn apply_queue(
     match result {
         Ok(sid) => {
             remember(store, actual, Kind::Queue, &c.key, &sid).await?;
-            say_done(report, c, &sid);
+            report.done(c, &sid);
             r.queues.insert(c.key.clone(), sid);
         }
         Err(e) => {
@@ -1331,31 +1166,9 @@ async fn apply_queue(
     Ok(())
 }
 
-fn say_done(report: &mut Report, c: &Change, sid: &str) {
-    match c.op {
-        Op::Create => {
-            report.written += 1;
-            report.say(format!("{} ({sid})", c.line()));
-        }
-        Op::Update(_) => {
-            report.written += 1;
-            report.say(c.line());
-        }
-        _ => report.say(c.line()),
-    }
-}
-
 async fn forget(store: &Store, actual: &Actual, kind: Kind, key: &str, sid: &str) -> anyhow::Result<()> {
-    if actual
-        .stored
-        .get(&(kind.as_str().to_owned(), key.to_owned()))
-        .map(String::as_str)
-        == Some(sid)
-    {
-        store
-            .remove_resource(kind.as_str(), key)
-            .await
-            .with_context(|| format!("forgetting {kind} {key}"))?;
+    if actual.stored.get(&(kind.as_str().to_owned(), key.to_owned())).map(String::as_str) == Some(sid) {
+        store.remove_resource(kind.as_str(), key).await.with_context(|| format!("forgetting {kind} {key}"))?;
     }
     Ok(())
 }
@@ -1375,18 +1188,13 @@ async fn apply_worker(
         let sid = c.sid.clone().unwrap_or_default();
         let marked = actual.workers.iter().any(|w| w.worker.sid == sid && w.is_marked());
         if !marked {
-            report.fail(
-                Kind::Worker,
-                &c.key,
-                "not deleted: it does not carry call-router's mark",
-            );
+            report.fail(Kind::Worker, &c.key, "not deleted: it does not carry call-router's mark");
             return Ok(());
         }
         match client.delete_worker(ws, &sid).await {
             Ok(()) => {
                 forget(store, actual, Kind::Worker, &c.key, &sid).await?;
-                report.written += 1;
-                report.say(c.line());
+                report.done(c, &sid);
             }
             Err(e) => report.fail(Kind::Worker, &c.key, describe(&e)),
         }
@@ -1399,10 +1207,7 @@ async fn apply_worker(
         report.fail(Kind::Worker, &c.key, format!("skipped: no {} activity", w.activity));
         return Ok(());
     };
-    let existing = c
-        .sid
-        .as_ref()
-        .and_then(|sid| actual.workers.iter().find(|a| &a.worker.sid == sid));
+    let existing = c.sid.as_ref().and_then(|sid| actual.workers.iter().find(|a| &a.worker.sid == sid));
     // Attributes a person added to the worker are kept.
     let mut attributes = existing.map(ActualWorker::attributes).unwrap_or_default();
     attributes.extend(w.attributes.clone());
@@ -1411,9 +1216,7 @@ async fn apply_worker(
         let (sid, channel) = match (&c.op, existing) {
             (Op::Create, _) => {
                 let mut p = Params::new();
-                p.push("FriendlyName", &w.friendly_name)
-                    .push("ActivitySid", available)
-                    .push("Attributes", &attributes);
+                p.push("FriendlyName", &w.friendly_name).push("ActivitySid", available).push("Attributes", &attributes);
                 (client.create_worker(ws, &p).await?.sid, None)
             }
             (Op::Update(diffs), Some(a)) => {
@@ -1462,7 +1265,7 @@ async fn apply_worker(
     match result {
         Ok(sid) if !sid.is_empty() => {
             remember(store, actual, Kind::Worker, &c.key, &sid).await?;
-            say_done(report, c, &sid);
+            report.done(c, &sid);
         }
         Ok(_) => {}
         Err(e) => report.fail(Kind::Worker, &c.key, describe(&e)),
@@ -1485,7 +1288,7 @@ async fn apply_workflow(
         if let Some(sid) = &c.sid {
             remember(store, actual, Kind::Workflow, "main", sid).await?;
         }
-        report.say(c.line());
+        report.done(c, "");
         return Ok(());
     }
     // Routing to a queue that does not exist would lose callers: a workflow
@@ -1493,11 +1296,7 @@ async fn apply_workflow(
     let params = match desired.workflow_params(&r.queues) {
         Ok(p) => p,
         Err(why) => {
-            report.fail(
-                Kind::Workflow,
-                &c.key,
-                format!("skipped: {why} (its queue could not be provisioned)"),
-            );
+            report.fail(Kind::Workflow, &c.key, format!("skipped: {why} (its queue could not be provisioned)"));
             return Ok(());
         }
     };
@@ -1509,7 +1308,7 @@ async fn apply_workflow(
     match result {
         Ok(sid) => {
             remember(store, actual, Kind::Workflow, "main", &sid).await?;
-            say_done(report, c, &sid);
+            report.done(c, &sid);
         }
         Err(e) => report.fail(Kind::Workflow, &c.key, describe(&e)),
     }
@@ -1550,7 +1349,7 @@ async fn apply_number(
         }
     }
     remember(store, actual, Kind::Number, &c.key, &sid).await?;
-    say_done(report, c, &sid);
+    report.done(c, &sid);
     Ok(())
 }
 
@@ -1608,13 +1407,7 @@ auth_token = "secret"
                 .collect(),
             workflow: DesiredWorkflow {
                 friendly_name: format!("{prefix}by-location"),
-                routes: locations
-                    .iter()
-                    .map(|(l, _)| Route {
-                        location: (*l).into(),
-                        expression: expr(l),
-                    })
-                    .collect(),
+                routes: locations.iter().map(|(l, _)| Route { location: (*l).into(), expression: expr(l) }).collect(),
                 reservation_timeout_secs: 65,
             },
             numbers: vec![DesiredNumber {
@@ -1630,11 +1423,7 @@ auth_token = "secret"
         let activities: Vec<ActivityResource> = ACTIVITIES
             .iter()
             .enumerate()
-            .map(|(i, (n, a))| ActivityResource {
-                sid: format!("WA{i}"),
-                friendly_name: (*n).into(),
-                available: *a,
-            })
+            .map(|(i, (n, a))| ActivityResource { sid: format!("WA{i}"), friendly_name: (*n).into(), available: *a })
             .collect();
         let queues: Vec<TaskQueueResource> = d
             .queues
@@ -1665,12 +1454,7 @@ auth_token = "secret"
             })
             .collect();
         let qsids: BTreeMap<String, String> = queues.iter().map(|q| (q.sid[3..].to_owned(), q.sid.clone())).collect();
-        let config = d
-            .workflow_params(&qsids)
-            .unwrap()
-            .get("Configuration")
-            .unwrap()
-            .to_owned();
+        let config = d.workflow_params(&qsids).unwrap().get("Configuration").unwrap().to_owned();
         Actual {
             workspace: Some(WorkspaceResource {
                 sid: "WS1".into(),
@@ -1719,10 +1503,7 @@ auth_token = "secret"
     }
 
     fn worker<'a>(a: &'a mut Actual, loc: &str) -> &'a mut ActualWorker {
-        a.workers
-            .iter_mut()
-            .find(|w| w.worker.sid == format!("WK-{loc}"))
-            .unwrap()
+        a.workers.iter_mut().find(|w| w.worker.sid == format!("WK-{loc}")).unwrap()
     }
 
     #[test]
@@ -1736,10 +1517,7 @@ auth_token = "secret"
     #[test]
     fn empty_account_creates_everything_in_dependency_order() {
         let d = desired(&[("north", 1)], false);
-        let a = Actual {
-            numbers: in_sync(&d).numbers,
-            ..Actual::default()
-        };
+        let a = Actual { numbers: in_sync(&d).numbers, ..Actual::default() };
         let got: Vec<(Kind, Op)> = plan(&d, &a).into_iter().map(|c| (c.kind, c.op)).collect();
         let want = vec![
             (Kind::Workspace, Op::Create),
@@ -1785,15 +1563,7 @@ auth_token = "secret"
             (
                 "voice url changed",
                 |a| {
-                    let n = a
-                        .numbers
-                        .values_mut()
-                        .next()
-                        .unwrap()
-                        .as_mut()
-                        .unwrap()
-                        .as_mut()
-                        .unwrap();
+                    let n = a.numbers.values_mut().next().unwrap().as_mut().unwrap().as_mut().unwrap();
                     n.voice_url = Some("https://old/voice".into());
                 },
                 "~ update number +12025550143: voice_url https://old/voice -> https://r/incoming-call",
@@ -1801,15 +1571,7 @@ auth_token = "secret"
             (
                 "voice application set",
                 |a| {
-                    let n = a
-                        .numbers
-                        .values_mut()
-                        .next()
-                        .unwrap()
-                        .as_mut()
-                        .unwrap()
-                        .as_mut()
-                        .unwrap();
+                    let n = a.numbers.values_mut().next().unwrap().as_mut().unwrap().as_mut().unwrap();
                     n.voice_application_sid = Some("AP1".into());
                 },
                 "~ update number +12025550143: voice_application_sid AP1 -> (none)",
@@ -1841,11 +1603,7 @@ auth_token = "secret"
             mutate(&mut a);
             let got = lines(&plan(&d, &a));
             assert!(got.iter().any(|l| l == want), "{name}: {got:#?}");
-            assert_eq!(
-                got.iter().filter(|l| !l.starts_with('=')).count(),
-                1,
-                "{name}: {got:#?}"
-            );
+            assert_eq!(got.iter().filter(|l| !l.starts_with('=')).count(), 1, "{name}: {got:#?}");
         }
     }
 
@@ -1857,10 +1615,7 @@ auth_token = "secret"
         let got = lines(&plan(&d, &a));
         assert!(got.contains(&"+ create queue south".to_owned()), "{got:#?}");
         let wf = got.iter().find(|l| l.contains("workflow")).unwrap();
-        assert!(
-            wf.contains("route [location == \"south\"] queue WQ-south (not ours or gone) -> queue south"),
-            "{wf}"
-        );
+        assert!(wf.contains("route [location == \"south\"] queue WQ-south (not ours or gone) -> queue south"), "{wf}");
     }
 
     #[test]
@@ -1870,15 +1625,7 @@ auth_token = "secret"
         worker(&mut a, "north").worker.attributes = Some(
             r#"{"managed_by":"call-router","phone":"+14155550123","location":"north","note":"front desk"}"#.into(),
         );
-        a.numbers
-            .values_mut()
-            .next()
-            .unwrap()
-            .as_mut()
-            .unwrap()
-            .as_mut()
-            .unwrap()
-            .voice_method = Some("post".into());
+        a.numbers.values_mut().next().unwrap().as_mut().unwrap().as_mut().unwrap().voice_method = Some("post".into());
         assert!(plan(&d, &a).iter().all(|c| c.op == Op::Unchanged));
     }
 
@@ -1905,23 +1652,12 @@ auth_token = "secret"
 
         let without = lines(&plan(&desired(&[("north", 1)], false), &a));
         assert!(without.contains(&"? worker old: its location is gone; run with --prune to delete it".to_owned()));
-        assert!(
-            !without.iter().any(|l| l.starts_with('-') || l.contains("bob")),
-            "{without:#?}"
-        );
+        assert!(!without.iter().any(|l| l.starts_with('-') || l.contains("bob")), "{without:#?}");
 
         let with = plan(&desired(&[("north", 1)], true), &a);
-        let deleted: Vec<_> = with
-            .iter()
-            .filter(|c| c.op == Op::Delete)
-            .map(|c| c.sid.clone().unwrap())
-            .collect();
+        let deleted: Vec<_> = with.iter().filter(|c| c.op == Op::Delete).map(|c| c.sid.clone().unwrap()).collect();
         assert_eq!(deleted, ["WK-old", "WQ-old"]);
-        let kept: Vec<_> = with
-            .iter()
-            .filter(|c| c.op == Op::Foreign)
-            .map(|c| c.sid.clone().unwrap())
-            .collect();
+        let kept: Vec<_> = with.iter().filter(|c| c.op == Op::Foreign).map(|c| c.sid.clone().unwrap()).collect();
         assert_eq!(kept, ["WK-bob", "WQ-hand"]);
         // Deletions come after the workflow stops routing to the queue.
         let wf = with.iter().position(|c| c.kind == Kind::Workflow).unwrap();
@@ -1938,10 +1674,7 @@ auth_token = "secret"
         a.queues[0].friendly_name = "renamed".into();
         a.stored.insert(("queue".into(), "north".into()), "WQ-north".into());
         let got = lines(&plan(&d, &a));
-        assert!(
-            got.contains(&"~ update queue north: name renamed -> call-router/north".to_owned()),
-            "{got:#?}"
-        );
+        assert!(got.contains(&"~ update queue north: name renamed -> call-router/north".to_owned()), "{got:#?}");
     }
 
     #[test]
@@ -1952,46 +1685,42 @@ auth_token = "secret"
         let changes = plan(&d, &a);
         let bad: Vec<_> = changes.iter().filter(|c| matches!(c.op, Op::Invalid(_))).collect();
         assert_eq!(bad.len(), 1);
-        assert!(
-            bad[0]
-                .line()
-                .starts_with("! number +12025550143: not a number of this account"),
-            "{}",
-            bad[0].line()
-        );
+        assert!(bad[0].line().starts_with("! number +12025550143: not a number of this account"), "{}", bad[0].line());
     }
 
     #[test]
     fn desired_state_follows_the_settings() {
         let s = settings();
         let built = Desired::new(&s, &[], false);
-        assert_eq!(
-            built.workspace.event_callback_url,
-            "https://router.example.com/tr-event-handler"
-        );
+        assert_eq!(built.workspace.event_callback_url, "https://router.example.com/tr-event-handler");
         assert_eq!(built.workspace.events_filter.len(), EVENTS.len());
         // Ring time plus answering-machine detection, with a margin.
-        assert_eq!(
-            built.workflow.reservation_timeout_secs,
-            20 + 30 + RESERVATION_MARGIN_SECS
-        );
+        assert_eq!(built.workflow.reservation_timeout_secs, 20 + 30 + RESERVATION_MARGIN_SECS);
         assert_eq!(built.prefix, "call-router/");
         assert_eq!(built.workflow.friendly_name, "call-router/by-location");
     }
 
     #[test]
+    fn twilio_errors_are_reported_with_code_and_message() {
+        let e = ApiError::Twilio {
+            method: "POST",
+            path: "/v1/Workspaces/WS1/Workers".into(),
+            body: twilio::ErrorBody::new(409, 20001, "A worker named x already exists"),
+        };
+        assert_eq!(describe(&e), "Twilio error 20001: A worker named x already exists");
+        let mut report = Report::default();
+        report.fail(Kind::Worker, "east", describe(&e));
+        assert_eq!(report.lines, ["! worker east: Twilio error 20001: A worker named x already exists"]);
+        assert_eq!(report.failed, 1);
+    }
+
+    #[test]
     fn workflow_configuration_routes_each_location_to_its_queue() {
         let d = desired(&[("north", 1), ("south", 1)], false);
-        let sids = BTreeMap::from([
-            ("north".to_owned(), "WQn".to_owned()),
-            ("south".to_owned(), "WQs".to_owned()),
-        ]);
+        let sids = BTreeMap::from([("north".to_owned(), "WQn".to_owned()), ("south".to_owned(), "WQs".to_owned())]);
         let p = d.workflow_params(&sids).unwrap();
         let config: Value = serde_json::from_str(p.get("Configuration").unwrap()).unwrap();
-        assert_eq!(
-            config["task_routing"]["filters"][1]["expression"],
-            "location == \"south\""
-        );
+        assert_eq!(config["task_routing"]["filters"][1]["expression"], "location == \"south\"");
         assert_eq!(config["task_routing"]["filters"][1]["targets"][0]["queue"], "WQs");
         assert_eq!(p.get("TaskReservationTimeout"), Some("65"));
         let missing = d.workflow_params(&BTreeMap::new()).unwrap_err();
