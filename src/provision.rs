@@ -778,6 +778,28 @@ pub async fn checked_locations(settings: &Settings, store: &Store) -> Result<Vec
     Ok(locations)
 }
 
+/// Refuses a public URL Twilio cannot reach when the base URLs are
+/// Twilio's own: webhooks to a loopback address would never arrive.
+pub fn check_public_url(settings: &Settings) -> Result<(), ProvisionError> {
+    let real_twilio = settings.twilio.api_base_url == crate::config::DEFAULT_API_BASE_URL
+        || settings.twilio.taskrouter_base_url == crate::config::DEFAULT_TASKROUTER_BASE_URL;
+    let rest = settings.public_url.split_once("://").map_or(settings.public_url.as_str(), |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified());
+    if real_twilio && loopback {
+        return Err(ProvisionError::Invalid(format!(
+            "public_url: {} is not reachable from Twilio; use the server's public address (or a tunnel)",
+            settings.public_url
+        )));
+    }
+    Ok(())
+}
+
 /// Provisions: check, read, plan, apply (unless dry run), report.
 pub async fn run(
     settings: &Settings,
@@ -785,6 +807,7 @@ pub async fn run(
     options: Options,
     report: &mut Report,
 ) -> Result<(), ProvisionError> {
+    check_public_url(settings)?;
     let locations = checked_locations(settings, store).await?;
     if !options.dry_run {
         crate::cli::import(store, &settings.locations).await.map_err(|e| ProvisionError::Invalid(format!("{e:#}")))?;
@@ -893,6 +916,15 @@ pub async fn read_actual(
         actual.activities = client.list_activities(ws).await.map_err(read)?;
         actual.queues = client.list_task_queues(ws).await.map_err(read)?;
         actual.workflows = client.list_workflows(ws).await.map_err(read)?;
+        // The server uses a pinned workflow over the database's, so one
+        // that is not there cannot be replaced by a new one.
+        if let Some(pinned) = &actual.pinned_workflow
+            && !actual.workflows.iter().any(|w| &w.sid == pinned)
+        {
+            return Err(ProvisionError::Invalid(format!(
+                "twilio.workflow_sid: workflow {pinned} is not in workspace {ws}"
+            )));
+        }
         let stored_workers: BTreeSet<&String> =
             actual.stored.iter().filter(|((k, _), _)| k == "worker").map(|(_, sid)| sid).collect();
         for worker in client.list_workers(ws).await.map_err(read)? {
@@ -1698,6 +1730,32 @@ auth_token = "secret"
         assert_eq!(built.workflow.reservation_timeout_secs, 20 + 30 + RESERVATION_MARGIN_SECS);
         assert_eq!(built.prefix, "call-router/");
         assert_eq!(built.workflow.friendly_name, "call-router/by-location");
+    }
+
+    #[test]
+    fn a_loopback_public_url_is_refused_only_for_real_twilio() {
+        let with = |public: &str, base: &str| {
+            let mut s = settings();
+            s.public_url = public.into();
+            s.twilio.api_base_url = base.into();
+            s.twilio.taskrouter_base_url = base.into();
+            check_public_url(&s).map_err(|e| e.to_string())
+        };
+        let twilio = crate::config::DEFAULT_API_BASE_URL;
+        let cases = [
+            ("http://127.0.0.1:8080", twilio, false),
+            ("http://localhost", twilio, false),
+            ("http://[::1]:80/x", twilio, false),
+            ("https://router.example.com", twilio, true),
+            ("http://127.0.0.1:8080", "http://127.0.0.1:4000", true),
+        ];
+        for (public, base, ok) in cases {
+            let got = with(public, base);
+            assert_eq!(got.is_ok(), ok, "{public} with {base}: {got:?}");
+            if let Err(e) = got {
+                assert!(e.starts_with("public_url: "), "{e}");
+            }
+        }
     }
 
     #[test]
