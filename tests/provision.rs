@@ -361,7 +361,22 @@ async fn prune_removes_a_dropped_location_and_leaves_unmarked_workers_alone() {
     p.push("FriendlyName", "front-desk").push("Attributes", r#"{"location":"south"}"#);
     h.post(&h.ws_path("Workers").await, &p).await;
 
-    // South leaves the config and the database.
+    // Out of the config file but still in the database, south stays: the
+    // database is what the server routes with.
+    let since = h.log_position().await;
+    let report = h.provision_ok(&[&NORTH], Options { prune: true, ..Options::default() }).await;
+    assert!(
+        report
+            .lines
+            .iter()
+            .any(|l| l.starts_with("note: location south is in the database but not in the config file")),
+        "{}",
+        report.text()
+    );
+    assert!(report.lines.iter().any(|l| l.starts_with("nothing to change")), "{}", report.text());
+    assert!(writes(&h.requests_since(since).await.0).is_empty());
+
+    // South leaves the database too.
     assert!(h.store.remove_location("south").await.unwrap());
 
     // Without --prune it is only reported.
