@@ -27,17 +27,20 @@
 //! alone and said so. Phone numbers are never released.
 //!
 //! # The timeout activity
-//! A reservation times out when the location did not take the call in
-//! time (the server dials within a second of `reservation.created`, so in
-//! practice: nobody answered and the status callback did not arrive, or the
-//! server was down). Twilio's default moves the worker to Offline, which
-//! strands every later caller for that location until someone sets it back
-//! by hand: the old Node script's failure. The workspace's
-//! `TimeoutActivitySid` is therefore **Available**: routing keeps working,
-//! and the next caller rings the location again. The cost: a location that
-//! is truly unattended keeps getting reservations, so each of its callers
-//! waits a full ring before being offered voicemail (which is what the
-//! server does on no-answer anyway); hours in the IVR, not TaskRouter, are
+//! A reservation times out only when nothing settled it within the
+//! workflow's `TaskReservationTimeout` (ring time + answering-machine
+//! detection time + a margin): a location that does not answer is reported
+//! by the dial's status callback, and the server cancels the task before
+//! that. So a timeout means the dial never happened or its outcome never
+//! arrived (the server was down, or a webhook was lost). Twilio's default
+//! then moves the worker to Offline, which strands every later caller for
+//! that location until someone sets it back by hand: the old Node script's
+//! failure. The workspace's `TimeoutActivitySid` is therefore
+//! **Available**: routing keeps working once the cause is gone. The cost:
+//! while the cause lasts, each caller is reserved and waits for a dial that
+//! does not come, until `ivr.max_queue_secs` sends them to voicemail; with
+//! Offline they would wait just as long with no reservation at all, and keep
+//! waiting after the cause is gone. Hours in the IVR, not TaskRouter, are
 //! what keep callers away from a closed location.
 
 use std::collections::{BTreeMap, BTreeSet};
