@@ -30,6 +30,8 @@ pub enum Command {
         #[arg(long, short, env = "CALL_ROUTER_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Run a simulated business end to end on this machine: no Twilio account needed.
+    Demo(Box<crate::demo::DemoArgs>),
     /// Create or repair the Twilio resources the locations need (TaskRouter workspace, queues, workers,
     /// workflow, number webhooks). Safe to re-run.
     Provision {

@@ -12,10 +12,10 @@
 //! - `run`: the orchestration, in one place: [`run`] and [`run_cli`].
 
 pub mod report;
-// mod run; (waiting on sandbox::client and provision)
+mod run;
 pub mod scenario;
 
-// pub use run::{run, run_cli};
+pub use run::{run, run_cli};
 
 use std::path::Path;
 use std::time::Duration;
@@ -79,12 +79,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            time_scale: 500.0,
-            seed: 1,
-            database_url: None,
-            timeout: Duration::from_secs(60),
-        }
+        Options { time_scale: 500.0, seed: 1, database_url: None, timeout: Duration::from_secs(60) }
     }
 }
 
@@ -92,17 +87,9 @@ impl Default for Options {
 #[derive(Debug, Clone)]
 pub enum Progress<'a> {
     /// Everything is up; the calls are about to be placed.
-    Ready {
-        sandbox_url: &'a str,
-        server_url: &'a str,
-        calls: usize,
-    },
+    Ready { sandbox_url: &'a str, server_url: &'a str, calls: usize },
     /// One call ended (or was given up on).
-    CallEnded {
-        done: usize,
-        total: usize,
-        row: &'a CallRow,
-    },
+    CallEnded { done: usize, total: usize, row: &'a CallRow },
 }
 
 /// Picks the scenario the arguments name: a file, a built-in name, or the
@@ -119,10 +106,7 @@ pub fn load_scenario(args: &DemoArgs) -> anyhow::Result<Scenario> {
             Some(s) => s,
             None => {
                 let names: Vec<&str> = scenario::BUILT_IN.iter().map(|(n, _)| *n).collect();
-                bail!(
-                    "--scenario {arg}: no such file, nor a built-in scenario (one of: {})",
-                    names.join(", ")
-                )
+                bail!("--scenario {arg}: no such file, nor a built-in scenario (one of: {})", names.join(", "))
             }
         },
     };

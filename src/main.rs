@@ -8,9 +8,15 @@ use call_router::cli::{self, Cli, Command};
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Cli::parse();
-    call_router::telemetry::init(args.json_logs, "info,sqlx=warn,tower_http=warn");
+    // The demo's report is the point, so its logs are quiet unless RUST_LOG asks.
+    let default_filter = match args.command {
+        Command::Demo(_) => "warn",
+        _ => "info,sqlx=warn,tower_http=warn",
+    };
+    call_router::telemetry::init(args.json_logs, default_filter);
     let result = match &args.command {
         Command::Serve { config } => cli::run_serve(config.as_deref()).await,
+        Command::Demo(demo) => call_router::demo::run_cli(demo).await,
         Command::Locations { db, command } => cli::run_locations(db, command).await,
         Command::Provision { config, dry_run, prune } => {
             let options = call_router::provision::Options { dry_run: *dry_run, prune: *prune };

@@ -95,14 +95,7 @@ impl Report {
         self.calls
             .iter()
             .filter(|c| !c.ok)
-            .map(|c| {
-                format!(
-                    "call #{} from {}: {}",
-                    c.index,
-                    c.caller,
-                    c.problem.as_deref().unwrap_or("not ok")
-                )
-            })
+            .map(|c| format!("call #{} from {}: {}", c.index, c.caller, c.problem.as_deref().unwrap_or("not ok")))
             .collect()
     }
 
@@ -123,16 +116,7 @@ impl Report {
     /// The table, totals and verdict, for a terminal.
     pub fn render(&self) -> String {
         let any_expected = self.calls.iter().any(|c| c.expected_outcome.is_some());
-        let mut header = vec![
-            "#",
-            "caller",
-            "dialled",
-            "location",
-            "outcome",
-            "answered_by",
-            "wait",
-            "talk",
-        ];
+        let mut header = vec!["#", "caller", "dialled", "location", "outcome", "answered_by", "wait", "talk"];
         if any_expected {
             header.push("expected");
         }
@@ -145,11 +129,7 @@ impl Report {
                     c.caller.clone(),
                     c.dialled.clone(),
                     c.location.clone().unwrap_or_else(|| "-".into()),
-                    if c.finished {
-                        c.outcome.to_string()
-                    } else {
-                        format!("{} (unfinished)", c.outcome)
-                    },
+                    if c.finished { c.outcome.to_string() } else { format!("{} (unfinished)", c.outcome) },
                     c.answered_by.clone().unwrap_or_else(|| "-".into()),
                     secs(c.wait_ms),
                     secs(c.talk_ms),
@@ -187,13 +167,8 @@ impl Report {
         };
 
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "scenario {} ({} calls, time scale {}x)",
-            self.scenario,
-            self.calls.len(),
-            self.time_scale
-        );
+        let _ =
+            writeln!(out, "scenario {} ({} calls, time scale {}x)", self.scenario, self.calls.len(), self.time_scale);
         out.push('\n');
         out.push_str(&line(&header));
         for row in &rows {
@@ -208,25 +183,31 @@ impl Report {
         }
         out.push('\n');
         let problems = self.problems();
-        if problems.is_empty() {
-            let checked = self.calls.iter().filter(|c| c.expected_outcome.is_some()).count();
-            if checked > 0 {
-                let _ = writeln!(
-                    out,
-                    "all {} calls ended; {checked} matched their expected outcome",
-                    self.calls.len()
-                );
-            } else {
-                let _ = writeln!(out, "all {} calls ended", self.calls.len());
+        let n = self.calls.len();
+        let checked = self.calls.iter().filter(|c| c.expected_outcome.is_some()).count();
+        match (problems.is_empty(), checked) {
+            (true, 0) => {
+                let _ =
+                    writeln!(out, "{} ended", if n == 1 { "the call".to_owned() } else { format!("all {n} calls") });
             }
-        } else {
-            let _ = writeln!(out, "{} of {} calls not ok:", problems.len(), self.calls.len());
-            for p in problems {
-                let _ = writeln!(out, "  {p}");
+            (true, _) => {
+                let all = if n == 1 { "the call".to_owned() } else { format!("all {n} calls") };
+                let _ = writeln!(out, "{all} ended as expected");
+            }
+            (false, _) => {
+                let _ = writeln!(out, "{} of {} not ok:", problems.len(), plural(n, "call"));
+                for p in problems {
+                    let _ = writeln!(out, "  {p}");
+                }
             }
         }
         out
     }
+}
+
+/// `1 call`, `2 calls`.
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
 }
 
 /// Virtual milliseconds as seconds with one decimal: `12.0s`; `-` if unknown.
@@ -267,12 +248,7 @@ mod tests {
     }
 
     fn report(calls: Vec<CallRow>) -> Report {
-        Report {
-            scenario: "mix".into(),
-            time_scale: 500.0,
-            elapsed_ms: 1234,
-            calls,
-        }
+        Report { scenario: "mix".into(), time_scale: 500.0, elapsed_ms: 1234, calls }
     }
 
     #[test]
@@ -303,20 +279,8 @@ mod tests {
                 Some("expected connected, got location_busy"),
             ),
             (Outcome::Pending, None, true, false, Some("no outcome")),
-            (
-                Outcome::Pending,
-                Some(Outcome::Connected),
-                false,
-                false,
-                Some("had not ended"),
-            ),
-            (
-                Outcome::Connected,
-                Some(Outcome::Connected),
-                false,
-                false,
-                Some("had not ended"),
-            ),
+            (Outcome::Pending, Some(Outcome::Connected), false, false, Some("had not ended")),
+            (Outcome::Connected, Some(Outcome::Connected), false, false, Some("had not ended")),
         ];
         for (outcome, expect, finished, ok, problem) in cases {
             let mut r = unjudged(1, outcome, expect);
@@ -358,6 +322,10 @@ mod tests {
         let text = r.render();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "scenario mix (2 calls, time scale 500x)");
+        assert!(
+            text.ends_with("  call #2 from +13105550102: expected location_busy, got location_voicemail\n"),
+            "{text}"
+        );
         let header = lines[2];
         assert!(
             header.starts_with(
@@ -373,10 +341,7 @@ mod tests {
             lines[4],
             "2  +13105550102  +12025550143  north     location_voicemail  human        4.0s  30.0s  ✗ location_busy"
         );
-        assert!(
-            text.contains("totals:\n  connected           1\n  location_voicemail  1\n"),
-            "{text}"
-        );
+        assert!(text.contains("totals:\n  connected           1\n  location_voicemail  1\n"), "{text}");
         assert!(
             text.contains(
                 "1 of 2 calls not ok:\n  call #2 from +13105550102: expected location_busy, got location_voicemail"
@@ -402,35 +367,19 @@ mod tests {
             "{text}"
         );
         let ok = report(vec![row(1, Outcome::Connected, Some(Outcome::Connected))]);
-        assert!(
-            ok.render()
-                .ends_with("all 1 calls ended; 1 matched their expected outcome\n"),
-            "{}",
-            ok.render()
-        );
+        assert!(ok.render().ends_with("the call ended as expected\n"), "{}", ok.render());
     }
 
     #[test]
     fn json_has_the_documented_shape() {
-        let r = report(vec![
-            row(1, Outcome::Connected, Some(Outcome::Connected)),
-            row(2, Outcome::LocationBusy, None),
-        ]);
+        let r = report(vec![row(1, Outcome::Connected, Some(Outcome::Connected)), row(2, Outcome::LocationBusy, None)]);
         let j = r.to_json();
         assert_eq!(j["ok"], true);
         assert_eq!(j["scenario"], "mix");
         let c = &j["calls"][0];
-        for key in [
-            "call_sid",
-            "caller",
-            "location",
-            "outcome",
-            "answered_by",
-            "wait_ms",
-            "talk_ms",
-            "expected_outcome",
-            "ok",
-        ] {
+        for key in
+            ["call_sid", "caller", "location", "outcome", "answered_by", "wait_ms", "talk_ms", "expected_outcome", "ok"]
+        {
             assert!(c.get(key).is_some(), "calls[0].{key} missing in {c}");
         }
         assert_eq!(c["outcome"], "connected");

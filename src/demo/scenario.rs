@@ -57,11 +57,7 @@ pub enum ScenarioError {
     #[error("{source_name}: {message}")]
     Parse { source_name: String, message: String },
     #[error("{source_name}: {field}: {message}")]
-    Invalid {
-        source_name: String,
-        field: String,
-        message: String,
-    },
+    Invalid { source_name: String, field: String, message: String },
 }
 
 /// The most callers one scenario may place.
@@ -130,10 +126,7 @@ pub enum Behaviour {
 
 impl Default for Behaviour {
     fn default() -> Self {
-        Behaviour::Person {
-            rings: 2,
-            talk_secs: 30,
-        }
+        Behaviour::Person { rings: 2, talk_secs: 30 }
     }
 }
 
@@ -277,10 +270,7 @@ pub fn always_open() -> HoursSpec {
 
 /// Opening hours with no shifts at all: closed now, whatever the time.
 pub fn never_open() -> HoursSpec {
-    HoursSpec {
-        time_zone: "UTC".into(),
-        ..HoursSpec::default()
-    }
+    HoursSpec { time_zone: "UTC".into(), ..HoursSpec::default() }
 }
 
 /// The example business: `north` (1), `south` (2) and `west` (3) share the
@@ -300,46 +290,11 @@ pub fn example_business() -> Vec<LocationSpec> {
             hours,
         };
     vec![
-        loc(
-            "north",
-            "North clinic",
-            Some("1"),
-            MAIN_NUMBER,
-            "+14155550101",
-            always_open(),
-        ),
-        loc(
-            "south",
-            "South clinic",
-            Some("2"),
-            MAIN_NUMBER,
-            "+14155550102",
-            always_open(),
-        ),
-        loc(
-            "west",
-            "West clinic",
-            Some("3"),
-            MAIN_NUMBER,
-            "+14155550103",
-            always_open(),
-        ),
-        loc(
-            "east",
-            "East clinic",
-            None,
-            "+12025550144",
-            "+14155550104",
-            always_open(),
-        ),
-        loc(
-            "harbor",
-            "Harbor clinic",
-            None,
-            "+12025550145",
-            "+14155550105",
-            never_open(),
-        ),
+        loc("north", "North clinic", Some("1"), MAIN_NUMBER, "+14155550101", always_open()),
+        loc("south", "South clinic", Some("2"), MAIN_NUMBER, "+14155550102", always_open()),
+        loc("west", "West clinic", Some("3"), MAIN_NUMBER, "+14155550103", always_open()),
+        loc("east", "East clinic", None, "+12025550144", "+14155550104", always_open()),
+        loc("harbor", "Harbor clinic", None, "+12025550145", "+14155550105", never_open()),
     ]
 }
 
@@ -352,10 +307,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("happy-path", include_str!("../../examples/scenarios/happy-path.toml")),
     ("busy", include_str!("../../examples/scenarios/busy.toml")),
     ("voicemail", include_str!("../../examples/scenarios/voicemail.toml")),
-    (
-        "caller-hangs-up",
-        include_str!("../../examples/scenarios/caller-hangs-up.toml"),
-    ),
+    ("caller-hangs-up", include_str!("../../examples/scenarios/caller-hangs-up.toml")),
     ("after-hours", include_str!("../../examples/scenarios/after-hours.toml")),
     ("burst", include_str!("../../examples/scenarios/burst.toml")),
 ];
@@ -369,10 +321,8 @@ pub fn built_in(name: &str) -> Option<Scenario> {
 impl Scenario {
     /// Parses and checks a scenario; `source_name` names it in errors.
     pub fn parse(text: &str, source_name: &str) -> Result<Scenario, ScenarioError> {
-        let raw: RawScenario = toml::from_str(text).map_err(|e| ScenarioError::Parse {
-            source_name: source_name.to_owned(),
-            message: e.to_string(),
-        })?;
+        let raw: RawScenario = toml::from_str(text)
+            .map_err(|e| ScenarioError::Parse { source_name: source_name.to_owned(), message: e.to_string() })?;
         let mut scenario = Self::check(raw).map_err(|(field, message)| ScenarioError::Invalid {
             source_name: source_name.to_owned(),
             field,
@@ -414,8 +364,7 @@ impl Scenario {
                         lines: l.lines,
                         hours,
                     };
-                    spec.validate()
-                        .map_err(|e| bad(format!("locations[{i}].{}", e.field), e.message))?;
+                    spec.validate().map_err(|e| bad(format!("locations[{i}].{}", e.field), e.message))?;
                     Ok(spec)
                 })
                 .collect::<Result<Vec<_>, _>>()?
@@ -436,27 +385,18 @@ impl Scenario {
                 PhoneKind::Person => {
                     let talk_secs = p.talk_secs.unwrap_or(30);
                     if !(1..=3600).contains(&talk_secs) {
-                        return Err(bad(
-                            field("talk_secs"),
-                            format!("{talk_secs} must be between 1 and 3600"),
-                        ));
+                        return Err(bad(field("talk_secs"), format!("{talk_secs} must be between 1 and 3600")));
                     }
                     Behaviour::Person { rings, talk_secs }
                 }
                 other => {
                     if p.talk_secs.is_some() {
-                        return Err(bad(
-                            field("talk_secs"),
-                            "only a person (answer = \"person\") talks".into(),
-                        ));
+                        return Err(bad(field("talk_secs"), "only a person (answer = \"person\") talks".into()));
                     }
                     match other {
                         PhoneKind::Voicemail => Behaviour::Voicemail { rings },
                         _ if p.rings.is_some() => {
-                            return Err(bad(
-                                field("rings"),
-                                "only person and voicemail pick up after rings".into(),
-                            ));
+                            return Err(bad(field("rings"), "only person and voicemail pick up after rings".into()));
                         }
                         PhoneKind::Busy => Behaviour::Busy,
                         PhoneKind::NoAnswer => Behaviour::NoAnswer,
@@ -480,10 +420,7 @@ impl Scenario {
             let (to, digits) = match (&c.location, c.to) {
                 (Some(_), Some(_)) => return Err(bad(field("to"), "give `location` or `to`, not both".into())),
                 (None, None) => {
-                    return Err(bad(
-                        field("location"),
-                        "say which location (or number, `to`) to call".into(),
-                    ));
+                    return Err(bad(field("location"), "say which location (or number, `to`) to call".into()));
                 }
                 (None, Some(to)) => {
                     twilio::E164::parse(&to).map_err(|e| bad(field("to"), e.to_string()))?;
@@ -501,11 +438,11 @@ impl Scenario {
                 }
             };
             if let Some(d) = &digits
-                && (d.is_empty() || !d.chars().all(|ch| ch.is_ascii_digit() || ch == '*' || ch == '#'))
+                && (d.is_empty() || !d.chars().all(|ch| ch.is_ascii_digit() || matches!(ch, '*' | '#' | ',')))
             {
                 return Err(bad(
                     field("digits"),
-                    format!("{d:?} must be keypad digits (0-9, * and #)"),
+                    format!("{d:?} must be keypad digits (0-9, * and #), a comma between menus"),
                 ));
             }
             if let Some(from) = &c.from {
@@ -513,39 +450,23 @@ impl Scenario {
             }
             let patience_secs = c.patience_secs.unwrap_or(300);
             if !(1..=3600).contains(&patience_secs) {
-                return Err(bad(
-                    field("patience_secs"),
-                    format!("{patience_secs} must be between 1 and 3600"),
-                ));
+                return Err(bad(field("patience_secs"), format!("{patience_secs} must be between 1 and 3600")));
             }
             let start_at = c.start_at.unwrap_or(0.0);
             if !(0.0..=3600.0).contains(&start_at) {
-                return Err(bad(
-                    field("start_at"),
-                    format!("{start_at} must be between 0 and 3600 seconds"),
-                ));
+                return Err(bad(field("start_at"), format!("{start_at} must be between 0 and 3600 seconds")));
             }
             let count = c.count.unwrap_or(1);
             if !(1..=MAX_CALLS).contains(&count) {
-                return Err(bad(
-                    field("count"),
-                    format!("{count} must be between 1 and {MAX_CALLS}"),
-                ));
+                return Err(bad(field("count"), format!("{count} must be between 1 and {MAX_CALLS}")));
             }
             total += u64::from(count);
             let expect = c
                 .expect
                 .map(|e| {
                     Outcome::parse(&e).filter(|o| o.is_final()).ok_or_else(|| {
-                        let names: Vec<_> = Outcome::ALL
-                            .iter()
-                            .filter(|o| o.is_final())
-                            .map(|o| o.as_str())
-                            .collect();
-                        bad(
-                            field("expect"),
-                            format!("{e:?} is not an outcome (one of: {})", names.join(", ")),
-                        )
+                        let names: Vec<_> = Outcome::ALL.iter().filter(|o| o.is_final()).map(|o| o.as_str()).collect();
+                        bad(field("expect"), format!("{e:?} is not an outcome (one of: {})", names.join(", ")))
                     })
                 })
                 .transpose()?;
@@ -562,10 +483,7 @@ impl Scenario {
             });
         }
         if total > u64::from(MAX_CALLS) {
-            return Err(bad(
-                "callers".into(),
-                format!("{total} calls in all; at most {MAX_CALLS}"),
-            ));
+            return Err(bad("callers".into(), format!("{total} calls in all; at most {MAX_CALLS}")));
         }
 
         Ok(Scenario {
@@ -589,10 +507,7 @@ impl Scenario {
             found = true;
         }
         if !found {
-            return Err(format!(
-                "--calls: scenario {} has no burst group (`burst = true`) to scale",
-                self.name
-            ));
+            return Err(format!("--calls: scenario {} has no burst group (`burst = true`) to scale", self.name));
         }
         Ok(())
     }
@@ -652,10 +567,7 @@ mod tests {
             let s = built_in(name).unwrap();
             let plan = s.plan();
             assert!(!plan.is_empty(), "{name}");
-            assert!(
-                plan.iter().all(|c| c.expect.is_some()),
-                "{name}: every shipped caller states its expectation"
-            );
+            assert!(plan.iter().all(|c| c.expect.is_some()), "{name}: every shipped caller states its expectation");
         }
     }
 
@@ -663,12 +575,7 @@ mod tests {
     fn the_default_mix_leads_to_four_distinct_outcomes() {
         let s = built_in("mix").unwrap();
         let outcomes: BTreeSet<_> = s.plan().iter().filter_map(|c| c.expect).collect();
-        for o in [
-            Outcome::Connected,
-            Outcome::LocationVoicemail,
-            Outcome::LocationBusy,
-            Outcome::CallerHungUp,
-        ] {
+        for o in [Outcome::Connected, Outcome::LocationVoicemail, Outcome::LocationBusy, Outcome::CallerHungUp] {
             assert!(outcomes.contains(&o), "{o}");
         }
     }
@@ -677,10 +584,7 @@ mod tests {
     fn a_location_name_resolves_to_its_number_and_digit() {
         let s = parse("[[callers]]\nlocation = 'south'\n[[callers]]\nlocation = 'east'").unwrap();
         let plan = s.plan();
-        assert_eq!(
-            (plan[0].to.as_str(), plan[0].digits.as_deref()),
-            (MAIN_NUMBER, Some("2"))
-        );
+        assert_eq!((plan[0].to.as_str(), plan[0].digits.as_deref()), (MAIN_NUMBER, Some("2")));
         assert_eq!((plan[1].to.as_str(), plan[1].digits.as_deref()), ("+12025550144", None));
     }
 
@@ -716,10 +620,7 @@ mod tests {
     #[test]
     fn phones_map_to_behaviours() {
         let cases = [
-            (
-                "answer='person'\nrings=3\ntalk_secs=9",
-                Behaviour::Person { rings: 3, talk_secs: 9 },
-            ),
+            ("answer='person'\nrings=3\ntalk_secs=9", Behaviour::Person { rings: 3, talk_secs: 9 }),
             ("answer='voicemail'", Behaviour::Voicemail { rings: 2 }),
             ("answer='busy'", Behaviour::Busy),
             ("answer='no_answer'", Behaviour::NoAnswer),
@@ -769,41 +670,20 @@ expect = "after_hours"
             ("[[callers]]\nlocation='east'\nexpect='conected'", "callers[0].expect"),
             ("[[callers]]\nlocation='east'\nexpect='pending'", "callers[0].expect"),
             ("[[callers]]\nlocation='east'\ncount=0", "callers[0].count"),
-            (
-                "[[callers]]\nlocation='east'\npatience_secs=0",
-                "callers[0].patience_secs",
-            ),
+            ("[[callers]]\nlocation='east'\npatience_secs=0", "callers[0].patience_secs"),
             ("[[callers]]\nlocation='east'\nstart_at=-1.0", "callers[0].start_at"),
             ("[[callers]]\nlocation='east'\ndigits='1a'", "callers[0].digits"),
             ("[[callers]]\nlocation='east'\nfrom='x'", "callers[0].from"),
             ("[[callers]]\nlocation='east'\ncolour='red'", "colour"),
-            (
-                "[phones.nowhere]\nanswer='busy'\n[[callers]]\nlocation='east'",
-                "phones.nowhere",
-            ),
-            (
-                "[phones.east]\nanswer='busy'\nrings=3\n[[callers]]\nlocation='east'",
-                "phones.east.rings",
-            ),
-            (
-                "[phones.east]\nanswer='busy'\ntalk_secs=3\n[[callers]]\nlocation='east'",
-                "phones.east.talk_secs",
-            ),
+            ("[phones.nowhere]\nanswer='busy'\n[[callers]]\nlocation='east'", "phones.nowhere"),
+            ("[phones.east]\nanswer='busy'\nrings=3\n[[callers]]\nlocation='east'", "phones.east.rings"),
+            ("[phones.east]\nanswer='busy'\ntalk_secs=3\n[[callers]]\nlocation='east'", "phones.east.talk_secs"),
             ("[phones.east]\nanswer='shout'\n[[callers]]\nlocation='east'", "answer"),
             ("[server]\nring_secs=3\n[[callers]]\nlocation='east'", "ring_secs"),
-            (
-                &format!("{loc}open='never'\nhours={{time_zone='UTC'}}\n[[callers]]\nlocation='a'"),
-                "locations[0].hours",
-            ),
-            (
-                &format!("{}[[callers]]\nlocation='a'", loc.replace("+14155550150", "555")),
-                "locations[0].phone",
-            ),
+            (&format!("{loc}open='never'\nhours={{time_zone='UTC'}}\n[[callers]]\nlocation='a'"), "locations[0].hours"),
+            (&format!("{}[[callers]]\nlocation='a'", loc.replace("+14155550150", "555")), "locations[0].phone"),
             (&format!("{loc}{loc}[[callers]]\nlocation='a'"), "locations.name"),
-            (
-                "[[callers]]\nlocation='east'\ncount=2000\n[[callers]]\nlocation='east'",
-                "callers",
-            ),
+            ("[[callers]]\nlocation='east'\ncount=2000\n[[callers]]\nlocation='east'", "callers"),
         ];
         for (text, field) in cases {
             let e = parse(text).unwrap_err().to_string();

@@ -1,0 +1,126 @@
+//! Every shipped scenario through the demo's library entry point (the
+//! sandbox and the server in this process), checking that each call ends
+//! with a final outcome, the one the scenario expects, and the JSON shape.
+
+use std::time::Duration;
+
+use call_router::demo::report::Report;
+use call_router::demo::scenario::{self, Scenario};
+use call_router::demo::{self, Options};
+use call_router::domain::Outcome;
+
+fn options() -> Options {
+    Options { time_scale: 200.0, seed: 7, database_url: None, timeout: Duration::from_secs(30) }
+}
+
+async fn run(scenario: Scenario) -> Report {
+    if std::env::var_os("TEST_LOG").is_some() {
+        call_router::telemetry::init(false, "info");
+    }
+    demo::run(&scenario, &options(), &|_| {}).await.expect("the demo runs")
+}
+
+async fn run_shipped(name: &str) -> Report {
+    let report = run(scenario::built_in(name).expect("shipped")).await;
+    let expected = scenario::built_in(name).unwrap().plan();
+    assert_eq!(report.calls.len(), expected.len(), "{name}: one row per call");
+    for (row, plan) in report.calls.iter().zip(&expected) {
+        assert!(row.finished, "{name}: call #{} did not end\n{}", row.index, report.render());
+        assert!(row.outcome.is_final(), "{name}: call #{} has no outcome\n{}", row.index, report.render());
+        assert_eq!(Some(row.outcome), plan.expect, "{name}: call #{}\n{}", row.index, report.render());
+        assert!(row.ok, "{name}: call #{}: {:?}", row.index, row.problem);
+        assert!(row.call_sid.is_some());
+    }
+    assert!(report.ok(), "{}", report.render());
+    report
+}
+
+#[tokio::test]
+async fn mix_shows_four_distinct_outcomes() {
+    let report = run_shipped("mix").await;
+    let totals = report.totals();
+    for o in [Outcome::Connected, Outcome::LocationVoicemail, Outcome::LocationBusy, Outcome::CallerHungUp] {
+        assert_eq!(totals.get(&o), Some(&1), "{o}\n{}", report.render());
+    }
+    let connected = report.calls.iter().find(|c| c.outcome == Outcome::Connected).unwrap();
+    assert_eq!(connected.location.as_deref(), Some("north"));
+    assert_eq!(connected.answered_by.as_deref(), Some("human"));
+    assert!(connected.talk_ms.unwrap_or(0) > 0, "{}", report.render());
+}
+
+#[tokio::test]
+async fn happy_path() {
+    let report = run_shipped("happy-path").await;
+    let locations: Vec<_> = report.calls.iter().map(|c| c.location.as_deref()).collect();
+    assert_eq!(locations, [Some("north"), Some("south"), Some("east")]);
+}
+
+#[tokio::test]
+async fn busy() {
+    run_shipped("busy").await;
+}
+
+#[tokio::test]
+async fn voicemail() {
+    run_shipped("voicemail").await;
+}
+
+#[tokio::test]
+async fn caller_hangs_up() {
+    run_shipped("caller-hangs-up").await;
+}
+
+#[tokio::test]
+async fn after_hours() {
+    run_shipped("after-hours").await;
+}
+
+#[tokio::test]
+async fn burst_queues_callers_for_one_line() {
+    let report = run_shipped("burst").await;
+    let mut waits: Vec<u64> = report.calls.iter().map(|c| c.wait_ms.unwrap_or(0)).collect();
+    waits.sort_unstable();
+    assert!(waits.last() > waits.first(), "later callers wait for the one line: {waits:?}");
+}
+
+#[tokio::test]
+async fn burst_scales_with_calls() {
+    let mut s = scenario::built_in("burst").unwrap();
+    s.scale_bursts(12).unwrap();
+    let report = run(s).await;
+    assert_eq!(report.calls.len(), 12);
+    assert!(report.ok(), "{}", report.render());
+}
+
+#[tokio::test]
+async fn json_report_has_the_documented_shape() {
+    let report = run_shipped("busy").await;
+    let j = report.to_json();
+    assert_eq!(j["ok"], true);
+    assert_eq!(j["scenario"], "busy");
+    let calls = j["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 2);
+    for c in calls {
+        for key in
+            ["call_sid", "caller", "location", "outcome", "answered_by", "wait_ms", "talk_ms", "expected_outcome", "ok"]
+        {
+            assert!(c.get(key).is_some(), "calls[].{key} missing in {c}");
+        }
+        assert_eq!(c["outcome"], "location_busy");
+        assert_eq!(c["expected_outcome"], "location_busy");
+        assert_eq!(c["ok"], true);
+        assert!(c["call_sid"].as_str().unwrap().starts_with("CA"));
+    }
+    assert_eq!(j["totals"], serde_json::json!({"location_busy": 2}));
+}
+
+#[tokio::test]
+async fn a_wrong_expectation_is_reported_by_name() {
+    let text = "[phones.east]\nanswer = 'busy'\n[[callers]]\nlocation = 'east'\nexpect = 'connected'";
+    let report = run(Scenario::parse(text, "wrong.toml").unwrap()).await;
+    assert!(!report.ok());
+    let problems = report.problems();
+    assert_eq!(problems.len(), 1);
+    assert!(problems[0].contains("expected connected, got location_busy"), "{problems:?}");
+    assert!(report.render().contains("✗ connected"), "{}", report.render());
+}
