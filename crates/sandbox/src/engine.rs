@@ -201,14 +201,10 @@ pub fn create_task(
 }
 
 fn arm_target_timeout(st: &State, now: VMs, task_sid: &str, fx: &mut Effects) {
-    if let Some(t) = st.tasks.get(task_sid) {
-        if let Some(secs) = t.targets.get(t.target_index).and_then(|tg| tg.timeout_secs) {
-            fx.timers.push(Timer::TargetTimeout {
-                task: task_sid.into(),
-                generation: t.generation,
-                at: now + secs * 1000,
-            });
-        }
+    if let Some(t) = st.tasks.get(task_sid)
+        && let Some(secs) = t.targets.get(t.target_index).and_then(|tg| tg.timeout_secs)
+    {
+        fx.timers.push(Timer::TargetTimeout { task: task_sid.into(), generation: t.generation, at: now + secs * 1000 });
     }
 }
 
@@ -249,10 +245,10 @@ pub fn assign(st: &mut State, now: VMs, workspace_sid: &str) -> Effects {
             if !eval(&queue.target_expr, &w.attributes, Some(&task.attributes), Some(&w.attributes)) {
                 continue;
             }
-            if let Some(e) = &target_expr {
-                if !eval(e, &w.attributes, Some(&task.attributes), Some(&w.attributes)) {
-                    continue;
-                }
+            if let Some(e) = &target_expr
+                && !eval(e, &w.attributes, Some(&task.attributes), Some(&w.attributes))
+            {
+                continue;
             }
             let idle_since = w.last_reserved.unwrap_or(0);
             if best.is_none_or(|(b, _)| idle_since < b) {
@@ -531,23 +527,22 @@ fn drop_pending(st: &mut State, task: &Task) {
 pub fn delete_task(st: &mut State, now: VMs, task_sid: &str) -> ApiResult<Effects> {
     let task = st.tasks.get(task_sid).ok_or_else(|| not_found("Task", task_sid))?.clone();
     let mut fx = Effects::default();
-    if let Some(r) = &task.reservation_sid {
-        if let Some(res) = st.reservations.get(r).cloned() {
-            if matches!(res.status, ResStatus::Pending | ResStatus::Accepted | ResStatus::Wrapping) {
-                release(st, &res.worker_sid);
-                set_res(st, now, r, ResStatus::Canceled);
-                if res.status == ResStatus::Pending {
-                    fx.events.push(event(
-                        st,
-                        now,
-                        "reservation.canceled",
-                        "Reservation canceled",
-                        Some(task_sid),
-                        Some(r),
-                        None,
-                    ));
-                }
-            }
+    if let Some(r) = &task.reservation_sid
+        && let Some(res) = st.reservations.get(r).cloned()
+        && matches!(res.status, ResStatus::Pending | ResStatus::Accepted | ResStatus::Wrapping)
+    {
+        release(st, &res.worker_sid);
+        set_res(st, now, r, ResStatus::Canceled);
+        if res.status == ResStatus::Pending {
+            fx.events.push(event(
+                st,
+                now,
+                "reservation.canceled",
+                "Reservation canceled",
+                Some(task_sid),
+                Some(r),
+                None,
+            ));
         }
     }
     drop_pending(st, &task);

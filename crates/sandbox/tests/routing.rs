@@ -71,10 +71,13 @@ async fn reservations(t: &T, s: &Setup, task: &str) -> Vec<Value> {
     v["reservations"].as_array().unwrap().clone()
 }
 
+/// (queue TargetWorkers, workflow filter and target expressions, task attributes, expected worker).
+type Case = (&'static str, Option<(&'static str, Option<&'static str>)>, &'static str, Option<&'static str>);
+
 #[tokio::test]
 async fn expressions_pick_the_worker() {
     // (queue TargetWorkers, workflow filter expression + target expression, task attributes, expected worker)
-    let cases: &[(&str, Option<(&str, Option<&str>)>, &str, Option<&str>)] = &[
+    let cases: &[Case] = &[
         ("1==1", None, r#"{"location":"north"}"#, Some("north")),
         ("location == \"south\"", None, r#"{}"#, Some("south")),
         ("location == task.location", None, r#"{"location":"south"}"#, Some("south")),

@@ -572,14 +572,12 @@ impl Verb {
             "Reject" => {
                 no_children(n)?;
                 let reason = attr_str(n, "reason");
-                if let Some(r) = &reason {
-                    if r != "busy" && r != "rejected" {
-                        return Err(TwimlError::Attribute {
-                            verb: "Reject".into(),
-                            attr: "reason",
-                            value: r.clone(),
-                        });
-                    }
+                if let Some(r) = reason.as_ref().filter(|r| *r != "busy" && *r != "rejected") {
+                    return Err(TwimlError::Attribute {
+                        verb: "Reject".into(),
+                        attr: "reason",
+                        value: r.clone(),
+                    });
                 }
                 Verb::Reject(Reject { reason })
             }

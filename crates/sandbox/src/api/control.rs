@@ -26,7 +26,9 @@ pub(super) async fn route(shared: &Arc<Shared>, path: &str, segs: &[&str], req: 
         ["state"] if m == Method::GET => ok(state_json(shared)),
         ["phones"] if m == Method::GET => ok(shared.with(|st, _| json!(st.phones))),
         ["phones", number] => {
-            let number = E164::parse(number).map_err(|e| bad(21211, e.to_string()))?;
+            // A path segment keeps '+' literal; only %XX escapes are decoded.
+            let decoded = twilio::params::decode_component(number.replace('+', "%2B").as_bytes());
+            let number = E164::parse(&decoded).map_err(|e| bad(21211, e.to_string()))?;
             match *m {
                 Method::PUT | Method::POST => {
                     let b: Behaviour = serde_json::from_slice(&req.body)

@@ -103,17 +103,19 @@ fn list_numbers(shared: &Shared, path: &str, req: &Req) -> ApiResult {
 
 fn check_urls(req: &Req) -> Result<(), ErrorBody> {
     for key in ["VoiceUrl", "StatusCallback", "VoiceFallbackUrl"] {
-        if let Some(u) = req.get(key) {
-            if !u.is_empty() && !super::valid_url(u) {
-                return Err(bad(21502, format!("{key} is not a valid URL: {u}")));
-            }
+        if let Some(u) = req.get(key)
+            && !u.is_empty()
+            && !super::valid_url(u)
+        {
+            return Err(bad(21502, format!("{key} is not a valid URL: {u}")));
         }
     }
     for key in ["VoiceMethod", "StatusCallbackMethod"] {
-        if let Some(m) = req.get(key) {
-            if !m.eq_ignore_ascii_case("GET") && !m.eq_ignore_ascii_case("POST") {
-                return Err(bad(21503, format!("{key} must be GET or POST")));
-            }
+        if let Some(m) = req.get(key)
+            && !m.eq_ignore_ascii_case("GET")
+            && !m.eq_ignore_ascii_case("POST")
+        {
+            return Err(bad(21503, format!("{key} must be GET or POST")));
         }
     }
     Ok(())

@@ -121,16 +121,17 @@ impl Cx<'_> {
     fn apply_workspace(&self, st: &mut State, ws: &str) -> Result<(), ErrorBody> {
         let r = self.req;
         for key in ["DefaultActivitySid", "TimeoutActivitySid"] {
-            if let Some(a) = r.get(key) {
-                if st.activities.get(a).is_none_or(|a| a.workspace_sid != ws) {
-                    return Err(bad(20001, format!("{key} {a} is not an activity of this workspace")));
-                }
+            if let Some(a) = r.get(key)
+                && st.activities.get(a).is_none_or(|a| a.workspace_sid != ws)
+            {
+                return Err(bad(20001, format!("{key} {a} is not an activity of this workspace")));
             }
         }
-        if let Some(u) = r.get("EventCallbackUrl") {
-            if !u.is_empty() && !super::valid_url(u) {
-                return Err(bad(20001, format!("EventCallbackUrl {u:?} is not a valid URL")));
-            }
+        if let Some(u) = r.get("EventCallbackUrl")
+            && !u.is_empty()
+            && !super::valid_url(u)
+        {
+            return Err(bad(20001, format!("EventCallbackUrl {u:?} is not a valid URL")));
         }
         let multi = r.get("MultiTaskEnabled").map(|v| parse_bool("MultiTaskEnabled", v)).transpose()?;
         let Some(w) = st.workspaces.get_mut(ws) else {
@@ -515,10 +516,10 @@ impl Cx<'_> {
             Method::GET => {}
             Method::POST => {
                 let r = self.req;
-                if let Some(a) = r.get("ActivitySid") {
-                    if st.activities.get(a).is_none_or(|act| act.workspace_sid != ws) {
-                        return Err(bad(20001, format!("ActivitySid {a} is not an activity of this workspace")));
-                    }
+                if let Some(a) = r.get("ActivitySid")
+                    && st.activities.get(a).is_none_or(|act| act.workspace_sid != ws)
+                {
+                    return Err(bad(20001, format!("ActivitySid {a} is not an activity of this workspace")));
                 }
                 let attrs = r.get("Attributes").map(|a| parse_attributes(Some(a))).transpose()?;
                 if let Some(wk) = st.workers.get_mut(sid) {
@@ -571,7 +572,7 @@ impl Cx<'_> {
             "sid": w.channel_sid, "task_channel_sid": voice_channel_sid(&w.workspace_sid),
             "task_channel_unique_name": "voice", "configured_capacity": w.capacity,
             "assigned_tasks": w.in_use, "available": w.channel_available,
-            "available_capacity_percentage": if w.capacity == 0 { 0 } else { free * 100 / w.capacity },
+            "available_capacity_percentage": (free * 100).checked_div(w.capacity).unwrap_or(0),
             "date_created": self.date(w.created, st), "date_updated": self.date(w.updated, st),
             "url": format!("{}/v1/Workspaces/{}/Workers/{}/Channels/{}", self.base, w.workspace_sid, w.sid, w.channel_sid),
         })
@@ -780,10 +781,10 @@ impl Cx<'_> {
             Method::GET => Effects::default(),
             Method::POST => {
                 let r = self.req;
-                if let Some(p) = parse_num::<i64>("Priority", r.get("Priority"))? {
-                    if let Some(t) = st.tasks.get_mut(sid) {
-                        t.priority = p;
-                    }
+                if let Some(p) = parse_num::<i64>("Priority", r.get("Priority"))?
+                    && let Some(t) = st.tasks.get_mut(sid)
+                {
+                    t.priority = p;
                 }
                 engine::update_task(st, self.now, sid, r.get("AssignmentStatus"), r.get("Reason"), r.get("Attributes"))?
             }

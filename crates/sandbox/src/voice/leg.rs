@@ -307,10 +307,10 @@ impl Leg {
                         Some(mut digits) => {
                             self.wait(1000).await?;
                             let key = g.finish_on_key.clone().unwrap_or_else(|| "#".into());
-                            if let Some(k) = key.chars().next() {
-                                if let Some(i) = digits.find(k) {
-                                    digits.truncate(i);
-                                }
+                            if let Some(k) = key.chars().next()
+                                && let Some(i) = digits.find(k)
+                            {
+                                digits.truncate(i);
                             }
                             if let Some(n) = g.num_digits {
                                 digits = digits.chars().take(n as usize).collect();
@@ -434,14 +434,13 @@ impl Leg {
             c.note(now, format!("left queue: {result}"));
         });
         match then {
-            Some(Stop::Hangup(s)) => {
-                // The action is still requested after a hang-up, but its TwiML is not run.
-                let _ = self.queue_exit(&e, result, queue_sid, queue_secs).await;
-                Err(Stop::Hangup(s))
-            }
-            Some(Stop::Redirect(src)) => {
-                let _ = self.queue_exit(&e, result, queue_sid, queue_secs).await;
-                Err(Stop::Redirect(src))
+            Some(stop @ (Stop::Hangup(_) | Stop::Redirect(_))) => {
+                // The action is still requested, but its TwiML is not run:
+                // the caller is gone, or the redirect decides what runs next.
+                if let Ok(Some(next)) = self.queue_exit(&e, result, queue_sid, queue_secs).await {
+                    let _ = self.fetch(&next).await;
+                }
+                Err(stop)
             }
             Some(other) => Err(other),
             None => self.queue_exit(&e, result, queue_sid, queue_secs).await,
@@ -546,10 +545,10 @@ impl Leg {
                 Ok(()) => {
                     // Keep re-fetching, but never faster than once a virtual second.
                     let spent = self.now().saturating_sub(started);
-                    if spent < 1000 {
-                        if let Err(s) = self.wait(1000 - spent).await {
-                            return s;
-                        }
+                    if spent < 1000
+                        && let Err(s) = self.wait(1000 - spent).await
+                    {
+                        return s;
                     }
                 }
                 Err(s) => return s,
