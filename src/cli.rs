@@ -13,7 +13,11 @@ use crate::hours::{HolidaySpec, HoursSpec, WeeklySpec};
 use crate::store::Store;
 
 #[derive(Debug, Parser)]
-#[command(name = "call-router", version, about = "Routes callers on one Twilio number to the right location's phone line.")]
+#[command(
+    name = "call-router",
+    version,
+    about = "Routes callers on one Twilio number to the right location's phone line."
+)]
 pub struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
@@ -32,6 +36,39 @@ pub enum Command {
     },
     /// Run a simulated business end to end on this machine: no Twilio account needed.
     Demo(Box<crate::demo::DemoArgs>),
+    /// Run a local Twilio-compatible emulator of the Voice and TaskRouter APIs on loopback.
+    ///
+    /// Credentials come from TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN; when they are absent the
+    /// sandbox makes up a pair and prints it. Point the server's two base URLs at the URL it prints.
+    Sandbox {
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8081", env = "CALL_ROUTER_SANDBOX_LISTEN")]
+        listen: std::net::SocketAddr,
+        /// Virtual seconds per real second: 100 makes a 20 s ring take 0.2 s.
+        #[arg(long, default_value_t = 1.0)]
+        time_scale: f64,
+        /// Seeds every SID and random choice, so runs repeat.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// A Twilio number the account owns from the start, in E.164 (repeatable).
+        #[arg(long = "number", value_name = "E164")]
+        numbers: Vec<String>,
+    },
+    /// Measure the server against a bare HTTP server on this machine (use a release build).
+    Bench {
+        /// Seconds of load per measured run.
+        #[arg(long, default_value_t = 5)]
+        duration_secs: u64,
+        /// Concurrent connections of the load generator.
+        #[arg(long, default_value_t = 10)]
+        connections: usize,
+        /// Print one JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Internal: serve the bare baseline on ADDR (the benchmark starts this itself).
+        #[arg(long, value_name = "ADDR", hide = true)]
+        serve_baseline: Option<std::net::SocketAddr>,
+    },
     /// Create or repair the Twilio resources the locations need (TaskRouter workspace, queues, workers,
     /// workflow, number webhooks). Safe to re-run.
     Provision {
@@ -120,8 +157,12 @@ pub async fn run_locations(db: &DbArgs, cmd: &LocationsCommand) -> anyhow::Resul
         LocationsCommand::Add(add) => {
             let spec = add.to_spec()?;
             let loc = Location::from_spec(spec.clone()).map_err(|e| anyhow::anyhow!("location {}: {e}", spec.name))?;
-            let mut all: Vec<LocationSpec> =
-                store.location_specs().await?.into_iter().filter(|s| s.name != spec.name).collect();
+            let mut all: Vec<LocationSpec> = store
+                .location_specs()
+                .await?
+                .into_iter()
+                .filter(|s| s.name != spec.name)
+                .collect();
             all.push(spec.clone());
             check_unique(&all)?;
             store.upsert_location(&spec).await?;
@@ -133,7 +174,10 @@ pub async fn run_locations(db: &DbArgs, cmd: &LocationsCommand) -> anyhow::Resul
                 println!("no locations; add one with `call-router locations add` or `import`");
             }
             let now = jiff::Timestamp::now();
-            println!("{:<16} {:<5} {:<16} {:<16} {:<24} {:<5} numbers", "name", "digit", "phone", "caller id", "time zone", "open");
+            println!(
+                "{:<16} {:<5} {:<16} {:<16} {:<24} {:<5} numbers",
+                "name", "digit", "phone", "caller id", "time zone", "open"
+            );
             for l in locs {
                 println!(
                     "{:<16} {:<5} {:<16} {:<16} {:<24} {:<5} {}",
@@ -167,10 +211,15 @@ pub async fn run_locations(db: &DbArgs, cmd: &LocationsCommand) -> anyhow::Resul
 /// writing any: an import is all or nothing.
 pub async fn import(store: &Store, specs: &[LocationSpec]) -> anyhow::Result<()> {
     for s in specs {
-        s.validate().map_err(|e| anyhow::anyhow!("location {:?}: {e}", s.name))?;
+        s.validate()
+            .map_err(|e| anyhow::anyhow!("location {:?}: {e}", s.name))?;
     }
-    let mut all: Vec<LocationSpec> =
-        store.location_specs().await?.into_iter().filter(|s| !specs.iter().any(|n| n.name == s.name)).collect();
+    let mut all: Vec<LocationSpec> = store
+        .location_specs()
+        .await?
+        .into_iter()
+        .filter(|s| !specs.iter().any(|n| n.name == s.name))
+        .collect();
     all.extend(specs.iter().cloned());
     check_unique(&all)?;
     for s in specs {
@@ -233,7 +282,10 @@ impl AddLocation {
                 },
             };
             for d in selected {
-                weekly.entry(d).or_default().extend(ranges.split(',').map(|r| r.trim().to_owned()));
+                weekly
+                    .entry(d)
+                    .or_default()
+                    .extend(ranges.split(',').map(|r| r.trim().to_owned()));
             }
         }
         let take = |d: &str| weekly.get(d).cloned().unwrap_or_default();
@@ -257,7 +309,14 @@ impl AddLocation {
                     sat: take("sat"),
                     sun: take("sun"),
                 },
-                holidays: self.holidays.iter().map(|d| HolidaySpec { date: d.clone(), name: None }).collect(),
+                holidays: self
+                    .holidays
+                    .iter()
+                    .map(|d| HolidaySpec {
+                        date: d.clone(),
+                        name: None,
+                    })
+                    .collect(),
                 closures: Vec::new(),
             },
         })
@@ -274,6 +333,85 @@ pub async fn run_serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     let server = crate::app::Server::start(settings, listener).await?;
     tracing::info!(startup_ms = started.elapsed().as_millis() as u64, url = %server.url(), "ready");
     server.run_until(crate::app::shutdown_signal()).await
+}
+
+/// `call-router sandbox`: serves the emulator until Ctrl-C.
+pub async fn run_sandbox(
+    listen: std::net::SocketAddr,
+    time_scale: f64,
+    seed: u64,
+    numbers: &[String],
+) -> anyhow::Result<()> {
+    if !(time_scale.is_finite() && time_scale > 0.0) {
+        bail!("--time-scale must be a positive number, got {time_scale}");
+    }
+    let numbers = numbers
+        .iter()
+        .map(|n| twilio::E164::parse(n).map_err(|e| anyhow::anyhow!("--number: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if !listen.ip().is_loopback() {
+        tracing::warn!(%listen, "the sandbox is listening beyond loopback");
+    }
+    let (sandbox_config, made_up) = sandbox::Config::from_env_or_random(time_scale, seed);
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen} (--listen)"))?;
+    let sandbox = sandbox::start(sandbox_config, listener).await?;
+    let url = sandbox.url();
+    let twilio = crate::twilio_api::TwilioClient::new(&config::TwilioSettings {
+        account_sid: sandbox.account_sid().clone(),
+        auth_token: sandbox.auth_token().to_owned().into(),
+        api_base_url: url.clone(),
+        taskrouter_base_url: url.clone(),
+        workspace_sid: None,
+        workflow_sid: None,
+        request_timeout_ms: 5_000,
+    })?;
+    for n in &numbers {
+        let mut p = twilio::Params::new();
+        p.push("PhoneNumber", n.as_str());
+        let path = twilio.account_path("IncomingPhoneNumbers.json");
+        twilio.create(crate::twilio_api::Api::Core, &path, &p).await.with_context(|| format!("adding number {n}"))?;
+    }
+    println!("sandbox listening on {url} (time scale {time_scale}, seed {seed})");
+    println!("  {}={}", config::env::API_BASE_URL, url);
+    println!("  {}={}", config::env::TASKROUTER_BASE_URL, url);
+    println!("  {}={}", config::env::ACCOUNT_SID, sandbox.account_sid());
+    if made_up {
+        // A made-up sandbox credential, not a secret of anyone's: the user needs it to connect.
+        println!("  {}={}  (made up; set both variables to choose your own)", config::env::AUTH_TOKEN, sandbox.auth_token());
+    } else {
+        println!("  {} as set in the environment", config::env::AUTH_TOKEN);
+    }
+    for n in &numbers {
+        println!("  owns {n}");
+    }
+    println!("inspect: GET {url}/sandbox/log and {url}/sandbox/state (basic auth); Ctrl-C stops");
+    crate::app::shutdown_signal().await;
+    sandbox.shutdown().await;
+    Ok(())
+}
+
+/// `call-router bench`, or the baseline server it starts as a child process.
+pub async fn run_bench(
+    duration_secs: u64,
+    connections: usize,
+    json: bool,
+    serve_baseline: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
+    if let Some(addr) = serve_baseline {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        return crate::bench::serve_baseline(listener).await;
+    }
+    if duration_secs == 0 || connections == 0 {
+        bail!("--duration-secs and --connections must be at least 1");
+    }
+    crate::bench::run(crate::bench::BenchOptions {
+        duration: std::time::Duration::from_secs(duration_secs),
+        connections,
+        json,
+    })
+    .await
 }
 
 /// The environment variable names, for help text.

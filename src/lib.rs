@@ -13,9 +13,11 @@
 //! - [`provision`]: creates and repairs the Twilio resources the locations need.
 //! - [`app`]: wiring of the above into a running server.
 //! - [`demo`]: `call-router demo`, a simulated business end to end against the sandbox.
+//! - [`bench`]: `call-router bench`, the speed figures beside a bare server's.
 //! - [`telemetry`]: logging set-up.
 
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -2,12 +2,13 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use call_router::cli::{self, Cli, Command};
+use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Cli::parse();
+    call_router::twilio_api::install_crypto_provider();
     // The demo's report is the point, so its logs are quiet unless RUST_LOG asks.
     let default_filter = match args.command {
         Command::Demo(_) => "warn",
@@ -19,9 +20,21 @@ async fn main() -> ExitCode {
         Command::Demo(demo) => call_router::demo::run_cli(demo).await,
         Command::Locations { db, command } => cli::run_locations(db, command).await,
         Command::Provision { config, dry_run, prune } => {
-            let options = call_router::provision::Options { dry_run: *dry_run, prune: *prune };
+            let options = call_router::provision::Options {
+                dry_run: *dry_run,
+                prune: *prune,
+            };
             call_router::provision::run_command(config.as_deref(), options).await
         }
+        Command::Sandbox { listen, time_scale, seed, numbers } => {
+            cli::run_sandbox(*listen, *time_scale, *seed, numbers).await
+        }
+        Command::Bench {
+            duration_secs,
+            connections,
+            json,
+            serve_baseline,
+        } => cli::run_bench(*duration_secs, *connections, *json, *serve_baseline).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

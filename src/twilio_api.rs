@@ -32,17 +32,38 @@ pub enum Api {
 pub enum ApiError {
     /// Twilio answered with its error body.
     #[error("{method} {path}: {body}")]
-    Twilio { method: &'static str, path: String, body: ErrorBody },
+    Twilio {
+        method: &'static str,
+        path: String,
+        body: ErrorBody,
+    },
     /// An error status without Twilio's body (a proxy, a crash).
     #[error("{method} {path}: HTTP {status}: {snippet}")]
-    Http { method: &'static str, path: String, status: u16, snippet: String },
+    Http {
+        method: &'static str,
+        path: String,
+        status: u16,
+        snippet: String,
+    },
     /// No answer in time; Twilio may or may not have acted on the request.
     #[error("{method} {path}: no answer within {timeout_ms} ms (Twilio may or may not have acted)")]
-    Timeout { method: &'static str, path: String, timeout_ms: u64 },
+    Timeout {
+        method: &'static str,
+        path: String,
+        timeout_ms: u64,
+    },
     #[error("{method} {path}: {source}")]
-    Transport { method: &'static str, path: String, source: reqwest::Error },
+    Transport {
+        method: &'static str,
+        path: String,
+        source: reqwest::Error,
+    },
     #[error("{method} {path}: unexpected response: {message}")]
-    Decode { method: &'static str, path: String, message: String },
+    Decode {
+        method: &'static str,
+        path: String,
+        message: String,
+    },
 }
 
 impl ApiError {
@@ -109,12 +130,25 @@ impl CreateCall {
             p.push("StatusCallbackEvent", ev);
         }
         p.push("MachineDetection", "Enable")
-            .push("MachineDetectionSpeechThreshold", self.machine_detection_speech_threshold_ms.to_string())
-            .push("MachineDetectionTimeout", self.machine_detection_timeout_secs.to_string())
+            .push(
+                "MachineDetectionSpeechThreshold",
+                self.machine_detection_speech_threshold_ms.to_string(),
+            )
+            .push(
+                "MachineDetectionTimeout",
+                self.machine_detection_timeout_secs.to_string(),
+            )
             .push("Timeout", self.timeout_secs.to_string())
             .push_opt("CallToken", self.call_token.clone());
         p
     }
+}
+
+/// Installs ring as rustls's crypto provider for every HTTPS client in the process. reqwest is
+/// built without a default provider to keep the build lean, so this runs before any client is
+/// built; a second call changes nothing.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// The client; cheap to clone.
@@ -147,7 +181,7 @@ impl TwilioClient {
     pub fn new(settings: &TwilioSettings) -> anyhow::Result<Self> {
         // reqwest is built without a default TLS crypto provider to keep the
         // build lean; install ring's once. A second install fails harmlessly.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_crypto_provider();
         let timeout = Duration::from_millis(settings.request_timeout_ms);
         let http = reqwest::Client::builder()
             .timeout(timeout)
@@ -192,7 +226,9 @@ impl TwilioClient {
         .basic_auth(self.account_sid.as_str(), Some(self.auth_token.expose_secret()))
         .header("Accept", "application/json");
         if let Body::Form(form) = body {
-            req = req.header("Content-Type", "application/x-www-form-urlencoded").body(form.clone());
+            req = req
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(form.clone());
         }
         let resp = req.send().await.map_err(|e| self.transport(method, path, e))?;
         let status = resp.status().as_u16();
@@ -208,7 +244,11 @@ impl TwilioClient {
             });
         }
         match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(body) => Err(ApiError::Twilio { method, path: path.to_owned(), body }),
+            Ok(body) => Err(ApiError::Twilio {
+                method,
+                path: path.to_owned(),
+                body,
+            }),
             Err(_) => Err(ApiError::Http {
                 method,
                 path: path.to_owned(),
@@ -220,9 +260,17 @@ impl TwilioClient {
 
     fn transport(&self, method: &'static str, path: &str, e: reqwest::Error) -> ApiError {
         if e.is_timeout() {
-            ApiError::Timeout { method, path: path.to_owned(), timeout_ms: self.timeout.as_millis() as u64 }
+            ApiError::Timeout {
+                method,
+                path: path.to_owned(),
+                timeout_ms: self.timeout.as_millis() as u64,
+            }
         } else {
-            ApiError::Transport { method, path: path.to_owned(), source: e }
+            ApiError::Transport {
+                method,
+                path: path.to_owned(),
+                source: e,
+            }
         }
     }
 
@@ -249,7 +297,9 @@ impl TwilioClient {
         (|| self.send_once("POST", api, path, &body))
             .retry(Self::backoff())
             .when(ApiError::is_rate_limited)
-            .notify(|e, after| tracing::warn!(error = %e, retry_in_ms = after.as_millis() as u64, "rate limited; retrying"))
+            .notify(
+                |e, after| tracing::warn!(error = %e, retry_in_ms = after.as_millis() as u64, "rate limited; retrying"),
+            )
             .await
     }
 
@@ -259,7 +309,8 @@ impl TwilioClient {
 
     /// Updates an existing resource (POST to its URL); safe to repeat.
     pub async fn update(&self, api: Api, path: &str, params: &Params) -> Result<Value, ApiError> {
-        self.send_idempotent("POST", api, path, Body::Form(params.encode())).await
+        self.send_idempotent("POST", api, path, Body::Form(params.encode()))
+            .await
     }
 
     /// Creates a resource; never repeated after a timeout.
@@ -279,11 +330,14 @@ impl TwilioClient {
         let mut pages = 0;
         while let Some(p) = next.take() {
             let page = self.get(api, &p).await?;
-            let items = page.get(key).and_then(Value::as_array).ok_or_else(|| ApiError::Decode {
-                method: "GET",
-                path: p.clone(),
-                message: format!("no {key:?} array in the list envelope"),
-            })?;
+            let items = page
+                .get(key)
+                .and_then(Value::as_array)
+                .ok_or_else(|| ApiError::Decode {
+                    method: "GET",
+                    path: p.clone(),
+                    message: format!("no {key:?} array in the list envelope"),
+                })?;
             out.extend(items.iter().cloned());
             pages += 1;
             // The core API gives a relative next_page_uri; TaskRouter an
@@ -304,7 +358,11 @@ impl TwilioClient {
     pub async fn create_call(&self, req: &CreateCall) -> Result<CallResource, ApiError> {
         let path = self.account_path("Calls.json");
         let v = self.create(Api::Core, &path, &req.params()).await?;
-        serde_json::from_value(v).map_err(|e| ApiError::Decode { method: "POST", path, message: e.to_string() })
+        serde_json::from_value(v).map_err(|e| ApiError::Decode {
+            method: "POST",
+            path,
+            message: e.to_string(),
+        })
     }
 
     /// Updates a live call: `Status=completed|canceled`, or a new `Url`.
@@ -605,7 +663,10 @@ impl TwilioClient {
 /// passes through.
 fn path_and_query(url: &str) -> String {
     match url.split_once("://") {
-        Some((_, rest)) => rest.find('/').map(|i| rest[i..].to_owned()).unwrap_or_else(|| "/".to_owned()),
+        Some((_, rest)) => rest
+            .find('/')
+            .map(|i| rest[i..].to_owned())
+            .unwrap_or_else(|| "/".to_owned()),
         None => url.to_owned(),
     }
 }
@@ -627,16 +688,31 @@ mod tests {
             call_token: None,
         };
         let p = req.params();
-        assert_eq!(p.get_all("StatusCallbackEvent").collect::<Vec<_>>(), ["initiated", "ringing", "answered", "completed"]);
+        assert_eq!(
+            p.get_all("StatusCallbackEvent").collect::<Vec<_>>(),
+            ["initiated", "ringing", "answered", "completed"]
+        );
         let body = p.encode();
         assert!(body.contains("To=%2B14155550123"), "{body}");
-        assert!(body.contains("Url=https%3A%2F%2Fx%2Fdial-queue%3Ffrom%3D%252B1"), "{body}");
-        assert_eq!(Params::parse(body.as_bytes()).get("Url"), Some("https://x/dial-queue?from=%2B1"));
+        assert!(
+            body.contains("Url=https%3A%2F%2Fx%2Fdial-queue%3Ffrom%3D%252B1"),
+            "{body}"
+        );
+        assert_eq!(
+            Params::parse(body.as_bytes()).get("Url"),
+            Some("https://x/dial-queue?from=%2B1")
+        );
     }
 
     #[test]
     fn paging_urls_stay_on_our_base() {
-        assert_eq!(path_and_query("https://taskrouter.twilio.com/v1/Workspaces?PageSize=50&Page=1"), "/v1/Workspaces?PageSize=50&Page=1");
-        assert_eq!(path_and_query("/2010-04-01/Accounts/AC1/Calls.json?Page=1"), "/2010-04-01/Accounts/AC1/Calls.json?Page=1");
+        assert_eq!(
+            path_and_query("https://taskrouter.twilio.com/v1/Workspaces?PageSize=50&Page=1"),
+            "/v1/Workspaces?PageSize=50&Page=1"
+        );
+        assert_eq!(
+            path_and_query("/2010-04-01/Accounts/AC1/Calls.json?Page=1"),
+            "/2010-04-01/Accounts/AC1/Calls.json?Page=1"
+        );
     }
 }
