@@ -227,6 +227,15 @@ enum Content {
     Empty,
     Text(String),
     Children(Vec<El>),
+    /// Text followed by elements (an `Enqueue` with both a queue name and a `Task`).
+    TextAndChildren(String, Vec<El>),
+}
+
+/// Escapes like quick-xml does, and also writes `\r` (and, in an attribute, `\t` and `\n`) as a character
+/// reference: a parser normalizes the literal characters away (`\r` to `\n`, attribute whitespace to spaces).
+fn escape(s: &str, attribute: bool) -> String {
+    let escaped = quick_xml::escape::escape(s).replace('\r', "&#13;");
+    if attribute { escaped.replace('\t', "&#9;").replace('\n', "&#10;") } else { escaped }
 }
 
 impl El {
@@ -259,17 +268,26 @@ impl El {
     fn write(&self, w: &mut Writer<Cursor<Vec<u8>>>) -> std::io::Result<()> {
         let mut el = w.create_element(self.name);
         for (k, v) in &self.attrs {
-            el = el.with_attribute((*k, v.as_str()));
+            el = el.with_attribute((k.as_bytes(), escape(v, true).as_bytes()));
         }
         match &self.content {
             Content::Empty => {
                 el.write_empty()?;
             }
             Content::Text(t) => {
-                el.write_text_content(BytesText::new(t))?;
+                el.write_text_content(BytesText::from_escaped(escape(t, false)))?;
             }
             Content::Children(children) => {
                 el.write_inner_content(|w| {
+                    for c in children {
+                        c.write(w)?;
+                    }
+                    Ok::<(), std::io::Error>(())
+                })?;
+            }
+            Content::TextAndChildren(t, children) => {
+                el.write_inner_content(|w| {
+                    w.write_event(Event::Text(BytesText::from_escaped(escape(t, false))))?;
                     for c in children {
                         c.write(w)?;
                     }
@@ -350,12 +368,14 @@ impl Verb {
                     .attr("action", e.action.as_ref())
                     .attr("method", method(e.method));
                 match (&e.task, &e.queue_name) {
-                    (Some(t), _) => el.children(vec![
-                        El::new("Task")
-                            .attr("priority", t.priority)
-                            .attr("timeout", t.timeout)
-                            .text(&t.attributes),
-                    ]),
+                    (Some(t), name) => {
+                        let task =
+                            El::new("Task").attr("priority", t.priority).attr("timeout", t.timeout).text(&t.attributes);
+                        match name {
+                            Some(name) => El { content: Content::TextAndChildren(name.clone(), vec![task]), ..el },
+                            None => el.children(vec![task]),
+                        }
+                    }
                     (None, Some(name)) => el.text(name),
                     (None, None) => el,
                 }
@@ -752,6 +772,20 @@ mod tests {
             xml.starts_with(r#"<?xml version="1.0" encoding="UTF-8"?><Response>"#),
             "{xml}"
         );
+    }
+
+    /// Found by the `twiml_parse` fuzz target: a queue name beside a `<Task>` was dropped on rendering, and
+    /// `\r`, tabs and newlines from character references came back as `\n` or spaces.
+    #[test]
+    fn fuzz_found_documents_round_trip() {
+        for xml in [
+            "<Response><Enqueue>q<Task/></Enqueue></Response>",
+            "<Response><Say>a&#13;b</Say></Response>",
+            "<Response><Say voice=\"a&#9;b&#10;c&#13;d\">x</Say></Response>",
+        ] {
+            let doc = Response::parse(xml).unwrap();
+            assert_eq!(Response::parse(&doc.to_xml()).unwrap(), doc, "{xml}");
+        }
     }
 
     #[test]
