@@ -35,6 +35,7 @@ pub enum Command {
         config: Option<PathBuf>,
     },
     /// Run a simulated business end to end on this machine: no Twilio account needed.
+    #[command(long_about = crate::demo::LONG_HELP)]
     Demo(Box<crate::demo::DemoArgs>),
     /// Run a local Twilio-compatible emulator of the Voice and TaskRouter APIs on loopback.
     ///

@@ -26,11 +26,8 @@ use clap::Args;
 use report::CallRow;
 use scenario::Scenario;
 
-/// `call-router demo`'s arguments.
-#[derive(Debug, Clone, Args)]
-#[command(
-    about = "Run a simulated business end to end on this machine: no Twilio account needed",
-    long_about = "Run a simulated business end to end on this machine: no Twilio account needed.\n\n\
+/// `call-router demo --help`.
+pub const LONG_HELP: &str = "Run a simulated business end to end on this machine: no Twilio account needed.\n\n\
         Starts a local Twilio emulator (the sandbox) and the server pointed at it, provisions an example \
         business (three locations behind a menu on one number, one with its own number, one closed), \
         places the scenario's calls at once and prints how each call ended: its location, outcome, \
@@ -40,8 +37,10 @@ use scenario::Scenario;
         Built-in scenarios (--scenario NAME): mix, happy-path, busy, voicemail, caller-hangs-up, after-hours, \
         burst. A scenario file is TOML; see examples/scenarios/README.md.\n\n\
         Exits non-zero if any call did not end, ended without an outcome, or ended other than its \
-        scenario expected."
-)]
+        scenario expected.";
+
+/// `call-router demo`'s arguments.
+#[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
     /// A scenario file, or the name of a built-in scenario (default: mix).
     #[arg(long, short, value_name = "FILE|NAME")]
@@ -50,7 +49,7 @@ pub struct DemoArgs {
     #[arg(long, value_name = "N")]
     pub calls: Option<u32>,
     /// Virtual seconds per real second in the sandbox; larger runs faster.
-    #[arg(long, default_value_t = 500.0, value_name = "X")]
+    #[arg(long, default_value_t = 300.0, value_name = "X")]
     pub time_scale: f64,
     /// Seed for the sandbox's random choices (SIDs, timings), for repeatable runs.
     #[arg(long, default_value_t = 1)]
@@ -79,7 +78,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { time_scale: 500.0, seed: 1, database_url: None, timeout: Duration::from_secs(60) }
+        Options { time_scale: 300.0, seed: 1, database_url: None, timeout: Duration::from_secs(60) }
     }
 }
 
@@ -114,4 +113,45 @@ pub fn load_scenario(args: &DemoArgs) -> anyhow::Result<Scenario> {
         s.scale_bursts(n).map_err(anyhow::Error::msg)?;
     }
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(scenario: Option<&str>, calls: Option<u32>) -> DemoArgs {
+        DemoArgs {
+            scenario: scenario.map(Into::into),
+            calls,
+            time_scale: 300.0,
+            seed: 1,
+            database_url: None,
+            timeout: 60,
+            json: false,
+        }
+    }
+
+    #[test]
+    fn arguments_pick_the_scenario() {
+        assert_eq!(load_scenario(&args(None, None)).unwrap().name, "mix");
+        let burst = load_scenario(&args(None, Some(9))).unwrap();
+        assert_eq!((burst.name.as_str(), burst.plan().len()), ("burst", 9));
+        assert_eq!(load_scenario(&args(Some("busy"), None)).unwrap().name, "busy");
+
+        let dir = std::env::temp_dir().join(format!("call-router-demo-args-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("mine.toml");
+        std::fs::write(&file, "[[callers]]\nlocation = 'east'\ncount = 2\nburst = true\n").unwrap();
+        let path = file.display().to_string();
+        assert_eq!(load_scenario(&args(Some(&path), Some(4))).unwrap().plan().len(), 4);
+        std::fs::write(&file, "[[callers]]\nlocation = 'nowhere'\n").unwrap();
+        let e = load_scenario(&args(Some(&path), None)).unwrap_err().to_string();
+        assert!(e.contains("mine.toml: callers[0].location"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let e = load_scenario(&args(Some("nope"), None)).unwrap_err().to_string();
+        assert!(e.contains("mix, happy-path"), "{e}");
+        let e = load_scenario(&args(Some("busy"), Some(3))).unwrap_err().to_string();
+        assert!(e.contains("no burst group"), "{e}");
+    }
 }

@@ -206,7 +206,7 @@ impl Report {
 }
 
 /// `1 call`, `2 calls`.
-fn plural(n: usize, noun: &str) -> String {
+pub fn plural(n: usize, noun: &str) -> String {
     if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
 }
 

@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use tokio::net::TcpListener;
 
-use super::report::{CallRow, Report};
+use super::report::{self, CallRow, Report};
 use super::scenario::{Behaviour, PlannedCall, Scenario};
 use super::{DemoArgs, Options, Progress, load_scenario};
 use crate::app::Server;
 use crate::config::Settings;
 use crate::domain::Outcome;
+use crate::outbox::OutboxState;
 use crate::store::Store;
 
 /// `call-router demo`: runs, prints progress to stderr and the report to
@@ -37,11 +38,12 @@ pub async fn run_cli(args: &DemoArgs) -> anyhow::Result<()> {
         Progress::CallEnded { done, total, row } => {
             let mark = if row.ok { "✓" } else { "✗" };
             let place = row.location.as_deref().unwrap_or("-");
-            eprintln!("[{done}/{total}] #{} {} → {place}: {} {mark}", row.index, row.caller, row.outcome);
+            let how = if row.finished { row.outcome.to_string() } else { "still running at the deadline".into() };
+            eprintln!("[{done}/{total}] #{} {} → {place}: {how} {mark}", row.index, row.caller);
         }
     })
     .await?;
-    eprintln!("all calls done in {:.1}s (real time)", report.elapsed_ms as f64 / 1000.0);
+    eprintln!("ran for {:.1}s (real time)", report.elapsed_ms as f64 / 1000.0);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);
     } else {
@@ -49,7 +51,18 @@ pub async fn run_cli(args: &DemoArgs) -> anyhow::Result<()> {
     }
     let problems = report.problems();
     if !problems.is_empty() {
-        bail!("{} of {} calls not ok: {}", problems.len(), report.calls.len(), problems.join("; "));
+        let shown: Vec<&str> = problems.iter().take(3).map(String::as_str).collect();
+        let more = if problems.len() > shown.len() {
+            format!("; and {} more", problems.len() - shown.len())
+        } else {
+            String::new()
+        };
+        bail!(
+            "{} of {} not ok: {}{more}",
+            problems.len(),
+            report::plural(report.calls.len(), "call"),
+            shown.join("; ")
+        );
     }
     Ok(())
 }
@@ -137,8 +150,10 @@ pub async fn run(
     }
     .await;
 
-    // The sandbox first: it stops calling the server's webhooks, so the
-    // server can then drain without late events failing against it.
+    // Let the last task completions and hang-ups finish, then stop the
+    // sandbox first: with nothing left in the outbox, the server has no
+    // reason to call it, and it stops calling the server's webhooks.
+    quiesce(&client, &store, Duration::from_secs(3)).await;
     sandbox.shutdown().await;
     let shutdown = server.shutdown().await;
     let (calls, elapsed) = result?;
@@ -297,4 +312,37 @@ async fn set_phone(
         bail!("the sandbox answered {}: {}", resp.status(), resp.text().await.unwrap_or_default());
     }
     Ok(())
+}
+
+/// Waits, up to `limit`, until the server's outbox holds nothing to send and
+/// every TaskRouter task in the sandbox is completed or canceled, so that
+/// shutting down interrupts no request.
+async fn quiesce(client: &sandbox::client::SandboxClient, store: &Store, limit: Duration) {
+    let until = Instant::now() + limit;
+    loop {
+        let outbox_idle = store
+            .actions()
+            .await
+            .map(|a| a.iter().all(|(_, state, _)| !matches!(state, OutboxState::Pending | OutboxState::Sending)))
+            .unwrap_or(true);
+        let tasks_done = client
+            .state()
+            .await
+            .ok()
+            .and_then(|v| {
+                v.get("tasks")?.as_array().map(|tasks| {
+                    tasks.iter().all(|t| {
+                        matches!(t.get("assignment_status").and_then(|s| s.as_str()), Some("completed" | "canceled"))
+                    })
+                })
+            })
+            .unwrap_or(true);
+        if (outbox_idle && tasks_done) || Instant::now() >= until {
+            if !(outbox_idle && tasks_done) {
+                tracing::warn!(outbox_idle, tasks_done, "stopping with work still under way");
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
