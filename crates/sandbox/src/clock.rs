@@ -49,18 +49,22 @@ impl Clock {
 
     /// The real duration of `virtual_ms` virtual milliseconds.
     pub fn real(&self, virtual_ms: VMs) -> Duration {
-        Duration::from_secs_f64(virtual_ms as f64 / 1000.0 / self.scale)
+        Duration::try_from_secs_f64(virtual_ms as f64 / 1000.0 / self.scale).unwrap_or(Duration::MAX)
     }
 
     /// Sleeps for a virtual duration.
     pub async fn sleep(&self, virtual_ms: VMs) {
-        tokio::time::sleep(self.real(virtual_ms)).await;
+        self.sleep_until(self.now_ms().saturating_add(virtual_ms)).await;
     }
 
     /// Sleeps until a virtual instant (returns at once if it has passed).
     pub async fn sleep_until(&self, at: VMs) {
-        let real = Duration::from_secs_f64(at as f64 / 1000.0 / self.scale);
-        tokio::time::sleep_until(self.start + real).await;
+        let real = Duration::try_from_secs_f64(at as f64 / 1000.0 / self.scale).unwrap_or(Duration::MAX);
+        match self.start.checked_add(real) {
+            Some(deadline) => tokio::time::sleep_until(deadline).await,
+            // Further away than the clock can express: never.
+            None => std::future::pending().await,
+        }
     }
 }
 

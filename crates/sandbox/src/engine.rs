@@ -194,7 +194,7 @@ pub fn create_task(
     if first.is_some() {
         fx.events.push(event(st, now, "task-queue.entered", "Task entered a queue", Some(&sid), None, None));
     }
-    fx.timers.push(Timer::TaskTtl { task: sid.clone(), at: now + timeout_secs * 1000 });
+    fx.timers.push(Timer::TaskTtl { task: sid.clone(), at: now.saturating_add(timeout_secs * 1000) });
     arm_target_timeout(st, now, &sid, &mut fx);
     fx.extend(assign(st, now, workspace_sid));
     Ok((sid, fx))
@@ -204,7 +204,11 @@ fn arm_target_timeout(st: &State, now: VMs, task_sid: &str, fx: &mut Effects) {
     if let Some(t) = st.tasks.get(task_sid)
         && let Some(secs) = t.targets.get(t.target_index).and_then(|tg| tg.timeout_secs)
     {
-        fx.timers.push(Timer::TargetTimeout { task: task_sid.into(), generation: t.generation, at: now + secs * 1000 });
+        fx.timers.push(Timer::TargetTimeout {
+            task: task_sid.into(),
+            generation: t.generation,
+            at: now.saturating_add(secs.saturating_mul(1000)),
+        });
     }
 }
 
@@ -303,7 +307,8 @@ fn reserve(st: &mut State, now: VMs, task_sid: &str, worker_sid: &str) -> Effect
         fx.extend(set_activity(st, now, worker_sid, &a));
     }
     let timeout = st.workflows.get(&workflow_sid).map_or(DEFAULT_RESERVATION_TIMEOUT, |w| w.task_reservation_timeout);
-    fx.timers.push(Timer::ReservationTimeout { reservation: res_sid, at: now + timeout * 1000 });
+    fx.timers
+        .push(Timer::ReservationTimeout { reservation: res_sid, at: now.saturating_add(timeout.saturating_mul(1000)) });
     fx
 }
 

@@ -1,7 +1,11 @@
 //! Signed delivery of TaskRouter events to a workspace's `EventCallbackUrl`.
 //!
-//! Each workspace has its own queue and delivery task, so its events arrive
-//! in the order they happened while the API never waits on a receiver. A
+//! Each workspace has its own delivery lanes: an event goes to the lane its
+//! task (or, for worker events, its worker) hashes to, and each lane sends
+//! one request at a time. So a task's events arrive in the order they
+//! happened (task.created before reservation.created before
+//! reservation.wrapup), while one slow request for one task does not hold up
+//! every other call in the workspace. The API never waits on a receiver. A
 //! failed delivery is retried a couple of times, then dropped (and logged).
 
 use std::collections::HashMap;
@@ -16,6 +20,8 @@ use crate::Shared;
 const ATTEMPTS: u32 = 3;
 /// Virtual milliseconds between attempts.
 const RETRY_GAP_MS: u64 = 1000;
+/// Delivery lanes per workspace.
+const LANES: u64 = 16;
 
 pub(crate) struct Delivery {
     pub url: String,
@@ -30,8 +36,10 @@ pub(crate) struct EventBus {
 impl EventBus {
     /// Queues a delivery for a workspace, starting its delivery task on first use.
     pub(crate) fn send(&self, shared: &Arc<Shared>, workspace_sid: &str, d: Delivery) {
+        let key = d.params.get("TaskSid").or_else(|| d.params.get("WorkerSid")).unwrap_or_default();
+        let lane = format!("{workspace_sid}/{}", fnv1a(key) % LANES);
         let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        let tx = queues.entry(workspace_sid.to_owned()).or_insert_with(|| {
+        let tx = queues.entry(lane).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             tokio::spawn(deliver_all(Arc::downgrade(shared), rx));
             tx
@@ -60,4 +68,9 @@ pub(crate) fn wanted(filter: Option<&str>, event_type: &str) -> bool {
         None | Some("") => true,
         Some(f) => f.split(',').any(|t| t.trim() == event_type),
     }
+}
+
+/// A stable hash (FNV-1a), so lanes do not depend on a per-process seed.
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }

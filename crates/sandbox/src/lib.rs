@@ -107,7 +107,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         http,
         events: events::EventBus::default(),
         legs: Mutex::new(HashMap::new()),
-        call_ended: tokio::sync::Notify::new(),
+        waiters: Mutex::new(HashMap::new()),
         shutdown: shutdown.subscribe(),
     });
     let router = api::router(shared.clone());
@@ -177,8 +177,9 @@ pub struct Shared {
     pub(crate) http: reqwest::Client,
     pub(crate) events: events::EventBus,
     pub(crate) legs: Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<LegCmd>>>,
-    /// Woken whenever a call reaches a final status (long-polls wait on it).
-    pub(crate) call_ended: tokio::sync::Notify,
+    /// Long-polls waiting for a call to end, by call SID. Per call, so one
+    /// ending call wakes only its own waiters.
+    pub(crate) waiters: Mutex<HashMap<String, Vec<tokio::sync::oneshot::Sender<()>>>>,
     pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -188,6 +189,22 @@ impl Shared {
         let now = self.clock.now_ms();
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut st, now)
+    }
+
+    /// Registers interest in a call's end. Register before reading the call,
+    /// so an end in between is not missed.
+    pub(crate) fn on_call_end(&self, sid: &str) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner()).entry(sid.to_owned()).or_default().push(tx);
+        rx
+    }
+
+    /// Wakes the long-polls of a call that reached a final status.
+    pub(crate) fn call_ended(&self, sid: &str) {
+        let waiting = self.waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(sid);
+        for tx in waiting.into_iter().flatten() {
+            let _ = tx.send(());
+        }
     }
 
     /// Delivers an engine's events and arms its timers.

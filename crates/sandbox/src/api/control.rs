@@ -58,16 +58,20 @@ pub(super) async fn route(shared: &Arc<Shared>, path: &str, segs: &[&str], req: 
             loop {
                 // Register interest before reading, so an end between the
                 // read and the wait is not missed.
-                let notified = shared.call_ended.notified();
+                let ended = (wait > 0).then(|| shared.on_call_end(sid));
                 let summary = shared.with(|st, _| st.calls.get(sid).map(summary));
                 let Some(summary) = summary else {
                     return Err(super::not_found(path));
                 };
                 let done = summary.get("final").and_then(Value::as_bool).unwrap_or(false);
-                if done || tokio::time::Instant::now() >= deadline {
-                    return ok(summary);
+                if done {
+                    // Drop the registration just made: the call will not end again.
+                    shared.call_ended(sid);
                 }
-                let _ = tokio::time::timeout_at(deadline, notified).await;
+                let Some(ended) = ended.filter(|_| !done && tokio::time::Instant::now() < deadline) else {
+                    return ok(summary);
+                };
+                let _ = tokio::time::timeout_at(deadline, ended).await;
             }
         }
         _ => Err(super::not_found(path)),

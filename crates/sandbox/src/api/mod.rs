@@ -207,8 +207,8 @@ pub(crate) fn core_page(
     size: usize,
     more: bool,
 ) -> Value {
-    let start = page * size;
-    let end = start + items.len().saturating_sub(1);
+    let start = page.saturating_mul(size);
+    let end = start.saturating_add(items.len().saturating_sub(1));
     json!({
         key: items,
         "page": page,
@@ -217,7 +217,7 @@ pub(crate) fn core_page(
         "end": end,
         "uri": format!("{path}?{}", page_query(req, page, size)),
         "first_page_uri": format!("{path}?{}", page_query(req, 0, size)),
-        "next_page_uri": if more { Value::String(format!("{path}?{}", page_query(req, page + 1, size))) } else { Value::Null },
+        "next_page_uri": if more { Value::String(format!("{path}?{}", page_query(req, page.saturating_add(1), size))) } else { Value::Null },
         "previous_page_uri": if page > 0 { Value::String(format!("{path}?{}", page_query(req, page - 1, size))) } else { Value::Null },
     })
 }
@@ -242,7 +242,7 @@ pub(crate) fn tr_page(
             "page_size": size,
             "first_page_url": url(0),
             "previous_page_url": if page > 0 { Value::String(url(page - 1)) } else { Value::Null },
-            "next_page_url": if more { Value::String(url(page + 1)) } else { Value::Null },
+            "next_page_url": if more { Value::String(url(page.saturating_add(1))) } else { Value::Null },
             "url": url(page),
             "key": key,
         }

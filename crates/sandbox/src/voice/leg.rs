@@ -683,7 +683,7 @@ impl Leg {
             c.bridge_start = Some(now);
             c.note(now, format!("bridged with {caller}"));
         });
-        let talk = self.talk_secs.map_or(FOREVER_MS, |t| t * 1000);
+        let talk = self.talk_secs.map_or(FOREVER_MS, |t| t.saturating_mul(1000));
         let outcome = self.wait(talk).await;
         self.update(|c, now| {
             c.bridge_end = Some(now);
@@ -737,7 +737,7 @@ impl Leg {
                 }
             });
             if matches!(status, "completed" | "busy" | "no-answer" | "failed" | "canceled") {
-                sh.call_ended.notify_waiters();
+                sh.call_ended(&child);
             }
         };
         let ring = phone::ring(&behaviour, timeout);
@@ -764,7 +764,7 @@ impl Leg {
             c.linked_leg = Some(child.clone());
             c.bridge_start = Some(now);
         });
-        let r = self.wait(talk * 1000).await;
+        let r = self.wait(talk.saturating_mul(1000)).await;
         self.update(|c, now| c.bridge_end = Some(now));
         set(&self.sh, "completed", None);
         match r {
@@ -785,7 +785,7 @@ impl Leg {
         });
         self.sh.legs.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.sid);
         self.status_callback("completed", status, sip).await;
-        self.sh.call_ended.notify_waiters();
+        self.sh.call_ended(&self.sid);
     }
 
     /// An outbound-api call: ring, answer (with AMD), run TwiML.
