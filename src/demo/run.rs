@@ -134,7 +134,8 @@ pub async fn run(
         }
         for loc in &scenario.locations {
             let behaviour = scenario.phones.get(&loc.name).copied().unwrap_or_default();
-            set_phone(&client, &sandbox_url, &account_sid, &auth_token, &loc.phone, &sandbox_behaviour(behaviour))
+            client
+                .set_phone(&loc.phone, &sandbox_behaviour(behaviour))
                 .await
                 .with_context(|| format!("setting {}'s phone in the sandbox", loc.name))?;
         }
@@ -286,32 +287,6 @@ fn sandbox_behaviour(b: Behaviour) -> sandbox::state::Behaviour {
         Behaviour::NoAnswer => S::NoAnswer,
         Behaviour::Fail => S::Fail,
     }
-}
-
-/// Sets a simulated phone. TEMPORARY: the sandbox's typed client
-/// percent-encodes the `+` in the path, which its control API does not
-/// decode; until that is fixed, fall back to the same PUT with a literal `+`.
-async fn set_phone(
-    client: &sandbox::client::SandboxClient,
-    base: &str,
-    account_sid: &str,
-    auth_token: &str,
-    e164: &str,
-    behaviour: &sandbox::state::Behaviour,
-) -> anyhow::Result<()> {
-    if client.set_phone(e164, behaviour).await.is_ok() {
-        return Ok(());
-    }
-    let resp = reqwest::Client::new()
-        .put(format!("{base}/sandbox/phones/{e164}"))
-        .basic_auth(account_sid, Some(auth_token))
-        .json(behaviour)
-        .send()
-        .await?;
-    if !resp.status().is_success() {
-        bail!("the sandbox answered {}: {}", resp.status(), resp.text().await.unwrap_or_default());
-    }
-    Ok(())
 }
 
 /// Waits, up to `limit`, until the server's outbox holds nothing to send and
