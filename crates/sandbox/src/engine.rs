@@ -648,6 +648,7 @@ pub fn event(
         .push("ResourceSid", resource_sid)
         .push("WorkspaceSid", &ws_sid)
         .push("WorkspaceName", ws_name)
+        // Virtual seconds and ms since start; the rim turns them into Unix time.
         .push("Timestamp", (now / 1000).to_string())
         .push("TimestampMs", now.to_string());
     if let Some(t) = task {
@@ -684,4 +685,125 @@ pub fn event(
             .push("WorkerChannelAvailableCapacity", w.capacity.saturating_sub(w.in_use).to_string());
     }
     Event { workspace_sid: ws_sid, event_type: event_type.into(), params: p }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{TaskQueue, Workflow};
+
+    /// A workspace with one queue (all workers), a workflow with a 30 s
+    /// reservation timeout, and `n` available workers.
+    fn setup(n: usize) -> (State, String, String, Vec<String>) {
+        let mut st = State::new(1);
+        let ws = create_workspace(&mut st, 0, "ws");
+        let available = st.activities.iter().find(|a| a.available).unwrap().sid.clone();
+        let q = st.sid("WQ");
+        st.queues.insert(
+            q.clone(),
+            TaskQueue {
+                sid: q.clone(),
+                workspace_sid: ws.clone(),
+                friendly_name: "q".into(),
+                target_workers: "1==1".into(),
+                target_expr: Compiled::parse("1==1").unwrap(),
+                assignment_activity_sid: None,
+                reservation_activity_sid: None,
+                max_reserved_workers: 1,
+                task_order: "FIFO".into(),
+                created: 0,
+                updated: 0,
+            },
+        );
+        let wf = st.sid("WW");
+        st.workflows.insert(
+            wf.clone(),
+            Workflow {
+                sid: wf.clone(),
+                workspace_sid: ws.clone(),
+                friendly_name: "wf".into(),
+                configuration: String::new(),
+                filters: Vec::new(),
+                default_target: Some(Target { queue: q, expression: None, timeout_secs: None, priority: None }),
+                assignment_callback_url: None,
+                fallback_assignment_callback_url: None,
+                task_reservation_timeout: 30,
+                created: 0,
+                updated: 0,
+            },
+        );
+        let mut workers = Vec::new();
+        for i in 0..n {
+            let sid = st.sid("WK");
+            let channel_sid = st.sid("WC");
+            st.workers.insert(
+                sid.clone(),
+                Worker {
+                    sid: sid.clone(),
+                    workspace_sid: ws.clone(),
+                    friendly_name: format!("w{i}"),
+                    attributes: serde_json::json!({}),
+                    attributes_raw: "{}".into(),
+                    activity_sid: available.clone(),
+                    status_changed: 0,
+                    created: 0,
+                    updated: 0,
+                    channel_sid,
+                    capacity: 1,
+                    channel_available: true,
+                    in_use: 0,
+                    last_reserved: None,
+                },
+            );
+            st.workspaces.get_mut(&ws).unwrap().workers.push(sid.clone());
+            workers.push(sid);
+        }
+        (st, ws, wf, workers)
+    }
+
+    fn types(fx: &Effects) -> Vec<&str> {
+        fx.events.iter().map(|e| e.event_type.as_str()).collect()
+    }
+
+    #[test]
+    fn reservation_timeout_reroutes_to_the_next_worker() {
+        let (mut st, ws, wf, workers) = setup(2);
+        let (task, fx) = create_task(&mut st, 1_000, &ws, &wf, "{}", None, None).unwrap();
+        assert_eq!(types(&fx), ["task.created", "task-queue.entered", "reservation.created"]);
+        let timer = fx.timers.iter().find(|t| matches!(t, Timer::ReservationTimeout { .. })).unwrap().clone();
+        assert_eq!(timer.at(), 31_000);
+        let fx = fire(&mut st, timer.at(), &timer);
+        assert_eq!(types(&fx), ["reservation.timeout", "worker.activity.update", "reservation.created"]);
+        let t = st.tasks.get(&task).unwrap();
+        assert_eq!(t.status, TaskStatus::Reserved);
+        let res = st.reservations.get(t.reservation_sid.as_ref().unwrap()).unwrap();
+        assert_eq!(res.worker_sid, workers[1]);
+        // The first worker went to the timeout activity (Offline) and holds nothing.
+        let w0 = st.workers.get(&workers[0]).unwrap();
+        assert_eq!((w0.in_use, worker_available(&st, w0)), (0, false));
+        // A stale timer does nothing once the reservation was accepted.
+        let res_sid = res.sid.clone();
+        update_reservation(&mut st, 40_000, &res_sid, "accepted").unwrap();
+        let again = Timer::ReservationTimeout { reservation: res_sid, at: 61_000 };
+        assert!(fire(&mut st, 61_000, &again).events.is_empty());
+    }
+
+    #[test]
+    fn ttl_cancels_a_waiting_task_and_capacity_is_released_on_completion() {
+        let (mut st, ws, wf, _) = setup(1);
+        let (t1, _) = create_task(&mut st, 0, &ws, &wf, "{}", None, None).unwrap();
+        let (t2, fx) = create_task(&mut st, 0, &ws, &wf, "{}", None, Some(10)).unwrap();
+        assert_eq!(st.tasks.get(&t2).unwrap().status, TaskStatus::Pending);
+        let ttl = fx.timers.iter().find(|t| matches!(t, Timer::TaskTtl { .. })).unwrap().clone();
+        let fx = fire(&mut st, ttl.at(), &ttl);
+        assert_eq!(types(&fx), ["task.canceled"]);
+        assert_eq!(st.tasks.get(&t2).unwrap().reason.as_deref(), Some("Task TTL Exceeded"));
+        // Completing the first task frees the worker for a third.
+        let (t3, _) = create_task(&mut st, 20_000, &ws, &wf, "{}", Some(5), None).unwrap();
+        let res = st.tasks.get(&t1).unwrap().reservation_sid.clone().unwrap();
+        update_reservation(&mut st, 21_000, &res, "accepted").unwrap();
+        let fx = update_task(&mut st, 22_000, &t1, Some("completed"), Some("done"), None).unwrap();
+        assert_eq!(types(&fx), ["task.completed", "reservation.completed", "reservation.created"]);
+        assert_eq!(st.tasks.get(&t3).unwrap().status, TaskStatus::Reserved);
+    }
 }

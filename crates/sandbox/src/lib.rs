@@ -2,22 +2,72 @@
 //!
 //! The call-router server reaches it only over HTTP, through its normal REST
 //! client and webhooks: point a Twilio client at [`Sandbox::url`] with the
-//! sandbox's account SID and auth token and it works unchanged.
+//! sandbox's account SID and auth token and it works unchanged. One base URL
+//! serves the core API (`/2010-04-01/Accounts/{AC}/…`), TaskRouter
+//! (`/v1/Workspaces/…`) and the control API (`/sandbox/…`). Every path,
+//! including `/sandbox/…`, requires HTTP basic auth (AccountSid:AuthToken);
+//! without it the answer is 401 with Twilio's body (code 20003).
 //!
 //! # Layout
 //! - [`clock`]: virtual time (`time_scale` virtual seconds per real second).
 //! - [`state`]: the resources, in one `State` behind a `std::sync::Mutex`.
 //! - [`engine`]: TaskRouter routing, pure (state + time in, events + timers out).
 //! - [`expr`]: TaskRouter's expression language.
-//! - `events`: signed, ordered, per-workspace delivery of TaskRouter events.
-//! - `api`: the HTTP surface: core API (`/2010-04-01/…`), TaskRouter (`/v1/…`)
-//!   and the control API (`/sandbox/…`), all behind HTTP basic auth.
+//! - `events`: signed delivery of TaskRouter events, in order per task.
+//! - `api`: the HTTP surface (core, TaskRouter, control), errors and paging.
 //! - `voice`: call legs, the TwiML interpreter and simulated phones.
 //! - [`log`]: every request received and sent.
 //! - [`client`]: a typed HTTP client for tests and the demo.
 //!
-//! The IO rim lives here: [`Shared::apply`] delivers an engine's events and
+//! The IO rim lives here: `Shared::apply` delivers an engine's events and
 //! arms its timers.
+//!
+//! # Control API (JSON, basic auth)
+//! - `GET /sandbox/log?since=N[&limit=M]` → `{"entries":[{seq, direction: "in"|"out",
+//!   method, url, params, status, response, error, at_ms}], "next": N}`. Reads of the
+//!   log are not logged.
+//! - `GET /sandbox/state` → numbers, workspaces, activities, queues, workflows,
+//!   workers, tasks, reservations, calls (summaries), phones, `now_ms`.
+//! - `PUT /sandbox/phones/{e164}` with one of `{"behaviour":"person","rings":2,"talk_secs":30}`,
+//!   `{"behaviour":"voicemail","rings":3}`, `{"behaviour":"busy"}`,
+//!   `{"behaviour":"no_answer"}`, `{"behaviour":"fail"}`; person and voicemail take an
+//!   optional `"digits":"1"` (comma-separated, one entry per `<Gather>`). `GET` and
+//!   `DELETE` too; `GET /sandbox/phones` lists them.
+//! - `POST /sandbox/calls` `{"from":"+1…","to":"+1<IncomingPhoneNumber>","digits":"2",
+//!   "patience_secs":600}` → 201 `{"call_sid":"CA…"}`. The number must exist (404)
+//!   and have a VoiceUrl (400 21614).
+//! - `GET /sandbox/calls/{sid}[?wait_final_ms=N]` → a summary: `final`, `status`,
+//!   `direction`, `from`, `to`, `answered_by`, `parent_call_sid`, `linked_leg`,
+//!   `task_sid`, `reservation_sid`, `queue_result`, `enqueued_ms`, `queue_wait_ms`,
+//!   `bridge_start_ms`, `bridge_end_ms`, `talk_ms`, `start_ms`, `answered_ms`, `end_ms`,
+//!   `recording_url`, `error_code`, `error_message`, `timeline: [{at_ms, event}]`.
+//!   With `wait_final_ms` it long-polls (at most 120 s real) until the call is final.
+//!
+//! # Simulation rules
+//! - All durations are virtual: one ring is 6 s; a number with no behaviour answers
+//!   as a person after one ring and talks 30 s once bridged. `<Say>` takes about
+//!   15 characters a second (at least 1 s), every `<Play>` clip 10 s (`loop="0"`:
+//!   an hour), `<Pause>` its length, `<Record>` records min(maxLength, 5) s, a
+//!   Gather's digits are pressed 1 s after its prompts. AMD decides after 2.5 s
+//!   (human) or 4 s (machine; `DetectMessageEnd` waits for the 10 s greeting and
+//!   says `machine_end_beep`); past `MachineDetectionTimeout` it says `unknown`.
+//!   Real HTTP time counts too: at `time_scale` 1000, a 1 ms webhook is 1 virtual s.
+//! - A simulated caller hangs up after `patience_secs` unless bridged; once
+//!   bridged, the call lasts until the far person's `talk_secs` run out (that leg
+//!   hangs up, and the caller's `<Enqueue action>` gets `QueueResult=bridged`).
+//! - `From` of a created call must be an E.164 IncomingPhoneNumber of the account,
+//!   or any E.164 number when `CallToken` is given; otherwise 400 21212.
+//! - A TwiML fetch that fails (transport, non-2xx: 11200) or a document that does
+//!   not parse (12100) ends only that call, recorded as `error_code` on its summary;
+//!   status `failed` if it was still ringing (inbound, first document), else `completed`.
+//! - TaskRouter: one reservation per task at a time (so no `reservation.rescinded`),
+//!   workers offered longest-idle first; a worker that let a reservation time out or
+//!   rejected it is not offered that task again. Events go to `EventCallbackUrl`
+//!   signed, filtered by `EventsFilter`, in order per task (per worker for worker
+//!   events) over 16 lanes per workspace, with 2 retries 1 virtual s apart.
+//! - `<Dial><Number>` rings a simulated phone as an `outbound-dial` child leg (a
+//!   `url` on `<Number>` is not run). Named `<Enqueue>` queues (without
+//!   `workflowSid`) are not supported: the action gets `QueueResult=error`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -168,7 +218,7 @@ pub(crate) enum LegCmd {
 }
 
 /// Everything the sandbox's tasks share.
-pub struct Shared {
+pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) base_url: String,
     pub(crate) clock: Clock,
@@ -222,7 +272,18 @@ impl Shared {
                         let mut params = Params::new();
                         params.push("AccountSid", self.config.account_sid.as_str());
                         for (k, v) in ev.params.iter() {
-                            params.push(k, v);
+                            // The engine counts virtual time from the start; receivers
+                            // expect Unix time, so the rim converts.
+                            match k {
+                                "Timestamp" | "TaskDateCreated" => {
+                                    let secs = v.parse::<u64>().unwrap_or(0).saturating_mul(1000);
+                                    params.push(k, self.clock.wall(secs).as_second().to_string())
+                                }
+                                "TimestampMs" => {
+                                    params.push(k, self.clock.wall(v.parse().unwrap_or(0)).as_millisecond().to_string())
+                                }
+                                _ => params.push(k, v),
+                            };
                         }
                         Some((ev.workspace_sid, events::Delivery { url, params }))
                     })
