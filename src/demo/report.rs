@@ -32,6 +32,16 @@ pub struct CallRow {
     /// Why the call is not ok, or what went wrong placing it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// What the sandbox saw happen to the caller's leg, from its creation.
+    pub timeline: Vec<Moment>,
+}
+
+/// One entry of a call's timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Moment {
+    /// Virtual milliseconds since the call was created.
+    pub at_ms: u64,
+    pub event: String,
 }
 
 impl CallRow {
@@ -199,6 +209,12 @@ impl Report {
                 for p in problems {
                     let _ = writeln!(out, "  {p}");
                 }
+                // What the caller went through explains most surprises.
+                for c in self.calls.iter().filter(|c| !c.ok && !c.timeline.is_empty()).take(10) {
+                    let steps: Vec<String> =
+                        c.timeline.iter().map(|m| format!("{} {}", secs(Some(m.at_ms)), m.event)).collect();
+                    let _ = writeln!(out, "  #{}: {}", c.index, steps.join(", "));
+                }
             }
         }
         out
@@ -244,6 +260,7 @@ mod tests {
             expected_outcome: expect,
             ok: false,
             problem: None,
+            timeline: Vec::new(),
         }
     }
 
@@ -349,6 +366,10 @@ mod tests {
             "{text}"
         );
         assert!(!r.ok());
+        let mut r = r;
+        r.calls[1].timeline =
+            vec![Moment { at_ms: 0, event: "created".into() }, Moment { at_ms: 12_300, event: "pressed 2".into() }];
+        assert!(r.render().ends_with("  #2: 0.0s created, 12.3s pressed 2\n"), "{}", r.render());
     }
 
     #[test]

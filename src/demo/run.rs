@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use tokio::net::TcpListener;
 
-use super::report::{self, CallRow, Report};
+use super::report::{self, CallRow, Moment, Report};
 use super::scenario::{Behaviour, PlannedCall, Scenario};
 use super::{DemoArgs, Options, Progress, load_scenario};
 use crate::app::Server;
@@ -220,6 +220,7 @@ async fn follow_call(
         expected_outcome: call.expect,
         ok: false,
         problem: None,
+        timeline: Vec::new(),
     };
     tokio::time::sleep(Duration::from_secs_f64(call.start_at_ms as f64 / 1000.0 / time_scale)).await;
     let placed = client
@@ -271,11 +272,26 @@ async fn follow_call(
             row.answered_by = row.answered_by.or_else(|| text("answered_by"));
             row.wait_ms = ms("queue_wait_ms");
             row.talk_ms = ms("talk_ms");
+            row.timeline = timeline(&s);
             tracing::debug!(call_sid = %sid, summary = %s, "the sandbox's call summary");
         }
         Err(e) => tracing::warn!(call_sid = %sid, "no call summary from the sandbox: {e:#}"),
     }
     row.judge()
+}
+
+/// The summary's timeline, relative to its first entry.
+fn timeline(summary: &serde_json::Value) -> Vec<Moment> {
+    let entries = summary.get("timeline").and_then(serde_json::Value::as_array).cloned().unwrap_or_default();
+    let start = entries.first().and_then(|e| e.get("at_ms")).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    entries
+        .iter()
+        .filter_map(|e| {
+            let at = e.get("at_ms")?.as_u64()?;
+            let event = e.get("event")?.as_str()?;
+            Some(Moment { at_ms: at.saturating_sub(start), event: event.to_owned() })
+        })
+        .collect()
 }
 
 fn sandbox_behaviour(b: Behaviour) -> sandbox::state::Behaviour {
