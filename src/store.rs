@@ -33,9 +33,16 @@ pub fn now_ms() -> i64 {
 }
 
 /// A handle to the database; cheap to clone.
+///
+/// SQLite takes one writer at a time; several connections writing at once
+/// wait on each other inside SQLite's busy handler, which sleeps in steps of
+/// milliseconds. So reads go to `pool` and every write to `writer`, a pool
+/// of one connection, where writers queue in order without sleeping. WAL
+/// mode lets the reads run beside the write.
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
+    writer: AnyPool,
 }
 
 /// One inbound call as stored.
@@ -73,27 +80,35 @@ impl Store {
         sqlx::any::install_default_drivers();
         let url = sqlite_url_with_create(url);
         let is_memory = url.contains(":memory:");
-        let pool = AnyPoolOptions::new()
-            // An in-memory SQLite database exists per connection, so it gets one.
-            .max_connections(if is_memory { 1 } else { 8 })
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    conn.execute("PRAGMA journal_mode = WAL").await?;
-                    conn.execute("PRAGMA synchronous = NORMAL").await?;
-                    conn.execute("PRAGMA foreign_keys = ON").await?;
-                    conn.execute("PRAGMA busy_timeout = 5000").await?;
-                    Ok(())
-                })
-            })
-            .connect(&url)
-            .await
-            .with_context(|| format!("opening database {}", redact_url(&url)))?;
+        let options = |max: u32| {
+            AnyPoolOptions::new().max_connections(max).acquire_timeout(Duration::from_secs(10)).after_connect(
+                |conn, _meta| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                        conn.execute("PRAGMA busy_timeout = 5000").await?;
+                        Ok(())
+                    })
+                },
+            )
+        };
+        let open = |max: u32| {
+            let url = url.clone();
+            async move {
+                options(max).connect(&url).await.with_context(|| format!("opening database {}", redact_url(&url)))
+            }
+        };
+        // The writer opens (and so creates) the file before the readers do.
+        let writer = open(1).await?;
+        // An in-memory SQLite database exists per connection, so readers and
+        // the writer must share the one connection there.
+        let pool = if is_memory { writer.clone() } else { open(4).await? };
         sqlx::migrate!("./migrations/sqlite")
             .run(&pool)
             .await
             .context("migrating the database")?;
-        Ok(Store { pool })
+        Ok(Store { pool, writer })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -106,7 +121,7 @@ impl Store {
     pub async fn upsert_location(&self, spec: &LocationSpec) -> anyhow::Result<()> {
         let loc = Location::from_spec(spec.clone()).context("storing an unchecked location")?;
         let json = serde_json::to_string(spec)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         sqlx::query(
             "INSERT INTO locations (name, spec_json, updated_at_ms) VALUES ($1, $2, $3)
              ON CONFLICT (name) DO UPDATE SET spec_json = excluded.spec_json, updated_at_ms = excluded.updated_at_ms",
@@ -133,7 +148,7 @@ impl Store {
 
     /// Removes a location; false when there was none of that name.
     pub async fn remove_location(&self, name: &str) -> anyhow::Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         sqlx::query("DELETE FROM location_numbers WHERE location = $1")
             .bind(name)
             .execute(&mut *tx)
@@ -196,7 +211,7 @@ impl Store {
         .bind(key)
         .bind(sid)
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -214,7 +229,7 @@ impl Store {
         sqlx::query("DELETE FROM twilio_resources WHERE kind = $1 AND key = $2")
             .bind(kind)
             .bind(key)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -243,7 +258,7 @@ impl Store {
         .bind(to)
         .bind(Outcome::Pending.as_str())
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -253,7 +268,7 @@ impl Store {
             .bind(call_sid)
             .bind(location)
             .bind(now_ms())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -263,7 +278,7 @@ impl Store {
             .bind(call_sid)
             .bind(url)
             .bind(now_ms())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -278,7 +293,7 @@ impl Store {
                 .bind(outcome.as_str())
                 .bind(now_ms())
                 .bind(Outcome::Pending.as_str())
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -293,7 +308,7 @@ impl Store {
         actions: &[Action],
     ) -> anyhow::Result<bool> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let done =
             sqlx::query("UPDATE calls SET outcome = $2, updated_at_ms = $3 WHERE call_sid = $1 AND outcome = $4")
                 .bind(call_sid)
@@ -326,7 +341,7 @@ impl Store {
         dial: &Action,
     ) -> anyhow::Result<bool> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         insert_event(
             &mut tx,
             "taskrouter",
@@ -364,7 +379,7 @@ impl Store {
         actions: &[Action],
     ) -> anyhow::Result<()> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         insert_event(&mut tx, source, event_type, resource_sid, payload, now).await?;
         for a in actions {
             insert_action(&mut tx, a, now).await?;
@@ -390,14 +405,14 @@ impl Store {
             .bind(inbound_call_sid)
             .bind(outbound_call_sid)
             .bind(now_ms())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
 
     pub async fn record_status(&self, s: &StatusRecord) -> anyhow::Result<()> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         sqlx::query(
             "INSERT INTO call_statuses (call_sid, inbound_call_sid, status, sequence_number, call_duration,
                  answered_by, sip_response_code, received_at_ms)
@@ -488,7 +503,7 @@ impl Store {
 
     /// Queues one action; false when an action with its key exists already.
     pub async fn enqueue_action(&self, action: &Action) -> anyhow::Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let inserted = insert_action(&mut tx, action, now_ms()).await?;
         tx.commit().await?;
         Ok(inserted)
@@ -496,7 +511,7 @@ impl Store {
 
     /// Claims up to `limit` pending actions by marking them `sending`.
     pub async fn claim_actions(&self, limit: i64) -> anyhow::Result<Vec<OutboxRow>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let rows =
             sqlx::query("SELECT id, dedupe_key, payload, attempts FROM outbox WHERE state = $1 ORDER BY id LIMIT $2")
                 .bind(OutboxState::Pending.as_str())
@@ -538,7 +553,7 @@ impl Store {
             .bind(result)
             .bind(error)
             .bind(now_ms())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
