@@ -49,7 +49,7 @@ pub struct DemoArgs {
     #[arg(long, value_name = "N")]
     pub calls: Option<u32>,
     /// Virtual seconds per real second in the sandbox; larger runs faster.
-    #[arg(long, default_value_t = 300.0, value_name = "X")]
+    #[arg(long, default_value_t = 200.0, value_name = "X")]
     pub time_scale: f64,
     /// Seed for the sandbox's random choices (SIDs, timings), for repeatable runs.
     #[arg(long, default_value_t = 1)]
@@ -78,7 +78,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { time_scale: 300.0, seed: 1, database_url: None, timeout: Duration::from_secs(60) }
+        Options { time_scale: 200.0, seed: 1, database_url: None, timeout: Duration::from_secs(60) }
     }
 }
 
@@ -123,7 +123,7 @@ mod tests {
         DemoArgs {
             scenario: scenario.map(Into::into),
             calls,
-            time_scale: 300.0,
+            time_scale: 200.0,
             seed: 1,
             database_url: None,
             timeout: 60,

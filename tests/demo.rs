@@ -10,7 +10,7 @@ use call_router::demo::{self, Options};
 use call_router::domain::Outcome;
 
 fn options() -> Options {
-    Options { time_scale: 200.0, seed: 7, database_url: None, timeout: Duration::from_secs(30) }
+    Options { time_scale: 100.0, seed: 7, database_url: None, timeout: Duration::from_secs(30) }
 }
 
 async fn run(scenario: Scenario) -> Report {

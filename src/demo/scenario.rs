@@ -36,7 +36,7 @@
 //! # to = "+12025550143"                     # …or dial a number and press `digits` yourself
 //! # digits = "1"
 //! from = "+13105550100"                     # optional; numbered automatically
-//! patience_secs = 300                       # the caller hangs up after this long without a person
+//! patience_secs = 600                       # the caller hangs up after this long without a person
 //! start_at = 0.0                            # when the caller dials, after the start
 //! count = 1                                 # this many identical callers (a burst)
 //! burst = false                             # true: `--calls N` sets `count`
@@ -448,7 +448,7 @@ impl Scenario {
             if let Some(from) = &c.from {
                 twilio::E164::parse(from).map_err(|e| bad(field("from"), e.to_string()))?;
             }
-            let patience_secs = c.patience_secs.unwrap_or(300);
+            let patience_secs = c.patience_secs.unwrap_or(600);
             if !(1..=3600).contains(&patience_secs) {
                 return Err(bad(field("patience_secs"), format!("{patience_secs} must be between 1 and 3600")));
             }
@@ -594,7 +594,7 @@ mod tests {
         assert_eq!(s.locations.len(), 5, "the example business");
         assert_eq!(s.phones["north"], Behaviour::default());
         let c = &s.plan()[0];
-        assert_eq!((c.patience_secs, c.start_at_ms, c.expect), (300, 0, None));
+        assert_eq!((c.patience_secs, c.start_at_ms, c.expect), (600, 0, None));
         assert_eq!(c.from, "+13105550100");
     }
 
