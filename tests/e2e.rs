@@ -1,0 +1,385 @@
+//! End to end: the real server against the sandbox, both on port 0, provisioned by
+//! `provision::run`, driven by simulated callers and location phones. Each case asserts the
+//! outcome the server recorded and the requests the two exchanged, read from the sandbox's
+//! request log (what the sandbox sent is Twilio's webhooks; what it received is the server's
+//! REST calls).
+
+use std::time::Duration;
+
+use call_router::app::Server;
+use call_router::config::Settings;
+use call_router::domain::{LocationSpec, Outcome};
+use call_router::hours::{HoursSpec, WeeklySpec};
+use call_router::store::{CallRecord, Store};
+use sandbox::client::{PlaceCall, SandboxClient};
+use sandbox::state::Behaviour;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use twilio::Params;
+
+const MAIN: &str = "+12025550143";
+const NIGHT: &str = "+12025550145";
+const NORTH_PHONE: &str = "+14155550101";
+const NIGHT_PHONE: &str = "+14155550105";
+const CALLER: &str = "+13105550199";
+/// Virtual seconds per real second: a 20 s ring takes 20 ms.
+const TIME_SCALE: f64 = 1000.0;
+
+struct World {
+    server: Server,
+    sandbox: sandbox::Sandbox,
+    client: SandboxClient,
+    store: Store,
+    _dir: tempfile::TempDir,
+}
+
+fn location(name: &str, number: &str, phone: &str, open: bool) -> LocationSpec {
+    let all = if open { vec!["00:00-24:00".to_owned()] } else { Vec::new() };
+    LocationSpec {
+        name: name.into(),
+        display_name: Some(format!("{name} clinic")),
+        digit: None,
+        numbers: vec![number.into()],
+        phone: phone.into(),
+        caller_id: None,
+        show_caller_number: false,
+        lines: 1,
+        hours: HoursSpec {
+            time_zone: "America/New_York".into(),
+            weekly: WeeklySpec {
+                mon: all.clone(),
+                tue: all.clone(),
+                wed: all.clone(),
+                thu: all.clone(),
+                fri: all.clone(),
+                sat: all.clone(),
+                sun: all,
+            },
+            ..HoursSpec::default()
+        },
+    }
+}
+
+/// The sandbox, the server pointed at it, `north` (open, on MAIN) and `night` (never open, on
+/// NIGHT) provisioned, and north's phone set to `north_phone`.
+async fn world(north_phone: Behaviour) -> World {
+    let sb_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = sandbox::start(sandbox::Config::random(TIME_SCALE, 7), sb_listener).await.unwrap();
+    let (account, token, sb_url) = (sandbox.account_sid().to_string(), sandbox.auth_token().to_owned(), sandbox.url());
+    let client = SandboxClient::new(&sb_url, &account, &token);
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("e2e.db").display());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let text = format!(
+        "public_url = {url:?}\ndatabase_url = {db:?}\n[twilio]\naccount_sid = {account:?}\nauth_token = {token:?}\n\
+         api_base_url = {sb_url:?}\ntaskrouter_base_url = {sb_url:?}\nrequest_timeout_ms = 5000\n"
+    );
+    let mut settings = Settings::from_toml(&text, |_| None).unwrap();
+    settings.locations =
+        vec![location("north", MAIN, NORTH_PHONE, true), location("night", NIGHT, NIGHT_PHONE, false)];
+    let server = Server::start(settings.clone(), listener).await.unwrap();
+    let store = server.state.store().clone();
+
+    for n in [MAIN, NIGHT] {
+        client.buy_number(n, None).await.unwrap();
+    }
+    client.set_phone(NORTH_PHONE, &north_phone).await.unwrap();
+    let mut report = call_router::provision::Report::default();
+    call_router::provision::run(&settings, &store, call_router::provision::Options::default(), &mut report)
+        .await
+        .unwrap_or_else(|e| panic!("provision failed: {e}\n{}", report.lines.join("\n")));
+    World { server, sandbox, client, store, _dir: dir }
+}
+
+/// One request in the sandbox's log.
+#[derive(Debug, Clone)]
+struct Exchange {
+    /// `out`: the sandbox called the server (a webhook); `in`: the server called the sandbox.
+    direction: String,
+    method: String,
+    path: String,
+    query: String,
+    params: Params,
+    status: u64,
+    response: String,
+}
+
+impl Exchange {
+    fn from_json(v: &Value) -> Exchange {
+        let url = v["url"].as_str().unwrap_or_default();
+        let after_host = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+        let path_and_query = after_host.find('/').map(|i| &after_host[i..]).unwrap_or("/");
+        let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+        let params = v["params"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| Some((p.get(0)?.as_str()?.to_owned(), p.get(1)?.as_str()?.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Exchange {
+            direction: v["direction"].as_str().unwrap_or_default().to_owned(),
+            method: v["method"].as_str().unwrap_or_default().to_owned(),
+            path: path.to_owned(),
+            query: query.to_owned(),
+            params,
+            status: v["status"].as_u64().unwrap_or(0),
+            response: v["response"].as_str().unwrap_or_default().to_owned(),
+        }
+    }
+}
+
+impl World {
+    async fn exchanges(&self) -> Vec<Exchange> {
+        let (entries, _) = self.client.log(0).await.unwrap();
+        entries.iter().map(Exchange::from_json).collect()
+    }
+
+    /// Webhooks the sandbox sent to the server's `path`.
+    async fn webhooks(&self, path: &str) -> Vec<Exchange> {
+        self.exchanges().await.into_iter().filter(|e| e.direction == "out" && e.path == path).collect()
+    }
+
+    /// REST requests the server sent to the sandbox whose path ends with `suffix`.
+    async fn rest(&self, method: &str, suffix: &str) -> Vec<Exchange> {
+        self.exchanges()
+            .await
+            .into_iter()
+            .filter(|e| e.direction == "in" && e.method == method && e.path.ends_with(suffix))
+            .filter(|e| !e.path.starts_with("/sandbox/"))
+            .collect()
+    }
+
+    /// Dials `to` as a simulated caller, waits for the caller's call to end in the sandbox
+    /// and for the server to settle its outcome.
+    async fn call(&self, to: &str, patience_secs: Option<u64>) -> (Value, CallRecord) {
+        let sid = self
+            .client
+            .place_call(&PlaceCall { from: CALLER.into(), to: to.into(), digits: None, patience_secs })
+            .await
+            .unwrap();
+        let summary = self.client.wait_for_call_end(&sid, Duration::from_secs(20)).await.unwrap();
+        let record = self.settled(&sid).await;
+        (summary, record)
+    }
+
+    async fn settled(&self, call_sid: &str) -> CallRecord {
+        for _ in 0..500 {
+            if let Some(c) = self.store.call(call_sid).await.unwrap() {
+                if c.outcome.is_final() {
+                    return c;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the server never settled {call_sid}: {:?}", self.store.call(call_sid).await.unwrap());
+    }
+
+    /// Waits until the server's outbox has nothing pending or in flight.
+    async fn quiet(&self) {
+        use call_router::outbox::OutboxState::{Pending, Sending};
+        for _ in 0..500 {
+            let actions = self.store.actions().await.unwrap();
+            if actions.iter().all(|(_, s, _)| !matches!(s, Pending | Sending)) {
+                // One more beat for the sandbox to deliver the events those actions cause.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the outbox never drained: {:?}", self.store.actions().await.unwrap());
+    }
+
+    async fn task(&self, task_sid: &str) -> Value {
+        let state = self.client.state().await.unwrap();
+        find_by_sid(&state["tasks"], task_sid).unwrap_or_else(|| panic!("no task {task_sid} in {state}"))
+    }
+
+    async fn finish(self) {
+        self.sandbox.shutdown().await;
+        self.server.shutdown().await.unwrap();
+    }
+}
+
+/// Finds a resource by SID in a JSON array or object of resources.
+fn find_by_sid(collection: &Value, sid: &str) -> Option<Value> {
+    let matches = |v: &&Value| v["sid"].as_str() == Some(sid);
+    match collection {
+        Value::Array(a) => a.iter().find(matches).cloned(),
+        Value::Object(m) => m.get(sid).cloned().or_else(|| m.values().find(matches).cloned()),
+        _ => None,
+    }
+}
+
+/// The one dial the server placed: Calls.json, to the location, from its Twilio number, with
+/// AMD and the four status events, and a `+` that survives in the answer URL.
+fn assert_one_dial(dials: &[Exchange]) -> &Exchange {
+    assert_eq!(dials.len(), 1, "exactly one dial for one reservation: {dials:#?}");
+    let d = &dials[0];
+    assert!(d.status == 201 || d.status == 200, "the sandbox accepted the dial: {d:?}");
+    let p = &d.params;
+    assert_eq!(p.get("To"), Some(NORTH_PHONE));
+    assert_eq!(p.get("From"), Some(MAIN));
+    assert_eq!(p.get("MachineDetection"), Some("Enable"));
+    assert_eq!(p.get_all("StatusCallbackEvent").collect::<Vec<_>>(), ["initiated", "ringing", "answered", "completed"]);
+    let url = p.get("Url").unwrap();
+    assert_eq!(twilio::signature::query_param(url, "from").as_deref(), Some(MAIN), "{url}");
+    d
+}
+
+fn task_sid_of(record: &CallRecord) -> String {
+    record.task_sid.clone().unwrap_or_else(|| panic!("the server linked no task to {record:?}"))
+}
+
+#[tokio::test]
+async fn a_person_answers_is_bridged_and_the_task_completes() {
+    let w = world(Behaviour::Person { rings: 2, talk_secs: 30, digits: None }).await;
+    let (summary, record) = w.call(MAIN, None).await;
+    assert_eq!(record.outcome, Outcome::Connected, "{summary}");
+    assert_eq!(record.location.as_deref(), Some("north"));
+    assert_eq!(record.answered_by.as_deref(), Some("human"));
+    w.quiet().await;
+
+    // The caller's leg: the voice URL, then queue exit as bridged.
+    let incoming = w.webhooks("/incoming-call").await;
+    assert_eq!(incoming.len(), 1);
+    assert!(incoming[0].response.contains("<Enqueue"), "{}", incoming[0].response);
+    let exits = w.webhooks("/enqueue-action").await;
+    assert_eq!(exits.iter().filter_map(|e| e.params.get("QueueResult")).collect::<Vec<_>>(), ["bridged"]);
+
+    // TaskRouter's reservation, the dial it caused, and the bridge.
+    let events = w.webhooks("/tr-event-handler").await;
+    let types: Vec<&str> = events.iter().filter_map(|e| e.params.get("EventType")).collect();
+    assert!(types.contains(&"reservation.created"), "{types:?}");
+    assert!(events.iter().all(|e| e.status == 204), "every event acknowledged with 204");
+    let dial = assert_one_dial(&w.rest("POST", "/Calls.json").await).clone();
+    let answered = w.webhooks("/dial-queue").await;
+    assert_eq!(answered.len(), 1);
+    assert_eq!(answered[0].params.get("AnsweredBy"), Some("human"));
+    let reservation = record.reservation_sid.clone().unwrap();
+    assert!(answered[0].response.contains(&format!("reservationSid=\"{reservation}\"")), "{}", answered[0].response);
+    assert!(dial.params.get("Url").unwrap().contains(&reservation));
+
+    // Every status of the location's leg was recorded, ending in completed.
+    let outbound = record.outbound_call_sid.clone().expect("the outbound leg is linked");
+    let statuses: Vec<String> = w.store.statuses(&outbound).await.unwrap().into_iter().map(|s| s.status).collect();
+    assert!(statuses.contains(&"in-progress".to_owned()) || statuses.contains(&"answered".to_owned()), "{statuses:?}");
+    assert_eq!(statuses.last().map(String::as_str), Some("completed"), "{statuses:?}");
+
+    // Wrap-up completed the task with a reason.
+    let task = task_sid_of(&record);
+    let completes = w.rest("POST", &format!("/Tasks/{task}")).await;
+    assert!(
+        completes.iter().any(|e| e.params.get("AssignmentStatus") == Some("completed") && e.params.get("Reason").is_some()),
+        "{completes:#?}"
+    );
+    assert_eq!(w.task(&task).await["assignment_status"], "completed");
+    w.finish().await;
+}
+
+/// A location that does not connect sends the caller to voicemail: the server redirects the
+/// caller's leg, cancels the task, and records why.
+async fn not_connected(behaviour: Behaviour, outcome: Outcome, status_or_answered: (&str, &str)) {
+    let w = world(behaviour).await;
+    let (summary, record) = w.call(MAIN, None).await;
+    assert_eq!(record.outcome, outcome, "{summary}");
+    w.quiet().await;
+
+    assert_one_dial(&w.rest("POST", "/Calls.json").await);
+    let (key, value) = status_or_answered;
+    let seen: Vec<Exchange> = [w.webhooks("/status-callback").await, w.webhooks("/dial-queue").await].concat();
+    assert!(seen.iter().any(|e| e.params.get(key) == Some(value)), "expected {key}={value} in {seen:#?}");
+
+    // The caller is taken out of the queue to the fallback, which offers voicemail.
+    let redirects = w.rest("POST", &format!("/Calls/{}.json", record.call_sid)).await;
+    assert!(
+        redirects.iter().any(|e| e.params.get("Url").is_some_and(|u| u.contains("/caller-fallback"))),
+        "{redirects:#?}"
+    );
+    let fallback = w.webhooks("/caller-fallback").await;
+    assert_eq!(fallback.len(), 1, "the caller heard the fallback once");
+    assert!(fallback[0].response.contains("<Record"), "{}", fallback[0].response);
+
+    // The task is canceled, so TaskRouter does not offer it again.
+    let task = task_sid_of(&record);
+    let cancels = w.rest("POST", &format!("/Tasks/{task}")).await;
+    assert!(cancels.iter().any(|e| e.params.get("AssignmentStatus") == Some("canceled")), "{cancels:#?}");
+    assert_eq!(w.task(&task).await["assignment_status"], "canceled");
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn voicemail_answers_and_the_caller_gets_our_voicemail() {
+    not_connected(Behaviour::Voicemail { rings: 2, digits: None }, Outcome::LocationVoicemail, ("AnsweredBy", "machine_start"))
+        .await;
+}
+
+#[tokio::test]
+async fn a_busy_line_sends_the_caller_to_voicemail() {
+    not_connected(Behaviour::Busy, Outcome::LocationBusy, ("CallStatus", "busy")).await;
+}
+
+#[tokio::test]
+async fn nobody_answers_and_the_caller_gets_voicemail() {
+    not_connected(Behaviour::NoAnswer, Outcome::LocationNoAnswer, ("CallStatus", "no-answer")).await;
+}
+
+#[tokio::test]
+async fn the_caller_hangs_up_while_the_location_rings() {
+    // Twelve rings (72 s) against a caller who gives up after 30 s.
+    let w = world(Behaviour::Person { rings: 12, talk_secs: 30, digits: None }).await;
+    let (summary, record) = w.call(MAIN, Some(30)).await;
+    assert_eq!(record.outcome, Outcome::CallerHungUp, "{summary}");
+    w.quiet().await;
+
+    let exits = w.webhooks("/enqueue-action").await;
+    assert!(exits.iter().any(|e| e.params.get("QueueResult") == Some("hangup")), "{exits:#?}");
+    let dial = assert_one_dial(&w.rest("POST", "/Calls.json").await).clone();
+    // The location's phone was stopped, and never bridged to anyone.
+    let outbound = record.outbound_call_sid.clone().expect("the outbound leg is linked");
+    let stops = w.rest("POST", &format!("/Calls/{outbound}.json")).await;
+    assert!(
+        stops.iter().any(|e| matches!(e.params.get("Status"), Some("canceled") | Some("completed"))),
+        "the ringing leg is hung up: {stops:#?} (dial: {dial:?})"
+    );
+    assert!(w.webhooks("/dial-queue").await.is_empty(), "nobody answered, so nothing was bridged");
+    let state = w.client.state().await.unwrap();
+    let leg = find_by_sid(&state["calls"], &outbound).unwrap_or_else(|| panic!("no call {outbound} in {state}"));
+    assert!(matches!(leg["status"].as_str(), Some("canceled") | Some("completed")), "{leg}");
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn after_hours_the_caller_gets_voicemail_and_nothing_is_queued() {
+    let w = world(Behaviour::default()).await;
+    let (summary, record) = w.call(NIGHT, None).await;
+    assert_eq!(record.outcome, Outcome::AfterHours, "{summary}");
+    assert_eq!(record.location.as_deref(), Some("night"));
+    w.quiet().await;
+
+    let incoming = w.webhooks("/incoming-call").await;
+    assert_eq!(incoming.len(), 1);
+    assert!(incoming[0].response.contains("<Record"), "{}", incoming[0].response);
+    assert!(!incoming[0].response.contains("<Enqueue"), "{}", incoming[0].response);
+    assert!(w.webhooks("/tr-event-handler").await.iter().all(|e| e.params.get("EventType") != Some("reservation.created")));
+    assert!(w.rest("POST", "/Calls.json").await.is_empty(), "no location is dialled after hours");
+    assert!(record.task_sid.is_none());
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn every_webhook_the_sandbox_sends_passes_the_servers_signature_check() {
+    let w = world(Behaviour::Busy).await;
+    w.call(MAIN, None).await;
+    w.quiet().await;
+    let webhooks: Vec<Exchange> = w.exchanges().await.into_iter().filter(|e| e.direction == "out").collect();
+    assert!(webhooks.len() >= 5, "{webhooks:#?}");
+    for e in &webhooks {
+        assert!(e.status != 400 && e.status != 403, "the server refused a sandbox webhook: {e:?}");
+        assert!(e.status < 500, "the server failed on {e:?}");
+    }
+    w.finish().await;
+}
