@@ -94,7 +94,9 @@ async fn reject_record_and_bad_documents() {
     })
     .await;
     let sid = call(&t, json!({"from": CALLER, "to": NUMBER})).await;
-    assert_eq!(wait_end(&t, &sid).await["status"], "busy");
+    let v = wait_end(&t, &sid).await;
+    assert_eq!(v["status"], "busy");
+    assert_eq!(v["answered_ms"], Value::Null, "a rejected call is never answered");
 
     *mode.lock().unwrap() = "record";
     let sid = call(&t, json!({"from": CALLER, "to": NUMBER})).await;

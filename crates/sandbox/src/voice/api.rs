@@ -117,7 +117,11 @@ pub(crate) fn create_call(shared: &Arc<Shared>, req: &Req) -> ApiResult {
     })?;
     let base = base_params(shared, &sid, from.as_str(), to.as_str(), "outbound-api");
     let leg = spawn_leg(shared, &sid, base, doc_url, cb);
-    tokio::spawn(leg.run_outbound(Outbound { first, timeout_secs, machine_detection, amd_timeout_secs }));
+    supervise(
+        shared,
+        &sid,
+        tokio::spawn(leg.run_outbound(Outbound { first, timeout_secs, machine_detection, amd_timeout_secs })),
+    );
     crate::api::created_json(json)
 }
 
@@ -184,6 +188,27 @@ pub(crate) fn place_inbound(
     let mut leg = spawn_leg(shared, &sid, base, url.clone(), cb);
     leg.inputs = phone::gather_inputs(digits.as_deref());
     leg.hangup_at = Some(shared.clock.now_ms().saturating_add(patience_secs.saturating_mul(1000)));
-    tokio::spawn(leg.run_inbound(url, method));
+    supervise(shared, &sid, tokio::spawn(leg.run_inbound(url, method)));
     Ok(sid)
+}
+
+/// Watches a leg's task: should it ever panic, the call still ends (failed,
+/// with the error recorded) and its waiters wake, so nothing hangs on it.
+fn supervise(shared: &Arc<Shared>, sid: &str, leg: tokio::task::JoinHandle<()>) {
+    let (shared, sid) = (shared.clone(), sid.to_owned());
+    tokio::spawn(async move {
+        if leg.await.is_err() {
+            tracing::error!(call_sid = %sid, "a call leg panicked; the call is marked failed");
+            shared.legs.lock().unwrap_or_else(|e| e.into_inner()).remove(&sid);
+            shared.with(|st, now| {
+                if let Some(c) = st.calls.get_mut(&sid).filter(|c| !c.is_final()) {
+                    c.status = "failed".into();
+                    c.end = Some(now);
+                    c.error_message = Some("internal sandbox error".into());
+                    c.note(now, "leg panicked");
+                }
+            });
+            shared.call_ended(&sid);
+        }
+    });
 }

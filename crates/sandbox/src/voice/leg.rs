@@ -263,7 +263,8 @@ impl Leg {
                 Ok(d) => d,
                 Err(stop) => return self.stopped(stop),
             };
-            if self.status == "ringing" {
+            // An inbound call is answered by its first verb, unless that verb rejects it.
+            if self.status == "ringing" && !matches!(doc.verbs.first(), Some(Verb::Reject(_))) {
                 self.set_status("in-progress");
             }
             match self.exec(doc).await {
