@@ -54,7 +54,8 @@ pub struct DemoArgs {
     /// Seed for the sandbox's random choices (SIDs, timings), for repeatable runs.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Keep the server's database here instead of a temporary file (sqlite://demo.db).
+    /// Keep the server's database here instead of a temporary file (sqlite://demo.db); locations not in the
+    /// scenario are removed from it.
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
     /// Give up on calls still running after this many real seconds.

@@ -139,6 +139,13 @@ pub async fn run(
                 .await
                 .with_context(|| format!("setting {}'s phone in the sandbox", loc.name))?;
         }
+        // A reused database (--database-url) may hold another scenario's
+        // locations, whose numbers this fresh sandbox does not own.
+        for stale in
+            store.location_specs().await?.iter().filter(|s| !scenario.locations.iter().any(|l| l.name == s.name))
+        {
+            store.remove_location(&stale.name).await?;
+        }
         // Provision imports the settings' locations into the store itself.
         let mut provisioned = crate::provision::Report::default();
         crate::provision::run(&settings, &store, crate::provision::Options::default(), &mut provisioned)
