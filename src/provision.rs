@@ -737,7 +737,16 @@ fn describe(e: &ApiError) -> String {
 /// failures into an error for a non-zero exit status.
 pub async fn run_command(config: Option<&Path>, options: Options) -> anyhow::Result<()> {
     let settings = Settings::load(config)?;
-    let store = Store::connect(&settings.database_url).await?;
+    // A dry run writes nothing, not even a new database file: when there is none yet, plan
+    // against an empty one in memory.
+    let database_url = match crate::store::sqlite_path(&settings.database_url) {
+        Some(path) if options.dry_run && !path.exists() => {
+            println!("dry run: {} does not exist yet; planning as if it were empty", path.display());
+            "sqlite::memory:".to_owned()
+        }
+        _ => settings.database_url.clone(),
+    };
+    let store = Store::connect(&database_url).await?;
     let mut report = Report { echo: true, ..Report::default() };
     run(&settings, &store, options, &mut report).await?;
     Ok(())

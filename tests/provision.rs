@@ -554,4 +554,15 @@ async fn the_binary_prints_the_plan_and_exits_non_zero_on_a_bad_config() {
     assert!(stdout.contains("dry run: nothing will be written"), "{stdout}");
     assert!(stdout.contains("+ create worker north"), "{stdout}");
     assert!(!stdout.contains(TOKEN), "the auth token was printed");
+
+    // A dry run does not even create the database file.
+    let never = dir.path().join("never.db");
+    let fresh = dir.path().join("fresh.toml");
+    std::fs::write(&fresh, h.toml(&[&NORTH]).replace(&h.db, &format!("sqlite://{}", never.display()))).unwrap();
+    let out = tokio::task::spawn_blocking(move || run(&fresh, &["--dry-run"])).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("does not exist yet"), "{stdout}");
+    assert!(stdout.contains("+ create worker north"), "{stdout}");
+    assert!(!never.exists(), "the dry run created {}", never.display());
 }
