@@ -76,6 +76,16 @@ async fn after_hours() {
 }
 
 #[tokio::test]
+async fn unreachable() {
+    run_shipped("unreachable").await;
+}
+
+#[tokio::test]
+async fn queue_timeout() {
+    run_shipped("queue-timeout").await;
+}
+
+#[tokio::test]
 async fn burst_queues_callers_for_one_line() {
     let report = run_shipped("burst").await;
     let mut waits: Vec<u64> = report.calls.iter().map(|c| c.wait_ms.unwrap_or(0)).collect();

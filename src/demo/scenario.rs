@@ -310,6 +310,8 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("caller-hangs-up", include_str!("../../examples/scenarios/caller-hangs-up.toml")),
     ("after-hours", include_str!("../../examples/scenarios/after-hours.toml")),
     ("burst", include_str!("../../examples/scenarios/burst.toml")),
+    ("unreachable", include_str!("../../examples/scenarios/unreachable.toml")),
+    ("queue-timeout", include_str!("../../examples/scenarios/queue-timeout.toml")),
 ];
 
 /// A built-in scenario by name.
@@ -569,6 +571,20 @@ mod tests {
             assert!(!plan.is_empty(), "{name}");
             assert!(plan.iter().all(|c| c.expect.is_some()), "{name}: every shipped caller states its expectation");
         }
+    }
+
+    #[test]
+    fn every_example_file_is_built_in() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scenarios");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.unwrap().path().file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .filter(|stem| stem != "README")
+            .collect();
+        files.sort();
+        let mut names: Vec<String> = BUILT_IN.iter().map(|(n, _)| (*n).to_owned()).collect();
+        names.sort();
+        assert_eq!(files, names);
     }
 
     #[test]
