@@ -47,24 +47,38 @@ pub fn choose(locations: &[Location], digits: Option<&str>, attempt: u32, max_at
     if let Some(i) = pressed.and_then(|d| locations.iter().position(|l| l.digit == Some(d))) {
         return Choice::Location(i);
     }
-    if attempt + 1 < max_attempts { Choice::Retry { attempt: attempt + 1 } } else { Choice::Location(0) }
+    if attempt + 1 < max_attempts {
+        Choice::Retry { attempt: attempt + 1 }
+    } else {
+        Choice::Location(0)
+    }
 }
 
 fn say(settings: &Settings, text: impl Into<String>) -> Say {
-    Say { text: text.into(), voice: settings.ivr.voice.clone(), ..Say::default() }
+    Say {
+        text: text.into(),
+        voice: settings.ivr.voice.clone(),
+        ..Say::default()
+    }
 }
 
 /// The menu for a number that serves several locations.
 pub fn menu(settings: &Settings, urls: &Urls, locations: &[Location], attempt: u32) -> Response {
     let mut prompts = Vec::new();
     if attempt == 0 {
-        prompts.push(Prompt::Say(say(settings, format!("Thank you for calling {}.", settings.ivr.business_name))));
+        prompts.push(Prompt::Say(say(
+            settings,
+            format!("Thank you for calling {}.", settings.ivr.business_name),
+        )));
     } else {
         prompts.push(Prompt::Say(say(settings, "Sorry, I didn't get that.")));
     }
     for l in locations {
         if let Some(d) = l.digit {
-            prompts.push(Prompt::Say(say(settings, format!("For {}, press {d}.", l.display_name))));
+            prompts.push(Prompt::Say(say(
+                settings,
+                format!("For {}, press {d}.", l.display_name),
+            )));
         }
     }
     let action = urls.url("/menu", &[("attempt", &attempt.to_string())]);
@@ -79,7 +93,10 @@ pub fn menu(settings: &Settings, urls: &Urls, locations: &[Location], attempt: u
             ..Gather::default()
         }))
         // Reached only when the caller pressed nothing: counts as an attempt.
-        .verb(Verb::Redirect(Redirect { url: action, method: Some(Method::Post) }))
+        .verb(Verb::Redirect(Redirect {
+            url: action,
+            method: Some(Method::Post),
+        }))
 }
 
 /// The caller, as the inbound webhook described them.
@@ -116,7 +133,10 @@ pub fn route(
     }
     let mut resp = Response::new();
     if greet {
-        resp = resp.verb(Verb::Say(say(settings, format!("Thank you for calling {}.", location.display_name))));
+        resp = resp.verb(Verb::Say(say(
+            settings,
+            format!("Thank you for calling {}.", location.display_name),
+        )));
     }
     let show_caller = location.show_caller_number && caller.call_token.is_some();
     let attrs = TaskAttributes {
@@ -129,7 +149,11 @@ pub fn route(
             _ => location.caller_id.clone(),
         },
         caller: Some(caller.number.to_owned()),
-        call_token: if show_caller { caller.call_token.map(str::to_owned) } else { None },
+        call_token: if show_caller {
+            caller.call_token.map(str::to_owned)
+        } else {
+            None
+        },
         call_sid: None,
     };
     let attributes = serde_json::to_string(&attrs).expect("task attributes serialise");
@@ -142,7 +166,10 @@ pub fn route(
             wait_url_method: Some(Method::Post),
             action: Some(urls.url("/enqueue-action", &q)),
             method: Some(Method::Post),
-            task: Some(Task { attributes, ..Task::default() }),
+            task: Some(Task {
+                attributes,
+                ..Task::default()
+            }),
             ..Enqueue::default()
         }));
     (resp, Routed::Enqueued)
@@ -152,7 +179,10 @@ pub fn route(
 pub fn voicemail(settings: &Settings, urls: &Urls, location: &str, message: &str) -> Response {
     Response::new()
         .verb(Verb::Say(say(settings, message)))
-        .verb(Verb::Say(say(settings, "Please leave a message after the tone, and we will call you back.")))
+        .verb(Verb::Say(say(
+            settings,
+            "Please leave a message after the tone, and we will call you back.",
+        )))
         .verb(Verb::Record(Record {
             action: Some(urls.url("/voicemail-complete", &[("location", location)])),
             method: Some(Method::Post),
@@ -168,20 +198,31 @@ pub fn voicemail(settings: &Settings, urls: &Urls, location: &str, message: &str
 
 /// The voicemail offer after a failed attempt to reach a location.
 pub fn fallback(settings: &Settings, urls: &Urls, location: &Location, reason: Outcome) -> Response {
-    voicemail(settings, urls, &location.name, &reason.caller_message(&location.display_name))
+    voicemail(
+        settings,
+        urls,
+        &location.name,
+        &reason.caller_message(&location.display_name),
+    )
 }
 
 /// What the caller hears while waiting in the queue (the `waitUrl`).
 pub fn hold(settings: &Settings) -> Response {
     Response::new()
-        .verb(Verb::Play(Play { url: settings.ivr.hold_music_url.clone(), loop_count: Some(1) }))
+        .verb(Verb::Play(Play {
+            url: settings.ivr.hold_music_url.clone(),
+            loop_count: Some(1),
+        }))
         .verb(Verb::Pause(Pause { length: Some(1) }))
 }
 
 /// Bridges the answered outbound leg to the caller waiting on the reservation.
 pub fn dial_queue(reservation_sid: &str) -> Response {
     Response::new().verb(Verb::Dial(Dial {
-        nouns: vec![DialNoun::Queue(Queue { reservation_sid: Some(reservation_sid.to_owned()), ..Queue::default() })],
+        nouns: vec![DialNoun::Queue(Queue {
+            reservation_sid: Some(reservation_sid.to_owned()),
+            ..Queue::default()
+        })],
         ..Dial::default()
     }))
 }
@@ -191,15 +232,150 @@ pub fn hangup() -> Response {
 }
 
 pub fn goodbye(settings: &Settings) -> Response {
-    Response::new().verb(Verb::Say(say(settings, "Thank you for calling. Goodbye."))).verb(Verb::Hangup)
+    Response::new()
+        .verb(Verb::Say(say(settings, "Thank you for calling. Goodbye.")))
+        .verb(Verb::Hangup)
 }
 
 pub fn not_in_service(settings: &Settings) -> Response {
     Response::new()
-        .verb(Verb::Say(say(settings, "Sorry, this number is not in service. Goodbye.")))
+        .verb(Verb::Say(say(
+            settings,
+            "Sorry, this number is not in service. Goodbye.",
+        )))
         .verb(Verb::Hangup)
 }
 
 pub fn empty() -> Response {
     Response::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::LocationSpec;
+    use crate::hours::{HoursSpec, WeeklySpec};
+
+    /// Every character XML treats specially, and a few that a form decoder would mangle.
+    const NASTY: &str = r#"Smith & Sons <"Clinic"> 'O'Brien' +1 ]]> &amp;"#;
+
+    fn settings() -> Settings {
+        let text = format!(
+            "public_url = \"https://router.example.com/base\"\n[twilio]\naccount_sid = \"AC0123456789abcdef0123456789abcdef\"\n\
+             auth_token = \"t\"\n[ivr]\nbusiness_name = {NASTY:?}\nhold_music_url = \"https://m.example.com/a.mp3?x=1&y=<2>\"\n"
+        );
+        Settings::from_toml(&text, |_| None).unwrap()
+    }
+
+    fn location(name: &str, digit: &str, open: bool) -> Location {
+        let all = if open { vec!["00:00-24:00".to_owned()] } else { Vec::new() };
+        Location::from_spec(LocationSpec {
+            name: name.into(),
+            display_name: Some(format!("{NASTY} {name}")),
+            digit: Some(digit.into()),
+            numbers: vec!["+12025550143".into()],
+            phone: "+14155550123".into(),
+            caller_id: None,
+            show_caller_number: false,
+            lines: 1,
+            hours: HoursSpec {
+                time_zone: "America/New_York".into(),
+                weekly: WeeklySpec {
+                    mon: all.clone(),
+                    tue: all.clone(),
+                    wed: all.clone(),
+                    thu: all.clone(),
+                    fri: all.clone(),
+                    sat: all.clone(),
+                    sun: all,
+                },
+                ..HoursSpec::default()
+            },
+        })
+        .unwrap()
+    }
+
+    fn says(r: &Response) -> Vec<String> {
+        let mut out = Vec::new();
+        for v in &r.verbs {
+            match v {
+                Verb::Say(s) => out.push(s.text.clone()),
+                Verb::Gather(g) => out.extend(g.prompts.iter().filter_map(|p| match p {
+                    Prompt::Say(s) => Some(s.text.clone()),
+                    _ => None,
+                })),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Renders, parses back with the parser the sandbox uses, and checks the two agree.
+    fn round_trip(r: &Response) -> Response {
+        let xml = r.to_xml();
+        let back = Response::parse(&xml).unwrap_or_else(|e| panic!("{e}: {xml}"));
+        assert_eq!(&back, r, "{xml}");
+        back
+    }
+
+    #[test]
+    fn every_value_that_reaches_xml_is_escaped_and_survives() {
+        let s = settings();
+        let urls = Urls { base: &s.public_url };
+        let (east, west) = (location("east", "1", true), location("west", "2", false));
+        let caller = Caller { number: "+13105550199", call_token: Some(r#"tok&<"en">"#) };
+        let now = Timestamp::now();
+
+        let menu = round_trip(&menu(&s, &urls, &[east.clone(), west.clone()], 0));
+        assert!(says(&menu).iter().any(|t| t.contains(NASTY)), "{:?}", says(&menu));
+
+        let (open, routed) = route(&s, &urls, "WW0123456789abcdef0123456789abcdef", &east, &caller, now, true);
+        assert_eq!(routed, Routed::Enqueued);
+        let open = round_trip(&open);
+        let enqueue = open.verbs.iter().find_map(|v| if let Verb::Enqueue(e) = v { Some(e) } else { None }).unwrap();
+        // The task's JSON survives the XML intact, display name and all.
+        let attrs: TaskAttributes = serde_json::from_str(&enqueue.task.as_ref().unwrap().attributes).unwrap();
+        assert_eq!(attrs.location, "east");
+        assert_eq!(attrs.practice_phone.as_str(), "+14155550123");
+        assert!(says(&open).iter().any(|t| t.contains(NASTY)));
+
+        let (closed, routed) = route(&s, &urls, "WW0123456789abcdef0123456789abcdef", &west, &caller, now, true);
+        assert_eq!(routed, Routed::Closed);
+        assert!(says(&round_trip(&closed)).iter().any(|t| t.contains(NASTY)));
+
+        let hold = round_trip(&hold(&s));
+        assert!(hold.verbs.iter().any(|v| matches!(v, Verb::Play(p) if p.url == s.ivr.hold_music_url)));
+
+        for outcome in Outcome::ALL {
+            assert!(says(&round_trip(&fallback(&s, &urls, &west, outcome))).iter().any(|t| t.contains(NASTY)));
+        }
+        round_trip(&dial_queue("WR0123456789abcdef0123456789abcdef"));
+        round_trip(&goodbye(&s));
+        round_trip(&not_in_service(&s));
+    }
+
+    #[test]
+    fn urls_percent_encode_every_query_value() {
+        let urls = Urls { base: "https://r.example.com" };
+        let u = urls.url("/dial-queue", &[("from", "+14155550123"), ("location", "a b&c=d")]);
+        assert_eq!(u, "https://r.example.com/dial-queue?from=%2B14155550123&location=a%20b%26c%3Dd");
+        assert_eq!(twilio::signature::query_param(&u, "from").as_deref(), Some("+14155550123"));
+        assert_eq!(twilio::signature::query_param(&u, "location").as_deref(), Some("a b&c=d"));
+    }
+
+    #[test]
+    fn menu_input_repeats_then_defaults() {
+        let locs = [location("east", "1", true), location("west", "2", true)];
+        let cases: [(Option<&str>, u32, Choice); 6] = [
+            (Some("2"), 0, Choice::Location(1)),
+            (Some("1"), 1, Choice::Location(0)),
+            (Some("9"), 0, Choice::Retry { attempt: 1 }),
+            (None, 0, Choice::Retry { attempt: 1 }),
+            (None, 1, Choice::Location(0)),
+            (Some(" 2 "), 1, Choice::Location(1)),
+        ];
+        for (digits, attempt, want) in cases {
+            assert_eq!(choose(&locs, digits, attempt, 2), want, "{digits:?} at attempt {attempt}");
+        }
+    }
 }
