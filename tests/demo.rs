@@ -86,6 +86,11 @@ async fn queue_timeout() {
 }
 
 #[tokio::test]
+async fn not_in_service() {
+    run_shipped("not-in-service").await;
+}
+
+#[tokio::test]
 async fn burst_queues_callers_for_one_line() {
     let report = run_shipped("burst").await;
     let mut waits: Vec<u64> = report.calls.iter().map(|c| c.wait_ms.unwrap_or(0)).collect();

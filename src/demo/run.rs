@@ -132,6 +132,15 @@ pub async fn run(
         for number in scenario.numbers() {
             client.buy_number(&number, None).await.with_context(|| format!("buying {number} in the sandbox"))?;
         }
+        // Spare numbers are not provision's (they serve no location), so they
+        // point at the server from the start.
+        let incoming = format!("{server_url}/incoming-call");
+        for number in &scenario.spare_numbers {
+            client
+                .buy_number(number, Some(&incoming))
+                .await
+                .with_context(|| format!("buying spare number {number} in the sandbox"))?;
+        }
         for loc in &scenario.locations {
             let behaviour = scenario.phones.get(&loc.name).copied().unwrap_or_default();
             client

@@ -5,6 +5,7 @@
 //!
 //! ```toml
 //! description = "One person answers"        # optional, printed above the report
+//! spare_numbers = ["+12025550199"]          # numbers the business owns that serve no location
 //!
 //! [server]                                  # optional overrides of the server's settings
 //! ring_timeout_secs = 20                    # how long the location's phone rings
@@ -69,6 +70,9 @@ pub struct Scenario {
     /// The file name or built-in name it came from.
     pub name: String,
     pub description: Option<String>,
+    /// Twilio numbers the business owns that serve no location: callers
+    /// to them hear that the number is not in service.
+    pub spare_numbers: Vec<String>,
     pub server: ServerOverrides,
     pub locations: Vec<LocationSpec>,
     /// Each location's phone, by location name; every location has one.
@@ -182,6 +186,8 @@ pub struct PlannedCall {
 #[serde(deny_unknown_fields)]
 struct RawScenario {
     description: Option<String>,
+    #[serde(default)]
+    spare_numbers: Vec<String>,
     #[serde(default)]
     server: ServerOverrides,
     #[serde(default)]
@@ -312,6 +318,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("burst", include_str!("../../examples/scenarios/burst.toml")),
     ("unreachable", include_str!("../../examples/scenarios/unreachable.toml")),
     ("queue-timeout", include_str!("../../examples/scenarios/queue-timeout.toml")),
+    ("not-in-service", include_str!("../../examples/scenarios/not-in-service.toml")),
 ];
 
 /// A built-in scenario by name.
@@ -372,6 +379,16 @@ impl Scenario {
                 .collect::<Result<Vec<_>, _>>()?
         };
         check_unique(&locations).map_err(|e| bad(format!("locations.{}", e.field), e.message))?;
+
+        let mut spare_numbers = Vec::new();
+        for (i, n) in raw.spare_numbers.iter().enumerate() {
+            let field = format!("spare_numbers[{i}]");
+            let e164 = crate::domain::checked_phone(&field, n).map_err(|e| bad(field.clone(), e.message))?;
+            if locations.iter().any(|l| l.numbers.iter().any(|m| twilio::E164::parse(m).ok().as_ref() == Some(&e164))) {
+                return Err(bad(field, format!("{n} serves a location; a spare number serves none")));
+            }
+            spare_numbers.push(e164.as_str().to_owned());
+        }
 
         let mut phones = BTreeMap::new();
         for (name, p) in raw.phones {
@@ -491,6 +508,7 @@ impl Scenario {
         Ok(Scenario {
             name: String::new(),
             description: raw.description,
+            spare_numbers,
             server: raw.server,
             locations,
             phones,
@@ -705,6 +723,19 @@ expect = "after_hours"
             let e = parse(text).unwrap_err().to_string();
             assert!(e.starts_with("test.toml: "), "{e}");
             assert!(e.contains(field), "want {field:?} in: {e}");
+        }
+    }
+
+    #[test]
+    fn spare_numbers_serve_no_location() {
+        let s = parse("spare_numbers = ['+12025550199']\n[[callers]]\nto = '+12025550199'").unwrap();
+        assert_eq!(s.spare_numbers, ["+12025550199"]);
+        for (text, field) in [
+            ("spare_numbers = ['+12025550143']\n[[callers]]\nlocation = 'east'", "spare_numbers[0]"),
+            ("spare_numbers = ['nope']\n[[callers]]\nlocation = 'east'", "spare_numbers[0]"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(field), "{e}");
         }
     }
 
