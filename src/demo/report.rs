@@ -177,8 +177,13 @@ impl Report {
         };
 
         let mut out = String::new();
-        let _ =
-            writeln!(out, "scenario {} ({} calls, time scale {}x)", self.scenario, self.calls.len(), self.time_scale);
+        let _ = writeln!(
+            out,
+            "scenario {} ({}, time scale {}x)",
+            self.scenario,
+            plural(self.calls.len(), "call"),
+            self.time_scale
+        );
         out.push('\n');
         out.push_str(&line(&header));
         for row in &rows {
@@ -389,6 +394,7 @@ mod tests {
         );
         let ok = report(vec![row(1, Outcome::Connected, Some(Outcome::Connected))]);
         assert!(ok.render().ends_with("the call ended as expected\n"), "{}", ok.render());
+        assert!(ok.render().starts_with("scenario mix (1 call, time scale 500x)\n"), "{}", ok.render());
     }
 
     #[test]
