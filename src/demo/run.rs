@@ -36,10 +36,17 @@ pub async fn run_cli(args: &DemoArgs) -> anyhow::Result<()> {
             eprintln!("sandbox at {sandbox_url}, server at {server_url}; placing {calls} calls");
         }
         Progress::CallEnded { done, total, row } => {
-            let mark = if row.ok { "✓" } else { "✗" };
-            let place = row.location.as_deref().unwrap_or("-");
-            let how = if row.finished { row.outcome.to_string() } else { "still running at the deadline".into() };
-            eprintln!("[{done}/{total}] #{} {} → {place}: {how} {mark}", row.index, row.caller);
+            // A line per call, except in big bursts: there, the calls that
+            // are not ok and a tally every tenth of the way.
+            let step = (total / 10).max(1);
+            if total <= 20 || !row.ok {
+                let mark = if row.ok { "✓" } else { "✗" };
+                let place = row.location.as_deref().unwrap_or("-");
+                let how = if row.finished { row.outcome.to_string() } else { "still running at the deadline".into() };
+                eprintln!("[{done}/{total}] #{} {} → {place}: {how} {mark}", row.index, row.caller);
+            } else if done % step == 0 || done == total {
+                eprintln!("[{done}/{total}] calls done");
+            }
         }
     })
     .await?;
