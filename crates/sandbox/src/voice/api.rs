@@ -48,6 +48,7 @@ fn spawn_leg(shared: &Arc<Shared>, sid: &str, base: Params, doc_url: String, cb:
         hangup_at: None,
         talk_secs: None,
         cb,
+        cb_tx: None,
         seq: 0,
         status: "queued",
         in_queue: false,

@@ -53,6 +53,12 @@ pub(super) struct StatusCb {
     pub events: Vec<String>,
 }
 
+/// Work for a leg's status-callback sender.
+pub(super) enum CbJob {
+    Send(Params),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// How an outbound-api leg was asked to ring.
 pub(super) struct Outbound {
     pub first: Source,
@@ -72,6 +78,7 @@ pub(super) struct Leg {
     pub hangup_at: Option<VMs>,
     pub talk_secs: Option<u64>,
     pub cb: Option<StatusCb>,
+    pub cb_tx: Option<mpsc::UnboundedSender<CbJob>>,
     pub seq: u32,
     pub status: &'static str,
     /// Set while in `<Enqueue>`: only then may a bridge arrive.
@@ -212,7 +219,36 @@ impl Leg {
         }
         p.push_opt("SipResponseCode", sip.map(|s| s.to_string()));
         self.seq += 1;
-        let _ = self.sh.post_signed(&method, &url, &p).await;
+        // Like Twilio, the call does not wait for its status callbacks; they
+        // go out in order from the leg's own sender task.
+        let tx = self.cb_tx.get_or_insert_with(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<CbJob>();
+            let sh = self.sh.clone();
+            tokio::spawn(async move {
+                while let Some(job) = rx.recv().await {
+                    match job {
+                        CbJob::Send(p) => {
+                            let _ = sh.post_signed(&method, &url, &p).await;
+                        }
+                        CbJob::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            });
+            tx
+        });
+        let _ = tx.send(CbJob::Send(p));
+    }
+
+    /// Waits until every queued status callback has been sent.
+    async fn flush_callbacks(&mut self) {
+        if let Some(tx) = self.cb_tx.take() {
+            let (done, wait) = tokio::sync::oneshot::channel();
+            if tx.send(CbJob::Flush(done)).is_ok() {
+                let _ = wait.await;
+            }
+        }
     }
 
     fn set_status(&mut self, status: &'static str) {
@@ -786,6 +822,8 @@ impl Leg {
         });
         self.sh.legs.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.sid);
         self.status_callback("completed", status, sip).await;
+        // A final summary implies every status callback has been delivered.
+        self.flush_callbacks().await;
         self.sh.call_ended(&self.sid);
     }
 
