@@ -5,6 +5,7 @@
 //! polls once a second, so an action written by another process or left from
 //! before a restart is not forgotten.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +35,10 @@ impl Notifier {
 
 /// How many Twilio requests run at once.
 const CONCURRENCY: usize = 32;
+/// The fewest free slots the dispatcher waits for before it claims again
+/// while actions are running, so that one claim (one write) serves several
+/// actions under load instead of one each.
+const MIN_CLAIM: u32 = 8;
 /// An idempotent action is tried this many times before it is marked failed.
 const MAX_ATTEMPTS: i64 = 5;
 
@@ -46,12 +51,7 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(store: Store, twilio: TwilioClient, settings: Settings, notifier: Notifier) -> Self {
-        Self {
-            store,
-            twilio,
-            settings,
-            notifier,
-        }
+        Self { store, twilio, settings, notifier }
     }
 
     /// Runs until `shutdown` resolves, then lets running actions finish.
@@ -70,7 +70,27 @@ impl Dispatcher {
         let mut running = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
-            let rows = match this.store.claim_actions(CONCURRENCY as i64).await {
+            // Take the slots first and claim only as many rows as there are
+            // free slots: every claimed action starts at once, so a dial's
+            // check of the caller's outcome (made for the whole claim below)
+            // comes right before its request, never after a wait for a slot.
+            let first = permits
+                .clone()
+                .acquire_many_owned(MIN_CLAIM.min(CONCURRENCY as u32))
+                .await
+                .expect("semaphore never closed");
+            let mut slots: Vec<_> = std::iter::once(first).collect();
+            let mut free = MIN_CLAIM as usize;
+            while free < CONCURRENCY {
+                match permits.clone().try_acquire_owned() {
+                    Ok(p) => {
+                        slots.push(p);
+                        free += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let rows = match this.store.claim_actions(free as i64).await {
                 Ok(rows) => rows,
                 Err(e) => {
                     tracing::error!(error = ?e, "could not read the outbox");
@@ -78,13 +98,25 @@ impl Dispatcher {
                 }
             };
             let idle = rows.is_empty();
-            for row in rows {
-                let permit = permits.clone().acquire_owned().await.expect("semaphore never closed");
+            let settled = this.settled_outcomes(&rows).await;
+            // One slot per action: split the first, many-permit slot into ones.
+            let mut first = slots.remove(0);
+            let mut singles = Vec::with_capacity(free);
+            while first.num_permits() > 1 {
+                singles.push(first.split(1).expect("more than one permit left"));
+            }
+            singles.push(first);
+            singles.extend(slots);
+            for (row, permit) in rows.into_iter().zip(singles) {
                 let this = this.clone();
                 let span = tracing::info_span!("action", key = %row.key, attempt = row.attempts);
+                let caller_outcome = match &row.action {
+                    Action::Dial(d) => d.inbound_call_sid.as_ref().and_then(|c| settled.get(c).copied()),
+                    _ => None,
+                };
                 running.spawn(
                     async move {
-                        this.execute(row).await;
+                        this.execute(row, caller_outcome).await;
                         drop(permit);
                     }
                     .instrument(span),
@@ -102,9 +134,11 @@ impl Dispatcher {
         while running.join_next().await.is_some() {}
     }
 
-    async fn execute(&self, row: OutboxRow) {
+    /// `caller_outcome`: for a dial, its caller's call outcome when final,
+    /// read just before this action started.
+    async fn execute(&self, row: OutboxRow, caller_outcome: Option<Outcome>) {
         let result = match &row.action {
-            Action::Dial(d) => return self.dial(&row, d).await,
+            Action::Dial(d) => return self.dial(&row, d, caller_outcome).await,
             Action::RedirectCaller { call_sid, url } => {
                 let mut p = Params::new();
                 p.push("Url", url).push("Method", "POST");
@@ -140,8 +174,7 @@ impl Dispatcher {
                 tracing::warn!(error = %e, "action failed; will retry");
                 let backoff = Duration::from_millis(200 * (1 << row.attempts.min(6)) as u64);
                 tokio::time::sleep(backoff).await;
-                self.finish(&row, OutboxState::Pending, None, Some(&e.to_string()))
-                    .await;
+                self.finish(&row, OutboxState::Pending, None, Some(&e.to_string())).await;
                 self.notifier.notify();
             }
             Err(e) => {
@@ -157,22 +190,14 @@ impl Dispatcher {
             path: format!("Tasks/{task_sid}"),
             message: "no workspace SID known; run provision".into(),
         })?;
-        self.twilio
-            .update_task_status(&workspace, task_sid, status, reason)
-            .await
-            .map(drop)
+        self.twilio.update_task_status(&workspace, task_sid, status, reason).await.map(drop)
     }
 
     async fn workspace(&self) -> Option<WorkspaceSid> {
         if let Some(ws) = &self.settings.twilio.workspace_sid {
             return Some(ws.clone());
         }
-        self.store
-            .resource("workspace", "main")
-            .await
-            .ok()
-            .flatten()
-            .and_then(|s| s.parse().ok())
+        self.store.resource("workspace", "main").await.ok().flatten().and_then(|s| s.parse().ok())
     }
 
     async fn finish(&self, row: &OutboxRow, state: OutboxState, result: Option<&str>, error: Option<&str>) {
@@ -185,17 +210,15 @@ impl Dispatcher {
     /// have placed the call, and a second request could ring the location
     /// twice for one reservation. TaskRouter's reservation timeout then
     /// bounds the caller's wait.
-    async fn dial(&self, row: &OutboxRow, d: &Dial) {
+    async fn dial(&self, row: &OutboxRow, d: &Dial, caller_outcome: Option<Outcome>) {
         // A caller who hung up (or was sent to voicemail) while this dial waited in the outbox
         // must not have the location rung for nobody.
-        if let Some(settled) = self.settled_outcome(d).await {
+        if let Some(settled) = caller_outcome {
             tracing::info!(outcome = %settled, "the caller's call is already settled; not dialling");
             self.finish(row, OutboxState::Done, None, Some(&format!("skipped: call already {settled}"))).await;
             return;
         }
-        let urls = Urls {
-            base: &self.settings.public_url,
-        };
+        let urls = Urls { base: &self.settings.public_url };
         let mut query: Vec<(&str, &str)> = vec![
             ("reservationSid", &d.reservation_sid),
             ("taskSid", &d.task_sid),
@@ -219,16 +242,18 @@ impl Dispatcher {
         match self.twilio.create_call(&req).await {
             Ok(call) => {
                 tracing::info!(outbound_call_sid = %call.sid, to = %d.to, "dialled the location");
-                self.finish(row, OutboxState::Done, Some(call.sid.as_str()), None).await;
                 // Link the legs now rather than at the first status callback, so that a caller
-                // who hangs up in the meantime still has the location's phone stopped.
-                if let Some(inbound) = &d.inbound_call_sid {
-                    if let Err(e) = self.store.link_outbound_call(inbound, call.sid.as_str()).await {
-                        tracing::error!(error = ?e, "could not link the outbound call to the caller's");
+                // who hangs up in the meantime still has the location's phone stopped. The same
+                // write reads the caller's outcome back.
+                let now = match self.store.finish_dial(row.id, call.sid.as_str(), d.inbound_call_sid.as_deref()).await {
+                    Ok(outcome) => outcome,
+                    Err(e) => {
+                        tracing::error!(error = ?e, "could not record the dial and link the outbound call");
+                        None
                     }
-                }
+                };
                 // The caller may have left while the request was in flight: stop the ringing.
-                if let Some(settled) = self.settled_outcome(d).await {
+                if let Some(settled) = now.filter(|o| o.is_final()) {
                     tracing::info!(outcome = %settled, "the caller left while the location was dialled; hanging up");
                     let hang_up = Action::HangUpCall { call_sid: call.sid.as_str().to_owned() };
                     match self.store.enqueue_action(&hang_up).await {
@@ -250,26 +275,16 @@ impl Dispatcher {
                 if let Some(inbound) = &d.inbound_call_sid {
                     let url = urls.url(
                         "/caller-fallback",
-                        &[
-                            ("location", d.location.as_str()),
-                            ("reason", Outcome::DialFailed.as_str()),
-                        ],
+                        &[("location", d.location.as_str()), ("reason", Outcome::DialFailed.as_str())],
                     );
                     let actions = [
-                        Action::RedirectCaller {
-                            call_sid: inbound.clone(),
-                            url,
-                        },
+                        Action::RedirectCaller { call_sid: inbound.clone(), url },
                         Action::CancelTask {
                             task_sid: d.task_sid.clone(),
                             reason: "could not dial the location".into(),
                         },
                     ];
-                    match self
-                        .store
-                        .settle_with_actions(inbound, Outcome::DialFailed, &actions)
-                        .await
-                    {
+                    match self.store.settle_with_actions(inbound, Outcome::DialFailed, &actions).await {
                         Ok(true) => self.notifier.notify(),
                         Ok(false) => {}
                         Err(e) => tracing::error!(error = ?e, "could not queue the caller's fallback"),
@@ -281,16 +296,28 @@ impl Dispatcher {
 }
 
 impl Dispatcher {
-    /// The inbound call's outcome when it is already final: before a dial, that means the
-    /// caller is gone or was sent elsewhere.
-    async fn settled_outcome(&self, d: &Dial) -> Option<Outcome> {
-        let inbound = d.inbound_call_sid.as_deref()?;
-        match self.store.call(inbound).await {
-            Ok(Some(call)) if call.outcome.is_final() => Some(call.outcome),
-            Ok(_) => None,
+    /// The final outcomes of the callers' calls of the claimed dials, in one
+    /// read: before a dial, a final outcome means the caller is gone or was
+    /// sent elsewhere.
+    async fn settled_outcomes(&self, rows: &[OutboxRow]) -> HashMap<String, Outcome> {
+        let callers: Vec<&str> = rows
+            .iter()
+            .filter_map(|r| match &r.action {
+                Action::Dial(d) => d.inbound_call_sid.as_deref(),
+                _ => None,
+            })
+            .collect();
+        if callers.is_empty() {
+            return HashMap::new();
+        }
+        match self.store.outcomes(&callers).await {
+            Ok(mut outcomes) => {
+                outcomes.retain(|_, o| o.is_final());
+                outcomes
+            }
             Err(e) => {
-                tracing::error!(error = ?e, "could not read the caller's call; dialling anyway");
-                None
+                tracing::error!(error = ?e, "could not read the callers' calls; dialling anyway");
+                HashMap::new()
             }
         }
     }
