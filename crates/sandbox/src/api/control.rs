@@ -71,7 +71,15 @@ pub(super) async fn route(shared: &Arc<Shared>, path: &str, segs: &[&str], req: 
                 let Some(ended) = ended.filter(|_| !done && tokio::time::Instant::now() < deadline) else {
                     return ok(summary);
                 };
-                let _ = tokio::time::timeout_at(deadline, ended).await;
+                let mut stop = shared.shutdown.clone();
+                tokio::select! {
+                    _ = tokio::time::timeout_at(deadline, ended) => {}
+                    // Shutting down: answer now rather than hold up the graceful stop.
+                    _ = crate::until_shutdown(&mut stop) => {
+                        let latest = shared.with(|st, _| st.calls.get(sid).map(self::summary));
+                        return latest.map_or_else(|| Err(super::not_found(path)), ok);
+                    }
+                }
             }
         }
         _ => Err(super::not_found(path)),

@@ -727,7 +727,13 @@ impl Leg {
             c.note(now, "bridge ended");
         });
         match outcome {
-            Err(Stop::PeerEnded) => Ok(("completed", Some(caller))),
+            Err(Stop::PeerEnded) => {
+                // The caller may have refused the bridge (it had already left the queue).
+                let was_bridged = self.sh.with(|st, _| {
+                    st.calls.get(&caller).and_then(|c| c.linked_leg.clone()).as_deref() == Some(self.sid.as_str())
+                });
+                Ok((if was_bridged { "completed" } else { "failed" }, Some(caller)))
+            }
             Ok(()) => {
                 self.note("person hung up");
                 self.send_to(&caller, LegCmd::PeerEnded);
