@@ -701,7 +701,9 @@ impl Leg {
         let (fx, task, caller) = match accepted {
             Ok(v) => v,
             Err(msg) => {
-                self.note(format!("reservation {res} not accepted: {msg}"));
+                self.note(format!(
+                    "error 14215 (Dial->Queue: invalid ReservationSid, unable to dequeue): {res}: {msg}"
+                ));
                 return Ok(("failed", None));
             }
         };
