@@ -140,12 +140,10 @@ async fn a_wrong_expectation_is_reported_by_name() {
     assert!(report.render().contains("✗ connected"), "{}", report.render());
 }
 
-/// A caller who hangs up at the menu, before choosing a location. The
-/// sandbox sends the number's StatusCallback (`completed`, no `callSid`
-/// query), which `/status-callback` records but settles only for outbound
-/// legs, so the call stays `pending`.
+/// A caller who hangs up at the menu, before choosing a location. Only the
+/// number's StatusCallback (`completed`, no `callSid` query) says so, and it
+/// must settle the call.
 #[tokio::test]
-#[ignore = "server gap: a caller hanging up before being enqueued (at the menu) is never settled; outcome stays pending"]
 async fn a_caller_who_hangs_up_at_the_menu_still_gets_an_outcome() {
     let text = "[[callers]]\nlocation = 'north'\npatience_secs = 3\nexpect = 'caller_hung_up'";
     let report = run(Scenario::parse(text, "menu-hangup.toml").unwrap()).await;

@@ -63,6 +63,11 @@ fn location(name: &str, number: &str, phone: &str, open: bool) -> LocationSpec {
 /// The sandbox, the server pointed at it, `north` (open, on MAIN) and `night` (never open, on
 /// NIGHT) provisioned, and north's phone set to `north_phone`.
 async fn world(north_phone: Behaviour) -> World {
+    world_with(north_phone, "").await
+}
+
+/// As [`world`], with extra TOML appended to the server's settings.
+async fn world_with(north_phone: Behaviour, extra_toml: &str) -> World {
     let sb_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sandbox = sandbox::start(sandbox::Config::random(TIME_SCALE, 7), sb_listener).await.unwrap();
     let (account, token, sb_url) = (sandbox.account_sid().to_string(), sandbox.auth_token().to_owned(), sandbox.url());
@@ -74,7 +79,7 @@ async fn world(north_phone: Behaviour) -> World {
     let url = format!("http://{}", listener.local_addr().unwrap());
     let text = format!(
         "public_url = {url:?}\ndatabase_url = {db:?}\n[twilio]\naccount_sid = {account:?}\nauth_token = {token:?}\n\
-         api_base_url = {sb_url:?}\ntaskrouter_base_url = {sb_url:?}\nrequest_timeout_ms = 5000\n"
+         api_base_url = {sb_url:?}\ntaskrouter_base_url = {sb_url:?}\nrequest_timeout_ms = 5000\n{extra_toml}"
     );
     let mut settings = Settings::from_toml(&text, |_| None).unwrap();
     settings.locations =
@@ -328,10 +333,60 @@ async fn nobody_answers_and_the_caller_gets_voicemail() {
 }
 
 #[tokio::test]
+async fn a_failing_line_sends_the_caller_to_voicemail() {
+    not_connected(Behaviour::Fail, Outcome::DialFailed, ("CallStatus", "failed")).await;
+}
+
+#[tokio::test]
+async fn a_caller_who_waits_too_long_leaves_the_queue_for_voicemail() {
+    // One line, taken for ten minutes by the first caller; the second may wait 60 s.
+    let w = world_with(Behaviour::Person { rings: 1, talk_secs: 600, digits: None }, "[ivr]\nmax_queue_secs = 60\n").await;
+    let place = |from: &str| PlaceCall { from: from.into(), to: MAIN.into(), digits: None, patience_secs: Some(3600) };
+    let first = w.client.place_call(&place(CALLER)).await.unwrap();
+    // The first caller is talking before the second dials.
+    for _ in 0..500 {
+        if w.client.call_summary(&first).await.unwrap()["bridge_start_ms"].is_u64() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let second = w.client.place_call(&place("+13105550188")).await.unwrap();
+    w.client.wait_for_call_end(&second, Duration::from_secs(20)).await.unwrap();
+    let record = w.settled(&second).await;
+    assert_eq!(record.outcome, Outcome::QueueTimeout);
+
+    // The hold URL told the caller to leave, the queue exit offered voicemail, and the task
+    // was canceled so the location is not dialled for a caller who left.
+    let holds = w.webhooks("/hold").await;
+    assert!(holds.iter().any(|e| e.response.contains("<Leave")), "{holds:#?}");
+    let exits = w.webhooks("/enqueue-action").await;
+    let left = exits.iter().find(|e| e.params.get("CallSid") == Some(second.as_str())).expect("the second caller's exit");
+    assert_eq!(left.params.get("QueueResult"), Some("leave"));
+    assert!(left.response.contains("<Record"), "{}", left.response);
+    w.quiet().await;
+    let task = task_sid_of_call(&w, &second).await;
+    assert_eq!(w.task(&task).await["assignment_status"], "canceled");
+    // Only the first caller's reservation was dialled.
+    assert_eq!(w.rest("POST", "/Calls.json").await.len(), 1);
+    // The first caller is still talking, undisturbed.
+    assert_eq!(w.store.call(&first).await.unwrap().unwrap().outcome, Outcome::Pending);
+    w.finish().await;
+}
+
+/// The task the sandbox created for a caller's `<Enqueue>`.
+async fn task_sid_of_call(w: &World, call_sid: &str) -> String {
+    let summary = w.client.call_summary(call_sid).await.unwrap();
+    summary["task_sid"].as_str().unwrap_or_else(|| panic!("no task for {call_sid}: {summary}")).to_owned()
+}
+
+#[tokio::test]
 async fn the_caller_hangs_up_while_the_location_rings() {
-    // Twelve rings (72 s) against a caller who gives up after 30 s.
-    let w = world(Behaviour::Person { rings: 12, talk_secs: 30, digits: None }).await;
-    let (summary, record) = w.call(MAIN, Some(30)).await;
+    // The location would ring for two minutes (a 120 s ring timeout, 30 rings before a person
+    // picks up); the caller gives up after 40 s. The margins are wide on purpose: at this time
+    // scale a millisecond of real delay is a virtual second.
+    let w = world_with(Behaviour::Person { rings: 30, talk_secs: 30, digits: None }, "[dialing]\nring_timeout_secs = 120\n")
+        .await;
+    let (summary, record) = w.call(MAIN, Some(40)).await;
     assert_eq!(record.outcome, Outcome::CallerHungUp, "{summary}");
     w.quiet().await;
 

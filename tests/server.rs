@@ -506,3 +506,31 @@ async fn a_caller_who_hung_up_before_the_reservation_gets_no_dial() {
     let call = app.server.state.store().call(CALL).await.unwrap().unwrap();
     assert_eq!(call.outcome, call_router::domain::Outcome::CallerHungUp);
 }
+
+#[tokio::test]
+async fn the_callers_own_final_status_settles_a_call_that_never_reached_the_queue() {
+    let app = spawn_app().await;
+    // A caller at the shared number's menu hangs up without pressing anything.
+    app.post_signed("/incoming-call", &inbound(SHARED_NUMBER)).await;
+    let done = [("AccountSid", ACCOUNT), ("CallSid", CALL), ("CallStatus", "completed"), ("CallDuration", "9")];
+    assert_eq!(app.post_signed("/status-callback", &done).await.status(), 200);
+    let call = app.server.state.store().call(CALL).await.unwrap().unwrap();
+    assert_eq!(call.outcome, call_router::domain::Outcome::CallerHungUp);
+}
+
+#[tokio::test]
+async fn the_callers_own_completed_status_does_not_override_a_reserved_call() {
+    let app = spawn_app().await;
+    app.post_signed("/incoming-call", &inbound(TWILIO_NUMBER)).await;
+    let event = reservation_created(TASK, RES, &task_json());
+    assert_eq!(app.post_signed("/tr-event-handler", &as_refs(&event)).await.status(), 204);
+    // The caller's leg ends after a bridge; its status may overtake the `bridged` queue exit.
+    let done = [("AccountSid", ACCOUNT), ("CallSid", CALL), ("CallStatus", "completed")];
+    assert_eq!(app.post_signed("/status-callback", &done).await.status(), 200);
+    let call = app.server.state.store().call(CALL).await.unwrap().unwrap();
+    assert_eq!(call.outcome, call_router::domain::Outcome::Pending, "left for the queue exit to settle");
+    let exit = [("AccountSid", ACCOUNT), ("CallSid", CALL), ("QueueResult", "bridged")];
+    app.post_signed("/enqueue-action?location=north", &exit).await;
+    let call = app.server.state.store().call(CALL).await.unwrap().unwrap();
+    assert_eq!(call.outcome, call_router::domain::Outcome::Connected);
+}
