@@ -221,3 +221,25 @@ async fn taskrouter_resources_and_validation() {
     assert!(log["next"].as_u64().unwrap() >= n as u64);
     t.sb.shutdown().await;
 }
+
+#[tokio::test]
+async fn same_seed_same_sids() {
+    async fn sids(seed: u64) -> Vec<String> {
+        let cfg = call_router_sandbox::Config::random(1.0, seed);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sb = call_router_sandbox::start(cfg, listener).await.unwrap();
+        let t = common::T {
+            url: sb.url(),
+            sid: sb.account_sid().to_string(),
+            token: sb.auth_token().to_owned(),
+            http: reqwest::Client::new(),
+            sb,
+        };
+        let (ws, available, _) = t.workspace(None).await;
+        let (_, w) = t.post(&t.tr(&format!("Workspaces/{ws}/Workers")), &[("FriendlyName", "w")]).await;
+        let (_, n) = t.post(&t.core("IncomingPhoneNumbers.json"), &[("PhoneNumber", "+14155550100")]).await;
+        vec![ws, available, w["sid"].as_str().unwrap().into(), n["sid"].as_str().unwrap().into()]
+    }
+    assert_eq!(sids(42).await, sids(42).await);
+    assert_ne!(sids(42).await, sids(43).await);
+}
