@@ -270,10 +270,10 @@ async fn wait_healthy(url: &str) -> anyhow::Result<()> {
     let client = reqwest::Client::builder().timeout(Duration::from_millis(500)).build()?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        if let Ok(r) = client.get(format!("{url}/healthz")).send().await {
-            if r.status().is_success() {
-                return Ok(());
-            }
+        if let Ok(r) = client.get(format!("{url}/healthz")).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }

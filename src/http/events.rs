@@ -12,13 +12,24 @@ use super::{AppState, TwilioRequest, WebhookError};
 use crate::domain::{Outcome, TaskAttributes};
 use crate::outbox::{Action, Dial};
 
-pub(super) async fn tr_event_handler(State(state): State<AppState>, req: TwilioRequest) -> Result<StatusCode, WebhookError> {
+pub(super) async fn tr_event_handler(
+    State(state): State<AppState>,
+    req: TwilioRequest,
+) -> Result<StatusCode, WebhookError> {
     let event_type = req.require("EventType")?.to_owned();
     let workspace = req.require("WorkspaceSid")?;
     match state.workspace_sid().await? {
         Some(ours) if ours.as_str() == workspace => {}
-        Some(_) => return Err(WebhookError::Forbidden(format!("WorkspaceSid {workspace} is not this server's workspace"))),
-        None => return Err(WebhookError::NotReady("no workspace SID: run `call-router provision` first".into())),
+        Some(_) => {
+            return Err(WebhookError::Forbidden(format!(
+                "WorkspaceSid {workspace} is not this server's workspace"
+            )));
+        }
+        None => {
+            return Err(WebhookError::NotReady(
+                "no workspace SID: run `call-router provision` first".into(),
+            ));
+        }
     }
     let store = state.store();
     let payload = req.to_json();
@@ -42,7 +53,9 @@ pub(super) async fn tr_event_handler(State(state): State<AppState>, req: TwilioR
                 from: attrs.caller_id,
                 call_token: attrs.call_token,
             });
-            let fresh = store.record_reservation(&payload, inbound.as_deref(), task_sid, reservation_sid, &dial).await?;
+            let fresh = store
+                .record_reservation(&payload, inbound.as_deref(), task_sid, reservation_sid, &dial)
+                .await?;
             if fresh {
                 state.notifier().notify();
             } else {
@@ -51,8 +64,13 @@ pub(super) async fn tr_event_handler(State(state): State<AppState>, req: TwilioR
         }
         "reservation.wrapup" | "task.wrapup" => {
             let task_sid = sid(&req, "TaskSid")?;
-            let complete = Action::CompleteTask { task_sid: task_sid.to_owned(), reason: "call ended".into() };
-            store.record_event_with_actions("taskrouter", &event_type, Some(task_sid), &payload, &[complete]).await?;
+            let complete = Action::CompleteTask {
+                task_sid: task_sid.to_owned(),
+                reason: "call ended".into(),
+            };
+            store
+                .record_event_with_actions("taskrouter", &event_type, Some(task_sid), &payload, &[complete])
+                .await?;
             if let Some(call) = store.call_by_task(task_sid).await? {
                 store.settle_outcome(&call.call_sid, Outcome::Connected).await?;
             }
@@ -67,18 +85,22 @@ pub(super) async fn tr_event_handler(State(state): State<AppState>, req: TwilioR
             if let Some(outbound) = call.as_ref().and_then(|c| c.outbound_call_sid.clone()) {
                 actions.push(Action::HangUpCall { call_sid: outbound });
             }
-            store.record_event_with_actions("taskrouter", &event_type, Some(task_sid), &payload, &actions).await?;
-            if event_type == "task.canceled" {
-                if let Some(c) = call {
-                    store.settle_outcome(&c.call_sid, Outcome::CallerHungUp).await?;
-                }
+            store
+                .record_event_with_actions("taskrouter", &event_type, Some(task_sid), &payload, &actions)
+                .await?;
+            if event_type == "task.canceled"
+                && let Some(c) = call
+            {
+                store.settle_outcome(&c.call_sid, Outcome::CallerHungUp).await?;
             }
             if !actions.is_empty() {
                 state.notifier().notify();
             }
         }
         _ => {
-            store.record_event("taskrouter", &event_type, req.get("ResourceSid"), &payload).await?;
+            store
+                .record_event("taskrouter", &event_type, req.get("ResourceSid"), &payload)
+                .await?;
         }
     }
     Ok(StatusCode::NO_CONTENT)

@@ -103,13 +103,10 @@ pub(super) async fn hold(State(state): State<AppState>, req: TwilioRequest) -> R
             // The queue exit (QueueResult=leave) offers voicemail; cancel
             // the task so no location is dialled for a caller who left.
             let mut actions = Vec::new();
-            if let Some(call) = state.store().call(call_sid).await? {
-                if let Some(task) = call.task_sid {
-                    actions.push(Action::CancelTask {
-                        task_sid: task,
-                        reason: "caller waited too long".into(),
-                    });
-                }
+            if let Some(call) = state.store().call(call_sid).await?
+                && let Some(task) = call.task_sid
+            {
+                actions.push(Action::CancelTask { task_sid: task, reason: "caller waited too long".into() });
             }
             if state
                 .store()
