@@ -173,10 +173,10 @@ impl World {
 
     async fn settled(&self, call_sid: &str) -> CallRecord {
         for _ in 0..500 {
-            if let Some(c) = self.store.call(call_sid).await.unwrap() {
-                if c.outcome.is_final() {
-                    return c;
-                }
+            if let Some(c) = self.store.call(call_sid).await.unwrap()
+                && c.outcome.is_final()
+            {
+                return c;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -266,6 +266,8 @@ async fn a_person_answers_is_bridged_and_the_task_completes() {
     assert_eq!(answered[0].params.get("AnsweredBy"), Some("human"));
     let reservation = record.reservation_sid.clone().unwrap();
     assert!(answered[0].response.contains(&format!("reservationSid=\"{reservation}\"")), "{}", answered[0].response);
+    // The answer URL the server gave in the dial is the one the sandbox fetched.
+    assert!(answered[0].query.contains(&format!("reservationSid={reservation}")), "{}", answered[0].query);
     assert!(dial.params.get("Url").unwrap().contains(&reservation));
 
     // Every status of the location's leg was recorded, ending in completed.
