@@ -73,10 +73,7 @@ fn dial_queue_twiml() -> String {
 pub async fn serve_baseline(listener: TcpListener) -> anyhow::Result<()> {
     let body: &'static str = Box::leak(dial_queue_twiml().into_boxed_str());
     let app = Router::new()
-        .route(
-            "/dial-queue",
-            post(move || async move { ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], body) }),
-        )
+        .route("/dial-queue", post(move || async move { ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], body) }))
         .route("/healthz", get(|| async { "ok" }));
     axum::serve(listener, app).await.context("serving the baseline")
 }
@@ -133,19 +130,13 @@ async fn measure(options: &BenchOptions) -> anyhow::Result<BenchReport> {
     };
     let baseline_peak_rss_mb = peak_rss_mb(baseline_child.pid());
 
-    eprintln!(
-        "measuring /dial-queue with signature checks ({} s)…",
-        options.duration.as_secs_f64()
-    );
+    eprintln!("measuring /dial-queue with signature checks ({} s)…", options.duration.as_secs_f64());
     let dial_queue = {
         let url = format!("{server_url}/dial-queue?reservationSid={RESERVATION}");
         let params = twilio::Params::parse(dial_queue_body.as_bytes());
         let sig = twilio::signature::sign(TOKEN.as_bytes(), &url, params.iter());
         let body = dial_queue_body.clone();
-        load(&client, options, move |_| {
-            (url.clone(), body.clone(), Some(sig.clone()))
-        })
-        .await
+        load(&client, options, move |_| (url.clone(), body.clone(), Some(sig.clone()))).await
     };
 
     eprintln!("measuring reservation.created ({} s)…", options.duration.as_secs_f64());
@@ -242,9 +233,7 @@ async fn start_server(exe: &Path, dir: &Path, db: &Path, fake_url: &str) -> anyh
         .spawn()
         .context("starting `call-router serve`")?;
     let child = ChildGuard(Some(child));
-    wait_healthy(&url)
-        .await
-        .context("the server did not answer /healthz (see its log in the temp dir)")?;
+    wait_healthy(&url).await.context("the server did not answer /healthz (see its log in the temp dir)")?;
     let elapsed = started.elapsed();
     let mut child = child;
     Ok((child.0.take().expect("child"), url, elapsed))
@@ -366,10 +355,8 @@ where
                 }
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let (url, body, sig) = make(n);
-                let mut req = client
-                    .post(url)
-                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                    .body(body);
+                let mut req =
+                    client.post(url).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(body);
                 if let Some(sig) = sig {
                     req = req.header("x-twilio-signature", sig);
                 }
@@ -446,11 +433,7 @@ pub fn render(r: &BenchReport) -> String {
         r.seconds_per_run,
         if r.release_build { "release" } else { "DEBUG" }
     );
-    let _ = writeln!(
-        out,
-        "{:<40} {:>12} {:>9} {:>9} {:>7}  target",
-        "", "requests/s", "p50 ms", "p99 ms", "errors"
-    );
+    let _ = writeln!(out, "{:<40} {:>12} {:>9} {:>9} {:>7}  target", "", "requests/s", "p50 ms", "p99 ms", "errors");
     let row = |out: &mut String, name: &str, f: &LoadFigures, target: String| {
         let _ = writeln!(
             out,
@@ -458,12 +441,7 @@ pub fn render(r: &BenchReport) -> String {
             name, f.requests_per_sec, f.p50_ms, f.p99_ms, f.errors, target
         );
     };
-    row(
-        &mut out,
-        "bare axum, same TwiML bytes",
-        &r.baseline_twiml,
-        "(baseline)".into(),
-    );
+    row(&mut out, "bare axum, same TwiML bytes", &r.baseline_twiml, "(baseline)".into());
     let ratio = if r.baseline_twiml.requests_per_sec > 0.0 {
         r.dial_queue.requests_per_sec / r.baseline_twiml.requests_per_sec * 100.0
     } else {
@@ -485,11 +463,7 @@ pub fn render(r: &BenchReport) -> String {
             verdict(rc.requests_per_sec >= 10_000.0 && rc.p99_ms < 5.0 && rc.errors == 0)
         ),
     );
-    let _ = writeln!(
-        out,
-        "{:<40} {:>12}  dials the dispatcher placed while it ran",
-        "", r.dials_placed
-    );
+    let _ = writeln!(out, "{:<40} {:>12}  dials the dispatcher placed while it ran", "", r.dials_placed);
     let mut sorted = r.startup_ms.clone();
     sorted.sort_by(f64::total_cmp);
     let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);

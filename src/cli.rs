@@ -158,12 +158,8 @@ pub async fn run_locations(db: &DbArgs, cmd: &LocationsCommand) -> anyhow::Resul
         LocationsCommand::Add(add) => {
             let spec = add.to_spec()?;
             let loc = Location::from_spec(spec.clone()).map_err(|e| anyhow::anyhow!("location {}: {e}", spec.name))?;
-            let mut all: Vec<LocationSpec> = store
-                .location_specs()
-                .await?
-                .into_iter()
-                .filter(|s| s.name != spec.name)
-                .collect();
+            let mut all: Vec<LocationSpec> =
+                store.location_specs().await?.into_iter().filter(|s| s.name != spec.name).collect();
             all.push(spec.clone());
             check_unique(&all)?;
             store.upsert_location(&spec).await?;
@@ -212,15 +208,10 @@ pub async fn run_locations(db: &DbArgs, cmd: &LocationsCommand) -> anyhow::Resul
 /// writing any: an import is all or nothing.
 pub async fn import(store: &Store, specs: &[LocationSpec]) -> anyhow::Result<()> {
     for s in specs {
-        s.validate()
-            .map_err(|e| anyhow::anyhow!("location {:?}: {e}", s.name))?;
+        s.validate().map_err(|e| anyhow::anyhow!("location {:?}: {e}", s.name))?;
     }
-    let mut all: Vec<LocationSpec> = store
-        .location_specs()
-        .await?
-        .into_iter()
-        .filter(|s| !specs.iter().any(|n| n.name == s.name))
-        .collect();
+    let mut all: Vec<LocationSpec> =
+        store.location_specs().await?.into_iter().filter(|s| !specs.iter().any(|n| n.name == s.name)).collect();
     all.extend(specs.iter().cloned());
     check_unique(&all)?;
     for s in specs {
@@ -283,10 +274,7 @@ impl AddLocation {
                 },
             };
             for d in selected {
-                weekly
-                    .entry(d)
-                    .or_default()
-                    .extend(ranges.split(',').map(|r| r.trim().to_owned()));
+                weekly.entry(d).or_default().extend(ranges.split(',').map(|r| r.trim().to_owned()));
             }
         }
         let take = |d: &str| weekly.get(d).cloned().unwrap_or_default();
@@ -310,14 +298,7 @@ impl AddLocation {
                     sat: take("sat"),
                     sun: take("sun"),
                 },
-                holidays: self
-                    .holidays
-                    .iter()
-                    .map(|d| HolidaySpec {
-                        date: d.clone(),
-                        name: None,
-                    })
-                    .collect(),
+                holidays: self.holidays.iter().map(|d| HolidaySpec { date: d.clone(), name: None }).collect(),
                 closures: Vec::new(),
             },
         })
@@ -354,7 +335,8 @@ pub async fn run_sandbox(
         tracing::warn!(%listen, "the sandbox is listening beyond loopback");
     }
     let (sandbox_config, made_up) = sandbox::Config::from_env_or_random(time_scale, seed);
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen} (--listen)"))?;
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen} (--listen)"))?;
     let sandbox = sandbox::start(sandbox_config, listener).await?;
     let url = sandbox.url();
     let twilio = crate::twilio_api::TwilioClient::new(&config::TwilioSettings {
@@ -378,7 +360,11 @@ pub async fn run_sandbox(
     println!("  {}={}", config::env::ACCOUNT_SID, sandbox.account_sid());
     if made_up {
         // A made-up sandbox credential, not a secret of anyone's: the user needs it to connect.
-        println!("  {}={}  (made up; set both variables to choose your own)", config::env::AUTH_TOKEN, sandbox.auth_token());
+        println!(
+            "  {}={}  (made up; set both variables to choose your own)",
+            config::env::AUTH_TOKEN,
+            sandbox.auth_token()
+        );
     } else {
         println!("  {} as set in the environment", config::env::AUTH_TOKEN);
     }
@@ -399,9 +385,7 @@ pub async fn run_bench(
     serve_baseline: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<()> {
     if let Some(addr) = serve_baseline {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         return crate::bench::serve_baseline(listener).await;
     }
     if duration_secs == 0 || connections == 0 {

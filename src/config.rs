@@ -229,8 +229,12 @@ impl Settings {
     fn from_raw(raw: RawSettings, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let pick = |var: &str, file: Option<String>| env(var).filter(|v| !v.is_empty()).or(file);
 
-        let public_url = pick(env::PUBLIC_URL, raw.public_url)
-            .ok_or_else(|| invalid("public_url", format!("is required (the URL Twilio reaches this server at; or set {})", env::PUBLIC_URL)))?;
+        let public_url = pick(env::PUBLIC_URL, raw.public_url).ok_or_else(|| {
+            invalid(
+                "public_url",
+                format!("is required (the URL Twilio reaches this server at; or set {})", env::PUBLIC_URL),
+            )
+        })?;
         let public_url = validate_base_url("public_url", &public_url)?;
 
         let listen = pick(env::LISTEN, raw.listen).unwrap_or_else(|| "127.0.0.1:8080".to_owned());
@@ -238,9 +242,13 @@ impl Settings {
             .parse()
             .map_err(|_| invalid("listen", format!("{listen:?} is not an address like 127.0.0.1:8080")))?;
 
-        let database_url = pick(env::DATABASE_URL, raw.database_url).unwrap_or_else(|| "sqlite://call-router.db".to_owned());
+        let database_url =
+            pick(env::DATABASE_URL, raw.database_url).unwrap_or_else(|| "sqlite://call-router.db".to_owned());
         if !database_url.starts_with("sqlite:") {
-            return Err(invalid("database_url", format!("{database_url:?}: only sqlite: URLs are supported in this build")));
+            return Err(invalid(
+                "database_url",
+                format!("{database_url:?}: only sqlite: URLs are supported in this build"),
+            ));
         }
 
         let account_sid = pick(env::ACCOUNT_SID, raw.twilio.account_sid).ok_or_else(|| {
@@ -251,7 +259,9 @@ impl Settings {
             .filter(|v| !v.is_empty())
             .map(SecretString::from)
             .or(raw.twilio.auth_token)
-            .ok_or_else(|| invalid("twilio.auth_token", format!("is required (set it in the file or {})", env::AUTH_TOKEN)))?;
+            .ok_or_else(|| {
+                invalid("twilio.auth_token", format!("is required (set it in the file or {})", env::AUTH_TOKEN))
+            })?;
         if auth_token.expose_secret().trim().is_empty() {
             return Err(invalid("twilio.auth_token", "is empty"));
         }
@@ -321,12 +331,7 @@ impl Settings {
         }
 
         let provision = ProvisionSettings {
-            workspace_name: raw
-                .provision
-                .workspace_name
-                .unwrap_or_else(|| "call-router".to_owned())
-                .trim()
-                .to_owned(),
+            workspace_name: raw.provision.workspace_name.unwrap_or_else(|| "call-router".to_owned()).trim().to_owned(),
         };
         // The name prefixes queue, worker and workflow names as
         // `<name>/<location>`, which Twilio limits to 64 characters.
@@ -423,14 +428,20 @@ auth_token = "secret-token"
     fn errors_name_the_field() {
         let cases = [
             ("[twilio]\naccount_sid='AC0123456789abcdef0123456789abcdef'\nauth_token='x'", "public_url"),
-            ("public_url='ftp://x'\n[twilio]\naccount_sid='AC0123456789abcdef0123456789abcdef'\nauth_token='x'", "public_url"),
+            (
+                "public_url='ftp://x'\n[twilio]\naccount_sid='AC0123456789abcdef0123456789abcdef'\nauth_token='x'",
+                "public_url",
+            ),
             ("public_url='https://x'\n[twilio]\naccount_sid='nope'\nauth_token='x'", "twilio.account_sid"),
             ("public_url='https://x'\n[twilio]\naccount_sid='AC0123456789abcdef0123456789abcdef'", "twilio.auth_token"),
             (
                 "public_url='https://x'\n[twilio]\naccount_sid='AC0123456789abcdef0123456789abcdef'\nauth_token='x'\n[dialing]\nring_timeout_secs=1",
                 "dialing.ring_timeout_secs",
             ),
-            ("public_url='https://x'\nlisten='nope'\n[twilio]\naccount_sid='AC0123456789abcdef0123456789abcdef'\nauth_token='x'", "listen"),
+            (
+                "public_url='https://x'\nlisten='nope'\n[twilio]\naccount_sid='AC0123456789abcdef0123456789abcdef'\nauth_token='x'",
+                "listen",
+            ),
             ("public_url='https://x'\nbogus=1", "bogus"),
         ];
         for (text, field) in cases {

@@ -121,10 +121,7 @@ impl Location {
             || name.len() > 64
             || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
         {
-            return Err(err(
-                "name",
-                format!("{:?} must be 1-64 characters of a-z, 0-9, - and _", spec.name),
-            ));
+            return Err(err("name", format!("{:?} must be 1-64 characters of a-z, 0-9, - and _", spec.name)));
         }
         let digit = match spec.digit.as_deref().map(str::trim) {
             None | Some("") => None,
@@ -190,10 +187,7 @@ pub fn check_unique(specs: &[LocationSpec]) -> Result<(), LocationError> {
                 err("digit", format!("location {:?} shares {number} with others, so it needs a menu digit", l.name))
             })?;
             if let Some(other) = digits.insert(d.to_owned(), &l.name) {
-                return Err(err(
-                    "digit",
-                    format!("digit {d} on {number} is used by both {other:?} and {:?}", l.name),
-                ));
+                return Err(err("digit", format!("digit {d} on {number} is used by both {other:?} and {:?}", l.name)));
             }
         }
     }

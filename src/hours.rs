@@ -130,10 +130,7 @@ pub struct HoursError {
 
 impl HoursError {
     fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
+        Self { field: field.into(), message: message.into() }
     }
 
     /// The path of the offending field, such as `weekly.mon[1]` or `closures[0].from`.
@@ -157,10 +154,7 @@ pub enum Status {
     /// close within [`HORIZON_DAYS`] reports the end of the horizon.
     Open { closes_at: ZonedDateTime },
     /// Closed; `opens_at` is `None` when nothing opens within [`HORIZON_DAYS`].
-    Closed {
-        reason: ClosedReason,
-        opens_at: Option<ZonedDateTime>,
-    },
+    Closed { reason: ClosedReason, opens_at: Option<ZonedDateTime> },
 }
 
 /// One weekly range in minutes after its day's local midnight; `end` exceeds a day when the
@@ -213,10 +207,7 @@ impl Schedule {
         for (i, c) in spec.closures.iter().enumerate() {
             let parse = |name: &str, s: &str| {
                 parse_datetime(s).ok_or_else(|| {
-                    HoursError::new(
-                        format!("closures[{i}].{name}"),
-                        format!("{s:?} is not YYYY-MM-DDTHH:MM"),
-                    )
+                    HoursError::new(format!("closures[{i}].{name}"), format!("{s:?} is not YYYY-MM-DDTHH:MM"))
                 })
             };
             let (from, to) = (parse("from", &c.from)?, parse("to", &c.to)?);
@@ -231,20 +222,10 @@ impl Schedule {
                     .compatible()
                     .map_err(|e| HoursError::new(format!("closures[{i}]"), format!("cannot be placed in time: {e}")))
             };
-            closures.push(Closure {
-                from: convert(from)?,
-                to: convert(to)?,
-                reason: c.reason.clone(),
-            });
+            closures.push(Closure { from: convert(from)?, to: convert(to)?, reason: c.reason.clone() });
         }
 
-        Ok(Schedule {
-            tz,
-            tz_name,
-            weekly,
-            holidays,
-            closures,
-        })
+        Ok(Schedule { tz, tz_name, weekly, holidays, closures })
     }
 
     /// The IANA name of the location's time zone.
@@ -263,22 +244,15 @@ impl Schedule {
         let next = self.next_change(now, reason.is_none());
         let zoned = |t: Timestamp| ZonedDateTime::new(t, self.tz.clone());
         match reason {
-            None => Status::Open {
-                closes_at: zoned(next.unwrap_or_else(|horizon| horizon)),
-            },
-            Some(reason) => Status::Closed {
-                reason,
-                opens_at: next.ok().map(zoned),
-            },
+            None => Status::Open { closes_at: zoned(next.unwrap_or_else(|horizon| horizon)) },
+            Some(reason) => Status::Closed { reason, opens_at: next.ok().map(zoned) },
         }
     }
 
     /// Why the location is closed at `t`, or `None` when it is open.
     fn closed_reason(&self, t: Timestamp) -> Option<ClosedReason> {
         if let Some(c) = self.closures.iter().find(|c| c.from <= t && t < c.to) {
-            return Some(ClosedReason::Closure {
-                reason: c.reason.clone(),
-            });
+            return Some(ClosedReason::Closure { reason: c.reason.clone() });
         }
         let local = self.tz.to_datetime(t).date();
         // A neighbouring date is checked too because, around a DST change, the instants of a date's
@@ -326,10 +300,7 @@ impl Schedule {
             candidates.retain(|&c| c > now && c >= window_start && c < window_end);
             candidates.sort();
             candidates.dedup();
-            if let Some(&change) = candidates
-                .iter()
-                .find(|&&c| self.closed_reason(c).is_none() != open_now)
-            {
+            if let Some(&change) = candidates.iter().find(|&&c| self.closed_reason(c).is_none() != open_now) {
                 return Ok(change);
             }
             window_start = window_start.max(window_end);
@@ -366,19 +337,14 @@ fn parse_day(day: &str, ranges: &[String]) -> Result<Vec<Shift>, HoursError> {
     let mut shifts: Vec<(usize, Shift)> = Vec::new();
     for (i, text) in ranges.iter().enumerate() {
         let field = || format!("weekly.{day}[{i}]");
-        let (start, end) = text
-            .split_once('-')
-            .ok_or_else(|| HoursError::new(field(), not_a_range(text)))?;
+        let (start, end) = text.split_once('-').ok_or_else(|| HoursError::new(field(), not_a_range(text)))?;
         let (start, end) = match (parse_hhmm(start), parse_hhmm(end)) {
             (Ok(s), Ok(e)) => (s, e),
             (Err(BadTime::Malformed), _) | (_, Err(BadTime::Malformed)) => {
                 return Err(HoursError::new(field(), not_a_range(text)));
             }
             _ => {
-                return Err(HoursError::new(
-                    field(),
-                    format!("{text:?} has a time outside 00:00-24:00"),
-                ));
+                return Err(HoursError::new(field(), format!("{text:?} has a time outside 00:00-24:00")));
             }
         };
         if start == MINUTES_PER_DAY {
@@ -427,11 +393,7 @@ fn parse_hhmm(s: &str) -> Result<u16, BadTime> {
     let [h1, h2, m1, m2] = digits.map(|d| u16::from(d - b'0'));
     let (hour, minute) = (h1 * 10 + h2, m1 * 10 + m2);
     let minutes = hour * 60 + minute;
-    if minute < 60 && minutes <= MINUTES_PER_DAY {
-        Ok(minutes)
-    } else {
-        Err(BadTime::OutOfRange)
-    }
+    if minute < 60 && minutes <= MINUTES_PER_DAY { Ok(minutes) } else { Err(BadTime::OutOfRange) }
 }
 
 /// Parses exactly `YYYY-MM-DD`; jiff's own parser also accepts longer forms, which would hide
@@ -441,9 +403,7 @@ fn parse_date(s: &str) -> Option<Date> {
     let shaped = b.len() == 10
         && b[4] == b'-'
         && b[7] == b'-'
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+        && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
     if !shaped {
         return None;
     }
@@ -480,10 +440,7 @@ mod tests {
 
     /// A spec from a compact weekly text such as `mon 08:00-12:00 13:00-17:00; fri 22:00-06:00`.
     fn spec(tz: &str, weekly: &str) -> HoursSpec {
-        let mut hours = HoursSpec {
-            time_zone: tz.into(),
-            ..HoursSpec::default()
-        };
+        let mut hours = HoursSpec { time_zone: tz.into(), ..HoursSpec::default() };
         for day in weekly.split(';').map(str::trim).filter(|d| !d.is_empty()) {
             let mut words = day.split(' ');
             let slot = day_mut(&mut hours.weekly, words.next().unwrap());
@@ -493,18 +450,11 @@ mod tests {
     }
 
     fn holiday(date: &str, name: Option<&str>) -> HolidaySpec {
-        HolidaySpec {
-            date: date.into(),
-            name: name.map(Into::into),
-        }
+        HolidaySpec { date: date.into(), name: name.map(Into::into) }
     }
 
     fn closure(from: &str, to: &str, reason: Option<&str>) -> ClosureSpec {
-        ClosureSpec {
-            from: from.into(),
-            to: to.into(),
-            reason: reason.map(Into::into),
-        }
+        ClosureSpec { from: from.into(), to: to.into(), reason: reason.map(Into::into) }
     }
 
     /// An instant written with its offset, so that a repeated hour is unambiguous.
@@ -542,10 +492,7 @@ mod tests {
     /// Split shifts on Monday, all of Tuesday and Wednesday, Friday night into Saturday and Sunday
     /// night into Monday, in New York, where 2026-06-01 is a Monday.
     fn weekly_ny() -> HoursSpec {
-        spec(
-            NY,
-            "mon 13:00-17:00 08:00-12:00; tue 00:00-24:00; wed 00:00-24:00; fri 22:00-06:00; sun 20:00-02:00",
-        )
+        spec(NY, "mon 13:00-17:00 08:00-12:00; tue 00:00-24:00; wed 00:00-24:00; fri 22:00-06:00; sun 20:00-02:00")
     }
 
     #[test]
@@ -653,9 +600,7 @@ mod tests {
 
         let always = spec(
             LONDON,
-            &["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-                .map(|d| d.to_owned() + " 00:00-24:00")
-                .join(";"),
+            &["mon", "tue", "wed", "thu", "fri", "sat", "sun"].map(|d| d.to_owned() + " 00:00-24:00").join(";"),
         );
         let now = ts("2026-06-01T12:00Z");
         let Status::Open { closes_at } = Schedule::from_spec(&always).unwrap().status_at(now) else {
@@ -725,25 +670,13 @@ mod tests {
 
     fn arbitrary_spec() -> impl Strategy<Value = HoursSpec> {
         // Lord Howe shifts by half an hour, and Santiago changes at midnight.
-        const ZONES: &[&str] = &[
-            NY,
-            LONDON,
-            "Australia/Lord_Howe",
-            "America/Santiago",
-            "Asia/Kolkata",
-            "UTC",
-        ];
+        const ZONES: &[&str] = &[NY, LONDON, "Australia/Lord_Howe", "America/Santiago", "Asia/Kolkata", "UTC"];
         let day = || proptest::collection::vec(range(), 0..3);
         let date = || (0i32..420).prop_map(|n| add_days(Date::constant(2026, 1, 1), n).unwrap());
         let days = [day(), day(), day(), day(), day(), day(), day()];
         let closures = proptest::collection::vec((date(), 0i8..24, 1i64..6000), 0..3);
-        (
-            proptest::sample::select(ZONES),
-            days,
-            proptest::collection::vec(date(), 0..4),
-            closures,
-        )
-            .prop_map(|(tz, days, holidays, closures)| {
+        (proptest::sample::select(ZONES), days, proptest::collection::vec(date(), 0..4), closures).prop_map(
+            |(tz, days, holidays, closures)| {
                 let mut hours = spec(tz, "");
                 for (name, ranges) in ["mon", "tue", "wed", "thu", "fri", "sat", "sun"].into_iter().zip(days) {
                     *day_mut(&mut hours.weekly, name) = ranges;
@@ -756,7 +689,8 @@ mod tests {
                     hours.closures.push(closure(&civil(from), &civil(to), None));
                 }
                 hours
-            })
+            },
+        )
     }
 
     /// Drops the weekly ranges that random generation made overlapping or empty, one error at a

@@ -47,38 +47,24 @@ pub fn choose(locations: &[Location], digits: Option<&str>, attempt: u32, max_at
     if let Some(i) = pressed.and_then(|d| locations.iter().position(|l| l.digit == Some(d))) {
         return Choice::Location(i);
     }
-    if attempt + 1 < max_attempts {
-        Choice::Retry { attempt: attempt + 1 }
-    } else {
-        Choice::Location(0)
-    }
+    if attempt + 1 < max_attempts { Choice::Retry { attempt: attempt + 1 } } else { Choice::Location(0) }
 }
 
 fn say(settings: &Settings, text: impl Into<String>) -> Say {
-    Say {
-        text: text.into(),
-        voice: settings.ivr.voice.clone(),
-        ..Say::default()
-    }
+    Say { text: text.into(), voice: settings.ivr.voice.clone(), ..Say::default() }
 }
 
 /// The menu for a number that serves several locations.
 pub fn menu(settings: &Settings, urls: &Urls, locations: &[Location], attempt: u32) -> Response {
     let mut prompts = Vec::new();
     if attempt == 0 {
-        prompts.push(Prompt::Say(say(
-            settings,
-            format!("Thank you for calling {}.", settings.ivr.business_name),
-        )));
+        prompts.push(Prompt::Say(say(settings, format!("Thank you for calling {}.", settings.ivr.business_name))));
     } else {
         prompts.push(Prompt::Say(say(settings, "Sorry, I didn't get that.")));
     }
     for l in locations {
         if let Some(d) = l.digit {
-            prompts.push(Prompt::Say(say(
-                settings,
-                format!("For {}, press {d}.", l.display_name),
-            )));
+            prompts.push(Prompt::Say(say(settings, format!("For {}, press {d}.", l.display_name))));
         }
     }
     let action = urls.url("/menu", &[("attempt", &attempt.to_string())]);
@@ -93,10 +79,7 @@ pub fn menu(settings: &Settings, urls: &Urls, locations: &[Location], attempt: u
             ..Gather::default()
         }))
         // Reached only when the caller pressed nothing: counts as an attempt.
-        .verb(Verb::Redirect(Redirect {
-            url: action,
-            method: Some(Method::Post),
-        }))
+        .verb(Verb::Redirect(Redirect { url: action, method: Some(Method::Post) }))
 }
 
 /// The caller, as the inbound webhook described them.
@@ -133,10 +116,7 @@ pub fn route(
     }
     let mut resp = Response::new();
     if greet {
-        resp = resp.verb(Verb::Say(say(
-            settings,
-            format!("Thank you for calling {}.", location.display_name),
-        )));
+        resp = resp.verb(Verb::Say(say(settings, format!("Thank you for calling {}.", location.display_name))));
     }
     let show_caller = location.show_caller_number && caller.call_token.is_some();
     let attrs = TaskAttributes {
@@ -149,29 +129,20 @@ pub fn route(
             _ => location.caller_id.clone(),
         },
         caller: Some(caller.number.to_owned()),
-        call_token: if show_caller {
-            caller.call_token.map(str::to_owned)
-        } else {
-            None
-        },
+        call_token: if show_caller { caller.call_token.map(str::to_owned) } else { None },
         call_sid: None,
     };
     let attributes = serde_json::to_string(&attrs).expect("task attributes serialise");
     let q = [("location", location.name.as_str())];
-    resp = resp
-        .verb(Verb::Say(say(settings, "Please hold while we connect you.")))
-        .verb(Verb::Enqueue(Enqueue {
-            workflow_sid: Some(workflow_sid.to_owned()),
-            wait_url: Some(urls.url("/hold", &q)),
-            wait_url_method: Some(Method::Post),
-            action: Some(urls.url("/enqueue-action", &q)),
-            method: Some(Method::Post),
-            task: Some(Task {
-                attributes,
-                ..Task::default()
-            }),
-            ..Enqueue::default()
-        }));
+    resp = resp.verb(Verb::Say(say(settings, "Please hold while we connect you."))).verb(Verb::Enqueue(Enqueue {
+        workflow_sid: Some(workflow_sid.to_owned()),
+        wait_url: Some(urls.url("/hold", &q)),
+        wait_url_method: Some(Method::Post),
+        action: Some(urls.url("/enqueue-action", &q)),
+        method: Some(Method::Post),
+        task: Some(Task { attributes, ..Task::default() }),
+        ..Enqueue::default()
+    }));
     (resp, Routed::Enqueued)
 }
 
@@ -179,10 +150,7 @@ pub fn route(
 pub fn voicemail(settings: &Settings, urls: &Urls, location: &str, message: &str) -> Response {
     Response::new()
         .verb(Verb::Say(say(settings, message)))
-        .verb(Verb::Say(say(
-            settings,
-            "Please leave a message after the tone, and we will call you back.",
-        )))
+        .verb(Verb::Say(say(settings, "Please leave a message after the tone, and we will call you back.")))
         .verb(Verb::Record(Record {
             action: Some(urls.url("/voicemail-complete", &[("location", location)])),
             method: Some(Method::Post),
@@ -198,31 +166,20 @@ pub fn voicemail(settings: &Settings, urls: &Urls, location: &str, message: &str
 
 /// The voicemail offer after a failed attempt to reach a location.
 pub fn fallback(settings: &Settings, urls: &Urls, location: &Location, reason: Outcome) -> Response {
-    voicemail(
-        settings,
-        urls,
-        &location.name,
-        &reason.caller_message(&location.display_name),
-    )
+    voicemail(settings, urls, &location.name, &reason.caller_message(&location.display_name))
 }
 
 /// What the caller hears while waiting in the queue (the `waitUrl`).
 pub fn hold(settings: &Settings) -> Response {
     Response::new()
-        .verb(Verb::Play(Play {
-            url: settings.ivr.hold_music_url.clone(),
-            loop_count: Some(1),
-        }))
+        .verb(Verb::Play(Play { url: settings.ivr.hold_music_url.clone(), loop_count: Some(1) }))
         .verb(Verb::Pause(Pause { length: Some(1) }))
 }
 
 /// Bridges the answered outbound leg to the caller waiting on the reservation.
 pub fn dial_queue(reservation_sid: &str) -> Response {
     Response::new().verb(Verb::Dial(Dial {
-        nouns: vec![DialNoun::Queue(Queue {
-            reservation_sid: Some(reservation_sid.to_owned()),
-            ..Queue::default()
-        })],
+        nouns: vec![DialNoun::Queue(Queue { reservation_sid: Some(reservation_sid.to_owned()), ..Queue::default() })],
         ..Dial::default()
     }))
 }
@@ -232,18 +189,11 @@ pub fn hangup() -> Response {
 }
 
 pub fn goodbye(settings: &Settings) -> Response {
-    Response::new()
-        .verb(Verb::Say(say(settings, "Thank you for calling. Goodbye.")))
-        .verb(Verb::Hangup)
+    Response::new().verb(Verb::Say(say(settings, "Thank you for calling. Goodbye."))).verb(Verb::Hangup)
 }
 
 pub fn not_in_service(settings: &Settings) -> Response {
-    Response::new()
-        .verb(Verb::Say(say(
-            settings,
-            "Sorry, this number is not in service. Goodbye.",
-        )))
-        .verb(Verb::Hangup)
+    Response::new().verb(Verb::Say(say(settings, "Sorry, this number is not in service. Goodbye."))).verb(Verb::Hangup)
 }
 
 pub fn empty() -> Response {

@@ -20,21 +20,15 @@ async fn main() -> ExitCode {
         Command::Demo(demo) => call_router::demo::run_cli(demo).await,
         Command::Locations { db, command } => cli::run_locations(db, command).await,
         Command::Provision { config, dry_run, prune } => {
-            let options = call_router::provision::Options {
-                dry_run: *dry_run,
-                prune: *prune,
-            };
+            let options = call_router::provision::Options { dry_run: *dry_run, prune: *prune };
             call_router::provision::run_command(config.as_deref(), options).await
         }
         Command::Sandbox { listen, time_scale, seed, numbers } => {
             cli::run_sandbox(*listen, *time_scale, *seed, numbers).await
         }
-        Command::Bench {
-            duration_secs,
-            connections,
-            json,
-            serve_baseline,
-        } => cli::run_bench(*duration_secs, *connections, *json, *serve_baseline).await,
+        Command::Bench { duration_secs, connections, json, serve_baseline } => {
+            cli::run_bench(*duration_secs, *connections, *json, *serve_baseline).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -32,38 +32,17 @@ pub enum Api {
 pub enum ApiError {
     /// Twilio answered with its error body.
     #[error("{method} {path}: {body}")]
-    Twilio {
-        method: &'static str,
-        path: String,
-        body: ErrorBody,
-    },
+    Twilio { method: &'static str, path: String, body: ErrorBody },
     /// An error status without Twilio's body (a proxy, a crash).
     #[error("{method} {path}: HTTP {status}: {snippet}")]
-    Http {
-        method: &'static str,
-        path: String,
-        status: u16,
-        snippet: String,
-    },
+    Http { method: &'static str, path: String, status: u16, snippet: String },
     /// No answer in time; Twilio may or may not have acted on the request.
     #[error("{method} {path}: no answer within {timeout_ms} ms (Twilio may or may not have acted)")]
-    Timeout {
-        method: &'static str,
-        path: String,
-        timeout_ms: u64,
-    },
+    Timeout { method: &'static str, path: String, timeout_ms: u64 },
     #[error("{method} {path}: {source}")]
-    Transport {
-        method: &'static str,
-        path: String,
-        source: reqwest::Error,
-    },
+    Transport { method: &'static str, path: String, source: reqwest::Error },
     #[error("{method} {path}: unexpected response: {message}")]
-    Decode {
-        method: &'static str,
-        path: String,
-        message: String,
-    },
+    Decode { method: &'static str, path: String, message: String },
 }
 
 impl ApiError {
@@ -130,14 +109,8 @@ impl CreateCall {
             p.push("StatusCallbackEvent", ev);
         }
         p.push("MachineDetection", "Enable")
-            .push(
-                "MachineDetectionSpeechThreshold",
-                self.machine_detection_speech_threshold_ms.to_string(),
-            )
-            .push(
-                "MachineDetectionTimeout",
-                self.machine_detection_timeout_secs.to_string(),
-            )
+            .push("MachineDetectionSpeechThreshold", self.machine_detection_speech_threshold_ms.to_string())
+            .push("MachineDetectionTimeout", self.machine_detection_timeout_secs.to_string())
             .push("Timeout", self.timeout_secs.to_string())
             .push_opt("CallToken", self.call_token.clone());
         p
@@ -226,9 +199,7 @@ impl TwilioClient {
         .basic_auth(self.account_sid.as_str(), Some(self.auth_token.expose_secret()))
         .header("Accept", "application/json");
         if let Body::Form(form) = body {
-            req = req
-                .header("Content-Type", "application/x-www-form-urlencoded")
-                .body(form.clone());
+            req = req.header("Content-Type", "application/x-www-form-urlencoded").body(form.clone());
         }
         let resp = req.send().await.map_err(|e| self.transport(method, path, e))?;
         let status = resp.status().as_u16();
@@ -244,11 +215,7 @@ impl TwilioClient {
             });
         }
         match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(body) => Err(ApiError::Twilio {
-                method,
-                path: path.to_owned(),
-                body,
-            }),
+            Ok(body) => Err(ApiError::Twilio { method, path: path.to_owned(), body }),
             Err(_) => Err(ApiError::Http {
                 method,
                 path: path.to_owned(),
@@ -260,17 +227,9 @@ impl TwilioClient {
 
     fn transport(&self, method: &'static str, path: &str, e: reqwest::Error) -> ApiError {
         if e.is_timeout() {
-            ApiError::Timeout {
-                method,
-                path: path.to_owned(),
-                timeout_ms: self.timeout.as_millis() as u64,
-            }
+            ApiError::Timeout { method, path: path.to_owned(), timeout_ms: self.timeout.as_millis() as u64 }
         } else {
-            ApiError::Transport {
-                method,
-                path: path.to_owned(),
-                source: e,
-            }
+            ApiError::Transport { method, path: path.to_owned(), source: e }
         }
     }
 
@@ -309,8 +268,7 @@ impl TwilioClient {
 
     /// Updates an existing resource (POST to its URL); safe to repeat.
     pub async fn update(&self, api: Api, path: &str, params: &Params) -> Result<Value, ApiError> {
-        self.send_idempotent("POST", api, path, Body::Form(params.encode()))
-            .await
+        self.send_idempotent("POST", api, path, Body::Form(params.encode())).await
     }
 
     /// Creates a resource; never repeated after a timeout.
@@ -330,14 +288,11 @@ impl TwilioClient {
         let mut pages = 0;
         while let Some(p) = next.take() {
             let page = self.get(api, &p).await?;
-            let items = page
-                .get(key)
-                .and_then(Value::as_array)
-                .ok_or_else(|| ApiError::Decode {
-                    method: "GET",
-                    path: p.clone(),
-                    message: format!("no {key:?} array in the list envelope"),
-                })?;
+            let items = page.get(key).and_then(Value::as_array).ok_or_else(|| ApiError::Decode {
+                method: "GET",
+                path: p.clone(),
+                message: format!("no {key:?} array in the list envelope"),
+            })?;
             out.extend(items.iter().cloned());
             pages += 1;
             // The core API gives a relative next_page_uri; TaskRouter an
@@ -358,11 +313,7 @@ impl TwilioClient {
     pub async fn create_call(&self, req: &CreateCall) -> Result<CallResource, ApiError> {
         let path = self.account_path("Calls.json");
         let v = self.create(Api::Core, &path, &req.params()).await?;
-        serde_json::from_value(v).map_err(|e| ApiError::Decode {
-            method: "POST",
-            path,
-            message: e.to_string(),
-        })
+        serde_json::from_value(v).map_err(|e| ApiError::Decode { method: "POST", path, message: e.to_string() })
     }
 
     /// Updates a live call: `Status=completed|canceled`, or a new `Url`.
@@ -481,11 +432,7 @@ pub struct IncomingNumberResource {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(method: &'static str, path: &str, v: Value) -> Result<T, ApiError> {
-    serde_json::from_value(v).map_err(|e| ApiError::Decode {
-        method,
-        path: path.to_owned(),
-        message: e.to_string(),
-    })
+    serde_json::from_value(v).map_err(|e| ApiError::Decode { method, path: path.to_owned(), message: e.to_string() })
 }
 
 fn decode_all<T: serde::de::DeserializeOwned>(path: &str, items: Vec<Value>) -> Result<Vec<T>, ApiError> {
@@ -567,11 +514,7 @@ impl TwilioClient {
     }
 
     pub async fn delete_task_queue(&self, workspace: &str, sid: &str) -> Result<(), ApiError> {
-        self.delete(
-            Api::TaskRouter,
-            &Self::workspace_path(workspace, &format!("TaskQueues/{sid}")),
-        )
-        .await
+        self.delete(Api::TaskRouter, &Self::workspace_path(workspace, &format!("TaskQueues/{sid}"))).await
     }
 
     pub async fn list_workers(&self, workspace: &str) -> Result<Vec<WorkerResource>, ApiError> {
@@ -591,11 +534,7 @@ impl TwilioClient {
     }
 
     pub async fn delete_worker(&self, workspace: &str, sid: &str) -> Result<(), ApiError> {
-        self.delete(
-            Api::TaskRouter,
-            &Self::workspace_path(workspace, &format!("Workers/{sid}")),
-        )
-        .await
+        self.delete(Api::TaskRouter, &Self::workspace_path(workspace, &format!("Workers/{sid}"))).await
     }
 
     pub async fn list_worker_channels(
@@ -663,10 +602,7 @@ impl TwilioClient {
 /// passes through.
 fn path_and_query(url: &str) -> String {
     match url.split_once("://") {
-        Some((_, rest)) => rest
-            .find('/')
-            .map(|i| rest[i..].to_owned())
-            .unwrap_or_else(|| "/".to_owned()),
+        Some((_, rest)) => rest.find('/').map(|i| rest[i..].to_owned()).unwrap_or_else(|| "/".to_owned()),
         None => url.to_owned(),
     }
 }
@@ -694,14 +630,8 @@ mod tests {
         );
         let body = p.encode();
         assert!(body.contains("To=%2B14155550123"), "{body}");
-        assert!(
-            body.contains("Url=https%3A%2F%2Fx%2Fdial-queue%3Ffrom%3D%252B1"),
-            "{body}"
-        );
-        assert_eq!(
-            Params::parse(body.as_bytes()).get("Url"),
-            Some("https://x/dial-queue?from=%2B1")
-        );
+        assert!(body.contains("Url=https%3A%2F%2Fx%2Fdial-queue%3Ffrom%3D%252B1"), "{body}");
+        assert_eq!(Params::parse(body.as_bytes()).get("Url"), Some("https://x/dial-queue?from=%2B1"));
     }
 
     #[test]

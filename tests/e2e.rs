@@ -82,8 +82,7 @@ async fn world_with(north_phone: Behaviour, extra_toml: &str) -> World {
          api_base_url = {sb_url:?}\ntaskrouter_base_url = {sb_url:?}\nrequest_timeout_ms = 5000\n{extra_toml}"
     );
     let mut settings = Settings::from_toml(&text, |_| None).unwrap();
-    settings.locations =
-        vec![location("north", MAIN, NORTH_PHONE, true), location("night", NIGHT, NIGHT_PHONE, false)];
+    settings.locations = vec![location("north", MAIN, NORTH_PHONE, true), location("night", NIGHT, NIGHT_PHONE, false)];
     let server = Server::start(settings.clone(), listener).await.unwrap();
     let store = server.state.store().clone();
 
@@ -280,7 +279,9 @@ async fn a_person_answers_is_bridged_and_the_task_completes() {
     let task = task_sid_of(&record);
     let completes = w.rest("POST", &format!("/Tasks/{task}")).await;
     assert!(
-        completes.iter().any(|e| e.params.get("AssignmentStatus") == Some("completed") && e.params.get("Reason").is_some()),
+        completes
+            .iter()
+            .any(|e| e.params.get("AssignmentStatus") == Some("completed") && e.params.get("Reason").is_some()),
         "{completes:#?}"
     );
     assert_eq!(w.task(&task).await["assignment_status"], "completed");
@@ -320,8 +321,12 @@ async fn not_connected(behaviour: Behaviour, outcome: Outcome, status_or_answere
 
 #[tokio::test]
 async fn voicemail_answers_and_the_caller_gets_our_voicemail() {
-    not_connected(Behaviour::Voicemail { rings: 2, digits: None }, Outcome::LocationVoicemail, ("AnsweredBy", "machine_start"))
-        .await;
+    not_connected(
+        Behaviour::Voicemail { rings: 2, digits: None },
+        Outcome::LocationVoicemail,
+        ("AnsweredBy", "machine_start"),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -342,7 +347,8 @@ async fn a_failing_line_sends_the_caller_to_voicemail() {
 #[tokio::test]
 async fn a_caller_who_waits_too_long_leaves_the_queue_for_voicemail() {
     // One line, taken for ten minutes by the first caller; the second may wait 60 s.
-    let w = world_with(Behaviour::Person { rings: 1, talk_secs: 600, digits: None }, "[ivr]\nmax_queue_secs = 60\n").await;
+    let w =
+        world_with(Behaviour::Person { rings: 1, talk_secs: 600, digits: None }, "[ivr]\nmax_queue_secs = 60\n").await;
     let place = |from: &str| PlaceCall { from: from.into(), to: MAIN.into(), digits: None, patience_secs: Some(3600) };
     let first = w.client.place_call(&place(CALLER)).await.unwrap();
     // The first caller is talking before the second dials.
@@ -362,7 +368,8 @@ async fn a_caller_who_waits_too_long_leaves_the_queue_for_voicemail() {
     let holds = w.webhooks("/hold").await;
     assert!(holds.iter().any(|e| e.response.contains("<Leave")), "{holds:#?}");
     let exits = w.webhooks("/enqueue-action").await;
-    let left = exits.iter().find(|e| e.params.get("CallSid") == Some(second.as_str())).expect("the second caller's exit");
+    let left =
+        exits.iter().find(|e| e.params.get("CallSid") == Some(second.as_str())).expect("the second caller's exit");
     assert_eq!(left.params.get("QueueResult"), Some("leave"));
     assert!(left.response.contains("<Record"), "{}", left.response);
     w.quiet().await;
@@ -386,8 +393,11 @@ async fn the_caller_hangs_up_while_the_location_rings() {
     // The location would ring for two minutes (a 120 s ring timeout, 30 rings before a person
     // picks up); the caller gives up after 40 s. The margins are wide on purpose: at this time
     // scale a millisecond of real delay is a virtual second.
-    let w = world_with(Behaviour::Person { rings: 30, talk_secs: 30, digits: None }, "[dialing]\nring_timeout_secs = 120\n")
-        .await;
+    let w = world_with(
+        Behaviour::Person { rings: 30, talk_secs: 30, digits: None },
+        "[dialing]\nring_timeout_secs = 120\n",
+    )
+    .await;
     let (summary, record) = w.call(MAIN, Some(40)).await;
     assert_eq!(record.outcome, Outcome::CallerHungUp, "{summary}");
     w.quiet().await;
@@ -421,7 +431,9 @@ async fn after_hours_the_caller_gets_voicemail_and_nothing_is_queued() {
     assert_eq!(incoming.len(), 1);
     assert!(incoming[0].response.contains("<Record"), "{}", incoming[0].response);
     assert!(!incoming[0].response.contains("<Enqueue"), "{}", incoming[0].response);
-    assert!(w.webhooks("/tr-event-handler").await.iter().all(|e| e.params.get("EventType") != Some("reservation.created")));
+    assert!(
+        w.webhooks("/tr-event-handler").await.iter().all(|e| e.params.get("EventType") != Some("reservation.created"))
+    );
     assert!(w.rest("POST", "/Calls.json").await.is_empty(), "no location is dialled after hours");
     assert!(record.task_sid.is_none());
     w.finish().await;

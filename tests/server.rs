@@ -40,19 +40,10 @@ async fn single_location_caller_is_enqueued_with_the_task() {
     let enqueue = doc
         .verbs
         .iter()
-        .find_map(|v| {
-            if let Verb::Enqueue(e) = v {
-                Some(e.clone())
-            } else {
-                None
-            }
-        })
+        .find_map(|v| if let Verb::Enqueue(e) = v { Some(e.clone()) } else { None })
         .expect("an Enqueue");
     assert_eq!(enqueue.workflow_sid.as_deref(), Some(WORKFLOW));
-    assert_eq!(
-        enqueue.wait_url.as_deref(),
-        Some(format!("{}/hold?location=north", app.url).as_str())
-    );
+    assert_eq!(enqueue.wait_url.as_deref(), Some(format!("{}/hold?location=north", app.url).as_str()));
     let task = attrs(&enqueue.task.unwrap().attributes);
     assert_eq!(task["location"], "north");
     assert_eq!(task["practicePhone"], "+14155550123");
@@ -66,23 +57,14 @@ async fn single_location_caller_is_enqueued_with_the_task() {
 async fn shared_number_offers_a_menu_and_routes_by_digit() {
     let app = spawn_app().await;
     let doc = twiml(app.post_signed("/incoming-call", &inbound(SHARED_NUMBER)).await).await;
-    let Verb::Gather(g) = &doc.verbs[0] else {
-        panic!("expected a Gather first: {doc:?}")
-    };
+    let Verb::Gather(g) = &doc.verbs[0] else { panic!("expected a Gather first: {doc:?}") };
     assert_eq!(g.num_digits, Some(1));
-    assert!(
-        matches!(doc.verbs[1], Verb::Redirect(_)),
-        "no input falls through to a redirect"
-    );
+    assert!(matches!(doc.verbs[1], Verb::Redirect(_)), "no input falls through to a redirect");
 
     let mut params = inbound(SHARED_NUMBER);
     params.push(("Digits", "2"));
     let doc = twiml(app.post_signed("/menu?attempt=0", &params).await).await;
-    let task = doc
-        .verbs
-        .iter()
-        .find_map(|v| if let Verb::Enqueue(e) = v { e.task.clone() } else { None })
-        .unwrap();
+    let task = doc.verbs.iter().find_map(|v| if let Verb::Enqueue(e) = v { e.task.clone() } else { None }).unwrap();
     assert_eq!(attrs(&task.attributes)["location"], "west");
 }
 
@@ -92,17 +74,10 @@ async fn invalid_menu_input_repeats_then_takes_the_default() {
     let mut params = inbound(SHARED_NUMBER);
     params.push(("Digits", "9"));
     let doc = twiml(app.post_signed("/menu?attempt=0", &params).await).await;
-    assert!(
-        matches!(doc.verbs[0], Verb::Gather(_)),
-        "first bad input repeats the menu"
-    );
+    assert!(matches!(doc.verbs[0], Verb::Gather(_)), "first bad input repeats the menu");
     // No digits on the last attempt: the first location is the default.
     let doc = twiml(app.post_signed("/menu?attempt=1", &inbound(SHARED_NUMBER)).await).await;
-    let task = doc
-        .verbs
-        .iter()
-        .find_map(|v| if let Verb::Enqueue(e) = v { e.task.clone() } else { None })
-        .unwrap();
+    let task = doc.verbs.iter().find_map(|v| if let Verb::Enqueue(e) = v { e.task.clone() } else { None }).unwrap();
     assert_eq!(attrs(&task.attributes)["location"], "east");
 }
 
@@ -140,10 +115,7 @@ async fn reservation_created_dials_the_location_exactly_once() {
     let resp = app.post_signed("/tr-event-handler", &as_refs(&event)).await;
     assert_eq!(resp.status(), 204);
 
-    let calls = app
-        .fake
-        .wait_for(1, |r| r.method == "POST" && r.path.ends_with("/Calls.json"))
-        .await;
+    let calls = app.fake.wait_for(1, |r| r.method == "POST" && r.path.ends_with("/Calls.json")).await;
     let req = &calls[0];
     assert_eq!(req.path, format!("/2010-04-01/Accounts/{ACCOUNT}/Calls.json"));
     assert!(req.authorized, "basic auth with the account SID and token");
@@ -160,26 +132,14 @@ async fn reservation_created_dials_the_location_exactly_once() {
         Some(TWILIO_NUMBER),
         "the number decodes back with its +"
     );
-    assert!(
-        p.get("StatusCallback")
-            .unwrap()
-            .starts_with(&format!("{}/status-callback?", app.url))
-    );
-    assert_eq!(
-        p.get_all("StatusCallbackEvent").collect::<Vec<_>>(),
-        ["initiated", "ringing", "answered", "completed"]
-    );
+    assert!(p.get("StatusCallback").unwrap().starts_with(&format!("{}/status-callback?", app.url)));
+    assert_eq!(p.get_all("StatusCallbackEvent").collect::<Vec<_>>(), ["initiated", "ringing", "answered", "completed"]);
     assert_eq!(p.get("MachineDetection"), Some("Enable"));
     assert_eq!(p.get("MachineDetectionSpeechThreshold"), Some("2400"));
     assert_eq!(p.get("Timeout"), Some("20"));
 
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let dials = app
-        .fake
-        .requests()
-        .into_iter()
-        .filter(|r| r.path.ends_with("/Calls.json"))
-        .count();
+    let dials = app.fake.requests().into_iter().filter(|r| r.path.ends_with("/Calls.json")).count();
     assert_eq!(dials, 1, "one dial per reservation");
     let call = app.server.state.store().call(CALL).await.unwrap().unwrap();
     assert_eq!(call.reservation_sid.as_deref(), Some(RES));
@@ -191,10 +151,7 @@ async fn malformed_events_get_a_4xx_with_a_reason() {
     let cases = [
         ("{not json", "TaskAttributes is not valid task JSON"),
         (r#"{"location":"north","callerID":"+12025550143"}"#, "practicePhone"),
-        (
-            r#"{"location":"north","practicePhone":"555","callerID":"+12025550143"}"#,
-            "E.164",
-        ),
+        (r#"{"location":"north","practicePhone":"555","callerID":"+12025550143"}"#, "E.164"),
     ];
     for (attributes, reason) in cases {
         let event = reservation_created(TASK, RES, attributes);
@@ -216,19 +173,12 @@ async fn signatures_accounts_and_workspaces_are_checked() {
     let params = inbound(TWILIO_NUMBER);
     let missing = app.post_with_signature("/incoming-call", &params, None).await;
     assert_eq!(missing.status(), 400);
-    let wrong = app
-        .post_with_signature("/incoming-call", &params, Some("bm90IHRoZSBzaWduYXR1cmU="))
-        .await;
+    let wrong = app.post_with_signature("/incoming-call", &params, Some("bm90IHRoZSBzaWduYXR1cmU=")).await;
     assert_eq!(wrong.status(), 403);
     // Signed with another token.
     let url = format!("{}/incoming-call", app.url);
     let forged = twilio::signature::sign(b"other-token", &url, params.iter().copied());
-    assert_eq!(
-        app.post_with_signature("/incoming-call", &params, Some(&forged))
-            .await
-            .status(),
-        403
-    );
+    assert_eq!(app.post_with_signature("/incoming-call", &params, Some(&forged)).await.status(), 403);
     // A correctly signed request for another account.
     let mut other = params.clone();
     other[0] = ("AccountSid", "AC99999999999999999999999999999999");
@@ -236,10 +186,7 @@ async fn signatures_accounts_and_workspaces_are_checked() {
     // An event from another workspace.
     let mut event = reservation_created(TASK, RES, &task_json());
     event[2] = ("WorkspaceSid", "WS99999999999999999999999999999999".into());
-    assert_eq!(
-        app.post_signed("/tr-event-handler", &as_refs(&event)).await.status(),
-        403
-    );
+    assert_eq!(app.post_signed("/tr-event-handler", &as_refs(&event)).await.status(), 403);
     assert!(app.fake.requests().is_empty());
 }
 
@@ -247,9 +194,7 @@ async fn signatures_accounts_and_workspaces_are_checked() {
 async fn oversized_bodies_are_refused() {
     let app = spawn_app().await;
     let big = "x".repeat(70 * 1024);
-    let resp = app
-        .post_signed("/incoming-call", &[("AccountSid", ACCOUNT), ("Junk", &big)])
-        .await;
+    let resp = app.post_signed("/incoming-call", &[("AccountSid", ACCOUNT), ("Junk", &big)]).await;
     assert!(resp.status() == 413 || resp.status() == 400, "{}", resp.status());
 }
 
@@ -258,11 +203,7 @@ async fn a_person_is_bridged_to_the_reservation() {
     let app = spawn_app().await;
     let q =
         format!("/dial-queue?reservationSid={RES}&taskSid={TASK}&location=north&from=%2B12025550143&callSid={CALL}");
-    let params = [
-        ("AccountSid", ACCOUNT),
-        ("CallSid", "CA00000000000000000000000000000002"),
-        ("AnsweredBy", "human"),
-    ];
+    let params = [("AccountSid", ACCOUNT), ("CallSid", "CA00000000000000000000000000000002"), ("AnsweredBy", "human")];
     let resp = app.post_signed(&q, &params).await;
     let body = resp.text().await.unwrap();
     assert_eq!(
@@ -279,48 +220,21 @@ async fn a_machine_is_hung_up_on_and_the_caller_gets_voicemail() {
     app.post_signed("/incoming-call", &inbound(TWILIO_NUMBER)).await;
     let q =
         format!("/dial-queue?reservationSid={RES}&taskSid={TASK}&location=north&from=%2B12025550143&callSid={CALL}");
-    let params = [
-        ("AccountSid", ACCOUNT),
-        ("CallSid", "CA00000000000000000000000000000002"),
-        ("AnsweredBy", "machine_start"),
-    ];
+    let params =
+        [("AccountSid", ACCOUNT), ("CallSid", "CA00000000000000000000000000000002"), ("AnsweredBy", "machine_start")];
     let doc = twiml(app.post_signed(&q, &params).await).await;
     assert_eq!(doc.verbs, [Verb::Hangup]);
 
-    let redirect = app
-        .fake
-        .wait_for(1, |r| r.path.ends_with(&format!("/Calls/{CALL}.json")))
-        .await;
+    let redirect = app.fake.wait_for(1, |r| r.path.ends_with(&format!("/Calls/{CALL}.json"))).await;
     let url = redirect[0].params.get("Url").unwrap();
-    assert!(
-        url.contains("/caller-fallback?location=north&reason=location_voicemail"),
-        "{url}"
-    );
-    let cancel = app
-        .fake
-        .wait_for(1, |r| r.path.ends_with(&format!("/Tasks/{TASK}")))
-        .await;
+    assert!(url.contains("/caller-fallback?location=north&reason=location_voicemail"), "{url}");
+    let cancel = app.fake.wait_for(1, |r| r.path.ends_with(&format!("/Tasks/{TASK}"))).await;
     assert_eq!(cancel[0].path, format!("/v1/Workspaces/{WORKSPACE}/Tasks/{TASK}"));
     assert_eq!(cancel[0].params.get("AssignmentStatus"), Some("canceled"));
-    assert_eq!(
-        app.server
-            .state
-            .store()
-            .call(CALL)
-            .await
-            .unwrap()
-            .unwrap()
-            .outcome
-            .as_str(),
-        "location_voicemail"
-    );
+    assert_eq!(app.server.state.store().call(CALL).await.unwrap().unwrap().outcome.as_str(), "location_voicemail");
 
     // The fallback TwiML offers a recording.
-    let doc = twiml(
-        app.post_signed(url.strip_prefix(&app.url).unwrap(), &inbound(TWILIO_NUMBER))
-            .await,
-    )
-    .await;
+    let doc = twiml(app.post_signed(url.strip_prefix(&app.url).unwrap(), &inbound(TWILIO_NUMBER)).await).await;
     assert!(doc.verbs.iter().any(|v| matches!(v, Verb::Record(_))));
 }
 
@@ -328,11 +242,8 @@ async fn a_machine_is_hung_up_on_and_the_caller_gets_voicemail() {
 async fn machine_can_be_bridged_by_policy() {
     let app = spawn_app_with("[dialing]\non_machine = \"bridge\"").await;
     let q = format!("/dial-queue?reservationSid={RES}&callSid={CALL}");
-    let params = [
-        ("AccountSid", ACCOUNT),
-        ("CallSid", "CA00000000000000000000000000000002"),
-        ("AnsweredBy", "machine_start"),
-    ];
+    let params =
+        [("AccountSid", ACCOUNT), ("CallSid", "CA00000000000000000000000000000002"), ("AnsweredBy", "machine_start")];
     let doc = twiml(app.post_signed(&q, &params).await).await;
     assert!(matches!(&doc.verbs[0], Verb::Dial(d) if matches!(&d.nouns[0], DialNoun::Queue(_))));
 }
@@ -344,12 +255,8 @@ async fn busy_location_sends_the_caller_to_voicemail_and_records_every_status() 
     let q = format!("/status-callback?reservationSid={RES}&taskSid={TASK}&location=north&callSid={CALL}");
     let outbound = "CA00000000000000000000000000000002";
     for (seq, status) in [("0", "initiated"), ("1", "ringing"), ("2", "busy")] {
-        let mut p = vec![
-            ("AccountSid", ACCOUNT),
-            ("CallSid", outbound),
-            ("CallStatus", status),
-            ("SequenceNumber", seq),
-        ];
+        let mut p =
+            vec![("AccountSid", ACCOUNT), ("CallSid", outbound), ("CallStatus", status), ("SequenceNumber", seq)];
         if status == "busy" {
             p.push(("SipResponseCode", "486"));
             p.push(("CallDuration", "0"));
@@ -358,18 +265,10 @@ async fn busy_location_sends_the_caller_to_voicemail_and_records_every_status() 
     }
     let store = app.server.state.store();
     let statuses = store.statuses(outbound).await.unwrap();
-    assert_eq!(
-        statuses.iter().map(|s| s.status.as_str()).collect::<Vec<_>>(),
-        ["initiated", "ringing", "busy"]
-    );
+    assert_eq!(statuses.iter().map(|s| s.status.as_str()).collect::<Vec<_>>(), ["initiated", "ringing", "busy"]);
     assert_eq!(statuses[2].sip_response_code, Some(486));
-    assert_eq!(
-        store.call(CALL).await.unwrap().unwrap().outcome.as_str(),
-        "location_busy"
-    );
-    app.fake
-        .wait_for(1, |r| r.path.ends_with(&format!("/Calls/{CALL}.json")))
-        .await;
+    assert_eq!(store.call(CALL).await.unwrap().unwrap().outcome.as_str(), "location_busy");
+    app.fake.wait_for(1, |r| r.path.ends_with(&format!("/Calls/{CALL}.json"))).await;
     app.fake
         .wait_for(1, |r| {
             r.path.ends_with(&format!("/Tasks/{TASK}")) && r.params.get("AssignmentStatus") == Some("canceled")
@@ -388,10 +287,7 @@ async fn wrapup_completes_the_task_with_a_reason() {
         ("ReservationSid", RES),
     ];
     assert_eq!(app.post_signed("/tr-event-handler", &event).await.status(), 204);
-    let done = app
-        .fake
-        .wait_for(1, |r| r.path.ends_with(&format!("/Tasks/{TASK}")))
-        .await;
+    let done = app.fake.wait_for(1, |r| r.path.ends_with(&format!("/Tasks/{TASK}"))).await;
     assert_eq!(done[0].method, "POST");
     assert_eq!(done[0].params.get("AssignmentStatus"), Some("completed"));
     assert!(done[0].params.get("Reason").is_some());
@@ -400,11 +296,7 @@ async fn wrapup_completes_the_task_with_a_reason() {
 #[tokio::test]
 async fn other_events_are_acknowledged_and_ignored() {
     let app = spawn_app().await;
-    let event = [
-        ("EventType", "worker.activity.update"),
-        ("AccountSid", ACCOUNT),
-        ("WorkspaceSid", WORKSPACE),
-    ];
+    let event = [("EventType", "worker.activity.update"), ("AccountSid", ACCOUNT), ("WorkspaceSid", WORKSPACE)];
     assert_eq!(app.post_signed("/tr-event-handler", &event).await.status(), 204);
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     assert!(app.fake.requests().is_empty());
@@ -416,42 +308,18 @@ async fn twilio_refusing_the_dial_sends_the_caller_to_voicemail() {
     *app.fake.fail_calls_with.lock().unwrap() = Some((400, 21212));
     app.post_signed("/incoming-call", &inbound(TWILIO_NUMBER)).await;
     let event = reservation_created(TASK, RES, &task_json());
-    assert_eq!(
-        app.post_signed("/tr-event-handler", &as_refs(&event)).await.status(),
-        204
-    );
-    let redirect = app
-        .fake
-        .wait_for(1, |r| r.path.ends_with(&format!("/Calls/{CALL}.json")))
-        .await;
+    assert_eq!(app.post_signed("/tr-event-handler", &as_refs(&event)).await.status(), 204);
+    let redirect = app.fake.wait_for(1, |r| r.path.ends_with(&format!("/Calls/{CALL}.json"))).await;
     assert!(redirect[0].params.get("Url").unwrap().contains("reason=dial_failed"));
-    assert_eq!(
-        app.server
-            .state
-            .store()
-            .call(CALL)
-            .await
-            .unwrap()
-            .unwrap()
-            .outcome
-            .as_str(),
-        "dial_failed"
-    );
-    let dials = app
-        .fake
-        .requests()
-        .into_iter()
-        .filter(|r| r.path.ends_with("/Calls.json"))
-        .count();
+    assert_eq!(app.server.state.store().call(CALL).await.unwrap().unwrap().outcome.as_str(), "dial_failed");
+    let dials = app.fake.requests().into_iter().filter(|r| r.path.ends_with("/Calls.json")).count();
     assert_eq!(dials, 1, "a refused dial is not retried");
 }
 
 #[tokio::test]
 async fn lookups_return_the_ivr_data() {
     let app = spawn_app().await;
-    let resp = app
-        .get_signed(&format!("/location-lookup?To=%2B{}", &TWILIO_NUMBER[1..]))
-        .await;
+    let resp = app.get_signed(&format!("/location-lookup?To=%2B{}", &TWILIO_NUMBER[1..])).await;
     assert_eq!(resp.status(), 200);
     let v: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(v["location"], "north");
@@ -463,12 +331,7 @@ async fn lookups_return_the_ivr_data() {
     assert_eq!(v["open"], false);
     assert_eq!(v["timeZone"], "Europe/London");
 
-    let resp = app
-        .client
-        .get(format!("{}/businesshours?location=night", app.url))
-        .send()
-        .await
-        .unwrap();
+    let resp = app.client.get(format!("{}/businesshours?location=night", app.url)).send().await.unwrap();
     assert_eq!(resp.status(), 400, "unsigned look-ups are refused");
 }
 

@@ -60,7 +60,10 @@ async fn find(state: &AppState, req: &TwilioRequest) -> Result<(Vec<Location>, O
     Ok((all, chosen))
 }
 
-pub(super) async fn location_lookup(State(state): State<AppState>, req: TwilioRequest) -> Result<Json<Value>, WebhookError> {
+pub(super) async fn location_lookup(
+    State(state): State<AppState>,
+    req: TwilioRequest,
+) -> Result<Json<Value>, WebhookError> {
     let (all, chosen) = find(&state, &req).await?;
     if all.is_empty() {
         return Err(WebhookError::BadRequest("no location serves that number or has that name".into()));
@@ -71,8 +74,12 @@ pub(super) async fn location_lookup(State(state): State<AppState>, req: TwilioRe
     Ok(Json(body))
 }
 
-pub(super) async fn business_hours(State(state): State<AppState>, req: TwilioRequest) -> Result<Json<Value>, WebhookError> {
+pub(super) async fn business_hours(
+    State(state): State<AppState>,
+    req: TwilioRequest,
+) -> Result<Json<Value>, WebhookError> {
     let (_, chosen) = find(&state, &req).await?;
-    let loc = chosen.ok_or_else(|| WebhookError::BadRequest("no single location matches; give location or Digits".into()))?;
+    let loc =
+        chosen.ok_or_else(|| WebhookError::BadRequest("no single location matches; give location or Digits".into()))?;
     Ok(Json(describe(&loc, Timestamp::now())))
 }

@@ -52,15 +52,7 @@ impl AppState {
     pub fn new(settings: Settings, store: Store, notifier: Notifier) -> Self {
         let workspace_sid = RwLock::new(settings.twilio.workspace_sid.clone());
         let workflow_sid = RwLock::new(settings.twilio.workflow_sid.clone());
-        Self {
-            inner: Arc::new(Inner {
-                settings,
-                store,
-                notifier,
-                workspace_sid,
-                workflow_sid,
-            }),
-        }
+        Self { inner: Arc::new(Inner { settings, store, notifier, workspace_sid, workflow_sid }) }
     }
 
     pub fn settings(&self) -> &Settings {
@@ -76,9 +68,7 @@ impl AppState {
     }
 
     pub(crate) fn urls(&self) -> Urls<'_> {
-        Urls {
-            base: &self.inner.settings.public_url,
-        }
+        Urls { base: &self.inner.settings.public_url }
     }
 
     pub(crate) async fn workspace_sid(&self) -> anyhow::Result<Option<WorkspaceSid>> {
@@ -118,21 +108,12 @@ pub fn router(state: AppState) -> Router {
         .route("/dial-queue", post(voice::dial_queue))
         .route("/status-callback", post(voice::status_callback))
         .route("/tr-event-handler", post(events::tr_event_handler))
-        .route(
-            "/location-lookup",
-            get(lookup::location_lookup).post(lookup::location_lookup),
-        )
-        .route(
-            "/businesshours",
-            get(lookup::business_hours).post(lookup::business_hours),
-        )
+        .route("/location-lookup", get(lookup::location_lookup).post(lookup::location_lookup))
+        .route("/businesshours", get(lookup::business_hours).post(lookup::business_hours))
         .route("/healthz", get(healthz))
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(max_body))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_secs(10),
-        ))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(10)))
         .layer(CatchPanicLayer::new())
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             tracing::info_span!(
@@ -200,24 +181,17 @@ pub struct TwilioRequest {
 impl TwilioRequest {
     /// A parameter from the body, else from the query.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.params
-            .get(key)
-            .or_else(|| self.query.get(key))
-            .filter(|v| !v.is_empty())
+        self.params.get(key).or_else(|| self.query.get(key)).filter(|v| !v.is_empty())
     }
 
     pub fn require(&self, key: &str) -> Result<&str, WebhookError> {
-        self.get(key)
-            .ok_or_else(|| WebhookError::BadRequest(format!("missing parameter {key}")))
+        self.get(key).ok_or_else(|| WebhookError::BadRequest(format!("missing parameter {key}")))
     }
 
     /// The body parameters as JSON, for the audit log.
     pub fn to_json(&self) -> String {
-        let map: serde_json::Map<String, serde_json::Value> = self
-            .params
-            .iter()
-            .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v.to_owned())))
-            .collect();
+        let map: serde_json::Map<String, serde_json::Value> =
+            self.params.iter().map(|(k, v)| (k.to_owned(), serde_json::Value::String(v.to_owned()))).collect();
         serde_json::Value::Object(map).to_string()
     }
 }
@@ -233,18 +207,12 @@ impl FromRequest<AppState> for TwilioRequest {
         let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let query = Params::parse(parts.uri.query().unwrap_or_default().as_bytes());
         let is_json = content_type_is(&parts.headers, "application/json");
-        let params = if is_json || parts.method == axum::http::Method::GET {
-            Params::new()
-        } else {
-            Params::parse(&body)
-        };
+        let params =
+            if is_json || parts.method == axum::http::Method::GET { Params::new() } else { Params::parse(&body) };
 
         let span = Span::current();
-        for (param, field) in [
-            ("CallSid", "call_sid"),
-            ("TaskSid", "task_sid"),
-            ("ReservationSid", "reservation_sid"),
-        ] {
+        for (param, field) in [("CallSid", "call_sid"), ("TaskSid", "task_sid"), ("ReservationSid", "reservation_sid")]
+        {
             if let Some(v) = params.get(param).or_else(|| query.get(param)) {
                 span.record(field, v);
             }
@@ -278,13 +246,7 @@ fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .eq_ignore_ascii_case(want)
-        })
+        .is_some_and(|v| v.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case(want))
 }
 
 /// A TwiML response.
@@ -292,14 +254,7 @@ pub struct TwiML(pub twilio::twiml::Response);
 
 impl IntoResponse for TwiML {
     fn into_response(self) -> Response {
-        (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/xml; charset=utf-8"),
-            )],
-            self.0.to_xml(),
-        )
-            .into_response()
+        ([(header::CONTENT_TYPE, HeaderValue::from_static("text/xml; charset=utf-8"))], self.0.to_xml()).into_response()
     }
 }
 

@@ -43,12 +43,7 @@ pub(super) async fn incoming_call(State(state): State<AppState>, req: TwilioRequ
 pub(super) async fn menu(State(state): State<AppState>, req: TwilioRequest) -> Result<TwiML, WebhookError> {
     let call_sid = param_sid(&req, "CallSid")?;
     let to = req.require("To")?;
-    let attempt: u32 = req
-        .query
-        .get("attempt")
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(0)
-        .min(10);
+    let attempt: u32 = req.query.get("attempt").and_then(|a| a.parse().ok()).unwrap_or(0).min(10);
     let locations = state.store().locations_for_number(to).await?;
     if locations.is_empty() {
         state.store().settle_outcome(call_sid, Outcome::NotInService).await?;
@@ -74,19 +69,9 @@ async fn route_to(
         .workflow_sid()
         .await?
         .ok_or_else(|| WebhookError::NotReady("no workflow SID: run `call-router provision` first".into()))?;
-    let caller = Caller {
-        number: req.get("From").unwrap_or("anonymous"),
-        call_token: req.get("CallToken"),
-    };
-    let (twiml, routed) = ivr::route(
-        state.settings(),
-        &state.urls(),
-        workflow.as_str(),
-        location,
-        &caller,
-        Timestamp::now(),
-        greet,
-    );
+    let caller = Caller { number: req.get("From").unwrap_or("anonymous"), call_token: req.get("CallToken") };
+    let (twiml, routed) =
+        ivr::route(state.settings(), &state.urls(), workflow.as_str(), location, &caller, Timestamp::now(), greet);
     if routed == Routed::Closed {
         store.settle_outcome(call_sid, Outcome::AfterHours).await?;
     }
@@ -108,11 +93,7 @@ pub(super) async fn hold(State(state): State<AppState>, req: TwilioRequest) -> R
             {
                 actions.push(Action::CancelTask { task_sid: task, reason: "caller waited too long".into() });
             }
-            if state
-                .store()
-                .settle_with_actions(call_sid, Outcome::QueueTimeout, &actions)
-                .await?
-            {
+            if state.store().settle_with_actions(call_sid, Outcome::QueueTimeout, &actions).await? {
                 state.notifier().notify();
             }
         }
@@ -126,9 +107,7 @@ pub(super) async fn enqueue_action(State(state): State<AppState>, req: TwilioReq
     let call_sid = param_sid(&req, "CallSid")?;
     let result = req.get("QueueResult").unwrap_or("error");
     let store = state.store();
-    store
-        .record_event("voice", &format!("queue.{result}"), Some(call_sid), &req.to_json())
-        .await?;
+    store.record_event("voice", &format!("queue.{result}"), Some(call_sid), &req.to_json()).await?;
     let settings = state.settings();
     match result {
         "bridged" => {
@@ -142,10 +121,7 @@ pub(super) async fn enqueue_action(State(state): State<AppState>, req: TwilioReq
             if let Some(outbound) = store.call(call_sid).await?.and_then(|c| c.outbound_call_sid) {
                 actions.push(Action::HangUpCall { call_sid: outbound });
             }
-            if store
-                .settle_with_actions(call_sid, Outcome::CallerHungUp, &actions)
-                .await?
-            {
+            if store.settle_with_actions(call_sid, Outcome::CallerHungUp, &actions).await? {
                 state.notifier().notify();
             }
             Ok(TwiML(ivr::empty()))
@@ -179,11 +155,7 @@ async fn location_of(state: &AppState, req: &TwilioRequest) -> Result<Option<Loc
 
 /// Where the caller is redirected after a failed attempt to reach the location.
 pub(super) async fn caller_fallback(State(state): State<AppState>, req: TwilioRequest) -> Result<TwiML, WebhookError> {
-    let reason = req
-        .query
-        .get("reason")
-        .and_then(Outcome::parse)
-        .unwrap_or(Outcome::DialFailed);
+    let reason = req.query.get("reason").and_then(Outcome::parse).unwrap_or(Outcome::DialFailed);
     let settings = state.settings();
     Ok(TwiML(match location_of(&state, &req).await? {
         Some(l) => ivr::fallback(settings, &state.urls(), &l, reason),
@@ -220,23 +192,12 @@ pub(super) async fn dial_queue(State(state): State<AppState>, req: TwilioRequest
     }
     // Leave the location's machine alone and give the caller voicemail here.
     if let Some(inbound) = req.query.get("callSid") {
-        let mut actions = vec![redirect_caller(
-            &state,
-            inbound,
-            req.query.get("location"),
-            Outcome::LocationVoicemail,
-        )];
+        let mut actions = vec![redirect_caller(&state, inbound, req.query.get("location"), Outcome::LocationVoicemail)];
         if let Some(task) = req.query.get("taskSid") {
-            actions.push(Action::CancelTask {
-                task_sid: task.to_owned(),
-                reason: format!("answered by {answered_by}"),
-            });
+            actions
+                .push(Action::CancelTask { task_sid: task.to_owned(), reason: format!("answered by {answered_by}") });
         }
-        if state
-            .store()
-            .settle_with_actions(inbound, Outcome::LocationVoicemail, &actions)
-            .await?
-        {
+        if state.store().settle_with_actions(inbound, Outcome::LocationVoicemail, &actions).await? {
             state.notifier().notify();
         }
     }
@@ -245,14 +206,9 @@ pub(super) async fn dial_queue(State(state): State<AppState>, req: TwilioRequest
 }
 
 fn redirect_caller(state: &AppState, inbound: &str, location: Option<&str>, reason: Outcome) -> Action {
-    let url = state.urls().url(
-        "/caller-fallback",
-        &[("location", location.unwrap_or("")), ("reason", reason.as_str())],
-    );
-    Action::RedirectCaller {
-        call_sid: inbound.to_owned(),
-        url,
-    }
+    let url =
+        state.urls().url("/caller-fallback", &[("location", location.unwrap_or("")), ("reason", reason.as_str())]);
+    Action::RedirectCaller { call_sid: inbound.to_owned(), url }
 }
 
 /// Every status of the outbound leg is recorded; a failed attempt sends the
@@ -304,10 +260,7 @@ pub(super) async fn status_callback(State(state): State<AppState>, req: TwilioRe
     if let (Some(outcome), Some(inbound)) = (outcome, inbound) {
         let mut actions = vec![redirect_caller(&state, &inbound, req.query.get("location"), outcome)];
         if let Some(task) = req.query.get("taskSid") {
-            actions.push(Action::CancelTask {
-                task_sid: task.to_owned(),
-                reason: format!("location {status}"),
-            });
+            actions.push(Action::CancelTask { task_sid: task.to_owned(), reason: format!("location {status}") });
         }
         if state.store().settle_with_actions(&inbound, outcome, &actions).await? {
             tracing::info!(%outcome, "location not reached; caller offered voicemail");

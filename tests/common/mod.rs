@@ -58,7 +58,13 @@ impl FakeTwilio {
     }
 }
 
-async fn fake_handler(State(fake): State<FakeTwilio>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+async fn fake_handler(
+    State(fake): State<FakeTwilio>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
     let expected = format!("Basic {}", base64_encode(&format!("{ACCOUNT}:{TOKEN}")));
     let authorized = headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(expected.as_str());
     let path = uri.path().to_owned();
@@ -169,7 +175,13 @@ pub async fn spawn_app_with(extra_toml: &str) -> TestApp {
         location("north", None, TWILIO_NUMBER, "+14155550123", always_open("America/New_York")),
         location("east", Some("1"), SHARED_NUMBER, "+14155550124", always_open("America/Chicago")),
         location("west", Some("2"), SHARED_NUMBER, "+14155550125", always_open("America/Los_Angeles")),
-        location("night", None, CLOSED_NUMBER, "+14155550126", HoursSpec { time_zone: "Europe/London".into(), ..HoursSpec::default() }),
+        location(
+            "night",
+            None,
+            CLOSED_NUMBER,
+            "+14155550126",
+            HoursSpec { time_zone: "Europe/London".into(), ..HoursSpec::default() },
+        ),
     ];
     call_router::cli::import(&store, &specs).await.unwrap();
     store.set_resource("workspace", "main", WORKSPACE).await.unwrap();
@@ -187,7 +199,12 @@ impl TestApp {
         self.post_with_signature(path_and_query, params, Some(&sig)).await
     }
 
-    pub async fn post_with_signature(&self, path_and_query: &str, params: &[(&str, &str)], sig: Option<&str>) -> reqwest::Response {
+    pub async fn post_with_signature(
+        &self,
+        path_and_query: &str,
+        params: &[(&str, &str)],
+        sig: Option<&str>,
+    ) -> reqwest::Response {
         let body: Params = params.iter().map(|(k, v)| (*k, *v)).collect();
         let mut req = self
             .client

@@ -17,22 +17,13 @@ pub struct ErrorBody {
 
 impl ErrorBody {
     pub fn new(status: u16, code: u32, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            more_info: format!("https://www.twilio.com/docs/errors/{code}"),
-            status,
-        }
+        Self { code, message: message.into(), more_info: format!("https://www.twilio.com/docs/errors/{code}"), status }
     }
 }
 
 impl std::fmt::Display for ErrorBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Twilio error {} (HTTP {}): {} [{}]",
-            self.code, self.status, self.message, self.more_info
-        )
+        write!(f, "Twilio error {} (HTTP {}): {} [{}]", self.code, self.status, self.message, self.more_info)
     }
 }
 

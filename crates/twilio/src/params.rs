@@ -160,10 +160,7 @@ mod tests {
     #[test]
     fn repeated_keys_survive() {
         let p = Params::parse(b"StatusCallbackEvent=initiated&StatusCallbackEvent=ringing&To=%2B14155550100");
-        assert_eq!(
-            p.get_all("StatusCallbackEvent").collect::<Vec<_>>(),
-            ["initiated", "ringing"]
-        );
+        assert_eq!(p.get_all("StatusCallbackEvent").collect::<Vec<_>>(), ["initiated", "ringing"]);
         assert_eq!(p.get("To"), Some("+14155550100"));
     }
 

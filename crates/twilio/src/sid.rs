@@ -15,11 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SidError {
     #[error("expected a {expected} SID ({prefix} followed by 32 hex digits), got {got:?}")]
-    Malformed {
-        expected: &'static str,
-        prefix: &'static str,
-        got: String,
-    },
+    Malformed { expected: &'static str, prefix: &'static str, got: String },
 }
 
 /// Checks `s` against a prefix without allocating. Twilio's SIDs use lowercase

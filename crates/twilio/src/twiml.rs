@@ -25,11 +25,7 @@ pub enum TwimlError {
     #[error("unknown verb <{0}>")]
     UnknownVerb(String),
     #[error("<{verb}> attribute {attr}={value:?} is invalid")]
-    Attribute {
-        verb: String,
-        attr: &'static str,
-        value: String,
-    },
+    Attribute { verb: String, attr: &'static str, value: String },
     #[error("<{0}> needs text content")]
     Empty(String),
 }
@@ -53,11 +49,7 @@ impl Method {
         match s.to_ascii_uppercase().as_str() {
             "GET" => Ok(Method::Get),
             "POST" => Ok(Method::Post),
-            _ => Err(TwimlError::Attribute {
-                verb: verb.into(),
-                attr: "method",
-                value: s.into(),
-            }),
+            _ => Err(TwimlError::Attribute { verb: verb.into(), attr: "method", value: s.into() }),
         }
     }
 }
@@ -101,10 +93,7 @@ pub struct Say {
 
 impl Say {
     pub fn new(text: impl Into<String>) -> Self {
-        Self {
-            text: text.into(),
-            ..Self::default()
-        }
+        Self { text: text.into(), ..Self::default() }
     }
 }
 
@@ -240,11 +229,7 @@ fn escape(s: &str, attribute: bool) -> String {
 
 impl El {
     fn new(name: &'static str) -> Self {
-        Self {
-            name,
-            attrs: Vec::new(),
-            content: Content::Empty,
-        }
+        Self { name, attrs: Vec::new(), content: Content::Empty }
     }
     fn attr(mut self, name: &'static str, value: Option<impl ToString>) -> Self {
         if let Some(v) = value {
@@ -257,11 +242,7 @@ impl El {
         self
     }
     fn children(mut self, children: Vec<El>) -> Self {
-        self.content = if children.is_empty() {
-            Content::Empty
-        } else {
-            Content::Children(children)
-        };
+        self.content = if children.is_empty() { Content::Empty } else { Content::Children(children) };
         self
     }
 
@@ -466,9 +447,7 @@ fn attr_num<T: std::str::FromStr>(n: Node, name: &'static str) -> Result<Option<
 }
 
 fn attr_method(n: Node, name: &'static str) -> Result<Option<Method>, TwimlError> {
-    n.attribute(name)
-        .map(|v| Method::parse(n.tag_name().name(), v))
-        .transpose()
+    n.attribute(name).map(|v| Method::parse(n.tag_name().name(), v)).transpose()
 }
 
 fn attr_bool(n: Node, name: &'static str) -> Result<Option<bool>, TwimlError> {
@@ -477,23 +456,14 @@ fn attr_bool(n: Node, name: &'static str) -> Result<Option<bool>, TwimlError> {
         Some(v) => match v.trim().to_ascii_lowercase().as_str() {
             "true" => Ok(Some(true)),
             "false" => Ok(Some(false)),
-            _ => Err(TwimlError::Attribute {
-                verb: n.tag_name().name().into(),
-                attr: name,
-                value: v.into(),
-            }),
+            _ => Err(TwimlError::Attribute { verb: n.tag_name().name().into(), attr: name, value: v.into() }),
         },
     }
 }
 
 /// The text content of an element, trimmed.
 fn text(n: Node) -> String {
-    n.children()
-        .filter(|c| c.is_text())
-        .filter_map(|c| c.text())
-        .collect::<String>()
-        .trim()
-        .to_owned()
+    n.children().filter(|c| c.is_text()).filter_map(|c| c.text()).collect::<String>().trim().to_owned()
 }
 
 fn elements<'a, 'i>(n: Node<'a, 'i>) -> impl Iterator<Item = Node<'a, 'i>> {
@@ -502,10 +472,7 @@ fn elements<'a, 'i>(n: Node<'a, 'i>) -> impl Iterator<Item = Node<'a, 'i>> {
 
 fn no_children(n: Node) -> Result<(), TwimlError> {
     match elements(n).next() {
-        Some(c) => Err(TwimlError::Nesting {
-            parent: n.tag_name().name().into(),
-            child: c.tag_name().name().into(),
-        }),
+        Some(c) => Err(TwimlError::Nesting { parent: n.tag_name().name().into(), child: c.tag_name().name().into() }),
         None => Ok(()),
     }
 }
@@ -525,19 +492,14 @@ impl Say {
 impl Play {
     fn parse(n: Node) -> Result<Self, TwimlError> {
         no_children(n)?;
-        Ok(Play {
-            url: text(n),
-            loop_count: attr_num(n, "loop")?,
-        })
+        Ok(Play { url: text(n), loop_count: attr_num(n, "loop")? })
     }
 }
 
 impl Pause {
     fn parse(n: Node) -> Result<Self, TwimlError> {
         no_children(n)?;
-        Ok(Pause {
-            length: attr_num(n, "length")?,
-        })
+        Ok(Pause { length: attr_num(n, "length")? })
     }
 }
 
@@ -554,10 +516,7 @@ impl Verb {
                         "Say" => Say::parse(c).map(Prompt::Say),
                         "Play" => Play::parse(c).map(Prompt::Play),
                         "Pause" => Pause::parse(c).map(Prompt::Pause),
-                        other => Err(TwimlError::Nesting {
-                            parent: "Gather".into(),
-                            child: other.into(),
-                        }),
+                        other => Err(TwimlError::Nesting { parent: "Gather".into(), child: other.into() }),
                     })
                     .collect::<Result<_, _>>()?;
                 Verb::Gather(Gather {
@@ -576,10 +535,7 @@ impl Verb {
                 if url.is_empty() {
                     return Err(TwimlError::Empty("Redirect".into()));
                 }
-                Verb::Redirect(Redirect {
-                    url,
-                    method: attr_method(n, "method")?,
-                })
+                Verb::Redirect(Redirect { url, method: attr_method(n, "method")? })
             }
             "Hangup" => {
                 no_children(n)?;
@@ -593,11 +549,7 @@ impl Verb {
                 no_children(n)?;
                 let reason = attr_str(n, "reason");
                 if let Some(r) = reason.as_ref().filter(|r| *r != "busy" && *r != "rejected") {
-                    return Err(TwimlError::Attribute {
-                        verb: "Reject".into(),
-                        attr: "reason",
-                        value: r.clone(),
-                    });
+                    return Err(TwimlError::Attribute { verb: "Reject".into(), attr: "reason", value: r.clone() });
                 }
                 Verb::Reject(Reject { reason })
             }
@@ -659,10 +611,7 @@ impl Verb {
                                 url: attr_str(c, "url"),
                             }))
                         }
-                        other => Err(TwimlError::Nesting {
-                            parent: "Dial".into(),
-                            child: other.into(),
-                        }),
+                        other => Err(TwimlError::Nesting { parent: "Dial".into(), child: other.into() }),
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 let bare = text(n);
@@ -707,20 +656,14 @@ mod tests {
                 action: Some("/menu?x=1&y=2".into()),
                 num_digits: Some(1),
                 timeout: Some(5),
-                prompts: vec![
-                    Prompt::Say(Say::new("Press 1")),
-                    Prompt::Pause(Pause { length: Some(1) }),
-                ],
+                prompts: vec![Prompt::Say(Say::new("Press 1")), Prompt::Pause(Pause { length: Some(1) })],
                 ..Gather::default()
             }))
             .verb(Verb::Enqueue(Enqueue {
                 workflow_sid: Some("WW0123456789abcdef0123456789abcdef".into()),
                 wait_url: Some("/hold".into()),
                 action: Some("/enqueue-action".into()),
-                task: Some(Task {
-                    attributes: r#"{"location":"north","note":"<&>"}"#.into(),
-                    ..Task::default()
-                }),
+                task: Some(Task { attributes: r#"{"location":"north","note":"<&>"}"#.into(), ..Task::default() }),
                 ..Enqueue::default()
             }))
             .verb(Verb::Dial(Dial {
@@ -736,18 +679,10 @@ mod tests {
                 play_beep: Some(true),
                 ..Record::default()
             }))
-            .verb(Verb::Redirect(Redirect {
-                url: "/again".into(),
-                method: Some(Method::Post),
-            }))
-            .verb(Verb::Reject(Reject {
-                reason: Some("busy".into()),
-            }))
+            .verb(Verb::Redirect(Redirect { url: "/again".into(), method: Some(Method::Post) }))
+            .verb(Verb::Reject(Reject { reason: Some("busy".into()) }))
             .verb(Verb::Pause(Pause::default()))
-            .verb(Verb::Play(Play {
-                url: "https://x/y.mp3".into(),
-                loop_count: Some(0),
-            }))
+            .verb(Verb::Play(Play { url: "https://x/y.mp3".into(), loop_count: Some(0) }))
             .verb(Verb::Leave)
             .verb(Verb::Hangup)
     }
@@ -768,10 +703,7 @@ mod tests {
         );
         assert!(xml.contains(r#"action="/menu?x=1&amp;y=2""#), "{xml}");
         assert!(xml.contains("&lt;&amp;&gt;"), "{xml}");
-        assert!(
-            xml.starts_with(r#"<?xml version="1.0" encoding="UTF-8"?><Response>"#),
-            "{xml}"
-        );
+        assert!(xml.starts_with(r#"<?xml version="1.0" encoding="UTF-8"?><Response>"#), "{xml}");
     }
 
     /// Found by the `twiml_parse` fuzz target: a queue name beside a `<Task>` was dropped on rendering, and
@@ -791,10 +723,7 @@ mod tests {
     #[test]
     fn dial_queue_renders_exactly() {
         let doc = Response::new().verb(Verb::Dial(Dial {
-            nouns: vec![DialNoun::Queue(Queue {
-                reservation_sid: Some("WRabc".into()),
-                ..Queue::default()
-            })],
+            nouns: vec![DialNoun::Queue(Queue { reservation_sid: Some("WRabc".into()), ..Queue::default() })],
             ..Dial::default()
         }));
         assert_eq!(
