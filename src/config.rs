@@ -17,8 +17,10 @@ use crate::domain::LocationSpec;
 /// A configuration problem, naming the field it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    // The IO error is part of the message and deliberately not a `source`, so that an
+    // error chain printed with `{:#}` does not say it twice.
+    #[error("cannot read config file {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("config file {path}: {message}")]
     Parse { path: String, message: String },
     #[error("{field}: {message}")]
@@ -209,7 +211,7 @@ impl Settings {
         let raw = match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
-                    .map_err(|source| ConfigError::Read { path: p.display().to_string(), source })?;
+                    .map_err(|error| ConfigError::Read { path: p.display().to_string(), error })?;
                 Self::parse_raw(&text, &p.display().to_string())?
             }
             None => RawSettings::default(),
