@@ -145,18 +145,12 @@ impl Dispatcher {
                 self.twilio.update_call(call_sid, &p).await.map(drop)
             }
             Action::HangUpCall { call_sid } => {
-                // `canceled` stops a call that is still ringing; `completed`
-                // one that was answered. Try the first, then the second.
+                // `completed` hangs up a call in any live state. `canceled` would be ignored,
+                // with a 200, once the location has answered (during answering-machine
+                // detection, say), leaving that leg to be bridged to nobody.
                 let mut p = Params::new();
-                p.push("Status", "canceled");
-                match self.twilio.update_call(call_sid, &p).await {
-                    Ok(_) => Ok(()),
-                    Err(_) => {
-                        let mut p = Params::new();
-                        p.push("Status", "completed");
-                        self.twilio.update_call(call_sid, &p).await.map(drop)
-                    }
-                }
+                p.push("Status", "completed");
+                self.twilio.update_call(call_sid, &p).await.map(drop)
             }
             Action::CancelTask { task_sid, reason } => self.task_status(task_sid, "canceled", reason).await,
             Action::CompleteTask { task_sid, reason } => self.task_status(task_sid, "completed", reason).await,

@@ -184,6 +184,11 @@ pub fn dial_queue(reservation_sid: &str) -> Response {
     }))
 }
 
+/// What the location hears when it answers for a caller who is no longer there.
+pub fn caller_gone(settings: &Settings) -> Response {
+    Response::new().verb(Verb::Say(say(settings, "Sorry, the caller has already hung up. Goodbye."))).verb(Verb::Hangup)
+}
+
 pub fn hangup() -> Response {
     Response::new().verb(Verb::Hangup)
 }

@@ -397,3 +397,47 @@ async fn the_callers_own_completed_status_does_not_override_a_reserved_call() {
     let call = app.server.state.store().call(CALL).await.unwrap().unwrap();
     assert_eq!(call.outcome, call_router::domain::Outcome::Connected);
 }
+
+#[tokio::test]
+async fn a_location_answering_for_a_caller_who_left_is_not_bridged() {
+    let app = spawn_app().await;
+    app.post_signed("/incoming-call", &inbound(TWILIO_NUMBER)).await;
+    let gone = [("AccountSid", ACCOUNT), ("CallSid", CALL), ("QueueResult", "hangup")];
+    app.post_signed("/enqueue-action?location=north", &gone).await;
+    let answered =
+        [("AccountSid", ACCOUNT), ("CallSid", "CA00000000000000000000000000000002"), ("AnsweredBy", "human")];
+    let doc = twiml(
+        app.post_signed(&format!("/dial-queue?reservationSid={RES}&taskSid={TASK}&callSid={CALL}"), &answered).await,
+    )
+    .await;
+    assert!(!doc.verbs.iter().any(|v| matches!(v, Verb::Dial(_))), "{doc:?}");
+    assert!(matches!(doc.verbs.last(), Some(Verb::Hangup)), "{doc:?}");
+    // While a caller who is still waiting is bridged as usual.
+    let other = "CA00000000000000000000000000000003";
+    let doc = twiml(
+        app.post_signed(&format!("/dial-queue?reservationSid={RES}&taskSid={TASK}&callSid={other}"), &answered).await,
+    )
+    .await;
+    assert!(matches!(doc.verbs.first(), Some(Verb::Dial(_))), "{doc:?}");
+}
+
+#[tokio::test]
+async fn a_caller_lost_while_being_bridged_counts_as_a_hang_up() {
+    let app = spawn_app().await;
+    app.post_signed("/incoming-call", &inbound(TWILIO_NUMBER)).await;
+    let exit = [("AccountSid", ACCOUNT), ("CallSid", CALL), ("QueueResult", "bridging-in-process")];
+    assert_eq!(app.post_signed("/enqueue-action?location=north", &exit).await.status(), 200);
+    let call = app.server.state.store().call(CALL).await.unwrap().unwrap();
+    assert_eq!(call.outcome, call_router::domain::Outcome::CallerHungUp);
+}
+
+#[tokio::test]
+async fn an_unprovisioned_server_offers_voicemail_instead_of_an_error() {
+    let app = spawn_app().await;
+    app.server.state.store().remove_resource("workflow", "main").await.unwrap();
+    let doc = twiml(app.post_signed("/incoming-call", &inbound(TWILIO_NUMBER)).await).await;
+    assert!(doc.verbs.iter().any(|v| matches!(v, Verb::Record(_))), "{doc:?}");
+    assert!(!doc.verbs.iter().any(|v| matches!(v, Verb::Enqueue(_))), "{doc:?}");
+    let call = app.server.state.store().call(CALL).await.unwrap().unwrap();
+    assert_eq!(call.outcome, call_router::domain::Outcome::DialFailed);
+}

@@ -65,10 +65,14 @@ async fn route_to(
 ) -> Result<TwiML, WebhookError> {
     let store = state.store();
     store.set_call_location(call_sid, &location.name).await?;
-    let workflow = state
-        .workflow_sid()
-        .await?
-        .ok_or_else(|| WebhookError::NotReady("no workflow SID: run `call-router provision` first".into()))?;
+    let Some(workflow) = state.workflow_sid().await? else {
+        // Not provisioned yet. A 503 would make Twilio play its "application error" to the
+        // caller; voicemail still works without TaskRouter, so offer that.
+        tracing::error!(location = %location.name, "no workflow SID: run `call-router provision`; caller offered voicemail");
+        store.settle_outcome(call_sid, Outcome::DialFailed).await?;
+        let msg = "Sorry, we cannot connect your call right now.";
+        return Ok(TwiML(ivr::voicemail(state.settings(), &state.urls(), &location.name, msg)));
+    };
     let caller = Caller { number: req.get("From").unwrap_or("anonymous"), call_token: req.get("CallToken") };
     let (twiml, routed) =
         ivr::route(state.settings(), &state.urls(), workflow.as_str(), location, &caller, Timestamp::now(), greet);
@@ -114,7 +118,8 @@ pub(super) async fn enqueue_action(State(state): State<AppState>, req: TwilioReq
             store.settle_outcome(call_sid, Outcome::Connected).await?;
             Ok(TwiML(ivr::goodbye(settings)))
         }
-        "hangup" => {
+        // `bridging-in-process`: the caller hung up just as the location was being connected.
+        "hangup" | "bridging-in-process" => {
             // The caller is gone. If the location's phone is still ringing,
             // stop it; TaskRouter cancels the task itself.
             let mut actions = Vec::new();
@@ -188,6 +193,16 @@ pub(super) async fn dial_queue(State(state): State<AppState>, req: TwilioRequest
         _ => state.settings().dialing.on_machine,
     };
     if policy == AnsweredByPolicy::Bridge {
+        // The caller may have hung up, or been sent to voicemail, while this phone rang:
+        // bridging would connect the location to nobody.
+        if let Some(inbound) = req.query.get("callSid")
+            && let Some(call) = state.store().call(inbound).await?
+            && call.outcome.is_final()
+            && call.outcome != Outcome::Connected
+        {
+            tracing::info!(outcome = %call.outcome, "the caller is gone; not bridging the location");
+            return Ok(TwiML(ivr::caller_gone(state.settings())));
+        }
         return Ok(TwiML(ivr::dial_queue(reservation)));
     }
     // Leave the location's machine alone and give the caller voicemail here.
@@ -211,8 +226,6 @@ fn redirect_caller(state: &AppState, inbound: &str, location: Option<&str>, reas
     Action::RedirectCaller { call_sid: inbound.to_owned(), url }
 }
 
-/// Every status of the outbound leg is recorded; a failed attempt sends the
-/// caller to voicemail and cancels the task.
 /// The number's own status callback reports the caller's leg. When it ends before any
 /// reservation was linked to it (the caller hung up during the greeting or at the menu, or
 /// while queued), nothing else will settle it, so this does. A call with a reservation is
@@ -232,6 +245,9 @@ async fn settle_caller_gone_before_queue(state: &AppState, call_sid: &str, statu
     Ok(())
 }
 
+/// Every status of the outbound leg is recorded; a failed attempt sends the
+/// caller to voicemail and cancels the task. Statuses of the caller's own leg
+/// (no `callSid` in the query) are recorded too, and may settle a hang-up.
 pub(super) async fn status_callback(State(state): State<AppState>, req: TwilioRequest) -> Result<TwiML, WebhookError> {
     let call_sid = param_sid(&req, "CallSid")?;
     let status = req.require("CallStatus")?;
