@@ -233,7 +233,7 @@ impl FromRequest<AppState> for TwilioRequest {
                 SignatureError::Mismatch | SignatureError::BodyHashMismatch => WebhookError::BadSignature,
             })?;
         }
-        if let Some(account) = params.get("AccountSid")
+        if let Some(account) = params.get("AccountSid").or_else(|| query.get("AccountSid"))
             && account != settings.twilio.account_sid.as_str()
         {
             return Err(WebhookError::Forbidden(format!("AccountSid {account} is not this server's account")));

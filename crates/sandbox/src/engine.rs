@@ -95,7 +95,8 @@ pub fn create_workspace(st: &mut State, now: VMs, friendly_name: &str) -> String
             events_filter: None,
             default_activity_sid: acts[0].clone(),
             timeout_activity_sid: acts[0].clone(),
-            multi_task_enabled: true,
+            // Twilio's default: a worker takes one task at a time unless the workspace says otherwise.
+            multi_task_enabled: false,
             prioritize_queue_order: "FIFO".into(),
             created: now,
             updated: now,

@@ -29,7 +29,7 @@ pub enum SignatureError {
     Missing,
     #[error("the X-Twilio-Signature header does not match the request")]
     Mismatch,
-    #[error("the body's SHA-256 does not match the bodySHA256 query parameter")]
+    #[error("the URL has no bodySHA256 query parameter, or it does not match the body's SHA-256")]
     BodyHashMismatch,
 }
 
@@ -89,16 +89,14 @@ pub fn validate_form<'a>(
 }
 
 /// Checks a JSON request: the URL signature, then the body against the
-/// `bodySHA256` query parameter. A URL without `bodySHA256` is validated as
-/// a form request with no parameters.
+/// `bodySHA256` query parameter. The signature covers only the URL, so a URL
+/// without `bodySHA256` would leave the body unauthenticated: it is refused.
 pub fn validate_json(auth_token: &[u8], url: &str, body: &[u8], signature: Option<&str>) -> Result<(), SignatureError> {
     validate_form(auth_token, url, std::iter::empty(), signature)?;
-    if let Some(expected) = query_param(url, "bodySHA256") {
-        let actual = body_sha256(body);
-        // Both are public digests; a plain comparison leaks nothing secret.
-        if !actual.eq_ignore_ascii_case(&expected) {
-            return Err(SignatureError::BodyHashMismatch);
-        }
+    let expected = query_param(url, "bodySHA256").ok_or(SignatureError::BodyHashMismatch)?;
+    // Both are public digests; a plain comparison leaks nothing secret.
+    if !body_sha256(body).eq_ignore_ascii_case(&expected) {
+        return Err(SignatureError::BodyHashMismatch);
     }
     Ok(())
 }
@@ -285,5 +283,11 @@ mod tests {
         let sig = sign_url(TOKEN, &url);
         assert!(validate_json(TOKEN, &url, body, Some(&sig)).is_ok());
         assert_eq!(validate_json(TOKEN, &url, b"{}", Some(&sig)), Err(SignatureError::BodyHashMismatch));
+        // A signed URL without bodySHA256 would vouch for any body.
+        let bare = "https://mycompany.com/myapp";
+        assert_eq!(
+            validate_json(TOKEN, bare, body, Some(&sign_url(TOKEN, bare))),
+            Err(SignatureError::BodyHashMismatch)
+        );
     }
 }

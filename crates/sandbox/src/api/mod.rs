@@ -103,7 +103,11 @@ fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
     let Some((user, pass)) = text.split_once(':') else {
         return false;
     };
-    user == shared.config.account_sid.as_str() && pass == shared.config.auth_token
+    // Constant time, since the sandbox may listen beyond loopback.
+    use subtle::ConstantTimeEq as _;
+    let user_ok = user.as_bytes().ct_eq(shared.config.account_sid.as_str().as_bytes());
+    let pass_ok = pass.as_bytes().ct_eq(shared.config.auth_token.as_bytes());
+    bool::from(user_ok & pass_ok)
 }
 
 async fn dispatch(
