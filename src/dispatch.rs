@@ -109,7 +109,15 @@ impl Dispatcher {
             singles.extend(slots);
             for (row, permit) in rows.into_iter().zip(singles) {
                 let this = this.clone();
-                let span = tracing::info_span!("action", key = %row.key, attempt = row.attempts);
+                let (call_sid, task_sid, reservation_sid) = row.action.sids();
+                let span = tracing::info_span!(
+                    "action",
+                    key = %row.key,
+                    attempt = row.attempts,
+                    call_sid,
+                    task_sid,
+                    reservation_sid,
+                );
                 let caller_outcome = match &row.action {
                     Action::Dial(d) => d.inbound_call_sid.as_ref().and_then(|c| settled.get(c).copied()),
                     _ => None,

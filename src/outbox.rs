@@ -61,6 +61,22 @@ impl Action {
         }
     }
 
+    /// The SIDs this action is about, for log spans: (call, task, reservation). The call is
+    /// the caller's inbound leg where known, else the leg the action acts on.
+    pub fn sids(&self) -> (Option<&str>, Option<&str>, Option<&str>) {
+        match self {
+            Action::Dial(d) => {
+                (d.inbound_call_sid.as_deref(), Some(d.task_sid.as_str()), Some(d.reservation_sid.as_str()))
+            }
+            Action::RedirectCaller { call_sid, .. } | Action::HangUpCall { call_sid } => {
+                (Some(call_sid.as_str()), None, None)
+            }
+            Action::CancelTask { task_sid, .. } | Action::CompleteTask { task_sid, .. } => {
+                (None, Some(task_sid.as_str()), None)
+            }
+        }
+    }
+
     /// Whether sending it twice has the same effect as sending it once.
     pub fn is_idempotent(&self) -> bool {
         !matches!(self, Action::Dial(_))
