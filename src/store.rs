@@ -124,7 +124,7 @@ impl Store {
         sqlx::migrate!("./migrations/sqlite").run(&pool).await.context("migrating the database")?;
         let (batcher, queue) = mpsc::channel(batch::QUEUE);
         tokio::spawn(batch::run(writer.clone(), queue));
-        if !is_memory {
+        if url.starts_with("sqlite:") && !is_memory {
             tokio::spawn(checkpoints(pool.clone(), batcher.downgrade()));
         }
         Ok(Store { pool, writer, batcher })
