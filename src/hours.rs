@@ -86,6 +86,14 @@ pub struct WeeklySpec {
 }
 
 impl WeeklySpec {
+    /// The same ranges on every day of the week (`every_day(&["00:00-24:00"])`: always open).
+    pub fn every_day(ranges: &[&str]) -> Self {
+        let day = || ranges.iter().map(|r| (*r).to_owned()).collect::<Vec<_>>();
+        WeeklySpec { mon: day(), tue: day(), wed: day(), thu: day(), fri: day(), sat: day(), sun: day() }
+    }
+}
+
+impl WeeklySpec {
     /// The days in Monday-first order, matching `Weekday::to_monday_zero_offset`.
     fn days(&self) -> [(&'static str, &[String]); 7] {
         [

@@ -223,7 +223,7 @@ mod tests {
     }
 
     fn location(name: &str, digit: &str, open: bool) -> Location {
-        let all = if open { vec!["00:00-24:00".to_owned()] } else { Vec::new() };
+        let all: &[&str] = if open { &["00:00-24:00"] } else { &[] };
         Location::from_spec(LocationSpec {
             name: name.into(),
             display_name: Some(format!("{NASTY} {name}")),
@@ -235,15 +235,7 @@ mod tests {
             lines: 1,
             hours: HoursSpec {
                 time_zone: "America/New_York".into(),
-                weekly: WeeklySpec {
-                    mon: all.clone(),
-                    tue: all.clone(),
-                    wed: all.clone(),
-                    thu: all.clone(),
-                    fri: all.clone(),
-                    sat: all.clone(),
-                    sun: all,
-                },
+                weekly: WeeklySpec::every_day(all),
                 ..HoursSpec::default()
             },
         })

@@ -1166,21 +1166,9 @@ async fn apply_queue(
     report: &mut Report,
 ) -> Result<(), ProvisionError> {
     if c.op == Op::Delete {
-        let sid = c.sid.clone().unwrap_or_default();
-        // The mark, checked again right before deleting.
+        let sid = c.sid.as_deref().unwrap_or_default();
         let marked = actual.queues.iter().any(|q| q.sid == sid && q.friendly_name.starts_with(&desired.prefix));
-        if !marked {
-            report.fail(Kind::Queue, &c.key, "not deleted: it does not carry call-router's mark");
-            return Ok(());
-        }
-        match client.delete_task_queue(ws, &sid).await {
-            Ok(()) => {
-                forget(store, actual, Kind::Queue, &c.key, &sid).await?;
-                report.done(c, &sid);
-            }
-            Err(e) => report.fail(Kind::Queue, &c.key, describe(&e)),
-        }
-        return Ok(());
+        return delete_marked(store, actual, c, Kind::Queue, marked, client.delete_task_queue(ws, sid), report).await;
     }
     let Some(q) = desired.queues.iter().find(|q| q.location == c.key) else {
         return Ok(());
@@ -1210,6 +1198,32 @@ async fn apply_queue(
     Ok(())
 }
 
+/// Deletes a resource of a location that is gone, but only when it carries call-router's
+/// mark, checked again right before deleting. `delete` is the request, not yet sent.
+async fn delete_marked(
+    store: &Store,
+    actual: &Actual,
+    c: &Change,
+    kind: Kind,
+    marked: bool,
+    delete: impl std::future::Future<Output = Result<(), ApiError>>,
+    report: &mut Report,
+) -> Result<(), ProvisionError> {
+    let sid = c.sid.as_deref().unwrap_or_default();
+    if !marked {
+        report.fail(kind, &c.key, "not deleted: it does not carry call-router's mark");
+        return Ok(());
+    }
+    match delete.await {
+        Ok(()) => {
+            forget(store, actual, kind, &c.key, sid).await?;
+            report.done(c, sid);
+        }
+        Err(e) => report.fail(kind, &c.key, describe(&e)),
+    }
+    Ok(())
+}
+
 async fn forget(store: &Store, actual: &Actual, kind: Kind, key: &str, sid: &str) -> anyhow::Result<()> {
     if actual.stored.get(&(kind.as_str().to_owned(), key.to_owned())).map(String::as_str) == Some(sid) {
         store.remove_resource(kind.as_str(), key).await.with_context(|| format!("forgetting {kind} {key}"))?;
@@ -1229,20 +1243,9 @@ async fn apply_worker(
     report: &mut Report,
 ) -> Result<(), ProvisionError> {
     if c.op == Op::Delete {
-        let sid = c.sid.clone().unwrap_or_default();
+        let sid = c.sid.as_deref().unwrap_or_default();
         let marked = actual.workers.iter().any(|w| w.worker.sid == sid && w.is_marked());
-        if !marked {
-            report.fail(Kind::Worker, &c.key, "not deleted: it does not carry call-router's mark");
-            return Ok(());
-        }
-        match client.delete_worker(ws, &sid).await {
-            Ok(()) => {
-                forget(store, actual, Kind::Worker, &c.key, &sid).await?;
-                report.done(c, &sid);
-            }
-            Err(e) => report.fail(Kind::Worker, &c.key, describe(&e)),
-        }
-        return Ok(());
+        return delete_marked(store, actual, c, Kind::Worker, marked, client.delete_worker(ws, sid), report).await;
     }
     let Some(w) = desired.workers.iter().find(|w| w.location == c.key) else {
         return Ok(());

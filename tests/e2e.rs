@@ -34,7 +34,7 @@ struct World {
 }
 
 fn location(name: &str, number: &str, phone: &str, open: bool) -> LocationSpec {
-    let all = if open { vec!["00:00-24:00".to_owned()] } else { Vec::new() };
+    let all: &[&str] = if open { &["00:00-24:00"] } else { &[] };
     LocationSpec {
         name: name.into(),
         display_name: Some(format!("{name} clinic")),
@@ -46,15 +46,7 @@ fn location(name: &str, number: &str, phone: &str, open: bool) -> LocationSpec {
         lines: 1,
         hours: HoursSpec {
             time_zone: "America/New_York".into(),
-            weekly: WeeklySpec {
-                mon: all.clone(),
-                tue: all.clone(),
-                wed: all.clone(),
-                thu: all.clone(),
-                fri: all.clone(),
-                sat: all.clone(),
-                sun: all,
-            },
+            weekly: WeeklySpec::every_day(all),
             ..HoursSpec::default()
         },
     }

@@ -258,20 +258,7 @@ struct RawCaller {
 
 /// Opening hours that are open every minute of every day.
 pub fn always_open() -> HoursSpec {
-    let all = vec!["00:00-24:00".to_owned()];
-    HoursSpec {
-        time_zone: "UTC".into(),
-        weekly: WeeklySpec {
-            mon: all.clone(),
-            tue: all.clone(),
-            wed: all.clone(),
-            thu: all.clone(),
-            fri: all.clone(),
-            sat: all.clone(),
-            sun: all,
-        },
-        ..HoursSpec::default()
-    }
+    HoursSpec { time_zone: "UTC".into(), weekly: WeeklySpec::every_day(&["00:00-24:00"]), ..HoursSpec::default() }
 }
 
 /// Opening hours with no shifts at all: closed now, whatever the time.

@@ -101,20 +101,7 @@ pub async fn start_fake_twilio() -> (FakeTwilio, String) {
 }
 
 pub fn always_open(tz: &str) -> HoursSpec {
-    let all = vec!["00:00-24:00".to_owned()];
-    HoursSpec {
-        time_zone: tz.into(),
-        weekly: WeeklySpec {
-            mon: all.clone(),
-            tue: all.clone(),
-            wed: all.clone(),
-            thu: all.clone(),
-            fri: all.clone(),
-            sat: all.clone(),
-            sun: all,
-        },
-        ..HoursSpec::default()
-    }
+    HoursSpec { time_zone: tz.into(), weekly: WeeklySpec::every_day(&["00:00-24:00"]), ..HoursSpec::default() }
 }
 
 pub fn location(name: &str, digit: Option<&str>, number: &str, phone: &str, hours: HoursSpec) -> LocationSpec {
