@@ -808,6 +808,7 @@ mod batch {
 
     /// Runs until every sender (every `Store` clone) is gone.
     pub(super) async fn run(writer: AnyPool, mut rx: mpsc::Receiver<Op>) {
+        let mut stats = Stats::default();
         while let Some(first) = rx.recv().await {
             // Wait for the connection before draining, so that what queues
             // behind another write joins this batch.
@@ -827,7 +828,10 @@ mod batch {
                     continue;
                 }
             };
-            match write(&mut conn, &ops).await {
+            let started = std::time::Instant::now();
+            let written = write(&mut conn, &ops).await;
+            stats.add(ops.len(), started.elapsed());
+            match written {
                 Ok(answers) => {
                     let mut fresh = answers.fresh.into_iter();
                     let mut outcomes = answers.outcomes.into_iter();
@@ -845,6 +849,41 @@ mod batch {
                     let message = format!("{e:#}");
                     ops.into_iter().for_each(|op| op.fail(&message));
                 }
+            }
+        }
+    }
+
+    /// Batch sizes and times, logged at debug level once a second.
+    #[derive(Default)]
+    struct Stats {
+        since: Option<std::time::Instant>,
+        batches: u64,
+        writes: u64,
+        busy: std::time::Duration,
+        longest: std::time::Duration,
+    }
+
+    impl Stats {
+        fn add(&mut self, writes: usize, took: std::time::Duration) {
+            if !tracing::enabled!(tracing::Level::DEBUG) {
+                return;
+            }
+            let since = *self.since.get_or_insert_with(std::time::Instant::now);
+            self.batches += 1;
+            self.writes += writes as u64;
+            self.busy += took;
+            self.longest = self.longest.max(took);
+            if since.elapsed() >= std::time::Duration::from_secs(1) {
+                tracing::debug!(
+                    batches = self.batches,
+                    writes = self.writes,
+                    mean_writes = self.writes as f64 / self.batches as f64,
+                    mean_ms = self.busy.as_secs_f64() * 1e3 / self.batches as f64,
+                    longest_ms = self.longest.as_secs_f64() * 1e3,
+                    busy = self.busy.as_secs_f64() / since.elapsed().as_secs_f64(),
+                    "database writer"
+                );
+                *self = Stats::default();
             }
         }
     }
