@@ -338,6 +338,86 @@ impl Store {
         Ok(true)
     }
 
+    /// Settles the outcome of a caller's call that will not reach the location (the caller hung
+    /// up, waited too long, or left the queue), queues `actions`, and, in the same transaction,
+    /// a hang-up of the location's leg when one is linked and has not ended. Reading the link
+    /// inside the transaction closes the race with a dial that is being recorded right now:
+    /// writes are serialised, so either this sees the link, or the dial's own write sees this
+    /// outcome and hangs up (see `finish_dial`). Returns false when the call was settled before.
+    pub async fn settle_and_stop_location(
+        &self,
+        call_sid: &str,
+        outcome: Outcome,
+        actions: &[Action],
+    ) -> anyhow::Result<bool> {
+        let now = now_ms();
+        let mut tx = self.writer.begin().await?;
+        let done =
+            sqlx::query("UPDATE calls SET outcome = $2, updated_at_ms = $3 WHERE call_sid = $1 AND outcome = $4")
+                .bind(call_sid)
+                .bind(outcome.as_str())
+                .bind(now)
+                .bind(Outcome::Pending.as_str())
+                .execute(&mut *tx)
+                .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        let outbound: Option<String> = sqlx::query("SELECT outbound_call_sid FROM calls WHERE call_sid = $1")
+            .bind(call_sid)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get("outbound_call_sid"))
+            .transpose()?
+            .flatten();
+        if let Some(outbound) = outbound
+            && !leg_ended(&mut tx, &outbound).await?
+        {
+            insert_action(&mut tx, &Action::HangUpCall { call_sid: outbound }, now).await?;
+        }
+        for a in actions {
+            insert_action(&mut tx, a, now).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// TaskRouter took a reservation back (timeout, cancel, rescind): a dial for it that has
+    /// not gone out yet never will, and a call placed for it that has not ended is hung up.
+    /// Only this reservation's own call is touched, never a later one for the same caller.
+    /// Returns whether a hang-up was queued.
+    pub async fn end_reservation(&self, reservation_sid: &str) -> anyhow::Result<bool> {
+        let now = now_ms();
+        let key = format!("dial:{reservation_sid}");
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "UPDATE outbox SET state = $2, last_error = $3, updated_at_ms = $4 WHERE dedupe_key = $1 AND state = $5",
+        )
+        .bind(&key)
+        .bind(OutboxState::Done.as_str())
+        .bind("skipped: the reservation ended before the dial went out")
+        .bind(now)
+        .bind(OutboxState::Pending.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let placed: Option<String> = sqlx::query("SELECT result FROM outbox WHERE dedupe_key = $1 AND state = $2")
+            .bind(&key)
+            .bind(OutboxState::Done.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get("result"))
+            .transpose()?
+            .flatten();
+        let mut queued = false;
+        if let Some(call) = placed
+            && !leg_ended(&mut tx, &call).await?
+        {
+            queued = insert_action(&mut tx, &Action::HangUpCall { call_sid: call }, now).await?;
+        }
+        tx.commit().await?;
+        Ok(queued)
+    }
+
     /// The heart of `reservation.created`: audit the event, link the call
     /// to its task and reservation, and queue the dial, all in one
     /// transaction. Returns false when this reservation was seen before, in
@@ -662,6 +742,18 @@ async fn insert_event(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Whether a leg's status callbacks already reported a final status.
+async fn leg_ended(tx: &mut sqlx::Transaction<'_, sqlx::Any>, call_sid: &str) -> anyhow::Result<bool> {
+    let row = sqlx::query(
+        "SELECT 1 AS ended FROM call_statuses WHERE call_sid = $1 \
+         AND status IN ('completed', 'busy', 'failed', 'no-answer', 'canceled') LIMIT 1",
+    )
+    .bind(call_sid)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.is_some())
 }
 
 async fn insert_action(tx: &mut sqlx::Transaction<'_, sqlx::Any>, action: &Action, now: i64) -> anyhow::Result<bool> {
@@ -1304,6 +1396,78 @@ mod tests {
         assert_eq!(s.event_count("reservation.created").await.unwrap(), 19);
         // The writer carries on with the next batch.
         assert!(s.record_reservation("{}", None, "WT1", "WR20", &dial("WR20")).await.unwrap());
+    }
+
+    fn hang_ups(actions: &[(String, OutboxState, Option<String>)]) -> Vec<&str> {
+        actions.iter().filter_map(|(k, _, _)| k.strip_prefix("hang-up:")).collect()
+    }
+
+    #[tokio::test]
+    async fn an_ended_reservation_skips_its_pending_dial_and_hangs_up_only_its_own_call() {
+        let (s, _d) = store_with_calls(1).await;
+        // R1's dial is still pending when TaskRouter takes R1 back: it never goes out.
+        assert!(s.record_reservation("{}", Some("CA0"), "WT0", "WR1", &dial_for("WR1", "CA0")).await.unwrap());
+        assert!(!s.end_reservation("WR1").await.unwrap(), "nothing was placed, so nothing to hang up");
+        assert!(s.claim_actions(10).await.unwrap().is_empty(), "the skipped dial is not claimed");
+        let actions = s.actions().await.unwrap();
+        assert!(actions.iter().any(|(k, st, e)| k == "dial:WR1"
+            && *st == OutboxState::Done
+            && e.as_deref().is_some_and(|e| e.contains("skipped"))));
+
+        // R2 is dialled; R3, the caller's next reservation, too.
+        for r in ["WR2", "WR3"] {
+            assert!(s.record_reservation("{}", Some("CA0"), "WT0", r, &dial_for(r, "CA0")).await.unwrap());
+        }
+        let claimed = s.claim_actions(10).await.unwrap();
+        assert_eq!(claimed.len(), 2);
+        for row in &claimed {
+            let outbound = if row.key == "dial:WR2" { "CAout2" } else { "CAout3" };
+            s.finish_dial(row.id, outbound, Some("CA0")).await.unwrap();
+        }
+        // A late timeout of R2 hangs up R2's call, not R3's (the caller's latest).
+        assert!(s.end_reservation("WR2").await.unwrap());
+        assert_eq!(hang_ups(&s.actions().await.unwrap()), ["CAout2"]);
+        // Once R3's leg has ended, its end needs no hang-up.
+        let ended = StatusRecord {
+            call_sid: "CAout3".into(),
+            inbound_call_sid: Some("CA0".into()),
+            status: "completed".into(),
+            sequence_number: Some(3),
+            call_duration: Some(40),
+            answered_by: Some("human".into()),
+            sip_response_code: Some(200),
+        };
+        s.record_status(&ended).await.unwrap();
+        assert!(!s.end_reservation("WR3").await.unwrap());
+        assert_eq!(hang_ups(&s.actions().await.unwrap()), ["CAout2"]);
+    }
+
+    #[tokio::test]
+    async fn settling_a_gone_caller_stops_the_linked_leg_in_the_same_write() {
+        let (s, _d) = store_with_calls(3).await;
+        // No leg yet: settled, nothing to stop.
+        assert!(s.settle_and_stop_location("CA0", Outcome::CallerHungUp, &[]).await.unwrap());
+        assert!(hang_ups(&s.actions().await.unwrap()).is_empty());
+        // A linked, live leg is stopped with the settling, once.
+        s.link_outbound_call("CA1", "CAleg1").await.unwrap();
+        assert!(s.settle_and_stop_location("CA1", Outcome::QueueTimeout, &[]).await.unwrap());
+        assert!(!s.settle_and_stop_location("CA1", Outcome::CallerHungUp, &[]).await.unwrap(), "first wins");
+        assert_eq!(hang_ups(&s.actions().await.unwrap()), ["CAleg1"]);
+        assert_eq!(s.call("CA1").await.unwrap().unwrap().outcome, Outcome::QueueTimeout);
+        // A leg that already reported busy needs no hang-up.
+        s.link_outbound_call("CA2", "CAleg2").await.unwrap();
+        let busy = StatusRecord {
+            call_sid: "CAleg2".into(),
+            inbound_call_sid: Some("CA2".into()),
+            status: "busy".into(),
+            sequence_number: Some(2),
+            call_duration: None,
+            answered_by: None,
+            sip_response_code: Some(486),
+        };
+        s.record_status(&busy).await.unwrap();
+        assert!(s.settle_and_stop_location("CA2", Outcome::CallerHungUp, &[]).await.unwrap());
+        assert_eq!(hang_ups(&s.actions().await.unwrap()), ["CAleg1"]);
     }
 
     #[tokio::test]

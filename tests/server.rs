@@ -441,3 +441,29 @@ async fn an_unprovisioned_server_offers_voicemail_instead_of_an_error() {
     let call = app.server.state.store().call(CALL).await.unwrap().unwrap();
     assert_eq!(call.outcome, call_router::domain::Outcome::DialFailed);
 }
+
+#[tokio::test]
+async fn a_reservation_timeout_hangs_up_the_call_placed_for_it() {
+    let app = spawn_app().await;
+    app.post_signed("/incoming-call", &inbound(TWILIO_NUMBER)).await;
+    let event = reservation_created(TASK, RES, &task_json());
+    assert_eq!(app.post_signed("/tr-event-handler", &as_refs(&event)).await.status(), 204);
+    app.fake.wait_for(1, |r| r.path.ends_with("/Calls.json")).await;
+    // The dial's result (the call's SID) is recorded just after Twilio answers.
+    let mut recorded = false;
+    for _ in 0..300 {
+        let actions = app.server.state.store().actions().await.unwrap();
+        if actions.iter().any(|(k, s, _)| k.starts_with("dial:") && *s == call_router::outbox::OutboxState::Done) {
+            recorded = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(recorded, "the dial was never recorded as done");
+
+    let mut timeout = reservation_created(TASK, RES, &task_json());
+    timeout[0].1 = "reservation.timeout".into();
+    assert_eq!(app.post_signed("/tr-event-handler", &as_refs(&timeout)).await.status(), 204);
+    let stops = app.fake.wait_for(1, |r| r.path.contains("/Calls/CA") && r.params.get("Status").is_some()).await;
+    assert_eq!(stops[0].params.get("Status"), Some("completed"), "{stops:?}");
+}

@@ -21,14 +21,10 @@ pub(super) async fn tr_event_handler(
     match state.workspace_sid().await? {
         Some(ours) if ours.as_str() == workspace => {}
         Some(_) => {
-            return Err(WebhookError::Forbidden(format!(
-                "WorkspaceSid {workspace} is not this server's workspace"
-            )));
+            return Err(WebhookError::Forbidden(format!("WorkspaceSid {workspace} is not this server's workspace")));
         }
         None => {
-            return Err(WebhookError::NotReady(
-                "no workspace SID: run `call-router provision` first".into(),
-            ));
+            return Err(WebhookError::NotReady("no workspace SID: run `call-router provision` first".into()));
         }
     }
     let store = state.store();
@@ -53,9 +49,8 @@ pub(super) async fn tr_event_handler(
                 from: attrs.caller_id,
                 call_token: attrs.call_token,
             });
-            let fresh = store
-                .record_reservation(&payload, inbound.as_deref(), task_sid, reservation_sid, &dial)
-                .await?;
+            let fresh =
+                store.record_reservation(&payload, inbound.as_deref(), task_sid, reservation_sid, &dial).await?;
             if fresh {
                 state.notifier().notify();
             } else {
@@ -64,43 +59,36 @@ pub(super) async fn tr_event_handler(
         }
         "reservation.wrapup" | "task.wrapup" => {
             let task_sid = sid(&req, "TaskSid")?;
-            let complete = Action::CompleteTask {
-                task_sid: task_sid.to_owned(),
-                reason: "call ended".into(),
-            };
-            store
-                .record_event_with_actions("taskrouter", &event_type, Some(task_sid), &payload, &[complete])
-                .await?;
+            let complete = Action::CompleteTask { task_sid: task_sid.to_owned(), reason: "call ended".into() };
+            store.record_event_with_actions("taskrouter", &event_type, Some(task_sid), &payload, &[complete]).await?;
             if let Some(call) = store.call_by_task(task_sid).await? {
                 store.settle_outcome(&call.call_sid, Outcome::Connected).await?;
             }
             state.notifier().notify();
         }
         "task.canceled" | "reservation.canceled" | "reservation.timeout" | "reservation.rescinded" => {
-            // The location's phone may still be ringing for a caller who is
-            // gone (or for a reservation TaskRouter took back): stop it.
+            // The location's phone may still be ringing for a caller who is gone, or for a
+            // reservation TaskRouter took back: stop it.
             let task_sid = sid(&req, "TaskSid")?;
-            let mut actions = Vec::new();
-            let call = store.call_by_task(task_sid).await?;
-            if let Some(outbound) = call.as_ref().and_then(|c| c.outbound_call_sid.clone()) {
-                actions.push(Action::HangUpCall { call_sid: outbound });
-            }
-            store
-                .record_event_with_actions("taskrouter", &event_type, Some(task_sid), &payload, &actions)
-                .await?;
-            if event_type == "task.canceled"
-                && let Some(c) = call
-            {
-                store.settle_outcome(&c.call_sid, Outcome::CallerHungUp).await?;
-            }
-            if !actions.is_empty() {
+            store.record_event("taskrouter", &event_type, Some(task_sid), &payload).await?;
+            let queued = if event_type == "task.canceled" {
+                // Unless something of ours settled the call first (and stopped the location's
+                // leg then), TaskRouter canceling the task means the caller left.
+                match store.call_by_task(task_sid).await? {
+                    Some(c) => store.settle_and_stop_location(&c.call_sid, Outcome::CallerHungUp, &[]).await?,
+                    None => false,
+                }
+            } else {
+                // Only this reservation's dial: a late event must not hang up the call placed
+                // for the next reservation of the same caller.
+                store.end_reservation(sid(&req, "ReservationSid")?).await?
+            };
+            if queued {
                 state.notifier().notify();
             }
         }
         _ => {
-            store
-                .record_event("taskrouter", &event_type, req.get("ResourceSid"), &payload)
-                .await?;
+            store.record_event("taskrouter", &event_type, req.get("ResourceSid"), &payload).await?;
         }
     }
     Ok(StatusCode::NO_CONTENT)

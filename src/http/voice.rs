@@ -97,7 +97,7 @@ pub(super) async fn hold(State(state): State<AppState>, req: TwilioRequest) -> R
             {
                 actions.push(Action::CancelTask { task_sid: task, reason: "caller waited too long".into() });
             }
-            if state.store().settle_with_actions(call_sid, Outcome::QueueTimeout, &actions).await? {
+            if state.store().settle_and_stop_location(call_sid, Outcome::QueueTimeout, &actions).await? {
                 state.notifier().notify();
             }
         }
@@ -122,11 +122,7 @@ pub(super) async fn enqueue_action(State(state): State<AppState>, req: TwilioReq
         "hangup" | "bridging-in-process" => {
             // The caller is gone. If the location's phone is still ringing,
             // stop it; TaskRouter cancels the task itself.
-            let mut actions = Vec::new();
-            if let Some(outbound) = store.call(call_sid).await?.and_then(|c| c.outbound_call_sid) {
-                actions.push(Action::HangUpCall { call_sid: outbound });
-            }
-            if store.settle_with_actions(call_sid, Outcome::CallerHungUp, &actions).await? {
+            if store.settle_and_stop_location(call_sid, Outcome::CallerHungUp, &[]).await? {
                 state.notifier().notify();
             }
             Ok(TwiML(ivr::empty()))
@@ -139,7 +135,9 @@ pub(super) async fn enqueue_action(State(state): State<AppState>, req: TwilioReq
                 Some(c) if c.outcome.is_final() => c.outcome,
                 _ => {
                     tracing::warn!(queue_result = other, "caller left the queue unexpectedly");
-                    store.settle_outcome(call_sid, Outcome::DialFailed).await?;
+                    if store.settle_and_stop_location(call_sid, Outcome::DialFailed, &[]).await? {
+                        state.notifier().notify();
+                    }
                     Outcome::DialFailed
                 }
             };
