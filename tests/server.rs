@@ -467,3 +467,21 @@ async fn a_reservation_timeout_hangs_up_the_call_placed_for_it() {
     let stops = app.fake.wait_for(1, |r| r.path.contains("/Calls/CA") && r.params.get("Status").is_some()).await;
     assert_eq!(stops[0].params.get("Status"), Some("completed"), "{stops:?}");
 }
+
+#[tokio::test]
+async fn a_new_workspace_from_a_re_provision_is_picked_up_without_a_restart() {
+    let app = spawn_app().await;
+    let event = |ws: &str| {
+        vec![
+            ("EventType", "worker.activity.update".to_owned()),
+            ("AccountSid", ACCOUNT.to_owned()),
+            ("WorkspaceSid", ws.to_owned()),
+            ("ResourceSid", "WK0123456789abcdef0123456789abcdef".to_owned()),
+        ]
+    };
+    assert_eq!(app.post_signed("/tr-event-handler", &as_refs(&event(WORKSPACE))).await.status(), 204);
+    let new_ws = "WS9999999999abcdef0123456789abcdef";
+    app.server.state.store().set_resource("workspace", "main", new_ws).await.unwrap();
+    assert_eq!(app.post_signed("/tr-event-handler", &as_refs(&event(new_ws))).await.status(), 204);
+    assert_eq!(app.post_signed("/tr-event-handler", &as_refs(&event(WORKSPACE))).await.status(), 403);
+}

@@ -18,7 +18,11 @@ pub(super) async fn tr_event_handler(
 ) -> Result<StatusCode, WebhookError> {
     let event_type = req.require("EventType")?.to_owned();
     let workspace = req.require("WorkspaceSid")?;
-    match state.workspace_sid().await? {
+    let ours = match state.workspace_sid().await? {
+        Some(ours) if ours.as_str() != workspace => state.workspace_sid_fresh().await?,
+        cached => cached,
+    };
+    match ours {
         Some(ours) if ours.as_str() == workspace => {}
         Some(_) => {
             return Err(WebhookError::Forbidden(format!("WorkspaceSid {workspace} is not this server's workspace")));

@@ -10,7 +10,7 @@ mod lookup;
 mod voice;
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{FromRequest, Request};
@@ -44,14 +44,14 @@ struct Inner {
     notifier: Notifier,
     /// Provisioned SIDs, read from the database on first use (provision may
     /// run after the server starts) unless set in the config.
-    workspace_sid: RwLock<Option<WorkspaceSid>>,
-    workflow_sid: RwLock<Option<WorkflowSid>>,
+    workspace_sid: SidCache<WorkspaceSid>,
+    workflow_sid: SidCache<WorkflowSid>,
 }
 
 impl AppState {
     pub fn new(settings: Settings, store: Store, notifier: Notifier) -> Self {
-        let workspace_sid = RwLock::new(settings.twilio.workspace_sid.clone());
-        let workflow_sid = RwLock::new(settings.twilio.workflow_sid.clone());
+        let workspace_sid = SidCache::new(settings.twilio.workspace_sid.clone(), "workspace");
+        let workflow_sid = SidCache::new(settings.twilio.workflow_sid.clone(), "workflow");
         Self { inner: Arc::new(Inner { settings, store, notifier, workspace_sid, workflow_sid }) }
     }
 
@@ -72,27 +72,51 @@ impl AppState {
     }
 
     pub(crate) async fn workspace_sid(&self) -> anyhow::Result<Option<WorkspaceSid>> {
-        cached_sid(&self.inner.workspace_sid, &self.inner.store, "workspace").await
+        self.inner.workspace_sid.get(&self.inner.store, SID_MAX_AGE).await
+    }
+
+    /// The workspace SID read from the database now, for an event that names another one:
+    /// `provision` may have made a new workspace since it was cached.
+    pub(crate) async fn workspace_sid_fresh(&self) -> anyhow::Result<Option<WorkspaceSid>> {
+        self.inner.workspace_sid.get(&self.inner.store, Duration::ZERO).await
     }
 
     pub(crate) async fn workflow_sid(&self) -> anyhow::Result<Option<WorkflowSid>> {
-        cached_sid(&self.inner.workflow_sid, &self.inner.store, "workflow").await
+        self.inner.workflow_sid.get(&self.inner.store, SID_MAX_AGE).await
     }
 }
 
-async fn cached_sid<T: Clone + std::str::FromStr>(
-    slot: &RwLock<Option<T>>,
-    store: &Store,
-    kind: &str,
-) -> anyhow::Result<Option<T>> {
-    if let Some(v) = slot.read().expect("sid cache poisoned").clone() {
-        return Ok(Some(v));
+/// How long a provisioned SID is used before it is read from the database again.
+const SID_MAX_AGE: Duration = Duration::from_secs(10);
+
+/// A provisioned SID (workspace, workflow), read from the database and kept for a while, so
+/// that the hot path does not read it on every webhook, yet a re-provision takes effect
+/// without a restart. A SID pinned in the config is used as it is.
+struct SidCache<T> {
+    pinned: Option<T>,
+    kind: &'static str,
+    slot: RwLock<Option<(T, Instant)>>,
+}
+
+impl<T: Clone + std::str::FromStr> SidCache<T> {
+    fn new(pinned: Option<T>, kind: &'static str) -> Self {
+        Self { pinned, kind, slot: RwLock::new(None) }
     }
-    let found = store.resource(kind, "main").await?.and_then(|s| s.parse::<T>().ok());
-    if let Some(v) = &found {
-        *slot.write().expect("sid cache poisoned") = Some(v.clone());
+
+    async fn get(&self, store: &Store, max_age: Duration) -> anyhow::Result<Option<T>> {
+        if let Some(p) = &self.pinned {
+            return Ok(Some(p.clone()));
+        }
+        let cached = self.slot.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some((v, at)) = cached
+            && at.elapsed() < max_age
+        {
+            return Ok(Some(v));
+        }
+        let found = store.resource(self.kind, "main").await?.and_then(|s| s.parse::<T>().ok());
+        *self.slot.write().unwrap_or_else(|e| e.into_inner()) = found.clone().map(|v| (v, Instant::now()));
+        Ok(found)
     }
-    Ok(found)
 }
 
 /// Builds the router with its middleware.
