@@ -320,15 +320,7 @@ impl Store {
     ) -> anyhow::Result<bool> {
         let now = now_ms();
         let mut tx = self.writer.begin().await?;
-        let done =
-            sqlx::query("UPDATE calls SET outcome = $2, updated_at_ms = $3 WHERE call_sid = $1 AND outcome = $4")
-                .bind(call_sid)
-                .bind(outcome.as_str())
-                .bind(now)
-                .bind(Outcome::Pending.as_str())
-                .execute(&mut *tx)
-                .await?;
-        if done.rows_affected() == 0 {
+        if !settle_in(&mut tx, call_sid, outcome, now).await? {
             return Ok(false);
         }
         for a in actions {
@@ -352,15 +344,7 @@ impl Store {
     ) -> anyhow::Result<bool> {
         let now = now_ms();
         let mut tx = self.writer.begin().await?;
-        let done =
-            sqlx::query("UPDATE calls SET outcome = $2, updated_at_ms = $3 WHERE call_sid = $1 AND outcome = $4")
-                .bind(call_sid)
-                .bind(outcome.as_str())
-                .bind(now)
-                .bind(Outcome::Pending.as_str())
-                .execute(&mut *tx)
-                .await?;
-        if done.rows_affected() == 0 {
+        if !settle_in(&mut tx, call_sid, outcome, now).await? {
             return Ok(false);
         }
         let outbound: Option<String> = sqlx::query("SELECT outbound_call_sid FROM calls WHERE call_sid = $1")
@@ -742,6 +726,23 @@ async fn insert_event(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Sets a call's outcome unless it already has a final one (the first wins).
+async fn settle_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    call_sid: &str,
+    outcome: Outcome,
+    now: i64,
+) -> anyhow::Result<bool> {
+    let done = sqlx::query("UPDATE calls SET outcome = $2, updated_at_ms = $3 WHERE call_sid = $1 AND outcome = $4")
+        .bind(call_sid)
+        .bind(outcome.as_str())
+        .bind(now)
+        .bind(Outcome::Pending.as_str())
+        .execute(&mut **tx)
+        .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 /// Whether a leg's status callbacks already reported a final status.
