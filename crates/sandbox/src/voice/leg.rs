@@ -126,11 +126,21 @@ fn loop_count(l: Option<u32>) -> u32 {
 /// Every `<Play>` clip is taken to last 10 virtual seconds.
 const PLAY_MS: u64 = 10_000;
 
+/// How long a `<Play>` takes: every file lasts `PLAY_MS`.
+fn play_ms(p: &twiml::Play) -> u64 {
+    PLAY_MS * u64::from(loop_count(p.loop_count))
+}
+
+/// How long a `<Pause>` takes (Twilio's default is one second).
+fn pause_ms(p: &twiml::Pause) -> u64 {
+    u64::from(p.length.unwrap_or(1)) * 1000
+}
+
 fn prompt_ms(p: &Prompt) -> u64 {
     match p {
         Prompt::Say(s) => say_ms(&s.text, s.loop_count),
-        Prompt::Play(p) => PLAY_MS * u64::from(loop_count(p.loop_count)),
-        Prompt::Pause(p) => u64::from(p.length.unwrap_or(1)) * 1000,
+        Prompt::Play(p) => play_ms(p),
+        Prompt::Pause(p) => pause_ms(p),
     }
 }
 
@@ -334,8 +344,8 @@ impl Leg {
         for verb in doc.verbs {
             match verb {
                 Verb::Say(s) => self.wait(say_ms(&s.text, s.loop_count)).await?,
-                Verb::Play(p) => self.wait(PLAY_MS * u64::from(loop_count(p.loop_count))).await?,
-                Verb::Pause(p) => self.wait(u64::from(p.length.unwrap_or(1)) * 1000).await?,
+                Verb::Play(p) => self.wait(play_ms(&p)).await?,
+                Verb::Pause(p) => self.wait(pause_ms(&p)).await?,
                 Verb::Gather(g) => {
                     for p in &g.prompts {
                         self.wait(prompt_ms(p)).await?;
@@ -598,8 +608,8 @@ impl Leg {
         for verb in doc.verbs {
             match verb {
                 Verb::Say(s) => self.wait(say_ms(&s.text, s.loop_count)).await?,
-                Verb::Play(p) => self.wait(PLAY_MS * u64::from(loop_count(p.loop_count))).await?,
-                Verb::Pause(p) => self.wait(u64::from(p.length.unwrap_or(1)) * 1000).await?,
+                Verb::Play(p) => self.wait(play_ms(&p)).await?,
+                Verb::Pause(p) => self.wait(pause_ms(&p)).await?,
                 Verb::Gather(g) => {
                     for p in &g.prompts {
                         self.wait(prompt_ms(p)).await?;
