@@ -69,6 +69,7 @@ impl Harness {
             auth_token: TOKEN.into(),
             time_scale: 1.0,
             seed: 7,
+            min_webhook_timeout_ms: sandbox::MIN_WEBHOOK_TIMEOUT_MS,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sandbox = sandbox::start(config, listener).await.unwrap();

@@ -123,4 +123,22 @@ impl SandboxClient {
         let next = v.get("next").and_then(Value::as_u64).unwrap_or(since);
         Ok((entries, next))
     }
+
+    /// Adds fault rules (they apply from the next request on); returns their ids.
+    pub async fn add_faults(&self, rules: &[crate::faults::Rule]) -> anyhow::Result<Vec<u64>> {
+        let body = json!({ "rules": rules });
+        let v = self.send(self.http.post(format!("{}/sandbox/faults", self.base)).json(&body), "add faults").await?;
+        Ok(v.get("ids").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_u64).collect())
+    }
+
+    /// The active fault rules, with how often each matched and fired.
+    pub async fn faults(&self) -> anyhow::Result<Vec<Value>> {
+        let v = self.send(self.http.get(format!("{}/sandbox/faults", self.base)), "read the faults").await?;
+        Ok(v.get("rules").and_then(Value::as_array).cloned().unwrap_or_default())
+    }
+
+    /// Removes every fault rule.
+    pub async fn clear_faults(&self) -> anyhow::Result<()> {
+        self.send(self.http.delete(format!("{}/sandbox/faults", self.base)), "clear the faults").await.map(drop)
+    }
 }

@@ -6,7 +6,9 @@
 //! happened (task.created before reservation.created before
 //! reservation.wrapup), while one slow request for one task does not hold up
 //! every other call in the workspace. The API never waits on a receiver. A
-//! failed delivery is retried a couple of times, then dropped (and logged).
+//! delivery is retried as the URL's connection overrides say (by default,
+//! once after a failed connection: see [`crate::webhook`]), then dropped
+//! (and logged).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,11 +17,8 @@ use tokio::sync::mpsc;
 use twilio::Params;
 
 use crate::Shared;
+use crate::webhook::Hook;
 
-/// Attempts per event: the first and two retries.
-const ATTEMPTS: u32 = 3;
-/// Virtual milliseconds between attempts.
-const RETRY_GAP_MS: u64 = 1000;
 /// Delivery lanes per workspace.
 const LANES: u64 = 16;
 
@@ -52,12 +51,11 @@ impl EventBus {
 async fn deliver_all(shared: std::sync::Weak<Shared>, mut rx: mpsc::UnboundedReceiver<Delivery>) {
     while let Some(d) = rx.recv().await {
         let Some(shared) = shared.upgrade() else { return };
-        for attempt in 1..=ATTEMPTS {
-            match shared.post_signed("POST", &d.url, &d.params).await {
-                Ok((status, _)) if (200..300).contains(&status) => break,
-                _ if attempt < ATTEMPTS => shared.clock.sleep(RETRY_GAP_MS).await,
-                _ => tracing::warn!(url = %d.url, "event delivery failed {ATTEMPTS} times; dropped"),
-            }
+        let event_type = d.params.get("EventType").unwrap_or_default().to_owned();
+        match shared.webhook(Hook::Notify, "POST", &d.url, &d.params).await {
+            Ok((status, _)) if (200..300).contains(&status) => {}
+            Ok((status, _)) => tracing::warn!(%event_type, status, "event callback answered {status}; not delivered"),
+            Err(e) => tracing::warn!(%event_type, "event callback failed ({e}); not delivered"),
         }
     }
 }

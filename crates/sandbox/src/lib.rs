@@ -80,12 +80,14 @@ pub mod client;
 pub mod clock;
 pub mod engine;
 pub mod expr;
+pub mod faults;
 pub mod log;
 pub mod state;
 
 mod api;
 mod events;
 mod voice;
+pub mod webhook;
 
 use clock::{Clock, VMs};
 use engine::{Effects, Timer};
@@ -100,7 +102,14 @@ pub struct Config {
     pub time_scale: f64,
     /// Seeds every SID and random choice, so runs repeat.
     pub seed: u64,
+    /// The shortest real time a webhook try may take before it times out,
+    /// whatever its virtual timeout: at time scale 1000 a 15 s read timeout
+    /// is 15 real ms, less than a busy machine's scheduling noise.
+    pub min_webhook_timeout_ms: u64,
 }
+
+/// The default [`Config::min_webhook_timeout_ms`].
+pub const MIN_WEBHOOK_TIMEOUT_MS: u64 = 2000;
 
 impl Config {
     /// A made-up account SID and auth token.
@@ -113,6 +122,7 @@ impl Config {
             auth_token: token.iter().map(|b| format!("{b:02x}")).collect(),
             time_scale,
             seed,
+            min_webhook_timeout_ms: MIN_WEBHOOK_TIMEOUT_MS,
         }
     }
 
@@ -122,7 +132,16 @@ impl Config {
         let sid = std::env::var("TWILIO_ACCOUNT_SID").ok().and_then(|s| AccountSid::parse(&s).ok());
         let token = std::env::var("TWILIO_AUTH_TOKEN").ok().filter(|t| !t.is_empty());
         match (sid, token) {
-            (Some(account_sid), Some(auth_token)) => (Config { account_sid, auth_token, time_scale, seed }, false),
+            (Some(account_sid), Some(auth_token)) => {
+                let config = Config {
+                    account_sid,
+                    auth_token,
+                    time_scale,
+                    seed,
+                    min_webhook_timeout_ms: MIN_WEBHOOK_TIMEOUT_MS,
+                };
+                (config, false)
+            }
             _ => (Config::random(time_scale, seed), true),
         }
     }
@@ -151,6 +170,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
     let shared = Arc::new(Shared {
         clock: Clock::new(config.time_scale),
         state: Mutex::new(State::new(config.seed)),
+        faults: faults::Faults::new(config.seed),
         config,
         base_url,
         log: log::RequestLog::default(),
@@ -165,7 +185,9 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         let stop = async move {
             let _ = rx.wait_for(|v| *v).await;
         };
-        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
+        let listener = api::net::Listener(listener);
+        let service = router.into_make_service_with_connect_info::<api::net::Conn>();
+        if let Err(e) = axum::serve(listener, service).with_graceful_shutdown(stop).await {
             tracing::error!(error = %e, "sandbox server stopped");
         }
     });
@@ -226,6 +248,7 @@ pub(crate) struct Shared {
     pub(crate) log: log::RequestLog,
     pub(crate) http: reqwest::Client,
     pub(crate) events: events::EventBus,
+    pub(crate) faults: faults::Faults,
     pub(crate) legs: Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<LegCmd>>>,
     /// Long-polls waiting for a call to end, by call SID. Per call, so one
     /// ending call wakes only its own waiters.
@@ -311,57 +334,5 @@ impl Shared {
             let fx = shared.with(|st, now| engine::fire(st, now, &timer));
             shared.apply(fx);
         });
-    }
-
-    /// Sends a signed form request (POST, or GET with the parameters in the
-    /// query) and logs it. Returns the status and body, or a transport error.
-    pub(crate) async fn post_signed(&self, method: &str, url: &str, params: &Params) -> Result<(u16, String), String> {
-        let get = method.eq_ignore_ascii_case("GET");
-        let full_url = if get && !params.is_empty() {
-            let sep = if url.contains('?') { '&' } else { '?' };
-            format!("{url}{sep}{}", params.encode())
-        } else {
-            url.to_owned()
-        };
-        let signature = if get {
-            twilio::signature::sign(self.config.auth_token.as_bytes(), &full_url, std::iter::empty())
-        } else {
-            twilio::signature::sign(self.config.auth_token.as_bytes(), url, params.iter())
-        };
-        let req = if get {
-            self.http.get(&full_url)
-        } else {
-            self.http.post(url).header("Content-Type", "application/x-www-form-urlencoded").body(params.encode())
-        };
-        let result = req
-            .header("X-Twilio-Signature", signature)
-            .header("User-Agent", "TwilioProxy/1.1 (call-router-sandbox)")
-            .send()
-            .await;
-        let (status, body, error) = match result {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                match resp.text().await {
-                    Ok(body) => (status, body, None),
-                    Err(e) => (status, String::new(), Some(e.to_string())),
-                }
-            }
-            Err(e) => (0, String::new(), Some(e.to_string())),
-        };
-        self.log.push(log::Entry {
-            seq: 0,
-            direction: "out",
-            method: if get { "GET".into() } else { "POST".into() },
-            url: url.to_owned(),
-            params: params.clone().into_vec(),
-            status,
-            response: body.clone(),
-            error: error.clone(),
-            at_ms: self.clock.now_ms(),
-        });
-        match error {
-            Some(e) => Err(e),
-            None => Ok((status, body)),
-        }
     }
 }

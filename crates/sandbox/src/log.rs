@@ -26,6 +26,11 @@ pub struct Entry {
     pub status: u16,
     pub response: String,
     pub error: Option<String>,
+    /// The injected fault that shaped this request, as `reset (rule 2)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
+    /// For a webhook: which try of its delivery this was, from 1.
+    pub attempt: u32,
     /// Virtual milliseconds since the sandbox started.
     pub at_ms: u64,
 }

@@ -85,6 +85,8 @@ pub struct PhoneNumber {
     pub friendly_name: String,
     pub voice_url: Option<String>,
     pub voice_method: String,
+    pub voice_fallback_url: Option<String>,
+    pub voice_fallback_method: String,
     pub status_callback: Option<String>,
     pub status_callback_method: String,
     pub created: VMs,

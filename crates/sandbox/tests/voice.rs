@@ -113,7 +113,10 @@ async fn reject_record_and_bad_documents() {
     let sid = call(&t, json!({"from": CALLER, "to": NUMBER})).await;
     let v = wait_end(&t, &sid).await;
     assert_eq!(v["error_code"], 12100, "{v}");
-    assert_eq!(v["status"], "failed");
+    // Like Twilio, the caller is answered to hear the application-error announcement.
+    assert_eq!(v["status"], "completed");
+    assert_ne!(v["answered_ms"], Value::Null);
+    assert!(v.to_string().contains("said: We are sorry, an application error has occurred"), "{v}");
 
     *mode.lock().unwrap() = "500";
     let sid = call(&t, json!({"from": CALLER, "to": NUMBER})).await;

@@ -11,6 +11,7 @@ use twilio::E164;
 
 use super::{ApiResult, Req, bad, method_not_allowed, ok};
 use crate::Shared;
+use crate::faults::Rule;
 use crate::state::{Behaviour, Call};
 use crate::voice;
 
@@ -24,6 +25,23 @@ pub(super) async fn route(shared: &Arc<Shared>, path: &str, segs: &[&str], req: 
             ok(json!({ "entries": entries, "next": next }))
         }
         ["state"] if m == Method::GET => ok(state_json(shared)),
+        ["faults"] => match *m {
+            Method::GET => ok(json!({ "rules": shared.faults.list(), "now_ms": shared.clock.now_ms() })),
+            Method::POST => {
+                let rules = parse_rules(&req.body)?;
+                let ids = shared.faults.add(rules).map_err(|e| bad(20001, format!("fault rule is invalid: {e}")))?;
+                super::created(json!({ "ids": ids }))
+            }
+            Method::DELETE => {
+                shared.faults.remove(None);
+                super::no_content()
+            }
+            _ => Err(method_not_allowed(m)),
+        },
+        ["faults", id] if m == Method::DELETE => {
+            let id = id.parse().map_err(|_| super::not_found(path))?;
+            if shared.faults.remove(Some(id)) { super::no_content() } else { Err(super::not_found(path)) }
+        }
         ["phones"] if m == Method::GET => ok(shared.with(|st, _| json!(st.phones))),
         ["phones", number] => {
             // A path segment keeps '+' literal; only %XX escapes are decoded.
@@ -84,6 +102,26 @@ pub(super) async fn route(shared: &Arc<Shared>, path: &str, segs: &[&str], req: 
         }
         _ => Err(super::not_found(path)),
     }
+}
+
+/// A rule, or `{"rules": [...]}`.
+fn parse_rules(body: &[u8]) -> Result<Vec<Rule>, twilio::ErrorBody> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Body {
+        Many { rules: Vec<Value> },
+        One(Value),
+    }
+    let invalid = |e: String| bad(20001, format!("fault rule is invalid: {e}"));
+    let values = match serde_json::from_slice::<Body>(body).map_err(|e| invalid(e.to_string()))? {
+        Body::Many { rules } => rules,
+        Body::One(v) => vec![v],
+    };
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| Rule::from_json(v).map_err(|e| invalid(format!("rules[{i}]: {e}"))))
+        .collect()
 }
 
 #[derive(Deserialize)]

@@ -65,8 +65,8 @@ fn number_json(shared: &Shared, n: &PhoneNumber) -> Value {
         "friendly_name": n.friendly_name,
         "voice_url": n.voice_url,
         "voice_method": n.voice_method,
-        "voice_fallback_url": null,
-        "voice_fallback_method": "POST",
+        "voice_fallback_url": n.voice_fallback_url,
+        "voice_fallback_method": n.voice_fallback_method,
         "voice_caller_id_lookup": false,
         "voice_application_sid": null,
         "voice_receive_mode": "voice",
@@ -110,7 +110,7 @@ fn check_urls(req: &Req) -> Result<(), ErrorBody> {
             return Err(bad(21502, format!("{key} is not a valid URL: {u}")));
         }
     }
-    for key in ["VoiceMethod", "StatusCallbackMethod"] {
+    for key in ["VoiceMethod", "VoiceFallbackMethod", "StatusCallbackMethod"] {
         if let Some(m) = req.get(key)
             && !m.eq_ignore_ascii_case("GET")
             && !m.eq_ignore_ascii_case("POST")
@@ -127,6 +127,12 @@ fn apply_number(req: &Req, n: &mut PhoneNumber, now: u64) {
     }
     if let Some(v) = req.get("VoiceUrl") {
         n.voice_url = (!v.is_empty()).then(|| v.to_owned());
+    }
+    if let Some(v) = req.get("VoiceFallbackUrl") {
+        n.voice_fallback_url = (!v.is_empty()).then(|| v.to_owned());
+    }
+    if let Some(v) = req.get("VoiceFallbackMethod") {
+        n.voice_fallback_method = v.to_ascii_uppercase();
     }
     if let Some(v) = req.get("VoiceMethod") {
         n.voice_method = v.to_ascii_uppercase();
@@ -157,6 +163,8 @@ fn create_number(shared: &Shared, req: &Req) -> ApiResult {
             friendly_name: pretty(number.as_str()),
             voice_url: None,
             voice_method: "POST".into(),
+            voice_fallback_url: None,
+            voice_fallback_method: "POST".into(),
             status_callback: None,
             status_callback_method: "POST".into(),
             created: now,

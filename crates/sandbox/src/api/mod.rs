@@ -16,9 +16,11 @@ use serde_json::{Value, json};
 use twilio::{ErrorBody, Params};
 
 use crate::Shared;
+use crate::faults::{Fault, Fired};
 
 mod control;
 mod core;
+pub(crate) mod net;
 
 pub(crate) use self::core::call_json;
 mod taskrouter;
@@ -73,6 +75,8 @@ pub(crate) fn bad(code: u32, msg: impl Into<String>) -> ErrorBody {
 }
 
 pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
+    // Handlers read their connection (`ConnectInfo<net::Conn>`), so the
+    // router is served with `into_make_service_with_connect_info` over `net::Listener`.
     axum::Router::new()
         .fallback(dispatch)
         .with_state(shared)
@@ -112,6 +116,7 @@ fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
 
 async fn dispatch(
     AxState(shared): AxState<Arc<Shared>>,
+    axum::extract::ConnectInfo(conn): axum::extract::ConnectInfo<net::Conn>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -126,10 +131,12 @@ async fn dispatch(
     let form = if is_form { Params::parse(&body) } else { Params::new() };
     let logged_params = if is_form { form.clone() } else { query.clone() };
     let req = Req { method: method.clone(), query, form, body };
-    let result = if !authorized(&shared, &headers) {
-        Err(ErrorBody::new(401, 20003, "Authenticate"))
-    } else {
-        route(&shared, &path, &req).await
+    let authorized = authorized(&shared, &headers);
+    let fired = if authorized { shared.faults.rest(method.as_str(), &path, shared.clock.now_ms()) } else { None };
+    let result = match (&fired, authorized) {
+        (_, false) => Err(ErrorBody::new(401, 20003, "Authenticate")),
+        (Some(Fired { fault: Fault::Status { status, .. }, .. }), true) => Err(fault_error(*status)),
+        (_, true) => route(&shared, &path, &req).await,
     };
     let (status, body) = match result {
         Ok(Reply { status, body }) => (status, body),
@@ -146,15 +153,44 @@ async fn dispatch(
             params: logged_params.into_vec(),
             status,
             response: text.clone(),
-            error: None,
+            error: fired
+                .as_ref()
+                .filter(|f| f.fault == Fault::Reset)
+                .map(|_| "answer dropped: connection reset".into()),
+            fault: fired.as_ref().map(Fired::label),
+            attempt: 1,
             at_ms: shared.clock.now_ms(),
         });
+    }
+    match fired.map(|f| f.fault) {
+        Some(Fault::Reset) => {
+            // It took effect; the client hears nothing.
+            conn.reset();
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+        Some(Fault::Delay { delay_ms }) => shared.clock.sleep(delay_ms).await,
+        Some(Fault::Status { status: 429, retry_after_secs }) => {
+            let after = retry_after_secs.unwrap_or(1).to_string();
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("content-type", "application/json"), ("retry-after", after.as_str())],
+                text,
+            )
+                .into_response();
+        }
+        _ => {}
     }
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if body.is_none() {
         return code.into_response();
     }
     (code, [("content-type", "application/json")], text).into_response()
+}
+
+/// Twilio's error body for an injected error status (20500, 20503, 20429…).
+fn fault_error(status: u16) -> ErrorBody {
+    let reason = StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error");
+    ErrorBody::new(status, 20000 + u32::from(status), reason)
 }
 
 async fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> ApiResult {

@@ -53,6 +53,7 @@ fn spawn_leg(shared: &Arc<Shared>, sid: &str, base: Params, doc_url: String, cb:
         status: "queued",
         in_queue: false,
         documents: 0,
+        fallback: None,
     }
 }
 
@@ -168,7 +169,7 @@ pub(crate) fn place_inbound(
 ) -> Result<String, ErrorBody> {
     let from = E164::parse(from).map_err(|_| bad(21212, format!("Invalid 'from' number: {from}")))?;
     let to = E164::parse(to).map_err(|_| bad(21211, format!("Invalid 'to' number: {to}")))?;
-    let (sid, url, method, number_sid, token) = shared.with(|st, now| {
+    let (sid, url, method, number_sid, token, fallback) = shared.with(|st, now| {
         let pn =
             st.number_by_e164.get(to.as_str()).and_then(|s| st.numbers.get(s)).cloned().ok_or_else(|| {
                 ErrorBody::new(404, 20404, format!("{to} is not an IncomingPhoneNumber of this account"))
@@ -181,13 +182,15 @@ pub(crate) fn place_inbound(
         c.phone_number_sid = Some(pn.sid.clone());
         st.calls.insert(sid.clone(), c);
         let cb = pn.status_callback.clone().map(|u| (u, pn.status_callback_method.clone()));
-        Ok((sid, url, pn.voice_method.clone(), cb, token))
+        let fallback = pn.voice_fallback_url.clone().map(|u| (u, pn.voice_fallback_method.clone()));
+        Ok((sid, url, pn.voice_method.clone(), cb, token, fallback))
     })?;
     let mut base = base_params(shared, &sid, from.as_str(), to.as_str(), "inbound");
     base.push("CallToken", token);
     let cb = number_sid.map(|(url, method)| StatusCb { url, method, events: vec!["completed".into()] });
     let mut leg = spawn_leg(shared, &sid, base, url.clone(), cb);
     leg.inputs = phone::gather_inputs(digits.as_deref());
+    leg.fallback = fallback;
     leg.hangup_at = Some(shared.clock.now_ms().saturating_add(patience_secs.saturating_mul(1000)));
     supervise(shared, &sid, tokio::spawn(leg.run_inbound(url, method)));
     Ok(sid)

@@ -15,10 +15,13 @@ use super::phone::{self, Ring};
 use crate::clock::{VMs, rfc2822};
 use crate::engine;
 use crate::state::Call;
+use crate::webhook::{self, Hook};
 use crate::{LegCmd, Shared};
 
 /// A wait long enough to mean "until something happens".
 const FOREVER_MS: u64 = 365 * 86_400 * 1000;
+/// What a caller hears when a call's TwiML cannot be fetched or run.
+pub(crate) const APPLICATION_ERROR: &str = "We are sorry, an application error has occurred. Goodbye.";
 /// Documents one call may fetch, so a redirect loop cannot spin forever.
 const MAX_DOCUMENTS: u32 = 1000;
 
@@ -84,6 +87,8 @@ pub(super) struct Leg {
     /// Set while in `<Enqueue>`: only then may a bridge arrive.
     pub in_queue: bool,
     pub documents: u32,
+    /// The number's `VoiceFallbackUrl` and its method, for an inbound call.
+    pub fallback: Option<(String, String)>,
 }
 
 fn resolve(base: &str, rel: &str) -> String {
@@ -238,7 +243,8 @@ impl Leg {
                 while let Some(job) = rx.recv().await {
                     match job {
                         CbJob::Send(p) => {
-                            let _ = sh.post_signed(&method, &url, &p).await;
+                            // A failed status callback is logged (the request log) and the call goes on.
+                            let _ = sh.webhook(Hook::Notify, &method, &url, &p).await;
                         }
                         CbJob::Flush(done) => {
                             let _ = done.send(());
@@ -272,33 +278,53 @@ impl Leg {
         });
     }
 
-    /// Fetches and parses the next document.
+    /// Fetches and parses the next document. A URL that fails (no answer,
+    /// an error status, TwiML that does not parse) falls back to the
+    /// number's `VoiceFallbackUrl`, when there is one, with `ErrorCode` and
+    /// `ErrorUrl` added, as Twilio does.
     async fn fetch(&mut self, next: &Next) -> Result<twiml::Response, Stop> {
         self.documents += 1;
         if self.documents > MAX_DOCUMENTS {
             return Err(Stop::Fail(11200, format!("more than {MAX_DOCUMENTS} TwiML documents fetched")));
         }
-        let body = match &next.src {
-            Source::Twiml(t) => t.clone(),
-            Source::Url { url, method } => {
-                let url = resolve(&self.doc_url, url);
-                let mut p = self.base.clone();
-                let status = if self.status == "ringing" { "ringing" } else { "in-progress" };
-                p.push("CallStatus", status);
-                for (k, v) in next.extra.iter() {
-                    p.push(k, v);
-                }
-                match self.sh.post_signed(method, &url, &p).await {
-                    Ok((s, body)) if (200..300).contains(&s) => {
-                        self.doc_url = url;
-                        body
-                    }
-                    Ok((s, _)) => return Err(Stop::Fail(11200, format!("HTTP retrieval failure: {url} answered {s}"))),
-                    Err(e) => return Err(Stop::Fail(11200, format!("HTTP retrieval failure: {url}: {e}"))),
-                }
+        let (url, method) = match &next.src {
+            Source::Twiml(t) => {
+                return twiml::Response::parse(t)
+                    .map_err(|e| Stop::Fail(12100, format!("Document parse failure: {e}")));
             }
+            Source::Url { url, method } => (resolve(&self.doc_url, url), method.clone()),
         };
-        twiml::Response::parse(&body).map_err(|e| Stop::Fail(12100, format!("Document parse failure: {e}")))
+        let (code, msg) = match self.fetch_url(&url, &method, &next.extra).await {
+            Ok(doc) => return Ok(doc),
+            Err(e) => e,
+        };
+        let Some((fallback, fallback_method)) = self.fallback.clone().filter(|(f, _)| *f != url) else {
+            return Err(Stop::Fail(code, msg));
+        };
+        self.note(format!("error {code}: {msg}; requesting the fallback URL"));
+        let mut extra = next.extra.clone();
+        extra.push("ErrorCode", code.to_string()).push("ErrorUrl", webhook::split_fragment(&url).0);
+        self.fetch_url(&fallback, &fallback_method, &extra).await.map_err(|(code, msg)| Stop::Fail(code, msg))
+    }
+
+    /// One TwiML request: the answer parsed, or Twilio's error code and message.
+    async fn fetch_url(&mut self, url: &str, method: &str, extra: &Params) -> Result<twiml::Response, (u32, String)> {
+        let mut p = self.base.clone();
+        let status = if self.status == "ringing" { "ringing" } else { "in-progress" };
+        p.push("CallStatus", status);
+        for (k, v) in extra.iter() {
+            p.push(k, v);
+        }
+        let shown = webhook::split_fragment(url).0;
+        let body = match self.sh.webhook(Hook::Document, method, url, &p).await {
+            Ok((s, body)) if (200..300).contains(&s) => {
+                self.doc_url = url.to_owned();
+                body
+            }
+            Ok((s, _)) => return Err((11200, format!("HTTP retrieval failure: {shown} answered {s}"))),
+            Err(e) => return Err((e.code(), format!("HTTP retrieval failure: {shown}: {e}"))),
+        };
+        twiml::Response::parse(&body).map_err(|e| (12100, format!("Document parse failure: {e}")))
     }
 
     /// Runs documents until the call ends; returns the final status.
@@ -307,7 +333,7 @@ impl Leg {
         loop {
             let doc = match self.fetch(&next).await {
                 Ok(d) => d,
-                Err(stop) => return self.stopped(stop),
+                Err(stop) => return self.stopped(stop).await,
             };
             // An inbound call is answered by its first verb, unless that verb rejects it.
             if self.status == "ringing" && !matches!(doc.verbs.first(), Some(Verb::Reject(_))) {
@@ -317,12 +343,15 @@ impl Leg {
                 Ok(None) => return "completed",
                 Ok(Some(n)) => next = n,
                 Err(Stop::Redirect(src)) => next = Next::plain(src),
-                Err(stop) => return self.stopped(stop),
+                Err(stop) => return self.stopped(stop).await,
             }
         }
     }
 
-    fn stopped(&mut self, stop: Stop) -> &'static str {
+    /// The final status of a leg that stopped. A call that failed on its
+    /// TwiML hears Twilio's application-error announcement first (an inbound
+    /// call is answered for it), then ends `completed` with the error recorded.
+    async fn stopped(&mut self, stop: Stop) -> &'static str {
         match stop {
             Stop::Hangup(s) => s,
             Stop::Reject(s) => s,
@@ -333,7 +362,14 @@ impl Leg {
                     c.error_message = Some(msg.clone());
                     c.note(now, format!("error {code}: {msg}"));
                 });
-                if self.status == "ringing" { "failed" } else { "completed" }
+                if self.status == "ringing" {
+                    self.set_status("in-progress");
+                }
+                self.note(format!("said: {APPLICATION_ERROR}"));
+                match self.wait(say_ms(APPLICATION_ERROR, None)).await {
+                    Err(Stop::Hangup(s)) => s,
+                    _ => "completed",
+                }
             }
             Stop::Redirect(_) | Stop::Bridge(_) | Stop::PeerEnded | Stop::Leave => "completed",
         }
@@ -894,7 +930,7 @@ impl Leg {
                 answered_by = "machine_end_beep";
             }
             if let Err(stop) = self.wait(delay).await {
-                let s = self.stopped(stop);
+                let s = self.stopped(stop).await;
                 return self.finish(s, None).await;
             }
             self.base.push("AnsweredBy", answered_by);
