@@ -72,6 +72,19 @@ pub struct Report {
     /// Wall-clock milliseconds from the first call to the last end.
     pub elapsed_ms: u64,
     pub calls: Vec<CallRow>,
+    /// The sandbox's fault rules and how often each fired (empty without faults).
+    pub faults: Vec<FaultCount>,
+}
+
+/// One fault rule of the scenario and what it did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FaultCount {
+    /// What the rule does, as `rest POST /…/Calls.json: reset, 10%`.
+    pub rule: String,
+    /// Requests it matched.
+    pub matched: u64,
+    /// Requests it hit.
+    pub fired: u64,
 }
 
 /// The JSON document `--json` prints.
@@ -83,6 +96,8 @@ struct JsonReport<'a> {
     ok: bool,
     calls: &'a [CallRow],
     totals: BTreeMap<&'static str, usize>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    faults: &'a [FaultCount],
     problems: Vec<String>,
 }
 
@@ -118,6 +133,7 @@ impl Report {
             ok: self.ok(),
             calls: &self.calls,
             totals,
+            faults: &self.faults,
             problems: self.problems(),
         })
         .expect("the report serializes")
@@ -197,6 +213,14 @@ impl Report {
             let _ = writeln!(out, "  {:<ow$}  {n}", o.as_str());
         }
         out.push('\n');
+        if !self.faults.is_empty() {
+            out.push_str("faults injected (fired of matched):\n");
+            let rw = self.faults.iter().map(|f| f.rule.chars().count()).max().unwrap_or(0);
+            for f in &self.faults {
+                let _ = writeln!(out, "  {:<rw$}  {} of {}", f.rule, f.fired, f.matched);
+            }
+            out.push('\n');
+        }
         let problems = self.problems();
         let n = self.calls.len();
         let checked = self.calls.iter().filter(|c| c.expected_outcome.is_some()).count();
@@ -270,7 +294,7 @@ mod tests {
     }
 
     fn report(calls: Vec<CallRow>) -> Report {
-        Report { scenario: "mix".into(), time_scale: 500.0, elapsed_ms: 1234, calls }
+        Report { scenario: "mix".into(), time_scale: 500.0, elapsed_ms: 1234, calls, faults: Vec::new() }
     }
 
     #[test]

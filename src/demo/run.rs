@@ -168,6 +168,7 @@ pub async fn run(
             .await
             .with_context(|| format!("provisioning the sandbox:\n{}", provisioned.text()))?;
 
+        install_faults(&client, &scenario.faults).await?;
         let plan = scenario.plan();
         progress(Progress::Ready { sandbox_url: &sandbox_url, server_url: &server_url, calls: plan.len() });
         Ok::<_, anyhow::Error>(place_calls(&client, &store, plan, opts, progress).await)
@@ -178,6 +179,7 @@ pub async fn run(
     // sandbox first: with nothing left in the outbox, the server has no
     // reason to call it, and it stops calling the server's webhooks.
     quiesce(&client, &store, Duration::from_secs(3)).await;
+    let faults = if scenario.faults.is_empty() { Vec::new() } else { fault_counts(&client).await };
     sandbox.shutdown().await;
     let shutdown = server.shutdown().await;
     let (calls, elapsed) = result?;
@@ -187,7 +189,64 @@ pub async fn run(
         time_scale: opts.time_scale,
         elapsed_ms: elapsed.as_millis() as u64,
         calls,
+        faults,
     })
+}
+
+/// Sets the scenario's fault rules in the sandbox, their windows moved to
+/// count from now (the first dial).
+async fn install_faults(
+    client: &sandbox::client::SandboxClient,
+    rules: &[sandbox::faults::Rule],
+) -> anyhow::Result<()> {
+    if rules.is_empty() {
+        return Ok(());
+    }
+    let now = client.state().await?.get("now_ms").and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let shifted: Vec<_> = rules
+        .iter()
+        .cloned()
+        .map(|mut r| {
+            r.from_ms = r.from_ms.map(|t| t + now);
+            r.to_ms = r.to_ms.map(|t| t + now);
+            r
+        })
+        .collect();
+    client.add_faults(&shifted).await.context("setting the scenario's faults in the sandbox")?;
+    Ok(())
+}
+
+/// How often each fault rule matched and fired.
+async fn fault_counts(client: &sandbox::client::SandboxClient) -> Vec<report::FaultCount> {
+    let rules = match client.faults().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("reading the sandbox's fault counts: {e:#}");
+            return Vec::new();
+        }
+    };
+    rules
+        .iter()
+        .map(|r| {
+            let text = |k: &str| r.get(k).and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+            let num = |k: &str| r.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+            let mut what = format!("{} {}", text("on"), text("fault"));
+            if let Some(s) = r.get("status").and_then(serde_json::Value::as_u64) {
+                what.push_str(&format!(" {s}"));
+            }
+            if let Some(d) = r.get("delay_ms").and_then(serde_json::Value::as_u64) {
+                what.push_str(&format!(" {:.1}s", d as f64 / 1000.0));
+            }
+            let share = r.get("share").and_then(serde_json::Value::as_f64).unwrap_or(1.0);
+            let target = [text("method"), text("path")].iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>();
+            let target = if target.is_empty() { "every request".to_owned() } else { target.join(" ") };
+            report::FaultCount {
+                rule: format!("{what}, {:.0}% of {target}", share * 100.0),
+                matched: num("matched"),
+                fired: num("fired"),
+            }
+        })
+        .collect()
 }
 
 /// Places every call at its offset, follows each to its end, and returns

@@ -42,6 +42,17 @@
 //! count = 1                                 # this many identical callers (a burst)
 //! burst = false                             # true: `--calls N` sets `count`
 //! expect = "connected"                      # optional: the outcome this caller must end with
+//!
+//! # Faults the sandbox injects while the callers call (see the sandbox's
+//! # `faults` module for every key). Times count from the first caller's dial.
+//! [[faults]]
+//! on = "rest"                               # rest: the server's requests to Twilio; webhook: Twilio's to the server
+//! method = "POST"                           # optional
+//! path = "/2010-04-01/Accounts/*/Calls.json" # optional; `*` matches anything
+//! share = 0.1                               # the share of matching requests hit (default 1)
+//! fault = "reset"                           # rest: status (+ status, retry_after_secs), delay (+ delay_ms), reset
+//!                                           # webhook: duplicate, late (+ delay_ms), drop, refuse
+//! # from_ms = 0, to_ms = 5000, limit = 3, seed = 42  (optional window, cap and seed)
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -78,6 +89,8 @@ pub struct Scenario {
     /// Each location's phone, by location name; every location has one.
     pub phones: BTreeMap<String, Behaviour>,
     pub callers: Vec<CallerGroup>,
+    /// Fault rules for the sandbox; windows count from the first dial.
+    pub faults: Vec<sandbox::faults::Rule>,
 }
 
 /// Server settings a scenario may change.
@@ -196,6 +209,8 @@ struct RawScenario {
     phones: BTreeMap<String, RawPhone>,
     #[serde(default)]
     callers: Vec<RawCaller>,
+    #[serde(default)]
+    faults: Vec<toml::Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -306,6 +321,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("unreachable", include_str!("../../examples/scenarios/unreachable.toml")),
     ("queue-timeout", include_str!("../../examples/scenarios/queue-timeout.toml")),
     ("not-in-service", include_str!("../../examples/scenarios/not-in-service.toml")),
+    ("faults", include_str!("../../examples/scenarios/faults.toml")),
 ];
 
 /// A built-in scenario by name.
@@ -492,6 +508,15 @@ impl Scenario {
             return Err(bad("callers".into(), format!("{total} calls in all; at most {MAX_CALLS}")));
         }
 
+        let faults = raw
+            .faults
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let json = serde_json::to_value(f).map_err(|e| bad(format!("faults[{i}]"), e.to_string()))?;
+                sandbox::faults::Rule::from_json(json).map_err(|e| bad(format!("faults[{i}]"), e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Scenario {
             name: String::new(),
             description: raw.description,
@@ -500,6 +525,7 @@ impl Scenario {
             locations,
             phones,
             callers,
+            faults,
         })
     }
 
@@ -574,8 +600,36 @@ mod tests {
             let s = built_in(name).unwrap();
             let plan = s.plan();
             assert!(!plan.is_empty(), "{name}");
-            assert!(plan.iter().all(|c| c.expect.is_some()), "{name}: every shipped caller states its expectation");
+            if s.faults.is_empty() {
+                assert!(plan.iter().all(|c| c.expect.is_some()), "{name}: every shipped caller states its expectation");
+            } else {
+                // Which callers a seeded share of faults hits depends on the
+                // order of requests, so a faulted scenario's callers expect
+                // only to end with an outcome, which the demo always checks.
+                assert!(
+                    plan.iter().all(|c| c.expect.is_none()),
+                    "{name}: faulted callers expect no particular outcome"
+                );
+            }
         }
+    }
+
+    #[test]
+    fn faults_are_read_and_checked_naming_the_rule() {
+        let s = built_in("faults").unwrap();
+        assert_eq!(s.faults.len(), 6);
+        assert_eq!(s.faults[0].fault, sandbox::faults::Fault::Reset);
+        assert_eq!(s.faults[0].path.as_deref(), Some("/2010-04-01/Accounts/*/Calls.json"));
+        let base = "[[callers]]\nlocation = \"north\"\n";
+        let err = |faults: &str| Scenario::parse(&format!("{base}{faults}"), "t.toml").unwrap_err().to_string();
+        assert!(err("[[faults]]\non = \"rest\"\nfault = \"drop\"\n").starts_with("t.toml: faults[0]: "));
+        let e = err(
+            "[[faults]]\non = \"webhook\"\nfault = \"drop\"\n[[faults]]\non = \"rest\"\nfault = \"reset\"\nshare = 2.0\n",
+        );
+        assert!(e.contains("faults[1]") && e.contains("share"), "{e}");
+        assert!(
+            err("[[faults]]\non = \"rest\"\nfault = \"reset\"\npaths = \"/x\"\n").contains("unknown key \"paths\"")
+        );
     }
 
     #[test]
