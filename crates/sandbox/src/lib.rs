@@ -13,7 +13,10 @@
 //! - [`state`]: the resources, in one `State` behind a `std::sync::Mutex`.
 //! - [`engine`]: TaskRouter routing, pure (state + time in, events + timers out).
 //! - [`expr`]: TaskRouter's expression language.
-//! - `events`: signed delivery of TaskRouter events, in order per task.
+//! - `events`: TaskRouter events to `EventCallbackUrl`, in order per task.
+//! - [`webhook`]: every request the sandbox sends: signed, with connection
+//!   overrides (`#ct=…&rc=…&rp=…`), retries and webhook faults.
+//! - [`faults`]: fault rules (seeded, by side, method, path, share and window).
 //! - `api`: the HTTP surface (core, TaskRouter, control), errors and paging.
 //! - `voice`: call legs, the TwiML interpreter and simulated phones.
 //! - [`log`]: every request received and sent.
@@ -42,6 +45,13 @@
 //!   `bridge_start_ms`, `bridge_end_ms`, `talk_ms`, `start_ms`, `answered_ms`, `end_ms`,
 //!   `recording_url`, `error_code`, `error_message`, `timeline: [{at_ms, event}]`.
 //!   With `wait_final_ms` it long-polls (at most 120 s real) until the call is final.
+//! - `POST /sandbox/faults` with a rule or `{"rules":[…]}` → 201 `{"ids":[…]}`;
+//!   `GET` → `{"rules":[{id, …rule, matched, fired}], "now_ms"}`; `DELETE` clears
+//!   them, `DELETE /sandbox/faults/{id}` removes one. A rule:
+//!   `{"on":"rest"|"webhook", "method":"POST", "path":"/2010-04-01/Accounts/*/Calls.json",
+//!   "share":0.1, "fault":…, "from_ms":…, "to_ms":…, "limit":…, "seed":…}` with `fault`
+//!   one of `status` (+`status`, `retry_after_secs`), `delay` (+`delay_ms`), `reset`
+//!   (REST), `duplicate`, `late` (+`delay_ms`), `drop`, `refuse` (webhooks). See [`faults`].
 //!
 //! # Simulation rules
 //! - All durations are virtual: one ring is 6 s; a number with no behaviour answers
@@ -57,9 +67,16 @@
 //!   hangs up, and the caller's `<Enqueue action>` gets `QueueResult=bridged`).
 //! - `From` of a created call must be an E.164 IncomingPhoneNumber of the account,
 //!   or any E.164 number when `CallToken` is given; otherwise 400 21212.
-//! - A TwiML fetch that fails (transport, non-2xx: 11200) or a document that does
-//!   not parse (12100) ends only that call, recorded as `error_code` on its summary;
-//!   status `failed` if it was still ringing (inbound, first document), else `completed`.
+//! - Webhooks follow their URL's connection overrides (see [`webhook`]): by
+//!   default one retry after a failed connection, 15 virtual s to answer; the
+//!   fragment is not sent and not signed.
+//! - A TwiML fetch that fails (a refused connection: 11205; a timeout or a
+//!   non-2xx answer: 11200) or a document that does not parse (12100) goes to the
+//!   number's `VoiceFallbackUrl`, when set, with `ErrorCode` and `ErrorUrl`. If
+//!   that fails too, or there is none, the caller hears "We are sorry, an
+//!   application error has occurred. Goodbye." (an inbound call is answered for
+//!   it) and the call ends `completed`, with `error_code` on its summary. A
+//!   failed status callback or event is logged and the call goes on.
 //! - TaskRouter: one reservation per task at a time (so no `reservation.rescinded`),
 //!   workers offered longest-idle first; a worker that let a reservation time out or
 //!   rejected it is not offered that task again. Events go to `EventCallbackUrl`
