@@ -370,10 +370,21 @@ pub(crate) fn call_json(shared: &Shared, c: &Call) -> Value {
         "date_created": rfc2822(shared.clock.wall(c.created)),
         "date_updated": rfc2822(shared.clock.wall(c.updated)),
         "uri": account_path(shared, &format!("Calls/{}.json", c.sid)),
-        "subresource_uris": {
-            "recordings": account_path(shared, &format!("Calls/{}/Recordings.json", c.sid)),
-        },
+        "subresource_uris": subresource_uris(shared, &format!("Calls/{}", c.sid), &[
+            "notifications", "recordings", "payments", "events", "siprec", "streams", "transcriptions",
+            "user_defined_message_subscriptions", "user_defined_messages",
+        ]),
     })
+}
+
+/// `{"recordings": ".../Calls/CA…/Recordings.json", …}`: the sub-resources
+/// Twilio links, whether or not the sandbox serves them.
+fn subresource_uris(shared: &Shared, base: &str, names: &[&str]) -> Value {
+    let camel = |n: &str| -> String { n.split('_').map(|w| w[..1].to_ascii_uppercase() + &w[1..]).collect() };
+    names
+        .iter()
+        .map(|n| (n.to_string(), Value::String(account_path(shared, &format!("{base}/{}.json", camel(n))))))
+        .collect()
 }
 
 /// A recording as `Calls/{CA}/Recordings` shows it.
@@ -424,10 +435,7 @@ fn recording_json(shared: &Shared, r: &Recording) -> Value {
         "encryption_details": null,
         "uri": account_path(shared, &format!("{base}.json")),
         "media_url": format!("{}{}", shared.base_url, account_path(shared, &base)),
-        "subresource_uris": {
-            "add_on_results": account_path(shared, &format!("{base}/AddOnResults.json")),
-            "transcriptions": account_path(shared, &format!("{base}/Transcriptions.json")),
-        },
+        "subresource_uris": subresource_uris(shared, &base, &["add_on_results", "transcriptions"]),
     })
 }
 
