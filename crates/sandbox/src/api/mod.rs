@@ -210,8 +210,8 @@ pub(crate) fn page_params(req: &Req) -> Result<(usize, usize), ErrorBody> {
 /// naming where the page starts. The sandbox's tokens are `PA<sid>` (the
 /// items after that SID) and `PB<sid>` (the items before it), so a client
 /// walking `next_page_url` neither repeats nor skips items when others are
-/// created meanwhile. A token whose SID is no longer listed falls back to
-/// `Page × PageSize`.
+/// deleted, or (in the newest-first Calls list) created, meanwhile. A token
+/// whose SID is no longer listed falls back to `Page × PageSize`.
 pub(crate) struct Page {
     pub items: Vec<Value>,
     pub page: usize,
