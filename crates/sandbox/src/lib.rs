@@ -6,7 +6,16 @@
 //! serves the core API (`/2010-04-01/Accounts/{AC}/…`), TaskRouter
 //! (`/v1/Workspaces/…`) and the control API (`/sandbox/…`). Every path,
 //! including `/sandbox/…`, requires HTTP basic auth (AccountSid:AuthToken);
-//! without it the answer is 401 with Twilio's body (code 20003).
+//! without it the answer is 401 with Twilio's body (code 20003) and
+//! `WWW-Authenticate: Basic realm="Twilio API"`.
+//!
+//! Resources answer with the fields, list filters and checks of Twilio's
+//! OpenAPI description (`tests/conformance.rs` holds them to it). Lists page
+//! by `Page`/`PageSize` (1–1000, else 400) and follow their links'
+//! `PageToken` (`PA<sid>`: after that item, `PB<sid>`: before it). Calls
+//! filter by `StartTime`/`EndTime` (`=` a UTC day, `<` before, `>` on or
+//! after; a date or a date-time); deleting a call that has not ended is 409
+//! (20009).
 //!
 //! # Layout
 //! - [`clock`]: virtual time (`time_scale` virtual seconds per real second).

@@ -78,19 +78,73 @@ impl<T> Table<T> {
     }
 }
 
+/// An IncomingPhoneNumber: every setting the resource accepts, stored so it
+/// reads back as written. Only the voice settings change what a call does.
 #[derive(Debug, Clone)]
 pub struct PhoneNumber {
     pub sid: String,
     pub phone_number: String,
     pub friendly_name: String,
+    pub api_version: String,
     pub voice_url: Option<String>,
     pub voice_method: String,
+    /// Where a call goes when `voice_url` fails, and with which method.
     pub voice_fallback_url: Option<String>,
     pub voice_fallback_method: String,
+    pub voice_caller_id_lookup: bool,
+    pub voice_application_sid: Option<String>,
+    /// `voice` or `fax`.
+    pub voice_receive_mode: String,
     pub status_callback: Option<String>,
     pub status_callback_method: String,
+    pub sms_url: Option<String>,
+    pub sms_method: String,
+    pub sms_fallback_url: Option<String>,
+    pub sms_fallback_method: String,
+    pub sms_application_sid: Option<String>,
+    pub trunk_sid: Option<String>,
+    pub identity_sid: Option<String>,
+    pub address_sid: Option<String>,
+    pub bundle_sid: Option<String>,
+    /// `Active` or `Inactive`.
+    pub emergency_status: String,
+    pub emergency_address_sid: Option<String>,
     pub created: VMs,
     pub updated: VMs,
+}
+
+impl PhoneNumber {
+    /// A number with Twilio's defaults: nothing configured, every method POST.
+    pub fn new(sid: String, phone_number: String, friendly_name: String, now: VMs) -> Self {
+        Self {
+            sid,
+            phone_number,
+            friendly_name,
+            api_version: "2010-04-01".into(),
+            voice_url: None,
+            voice_method: "POST".into(),
+            voice_fallback_url: None,
+            voice_fallback_method: "POST".into(),
+            voice_caller_id_lookup: false,
+            voice_application_sid: None,
+            voice_receive_mode: "voice".into(),
+            status_callback: None,
+            status_callback_method: "POST".into(),
+            sms_url: None,
+            sms_method: "POST".into(),
+            sms_fallback_url: None,
+            sms_fallback_method: "POST".into(),
+            sms_application_sid: None,
+            trunk_sid: None,
+            identity_sid: None,
+            address_sid: None,
+            bundle_sid: None,
+            emergency_status: "Inactive".into(),
+            emergency_address_sid: None,
+            created: now,
+            updated: now,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

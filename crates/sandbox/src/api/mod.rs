@@ -184,7 +184,15 @@ async fn dispatch(
     if body.is_none() {
         return code.into_response();
     }
-    (code, [("content-type", "application/json")], text).into_response()
+    let mut resp = (code, [("content-type", "application/json")], text).into_response();
+    if status == 401 {
+        // Twilio names the scheme and realm, so clients know to send basic auth.
+        resp.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Basic realm=\"Twilio API\""),
+        );
+    }
+    resp
 }
 
 /// Twilio's error body for an injected error status (20500, 20503, 20429…).
@@ -210,83 +218,148 @@ async fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> ApiResult {
     }
 }
 
-/// `Page` and `PageSize` from the query (Twilio's default size is 50, max 1000).
-pub(crate) fn page_params(req: &Req) -> (usize, usize) {
-    let size = req.get("PageSize").and_then(|s| s.parse().ok()).unwrap_or(50usize).clamp(1, 1000);
-    let page = req.get("Page").and_then(|s| s.parse().ok()).unwrap_or(0usize);
-    (page, size)
+/// `Page` and `PageSize` from the query. Twilio's default size is 50; a size
+/// outside 1–1000, or a page that is not a whole number, is refused (400
+/// 20001) rather than clamped.
+pub(crate) fn page_params(req: &Req) -> Result<(usize, usize), ErrorBody> {
+    let size = match req.get("PageSize") {
+        None => 50,
+        Some(s) => s
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| bad(20001, format!("PageSize {s:?} must be an integer between 1 and 1000")))?,
+    };
+    let page = match req.get("Page") {
+        None => 0,
+        Some(s) => {
+            s.trim().parse::<usize>().map_err(|_| bad(20001, format!("Page {s:?} must be a non-negative integer")))?
+        }
+    };
+    Ok((page, size))
+}
+
+/// One page cut from a list, with what its links need.
+///
+/// Paging follows Twilio's links: `Page` and `PageSize`, plus a `PageToken`
+/// naming where the page starts. The sandbox's tokens are `PA<sid>` (the
+/// items after that SID) and `PB<sid>` (the items before it), so a client
+/// walking `next_page_url` neither repeats nor skips items when others are
+/// deleted, or (in the newest-first Calls list) created, meanwhile. A token
+/// whose SID is no longer listed falls back to `Page × PageSize`.
+pub(crate) struct Page {
+    pub items: Vec<Value>,
+    pub page: usize,
+    pub size: usize,
+    /// The index of the first item in the whole list.
+    pub start: usize,
+    /// Whether items follow this page.
+    pub more: bool,
+    /// The tokens of the next and previous pages, when there are such pages.
+    pub next: Option<String>,
+    pub previous: Option<String>,
+}
+
+fn sid_of(v: &Value) -> Option<&str> {
+    v.get("sid").and_then(Value::as_str)
+}
+
+/// Cuts one page from `items` (each with a `sid`), honouring `PageToken`.
+pub(crate) fn paginate(req: &Req, items: Vec<Value>) -> Result<Page, ErrorBody> {
+    let (page, size) = page_params(req)?;
+    let total = items.len();
+    let position = |sid: &str| items.iter().position(|v| sid_of(v) == Some(sid));
+    let by_page = || {
+        let start = page.saturating_mul(size).min(total);
+        (start, start.saturating_add(size).min(total))
+    };
+    let (start, end) = match req.get("PageToken").filter(|t| !t.is_empty()) {
+        None => by_page(),
+        Some(t) => match (t.get(..2), t.get(2..)) {
+            (Some("PA"), Some(sid)) => match position(sid) {
+                Some(i) => (i + 1, (i + 1).saturating_add(size).min(total)),
+                None => by_page(),
+            },
+            (Some("PB"), Some(sid)) => match position(sid) {
+                Some(i) => (i.saturating_sub(size), i),
+                None => by_page(),
+            },
+            _ => return Err(bad(20001, format!("PageToken {t:?} is invalid"))),
+        },
+    };
+    let more = end < total;
+    let next =
+        end.checked_sub(1).and_then(|i| items.get(i)).and_then(sid_of).filter(|_| more).map(|s| format!("PA{s}"));
+    let previous = items.get(start).and_then(sid_of).filter(|_| start > 0).map(|s| format!("PB{s}"));
+    let items = items.into_iter().skip(start).take(end.saturating_sub(start)).collect();
+    Ok(Page { items, page, size, start, more, next, previous })
 }
 
 /// The query string of a page link: the request's filters plus paging.
-fn page_query(req: &Req, page: usize, size: usize) -> String {
+fn page_query(req: &Req, page: usize, size: usize, token: Option<&str>) -> String {
     let mut q = Params::new();
     for (k, v) in req.query.iter().filter(|(k, _)| !matches!(*k, "Page" | "PageSize" | "PageToken")) {
         q.push(k, v);
     }
     q.push("PageSize", size.to_string()).push("Page", page.to_string());
+    if let Some(t) = token {
+        q.push("PageToken", t);
+    }
     q.encode()
 }
 
-/// Cuts one page from `items`; returns it and whether more follow.
-pub(crate) fn paginate<T>(req: &Req, items: Vec<T>) -> (Vec<T>, usize, usize, bool) {
-    let (page, size) = page_params(req);
-    let total = items.len();
-    let start = page.saturating_mul(size);
-    let more = start.saturating_add(size) < total;
-    let out = items.into_iter().skip(start).take(size).collect();
-    (out, page, size, more)
+/// The links of a page: (this page, first, next, previous), as query strings.
+fn page_links(req: &Req, p: &Page) -> (String, String, Option<String>, Option<String>) {
+    let this = page_query(req, p.page, p.size, req.get("PageToken").filter(|t| !t.is_empty()));
+    let first = page_query(req, 0, p.size, None);
+    // A neighbour without a SID to name it (never the case for the
+    // resources served) is linked by its number alone.
+    let next = p.more.then(|| page_query(req, p.page.saturating_add(1), p.size, p.next.as_deref()));
+    let previous = (p.start > 0).then(|| page_query(req, p.page.saturating_sub(1), p.size, p.previous.as_deref()));
+    (this, first, next, previous)
 }
 
 /// The core API's list envelope; URIs are relative.
-pub(crate) fn core_page(
-    req: &Req,
-    path: &str,
-    key: &str,
-    items: Vec<Value>,
-    page: usize,
-    size: usize,
-    more: bool,
-) -> Value {
-    let start = page.saturating_mul(size);
-    let end = start.saturating_add(items.len().saturating_sub(1));
+pub(crate) fn core_page(req: &Req, path: &str, key: &str, p: Page) -> Value {
+    let (this, first, next, previous) = page_links(req, &p);
+    let end = p.start.saturating_add(p.items.len().saturating_sub(1));
+    let link = |q: Option<String>| q.map_or(Value::Null, |q| Value::String(format!("{path}?{q}")));
     json!({
-        key: items,
-        "page": page,
-        "page_size": size,
-        "start": start,
+        "page": p.page,
+        "page_size": p.size,
+        "start": p.start,
         "end": end,
-        "uri": format!("{path}?{}", page_query(req, page, size)),
-        "first_page_uri": format!("{path}?{}", page_query(req, 0, size)),
-        "next_page_uri": if more { Value::String(format!("{path}?{}", page_query(req, page.saturating_add(1), size))) } else { Value::Null },
-        "previous_page_uri": if page > 0 { Value::String(format!("{path}?{}", page_query(req, page - 1, size))) } else { Value::Null },
+        "uri": format!("{path}?{this}"),
+        "first_page_uri": format!("{path}?{first}"),
+        "next_page_uri": link(next),
+        "previous_page_uri": link(previous),
+        key: p.items,
     })
 }
 
 /// TaskRouter's list envelope; URLs are absolute.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn tr_page(
-    base: &str,
-    req: &Req,
-    path: &str,
-    key: &str,
-    items: Vec<Value>,
-    page: usize,
-    size: usize,
-    more: bool,
-) -> Value {
-    let url = |p: usize| format!("{base}{path}?{}", page_query(req, p, size));
+pub(crate) fn tr_page(base: &str, req: &Req, path: &str, key: &str, p: Page) -> Value {
+    let (this, first, next, previous) = page_links(req, &p);
+    let link = |q: Option<String>| q.map_or(Value::Null, |q| Value::String(format!("{base}{path}?{q}")));
     json!({
-        key: items,
         "meta": {
-            "page": page,
-            "page_size": size,
-            "first_page_url": url(0),
-            "previous_page_url": if page > 0 { Value::String(url(page - 1)) } else { Value::Null },
-            "next_page_url": if more { Value::String(url(page.saturating_add(1))) } else { Value::Null },
-            "url": url(page),
+            "page": p.page,
+            "page_size": p.size,
+            "first_page_url": format!("{base}{path}?{first}"),
+            "previous_page_url": link(previous),
+            "next_page_url": link(next),
+            "url": format!("{base}{path}?{this}"),
             "key": key,
-        }
+        },
+        key: p.items,
     })
+}
+
+/// A list filter's yes/no as Twilio reads it: `true`, `1` or `yes` (any
+/// case) mean yes; any other value means no.
+pub(crate) fn truthy(v: &str) -> bool {
+    matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes")
 }
 
 /// Parses a boolean form value as Twilio does (`true`/`false`, any case).

@@ -11,12 +11,12 @@ use serde_json::{Value, json};
 use twilio::ErrorBody;
 
 use super::{
-    ApiResult, Req, bad, created, method_not_allowed, no_content, ok, paginate, parse_bool, parse_num, tr_page,
+    ApiResult, Req, bad, created, method_not_allowed, no_content, ok, paginate, parse_bool, parse_num, tr_page, truthy,
 };
 use crate::Shared;
 use crate::clock::{VMs, iso8601};
 use crate::engine::{self, Effects};
-use crate::state::{Activity, Compiled, Filter, State, Target, TaskQueue, Worker, Workflow};
+use crate::state::{Activity, Compiled, Filter, ResStatus, State, Target, TaskQueue, TaskStatus, Worker, Workflow};
 
 pub(super) fn route(shared: &Arc<Shared>, path: &str, segs: &[&str], req: &Req) -> ApiResult {
     let m = &req.method;
@@ -81,8 +81,7 @@ impl Cx<'_> {
     }
 
     fn list(&self, key: &str, items: Vec<Value>) -> ApiResult {
-        let (items, page, size, more) = paginate(self.req, items);
-        ok(tr_page(self.base, self.req, self.path, key, items, page, size, more))
+        ok(tr_page(self.base, self.req, self.path, key, paginate(self.req, items)?))
     }
 
     fn name_filter(&self, name: &str) -> bool {
@@ -185,10 +184,15 @@ impl Cx<'_> {
             "url": url,
             "links": {
                 "activities": format!("{url}/Activities"),
+                "statistics": format!("{url}/Statistics"),
+                "real_time_statistics": format!("{url}/RealTimeStatistics"),
+                "cumulative_statistics": format!("{url}/CumulativeStatistics"),
                 "task_queues": format!("{url}/TaskQueues"),
+                "tasks": format!("{url}/Tasks"),
                 "workers": format!("{url}/Workers"),
                 "workflows": format!("{url}/Workflows"),
-                "tasks": format!("{url}/Tasks"),
+                "task_channels": format!("{url}/TaskChannels"),
+                "events": format!("{url}/Events"),
             },
         })
     }
@@ -229,18 +233,37 @@ impl Cx<'_> {
             }
             ["Tasks", t, "Reservations", r] => self.reservation(st, ws, r, |res| res.task_sid == *t),
             ["TaskChannels"] if m == Method::GET => {
-                let item = json!({
-                    "account_sid": self.account, "workspace_sid": ws, "sid": voice_channel_sid(ws),
-                    "unique_name": "voice", "friendly_name": "Voice", "channel_optimized_routing": false,
-                    "url": format!("{}/v1/Workspaces/{ws}/TaskChannels/{}", self.base, voice_channel_sid(ws)),
-                });
+                let item = self.task_channel_json(st, ws);
                 none(self.list("channels", vec![item]))
+            }
+            ["TaskChannels", c] if m == Method::GET => {
+                if *c != "voice" && *c != voice_channel_sid(ws) {
+                    return Err(super::not_found(self.path));
+                }
+                none(ok(self.task_channel_json(st, ws)))
             }
             [x] if matches!(*x, "Activities" | "TaskQueues" | "Workers" | "Workflows" | "Tasks") => {
                 Err(method_not_allowed(m))
             }
             _ => Err(super::not_found(self.path)),
         }
+    }
+
+    fn ws_url(&self, ws: &str) -> String {
+        format!("{}/v1/Workspaces/{ws}", self.base)
+    }
+
+    /// The workspace's one task channel, `voice` (see [`voice_channel_sid`]).
+    fn task_channel_json(&self, st: &State, ws: &str) -> Value {
+        let (created, updated) = st.workspaces.get(ws).map_or((0, 0), |w| (w.created, w.created));
+        let ws_url = self.ws_url(ws);
+        json!({
+            "account_sid": self.account, "workspace_sid": ws, "sid": voice_channel_sid(ws),
+            "unique_name": "voice", "friendly_name": "Voice", "channel_optimized_routing": false,
+            "date_created": self.date(created, st), "date_updated": self.date(updated, st),
+            "url": format!("{ws_url}/TaskChannels/{}", voice_channel_sid(ws)),
+            "links": { "workspace": ws_url },
+        })
     }
 
     // -- activities ------------------------------------------------------------
@@ -250,12 +273,13 @@ impl Cx<'_> {
             "account_sid": self.account, "workspace_sid": a.workspace_sid, "sid": a.sid,
             "friendly_name": a.friendly_name, "available": a.available,
             "date_created": self.date(a.created, st), "date_updated": self.date(a.updated, st),
-            "url": format!("{}/v1/Workspaces/{}/Activities/{}", self.base, a.workspace_sid, a.sid),
+            "url": format!("{}/Activities/{}", self.ws_url(&a.workspace_sid), a.sid),
+            "links": { "workspace": self.ws_url(&a.workspace_sid) },
         })
     }
 
     fn list_activities(&self, st: &State, ws: &str) -> ApiResult {
-        let avail = self.req.query.get("Available").map(|v| parse_bool("Available", v)).transpose()?;
+        let avail = self.req.query.get("Available").map(truthy);
         let items = st
             .activities
             .iter()
@@ -324,6 +348,23 @@ impl Cx<'_> {
 
     fn queue_json(&self, st: &State, q: &TaskQueue) -> Value {
         let name = |a: &Option<String>| a.as_ref().and_then(|a| st.activities.get(a)).map(|a| a.friendly_name.clone());
+        let ws_url = self.ws_url(&q.workspace_sid);
+        let url = format!("{ws_url}/TaskQueues/{}", q.sid);
+        let mut links = json!({
+            "workspace": ws_url,
+            "statistics": format!("{url}/Statistics"),
+            "real_time_statistics": format!("{url}/RealTimeStatistics"),
+            "cumulative_statistics": format!("{url}/CumulativeStatistics"),
+            "list_statistics": format!("{ws_url}/TaskQueues/Statistics"),
+            "bulk_real_time_statistics": format!("{ws_url}/TaskQueues/RealTimeStatistics"),
+        });
+        for (key, activity) in
+            [("assignment_activity", &q.assignment_activity_sid), ("reservation_activity", &q.reservation_activity_sid)]
+        {
+            if let Some(a) = activity {
+                links[key] = Value::String(format!("{ws_url}/Activities/{a}"));
+            }
+        }
         json!({
             "account_sid": self.account, "workspace_sid": q.workspace_sid, "sid": q.sid,
             "friendly_name": q.friendly_name, "target_workers": q.target_workers,
@@ -331,15 +372,31 @@ impl Cx<'_> {
             "reservation_activity_sid": q.reservation_activity_sid, "reservation_activity_name": name(&q.reservation_activity_sid),
             "max_reserved_workers": q.max_reserved_workers, "task_order": q.task_order,
             "date_created": self.date(q.created, st), "date_updated": self.date(q.updated, st),
-            "url": format!("{}/v1/Workspaces/{}/TaskQueues/{}", self.base, q.workspace_sid, q.sid),
+            "url": url,
+            "links": links,
         })
     }
 
+    /// `GET TaskQueues`, by `FriendlyName`, and by the queues a worker is
+    /// eligible for: `WorkerSid` (that worker's attributes) or
+    /// `EvaluateWorkerAttributes` (a JSON object of attributes).
     fn list_queues(&self, st: &State, ws: &str) -> ApiResult {
+        let q = &self.req.query;
+        let mut attributes = Vec::new();
+        if let Some(w) = q.get("WorkerSid") {
+            // An unknown worker is eligible for nothing, so the list is empty.
+            attributes.push(st.workers.get(w).filter(|w| w.workspace_sid == ws).map(|w| w.attributes.clone()));
+        }
+        if let Some(raw) = q.get("EvaluateWorkerAttributes") {
+            let (v, _) = parse_attributes(Some(raw))
+                .map_err(|_| bad(20001, "EvaluateWorkerAttributes must be a JSON object"))?;
+            attributes.push(Some(v));
+        }
         let items = st
             .queues
             .iter()
             .filter(|q| q.workspace_sid == ws && self.name_filter(&q.friendly_name))
+            .filter(|q| attributes.iter().all(|a| a.as_ref().is_some_and(|a| eligible(q, a))))
             .map(|q| self.queue_json(st, q))
             .collect();
         self.list("task_queues", items)
@@ -366,9 +423,15 @@ impl Cx<'_> {
             }
         }
         if let Some(m) = parse_num::<u32>("MaxReservedWorkers", r.get("MaxReservedWorkers"))? {
+            if !(1..=50).contains(&m) {
+                return Err(bad(20001, format!("MaxReservedWorkers {m} must be between 1 and 50")));
+            }
             q.max_reserved_workers = m;
         }
         if let Some(o) = r.get("TaskOrder") {
+            if !matches!(o, "FIFO" | "LIFO") {
+                return Err(bad(20001, format!("TaskOrder {o:?} must be FIFO or LIFO")));
+            }
             q.task_order = o.into();
         }
         q.updated = self.now;
@@ -421,7 +484,8 @@ impl Cx<'_> {
 
     fn worker_json(&self, st: &State, w: &Worker) -> Value {
         let act = st.activities.get(&w.activity_sid);
-        let url = format!("{}/v1/Workspaces/{}/Workers/{}", self.base, w.workspace_sid, w.sid);
+        let ws_url = self.ws_url(&w.workspace_sid);
+        let url = format!("{ws_url}/Workers/{}", w.sid);
         json!({
             "account_sid": self.account, "workspace_sid": w.workspace_sid, "sid": w.sid,
             "friendly_name": w.friendly_name, "attributes": w.attributes_raw,
@@ -430,13 +494,36 @@ impl Cx<'_> {
             "date_created": self.date(w.created, st), "date_updated": self.date(w.updated, st),
             "date_status_changed": self.date(w.status_changed, st),
             "url": url,
-            "links": { "channels": format!("{url}/Channels"), "reservations": format!("{url}/Reservations") },
+            "links": {
+                "channels": format!("{url}/Channels"),
+                "activity": format!("{ws_url}/Activities/{}", w.activity_sid),
+                "workspace": ws_url,
+                "statistics": format!("{ws_url}/Workers/Statistics"),
+                "real_time_statistics": format!("{ws_url}/Workers/RealTimeStatistics"),
+                "cumulative_statistics": format!("{ws_url}/Workers/CumulativeStatistics"),
+                "worker_statistics": format!("{url}/Statistics"),
+                "worker_channels": format!("{url}/Channels"),
+                "reservations": format!("{url}/Reservations"),
+            },
         })
     }
 
+    /// `GET Workers`, by `FriendlyName`, `Available` (`true`, `1` or `yes`;
+    /// anything else lists the unavailable), `ActivityName`, `ActivitySid`,
+    /// `TargetWorkersExpression`, and `TaskQueueSid` / `TaskQueueName`: the
+    /// workers that queue's `TargetWorkers` expression selects.
     fn list_workers(&self, st: &State, ws: &str) -> ApiResult {
         let q = &self.req.query;
-        let avail = q.get("Available").map(|v| parse_bool("Available", v)).transpose()?;
+        let avail = q.get("Available").map(truthy);
+        // Each queue filter names one queue (or none, if no queue matches,
+        // and then no worker is eligible).
+        let mut queues: Vec<Option<&TaskQueue>> = Vec::new();
+        if let Some(sid) = q.get("TaskQueueSid") {
+            queues.push(st.queues.get(sid).filter(|x| x.workspace_sid == ws));
+        }
+        if let Some(name) = q.get("TaskQueueName") {
+            queues.push(st.queues.iter().find(|x| x.workspace_sid == ws && x.friendly_name == name));
+        }
         let target = q
             .get("TargetWorkersExpression")
             .map(|e| Compiled::parse(e).map_err(|e| bad(20001, format!("TargetWorkersExpression is invalid: {e}"))))
@@ -457,6 +544,7 @@ impl Cx<'_> {
                             worker: Some(&w.attributes),
                         })
                     })
+                    && queues.iter().all(|queue| queue.is_some_and(|queue| eligible(queue, &w.attributes)))
             })
             .map(|w| self.worker_json(st, w))
             .collect();
@@ -612,6 +700,7 @@ impl Cx<'_> {
     // -- workflows -------------------------------------------------------------
 
     fn wf_json(&self, st: &State, w: &Workflow) -> Value {
+        let url = format!("{}/Workflows/{}", self.ws_url(&w.workspace_sid), w.sid);
         json!({
             "account_sid": self.account, "workspace_sid": w.workspace_sid, "sid": w.sid,
             "friendly_name": w.friendly_name, "configuration": w.configuration,
@@ -620,7 +709,12 @@ impl Cx<'_> {
             "task_reservation_timeout": w.task_reservation_timeout,
             "document_content_type": "application/json",
             "date_created": self.date(w.created, st), "date_updated": self.date(w.updated, st),
-            "url": format!("{}/v1/Workspaces/{}/Workflows/{}", self.base, w.workspace_sid, w.sid),
+            "url": url,
+            "links": {
+                "statistics": format!("{url}/Statistics"),
+                "real_time_statistics": format!("{url}/RealTimeStatistics"),
+                "cumulative_statistics": format!("{url}/CumulativeStatistics"),
+            },
         })
     }
 
@@ -718,7 +812,16 @@ impl Cx<'_> {
 
     fn task_json(&self, st: &State, t: &crate::state::Task) -> Value {
         let q = t.queue_sid.as_ref().and_then(|q| st.queues.get(q));
-        let url = format!("{}/v1/Workspaces/{}/Tasks/{}", self.base, t.workspace_sid, t.sid);
+        let ws_url = self.ws_url(&t.workspace_sid);
+        let url = format!("{ws_url}/Tasks/{}", t.sid);
+        let mut links = json!({
+            "workflow": format!("{ws_url}/Workflows/{}", t.workflow_sid),
+            "workspace": ws_url,
+            "reservations": format!("{url}/Reservations"),
+        });
+        if let Some(q) = &t.queue_sid {
+            links["task_queue"] = Value::String(format!("{ws_url}/TaskQueues/{q}"));
+        }
         json!({
             "account_sid": self.account, "workspace_sid": t.workspace_sid, "sid": t.sid,
             "attributes": t.attributes_raw, "assignment_status": t.status.as_str(),
@@ -730,23 +833,73 @@ impl Cx<'_> {
             "workflow_sid": t.workflow_sid,
             "workflow_friendly_name": st.workflows.get(&t.workflow_sid).map(|w| w.friendly_name.clone()),
             "date_created": self.date(t.created, st), "date_updated": self.date(t.updated, st),
+            // No VirtualStartTime is taken, so it is the creation time, as
+            // Twilio's default is.
+            "virtual_start_time": self.date(t.created, st),
+            "addons": "{}", "ignore_capacity": false, "routing_target": null,
             "url": url,
-            "links": { "reservations": format!("{url}/Reservations") },
+            "links": links,
         })
     }
 
+    /// `GET Tasks`, by `AssignmentStatus` (comma-separated or repeated),
+    /// `Priority`, `WorkflowSid`, `WorkflowName`, `TaskQueueSid`,
+    /// `TaskQueueName`, `EvaluateTaskAttributes` (an expression over the
+    /// attributes) and `HasAddons` (no sandbox task has add-ons), in the order
+    /// `Ordering` gives (creation order by default).
     fn list_tasks(&self, st: &State, ws: &str) -> ApiResult {
         let q = &self.req.query;
-        let statuses: Vec<&str> = q.get_all("AssignmentStatus").flat_map(|s| s.split(',')).collect();
-        let items = st
+        let statuses: Vec<&str> =
+            q.get_all("AssignmentStatus").flat_map(|s| s.split(',')).map(str::trim).filter(|s| !s.is_empty()).collect();
+        if let Some(s) = statuses.iter().find(|s| TaskStatus::parse(s).is_none()) {
+            return Err(bad(20001, format!("AssignmentStatus {s:?} is not a task status")));
+        }
+        let priority = parse_num::<i64>("Priority", q.get("Priority"))?;
+        let evaluate = q
+            .get("EvaluateTaskAttributes")
+            .map(|e| Compiled::parse(e).map_err(|e| bad(20001, format!("EvaluateTaskAttributes is invalid: {e}"))))
+            .transpose()?;
+        let addons = q.get("HasAddons").map(|v| parse_bool("HasAddons", v)).transpose()?;
+        let order = q.get("Ordering").map(parse_task_ordering).transpose()?.unwrap_or_default();
+        let queue_name = |t: &crate::state::Task| {
+            t.queue_sid.as_ref().and_then(|s| st.queues.get(s)).map(|q| q.friendly_name.as_str())
+        };
+        let workflow_name =
+            |t: &crate::state::Task| st.workflows.get(&t.workflow_sid).map(|w| w.friendly_name.as_str());
+        let mut tasks: Vec<&crate::state::Task> = st
             .tasks
             .iter()
             .filter(|t| t.workspace_sid == ws)
             .filter(|t| statuses.is_empty() || statuses.contains(&t.status.as_str()))
+            .filter(|t| priority.is_none_or(|p| t.priority == p))
             .filter(|t| q.get("WorkflowSid").is_none_or(|w| t.workflow_sid == w))
+            .filter(|t| q.get("WorkflowName").is_none_or(|w| workflow_name(t) == Some(w)))
             .filter(|t| q.get("TaskQueueSid").is_none_or(|w| t.queue_sid.as_deref() == Some(w)))
-            .map(|t| self.task_json(st, t))
+            .filter(|t| q.get("TaskQueueName").is_none_or(|w| queue_name(t) == Some(w)))
+            .filter(|t| {
+                evaluate.as_ref().is_none_or(|e| {
+                    e.expr.eval(&crate::expr::Context {
+                        attributes: &t.attributes,
+                        task: Some(&t.attributes),
+                        worker: None,
+                    })
+                })
+            })
+            .filter(|_| addons != Some(true))
             .collect();
+        // A stable sort over creation order, so ties keep it.
+        tasks.sort_by(|a, b| {
+            order.iter().fold(std::cmp::Ordering::Equal, |acc, (key, desc)| {
+                acc.then_with(|| {
+                    let o = match key {
+                        TaskKey::Priority => a.priority.cmp(&b.priority),
+                        TaskKey::DateCreated | TaskKey::VirtualStartTime => a.created.cmp(&b.created),
+                    };
+                    if *desc { o.reverse() } else { o }
+                })
+            })
+        });
+        let items = tasks.into_iter().map(|t| self.task_json(st, t)).collect();
         self.list("tasks", items)
     }
 
@@ -763,8 +916,13 @@ impl Cx<'_> {
                 }
             }
         };
-        let priority = parse_num::<i64>("Priority", r.get("Priority"))?;
+        let priority = task_priority(r.get("Priority"))?;
         let timeout = parse_num::<u64>("Timeout", r.get("Timeout"))?;
+        if let Some(t) = timeout
+            && !(1..=MAX_TASK_TIMEOUT).contains(&t)
+        {
+            return Err(bad(20001, format!("Timeout {t} must be between 1 and {MAX_TASK_TIMEOUT} seconds")));
+        }
         let (sid, fx) =
             engine::create_task(st, self.now, ws, &workflow, r.get("Attributes").unwrap_or("{}"), priority, timeout)?;
         let t = st.tasks.get(&sid).cloned().ok_or_else(|| super::not_found(self.path))?;
@@ -781,7 +939,7 @@ impl Cx<'_> {
             Method::GET => Effects::default(),
             Method::POST => {
                 let r = self.req;
-                if let Some(p) = parse_num::<i64>("Priority", r.get("Priority"))?
+                if let Some(p) = task_priority(r.get("Priority"))?
                     && let Some(t) = st.tasks.get_mut(sid)
                 {
                     t.priority = p;
@@ -800,23 +958,43 @@ impl Cx<'_> {
 
     // -- reservations ----------------------------------------------------------
 
+    /// A reservation as the path it was reached by shows it: its `url` is
+    /// under the worker for `/Workers/{WK}/Reservations`, else under the task.
     fn res_json(&self, st: &State, r: &crate::state::Reservation) -> Value {
+        let ws_url = self.ws_url(&r.workspace_sid);
+        let task = format!("{ws_url}/Tasks/{}", r.task_sid);
+        let worker = format!("{ws_url}/Workers/{}", r.worker_sid);
+        let url = if self.path.contains("/Workers/") {
+            format!("{worker}/Reservations/{}", r.sid)
+        } else {
+            format!("{task}/Reservations/{}", r.sid)
+        };
         json!({
             "account_sid": self.account, "workspace_sid": r.workspace_sid, "sid": r.sid,
             "task_sid": r.task_sid, "worker_sid": r.worker_sid,
             "worker_name": st.workers.get(&r.worker_sid).map(|w| w.friendly_name.clone()),
             "reservation_status": r.status.as_str(),
             "date_created": self.date(r.created, st), "date_updated": self.date(r.updated, st),
-            "url": format!("{}/v1/Workspaces/{}/Tasks/{}/Reservations/{}", self.base, r.workspace_sid, r.task_sid, r.sid),
+            "url": url,
+            "links": { "task": task, "worker": worker, "workspace": ws_url },
         })
     }
 
+    /// A reservations list, by `ReservationStatus` and, for a task's
+    /// reservations, `WorkerSid`.
     fn list_reservations(&self, st: &State, keep: impl Fn(&crate::state::Reservation) -> bool) -> ApiResult {
         let status = self.req.query.get("ReservationStatus");
+        if let Some(s) = status
+            && ResStatus::parse(s).is_none()
+        {
+            return Err(bad(20001, format!("ReservationStatus {s:?} is not a reservation status")));
+        }
+        let worker = self.req.query.get("WorkerSid").filter(|_| !self.path.contains("/Workers/"));
         let items = st
             .reservations
             .iter()
             .filter(|r| keep(r) && status.is_none_or(|s| r.status.as_str() == s))
+            .filter(|r| worker.is_none_or(|w| r.worker_sid == w))
             .map(|r| self.res_json(st, r))
             .collect();
         self.list("reservations", items)
@@ -844,6 +1022,67 @@ impl Cx<'_> {
         let r = st.reservations.get(sid).cloned().ok_or_else(|| super::not_found(self.path))?;
         with_fx(ok(self.res_json(st, &r)), fx)
     }
+}
+
+/// Whether a queue's `TargetWorkers` expression selects a worker with these
+/// attributes. Without a task, `task.` names resolve to nothing, so an
+/// expression that needs the task selects no one.
+fn eligible(queue: &TaskQueue, attributes: &Value) -> bool {
+    queue.target_expr.expr.eval(&crate::expr::Context { attributes, task: None, worker: Some(attributes) })
+}
+
+/// Twilio's longest task TTL: two weeks.
+const MAX_TASK_TIMEOUT: u64 = 1_209_600;
+
+/// A task's `Priority`: 0 to 2³¹−1.
+fn task_priority(v: Option<&str>) -> Result<Option<i64>, ErrorBody> {
+    let p = parse_num::<i64>("Priority", v)?;
+    match p {
+        Some(p) if !(0..=i64::from(i32::MAX)).contains(&p) => {
+            Err(bad(20001, format!("Priority {p} must be between 0 and {}", i32::MAX)))
+        }
+        _ => Ok(p),
+    }
+}
+
+/// What `Ordering` can sort tasks by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TaskKey {
+    DateCreated,
+    Priority,
+    VirtualStartTime,
+}
+
+/// Parses a task list's `Ordering`: `Attribute:asc|desc`, comma-separated
+/// (`Priority:desc,DateCreated:asc`). `DateCreated` and `VirtualStartTime`
+/// may not be combined. Returns (key, descending) pairs, most significant
+/// first.
+fn parse_task_ordering(v: &str) -> Result<Vec<(TaskKey, bool)>, ErrorBody> {
+    let invalid = |why: String| bad(20001, format!("Ordering {v:?} is invalid: {why}"));
+    let mut out: Vec<(TaskKey, bool)> = Vec::new();
+    for part in v.split(',').map(str::trim) {
+        let (attr, dir) = part.split_once(':').ok_or_else(|| invalid(format!("{part:?} is not Attribute:Order")))?;
+        let key = match attr.trim() {
+            "DateCreated" => TaskKey::DateCreated,
+            "Priority" => TaskKey::Priority,
+            "VirtualStartTime" => TaskKey::VirtualStartTime,
+            a => return Err(invalid(format!("{a:?} is not DateCreated, Priority or VirtualStartTime"))),
+        };
+        let desc = match dir.trim() {
+            "asc" => false,
+            "desc" => true,
+            d => return Err(invalid(format!("{d:?} is not asc or desc"))),
+        };
+        if out.iter().any(|(k, _)| *k == key) {
+            return Err(invalid(format!("{attr} is given twice")));
+        }
+        out.push((key, desc));
+    }
+    let has = |k| out.iter().any(|(x, _)| *x == k);
+    if has(TaskKey::DateCreated) && has(TaskKey::VirtualStartTime) {
+        return Err(invalid("DateCreated and VirtualStartTime cannot be combined".into()));
+    }
+    Ok(out)
 }
 
 /// The workspace's voice task channel: one per workspace, derived from its SID
