@@ -296,6 +296,12 @@ impl Shared {
         for timer in fx.timers {
             self.arm(timer);
         }
+        for (call_sid, url) in fx.redirects {
+            let legs = self.legs.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(tx) = legs.get(&call_sid) {
+                let _ = tx.send(LegCmd::Redirect(voice::Source::Url { url, method: "POST".into() }));
+            }
+        }
     }
 
     fn arm(self: &Arc<Self>, timer: Timer) {
