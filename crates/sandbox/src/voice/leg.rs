@@ -81,7 +81,8 @@ pub(super) struct Leg {
     pub cb_tx: Option<mpsc::UnboundedSender<CbJob>>,
     pub seq: u32,
     pub status: &'static str,
-    /// Set while in `<Enqueue>`: only then may a bridge arrive.
+    /// Set while waiting to be bridged (in `<Enqueue>`, or a dequeuing leg
+    /// waiting for its caller): only then may a bridge arrive.
     pub in_queue: bool,
     pub documents: u32,
 }
@@ -483,7 +484,17 @@ impl Leg {
         self.update(|c, _| c.queue_time_ms = Some(queue_ms));
         let (result, then) = match outcome {
             Stop::Bridge(peer) => match self.before_bridge(&queue_sid, enqueued, &peer).await {
-                Ok(()) => self.bridged(task.as_deref(), peer).await,
+                // Tell the dequeuing leg that the parties are connected now.
+                Ok(()) if self.send_to(&peer, LegCmd::Bridge { peer: self.sid.clone() }) => {
+                    self.bridged(task.as_deref(), peer).await
+                }
+                Ok(()) => {
+                    if let Some(t) = &task {
+                        let fx = self.sh.with(|st, now| engine::wrapup(st, now, t));
+                        self.sh.apply(fx);
+                    }
+                    ("bridging-in-process", None)
+                }
                 Err(stop) => {
                     // Dequeued, but gone before the parties were connected.
                     self.send_to(&peer, LegCmd::PeerEnded);
@@ -881,8 +892,10 @@ impl Leg {
         }
     }
 
-    /// Bridges this leg to a waiting caller (after the caller ran `url`, if
-    /// given) until one side hangs up. `None` if the caller was already gone.
+    /// Bridges this leg to a waiting caller until one side hangs up. The
+    /// caller first runs `url` (a `<Queue url>`), then answers with a bridge
+    /// of its own: only then does the conversation start. `None` if the caller
+    /// was already gone.
     async fn bridge_to(
         &mut self,
         caller: &str,
@@ -897,8 +910,21 @@ impl Leg {
             self.sh.with(|st, _| st.bridge_urls.remove(caller));
             return None;
         }
+        let caller = caller.to_owned();
+        self.in_queue = true;
+        let connected = self.wait(FOREVER_MS).await;
+        self.in_queue = false;
+        match connected {
+            Err(Stop::Bridge(_)) => {}
+            // The caller refused (it had already left the queue) or hung up before the bridge.
+            Err(Stop::PeerEnded) | Ok(()) => return Some(Ok(("failed", Some(caller)))),
+            Err(stop) => {
+                self.send_to(&caller, LegCmd::PeerEnded);
+                return Some(Err((stop, Some(caller))));
+            }
+        }
         self.update(|c, now| {
-            c.linked_leg = Some(caller.to_owned());
+            c.linked_leg = Some(caller.clone());
             if let Some((task, res)) = reservation {
                 c.task_sid = Some(task.to_owned());
                 c.reservation_sid = Some(res.to_owned());
@@ -912,15 +938,8 @@ impl Leg {
             c.bridge_end = Some(now);
             c.note(now, "bridge ended");
         });
-        let caller = caller.to_owned();
         Some(match outcome {
-            Err(Stop::PeerEnded) => {
-                // The caller may have refused the bridge (it had already left the queue).
-                let was_bridged = self.sh.with(|st, _| {
-                    st.calls.get(&caller).and_then(|c| c.linked_leg.clone()).as_deref() == Some(self.sid.as_str())
-                });
-                Ok((if was_bridged { "completed" } else { "failed" }, Some(caller)))
-            }
+            Err(Stop::PeerEnded) => Ok(("completed", Some(caller))),
             Ok(()) => {
                 self.note("person hung up");
                 self.send_to(&caller, LegCmd::PeerEnded);
