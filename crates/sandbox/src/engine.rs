@@ -465,6 +465,7 @@ pub fn update_reservation(
             if let Some(a) = worker_activity {
                 fx.extend(set_activity(st, now, &res.worker_sid, a));
             }
+            fx.extend(next_target_if_due(st, now, &res.task_sid));
             fx.extend(assign(st, now, &res.workspace_sid));
         }
         (ResStatus::Accepted, ResStatus::Wrapping) => {
@@ -501,6 +502,7 @@ pub fn reject_pending_reservations(st: &mut State, now: VMs, worker_sid: &str) -
                 Some(&r),
                 None,
             ));
+            fx.extend(next_target_if_due(st, now, &res.task_sid));
         }
     }
     fx
@@ -680,6 +682,7 @@ pub fn fire(st: &mut State, now: VMs, timer: &Timer) -> Effects {
             if let Some(a) = timeout_activity {
                 fx.extend(set_activity(st, now, &res.worker_sid, &a));
             }
+            fx.extend(next_target_if_due(st, now, &res.task_sid));
             fx.extend(assign(st, now, &res.workspace_sid));
         }
         Timer::TaskTtl { task, .. } => {
@@ -692,23 +695,41 @@ pub fn fire(st: &mut State, now: VMs, timer: &Timer) -> Effects {
             }
         }
         Timer::TargetTimeout { task, generation, .. } => {
-            let Some(t) = st.tasks.get_mut(task) else { return fx };
-            if t.generation != *generation || t.status != TaskStatus::Pending || t.target_index + 1 >= t.targets.len() {
-                return fx;
+            if st.tasks.get(task).is_some_and(|t| t.generation == *generation) {
+                fx.extend(next_target_if_due(st, now, task));
             }
-            t.target_index += 1;
-            t.generation += 1;
-            t.queue_sid = Some(t.targets[t.target_index].queue.clone());
-            t.queue_entered = Some(now);
-            if let Some(p) = t.targets[t.target_index].priority {
-                t.priority = p;
-            }
-            let ws = t.workspace_sid.clone();
-            fx.events.push(event(st, now, "task-queue.moved", "Task moved to the next target", Some(task), None, None));
-            arm_target_timeout(st, now, task, &mut fx);
-            fx.extend(assign(st, now, &ws));
         }
     }
+    fx
+}
+
+/// Moves a waiting task on to its workflow's next target once the current
+/// target's timeout has passed. A task reserved at that moment moves when its
+/// reservations end without acceptance (Twilio's "Timeout evaluation": the
+/// task re-evaluates after the reservation timeout).
+fn next_target_if_due(st: &mut State, now: VMs, task_sid: &str) -> Effects {
+    let mut fx = Effects::default();
+    let Some(t) = st.tasks.get_mut(task_sid) else { return fx };
+    let due = t
+        .targets
+        .get(t.target_index)
+        .and_then(|tg| tg.timeout_secs)
+        .zip(t.queue_entered)
+        .is_some_and(|(secs, entered)| entered.saturating_add(secs.saturating_mul(1000)) <= now);
+    if !due || t.status != TaskStatus::Pending || t.target_index + 1 >= t.targets.len() {
+        return fx;
+    }
+    t.target_index += 1;
+    t.generation += 1;
+    t.queue_sid = Some(t.targets[t.target_index].queue.clone());
+    t.queue_entered = Some(now);
+    if let Some(p) = t.targets[t.target_index].priority {
+        t.priority = p;
+    }
+    let ws = t.workspace_sid.clone();
+    fx.events.push(event(st, now, "task-queue.moved", "Task moved to the next target", Some(task_sid), None, None));
+    arm_target_timeout(st, now, task_sid, &mut fx);
+    fx.extend(assign(st, now, &ws));
     fx
 }
 
@@ -1082,5 +1103,46 @@ mod tests {
         let r1 = offers(&st, &t1)[0].0.clone();
         update_reservation(&mut st, 1_000, &r1, "rejected", None).unwrap();
         assert_eq!(st.tasks.get(&t3).unwrap().status, TaskStatus::Pending);
+    }
+
+    #[test]
+    fn a_reserved_task_moves_to_its_next_target_when_the_reservation_ends() {
+        use crate::state::Filter;
+        let (mut st, ws, wf, workers) = setup(2);
+        let q1 = st.queues.iter().next().unwrap().sid.clone();
+        let mut second = st.queues.get(&q1).unwrap().clone();
+        second.sid = st.sid("WQ");
+        let q2 = second.sid.clone();
+        st.queues.insert(q2.clone(), second);
+        for (q, n) in [(&q1, 1), (&q2, 2)] {
+            st.queues.get_mut(q).unwrap().target_expr = Compiled::parse(&format!("q == {n}")).unwrap();
+        }
+        for (w, n) in workers.iter().zip([1, 2]) {
+            st.workers.get_mut(w).unwrap().attributes = serde_json::json!({ "q": n });
+        }
+        let target =
+            |queue: &str, timeout_secs| Target { queue: queue.into(), expression: None, timeout_secs, priority: None };
+        let flow = st.workflows.get_mut(&wf).unwrap();
+        flow.default_target = None;
+        flow.filters = vec![Filter {
+            name: "f".into(),
+            expression: Compiled::parse("1==1").unwrap(),
+            targets: vec![target(&q1, Some(10)), target(&q2, None)],
+        }];
+        let (task, fx) = create_task(&mut st, 0, &ws, &wf, "{}", None, None).unwrap();
+        let (res, worker) = offers(&st, &task).remove(0);
+        assert_eq!(worker, workers[0]);
+        // The first target's 10 s pass while the task is reserved: it stays.
+        let target_timer = fx.timers.iter().find(|t| matches!(t, Timer::TargetTimeout { .. })).unwrap().clone();
+        assert!(fire(&mut st, target_timer.at(), &target_timer).events.is_empty());
+        assert_eq!(st.tasks.get(&task).unwrap().queue_sid.as_deref(), Some(q1.as_str()));
+        // The reservation times out at 30 s: the task re-evaluates and moves on.
+        let fx = fire(&mut st, 30_000, &timeout_timer(&fx, &res));
+        assert_eq!(
+            types(&fx),
+            ["reservation.timeout", "worker.activity.update", "task-queue.moved", "reservation.created"]
+        );
+        assert_eq!(st.tasks.get(&task).unwrap().queue_sid.as_deref(), Some(q2.as_str()));
+        assert_eq!(offers(&st, &task)[0].1, workers[1]);
     }
 }

@@ -68,6 +68,8 @@
 //!   again and is offered anew, as a new reservation with a new
 //!   `reservation.created`, to any eligible worker, the same one included (after
 //!   a timeout the worker first moves to the workspace's `TimeoutActivitySid`).
+//!   A workflow target's timeout that passes while the task is reserved moves
+//!   it to the next target when its reservations end without acceptance.
 //!   A reservation update takes `ReservationStatus` or `Instruction`
 //!   (`accept`, `reject`, `redirect` with `RedirectCallSid`/`RedirectUrl`/
 //!   `RedirectAccept`; the others are refused with 400), and `WorkerActivitySid`
