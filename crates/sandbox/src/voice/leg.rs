@@ -917,8 +917,12 @@ impl Leg {
         match connected {
             Err(Stop::Bridge(_)) => {}
             // The caller refused (it had already left the queue) or hung up before the bridge.
-            Err(Stop::PeerEnded) | Ok(()) => return Some(Ok(("failed", Some(caller)))),
+            Err(Stop::PeerEnded) | Ok(()) => {
+                self.sh.with(|st, _| st.bridge_urls.remove(&caller));
+                return Some(Ok(("failed", Some(caller))));
+            }
             Err(stop) => {
+                self.sh.with(|st, _| st.bridge_urls.remove(&caller));
                 self.send_to(&caller, LegCmd::PeerEnded);
                 return Some(Err((stop, Some(caller))));
             }
