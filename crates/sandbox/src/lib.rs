@@ -86,14 +86,43 @@
 //!   application error has occurred. Goodbye." (an inbound call is answered for
 //!   it) and the call ends `completed`, with `error_code` on its summary. A
 //!   failed status callback or event is logged and the call goes on.
-//! - TaskRouter: one reservation per task at a time (so no `reservation.rescinded`),
-//!   workers offered longest-idle first; a worker that let a reservation time out or
-//!   rejected it is not offered that task again. Events go to `EventCallbackUrl`
+//! - TaskRouter: a waiting task holds up to its queue's `MaxReservedWorkers`
+//!   pending reservations, one per free matching worker, workers offered
+//!   longest-idle first. Accepting one (REST, or `<Dial><Queue reservationSid>`)
+//!   rescinds the others (`reservation.rescinded`, their workers freed). A
+//!   reservation that times out or is rejected ends; the task waits in its queue
+//!   again and is offered anew, as a new reservation with a new
+//!   `reservation.created`, to any eligible worker, the same one included (after
+//!   a timeout the worker first moves to the workspace's `TimeoutActivitySid`).
+//!   A workflow target's timeout that passes while the task is reserved moves
+//!   it to the next target when its reservations end without acceptance.
+//!   A reservation update takes `ReservationStatus` or `Instruction`
+//!   (`accept`, `reject`, `redirect` with `RedirectCallSid`/`RedirectUrl`/
+//!   `RedirectAccept`; the others are refused with 400), and `WorkerActivitySid`
+//!   moves the worker on accept or reject. A worker update with
+//!   `RejectPendingReservations=true` (only with an `ActivitySid` that is not
+//!   available) rejects its pending reservations and re-routes their tasks.
+//!   Workspaces multitask unless `MultiTaskEnabled=false`; a worker's voice
+//!   capacity (1 by default) bounds its tasks. Events go to `EventCallbackUrl`
 //!   signed, filtered by `EventsFilter`, in order per task (per worker for worker
 //!   events) over 16 lanes per workspace, with 2 retries 1 virtual s apart.
-//! - `<Dial><Number>` rings a simulated phone as an `outbound-dial` child leg (a
-//!   `url` on `<Number>` is not run). Named `<Enqueue>` queues (without
-//!   `workflowSid`) are not supported: the action gets `QueueResult=error`.
+//! - Canceling or deleting a task that `<Enqueue workflowSid>` created leaves
+//!   its caller in the queue, as Twilio documents; the caller leaving the queue
+//!   (hang-up, `<Leave>`, redirect) cancels a task still waiting.
+//! - `<Enqueue>name</Enqueue>` (no `workflowSid`) waits in a named queue, made on
+//!   first use (1000 callers at most, then `QueueResult=queue-full`), with the
+//!   same `waitUrl` loop. `<Dial><Queue>name</Queue></Dial>` bridges its oldest
+//!   caller; it waits on an empty queue until someone joins or the `<Dial>`
+//!   timeout (`no-answer`), and fails on a queue that does not exist. A `url` on
+//!   `<Queue>` runs on the dequeued caller (`Say`, `Play`, `Pause`, `Redirect`;
+//!   with `QueueSid`, `QueueTime`, `DequeingCallSid`) before the bridge; the
+//!   dequeuing leg's talk time starts once the caller is connected.
+//! - `<Dial><Number>` rings a simulated phone as an `outbound-dial` child leg. A
+//!   `url` on `<Number>` runs on the child once it answers, with the child's call
+//!   parameters (`CallSid`, `ParentCallSid`, `Direction=outbound-dial`), while the
+//!   caller hears ringing: prompts, `Gather` (answered with the phone's `digits`),
+//!   `Redirect`, `Hangup`. If it hangs the child up (or cannot be fetched), the
+//!   child never took the call: `DialCallStatus=no-answer`, `DialBridged=false`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -344,6 +373,12 @@ impl Shared {
         }
         for timer in fx.timers {
             self.arm(timer);
+        }
+        for (call_sid, url) in fx.redirects {
+            let legs = self.legs.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(tx) = legs.get(&call_sid) {
+                let _ = tx.send(LegCmd::Redirect(voice::Source::Url { url, method: "POST".into() }));
+            }
         }
     }
 

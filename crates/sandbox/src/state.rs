@@ -293,9 +293,12 @@ pub struct Task {
     pub queue_entered: Option<VMs>,
     /// Bumped whenever the task moves on, so stale timers do nothing.
     pub generation: u64,
-    /// Workers that let a reservation of this task time out or rejected it;
-    /// they are not offered it again (as Twilio does).
-    pub refused_by: Vec<String>,
+    /// The pending reservations: the task's live offers, at most its queue's
+    /// `MaxReservedWorkers`, one per worker. A reservation that ends without
+    /// acceptance leaves this list, and the task is offered again, possibly to
+    /// the same worker (as Twilio does).
+    pub offers: Vec<String>,
+    /// The accepted reservation, kept through wrap-up and completion.
     pub reservation_sid: Option<String>,
 }
 
@@ -339,6 +342,19 @@ pub struct Reservation {
     pub status: ResStatus,
     pub created: VMs,
     pub updated: VMs,
+}
+
+/// A voice call queue (the Queues resource): callers wait in it by name
+/// after `<Enqueue>name</Enqueue>`, oldest first, until a `<Dial><Queue>`
+/// takes them out.
+#[derive(Debug, Clone)]
+pub struct CallQueue {
+    pub sid: String,
+    pub friendly_name: String,
+    pub max_size: usize,
+    pub created: VMs,
+    /// (call SID, when it joined), oldest first.
+    pub members: Vec<(String, VMs)>,
 }
 
 /// A simulated phone's behaviour when called.
@@ -448,6 +464,12 @@ pub struct State {
     pub number_by_e164: HashMap<String, String>,
     /// The enqueued call of each task created by `<Enqueue>`.
     pub call_by_task: HashMap<String, String>,
+    /// Named voice queues, and their SIDs by name.
+    pub call_queues: Table<CallQueue>,
+    pub queue_by_name: HashMap<String, String>,
+    /// The `<Queue url>` a dequeuing leg asked to run on a waiting caller
+    /// before the bridge, by the caller's SID: (URL, method).
+    pub bridge_urls: HashMap<String, (String, String)>,
 }
 
 impl State {
@@ -467,6 +489,9 @@ impl State {
             phones: BTreeMap::new(),
             number_by_e164: HashMap::new(),
             call_by_task: HashMap::new(),
+            call_queues: Table::default(),
+            queue_by_name: HashMap::new(),
+            bridge_urls: HashMap::new(),
         }
     }
 
@@ -485,4 +510,55 @@ impl State {
     pub fn behaviour(&self, number: &str) -> Behaviour {
         self.phones.get(number).cloned().unwrap_or_default()
     }
+
+    /// Puts a call at the back of the named queue, creating the queue on first
+    /// use as `<Enqueue>` does. Returns the queue's SID, or `None` when the
+    /// queue is full.
+    pub fn join_queue(&mut self, name: &str, call_sid: &str, now: VMs) -> Option<String> {
+        let sid = match self.queue_by_name.get(name) {
+            Some(s) => s.clone(),
+            None => {
+                let sid = self.sid("QU");
+                let q = CallQueue {
+                    sid: sid.clone(),
+                    friendly_name: name.to_owned(),
+                    max_size: DEFAULT_QUEUE_SIZE,
+                    created: now,
+                    members: Vec::new(),
+                };
+                self.call_queues.insert(sid.clone(), q);
+                self.queue_by_name.insert(name.to_owned(), sid.clone());
+                sid
+            }
+        };
+        let q = self.call_queues.get_mut(&sid)?;
+        if q.members.len() >= q.max_size {
+            return None;
+        }
+        q.members.push((call_sid.to_owned(), now));
+        Some(sid)
+    }
+
+    /// Takes a call out of a queue (it left, or was dequeued).
+    pub fn leave_queue(&mut self, queue_sid: &str, call_sid: &str) {
+        if let Some(q) = self.call_queues.get_mut(queue_sid) {
+            q.members.retain(|(c, _)| c != call_sid);
+        }
+    }
+
+    /// Takes the oldest caller out of the named queue: `None` when there is
+    /// no such queue, `Some(None)` when it is empty.
+    pub fn pop_queue(&mut self, name: &str) -> Option<Option<(String, String, VMs)>> {
+        let sid = self.queue_by_name.get(name)?.clone();
+        let q = self.call_queues.get_mut(&sid)?;
+        if q.members.is_empty() {
+            return Some(None);
+        }
+        let (call, joined) = q.members.remove(0);
+        Some(Some((sid, call, joined)))
+    }
 }
+
+/// The default `MaxSize` of a queue `<Enqueue>` creates (Twilio's TwiML
+/// reference for `<Enqueue>`).
+pub const DEFAULT_QUEUE_SIZE: usize = 1000;

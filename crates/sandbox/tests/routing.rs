@@ -133,7 +133,7 @@ async fn capacity_one_makes_the_second_task_wait() {
     assert_eq!(st, 200);
     assert_eq!(get_task(&t, &s, &t2).await["assignment_status"], "reserved");
     // Capacity 2 lets a third task in alongside, in a workspace that multitasks (Twilio's
-    // default is one task per worker whatever the capacity; provision turns it on).
+    // default; provision also sets it explicitly).
     t.post(&t.tr(&format!("Workspaces/{}", s.ws)), &[("MultiTaskEnabled", "true")]).await;
     t.post(&t.tr(&format!("Workspaces/{}/Workers/{w}/Channels/voice", s.ws)), &[("Capacity", "2")]).await;
     let t3 = task(&t, &s, "{}", &[]).await;

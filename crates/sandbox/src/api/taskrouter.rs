@@ -610,6 +610,18 @@ impl Cx<'_> {
                     return Err(bad(20001, format!("ActivitySid {a} is not an activity of this workspace")));
                 }
                 let attrs = r.get("Attributes").map(|a| parse_attributes(Some(a))).transpose()?;
+                let reject = r
+                    .get("RejectPendingReservations")
+                    .map(|v| parse_bool("RejectPendingReservations", v))
+                    .transpose()?
+                    .unwrap_or(false);
+                // Twilio: valid only with a move to an activity that is not available.
+                if reject && r.get("ActivitySid").and_then(|a| st.activities.get(a)).is_none_or(|a| a.available) {
+                    return Err(bad(
+                        20001,
+                        "RejectPendingReservations needs an ActivitySid whose activity is not available",
+                    ));
+                }
                 if let Some(wk) = st.workers.get_mut(sid) {
                     if let Some(n) = r.get("FriendlyName") {
                         wk.friendly_name = n.into();
@@ -631,9 +643,16 @@ impl Cx<'_> {
                         Some(sid),
                     ));
                 }
+                if reject {
+                    fx.extend(engine::reject_pending_reservations(st, self.now, sid));
+                }
                 match r.get("ActivitySid") {
                     Some(a) => fx.extend(engine::set_activity(st, self.now, sid, a)),
                     None => fx.extend(engine::assign(st, self.now, ws)),
+                }
+                if reject {
+                    // The rejected tasks wait again; route them even if the activity did not change.
+                    fx.extend(engine::assign(st, self.now, ws));
                 }
             }
             Method::DELETE => {
@@ -1013,10 +1032,7 @@ impl Cx<'_> {
         }
         let fx = match self.req.method {
             Method::GET => Effects::default(),
-            Method::POST => match self.req.get("ReservationStatus") {
-                Some(s) => engine::update_reservation(st, self.now, sid, s)?,
-                None => Effects::default(),
-            },
+            Method::POST => self.update_reservation(st, sid)?,
             _ => return Err(method_not_allowed(&self.req.method)),
         };
         let r = st.reservations.get(sid).cloned().ok_or_else(|| super::not_found(self.path))?;
@@ -1083,6 +1099,55 @@ fn parse_task_ordering(v: &str) -> Result<Vec<(TaskKey, bool)>, ErrorBody> {
         return Err(invalid("DateCreated and VirtualStartTime cannot be combined".into()));
     }
     Ok(out)
+}
+
+impl Cx<'_> {
+    /// A reservation's update: `ReservationStatus`, or an `Instruction`
+    /// (`accept`, `reject`, `redirect`; the others place calls or conferences
+    /// and are not simulated), with `WorkerActivitySid` moving the worker.
+    fn update_reservation(&self, st: &mut State, sid: &str) -> Result<Effects, ErrorBody> {
+        let r = self.req;
+        let status = r.get("ReservationStatus");
+        let agree = |wanted: &'static str| match status {
+            Some(s) if s != wanted => {
+                Err(bad(20001, format!("ReservationStatus {s} contradicts the instruction, which means {wanted}")))
+            }
+            _ => Ok(Some(wanted)),
+        };
+        let mut fx = Effects::default();
+        let target = match r.get("Instruction") {
+            None => status,
+            Some("accept") => agree("accepted")?,
+            Some("reject") => agree("rejected")?,
+            Some("redirect") => {
+                let call = r
+                    .get("RedirectCallSid")
+                    .ok_or_else(|| bad(20001, "Missing required parameter RedirectCallSid in the post body"))?;
+                if st.calls.get(call).is_none_or(|c| c.is_final()) {
+                    return Err(bad(20001, format!("RedirectCallSid {call} is not a live call")));
+                }
+                let url = r
+                    .get("RedirectUrl")
+                    .filter(|u| super::valid_url(u))
+                    .ok_or_else(|| bad(20001, "RedirectUrl must be a valid URL"))?;
+                let accept = r.get("RedirectAccept").map(|v| parse_bool("RedirectAccept", v)).transpose()?;
+                fx.redirects.push((call.to_owned(), url.to_owned()));
+                if accept == Some(true) { agree("accepted")? } else { status }
+            }
+            Some(other) => {
+                return Err(bad(
+                    20001,
+                    format!("Instruction {other:?} is not supported by the sandbox (accept, reject and redirect are)"),
+                ));
+            }
+        };
+        if let Some(s) = target {
+            let mut done = engine::update_reservation(st, self.now, sid, s, r.get("WorkerActivitySid"))?;
+            done.extend(fx);
+            fx = done;
+        }
+        Ok(fx)
+    }
 }
 
 /// The workspace's voice task channel: one per workspace, derived from its SID

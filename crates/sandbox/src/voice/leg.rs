@@ -14,7 +14,7 @@ use super::Source;
 use super::phone::{self, Ring};
 use crate::clock::{VMs, rfc2822};
 use crate::engine;
-use crate::state::Call;
+use crate::state::{Call, TaskStatus};
 use crate::webhook::{self, Hook};
 use crate::{LegCmd, Shared};
 
@@ -84,7 +84,8 @@ pub(super) struct Leg {
     pub cb_tx: Option<mpsc::UnboundedSender<CbJob>>,
     pub seq: u32,
     pub status: &'static str,
-    /// Set while in `<Enqueue>`: only then may a bridge arrive.
+    /// Set while waiting to be bridged (in `<Enqueue>`, or a dequeuing leg
+    /// waiting for its caller): only then may a bridge arrive.
     pub in_queue: bool,
     pub documents: u32,
     /// The number's `VoiceFallbackUrl` and its method, for an inbound call.
@@ -139,6 +140,34 @@ fn play_ms(p: &twiml::Play) -> u64 {
 /// How long a `<Pause>` takes (Twilio's default is one second).
 fn pause_ms(p: &twiml::Pause) -> u64 {
     u64::from(p.length.unwrap_or(1)) * 1000
+}
+
+/// The digits a `<Gather>` reports for what was pressed: up to its
+/// `finishOnKey` (`#` by default), at most `numDigits`.
+fn gathered(g: &twiml::Gather, mut digits: String) -> String {
+    let key = g.finish_on_key.clone().unwrap_or_else(|| "#".into());
+    if let Some(k) = key.chars().next()
+        && let Some(i) = digits.find(k)
+    {
+        digits.truncate(i);
+    }
+    if let Some(n) = g.num_digits {
+        digits = digits.chars().take(n as usize).collect();
+    }
+    digits
+}
+
+/// How a `<Dial>` ended: (`DialCallStatus`, the other leg), or why this leg
+/// stopped meanwhile (and the other leg).
+type DialOutcome = Result<(&'static str, Option<String>), (Stop, Option<String>)>;
+
+/// The answered child leg of a `<Dial><Number>`, as its whisper sees it.
+struct ChildCall<'a> {
+    sid: &'a str,
+    from: &'a str,
+    to: &'a str,
+    /// The phone's keypresses, one entry per `<Gather>`.
+    digits: Option<&'a str>,
 }
 
 fn prompt_ms(p: &Prompt) -> u64 {
@@ -387,17 +416,9 @@ impl Leg {
                         self.wait(prompt_ms(p)).await?;
                     }
                     match self.inputs.pop_front() {
-                        Some(mut digits) => {
+                        Some(digits) => {
                             self.wait(1000).await?;
-                            let key = g.finish_on_key.clone().unwrap_or_else(|| "#".into());
-                            if let Some(k) = key.chars().next()
-                                && let Some(i) = digits.find(k)
-                            {
-                                digits.truncate(i);
-                            }
-                            if let Some(n) = g.num_digits {
-                                digits = digits.chars().take(n as usize).collect();
-                            }
+                            let digits = gathered(&g, digits);
                             self.note(format!("pressed {digits}"));
                             let mut extra = Params::new();
                             extra.push("Digits", digits);
@@ -468,42 +489,80 @@ impl Leg {
 
     async fn enqueue(&mut self, e: Enqueue) -> Result<Option<Next>, Stop> {
         let enqueued = self.now();
-        let created = self.create_task(&e);
-        let (task_sid, queue_sid) = match created {
+        let joined = match &e.workflow_sid {
+            Some(_) => self.create_task(&e).map(|(task, queue)| (Some(task), queue)).map_err(|m| ("error", m)),
+            None => self.join_named(&e).map(|queue| (None, queue)),
+        };
+        let (task, queue_sid) = match joined {
             Ok(v) => v,
-            Err(msg) => {
+            Err((result, msg)) => {
                 self.note(format!("enqueue failed: {msg}"));
-                return self.queue_exit(&e, "error", String::new(), 0).await;
+                self.update(|c, _| c.queue_result = Some(result.into()));
+                return self.queue_exit(&e, result, String::new(), 0).await;
             }
         };
         self.update(|c, now| {
-            c.task_sid = Some(task_sid.clone());
+            c.task_sid = task.clone();
             c.enqueued = Some(now);
-            c.note(now, format!("enqueued as task {task_sid}"));
+            match &task {
+                Some(t) => c.note(now, format!("enqueued as task {t}")),
+                None => c.note(now, format!("enqueued in queue {queue_sid}")),
+            }
         });
         self.in_queue = true;
-        let outcome = self.hold(&e, &task_sid, &queue_sid, enqueued).await;
+        let outcome = self.hold(&e, task.as_deref(), &queue_sid, enqueued).await;
         self.in_queue = false;
+        if task.is_none() {
+            self.sh.with(|st, _| st.leave_queue(&queue_sid, &self.sid));
+        }
         let queue_secs = self.now().saturating_sub(enqueued) / 1000;
         let queue_ms = self.now().saturating_sub(enqueued);
         self.update(|c, _| c.queue_time_ms = Some(queue_ms));
         let (result, then) = match outcome {
-            Stop::Bridge(peer) => self.bridged(&task_sid, peer).await,
+            Stop::Bridge(peer) => match self.before_bridge(&queue_sid, enqueued, &peer).await {
+                // Tell the dequeuing leg that the parties are connected now.
+                Ok(()) if self.send_to(&peer, LegCmd::Bridge { peer: self.sid.clone() }) => {
+                    self.bridged(task.as_deref(), peer).await
+                }
+                Ok(()) => {
+                    if let Some(t) = &task {
+                        let fx = self.sh.with(|st, now| engine::wrapup(st, now, t));
+                        self.sh.apply(fx);
+                    }
+                    ("bridging-in-process", None)
+                }
+                Err(stop) => {
+                    // Dequeued, but gone before the parties were connected.
+                    self.send_to(&peer, LegCmd::PeerEnded);
+                    if let Some(t) = &task {
+                        let fx = self.sh.with(|st, now| engine::wrapup(st, now, t));
+                        self.sh.apply(fx);
+                    }
+                    let then = match stop {
+                        Stop::PeerEnded => None,
+                        other => Some(other),
+                    };
+                    ("bridging-in-process", then)
+                }
+            },
             Stop::Leave => ("leave", None),
             Stop::Hangup(s) => ("hangup", Some(Stop::Hangup(s))),
             Stop::Redirect(src) => ("redirected", Some(Stop::Redirect(src))),
             Stop::Fail(code, msg) => ("system-error", Some(Stop::Fail(code, msg))),
             other => ("error", Some(other)),
         };
-        if result != "bridged" {
+        if let Some(task_sid) = task.as_deref()
+            && !matches!(result, "bridged" | "bridging-in-process")
+        {
+            // The caller left the queue: TaskRouter cancels a task still waiting.
             let fx = self.sh.with(|st, now| {
                 let open = st
                     .tasks
-                    .get(&task_sid)
-                    .is_some_and(|t| !t.status.is_final() && t.status != crate::state::TaskStatus::Assigned);
+                    .get(task_sid)
+                    .is_some_and(|t| matches!(t.status, TaskStatus::Pending | TaskStatus::Reserved));
                 if open {
                     let reason = format!("caller left the queue ({result})");
-                    engine::update_task(st, now, &task_sid, Some("canceled"), Some(&reason), None).ok()
+                    engine::update_task(st, now, task_sid, Some("canceled"), Some(&reason), None).ok()
                 } else {
                     None
                 }
@@ -540,12 +599,29 @@ impl Leg {
     ) -> Result<Option<Next>, Stop> {
         let Some(action) = &e.action else { return Ok(None) };
         let mut extra = Params::new();
-        extra.push("QueueResult", result).push("QueueSid", queue_sid).push("QueueTime", secs.to_string());
+        extra.push("QueueResult", result);
+        if !queue_sid.is_empty() {
+            // Only for a call that was actually enqueued (Twilio's <Enqueue> reference).
+            extra.push("QueueSid", queue_sid).push("QueueTime", secs.to_string());
+        }
         Ok(Some(Next { src: Source::Url { url: action.clone(), method: method_str(e.method) }, extra }))
     }
 
+    /// Joins the queue named by `<Enqueue>`'s text, created on first use;
+    /// returns its SID, or the `QueueResult` and why it failed.
+    fn join_named(&mut self, e: &Enqueue) -> Result<String, (&'static str, String)> {
+        let name = e.queue_name.as_deref().map(str::trim).filter(|n| !n.is_empty());
+        let name = name.ok_or(("error", "<Enqueue> has neither a queue name nor a workflowSid".to_owned()))?;
+        if name.chars().count() > 64 {
+            return Err(("error", format!("queue name {name:?} is longer than 64 characters")));
+        }
+        self.sh
+            .with(|st, now| st.join_queue(name, &self.sid, now))
+            .ok_or(("queue-full", format!("queue {name:?} is full")))
+    }
+
     fn create_task(&mut self, e: &Enqueue) -> Result<(String, String), String> {
-        let workflow = e.workflow_sid.clone().ok_or("only TaskRouter queues (workflowSid) are supported")?;
+        let workflow = e.workflow_sid.clone().ok_or("no workflowSid")?;
         let task = e.task.clone().unwrap_or_default();
         let raw = if task.attributes.trim().is_empty() { "{}" } else { task.attributes.as_str() };
         let mut attrs: Value = serde_json::from_str(raw).map_err(|e| format!("Task is not JSON: {e}"))?;
@@ -578,23 +654,35 @@ impl Leg {
         Ok((task_sid, format!("QU{}", ws.get(2..).unwrap_or_default())))
     }
 
+    /// The caller's place in its queue and the queue's size: among the
+    /// workspace's waiting tasks for a TaskRouter caller, among the members
+    /// of a named queue otherwise.
+    fn queue_position(&self, task: Option<&str>, queue_sid: &str) -> (usize, usize) {
+        self.sh.with(|st, _| {
+            let (pos, size) = match task {
+                Some(task_sid) => {
+                    let pending =
+                        st.tasks.get(task_sid).and_then(|t| st.workspaces.get(&t.workspace_sid)).map(|w| &w.pending);
+                    (pending.and_then(|p| p.iter().position(|t| t == task_sid)), pending.map_or(0, Vec::len))
+                }
+                None => {
+                    let members = st.call_queues.get(queue_sid).map(|q| &q.members);
+                    (members.and_then(|m| m.iter().position(|(c, _)| *c == self.sid)), members.map_or(0, Vec::len))
+                }
+            };
+            (pos.map_or(1, |i| i + 1), size.max(1))
+        })
+    }
+
     /// Plays the waitUrl until the call leaves the queue; returns why it left.
-    async fn hold(&mut self, e: &Enqueue, task_sid: &str, queue_sid: &str, enqueued: VMs) -> Stop {
+    async fn hold(&mut self, e: &Enqueue, task: Option<&str>, queue_sid: &str, enqueued: VMs) -> Stop {
         let mut wait_url = e.wait_url.clone().map(|u| (u, method_str(e.wait_url_method)));
         loop {
             let started = self.now();
             let result = match wait_url.clone() {
                 None => self.wait(FOREVER_MS).await,
                 Some((url, method)) => {
-                    let (pos, size) = self.sh.with(|st, _| {
-                        let pending = st
-                            .tasks
-                            .get(task_sid)
-                            .and_then(|t| st.workspaces.get(&t.workspace_sid))
-                            .map(|w| &w.pending);
-                        let pos = pending.and_then(|p| p.iter().position(|t| t == task_sid)).map_or(1, |i| i + 1);
-                        (pos, pending.map_or(1, |p| p.len().max(1)))
-                    });
+                    let (pos, size) = self.queue_position(task, queue_sid);
                     let mut extra = Params::new();
                     extra
                         .push("QueueSid", queue_sid)
@@ -602,7 +690,7 @@ impl Leg {
                         .push("QueueTime", (self.now().saturating_sub(enqueued) / 1000).to_string())
                         .push("AvgQueueTime", "0")
                         .push("CurrentQueueSize", size.to_string())
-                        .push("MaxQueueSize", "1000");
+                        .push("MaxQueueSize", crate::state::DEFAULT_QUEUE_SIZE.to_string());
                     let next = Next { src: Source::Url { url: url.clone(), method }, extra };
                     let saved = self.doc_url.clone();
                     let doc = self.fetch(&next).await;
@@ -660,8 +748,51 @@ impl Leg {
         Ok(None)
     }
 
-    /// The caller is bridged to `peer` until one side hangs up.
-    async fn bridged(&mut self, task_sid: &str, peer: String) -> (&'static str, Option<Stop>) {
+    /// Runs the dequeuing leg's `<Queue url>` on this caller before the
+    /// bridge (Twilio allows `Play`, `Say`, `Pause` and `Redirect` there),
+    /// with `QueueSid`, `QueueTime` and `DequeingCallSid`.
+    async fn before_bridge(&mut self, queue_sid: &str, enqueued: VMs, peer: &str) -> Result<(), Stop> {
+        let Some((url, method)) = self.sh.with(|st, _| st.bridge_urls.remove(&self.sid)) else {
+            return Ok(());
+        };
+        let saved = self.doc_url.clone();
+        let mut next = Some((url, method));
+        let mut documents = 0;
+        let mut outcome = Ok(());
+        while let Some((url, method)) = next.take() {
+            documents += 1;
+            if documents > 20 {
+                self.note("<Queue url> redirected more than 20 times");
+                break;
+            }
+            let mut extra = Params::new();
+            extra
+                .push("QueueSid", queue_sid)
+                .push("QueueTime", (self.now().saturating_sub(enqueued) / 1000).to_string())
+                .push("DequeingCallSid", peer);
+            match self.fetch(&Next { src: Source::Url { url, method }, extra }).await {
+                Ok(doc) => match self.exec_wait(doc).await {
+                    Ok(redirect) => next = redirect,
+                    Err(Stop::Leave) => {}
+                    Err(stop) => {
+                        outcome = Err(stop);
+                        break;
+                    }
+                },
+                Err(Stop::Fail(code, msg)) => self.note(format!("<Queue url> error {code}: {msg}")),
+                Err(stop) => {
+                    outcome = Err(stop);
+                    break;
+                }
+            }
+        }
+        self.doc_url = saved;
+        outcome
+    }
+
+    /// The caller is bridged to `peer` until one side hangs up; a TaskRouter
+    /// caller's task then wraps up.
+    async fn bridged(&mut self, task_sid: Option<&str>, peer: String) -> (&'static str, Option<Stop>) {
         self.hangup_at = None;
         self.update(|c, now| {
             c.linked_leg = Some(peer.clone());
@@ -673,8 +804,10 @@ impl Leg {
             c.bridge_end = Some(now);
             c.note(now, "bridge ended");
         });
-        let fx = self.sh.with(|st, now| engine::wrapup(st, now, task_sid));
-        self.sh.apply(fx);
+        if let Some(task_sid) = task_sid {
+            let fx = self.sh.with(|st, now| engine::wrapup(st, now, task_sid));
+            self.sh.apply(fx);
+        }
         match outcome {
             Err(Stop::PeerEnded) | Ok(()) => ("bridged", None),
             Err(other) => {
@@ -696,12 +829,15 @@ impl Leg {
             .nouns
             .iter()
             .find_map(|n| match n {
-                DialNoun::Number(n) => Some(n.number.clone()),
+                DialNoun::Number(n) => Some(n.clone()),
                 DialNoun::Queue(_) => None,
             })
-            .or_else(|| d.number_text.clone());
+            .or_else(|| d.number_text.clone().map(|number| twiml::Number { number, ..Default::default() }));
         let outcome = match (queue, number) {
-            (Some(q), _) => self.dial_queue(q.reservation_sid.as_deref()).await,
+            (Some(q), _) => match q.reservation_sid.as_deref() {
+                Some(res) => self.dial_queue(res, q.url.as_deref()).await,
+                None => self.dial_named_queue(&q, &d).await,
+            },
             (None, Some(n)) => self.dial_number(&n, &d).await,
             (None, None) => Ok(("failed", None)),
         };
@@ -732,14 +868,9 @@ impl Leg {
     }
 
     /// Accepts the reservation and bridges to the enqueued caller.
-    #[allow(clippy::type_complexity)]
-    async fn dial_queue(
-        &mut self,
-        reservation: Option<&str>,
-    ) -> Result<(&'static str, Option<String>), (Stop, Option<String>)> {
-        let Some(res) = reservation else { return Ok(("failed", None)) };
+    async fn dial_queue(&mut self, res: &str, url: Option<&str>) -> DialOutcome {
         let accepted = self.sh.with(|st, now| {
-            let fx = engine::update_reservation(st, now, res, "accepted").map_err(|e| e.message)?;
+            let fx = engine::update_reservation(st, now, res, "accepted", None).map_err(|e| e.message)?;
             let task = st.reservations.get(res).map(|r| r.task_sid.clone()).unwrap_or_default();
             let caller = st.call_by_task.get(&task).cloned();
             Ok::<_, String>((fx, task, caller))
@@ -755,16 +886,89 @@ impl Leg {
         };
         self.sh.apply(fx);
         let Some(caller) = caller else { return Ok(("failed", None)) };
-        if !self.send_to(&caller, LegCmd::Bridge { peer: self.sid.clone() }) {
-            // The caller is gone: the accepted task has nothing to bridge.
-            let fx = self.sh.with(|st, now| engine::wrapup(st, now, &task));
-            self.sh.apply(fx);
-            return Ok(("failed", None));
+        match self.bridge_to(&caller, url, Some((&task, res))).await {
+            Some(outcome) => outcome,
+            None => {
+                // The caller is gone: the accepted task has nothing to bridge.
+                let fx = self.sh.with(|st, now| engine::wrapup(st, now, &task));
+                self.sh.apply(fx);
+                Ok(("failed", None))
+            }
+        }
+    }
+
+    /// Bridges the oldest caller waiting in a named queue. An empty queue is
+    /// waited on until someone joins or the `<Dial>` times out (`no-answer`);
+    /// a queue that does not exist fails the dial (Twilio's `<Queue>` reference).
+    async fn dial_named_queue(&mut self, q: &twiml::Queue, d: &Dial) -> DialOutcome {
+        let name = q.name.trim();
+        let until = self.now().saturating_add(u64::from(d.timeout.unwrap_or(30)) * 1000);
+        loop {
+            match self.sh.with(|st, _| st.pop_queue(name)) {
+                None => {
+                    self.note(format!("<Dial><Queue>: no queue named {name:?}"));
+                    return Ok(("failed", None));
+                }
+                Some(Some((_, caller, _))) => {
+                    if let Some(outcome) = self.bridge_to(&caller, q.url.as_deref(), None).await {
+                        return outcome;
+                    }
+                    // That caller had just gone: try the next one.
+                }
+                Some(None) => {
+                    let left = until.saturating_sub(self.now());
+                    if left == 0 {
+                        return Ok(("no-answer", None));
+                    }
+                    if let Err(stop) = self.wait(left.min(1000)).await {
+                        return Err((stop, None));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Bridges this leg to a waiting caller until one side hangs up. The
+    /// caller first runs `url` (a `<Queue url>`), then answers with a bridge
+    /// of its own: only then does the conversation start. `None` if the caller
+    /// was already gone.
+    async fn bridge_to(
+        &mut self,
+        caller: &str,
+        url: Option<&str>,
+        reservation: Option<(&str, &str)>,
+    ) -> Option<DialOutcome> {
+        if let Some(u) = url {
+            let u = resolve(&self.doc_url, u);
+            self.sh.with(|st, _| st.bridge_urls.insert(caller.to_owned(), (u, "POST".to_owned())));
+        }
+        if !self.send_to(caller, LegCmd::Bridge { peer: self.sid.clone() }) {
+            self.sh.with(|st, _| st.bridge_urls.remove(caller));
+            return None;
+        }
+        let caller = caller.to_owned();
+        self.in_queue = true;
+        let connected = self.wait(FOREVER_MS).await;
+        self.in_queue = false;
+        match connected {
+            Err(Stop::Bridge(_)) => {}
+            // The caller refused (it had already left the queue) or hung up before the bridge.
+            Err(Stop::PeerEnded) | Ok(()) => {
+                self.sh.with(|st, _| st.bridge_urls.remove(&caller));
+                return Some(Ok(("failed", Some(caller))));
+            }
+            Err(stop) => {
+                self.sh.with(|st, _| st.bridge_urls.remove(&caller));
+                self.send_to(&caller, LegCmd::PeerEnded);
+                return Some(Err((stop, Some(caller))));
+            }
         }
         self.update(|c, now| {
             c.linked_leg = Some(caller.clone());
-            c.task_sid = Some(task.clone());
-            c.reservation_sid = Some(res.to_owned());
+            if let Some((task, res)) = reservation {
+                c.task_sid = Some(task.to_owned());
+                c.reservation_sid = Some(res.to_owned());
+            }
             c.bridge_start = Some(now);
             c.note(now, format!("bridged with {caller}"));
         });
@@ -774,14 +978,8 @@ impl Leg {
             c.bridge_end = Some(now);
             c.note(now, "bridge ended");
         });
-        match outcome {
-            Err(Stop::PeerEnded) => {
-                // The caller may have refused the bridge (it had already left the queue).
-                let was_bridged = self.sh.with(|st, _| {
-                    st.calls.get(&caller).and_then(|c| c.linked_leg.clone()).as_deref() == Some(self.sid.as_str())
-                });
-                Ok((if was_bridged { "completed" } else { "failed" }, Some(caller)))
-            }
+        Some(match outcome {
+            Err(Stop::PeerEnded) => Ok(("completed", Some(caller))),
             Ok(()) => {
                 self.note("person hung up");
                 self.send_to(&caller, LegCmd::PeerEnded);
@@ -791,16 +989,13 @@ impl Leg {
                 self.send_to(&caller, LegCmd::PeerEnded);
                 Err((stop, Some(caller)))
             }
-        }
+        })
     }
 
-    /// Rings a simulated phone as a child leg.
-    #[allow(clippy::type_complexity)]
-    async fn dial_number(
-        &mut self,
-        number: &str,
-        d: &Dial,
-    ) -> Result<(&'static str, Option<String>), (Stop, Option<String>)> {
+    /// Rings a simulated phone as a child leg; a `url` on `<Number>` runs on
+    /// the child once it answers, before the bridge.
+    async fn dial_number(&mut self, n: &twiml::Number, d: &Dial) -> DialOutcome {
+        let number = n.number.as_str();
         let from = d.caller_id.clone().or_else(|| self.base.get("To").map(str::to_owned)).unwrap_or_default();
         let timeout = u64::from(d.timeout.unwrap_or(30));
         let (child, behaviour) = self.sh.with(|st, now| {
@@ -846,11 +1041,26 @@ impl Leg {
             set(&self.sh, s, None);
             return Ok((s, Some(child)));
         }
-        let (machine, talk) = match ring {
-            Ring::Answer { machine, talk_secs, .. } => (machine, talk_secs.unwrap_or(20)),
-            _ => (false, 0),
+        let (machine, talk, digits) = match ring {
+            Ring::Answer { machine, talk_secs, digits, .. } => (machine, talk_secs.unwrap_or(20), digits),
+            _ => (false, 0, None),
         };
         set(&self.sh, "in-progress", Some(if machine { "machine_start" } else { "human" }));
+        if let Some(url) = &n.url {
+            let child_call = ChildCall { sid: &child, from: &from, to: number, digits: digits.as_deref() };
+            match self.whisper(&child_call, url).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // The called party hung up before the bridge: it never took the call.
+                    set(&self.sh, "completed", None);
+                    return Ok(("no-answer", Some(child)));
+                }
+                Err(stop) => {
+                    set(&self.sh, "completed", None);
+                    return Err((stop, Some(child)));
+                }
+            }
+        }
         self.update(|c, now| {
             c.linked_leg = Some(child.clone());
             c.bridge_start = Some(now);
@@ -862,6 +1072,93 @@ impl Leg {
             Ok(()) => Ok(("completed", Some(child))),
             Err(stop) => Err((stop, Some(child))),
         }
+    }
+
+    /// Runs a `<Number url>` document on the answered child leg, with the
+    /// child's call parameters, while the caller still hears ringing: prompts,
+    /// `Gather` (answered with the phone's digits), `Redirect`, `Hangup`.
+    /// Returns whether the child is still there to be bridged. A document that
+    /// cannot be fetched or parsed ends the child leg.
+    async fn whisper(&mut self, child: &ChildCall<'_>, url: &str) -> Result<bool, Stop> {
+        let mut inputs = phone::gather_inputs(child.digits);
+        let mut base = Params::new();
+        base.push("AccountSid", self.sh.config.account_sid.as_str())
+            .push("ApiVersion", "2010-04-01")
+            .push("CallSid", child.sid)
+            .push("ParentCallSid", &self.sid)
+            .push("From", child.from)
+            .push("Caller", child.from)
+            .push("To", child.to)
+            .push("Called", child.to)
+            .push("Direction", "outbound-dial")
+            .push("CallStatus", "in-progress");
+        let mut doc_url = resolve(&self.doc_url, url);
+        let mut next = Some((doc_url.clone(), "POST".to_owned(), Params::new()));
+        let mut documents = 0;
+        while let Some((url, method, extra)) = next.take() {
+            documents += 1;
+            if documents > 20 {
+                self.note("whisper: more than 20 documents");
+                return Ok(false);
+            }
+            let mut p = base.clone();
+            for (k, v) in extra.iter() {
+                p.push(k, v);
+            }
+            let body = match self.sh.webhook(Hook::Document, &method, &url, &p).await {
+                Ok((s, body)) if (200..300).contains(&s) => body,
+                Ok((s, _)) => {
+                    self.note(format!("whisper error 11200: {url} answered {s}"));
+                    return Ok(false);
+                }
+                Err(e) => {
+                    self.note(format!("whisper error {}: {url}: {e}", e.code()));
+                    return Ok(false);
+                }
+            };
+            doc_url = url;
+            let doc = match twiml::Response::parse(&body) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.note(format!("whisper error 12100: {e}"));
+                    return Ok(false);
+                }
+            };
+            for verb in doc.verbs {
+                match verb {
+                    Verb::Say(s) => self.wait(say_ms(&s.text, s.loop_count)).await?,
+                    Verb::Play(p) => self.wait(play_ms(&p)).await?,
+                    Verb::Pause(p) => self.wait(pause_ms(&p)).await?,
+                    Verb::Gather(g) => {
+                        for p in &g.prompts {
+                            self.wait(prompt_ms(p)).await?;
+                        }
+                        if let Some(digits) = inputs.pop_front() {
+                            self.wait(1000).await?;
+                            let digits = gathered(&g, digits);
+                            self.note(format!("called party pressed {digits}"));
+                            let mut extra = Params::new();
+                            extra.push("Digits", digits);
+                            let action = g.action.as_deref().map_or_else(|| doc_url.clone(), |a| resolve(&doc_url, a));
+                            next = Some((action, method_str(g.method), extra));
+                            break;
+                        }
+                        self.wait(u64::from(g.timeout.unwrap_or(5)) * 1000).await?;
+                    }
+                    Verb::Redirect(r) => {
+                        next = Some((resolve(&doc_url, &r.url), method_str(r.method), Params::new()));
+                        break;
+                    }
+                    Verb::Hangup | Verb::Reject(_) => {
+                        self.note("called party hung up during the whisper");
+                        return Ok(false);
+                    }
+                    // <Dial> is not allowed here; the rest means nothing before a bridge.
+                    _ => {}
+                }
+            }
+        }
+        Ok(true)
     }
 
     // -- whole legs ------------------------------------------------------------
