@@ -26,38 +26,17 @@ use std::time::Duration;
 
 use twilio::Params;
 
+use twilio::overrides::{Overrides, split_fragment};
+
 use crate::Shared;
 use crate::faults::{Fault, Fired};
 use crate::log;
-
-/// Splits a webhook URL into what is requested and its fragment.
-pub fn split_fragment(url: &str) -> (&str, Option<&str>) {
-    match url.split_once('#') {
-        Some((u, f)) => (u, Some(f)),
-        None => (url, None),
-    }
-}
 
 /// The path of a URL, without query or fragment (`/status-callback`).
 pub fn url_path(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let path = rest.find('/').map_or("/", |i| &rest[i..]);
     path.split(['?', '#']).next().unwrap_or("/")
-}
-
-/// Which failures a webhook retries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    pub on_4xx: bool,
-    pub on_5xx: bool,
-    pub on_connect: bool,
-    pub on_timeout: bool,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self { on_4xx: false, on_5xx: false, on_connect: true, on_timeout: false }
-    }
 }
 
 /// How one try of a webhook failed.
@@ -91,81 +70,17 @@ impl std::fmt::Display for Failure {
     }
 }
 
-/// A webhook URL's connection overrides, with Twilio's defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Overrides {
-    pub connect_ms: u64,
-    pub read_ms: u64,
-    pub total_ms: u64,
-    pub retries: u32,
-    pub policy: RetryPolicy,
-}
-
-impl Default for Overrides {
-    fn default() -> Self {
-        Self { connect_ms: 5000, read_ms: 15_000, total_ms: 15_000, retries: 1, policy: RetryPolicy::default() }
+/// Whether a failed try is retried under these overrides' policy.
+fn retries_on(o: &Overrides, result: &Result<(u16, String), Failure>) -> bool {
+    let p = o.policy;
+    match result {
+        Ok((s, _)) if (400..500).contains(s) => p.on_4xx,
+        Ok((s, _)) if (500..600).contains(s) => p.on_5xx,
+        Ok(_) => false,
+        Err(Failure::Connect(_)) => p.on_connect,
+        Err(Failure::Timeout) => p.on_timeout,
+        Err(Failure::Dropped(_)) => false,
     }
-}
-
-impl Overrides {
-    /// Reads a fragment (`ct=1000&rc=3&rp=5xx,ct`). Returns the overrides and
-    /// a warning per value that was ignored.
-    pub fn parse(fragment: Option<&str>) -> (Overrides, Vec<String>) {
-        let mut o = Overrides::default();
-        let mut warnings = Vec::new();
-        let Some(fragment) = fragment else { return (o, warnings) };
-        for pair in fragment.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let num = |lo: u64, hi: u64| v.parse::<u64>().ok().filter(|n| (lo..=hi).contains(n));
-            let ok = match k {
-                "ct" => num(100, 10_000).map(|n| o.connect_ms = n).is_some(),
-                "rt" => num(100, 15_000).map(|n| o.read_ms = n).is_some(),
-                "tt" => num(100, 15_000).map(|n| o.total_ms = n).is_some(),
-                "rc" => num(0, 5).map(|n| o.retries = n as u32).is_some(),
-                "rp" => match parse_policy(v) {
-                    Some(p) => {
-                        o.policy = p;
-                        true
-                    }
-                    None => false,
-                },
-                "e" | "sni" => true,
-                _ => false,
-            };
-            if !ok {
-                warnings.push(format!("connection override {pair:?} is not valid; Twilio's default is used"));
-            }
-        }
-        (o, warnings)
-    }
-
-    /// Whether a failed try is retried under this policy.
-    fn retries_on(&self, result: &Result<(u16, String), Failure>) -> bool {
-        let p = self.policy;
-        match result {
-            Ok((s, _)) if (400..500).contains(s) => p.on_4xx,
-            Ok((s, _)) if (500..600).contains(s) => p.on_5xx,
-            Ok(_) => false,
-            Err(Failure::Connect(_)) => p.on_connect,
-            Err(Failure::Timeout) => p.on_timeout,
-            Err(Failure::Dropped(_)) => false,
-        }
-    }
-}
-
-fn parse_policy(v: &str) -> Option<RetryPolicy> {
-    let mut p = RetryPolicy { on_4xx: false, on_5xx: false, on_connect: false, on_timeout: false };
-    for token in v.split(',').map(str::trim) {
-        match token {
-            "4xx" => p.on_4xx = true,
-            "5xx" => p.on_5xx = true,
-            "ct" => p.on_connect = true,
-            "rt" => p.on_timeout = true,
-            "all" => p = RetryPolicy { on_4xx: true, on_5xx: true, on_connect: true, on_timeout: true },
-            _ => return None,
-        }
-    }
-    Some(p)
 }
 
 /// What a webhook is for, which decides how a late delivery behaves.
@@ -261,7 +176,7 @@ impl Shared {
                 None => self.send_once(method, target, params, &token, attempt, timeout, fault.clone()).await,
             };
             let elapsed = self.clock.now_ms().saturating_sub(start);
-            if attempt > o.retries || elapsed >= o.total_ms || !o.retries_on(&result) {
+            if attempt > o.retries || elapsed >= o.total_ms || !retries_on(o, &result) {
                 return result;
             }
             attempt += 1;
@@ -358,42 +273,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fragments_and_paths() {
-        assert_eq!(split_fragment("http://h/x?a=1#rc=2"), ("http://h/x?a=1", Some("rc=2")));
-        assert_eq!(split_fragment("http://h/x"), ("http://h/x", None));
+    fn paths() {
         assert_eq!(url_path("http://h:1/status-callback?x=1#rc=1"), "/status-callback");
         assert_eq!(url_path("http://h:1"), "/");
     }
 
     #[test]
-    fn overrides_default_as_twilio_documents() {
-        let (o, w) = Overrides::parse(None);
-        assert!(w.is_empty());
-        assert_eq!((o.connect_ms, o.read_ms, o.total_ms, o.retries), (5000, 15_000, 15_000, 1));
-        assert_eq!(o.policy, RetryPolicy { on_4xx: false, on_5xx: false, on_connect: true, on_timeout: false });
-    }
-
-    #[test]
-    fn overrides_parse_and_bad_values_keep_the_default() {
-        let (o, w) = Overrides::parse(Some("ct=1000&rt=2000&tt=9000&rc=3&rp=5xx,rt&e=dublin&sni=y"));
-        assert!(w.is_empty(), "{w:?}");
-        assert_eq!((o.connect_ms, o.read_ms, o.total_ms, o.retries), (1000, 2000, 9000, 3));
-        assert_eq!(o.policy, RetryPolicy { on_4xx: false, on_5xx: true, on_connect: false, on_timeout: true });
-        let (o, _) = Overrides::parse(Some("rp=all"));
-        assert!(o.policy.on_4xx && o.policy.on_5xx && o.policy.on_connect && o.policy.on_timeout);
-        let (o, w) = Overrides::parse(Some("ct=50&rc=6&rp=5xx,bogus&zz=1&tt=15001"));
-        assert_eq!(o, Overrides::default());
-        assert_eq!(w.len(), 5, "{w:?}");
-    }
-
-    #[test]
     fn which_failures_are_retried() {
         let (o, _) = Overrides::parse(Some("rp=4xx,ct"));
-        assert!(o.retries_on(&Ok((404, String::new()))));
-        assert!(!o.retries_on(&Ok((503, String::new()))));
-        assert!(!o.retries_on(&Ok((200, String::new()))));
-        assert!(o.retries_on(&Err(Failure::Connect("refused".into()))));
-        assert!(!o.retries_on(&Err(Failure::Timeout)));
-        assert!(!o.retries_on(&Err(Failure::Dropped("rule 1".into()))), "a lost request is never seen to fail");
+        assert!(retries_on(&o, &Ok((404, String::new()))));
+        assert!(!retries_on(&o, &Ok((503, String::new()))));
+        assert!(!retries_on(&o, &Ok((200, String::new()))));
+        assert!(retries_on(&o, &Err(Failure::Connect("refused".into()))));
+        assert!(!retries_on(&o, &Err(Failure::Timeout)));
+        assert!(!retries_on(&o, &Err(Failure::Dropped("rule 1".into()))), "a lost request is never seen to fail");
     }
 }

@@ -12,9 +12,11 @@
 //! - [`twiml`]: one type per TwiML verb, rendered with quick-xml and parsed with roxmltree.
 //! - [`error`]: Twilio's REST error body.
 //! - [`params`]: ordered form parameters as Twilio sends them (repeated keys allowed).
+//! - [`overrides`]: webhook connection overrides (`#ct=…&rc=…&rp=…`).
 
 pub mod e164;
 pub mod error;
+pub mod overrides;
 pub mod params;
 pub mod sid;
 pub mod signature;

@@ -15,7 +15,7 @@ use super::phone::{self, Ring};
 use crate::clock::{VMs, rfc2822};
 use crate::engine;
 use crate::state::{Call, TaskStatus};
-use crate::webhook::{self, Hook};
+use crate::webhook::Hook;
 use crate::{LegCmd, Shared};
 
 /// A wait long enough to mean "until something happens".
@@ -332,7 +332,7 @@ impl Leg {
         };
         self.note(format!("error {code}: {msg}; requesting the fallback URL"));
         let mut extra = next.extra.clone();
-        extra.push("ErrorCode", code.to_string()).push("ErrorUrl", webhook::split_fragment(&url).0);
+        extra.push("ErrorCode", code.to_string()).push("ErrorUrl", twilio::overrides::split_fragment(&url).0);
         self.fetch_url(&fallback, &fallback_method, &extra).await.map_err(|(code, msg)| Stop::Fail(code, msg))
     }
 
@@ -344,7 +344,7 @@ impl Leg {
         for (k, v) in extra.iter() {
             p.push(k, v);
         }
-        let shown = webhook::split_fragment(url).0;
+        let shown = twilio::overrides::split_fragment(url).0;
         let body = match self.sh.webhook(Hook::Document, method, url, &p).await {
             Ok((s, body)) if (200..300).contains(&s) => {
                 self.doc_url = url.to_owned();
