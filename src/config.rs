@@ -107,6 +107,24 @@ pub struct ProvisionSettings {
     /// The TaskRouter workspace's FriendlyName; also the prefix that marks
     /// the queues, workers and workflow provision created as its own.
     pub workspace_name: String,
+    /// Webhook connection overrides (`rc=3&rp=ct,5xx`) that provision appends
+    /// as a `#fragment` to the webhook URLs it sets, so Twilio retries a
+    /// webhook that meets a restart; empty: none.
+    pub connection_overrides: String,
+    /// The numbers' `VoiceFallbackUrl`: where Twilio asks for TwiML when
+    /// `/incoming-call` fails (another instance, or a static apology).
+    pub voice_fallback_url: Option<String>,
+}
+
+/// The default [`ProvisionSettings::connection_overrides`]: three retries
+/// after a refused connection or a 5xx, within Twilio's 15 s.
+pub const DEFAULT_CONNECTION_OVERRIDES: &str = "rc=3&rp=ct,5xx";
+
+impl ProvisionSettings {
+    /// A webhook URL as provision sets it: with the overrides' fragment.
+    pub fn webhook_url(&self, url: String) -> String {
+        if self.connection_overrides.is_empty() { url } else { format!("{url}#{}", self.connection_overrides) }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -138,6 +156,8 @@ struct RawSettings {
 #[serde(deny_unknown_fields)]
 struct RawProvision {
     workspace_name: Option<String>,
+    connection_overrides: Option<String>,
+    voice_fallback_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -332,8 +352,27 @@ impl Settings {
             return Err(invalid("ivr.menu_timeout_secs", "must be between 1 and 60"));
         }
 
+        let connection_overrides = raw
+            .provision
+            .connection_overrides
+            .unwrap_or_else(|| DEFAULT_CONNECTION_OVERRIDES.to_owned())
+            .trim()
+            .trim_start_matches('#')
+            .to_owned();
+        if !connection_overrides.is_empty() {
+            twilio::overrides::check(&connection_overrides)
+                .map_err(|e| invalid("provision.connection_overrides", e))?;
+        }
+        let voice_fallback_url = raw
+            .provision
+            .voice_fallback_url
+            .filter(|u| !u.trim().is_empty())
+            .map(|u| validate_webhook_url("provision.voice_fallback_url", u.trim()))
+            .transpose()?;
         let provision = ProvisionSettings {
             workspace_name: raw.provision.workspace_name.unwrap_or_else(|| "call-router".to_owned()).trim().to_owned(),
+            connection_overrides,
+            voice_fallback_url,
         };
         // The name prefixes queue, worker and workflow names as
         // `<name>/<location>`, which Twilio limits to 64 characters.
@@ -387,9 +426,44 @@ fn validate_base_url(field: &str, url: &str) -> Result<String, ConfigError> {
     Ok(url.trim_end_matches('/').to_owned())
 }
 
+/// A full webhook URL (a path, a query and overrides are fine).
+fn validate_webhook_url(field: &str, url: &str) -> Result<String, ConfigError> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| invalid(field, format!("{url:?} must start with http:// or https://")))?;
+    if rest.is_empty() || rest.starts_with('/') || url.contains(char::is_whitespace) {
+        return Err(invalid(field, format!("{url:?} is not a URL like https://example.com/fallback")));
+    }
+    if let Some((_, fragment)) = url.split_once('#') {
+        twilio::overrides::check(fragment).map_err(|e| invalid(field, e))?;
+    }
+    Ok(url.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn provision_overrides_and_fallback_are_checked() {
+        let s = Settings::from_toml(MIN, no_env).unwrap();
+        assert_eq!(s.provision.connection_overrides, DEFAULT_CONNECTION_OVERRIDES);
+        assert_eq!(s.provision.webhook_url("https://r/x".into()), "https://r/x#rc=3&rp=ct,5xx");
+        assert_eq!(s.provision.voice_fallback_url, None);
+        let with = |extra: &str| Settings::from_toml(&format!("{MIN}[provision]\n{extra}\n"), no_env);
+        let s = with("connection_overrides = \"#rc=1&ct=1000\"\nvoice_fallback_url = \"https://backup.example.com/incoming-call\"").unwrap();
+        assert_eq!(s.provision.connection_overrides, "rc=1&ct=1000");
+        assert_eq!(s.provision.voice_fallback_url.as_deref(), Some("https://backup.example.com/incoming-call"));
+        let s = with("connection_overrides = \"\"").unwrap();
+        assert_eq!(s.provision.webhook_url("https://r/x".into()), "https://r/x", "empty: no fragment");
+        let e = with("connection_overrides = \"rc=9\"").unwrap_err().to_string();
+        assert!(e.contains("provision.connection_overrides") && e.contains("rc=9"), "{e}");
+        let e = with("voice_fallback_url = \"ftp://x\"").unwrap_err().to_string();
+        assert!(e.contains("provision.voice_fallback_url"), "{e}");
+        let e = with("voice_fallback_url = \"https://x/y#rp=never\"").unwrap_err().to_string();
+        assert!(e.contains("rp=never"), "{e}");
+    }
 
     const MIN: &str = r#"
 public_url = "https://router.example.com/"

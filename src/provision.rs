@@ -145,6 +145,8 @@ pub struct DesiredNumber {
     pub number: E164,
     pub voice_url: String,
     pub status_callback: String,
+    /// `VoiceFallbackUrl`; empty for none.
+    pub voice_fallback_url: String,
 }
 
 impl Desired {
@@ -188,7 +190,7 @@ impl Desired {
             prune,
             workspace: DesiredWorkspace {
                 friendly_name: name.clone(),
-                event_callback_url: format!("{base}/tr-event-handler"),
+                event_callback_url: settings.provision.webhook_url(format!("{base}/tr-event-handler")),
                 events_filter: EVENTS.iter().map(|e| (*e).to_owned()).collect(),
                 timeout_activity: AVAILABLE.into(),
             },
@@ -205,8 +207,9 @@ impl Desired {
                 .into_iter()
                 .map(|n| DesiredNumber {
                     number: n.clone(),
-                    voice_url: format!("{base}/incoming-call"),
-                    status_callback: format!("{base}/status-callback"),
+                    voice_url: settings.provision.webhook_url(format!("{base}/incoming-call")),
+                    status_callback: settings.provision.webhook_url(format!("{base}/status-callback")),
+                    voice_fallback_url: settings.provision.voice_fallback_url.clone().unwrap_or_default(),
                 })
                 .collect(),
         }
@@ -540,6 +543,12 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Change> {
                 diff(&mut diffs, "voice_url", a.voice_url.as_deref().unwrap_or(""), &n.voice_url);
                 diff_method(&mut diffs, "voice_method", a.voice_method.as_deref());
                 diff(&mut diffs, "status_callback", a.status_callback.as_deref().unwrap_or(""), &n.status_callback);
+                diff(
+                    &mut diffs,
+                    "voice_fallback_url",
+                    a.voice_fallback_url.as_deref().unwrap_or(""),
+                    &n.voice_fallback_url,
+                );
                 diff_method(&mut diffs, "status_callback_method", a.status_callback_method.as_deref());
                 // A voice application overrides VoiceUrl.
                 if let Some(app) = a.voice_application_sid.as_deref().filter(|s| !s.is_empty()) {
@@ -1386,7 +1395,9 @@ async fn apply_number(
         p.push("VoiceUrl", &n.voice_url)
             .push("VoiceMethod", "POST")
             .push("StatusCallback", &n.status_callback)
-            .push("StatusCallbackMethod", "POST");
+            .push("StatusCallbackMethod", "POST")
+            .push("VoiceFallbackUrl", &n.voice_fallback_url)
+            .push("VoiceFallbackMethod", "POST");
         if diffs.iter().any(|d| d.field == "voice_application_sid") {
             p.push("VoiceApplicationSid", "");
         }
@@ -1461,6 +1472,7 @@ auth_token = "secret"
                 number: E164::parse("+12025550143").unwrap(),
                 voice_url: "https://r/incoming-call".into(),
                 status_callback: "https://r/status-callback".into(),
+                voice_fallback_url: String::new(),
             }],
         }
     }
@@ -1535,6 +1547,7 @@ auth_token = "secret"
                             voice_method: Some("POST".into()),
                             status_callback: Some(n.status_callback.clone()),
                             status_callback_method: Some("POST".into()),
+                            voice_fallback_url: Some(n.voice_fallback_url.clone()),
                             voice_application_sid: None,
                         })),
                     )
@@ -1739,7 +1752,8 @@ auth_token = "secret"
     fn desired_state_follows_the_settings() {
         let s = settings();
         let built = Desired::new(&s, &[], false);
-        assert_eq!(built.workspace.event_callback_url, "https://router.example.com/tr-event-handler");
+        // Webhook URLs carry the connection overrides, so Twilio retries through a restart.
+        assert_eq!(built.workspace.event_callback_url, "https://router.example.com/tr-event-handler#rc=3&rp=ct,5xx");
         assert_eq!(built.workspace.events_filter.len(), EVENTS.len());
         // Ring time plus answering-machine detection, with a margin.
         assert_eq!(built.workflow.reservation_timeout_secs, 20 + 30 + RESERVATION_MARGIN_SECS);

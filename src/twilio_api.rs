@@ -428,6 +428,8 @@ pub struct IncomingNumberResource {
     #[serde(default)]
     pub status_callback_method: Option<String>,
     #[serde(default)]
+    pub voice_fallback_url: Option<String>,
+    #[serde(default)]
     pub voice_application_sid: Option<String>,
 }
 

@@ -220,7 +220,7 @@ async fn a_fresh_provision_creates_everything() {
         "+ create worker north",
         "+ create worker south",
         "+ create workflow call-router/by-location",
-        "~ update number +12025550143: voice_url (none) -> http://127.0.0.1:9/incoming-call, status_callback (none) -> http://127.0.0.1:9/status-callback",
+        "~ update number +12025550143: voice_url (none) -> http://127.0.0.1:9/incoming-call#rc=3&rp=ct,5xx, status_callback (none) -> http://127.0.0.1:9/status-callback#rc=3&rp=ct,5xx",
     ] {
         assert!(has_line(&report, line), "missing {line:?} in\n{text}");
     }
@@ -228,7 +228,7 @@ async fn a_fresh_provision_creates_everything() {
     // The workspace: callback URL, exactly the handled events, timeout activity.
     let ws = h.get(h.ws_path("").await.trim_end_matches('/')).await;
     assert_eq!(ws["friendly_name"], "call-router");
-    assert_eq!(ws["event_callback_url"], "http://127.0.0.1:9/tr-event-handler");
+    assert_eq!(ws["event_callback_url"], "http://127.0.0.1:9/tr-event-handler#rc=3&rp=ct,5xx");
     let mut events: Vec<&str> = ws["events_filter"].as_str().unwrap().split(',').collect();
     events.sort_unstable();
     let mut want = provision::EVENTS.to_vec();
@@ -271,12 +271,13 @@ async fn a_fresh_provision_creates_everything() {
         assert_eq!(f["targets"][0]["queue"], h.sid("queue", loc).await);
     }
 
-    // Numbers point at the server.
+    // Numbers point at the server, with connection overrides so Twilio retries through a restart.
     for n in [NORTH_NUMBER, SOUTH_NUMBER] {
         let num = h.number(n).await;
-        assert_eq!(num["voice_url"], "http://127.0.0.1:9/incoming-call");
+        assert_eq!(num["voice_url"], "http://127.0.0.1:9/incoming-call#rc=3&rp=ct,5xx");
         assert_eq!(num["voice_method"], "POST");
-        assert_eq!(num["status_callback"], "http://127.0.0.1:9/status-callback");
+        assert_eq!(num["status_callback"], "http://127.0.0.1:9/status-callback#rc=3&rp=ct,5xx");
+        assert_eq!(num["voice_fallback_url"], serde_json::Value::Null, "none configured");
     }
 
     // Where the server reads them, and the activities.
@@ -303,6 +304,36 @@ async fn a_second_run_changes_nothing() {
 }
 
 #[tokio::test]
+async fn a_voice_fallback_url_and_other_overrides_are_set_and_kept() {
+    let h = Harness::with_numbers().await;
+    h.provision_ok(&[&NORTH], Options::default()).await;
+    // The operator adds a fallback and picks other overrides: provision repairs every number.
+    let text = format!(
+        "{}[provision]\nvoice_fallback_url = \"https://backup.example.com/incoming-call\"\nconnection_overrides = \"rc=2&rp=ct\"\n",
+        h.toml(&[&NORTH])
+    );
+    let settings = Settings::from_toml(&text, |_| None).unwrap();
+    let mut report = Report::default();
+    provision::run(&settings, &h.store, Options::default(), &mut report).await.unwrap();
+    let num = h.number(NORTH_NUMBER).await;
+    assert_eq!(num["voice_fallback_url"], "https://backup.example.com/incoming-call", "{}", report.text());
+    assert_eq!(num["voice_fallback_method"], "POST");
+    assert_eq!(num["voice_url"], "http://127.0.0.1:9/incoming-call#rc=2&rp=ct");
+    assert!(
+        report
+            .lines
+            .iter()
+            .any(|l| l.contains("voice_fallback_url (none) -> https://backup.example.com/incoming-call")),
+        "{}",
+        report.text()
+    );
+    // Run again: nothing to change.
+    let mut again = Report::default();
+    provision::run(&settings, &h.store, Options::default(), &mut again).await.unwrap();
+    assert!(!again.lines.iter().any(|l| l.starts_with('~') || l.starts_with('+')), "{}", again.text());
+}
+
+#[tokio::test]
 async fn drift_is_shown_and_repaired() {
     let h = Harness::with_numbers().await;
     h.provision_ok(&[&NORTH, &SOUTH], Options::default()).await;
@@ -325,7 +356,7 @@ async fn drift_is_shown_and_repaired() {
     let text = report.text();
     for line in [
         "~ update worker north: activity Offline -> Available",
-        "~ update number +12025550143: voice_url https://old.example.com/voice -> http://127.0.0.1:9/incoming-call",
+        "~ update number +12025550143: voice_url https://old.example.com/voice -> http://127.0.0.1:9/incoming-call#rc=3&rp=ct,5xx",
         "+ create queue south",
     ] {
         assert!(has_line(&report, line), "missing {line:?} in\n{text}");
@@ -339,7 +370,7 @@ async fn drift_is_shown_and_repaired() {
     );
 
     assert_eq!(h.worker("north").await["activity_name"], "Available");
-    assert_eq!(h.number(NORTH_NUMBER).await["voice_url"], "http://127.0.0.1:9/incoming-call");
+    assert_eq!(h.number(NORTH_NUMBER).await["voice_url"], "http://127.0.0.1:9/incoming-call#rc=3&rp=ct,5xx");
     let new_south_queue = h.sid("queue", "south").await;
     assert_ne!(new_south_queue, old_south_queue);
     let wf = h.get(&h.ws_path(&format!("Workflows/{}", h.sid("workflow", "main").await)).await).await;
@@ -508,7 +539,7 @@ async fn an_unowned_number_fails_alone_and_the_rest_is_provisioned() {
     );
     assert!(report.lines.iter().any(|l| l.starts_with("summary:") && l.ends_with("1 failed")), "{text}");
     assert_eq!(h.worker("south").await["activity_name"], "Available");
-    assert_eq!(h.number(NORTH_NUMBER).await["voice_url"], "http://127.0.0.1:9/incoming-call");
+    assert_eq!(h.number(NORTH_NUMBER).await["voice_url"], "http://127.0.0.1:9/incoming-call#rc=3&rp=ct,5xx");
 }
 
 #[tokio::test]
