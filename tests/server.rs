@@ -190,6 +190,66 @@ async fn signatures_accounts_and_workspaces_are_checked() {
     assert!(app.fake.requests().is_empty());
 }
 
+/// Provisioning will configure webhook URLs with connection overrides in the
+/// fragment. Twilio neither sends nor signs a fragment, so a request for such
+/// a URL, signed as Twilio signs it, validates against the public URL, path
+/// and query; a MAC over the whole configured string, fragment included, is
+/// refused. GET parameters go into the query, before the fragment.
+#[tokio::test]
+async fn webhooks_configured_with_connection_overrides_validate() {
+    use twilio::signature::{append_query, sign, signed_url};
+    const OVERRIDES: &str = "rc=2&rp=ct,5xx";
+    let app = spawn_app().await;
+    let mut menu = inbound(SHARED_NUMBER);
+    menu.push(("Digits", "2"));
+    let event = vec![
+        ("EventType", "worker.activity.update"),
+        ("AccountSid", ACCOUNT),
+        ("WorkspaceSid", WORKSPACE),
+        ("ResourceSid", "WK0123456789abcdef0123456789abcdef"),
+    ];
+    let hold = vec![("AccountSid", ACCOUNT), ("CallSid", CALL), ("QueueTime", "5")];
+    let cases = [
+        ("POST", "/incoming-call", inbound(TWILIO_NUMBER), 200),
+        ("POST", "/menu?attempt=0", menu, 200),
+        ("POST", "/tr-event-handler", event, 204),
+        ("GET", "/hold?location=north", hold, 200),
+    ];
+    for (method, path, params, want) in cases {
+        let configured = format!("{}{path}#{OVERRIDES}", app.url);
+        let form: twilio::Params = params.iter().map(|(k, v)| (*k, *v)).collect();
+        let (url, body, signed_params) = if method == "GET" {
+            (append_query(&configured, &form.encode()), None, Vec::new())
+        } else {
+            (configured.clone(), Some(form.encode()), params.clone())
+        };
+        assert!(url.ends_with(&format!("#{OVERRIDES}")), "{url}");
+        let send = |sig: String| {
+            // reqwest, like Twilio, leaves the fragment out of the request.
+            let req = match &body {
+                Some(b) => {
+                    app.client.post(&url).header("content-type", "application/x-www-form-urlencoded").body(b.clone())
+                }
+                None => app.client.get(&url),
+            };
+            req.header("x-twilio-signature", sig).send()
+        };
+        let twilio_sig = sign(TOKEN.as_bytes(), &url, signed_params.iter().copied());
+        assert_eq!(send(twilio_sig).await.unwrap().status(), want, "{method} {url} signed as Twilio signs");
+
+        // The signed string is the URL then each sorted key and value; a key
+        // of `#…` sorts before every parameter name, so this is a MAC over
+        // the configured URL with its fragment, then the parameters.
+        let fragment_key = format!("#{OVERRIDES}");
+        let with_fragment = sign(
+            TOKEN.as_bytes(),
+            signed_url(&url),
+            std::iter::once((fragment_key.as_str(), "")).chain(signed_params.iter().copied()),
+        );
+        assert_eq!(send(with_fragment).await.unwrap().status(), 403, "{method} {url} signed with its fragment");
+    }
+}
+
 #[tokio::test]
 async fn oversized_bodies_are_refused() {
     let app = spawn_app().await;

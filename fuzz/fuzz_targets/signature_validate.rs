@@ -8,13 +8,17 @@
 //!
 //! Properties: nothing panics; a missing header is `Missing`; `sign` then
 //! `validate_form` succeeds, whatever the parameter order; the same signature
-//! under another token is refused; a JSON URL signed with `sign_url` validates
-//! with its body and is refused with another body.
+//! under another token is refused; a `#fragment` (connection overrides) is not
+//! signed, so the URL with or without one validates the same signature; a
+//! JSON URL (`bodySHA256` added to its query, before any fragment) signed with
+//! `sign_url` validates with its body and is refused with another body.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use twilio::Params;
-use twilio::signature::{SignatureError, body_sha256, query_param, sign, sign_url, validate_form, validate_json};
+use twilio::signature::{
+    SignatureError, append_query, body_sha256, query_param, sign, sign_url, signed_url, validate_form, validate_json,
+};
 
 fuzz_target!(|data: &[u8]| {
     let mut fields = data.splitn(5, |&b| b == b'\n');
@@ -39,17 +43,25 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(sign(token, &url, reversed.iter().copied()), sig, "signature depends on parameter order");
     assert_eq!(validate_form(token, &url, reversed.iter().copied(), Some(&sig)), Ok(()));
 
+    // The fragment is not signed: dropping it, or replacing it with
+    // connection overrides, changes nothing.
+    let bare = signed_url(&url);
+    assert_eq!(sign(token, bare, params.iter()), sig, "the fragment changed the signature");
+    assert_eq!(validate_form(token, bare, params.iter(), Some(&sig)), Ok(()));
+    let overridden = format!("{bare}#rc=2&rp=ct,5xx");
+    assert_eq!(validate_form(token, &overridden, params.iter(), Some(&sig)), Ok(()));
+
     // Another token (not a zero-padding of this one, which HMAC treats as
     // the same key) must not validate it.
     let mut other = token.to_vec();
     other.push(b'x');
     assert_eq!(validate_form(&other, &url, params.iter(), Some(&sig)), Err(SignatureError::Mismatch));
 
-    // JSON: append bodySHA256 when the URL has none of its own.
+    // JSON: add bodySHA256 to the query (before any fragment, which is
+    // neither sent nor signed) when the URL has none of its own.
     if query_param(&url, "bodySHA256").is_none() {
         let hash = body_sha256(body);
-        let sep = if url.contains('?') { '&' } else { '?' };
-        let json_url = format!("{url}{sep}bodySHA256={hash}");
+        let json_url = append_query(&url, &format!("bodySHA256={hash}"));
         let sig = sign_url(token, &json_url);
         assert_eq!(validate_json(token, &json_url, body, Some(&sig)), Ok(()), "own JSON signature refused");
         if query_param(&json_url, "bodySHA256").as_deref() == Some(hash.as_str()) {

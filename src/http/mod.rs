@@ -244,6 +244,10 @@ impl FromRequest<AppState> for TwilioRequest {
 
         let settings = state.settings();
         if settings.security.validate_signatures {
+            // The URL Twilio signed: our public URL, the path and the query. A
+            // webhook configured with connection overrides (`…#rc=2&rp=ct,5xx`)
+            // is signed without its fragment, which is never sent, so no
+            // configured fragment needs to be known here (see `signed_url`).
             let url = format!("{}{}", settings.public_url, path_and_query);
             let sig = parts.headers.get("x-twilio-signature").and_then(|v| v.to_str().ok());
             let token = settings.twilio.auth_token.expose_secret().as_bytes();

@@ -7,6 +7,13 @@
 //! signed. The MAC is HMAC-SHA1 keyed with the account's auth token, in
 //! base64.
 //!
+//! A configured webhook URL may end in a `#fragment`: Twilio reads its
+//! connection overrides there (`#rc=2&rp=ct,5xx`). The fragment is never
+//! sent, and Twilio leaves it out of the signed URL, so [`signed_url`] drops
+//! it and [`sign`], [`validate_form`] and [`validate_json`] all go through
+//! it: a configured URL can be passed as it is, fragment and all, and the
+//! server's own URL (public URL, path and query) validates the same request.
+//!
 //! Proxies and load balancers add or strip default ports and re-encode query
 //! strings, so validation accepts the variants Twilio's own libraries accept:
 //! the URL as given, with its default port added, with its port removed, and
@@ -33,16 +40,50 @@ pub enum SignatureError {
     BodyHashMismatch,
 }
 
-/// Computes the signature of a form request to `url` with `params`.
+/// Computes the signature of a form request to `url` with `params`, as
+/// Twilio does: over [`signed_url`], so a fragment does not count.
 pub fn sign<'a>(auth_token: &[u8], url: &str, params: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let mac = mac_for(auth_token, url, params);
+    let mac = mac_for(auth_token, signed_url(url), params);
     BASE64.encode(mac.finalize().into_bytes())
 }
 
 /// Computes the signature of a JSON request: the URL must already carry
-/// `bodySHA256` (see [`body_sha256`]).
+/// `bodySHA256` in its query (see [`body_sha256`] and [`append_query`]).
 pub fn sign_url(auth_token: &[u8], url: &str) -> String {
     sign(auth_token, url, std::iter::empty())
+}
+
+/// The part of a webhook URL that Twilio signs: everything before the first
+/// `#`. The fragment holds connection overrides; it is never sent with the
+/// request and is not part of the signature.
+pub fn signed_url(url: &str) -> &str {
+    url.split_once('#').map_or(url, |(before, _)| before)
+}
+
+/// `url` with `query` (already encoded, `k=v&k=v`) added to its query string,
+/// before any `#fragment`, so that a parameter added to a configured URL
+/// (a GET's parameters, `bodySHA256`) lands in the part that is sent and
+/// signed rather than in the connection overrides.
+pub fn append_query(url: &str, query: &str) -> String {
+    let (base, fragment) = match url.split_once('#') {
+        Some((base, fragment)) => (base, Some(fragment)),
+        None => (url, None),
+    };
+    let mut out = String::with_capacity(url.len() + query.len() + 1);
+    out.push_str(base);
+    if !query.is_empty() {
+        match base.split_once('?') {
+            None => out.push('?'),
+            Some((_, q)) if !q.is_empty() && !q.ends_with('&') => out.push('&'),
+            Some(_) => {}
+        }
+        out.push_str(query);
+    }
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
+    }
+    out
 }
 
 /// The hex SHA-256 of a body, as Twilio puts it in `bodySHA256`.
@@ -70,7 +111,9 @@ fn mac_for<'a>(auth_token: &[u8], url: &str, params: impl IntoIterator<Item = (&
 }
 
 /// Checks a form request's signature. `url` is the full URL Twilio requested,
-/// as the server's public URL plus the request's path and query.
+/// as the server's public URL plus the request's path and query; a
+/// configured URL with a `#fragment` gives the same answer (see
+/// [`signed_url`]).
 pub fn validate_form<'a>(
     auth_token: &[u8],
     url: &str,
@@ -79,7 +122,7 @@ pub fn validate_form<'a>(
 ) -> Result<(), SignatureError> {
     let signature = signature.ok_or(SignatureError::Missing)?;
     let expected = BASE64.decode(signature.trim()).map_err(|_| SignatureError::Mismatch)?;
-    for candidate in url_variants(url) {
+    for candidate in url_variants(signed_url(url)) {
         // verify_slice compares in constant time.
         if mac_for(auth_token, &candidate, params.clone()).verify_slice(&expected).is_ok() {
             return Ok(());
@@ -101,17 +144,18 @@ pub fn validate_json(auth_token: &[u8], url: &str, body: &[u8], signature: Optio
     Ok(())
 }
 
-/// The first value of a query parameter, decoded.
+/// The first value of a query parameter, decoded. A `?` inside the fragment
+/// does not start a query.
 pub fn query_param(url: &str, name: &str) -> Option<String> {
-    let query = url.split_once('?')?.1;
-    let query = query.split('#').next().unwrap_or_default();
+    let query = signed_url(url).split_once('?')?.1;
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (decode_component(k.as_bytes()) == name).then(|| decode_component(v.as_bytes()))
     })
 }
 
-/// The URLs a valid signature may have been computed over.
+/// The URLs a valid signature may have been computed over; `url` has no
+/// fragment.
 fn url_variants(url: &str) -> Vec<String> {
     fn push(out: &mut Vec<String>, u: String) {
         if !out.contains(&u) {
@@ -166,14 +210,10 @@ fn without_port(url: &str) -> Option<String> {
     Some(format!("{scheme}://{host}{rest}"))
 }
 
-/// The URL with every query component decoded and re-encoded canonically,
-/// which undoes a proxy's `%20` / `+` / case changes.
+/// The URL (without a fragment) with every query component decoded and
+/// re-encoded canonically, which undoes a proxy's `%20` / `+` / case changes.
 fn reencode_query(url: &str) -> Option<String> {
     let (head, query) = url.split_once('?')?;
-    let (query, fragment) = match query.split_once('#') {
-        Some((q, f)) => (q, Some(f)),
-        None => (query, None),
-    };
     let mut out = String::from(head);
     out.push('?');
     for (i, pair) in query.split('&').enumerate() {
@@ -188,10 +228,6 @@ fn reencode_query(url: &str) -> Option<String> {
             }
             None => out.push_str(&percent_encode(&decode_component(pair.as_bytes()))),
         }
-    }
-    if let Some(f) = fragment {
-        out.push('#');
-        out.push_str(f);
     }
     (out != url).then_some(out)
 }
@@ -274,6 +310,79 @@ mod tests {
             validate_form(TOKEN, URL, tampered, Some("RSOYDt4T1cUTdK1PDd93/VVr8B8=")),
             Err(SignatureError::Mismatch)
         );
+    }
+
+    /// Connection overrides ride in the fragment, which Twilio neither sends
+    /// nor signs: the configured URL, the URL the server sees and Twilio's
+    /// published vector all agree.
+    #[test]
+    fn fragment_is_not_signed() {
+        let configured = format!("{URL}#rc=2&rp=ct,5xx");
+        assert_eq!(signed_url(&configured), URL);
+        assert_eq!(sign(TOKEN, &configured, PARAMS), "RSOYDt4T1cUTdK1PDd93/VVr8B8=");
+        let sig = sign(TOKEN, &configured, PARAMS);
+        assert_eq!(validate_form(TOKEN, URL, PARAMS, Some(&sig)), Ok(()));
+        assert_eq!(validate_form(TOKEN, &configured, PARAMS, Some(&sig)), Ok(()));
+        // A MAC over the whole configured string, fragment included, is not
+        // what Twilio sends, and the server does not accept it.
+        let with_fragment = BASE64.encode(mac_for(TOKEN, &configured, PARAMS).finalize().into_bytes());
+        assert_ne!(with_fragment, sig);
+        assert_eq!(validate_form(TOKEN, URL, PARAMS, Some(&with_fragment)), Err(SignatureError::Mismatch));
+        assert_eq!(validate_form(TOKEN, &configured, PARAMS, Some(&with_fragment)), Err(SignatureError::Mismatch));
+    }
+
+    /// The fuzzer's counterexample: `bodySHA256` appended after a `#` sits in
+    /// the fragment, which is neither sent nor signed, so it vouches for no
+    /// body. [`append_query`] puts it in the query, where Twilio puts it.
+    #[test]
+    fn body_sha256_goes_before_the_fragment() {
+        let url = "http://localhost:4040/voice/incoming?lo#cation=north%20side";
+        let body = br#"{"property": "value", "boolean": true}"#;
+        let hash = body_sha256(body);
+        let json_url = append_query(url, &format!("bodySHA256={hash}"));
+        assert_eq!(json_url, format!("http://localhost:4040/voice/incoming?lo&bodySHA256={hash}#cation=north%20side"));
+        let sig = sign_url(TOKEN, &json_url);
+        assert_eq!(validate_json(TOKEN, &json_url, body, Some(&sig)), Ok(()));
+        assert_eq!(validate_json(TOKEN, signed_url(&json_url), body, Some(&sig)), Ok(()));
+        assert_eq!(validate_json(TOKEN, &json_url, b"{}", Some(&sig)), Err(SignatureError::BodyHashMismatch));
+
+        let in_fragment = format!("{url}&bodySHA256={hash}");
+        assert_eq!(query_param(&in_fragment, "bodySHA256"), None);
+        assert_eq!(
+            validate_json(TOKEN, &in_fragment, body, Some(&sign_url(TOKEN, &in_fragment))),
+            Err(SignatureError::BodyHashMismatch)
+        );
+    }
+
+    #[test]
+    fn query_param_reads_only_the_query() {
+        let cases = [
+            ("https://h/p?a=1&bodySHA256=ab", Some("ab")),
+            ("https://h/p?a=1#bodySHA256=ab", None),
+            ("https://h/p#x?bodySHA256=ab", None),
+            ("https://h/p?bodySHA256=a%20b#bodySHA256=cd", Some("a b")),
+            ("https://h/p", None),
+        ];
+        for (url, want) in cases {
+            assert_eq!(query_param(url, "bodySHA256").as_deref(), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn append_query_keeps_the_fragment_last() {
+        let cases = [
+            ("https://h/p", "x=1", "https://h/p?x=1"),
+            ("https://h/p?a=1", "x=1", "https://h/p?a=1&x=1"),
+            ("https://h/p?", "x=1", "https://h/p?x=1"),
+            ("https://h/p?a=1&", "x=1", "https://h/p?a=1&x=1"),
+            ("https://h/p#rc=2&rp=ct,5xx", "x=1&y=2", "https://h/p?x=1&y=2#rc=2&rp=ct,5xx"),
+            ("https://h/p?a=1#rc=2", "x=1", "https://h/p?a=1&x=1#rc=2"),
+            ("https://h/p#a?b", "x=1", "https://h/p?x=1#a?b"),
+            ("https://h/p?a=1#rc=2", "", "https://h/p?a=1#rc=2"),
+        ];
+        for (url, query, want) in cases {
+            assert_eq!(append_query(url, query), want, "{url} + {query}");
+        }
     }
 
     #[test]
