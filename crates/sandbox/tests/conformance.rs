@@ -11,6 +11,8 @@
 
 mod common;
 
+use common::twiml;
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
@@ -268,10 +270,6 @@ impl Walk {
 
 fn sid(v: &Value) -> String {
     v["sid"].as_str().unwrap_or_else(|| panic!("no sid in {v}")).to_owned()
-}
-
-fn twiml(body: &str) -> (u16, String) {
-    (200, format!(r#"<?xml version="1.0" encoding="UTF-8"?><Response>{body}</Response>"#))
 }
 
 #[tokio::test]

@@ -7,16 +7,12 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Hits, T};
+use common::{Hits, T, twiml, wait_end};
 use serde_json::{Value, json};
 
 const NUMBER: &str = "+14155550100";
 const CALLER: &str = "+14155550999";
 const PHONE: &str = "+14155550123";
-
-fn twiml(body: &str) -> (u16, String) {
-    (200, format!(r#"<?xml version="1.0" encoding="UTF-8"?><Response>{body}</Response>"#))
-}
 
 /// A sandbox with no floor under its webhook timeouts, so virtual read
 /// timeouts can be tested at a high time scale.
@@ -45,12 +41,6 @@ async fn call(t: &T) -> String {
     let (s, v) = t.post_json(&format!("{}/sandbox/calls", t.url), json!({"from": CALLER, "to": NUMBER})).await;
     assert_eq!(s, 201, "{v}");
     v["call_sid"].as_str().unwrap().to_owned()
-}
-
-async fn wait_end(t: &T, sid: &str) -> Value {
-    let (s, v) = t.get(&format!("{}/sandbox/calls/{sid}?wait_final_ms=20000", t.url)).await;
-    assert_eq!((s, &v["final"]), (200, &json!(true)), "{v}");
-    v
 }
 
 async fn add_faults(t: &T, rules: Value) -> Vec<u64> {

@@ -6,15 +6,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::T;
+use common::{T, twiml};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
 const NUMBER: &str = "+14155550100";
-
-fn twiml(body: &str) -> (u16, String) {
-    (200, format!(r#"<?xml version="1.0" encoding="UTF-8"?><Response>{body}</Response>"#))
-}
 
 fn sid(v: &Value) -> String {
     v["sid"].as_str().unwrap_or_else(|| panic!("no sid in {v}")).to_owned()

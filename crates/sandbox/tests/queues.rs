@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use common::{Hits, T};
+use common::{Hits, T, call, twiml, wait_end};
 use serde_json::{Value, json};
 
 const NUMBER: &str = "+14155550100";
@@ -15,37 +15,6 @@ const CALLER: &str = "+14155550999";
 const CALLER_2: &str = "+14155550998";
 const AGENT: &str = "+14155550123";
 const SCREENED: &str = "+14155550177";
-
-fn twiml(body: &str) -> (u16, String) {
-    (200, format!(r#"<?xml version="1.0" encoding="UTF-8"?><Response>{body}</Response>"#))
-}
-
-/// Starts a sandbox, a TwiML app answering with `app(path, params)`, and buys NUMBER pointing at `/in`.
-async fn with_app(
-    scale: f64,
-    app: impl Fn(&str, &twilio::Params) -> (u16, String) + Send + Sync + 'static,
-) -> (T, String, Hits) {
-    let t = common::start(scale).await;
-    let (base, hits) = common::receiver(t.token.clone(), app).await;
-    let (s, n) = t
-        .post(&t.core("IncomingPhoneNumbers.json"), &[("PhoneNumber", NUMBER), ("VoiceUrl", &format!("{base}/in"))])
-        .await;
-    assert_eq!(s, 201, "{n}");
-    (t, base, hits)
-}
-
-async fn call(t: &T, body: Value) -> String {
-    let (s, v) = t.post_json(&format!("{}/sandbox/calls", t.url), body).await;
-    assert_eq!(s, 201, "{v}");
-    v["call_sid"].as_str().unwrap().to_owned()
-}
-
-async fn wait_end(t: &T, sid: &str) -> Value {
-    let (s, v) = t.get(&format!("{}/sandbox/calls/{sid}?wait_final_ms=20000", t.url)).await;
-    assert_eq!(s, 200, "{v}");
-    assert_eq!(v["final"], true, "{v}");
-    v
-}
 
 async fn summary(t: &T, sid: &str) -> Value {
     t.get(&format!("{}/sandbox/calls/{sid}", t.url)).await.1
@@ -73,7 +42,7 @@ async fn outbound(t: &T, base: &str, to: &str) -> String {
 #[tokio::test]
 async fn named_queue_enqueue_and_dial_queue_bridge_oldest_first() {
     // At 100 virtual seconds a real one, a busy machine's scheduling delays stay well under the talk time checked.
-    let (t, base, hits) = with_app(100.0, |path, _| match path {
+    let (t, base, hits) = with_app_at(100.0, |path, _| match path {
         "/in" => twiml(r#"<Enqueue waitUrl="/hold" action="/qaction">support</Enqueue>"#),
         "/hold" => twiml("<Say>please hold</Say>"),
         "/qaction" => twiml("<Say>bye</Say>"),
@@ -128,7 +97,7 @@ async fn named_queue_enqueue_and_dial_queue_bridge_oldest_first() {
 async fn dial_queue_fails_without_the_queue_and_times_out_on_an_empty_one() {
     let mode = Arc::new(Mutex::new("enqueue"));
     let m = mode.clone();
-    let (t, base, hits) = with_app(100.0, move |path, _| match (path, *m.lock().unwrap()) {
+    let (t, base, hits) = with_app_at(100.0, move |path, _| match (path, *m.lock().unwrap()) {
         ("/in", _) => twiml(r#"<Enqueue action="/qaction">sales</Enqueue>"#),
         ("/qaction", _) => twiml("<Hangup/>"),
         ("/agent", "missing") => twiml(r#"<Dial action="/dialaction"><Queue>nobody</Queue></Dial>"#),
@@ -155,7 +124,7 @@ async fn dial_queue_fails_without_the_queue_and_times_out_on_an_empty_one() {
 
 #[tokio::test]
 async fn number_url_whisper_runs_on_the_answered_child_before_the_bridge() {
-    let (t, _, hits) = with_app(1000.0, |path, p| match path {
+    let (t, _, hits) = with_app_at(1000.0, |path, p| match path {
         "/in" => twiml(&format!(r#"<Dial action="/da"><Number url="/whisper">{SCREENED}</Number></Dial>"#)),
         "/whisper" => {
             twiml(r#"<Gather numDigits="1" action="/screen" timeout="3"><Say>Press 1</Say></Gather><Hangup/>"#)
@@ -223,7 +192,7 @@ async fn a_canceled_task_leaves_its_caller_in_the_queue() {
     // "remains active"; the application must move the call itself.
     let wf = Arc::new(Mutex::new(String::new()));
     let w = wf.clone();
-    let (t, base, hits) = with_app(1000.0, move |path, _| match path {
+    let (t, base, hits) = with_app_at(1000.0, move |path, _| match path {
         "/in" => twiml(&format!(r#"<Enqueue workflowSid="{}" waitUrl="/hold" action="/qaction"/>"#, w.lock().unwrap())),
         "/hold" => twiml("<Say>hold on</Say>"),
         "/qaction" => twiml("<Say>bye</Say>"),
@@ -261,7 +230,7 @@ async fn instruction_redirect_accepts_and_moves_the_queued_call() {
     let wf = Arc::new(Mutex::new(String::new()));
     let ctx: Arc<Mutex<Option<AppCtx>>> = Arc::default();
     let (w, c) = (wf.clone(), ctx.clone());
-    let (t, base, hits) = with_app(1000.0, move |path, p| match path {
+    let (t, base, hits) = with_app_at(1000.0, move |path, p| match path {
         "/in" => twiml(&format!(r#"<Enqueue workflowSid="{}" waitUrl="/hold" action="/qaction"/>"#, w.lock().unwrap())),
         "/hold" => twiml("<Say>hold on</Say>"),
         "/qaction" => twiml("<Say>ignored</Say>"),
@@ -302,4 +271,11 @@ async fn instruction_redirect_accepts_and_moves_the_queued_call() {
     assert_eq!(tv["assignment_status"], "assigned", "RedirectAccept accepted the reservation");
     let (_, rv) = t.get(&t.tr(&format!("Workspaces/{ws}/Tasks/{task}/Reservations"))).await;
     assert_eq!(rv["reservations"][0]["reservation_status"], "accepted");
+}
+
+async fn with_app_at(
+    scale: f64,
+    app: impl Fn(&str, &twilio::Params) -> (u16, String) + Send + Sync + 'static,
+) -> (T, String, Hits) {
+    common::with_app(scale, NUMBER, app).await
 }

@@ -6,47 +6,16 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Hits, T};
+use common::{Hits, T, call, twiml, wait_end};
 use serde_json::{Value, json};
 
 const NUMBER: &str = "+14155550100";
 const CALLER: &str = "+14155550999";
 const AGENT: &str = "+14155550123";
 
-fn twiml(body: &str) -> (u16, String) {
-    (200, format!(r#"<?xml version="1.0" encoding="UTF-8"?><Response>{body}</Response>"#))
-}
-
-/// Starts a sandbox, a TwiML app answering with `app(path)`, and buys NUMBER pointing at `/in`.
-async fn with_app(
-    scale: f64,
-    app: impl Fn(&str, &twilio::Params) -> (u16, String) + Send + Sync + 'static,
-) -> (T, String, Hits) {
-    let t = common::start(scale).await;
-    let (base, hits) = common::receiver(t.token.clone(), app).await;
-    let (s, n) = t
-        .post(&t.core("IncomingPhoneNumbers.json"), &[("PhoneNumber", NUMBER), ("VoiceUrl", &format!("{base}/in"))])
-        .await;
-    assert_eq!(s, 201, "{n}");
-    (t, base, hits)
-}
-
-async fn call(t: &T, body: Value) -> String {
-    let (s, v) = t.post_json(&format!("{}/sandbox/calls", t.url), body).await;
-    assert_eq!(s, 201, "{v}");
-    v["call_sid"].as_str().unwrap().to_owned()
-}
-
-async fn wait_end(t: &T, sid: &str) -> Value {
-    let (s, v) = t.get(&format!("{}/sandbox/calls/{sid}?wait_final_ms=10000", t.url)).await;
-    assert_eq!(s, 200, "{v}");
-    assert_eq!(v["final"], true, "{v}");
-    v
-}
-
 #[tokio::test]
 async fn say_play_pause_gather_redirect_hangup() {
-    let (t, _, hits) = with_app(1000.0, |path, _| match path {
+    let (t, _, hits) = with_app_at(1000.0, |path, _| match path {
         "/in" => twiml(r#"<Say>Welcome</Say><Play>http://x/a.mp3</Play><Pause length="2"/><Gather numDigits="1" action="/digits" timeout="3"><Say>Press one</Say></Gather><Say>nothing</Say><Redirect>/after</Redirect>"#),
         "/digits" => twiml("<Redirect>/after</Redirect>"),
         "/after" => twiml("<Say>bye</Say><Hangup/><Say>never</Say>"),
@@ -83,7 +52,7 @@ async fn say_play_pause_gather_redirect_hangup() {
 async fn reject_record_and_bad_documents() {
     let mode = Arc::new(Mutex::new("reject"));
     let m = mode.clone();
-    let (t, _, hits) = with_app(1000.0, move |path, _| match (path, *m.lock().unwrap()) {
+    let (t, _, hits) = with_app_at(1000.0, move |path, _| match (path, *m.lock().unwrap()) {
         ("/in", "reject") => twiml(r#"<Reject reason="busy"/>"#),
         ("/in", "record") => twiml(r#"<Say>leave a message</Say><Record maxLength="3" action="/rec"/>"#),
         ("/in", "bad") => twiml("<Dance/>"),
@@ -152,7 +121,7 @@ async fn enqueue_reservation_dial_queue_bridge() {
     let wf = Arc::new(Mutex::new(String::new()));
     let ctx: Arc<Mutex<Option<AppCtx>>> = Arc::default();
     let (w, c) = (wf.clone(), ctx.clone());
-    let (t, base, hits) = with_app(200.0, move |path, p| {
+    let (t, base, hits) = with_app_at(200.0, move |path, p| {
         if path == "/in" {
             return twiml(&format!(
                 r#"<Enqueue workflowSid="{}" waitUrl="/hold" action="/qaction"><Task>{{"location":"north"}}</Task></Enqueue>"#,
@@ -255,7 +224,7 @@ async fn leave_patience_and_redirect_out_of_the_queue() {
     let wf = Arc::new(Mutex::new(String::new()));
     let leave = Arc::new(Mutex::new(false));
     let (w, l) = (wf.clone(), leave.clone());
-    let (t, base, hits) = with_app(250.0, move |path, _| match path {
+    let (t, base, hits) = with_app_at(250.0, move |path, _| match path {
         "/in" => twiml(&format!(r#"<Enqueue workflowSid="{}" waitUrl="/hold" action="/qaction"/>"#, w.lock().unwrap())),
         "/hold" if *l.lock().unwrap() => twiml("<Leave/>"),
         "/hold" => twiml(r#"<Say>hold on</Say>"#),
@@ -305,7 +274,7 @@ async fn leave_patience_and_redirect_out_of_the_queue() {
 
 #[tokio::test]
 async fn dial_number_rings_simulated_phones() {
-    let (t, _, hits) = with_app(1000.0, |path, _| match path {
+    let (t, _, hits) = with_app_at(1000.0, |path, _| match path {
         "/in" => twiml(r#"<Dial action="/da" timeout="20"><Number>+14155550177</Number></Dial>"#),
         "/da" => twiml("<Hangup/>"),
         _ => (404, String::new()),
@@ -333,7 +302,7 @@ async fn dial_number_rings_simulated_phones() {
 
 #[tokio::test]
 async fn outbound_calls_to_simulated_phones() {
-    let (t, base, hits) = with_app(1000.0, |path, _| match path {
+    let (t, base, hits) = with_app_at(1000.0, |path, _| match path {
         "/answer" => twiml("<Say>hello</Say>"),
         _ => (204, String::new()),
     })
@@ -392,7 +361,7 @@ async fn outbound_calls_to_simulated_phones() {
 
 #[tokio::test]
 async fn call_create_errors_and_cancel() {
-    let (t, base, _) = with_app(1.0, |_, _| twiml("<Pause length=\"600\"/>")).await;
+    let (t, base, _) = with_app_at(1.0, |_, _| twiml("<Pause length=\"600\"/>")).await;
     let url = format!("{base}/x");
     for (form, code) in [
         (vec![("From", NUMBER), ("Url", url.as_str())], 21201),
@@ -442,4 +411,11 @@ async fn client_drives_a_call() {
             .await
             .is_err()
     );
+}
+
+async fn with_app_at(
+    scale: f64,
+    app: impl Fn(&str, &twilio::Params) -> (u16, String) + Send + Sync + 'static,
+) -> (T, String, Hits) {
+    common::with_app(scale, NUMBER, app).await
 }

@@ -77,6 +77,42 @@ impl T {
     }
 }
 
+/// A TwiML document with these verbs.
+pub fn twiml(body: &str) -> (u16, String) {
+    (200, format!(r#"<?xml version="1.0" encoding="UTF-8"?><Response>{body}</Response>"#))
+}
+
+/// Starts a sandbox, a TwiML app answering with `app(path, params)`, and buys
+/// `number` pointing at `/in`; returns the sandbox, the app's base URL and its hits.
+pub async fn with_app(
+    scale: f64,
+    number: &str,
+    app: impl Fn(&str, &Params) -> (u16, String) + Send + Sync + 'static,
+) -> (T, String, Hits) {
+    let t = start(scale).await;
+    let (base, hits) = receiver(t.token.clone(), app).await;
+    let (s, n) = t
+        .post(&t.core("IncomingPhoneNumbers.json"), &[("PhoneNumber", number), ("VoiceUrl", &format!("{base}/in"))])
+        .await;
+    assert_eq!(s, 201, "{n}");
+    (t, base, hits)
+}
+
+/// A simulated caller (`POST /sandbox/calls` with `body`); returns the call SID.
+pub async fn call(t: &T, body: Value) -> String {
+    let (s, v) = t.post_json(&format!("{}/sandbox/calls", t.url), body).await;
+    assert_eq!(s, 201, "{v}");
+    v["call_sid"].as_str().unwrap().to_owned()
+}
+
+/// Waits (up to 20 real seconds) for a call to end; returns its summary.
+pub async fn wait_end(t: &T, sid: &str) -> Value {
+    let (s, v) = t.get(&format!("{}/sandbox/calls/{sid}?wait_final_ms=20000", t.url)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["final"], true, "{v}");
+    v
+}
+
 pub async fn read(r: Response) -> (u16, Value) {
     let s = r.status().as_u16();
     let text = r.text().await.unwrap();
