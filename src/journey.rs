@@ -57,6 +57,8 @@
 
 mod event;
 #[cfg(test)]
+mod invariants;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod world;
@@ -359,10 +361,17 @@ struct Attempt {
 #[serde(tag = "state", rename_all = "snake_case")]
 enum AttemptState {
     /// In the outbox or on the wire.
-    InFlight { withdrawn: bool },
+    InFlight {
+        withdrawn: bool,
+    },
     /// The answer was lost: a call may exist.
-    Unknown { next_lookup_ms: i64, lookups: u32 },
-    Placed { leg: CallSid },
+    Unknown {
+        next_lookup_ms: i64,
+        lookups: u32,
+    },
+    Placed {
+        leg: CallSid,
+    },
     /// Certainly no call.
     NotPlaced,
 }
@@ -459,20 +468,50 @@ impl Reservation {
 pub enum Command {
     /// Create the location's leg. Never re-sent by the dispatcher: its result
     /// comes back as `DialPlaced`, `DialFailed` or `DialUnknown`.
-    Dial { reservation: ReservationSid, task: TaskSid, attempt: u32, caller: Option<CallSid>, target: DialTarget },
+    Dial {
+        reservation: ReservationSid,
+        task: TaskSid,
+        attempt: u32,
+        caller: Option<CallSid>,
+        target: DialTarget,
+    },
     /// Drop that dial from the outbox if it has not been sent; the dispatcher
     /// answers `DialFailed` then, else the dial's own result follows.
-    WithdrawDial { reservation: ReservationSid, attempt: u32 },
+    WithdrawDial {
+        reservation: ReservationSid,
+        attempt: u32,
+    },
     /// Ask the reconciler whether that attempt created a call (a Calls list
     /// by `To` and `StartTime` after `placed_after_ms`); it answers `LegSeen`
     /// or `DialAbsent`.
-    FindDial { reservation: ReservationSid, attempt: u32, lookup: u32, to: E164, placed_after_ms: i64 },
+    FindDial {
+        reservation: ReservationSid,
+        attempt: u32,
+        lookup: u32,
+        to: E164,
+        placed_after_ms: i64,
+    },
     /// End a location leg (`Status=completed`).
-    HangUp { leg: CallSid, round: u32 },
+    HangUp {
+        leg: CallSid,
+        round: u32,
+    },
     /// Take the waiting caller out of the queue to the fallback for `reason`.
-    RedirectCaller { call: CallSid, location: Option<String>, reason: Outcome, round: u32 },
-    CancelTask { task: TaskSid, reason: Outcome, round: u32 },
-    CompleteTask { task: TaskSid, round: u32 },
+    RedirectCaller {
+        call: CallSid,
+        location: Option<String>,
+        reason: Outcome,
+        round: u32,
+    },
+    CancelTask {
+        task: TaskSid,
+        reason: Outcome,
+        round: u32,
+    },
+    CompleteTask {
+        task: TaskSid,
+        round: u32,
+    },
 }
 
 impl Command {
@@ -895,7 +934,8 @@ impl Journey {
                 Answer::Bridge { reservation }
             }
             // A stray leg, or a reservation TaskRouter took back: the bridge would fail (14217).
-            (false, _) | (_, ResState::Accepted | ResState::Wrapping | ResState::Completed | ResState::Ended { .. }) => {
+            (false, _)
+            | (_, ResState::Accepted | ResState::Wrapping | ResState::Completed | ResState::Ended { .. }) => {
                 refuse(l, false)
             }
             (true, ResState::Pending) if !caller_waits => refuse(l, answered_by == AnsweredBy::Human),
@@ -1082,7 +1122,11 @@ impl Journey {
                 Some(_) if next > max => give_up = true,
                 Some(target) if !blocked => {
                     let target = target.clone();
-                    r.attempts.push(Attempt { n: next, sent_ms: now, state: AttemptState::InFlight { withdrawn: false } });
+                    r.attempts.push(Attempt {
+                        n: next,
+                        sent_ms: now,
+                        state: AttemptState::InFlight { withdrawn: false },
+                    });
                     cx.commands.push(Command::Dial { reservation: r.sid.clone(), task, attempt: next, caller, target });
                 }
                 _ => {}
@@ -1091,7 +1135,9 @@ impl Journey {
                 *withdrawn = true;
                 cx.commands.push(Command::WithdrawDial { reservation: r.sid.clone(), attempt: next - 1 });
             }
-            Some(AttemptState::Unknown { next_lookup_ms, lookups }) if *lookups < MAX_LOOKUPS && now >= *next_lookup_ms => {
+            Some(AttemptState::Unknown { next_lookup_ms, lookups })
+                if *lookups < MAX_LOOKUPS && now >= *next_lookup_ms =>
+            {
                 *lookups += 1;
                 *next_lookup_ms = now.saturating_add(LOOKUP_EVERY_MS);
                 let lookup = *lookups;

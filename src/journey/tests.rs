@@ -162,7 +162,10 @@ fn defect_2_a_reservation_taken_back_while_its_dial_is_in_flight_has_its_leg_hun
     let mut run = Run::queued();
     assert_eq!(run.on(created(1)).commands, [dial(1, 1)]);
     // Taken back while the create request is out: withdraw it if it has not gone.
-    assert_eq!(run.on(ended(1, ReservationEnd::Timeout)).commands, [Command::WithdrawDial { reservation: res(1), attempt: 1 }]);
+    assert_eq!(
+        run.on(ended(1, ReservationEnd::Timeout)).commands,
+        [Command::WithdrawDial { reservation: res(1), attempt: 1 }]
+    );
     // The next reservation waits: the first dial may still make a leg.
     assert_eq!(run.on(created(2)).commands, []);
     // It did: that leg is hung up as soon as it is known, and still holds the next dial back.
@@ -344,13 +347,8 @@ fn a_dial_in_doubt_is_looked_up_and_redialled_only_when_proven_absent() {
     assert_eq!(run.on(Event::DialUnknown { reservation: res(1), attempt: 1 }).commands, []);
     assert_eq!(run.j.outcome(), Outcome::Pending);
     let step = run.tick_at_wake();
-    let find = Command::FindDial {
-        reservation: res(1),
-        attempt: 1,
-        lookup: 1,
-        to: target().to,
-        placed_after_ms: 1_000_000,
-    };
+    let find =
+        Command::FindDial { reservation: res(1), attempt: 1, lookup: 1, to: target().to, placed_after_ms: 1_000_000 };
     assert_eq!(step.commands, [find]);
     assert_eq!(run.on(Event::DialAbsent { reservation: res(1), attempt: 1 }).commands, [dial(1, 2)]);
 
