@@ -5,6 +5,7 @@
 use proptest::prelude::*;
 use std::collections::BTreeSet;
 
+use super::state::{AttemptState, Reported, ResState};
 use super::*;
 
 /// What the checker remembers across steps (the outbox's view: every key sent).

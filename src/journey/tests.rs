@@ -208,7 +208,10 @@ fn connected() -> Run {
 fn defect_4_complete_and_cancel_never_give_up_silently() {
     let mut run = connected();
     let complete = Command::CompleteTask { task: task(TASK), round: 1 };
-    assert_eq!(run.on(Event::Wrapup { task: task(TASK), reservation: Some(res(1)) }).commands, [complete.clone()]);
+    assert_eq!(
+        run.on(Event::Wrapup { task: task(TASK), reservation: Some(res(1)) }).commands,
+        std::slice::from_ref(&complete)
+    );
     // The dispatcher spent its budget: nothing now, but the journey shows it and keeps it owed.
     assert_eq!(run.on(Event::ActionFailed { command: complete }).commands, []);
     assert!(run.j.degraded());
@@ -264,9 +267,8 @@ fn defect_5_what_the_reconciler_observes_drives_the_same_machine() {
 fn defect_6_a_failed_action_is_retried_at_a_time_not_by_holding_a_slot() {
     let mut run = connected();
     run.on(Event::Wrapup { task: task(TASK), reservation: None });
-    let mut round = 1;
     let mut gaps = Vec::new();
-    for _ in 0..3 {
+    for round in 1..=3 {
         let failed_at = run.now;
         let command = Command::CompleteTask { task: task(TASK), round };
         assert_eq!(run.on(Event::ActionFailed { command }).commands, []);
@@ -274,8 +276,7 @@ fn defect_6_a_failed_action_is_retried_at_a_time_not_by_holding_a_slot() {
         gaps.push(wake - failed_at);
         // Early ticks send nothing.
         assert_eq!(run.after(wake - failed_at - 1).on(Event::Tick).commands, []);
-        round += 1;
-        assert_eq!(run.tick_at_wake().commands, [Command::CompleteTask { task: task(TASK), round }]);
+        assert_eq!(run.tick_at_wake().commands, [Command::CompleteTask { task: task(TASK), round: round + 1 }]);
     }
     assert_eq!(gaps, [RETRY_FIRST_MS, 2 * RETRY_FIRST_MS, 4 * RETRY_FIRST_MS]);
 }
