@@ -3,7 +3,7 @@
 
 use twilio::sid::{CallSid, ReservationSid, TaskSid};
 
-use super::state::{AttemptState, CallerState, Leg, ResState, Reservation, Stop, Task, TaskEnd};
+use super::state::{Attempt, AttemptState, CallerState, Leg, ResState, Reservation, Stop, Task, TaskEnd};
 use super::{
     ANSWERED_GRACE_SECS, Answer, AnsweredBy, BRIDGE_EVIDENCE_MS, CallStatus, Command, Cx, Event, Journey,
     LOOKUP_AFTER_MS, QueueResult, REDIRECT_GRACE_MS, ReservationEnd, ReservationStatus, TaskStatus,
@@ -103,7 +103,7 @@ impl Journey {
                 self.reservation(reservation).note_leg(leg, Some(attempt));
             }
             Event::DialFailed { reservation, attempt } | Event::DialAbsent { reservation, attempt } => {
-                if let Some(a) = self.reservation(reservation).attempt_mut(attempt)
+                if let Some(a) = self.attempt_mut(&reservation, attempt)
                     && a.state.unresolved()
                 {
                     a.state = AttemptState::NotPlaced;
@@ -373,8 +373,13 @@ impl Journey {
         }
     }
 
+    /// One of our own attempts; results about anything else are ignored.
+    fn attempt_mut(&mut self, reservation: &ReservationSid, attempt: u32) -> Option<&mut Attempt> {
+        self.reservations.iter_mut().find(|r| r.sid == *reservation)?.attempt_mut(attempt)
+    }
+
     fn dial_unknown(&mut self, reservation: ReservationSid, attempt: u32, now: i64) {
-        if let Some(a) = self.reservation(reservation).attempt_mut(attempt)
+        if let Some(a) = self.attempt_mut(&reservation, attempt)
             && matches!(a.state, AttemptState::InFlight { .. })
         {
             a.state = AttemptState::Unknown { next_lookup_ms: now.saturating_add(LOOKUP_AFTER_MS), lookups: 0 };
