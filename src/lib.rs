@@ -6,6 +6,7 @@
 //! - [`hours`]: business hours in a location's time zone (pure).
 //! - [`ivr`]: which TwiML the caller gets (pure).
 //! - [`store`]: SQLite (sqlx Any) persistence: locations, calls, events, outbox.
+//! - [`journey`]: one inbound call's lifecycle as a pure state machine (not wired in yet).
 //! - [`outbox`]: the Twilio requests we owe, written before a webhook answers.
 //! - [`dispatch`]: the worker that carries out the outbox against Twilio.
 //! - [`twilio_api`]: the REST client.
@@ -26,6 +27,7 @@ pub mod domain;
 pub mod hours;
 pub mod http;
 pub mod ivr;
+pub mod journey;
 pub mod outbox;
 pub mod provision;
 pub mod store;

@@ -1,0 +1,378 @@
+//! The journey: one inbound call's whole lifecycle as a pure state machine.
+//!
+//! NOT WIRED IN YET. The handlers and the store still run the implicit
+//! lifecycle described in ARCHITECTURE.md; the next step routes every event
+//! through [`apply`] (see "Wiring" below).
+//!
+//! A journey holds the caller's leg, the task, every reservation of that task
+//! with its dial attempts and the location legs they placed, and the outcome.
+//! [`apply`] takes the journey, one [`Event`] and the time, and returns the
+//! new journey and a [`Step`]: the [`Command`]s we owe Twilio (they go to the
+//! outbox in the same transaction as the journey) and, for a webhook that
+//! needs TwiML, the [`Answer`] the handler renders. No IO happens here.
+//!
+//! The machine is level-triggered: an event first updates what is known (each
+//! fact only moves forward: call statuses by `SequenceNumber` and rank,
+//! reservations and tasks towards their final states, the first final outcome
+//! wins), then [`Journey::drive`] derives what is owed from the whole state.
+//! So a duplicate, a reordered or a late event, or a reconciler's observation
+//! of the same fact, lands on the same state and owes nothing new; and a
+//! journey can start at any event (a Studio flow that enqueues without our
+//! `/incoming-call` starts at `reservation.created`).
+//!
+//! # Rules (each one a defect of issue 8)
+//! - Every failure branch acts on what the journey knows, with or without an
+//!   `/incoming-call`: the caller's SID comes from the task's attributes too.
+//! - A reservation that ended owes no dial: an attempt still in the outbox is
+//!   withdrawn, and a leg placed for it is hung up as soon as it is known
+//!   (from the dial's result, its status callback or a Calls list). A
+//!   `reservation.created` after that reservation's end dials nothing.
+//! - A dial waits while another leg of this caller may still ring (a dial in
+//!   flight or unknown, or a leg being hung up, for at most [`HANDOFF_MS`]),
+//!   so two legs never ring one location for one caller.
+//! - Status callbacks apply to their own leg only, in `SequenceNumber` order;
+//!   the caller's hang-up stops every live leg, whichever is current.
+//! - `max_queue_secs` at `/hold` does not cut a leg that was just answered:
+//!   the caller holds [`ANSWERED_GRACE_SECS`] longer while the bridge is made.
+//! - Creating a call is at most once per attempt. After a 5xx, a timeout or a
+//!   reset the attempt is `unknown`: the journey waits for the leg's own
+//!   callbacks, then asks for a Calls list ([`Command::FindDial`]), and dials
+//!   again only when the call is proven absent and the reservation is still
+//!   pending. A refusal (4xx) is definite and is re-dialled too, up to
+//!   [`Policy::max_dial_attempts`]; only then is the caller sent to voicemail.
+//! - A command the dispatcher gives up on comes back as
+//!   [`Event::ActionFailed`]; the journey is then [`Journey::degraded`] and
+//!   sends it again after a back-off while it is still needed. A failed
+//!   redirect also makes the next `/hold` answer `<Leave>`, which reaches the
+//!   caller without the REST API.
+//!
+//! # Wiring (the next step)
+//! A `journeys` table (the JSON of [`Journey`], a version for optimistic
+//! updates, [`Journey::wake_at`], closed or not) indexed by the caller's SID,
+//! the task's SID and every reservation and leg SID ([`Journey::keys`]); each
+//! handler parses its request into an [`Event`], loads or creates the journey
+//! by those keys, applies, and writes the journey and its commands in one
+//! transaction; a scheduler sends [`Event::Tick`] at `wake_at`; the dispatcher
+//! reports results as events; the dial's URLs carry `attempt`.
+
+mod drive;
+mod event;
+mod facts;
+#[cfg(test)]
+mod invariants;
+mod state;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod world;
+
+pub use event::{
+    AnsweredBy, CallStatus, DialTarget, Event, QueueResult, ReservationEnd, ReservationStatus, TaskStatus,
+};
+pub use state::{CallerState, TaskEnd};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use twilio::E164;
+use twilio::sid::{CallSid, ReservationSid, TaskSid};
+
+use crate::config::{AnsweredByPolicy, Settings};
+use crate::domain::Outcome;
+use state::{Attempt, AttemptState, Caller, Effort, Reservation, Task};
+
+/// How long after an unknown dial the journey first asks for a Calls list:
+/// time for the leg's `initiated` status callback, which names the
+/// reservation, to arrive by itself.
+pub const LOOKUP_AFTER_MS: i64 = 5_000;
+/// Between two Calls lists for one unknown dial.
+pub const LOOKUP_EVERY_MS: i64 = 15_000;
+/// Calls lists per unknown dial. After them the attempt stays unknown: it is
+/// never re-sent, and the reservation's timeout bounds the caller's wait.
+pub const MAX_LOOKUPS: u32 = 4;
+/// How long a new dial waits for a leg being hung up to report its end.
+pub const HANDOFF_MS: i64 = 5_000;
+/// How long the outcome of a caller who hung up while a leg was being bridged
+/// waits for evidence of the bridge (`reservation.accepted`, a wrap-up).
+pub const BRIDGE_EVIDENCE_MS: i64 = 30_000;
+/// How long `/hold` keeps a caller holding while the REST redirect to
+/// voicemail is on its way; after that it answers `<Leave>`.
+pub const REDIRECT_GRACE_MS: i64 = 15_000;
+/// Extra queue time for a caller whose location leg has answered.
+pub const ANSWERED_GRACE_SECS: u32 = 60;
+/// The first back-off after a command failed for good; it doubles, up to [`RETRY_MAX_MS`].
+pub const RETRY_FIRST_MS: i64 = 30_000;
+pub const RETRY_MAX_MS: i64 = 600_000;
+/// Create requests per reservation unless configured.
+pub const DEFAULT_DIAL_ATTEMPTS: u32 = 3;
+
+/// The settings the machine decides with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub max_queue_secs: u32,
+    pub on_machine: AnsweredByPolicy,
+    pub on_unknown: AnsweredByPolicy,
+    /// Create requests per reservation, the first included. Only an attempt
+    /// that certainly made no call is followed by another.
+    pub max_dial_attempts: u32,
+}
+
+impl Policy {
+    pub fn from_settings(settings: &Settings) -> Self {
+        Policy {
+            max_queue_secs: settings.ivr.max_queue_secs,
+            on_machine: settings.dialing.on_machine,
+            on_unknown: settings.dialing.on_unknown,
+            max_dial_attempts: DEFAULT_DIAL_ATTEMPTS,
+        }
+    }
+
+    fn for_answer(&self, answered_by: AnsweredBy) -> AnsweredByPolicy {
+        match answered_by {
+            AnsweredBy::Human => AnsweredByPolicy::Bridge,
+            AnsweredBy::Machine => self.on_machine,
+            AnsweredBy::Unknown => self.on_unknown,
+        }
+    }
+}
+
+/// One inbound call's lifecycle. Serialisable, so the store can keep it
+/// between events (and a restart between any two events loses nothing).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Journey {
+    caller: Caller,
+    location: Option<String>,
+    task: Option<Task>,
+    reservations: Vec<Reservation>,
+    outcome: Outcome,
+    /// The caller hung up while a leg was being bridged: without evidence of
+    /// the bridge by then, the outcome is `caller_hung_up`.
+    settle_by_ms: Option<i64>,
+    redirect: Option<Effort>,
+}
+
+impl Default for Journey {
+    fn default() -> Self {
+        Journey {
+            caller: Caller::default(),
+            location: None,
+            task: None,
+            reservations: Vec::new(),
+            outcome: Outcome::Pending,
+            settle_by_ms: None,
+            redirect: None,
+        }
+    }
+}
+
+/// What we owe Twilio (or the reconciler). The store turns each into an
+/// outbox row keyed by [`Command::key`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    /// Create the location's leg. Never re-sent by the dispatcher: its result
+    /// comes back as `DialPlaced`, `DialFailed` or `DialUnknown`.
+    Dial {
+        reservation: ReservationSid,
+        task: TaskSid,
+        attempt: u32,
+        caller: Option<CallSid>,
+        target: DialTarget,
+    },
+    /// Drop that dial from the outbox if it has not been sent; the dispatcher
+    /// answers `DialFailed` then, else the dial's own result follows.
+    WithdrawDial {
+        reservation: ReservationSid,
+        attempt: u32,
+    },
+    /// Ask the reconciler whether that attempt created a call (a Calls list
+    /// by `To` and `StartTime` after `placed_after_ms`); it answers `LegSeen`
+    /// or `DialAbsent`.
+    FindDial {
+        reservation: ReservationSid,
+        attempt: u32,
+        lookup: u32,
+        to: E164,
+        placed_after_ms: i64,
+    },
+    /// End a location leg (`Status=completed`).
+    HangUp {
+        leg: CallSid,
+        round: u32,
+    },
+    /// Take the waiting caller out of the queue to the fallback for `reason`.
+    RedirectCaller {
+        call: CallSid,
+        location: Option<String>,
+        reason: Outcome,
+        round: u32,
+    },
+    CancelTask {
+        task: TaskSid,
+        reason: Outcome,
+        round: u32,
+    },
+    CompleteTask {
+        task: TaskSid,
+        round: u32,
+    },
+}
+
+impl Command {
+    /// The outbox's dedupe key. First rounds keep the keys the handlers use
+    /// today (`dial:WR…`, `hang-up:CA…`), so both can share one outbox.
+    pub fn key(&self) -> String {
+        fn keyed(base: String, round: u32) -> String {
+            if round <= 1 { base } else { format!("{base}#{round}") }
+        }
+        match self {
+            Command::Dial { reservation, attempt, .. } => keyed(format!("dial:{reservation}"), *attempt),
+            Command::WithdrawDial { reservation, attempt } => format!("withdraw:{reservation}#{attempt}"),
+            Command::FindDial { reservation, attempt, lookup, .. } => {
+                format!("find-dial:{reservation}#{attempt}.{lookup}")
+            }
+            Command::HangUp { leg, round } => keyed(format!("hang-up:{leg}"), *round),
+            Command::RedirectCaller { call, round, .. } => keyed(format!("redirect:{call}"), *round),
+            Command::CancelTask { task, round, .. } => keyed(format!("cancel-task:{task}"), *round),
+            Command::CompleteTask { task, round } => keyed(format!("complete-task:{task}"), *round),
+        }
+    }
+}
+
+/// The TwiML decision for a webhook that needs one; handlers only render it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Answer {
+    /// No decision: TaskRouter events (204), status callbacks (empty TwiML),
+    /// and events that are not webhooks.
+    #[default]
+    Nothing,
+    /// `/hold`: hold music.
+    Hold,
+    /// `/hold`: `<Leave>`; `/enqueue-action` follows with `QueueResult=leave`.
+    Leave,
+    /// `/dial-queue`: `<Dial><Queue reservationSid>`.
+    Bridge { reservation: ReservationSid },
+    /// `/dial-queue`: hang up the location's leg, first telling a person that
+    /// the caller is gone when `caller_gone`.
+    Refuse { caller_gone: bool },
+    /// `/enqueue-action` after a bridge.
+    Goodbye,
+    /// `/enqueue-action` with the caller still on the line: voicemail.
+    Fallback { location: Option<String>, reason: Outcome },
+}
+
+/// What one event leads to.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Step {
+    pub answer: Answer,
+    pub commands: Vec<Command>,
+}
+
+struct Cx<'a> {
+    now: i64,
+    policy: &'a Policy,
+    commands: Vec<Command>,
+}
+
+/// Applies one event at `now`. Pure: the same journey, event, time and policy
+/// always give the same result.
+pub fn apply(mut journey: Journey, event: Event, now: Timestamp, policy: &Policy) -> (Journey, Step) {
+    let mut cx = Cx { now: now.as_millisecond(), policy, commands: Vec::new() };
+    let answer = journey.on_event(event, &mut cx);
+    journey.drive(&mut cx);
+    (journey, Step { answer, commands: cx.commands })
+}
+
+impl Journey {
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+
+    pub fn caller_state(&self) -> CallerState {
+        self.caller.state
+    }
+
+    pub fn caller_sid(&self) -> Option<&CallSid> {
+        self.caller.sid.as_ref()
+    }
+
+    pub fn task_sid(&self) -> Option<&TaskSid> {
+        self.task.as_ref().map(|t| &t.sid)
+    }
+
+    /// Every SID that routes an event to this journey: the caller's, the task's,
+    /// and each reservation's and location leg's.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.caller.sid.iter().map(|s| s.to_string()).collect();
+        keys.extend(self.task.iter().map(|t| t.sid.to_string()));
+        for r in &self.reservations {
+            keys.push(r.sid.to_string());
+            keys.extend(r.legs.iter().map(|l| l.sid.to_string()));
+        }
+        keys
+    }
+
+    /// When the journey wants an [`Event::Tick`]: the earliest deadline still
+    /// ahead (a lookup, a hand-off, a retry, a deferred outcome). After a tick
+    /// at or past it, the next one is later.
+    pub fn wake_at(&self) -> Option<Timestamp> {
+        let mut at: Vec<i64> = Vec::new();
+        if !self.outcome.is_final() {
+            at.extend(self.settle_by_ms);
+        }
+        for r in &self.reservations {
+            if let Some(Attempt { state: AttemptState::Unknown { next_lookup_ms, lookups }, .. }) = r.attempts.last()
+                && *lookups < MAX_LOOKUPS
+            {
+                at.push(*next_lookup_ms);
+            }
+            for leg in r.legs.iter().filter(|l| l.reported.is_live()) {
+                if let Some(stop) = &leg.stop {
+                    if !stop.handed_off {
+                        at.push(stop.since_ms.saturating_add(HANDOFF_MS));
+                    }
+                    at.extend(stop.hang_up.and_then(|e| e.retry_at()));
+                }
+            }
+        }
+        if self.redirect_needed().is_some() {
+            at.extend(self.redirect.and_then(|e| e.retry_at()));
+        }
+        if let (Some(want), Some(Task { ending: Some(e), .. })) = (self.task_end_wanted(), &self.task)
+            && e.end == want
+        {
+            at.extend(e.effort.retry_at());
+        }
+        at.into_iter().min().and_then(|ms| Timestamp::from_millisecond(ms).ok())
+    }
+
+    /// A command the dispatcher gave up on is still owed (for `/healthz`).
+    pub fn degraded(&self) -> bool {
+        let legs = self.reservations.iter().flat_map(|r| &r.legs);
+        let leg_failed = legs
+            .filter(|l| l.reported.is_live())
+            .any(|l| l.stop.as_ref().and_then(|s| s.hang_up).is_some_and(|e| e.failed));
+        let redirect_failed = self.redirect_needed().is_some() && self.redirect.is_some_and(|e| e.failed);
+        let task_failed = match (self.task_end_wanted(), &self.task) {
+            (Some(want), Some(Task { ending: Some(e), .. })) => e.end == want && e.effort.failed,
+            _ => false,
+        };
+        leg_failed || redirect_failed || task_failed
+    }
+
+    /// Nothing more is expected: the outcome is final, the task and every
+    /// reservation have ended, no leg is live and no dial is in doubt.
+    pub fn is_closed(&self) -> bool {
+        self.outcome.is_final()
+            && self.settle_by_ms.is_none()
+            && self.task.as_ref().is_none_or(|t| t.status.is_final())
+            && self.reservations.iter().all(|r| {
+                r.status.is_final()
+                    && r.legs.iter().all(|l| !l.reported.is_live())
+                    && r.attempts.iter().all(|a| match a.state {
+                        AttemptState::InFlight { .. } => false,
+                        AttemptState::Unknown { lookups, .. } => lookups >= MAX_LOOKUPS,
+                        _ => true,
+                    })
+            })
+    }
+}

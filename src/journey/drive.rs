@@ -1,0 +1,243 @@
+//! What the journey owes, derived from its whole state after every event:
+//! dials (and their withdrawal, look-up or giving up), hang-ups, the caller's
+//! redirect and the task's end, each sent again after a back-off if the
+//! dispatcher gave up on it.
+
+use twilio::sid::CallSid;
+
+use super::state::{Attempt, AttemptState, CallerState, Effort, Ending, ResState, Stop, TaskEnd};
+use super::{Command, Cx, HANDOFF_MS, Journey, LOOKUP_EVERY_MS, MAX_LOOKUPS, TaskStatus};
+use crate::domain::Outcome;
+
+impl Journey {
+    /// Derives the commands the state owes, after every event.
+    pub(super) fn drive(&mut self, cx: &mut Cx) {
+        let now = cx.now;
+        if let Some(t) = self.settle_by_ms {
+            if self.outcome.is_final() {
+                self.settle_by_ms = None;
+            } else if now >= t {
+                self.settle(Outcome::CallerHungUp);
+            }
+        }
+        for stop in self.reservations.iter_mut().flat_map(|r| &mut r.legs).filter_map(|l| l.stop.as_mut()) {
+            if !stop.handed_off && now >= stop.since_ms.saturating_add(HANDOFF_MS) {
+                stop.handed_off = true;
+            }
+        }
+        for i in 0..self.reservations.len() {
+            self.drive_dial(i, cx);
+        }
+        self.drive_legs(cx);
+        self.drive_redirect(cx);
+        self.drive_task(cx);
+    }
+
+    /// Dial, withdraw, look up or give up, for one reservation.
+    fn drive_dial(&mut self, i: usize, cx: &mut Cx) {
+        let now = cx.now;
+        let may_dial = self.outcome == Outcome::Pending
+            && self.caller.state.waiting()
+            && self.task.as_ref().is_some_and(|t| !t.status.is_final());
+        let blocked = self.dial_blocked(i);
+        let (Some(task), caller) = (self.task.as_ref().map(|t| t.sid.clone()), self.caller.sid.clone()) else {
+            return;
+        };
+        let max = cx.policy.max_dial_attempts.max(1);
+        let r = &mut self.reservations[i];
+        let wants = may_dial && r.status == ResState::Pending;
+        let next = r.attempts.len() as u32 + 1;
+        let mut give_up = false;
+        match r.attempts.last_mut().map(|a| &mut a.state) {
+            None | Some(AttemptState::NotPlaced) if wants => match &r.target {
+                Some(_) if next > max => give_up = true,
+                Some(target) if !blocked => {
+                    let target = target.clone();
+                    r.attempts.push(Attempt {
+                        n: next,
+                        sent_ms: now,
+                        state: AttemptState::InFlight { withdrawn: false },
+                    });
+                    cx.commands.push(Command::Dial { reservation: r.sid.clone(), task, attempt: next, caller, target });
+                }
+                _ => {}
+            },
+            Some(AttemptState::InFlight { withdrawn }) if !wants && !*withdrawn => {
+                *withdrawn = true;
+                cx.commands.push(Command::WithdrawDial { reservation: r.sid.clone(), attempt: next - 1 });
+            }
+            Some(AttemptState::Unknown { next_lookup_ms, lookups })
+                if *lookups < MAX_LOOKUPS && now >= *next_lookup_ms =>
+            {
+                *lookups += 1;
+                *next_lookup_ms = now.saturating_add(LOOKUP_EVERY_MS);
+                let lookup = *lookups;
+                if let Some(a) = r.attempts.last()
+                    && let Some(target) = &r.target
+                {
+                    cx.commands.push(Command::FindDial {
+                        reservation: r.sid.clone(),
+                        attempt: a.n,
+                        lookup,
+                        to: target.to.clone(),
+                        placed_after_ms: a.sent_ms,
+                    });
+                }
+            }
+            _ => {}
+        }
+        if give_up {
+            self.settle(Outcome::DialFailed);
+        }
+    }
+
+    /// Another leg of this caller may be ringing: a dial in flight or in doubt
+    /// (until its lookups run out), or a live leg not yet handed off.
+    fn dial_blocked(&self, i: usize) -> bool {
+        self.reservations.iter().enumerate().any(|(j, r)| {
+            let dial_in_doubt = j != i
+                && r.attempts.last().is_some_and(|a| match a.state {
+                    AttemptState::InFlight { .. } => true,
+                    AttemptState::Unknown { lookups, .. } => lookups < MAX_LOOKUPS,
+                    _ => false,
+                });
+            let current = r.current_leg();
+            let live_leg = r.legs.iter().any(|l| {
+                l.reported.is_live()
+                    && !(j == i && current == Some(&l.sid))
+                    && l.stop.as_ref().is_none_or(|s| !s.handed_off)
+            });
+            dial_in_doubt || live_leg
+        })
+    }
+
+    /// Hangs up every live leg nobody wants: of an ended reservation, a stray,
+    /// or one ringing for a caller who is gone or settled elsewhere.
+    fn drive_legs(&mut self, cx: &mut Cx) {
+        let now = cx.now;
+        let caller_waits = self.caller.state.waiting() && self.outcome == Outcome::Pending;
+        // Connected, perhaps with the accept missed: the current leg may be the
+        // bridged one, and cutting it would cut the conversation.
+        let in_call = self.outcome == Outcome::Connected && self.caller.state != CallerState::Gone;
+        for r in &mut self.reservations {
+            let current = r.current_leg().cloned();
+            let status = r.status;
+            for l in r.legs.iter_mut().filter(|l| l.reported.is_live()) {
+                let is_current = current.as_ref() == Some(&l.sid);
+                let keep = is_current
+                    && match status {
+                        ResState::Pending => caller_waits || in_call,
+                        ResState::Accepted | ResState::Wrapping => true,
+                        ResState::Completed | ResState::Ended { .. } => false,
+                    };
+                let round = match &mut l.stop {
+                    None if !keep => {
+                        l.stop = Some(Stop { since_ms: now, handed_off: false, hang_up: Some(Effort::first(now)) });
+                        Some(1)
+                    }
+                    // Refused at `/dial-queue` and still live after the hand-off: its TwiML did not end it.
+                    Some(s @ Stop { hang_up: None, handed_off: true, .. }) => {
+                        s.hang_up = Some(Effort::first(now));
+                        Some(1)
+                    }
+                    Some(Stop { hang_up: Some(e), .. }) if e.due(now) => {
+                        e.again(now);
+                        Some(e.round)
+                    }
+                    _ => None,
+                };
+                if let Some(round) = round {
+                    cx.commands.push(Command::HangUp { leg: l.sid.clone(), round });
+                }
+            }
+        }
+    }
+
+    /// The caller to redirect to voicemail: settled by a failure while still queued.
+    pub(super) fn redirect_needed(&self) -> Option<&CallSid> {
+        let diverting = matches!(
+            self.outcome,
+            Outcome::LocationBusy | Outcome::LocationNoAnswer | Outcome::LocationVoicemail | Outcome::DialFailed
+        );
+        if diverting && self.caller.state.waiting() { self.caller.sid.as_ref() } else { None }
+    }
+
+    fn drive_redirect(&mut self, cx: &mut Cx) {
+        let Some(call) = self.redirect_needed().cloned() else {
+            return;
+        };
+        let round = match &mut self.redirect {
+            None => {
+                self.redirect = Some(Effort::first(cx.now));
+                1
+            }
+            Some(e) if e.due(cx.now) => {
+                e.again(cx.now);
+                e.round
+            }
+            Some(_) => return,
+        };
+        cx.commands.push(Command::RedirectCaller {
+            call,
+            location: self.location.clone(),
+            reason: self.outcome,
+            round,
+        });
+    }
+
+    /// How the task must end, once that is decided: completed if a worker took
+    /// the call and it is over, canceled if the outcome is final without that.
+    pub(super) fn task_end_wanted(&self) -> Option<TaskEnd> {
+        let task = self.task.as_ref()?;
+        if task.status.is_final() {
+            return None;
+        }
+        let took = self.outcome == Outcome::Connected
+            || matches!(task.status, TaskStatus::Assigned | TaskStatus::Wrapping)
+            || self.reservations.iter().any(|r| r.status.took());
+        if took {
+            let over = task.status == TaskStatus::Wrapping
+                || self.reservations.iter().any(|r| r.status == ResState::Wrapping)
+                || self.caller.state == CallerState::Gone;
+            over.then_some(TaskEnd::Complete)
+        } else if self.outcome.is_final() {
+            Some(TaskEnd::Cancel)
+        } else {
+            None
+        }
+    }
+
+    fn drive_task(&mut self, cx: &mut Cx) {
+        let now = cx.now;
+        let Some(want) = self.task_end_wanted() else {
+            return;
+        };
+        let reason = self.outcome;
+        let Some(task) = &mut self.task else {
+            return;
+        };
+        let round = match &mut task.ending {
+            None => {
+                task.ending = Some(Ending { end: want, effort: Effort::first(now) });
+                1
+            }
+            // Canceling did not fit (someone took the call after all): complete it.
+            // Rounds go on, so no key is ever used twice.
+            Some(e) if e.end != want => {
+                let round = e.effort.round + 1;
+                *e = Ending { end: want, effort: Effort { round, at_ms: now, failed: false } };
+                round
+            }
+            Some(e) if e.effort.due(now) => {
+                e.effort.again(now);
+                e.effort.round
+            }
+            Some(_) => return,
+        };
+        let sid = task.sid.clone();
+        cx.commands.push(match want {
+            TaskEnd::Cancel => Command::CancelTask { task: sid, reason, round },
+            TaskEnd::Complete => Command::CompleteTask { task: sid, round },
+        });
+    }
+}

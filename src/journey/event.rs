@@ -1,0 +1,320 @@
+//! What a journey hears: webhooks, the results of our own requests, the
+//! reconciler's observations and the passing of time, as typed events.
+//!
+//! Handlers and the reconciler build these from the wire (`parse` functions
+//! here take Twilio's spelling); the state machine never sees a raw string.
+
+use serde::{Deserialize, Serialize};
+use twilio::E164;
+use twilio::sid::{CallSid, ReservationSid, TaskSid};
+
+use super::Command;
+use crate::domain::{Outcome, TaskAttributes};
+
+/// One thing that happened to a journey.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    // -- the caller's leg (webhooks on our number) ---------------------------
+    /// `/incoming-call`: the caller reached us.
+    CallerArrived { call: CallSid },
+    /// The IVR put the caller in the queue for a location (`<Enqueue>`).
+    CallerEnqueued { location: String },
+    /// The IVR settled the call without the queue (closed, not in service, no
+    /// workflow): the caller gets voicemail or a message from the IVR.
+    CallerTurnedAway { outcome: Outcome },
+    /// `/hold`, the queue's `waitUrl`. Answered with [`super::Answer::Hold`] or
+    /// [`super::Answer::Leave`].
+    Hold { queue_time_secs: u32 },
+    /// `/enqueue-action`: the caller's leg left the queue.
+    QueueExit { result: QueueResult },
+    /// The number's status callback for the caller's own leg.
+    CallerStatus { status: CallStatus, sequence: Option<u32> },
+
+    // -- the location's legs (webhooks on the calls we create) ---------------
+    /// `/dial-queue`: a leg we placed was answered. Answered with
+    /// [`super::Answer::Bridge`] or [`super::Answer::Refuse`].
+    LegAnswered { reservation: ReservationSid, attempt: Option<u32>, leg: CallSid, answered_by: AnsweredBy },
+    /// `/status-callback` of a leg we placed. Its URL names the reservation
+    /// (and, from the journey on, the attempt), so even the `initiated`
+    /// callback of a dial whose answer was lost tells us the leg exists.
+    LegStatus {
+        reservation: ReservationSid,
+        attempt: Option<u32>,
+        leg: CallSid,
+        status: CallStatus,
+        sequence: Option<u32>,
+    },
+
+    // -- TaskRouter ----------------------------------------------------------
+    /// `reservation.created`. The first event of a journey when a Studio flow
+    /// enqueued the caller without our `/incoming-call`.
+    ReservationCreated { task: TaskSid, reservation: ReservationSid, caller: Option<CallSid>, target: DialTarget },
+    /// `reservation.accepted`: the `<Dial><Queue reservationSid>` bridge took it.
+    ReservationAccepted { task: TaskSid, reservation: ReservationSid },
+    /// `reservation.timeout`, `.canceled`, `.rescinded`, `.rejected`: TaskRouter took it back.
+    ReservationEnded { task: TaskSid, reservation: ReservationSid, why: ReservationEnd },
+    /// `reservation.completed`.
+    ReservationCompleted { task: TaskSid, reservation: ReservationSid },
+    /// `task.wrapup` (no reservation) or `reservation.wrapup`: the bridged call ended.
+    Wrapup { task: TaskSid, reservation: Option<ReservationSid> },
+    /// `task.canceled`.
+    TaskCanceled { task: TaskSid },
+    /// `task.completed`.
+    TaskCompleted { task: TaskSid },
+
+    // -- results of our requests (from the dispatcher) ----------------------
+    /// Creating the call succeeded.
+    DialPlaced { reservation: ReservationSid, attempt: u32, leg: CallSid },
+    /// Definitely no call: Twilio refused the create (4xx), or the dial was
+    /// withdrawn from the outbox before it was sent.
+    DialFailed { reservation: ReservationSid, attempt: u32 },
+    /// A call may or may not exist: a 5xx, a timeout, a reset connection, or a
+    /// restart while the request was out.
+    DialUnknown { reservation: ReservationSid, attempt: u32 },
+    /// The dispatcher spent its retry budget on this command.
+    ActionFailed { command: Command },
+
+    // -- the reconciler's observations --------------------------------------
+    /// The caller's leg as a Calls fetch shows it.
+    CallerSeen { status: CallStatus },
+    /// A location leg found by a Calls list (by `To` and `StartTime`) and
+    /// attributed to this reservation and attempt.
+    LegSeen { reservation: ReservationSid, attempt: Option<u32>, leg: CallSid, status: CallStatus },
+    /// A Calls list proved that this attempt created no call.
+    DialAbsent { reservation: ReservationSid, attempt: u32 },
+    /// The task as TaskRouter lists it.
+    TaskSeen { task: TaskSid, status: TaskStatus },
+    /// One of the task's reservations as TaskRouter lists it. A pending
+    /// reservation the journey does not know is fed as `ReservationCreated`
+    /// instead, with the task's attributes.
+    ReservationSeen { task: TaskSid, reservation: ReservationSid, status: ReservationStatus },
+
+    // -- time ------------------------------------------------------------------
+    /// The scheduler's wake-up at [`super::Journey::wake_at`] (early or late
+    /// ticks are harmless).
+    Tick,
+}
+
+/// Where a reservation's dial goes, from the task's attributes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DialTarget {
+    pub location: String,
+    pub to: E164,
+    pub from: E164,
+    pub call_token: Option<String>,
+}
+
+impl DialTarget {
+    pub fn from_attributes(attrs: &TaskAttributes) -> Self {
+        DialTarget {
+            location: attrs.location.clone(),
+            to: attrs.practice_phone.clone(),
+            from: attrs.caller_id.clone(),
+            call_token: attrs.call_token.clone(),
+        }
+    }
+}
+
+/// A call leg's `CallStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CallStatus {
+    Queued,
+    Initiated,
+    Ringing,
+    InProgress,
+    Completed,
+    Busy,
+    NoAnswer,
+    Failed,
+    Canceled,
+}
+
+impl CallStatus {
+    /// Twilio's spelling; `answered` (a `StatusCallbackEvent`) reads as `in-progress`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => CallStatus::Queued,
+            "initiated" => CallStatus::Initiated,
+            "ringing" => CallStatus::Ringing,
+            "in-progress" | "answered" => CallStatus::InProgress,
+            "completed" => CallStatus::Completed,
+            "busy" => CallStatus::Busy,
+            "no-answer" => CallStatus::NoAnswer,
+            "failed" => CallStatus::Failed,
+            "canceled" => CallStatus::Canceled,
+            _ => return None,
+        })
+    }
+
+    /// A final status never changes again.
+    pub fn is_final(self) -> bool {
+        self.rank() == 4
+    }
+
+    /// Statuses only move forward; without a `SequenceNumber` the rank orders them.
+    pub(super) fn rank(self) -> u8 {
+        match self {
+            CallStatus::Queued => 0,
+            CallStatus::Initiated => 1,
+            CallStatus::Ringing => 2,
+            CallStatus::InProgress => 3,
+            CallStatus::Completed
+            | CallStatus::Busy
+            | CallStatus::NoAnswer
+            | CallStatus::Failed
+            | CallStatus::Canceled => 4,
+        }
+    }
+}
+
+/// `AnsweredBy` of answering-machine detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnsweredBy {
+    Human,
+    /// `machine_start`, `machine_end_*` or `fax`.
+    Machine,
+    /// `unknown`, or a value this version does not know.
+    Unknown,
+}
+
+impl AnsweredBy {
+    /// Without AMD (no `AnsweredBy`), a person is assumed, as the handlers do today.
+    pub fn parse(s: Option<&str>) -> Self {
+        match s {
+            None | Some("human") => AnsweredBy::Human,
+            Some(m) if m.starts_with("machine") || m == "fax" => AnsweredBy::Machine,
+            Some(_) => AnsweredBy::Unknown,
+        }
+    }
+}
+
+/// `QueueResult` of the `<Enqueue>` action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueueResult {
+    Bridged,
+    BridgingInProcess,
+    Error,
+    Hangup,
+    Leave,
+    Redirected,
+    RedirectedFromBridged,
+    QueueFull,
+    SystemError,
+}
+
+impl QueueResult {
+    /// An unknown or missing value reads as `error`: the caller is still on the line.
+    pub fn parse(s: Option<&str>) -> Self {
+        match s {
+            Some("bridged") => QueueResult::Bridged,
+            Some("bridging-in-process") => QueueResult::BridgingInProcess,
+            Some("hangup") => QueueResult::Hangup,
+            Some("leave") => QueueResult::Leave,
+            Some("redirected") => QueueResult::Redirected,
+            Some("redirected-from-bridged") => QueueResult::RedirectedFromBridged,
+            Some("queue-full") => QueueResult::QueueFull,
+            Some("system-error") => QueueResult::SystemError,
+            _ => QueueResult::Error,
+        }
+    }
+}
+
+/// Why TaskRouter took a reservation back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReservationEnd {
+    Timeout,
+    Canceled,
+    Rescinded,
+    Rejected,
+}
+
+/// A task's `AssignmentStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Pending,
+    Reserved,
+    Assigned,
+    Wrapping,
+    Completed,
+    Canceled,
+}
+
+impl TaskStatus {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => TaskStatus::Pending,
+            "reserved" => TaskStatus::Reserved,
+            "assigned" => TaskStatus::Assigned,
+            "wrapping" => TaskStatus::Wrapping,
+            "completed" => TaskStatus::Completed,
+            "canceled" => TaskStatus::Canceled,
+            _ => return None,
+        })
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, TaskStatus::Completed | TaskStatus::Canceled)
+    }
+}
+
+/// A reservation's `ReservationStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReservationStatus {
+    Pending,
+    Accepted,
+    Rejected,
+    Timeout,
+    Canceled,
+    Rescinded,
+    Wrapping,
+    Completed,
+}
+
+impl ReservationStatus {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => ReservationStatus::Pending,
+            "accepted" => ReservationStatus::Accepted,
+            "rejected" => ReservationStatus::Rejected,
+            "timeout" => ReservationStatus::Timeout,
+            "canceled" => ReservationStatus::Canceled,
+            "rescinded" => ReservationStatus::Rescinded,
+            "wrapping" => ReservationStatus::Wrapping,
+            "completed" => ReservationStatus::Completed,
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_spellings_parse() {
+        assert_eq!(CallStatus::parse("no-answer"), Some(CallStatus::NoAnswer));
+        assert_eq!(CallStatus::parse("answered"), Some(CallStatus::InProgress));
+        assert_eq!(CallStatus::parse("ringin"), None);
+        assert_eq!(AnsweredBy::parse(Some("machine_end_beep")), AnsweredBy::Machine);
+        assert_eq!(AnsweredBy::parse(Some("fax")), AnsweredBy::Machine);
+        assert_eq!(AnsweredBy::parse(None), AnsweredBy::Human);
+        assert_eq!(AnsweredBy::parse(Some("robot")), AnsweredBy::Unknown);
+        assert_eq!(QueueResult::parse(Some("bridging-in-process")), QueueResult::BridgingInProcess);
+        assert_eq!(QueueResult::parse(None), QueueResult::Error);
+        assert_eq!(TaskStatus::parse("wrapping"), Some(TaskStatus::Wrapping));
+        assert_eq!(ReservationStatus::parse("rescinded"), Some(ReservationStatus::Rescinded));
+        for s in ["completed", "busy", "no-answer", "failed", "canceled"] {
+            assert!(CallStatus::parse(s).is_some_and(CallStatus::is_final), "{s}");
+        }
+        for s in ["queued", "initiated", "ringing", "in-progress"] {
+            assert!(CallStatus::parse(s).is_some_and(|c| !c.is_final()), "{s}");
+        }
+    }
+}

@@ -1,0 +1,421 @@
+//! What an event tells the journey: each handler updates the facts it
+//! carries, and answers the webhooks that need TwiML.
+
+use twilio::sid::{CallSid, ReservationSid, TaskSid};
+
+use super::state::{Attempt, AttemptState, CallerState, Leg, ResState, Reservation, Stop, Task, TaskEnd};
+use super::{
+    ANSWERED_GRACE_SECS, Answer, AnsweredBy, BRIDGE_EVIDENCE_MS, CallStatus, Command, Cx, Event, Journey,
+    LOOKUP_AFTER_MS, QueueResult, REDIRECT_GRACE_MS, ReservationEnd, ReservationStatus, TaskStatus,
+};
+use crate::config::AnsweredByPolicy;
+use crate::domain::Outcome;
+
+impl Journey {
+    pub(super) fn on_event(&mut self, event: Event, cx: &mut Cx) -> Answer {
+        let now = cx.now;
+        match event {
+            Event::CallerArrived { call } => {
+                self.caller.sid.get_or_insert(call);
+                self.caller.advance(CallerState::Ivr);
+            }
+            Event::CallerEnqueued { location } => {
+                self.location.get_or_insert(location);
+                self.caller.advance(CallerState::Queued);
+            }
+            Event::CallerTurnedAway { outcome } => {
+                self.settle(outcome);
+                self.caller.advance(CallerState::Diverted);
+            }
+            Event::Hold { queue_time_secs } => return self.on_hold(queue_time_secs, cx),
+            Event::QueueExit { result } => return self.on_queue_exit(result),
+            Event::CallerStatus { status, sequence } => self.on_caller_status(status, sequence, now),
+            Event::CallerSeen { status } => self.on_caller_status(status, None, now),
+            Event::LegAnswered { reservation, attempt, leg, answered_by } => {
+                return self.on_leg_answered(reservation, attempt, leg, answered_by, cx);
+            }
+            Event::LegStatus { reservation, attempt, leg, status, sequence } => {
+                self.on_leg_status(reservation, attempt, leg, status, sequence);
+            }
+            Event::LegSeen { reservation, attempt, leg, status } => {
+                self.on_leg_status(reservation, attempt, leg, status, None);
+            }
+            Event::ReservationCreated { task, reservation, caller, target } => {
+                if self.owns_task(&task, Some(TaskStatus::Reserved)) {
+                    if self.caller.sid.is_none() {
+                        self.caller.sid = caller;
+                    }
+                    self.caller.advance(CallerState::Queued);
+                    self.location.get_or_insert_with(|| target.location.clone());
+                    self.reservation(reservation).target.get_or_insert(target);
+                }
+            }
+            Event::ReservationAccepted { task, reservation } => {
+                if self.owns_task(&task, Some(TaskStatus::Assigned)) {
+                    self.accepted(reservation);
+                }
+            }
+            Event::ReservationEnded { task, reservation, why } => {
+                if self.owns_task(&task, Some(TaskStatus::Pending)) {
+                    self.reservation(reservation).end(why);
+                }
+            }
+            // A reservation completes with its task; completing it again is harmless,
+            // so the task counts as wrapping until TaskRouter says it completed.
+            Event::ReservationCompleted { task, reservation } => {
+                if self.owns_task(&task, Some(TaskStatus::Wrapping)) {
+                    self.reservation(reservation).advance(ResState::Completed);
+                }
+            }
+            Event::Wrapup { task, reservation } => {
+                if self.owns_task(&task, Some(TaskStatus::Wrapping)) {
+                    self.wrapped_up(reservation);
+                }
+            }
+            Event::TaskCanceled { task } => {
+                if self.owns_task(&task, Some(TaskStatus::Canceled)) {
+                    self.task_canceled();
+                }
+            }
+            Event::TaskCompleted { task } => {
+                if self.owns_task(&task, Some(TaskStatus::Completed)) {
+                    self.task_completed();
+                }
+            }
+            Event::TaskSeen { task, status } => {
+                if self.owns_task(&task, Some(status)) {
+                    match status {
+                        TaskStatus::Pending | TaskStatus::Reserved => {}
+                        TaskStatus::Assigned | TaskStatus::Wrapping => {
+                            self.settle(Outcome::Connected);
+                        }
+                        TaskStatus::Completed => self.task_completed(),
+                        TaskStatus::Canceled => self.task_canceled(),
+                    }
+                }
+            }
+            Event::ReservationSeen { task, reservation, status } => {
+                if self.owns_task(&task, None) {
+                    self.reservation_seen(reservation, status);
+                }
+            }
+            Event::DialPlaced { reservation, attempt, leg } => {
+                self.reservation(reservation).note_leg(leg, Some(attempt));
+            }
+            Event::DialFailed { reservation, attempt } | Event::DialAbsent { reservation, attempt } => {
+                if let Some(a) = self.attempt_mut(&reservation, attempt)
+                    && a.state.unresolved()
+                {
+                    a.state = AttemptState::NotPlaced;
+                }
+            }
+            Event::DialUnknown { reservation, attempt } => self.dial_unknown(reservation, attempt, now),
+            Event::ActionFailed { command } => self.action_failed(command, now),
+            Event::Tick => {}
+        }
+        Answer::Nothing
+    }
+
+    /// Whether a TaskRouter event about `task` is this journey's; the first
+    /// task seen is adopted (one task per journey). `implied` is the task's
+    /// status the event implies, if any.
+    fn owns_task(&mut self, task: &TaskSid, implied: Option<TaskStatus>) -> bool {
+        match &mut self.task {
+            Some(t) if t.sid == *task => {
+                // A reservation's end puts a reserved task back to pending only.
+                if let Some(to) = implied
+                    && (to != TaskStatus::Pending || t.status == TaskStatus::Reserved)
+                {
+                    t.set_status(to);
+                }
+                true
+            }
+            Some(_) => false,
+            None => {
+                let status = implied.unwrap_or(TaskStatus::Reserved);
+                self.task = Some(Task { sid: task.clone(), status, ending: None });
+                true
+            }
+        }
+    }
+
+    fn reservation(&mut self, sid: ReservationSid) -> &mut Reservation {
+        let i = match self.reservations.iter().position(|r| r.sid == sid) {
+            Some(i) => i,
+            None => {
+                self.reservations.push(Reservation::new(sid));
+                self.reservations.len() - 1
+            }
+        };
+        &mut self.reservations[i]
+    }
+
+    /// The first final outcome wins.
+    pub(super) fn settle(&mut self, outcome: Outcome) {
+        if !self.outcome.is_final() && outcome.is_final() {
+            self.outcome = outcome;
+            self.settle_by_ms = None;
+        }
+    }
+
+    fn on_hold(&mut self, queue_time_secs: u32, cx: &mut Cx) -> Answer {
+        self.caller.advance(CallerState::Queued);
+        match (self.caller.state, self.outcome) {
+            (CallerState::Gone | CallerState::Diverted, _) => Answer::Leave,
+            (CallerState::Bridged, _) | (_, Outcome::Connected) => Answer::Hold,
+            (_, Outcome::Pending) => {
+                let max = cx.policy.max_queue_secs;
+                let grace = self.location_answered() && queue_time_secs < max.saturating_add(ANSWERED_GRACE_SECS);
+                if queue_time_secs >= max && !grace {
+                    self.settle(Outcome::QueueTimeout);
+                    self.caller.advance(CallerState::Diverted);
+                    Answer::Leave
+                } else {
+                    Answer::Hold
+                }
+            }
+            // Settled while queued (busy, no answer …): the redirect to
+            // voicemail is on its way, unless it failed or is overdue.
+            (_, _) => {
+                let overdue = self.redirect.is_none_or(|e| e.failed || cx.now - e.at_ms >= REDIRECT_GRACE_MS);
+                if overdue {
+                    self.caller.advance(CallerState::Diverted);
+                    Answer::Leave
+                } else {
+                    Answer::Hold
+                }
+            }
+        }
+    }
+
+    /// A leg answered (AMD running, or told to bridge) and not being stopped.
+    fn location_answered(&self) -> bool {
+        self.reservations.iter().flat_map(|r| &r.legs).any(|l| {
+            l.reported.is_live()
+                && l.stop.is_none()
+                && (l.bridging || l.reported.status == Some(CallStatus::InProgress))
+        })
+    }
+
+    fn on_queue_exit(&mut self, result: QueueResult) -> Answer {
+        match result {
+            QueueResult::Bridged | QueueResult::RedirectedFromBridged => {
+                if self.caller.state != CallerState::Gone {
+                    self.caller.state = CallerState::Bridged;
+                }
+                self.settle(Outcome::Connected);
+                Answer::Goodbye
+            }
+            QueueResult::Hangup | QueueResult::BridgingInProcess => {
+                self.caller.advance(CallerState::Gone);
+                self.settle(Outcome::CallerHungUp);
+                Answer::Nothing
+            }
+            QueueResult::Leave
+            | QueueResult::Redirected
+            | QueueResult::QueueFull
+            | QueueResult::Error
+            | QueueResult::SystemError => {
+                self.caller.advance(CallerState::Diverted);
+                self.settle(Outcome::DialFailed);
+                Answer::Fallback { location: self.location.clone(), reason: self.outcome }
+            }
+        }
+    }
+
+    fn on_caller_status(&mut self, status: CallStatus, sequence: Option<u32>, now: i64) {
+        if !self.caller.reported.apply(status, sequence) || !status.is_final() {
+            return;
+        }
+        self.caller.advance(CallerState::Gone);
+        if self.outcome.is_final() {
+            return;
+        }
+        // The caller's `completed` can overtake the evidence of a bridge.
+        let bridging = self.reservations.iter().flat_map(|r| &r.legs).any(|l| l.bridging);
+        if bridging {
+            self.settle_by_ms.get_or_insert(now.saturating_add(BRIDGE_EVIDENCE_MS));
+        } else {
+            self.settle(Outcome::CallerHungUp);
+        }
+    }
+
+    fn on_leg_answered(
+        &mut self,
+        reservation: ReservationSid,
+        attempt: Option<u32>,
+        leg: CallSid,
+        answered_by: AnsweredBy,
+        cx: &mut Cx,
+    ) -> Answer {
+        let now = cx.now;
+        let caller = self.caller.state;
+        let caller_waits = caller.waiting() && self.outcome == Outcome::Pending;
+        let wants_bridge = cx.policy.for_answer(answered_by) == AnsweredByPolicy::Bridge;
+        let r = self.reservation(reservation.clone());
+        let i = r.note_leg(leg, attempt);
+        let current = r.current_leg() == Some(&r.legs[i].sid);
+        let status = r.status;
+        let l = &mut r.legs[i];
+        l.reported.apply(CallStatus::InProgress, None);
+        l.answered_by = Some(answered_by);
+        let refuse = |l: &mut Leg, caller_gone: bool| {
+            l.stop.get_or_insert(Stop { since_ms: now, handed_off: false, hang_up: None });
+            Answer::Refuse { caller_gone }
+        };
+        match (current, status) {
+            // A repeated `/dial-queue` (Twilio retried): the same answer, while it holds.
+            (true, ResState::Pending | ResState::Accepted)
+                if l.bridging && (caller.waiting() || caller == CallerState::Bridged) =>
+            {
+                Answer::Bridge { reservation }
+            }
+            // A stray leg, or a reservation TaskRouter took back: the bridge would fail (14217).
+            (false, _)
+            | (_, ResState::Accepted | ResState::Wrapping | ResState::Completed | ResState::Ended { .. }) => {
+                refuse(l, false)
+            }
+            (true, ResState::Pending) if !caller_waits => refuse(l, answered_by == AnsweredBy::Human),
+            (true, ResState::Pending) if wants_bridge => {
+                l.bridging = true;
+                Answer::Bridge { reservation }
+            }
+            (true, ResState::Pending) => {
+                let answer = refuse(l, false);
+                self.settle(Outcome::LocationVoicemail);
+                answer
+            }
+        }
+    }
+
+    fn on_leg_status(
+        &mut self,
+        reservation: ReservationSid,
+        attempt: Option<u32>,
+        leg: CallSid,
+        status: CallStatus,
+        sequence: Option<u32>,
+    ) {
+        let caller_waits = self.caller.state.waiting() && self.outcome == Outcome::Pending;
+        let r = self.reservation(reservation);
+        let i = r.note_leg(leg, attempt);
+        let current = r.current_leg() == Some(&r.legs[i].sid);
+        let changed = r.legs[i].reported.apply(status, sequence);
+        // Only the end of the current leg of a live reservation speaks for the caller.
+        if !(changed && current && r.status == ResState::Pending && caller_waits) {
+            return;
+        }
+        match status {
+            CallStatus::Busy => self.settle(Outcome::LocationBusy),
+            CallStatus::NoAnswer => self.settle(Outcome::LocationNoAnswer),
+            CallStatus::Failed => self.settle(Outcome::DialFailed),
+            // Completed or canceled without a bridge: the reservation times out and
+            // TaskRouter offers the task again.
+            _ => {}
+        }
+    }
+
+    fn accepted(&mut self, reservation: ReservationSid) {
+        self.reservation(reservation).advance(ResState::Accepted);
+        if let Some(t) = &mut self.task {
+            t.set_status(TaskStatus::Assigned);
+        }
+        self.caller.advance(CallerState::Bridged);
+        self.settle(Outcome::Connected);
+    }
+
+    fn wrapped_up(&mut self, reservation: Option<ReservationSid>) {
+        if let Some(t) = &mut self.task {
+            t.set_status(TaskStatus::Wrapping);
+        }
+        match reservation {
+            Some(sid) => self.reservation(sid).advance(ResState::Wrapping),
+            None => {
+                for r in self.reservations.iter_mut().filter(|r| r.status == ResState::Accepted) {
+                    r.advance(ResState::Wrapping);
+                }
+            }
+        }
+        self.settle(Outcome::Connected);
+    }
+
+    /// TaskRouter cancels the task of a caller who left the queue, and with it
+    /// any pending reservation. Unless we settled first, the caller hung up.
+    fn task_canceled(&mut self) {
+        for r in &mut self.reservations {
+            r.end(ReservationEnd::Canceled);
+        }
+        self.settle(Outcome::CallerHungUp);
+    }
+
+    /// Only an assigned task can be completed: someone took the call.
+    fn task_completed(&mut self) {
+        for r in &mut self.reservations {
+            r.end(ReservationEnd::Canceled);
+            r.advance(ResState::Completed);
+        }
+        self.settle(Outcome::Connected);
+    }
+
+    fn reservation_seen(&mut self, sid: ReservationSid, status: ReservationStatus) {
+        match status {
+            // Known, or a bare entry: without `reservation.created`'s target it is not dialled.
+            ReservationStatus::Pending => {
+                self.reservation(sid);
+            }
+            ReservationStatus::Accepted => self.accepted(sid),
+            ReservationStatus::Wrapping => self.wrapped_up(Some(sid)),
+            ReservationStatus::Completed => self.reservation(sid).advance(ResState::Completed),
+            ReservationStatus::Timeout => self.reservation(sid).end(ReservationEnd::Timeout),
+            ReservationStatus::Canceled => self.reservation(sid).end(ReservationEnd::Canceled),
+            ReservationStatus::Rescinded => self.reservation(sid).end(ReservationEnd::Rescinded),
+            ReservationStatus::Rejected => self.reservation(sid).end(ReservationEnd::Rejected),
+        }
+    }
+
+    /// One of our own attempts; results about anything else are ignored.
+    fn attempt_mut(&mut self, reservation: &ReservationSid, attempt: u32) -> Option<&mut Attempt> {
+        self.reservations.iter_mut().find(|r| r.sid == *reservation)?.attempt_mut(attempt)
+    }
+
+    fn dial_unknown(&mut self, reservation: ReservationSid, attempt: u32, now: i64) {
+        if let Some(a) = self.attempt_mut(&reservation, attempt)
+            && matches!(a.state, AttemptState::InFlight { .. })
+        {
+            a.state = AttemptState::Unknown { next_lookup_ms: now.saturating_add(LOOKUP_AFTER_MS), lookups: 0 };
+        }
+    }
+
+    fn action_failed(&mut self, command: Command, now: i64) {
+        match command {
+            // Whatever stopped the dispatcher, a call may exist: at most once.
+            Command::Dial { reservation, attempt, .. } => self.dial_unknown(reservation, attempt, now),
+            Command::HangUp { leg, round } => {
+                let legs = self.reservations.iter_mut().flat_map(|r| &mut r.legs);
+                for l in legs.filter(|l| l.sid == leg) {
+                    if let Some(e) = l.stop.as_mut().and_then(|s| s.hang_up.as_mut()) {
+                        e.fail(round, now);
+                    }
+                }
+            }
+            Command::RedirectCaller { round, .. } => {
+                if let Some(e) = &mut self.redirect {
+                    e.fail(round, now);
+                }
+            }
+            Command::CancelTask { task, round, .. } => self.task_end_failed(&task, TaskEnd::Cancel, round, now),
+            Command::CompleteTask { task, round } => self.task_end_failed(&task, TaskEnd::Complete, round, now),
+            // The dial's own result follows a withdrawal; lookups go on by time.
+            Command::WithdrawDial { .. } | Command::FindDial { .. } => {}
+        }
+    }
+
+    fn task_end_failed(&mut self, task: &TaskSid, end: TaskEnd, round: u32, now: i64) {
+        if let Some(Task { sid, ending: Some(e), .. }) = &mut self.task
+            && sid == task
+            && e.end == end
+        {
+            e.effort.fail(round, now);
+        }
+    }
+}

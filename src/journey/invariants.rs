@@ -1,0 +1,230 @@
+//! The journey's invariants, as one checker the property tests run after
+//! every step ([`Checker::step`]) and at the end of a settled run
+//! ([`Checker::settled`]).
+
+use proptest::prelude::*;
+use std::collections::BTreeSet;
+
+use super::state::{AttemptState, Reported, ResState};
+use super::*;
+
+/// What the checker remembers across steps (the outbox's view: every key sent).
+#[derive(Debug, Default)]
+pub(super) struct Checker {
+    keys: BTreeSet<String>,
+}
+
+impl Checker {
+    /// Checks one step: `before` took `event` at `now` and became `after`, owing `step`.
+    pub(super) fn step(
+        &mut self,
+        before: &Journey,
+        event: &Event,
+        now: Timestamp,
+        policy: &Policy,
+        after: &Journey,
+        step: &Step,
+    ) -> Result<(), TestCaseError> {
+        let ctx = || format!("after {event:?}\nbefore: {before:#?}\nafter: {after:#?}\nstep: {step:#?}");
+
+        // 1. Exactly one final outcome once final: never rewritten.
+        if before.outcome.is_final() {
+            prop_assert_eq!(after.outcome, before.outcome, "an outcome was rewritten {}", ctx());
+        }
+
+        // 2. Every command is new to the outbox: a repeated key would be dropped
+        //    there, and the machine would believe it had acted.
+        for c in &step.commands {
+            prop_assert!(self.keys.insert(c.key()), "key {} owed twice {}", c.key(), ctx());
+        }
+
+        // 3. No dial for a reservation that has ended, or for a caller who is not
+        //    waiting; and creating a call is at most once: attempt n+1 only after
+        //    attempt n certainly made no call.
+        for c in &step.commands {
+            if let Command::Dial { reservation, attempt, .. } = c {
+                let r = after.reservations.iter().find(|r| &r.sid == reservation);
+                prop_assert!(
+                    r.is_some_and(|r| r.status == ResState::Pending),
+                    "dialled an ended reservation {}",
+                    ctx()
+                );
+                let was_pending = before
+                    .reservations
+                    .iter()
+                    .find(|r| &r.sid == reservation)
+                    .is_none_or(|r| r.status == ResState::Pending);
+                prop_assert!(was_pending, "dialled a reservation that had ended {}", ctx());
+                prop_assert!(
+                    after.outcome == Outcome::Pending && after.caller.state.waiting(),
+                    "dialled for a caller who is not waiting {}",
+                    ctx()
+                );
+                let attempts = r.map(|r| r.attempts.as_slice()).unwrap_or_default();
+                prop_assert_eq!(attempts.last().map(|a| a.n), Some(*attempt), "{}", ctx());
+                if *attempt > 1 {
+                    let previous = attempts.iter().find(|a| a.n == attempt - 1).map(|a| &a.state);
+                    prop_assert_eq!(previous, Some(&AttemptState::NotPlaced), "re-dialled without proof {}", ctx());
+                }
+            }
+        }
+
+        // 4. At most one live location leg per caller that we still want
+        //    (counting a dial that may yet make one).
+        let wanted: usize = after
+            .reservations
+            .iter()
+            .map(|r| {
+                let legs = r.legs.iter().filter(|l| l.reported.is_live() && l.stop.is_none()).count();
+                let doubt = r.status == ResState::Pending
+                    && r.attempts.last().is_some_and(|a| match a.state {
+                        AttemptState::InFlight { withdrawn } => !withdrawn,
+                        AttemptState::Unknown { lookups, .. } => lookups < MAX_LOOKUPS,
+                        _ => false,
+                    });
+                legs + usize::from(doubt)
+            })
+            .sum();
+        prop_assert!(wanted <= 1, "{wanted} live location legs for one caller {}", ctx());
+
+        // 5. A leg placed for a reservation that ended, or ringing for a caller who
+        //    left or was settled elsewhere, is being stopped, and its hang-up was
+        //    owed (or its answer refused it).
+        let caller_left = after.caller.state == CallerState::Gone
+            || (after.outcome.is_final() && after.outcome != Outcome::Connected);
+        for r in &after.reservations {
+            for l in r.legs.iter().filter(|l| l.reported.is_live()) {
+                let unwanted = r.status.is_final() || (r.status == ResState::Pending && caller_left);
+                if unwanted {
+                    prop_assert!(l.stop.is_some(), "leg {} left ringing {}", l.sid, ctx());
+                }
+                if let Some(e) = l.stop.as_ref().and_then(|s| s.hang_up) {
+                    let key = Command::HangUp { leg: l.sid.clone(), round: e.round }.key();
+                    prop_assert!(self.keys.contains(&key), "hang-up of {} never owed {}", l.sid, ctx());
+                }
+            }
+        }
+
+        // 6. A leg answered for a caller who has left is not bridged.
+        if let Answer::Bridge { reservation } = &step.answer {
+            prop_assert!(
+                !matches!(before.caller.state, CallerState::Gone | CallerState::Diverted),
+                "bridged a leg to a caller who left {}",
+                ctx()
+            );
+            prop_assert!(matches!(before.outcome, Outcome::Pending | Outcome::Connected), "{}", ctx());
+            prop_assert!(matches!(after.outcome, Outcome::Pending | Outcome::Connected), "{}", ctx());
+            let r = after.reservations.iter().find(|r| &r.sid == reservation);
+            prop_assert!(r.is_some_and(|r| matches!(r.status, ResState::Pending | ResState::Accepted)), "{}", ctx());
+        }
+
+        // 7. The task's end is asked for, once due: canceled when the outcome is
+        //    final and nobody took the call.
+        if let Some(t) = &after.task
+            && !t.status.is_final()
+            && after.outcome.is_final()
+            && after.outcome != Outcome::Connected
+            && !after.reservations.iter().any(|r| r.status.took())
+            && !matches!(t.status, TaskStatus::Assigned | TaskStatus::Wrapping)
+        {
+            prop_assert!(t.ending.as_ref().is_some_and(|e| e.end == TaskEnd::Cancel), "task left open {}", ctx());
+        }
+
+        // 8. Facts only move forward, so a late or repeated report cannot undo a
+        //    newer one: call statuses, where the caller is, reservations, the
+        //    task's end, and which leg is a reservation's own.
+        let ctx8 = ctx();
+        monotone(before, after).map_err(|e| TestCaseError::fail(format!("{e} {ctx8}")))?;
+
+        // 9. The queue's time limit does not cut a leg that was just answered.
+        if let (Event::Hold { queue_time_secs }, Answer::Leave) = (event, &step.answer)
+            && before.outcome == Outcome::Pending
+        {
+            let answered = before.reservations.iter().filter(|r| r.status == ResState::Pending).any(|r| {
+                r.legs.iter().any(|l| {
+                    r.current_leg() == Some(&l.sid)
+                        && l.reported.is_live()
+                        && l.stop.is_none()
+                        && (l.bridging || l.reported.status == Some(CallStatus::InProgress))
+                })
+            });
+            prop_assert!(
+                !answered || *queue_time_secs >= policy.max_queue_secs + ANSWERED_GRACE_SECS,
+                "the queue's limit cut an answered leg {}",
+                ctx()
+            );
+        }
+
+        // 10. Everything owed at `now` was owed by this step: a tick at the same
+        //    time owes nothing more, and the next wake-up is ahead.
+        let (_, again) = apply(after.clone(), Event::Tick, now, policy);
+        prop_assert!(again.commands.is_empty(), "a tick owed more: {:?} {}", again.commands, ctx());
+        if let Some(wake) = after.wake_at() {
+            prop_assert!(wake > now, "wake-up at {wake} is not after {now} {}", ctx());
+        }
+
+        // 11. It survives a restart between any two steps.
+        let json = serde_json::to_string(after).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let back: Journey = serde_json::from_str(&json).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(&back, after, "the journey did not survive serialisation");
+        Ok(())
+    }
+
+    /// After a run in which the world settled: the journey is closed, with a
+    /// final outcome and nothing owed that failed.
+    pub(super) fn settled(&self, j: &Journey) -> Result<(), TestCaseError> {
+        prop_assert!(j.outcome.is_final(), "no final outcome: {j:#?}");
+        prop_assert!(j.is_closed(), "journey not closed: {j:#?}");
+        prop_assert!(!j.degraded(), "journey degraded: {j:#?}");
+        Ok(())
+    }
+}
+
+/// Every fact of `before` still holds, or has moved forward, in `after`.
+fn monotone(before: &Journey, after: &Journey) -> Result<(), String> {
+    let status_forward = |b: &Reported, a: &Reported, what: &str| match (b.status, a.status) {
+        (Some(x), Some(y)) if x.is_final() && x != y => Err(format!("{what}: final {x:?} became {y:?}")),
+        (Some(x), Some(y)) if y.rank() < x.rank() => Err(format!("{what}: {x:?} went back to {y:?}")),
+        (Some(x), None) => Err(format!("{what}: {x:?} forgotten")),
+        _ => Ok(()),
+    };
+    status_forward(&before.caller.reported, &after.caller.reported, "the caller's leg")?;
+    if after.caller.state.rank() < before.caller.state.rank() {
+        return Err(format!("the caller went back from {:?} to {:?}", before.caller.state, after.caller.state));
+    }
+    if let (Some(b), Some(a)) = (&before.task, &after.task) {
+        if b.sid != a.sid || (b.status.is_final() && a.status != b.status) {
+            return Err(format!("task {:?} {:?} became {:?} {:?}", b.sid, b.status, a.sid, a.status));
+        }
+    } else if before.task.is_some() {
+        return Err("the task was forgotten".into());
+    }
+    for rb in &before.reservations {
+        let Some(ra) = after.reservations.iter().find(|r| r.sid == rb.sid) else {
+            return Err(format!("reservation {} forgotten", rb.sid));
+        };
+        if ra.status.rank() < rb.status.rank() || (rb.status.is_final() && ra.status != rb.status) {
+            return Err(format!("reservation {} went from {:?} to {:?}", rb.sid, rb.status, ra.status));
+        }
+        if rb.attempts.len() > ra.attempts.len() {
+            return Err(format!("reservation {} forgot an attempt", rb.sid));
+        }
+        for (ab, aa) in rb.attempts.iter().zip(&ra.attempts) {
+            if let AttemptState::Placed { leg } = &ab.state
+                && aa.state != ab.state
+            {
+                return Err(format!("attempt {} of {} placed {leg}, then {:?}", ab.n, rb.sid, aa.state));
+            }
+        }
+        for lb in &rb.legs {
+            let Some(la) = ra.legs.iter().find(|l| l.sid == lb.sid) else {
+                return Err(format!("leg {} forgotten", lb.sid));
+            };
+            status_forward(&lb.reported, &la.reported, &format!("leg {}", lb.sid))?;
+            if lb.stop.is_some() && la.stop.is_none() {
+                return Err(format!("leg {} was being stopped, then wanted again", lb.sid));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,310 @@
+//! The parts of a journey: the caller's leg, the task, each reservation with
+//! its dial attempts and location legs, and the commands in progress. Each
+//! part's facts only move forward.
+
+use serde::{Deserialize, Serialize};
+use twilio::sid::{CallSid, ReservationSid, TaskSid};
+
+use super::{AnsweredBy, CallStatus, DialTarget, RETRY_FIRST_MS, RETRY_MAX_MS, ReservationEnd, TaskStatus};
+
+/// Where the caller's leg is, as far as the journey knows. Only moves forward.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallerState {
+    /// Not heard from (the journey began at a TaskRouter event).
+    #[default]
+    Unseen,
+    /// At the greeting or the menu.
+    Ivr,
+    /// In the queue, waiting for a location.
+    Queued,
+    /// Connected to a location leg.
+    Bridged,
+    /// Out of the queue and still on the line: voicemail or a message.
+    Diverted,
+    /// The caller's leg has ended.
+    Gone,
+}
+
+impl CallerState {
+    pub(super) fn rank(self) -> u8 {
+        match self {
+            CallerState::Unseen => 0,
+            CallerState::Ivr => 1,
+            CallerState::Queued => 2,
+            CallerState::Bridged | CallerState::Diverted => 3,
+            CallerState::Gone => 4,
+        }
+    }
+
+    /// May still be in the queue, waiting for a location.
+    pub fn waiting(self) -> bool {
+        self.rank() <= 2
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(super) struct Caller {
+    pub(super) sid: Option<CallSid>,
+    pub(super) state: CallerState,
+    pub(super) reported: Reported,
+}
+
+impl Caller {
+    pub(super) fn advance(&mut self, to: CallerState) {
+        if to.rank() > self.state.rank() {
+            self.state = to;
+        }
+    }
+}
+
+/// A leg's status as reported: forward only, in `SequenceNumber` order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(super) struct Reported {
+    pub(super) status: Option<CallStatus>,
+    pub(super) sequence: Option<u32>,
+}
+
+impl Reported {
+    /// Applies a report unless it is stale: an older `SequenceNumber`, or a
+    /// status that is not further along (a final status is never replaced).
+    /// Returns whether it changed anything.
+    pub(super) fn apply(&mut self, status: CallStatus, sequence: Option<u32>) -> bool {
+        if let (Some(seen), Some(new)) = (self.sequence, sequence)
+            && new <= seen
+        {
+            return false;
+        }
+        if self.status.is_some_and(|cur| cur.is_final() || status.rank() <= cur.rank()) {
+            return false;
+        }
+        self.status = Some(status);
+        self.sequence = sequence.max(self.sequence);
+        true
+    }
+
+    pub(super) fn is_live(&self) -> bool {
+        !self.status.is_some_and(CallStatus::is_final)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct Task {
+    pub(super) sid: TaskSid,
+    pub(super) status: TaskStatus,
+    pub(super) ending: Option<Ending>,
+}
+
+impl Task {
+    /// Final statuses stay; an assigned task never goes back to pending.
+    pub(super) fn set_status(&mut self, to: TaskStatus) {
+        use TaskStatus::*;
+        let keep = self.status.is_final()
+            || matches!((self.status, to), (Assigned | Wrapping, Pending | Reserved) | (Wrapping, Assigned));
+        if !keep {
+            self.status = to;
+        }
+    }
+}
+
+/// How we end a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskEnd {
+    Cancel,
+    Complete,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct Ending {
+    pub(super) end: TaskEnd,
+    pub(super) effort: Effort,
+}
+
+/// A command we sent, and whether the dispatcher gave up on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Effort {
+    /// The round of the command: its key carries it from the second on.
+    pub(super) round: u32,
+    pub(super) at_ms: i64,
+    pub(super) failed: bool,
+}
+
+impl Effort {
+    pub(super) fn first(now: i64) -> Self {
+        Effort { round: 1, at_ms: now, failed: false }
+    }
+
+    pub(super) fn retry_at(&self) -> Option<i64> {
+        let backoff = (RETRY_FIRST_MS << self.round.saturating_sub(1).min(5)).min(RETRY_MAX_MS);
+        self.failed.then(|| self.at_ms.saturating_add(backoff))
+    }
+
+    pub(super) fn due(&self, now: i64) -> bool {
+        self.retry_at().is_some_and(|t| now >= t)
+    }
+
+    pub(super) fn again(&mut self, now: i64) {
+        *self = Effort { round: self.round + 1, at_ms: now, failed: false };
+    }
+
+    pub(super) fn fail(&mut self, round: u32, now: i64) {
+        if self.round == round && !self.failed {
+            self.failed = true;
+            self.at_ms = now;
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct Reservation {
+    pub(super) sid: ReservationSid,
+    /// From `reservation.created`; without it there is nothing to dial.
+    pub(super) target: Option<DialTarget>,
+    pub(super) status: ResState,
+    pub(super) attempts: Vec<Attempt>,
+    pub(super) legs: Vec<Leg>,
+}
+
+/// A reservation as the journey knows it. Only moves forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub(super) enum ResState {
+    Pending,
+    Accepted,
+    Wrapping,
+    Completed,
+    Ended { why: ReservationEnd },
+}
+
+impl ResState {
+    pub(super) fn rank(self) -> u8 {
+        match self {
+            ResState::Pending => 0,
+            ResState::Accepted => 1,
+            ResState::Wrapping => 2,
+            ResState::Completed | ResState::Ended { .. } => 3,
+        }
+    }
+
+    pub(super) fn is_final(self) -> bool {
+        self.rank() == 3
+    }
+
+    /// A worker took it: the call was bridged.
+    pub(super) fn took(self) -> bool {
+        matches!(self, ResState::Accepted | ResState::Wrapping | ResState::Completed)
+    }
+}
+
+/// One create request for a reservation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct Attempt {
+    pub(super) n: u32,
+    pub(super) sent_ms: i64,
+    pub(super) state: AttemptState,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub(super) enum AttemptState {
+    /// In the outbox or on the wire.
+    InFlight {
+        withdrawn: bool,
+    },
+    /// The answer was lost: a call may exist.
+    Unknown {
+        next_lookup_ms: i64,
+        lookups: u32,
+    },
+    Placed {
+        leg: CallSid,
+    },
+    /// Certainly no call.
+    NotPlaced,
+}
+
+impl AttemptState {
+    pub(super) fn unresolved(&self) -> bool {
+        matches!(self, AttemptState::InFlight { .. } | AttemptState::Unknown { .. })
+    }
+}
+
+/// A location leg placed for a reservation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct Leg {
+    pub(super) sid: CallSid,
+    pub(super) attempt: Option<u32>,
+    pub(super) reported: Reported,
+    pub(super) answered_by: Option<AnsweredBy>,
+    /// `/dial-queue` answered it with the bridge.
+    pub(super) bridging: bool,
+    pub(super) stop: Option<Stop>,
+}
+
+/// We want this leg gone: refused at `/dial-queue` (its TwiML hangs up) or
+/// hung up over the REST API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct Stop {
+    pub(super) since_ms: i64,
+    /// [`HANDOFF_MS`] passed: it no longer holds back the next dial.
+    pub(super) handed_off: bool,
+    pub(super) hang_up: Option<Effort>,
+}
+
+impl Reservation {
+    pub(super) fn new(sid: ReservationSid) -> Self {
+        Reservation { sid, target: None, status: ResState::Pending, attempts: Vec::new(), legs: Vec::new() }
+    }
+
+    pub(super) fn advance(&mut self, to: ResState) {
+        if !self.status.is_final() && to.rank() > self.status.rank() {
+            self.status = to;
+        }
+    }
+
+    /// TaskRouter takes back only a pending reservation.
+    pub(super) fn end(&mut self, why: ReservationEnd) {
+        if self.status == ResState::Pending {
+            self.status = ResState::Ended { why };
+        }
+    }
+
+    pub(super) fn attempt_mut(&mut self, n: u32) -> Option<&mut Attempt> {
+        self.attempts.iter_mut().find(|a| a.n == n)
+    }
+
+    /// The leg of the latest attempt; any other leg is a stray.
+    pub(super) fn current_leg(&self) -> Option<&CallSid> {
+        match &self.attempts.last()?.state {
+            AttemptState::Placed { leg } => Some(leg),
+            _ => None,
+        }
+    }
+
+    /// Records that `sid` is a leg of this reservation (of `attempt`, or of the
+    /// latest when the URL did not say), resolving that attempt if it was in
+    /// doubt. Returns the leg's index.
+    pub(super) fn note_leg(&mut self, sid: CallSid, attempt: Option<u32>) -> usize {
+        let n = attempt.or_else(|| self.attempts.last().map(|a| a.n));
+        if let Some(a) = n.and_then(|n| self.attempt_mut(n))
+            && matches!(a.state, AttemptState::InFlight { .. } | AttemptState::Unknown { .. } | AttemptState::NotPlaced)
+        {
+            a.state = AttemptState::Placed { leg: sid.clone() };
+        }
+        match self.legs.iter().position(|l| l.sid == sid) {
+            Some(i) => i,
+            None => {
+                self.legs.push(Leg {
+                    sid,
+                    attempt: n,
+                    reported: Reported::default(),
+                    answered_by: None,
+                    bridging: false,
+                    stop: None,
+                });
+                self.legs.len() - 1
+            }
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! Focused tests: one per defect of issue 8 (named after it), each asserting
+//! the commands and answers the machine returns, plus the fixtures the
+//! property tests share.
+
+use std::str::FromStr;
+
+use super::*;
+
+fn sid<T: FromStr>(prefix: &str, n: u32) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    T::from_str(&format!("{prefix}{n:032x}")).expect("a well-formed test SID")
+}
+
+pub(super) fn call(n: u32) -> CallSid {
+    sid("CA", n)
+}
+pub(super) fn task(n: u32) -> TaskSid {
+    sid("WT", n)
+}
+pub(super) fn res(n: u32) -> ReservationSid {
+    sid("WR", n)
+}
+
+pub(super) fn target() -> DialTarget {
+    DialTarget {
+        location: "north".into(),
+        to: E164::parse("+14155550123").expect("a test number"),
+        from: E164::parse("+12025550143").expect("a test number"),
+        call_token: None,
+    }
+}
+
+pub(super) fn policy() -> Policy {
+    Policy {
+        max_queue_secs: 120,
+        on_machine: AnsweredByPolicy::Hangup,
+        on_unknown: AnsweredByPolicy::Bridge,
+        max_dial_attempts: 3,
+    }
+}
+
+pub(super) fn at(ms: i64) -> Timestamp {
+    Timestamp::from_millisecond(ms).expect("a test time in range")
+}
+
+/// A journey and a clock; `on` applies one event at the current time.
+struct Run {
+    j: Journey,
+    now: i64,
+    policy: Policy,
+}
+
+const CALLER: u32 = 1;
+const TASK: u32 = 1;
+
+impl Run {
+    fn new() -> Self {
+        Run { j: Journey::default(), now: 1_000_000, policy: policy() }
+    }
+
+    /// A caller who came through `/incoming-call` and was enqueued.
+    fn queued() -> Self {
+        let mut r = Run::new();
+        r.on(Event::CallerArrived { call: call(CALLER) });
+        r.on(Event::CallerEnqueued { location: "north".into() });
+        r
+    }
+
+    fn on(&mut self, e: Event) -> Step {
+        let (j, step) = apply(std::mem::take(&mut self.j), e, at(self.now), &self.policy);
+        self.j = j;
+        step
+    }
+
+    fn after(&mut self, ms: i64) -> &mut Self {
+        self.now += ms;
+        self
+    }
+
+    fn tick_at_wake(&mut self) -> Step {
+        let wake = self.j.wake_at().expect("a wake-up is due");
+        self.now = wake.as_millisecond();
+        self.on(Event::Tick)
+    }
+}
+
+fn created(r: u32) -> Event {
+    Event::ReservationCreated { task: task(TASK), reservation: res(r), caller: Some(call(CALLER)), target: target() }
+}
+
+fn dial(r: u32, attempt: u32) -> Command {
+    Command::Dial { reservation: res(r), task: task(TASK), attempt, caller: Some(call(CALLER)), target: target() }
+}
+
+fn placed(r: u32, attempt: u32, leg: u32) -> Event {
+    Event::DialPlaced { reservation: res(r), attempt, leg: call(leg) }
+}
+
+fn leg_status(r: u32, leg: u32, status: CallStatus, sequence: u32) -> Event {
+    Event::LegStatus { reservation: res(r), attempt: Some(1), leg: call(leg), status, sequence: Some(sequence) }
+}
+
+fn answered(r: u32, leg: u32, by: AnsweredBy) -> Event {
+    Event::LegAnswered { reservation: res(r), attempt: Some(1), leg: call(leg), answered_by: by }
+}
+
+fn ended(r: u32, why: ReservationEnd) -> Event {
+    Event::ReservationEnded { task: task(TASK), reservation: res(r), why }
+}
+
+fn hang_up(leg: u32) -> Command {
+    Command::HangUp { leg: call(leg), round: 1 }
+}
+
+fn redirect(reason: Outcome) -> Command {
+    Command::RedirectCaller { call: call(CALLER), location: Some("north".into()), reason, round: 1 }
+}
+
+fn cancel(reason: Outcome) -> Command {
+    Command::CancelTask { task: task(TASK), reason, round: 1 }
+}
+
+#[test]
+fn defect_1_no_calls_row_every_failure_branch_still_acts() {
+    // A Studio flow enqueued the caller: the journey starts at reservation.created.
+    let failures = [
+        (leg_status(1, 101, CallStatus::Busy, 2), Outcome::LocationBusy),
+        (leg_status(1, 101, CallStatus::NoAnswer, 2), Outcome::LocationNoAnswer),
+        (leg_status(1, 101, CallStatus::Failed, 2), Outcome::DialFailed),
+    ];
+    for (failure, outcome) in failures {
+        let mut run = Run::new();
+        assert_eq!(run.on(created(1)).commands, [dial(1, 1)]);
+        assert_eq!(run.on(placed(1, 1, 101)).commands, []);
+        let step = run.on(failure);
+        assert_eq!(step.commands, [redirect(outcome), cancel(outcome)], "{outcome}");
+        assert_eq!(run.j.outcome(), outcome);
+    }
+
+    // A machine answers.
+    let mut run = Run::new();
+    run.on(created(1));
+    run.on(placed(1, 1, 101));
+    let step = run.on(answered(1, 101, AnsweredBy::Machine));
+    assert_eq!(step.answer, Answer::Refuse { caller_gone: false });
+    let voicemail = Outcome::LocationVoicemail;
+    assert_eq!(step.commands, [redirect(voicemail), cancel(voicemail)]);
+
+    // Twilio refuses every create request.
+    let mut run = Run::new();
+    run.on(created(1));
+    assert_eq!(run.on(Event::DialFailed { reservation: res(1), attempt: 1 }).commands, [dial(1, 2)]);
+    assert_eq!(run.on(Event::DialFailed { reservation: res(1), attempt: 2 }).commands, [dial(1, 3)]);
+    let step = run.on(Event::DialFailed { reservation: res(1), attempt: 3 });
+    assert_eq!(step.commands, [redirect(Outcome::DialFailed), cancel(Outcome::DialFailed)]);
+}
+
+#[test]
+fn defect_2_a_reservation_taken_back_while_its_dial_is_in_flight_has_its_leg_hung_up() {
+    let mut run = Run::queued();
+    assert_eq!(run.on(created(1)).commands, [dial(1, 1)]);
+    // Taken back while the create request is out: withdraw it if it has not gone.
+    assert_eq!(
+        run.on(ended(1, ReservationEnd::Timeout)).commands,
+        [Command::WithdrawDial { reservation: res(1), attempt: 1 }]
+    );
+    // The next reservation waits: the first dial may still make a leg.
+    assert_eq!(run.on(created(2)).commands, []);
+    // It did: that leg is hung up as soon as it is known, and still holds the next dial back.
+    assert_eq!(run.on(placed(1, 1, 101)).commands, [hang_up(101)]);
+    assert_eq!(run.after(1_000).on(Event::Tick).commands, []);
+    // Once it has ended, the next reservation is dialled.
+    assert_eq!(run.on(leg_status(1, 101, CallStatus::Canceled, 1)).commands, [dial(2, 1)]);
+
+    // Without the final status callback, the hand-off ends by time.
+    let mut run = Run::queued();
+    run.on(created(1));
+    run.on(placed(1, 1, 101));
+    assert_eq!(run.on(ended(1, ReservationEnd::Timeout)).commands, [hang_up(101)]);
+    assert_eq!(run.on(created(2)).commands, []);
+    assert_eq!(run.tick_at_wake().commands, [dial(2, 1)]);
+}
+
+#[test]
+fn defect_3_a_reservation_created_after_its_timeout_does_not_dial() {
+    let mut run = Run::queued();
+    assert_eq!(run.on(ended(1, ReservationEnd::Timeout)).commands, []);
+    assert_eq!(run.on(created(1)).commands, [], "the late reservation.created must not dial");
+    // The re-offer does.
+    assert_eq!(run.on(created(2)).commands, [dial(2, 1)]);
+}
+
+/// A caller connected through reservation 1 and leg 101.
+fn connected() -> Run {
+    let mut run = Run::queued();
+    run.on(created(1));
+    run.on(placed(1, 1, 101));
+    let step = run.on(answered(1, 101, AnsweredBy::Human));
+    assert_eq!(step.answer, Answer::Bridge { reservation: res(1) });
+    run.on(Event::ReservationAccepted { task: task(TASK), reservation: res(1) });
+    assert_eq!(run.j.outcome(), Outcome::Connected);
+    run
+}
+
+#[test]
+fn defect_4_complete_and_cancel_never_give_up_silently() {
+    let mut run = connected();
+    let complete = Command::CompleteTask { task: task(TASK), round: 1 };
+    assert_eq!(
+        run.on(Event::Wrapup { task: task(TASK), reservation: Some(res(1)) }).commands,
+        std::slice::from_ref(&complete)
+    );
+    // The dispatcher spent its budget: nothing now, but the journey shows it and keeps it owed.
+    assert_eq!(run.on(Event::ActionFailed { command: complete }).commands, []);
+    assert!(run.j.degraded());
+    let again = run.tick_at_wake();
+    assert_eq!(again.commands, [Command::CompleteTask { task: task(TASK), round: 2 }]);
+    assert_eq!(again.commands[0].key(), format!("complete-task:{}#2", task(TASK)));
+    assert!(!run.j.degraded());
+    run.on(Event::TaskCompleted { task: task(TASK) });
+    run.on(leg_status(1, 101, CallStatus::Completed, 4));
+    assert!(run.j.is_closed());
+
+    // A cancel that failed for good is sent again too, and a failed redirect
+    // makes the next `/hold` take the caller out with `<Leave>`.
+    let mut run = Run::queued();
+    run.on(created(1));
+    run.on(placed(1, 1, 101));
+    let busy = Outcome::LocationBusy;
+    run.on(leg_status(1, 101, CallStatus::Busy, 2));
+    run.on(Event::ActionFailed { command: redirect(busy) });
+    run.on(Event::ActionFailed { command: cancel(busy) });
+    assert!(run.j.degraded());
+    assert_eq!(run.on(Event::Hold { queue_time_secs: 30 }).answer, Answer::Leave);
+    assert_eq!(run.tick_at_wake().commands, [Command::CancelTask { task: task(TASK), reason: busy, round: 2 }]);
+}
+
+#[test]
+fn defect_5_what_the_reconciler_observes_drives_the_same_machine() {
+    // reservation.timeout and the leg's end were missed during an outage: a
+    // TaskRouter list shows the timeout, and the leg is hung up.
+    let mut run = Run::queued();
+    run.on(created(1));
+    run.on(placed(1, 1, 101));
+    let seen = Event::ReservationSeen { task: task(TASK), reservation: res(1), status: ReservationStatus::Timeout };
+    assert_eq!(run.on(seen).commands, [hang_up(101)]);
+
+    // The accept and the wrap-up were missed: the task seen wrapping is completed.
+    let mut run = Run::queued();
+    run.on(created(1));
+    run.on(placed(1, 1, 101));
+    let step = run.on(Event::TaskSeen { task: task(TASK), status: TaskStatus::Wrapping });
+    assert_eq!(step.commands, [Command::CompleteTask { task: task(TASK), round: 1 }]);
+    assert_eq!(run.j.outcome(), Outcome::Connected);
+
+    // The caller hung up while we were down: a Calls fetch settles the journey.
+    let mut run = Run::queued();
+    run.on(created(1));
+    run.on(placed(1, 1, 101));
+    let step = run.on(Event::CallerSeen { status: CallStatus::Completed });
+    assert_eq!(step.commands, [hang_up(101), cancel(Outcome::CallerHungUp)]);
+}
+
+#[test]
+fn defect_6_a_failed_action_is_retried_at_a_time_not_by_holding_a_slot() {
+    let mut run = connected();
+    run.on(Event::Wrapup { task: task(TASK), reservation: None });
+    let mut gaps = Vec::new();
+    for round in 1..=3 {
+        let failed_at = run.now;
+        let command = Command::CompleteTask { task: task(TASK), round };
+        assert_eq!(run.on(Event::ActionFailed { command }).commands, []);
+        let wake = run.j.wake_at().expect("a retry is scheduled").as_millisecond();
+        gaps.push(wake - failed_at);
+        // Early ticks send nothing.
+        assert_eq!(run.after(wake - failed_at - 1).on(Event::Tick).commands, []);
+        assert_eq!(run.tick_at_wake().commands, [Command::CompleteTask { task: task(TASK), round: round + 1 }]);
+    }
+    assert_eq!(gaps, [RETRY_FIRST_MS, 2 * RETRY_FIRST_MS, 4 * RETRY_FIRST_MS]);
+}
+
+#[test]
+fn defect_7_a_late_status_callback_from_an_old_leg_does_not_take_over() {
+    let mut run = Run::queued();
+    run.on(created(1));
+    run.on(placed(1, 1, 101));
+    run.on(leg_status(1, 101, CallStatus::Ringing, 1));
+    assert_eq!(run.on(ended(1, ReservationEnd::Timeout)).commands, [hang_up(101)]);
+    run.on(leg_status(1, 101, CallStatus::Canceled, 2));
+    assert_eq!(run.on(created(2)).commands, [dial(2, 1)]);
+    run.on(placed(2, 1, 102));
+    run.on(leg_status(2, 102, CallStatus::Ringing, 1));
+    // Late and repeated callbacks of the old leg.
+    assert_eq!(run.on(leg_status(1, 101, CallStatus::Ringing, 1)).commands, []);
+    assert_eq!(run.on(leg_status(1, 101, CallStatus::Initiated, 0)).commands, []);
+    // An older callback of the current leg does not move it back either.
+    run.on(leg_status(2, 102, CallStatus::InProgress, 3));
+    run.on(leg_status(2, 102, CallStatus::Ringing, 2));
+    assert_eq!(run.j.reservations[1].legs[0].reported.status, Some(CallStatus::InProgress));
+    // The caller hangs up: the current leg is stopped, not the old one.
+    let step = run.on(Event::QueueExit { result: QueueResult::Hangup });
+    assert_eq!(step.commands, [hang_up(102), cancel(Outcome::CallerHungUp)]);
+}
+
+#[test]
+fn defect_8_max_queue_time_does_not_cut_a_leg_just_answered() {
+    let max = policy().max_queue_secs;
+    // Told to bridge just before the caller's wait ran out.
+    let mut run = Run::queued();
+    run.on(created(1));
+    run.on(placed(1, 1, 101));
+    assert_eq!(run.on(answered(1, 101, AnsweredBy::Human)).answer, Answer::Bridge { reservation: res(1) });
+    let step = run.on(Event::Hold { queue_time_secs: max });
+    assert_eq!((step.answer, step.commands), (Answer::Hold, vec![]));
+    assert_eq!(run.j.outcome(), Outcome::Pending);
+
+    // Answered, answering-machine detection still running.
+    let mut run = Run::queued();
+    run.on(created(1));
+    run.on(placed(1, 1, 101));
+    run.on(leg_status(1, 101, CallStatus::InProgress, 2));
+    let step = run.on(Event::Hold { queue_time_secs: max + 5 });
+    assert_eq!((step.answer, step.commands), (Answer::Hold, vec![]));
+    // The grace is bounded.
+    let step = run.on(Event::Hold { queue_time_secs: max + ANSWERED_GRACE_SECS });
+    assert_eq!(step.answer, Answer::Leave);
+    assert_eq!(step.commands, [hang_up(101), cancel(Outcome::QueueTimeout)]);
+
+    // Still ringing: the wait ends, the leg is hung up, the task canceled.
+    let mut run = Run::queued();
+    run.on(created(1));
+    run.on(placed(1, 1, 101));
+    run.on(leg_status(1, 101, CallStatus::Ringing, 1));
+    let step = run.on(Event::Hold { queue_time_secs: max });
+    assert_eq!(step.answer, Answer::Leave);
+    assert_eq!(step.commands, [hang_up(101), cancel(Outcome::QueueTimeout)]);
+    let exit = run.on(Event::QueueExit { result: QueueResult::Leave });
+    assert_eq!(exit.answer, Answer::Fallback { location: Some("north".into()), reason: Outcome::QueueTimeout });
+}
+
+#[test]
+fn a_dial_in_doubt_is_looked_up_and_redialled_only_when_proven_absent() {
+    let mut run = Run::queued();
+    run.on(created(1));
+    // A 500 (or a reset): no voicemail, no second create.
+    assert_eq!(run.on(Event::DialUnknown { reservation: res(1), attempt: 1 }).commands, []);
+    assert_eq!(run.j.outcome(), Outcome::Pending);
+    let step = run.tick_at_wake();
+    let find =
+        Command::FindDial { reservation: res(1), attempt: 1, lookup: 1, to: target().to, placed_after_ms: 1_000_000 };
+    assert_eq!(step.commands, [find]);
+    assert_eq!(run.on(Event::DialAbsent { reservation: res(1), attempt: 1 }).commands, [dial(1, 2)]);
+
+    // The leg's own `initiated` callback resolves the doubt: never dialled again.
+    let mut run = Run::queued();
+    run.on(created(1));
+    run.on(Event::DialUnknown { reservation: res(1), attempt: 1 });
+    assert_eq!(run.on(leg_status(1, 101, CallStatus::Initiated, 0)).commands, []);
+    assert_eq!(run.j.wake_at(), None);
+    assert_eq!(run.after(600_000).on(Event::Tick).commands, []);
+
+    // Proven absent after the reservation ended: nothing to dial.
+    let mut run = Run::queued();
+    run.on(created(1));
+    run.on(Event::DialUnknown { reservation: res(1), attempt: 1 });
+    run.on(ended(1, ReservationEnd::Timeout));
+    assert_eq!(run.on(Event::DialAbsent { reservation: res(1), attempt: 1 }).commands, []);
+}
+
+#[test]
+fn a_leg_answered_for_a_caller_who_left_is_not_bridged() {
+    let mut run = Run::queued();
+    run.on(created(1));
+    run.on(placed(1, 1, 101));
+    let step = run.on(Event::QueueExit { result: QueueResult::Hangup });
+    assert!(step.commands.contains(&hang_up(101)));
+    let step = run.on(answered(1, 101, AnsweredBy::Human));
+    assert_eq!(step.answer, Answer::Refuse { caller_gone: true });
+    assert_eq!(step.commands, []);
+}
+
+#[test]
+fn the_callers_completed_overtaking_the_bridge_waits_for_evidence() {
+    let mut run = Run::queued();
+    run.on(created(1));
+    run.on(placed(1, 1, 101));
+    run.on(answered(1, 101, AnsweredBy::Human));
+    // The caller is gone either way: the location's leg is stopped, the outcome waits.
+    let step = run.on(Event::CallerStatus { status: CallStatus::Completed, sequence: Some(5) });
+    assert_eq!(step.commands, [hang_up(101)]);
+    assert_eq!(run.j.outcome(), Outcome::Pending);
+    run.on(Event::ReservationAccepted { task: task(TASK), reservation: res(1) });
+    assert_eq!(run.j.outcome(), Outcome::Connected);
+
+    // Without evidence, the caller hung up.
+    let mut run = Run::queued();
+    run.on(created(1));
+    run.on(placed(1, 1, 101));
+    run.on(answered(1, 101, AnsweredBy::Human));
+    run.on(Event::CallerStatus { status: CallStatus::Completed, sequence: Some(5) });
+    assert_eq!(run.after(BRIDGE_EVIDENCE_MS - 1).on(Event::Tick).commands, []);
+    assert_eq!(run.j.outcome(), Outcome::Pending);
+    let step = run.after(1).on(Event::Tick);
+    assert_eq!(run.j.outcome(), Outcome::CallerHungUp);
+    assert_eq!(step.commands, [cancel(Outcome::CallerHungUp)]);
+}
+
+#[test]
+fn a_journey_survives_serialisation() {
+    let run = connected();
+    let json = serde_json::to_string(&run.j).expect("a journey serialises");
+    let back: Journey = serde_json::from_str(&json).expect("and reads back");
+    assert_eq!(back, run.j);
+    assert_eq!(back.keys().len(), 4, "caller, task, reservation, leg: {:?}", back.keys());
+}
