@@ -341,10 +341,12 @@ async fn webhook_faults_duplicate_reorder_and_drop_status_callbacks() {
     assert_eq!(sequence(&hits), ["0", "0", "1", "1", "2", "2", "3", "3"]);
     assert!(common::hits_at(&hits, "/status").iter().all(|h| h.signed));
 
-    // Late: the first callback arrives after the others.
+    // Late: the first callback arrives after the others (ten virtual minutes late, 600 real ms,
+    // long after the call's few virtual seconds, however loaded the machine).
     let t = start(1000.0).await;
     let (base, hits) = common::receiver(t.token.clone(), |_, _| (204, String::new())).await;
-    add_faults(&t, json!([{"on": "webhook", "path": "/status", "fault": "late", "delay_ms": 60000, "limit": 1}])).await;
+    add_faults(&t, json!([{"on": "webhook", "path": "/status", "fault": "late", "delay_ms": 600000, "limit": 1}]))
+        .await;
     let sid = outbound_with_callbacks(&t, &base).await;
     wait_end(&t, &sid).await;
     let got = common::until(5000, || (sequence(&hits).len() == 4).then(|| sequence(&hits))).await.unwrap();
@@ -366,12 +368,13 @@ async fn taskrouter_events_meet_outages_and_are_retried_once() {
     let t = start(1000.0).await;
     let (base, hits) = common::receiver(t.token.clone(), |_, _| (204, String::new())).await;
     let (ws, available, _) = t.workspace(Some(&format!("{base}/events"))).await;
-    // An outage for the next minute of virtual time, with every retry refused.
+    // An outage for the next ten minutes of virtual time (600 real ms: wide, so a loaded
+    // machine's stall cannot end it between the two tries), with every retry refused.
     let (_, state) = t.get(&format!("{}/sandbox/state", t.url)).await;
     let now = state["now_ms"].as_u64().unwrap();
     add_faults(
         &t,
-        json!([{"on": "webhook", "path": "/events", "fault": "refuse", "from_ms": now, "to_ms": now + 60_000}]),
+        json!([{"on": "webhook", "path": "/events", "fault": "refuse", "from_ms": now, "to_ms": now + 600_000}]),
     )
     .await;
     let (s, w) = t.post(&t.tr(&format!("Workspaces/{ws}/Workers")), &[("FriendlyName", "w1")]).await;
