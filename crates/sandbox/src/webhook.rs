@@ -150,7 +150,9 @@ impl Shared {
         fault: Option<String>,
     ) -> Result<(u16, String), Failure> {
         let start = self.clock.now_ms();
-        let token = self.with(|st, _| st.sid("IT"));
+        // Only retries carry the idempotency token, so most deliveries never
+        // need one (nor the state lock that making one takes).
+        let mut token: Option<String> = None;
         let mut attempt = 1;
         loop {
             let left = o.total_ms.saturating_sub(self.clock.now_ms().saturating_sub(start));
@@ -173,7 +175,12 @@ impl Shared {
                     );
                     Err(Failure::Connect(format!("connection refused ({})", f.label())))
                 }
-                None => self.send_once(method, target, params, &token, attempt, timeout, fault.clone()).await,
+                None => {
+                    if attempt > 1 && token.is_none() {
+                        token = Some(self.with(|st, _| st.sid("IT")));
+                    }
+                    self.send_once(method, target, params, token.as_deref(), attempt, timeout, fault.clone()).await
+                }
             };
             let elapsed = self.clock.now_ms().saturating_sub(start);
             if attempt > o.retries || elapsed >= o.total_ms || !retries_on(o, &result) {
@@ -190,7 +197,7 @@ impl Shared {
         method: &str,
         url: &str,
         params: &Params,
-        token: &str,
+        token: Option<&str>,
         attempt: u32,
         timeout: Duration,
         fault: Option<String>,
@@ -217,7 +224,7 @@ impl Shared {
             .timeout(timeout)
             .header("X-Twilio-Signature", signature)
             .header("User-Agent", "TwilioProxy/1.1 (call-router-sandbox)");
-        if attempt > 1 {
+        if let Some(token) = token {
             req = req.header("I-Twilio-Idempotency-Token", token);
         }
         let result = match req.send().await {
