@@ -12,6 +12,7 @@ use crate::config::Settings;
 use crate::dispatch::{Dispatcher, Notifier};
 use crate::http::{self, AppState};
 use crate::store::Store;
+use crate::timers::Ticker;
 use crate::twilio_api::TwilioClient;
 
 /// A running server.
@@ -39,6 +40,11 @@ impl Server {
         let addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
 
+        let ticker = Ticker::new(store.clone(), notifier.clone(), state.policy());
+        let mut t_stop = stopped.clone();
+        let tick_task = tokio::spawn(ticker.run(async move {
+            let _ = t_stop.wait_for(|s| *s).await;
+        }));
         let dispatcher = Dispatcher::new(store, twilio, settings, notifier);
         let mut d_stop = stopped.clone();
         let dispatch_task = tokio::spawn(dispatcher.run(async move {
@@ -53,6 +59,7 @@ impl Server {
             .await
             .context("serving HTTP")?;
             dispatch_task.await.context("dispatcher panicked")?;
+            tick_task.await.context("the journeys' ticker panicked")?;
             Ok(())
         });
         tracing::info!(%addr, "call-router listening");

@@ -1,15 +1,25 @@
-//! The dispatcher: carries out the outbox's actions against Twilio.
+//! The dispatcher: carries out the outbox's commands against Twilio, and
+//! reports each result to the journey that owes it as an event.
 //!
-//! Webhooks write actions and call [`Notifier::notify`]; the dispatcher wakes,
-//! claims pending actions, and runs them concurrently (bounded). It also
-//! polls once a second, so an action written by another process or left from
-//! before a restart is not forgotten.
+//! Webhooks write commands and call [`Notifier::notify`]; the dispatcher
+//! wakes, claims pending commands, and runs them concurrently in two lanes
+//! with their own capacity: dials, and everything else (hang-ups, redirects,
+//! task updates, look-ups), so slow housekeeping never holds a dial back. It
+//! also polls once a second, for commands written by another process, left
+//! from before a restart, or waiting for their `not_before` time.
+//!
+//! The dispatcher decides nothing about a call. A placed dial is
+//! `DialPlaced`; a refusal (4xx) `DialFailed`; a 5xx, a timeout or a reset
+//! `DialUnknown` (Twilio may have created the call: it is never re-sent, the
+//! journey looks it up). An update that fails is sent again after a back-off
+//! kept in the outbox row, not in a slot; after [`MAX_ATTEMPTS`] it is
+//! `failed`, and its journey hears `ActionFailed` and owes it again later.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 use twilio::Params;
@@ -17,80 +27,107 @@ use twilio::error::codes;
 use twilio::sid::WorkspaceSid;
 
 use crate::config::Settings;
-use crate::domain::Outcome;
 use crate::ivr::Urls;
-use crate::outbox::{Action, Dial, OutboxRow, OutboxState};
-use crate::store::Store;
-use crate::twilio_api::{ApiError, CreateCall, TwilioClient};
+use crate::journey::{Command, Event, Policy};
+use crate::outbox::{Lane, OutboxRow, OutboxState};
+use crate::store::{Delivery, Finish, Route, Store, now_ms};
+use crate::twilio_api::{Api, ApiError, CreateCall, TwilioClient};
 
-/// Wakes the dispatcher.
+/// Wakes the dispatcher's lanes.
 #[derive(Clone, Default, Debug)]
-pub struct Notifier(Arc<Notify>);
+pub struct Notifier(Arc<(Notify, Notify)>);
 
 impl Notifier {
     pub fn notify(&self) {
-        self.0.notify_one();
+        self.0.0.notify_one();
+        self.0.1.notify_one();
+    }
+
+    fn of(&self, lane: Lane) -> &Notify {
+        match lane {
+            Lane::Dial => &self.0.0,
+            Lane::Other => &self.0.1,
+        }
     }
 }
 
-/// How many Twilio requests run at once.
-const CONCURRENCY: usize = 32;
-/// The fewest free slots the dispatcher waits for before it claims again
-/// while actions are running, so that one claim (one write) serves several
-/// actions under load instead of one each.
-const MIN_CLAIM: u32 = 8;
-/// An idempotent action is tried this many times before it is marked failed.
-const MAX_ATTEMPTS: i64 = 5;
+/// How many requests of each lane run at once.
+const DIAL_SLOTS: usize = 24;
+const OTHER_SLOTS: usize = 16;
+/// The fewest free slots a lane waits for before it claims again while
+/// commands are running, so that one claim (one write) serves several
+/// commands under load instead of one each.
+const MIN_CLAIM: usize = 4;
+/// An update is sent this many times before it is marked failed (each send
+/// is itself retried briefly by the REST client on 429, 5xx and timeouts).
+pub const MAX_ATTEMPTS: i64 = 5;
+/// The first wait before an update is sent again; it doubles.
+const RETRY_FIRST_MS: i64 = 1_000;
 
 pub struct Dispatcher {
     store: Store,
     twilio: TwilioClient,
     settings: Settings,
+    policy: Policy,
     notifier: Notifier,
 }
 
 impl Dispatcher {
     pub fn new(store: Store, twilio: TwilioClient, settings: Settings, notifier: Notifier) -> Self {
-        Self { store, twilio, settings, notifier }
+        let policy = Policy::from_settings(&settings);
+        Self { store, twilio, settings, policy, notifier }
     }
 
-    /// Runs until `shutdown` resolves, then lets running actions finish.
+    /// Runs until `shutdown` resolves, then lets running commands finish.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        match self.store.recover_actions().await {
+        match self.store.recover_actions(self.policy).await {
             Ok((0, 0)) => {}
             Ok((requeued, unknown)) => tracing::warn!(
                 requeued,
                 unknown,
-                "recovered actions interrupted by a restart; calls whose creation was interrupted are not re-sent"
+                "recovered commands interrupted by a restart; calls whose creation was interrupted are looked up, \
+                 not re-sent"
             ),
-            Err(e) => tracing::error!(error = ?e, "could not recover interrupted actions"),
+            Err(e) => tracing::error!(error = ?e, "could not recover interrupted commands"),
         }
         let this = Arc::new(self);
-        let permits = Arc::new(Semaphore::new(CONCURRENCY));
+        let (stop, stopped) = watch::channel(false);
+        let lanes = [
+            tokio::spawn(this.clone().lane(Lane::Dial, DIAL_SLOTS, stopped.clone())),
+            tokio::spawn(this.clone().lane(Lane::Other, OTHER_SLOTS, stopped)),
+        ];
+        shutdown.await;
+        let _ = stop.send(true);
+        for lane in lanes {
+            if let Err(e) = lane.await {
+                tracing::error!(error = ?e, "a dispatcher lane panicked");
+            }
+        }
+    }
+
+    async fn lane(self: Arc<Self>, lane: Lane, slots: usize, mut stop: watch::Receiver<bool>) {
+        let permits = Arc::new(Semaphore::new(slots));
         let mut running = JoinSet::new();
-        tokio::pin!(shutdown);
+        let min_claim = MIN_CLAIM.min(slots) as u32;
         loop {
             // Take the slots first and claim only as many rows as there are
-            // free slots: every claimed action starts at once, so a dial's
-            // check of the caller's outcome (made for the whole claim below)
-            // comes right before its request, never after a wait for a slot.
-            let first = permits
-                .clone()
-                .acquire_many_owned(MIN_CLAIM.min(CONCURRENCY as u32))
-                .await
-                .expect("semaphore never closed");
-            let mut slots: Vec<_> = std::iter::once(first).collect();
-            let mut free = MIN_CLAIM as usize;
-            while free < CONCURRENCY {
+            // free slots: every claimed command starts at once.
+            let first = tokio::select! {
+                p = permits.clone().acquire_many_owned(min_claim) => p.expect("semaphore never closed"),
+                _ = stop.wait_for(|s| *s) => break,
+            };
+            let mut free = vec![first];
+            let mut count = min_claim as usize;
+            while count < slots {
                 match permits.clone().try_acquire_owned() {
                     Ok(p) => {
-                        slots.push(p);
-                        free += 1;
+                        free.push(p);
+                        count += 1;
                     }
                     Err(_) => break,
                 }
             }
-            let rows = match this.store.claim_actions(free as i64).await {
+            let rows = match self.store.claim(lane, count as i64).await {
                 Ok(rows) => rows,
                 Err(e) => {
                     tracing::error!(error = ?e, "could not read the outbox");
@@ -98,33 +135,28 @@ impl Dispatcher {
                 }
             };
             let idle = rows.is_empty();
-            let settled = this.settled_outcomes(&rows).await;
-            // One slot per action: split the first, many-permit slot into ones.
-            let mut first = slots.remove(0);
-            let mut singles = Vec::with_capacity(free);
+            // One slot per command: split the first, many-permit slot into ones.
+            let mut first = free.remove(0);
+            let mut singles = Vec::with_capacity(count);
             while first.num_permits() > 1 {
                 singles.push(first.split(1).expect("more than one permit left"));
             }
             singles.push(first);
-            singles.extend(slots);
+            singles.extend(free);
             for (row, permit) in rows.into_iter().zip(singles) {
-                let this = this.clone();
-                let (call_sid, task_sid, reservation_sid) = row.action.sids();
+                let this = self.clone();
+                let (call_sid, task_sid, reservation_sid) = row.command.sids();
                 let span = tracing::info_span!(
                     "action",
                     key = %row.key,
                     attempt = row.attempts,
-                    call_sid,
-                    task_sid,
-                    reservation_sid,
+                    call_sid = call_sid.map(|s| s.as_str()),
+                    task_sid = task_sid.map(|s| s.as_str()),
+                    reservation_sid = reservation_sid.map(|s| s.as_str()),
                 );
-                let caller_outcome = match &row.action {
-                    Action::Dial(d) => d.inbound_call_sid.as_ref().and_then(|c| settled.get(c).copied()),
-                    _ => None,
-                };
                 running.spawn(
                     async move {
-                        this.execute(row, caller_outcome).await;
+                        this.execute(row).await;
                         drop(permit);
                     }
                     .instrument(span),
@@ -133,57 +165,77 @@ impl Dispatcher {
             while running.try_join_next().is_some() {}
             if idle {
                 tokio::select! {
-                    _ = this.notifier.0.notified() => {}
+                    _ = self.notifier.of(lane).notified() => {}
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = &mut shutdown => break,
+                    _ = stop.wait_for(|s| *s) => break,
                 }
             }
         }
         while running.join_next().await.is_some() {}
     }
 
-    /// `caller_outcome`: for a dial, its caller's call outcome when final,
-    /// read just before this action started.
-    async fn execute(&self, row: OutboxRow, caller_outcome: Option<Outcome>) {
-        let result = match &row.action {
-            Action::Dial(d) => return self.dial(&row, d, caller_outcome).await,
-            Action::RedirectCaller { call_sid, url } => {
-                let mut p = Params::new();
-                p.push("Url", url).push("Method", "POST");
-                self.twilio.update_call(call_sid, &p).await.map(drop)
-            }
-            Action::HangUpCall { call_sid } => {
+    async fn execute(&self, row: OutboxRow) {
+        let result = match &row.command {
+            Command::Dial { .. } => return self.dial(&row).await,
+            Command::FindDial { .. } => return self.find_dial(&row).await,
+            // Carried out by the store when it is owed; never queued.
+            Command::WithdrawDial { .. } => Ok(()),
+            Command::HangUp { leg, .. } => {
                 // `completed` hangs up a call in any live state. `canceled` would be ignored,
                 // with a 200, once the location has answered (during answering-machine
                 // detection, say), leaving that leg to be bridged to nobody.
                 let mut p = Params::new();
                 p.push("Status", "completed");
-                self.twilio.update_call(call_sid, &p).await.map(drop)
+                self.twilio.update_call(leg.as_str(), &p).await.map(drop)
             }
-            Action::CancelTask { task_sid, reason } => self.task_status(task_sid, "canceled", reason).await,
-            Action::CompleteTask { task_sid, reason } => self.task_status(task_sid, "completed", reason).await,
+            Command::RedirectCaller { call, location, reason, .. } => {
+                let urls = Urls { base: &self.settings.public_url };
+                let url = urls.url(
+                    "/caller-fallback",
+                    &[("location", location.as_deref().unwrap_or("")), ("reason", reason.as_str())],
+                );
+                let mut p = Params::new();
+                p.push("Url", &url).push("Method", "POST");
+                self.twilio.update_call(call.as_str(), &p).await.map(drop)
+            }
+            Command::CancelTask { task, reason, .. } => {
+                self.task_status(task.as_str(), "canceled", &format!("caller's outcome: {reason}")).await
+            }
+            Command::CompleteTask { task, .. } => self.task_status(task.as_str(), "completed", "call ended").await,
         };
         match result {
             Ok(()) => self.finish(&row, OutboxState::Done, None, None).await,
             // The thing we wanted is already true or can no longer be done:
             // a task that is already canceled or completed, a call that has
-            // already ended. Retrying would not change that.
+            // already ended. Sending it again would not change that.
             Err(e) if is_settled(&e) => {
                 tracing::info!(error = %e, "nothing to do: already settled");
                 self.finish(&row, OutboxState::Done, None, Some(&e.to_string())).await
             }
-            Err(e) if row.attempts < MAX_ATTEMPTS => {
-                tracing::warn!(error = %e, "action failed; will retry");
-                let backoff = Duration::from_millis(200 * (1 << row.attempts.min(6)) as u64);
-                tokio::time::sleep(backoff).await;
-                self.finish(&row, OutboxState::Pending, None, Some(&e.to_string())).await;
-                self.notifier.notify();
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "action failed for good");
-                self.finish(&row, OutboxState::Failed, None, Some(&e.to_string())).await
-            }
+            Err(e) => self.failed(&row, &e.to_string()).await,
         }
+    }
+
+    /// A send failed: again later, or for good after [`MAX_ATTEMPTS`].
+    async fn failed(&self, row: &OutboxRow, error: &str) {
+        if row.attempts < MAX_ATTEMPTS {
+            let wait = RETRY_FIRST_MS << (row.attempts - 1).clamp(0, 6);
+            tracing::warn!(error, retry_in_ms = wait, "command failed; will send it again");
+            let finish = Finish {
+                id: row.id,
+                state: OutboxState::Pending,
+                result: None,
+                error: Some(error.to_owned()),
+                not_before_ms: now_ms() + wait,
+            };
+            if let Err(e) = self.store.finish(finish).await {
+                tracing::error!(error = ?e, "could not record a command's result");
+            }
+            return;
+        }
+        tracing::error!(error, attempts = row.attempts, "command failed for good; its journey will owe it again");
+        let event = Event::ActionFailed { command: row.command.clone() };
+        self.report(row, OutboxState::Failed, None, Some(error), event).await;
     }
 
     async fn task_status(&self, task_sid: &str, status: &str, reason: &str) -> Result<(), ApiError> {
@@ -203,125 +255,164 @@ impl Dispatcher {
     }
 
     async fn finish(&self, row: &OutboxRow, state: OutboxState, result: Option<&str>, error: Option<&str>) {
-        if let Err(e) = self.store.finish_action(row.id, state, result, error).await {
-            tracing::error!(error = ?e, "could not record an action's result");
+        let finish = Finish {
+            id: row.id,
+            state,
+            result: result.map(str::to_owned),
+            error: error.map(str::to_owned),
+            not_before_ms: 0,
+        };
+        if let Err(e) = self.store.finish(finish).await {
+            tracing::error!(error = ?e, "could not record a command's result");
         }
     }
 
-    /// Places the outbound call. A timeout leaves it `unknown`: Twilio may
-    /// have placed the call, and a second request could ring the location
-    /// twice for one reservation. TaskRouter's reservation timeout then
-    /// bounds the caller's wait.
-    async fn dial(&self, row: &OutboxRow, d: &Dial, caller_outcome: Option<Outcome>) {
-        // A caller who hung up (or was sent to voicemail) while this dial waited in the outbox
-        // must not have the location rung for nobody.
-        if let Some(settled) = caller_outcome {
-            tracing::info!(outcome = %settled, "the caller's call is already settled; not dialling");
-            self.finish(row, OutboxState::Done, None, Some(&format!("skipped: call already {settled}"))).await;
-            return;
+    /// Records the row's end and tells its journey, in one write.
+    async fn report(
+        &self,
+        row: &OutboxRow,
+        state: OutboxState,
+        result: Option<&str>,
+        error: Option<&str>,
+        event: Event,
+    ) {
+        let finish = Finish {
+            id: row.id,
+            state,
+            result: result.map(str::to_owned),
+            error: error.map(str::to_owned),
+            not_before_ms: 0,
+        };
+        let Some(journey) = row.journey_id else {
+            return self.finish(row, state, result, error).await;
+        };
+        let mut d = Delivery::new(Route::Id(journey), vec![event], self.policy);
+        d.finish = Some(finish);
+        match self.store.deliver(d).await {
+            Ok(done) if done.queued > 0 => self.notifier.notify(),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = ?e, "could not record a command's result"),
         }
+    }
+
+    /// Places the location's leg for one attempt of a reservation.
+    async fn dial(&self, row: &OutboxRow) {
+        let Command::Dial { reservation, task, attempt, caller, target } = &row.command else {
+            return;
+        };
         let urls = Urls { base: &self.settings.public_url };
+        let attempt_s = attempt.to_string();
         let mut query: Vec<(&str, &str)> = vec![
-            ("reservationSid", &d.reservation_sid),
-            ("taskSid", &d.task_sid),
-            ("location", &d.location),
-            ("from", d.from.as_str()),
+            ("reservationSid", reservation.as_str()),
+            ("taskSid", task.as_str()),
+            ("attempt", &attempt_s),
+            ("location", &target.location),
+            ("from", target.from.as_str()),
         ];
-        if let Some(c) = &d.inbound_call_sid {
-            query.push(("callSid", c));
+        if let Some(c) = caller {
+            query.push(("callSid", c.as_str()));
         }
         let dialing = &self.settings.dialing;
         let req = CreateCall {
-            to: d.to.clone(),
-            from: d.from.clone(),
+            to: target.to.clone(),
+            from: target.from.clone(),
             url: urls.url("/dial-queue", &query),
             status_callback: urls.url("/status-callback", &query),
             timeout_secs: dialing.ring_timeout_secs,
             machine_detection_speech_threshold_ms: dialing.machine_detection_speech_threshold_ms,
             machine_detection_timeout_secs: dialing.machine_detection_timeout_secs,
-            call_token: d.call_token.clone(),
+            call_token: target.call_token.clone(),
         };
+        let (reservation, attempt) = (reservation.clone(), *attempt);
         match self.twilio.create_call(&req).await {
             Ok(call) => {
-                tracing::info!(outbound_call_sid = %call.sid, to = %d.to, "dialled the location");
-                // Link the legs now rather than at the first status callback, so that a caller
-                // who hangs up in the meantime still has the location's phone stopped. The same
-                // write reads the caller's outcome back.
-                let now = match self.store.finish_dial(row.id, call.sid.as_str(), d.inbound_call_sid.as_deref()).await {
-                    Ok(outcome) => outcome,
-                    Err(e) => {
-                        tracing::error!(error = ?e, "could not record the dial and link the outbound call");
-                        None
-                    }
-                };
-                // The caller may have left while the request was in flight: stop the ringing.
-                if let Some(settled) = now.filter(|o| o.is_final()) {
-                    tracing::info!(outcome = %settled, "the caller left while the location was dialled; hanging up");
-                    let hang_up = Action::HangUpCall { call_sid: call.sid.as_str().to_owned() };
-                    match self.store.enqueue_action(&hang_up).await {
-                        Ok(_) => self.notifier.notify(),
-                        Err(e) => tracing::error!(error = ?e, "could not queue the hang-up"),
-                    }
-                }
+                tracing::info!(outbound_call_sid = %call.sid, to = %target.to, attempt, "dialled the location");
+                let event = Event::DialPlaced { reservation, attempt, leg: call.sid.clone() };
+                self.report(row, OutboxState::Done, Some(call.sid.as_str()), None, event).await;
             }
-            Err(e @ ApiError::Timeout { .. }) => {
-                tracing::error!(error = %e, "dial outcome unknown; not re-sending");
-                self.finish(row, OutboxState::Unknown, None, Some(&e.to_string())).await;
+            // Twilio refused: no call exists. The journey dials again or gives up.
+            Err(e) if e.status().is_some_and(|s| (400..500).contains(&s)) => {
+                tracing::error!(error = %e, attempt, "Twilio refused the dial");
+                let event = Event::DialFailed { reservation, attempt };
+                self.report(row, OutboxState::Failed, None, Some(&e.to_string()), event).await;
             }
+            // A 5xx, a timeout, a reset: the call may exist. Never re-sent.
             Err(e) => {
-                // Twilio refused the call (bad number, unverified From …) or
-                // could not be reached: the caller gets voicemail now rather
-                // than holding until the reservation times out.
-                tracing::error!(error = %e, "could not dial the location");
-                self.finish(row, OutboxState::Failed, None, Some(&e.to_string())).await;
-                if let Some(inbound) = &d.inbound_call_sid {
-                    let url = urls.url(
-                        "/caller-fallback",
-                        &[("location", d.location.as_str()), ("reason", Outcome::DialFailed.as_str())],
-                    );
-                    let actions = [
-                        Action::RedirectCaller { call_sid: inbound.clone(), url },
-                        Action::CancelTask {
-                            task_sid: d.task_sid.clone(),
-                            reason: "could not dial the location".into(),
-                        },
-                    ];
-                    match self.store.settle_with_actions(inbound, Outcome::DialFailed, &actions).await {
-                        Ok(true) => self.notifier.notify(),
-                        Ok(false) => {}
-                        Err(e) => tracing::error!(error = ?e, "could not queue the caller's fallback"),
-                    }
-                }
+                tracing::error!(error = %e, attempt, "dial outcome unknown; it will be looked up, not re-sent");
+                let event = Event::DialUnknown { reservation, attempt };
+                self.report(row, OutboxState::Unknown, None, Some(&e.to_string()), event).await;
             }
         }
     }
-}
 
-impl Dispatcher {
-    /// The final outcomes of the callers' calls of the claimed dials, in one
-    /// read: before a dial, a final outcome means the caller is gone or was
-    /// sent elsewhere.
-    async fn settled_outcomes(&self, rows: &[OutboxRow]) -> HashMap<String, Outcome> {
-        let callers: Vec<&str> = rows
-            .iter()
-            .filter_map(|r| match &r.action {
-                Action::Dial(d) => d.inbound_call_sid.as_deref(),
-                _ => None,
-            })
-            .collect();
-        if callers.is_empty() {
-            return HashMap::new();
-        }
-        match self.store.outcomes(&callers).await {
-            Ok(mut outcomes) => {
-                outcomes.retain(|_, o| o.is_final());
-                outcomes
+    /// Looks up whether a dial in doubt created a call: a Calls list by `To`
+    /// since the attempt's day, newest first, for an outbound call created at
+    /// or after the attempt that no journey knows as its leg.
+    async fn find_dial(&self, row: &OutboxRow) {
+        let Command::FindDial { reservation, attempt, to, placed_after_ms, .. } = &row.command else {
+            return;
+        };
+        match self.look_up(to.as_str(), *placed_after_ms).await {
+            Ok(found) => {
+                let event = match found {
+                    Some((leg, status)) => {
+                        tracing::info!(leg = %leg, ?status, "found the call of a dial in doubt");
+                        Event::LegSeen { reservation: reservation.clone(), attempt: Some(*attempt), leg, status }
+                    }
+                    None => {
+                        tracing::info!("a dial in doubt made no call");
+                        Event::DialAbsent { reservation: reservation.clone(), attempt: *attempt }
+                    }
+                };
+                self.report(row, OutboxState::Done, None, None, event).await;
             }
-            Err(e) => {
-                tracing::error!(error = ?e, "could not read the callers' calls; dialling anyway");
-                HashMap::new()
-            }
+            Err(e) => self.failed(row, &format!("{e:#}")).await,
         }
+    }
+
+    async fn look_up(
+        &self,
+        to: &str,
+        placed_after_ms: i64,
+    ) -> anyhow::Result<Option<(twilio::sid::CallSid, crate::journey::CallStatus)>> {
+        // Twilio's date_created has second resolution: allow a second of skew.
+        let since = placed_after_ms - 1_000;
+        let day = jiff::Timestamp::from_millisecond(since)?.strftime("%Y-%m-%d").to_string();
+        // A call still `queued` has no StartTime yet, so the time filter would
+        // miss it: list those by status too.
+        let mut calls = Vec::new();
+        for filter in [("StartTime>", day.as_str()), ("Status", "queued")] {
+            let mut p = Params::new();
+            p.push("To", to).push(filter.0, filter.1).push("PageSize", "50");
+            let path = format!("{}?{}", self.twilio.account_path("Calls.json"), p.encode());
+            calls.extend(self.twilio.list(Api::Core, &path, "calls").await?);
+        }
+        let mut candidates = Vec::new();
+        for c in &calls {
+            let field = |k: &str| c.get(k).and_then(|v| v.as_str());
+            if field("direction") != Some("outbound-api") {
+                continue;
+            }
+            let (Some(sid), Some(status), Some(created)) = (field("sid"), field("status"), field("date_created"))
+            else {
+                continue;
+            };
+            let created = jiff::fmt::rfc2822::parse(created).map(|z| z.timestamp().as_millisecond()).unwrap_or(0);
+            if created < since {
+                continue;
+            }
+            let (Ok(sid), Some(status)) = (sid.parse(), crate::journey::CallStatus::parse(status)) else {
+                continue;
+            };
+            candidates.push((created, sid, status));
+        }
+        let sids: Vec<String> =
+            candidates.iter().map(|(_, s, _): &(i64, twilio::sid::CallSid, _)| s.to_string()).collect();
+        let known: HashSet<String> = self.store.known_sids(&sids).await?;
+        candidates.retain(|(_, s, _)| !known.contains(s.as_str()));
+        candidates.sort_by_key(|(created, sid, _)| (*created, sid.to_string()));
+        candidates.dedup_by(|a, b| a.1 == b.1);
+        Ok(candidates.into_iter().next().map(|(_, sid, status)| (sid, status)))
     }
 }
 

@@ -164,6 +164,16 @@ impl Default for Journey {
     }
 }
 
+/// See [`Journey::summary`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Summary<'a> {
+    pub location: Option<&'a str>,
+    pub task: Option<&'a TaskSid>,
+    pub reservation: Option<&'a ReservationSid>,
+    pub leg: Option<&'a CallSid>,
+    pub answered_by: Option<AnsweredBy>,
+}
+
 /// What we owe Twilio (or the reconciler). The store turns each into an
 /// outbox row keyed by [`Command::key`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -218,6 +228,33 @@ pub enum Command {
 }
 
 impl Command {
+    /// The outbox's `kind` column; dials have their own dispatcher lane.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::Dial { .. } => "dial",
+            Command::WithdrawDial { .. } => "withdraw_dial",
+            Command::FindDial { .. } => "find_dial",
+            Command::HangUp { .. } => "hang_up",
+            Command::RedirectCaller { .. } => "redirect_caller",
+            Command::CancelTask { .. } => "cancel_task",
+            Command::CompleteTask { .. } => "complete_task",
+        }
+    }
+
+    /// The SIDs it is about, for log spans: (call, task, reservation). The
+    /// call is the caller's leg where known, else the leg it acts on.
+    pub fn sids(&self) -> (Option<&CallSid>, Option<&TaskSid>, Option<&ReservationSid>) {
+        match self {
+            Command::Dial { reservation, task, caller, .. } => (caller.as_ref(), Some(task), Some(reservation)),
+            Command::WithdrawDial { reservation, .. } | Command::FindDial { reservation, .. } => {
+                (None, None, Some(reservation))
+            }
+            Command::HangUp { leg, .. } => (Some(leg), None, None),
+            Command::RedirectCaller { call, .. } => (Some(call), None, None),
+            Command::CancelTask { task, .. } | Command::CompleteTask { task, .. } => (None, Some(task), None),
+        }
+    }
+
     /// The outbox's dedupe key. First rounds keep the keys the handlers use
     /// today (`dial:WR…`, `hang-up:CA…`), so both can share one outbox.
     pub fn key(&self) -> String {
@@ -225,7 +262,7 @@ impl Command {
             if round <= 1 { base } else { format!("{base}#{round}") }
         }
         match self {
-            Command::Dial { reservation, attempt, .. } => keyed(format!("dial:{reservation}"), *attempt),
+            Command::Dial { reservation, attempt, .. } => dial_key(reservation, *attempt),
             Command::WithdrawDial { reservation, attempt } => format!("withdraw:{reservation}#{attempt}"),
             Command::FindDial { reservation, attempt, lookup, .. } => {
                 format!("find-dial:{reservation}#{attempt}.{lookup}")
@@ -236,6 +273,12 @@ impl Command {
             Command::CompleteTask { task, round } => keyed(format!("complete-task:{task}"), *round),
         }
     }
+}
+
+/// The outbox key of a reservation's dial attempt (what a
+/// [`Command::WithdrawDial`] withdraws).
+pub fn dial_key(reservation: &ReservationSid, attempt: u32) -> String {
+    if attempt <= 1 { format!("dial:{reservation}") } else { format!("dial:{reservation}#{attempt}") }
 }
 
 /// The TwiML decision for a webhook that needs one; handlers only render it.
@@ -297,6 +340,37 @@ impl Journey {
 
     pub fn task_sid(&self) -> Option<&TaskSid> {
         self.task.as_ref().map(|t| &t.sid)
+    }
+
+    /// What the `calls` table shows of this journey: its location, task,
+    /// latest reservation, latest location leg and how that leg was answered.
+    pub fn summary(&self) -> Summary<'_> {
+        let leg = self.reservations.iter().rev().find_map(|r| r.legs.last());
+        Summary {
+            location: self.location.as_deref(),
+            task: self.task.as_ref().map(|t| &t.sid),
+            reservation: self.reservations.last().map(|r| &r.sid),
+            leg: leg.map(|l| &l.sid),
+            answered_by: leg.and_then(|l| l.answered_by),
+        }
+    }
+
+    /// The leg of reservation `i` we still want, if any: the leg of its
+    /// latest attempt. When the journey has dialled nothing at all (the Node
+    /// version placed the leg before a cut-over, or our record of the dial is
+    /// gone), the latest leg heard of, of the latest reservation that has one;
+    /// any other leg is a stray.
+    pub(crate) fn current_leg(&self, i: usize) -> Option<&CallSid> {
+        let r = &self.reservations[i];
+        if !r.attempts.is_empty() {
+            return r.placed_leg();
+        }
+        let dialled = self.reservations.iter().any(|r| !r.attempts.is_empty());
+        let latest = self.reservations.iter().rposition(|r| !r.legs.is_empty());
+        if dialled || latest != Some(i) {
+            return None;
+        }
+        r.legs.last().map(|l| &l.sid)
     }
 
     /// Every SID that routes an event to this journey: the caller's, the task's,

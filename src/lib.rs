@@ -32,4 +32,5 @@ pub mod outbox;
 pub mod provision;
 pub mod store;
 pub mod telemetry;
+pub mod timers;
 pub mod twilio_api;

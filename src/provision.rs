@@ -68,14 +68,18 @@ pub const ACTIVITIES: [(&str, bool); 3] = [("Available", true), ("Offline", fals
 pub const AVAILABLE: &str = "Available";
 /// Exactly the workspace events `/tr-event-handler` acts on (see
 /// `http::events`); anything else would be stored and ignored.
-pub const EVENTS: [&str; 7] = [
+pub const EVENTS: [&str; 11] = [
     "reservation.created",
+    "reservation.accepted",
+    "reservation.rejected",
+    "reservation.timeout",
+    "reservation.canceled",
+    "reservation.rescinded",
     "reservation.wrapup",
+    "reservation.completed",
     "task.wrapup",
     "task.canceled",
-    "reservation.canceled",
-    "reservation.timeout",
-    "reservation.rescinded",
+    "task.completed",
 ];
 /// Seconds added to ring time plus answering-machine detection time, for
 /// the dispatcher's latency and Twilio's call set-up.

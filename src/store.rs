@@ -1,16 +1,21 @@
-//! Persistence: locations, call records, raw events and the outbox.
+//! Persistence: locations, journeys (and the `calls` rows that show them),
+//! raw events and the outbox.
 //!
 //! Queries are plain SQL over sqlx's `Any` driver with `$N` placeholders and
 //! only integer and text columns, so the same code runs on SQLite (the
 //! embedded default) and, later, PostgreSQL. SQLite runs in WAL mode with
 //! `synchronous=NORMAL`: a committed row survives a crash of this process.
 
-use std::collections::HashMap;
+mod journeys;
+
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use journeys::{Audit, Delivered, Delivery, Finish, NewCall, Route};
+
 use crate::domain::{Location, LocationSpec, Outcome};
-use crate::outbox::{Action, OutboxRow, OutboxState};
+use crate::journey::{Command, Event, Policy};
+use crate::outbox::{Lane, OutboxRow, OutboxState};
 use anyhow::Context as _;
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -255,33 +260,48 @@ impl Store {
         rows.iter().map(|r| Ok((r.try_get("kind")?, r.try_get("key")?, r.try_get("sid")?))).collect()
     }
 
-    // -- calls and events ---------------------------------------------------
+    // -- journeys, calls and events ------------------------------------------
 
-    /// Records a new inbound call; a repeated webhook for the same call is a no-op.
-    pub async fn record_inbound_call(&self, call_sid: &str, from: &str, to: &str) -> anyhow::Result<()> {
-        let now = now_ms();
-        sqlx::query(
-            "INSERT INTO calls (call_sid, from_number, to_number, outcome, created_at_ms, updated_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (call_sid) DO NOTHING",
-        )
-        .bind(call_sid)
-        .bind(from)
-        .bind(to)
-        .bind(Outcome::Pending.as_str())
-        .bind(now)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+    /// Delivers events to their journey and writes what it owes, with
+    /// whatever else is queued for the writer (group commit); answered after
+    /// the COMMIT. See [`journeys`].
+    pub async fn deliver(&self, delivery: Delivery) -> anyhow::Result<Delivered> {
+        self.batched(|reply| batch::Op::Deliver(Box::new(delivery), reply)).await
     }
 
-    pub async fn set_call_location(&self, call_sid: &str, location: &str) -> anyhow::Result<()> {
-        sqlx::query("UPDATE calls SET location = $2, updated_at_ms = $3 WHERE call_sid = $1")
-            .bind(call_sid)
-            .bind(location)
-            .bind(now_ms())
-            .execute(&self.writer)
-            .await?;
-        Ok(())
+    /// Journeys whose wake-up time has come.
+    pub async fn due_journeys(&self, now_ms: i64, limit: i64) -> anyhow::Result<Vec<i64>> {
+        journeys::due(&self.pool, now_ms, limit).await
+    }
+
+    /// How many journeys owe a command the dispatcher gave up on.
+    pub async fn degraded_journeys(&self) -> anyhow::Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM journeys WHERE degraded = 1").fetch_one(&self.pool).await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Which of these SIDs some journey is known by.
+    pub async fn known_sids(&self, sids: &[String]) -> anyhow::Result<std::collections::HashSet<String>> {
+        let mut known = std::collections::HashSet::new();
+        for sid in sids {
+            let row =
+                sqlx::query("SELECT sid FROM journey_keys WHERE sid = $1").bind(sid).fetch_optional(&self.pool).await?;
+            if row.is_some() {
+                known.insert(sid.clone());
+            }
+        }
+        Ok(known)
+    }
+
+    /// A journey's state, as JSON (for inspection and tests).
+    pub async fn journey_json(&self, sid: &str) -> anyhow::Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT j.state_json FROM journeys j JOIN journey_keys k ON k.journey_id = j.id WHERE k.sid = $1",
+        )
+        .bind(sid)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok(r.try_get("state_json")?)).transpose()
     }
 
     pub async fn set_recording(&self, call_sid: &str, url: &str) -> anyhow::Result<()> {
@@ -294,211 +314,16 @@ impl Store {
         Ok(())
     }
 
-    /// Sets a call's outcome unless it already has a final one: the first
-    /// defined outcome wins, so a late or repeated event cannot rewrite it.
-    /// Returns whether this call set it.
-    pub async fn settle_outcome(&self, call_sid: &str, outcome: Outcome) -> anyhow::Result<bool> {
-        let done =
-            sqlx::query("UPDATE calls SET outcome = $2, updated_at_ms = $3 WHERE call_sid = $1 AND outcome = $4")
-                .bind(call_sid)
-                .bind(outcome.as_str())
-                .bind(now_ms())
-                .bind(Outcome::Pending.as_str())
-                .execute(&self.writer)
-                .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    /// Settles the outcome and queues the actions it needs in one
-    /// transaction, so that a crash cannot leave one without the other.
-    /// Returns false (and queues nothing) when the outcome was already set.
-    pub async fn settle_with_actions(
-        &self,
-        call_sid: &str,
-        outcome: Outcome,
-        actions: &[Action],
-    ) -> anyhow::Result<bool> {
-        let now = now_ms();
-        let mut tx = self.writer.begin().await?;
-        if !settle_in(&mut tx, call_sid, outcome, now).await? {
-            return Ok(false);
-        }
-        for a in actions {
-            insert_action(&mut tx, a, now).await?;
-        }
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    /// Settles the outcome of a caller's call that will not reach the location (the caller hung
-    /// up, waited too long, or left the queue), queues `actions`, and, in the same transaction,
-    /// a hang-up of the location's leg when one is linked and has not ended. Reading the link
-    /// inside the transaction closes the race with a dial that is being recorded right now:
-    /// writes are serialised, so either this sees the link, or the dial's own write sees this
-    /// outcome and hangs up (see `finish_dial`). Returns false when the call was settled before.
-    pub async fn settle_and_stop_location(
-        &self,
-        call_sid: &str,
-        outcome: Outcome,
-        actions: &[Action],
-    ) -> anyhow::Result<bool> {
-        let now = now_ms();
-        let mut tx = self.writer.begin().await?;
-        if !settle_in(&mut tx, call_sid, outcome, now).await? {
-            return Ok(false);
-        }
-        let outbound: Option<String> = sqlx::query("SELECT outbound_call_sid FROM calls WHERE call_sid = $1")
-            .bind(call_sid)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|r| r.try_get("outbound_call_sid"))
-            .transpose()?
-            .flatten();
-        if let Some(outbound) = outbound
-            && !leg_ended(&mut tx, &outbound).await?
-        {
-            insert_action(&mut tx, &Action::HangUpCall { call_sid: outbound }, now).await?;
-        }
-        for a in actions {
-            insert_action(&mut tx, a, now).await?;
-        }
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    /// TaskRouter took a reservation back (timeout, cancel, rescind): a dial for it that has
-    /// not gone out yet never will, and a call placed for it that has not ended is hung up.
-    /// Only this reservation's own call is touched, never a later one for the same caller.
-    /// Returns whether a hang-up was queued.
-    pub async fn end_reservation(&self, reservation_sid: &str) -> anyhow::Result<bool> {
-        let now = now_ms();
-        let key = format!("dial:{reservation_sid}");
-        let mut tx = self.writer.begin().await?;
-        sqlx::query(
-            "UPDATE outbox SET state = $2, last_error = $3, updated_at_ms = $4 WHERE dedupe_key = $1 AND state = $5",
-        )
-        .bind(&key)
-        .bind(OutboxState::Done.as_str())
-        .bind("skipped: the reservation ended before the dial went out")
-        .bind(now)
-        .bind(OutboxState::Pending.as_str())
-        .execute(&mut *tx)
-        .await?;
-        let placed: Option<String> = sqlx::query("SELECT result FROM outbox WHERE dedupe_key = $1 AND state = $2")
-            .bind(&key)
-            .bind(OutboxState::Done.as_str())
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|r| r.try_get("result"))
-            .transpose()?
-            .flatten();
-        let mut queued = false;
-        if let Some(call) = placed
-            && !leg_ended(&mut tx, &call).await?
-        {
-            queued = insert_action(&mut tx, &Action::HangUpCall { call_sid: call }, now).await?;
-        }
-        tx.commit().await?;
-        Ok(queued)
-    }
-
-    /// The heart of `reservation.created`: audit the event, link the call
-    /// to its task and reservation, and queue the dial, all in one
-    /// transaction. Returns false when this reservation was seen before, in
-    /// which case nothing is queued (no location is dialled twice for one
-    /// reservation). Written with whatever else is queued (group commit);
-    /// answered after the COMMIT.
-    pub async fn record_reservation(
-        &self,
-        payload: &str,
-        inbound_call_sid: Option<&str>,
-        task_sid: &str,
-        reservation_sid: &str,
-        dial: &Action,
-    ) -> anyhow::Result<bool> {
-        let r = batch::Reservation {
-            payload: payload.to_owned(),
-            inbound_call_sid: inbound_call_sid.map(str::to_owned),
-            task_sid: task_sid.to_owned(),
-            reservation_sid: reservation_sid.to_owned(),
-            dedupe_key: dial.dedupe_key(),
-            kind: dial.kind(),
-            action_json: serde_json::to_string(dial)?,
-            received_at_ms: now_ms(),
-        };
-        self.batched(|reply| batch::Op::Reservation(r, reply)).await
-    }
-
-    /// Audits an event and queues actions, in one transaction.
-    pub async fn record_event_with_actions(
-        &self,
-        source: &str,
-        event_type: &str,
-        resource_sid: Option<&str>,
-        payload: &str,
-        actions: &[Action],
-    ) -> anyhow::Result<()> {
-        let now = now_ms();
-        let mut tx = self.writer.begin().await?;
-        insert_event(&mut tx, source, event_type, resource_sid, payload, now).await?;
-        for a in actions {
-            insert_action(&mut tx, a, now).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
+    /// Keeps a webhook that concerns no journey, for audit.
     pub async fn record_event(
         &self,
-        source: &str,
+        source: &'static str,
         event_type: &str,
         resource_sid: Option<&str>,
         payload: &str,
     ) -> anyhow::Result<()> {
-        self.record_event_with_actions(source, event_type, resource_sid, payload, &[]).await
-    }
-
-    /// Remembers which outbound leg rings the location for an inbound call.
-    pub async fn link_outbound_call(&self, inbound_call_sid: &str, outbound_call_sid: &str) -> anyhow::Result<()> {
-        sqlx::query("UPDATE calls SET outbound_call_sid = $2, updated_at_ms = $3 WHERE call_sid = $1")
-            .bind(inbound_call_sid)
-            .bind(outbound_call_sid)
-            .bind(now_ms())
-            .execute(&self.writer)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn record_status(&self, s: &StatusRecord) -> anyhow::Result<()> {
-        let now = now_ms();
         let mut tx = self.writer.begin().await?;
-        sqlx::query(
-            "INSERT INTO call_statuses (call_sid, inbound_call_sid, status, sequence_number, call_duration,
-                 answered_by, sip_response_code, received_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&s.call_sid)
-        .bind(&s.inbound_call_sid)
-        .bind(&s.status)
-        .bind(s.sequence_number)
-        .bind(s.call_duration)
-        .bind(&s.answered_by)
-        .bind(s.sip_response_code)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if let Some(inbound) = &s.inbound_call_sid {
-            sqlx::query(
-                "UPDATE calls SET outbound_call_sid = $2, answered_by = COALESCE($3, answered_by), updated_at_ms = $4
-                 WHERE call_sid = $1",
-            )
-            .bind(inbound)
-            .bind(&s.call_sid)
-            .bind(&s.answered_by)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_event(&mut tx, source, event_type, resource_sid, payload, now_ms()).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -531,12 +356,6 @@ impl Store {
         row.map(|r| call_record(&r)).transpose()
     }
 
-    /// The inbound call whose task is `task_sid`.
-    pub async fn call_by_task(&self, task_sid: &str) -> anyhow::Result<Option<CallRecord>> {
-        let row = sqlx::query(select_calls!("WHERE task_sid = $1")).bind(task_sid).fetch_optional(&self.pool).await?;
-        row.map(|r| call_record(&r)).transpose()
-    }
-
     pub async fn calls(&self) -> anyhow::Result<Vec<CallRecord>> {
         let rows = sqlx::query(select_calls!("ORDER BY created_at_ms, call_sid")).fetch_all(&self.pool).await?;
         rows.iter().map(call_record).collect()
@@ -552,108 +371,68 @@ impl Store {
 
     // -- outbox ---------------------------------------------------------------
 
-    /// Queues one action; false when an action with its key exists already.
-    pub async fn enqueue_action(&self, action: &Action) -> anyhow::Result<bool> {
+    /// Queues one command outside any journey (tests, tools); false when one
+    /// with its key exists already.
+    pub async fn enqueue_command(&self, command: &Command) -> anyhow::Result<bool> {
         let mut tx = self.writer.begin().await?;
-        let inserted = insert_action(&mut tx, action, now_ms()).await?;
+        let inserted = journeys::insert_command(&mut tx, command, None, now_ms()).await?;
         tx.commit().await?;
         Ok(inserted)
     }
 
-    /// Claims up to `limit` pending actions by marking them `sending`, in
-    /// one statement; oldest first. Rows written by the same batch can be
-    /// claimed by it; they are handed out only after its COMMIT.
-    pub async fn claim_actions(&self, limit: i64) -> anyhow::Result<Vec<OutboxRow>> {
-        // Through the batcher: the claim shares a transaction (one commit)
-        // with the webhooks' and results' writes queued beside it.
-        self.batched(|reply| batch::Op::Claim(limit, reply)).await
+    /// Claims up to `limit` pending commands of `lane` whose time has come,
+    /// marking them `sending`, oldest first. Through the batcher: the claim
+    /// shares a transaction (one commit) with the writes queued beside it,
+    /// and sees the commands they queued.
+    pub async fn claim(&self, lane: Lane, limit: i64) -> anyhow::Result<Vec<OutboxRow>> {
+        self.batched(|reply| batch::Op::Claim(lane, limit, reply)).await
     }
 
-    /// Records how an action ended (batched with other writes).
-    pub async fn finish_action(
-        &self,
-        id: i64,
-        state: OutboxState,
-        result: Option<&str>,
-        error: Option<&str>,
-    ) -> anyhow::Result<()> {
-        let f =
-            batch::Finish { id, state, result: result.map(str::to_owned), error: error.map(str::to_owned), link: None };
-        self.batched(|reply| batch::Op::Finish(f, reply)).await.map(drop)
+    /// Records how a command ended, or when to send it again (batched).
+    pub async fn finish(&self, finish: Finish) -> anyhow::Result<()> {
+        self.batched(|reply| batch::Op::Finish(finish, reply)).await
     }
 
-    /// Records a placed dial: its outbox row done with the new leg's SID,
-    /// and the caller's call linked to that leg, in one transaction. Returns
-    /// the caller's outcome as it stood then (None without a caller's call),
-    /// so that a leg placed while the caller left can be hung up.
-    pub async fn finish_dial(
-        &self,
-        id: i64,
-        outbound_call_sid: &str,
-        inbound_call_sid: Option<&str>,
-    ) -> anyhow::Result<Option<Outcome>> {
-        let f = batch::Finish {
-            id,
-            state: OutboxState::Done,
-            result: Some(outbound_call_sid.to_owned()),
-            error: None,
-            link: inbound_call_sid.map(|i| (i.to_owned(), outbound_call_sid.to_owned())),
-        };
-        self.batched(|reply| batch::Op::Finish(f, reply)).await
-    }
-
-    /// The outcomes of the given calls that exist, in one query per
-    /// [`batch::MAX_BATCH`] SIDs.
-    pub async fn outcomes(&self, call_sids: &[&str]) -> anyhow::Result<HashMap<String, Outcome>> {
-        let mut out = HashMap::new();
-        for chunk in call_sids.chunks(batch::MAX_BATCH) {
-            let mut sql = String::from("SELECT call_sid, outcome FROM calls WHERE call_sid IN (");
-            for i in 1..=chunk.len() {
-                // Placeholders only; the SIDs are bound.
-                sql.push_str(if i == 1 { "$" } else { ", $" });
-                sql.push_str(&i.to_string());
-            }
-            sql.push(')');
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for sid in chunk {
-                q = q.bind(*sid);
-            }
-            for r in q.fetch_all(&self.pool).await? {
-                let outcome: String = r.try_get("outcome")?;
-                let outcome =
-                    Outcome::parse(&outcome).with_context(|| format!("unknown outcome {outcome:?} in calls"))?;
-                out.insert(r.try_get("call_sid")?, outcome);
-            }
-        }
-        Ok(out)
-    }
-
-    /// After a crash: actions that were being sent are either safe to send
-    /// again (they are idempotent updates) or not (creating a call). The
-    /// first go back to pending; the second are marked `unknown` and are
-    /// never re-sent blindly. Returns (requeued, unknown).
-    pub async fn recover_actions(&self) -> anyhow::Result<(u64, u64)> {
-        let rows = sqlx::query("SELECT id, payload FROM outbox WHERE state = $1")
+    /// After a crash: commands that were being sent are either safe to send
+    /// again (updates are idempotent) or not (creating a call). The first go
+    /// back to pending; the second are marked `unknown` and their journey
+    /// hears `DialUnknown`, so it looks the call up instead of re-sending it.
+    /// Returns (requeued, unknown).
+    pub async fn recover_actions(&self, policy: Policy) -> anyhow::Result<(u64, u64)> {
+        let rows = sqlx::query("SELECT id, payload, journey_id FROM outbox WHERE state = $1")
             .bind(OutboxState::Sending.as_str())
             .fetch_all(&self.pool)
             .await?;
         let (mut requeued, mut unknown) = (0, 0);
         for r in rows {
             let id: i64 = r.try_get("id")?;
-            let action: Action = serde_json::from_str(&r.try_get::<String, _>("payload")?)?;
-            let state = if action.is_idempotent() {
-                requeued += 1;
-                OutboxState::Pending
-            } else {
-                unknown += 1;
-                OutboxState::Unknown
-            };
-            self.finish_action(id, state, None, Some("interrupted by a restart")).await?;
+            let journey: Option<i64> = r.try_get("journey_id")?;
+            let command: Command = serde_json::from_str(&r.try_get::<String, _>("payload")?)
+                .with_context(|| format!("outbox row {id} payload"))?;
+            let error = Some("interrupted by a restart".to_owned());
+            let finish = |state| Finish { id, state, result: None, error: error.clone(), not_before_ms: 0 };
+            match (&command, journey) {
+                (Command::Dial { reservation, attempt, .. }, Some(journey)) => {
+                    unknown += 1;
+                    let event = Event::DialUnknown { reservation: reservation.clone(), attempt: *attempt };
+                    let mut d = Delivery::new(Route::Id(journey), vec![event], policy);
+                    d.finish = Some(finish(OutboxState::Unknown));
+                    self.deliver(d).await?;
+                }
+                (Command::Dial { .. }, None) => {
+                    unknown += 1;
+                    self.finish(finish(OutboxState::Unknown)).await?;
+                }
+                _ => {
+                    requeued += 1;
+                    self.finish(finish(OutboxState::Pending)).await?;
+                }
+            }
         }
         Ok((requeued, unknown))
     }
 
-    /// Every action with its state (for tests and inspection).
+    /// Every command with its state (for tests and inspection).
     pub async fn actions(&self) -> anyhow::Result<Vec<(String, OutboxState, Option<String>)>> {
         let rows =
             sqlx::query("SELECT dedupe_key, state, last_error FROM outbox ORDER BY id").fetch_all(&self.pool).await?;
@@ -728,48 +507,23 @@ async fn insert_event(
     Ok(())
 }
 
-/// Sets a call's outcome unless it already has a final one (the first wins).
-async fn settle_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    call_sid: &str,
-    outcome: Outcome,
-    now: i64,
-) -> anyhow::Result<bool> {
-    let done = sqlx::query("UPDATE calls SET outcome = $2, updated_at_ms = $3 WHERE call_sid = $1 AND outcome = $4")
-        .bind(call_sid)
-        .bind(outcome.as_str())
-        .bind(now)
-        .bind(Outcome::Pending.as_str())
-        .execute(&mut **tx)
-        .await?;
-    Ok(done.rows_affected() > 0)
-}
-
-/// Whether a leg's status callbacks already reported a final status.
-async fn leg_ended(tx: &mut sqlx::Transaction<'_, sqlx::Any>, call_sid: &str) -> anyhow::Result<bool> {
-    let row = sqlx::query(
-        "SELECT 1 AS ended FROM call_statuses WHERE call_sid = $1 \
-         AND status IN ('completed', 'busy', 'failed', 'no-answer', 'canceled') LIMIT 1",
+async fn insert_status(tx: &mut sqlx::Transaction<'_, sqlx::Any>, s: &StatusRecord, now: i64) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO call_statuses (call_sid, inbound_call_sid, status, sequence_number, call_duration,
+             answered_by, sip_response_code, received_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
-    .bind(call_sid)
-    .fetch_optional(&mut **tx)
-    .await?;
-    Ok(row.is_some())
-}
-
-async fn insert_action(tx: &mut sqlx::Transaction<'_, sqlx::Any>, action: &Action, now: i64) -> anyhow::Result<bool> {
-    let done = sqlx::query(
-        "INSERT INTO outbox (dedupe_key, kind, payload, state, attempts, created_at_ms, updated_at_ms)
-         VALUES ($1, $2, $3, $4, 0, $5, $5) ON CONFLICT (dedupe_key) DO NOTHING",
-    )
-    .bind(action.dedupe_key())
-    .bind(action.kind())
-    .bind(serde_json::to_string(action)?)
-    .bind(OutboxState::Pending.as_str())
+    .bind(&s.call_sid)
+    .bind(&s.inbound_call_sid)
+    .bind(&s.status)
+    .bind(s.sequence_number)
+    .bind(s.call_duration)
+    .bind(&s.answered_by)
+    .bind(s.sip_response_code)
     .bind(now)
     .execute(&mut **tx)
     .await?;
-    Ok(done.rows_affected() > 0)
+    Ok(())
 }
 
 /// Rebuilds a stored location. It was fully checked when stored; the
@@ -805,86 +559,45 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-/// Group commit for the frequent writes: `reservation.created` and the
-/// dispatcher's results.
+/// Group commit for the frequent writes: every journey delivery and the
+/// dispatcher's claims and results.
 ///
 /// One task owns the writes that go through it. It takes the first queued
 /// request, waits for the writer connection, then drains whatever else has
-/// queued meanwhile (up to [`MAX_BATCH`]) and writes them all in one
-/// transaction with multi-row statements: a handful of round trips to
-/// SQLite's thread per batch instead of several per request. Each caller is
-/// answered only after COMMIT, so durability before the webhook's answer is
-/// unchanged; if anything in the batch fails, the transaction rolls back and
-/// every caller of that batch gets the error.
-///
-/// The statements' text is built by [`batch::rows_sql`] from fixed fragments
-/// and placeholders for the row count only (hence `AssertSqlSafe`); every
-/// value is bound.
+/// queued meanwhile (up to [`MAX_BATCH`]) and writes them all, in order, in
+/// one transaction: one COMMIT (and one fsync) per batch instead of one per
+/// request. Each caller is answered only after COMMIT, so durability before
+/// the webhook's answer is unchanged; if anything in the batch fails, the
+/// transaction rolls back and each request is written again alone, so one
+/// bad write fails only its own caller.
 mod batch {
-    use std::collections::{HashMap, HashSet};
-    use std::fmt::Write as _;
-
     use anyhow::Context as _;
-    use sqlx::{AnyConnection, AnyPool, Connection as _, Row};
+    use sqlx::{AnyConnection, AnyPool, Connection as _};
     use tokio::sync::{mpsc, oneshot};
 
+    use super::journeys::{self, Delivered, Delivery, Finish};
     use super::now_ms;
-    use crate::domain::Outcome;
-    use crate::outbox::{OutboxRow, OutboxState};
+    use crate::outbox::{Lane, OutboxRow};
 
-    /// SQLite's limit on bound parameters per statement
-    /// (`SQLITE_MAX_VARIABLE_NUMBER`, 32766 since 3.32; PostgreSQL's is 65535).
-    const MAX_PARAMS: usize = 32766;
-    /// The most parameters one row of a batched statement binds (the outbox
-    /// update: id, state, result, error) and those one statement shares.
-    const ROW_PARAMS: usize = 4;
-    const SHARED_PARAMS: usize = 2;
-    /// The most requests written in one transaction: bounded by the parameter
-    /// limit, and small enough that one slow batch does not hold the writer
-    /// for long.
-    pub(super) const MAX_BATCH: usize = min(256, (MAX_PARAMS - SHARED_PARAMS) / ROW_PARAMS);
-
-    const _: () = assert!(MAX_BATCH * ROW_PARAMS + SHARED_PARAMS <= MAX_PARAMS);
-
-    const fn min(a: usize, b: usize) -> usize {
-        if a < b { a } else { b }
-    }
+    /// The most requests written in one transaction: small enough that one
+    /// slow batch does not hold the writer for long.
+    pub(super) const MAX_BATCH: usize = 256;
 
     /// How many requests may wait for the writer task before callers wait to
     /// queue (back-pressure rather than unbounded memory).
     pub(super) const QUEUE: usize = MAX_BATCH * 8;
 
-    /// One `reservation.created` to record.
-    pub(super) struct Reservation {
-        pub payload: String,
-        pub inbound_call_sid: Option<String>,
-        pub task_sid: String,
-        pub reservation_sid: String,
-        pub dedupe_key: String,
-        pub kind: &'static str,
-        pub action_json: String,
-        pub received_at_ms: i64,
-    }
-
-    /// How an outbox action ended, and for a placed dial the link from the
-    /// caller's call to the new leg.
-    pub(super) struct Finish {
-        pub id: i64,
-        pub state: OutboxState,
-        pub result: Option<String>,
-        pub error: Option<String>,
-        /// (inbound call SID, outbound call SID).
-        pub link: Option<(String, String)>,
-    }
-
     pub(super) enum Op {
-        /// Answered with whether this request queued the dial.
-        Reservation(Reservation, oneshot::Sender<anyhow::Result<bool>>),
-        /// Answered, for a link, with the caller's call outcome as it stood
-        /// when the link was written (None without a link or a call row).
-        Finish(Finish, oneshot::Sender<anyhow::Result<Option<Outcome>>>),
-        /// Claims up to this many pending actions.
-        Claim(i64, oneshot::Sender<anyhow::Result<Vec<OutboxRow>>>),
+        Deliver(Box<Delivery>, oneshot::Sender<anyhow::Result<Delivered>>),
+        Finish(Finish, oneshot::Sender<anyhow::Result<()>>),
+        /// Claims up to this many pending commands of the lane.
+        Claim(Lane, i64, oneshot::Sender<anyhow::Result<Vec<OutboxRow>>>),
+    }
+
+    enum Reply {
+        Delivered(Delivered),
+        Finished,
+        Claimed(Vec<OutboxRow>),
     }
 
     impl Op {
@@ -892,9 +605,18 @@ mod batch {
             let e = || anyhow::anyhow!("{message}");
             // A caller that went away no longer needs its answer.
             match self {
-                Op::Reservation(_, reply) => drop(reply.send(Err(e()))),
+                Op::Deliver(_, reply) => drop(reply.send(Err(e()))),
                 Op::Finish(_, reply) => drop(reply.send(Err(e()))),
-                Op::Claim(_, reply) => drop(reply.send(Err(e()))),
+                Op::Claim(_, _, reply) => drop(reply.send(Err(e()))),
+            }
+        }
+
+        fn answer(self, reply: Reply) {
+            match (self, reply) {
+                (Op::Deliver(_, tx), Reply::Delivered(d)) => drop(tx.send(Ok(d))),
+                (Op::Finish(_, tx), Reply::Finished) => drop(tx.send(Ok(()))),
+                (Op::Claim(_, _, tx), Reply::Claimed(rows)) => drop(tx.send(Ok(rows))),
+                (op, _) => op.fail("internal error: a write got another write's answer"),
             }
         }
     }
@@ -925,14 +647,17 @@ mod batch {
             let written = write(&mut conn, &ops).await;
             stats.add(ops.len(), started.elapsed());
             match written {
-                Ok(answers) => answer(ops, answers),
+                Ok(replies) => ops.into_iter().zip(replies).for_each(|(op, r)| op.answer(r)),
                 // The batch was rolled back whole, so nothing of it is kept: write each request
                 // alone, so that one bad write fails only its own webhook, not its neighbours'.
                 Err(e) if ops.len() > 1 => {
                     tracing::warn!(error = ?e, writes = ops.len(), "a batch of writes failed; writing each alone");
                     for op in ops {
                         match write(&mut conn, std::slice::from_ref(&op)).await {
-                            Ok(answers) => answer(vec![op], answers),
+                            Ok(mut replies) => match replies.pop() {
+                                Some(r) => op.answer(r),
+                                None => op.fail("internal error: no answer"),
+                            },
                             Err(e) => {
                                 tracing::error!(error = ?e, "a write failed");
                                 op.fail(&format!("{e:#}"));
@@ -984,246 +709,28 @@ mod batch {
         }
     }
 
-    /// The answers of one batch, in the order of its requests of each kind.
-    struct Answers {
-        fresh: Vec<bool>,
-        outcomes: Vec<Option<Outcome>>,
-        claims: Vec<Vec<OutboxRow>>,
-    }
-
-    /// Gives each request of a written batch its answer, in order.
-    fn answer(ops: Vec<Op>, answers: Answers) {
-        let mut fresh = answers.fresh.into_iter();
-        let mut outcomes = answers.outcomes.into_iter();
-        let mut claims = answers.claims.into_iter();
-        for op in ops {
-            // A caller that went away no longer needs its answer.
-            match op {
-                Op::Reservation(_, reply) => drop(reply.send(Ok(fresh.next().unwrap_or(false)))),
-                Op::Finish(_, reply) => drop(reply.send(Ok(outcomes.next().flatten()))),
-                Op::Claim(_, reply) => drop(reply.send(Ok(claims.next().unwrap_or_default()))),
-            }
-        }
-    }
-
-    /// Writes one batch in one transaction; nothing of it is kept on error.
-    async fn write(conn: &mut AnyConnection, ops: &[Op]) -> anyhow::Result<Answers> {
-        let mut reservations = Vec::new();
-        let mut finishes = Vec::new();
-        let mut claim_limits = Vec::new();
-        for op in ops {
-            match op {
-                Op::Reservation(r, _) => reservations.push(r),
-                Op::Finish(f, _) => finishes.push(f),
-                Op::Claim(limit, _) => claim_limits.push(*limit),
-            }
-        }
+    /// Writes one batch in one transaction, in order; nothing of it is kept
+    /// on error.
+    async fn write(conn: &mut AnyConnection, ops: &[Op]) -> anyhow::Result<Vec<Reply>> {
         let now = now_ms();
         let mut tx = conn.begin().await?;
-        let fresh = write_reservations(&mut tx, &reservations, now)
-            .await
-            .with_context(|| format!("recording a batch of {} reservations", reservations.len()))?;
-        let outcomes = write_finishes(&mut tx, &finishes, now)
-            .await
-            .with_context(|| format!("recording a batch of {} action results", finishes.len()))?;
-        let mut claims = Vec::with_capacity(claim_limits.len());
-        for limit in claim_limits {
-            claims.push(claim(&mut tx, limit, now).await.context("claiming pending actions")?);
+        let mut replies = Vec::with_capacity(ops.len());
+        for op in ops {
+            replies.push(match op {
+                Op::Deliver(d, _) => {
+                    Reply::Delivered(journeys::deliver_in(&mut tx, d, now).await.context("delivering an event")?)
+                }
+                Op::Finish(f, _) => {
+                    journeys::finish_in(&mut tx, f, now).await.context("recording a command's result")?;
+                    Reply::Finished
+                }
+                Op::Claim(lane, limit, _) => {
+                    Reply::Claimed(journeys::claim(&mut tx, *lane, *limit, now).await.context("claiming commands")?)
+                }
+            });
         }
         tx.commit().await.context("committing a batch of writes")?;
-        Ok(Answers { fresh, outcomes, claims })
-    }
-
-    type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
-
-    /// Events for all, the dial intent for the first request of each
-    /// reservation, and the call's link for the reservations that queued a
-    /// dial: the same as the requests one by one in their order.
-    async fn write_reservations(tx: &mut Tx<'_>, rs: &[&Reservation], now: i64) -> anyhow::Result<Vec<bool>> {
-        if rs.is_empty() {
-            return Ok(Vec::new());
-        }
-        // Every delivery is audited, repeats included.
-        let sql = rows_sql(
-            "INSERT INTO events (source, event_type, resource_sid, payload, received_at_ms) VALUES ",
-            rs.len(),
-            2,
-            &["$1", "$2", "?", "?", "?"],
-            "",
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind("taskrouter").bind("reservation.created");
-        for r in rs {
-            q = q.bind(&r.reservation_sid).bind(&r.payload).bind(r.received_at_ms);
-        }
-        q.execute(&mut **tx).await?;
-
-        // Within the batch the first request of a key is the candidate; the
-        // table's unique key decides against earlier batches.
-        let mut seen = HashSet::new();
-        let candidate: Vec<bool> = rs.iter().map(|r| seen.insert(r.dedupe_key.as_str())).collect();
-        let firsts: Vec<&&Reservation> = rs.iter().zip(&candidate).filter(|(_, c)| **c).map(|(r, _)| r).collect();
-        let sql = rows_sql(
-            "INSERT INTO outbox (dedupe_key, kind, payload, state, attempts, created_at_ms, updated_at_ms) VALUES ",
-            firsts.len(),
-            2,
-            &["?", "?", "?", "$1", "0", "$2", "$2"],
-            " ON CONFLICT (dedupe_key) DO NOTHING RETURNING dedupe_key",
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(OutboxState::Pending.as_str()).bind(now);
-        for r in &firsts {
-            q = q.bind(&r.dedupe_key).bind(r.kind).bind(&r.action_json);
-        }
-        let inserted: HashSet<String> =
-            q.fetch_all(&mut **tx).await?.iter().map(|row| row.try_get(0)).collect::<Result<_, _>>()?;
-        let fresh: Vec<bool> = rs.iter().zip(&candidate).map(|(r, c)| *c && inserted.contains(&r.dedupe_key)).collect();
-
-        // One row per call; when two fresh reservations name the same call,
-        // the later one is what the requests in order would have left.
-        let mut link: HashMap<&str, usize> = HashMap::new();
-        for (i, r) in rs.iter().enumerate() {
-            if let (true, Some(call)) = (fresh[i], r.inbound_call_sid.as_deref()) {
-                link.insert(call, i);
-            }
-        }
-        if !link.is_empty() {
-            let mut linked: Vec<usize> = link.into_values().collect();
-            linked.sort_unstable();
-            let sql = rows_sql(
-                "UPDATE calls SET task_sid = v.column2, reservation_sid = v.column3, updated_at_ms = $1 FROM (VALUES ",
-                linked.len(),
-                1,
-                &["?", "?", "?"],
-                ") AS v WHERE calls.call_sid = v.column1",
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
-            for i in linked {
-                let r = rs[i];
-                q = q.bind(r.inbound_call_sid.as_deref()).bind(&r.task_sid).bind(&r.reservation_sid);
-            }
-            q.execute(&mut **tx).await?;
-        }
-        Ok(fresh)
-    }
-
-    /// The outbox rows' new states, then the links of placed dials, whose
-    /// statement also reads back the caller's outcome in this transaction.
-    async fn write_finishes(tx: &mut Tx<'_>, fs: &[&Finish], now: i64) -> anyhow::Result<Vec<Option<Outcome>>> {
-        if fs.is_empty() {
-            return Ok(Vec::new());
-        }
-        // The last result of a row wins, as in order.
-        let mut last: HashMap<i64, usize> = HashMap::new();
-        for (i, f) in fs.iter().enumerate() {
-            last.insert(f.id, i);
-        }
-        let mut rows: Vec<usize> = last.into_values().collect();
-        rows.sort_unstable();
-        let sql = rows_sql(
-            "UPDATE outbox SET state = v.column2, result = v.column3, last_error = v.column4, updated_at_ms = $1 \
-             FROM (VALUES ",
-            rows.len(),
-            1,
-            &["CAST(? AS BIGINT)", "?", "?", "?"],
-            ") AS v WHERE outbox.id = v.column1",
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
-        for i in rows {
-            let f = fs[i];
-            q = q.bind(f.id).bind(f.state.as_str()).bind(f.result.as_deref()).bind(f.error.as_deref());
-        }
-        q.execute(&mut **tx).await?;
-
-        let mut link: HashMap<&str, usize> = HashMap::new();
-        for (i, f) in fs.iter().enumerate() {
-            if let Some((inbound, _)) = &f.link {
-                link.insert(inbound.as_str(), i);
-            }
-        }
-        let mut outcome: HashMap<String, Outcome> = HashMap::new();
-        if !link.is_empty() {
-            let mut linked: Vec<usize> = link.into_values().collect();
-            linked.sort_unstable();
-            let sql = rows_sql(
-                "UPDATE calls SET outbound_call_sid = v.column2, updated_at_ms = $1 FROM (VALUES ",
-                linked.len(),
-                1,
-                &["?", "?"],
-                ") AS v WHERE calls.call_sid = v.column1 RETURNING call_sid, outcome",
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
-            for i in linked {
-                let (inbound, outbound) = fs[i].link.as_ref().expect("only links were kept");
-                q = q.bind(inbound).bind(outbound);
-            }
-            for row in q.fetch_all(&mut **tx).await? {
-                let sid: String = row.try_get(0)?;
-                let o: String = row.try_get(1)?;
-                let o = Outcome::parse(&o).with_context(|| format!("unknown outcome {o:?} in calls"))?;
-                outcome.insert(sid, o);
-            }
-        }
-        Ok(fs.iter().map(|f| f.link.as_ref().and_then(|(inbound, _)| outcome.get(inbound).copied())).collect())
-    }
-
-    async fn claim(tx: &mut Tx<'_>, limit: i64, now: i64) -> anyhow::Result<Vec<OutboxRow>> {
-        // `state = $1` again outside the subquery: on PostgreSQL a row
-        // another claimer took meanwhile is then skipped, not taken twice.
-        let rows = sqlx::query(
-            "UPDATE outbox SET state = $2, attempts = attempts + 1, updated_at_ms = $3
-             WHERE state = $1 AND id IN (SELECT id FROM outbox WHERE state = $1 ORDER BY id LIMIT $4)
-             RETURNING id, dedupe_key, payload, attempts",
-        )
-        .bind(OutboxState::Pending.as_str())
-        .bind(OutboxState::Sending.as_str())
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&mut **tx)
-        .await?;
-        let mut out = rows
-            .iter()
-            .map(|r| {
-                let id: i64 = r.try_get("id")?;
-                let payload: String = r.try_get("payload")?;
-                Ok(OutboxRow {
-                    id,
-                    key: r.try_get("dedupe_key")?,
-                    action: serde_json::from_str(&payload).with_context(|| format!("outbox row {id} payload"))?,
-                    attempts: r.try_get("attempts")?,
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        // RETURNING's order is not defined.
-        out.sort_by_key(|r| r.id);
-        Ok(out)
-    }
-
-    /// `head` + `rows` comma-separated `(…)` groups + `tail`. Each group is
-    /// `row`'s fragments joined by commas, every `?` replaced by the next
-    /// placeholder number after the `shared` ones (`$1`…`$shared`), which
-    /// fragments name directly. Only placeholders and the fixed fragments
-    /// given here go into the text, never a value.
-    pub(super) fn rows_sql(head: &str, rows: usize, shared: usize, row: &[&str], tail: &str) -> String {
-        let mut sql = String::with_capacity(head.len() + tail.len() + rows * row.len() * 8);
-        sql.push_str(head);
-        let mut n = shared;
-        for i in 0..rows {
-            sql.push_str(if i == 0 { "(" } else { ", (" });
-            for (j, frag) in row.iter().enumerate() {
-                if j > 0 {
-                    sql.push_str(", ");
-                }
-                match frag.split_once('?') {
-                    Some((before, after)) => {
-                        n += 1;
-                        let _ = write!(sql, "{before}${n}{after}");
-                    }
-                    None => sql.push_str(frag),
-                }
-            }
-            sql.push(')');
-        }
-        sql.push_str(tail);
-        sql
+        Ok(replies)
     }
 }
 
@@ -1232,7 +739,8 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
-    use crate::outbox::Action;
+    use crate::config::AnsweredByPolicy;
+    use crate::journey::{DialTarget, ReservationEnd};
     use twilio::E164;
 
     #[test]
@@ -1251,114 +759,140 @@ mod tests {
         (Store::connect(&url).await.unwrap(), dir)
     }
 
-    fn dial(res: &str) -> Action {
-        Action::Dial(crate::outbox::Dial {
-            reservation_sid: res.into(),
-            task_sid: "WT0123456789abcdef0123456789abcdef".into(),
-            inbound_call_sid: Some("CA0123456789abcdef0123456789abcdef".into()),
+    const POLICY: Policy = Policy {
+        max_queue_secs: 300,
+        on_machine: AnsweredByPolicy::Hangup,
+        on_unknown: AnsweredByPolicy::Bridge,
+        max_dial_attempts: 3,
+    };
+
+    /// A SID of `prefix` numbered `n`.
+    fn sid<T: std::str::FromStr>(prefix: &str, n: usize) -> T
+    where
+        T::Err: std::fmt::Debug,
+    {
+        format!("{prefix}{n:032x}").parse().unwrap()
+    }
+
+    fn created(call: usize, res: usize) -> Delivery {
+        let (task, reservation): (twilio::sid::TaskSid, twilio::sid::ReservationSid) =
+            (sid("WT", call), sid("WR", res));
+        let caller: twilio::sid::CallSid = sid("CA", call);
+        let keys = vec![reservation.to_string(), task.to_string(), caller.to_string()];
+        let target = DialTarget {
             location: "north".into(),
             to: E164::parse("+14155550123").unwrap(),
-            from: E164::parse("+12025550143").unwrap(),
+            from: E164::parse("+14155550100").unwrap(),
             call_token: None,
-        })
+        };
+        let event = Event::ReservationCreated { task, reservation, caller: Some(caller), target };
+        Delivery::to_keys(keys, vec![event], POLICY).with_audit("taskrouter", "reservation.created", None, "{}".into())
+    }
+
+    fn arrived(call: usize) -> Delivery {
+        let caller: twilio::sid::CallSid = sid("CA", call);
+        let events =
+            vec![Event::CallerArrived { call: caller.clone() }, Event::CallerEnqueued { location: "north".into() }];
+        let mut d = Delivery::to_keys([caller.to_string()], events, POLICY);
+        d.caller = Some(NewCall { from: "+14155550100".into(), to: "+14155550999".into() });
+        d
+    }
+
+    fn dials(actions: &[(String, OutboxState, Option<String>)]) -> Vec<(&str, OutboxState)> {
+        actions.iter().filter(|(k, _, _)| k.starts_with("dial:")).map(|(k, s, _)| (k.as_str(), *s)).collect()
     }
 
     #[tokio::test]
     async fn a_reservation_queues_one_dial_however_often_it_arrives() {
         let (s, _d) = store().await;
-        s.record_inbound_call("CA0123456789abcdef0123456789abcdef", "+13105550199", "+12025550143").await.unwrap();
-        let res = "WR0123456789abcdef0123456789abcdef";
-        let a = dial(res);
-        assert!(s.record_reservation("{}", Some("CA0123456789abcdef0123456789abcdef"), "WT1", res, &a).await.unwrap());
-        assert!(!s.record_reservation("{}", Some("CA0123456789abcdef0123456789abcdef"), "WT1", res, &a).await.unwrap());
-        let claimed = s.claim_actions(10).await.unwrap();
-        assert_eq!(claimed.len(), 1);
-        assert!(s.claim_actions(10).await.unwrap().is_empty(), "a claimed action is not handed out twice");
-        assert_eq!(s.event_count("reservation.created").await.unwrap(), 2, "both deliveries are audited");
+        s.deliver(arrived(1)).await.unwrap();
+        let first = s.deliver(created(1, 1)).await.unwrap();
+        assert_eq!(first.queued, 1);
+        let again = s.deliver(created(1, 1)).await.unwrap();
+        assert_eq!((again.queued, again.journey), (0, first.journey), "the same journey, nothing new owed");
+        assert_eq!(
+            dials(&s.actions().await.unwrap()),
+            [(format!("dial:{}", sid::<twilio::sid::ReservationSid>("WR", 1)).as_str(), OutboxState::Pending)]
+        );
+        let call = s.call(sid::<twilio::sid::CallSid>("CA", 1).as_str()).await.unwrap().unwrap();
+        assert_eq!(call.task_sid, Some(sid::<twilio::sid::TaskSid>("WT", 1).to_string()));
+        assert_eq!((call.from_number.as_str(), call.location.as_deref()), ("+14155550100", Some("north")));
+        assert_eq!(s.event_count("reservation.created").await.unwrap(), 2, "every delivery is audited");
+    }
+
+    #[tokio::test]
+    async fn a_journey_begins_at_any_event_and_keeps_one_row_per_caller() {
+        let (s, _d) = store().await;
+        // A Studio flow enqueued the caller: no /incoming-call came first.
+        let d = s.deliver(created(2, 2)).await.unwrap();
+        assert_eq!(d.queued, 1);
+        let d2 = s.deliver(arrived(2)).await.unwrap();
+        assert_eq!(d2.journey, d.journey, "found by the caller's SID");
+        let calls = s.calls().await.unwrap();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].from_number, "+14155550100", "filled in when the caller's webhook came");
+    }
+
+    #[tokio::test]
+    async fn a_dial_still_in_the_outbox_is_withdrawn_when_its_reservation_ends() {
+        let (s, _d) = store().await;
+        s.deliver(arrived(3)).await.unwrap();
+        s.deliver(created(3, 3)).await.unwrap();
+        let (task, reservation) = (sid("WT", 3), sid::<twilio::sid::ReservationSid>("WR", 3));
+        let ended = Event::ReservationEnded { task, reservation: reservation.clone(), why: ReservationEnd::Timeout };
+        let d = s.deliver(Delivery::to_keys([reservation.to_string()], vec![ended], POLICY)).await.unwrap();
+        assert_eq!(d.queued, 0, "nothing new: the dial is withdrawn, not re-sent");
+        let actions = s.actions().await.unwrap();
+        let (_, state, why) = actions.iter().find(|(k, _, _)| k.starts_with("dial:")).unwrap();
+        assert_eq!(*state, OutboxState::Done);
+        assert!(why.as_deref().unwrap().starts_with("withdrawn"), "{why:?}");
+        assert!(s.claim(Lane::Dial, 10).await.unwrap().is_empty());
+        let json = s.journey_json(reservation.as_str()).await.unwrap().unwrap();
+        assert!(json.contains("not_placed"), "the journey knows the attempt made no call: {json}");
     }
 
     #[tokio::test]
     async fn an_interrupted_dial_is_never_resent_but_an_update_is() {
         let (s, _d) = store().await;
-        s.enqueue_action(&dial("WR0123456789abcdef0123456789abcdef")).await.unwrap();
-        s.enqueue_action(&Action::CompleteTask { task_sid: "WT1".into(), reason: "done".into() }).await.unwrap();
-        assert_eq!(s.claim_actions(10).await.unwrap().len(), 2);
-        assert_eq!(s.recover_actions().await.unwrap(), (1, 1));
-        let states: Vec<_> = s.actions().await.unwrap().into_iter().map(|(_, st, _)| st).collect();
-        assert_eq!(states, [OutboxState::Unknown, OutboxState::Pending]);
-    }
-
-    #[tokio::test]
-    async fn the_first_final_outcome_wins() {
-        let (s, _d) = store().await;
-        s.record_inbound_call("CA1", "+1", "+2").await.unwrap();
-        assert!(s.settle_outcome("CA1", Outcome::Connected).await.unwrap());
-        assert!(!s.settle_outcome("CA1", Outcome::CallerHungUp).await.unwrap());
-        assert_eq!(s.call("CA1").await.unwrap().unwrap().outcome, Outcome::Connected);
-    }
-
-    /// A store on a file whose calls table has `n` pending calls CA0…CA{n-1}.
-    async fn store_with_calls(n: usize) -> (Store, tempfile::TempDir) {
-        let (s, d) = store().await;
-        for i in 0..n {
-            s.record_inbound_call(&format!("CA{i}"), "+13105550199", "+12025550143").await.unwrap();
-        }
-        (s, d)
-    }
-
-    fn dial_for(res: &str, call: &str) -> Action {
-        let Action::Dial(mut d) = dial(res) else { unreachable!() };
-        d.inbound_call_sid = Some(call.into());
-        Action::Dial(d)
-    }
-
-    #[tokio::test]
-    async fn concurrent_reservations_queue_one_dial_each_and_answer_each_caller_right() {
-        let (s, _d) = store_with_calls(40).await;
-        // 40 reservations, each delivered three times at once: 120 writers.
-        let mut tasks = tokio::task::JoinSet::new();
-        for round in 0..3 {
-            for i in 0..40 {
-                let s = s.clone();
-                tasks.spawn(async move {
-                    let (res, call) = (format!("WR{i}"), format!("CA{i}"));
-                    let fresh = s
-                        .record_reservation(
-                            &format!("{{\"round\":{round}}}"),
-                            Some(&call),
-                            &format!("WT{i}"),
-                            &res,
-                            &dial_for(&res, &call),
-                        )
-                        .await
-                        .unwrap();
-                    (i, fresh)
-                });
-            }
-        }
-        let mut fresh_per_reservation = vec![0; 40];
-        while let Some(r) = tasks.join_next().await {
-            let (i, fresh) = r.unwrap();
-            fresh_per_reservation[i] += usize::from(fresh);
-        }
-        assert_eq!(fresh_per_reservation, vec![1; 40], "exactly one delivery of each reservation is told it is fresh");
+        s.deliver(arrived(4)).await.unwrap();
+        s.deliver(created(4, 4)).await.unwrap();
+        let hang_up = Command::HangUp { leg: sid("CA", 99), round: 1 };
+        s.enqueue_command(&hang_up).await.unwrap();
+        assert_eq!(s.claim(Lane::Dial, 10).await.unwrap().len(), 1);
+        assert_eq!(s.claim(Lane::Other, 10).await.unwrap().len(), 1);
+        assert_eq!(s.recover_actions(POLICY).await.unwrap(), (1, 1));
         let actions = s.actions().await.unwrap();
-        assert_eq!(actions.len(), 40, "one outbox row per reservation");
-        let keys: HashSet<_> = actions.iter().map(|(k, _, _)| k.clone()).collect();
-        assert_eq!(keys, (0..40).map(|i| format!("dial:WR{i}")).collect::<HashSet<_>>());
-        assert_eq!(s.event_count("reservation.created").await.unwrap(), 120, "every delivery is audited");
-        for i in 0..40 {
-            let call = s.call(&format!("CA{i}")).await.unwrap().unwrap();
-            assert_eq!(call.task_sid.as_deref(), Some(format!("WT{i}").as_str()));
-            assert_eq!(call.reservation_sid.as_deref(), Some(format!("WR{i}").as_str()));
-        }
-        // A later delivery of a known reservation is not fresh either.
-        assert!(!s.record_reservation("{}", Some("CA0"), "WT0", "WR0", &dial_for("WR0", "CA0")).await.unwrap());
+        assert!(actions.iter().any(|(k, st, _)| k.starts_with("dial:") && *st == OutboxState::Unknown), "{actions:?}");
+        assert!(actions.iter().any(|(k, st, _)| k.starts_with("hang-up:") && *st == OutboxState::Pending));
+        let json = s.journey_json(sid::<twilio::sid::CallSid>("CA", 4).as_str()).await.unwrap().unwrap();
+        assert!(json.contains("\"unknown\""), "the journey looks the call up instead: {json}");
+        assert_eq!(s.due_journeys(now_ms() + 60_000, 10).await.unwrap().len(), 1, "it wants a tick for the lookup");
+    }
+
+    #[tokio::test]
+    async fn a_retry_waits_in_the_outbox_not_in_a_slot_and_lanes_are_separate() {
+        let (s, _d) = store().await;
+        s.enqueue_command(&Command::HangUp { leg: sid("CA", 5), round: 1 }).await.unwrap();
+        let rows = s.claim(Lane::Other, 10).await.unwrap();
+        let later = now_ms() + 60_000;
+        let retry = Finish {
+            id: rows[0].id,
+            state: OutboxState::Pending,
+            result: None,
+            error: Some("500".into()),
+            not_before_ms: later,
+        };
+        s.finish(retry).await.unwrap();
+        assert!(s.claim(Lane::Other, 10).await.unwrap().is_empty(), "not before its time");
+        sqlx::query("UPDATE outbox SET not_before_ms = 0").execute(&s.writer).await.unwrap();
+        assert!(s.claim(Lane::Dial, 10).await.unwrap().is_empty(), "a hang-up is not in the dial lane");
+        let again = s.claim(Lane::Other, 10).await.unwrap();
+        assert_eq!((again.len(), again[0].attempts), (1, 2));
     }
 
     #[tokio::test]
     async fn a_failed_batch_is_written_again_one_by_one_so_only_the_bad_write_fails() {
-        let (s, _d) = store_with_calls(0).await;
+        let (s, _d) = store().await;
         // One poisoned event makes its whole transaction fail.
         sqlx::query(
             "CREATE TRIGGER boom BEFORE INSERT ON events WHEN NEW.payload = 'boom'
@@ -1373,113 +907,41 @@ mod tests {
         for i in 0..20 {
             let s = s.clone();
             tasks.spawn(async move {
-                let res = format!("WR{i}");
-                let payload = if i == 7 { "boom" } else { "{}" };
-                s.record_reservation(payload, None, "WT1", &res, &dial(&res)).await
+                let mut d = created(100 + i, 100 + i);
+                if i == 7 {
+                    d.audit.as_mut().unwrap().payload = "boom".into();
+                }
+                s.deliver(d).await
             });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
         drop(held);
-        let (mut errors, mut fresh) = (0, 0);
+        let (mut errors, mut queued) = (0, 0);
         while let Some(r) = tasks.join_next().await {
             match r.unwrap() {
-                Ok(f) => fresh += usize::from(f),
+                Ok(d) => queued += d.queued,
                 Err(e) => {
                     assert!(format!("{e:#}").contains("boom"), "{e:#}");
                     errors += 1;
                 }
             }
         }
-        assert_eq!((errors, fresh), (1, 19), "only the poisoned write fails");
+        assert_eq!((errors, queued), (1, 19), "only the poisoned write fails");
         let actions = s.actions().await.unwrap();
         assert_eq!(actions.len(), 19, "{actions:?}");
-        assert!(!actions.iter().any(|(k, _, _)| k == "dial:WR7"), "nothing of the failed write was kept");
+        let poisoned = format!("dial:{}", sid::<twilio::sid::ReservationSid>("WR", 107));
+        assert!(!actions.iter().any(|(k, _, _)| *k == poisoned), "nothing of the failed write was kept");
         assert_eq!(s.event_count("reservation.created").await.unwrap(), 19);
+        assert_eq!(s.calls().await.unwrap().len(), 19);
         // The writer carries on with the next batch.
-        assert!(s.record_reservation("{}", None, "WT1", "WR20", &dial("WR20")).await.unwrap());
-    }
-
-    fn hang_ups(actions: &[(String, OutboxState, Option<String>)]) -> Vec<&str> {
-        actions.iter().filter_map(|(k, _, _)| k.strip_prefix("hang-up:")).collect()
-    }
-
-    #[tokio::test]
-    async fn an_ended_reservation_skips_its_pending_dial_and_hangs_up_only_its_own_call() {
-        let (s, _d) = store_with_calls(1).await;
-        // R1's dial is still pending when TaskRouter takes R1 back: it never goes out.
-        assert!(s.record_reservation("{}", Some("CA0"), "WT0", "WR1", &dial_for("WR1", "CA0")).await.unwrap());
-        assert!(!s.end_reservation("WR1").await.unwrap(), "nothing was placed, so nothing to hang up");
-        assert!(s.claim_actions(10).await.unwrap().is_empty(), "the skipped dial is not claimed");
-        let actions = s.actions().await.unwrap();
-        assert!(actions.iter().any(|(k, st, e)| k == "dial:WR1"
-            && *st == OutboxState::Done
-            && e.as_deref().is_some_and(|e| e.contains("skipped"))));
-
-        // R2 is dialled; R3, the caller's next reservation, too.
-        for r in ["WR2", "WR3"] {
-            assert!(s.record_reservation("{}", Some("CA0"), "WT0", r, &dial_for(r, "CA0")).await.unwrap());
-        }
-        let claimed = s.claim_actions(10).await.unwrap();
-        assert_eq!(claimed.len(), 2);
-        for row in &claimed {
-            let outbound = if row.key == "dial:WR2" { "CAout2" } else { "CAout3" };
-            s.finish_dial(row.id, outbound, Some("CA0")).await.unwrap();
-        }
-        // A late timeout of R2 hangs up R2's call, not R3's (the caller's latest).
-        assert!(s.end_reservation("WR2").await.unwrap());
-        assert_eq!(hang_ups(&s.actions().await.unwrap()), ["CAout2"]);
-        // Once R3's leg has ended, its end needs no hang-up.
-        let ended = StatusRecord {
-            call_sid: "CAout3".into(),
-            inbound_call_sid: Some("CA0".into()),
-            status: "completed".into(),
-            sequence_number: Some(3),
-            call_duration: Some(40),
-            answered_by: Some("human".into()),
-            sip_response_code: Some(200),
-        };
-        s.record_status(&ended).await.unwrap();
-        assert!(!s.end_reservation("WR3").await.unwrap());
-        assert_eq!(hang_ups(&s.actions().await.unwrap()), ["CAout2"]);
-    }
-
-    #[tokio::test]
-    async fn settling_a_gone_caller_stops_the_linked_leg_in_the_same_write() {
-        let (s, _d) = store_with_calls(3).await;
-        // No leg yet: settled, nothing to stop.
-        assert!(s.settle_and_stop_location("CA0", Outcome::CallerHungUp, &[]).await.unwrap());
-        assert!(hang_ups(&s.actions().await.unwrap()).is_empty());
-        // A linked, live leg is stopped with the settling, once.
-        s.link_outbound_call("CA1", "CAleg1").await.unwrap();
-        assert!(s.settle_and_stop_location("CA1", Outcome::QueueTimeout, &[]).await.unwrap());
-        assert!(!s.settle_and_stop_location("CA1", Outcome::CallerHungUp, &[]).await.unwrap(), "first wins");
-        assert_eq!(hang_ups(&s.actions().await.unwrap()), ["CAleg1"]);
-        assert_eq!(s.call("CA1").await.unwrap().unwrap().outcome, Outcome::QueueTimeout);
-        // A leg that already reported busy needs no hang-up.
-        s.link_outbound_call("CA2", "CAleg2").await.unwrap();
-        let busy = StatusRecord {
-            call_sid: "CAleg2".into(),
-            inbound_call_sid: Some("CA2".into()),
-            status: "busy".into(),
-            sequence_number: Some(2),
-            call_duration: None,
-            answered_by: None,
-            sip_response_code: Some(486),
-        };
-        s.record_status(&busy).await.unwrap();
-        assert!(s.settle_and_stop_location("CA2", Outcome::CallerHungUp, &[]).await.unwrap());
-        assert_eq!(hang_ups(&s.actions().await.unwrap()), ["CAleg1"]);
+        assert_eq!(s.deliver(created(200, 200)).await.unwrap().queued, 1);
     }
 
     #[tokio::test]
     async fn a_closed_database_is_an_error_for_every_caller() {
         let (s, _d) = store().await;
         s.writer.close().await;
-        let (d1, d2) = (dial("WR1"), dial("WR2"));
-        let (a, b) = tokio::join!(
-            s.record_reservation("{}", None, "WT1", "WR1", &d1),
-            s.record_reservation("{}", None, "WT1", "WR2", &d2),
-        );
+        let (a, b) = tokio::join!(s.deliver(created(1, 1)), s.deliver(created(2, 2)));
         assert!(a.is_err() && b.is_err());
     }
 
@@ -1487,7 +949,7 @@ mod tests {
     async fn concurrent_claims_hand_out_each_pending_action_once() {
         let (s, _d) = store().await;
         for i in 0..100 {
-            s.enqueue_action(&dial(&format!("WR{i}"))).await.unwrap();
+            s.enqueue_command(&Command::HangUp { leg: sid("CA", i), round: 1 }).await.unwrap();
         }
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..8 {
@@ -1495,7 +957,7 @@ mod tests {
             tasks.spawn(async move {
                 let mut mine = Vec::new();
                 loop {
-                    let rows = s.claim_actions(7).await.unwrap();
+                    let rows = s.claim(Lane::Other, 7).await.unwrap();
                     if rows.is_empty() {
                         return mine;
                     }
@@ -1517,44 +979,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_placed_dial_is_recorded_linked_and_reports_the_callers_outcome() {
-        let (s, _d) = store_with_calls(2).await;
-        s.enqueue_action(&dial_for("WR0", "CA0")).await.unwrap();
-        s.enqueue_action(&dial_for("WR1", "CA1")).await.unwrap();
-        let rows = s.claim_actions(10).await.unwrap();
-        assert!(s.settle_outcome("CA1", Outcome::CallerHungUp).await.unwrap());
-        let outcomes = s.outcomes(&["CA0", "CA1", "CA-none"]).await.unwrap();
-        assert_eq!(outcomes.len(), 2);
-        assert_eq!(outcomes["CA1"], Outcome::CallerHungUp);
-        let (a, b) = tokio::join!(
-            s.finish_dial(rows[0].id, "CAout0", Some("CA0")),
-            s.finish_dial(rows[1].id, "CAout1", Some("CA1")),
-        );
-        assert_eq!(a.unwrap(), Some(Outcome::Pending));
-        assert_eq!(b.unwrap(), Some(Outcome::CallerHungUp), "the caller left while the leg was placed");
-        assert_eq!(s.call("CA0").await.unwrap().unwrap().outbound_call_sid.as_deref(), Some("CAout0"));
-        assert_eq!(s.call("CA1").await.unwrap().unwrap().outbound_call_sid.as_deref(), Some("CAout1"));
-        assert!(s.actions().await.unwrap().iter().all(|(_, st, _)| *st == OutboxState::Done));
-        assert_eq!(s.finish_dial(rows[0].id, "CAout0", None).await.unwrap(), None);
-    }
-
-    #[tokio::test]
     async fn an_in_memory_database_works_through_the_batcher() {
         let s = Store::connect("sqlite::memory:").await.unwrap();
-        s.record_inbound_call("CA0", "+1", "+2").await.unwrap();
-        assert!(s.record_reservation("{}", Some("CA0"), "WT0", "WR0", &dial_for("WR0", "CA0")).await.unwrap());
-        let rows = s.claim_actions(10).await.unwrap();
-        assert_eq!(rows.len(), 1);
-        assert_eq!(s.finish_dial(rows[0].id, "CAout", Some("CA0")).await.unwrap(), Some(Outcome::Pending));
-        assert_eq!(s.call("CA0").await.unwrap().unwrap().task_sid.as_deref(), Some("WT0"));
-    }
-
-    #[test]
-    fn batched_statements_hold_placeholders_only() {
-        assert_eq!(
-            batch::rows_sql("INSERT INTO t (a, b, c) VALUES ", 2, 1, &["?", "$1", "CAST(? AS BIGINT)"], " RETURNING a"),
-            "INSERT INTO t (a, b, c) VALUES ($2, $1, CAST($3 AS BIGINT)), ($4, $1, CAST($5 AS BIGINT)) RETURNING a"
-        );
+        s.deliver(arrived(1)).await.unwrap();
+        assert_eq!(s.deliver(created(1, 1)).await.unwrap().queued, 1);
+        assert_eq!(s.claim(Lane::Dial, 10).await.unwrap().len(), 1);
+        let call = s.call(sid::<twilio::sid::CallSid>("CA", 1).as_str()).await.unwrap().unwrap();
+        assert_eq!(call.task_sid, Some(sid::<twilio::sid::TaskSid>("WT", 1).to_string()));
     }
 
     #[test]

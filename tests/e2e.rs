@@ -369,8 +369,11 @@ async fn a_caller_who_waits_too_long_leaves_the_queue_for_voicemail() {
     assert_eq!(w.task(&task).await["assignment_status"], "canceled");
     // Only the first caller's reservation was dialled.
     assert_eq!(w.rest("POST", "/Calls.json").await.len(), 1);
-    // The first caller is still talking, undisturbed.
-    assert_eq!(w.store.call(&first).await.unwrap().unwrap().outcome, Outcome::Pending);
+    // The first caller is still talking, undisturbed (connected since the location took the
+    // reservation).
+    assert_eq!(w.store.call(&first).await.unwrap().unwrap().outcome, Outcome::Connected);
+    let summary = w.client.call_summary(&first).await.unwrap();
+    assert!(summary["end_ms"].is_null() && summary["status"] == "in-progress", "{summary}");
     w.finish().await;
 }
 

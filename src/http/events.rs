@@ -1,16 +1,19 @@
 //! The TaskRouter workspace's event callback.
 //!
-//! `reservation.created` is the hot path: it checks the event, then records
-//! the event, the call's task and reservation, and the intent to dial in one
-//! transaction, wakes the dispatcher and answers 204. It never waits on
-//! Twilio's API, and a crash after the answer loses nothing.
+//! Every event the journey hears becomes a journey event, delivered with
+//! its audit row in one transaction (`reservation.created`'s dial intent
+//! included) before the 204. It never waits on Twilio's API, and a crash
+//! after the answer loses nothing. Other events are kept for audit only.
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use twilio::sid::{ReservationSid, TaskSid};
 
+use super::voice::{deliver, sid_param};
 use super::{AppState, TwilioRequest, WebhookError};
-use crate::domain::{Outcome, TaskAttributes};
-use crate::outbox::{Action, Dial};
+use crate::domain::TaskAttributes;
+use crate::journey::{DialTarget, Event, ReservationEnd};
+use crate::store::Delivery;
 
 pub(super) async fn tr_event_handler(
     State(state): State<AppState>,
@@ -31,77 +34,67 @@ pub(super) async fn tr_event_handler(
             return Err(WebhookError::NotReady("no workspace SID: run `call-router provision` first".into()));
         }
     }
-    let store = state.store();
     let payload = req.to_json();
-    match event_type.as_str() {
-        "reservation.created" => {
-            let task_sid = sid(&req, "TaskSid")?;
-            let reservation_sid = sid(&req, "ReservationSid")?;
-            let raw = req.require("TaskAttributes")?;
-            let attrs: TaskAttributes = serde_json::from_str(raw)
-                .map_err(|e| WebhookError::BadRequest(format!("TaskAttributes is not valid task JSON: {e}")))?;
-            let inbound = attrs.call_sid.as_ref().map(|c| c.as_str().to_owned());
-            if let Some(c) = &inbound {
-                tracing::Span::current().record("call_sid", c.as_str());
-            }
-            let dial = Action::Dial(Dial {
-                reservation_sid: reservation_sid.to_owned(),
-                task_sid: task_sid.to_owned(),
-                inbound_call_sid: inbound.clone(),
-                location: attrs.location,
-                to: attrs.practice_phone,
-                from: attrs.caller_id,
-                call_token: attrs.call_token,
-            });
-            let fresh =
-                store.record_reservation(&payload, inbound.as_deref(), task_sid, reservation_sid, &dial).await?;
-            if fresh {
-                state.notifier().notify();
-            } else {
-                tracing::info!("repeated reservation.created ignored: this reservation is already being dialled");
-            }
-        }
-        "reservation.wrapup" | "task.wrapup" => {
-            let task_sid = sid(&req, "TaskSid")?;
-            let complete = Action::CompleteTask { task_sid: task_sid.to_owned(), reason: "call ended".into() };
-            store.record_event_with_actions("taskrouter", &event_type, Some(task_sid), &payload, &[complete]).await?;
-            if let Some(call) = store.call_by_task(task_sid).await? {
-                store.settle_outcome(&call.call_sid, Outcome::Connected).await?;
-            }
-            state.notifier().notify();
-        }
-        "task.canceled" | "reservation.canceled" | "reservation.timeout" | "reservation.rescinded" => {
-            // The location's phone may still be ringing for a caller who is gone, or for a
-            // reservation TaskRouter took back: stop it.
-            let task_sid = sid(&req, "TaskSid")?;
-            store.record_event("taskrouter", &event_type, Some(task_sid), &payload).await?;
-            let queued = if event_type == "task.canceled" {
-                // Unless something of ours settled the call first (and stopped the location's
-                // leg then), TaskRouter canceling the task means the caller left.
-                match store.call_by_task(task_sid).await? {
-                    Some(c) => store.settle_and_stop_location(&c.call_sid, Outcome::CallerHungUp, &[]).await?,
-                    None => false,
-                }
-            } else {
-                // Only this reservation's dial: a late event must not hang up the call placed
-                // for the next reservation of the same caller.
-                store.end_reservation(sid(&req, "ReservationSid")?).await?
-            };
-            if queued {
-                state.notifier().notify();
-            }
-        }
-        _ => {
-            store.record_event("taskrouter", &event_type, req.get("ResourceSid"), &payload).await?;
-        }
+    let Some(event) = journey_event(&event_type, &req)? else {
+        state.store().record_event("taskrouter", &event_type, req.get("ResourceSid"), &payload).await?;
+        return Ok(StatusCode::NO_CONTENT);
+    };
+    // The SIDs that find the journey: the reservation, the task, and the
+    // caller's call named in the task's attributes (added by `<Enqueue>`).
+    let mut keys: Vec<String> =
+        ["ReservationSid", "TaskSid"].iter().filter_map(|k| req.get(k)).map(str::to_owned).collect();
+    if let Some(call) = attributes(&req).ok().flatten().and_then(|a| a.call_sid) {
+        tracing::Span::current().record("call_sid", call.as_str());
+        keys.push(call.to_string());
+    }
+    let resource = req.get("ResourceSid").or_else(|| req.get("TaskSid"));
+    let d =
+        Delivery::to_keys(keys, vec![event], state.policy()).with_audit("taskrouter", &event_type, resource, payload);
+    let done = deliver(&state, d).await?;
+    if event_type == "reservation.created" && done.queued == 0 {
+        tracing::info!(outcome = %done.outcome, "reservation.created owes no dial (a repeat, or the reservation or the caller is done)");
     }
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn sid<'a>(req: &'a TwilioRequest, key: &str) -> Result<&'a str, WebhookError> {
-    let v = req.require(key)?;
-    if v.len() != 34 || !v.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(WebhookError::BadRequest(format!("{key} {v:?} is not a SID")));
-    }
-    Ok(v)
+/// The task's attributes, when the event carries them.
+fn attributes(req: &TwilioRequest) -> Result<Option<TaskAttributes>, WebhookError> {
+    req.get("TaskAttributes")
+        .map(|raw| {
+            serde_json::from_str(raw)
+                .map_err(|e| WebhookError::BadRequest(format!("TaskAttributes is not valid task JSON: {e}")))
+        })
+        .transpose()
+}
+
+/// The journey's event for a TaskRouter event; None for one it does not hear.
+fn journey_event(event_type: &str, req: &TwilioRequest) -> Result<Option<Event>, WebhookError> {
+    let task = || sid_param::<TaskSid>(req, "TaskSid");
+    let reservation = || sid_param::<ReservationSid>(req, "ReservationSid");
+    let ended = |why| -> Result<Option<Event>, WebhookError> {
+        Ok(Some(Event::ReservationEnded { task: task()?, reservation: reservation()?, why }))
+    };
+    Ok(Some(match event_type {
+        "reservation.created" => {
+            let attrs =
+                attributes(req)?.ok_or_else(|| WebhookError::BadRequest("missing parameter TaskAttributes".into()))?;
+            Event::ReservationCreated {
+                task: task()?,
+                reservation: reservation()?,
+                caller: attrs.call_sid.clone(),
+                target: DialTarget::from_attributes(&attrs),
+            }
+        }
+        "reservation.accepted" => Event::ReservationAccepted { task: task()?, reservation: reservation()? },
+        "reservation.timeout" => return ended(ReservationEnd::Timeout),
+        "reservation.canceled" => return ended(ReservationEnd::Canceled),
+        "reservation.rescinded" => return ended(ReservationEnd::Rescinded),
+        "reservation.rejected" => return ended(ReservationEnd::Rejected),
+        "reservation.completed" => Event::ReservationCompleted { task: task()?, reservation: reservation()? },
+        "reservation.wrapup" => Event::Wrapup { task: task()?, reservation: Some(reservation()?) },
+        "task.wrapup" => Event::Wrapup { task: task()?, reservation: None },
+        "task.canceled" => Event::TaskCanceled { task: task()? },
+        "task.completed" => Event::TaskCompleted { task: task()? },
+        _ => return Ok(None),
+    }))
 }

@@ -30,6 +30,7 @@ use twilio::signature::{self, SignatureError};
 use crate::config::Settings;
 use crate::dispatch::Notifier;
 use crate::ivr::Urls;
+use crate::journey::Policy;
 use crate::store::Store;
 
 /// What every handler can reach.
@@ -40,6 +41,7 @@ pub struct AppState {
 
 struct Inner {
     settings: Settings,
+    policy: Policy,
     store: Store,
     notifier: Notifier,
     /// Provisioned SIDs, read from the database on first use (provision may
@@ -52,11 +54,17 @@ impl AppState {
     pub fn new(settings: Settings, store: Store, notifier: Notifier) -> Self {
         let workspace_sid = SidCache::new(settings.twilio.workspace_sid.clone(), "workspace");
         let workflow_sid = SidCache::new(settings.twilio.workflow_sid.clone(), "workflow");
-        Self { inner: Arc::new(Inner { settings, store, notifier, workspace_sid, workflow_sid }) }
+        let policy = Policy::from_settings(&settings);
+        Self { inner: Arc::new(Inner { settings, policy, store, notifier, workspace_sid, workflow_sid }) }
     }
 
     pub fn settings(&self) -> &Settings {
         &self.inner.settings
+    }
+
+    /// What the journeys decide with.
+    pub fn policy(&self) -> Policy {
+        self.inner.policy
     }
 
     pub fn store(&self) -> &Store {
@@ -151,8 +159,19 @@ pub fn router(state: AppState) -> Router {
         }))
 }
 
-async fn healthz() -> &'static str {
-    "ok"
+/// `ok`, or `degraded` (still 200: the server works) with the number of
+/// journeys that owe a command the dispatcher gave up on; they are sent again
+/// after a back-off, and the logs name them.
+async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    match state.store().degraded_journeys().await {
+        Ok(0) => "ok".into_response(),
+        Ok(n) => format!("degraded: {n} calls owe a Twilio request that failed for good; it is being retried")
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = ?e, "healthz could not read the database");
+            (StatusCode::SERVICE_UNAVAILABLE, "the database cannot be read").into_response()
+        }
+    }
 }
 
 /// The webhook boundary's error: the caller's faults become 4xx with a

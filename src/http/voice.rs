@@ -3,150 +3,155 @@
 
 use axum::extract::State;
 use jiff::Timestamp;
+use twilio::sid::{CallSid, ReservationSid, TaskSid};
 
 use super::{AppState, TwiML, TwilioRequest, WebhookError};
-use crate::config::AnsweredByPolicy;
 use crate::domain::{Location, Outcome};
 use crate::ivr::{self, Caller, Choice, Routed};
-use crate::outbox::Action;
-use crate::store::StatusRecord;
+use crate::journey::{Answer, AnsweredBy, CallStatus, Event, QueueResult, ReservationStatus};
+use crate::store::{Delivered, Delivery, NewCall, StatusRecord};
 
-fn param_sid<'a>(req: &'a TwilioRequest, key: &str) -> Result<&'a str, WebhookError> {
+/// A SID parameter (body, else query) of the given type, or a 400 naming it.
+pub(super) fn sid_param<T: std::str::FromStr>(req: &TwilioRequest, key: &str) -> Result<T, WebhookError> {
     let v = req.require(key)?;
-    if v.len() > 64 || !v.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(WebhookError::BadRequest(format!("{key} {v:?} is not a SID")));
+    v.parse().map_err(|_| WebhookError::BadRequest(format!("{key} {v:?} is not a SID")))
+}
+
+/// Delivers to the journey and wakes the dispatcher when commands were queued.
+pub(super) async fn deliver(state: &AppState, d: Delivery) -> Result<Delivered, WebhookError> {
+    let done = state.store().deliver(d).await?;
+    if done.queued > 0 {
+        state.notifier().notify();
     }
-    Ok(v)
+    Ok(done)
+}
+
+/// Delivers events about the caller's own leg.
+async fn caller_events(state: &AppState, call: &CallSid, events: Vec<Event>) -> Result<Delivered, WebhookError> {
+    deliver(state, Delivery::to_keys([call.to_string()], events, state.policy())).await
 }
 
 /// The phone number's voice URL: greet, check hours, offer a menu or enqueue.
 pub(super) async fn incoming_call(State(state): State<AppState>, req: TwilioRequest) -> Result<TwiML, WebhookError> {
-    let call_sid = param_sid(&req, "CallSid")?;
+    let call: CallSid = sid_param(&req, "CallSid")?;
     let to = req.require("To")?;
     let from = req.get("From").unwrap_or("anonymous");
-    let store = state.store();
-    store.record_inbound_call(call_sid, from, to).await?;
-    let locations = store.locations_for_number(to).await?;
+    let locations = state.store().locations_for_number(to).await?;
     let settings = state.settings();
-    match locations.as_slice() {
+    let mut events = vec![Event::CallerArrived { call: call.clone() }];
+    let twiml = match locations.as_slice() {
         [] => {
             tracing::warn!(to, "call to a number that serves no location");
-            store.settle_outcome(call_sid, Outcome::NotInService).await?;
-            Ok(TwiML(ivr::not_in_service(settings)))
+            events.push(Event::CallerTurnedAway { outcome: Outcome::NotInService, location: None });
+            TwiML(ivr::not_in_service(settings))
         }
-        [only] => route_to(&state, &req, call_sid, only, true).await,
-        several => Ok(TwiML(ivr::menu(settings, &state.urls(), several, 0))),
-    }
+        [only] => {
+            let (twiml, event) = route_to(&state, &req, only, true).await?;
+            events.push(event);
+            twiml
+        }
+        several => TwiML(ivr::menu(settings, &state.urls(), several, 0)),
+    };
+    let mut d = Delivery::to_keys([call.to_string()], events, state.policy());
+    d.caller = Some(NewCall { from: from.to_owned(), to: to.to_owned() });
+    deliver(&state, d).await?;
+    Ok(twiml)
 }
 
 /// The menu's `Gather` action (and its no-input redirect).
 pub(super) async fn menu(State(state): State<AppState>, req: TwilioRequest) -> Result<TwiML, WebhookError> {
-    let call_sid = param_sid(&req, "CallSid")?;
+    let call: CallSid = sid_param(&req, "CallSid")?;
     let to = req.require("To")?;
     let attempt: u32 = req.query.get("attempt").and_then(|a| a.parse().ok()).unwrap_or(0).min(10);
     let locations = state.store().locations_for_number(to).await?;
     if locations.is_empty() {
-        state.store().settle_outcome(call_sid, Outcome::NotInService).await?;
+        caller_events(&state, &call, vec![Event::CallerTurnedAway { outcome: Outcome::NotInService, location: None }])
+            .await?;
         return Ok(TwiML(ivr::not_in_service(state.settings())));
     }
     let digits = req.params.get("Digits");
     match ivr::choose(&locations, digits, attempt, state.settings().ivr.menu_attempts) {
-        Choice::Location(i) => route_to(&state, &req, call_sid, &locations[i], false).await,
+        Choice::Location(i) => {
+            let (twiml, event) = route_to(&state, &req, &locations[i], false).await?;
+            caller_events(&state, &call, vec![event]).await?;
+            Ok(twiml)
+        }
         Choice::Retry { attempt } => Ok(TwiML(ivr::menu(state.settings(), &state.urls(), &locations, attempt))),
     }
 }
 
+/// The TwiML for a caller sent to `location`, and the event it is for the journey.
 async fn route_to(
     state: &AppState,
     req: &TwilioRequest,
-    call_sid: &str,
     location: &Location,
     greet: bool,
-) -> Result<TwiML, WebhookError> {
-    let store = state.store();
-    store.set_call_location(call_sid, &location.name).await?;
+) -> Result<(TwiML, Event), WebhookError> {
     let Some(workflow) = state.workflow_sid().await? else {
         // Not provisioned yet. A 503 would make Twilio play its "application error" to the
         // caller; voicemail still works without TaskRouter, so offer that.
         tracing::error!(location = %location.name, "no workflow SID: run `call-router provision`; caller offered voicemail");
-        store.settle_outcome(call_sid, Outcome::DialFailed).await?;
         let msg = "Sorry, we cannot connect your call right now.";
-        return Ok(TwiML(ivr::voicemail(state.settings(), &state.urls(), &location.name, msg)));
+        let twiml = TwiML(ivr::voicemail(state.settings(), &state.urls(), &location.name, msg));
+        let away = Event::CallerTurnedAway { outcome: Outcome::DialFailed, location: Some(location.name.clone()) };
+        return Ok((twiml, away));
     };
     let caller = Caller { number: req.get("From").unwrap_or("anonymous"), call_token: req.get("CallToken") };
     let (twiml, routed) =
         ivr::route(state.settings(), &state.urls(), workflow.as_str(), location, &caller, Timestamp::now(), greet);
-    if routed == Routed::Closed {
-        store.settle_outcome(call_sid, Outcome::AfterHours).await?;
-    }
     tracing::info!(location = %location.name, ?routed, "caller routed");
-    Ok(TwiML(twiml))
+    let event = match routed {
+        Routed::Closed => {
+            Event::CallerTurnedAway { outcome: Outcome::AfterHours, location: Some(location.name.clone()) }
+        }
+        Routed::Enqueued => Event::CallerEnqueued { location: location.name.clone() },
+    };
+    Ok((TwiML(twiml), event))
 }
 
-/// The queue's `waitUrl`: hold music, until the caller has waited too long.
+/// The queue's `waitUrl`: hold music, until the journey says the caller
+/// should leave (waited too long, or settled elsewhere with the REST redirect
+/// overdue).
 pub(super) async fn hold(State(state): State<AppState>, req: TwilioRequest) -> Result<TwiML, WebhookError> {
-    let waited: u32 = req.get("QueueTime").and_then(|t| t.parse().ok()).unwrap_or(0);
-    let settings = state.settings();
-    if waited >= settings.ivr.max_queue_secs {
-        if let Some(call_sid) = req.get("CallSid") {
-            // The queue exit (QueueResult=leave) offers voicemail; cancel
-            // the task so no location is dialled for a caller who left.
-            let mut actions = Vec::new();
-            if let Some(call) = state.store().call(call_sid).await?
-                && let Some(task) = call.task_sid
-            {
-                actions.push(Action::CancelTask { task_sid: task, reason: "caller waited too long".into() });
-            }
-            if state.store().settle_and_stop_location(call_sid, Outcome::QueueTimeout, &actions).await? {
-                state.notifier().notify();
-            }
+    let call: CallSid = sid_param(&req, "CallSid")?;
+    let queue_time_secs: u32 = req.get("QueueTime").and_then(|t| t.parse().ok()).unwrap_or(0);
+    let done = caller_events(&state, &call, vec![Event::Hold { queue_time_secs }]).await?;
+    Ok(TwiML(match done.answer {
+        Answer::Leave => {
+            tracing::info!(queue_time_secs, outcome = %done.outcome, "the caller leaves the queue");
+            twilio::twiml::Response::new().verb(twilio::twiml::Verb::Leave)
         }
-        return Ok(TwiML(twilio::twiml::Response::new().verb(twilio::twiml::Verb::Leave)));
-    }
-    Ok(TwiML(ivr::hold(settings)))
+        _ => ivr::hold(state.settings()),
+    }))
 }
 
 /// The `Enqueue` action: the caller's leg left the queue.
 pub(super) async fn enqueue_action(State(state): State<AppState>, req: TwilioRequest) -> Result<TwiML, WebhookError> {
-    let call_sid = param_sid(&req, "CallSid")?;
-    let result = req.get("QueueResult").unwrap_or("error");
-    let store = state.store();
-    store.record_event("voice", &format!("queue.{result}"), Some(call_sid), &req.to_json()).await?;
+    let call: CallSid = sid_param(&req, "CallSid")?;
+    let raw = req.get("QueueResult");
+    let result = QueueResult::parse(raw);
+    let mut d = Delivery::to_keys([call.to_string()], vec![Event::QueueExit { result }], state.policy());
+    d = d.with_audit("voice", &format!("queue.{}", raw.unwrap_or("error")), Some(call.as_str()), req.to_json());
+    let done = deliver(&state, d).await?;
     let settings = state.settings();
-    match result {
-        "bridged" => {
-            store.settle_outcome(call_sid, Outcome::Connected).await?;
-            Ok(TwiML(ivr::goodbye(settings)))
-        }
-        // `bridging-in-process`: the caller hung up just as the location was being connected.
-        "hangup" | "bridging-in-process" => {
-            // The caller is gone. If the location's phone is still ringing,
-            // stop it; TaskRouter cancels the task itself.
-            if store.settle_and_stop_location(call_sid, Outcome::CallerHungUp, &[]).await? {
-                state.notifier().notify();
+    Ok(TwiML(match done.answer {
+        Answer::Goodbye => ivr::goodbye(settings),
+        Answer::Fallback { location, reason } => {
+            if !matches!(result, QueueResult::Leave) {
+                tracing::warn!(queue_result = raw, "caller left the queue unexpectedly");
             }
-            Ok(TwiML(ivr::empty()))
-        }
-        other => {
-            // leave, redirected, queue-full, error, system-error: the caller
-            // is still on the line and gets voicemail.
-            let location = location_of(&state, &req).await?;
-            let outcome = match store.call(call_sid).await? {
-                Some(c) if c.outcome.is_final() => c.outcome,
-                _ => {
-                    tracing::warn!(queue_result = other, "caller left the queue unexpectedly");
-                    if store.settle_and_stop_location(call_sid, Outcome::DialFailed, &[]).await? {
-                        state.notifier().notify();
-                    }
-                    Outcome::DialFailed
-                }
+            let name = location.or_else(|| req.query.get("location").map(str::to_owned));
+            let location = match name {
+                Some(n) => state.store().location(&n).await?,
+                None => None,
             };
-            Ok(TwiML(match location {
-                Some(l) => ivr::fallback(settings, &state.urls(), &l, outcome),
+            match location {
+                Some(l) => ivr::fallback(settings, &state.urls(), &l, reason),
                 None => ivr::voicemail(settings, &state.urls(), "", "Sorry, we could not connect your call."),
-            }))
+            }
         }
-    }
+        _ => ivr::empty(),
+    }))
 }
 
 async fn location_of(state: &AppState, req: &TwilioRequest) -> Result<Option<Location>, WebhookError> {
@@ -171,115 +176,111 @@ pub(super) async fn voicemail_complete(
     State(state): State<AppState>,
     req: TwilioRequest,
 ) -> Result<TwiML, WebhookError> {
-    let call_sid = param_sid(&req, "CallSid")?;
+    let call_sid = sid_param::<CallSid>(&req, "CallSid")?;
     if let Some(url) = req.get("RecordingUrl") {
-        state.store().set_recording(call_sid, url).await?;
-        tracing::info!(recording_url = url, "voicemail recorded");
+        state.store().set_recording(call_sid.as_str(), url).await?;
+        tracing::info!("voicemail recorded");
     }
     Ok(TwiML(ivr::goodbye(state.settings())))
 }
 
-/// The outbound leg's answer URL: bridge a person, apply the policy to
-/// machines.
+/// The reservation a location leg was placed for: `reservationSid` in its
+/// URLs, or `queue` in those of the Node version this replaces (so legs it
+/// placed before a cut-over are still bridged).
+fn leg_reservation(req: &TwilioRequest) -> Result<ReservationSid, WebhookError> {
+    let key = if req.query.get("reservationSid").is_some() { "reservationSid" } else { "queue" };
+    if req.query.get(key).is_none() {
+        return Err(WebhookError::BadRequest("missing parameter reservationSid".into()));
+    }
+    let sid: ReservationSid = sid_param(req, key)?;
+    tracing::Span::current().record("reservation_sid", sid.as_str());
+    Ok(sid)
+}
+
+/// The SIDs that route a location leg's webhook to its journey.
+fn leg_keys(req: &TwilioRequest, reservation: &ReservationSid, leg: &CallSid) -> Vec<String> {
+    let mut keys = vec![reservation.to_string(), leg.to_string()];
+    keys.extend(["callSid", "taskSid"].iter().filter_map(|k| req.query.get(k)).map(str::to_owned));
+    keys
+}
+
+/// The events of a location leg's webhook: the task its URL names first (a
+/// bare `ReservationSeen`, which only makes them known), so that a journey
+/// that never heard `reservation.created` can still cancel the task.
+fn leg_events(req: &TwilioRequest, reservation: &ReservationSid, event: Event) -> Vec<Event> {
+    let task = req.query.get("taskSid").and_then(|t| t.parse::<TaskSid>().ok());
+    let seen = task.map(|task| Event::ReservationSeen {
+        task,
+        reservation: reservation.clone(),
+        status: ReservationStatus::Pending,
+    });
+    seen.into_iter().chain([event]).collect()
+}
+
+fn leg_attempt(req: &TwilioRequest) -> Option<u32> {
+    req.query.get("attempt").and_then(|a| a.parse().ok())
+}
+
+/// The outbound leg's answer URL: the journey says whether to bridge.
 pub(super) async fn dial_queue(State(state): State<AppState>, req: TwilioRequest) -> Result<TwiML, WebhookError> {
-    let reservation = param_sid(&req, "reservationSid")?;
-    tracing::Span::current().record("reservation_sid", reservation);
-    let answered_by = req.params.get("AnsweredBy").unwrap_or("human");
-    let policy = match answered_by {
-        "human" => AnsweredByPolicy::Bridge,
-        "unknown" => state.settings().dialing.on_unknown,
-        _ => state.settings().dialing.on_machine,
-    };
-    if policy == AnsweredByPolicy::Bridge {
-        // The caller may have hung up, or been sent to voicemail, while this phone rang:
-        // bridging would connect the location to nobody.
-        if let Some(inbound) = req.query.get("callSid")
-            && let Some(call) = state.store().call(inbound).await?
-            && call.outcome.is_final()
-            && call.outcome != Outcome::Connected
-        {
-            tracing::info!(outcome = %call.outcome, "the caller is gone; not bridging the location");
-            return Ok(TwiML(ivr::caller_gone(state.settings())));
+    let reservation = leg_reservation(&req)?;
+    let leg: CallSid = sid_param(&req, "CallSid")?;
+    let answered_by = AnsweredBy::parse(req.params.get("AnsweredBy"));
+    let keys = leg_keys(&req, &reservation, &leg);
+    let event = Event::LegAnswered { reservation: reservation.clone(), attempt: leg_attempt(&req), leg, answered_by };
+    let events = leg_events(&req, &reservation, event);
+    let done = deliver(&state, Delivery::to_keys(keys, events, state.policy())).await?;
+    Ok(TwiML(match done.answer {
+        Answer::Bridge { reservation } => ivr::dial_queue(reservation.as_str()),
+        Answer::Refuse { caller_gone: true } => {
+            tracing::info!(outcome = %done.outcome, "the caller is gone; not bridging the location");
+            ivr::caller_gone(state.settings())
         }
-        return Ok(TwiML(ivr::dial_queue(reservation)));
-    }
-    // Leave the location's machine alone and give the caller voicemail here.
-    if let Some(inbound) = req.query.get("callSid") {
-        let mut actions = vec![redirect_caller(&state, inbound, req.query.get("location"), Outcome::LocationVoicemail)];
-        if let Some(task) = req.query.get("taskSid") {
-            actions
-                .push(Action::CancelTask { task_sid: task.to_owned(), reason: format!("answered by {answered_by}") });
+        _ => {
+            tracing::info!(answered_by = answered_by.as_str(), outcome = %done.outcome, "not bridging this leg");
+            ivr::hangup()
         }
-        if state.store().settle_with_actions(inbound, Outcome::LocationVoicemail, &actions).await? {
-            state.notifier().notify();
-        }
-    }
-    tracing::info!(answered_by, "not bridging a machine");
-    Ok(TwiML(ivr::hangup()))
+    }))
 }
 
-fn redirect_caller(state: &AppState, inbound: &str, location: Option<&str>, reason: Outcome) -> Action {
-    let url =
-        state.urls().url("/caller-fallback", &[("location", location.unwrap_or("")), ("reason", reason.as_str())]);
-    Action::RedirectCaller { call_sid: inbound.to_owned(), url }
-}
-
-/// The number's own status callback reports the caller's leg. When it ends before any
-/// reservation was linked to it (the caller hung up during the greeting or at the menu, or
-/// while queued), nothing else will settle it, so this does. A call with a reservation is
-/// settled by the queue exit and TaskRouter's events instead: a `completed` that overtakes
-/// the `bridged` queue exit must not turn a connected call into a hang-up.
-async fn settle_caller_gone_before_queue(state: &AppState, call_sid: &str, status: &str) -> Result<(), WebhookError> {
-    if !matches!(status, "completed" | "canceled" | "failed" | "busy" | "no-answer") {
-        return Ok(());
-    }
-    let Some(call) = state.store().call(call_sid).await? else {
-        return Ok(());
-    };
-    if call.task_sid.is_none() && !call.outcome.is_final() {
-        state.store().settle_outcome(call_sid, Outcome::CallerHungUp).await?;
-        tracing::info!(status, "the caller hung up before reaching a location");
-    }
-    Ok(())
-}
-
-/// Every status of the outbound leg is recorded; a failed attempt sends the
-/// caller to voicemail and cancels the task. Statuses of the caller's own leg
-/// (no `callSid` in the query) are recorded too, and may settle a hang-up.
+/// Status callbacks: of a location leg (its URL names the reservation), or
+/// of the caller's own leg (the number's status callback). Every one is kept
+/// for audit and delivered to the journey.
 pub(super) async fn status_callback(State(state): State<AppState>, req: TwilioRequest) -> Result<TwiML, WebhookError> {
-    let call_sid = param_sid(&req, "CallSid")?;
-    let status = req.require("CallStatus")?;
+    let call: CallSid = sid_param(&req, "CallSid")?;
+    let raw = req.require("CallStatus")?;
+    let status =
+        CallStatus::parse(raw).ok_or_else(|| WebhookError::BadRequest(format!("CallStatus {raw:?} is not known")))?;
     let num = |k: &str| req.params.get(k).and_then(|v| v.parse::<i64>().ok());
-    let inbound = req.query.get("callSid").map(str::to_owned);
+    let sequence = num("SequenceNumber").and_then(|n| u32::try_from(n).ok());
+    let is_leg = req.query.get("reservationSid").is_some() || req.query.get("queue").is_some();
     let record = StatusRecord {
-        call_sid: call_sid.to_owned(),
-        inbound_call_sid: inbound.clone(),
-        status: status.to_owned(),
+        call_sid: call.to_string(),
+        inbound_call_sid: req.query.get("callSid").map(str::to_owned),
+        status: raw.to_owned(),
         sequence_number: num("SequenceNumber"),
         call_duration: num("CallDuration"),
         answered_by: req.params.get("AnsweredBy").map(str::to_owned),
         sip_response_code: num("SipResponseCode"),
     };
-    state.store().record_status(&record).await?;
-    if inbound.is_none() {
-        settle_caller_gone_before_queue(&state, call_sid, status).await?;
-        return Ok(TwiML(ivr::empty()));
-    }
-    let outcome = match status {
-        "busy" => Some(Outcome::LocationBusy),
-        "no-answer" => Some(Outcome::LocationNoAnswer),
-        "failed" => Some(Outcome::DialFailed),
-        _ => None,
+    let mut d = if is_leg {
+        let reservation = leg_reservation(&req)?;
+        let keys = leg_keys(&req, &reservation, &call);
+        let event = Event::LegStatus {
+            reservation: reservation.clone(),
+            attempt: leg_attempt(&req),
+            leg: call,
+            status,
+            sequence,
+        };
+        Delivery::to_keys(keys, leg_events(&req, &reservation, event), state.policy())
+    } else {
+        Delivery::to_keys([call.to_string()], vec![Event::CallerStatus { status, sequence }], state.policy())
     };
-    if let (Some(outcome), Some(inbound)) = (outcome, inbound) {
-        let mut actions = vec![redirect_caller(&state, &inbound, req.query.get("location"), outcome)];
-        if let Some(task) = req.query.get("taskSid") {
-            actions.push(Action::CancelTask { task_sid: task.to_owned(), reason: format!("location {status}") });
-        }
-        if state.store().settle_with_actions(&inbound, outcome, &actions).await? {
-            tracing::info!(%outcome, "location not reached; caller offered voicemail");
-            state.notifier().notify();
-        }
+    d.status = Some(record);
+    let done = deliver(&state, d).await?;
+    if done.outcome.is_final() && status.is_final() {
+        tracing::debug!(status = raw, outcome = %done.outcome, "leg ended");
     }
     Ok(TwiML(ivr::empty()))
 }

@@ -101,7 +101,7 @@ impl Journey {
                     AttemptState::Unknown { lookups, .. } => lookups < MAX_LOOKUPS,
                     _ => false,
                 });
-            let current = r.current_leg();
+            let current = self.current_leg(j);
             let live_leg = r.legs.iter().any(|l| {
                 l.reported.is_live()
                     && !(j == i && current == Some(&l.sid))
@@ -119,8 +119,9 @@ impl Journey {
         // Connected, perhaps with the accept missed: the current leg may be the
         // bridged one, and cutting it would cut the conversation.
         let in_call = self.outcome == Outcome::Connected && self.caller.state != CallerState::Gone;
-        for r in &mut self.reservations {
-            let current = r.current_leg().cloned();
+        let currents: Vec<Option<CallSid>> =
+            (0..self.reservations.len()).map(|i| self.current_leg(i).cloned()).collect();
+        for (r, current) in self.reservations.iter_mut().zip(currents) {
             let status = r.status;
             for l in r.legs.iter_mut().filter(|l| l.reported.is_live()) {
                 let is_current = current.as_ref() == Some(&l.sid);

@@ -21,8 +21,9 @@ pub enum Event {
     /// The IVR put the caller in the queue for a location (`<Enqueue>`).
     CallerEnqueued { location: String },
     /// The IVR settled the call without the queue (closed, not in service, no
-    /// workflow): the caller gets voicemail or a message from the IVR.
-    CallerTurnedAway { outcome: Outcome },
+    /// workflow): the caller gets voicemail or a message from the IVR, of
+    /// `location` when one was chosen.
+    CallerTurnedAway { outcome: Outcome, location: Option<String> },
     /// `/hold`, the queue's `waitUrl`. Answered with [`super::Answer::Hold`] or
     /// [`super::Answer::Leave`].
     Hold { queue_time_secs: u32 },
@@ -181,6 +182,14 @@ pub enum AnsweredBy {
 }
 
 impl AnsweredBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnsweredBy::Human => "human",
+            AnsweredBy::Machine => "machine",
+            AnsweredBy::Unknown => "unknown",
+        }
+    }
+
     /// Without AMD (no `AnsweredBy`), a person is assumed, as the handlers do today.
     pub fn parse(s: Option<&str>) -> Self {
         match s {

@@ -23,7 +23,10 @@ impl Journey {
                 self.location.get_or_insert(location);
                 self.caller.advance(CallerState::Queued);
             }
-            Event::CallerTurnedAway { outcome } => {
+            Event::CallerTurnedAway { outcome, location } => {
+                if let Some(l) = location {
+                    self.location.get_or_insert(l);
+                }
                 self.settle(outcome);
                 self.caller.advance(CallerState::Diverted);
             }
@@ -140,14 +143,19 @@ impl Journey {
     }
 
     fn reservation(&mut self, sid: ReservationSid) -> &mut Reservation {
-        let i = match self.reservations.iter().position(|r| r.sid == sid) {
+        let i = self.reservation_index(sid);
+        &mut self.reservations[i]
+    }
+
+    /// The index of that reservation, known from now on.
+    fn reservation_index(&mut self, sid: ReservationSid) -> usize {
+        match self.reservations.iter().position(|r| r.sid == sid) {
             Some(i) => i,
             None => {
                 self.reservations.push(Reservation::new(sid));
                 self.reservations.len() - 1
             }
-        };
-        &mut self.reservations[i]
+        }
     }
 
     /// The first final outcome wins.
@@ -252,9 +260,10 @@ impl Journey {
         let caller = self.caller.state;
         let caller_waits = caller.waiting() && self.outcome == Outcome::Pending;
         let wants_bridge = cx.policy.for_answer(answered_by) == AnsweredByPolicy::Bridge;
-        let r = self.reservation(reservation.clone());
-        let i = r.note_leg(leg, attempt);
-        let current = r.current_leg() == Some(&r.legs[i].sid);
+        let ri = self.reservation_index(reservation.clone());
+        let i = self.reservations[ri].note_leg(leg, attempt);
+        let current = self.current_leg(ri) == Some(&self.reservations[ri].legs[i].sid);
+        let r = &mut self.reservations[ri];
         let status = r.status;
         let l = &mut r.legs[i];
         l.reported.apply(CallStatus::InProgress, None);
@@ -297,9 +306,10 @@ impl Journey {
         sequence: Option<u32>,
     ) {
         let caller_waits = self.caller.state.waiting() && self.outcome == Outcome::Pending;
-        let r = self.reservation(reservation);
-        let i = r.note_leg(leg, attempt);
-        let current = r.current_leg() == Some(&r.legs[i].sid);
+        let ri = self.reservation_index(reservation);
+        let i = self.reservations[ri].note_leg(leg, attempt);
+        let current = self.current_leg(ri) == Some(&self.reservations[ri].legs[i].sid);
+        let r = &mut self.reservations[ri];
         let changed = r.legs[i].reported.apply(status, sequence);
         // Only the end of the current leg of a live reservation speaks for the caller.
         if !(changed && current && r.status == ResState::Pending && caller_waits) {

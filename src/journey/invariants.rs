@@ -140,9 +140,10 @@ impl Checker {
         if let (Event::Hold { queue_time_secs }, Answer::Leave) = (event, &step.answer)
             && before.outcome == Outcome::Pending
         {
-            let answered = before.reservations.iter().filter(|r| r.status == ResState::Pending).any(|r| {
+            let pending = before.reservations.iter().enumerate().filter(|(_, r)| r.status == ResState::Pending);
+            let answered = pending.into_iter().any(|(i, r)| {
                 r.legs.iter().any(|l| {
-                    r.current_leg() == Some(&l.sid)
+                    before.current_leg(i) == Some(&l.sid)
                         && l.reported.is_live()
                         && l.stop.is_none()
                         && (l.bridging || l.reported.status == Some(CallStatus::InProgress))

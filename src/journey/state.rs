@@ -274,8 +274,9 @@ impl Reservation {
         self.attempts.iter_mut().find(|a| a.n == n)
     }
 
-    /// The leg of the latest attempt; any other leg is a stray.
-    pub(super) fn current_leg(&self) -> Option<&CallSid> {
+    /// The leg of the latest attempt; any other leg is a stray. See
+    /// `Journey::current_leg` for legs of a reservation we never dialled.
+    pub(super) fn placed_leg(&self) -> Option<&CallSid> {
         match &self.attempts.last()?.state {
             AttemptState::Placed { leg } => Some(leg),
             _ => None,

@@ -415,3 +415,26 @@ fn a_journey_survives_serialisation() {
     assert_eq!(back, run.j);
     assert_eq!(back.keys().len(), 4, "caller, task, reservation, leg: {:?}", back.keys());
 }
+
+#[test]
+fn a_leg_the_journey_never_dialled_is_bridged_when_the_caller_waits() {
+    // The Node version placed this leg before a cut-over (`/dial-queue?queue=WR…`):
+    // the journey knows the caller, and of the reservation only what the leg's URL says.
+    let mut run = Run::queued();
+    run.on(Event::ReservationSeen { task: task(TASK), reservation: res(1), status: ReservationStatus::Pending });
+    let step = run.on(answered(1, 101, AnsweredBy::Human));
+    assert_eq!(step.answer, Answer::Bridge { reservation: res(1) });
+    assert_eq!(step.commands, []);
+
+    // The same leg busy instead: the caller gets voicemail and the task is canceled.
+    let mut run = Run::queued();
+    run.on(Event::ReservationSeen { task: task(TASK), reservation: res(1), status: ReservationStatus::Pending });
+    let step = run.on(leg_status(1, 101, CallStatus::Busy, 2));
+    assert_eq!(step.commands, [redirect(Outcome::LocationBusy), cancel(Outcome::LocationBusy)]);
+
+    // A second leg heard of for that reservation is the current one; the first is stopped.
+    let mut run = Run::queued();
+    run.on(answered(1, 101, AnsweredBy::Human));
+    let step = run.on(answered(1, 102, AnsweredBy::Human));
+    assert_eq!(step.answer, Answer::Bridge { reservation: res(1) });
+}

@@ -915,7 +915,7 @@ fn event() -> impl Strategy<Value = Event> {
     prop_oneof![
         1 => Just(Event::CallerArrived { call: call(CALLER) }),
         1 => Just(Event::CallerEnqueued { location: "north".into() }),
-        1 => one_of(Outcome::ALL.to_vec()).prop_map(|outcome| Event::CallerTurnedAway { outcome }),
+        1 => one_of(Outcome::ALL.to_vec()).prop_map(|outcome| Event::CallerTurnedAway { outcome, location: None }),
         1 => (0u32..400).prop_map(|queue_time_secs| Event::Hold { queue_time_secs }),
         1 => one_of(vec![QueueResult::Bridged, QueueResult::BridgingInProcess, QueueResult::Hangup, QueueResult::Leave, QueueResult::Error])
             .prop_map(|result| Event::QueueExit { result }),

@@ -1,0 +1,375 @@
+//! Journeys in the database: an event is delivered to its journey inside the
+//! writer's transaction, so the journey, the commands it owes (the outbox)
+//! and what the `calls` table shows of it change together or not at all.
+//!
+//! The store decides nothing: it finds the journey by the event's SIDs (or
+//! makes one), calls [`journey::apply`], and writes what comes back. The one
+//! command it carries out itself is [`Command::WithdrawDial`], which only
+//! touches the outbox: a dial still pending there is dropped in the same
+//! transaction, and the journey hears `DialFailed` for it at once.
+
+use std::collections::{HashSet, VecDeque};
+
+use anyhow::Context as _;
+use jiff::Timestamp;
+use sqlx::Row;
+
+use super::StatusRecord;
+use crate::domain::Outcome;
+use crate::journey::{self, Answer, Command, Event, Journey, Policy};
+use crate::outbox::{Lane, OutboxState};
+
+type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
+
+/// Which journey an event is for.
+#[derive(Debug, Clone)]
+pub enum Route {
+    /// The first of these SIDs that a journey is known by (most telling
+    /// first); with `create`, a new journey when none is.
+    Keys { keys: Vec<String>, create: bool },
+    /// A journey by its id (ticks, the dispatcher's results).
+    Id(i64),
+}
+
+/// The caller's numbers, for the `calls` row of a journey that begins at
+/// `/incoming-call`.
+#[derive(Debug, Clone)]
+pub struct NewCall {
+    pub from: String,
+    pub to: String,
+}
+
+/// A raw webhook kept for audit.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    pub source: &'static str,
+    pub event_type: String,
+    pub resource_sid: Option<String>,
+    pub payload: String,
+}
+
+/// How an outbox row ended, written with the result's event.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub id: i64,
+    pub state: OutboxState,
+    pub result: Option<String>,
+    pub error: Option<String>,
+    /// For a row sent again later: not before this time.
+    pub not_before_ms: i64,
+}
+
+/// One or more events for one journey, and what to write beside them.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub route: Route,
+    pub events: Vec<Event>,
+    pub policy: Policy,
+    pub caller: Option<NewCall>,
+    pub audit: Option<Audit>,
+    pub status: Option<StatusRecord>,
+    pub finish: Option<Finish>,
+}
+
+impl Delivery {
+    pub fn new(route: Route, events: Vec<Event>, policy: Policy) -> Self {
+        Delivery { route, events, policy, caller: None, audit: None, status: None, finish: None }
+    }
+
+    /// Routed by these SIDs, making a journey when none is known by them.
+    pub fn to_keys(keys: impl IntoIterator<Item = String>, events: Vec<Event>, policy: Policy) -> Self {
+        Delivery::new(Route::Keys { keys: keys.into_iter().collect(), create: true }, events, policy)
+    }
+
+    pub fn with_audit(mut self, source: &'static str, event_type: &str, sid: Option<&str>, payload: String) -> Self {
+        self.audit =
+            Some(Audit { source, event_type: event_type.to_owned(), resource_sid: sid.map(str::to_owned), payload });
+        self
+    }
+}
+
+/// What a delivery did.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    /// The answer to the last of the delivered events (for TwiML).
+    pub answer: Answer,
+    pub outcome: Outcome,
+    /// New outbox rows: the dispatcher has work.
+    pub queued: usize,
+    pub journey: Option<i64>,
+}
+
+/// Delivers `d` inside `tx`.
+pub(super) async fn deliver_in(tx: &mut Tx<'_>, d: &Delivery, now: i64) -> anyhow::Result<Delivered> {
+    if let Some(a) = &d.audit {
+        super::insert_event(tx, a.source, &a.event_type, a.resource_sid.as_deref(), &a.payload, now).await?;
+    }
+    if let Some(s) = &d.status {
+        super::insert_status(tx, s, now).await?;
+    }
+    if let Some(f) = &d.finish {
+        finish_in(tx, f, now).await?;
+    }
+    let found = match &d.route {
+        Route::Id(id) => load(tx, *id).await?.map(|(v, j)| (*id, v, j)),
+        Route::Keys { keys, .. } => match find(tx, keys).await? {
+            Some(id) => load(tx, id).await?.map(|(v, j)| (id, v, j)),
+            None => None,
+        },
+    };
+    let create = matches!(d.route, Route::Keys { create: true, .. });
+    let (id, version, mut journey) = match found {
+        Some(f) => f,
+        None if create => {
+            let id = insert_new(tx, now).await?;
+            (id, 0, Journey::default())
+        }
+        None => return Ok(Delivered { answer: Answer::Nothing, outcome: Outcome::Pending, queued: 0, journey: None }),
+    };
+    let known: HashSet<String> = if version == 0 { HashSet::new() } else { journey.keys().into_iter().collect() };
+    let at = Timestamp::from_millisecond(now).context("the clock is out of range")?;
+
+    let originals = d.events.len();
+    let mut queue: VecDeque<Event> = d.events.iter().cloned().collect();
+    let mut answer = Answer::Nothing;
+    let mut queued = 0;
+    let mut n = 0;
+    while let Some(event) = queue.pop_front() {
+        let (next, step) = journey::apply(journey, event, at, &d.policy);
+        journey = next;
+        n += 1;
+        if n == originals {
+            answer = step.answer;
+        }
+        for command in step.commands {
+            if let Command::WithdrawDial { reservation, attempt } = &command {
+                if withdraw(tx, &journey::dial_key(reservation, *attempt), now).await? {
+                    queue.push_back(Event::DialFailed { reservation: reservation.clone(), attempt: *attempt });
+                }
+                continue;
+            }
+            if insert_command(tx, &command, Some(id), now).await? {
+                queued += 1;
+            }
+        }
+    }
+
+    save(tx, id, version, &journey, now).await?;
+    for key in journey.keys().into_iter().filter(|k| !known.contains(k)) {
+        sqlx::query("INSERT INTO journey_keys (sid, journey_id) VALUES ($1, $2) ON CONFLICT (sid) DO NOTHING")
+            .bind(&key)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    project(tx, &journey, d.caller.as_ref(), now).await?;
+    Ok(Delivered { answer, outcome: journey.outcome(), queued, journey: Some(id) })
+}
+
+/// Records how an outbox row ended, or when to send it again.
+pub(super) async fn finish_in(tx: &mut Tx<'_>, f: &Finish, now: i64) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE outbox SET state = $2, result = $3, last_error = $4, not_before_ms = $5, updated_at_ms = $6
+         WHERE id = $1",
+    )
+    .bind(f.id)
+    .bind(f.state.as_str())
+    .bind(f.result.as_deref())
+    .bind(f.error.as_deref())
+    .bind(f.not_before_ms)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Drops a dial that has not been claimed. True when it was still pending.
+async fn withdraw(tx: &mut Tx<'_>, key: &str, now: i64) -> anyhow::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE outbox SET state = $2, last_error = $3, updated_at_ms = $4 WHERE dedupe_key = $1 AND state = $5",
+    )
+    .bind(key)
+    .bind(OutboxState::Done.as_str())
+    .bind("withdrawn: the reservation ended or the caller left before the dial went out")
+    .bind(now)
+    .bind(OutboxState::Pending.as_str())
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Queues a command; false when one with its key exists already.
+pub(super) async fn insert_command(
+    tx: &mut Tx<'_>,
+    command: &Command,
+    journey_id: Option<i64>,
+    now: i64,
+) -> anyhow::Result<bool> {
+    let done = sqlx::query(
+        "INSERT INTO outbox (dedupe_key, kind, payload, state, attempts, not_before_ms, journey_id, created_at_ms,
+             updated_at_ms)
+         VALUES ($1, $2, $3, $4, 0, 0, $5, $6, $6) ON CONFLICT (dedupe_key) DO NOTHING",
+    )
+    .bind(command.key())
+    .bind(command.kind())
+    .bind(serde_json::to_string(command)?)
+    .bind(OutboxState::Pending.as_str())
+    .bind(journey_id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// The journey known by the first of `keys` that one is known by.
+async fn find(tx: &mut Tx<'_>, keys: &[String]) -> anyhow::Result<Option<i64>> {
+    for key in keys {
+        let row = sqlx::query("SELECT journey_id FROM journey_keys WHERE sid = $1")
+            .bind(key)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if let Some(r) = row {
+            return Ok(Some(r.try_get("journey_id")?));
+        }
+    }
+    Ok(None)
+}
+
+async fn load(tx: &mut Tx<'_>, id: i64) -> anyhow::Result<Option<(i64, Journey)>> {
+    let Some(row) = sqlx::query("SELECT version, state_json FROM journeys WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let json: String = row.try_get("state_json")?;
+    let journey = serde_json::from_str(&json).with_context(|| format!("journey {id} does not parse"))?;
+    Ok(Some((row.try_get("version")?, journey)))
+}
+
+async fn insert_new(tx: &mut Tx<'_>, now: i64) -> anyhow::Result<i64> {
+    let row = sqlx::query(
+        "INSERT INTO journeys (state_json, version, created_at_ms, updated_at_ms) VALUES ('{}', 0, $1, $1)
+         RETURNING id",
+    )
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(row.try_get("id")?)
+}
+
+async fn save(tx: &mut Tx<'_>, id: i64, version: i64, journey: &Journey, now: i64) -> anyhow::Result<()> {
+    let done = sqlx::query(
+        "UPDATE journeys SET state_json = $3, version = $2 + 1, wake_at_ms = $4, closed = $5, degraded = $6,
+             updated_at_ms = $7
+         WHERE id = $1 AND version = $2",
+    )
+    .bind(id)
+    .bind(version)
+    .bind(serde_json::to_string(journey)?)
+    .bind(journey.wake_at().map(|t| t.as_millisecond()))
+    .bind(i64::from(journey.is_closed()))
+    .bind(i64::from(journey.degraded()))
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    anyhow::ensure!(done.rows_affected() == 1, "journey {id} changed under us (version {version})");
+    Ok(())
+}
+
+/// Keeps the `calls` row of the journey's caller in step with it.
+async fn project(tx: &mut Tx<'_>, journey: &Journey, caller: Option<&NewCall>, now: i64) -> anyhow::Result<()> {
+    let Some(call) = journey.caller_sid() else {
+        return Ok(());
+    };
+    let s = journey.summary();
+    sqlx::query(
+        "INSERT INTO calls (call_sid, from_number, to_number, location, task_sid, reservation_sid, outbound_call_sid,
+             answered_by, outcome, created_at_ms, updated_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+         ON CONFLICT (call_sid) DO UPDATE SET
+             from_number = COALESCE(NULLIF(excluded.from_number, ''), calls.from_number),
+             to_number = COALESCE(NULLIF(excluded.to_number, ''), calls.to_number),
+             location = COALESCE(excluded.location, calls.location),
+             task_sid = COALESCE(excluded.task_sid, calls.task_sid),
+             reservation_sid = COALESCE(excluded.reservation_sid, calls.reservation_sid),
+             outbound_call_sid = COALESCE(excluded.outbound_call_sid, calls.outbound_call_sid),
+             answered_by = COALESCE(excluded.answered_by, calls.answered_by),
+             outcome = excluded.outcome,
+             updated_at_ms = excluded.updated_at_ms",
+    )
+    .bind(call.as_str())
+    .bind(caller.map(|c| c.from.as_str()).unwrap_or(""))
+    .bind(caller.map(|c| c.to.as_str()).unwrap_or(""))
+    .bind(s.location)
+    .bind(s.task.map(|t| t.as_str()))
+    .bind(s.reservation.map(|r| r.as_str()))
+    .bind(s.leg.map(|l| l.as_str()))
+    .bind(s.answered_by.map(|a| a.as_str()))
+    .bind(journey.outcome().as_str())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Journeys whose wake-up time has come, soonest first.
+pub(super) async fn due(pool: &sqlx::AnyPool, now: i64, limit: i64) -> anyhow::Result<Vec<i64>> {
+    let rows = sqlx::query("SELECT id FROM journeys WHERE wake_at_ms <= $1 ORDER BY wake_at_ms LIMIT $2")
+        .bind(now)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+}
+
+/// The dispatcher's claim: up to `limit` pending rows of `lane` whose time
+/// has come, oldest first, marked `sending`.
+pub(super) async fn claim(
+    tx: &mut Tx<'_>,
+    lane: Lane,
+    limit: i64,
+    now: i64,
+) -> anyhow::Result<Vec<crate::outbox::OutboxRow>> {
+    // `state = $1` again outside the subquery: on PostgreSQL a row another
+    // claimer took meanwhile is then skipped, not taken twice.
+    let sql = match lane {
+        Lane::Dial => {
+            "UPDATE outbox SET state = $2, attempts = attempts + 1, updated_at_ms = $3
+             WHERE state = $1 AND id IN (SELECT id FROM outbox WHERE state = $1 AND kind = 'dial'
+                 AND not_before_ms <= $3 ORDER BY id LIMIT $4)
+             RETURNING id, dedupe_key, payload, attempts, journey_id"
+        }
+        Lane::Other => {
+            "UPDATE outbox SET state = $2, attempts = attempts + 1, updated_at_ms = $3
+             WHERE state = $1 AND id IN (SELECT id FROM outbox WHERE state = $1 AND kind <> 'dial'
+                 AND not_before_ms <= $3 ORDER BY id LIMIT $4)
+             RETURNING id, dedupe_key, payload, attempts, journey_id"
+        }
+    };
+    let rows = sqlx::query(sql)
+        .bind(OutboxState::Pending.as_str())
+        .bind(OutboxState::Sending.as_str())
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut out = rows
+        .iter()
+        .map(|r| {
+            let id: i64 = r.try_get("id")?;
+            let payload: String = r.try_get("payload")?;
+            Ok(crate::outbox::OutboxRow {
+                id,
+                key: r.try_get("dedupe_key")?,
+                command: serde_json::from_str(&payload).with_context(|| format!("outbox row {id} payload"))?,
+                attempts: r.try_get("attempts")?,
+                journey_id: r.try_get("journey_id")?,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // RETURNING's order is not defined.
+    out.sort_by_key(|r| r.id);
+    Ok(out)
+}
