@@ -15,7 +15,7 @@ pub mod report;
 mod run;
 pub mod scenario;
 
-pub use run::{run, run_cli};
+pub use run::{fault_counts, run, run_cli, sandbox_behaviour};
 
 use std::path::Path;
 use std::time::Duration;

@@ -216,8 +216,9 @@ async fn install_faults(
     Ok(())
 }
 
-/// How often each fault rule matched and fired.
-async fn fault_counts(client: &sandbox::client::SandboxClient) -> Vec<report::FaultCount> {
+/// How often each of the sandbox's fault rules matched and fired, described
+/// for the report (also used by the chaos test).
+pub async fn fault_counts(client: &sandbox::client::SandboxClient) -> Vec<report::FaultCount> {
     let rules = match client.faults().await {
         Ok(r) => r,
         Err(e) => {
@@ -376,7 +377,8 @@ fn timeline(summary: &serde_json::Value) -> Vec<Moment> {
         .collect()
 }
 
-fn sandbox_behaviour(b: Behaviour) -> sandbox::state::Behaviour {
+/// The sandbox's form of a scenario's phone behaviour.
+pub fn sandbox_behaviour(b: Behaviour) -> sandbox::state::Behaviour {
     use sandbox::state::Behaviour as S;
     match b {
         Behaviour::Person { rings, talk_secs } => S::Person { rings, talk_secs: u64::from(talk_secs), digits: None },
