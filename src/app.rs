@@ -74,14 +74,28 @@ impl Server {
     /// dispatcher finishes its running actions), all within `drain_secs`.
     /// What is still running at the deadline is cut and logged.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.shutdown_after(Duration::ZERO).await
+    }
+
+    /// As [`Server::shutdown`], after `grace` of answering every request
+    /// with `Connection: close` (and still accepting), so that clients on
+    /// keep-alive connections move off before the idle ones are closed.
+    /// `serve` uses this on SIGTERM; `grace` counts against `drain_secs`.
+    pub async fn shutdown_after(self, grace: Duration) -> anyhow::Result<()> {
         let Server { http_stop, mut http, background, requests, drain, .. } = self;
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + drain;
+        if !grace.is_zero() {
+            requests.close_connections();
+            tracing::info!(grace_ms = grace.min(drain).as_millis() as u64, "closing keep-alive connections");
+            tokio::time::sleep_until((tokio::time::Instant::now() + grace).min(deadline)).await;
+        }
         tracing::info!(
             requests_in_flight = requests.now(),
             drain_secs = drain.as_secs(),
             "draining: no new connections; finishing the webhooks in flight, then the background tasks"
         );
+        requests.close_connections();
         let _ = http_stop.send(true);
         // The dispatcher keeps running while the webhooks finish, so the
         // actions their last requests wrote are still sent by this process.

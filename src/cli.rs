@@ -305,6 +305,12 @@ impl AddLocation {
     }
 }
 
+/// How long a stopping `serve` still answers (with `Connection: close`)
+/// before it stops accepting and closes idle connections: long enough for a
+/// busy keep-alive client's next request. Without it, a client that sends on
+/// an idle connection just as the server closes it gets no answer.
+const KEEP_ALIVE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// `call-router serve`.
 pub async fn run_serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
@@ -316,7 +322,7 @@ pub async fn run_serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     // A second signal means: do not wait for the drain.
     tokio::select! {
-        result = server.shutdown() => result,
+        result = server.shutdown_after(KEEP_ALIVE_GRACE) => result,
         () = crate::app::shutdown_signal() => {
             tracing::warn!("a second signal: exiting without finishing the drain");
             Ok(())

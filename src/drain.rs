@@ -1,10 +1,12 @@
 //! Stopping without dropping work: the one stop signal the background tasks
-//! observe, and the count of webhooks in flight, for the drain's log lines.
+//! observe, the count of webhooks in flight for the drain's log lines, and
+//! the "closing" mark that makes responses say `Connection: close` before the
+//! server shuts its idle keep-alive connections.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::sync::watch;
@@ -82,6 +84,7 @@ pub struct InFlight(Arc<Counts>);
 struct Counts {
     now: AtomicU64,
     total: AtomicU64,
+    closing: AtomicBool,
 }
 
 impl InFlight {
@@ -95,7 +98,16 @@ impl InFlight {
         self.0.total.load(Ordering::SeqCst)
     }
 
-    /// A tower layer that counts every request through the service it wraps.
+    /// From now on every response carries `Connection: close`, so a client
+    /// learns from its own response that the connection is going away,
+    /// instead of sending its next request on a connection the server is
+    /// closing (HTTP/1.1's keep-alive race).
+    pub fn close_connections(&self) {
+        self.0.closing.store(true, Ordering::SeqCst);
+    }
+
+    /// A tower layer that counts every request through the service it wraps,
+    /// and adds `Connection: close` once [`InFlight::close_connections`] was called.
     pub fn layer(&self) -> CountLayer {
         CountLayer(self.clone())
     }
@@ -138,9 +150,9 @@ pub struct Counted<S> {
     counts: InFlight,
 }
 
-impl<S, R> tower::Service<R> for Counted<S>
+impl<S, R, B> tower::Service<R> for Counted<S>
 where
-    S: tower::Service<R>,
+    S: tower::Service<R, Response = http::Response<B>>,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
@@ -155,7 +167,12 @@ where
         let guard = Guard::new(self.counts.clone());
         let fut = self.inner.call(req);
         Box::pin(async move {
-            let out = fut.await;
+            let mut out = fut.await;
+            if let Ok(resp) = &mut out {
+                if guard.0.0.closing.load(Ordering::SeqCst) {
+                    resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                }
+            }
             drop(guard);
             out
         })
@@ -182,12 +199,13 @@ mod tests {
                     let rx = released.lock().await.take().unwrap();
                     let _ = rx.await;
                 }
-                Ok::<_, std::convert::Infallible>(n)
+                Ok::<_, std::convert::Infallible>(http::Response::new(n))
             }
         });
         let mut svc = tower::Layer::layer(&counts.layer(), inner);
         let held = tokio::spawn(svc.clone().oneshot(1));
-        assert_eq!(svc.ready().await.unwrap().call(2).await.unwrap(), 2);
+        let open = svc.ready().await.unwrap().call(2).await.unwrap();
+        assert_eq!((*open.body(), open.headers().get("connection")), (2, None));
         tokio::time::timeout(Duration::from_secs(5), async {
             while counts.now() != 1 || counts.total() != 2 {
                 tokio::task::yield_now().await;
@@ -195,8 +213,10 @@ mod tests {
         })
         .await
         .expect("one request held, two seen");
+        counts.close_connections();
         release.send(()).unwrap();
-        assert_eq!(held.await.unwrap().unwrap(), 1);
+        let closing = held.await.unwrap().unwrap();
+        assert_eq!((*closing.body(), closing.headers()["connection"].to_str().unwrap()), (1, "close"));
         assert_eq!((counts.now(), counts.total()), (0, 2));
     }
 

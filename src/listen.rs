@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 
 use anyhow::{Context as _, bail};
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 
 /// The variable a service manager sets to the number of sockets it passes, from fd 3 on.
 pub const LISTEN_FDS: &str = "LISTEN_FDS";
@@ -19,7 +19,7 @@ pub const LISTEN_FDS: &str = "LISTEN_FDS";
 pub const LISTEN_PID: &str = "LISTEN_PID";
 
 /// How many connections the kernel queues for a socket we bind ourselves.
-const BACKLOG: u32 = 1024;
+const BACKLOG: i32 = 1024;
 
 /// Where the listening socket came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +92,12 @@ fn take_activated() -> anyhow::Result<TcpListener> {
         .take_tcp_listener(0)
         .with_context(|| format!("fd 3 ({LISTEN_FDS}) is not a usable TCP socket"))?
         .with_context(|| format!("{LISTEN_FDS} is set but fd 3 was not passed to this process"))?;
+    let listening = socket2::SockRef::from(&std_listener)
+        .is_listener()
+        .with_context(|| format!("checking that fd 3 ({LISTEN_FDS}) listens"))?;
+    if !listening {
+        bail!("fd 3 ({LISTEN_FDS}) is a TCP socket but not a listening one");
+    }
     std_listener.set_nonblocking(true).with_context(|| format!("making fd 3 ({LISTEN_FDS}) non-blocking"))?;
     TcpListener::from_std(std_listener).with_context(|| format!("registering fd 3 ({LISTEN_FDS}) with the runtime"))
 }
@@ -100,13 +106,22 @@ fn take_activated() -> anyhow::Result<TcpListener> {
 /// while this one runs (`SO_REUSEPORT`); the kernel spreads new connections
 /// over the instances.
 pub fn bind_reuseport(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let listener = bind_reuseport_std(addr)?;
+    listener.set_nonblocking(true).with_context(|| format!("binding {addr} (listen)"))?;
+    TcpListener::from_std(listener).with_context(|| format!("binding {addr} (listen)"))
+}
+
+/// [`bind_reuseport`] without the runtime: a blocking std listener.
+pub fn bind_reuseport_std(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
     let context = || format!("binding {addr} (listen) with SO_REUSEPORT");
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.with_context(context)?;
-    socket.set_reuseaddr(true).with_context(context)?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).with_context(context)?;
+    socket.set_reuse_address(true).with_context(context)?;
     #[cfg(unix)]
-    socket.set_reuseport(true).with_context(context)?;
-    socket.bind(addr).with_context(context)?;
-    socket.listen(BACKLOG).with_context(context)
+    socket.set_reuse_port(true).with_context(context)?;
+    socket.bind(&addr.into()).with_context(context)?;
+    socket.listen(BACKLOG).with_context(context)?;
+    Ok(socket.into())
 }
 
 #[cfg(test)]
