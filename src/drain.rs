@@ -168,10 +168,10 @@ where
         let fut = self.inner.call(req);
         Box::pin(async move {
             let mut out = fut.await;
-            if let Ok(resp) = &mut out {
-                if guard.0.0.closing.load(Ordering::SeqCst) {
-                    resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
-                }
+            if let Ok(resp) = &mut out
+                && guard.0.0.closing.load(Ordering::SeqCst)
+            {
+                resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
             }
             drop(guard);
             out

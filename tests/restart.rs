@@ -199,7 +199,8 @@ impl Load {
         let tasks = (0..clients)
             .map(|i| {
                 let builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
-                let client = if i % 2 == 0 { builder } else { builder.pool_max_idle_per_host(0) }.build().unwrap();
+                let client =
+                    if i.is_multiple_of(2) { builder } else { builder.pool_max_idle_per_host(0) }.build().unwrap();
                 let (ok, errors, stop, seq) = (ok.clone(), errors.clone(), stop.clone(), seq.clone());
                 tokio::spawn(async move {
                     while !stop.load(Ordering::SeqCst) {
@@ -246,7 +247,7 @@ impl Load {
 }
 
 async fn one_request(client: &reqwest::Client, addr: SocketAddr, n: u64) -> Result<(), String> {
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         let resp = client.get(format!("http://{addr}/healthz")).send().await.map_err(|e| format!("{e:?}"))?;
         let status = resp.status();
         let body = resp.text().await.map_err(|e| format!("{e:?}"))?;
@@ -427,12 +428,12 @@ fn a_closing_reuseport_listener_resets_its_queue() {
             c
         })
         .collect();
-    let in_second = accept_all(&second);
+    let (_kept, in_second) = accept_all(&second);
     let waiting_in_first: Vec<&TcpStream> =
         clients.iter().filter(|c| !in_second.contains(&c.local_addr().unwrap())).collect();
     assert!(!waiting_in_first.is_empty(), "the kernel put all 32 connections in the second queue");
     drop(first);
-    let moved = accept_all(&second);
+    let (_kept_too, moved) = accept_all(&second);
     let mut reset = 0;
     for c in &waiting_in_first {
         c.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
@@ -457,12 +458,15 @@ fn a_closing_reuseport_listener_resets_its_queue() {
     }
 }
 
-fn accept_all(l: &std::net::TcpListener) -> Vec<SocketAddr> {
-    let mut peers = Vec::new();
-    while let Ok((_, peer)) = l.accept() {
+/// Accepts every connection waiting; keeps them open (a dropped one with
+/// unread data would itself be reset), returning their peers' addresses.
+fn accept_all(l: &std::net::TcpListener) -> (Vec<TcpStream>, Vec<SocketAddr>) {
+    let (mut streams, mut peers) = (Vec::new(), Vec::new());
+    while let Ok((stream, peer)) = l.accept() {
+        streams.push(stream);
         peers.push(peer);
     }
-    peers
+    (streams, peers)
 }
 
 fn migrate_req() -> String {
