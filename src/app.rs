@@ -1,8 +1,10 @@
 //! Assembles the server: store, REST client, dispatcher and router, on a
-//! listener the caller binds (port 0 in tests), until a shutdown future.
+//! listener the caller binds (port 0 in tests), until a shutdown future;
+//! then drains within `drain_secs`.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -10,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::config::Settings;
 use crate::dispatch::{Dispatcher, Notifier};
+use crate::drain::{Background, InFlight};
 use crate::http::{self, AppState};
 use crate::store::Store;
 use crate::timers::Ticker;
@@ -19,8 +22,11 @@ use crate::twilio_api::TwilioClient;
 pub struct Server {
     pub addr: SocketAddr,
     pub state: AppState,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    http_stop: watch::Sender<bool>,
+    http: tokio::task::JoinHandle<anyhow::Result<()>>,
+    background: Background,
+    requests: InFlight,
+    drain: Duration,
 }
 
 impl Server {
@@ -38,42 +44,89 @@ impl Server {
         let notifier = Notifier::default();
         let state = AppState::new(settings.clone(), store.clone(), notifier.clone());
         let addr = listener.local_addr()?;
-        let (stop, stopped) = watch::channel(false);
+        let drain = Duration::from_secs(settings.drain_secs);
 
+        // Background work: each task gets the one stop signal, given after the
+        // webhooks have drained (see `shutdown`). New tasks join here.
+        let mut background = Background::default();
         let ticker = Ticker::new(store.clone(), notifier.clone(), state.policy());
-        let mut t_stop = stopped.clone();
-        let tick_task = tokio::spawn(ticker.run(async move {
-            let _ = t_stop.wait_for(|s| *s).await;
-        }));
+        background.spawn("ticker", move |stop| ticker.run(stop.wait()));
         let dispatcher = Dispatcher::new(store, twilio, settings, notifier);
-        let mut d_stop = stopped.clone();
-        let dispatch_task = tokio::spawn(dispatcher.run(async move {
-            let _ = d_stop.wait_for(|s| *s).await;
-        }));
-        let router = http::router(state.clone());
-        let mut s_stop = stopped;
-        let task = tokio::spawn(async move {
+        background.spawn("dispatcher", move |stop| dispatcher.run(stop.wait()));
+
+        let requests = InFlight::default();
+        let router = http::router(state.clone()).layer(requests.layer());
+        let (http_stop, mut stopped) = watch::channel(false);
+        let http = tokio::spawn(async move {
             http::serve(listener, router, async move {
-                let _ = s_stop.wait_for(|s| *s).await;
+                let _ = stopped.wait_for(|s| *s).await;
             })
             .await
-            .context("serving HTTP")?;
-            dispatch_task.await.context("dispatcher panicked")?;
-            tick_task.await.context("the journeys' ticker panicked")?;
-            Ok(())
+            .context("serving HTTP")
         });
         tracing::info!(%addr, "call-router listening");
-        Ok(Server { addr, state, stop, task })
+        Ok(Server { addr, state, http_stop, http, background, requests, drain })
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    /// Stops accepting, drains requests and the dispatcher, and returns.
+    /// Drains and returns: stops accepting connections at once, lets the
+    /// webhooks in flight finish, then stops the background tasks (the
+    /// dispatcher finishes its running actions), all within `drain_secs`.
+    /// What is still running at the deadline is cut and logged.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(true);
-        self.task.await.context("server task panicked")?
+        self.shutdown_after(Duration::ZERO).await
+    }
+
+    /// As [`Server::shutdown`], after `grace` of answering every request
+    /// with `Connection: close` (and still accepting), so that clients on
+    /// keep-alive connections move off before the idle ones are closed.
+    /// `serve` uses this on SIGTERM; `grace` counts against `drain_secs`.
+    pub async fn shutdown_after(self, grace: Duration) -> anyhow::Result<()> {
+        let Server { http_stop, mut http, background, requests, drain, .. } = self;
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + drain;
+        if !grace.is_zero() {
+            requests.close_connections();
+            tracing::info!(grace_ms = grace.min(drain).as_millis() as u64, "closing keep-alive connections");
+            tokio::time::sleep_until((tokio::time::Instant::now() + grace).min(deadline)).await;
+        }
+        tracing::info!(
+            requests_in_flight = requests.now(),
+            drain_secs = drain.as_secs(),
+            "draining: no new connections; finishing the webhooks in flight, then the background tasks"
+        );
+        requests.close_connections();
+        let _ = http_stop.send(true);
+        // The dispatcher keeps running while the webhooks finish, so the
+        // actions their last requests wrote are still sent by this process.
+        let served = match tokio::time::timeout_at(deadline, &mut http).await {
+            Ok(joined) => Some(joined.context("the HTTP server task panicked")?),
+            Err(_) => {
+                http.abort();
+                None
+            }
+        };
+        let requests_cut = if served.is_some() { 0 } else { requests.now() };
+        let http_ms = started.elapsed().as_millis() as u64;
+        let tasks_cut = background.stop(deadline).await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        if served.is_some() && tasks_cut.is_empty() {
+            tracing::info!(elapsed_ms, http_ms, requests_served = requests.total(), "drained");
+        } else {
+            tracing::warn!(
+                elapsed_ms,
+                requests_cut,
+                tasks_cut = ?tasks_cut,
+                requests_served = requests.total(),
+                "drain deadline passed (drain_secs = {}): cut what was still running; actions cut mid-request \
+                 are recovered when an instance next starts",
+                drain.as_secs()
+            );
+        }
+        served.unwrap_or(Ok(()))
     }
 
     /// Runs until `signal` resolves, then shuts down gracefully.

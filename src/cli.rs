@@ -305,16 +305,29 @@ impl AddLocation {
     }
 }
 
+/// How long a stopping `serve` still answers (with `Connection: close`)
+/// before it stops accepting and closes idle connections: long enough for a
+/// busy keep-alive client's next request. Without it, a client that sends on
+/// an idle connection just as the server closes it gets no answer.
+const KEEP_ALIVE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// `call-router serve`.
 pub async fn run_serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let settings = Settings::load(config_path)?;
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("binding {} (listen)", settings.listen))?;
-    let server = crate::app::Server::start(settings, listener).await?;
+    let listening = crate::listen::open(settings.listen)?;
+    let server = crate::app::Server::start(settings, listening.listener).await?;
     tracing::info!(startup_ms = started.elapsed().as_millis() as u64, url = %server.url(), "ready");
-    server.run_until(crate::app::shutdown_signal()).await
+    crate::app::shutdown_signal().await;
+    tracing::info!("shutting down");
+    // A second signal means: do not wait for the drain.
+    tokio::select! {
+        result = server.shutdown_after(KEEP_ALIVE_GRACE) => result,
+        () = crate::app::shutdown_signal() => {
+            tracing::warn!("a second signal: exiting without finishing the drain");
+            Ok(())
+        }
+    }
 }
 
 /// `call-router sandbox`: serves the emulator until Ctrl-C.

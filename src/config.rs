@@ -47,6 +47,9 @@ pub struct Settings {
     /// The URL Twilio reaches this server at; signatures are computed over it.
     pub public_url: String,
     pub listen: SocketAddr,
+    /// How long a stopping server waits for webhooks in flight and the
+    /// dispatcher's running actions before it cuts them (`drain_secs`).
+    pub drain_secs: u64,
     pub database_url: String,
     pub twilio: TwilioSettings,
     pub security: SecuritySettings,
@@ -137,6 +140,7 @@ impl ProvisionSettings {
 struct RawSettings {
     public_url: Option<String>,
     listen: Option<String>,
+    drain_secs: Option<u64>,
     database_url: Option<String>,
     #[serde(default)]
     twilio: RawTwilio,
@@ -302,6 +306,10 @@ impl Settings {
         let workflow_sid = pick(env::WORKFLOW_SID, raw.twilio.workflow_sid)
             .map(|s| WorkflowSid::parse(&s).map_err(|e| invalid("twilio.workflow_sid", e.to_string())))
             .transpose()?;
+        let drain_secs = raw.drain_secs.unwrap_or(30);
+        if !(1..=3600).contains(&drain_secs) {
+            return Err(invalid("drain_secs", "must be between 1 and 3600"));
+        }
         let request_timeout_ms = raw.twilio.request_timeout_ms.unwrap_or(10_000);
         if !(100..=120_000).contains(&request_timeout_ms) {
             return Err(invalid("twilio.request_timeout_ms", "must be between 100 and 120000"));
@@ -394,6 +402,7 @@ impl Settings {
         Ok(Settings {
             public_url,
             listen,
+            drain_secs,
             database_url,
             twilio: TwilioSettings {
                 account_sid,
@@ -517,6 +526,10 @@ auth_token = "secret-token"
             (
                 "public_url='https://x'\nlisten='nope'\n[twilio]\naccount_sid='AC0123456789abcdef0123456789abcdef'\nauth_token='x'",
                 "listen",
+            ),
+            (
+                "public_url='https://x'\ndrain_secs=0\n[twilio]\naccount_sid='AC0123456789abcdef0123456789abcdef'\nauth_token='x'",
+                "drain_secs",
             ),
             ("public_url='https://x'\nbogus=1", "bogus"),
         ];

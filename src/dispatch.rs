@@ -109,7 +109,8 @@ impl Dispatcher {
         let permits = Arc::new(Semaphore::new(slots));
         let mut running = JoinSet::new();
         let min_claim = MIN_CLAIM.min(slots) as u32;
-        loop {
+        // Under steady load the lane never idles: look at the signal every round.
+        while !*stop.borrow() {
             // Take the slots first and claim only as many rows as there are
             // free slots: every claimed command starts at once.
             let first = tokio::select! {

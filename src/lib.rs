@@ -13,6 +13,8 @@
 //! - [`http`]: the webhook server (the only module that knows axum).
 //! - [`provision`]: creates and repairs the Twilio resources the locations need.
 //! - [`app`]: wiring of the above into a running server.
+//! - [`listen`]: the listening socket: socket activation or `SO_REUSEPORT`.
+//! - [`drain`]: stopping without dropping work: the stop signal, requests in flight.
 //! - [`demo`]: `call-router demo`, a simulated business end to end against the sandbox.
 //! - [`bench`]: `call-router bench`, the speed figures beside a bare server's.
 //! - [`telemetry`]: logging set-up.
@@ -24,10 +26,12 @@ pub mod config;
 pub mod demo;
 pub mod dispatch;
 pub mod domain;
+pub mod drain;
 pub mod hours;
 pub mod http;
 pub mod ivr;
 pub mod journey;
+pub mod listen;
 pub mod outbox;
 pub mod provision;
 pub mod store;
