@@ -12,6 +12,7 @@
 //! - [`twilio_api`]: the REST client.
 //! - [`http`]: the webhook server (the only module that knows axum).
 //! - [`provision`]: creates and repairs the Twilio resources the locations need.
+//! - [`reconcile`]: what Twilio says happened, read as journey events (no store access).
 //! - [`app`]: wiring of the above into a running server.
 //! - [`demo`]: `call-router demo`, a simulated business end to end against the sandbox.
 //! - [`bench`]: `call-router bench`, the speed figures beside a bare server's.
@@ -30,6 +31,7 @@ pub mod ivr;
 pub mod journey;
 pub mod outbox;
 pub mod provision;
+pub mod reconcile;
 pub mod store;
 pub mod telemetry;
 pub mod twilio_api;
