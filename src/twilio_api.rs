@@ -840,6 +840,48 @@ mod tests {
     }
 
     #[test]
+    fn call_filters_use_twilios_keys() {
+        let f = CallFilter {
+            to: Some("+14155550123".into()),
+            status: Some("queued".into()),
+            start_time_from: Some(TimeBound::day_of("2009-07-06T23:59:59Z".parse().unwrap())),
+            page_size: 5000,
+            ..CallFilter::default()
+        };
+        // `StartTime>=2009-07-06` in Twilio's docs is the key `StartTime>`.
+        assert_eq!(f.query(), "To=%2B14155550123&Status=queued&StartTime%3E=2009-07-06&PageSize=1000");
+        let at = CallFilter {
+            start_time_from: Some(TimeBound::At("2009-07-06T20:30:05.250Z".parse().unwrap())),
+            ..CallFilter::default()
+        };
+        assert_eq!(at.query(), "StartTime%3E=2009-07-06T20%3A30%3A05Z&PageSize=50");
+    }
+
+    #[test]
+    fn dates_read_in_both_of_twilios_formats() {
+        let call: CallRecordResource = serde_json::from_value(serde_json::json!({
+            "sid": "CA00000000000000000000000000000001", "to": "client:alice", "from": "+12025550143",
+            "status": "queued", "direction": "outbound-api", "date_created": "Mon, 06 Jul 2009 20:30:05 +0000",
+            "start_time": null, "parent_call_sid": null,
+        }))
+        .unwrap();
+        assert_eq!(call.date_created, Some("2009-07-06T20:30:05Z".parse().unwrap()));
+        assert_eq!((call.start_time, call.end_time, call.answered_by), (None, None, None));
+        let task: TaskResource = serde_json::from_value(serde_json::json!({
+            "sid": "WT00000000000000000000000000000001", "assignment_status": "pending",
+            "attributes": "{}", "date_created": "2009-07-06T20:30:05Z",
+        }))
+        .unwrap();
+        assert_eq!(task.date_created, Some("2009-07-06T20:30:05Z".parse().unwrap()));
+        let bad = serde_json::from_value::<CallRecordResource>(serde_json::json!({
+            "sid": "CA00000000000000000000000000000001", "to": "x", "from": "y", "status": "queued",
+            "date_created": "yesterday",
+        }))
+        .unwrap_err();
+        assert!(bad.to_string().contains("yesterday"), "{bad}");
+    }
+
+    #[test]
     fn paging_urls_stay_on_our_base() {
         assert_eq!(
             path_and_query("https://taskrouter.twilio.com/v1/Workspaces?PageSize=50&Page=1"),
