@@ -284,3 +284,35 @@ async fn inbound_calls_the_server_never_saw_are_listed_once_ended() {
     assert!(unseen[0].status.is_final());
     assert!(reconcile::unseen_inbound(&listed.items, &numbers, |s| s == caller).is_empty());
 }
+
+#[tokio::test]
+async fn find_dial_finds_a_call_still_in_the_accounts_queue() {
+    let e = env(100.0).await;
+    e.sb.buy_number(MAIN, None).await.unwrap();
+    // One call each 10 000 virtual s: the first is dialled, the next waits.
+    e.sb.set_calls_per_second(Some(0.0001)).await.unwrap();
+    e.call(OTHER_PHONE).await;
+    let queued = e.call(PHONE).await;
+    let find = FindDial {
+        reservation: ReservationSid::parse("WR00000000000000000000000000000002").unwrap(),
+        attempt: 1,
+        to: E164::parse(PHONE).unwrap(),
+        placed_after_ms: created_ms(&queued),
+    };
+    // Not started, so a StartTime list alone misses it.
+    let since = CallFilter {
+        to: Some(PHONE.into()),
+        start_time_from: Some(TimeBound::day_of(Timestamp::now())),
+        ..CallFilter::default()
+    };
+    assert!(e.client.list_calls(&since).await.unwrap().items.is_empty());
+
+    let found = reconcile::find_dial(&e.client, &find, |_| false).await.unwrap();
+    let expected = Event::LegSeen {
+        reservation: find.reservation.clone(),
+        attempt: Some(1),
+        leg: CallSid::parse(&e.to(&queued)).unwrap(),
+        status: CallStatus::Queued,
+    };
+    assert_eq!(found, Some(expected));
+}
