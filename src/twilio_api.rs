@@ -503,8 +503,8 @@ impl TwilioClient {
     }
 
     /// A workspace's tasks in any of `assignment_statuses` (all when empty;
-    /// the key repeats, as Twilio's helper libraries send a list), oldest
-    /// first, `page_size` a page, up to `max_pages` pages.
+    /// sent comma-separated in one `AssignmentStatus`, as TaskRouter's docs
+    /// write a list), oldest first, `page_size` a page, up to `max_pages` pages.
     pub async fn list_tasks(
         &self,
         workspace: &WorkspaceSid,
@@ -513,8 +513,8 @@ impl TwilioClient {
         max_pages: u32,
     ) -> Result<Listing<TaskResource>, ApiError> {
         let mut q = Params::new();
-        for s in assignment_statuses {
-            q.push("AssignmentStatus", *s);
+        if !assignment_statuses.is_empty() {
+            q.push("AssignmentStatus", assignment_statuses.join(","));
         }
         q.push("PageSize", page_size.clamp(1, 1000).to_string());
         let path = Self::workspace_path(workspace.as_str(), &format!("Tasks?{}", q.encode()));

@@ -157,6 +157,9 @@ async fn a_sweep_sees_a_pending_reservation_as_a_missed_reservation_created() {
     let reserved = task(&e.client, &ws, &wf, &attrs).await;
     let foreign = task(&e.client, &ws, &wf, r#"{"type":"chat"}"#).await;
     let waiting = task(&e.client, &ws, &wf, &attrs.replace(caller, "CA00000000000000000000000000000043")).await;
+    // A canceled task is not swept.
+    let done = task(&e.client, &ws, &wf, &attrs.replace(caller, "CA00000000000000000000000000000044")).await;
+    e.client.update_task_status(&ws, done.as_str(), "canceled", "test").await.unwrap();
 
     // One task a page: the sweep follows TaskRouter's meta.next_page_url.
     let (seen, skipped) = reconcile::sweep_tasks_paged(&e.client, &ws, 1, 10).await.unwrap();
