@@ -12,6 +12,7 @@
 //! - [`twilio_api`]: the REST client.
 //! - [`http`]: the webhook server (the only module that knows axum).
 //! - [`provision`]: creates and repairs the Twilio resources the locations need.
+//! - [`reconcile`]: what Twilio says happened, read as journey events (no store access).
 //! - [`app`]: wiring of the above into a running server.
 //! - [`listen`]: the listening socket: socket activation or `SO_REUSEPORT`.
 //! - [`drain`]: stopping without dropping work: the stop signal, requests in flight.
@@ -34,6 +35,7 @@ pub mod journey;
 pub mod listen;
 pub mod outbox;
 pub mod provision;
+pub mod reconcile;
 pub mod store;
 pub mod telemetry;
 pub mod timers;

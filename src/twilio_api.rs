@@ -10,10 +10,11 @@
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+use jiff::Timestamp;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::Value;
-use twilio::sid::{AccountSid, CallSid, WorkspaceSid};
+use twilio::sid::{AccountSid, CallSid, ReservationSid, TaskQueueSid, TaskSid, WorkerSid, WorkflowSid, WorkspaceSid};
 use twilio::{E164, ErrorBody, Params};
 
 use crate::config::TwilioSettings;
@@ -80,6 +81,141 @@ impl ApiError {
 pub struct CallResource {
     pub sid: CallSid,
     pub status: String,
+}
+
+/// The raw items of a paged list, and whether every page was read.
+#[derive(Debug, Clone, Default)]
+pub struct Listing<T = Value> {
+    pub items: Vec<T>,
+    /// Pages read.
+    pub pages: u32,
+    /// False when the page cap stopped the walk with pages left: what was
+    /// not read may hold more items, so the list proves no absence.
+    pub complete: bool,
+}
+
+/// A call as the Calls list and fetch show it (the fields the reconciler
+/// reads). `to` and `from` stay strings: they may be SIP addresses or client
+/// identifiers, not only E.164 numbers.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct CallRecordResource {
+    pub sid: CallSid,
+    pub to: String,
+    pub from: String,
+    pub status: String,
+    /// `inbound`, `outbound-api`, `outbound-dial`, `trunking-…`.
+    #[serde(default)]
+    pub direction: Option<String>,
+    #[serde(default)]
+    pub parent_call_sid: Option<CallSid>,
+    /// RFC 2822 in UTC, whole seconds.
+    #[serde(default, deserialize_with = "date_opt")]
+    pub date_created: Option<Timestamp>,
+    /// Empty until the call is dialled (a `queued` call has none).
+    #[serde(default, deserialize_with = "date_opt")]
+    pub start_time: Option<Timestamp>,
+    #[serde(default, deserialize_with = "date_opt")]
+    pub end_time: Option<Timestamp>,
+    #[serde(default)]
+    pub answered_by: Option<String>,
+}
+
+/// A time filter's bound: Twilio documents a UTC day (`YYYY-MM-DD`); its
+/// helper libraries also send a date-time (ISO 8601 in UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeBound {
+    Day(jiff::civil::Date),
+    At(Timestamp),
+}
+
+impl TimeBound {
+    /// The UTC day `at` falls on.
+    pub fn day_of(at: Timestamp) -> Self {
+        TimeBound::Day(jiff::tz::Offset::UTC.to_datetime(at).date())
+    }
+
+    fn render(self) -> String {
+        match self {
+            TimeBound::Day(d) => d.strftime("%Y-%m-%d").to_string(),
+            TimeBound::At(t) => t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        }
+    }
+}
+
+/// A Calls list's filters and its page bounds.
+#[derive(Debug, Clone)]
+pub struct CallFilter {
+    pub to: Option<String>,
+    pub from: Option<String>,
+    /// Twilio's spelling: `queued`, `ringing`, `in-progress`, `completed`, …
+    pub status: Option<String>,
+    /// `StartTime>` (the docs write it `StartTime>=2009-07-06`: the key is
+    /// `StartTime>`): calls that started on or after it. A call not yet
+    /// dialled has no start time and is not listed.
+    pub start_time_from: Option<TimeBound>,
+    /// 1–1000.
+    pub page_size: u32,
+    pub max_pages: u32,
+}
+
+impl Default for CallFilter {
+    fn default() -> Self {
+        CallFilter { to: None, from: None, status: None, start_time_from: None, page_size: 50, max_pages: 1 }
+    }
+}
+
+impl CallFilter {
+    /// The query string, in the order the fields are declared.
+    pub fn query(&self) -> String {
+        let mut p = Params::new();
+        p.push_opt("To", self.to.clone())
+            .push_opt("From", self.from.clone())
+            .push_opt("Status", self.status.clone())
+            .push_opt("StartTime>", self.start_time_from.map(TimeBound::render))
+            .push("PageSize", self.page_size.clamp(1, 1000).to_string());
+        p.encode()
+    }
+}
+
+/// A TaskRouter task (the fields the reconciler reads); `attributes` is the
+/// JSON document as a string, unparsed.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct TaskResource {
+    pub sid: TaskSid,
+    pub assignment_status: String,
+    #[serde(default)]
+    pub attributes: String,
+    /// ISO 8601 in UTC.
+    #[serde(default, deserialize_with = "date_opt")]
+    pub date_created: Option<Timestamp>,
+    #[serde(default)]
+    pub task_queue_sid: Option<TaskQueueSid>,
+    #[serde(default)]
+    pub workflow_sid: Option<WorkflowSid>,
+}
+
+/// One reservation of a task.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ReservationResource {
+    pub sid: ReservationSid,
+    pub reservation_status: String,
+    #[serde(default)]
+    pub worker_sid: Option<WorkerSid>,
+    pub task_sid: TaskSid,
+}
+
+/// A date as Twilio writes it: RFC 2822 in the core API, ISO 8601 in
+/// TaskRouter. Missing or empty is `None`; anything else is an error.
+fn date_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
+    let raw: Option<String> = Option::deserialize(d)?;
+    match raw.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(s) => s
+            .parse::<Timestamp>()
+            .or_else(|_| jiff::fmt::rfc2822::parse(s).map(|z| z.timestamp()))
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("{s:?} is neither an RFC 2822 nor an ISO 8601 date"))),
+    }
 }
 
 /// What `create_call` sends.
@@ -280,31 +416,45 @@ impl TwilioClient {
         self.send_idempotent("DELETE", api, path, Body::None).await.map(drop)
     }
 
-    /// Every item of a list resource, following Twilio's paging. `key` is
-    /// the array's name in the envelope (`workers`, `incoming_phone_numbers`).
+    /// Every item of a list resource, following Twilio's paging (at most
+    /// 100 pages). `key` is the array's name in the envelope (`workers`,
+    /// `incoming_phone_numbers`).
     pub async fn list(&self, api: Api, path: &str, key: &str) -> Result<Vec<Value>, ApiError> {
-        let mut out = Vec::new();
+        Ok(self.list_pages(api, path, key, 100).await?.items)
+    }
+
+    /// The items of at most `max_pages` pages of a list resource (at least
+    /// one page is read), following Twilio's links: the core API's relative
+    /// `next_page_uri`, TaskRouter's absolute `meta.next_page_url`. Links
+    /// carry the request's filters and page size, so only the first path
+    /// names them.
+    pub async fn list_pages(&self, api: Api, path: &str, key: &str, max_pages: u32) -> Result<Listing, ApiError> {
+        let mut items = Vec::new();
         let mut next = Some(path.to_owned());
         let mut pages = 0;
         while let Some(p) = next.take() {
             let page = self.get(api, &p).await?;
-            let items = page.get(key).and_then(Value::as_array).ok_or_else(|| ApiError::Decode {
+            let found = page.get(key).and_then(Value::as_array).ok_or_else(|| ApiError::Decode {
                 method: "GET",
                 path: p.clone(),
                 message: format!("no {key:?} array in the list envelope"),
             })?;
-            out.extend(items.iter().cloned());
+            items.extend(found.iter().cloned());
             pages += 1;
-            // The core API gives a relative next_page_uri; TaskRouter an
-            // absolute meta.next_page_url. Keep only the path and query so
-            // that paging stays on the configured base URL.
+            // Keep only the path and query of a link, so that paging stays
+            // on the configured base URL.
             let raw = page
                 .get("next_page_uri")
                 .and_then(Value::as_str)
-                .or_else(|| page.pointer("/meta/next_page_url").and_then(Value::as_str));
-            next = raw.filter(|_| pages < 100).map(path_and_query);
+                .or_else(|| page.pointer("/meta/next_page_url").and_then(Value::as_str))
+                .filter(|l| !l.is_empty());
+            match raw {
+                Some(link) if pages < max_pages.max(1) => next = Some(path_and_query(link)),
+                Some(_) => return Ok(Listing { items, pages, complete: false }),
+                None => {}
+            }
         }
-        Ok(out)
+        Ok(Listing { items, pages, complete: true })
     }
 
     // -- the call flow's typed requests ----------------------------------------
@@ -334,6 +484,59 @@ impl TwilioClient {
         let mut p = Params::new();
         p.push("AssignmentStatus", status).push("Reason", reason);
         self.update(Api::TaskRouter, &path, &p).await
+    }
+}
+
+// -- reconciliation: what Twilio says happened ------------------------------
+
+impl TwilioClient {
+    /// Calls matching `filter`, newest first, up to its page cap.
+    pub async fn list_calls(&self, filter: &CallFilter) -> Result<Listing<CallRecordResource>, ApiError> {
+        let path = self.account_path(&format!("Calls.json?{}", filter.query()));
+        let raw = self.list_pages(Api::Core, &path, "calls", filter.max_pages).await?;
+        Ok(Listing { items: decode_all(&path, raw.items)?, pages: raw.pages, complete: raw.complete })
+    }
+
+    pub async fn fetch_call(&self, sid: &CallSid) -> Result<CallRecordResource, ApiError> {
+        let path = self.account_path(&format!("Calls/{sid}.json"));
+        decode("GET", &path, self.get(Api::Core, &path).await?)
+    }
+
+    /// A workspace's tasks in any of `assignment_statuses` (all when empty;
+    /// sent comma-separated in one `AssignmentStatus`, as TaskRouter's docs
+    /// write a list), oldest first, `page_size` a page, up to `max_pages` pages.
+    pub async fn list_tasks(
+        &self,
+        workspace: &WorkspaceSid,
+        assignment_statuses: &[&str],
+        page_size: u32,
+        max_pages: u32,
+    ) -> Result<Listing<TaskResource>, ApiError> {
+        let mut q = Params::new();
+        if !assignment_statuses.is_empty() {
+            q.push("AssignmentStatus", assignment_statuses.join(","));
+        }
+        q.push("PageSize", page_size.clamp(1, 1000).to_string());
+        let path = Self::workspace_path(workspace.as_str(), &format!("Tasks?{}", q.encode()));
+        let raw = self.list_pages(Api::TaskRouter, &path, "tasks", max_pages).await?;
+        Ok(Listing { items: decode_all(&path, raw.items)?, pages: raw.pages, complete: raw.complete })
+    }
+
+    pub async fn fetch_task(&self, workspace: &WorkspaceSid, task: &TaskSid) -> Result<TaskResource, ApiError> {
+        let path = Self::workspace_path(workspace.as_str(), &format!("Tasks/{task}"));
+        decode("GET", &path, self.get(Api::TaskRouter, &path).await?)
+    }
+
+    /// Every reservation of one task (a task has few: one per offer), up to
+    /// ten pages of a thousand.
+    pub async fn list_task_reservations(
+        &self,
+        workspace: &WorkspaceSid,
+        task: &TaskSid,
+    ) -> Result<Listing<ReservationResource>, ApiError> {
+        let path = Self::workspace_path(workspace.as_str(), &format!("Tasks/{task}/Reservations?PageSize=1000"));
+        let raw = self.list_pages(Api::TaskRouter, &path, "reservations", 10).await?;
+        Ok(Listing { items: decode_all(&path, raw.items)?, pages: raw.pages, complete: raw.complete })
     }
 }
 
@@ -634,6 +837,48 @@ mod tests {
         assert!(body.contains("To=%2B14155550123"), "{body}");
         assert!(body.contains("Url=https%3A%2F%2Fx%2Fdial-queue%3Ffrom%3D%252B1"), "{body}");
         assert_eq!(Params::parse(body.as_bytes()).get("Url"), Some("https://x/dial-queue?from=%2B1"));
+    }
+
+    #[test]
+    fn call_filters_use_twilios_keys() {
+        let f = CallFilter {
+            to: Some("+14155550123".into()),
+            status: Some("queued".into()),
+            start_time_from: Some(TimeBound::day_of("2009-07-06T23:59:59Z".parse().unwrap())),
+            page_size: 5000,
+            ..CallFilter::default()
+        };
+        // `StartTime>=2009-07-06` in Twilio's docs is the key `StartTime>`.
+        assert_eq!(f.query(), "To=%2B14155550123&Status=queued&StartTime%3E=2009-07-06&PageSize=1000");
+        let at = CallFilter {
+            start_time_from: Some(TimeBound::At("2009-07-06T20:30:05.250Z".parse().unwrap())),
+            ..CallFilter::default()
+        };
+        assert_eq!(at.query(), "StartTime%3E=2009-07-06T20%3A30%3A05Z&PageSize=50");
+    }
+
+    #[test]
+    fn dates_read_in_both_of_twilios_formats() {
+        let call: CallRecordResource = serde_json::from_value(serde_json::json!({
+            "sid": "CA00000000000000000000000000000001", "to": "client:alice", "from": "+12025550143",
+            "status": "queued", "direction": "outbound-api", "date_created": "Mon, 06 Jul 2009 20:30:05 +0000",
+            "start_time": null, "parent_call_sid": null,
+        }))
+        .unwrap();
+        assert_eq!(call.date_created, Some("2009-07-06T20:30:05Z".parse().unwrap()));
+        assert_eq!((call.start_time, call.end_time, call.answered_by), (None, None, None));
+        let task: TaskResource = serde_json::from_value(serde_json::json!({
+            "sid": "WT00000000000000000000000000000001", "assignment_status": "pending",
+            "attributes": "{}", "date_created": "2009-07-06T20:30:05Z",
+        }))
+        .unwrap();
+        assert_eq!(task.date_created, Some("2009-07-06T20:30:05Z".parse().unwrap()));
+        let bad = serde_json::from_value::<CallRecordResource>(serde_json::json!({
+            "sid": "CA00000000000000000000000000000001", "to": "x", "from": "y", "status": "queued",
+            "date_created": "yesterday",
+        }))
+        .unwrap_err();
+        assert!(bad.to_string().contains("yesterday"), "{bad}");
     }
 
     #[test]

@@ -77,6 +77,12 @@ impl SandboxClient {
         .await
     }
 
+    /// Sets the account's rate for calls created over the API (`None`: no queue).
+    pub async fn set_calls_per_second(&self, rate: Option<f64>) -> anyhow::Result<()> {
+        let url = format!("{}/sandbox/limits", self.base);
+        self.send(self.http.put(url).json(&json!({ "calls_per_second": rate })), "set the limits").await.map(drop)
+    }
+
     /// Sets how a number behaves when the sandbox rings it.
     pub async fn set_phone(&self, e164: &str, behaviour: &Behaviour) -> anyhow::Result<()> {
         let url = format!("{}/sandbox/phones/{}", self.base, twilio::params::percent_encode(e164));

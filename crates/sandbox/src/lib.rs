@@ -40,6 +40,11 @@
 //!   log are not logged.
 //! - `GET /sandbox/state` → numbers, workspaces, activities, queues, workflows,
 //!   workers, tasks, reservations, calls (summaries), phones, `now_ms`.
+//! - `PUT /sandbox/limits` `{"calls_per_second": 1}` (or `null`, the default: no
+//!   queue); `GET` reads it. With a rate, calls created over the API wait in the
+//!   account's queue as Twilio's do: `queued`, with no `start_time` (so a
+//!   `StartTime` filter does not list them), until dialled one per
+//!   `1 / calls_per_second` virtual seconds; canceling one there ends it `canceled`.
 //! - `PUT /sandbox/phones/{e164}` with one of `{"behaviour":"person","rings":2,"talk_secs":30}`,
 //!   `{"behaviour":"voicemail","rings":3}`, `{"behaviour":"busy"}`,
 //!   `{"behaviour":"no_answer"}`, `{"behaviour":"fail"}`; person and voicemail take an

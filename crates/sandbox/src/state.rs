@@ -470,6 +470,11 @@ pub struct State {
     /// The `<Queue url>` a dequeuing leg asked to run on a waiting caller
     /// before the bridge, by the caller's SID: (URL, method).
     pub bridge_urls: HashMap<String, (String, String)>,
+    /// The account's rate for dialling calls created over the API (Twilio's
+    /// CPS); `None` dials each at once. See [`State::dial_slot`].
+    pub calls_per_second: Option<f64>,
+    /// When the next API-created call may leave the queue.
+    pub next_dial_ms: VMs,
 }
 
 impl State {
@@ -492,7 +497,20 @@ impl State {
             call_queues: Table::default(),
             queue_by_name: HashMap::new(),
             bridge_urls: HashMap::new(),
+            calls_per_second: None,
+            next_dial_ms: 0,
         }
+    }
+
+    /// When a call created over the API at `now` is dialled: at once without
+    /// a rate, else in the account's queue, one call each `1 / calls_per_second`
+    /// virtual seconds in creation order. Until then the call is `queued`,
+    /// with no `start_time`, as Twilio's are.
+    pub fn dial_slot(&mut self, now: VMs) -> VMs {
+        let Some(cps) = self.calls_per_second.filter(|c| c.is_finite() && *c > 0.0) else { return now };
+        let at = now.max(self.next_dial_ms);
+        self.next_dial_ms = at.saturating_add((1000.0 / cps).ceil() as VMs);
+        at
     }
 
     /// A fresh SID with the given two-letter prefix, from the seeded RNG.

@@ -419,3 +419,86 @@ async fn with_app_at(
 ) -> (T, String, Hits) {
     common::with_app(scale, NUMBER, app).await
 }
+
+/// The start time of a call as the Calls resource shows it, in ms.
+fn start_ms(c: &Value) -> Option<i64> {
+    let t = c["start_time"].as_str()?;
+    Some(jiff::fmt::rfc2822::parse(t).unwrap().timestamp().as_millisecond())
+}
+
+#[tokio::test]
+async fn api_calls_wait_in_the_accounts_queue_without_a_start_time() {
+    let (t, _, _) = with_app_at(100.0, |_, _| twiml("<Pause length=\"600\"/>")).await;
+    let (s, l) = t.put_json(&format!("{}/sandbox/limits", t.url), json!({"calls_per_second": 0.0001})).await;
+    assert_eq!((s, &l["calls_per_second"]), (200, &json!(0.0001)), "{l}");
+    let (s, e) = t.put_json(&format!("{}/sandbox/limits", t.url), json!({"calls_per_second": 0})).await;
+    assert_eq!((s, e["code"].as_u64()), (400, Some(20001)), "{e}");
+    let twiml = "<Response><Pause length=\"600\"/></Response>";
+    let form = [("To", AGENT), ("From", NUMBER), ("Twiml", twiml)];
+    let (_, first) = t.post(&t.core("Calls.json"), &form).await;
+    let (_, second) = t.post(&t.core("Calls.json"), &form).await;
+    let (first, second) = (first["sid"].as_str().unwrap(), second["sid"].as_str().unwrap());
+    // The first leaves the queue at once; the second waits 10 000 virtual s.
+    let mut started = None;
+    for _ in 0..2000 {
+        let (_, c) = t.get(&t.core(&format!("Calls/{first}.json"))).await;
+        if c["status"] != "queued" {
+            started = start_ms(&c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(started.is_some(), "the first call never left the queue");
+    let (_, c) = t.get(&t.core(&format!("Calls/{second}.json"))).await;
+    assert_eq!((c["status"].as_str(), start_ms(&c)), (Some("queued"), None), "{c}");
+
+    // A StartTime filter does not list it (it has not started); Status=queued does.
+    let listed = |q: String| {
+        let t = &t;
+        async move {
+            let (s, l) = t.get(&t.core(&format!("Calls.json?{q}"))).await;
+            assert_eq!(s, 200, "{l}");
+            l["calls"].as_array().unwrap().iter().map(|c| c["sid"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed("To=%2B14155550123&StartTime%3E=2000-01-01".into()).await, [first]);
+    assert_eq!(listed("To=%2B14155550123&Status=queued".into()).await, [second]);
+
+    // Canceled while queued, it ends `canceled` without ringing.
+    let (s, _) = t.post(&t.core(&format!("Calls/{second}.json")), &[("Status", "canceled")]).await;
+    assert_eq!(s, 200);
+    let summary = wait_end(&t, second).await;
+    assert_eq!((summary["status"].as_str(), &summary["start_ms"]), (Some("canceled"), &Value::Null), "{summary}");
+}
+
+#[tokio::test]
+async fn api_calls_leave_the_queue_at_the_accounts_rate() {
+    let (t, _, _) = with_app_at(1000.0, |_, _| twiml("<Pause length=\"600\"/>")).await;
+    let (s, _) = t.put_json(&format!("{}/sandbox/limits", t.url), json!({"calls_per_second": 0.05})).await;
+    assert_eq!(s, 200);
+    let form = [("To", AGENT), ("From", NUMBER), ("Twiml", "<Response><Pause length=\"600\"/></Response>")];
+    let mut sids = Vec::new();
+    for _ in 0..3 {
+        let (_, c) = t.post(&t.core("Calls.json"), &form).await;
+        sids.push(c["sid"].as_str().unwrap().to_owned());
+    }
+    let mut starts = Vec::new();
+    for sid in &sids {
+        let mut start = None;
+        for _ in 0..4000 {
+            let (_, c) = t.get(&t.core(&format!("Calls/{sid}.json"))).await;
+            if let Some(s) = start_ms(&c) {
+                start = Some(s);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        starts.push(start.unwrap_or_else(|| panic!("{sid} never started")));
+    }
+    // One call each 20 virtual s, in creation order (start times are whole seconds).
+    for pair in starts.windows(2) {
+        assert!(pair[1] - pair[0] >= 19_000, "{starts:?}");
+    }
+    let (_, l) = t.get(&format!("{}/sandbox/limits", t.url)).await;
+    assert_eq!(l["calls_per_second"], json!(0.05));
+}

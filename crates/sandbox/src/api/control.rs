@@ -42,6 +42,21 @@ pub(super) async fn route(shared: &Arc<Shared>, path: &str, segs: &[&str], req: 
             let id = id.parse().map_err(|_| super::not_found(path))?;
             if shared.faults.remove(Some(id)) { super::no_content() } else { Err(super::not_found(path)) }
         }
+        ["limits"] => match *m {
+            Method::GET => ok(shared.with(|st, _| json!({ "calls_per_second": st.calls_per_second }))),
+            Method::PUT | Method::POST => {
+                let l: Limits =
+                    serde_json::from_slice(&req.body).map_err(|e| bad(20001, format!("limits are invalid: {e}")))?;
+                if let Some(c) = l.calls_per_second
+                    && !(c.is_finite() && c > 0.0)
+                {
+                    return Err(bad(20001, format!("calls_per_second {c} must be a positive number")));
+                }
+                shared.with(|st, _| st.calls_per_second = l.calls_per_second);
+                ok(json!({ "calls_per_second": l.calls_per_second }))
+            }
+            _ => Err(method_not_allowed(m)),
+        },
         ["phones"] if m == Method::GET => ok(shared.with(|st, _| json!(st.phones))),
         ["phones", number] => {
             // A path segment keeps '+' literal; only %XX escapes are decoded.
@@ -190,4 +205,12 @@ fn state_json(shared: &Shared) -> Value {
             "phones": st.phones,
         })
     })
+}
+
+/// `PUT /sandbox/limits`: the account's rate for calls created over the API
+/// (`null`: no queue, the default).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Limits {
+    calls_per_second: Option<f64>,
 }

@@ -105,7 +105,7 @@ pub(crate) fn create_call(shared: &Arc<Shared>, req: &Req) -> ApiResult {
     let timeout_secs = num("Timeout")?.unwrap_or(60).clamp(1, 600);
     let amd_timeout_secs = num("MachineDetectionTimeout")?.unwrap_or(30).clamp(3, 59);
     num("MachineDetectionSpeechThreshold")?;
-    let (sid, json) = shared.with(|st, now| {
+    let (sid, json, dial_at) = shared.with(|st, now| {
         let owned = st.number_by_e164.get(from.as_str()).cloned();
         if owned.is_none() && call_token.is_none() {
             return Err(bad(21212, format!("'From' {from} is not a number of this account (or give a CallToken)")));
@@ -115,14 +115,14 @@ pub(crate) fn create_call(shared: &Arc<Shared>, req: &Req) -> ApiResult {
         c.phone_number_sid = owned;
         let json = crate::api::call_json(shared, &c);
         st.calls.insert(sid.clone(), c);
-        Ok((sid, json))
+        Ok((sid, json, st.dial_slot(now)))
     })?;
     let base = base_params(shared, &sid, from.as_str(), to.as_str(), "outbound-api");
     let leg = spawn_leg(shared, &sid, base, doc_url, cb);
     supervise(
         shared,
         &sid,
-        tokio::spawn(leg.run_outbound(Outbound { first, timeout_secs, machine_detection, amd_timeout_secs })),
+        tokio::spawn(leg.run_outbound(Outbound { dial_at, first, timeout_secs, machine_detection, amd_timeout_secs })),
     );
     crate::api::created_json(json)
 }

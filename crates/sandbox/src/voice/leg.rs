@@ -64,6 +64,8 @@ pub(super) enum CbJob {
 
 /// How an outbound-api leg was asked to ring.
 pub(super) struct Outbound {
+    /// When the account's calls-per-second queue lets the call out.
+    pub dial_at: VMs,
     pub first: Source,
     pub timeout_secs: u64,
     pub machine_detection: Option<String>,
@@ -1180,6 +1182,20 @@ impl Leg {
 
     /// An outbound-api call: ring, answer (with AMD), run TwiML.
     pub(super) async fn run_outbound(mut self, o: Outbound) {
+        let mut first = o.first;
+        // Queued at the account's rate: `initiated` comes when it is dialled.
+        loop {
+            let left = o.dial_at.saturating_sub(self.now());
+            if left == 0 {
+                break;
+            }
+            match self.wait(left).await {
+                Ok(()) => break,
+                Err(Stop::Redirect(src)) => first = src,
+                Err(Stop::Hangup(_)) => return self.finish("canceled", None).await,
+                Err(_) => {}
+            }
+        }
         self.status_callback("initiated", "initiated", None).await;
         self.set_status("ringing");
         self.update(|c, now| c.start = Some(now));
@@ -1187,7 +1203,6 @@ impl Leg {
         let to = self.base.get("To").unwrap_or_default().to_owned();
         let behaviour = self.sh.with(|st, _| st.behaviour(&to));
         let ring = phone::ring(&behaviour, o.timeout_secs);
-        let mut first = o.first;
         let wait = match &ring {
             Ring::Answer { after_ms, .. } | Ring::Busy { after_ms } | Ring::Fail { after_ms } => *after_ms,
             Ring::NoAnswer => o.timeout_secs * 1000,
