@@ -14,6 +14,7 @@ use crate::config::Settings;
 use crate::dispatch::{Dispatcher, Notifier};
 use crate::drain::{Background, InFlight};
 use crate::http::{self, AppState};
+use crate::reconcile::Reconciler;
 use crate::store::Store;
 use crate::timers::Ticker;
 use crate::twilio_api::TwilioClient;
@@ -51,6 +52,15 @@ impl Server {
         let mut background = Background::default();
         let ticker = Ticker::new(store.clone(), notifier.clone(), state.policy());
         background.spawn("ticker", move |stop| ticker.run(stop.wait()));
+        let reconciler = Reconciler::new(
+            store.clone(),
+            twilio.clone(),
+            settings.twilio.workspace_sid.clone(),
+            notifier.clone(),
+            state.policy(),
+            Duration::from_secs(settings.reconcile_secs),
+        );
+        background.spawn("reconciler", move |stop| reconciler.run(stop.wait()));
         let dispatcher = Dispatcher::new(store, twilio, settings, notifier);
         background.spawn("dispatcher", move |stop| dispatcher.run(stop.wait()));
 

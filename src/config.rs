@@ -50,6 +50,9 @@ pub struct Settings {
     /// How long a stopping server waits for webhooks in flight and the
     /// dispatcher's running actions before it cuts them (`drain_secs`).
     pub drain_secs: u64,
+    /// How often the reconciler compares Twilio's tasks and calls with the
+    /// journeys (`reconcile_secs`); it also runs at start-up.
+    pub reconcile_secs: u64,
     pub database_url: String,
     pub twilio: TwilioSettings,
     pub security: SecuritySettings,
@@ -141,6 +144,7 @@ struct RawSettings {
     public_url: Option<String>,
     listen: Option<String>,
     drain_secs: Option<u64>,
+    reconcile_secs: Option<u64>,
     database_url: Option<String>,
     #[serde(default)]
     twilio: RawTwilio,
@@ -306,6 +310,10 @@ impl Settings {
         let workflow_sid = pick(env::WORKFLOW_SID, raw.twilio.workflow_sid)
             .map(|s| WorkflowSid::parse(&s).map_err(|e| invalid("twilio.workflow_sid", e.to_string())))
             .transpose()?;
+        let reconcile_secs = raw.reconcile_secs.unwrap_or(60);
+        if !(1..=86_400).contains(&reconcile_secs) {
+            return Err(invalid("reconcile_secs", "must be between 1 and 86400"));
+        }
         let drain_secs = raw.drain_secs.unwrap_or(30);
         if !(1..=3600).contains(&drain_secs) {
             return Err(invalid("drain_secs", "must be between 1 and 3600"));
@@ -403,6 +411,7 @@ impl Settings {
             public_url,
             listen,
             drain_secs,
+            reconcile_secs,
             database_url,
             twilio: TwilioSettings {
                 account_sid,

@@ -15,7 +15,6 @@
 //! kept in the outbox row, not in a slot; after [`MAX_ATTEMPTS`] it is
 //! `failed`, and its journey hears `ActionFailed` and owes it again later.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,8 +29,9 @@ use crate::config::Settings;
 use crate::ivr::Urls;
 use crate::journey::{Command, Event, Policy};
 use crate::outbox::{Lane, OutboxRow, OutboxState};
+use crate::reconcile::{self, FindDial};
 use crate::store::{Delivery, Finish, Route, Store, now_ms};
-use crate::twilio_api::{Api, ApiError, CreateCall, TwilioClient};
+use crate::twilio_api::{ApiError, CreateCall, TwilioClient};
 
 /// Wakes the dispatcher's lanes.
 #[derive(Clone, Default, Debug)]
@@ -346,74 +346,32 @@ impl Dispatcher {
         }
     }
 
-    /// Looks up whether a dial in doubt created a call: a Calls list by `To`
-    /// since the attempt's day, newest first, for an outbound call created at
-    /// or after the attempt that no journey knows as its leg.
+    /// Looks up whether a dial in doubt created a call (see
+    /// [`reconcile::find_dial`]): `LegSeen` or `DialAbsent`. A lookup cut by
+    /// its page cap proves nothing and reports nothing; the journey asks again.
     async fn find_dial(&self, row: &OutboxRow) {
-        let Command::FindDial { reservation, attempt, to, placed_after_ms, .. } = &row.command else {
+        let Some(find) = FindDial::from_command(&row.command) else {
             return;
         };
-        match self.look_up(to.as_str(), *placed_after_ms).await {
-            Ok(found) => {
-                let event = match found {
-                    Some((leg, status)) => {
-                        tracing::info!(leg = %leg, ?status, "found the call of a dial in doubt");
-                        Event::LegSeen { reservation: reservation.clone(), attempt: Some(*attempt), leg, status }
-                    }
-                    None => {
-                        tracing::info!("a dial in doubt made no call");
-                        Event::DialAbsent { reservation: reservation.clone(), attempt: *attempt }
-                    }
-                };
-                self.report(row, OutboxState::Done, None, None, event).await;
+        let calls = match reconcile::dial_candidates(&self.twilio, &find).await {
+            Ok(Some(calls)) => calls,
+            Ok(None) => {
+                tracing::warn!("too many calls to that phone to prove anything; the dial stays in doubt");
+                return self.finish(row, OutboxState::Done, None, Some("the Calls list was cut by its page cap")).await;
             }
-            Err(e) => self.failed(row, &format!("{e:#}")).await,
+            Err(e) => return self.failed(row, &e.to_string()).await,
+        };
+        let sids: Vec<String> = calls.iter().map(|c| c.sid.to_string()).collect();
+        let known = match self.store.known_sids(&sids).await {
+            Ok(k) => k,
+            Err(e) => return self.failed(row, &format!("{e:#}")).await,
+        };
+        let event = reconcile::attribute_dial(&find, &calls, |sid| known.contains(sid));
+        match &event {
+            Event::LegSeen { leg, status, .. } => tracing::info!(%leg, ?status, "found the call of a dial in doubt"),
+            _ => tracing::info!("a dial in doubt made no call"),
         }
-    }
-
-    async fn look_up(
-        &self,
-        to: &str,
-        placed_after_ms: i64,
-    ) -> anyhow::Result<Option<(twilio::sid::CallSid, crate::journey::CallStatus)>> {
-        // Twilio's date_created has second resolution: allow a second of skew.
-        let since = placed_after_ms - 1_000;
-        let day = jiff::Timestamp::from_millisecond(since)?.strftime("%Y-%m-%d").to_string();
-        // A call still `queued` has no StartTime yet, so the time filter would
-        // miss it: list those by status too.
-        let mut calls = Vec::new();
-        for filter in [("StartTime>", day.as_str()), ("Status", "queued")] {
-            let mut p = Params::new();
-            p.push("To", to).push(filter.0, filter.1).push("PageSize", "50");
-            let path = format!("{}?{}", self.twilio.account_path("Calls.json"), p.encode());
-            calls.extend(self.twilio.list(Api::Core, &path, "calls").await?);
-        }
-        let mut candidates = Vec::new();
-        for c in &calls {
-            let field = |k: &str| c.get(k).and_then(|v| v.as_str());
-            if field("direction") != Some("outbound-api") {
-                continue;
-            }
-            let (Some(sid), Some(status), Some(created)) = (field("sid"), field("status"), field("date_created"))
-            else {
-                continue;
-            };
-            let created = jiff::fmt::rfc2822::parse(created).map(|z| z.timestamp().as_millisecond()).unwrap_or(0);
-            if created < since {
-                continue;
-            }
-            let (Ok(sid), Some(status)) = (sid.parse(), crate::journey::CallStatus::parse(status)) else {
-                continue;
-            };
-            candidates.push((created, sid, status));
-        }
-        let sids: Vec<String> =
-            candidates.iter().map(|(_, s, _): &(i64, twilio::sid::CallSid, _)| s.to_string()).collect();
-        let known: HashSet<String> = self.store.known_sids(&sids).await?;
-        candidates.retain(|(_, s, _)| !known.contains(s.as_str()));
-        candidates.sort_by_key(|(created, sid, _)| (*created, sid.to_string()));
-        candidates.dedup_by(|a, b| a.1 == b.1);
-        Ok(candidates.into_iter().next().map(|(_, sid, status)| (sid, status)))
+        self.report(row, OutboxState::Done, None, None, event).await;
     }
 }
 

@@ -241,10 +241,15 @@ pub enum Outcome {
     NotInService,
     /// The caller waited longer than the queue allows.
     QueueTimeout,
+    /// Twilio took the call but the server never heard of it (it was down or
+    /// unreachable): the caller heard Twilio's application error or the
+    /// number's fallback. Recorded by the reconciler, so an operator can
+    /// count the callers an outage cost.
+    Missed,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 10] = [
+    pub const ALL: [Outcome; 11] = [
         Outcome::Pending,
         Outcome::Connected,
         Outcome::LocationBusy,
@@ -255,6 +260,7 @@ impl Outcome {
         Outcome::AfterHours,
         Outcome::NotInService,
         Outcome::QueueTimeout,
+        Outcome::Missed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -269,6 +275,7 @@ impl Outcome {
             Outcome::AfterHours => "after_hours",
             Outcome::NotInService => "not_in_service",
             Outcome::QueueTimeout => "queue_timeout",
+            Outcome::Missed => "missed",
         }
     }
 

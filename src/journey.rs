@@ -342,6 +342,11 @@ impl Journey {
         self.task.as_ref().map(|t| &t.sid)
     }
 
+    /// The task's status as far as the journey knows.
+    pub fn task_status(&self) -> Option<TaskStatus> {
+        self.task.as_ref().map(|t| t.status)
+    }
+
     /// What the `calls` table shows of this journey: its location, task,
     /// latest reservation, latest location leg and how that leg was answered.
     pub fn summary(&self) -> Summary<'_> {

@@ -15,6 +15,10 @@
 //! The journey is level-triggered, so an observation of a fact it already
 //! knows owes nothing new; the reconciler may repeat itself freely.
 
+mod run;
+
+pub use run::Reconciler;
+
 use jiff::Timestamp;
 use twilio::E164;
 use twilio::sid::{CallSid, ReservationSid, TaskSid, WorkspaceSid};
@@ -278,6 +282,16 @@ pub async fn find_dial(
     find: &FindDial,
     is_known_leg: impl Fn(&str) -> bool,
 ) -> Result<Option<Event>, ApiError> {
+    Ok(dial_candidates(client, find).await?.map(|calls| attribute_dial(find, &calls, is_known_leg)))
+}
+
+/// The calls [`find_dial`] attributes among: both lists, each call once;
+/// `None` when a page cap cut one of them. For a caller that looks up which
+/// of them are known legs before [`attribute_dial`].
+pub async fn dial_candidates(
+    client: &TwilioClient,
+    find: &FindDial,
+) -> Result<Option<Vec<CallRecordResource>>, ApiError> {
     let window = Timestamp::from_millisecond(find.window_start_ms()).unwrap_or(Timestamp::UNIX_EPOCH);
     let started = CallFilter {
         to: Some(find.to.to_string()),
@@ -298,8 +312,7 @@ pub async fn find_dial(
     if !started.complete || !queued.complete {
         return Ok(None);
     }
-    let calls = merge(started, queued);
-    Ok(Some(attribute_dial(find, &calls, is_known_leg)))
+    Ok(Some(merge(started, queued)))
 }
 
 /// Two listings' calls, each SID once (the first listing's copy kept).

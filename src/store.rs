@@ -14,7 +14,7 @@ use std::time::Duration;
 pub use journeys::{Audit, Delivered, Delivery, Finish, NewCall, Route};
 
 use crate::domain::{Location, LocationSpec, Outcome};
-use crate::journey::{Command, Event, Policy};
+use crate::journey::{Command, Event, Journey, Policy};
 use crate::outbox::{Lane, OutboxRow, OutboxState};
 use anyhow::Context as _;
 use serde::Serialize;
@@ -128,7 +128,12 @@ impl Store {
         let pool = if is_memory { writer.clone() } else { open(4).await? };
         sqlx::migrate!("./migrations/sqlite").run(&pool).await.context("migrating the database")?;
         let (batcher, queue) = mpsc::channel(batch::QUEUE);
-        tokio::spawn(batch::run(writer.clone(), queue));
+        // A delivery reads its journey, then writes it. On SQLite the write
+        // lock is taken up front (BEGIN IMMEDIATE), so a second process on the
+        // same file (a rolling restart) waits its turn in the busy handler
+        // rather than failing with SQLITE_BUSY when it upgrades from a read.
+        let begin = if url.starts_with("sqlite:") { "BEGIN IMMEDIATE" } else { "BEGIN" };
+        tokio::spawn(batch::run(writer.clone(), queue, begin));
         if url.starts_with("sqlite:") && !is_memory {
             tokio::spawn(checkpoints(pool.clone(), batcher.downgrade()));
         }
@@ -278,6 +283,33 @@ impl Store {
     pub async fn degraded_journeys(&self) -> anyhow::Result<i64> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM journeys WHERE degraded = 1").fetch_one(&self.pool).await?;
         Ok(row.try_get("n")?)
+    }
+
+    /// Every Twilio number that serves a location.
+    pub async fn numbers(&self) -> anyhow::Result<Vec<String>> {
+        let rows =
+            sqlx::query("SELECT DISTINCT number FROM location_numbers ORDER BY number").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok(r.try_get("number")?)).collect()
+    }
+
+    /// Open journeys nothing has touched since `before_ms`, oldest first: the
+    /// reconciler asks Twilio about them.
+    pub async fn stale_journeys(&self, before_ms: i64, limit: i64) -> anyhow::Result<Vec<(i64, Journey)>> {
+        let rows = sqlx::query(
+            "SELECT id, state_json FROM journeys WHERE closed = 0 AND updated_at_ms < $1 ORDER BY updated_at_ms
+             LIMIT $2",
+        )
+        .bind(before_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id: i64 = r.try_get("id")?;
+                let json: String = r.try_get("state_json")?;
+                Ok((id, serde_json::from_str(&json).with_context(|| format!("journey {id} does not parse"))?))
+            })
+            .collect()
     }
 
     /// Which of these SIDs some journey is known by.
@@ -622,7 +654,7 @@ mod batch {
     }
 
     /// Runs until every sender (every `Store` clone) is gone.
-    pub(super) async fn run(writer: AnyPool, mut rx: mpsc::Receiver<Op>) {
+    pub(super) async fn run(writer: AnyPool, mut rx: mpsc::Receiver<Op>, begin: &'static str) {
         let mut stats = Stats::default();
         while let Some(first) = rx.recv().await {
             // Wait for the connection before draining, so that what queues
@@ -644,7 +676,7 @@ mod batch {
                 }
             };
             let started = std::time::Instant::now();
-            let written = write(&mut conn, &ops).await;
+            let written = write(&mut conn, &ops, begin).await;
             stats.add(ops.len(), started.elapsed());
             match written {
                 Ok(replies) => ops.into_iter().zip(replies).for_each(|(op, r)| op.answer(r)),
@@ -653,7 +685,7 @@ mod batch {
                 Err(e) if ops.len() > 1 => {
                     tracing::warn!(error = ?e, writes = ops.len(), "a batch of writes failed; writing each alone");
                     for op in ops {
-                        match write(&mut conn, std::slice::from_ref(&op)).await {
+                        match write(&mut conn, std::slice::from_ref(&op), begin).await {
                             Ok(mut replies) => match replies.pop() {
                                 Some(r) => op.answer(r),
                                 None => op.fail("internal error: no answer"),
@@ -711,9 +743,9 @@ mod batch {
 
     /// Writes one batch in one transaction, in order; nothing of it is kept
     /// on error.
-    async fn write(conn: &mut AnyConnection, ops: &[Op]) -> anyhow::Result<Vec<Reply>> {
+    async fn write(conn: &mut AnyConnection, ops: &[Op], begin: &'static str) -> anyhow::Result<Vec<Reply>> {
         let now = now_ms();
-        let mut tx = conn.begin().await?;
+        let mut tx = conn.begin_with(begin).await?;
         let mut replies = Vec::with_capacity(ops.len());
         for op in ops {
             replies.push(match op {

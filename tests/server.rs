@@ -164,7 +164,8 @@ async fn malformed_events_get_a_4xx_with_a_reason() {
     event.retain(|(k, _)| *k != "ReservationSid");
     let resp = app.post_signed("/tr-event-handler", &as_refs(&event)).await;
     assert_eq!(resp.status(), 400);
-    assert!(app.fake.requests().is_empty(), "nothing was dialled");
+    // (The reconciler's reads are GETs; nothing may be created or changed.)
+    assert!(app.fake.requests().iter().all(|r| r.method == "GET"), "nothing was dialled");
 }
 
 #[tokio::test]
@@ -359,7 +360,8 @@ async fn other_events_are_acknowledged_and_ignored() {
     let event = [("EventType", "worker.activity.update"), ("AccountSid", ACCOUNT), ("WorkspaceSid", WORKSPACE)];
     assert_eq!(app.post_signed("/tr-event-handler", &event).await.status(), 204);
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    assert!(app.fake.requests().is_empty());
+    // (The reconciler's reads are GETs; nothing may be created or changed.)
+    assert!(app.fake.requests().iter().all(|r| r.method == "GET"), "{:?}", app.fake.requests());
 }
 
 #[tokio::test]

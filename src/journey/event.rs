@@ -77,8 +77,8 @@ pub enum Event {
     ActionFailed { command: Command },
 
     // -- the reconciler's observations --------------------------------------
-    /// The caller's leg as a Calls fetch shows it.
-    CallerSeen { status: CallStatus },
+    /// The caller's leg as a Calls fetch or list shows it.
+    CallerSeen { call: CallSid, status: CallStatus },
     /// A location leg found by a Calls list (by `To` and `StartTime`) and
     /// attributed to this reservation and attempt.
     LegSeen { reservation: ReservationSid, attempt: Option<u32>, leg: CallSid, status: CallStatus },

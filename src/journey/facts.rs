@@ -33,7 +33,10 @@ impl Journey {
             Event::Hold { queue_time_secs } => return self.on_hold(queue_time_secs, cx),
             Event::QueueExit { result } => return self.on_queue_exit(result),
             Event::CallerStatus { status, sequence } => self.on_caller_status(status, sequence, now),
-            Event::CallerSeen { status } => self.on_caller_status(status, None, now),
+            Event::CallerSeen { call, status } => {
+                self.caller.sid.get_or_insert(call);
+                self.on_caller_status(status, None, now);
+            }
             Event::LegAnswered { reservation, attempt, leg, answered_by } => {
                 return self.on_leg_answered(reservation, attempt, leg, answered_by, cx);
             }
@@ -235,8 +238,15 @@ impl Journey {
         if !self.caller.reported.apply(status, sequence) || !status.is_final() {
             return;
         }
+        // Ended before any webhook of ours about it: Twilio took the call while
+        // we could not answer (the reconciler's sweep of our numbers finds it).
+        let never_heard = self.caller.state == CallerState::Unseen && self.task.is_none();
         self.caller.advance(CallerState::Gone);
         if self.outcome.is_final() {
+            return;
+        }
+        if never_heard {
+            self.settle(Outcome::Missed);
             return;
         }
         // The caller's `completed` can overtake the evidence of a bridge.

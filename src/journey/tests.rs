@@ -259,7 +259,7 @@ fn defect_5_what_the_reconciler_observes_drives_the_same_machine() {
     let mut run = Run::queued();
     run.on(created(1));
     run.on(placed(1, 1, 101));
-    let step = run.on(Event::CallerSeen { status: CallStatus::Completed });
+    let step = run.on(Event::CallerSeen { call: call(CALLER), status: CallStatus::Completed });
     assert_eq!(step.commands, [hang_up(101), cancel(Outcome::CallerHungUp)]);
 }
 
@@ -437,4 +437,20 @@ fn a_leg_the_journey_never_dialled_is_bridged_when_the_caller_waits() {
     run.on(answered(1, 101, AnsweredBy::Human));
     let step = run.on(answered(1, 102, AnsweredBy::Human));
     assert_eq!(step.answer, Answer::Bridge { reservation: res(1) });
+}
+
+#[test]
+fn a_caller_that_ended_before_any_webhook_of_ours_was_missed() {
+    // The reconciler's sweep of our numbers finds a call the server never heard of.
+    let mut run = Run::new();
+    run.on(Event::CallerSeen { call: call(CALLER), status: CallStatus::Completed });
+    assert_eq!(run.j.caller_sid(), Some(&call(CALLER)), "the journey is known by the call from now on");
+    assert_eq!(run.j.outcome(), Outcome::Missed);
+    assert!(run.j.is_closed());
+
+    // A caller we greeted who hangs up at the menu did not go missing.
+    let mut run = Run::new();
+    run.on(Event::CallerArrived { call: call(CALLER) });
+    run.on(Event::CallerStatus { status: CallStatus::Completed, sequence: None });
+    assert_eq!(run.j.outcome(), Outcome::CallerHungUp);
 }

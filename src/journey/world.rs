@@ -837,7 +837,7 @@ impl World {
             seen.push(Event::LegSeen { reservation, attempt: Some(l.attempt), leg: leg_sid(i), status: l.status });
         }
         if self.caller == Where::Gone {
-            seen.push(Event::CallerSeen { status: CallStatus::Completed });
+            seen.push(Event::CallerSeen { call: call(CALLER), status: CallStatus::Completed });
         }
         for e in seen {
             self.later(0, Item::Deliver(e));
@@ -942,7 +942,7 @@ fn event() -> impl Strategy<Value = Event> {
         1 => (1u32..3, 1u32..4).prop_map(|(r, attempt)| Event::DialFailed { reservation: res(r), attempt }),
         2 => (1u32..3, 1u32..4).prop_map(|(r, attempt)| Event::DialUnknown { reservation: res(r), attempt }),
         1 => command().prop_map(|command| Event::ActionFailed { command }),
-        1 => call_status().prop_map(|status| Event::CallerSeen { status }),
+        1 => call_status().prop_map(|status| Event::CallerSeen { call: call(CALLER), status }),
         1 => (reservation_leg(), attempt, call_status()).prop_map(|((reservation, leg), attempt, status)| Event::LegSeen { reservation, attempt, leg, status }),
         1 => (1u32..3, 1u32..4).prop_map(|(r, attempt)| Event::DialAbsent { reservation: res(r), attempt }),
         1 => (some_task(), one_of(vec![TaskStatus::Pending, TaskStatus::Reserved, TaskStatus::Assigned, TaskStatus::Wrapping, TaskStatus::Completed, TaskStatus::Canceled]))

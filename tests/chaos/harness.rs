@@ -68,6 +68,8 @@ pub(crate) struct Options {
     pub(crate) scenario: Scenario,
     pub(crate) disruptions: Vec<Disruption>,
     pub(crate) rolling: Rolling,
+    /// How every `serve` gets its listening socket.
+    pub(crate) listener: Listener,
     /// `None`: a SQLite file in the run's temporary directory.
     pub(crate) database_url: Option<String>,
     /// Real time allowed, from the first dial, for every caller's call to end.
@@ -80,6 +82,18 @@ pub(crate) struct Options {
     pub(crate) ringing_grace_ms: u64,
     /// Keep the temporary directory (config, database, the servers' logs).
     pub(crate) keep_dir: bool,
+}
+
+/// How `serve` listens, as README's "Operating: restarts and deploys" describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listener {
+    /// The harness holds the listening socket and passes it to every `serve`
+    /// as fd 3 (`LISTEN_FDS`), as systemd's socket activation does: while no
+    /// process accepts (a `kill -9`), connections wait in the kernel's queue.
+    Activated,
+    /// Each `serve` binds `listen` itself with `SO_REUSEPORT`: while none is
+    /// running, connections are refused.
+    Bound,
 }
 
 /// A call, task, worker or reservation that failed a check, and why.
@@ -105,6 +119,7 @@ pub(crate) struct Restart {
 #[derive(Debug, Clone)]
 pub(crate) struct Figures {
     pub(crate) time_scale: f64,
+    pub(crate) listener: Listener,
     pub(crate) seed: u64,
     /// The sandbox's clock when the scenario's time 0 began.
     pub(crate) first_dial_ms: u64,
@@ -226,10 +241,14 @@ impl Figures {
         row("last serve on SIGTERM", self.final_stop.clone(), "", None);
         row("wall time", format!("{:.1}s", self.wall.as_secs_f64()), "", None);
         let mut out = format!(
-            "chaos run: seed {}, time scale {} (virtual seconds per real second); times are the sandbox's \
-             virtual clock, the first caller dialled at {}\n{out}",
+            "chaos run: seed {}, time scale {} (virtual seconds per real second); serve's socket: {}; times are \
+             the sandbox's virtual clock, the first caller dialled at {}\n{out}",
             self.seed,
             self.time_scale,
+            match self.listener {
+                Listener::Activated => "passed to each serve (socket activation)",
+                Listener::Bound => "bound by each serve (SO_REUSEPORT)",
+            },
             vs(self.first_dial_ms)
         );
         let lists: [(&str, &[Named]); 10] = [
@@ -347,6 +366,8 @@ struct Fleet {
     url: String,
     started: usize,
     http: reqwest::Client,
+    /// The socket every `serve` inherits ([`Listener::Activated`]).
+    socket: Option<socket2::Socket>,
 }
 
 impl Fleet {
@@ -356,11 +377,32 @@ impl Fleet {
         let log = self.dir.join(format!("serve-{n}.log"));
         let file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         // A clean environment: the developer's CALL_ROUTER_* and TWILIO_* are not this run's.
-        let child = Command::new(&self.exe)
+        let mut cmd = match &self.socket {
+            Some(s) => {
+                use std::os::fd::AsRawFd as _;
+                // std has no safe way to place an inherited fd at 3: a shell does it.
+                // `$$` is the pid that `exec` keeps.
+                let mut c = Command::new("/bin/bash");
+                c.arg("-c")
+                    .arg(
+                        r#"exec 3<&"$SOCK_FD"; [ "$SOCK_FD" = 3 ] || eval "exec $SOCK_FD<&-";
+                           export LISTEN_FDS=1 LISTEN_PID=$$; exec "$0" "$@""#,
+                    )
+                    .arg(&self.exe)
+                    .env_clear()
+                    .env("SOCK_FD", s.as_raw_fd().to_string());
+                c
+            }
+            None => {
+                let mut c = Command::new(&self.exe);
+                c.env_clear();
+                c
+            }
+        };
+        let child = cmd
             .arg("serve")
             .arg("--config")
             .arg(&self.config)
-            .env_clear()
             .env("RUST_LOG", "info,sqlx=warn,tower_http=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -409,6 +451,17 @@ impl Fleet {
     }
 }
 
+/// A listening socket on that loopback port that children inherit.
+fn passable_socket(port: u16) -> anyhow::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).context("making a socket")?;
+    s.set_reuse_address(true)?;
+    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into()).context("binding the shared socket")?;
+    s.listen(1024)?;
+    s.set_cloexec(false)?;
+    Ok(s)
+}
+
 /// A free loopback port; the next `serve` binds it (a tiny race, fine on loopback).
 fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
@@ -447,7 +500,9 @@ pub(crate) async fn run(opts: &Options) -> anyhow::Result<Figures> {
         None => format!("sqlite://{}", dir.path().join("chaos.db").display()),
     };
     let toml = format!(
-        "public_url = {url:?}\nlisten = \"127.0.0.1:{port}\"\ndatabase_url = {db:?}\n\
+        // The reconciler every 2 real seconds (20 virtual at scale 10), so that a caller an
+        // outage cost is found and counted within the run.
+        "public_url = {url:?}\nlisten = \"127.0.0.1:{port}\"\ndatabase_url = {db:?}\nreconcile_secs = 2\n\
          [twilio]\naccount_sid = {account:?}\nauth_token = {token:?}\n\
          api_base_url = {sb_url:?}\ntaskrouter_base_url = {sb_url:?}\n{}",
         opts.scenario.server.to_settings_toml()
@@ -466,6 +521,10 @@ pub(crate) async fn run(opts: &Options) -> anyhow::Result<Figures> {
         url: url.clone(),
         started: 0,
         http: reqwest::Client::builder().timeout(Duration::from_millis(500)).build()?,
+        socket: match opts.listener {
+            Listener::Activated => Some(passable_socket(port)?),
+            Listener::Bound => None,
+        },
     };
     let mut serve = fleet.spawn()?;
     fleet.healthy(&mut serve, Duration::from_secs(30)).await.context("the first serve")?;
@@ -822,6 +881,7 @@ fn measure(
     let ends = reservation_ends(log);
     let mut f = Figures {
         time_scale: opts.time_scale,
+        listener: opts.listener,
         seed: opts.seed,
         first_dial_ms,
         callers: callers.len(),
