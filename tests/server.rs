@@ -139,7 +139,8 @@ async fn reservation_created_dials_the_location_exactly_once() {
     assert_eq!(p.get("Timeout"), Some("20"));
 
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let dials = app.fake.requests().into_iter().filter(|r| r.path.ends_with("/Calls.json")).count();
+    let dials =
+        app.fake.requests().into_iter().filter(|r| r.method == "POST" && r.path.ends_with("/Calls.json")).count();
     assert_eq!(dials, 1, "one dial per reservation");
     let call = app.server.state.store().call(CALL).await.unwrap().unwrap();
     assert_eq!(call.reservation_sid.as_deref(), Some(RES));
@@ -188,7 +189,8 @@ async fn signatures_accounts_and_workspaces_are_checked() {
     let mut event = reservation_created(TASK, RES, &task_json());
     event[2] = ("WorkspaceSid", "WS99999999999999999999999999999999".into());
     assert_eq!(app.post_signed("/tr-event-handler", &as_refs(&event)).await.status(), 403);
-    assert!(app.fake.requests().is_empty());
+    // (The reconciler's reads are GETs; nothing may be created or changed.)
+    assert!(app.fake.requests().iter().all(|r| r.method == "GET"), "{:?}", app.fake.requests());
 }
 
 /// Provisioning will configure webhook URLs with connection overrides in the
@@ -286,10 +288,11 @@ async fn a_machine_is_hung_up_on_and_the_caller_gets_voicemail() {
     let doc = twiml(app.post_signed(&q, &params).await).await;
     assert_eq!(doc.verbs, [Verb::Hangup]);
 
-    let redirect = app.fake.wait_for(1, |r| r.path.ends_with(&format!("/Calls/{CALL}.json"))).await;
+    let redirect =
+        app.fake.wait_for(1, |r| r.method == "POST" && r.path.ends_with(&format!("/Calls/{CALL}.json"))).await;
     let url = redirect[0].params.get("Url").unwrap();
     assert!(url.contains("/caller-fallback?location=north&reason=location_voicemail"), "{url}");
-    let cancel = app.fake.wait_for(1, |r| r.path.ends_with(&format!("/Tasks/{TASK}"))).await;
+    let cancel = app.fake.wait_for(1, |r| r.method == "POST" && r.path.ends_with(&format!("/Tasks/{TASK}"))).await;
     assert_eq!(cancel[0].path, format!("/v1/Workspaces/{WORKSPACE}/Tasks/{TASK}"));
     assert_eq!(cancel[0].params.get("AssignmentStatus"), Some("canceled"));
     assert_eq!(app.server.state.store().call(CALL).await.unwrap().unwrap().outcome.as_str(), "location_voicemail");
@@ -329,7 +332,7 @@ async fn busy_location_sends_the_caller_to_voicemail_and_records_every_status() 
     assert_eq!(statuses.iter().map(|s| s.status.as_str()).collect::<Vec<_>>(), ["initiated", "ringing", "busy"]);
     assert_eq!(statuses[2].sip_response_code, Some(486));
     assert_eq!(store.call(CALL).await.unwrap().unwrap().outcome.as_str(), "location_busy");
-    app.fake.wait_for(1, |r| r.path.ends_with(&format!("/Calls/{CALL}.json"))).await;
+    app.fake.wait_for(1, |r| r.method == "POST" && r.path.ends_with(&format!("/Calls/{CALL}.json"))).await;
     app.fake
         .wait_for(1, |r| {
             r.path.ends_with(&format!("/Tasks/{TASK}")) && r.params.get("AssignmentStatus") == Some("canceled")
@@ -348,7 +351,7 @@ async fn wrapup_completes_the_task_with_a_reason() {
         ("ReservationSid", RES),
     ];
     assert_eq!(app.post_signed("/tr-event-handler", &event).await.status(), 204);
-    let done = app.fake.wait_for(1, |r| r.path.ends_with(&format!("/Tasks/{TASK}"))).await;
+    let done = app.fake.wait_for(1, |r| r.method == "POST" && r.path.ends_with(&format!("/Tasks/{TASK}"))).await;
     assert_eq!(done[0].method, "POST");
     assert_eq!(done[0].params.get("AssignmentStatus"), Some("completed"));
     assert!(done[0].params.get("Reason").is_some());
@@ -371,13 +374,15 @@ async fn twilio_refusing_the_dial_sends_the_caller_to_voicemail() {
     app.post_signed("/incoming-call", &inbound(TWILIO_NUMBER)).await;
     let event = reservation_created(TASK, RES, &task_json());
     assert_eq!(app.post_signed("/tr-event-handler", &as_refs(&event)).await.status(), 204);
-    let redirect = app.fake.wait_for(1, |r| r.path.ends_with(&format!("/Calls/{CALL}.json"))).await;
+    let redirect =
+        app.fake.wait_for(1, |r| r.method == "POST" && r.path.ends_with(&format!("/Calls/{CALL}.json"))).await;
     assert!(redirect[0].params.get("Url").unwrap().contains("reason=dial_failed"));
     assert_eq!(app.server.state.store().call(CALL).await.unwrap().unwrap().outcome.as_str(), "dial_failed");
     // A refusal proves no call exists, so the journey may dial again, up to its attempts
     // (three by default), and only then sends the caller to voicemail. Each attempt has its
     // own outbox key; no attempt is sent twice.
-    let dials = app.fake.requests().into_iter().filter(|r| r.path.ends_with("/Calls.json")).count();
+    let dials =
+        app.fake.requests().into_iter().filter(|r| r.method == "POST" && r.path.ends_with("/Calls.json")).count();
     assert_eq!(dials, call_router::journey::DEFAULT_DIAL_ATTEMPTS as usize, "every attempt is sent once");
     let keys: Vec<String> = app.server.state.store().actions().await.unwrap().into_iter().map(|a| a.0).collect();
     assert!(keys.contains(&format!("dial:{RES}")) && keys.contains(&format!("dial:{RES}#3")), "{keys:?}");
@@ -426,7 +431,10 @@ async fn a_caller_who_hung_up_before_the_reservation_gets_no_dial() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let actions = app.server.state.store().actions().await.unwrap();
     assert!(!actions.iter().any(|(k, _, _)| k.starts_with("dial:")), "no dial was owed: {actions:?}");
-    assert!(app.fake.requests().iter().all(|r| !r.path.ends_with("/Calls.json")), "no location was dialled");
+    assert!(
+        app.fake.requests().iter().all(|r| r.method != "POST" || !r.path.ends_with("/Calls.json")),
+        "no location was dialled"
+    );
     let call = app.server.state.store().call(CALL).await.unwrap().unwrap();
     assert_eq!(call.outcome, call_router::domain::Outcome::CallerHungUp);
 }
@@ -519,7 +527,7 @@ async fn a_reservation_timeout_hangs_up_the_call_placed_for_it() {
     app.post_signed("/incoming-call", &inbound(TWILIO_NUMBER)).await;
     let event = reservation_created(TASK, RES, &task_json());
     assert_eq!(app.post_signed("/tr-event-handler", &as_refs(&event)).await.status(), 204);
-    app.fake.wait_for(1, |r| r.path.ends_with("/Calls.json")).await;
+    app.fake.wait_for(1, |r| r.method == "POST" && r.path.ends_with("/Calls.json")).await;
     // The dial's result (the call's SID) is recorded just after Twilio answers.
     let mut recorded = false;
     for _ in 0..300 {
@@ -589,13 +597,13 @@ async fn a_reservation_created_after_its_timeout_dials_nothing() {
     assert_eq!(app.post_signed("/tr-event-handler", &as_refs(&created)).await.status(), 204);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(
-        app.fake.requests().iter().all(|r| !r.path.ends_with("/Calls.json")),
+        app.fake.requests().iter().all(|r| r.method != "POST" || !r.path.ends_with("/Calls.json")),
         "the ended reservation is not dialled"
     );
     // The next reservation of the same task is.
     let next = reservation_created(TASK, "WR00000000000000000000000000000009", &task_json());
     assert_eq!(app.post_signed("/tr-event-handler", &as_refs(&next)).await.status(), 204);
-    let dials = app.fake.wait_for(1, |r| r.path.ends_with("/Calls.json")).await;
+    let dials = app.fake.wait_for(1, |r| r.method == "POST" && r.path.ends_with("/Calls.json")).await;
     assert!(dials[0].params.get("Url").unwrap().contains("WR00000000000000000000000000000009"));
 }
 
