@@ -1,8 +1,7 @@
 //! The journey: one inbound call's whole lifecycle as a pure state machine.
 //!
-//! NOT WIRED IN YET. The handlers and the store still run the implicit
-//! lifecycle described in ARCHITECTURE.md; the next step routes every event
-//! through [`apply`] (see "Wiring" below).
+//! Every webhook, dispatcher result, reconciler observation and tick goes
+//! through [`apply`] (see "Wiring" below); nothing else decides a call's life.
 //!
 //! A journey holds the caller's leg, the task, every reservation of that task
 //! with its dial attempts and the location legs they placed, and the outcome.
@@ -46,14 +45,14 @@
 //!   redirect also makes the next `/hold` answer `<Leave>`, which reaches the
 //!   caller without the REST API.
 //!
-//! # Wiring (the next step)
-//! A `journeys` table (the JSON of [`Journey`], a version for optimistic
-//! updates, [`Journey::wake_at`], closed or not) indexed by the caller's SID,
-//! the task's SID and every reservation and leg SID ([`Journey::keys`]); each
-//! handler parses its request into an [`Event`], loads or creates the journey
-//! by those keys, applies, and writes the journey and its commands in one
-//! transaction; a scheduler sends [`Event::Tick`] at `wake_at`; the dispatcher
-//! reports results as events; the dial's URLs carry `attempt`.
+//! # Wiring
+//! `store::journeys` keeps each journey (its JSON, a version, [`Journey::wake_at`],
+//! closed, degraded) and finds it by any SID of [`Journey::keys`]; a delivery
+//! loads or creates it, applies the events, withdraws dials still in the outbox
+//! when told to, and writes the journey, its commands and its `calls` row in
+//! one transaction. `timers::Ticker` sends [`Event::Tick`] at `wake_at`; the
+//! dispatcher reports results as events; the reconciler (`reconcile`) feeds
+//! what Twilio shows; a dial's URLs carry `attempt`.
 
 mod drive;
 mod event;

@@ -5,14 +5,15 @@
 //! - [`domain`]: checked types: locations, task attributes, call outcomes.
 //! - [`hours`]: business hours in a location's time zone (pure).
 //! - [`ivr`]: which TwiML the caller gets (pure).
-//! - [`store`]: SQLite (sqlx Any) persistence: locations, calls, events, outbox.
-//! - [`journey`]: one inbound call's lifecycle as a pure state machine (not wired in yet).
+//! - [`store`]: SQLite (sqlx Any) persistence: locations, journeys and their `calls` rows, events, outbox.
+//! - [`journey`]: one inbound call's lifecycle as a pure state machine; it alone decides.
+//! - [`timers`]: ticks for journeys whose wake-up time has come.
 //! - [`outbox`]: the Twilio requests we owe, written before a webhook answers.
 //! - [`dispatch`]: the worker that carries out the outbox against Twilio.
 //! - [`twilio_api`]: the REST client.
 //! - [`http`]: the webhook server (the only module that knows axum).
 //! - [`provision`]: creates and repairs the Twilio resources the locations need.
-//! - [`reconcile`]: what Twilio says happened, read as journey events (no store access).
+//! - [`reconcile`]: what Twilio says happened, fed to the journeys at start-up and periodically.
 //! - [`app`]: wiring of the above into a running server.
 //! - [`listen`]: the listening socket: socket activation or `SO_REUSEPORT`.
 //! - [`drain`]: stopping without dropping work: the stop signal, requests in flight.
