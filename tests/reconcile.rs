@@ -1,11 +1,14 @@
 //! The reconciler's reads against the real sandbox over HTTP: the REST
 //! client's typed lists and their paging, the task sweep, the lookup of a
-//! dial in doubt and the inbound calls the server never saw.
+//! dial in doubt and the inbound calls the server never saw; and a pass of
+//! the reconciler with a real store.
 
 use std::time::Duration;
 
-use call_router::config::TwilioSettings;
-use call_router::journey::{CallStatus, DialTarget, Event, ReservationStatus, TaskStatus};
+use call_router::config::{AnsweredByPolicy, TwilioSettings};
+use call_router::dispatch::Notifier;
+use call_router::journey::{CallStatus, DialTarget, Event, Policy, ReservationStatus, TaskStatus};
+use call_router::store::Store;
 use call_router::reconcile::{self, FindDial, Observed};
 use call_router::twilio_api::{Api, CallFilter, TimeBound, TwilioClient};
 use jiff::Timestamp;
@@ -318,4 +321,48 @@ async fn find_dial_finds_a_call_still_in_the_accounts_queue() {
         status: CallStatus::Queued,
     };
     assert_eq!(found, Some(expected));
+}
+
+/// The reconciler's pass, with a real store: a `reservation.created` the server
+/// missed (it was down) is acted on, and a second pass repairs nothing more.
+#[tokio::test]
+async fn a_pass_acts_on_a_missed_reservation_once() {
+    let e = env(10.0).await;
+    let (ws, wf, available) = workspace(&e.client).await;
+    let caller = "CA00000000000000000000000000000052";
+    let attrs = format!(
+        r#"{{"location":"north","practicePhone":"{PHONE}","callerID":"{MAIN}","caller":"+13105550199","call_sid":"{caller}"}}"#
+    );
+    let mut p = Params::new();
+    p.push("FriendlyName", "north").push("ActivitySid", available.as_str());
+    e.client.create_worker(ws.as_str(), &p).await.unwrap();
+    let reserved = task(&e.client, &ws, &wf, &attrs).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("r.db").display())).await.unwrap();
+    let policy = Policy {
+        max_queue_secs: 300,
+        on_machine: AnsweredByPolicy::Hangup,
+        on_unknown: AnsweredByPolicy::Bridge,
+        max_dial_attempts: 3,
+    };
+    let mut reconciler = reconcile::Reconciler::new(
+        store.clone(),
+        e.client.clone(),
+        Some(ws.clone()),
+        Notifier::default(),
+        policy,
+        Duration::from_secs(60),
+    );
+    let first = reconciler.pass().await.unwrap();
+    assert_eq!(first.repairs, 1, "{first:?}");
+    let actions = store.actions().await.unwrap();
+    let dials: Vec<_> = actions.iter().filter(|(k, _, _)| k.starts_with("dial:")).collect();
+    assert_eq!(dials.len(), 1, "{actions:?}");
+    let call = store.call(caller).await.unwrap().expect("the caller's journey has its calls row");
+    assert_eq!(call.task_sid.as_deref(), Some(reserved.as_str()));
+
+    let second = reconciler.pass().await.unwrap();
+    assert_eq!(second.repairs, 0, "the same observations owe nothing new: {second:?}");
+    assert_eq!(store.actions().await.unwrap().len(), actions.len());
 }

@@ -13,7 +13,8 @@ CREATE TABLE journeys (
     created_at_ms BIGINT NOT NULL,
     updated_at_ms BIGINT NOT NULL
 );
-CREATE INDEX journeys_wake ON journeys (closed, wake_at_ms);
+CREATE INDEX journeys_wake ON journeys (wake_at_ms);
+CREATE INDEX journeys_open ON journeys (closed, updated_at_ms);
 
 -- Every SID that routes an event to a journey: the caller's call, the task,
 -- each reservation and each location leg.

@@ -179,6 +179,9 @@ impl Reconciler {
                     }
                 }
             }
+            // Touched now, whatever Twilio says: the next pass asks about others first.
+            let d = Delivery::new(Route::Id(id), vec![Event::Tick], self.policy);
+            self.store.deliver(d).await?;
             let open_task = journey.task_sid().filter(|_| journey.task_status().is_some_and(|s| !s.is_final()));
             if let Some(task) = open_task
                 && !swept.contains(task)
