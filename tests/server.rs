@@ -615,3 +615,67 @@ async fn a_status_callback_with_an_unknown_status_is_refused_with_a_reason() {
     assert_eq!(resp.status(), 400);
     assert!(resp.text().await.unwrap().contains("CallStatus"));
 }
+
+#[tokio::test]
+async fn a_studio_enqueued_caller_still_gets_voicemail_when_the_line_is_busy() {
+    // Defect 1 of issue 8: no `/incoming-call` (a Studio flow enqueued the caller), so the
+    // journey starts at `reservation.created`; a busy line must still redirect the caller and
+    // cancel the task, not leave them on hold while the reservation is offered again.
+    let app = spawn_app().await;
+    let event = reservation_created(TASK, RES, &task_json());
+    assert_eq!(app.post_signed("/tr-event-handler", &as_refs(&event)).await.status(), 204);
+    let dial = app.fake.wait_for(1, |r| r.method == "POST" && r.path.ends_with("/Calls.json")).await;
+    let cb = dial[0].params.get("StatusCallback").unwrap().strip_prefix(&app.url).unwrap().to_owned();
+    // The dial's result (the leg's SID) is recorded just after the fake answers.
+    let mut leg = None;
+    for _ in 0..300 {
+        leg = app.server.state.store().call(CALL).await.unwrap().and_then(|c| c.outbound_call_sid);
+        if leg.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let leg = leg.expect("the placed leg is recorded");
+    let busy = [("AccountSid", ACCOUNT), ("CallSid", leg.as_str()), ("CallStatus", "busy"), ("SequenceNumber", "2")];
+    assert_eq!(app.post_signed(&cb, &busy).await.status(), 200);
+    let redirect =
+        app.fake.wait_for(1, |r| r.method == "POST" && r.path.ends_with(&format!("/Calls/{CALL}.json"))).await;
+    assert!(redirect[0].params.get("Url").unwrap().contains("reason=location_busy"));
+    app.fake
+        .wait_for(1, |r| {
+            r.path.ends_with(&format!("/Tasks/{TASK}")) && r.params.get("AssignmentStatus") == Some("canceled")
+        })
+        .await;
+    assert_eq!(app.server.state.store().call(CALL).await.unwrap().unwrap().outcome.as_str(), "location_busy");
+}
+
+#[tokio::test]
+async fn healthz_says_degraded_while_a_call_owes_a_request_that_failed_for_good() {
+    use call_router::journey::{Command, Event};
+    use call_router::store::{Delivery, Route};
+    let app = spawn_app().await;
+    assert_eq!(app.client.get(format!("{}/healthz", app.url)).send().await.unwrap().text().await.unwrap(), "ok");
+    // A wrap-up owes the task's completion; the dispatcher then gives up on it.
+    app.post_signed("/incoming-call", &inbound(TWILIO_NUMBER)).await;
+    let mut wrapup = reservation_created(TASK, RES, &task_json());
+    wrapup[0].1 = "reservation.wrapup".into();
+    assert_eq!(app.post_signed("/tr-event-handler", &as_refs(&wrapup)).await.status(), 204);
+    let store = app.server.state.store();
+    let complete = Command::CompleteTask { task: TASK.parse().unwrap(), round: 1 };
+    let failed = Event::ActionFailed { command: complete };
+    let d = Delivery::new(
+        Route::Keys { keys: vec![TASK.to_owned()], create: false },
+        vec![failed],
+        app.server.state.policy(),
+    );
+    store.deliver(d).await.unwrap();
+    let health = app.client.get(format!("{}/healthz", app.url)).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let body = health.text().await.unwrap();
+    assert!(body.starts_with("degraded: 1 "), "{body}");
+    // TaskRouter reports the task completed after all: the call no longer owes anything.
+    let mut done = reservation_created(TASK, RES, &task_json());
+    done[0].1 = "task.completed".into();
+    assert_eq!(app.post_signed("/tr-event-handler", &as_refs(&done)).await.status(), 204);
+    assert_eq!(app.client.get(format!("{}/healthz", app.url)).send().await.unwrap().text().await.unwrap(), "ok");
+}
