@@ -137,7 +137,9 @@ pub(super) async fn enqueue_action(State(state): State<AppState>, req: TwilioReq
     Ok(TwiML(match done.answer {
         Answer::Goodbye => ivr::goodbye(settings),
         Answer::Fallback { location, reason } => {
-            if !matches!(result, QueueResult::Leave) {
+            // `leave` follows our `<Leave>`, `redirected` our REST redirect; anything
+            // else took the caller out of the queue without us.
+            if !matches!(result, QueueResult::Leave | QueueResult::Redirected) {
                 tracing::warn!(queue_result = raw, "caller left the queue unexpectedly");
             }
             let name = location.or_else(|| req.query.get("location").map(str::to_owned));
