@@ -360,21 +360,9 @@ impl Journey {
     }
 
     /// The leg of reservation `i` we still want, if any: the leg of its
-    /// latest attempt. When the journey has dialled nothing at all (the Node
-    /// version placed the leg before a cut-over, or our record of the dial is
-    /// gone), the latest leg heard of, of the latest reservation that has one;
-    /// any other leg is a stray.
+    /// latest attempt (see `facts` for a leg we never dialled).
     pub(crate) fn current_leg(&self, i: usize) -> Option<&CallSid> {
-        let r = &self.reservations[i];
-        if !r.attempts.is_empty() {
-            return r.placed_leg();
-        }
-        let dialled = self.reservations.iter().any(|r| !r.attempts.is_empty());
-        let latest = self.reservations.iter().rposition(|r| !r.legs.is_empty());
-        if dialled || latest != Some(i) {
-            return None;
-        }
-        r.legs.last().map(|l| &l.sid)
+        self.reservations[i].placed_leg()
     }
 
     /// Every SID that routes an event to this journey: the caller's, the task's,

@@ -6,7 +6,7 @@ use twilio::sid::{CallSid, ReservationSid, TaskSid};
 use super::state::{Attempt, AttemptState, CallerState, Leg, ResState, Reservation, Stop, Task, TaskEnd};
 use super::{
     ANSWERED_GRACE_SECS, Answer, AnsweredBy, BRIDGE_EVIDENCE_MS, CallStatus, Command, Cx, Event, Journey,
-    LOOKUP_AFTER_MS, QueueResult, REDIRECT_GRACE_MS, ReservationEnd, ReservationStatus, TaskStatus,
+    LOOKUP_AFTER_MS, MAX_LOOKUPS, QueueResult, REDIRECT_GRACE_MS, ReservationEnd, ReservationStatus, TaskStatus,
 };
 use crate::config::AnsweredByPolicy;
 use crate::domain::Outcome;
@@ -41,10 +41,10 @@ impl Journey {
                 return self.on_leg_answered(reservation, attempt, leg, answered_by, cx);
             }
             Event::LegStatus { reservation, attempt, leg, status, sequence } => {
-                self.on_leg_status(reservation, attempt, leg, status, sequence);
+                self.on_leg_status(reservation, attempt, leg, status, sequence, now);
             }
             Event::LegSeen { reservation, attempt, leg, status } => {
-                self.on_leg_status(reservation, attempt, leg, status, None);
+                self.on_leg_status(reservation, attempt, leg, status, None, now);
             }
             Event::ReservationCreated { task, reservation, caller, target } => {
                 if self.owns_task(&task, Some(TaskStatus::Reserved)) {
@@ -106,7 +106,8 @@ impl Journey {
                 }
             }
             Event::DialPlaced { reservation, attempt, leg } => {
-                self.reservation(reservation).note_leg(leg, Some(attempt));
+                let ri = self.reservation_index(reservation);
+                self.note_leg(ri, leg, Some(attempt));
             }
             Event::DialFailed { reservation, attempt } | Event::DialAbsent { reservation, attempt } => {
                 if let Some(a) = self.attempt_mut(&reservation, attempt)
@@ -148,6 +149,48 @@ impl Journey {
     fn reservation(&mut self, sid: ReservationSid) -> &mut Reservation {
         let i = self.reservation_index(sid);
         &mut self.reservations[i]
+    }
+
+    /// A leg of a journey that has dialled nothing itself (the Node version
+    /// placed it before a cut-over, or our record of the dial is gone) is
+    /// taken as that reservation's dial (the attempt its URL names, else 0),
+    /// already placed: it is the
+    /// current leg, and the reservation is not dialled again. Once the
+    /// journey has an attempt, any other leg is a stray.
+    fn adopt(&mut self, ri: usize, leg: &CallSid, attempt: Option<u32>, now: i64) {
+        if self.reservations.iter().all(|r| r.attempts.is_empty()) {
+            self.reservations[ri].attempts.push(Attempt {
+                n: attempt.unwrap_or(0),
+                sent_ms: now,
+                state: AttemptState::Placed { leg: leg.clone() },
+            });
+        }
+    }
+
+    /// Records a leg of reservation `ri`; it resolves its attempt unless
+    /// that attempt was [`Journey::superseded`].
+    fn note_leg(&mut self, ri: usize, leg: CallSid, attempt: Option<u32>) -> usize {
+        let resolve = !self.superseded(ri, attempt);
+        self.reservations[ri].note_leg(leg, attempt, resolve)
+    }
+
+    /// An attempt in doubt whose look-ups ran out no longer held back other
+    /// dials, and another reservation has dialled since: a leg that turns up
+    /// for it now is a stray (hung up), never a second leg for the caller.
+    fn superseded(&self, ri: usize, attempt: Option<u32>) -> bool {
+        let r = &self.reservations[ri];
+        let a = match attempt {
+            Some(n) => r.attempts.iter().find(|a| a.n == n),
+            None => r.attempts.last(),
+        };
+        let Some(a) = a else { return false };
+        let gave_up = matches!(a.state, AttemptState::Unknown { lookups, .. } if lookups >= MAX_LOOKUPS);
+        gave_up
+            && self
+                .reservations
+                .iter()
+                .enumerate()
+                .any(|(j, other)| j != ri && other.attempts.iter().any(|b| b.sent_ms > a.sent_ms))
     }
 
     /// The index of that reservation, known from now on.
@@ -270,8 +313,10 @@ impl Journey {
         let caller = self.caller.state;
         let caller_waits = caller.waiting() && self.outcome == Outcome::Pending;
         let wants_bridge = cx.policy.for_answer(answered_by) == AnsweredByPolicy::Bridge;
+        let may_bridge = matches!(self.outcome, Outcome::Pending | Outcome::Connected);
         let ri = self.reservation_index(reservation.clone());
-        let i = self.reservations[ri].note_leg(leg, attempt);
+        self.adopt(ri, &leg, attempt, now);
+        let i = self.note_leg(ri, leg, attempt);
         let current = self.current_leg(ri) == Some(&self.reservations[ri].legs[i].sid);
         let r = &mut self.reservations[ri];
         let status = r.status;
@@ -285,7 +330,10 @@ impl Journey {
         match (current, status) {
             // A repeated `/dial-queue` (Twilio retried): the same answer, while it holds.
             (true, ResState::Pending | ResState::Accepted)
-                if l.bridging && (caller.waiting() || caller == CallerState::Bridged) =>
+                if l.bridging
+                    && l.reported.is_live()
+                    && may_bridge
+                    && (caller.waiting() || caller == CallerState::Bridged) =>
             {
                 Answer::Bridge { reservation }
             }
@@ -314,10 +362,12 @@ impl Journey {
         leg: CallSid,
         status: CallStatus,
         sequence: Option<u32>,
+        now: i64,
     ) {
         let caller_waits = self.caller.state.waiting() && self.outcome == Outcome::Pending;
         let ri = self.reservation_index(reservation);
-        let i = self.reservations[ri].note_leg(leg, attempt);
+        self.adopt(ri, &leg, attempt, now);
+        let i = self.note_leg(ri, leg, attempt);
         let current = self.current_leg(ri) == Some(&self.reservations[ri].legs[i].sid);
         let r = &mut self.reservations[ri];
         let changed = r.legs[i].reported.apply(status, sequence);

@@ -286,9 +286,12 @@ impl Reservation {
     /// Records that `sid` is a leg of this reservation (of `attempt`, or of the
     /// latest when the URL did not say), resolving that attempt if it was in
     /// doubt. Returns the leg's index.
-    pub(super) fn note_leg(&mut self, sid: CallSid, attempt: Option<u32>) -> usize {
+    /// With `resolve` false the attempt stays as it is (see
+    /// `Journey::superseded`): the leg is known, but not this attempt's.
+    pub(super) fn note_leg(&mut self, sid: CallSid, attempt: Option<u32>, resolve: bool) -> usize {
         let n = attempt.or_else(|| self.attempts.last().map(|a| a.n));
         if let Some(a) = n.and_then(|n| self.attempt_mut(n))
+            && resolve
             && matches!(a.state, AttemptState::InFlight { .. } | AttemptState::Unknown { .. } | AttemptState::NotPlaced)
         {
             a.state = AttemptState::Placed { leg: sid.clone() };

@@ -432,11 +432,15 @@ fn a_leg_the_journey_never_dialled_is_bridged_when_the_caller_waits() {
     let step = run.on(leg_status(1, 101, CallStatus::Busy, 2));
     assert_eq!(step.commands, [redirect(Outcome::LocationBusy), cancel(Outcome::LocationBusy)]);
 
-    // A second leg heard of for that reservation is the current one; the first is stopped.
+    // The first leg heard of is the reservation's; another is a stray, never a second
+    // leg ringing for one caller.
     let mut run = Run::queued();
     run.on(answered(1, 101, AnsweredBy::Human));
     let step = run.on(answered(1, 102, AnsweredBy::Human));
-    assert_eq!(step.answer, Answer::Bridge { reservation: res(1) });
+    assert_eq!(step.answer, Answer::Refuse { caller_gone: false });
+    // And the adopted reservation is not dialled again when its `reservation.created` arrives.
+    let step = run.on(created(1));
+    assert!(!step.commands.iter().any(|c| matches!(c, Command::Dial { .. })), "{:?}", step.commands);
 }
 
 #[test]
@@ -453,4 +457,20 @@ fn a_caller_that_ended_before_any_webhook_of_ours_was_missed() {
     run.on(Event::CallerArrived { call: call(CALLER) });
     run.on(Event::CallerStatus { status: CallStatus::Completed, sequence: None });
     assert_eq!(run.j.outcome(), Outcome::CallerHungUp);
+}
+
+#[test]
+fn a_repeated_answer_of_a_leg_that_has_ended_is_not_bridged() {
+    // Found by the property test: `/dial-queue` bridged, then the leg's `busy`
+    // (the caller is sent to voicemail), then Twilio retries `/dial-queue`.
+    let mut run = Run::new();
+    assert_eq!(run.on(answered(1, 110, AnsweredBy::Human)).answer, Answer::Bridge { reservation: res(1) });
+    run.on(leg_status(1, 110, CallStatus::Busy, 2));
+    assert_eq!(run.j.outcome(), Outcome::LocationBusy);
+    assert!(matches!(run.on(answered(1, 110, AnsweredBy::Human)).answer, Answer::Refuse { .. }));
+
+    // While a plain retry of the same answer, with the leg still up, is answered the same.
+    let mut run = Run::new();
+    run.on(answered(1, 110, AnsweredBy::Human));
+    assert_eq!(run.on(answered(1, 110, AnsweredBy::Human)).answer, Answer::Bridge { reservation: res(1) });
 }
