@@ -15,6 +15,7 @@ use crate::dispatch::{Dispatcher, Notifier};
 use crate::drain::{Background, InFlight};
 use crate::http::{self, AppState};
 use crate::reconcile::Reconciler;
+use crate::stats::Sampler;
 use crate::store::Store;
 use crate::timers::Ticker;
 use crate::twilio_api::TwilioClient;
@@ -22,6 +23,8 @@ use crate::twilio_api::TwilioClient;
 /// A running server.
 pub struct Server {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served on its own, when `metrics_listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub state: AppState,
     http_stop: watch::Sender<bool>,
     http: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -40,6 +43,7 @@ impl Server {
                 crate::config::env::INSECURE_SKIP_SIGNATURES
             );
         }
+        crate::stats::install();
         let store = Store::connect(&settings.database_url).await?;
         let twilio = TwilioClient::new(&settings.twilio).context("building the Twilio client")?;
         let notifier = Notifier::default();
@@ -61,6 +65,26 @@ impl Server {
             Duration::from_secs(settings.reconcile_secs),
         );
         background.spawn("reconciler", move |stop| reconciler.run(stop.wait()));
+        // The gauges are read once before the first request, then every few seconds.
+        let sampler = Sampler::new(store.clone());
+        if let Err(e) = sampler.sample().await {
+            tracing::warn!(error = ?e, "metrics: could not read the gauges from the database");
+        }
+        background.spawn("metrics", move |stop| sampler.run(stop.wait()));
+        let metrics_addr = match settings.metrics_listen {
+            Some(at) => {
+                let listener = TcpListener::bind(at).await.with_context(|| format!("binding metrics_listen {at}"))?;
+                let bound = listener.local_addr()?;
+                background.spawn("metrics server", move |stop| async move {
+                    if let Err(e) = http::serve(listener, http::metrics_router(), stop.wait()).await {
+                        tracing::error!(error = %e, "the metrics server failed");
+                    }
+                });
+                tracing::info!(addr = %bound, "metrics listening");
+                Some(bound)
+            }
+            None => None,
+        };
         let dispatcher = Dispatcher::new(store, twilio, settings, notifier);
         background.spawn("dispatcher", move |stop| dispatcher.run(stop.wait()));
 
@@ -75,7 +99,7 @@ impl Server {
             .context("serving HTTP")
         });
         tracing::info!(%addr, "call-router listening");
-        Ok(Server { addr, state, http_stop, http, background, requests, drain })
+        Ok(Server { addr, metrics_addr, state, http_stop, http, background, requests, drain })
     }
 
     pub fn url(&self) -> String {

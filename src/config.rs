@@ -47,6 +47,9 @@ pub struct Settings {
     /// The URL Twilio reaches this server at; signatures are computed over it.
     pub public_url: String,
     pub listen: SocketAddr,
+    /// Where `/metrics` is served on its own (`metrics_listen`); when unset,
+    /// it is on the main router with the webhooks.
+    pub metrics_listen: Option<SocketAddr>,
     /// How long a stopping server waits for webhooks in flight and the
     /// dispatcher's running actions before it cuts them (`drain_secs`).
     pub drain_secs: u64,
@@ -143,6 +146,7 @@ impl ProvisionSettings {
 struct RawSettings {
     public_url: Option<String>,
     listen: Option<String>,
+    metrics_listen: Option<String>,
     drain_secs: Option<u64>,
     reconcile_secs: Option<u64>,
     database_url: Option<String>,
@@ -215,6 +219,7 @@ pub mod env {
     pub const AUTH_TOKEN: &str = "TWILIO_AUTH_TOKEN";
     pub const PUBLIC_URL: &str = "CALL_ROUTER_PUBLIC_URL";
     pub const LISTEN: &str = "CALL_ROUTER_LISTEN";
+    pub const METRICS_LISTEN: &str = "CALL_ROUTER_METRICS_LISTEN";
     pub const DATABASE_URL: &str = "CALL_ROUTER_DATABASE_URL";
     pub const API_BASE_URL: &str = "CALL_ROUTER_TWILIO_API_BASE_URL";
     pub const TASKROUTER_BASE_URL: &str = "CALL_ROUTER_TASKROUTER_BASE_URL";
@@ -271,6 +276,12 @@ impl Settings {
         let listen = listen
             .parse()
             .map_err(|_| invalid("listen", format!("{listen:?} is not an address like 127.0.0.1:8080")))?;
+
+        let metrics_listen = pick(env::METRICS_LISTEN, raw.metrics_listen)
+            .map(|m| {
+                m.parse().map_err(|_| invalid("metrics_listen", format!("{m:?} is not an address like 127.0.0.1:9090")))
+            })
+            .transpose()?;
 
         let database_url =
             pick(env::DATABASE_URL, raw.database_url).unwrap_or_else(|| "sqlite://call-router.db".to_owned());
@@ -410,6 +421,7 @@ impl Settings {
         Ok(Settings {
             public_url,
             listen,
+            metrics_listen,
             drain_secs,
             reconcile_secs,
             database_url,
@@ -539,6 +551,10 @@ auth_token = "secret-token"
             (
                 "public_url='https://x'\ndrain_secs=0\n[twilio]\naccount_sid='AC0123456789abcdef0123456789abcdef'\nauth_token='x'",
                 "drain_secs",
+            ),
+            (
+                "public_url='https://x'\nmetrics_listen=':9090'\n[twilio]\naccount_sid='AC0123456789abcdef0123456789abcdef'\nauth_token='x'",
+                "metrics_listen",
             ),
             ("public_url='https://x'\nbogus=1", "bogus"),
         ];

@@ -37,6 +37,7 @@ pub mod listen;
 pub mod outbox;
 pub mod provision;
 pub mod reconcile;
+pub mod stats;
 pub mod store;
 pub mod telemetry;
 pub mod timers;

@@ -11,7 +11,7 @@ mod journeys;
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use journeys::{Audit, Delivered, Delivery, Finish, NewCall, Route};
+pub use journeys::{Audit, Delivered, Delivery, Finish, NewCall, Route, Settled};
 
 use crate::domain::{Location, LocationSpec, Outcome};
 use crate::journey::{Command, Event, Journey, Policy};
@@ -283,6 +283,21 @@ impl Store {
     pub async fn degraded_journeys(&self) -> anyhow::Result<i64> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM journeys WHERE degraded = 1").fetch_one(&self.pool).await?;
         Ok(row.try_get("n")?)
+    }
+
+    /// The outbox's commands not yet carried out (pending, also waiting out a
+    /// back-off, or being sent), by kind: (kind, how many, the oldest's
+    /// `created_at_ms`). For the metrics.
+    pub async fn outbox_backlog(&self) -> anyhow::Result<Vec<(String, i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT kind, COUNT(*) AS n, MIN(created_at_ms) AS oldest FROM outbox WHERE state IN ($1, $2)
+             GROUP BY kind",
+        )
+        .bind(OutboxState::Pending.as_str())
+        .bind(OutboxState::Sending.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("kind")?, r.try_get("n")?, r.try_get("oldest")?))).collect()
     }
 
     /// Every Twilio number that serves a location.
@@ -645,7 +660,14 @@ mod batch {
 
         fn answer(self, reply: Reply) {
             match (self, reply) {
-                (Op::Deliver(_, tx), Reply::Delivered(d)) => drop(tx.send(Ok(d))),
+                (Op::Deliver(_, tx), Reply::Delivered(d)) => {
+                    // Counted here, after the COMMIT and whether or not the caller still
+                    // waits: a batch written again answers only with the second writing.
+                    if let Some(s) = &d.settled {
+                        crate::stats::call_settled(s.outcome, s.location.as_deref());
+                    }
+                    drop(tx.send(Ok(d)))
+                }
                 (Op::Finish(_, tx), Reply::Finished) => drop(tx.send(Ok(()))),
                 (Op::Claim(_, _, tx), Reply::Claimed(rows)) => drop(tx.send(Ok(rows))),
                 (op, _) => op.fail("internal error: a write got another write's answer"),

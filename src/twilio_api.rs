@@ -324,8 +324,31 @@ impl TwilioClient {
         format!("/2010-04-01/Accounts/{}/{rest}", self.account_sid)
     }
 
-    /// One request, no retries. `path` may carry a query string.
+    /// One request, no retries, counted in the metrics. `path` may carry a query string.
     async fn send_once(&self, method: &'static str, api: Api, path: &str, body: &Body) -> Result<Value, ApiError> {
+        let started = std::time::Instant::now();
+        let mut status = None;
+        let result = self.send_inner(method, api, path, body, &mut status).await;
+        let status = match (status, &result) {
+            (Some(s), _) => s.to_string(),
+            (None, Err(ApiError::Timeout { .. })) => "timeout".to_owned(),
+            (None, _) => "error".to_owned(),
+        };
+        let code = result.as_ref().err().and_then(ApiError::code);
+        crate::stats::twilio_request(method, path, &status, code, started.elapsed());
+        result
+    }
+
+    /// One request; notes the HTTP status in `status_seen` when one came
+    /// (a 2xx whose body does not decode has one, and no error code).
+    async fn send_inner(
+        &self,
+        method: &'static str,
+        api: Api,
+        path: &str,
+        body: &Body,
+        status_seen: &mut Option<u16>,
+    ) -> Result<Value, ApiError> {
         let url = format!("{}{}", self.base(api), path);
         let mut req = match method {
             "GET" => self.http.get(&url),
@@ -339,6 +362,7 @@ impl TwilioClient {
         }
         let resp = req.send().await.map_err(|e| self.transport(method, path, e))?;
         let status = resp.status().as_u16();
+        *status_seen = Some(status);
         let bytes = resp.bytes().await.map_err(|e| self.transport(method, path, e))?;
         if (200..300).contains(&status) {
             if bytes.is_empty() || status == 204 {

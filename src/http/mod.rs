@@ -13,8 +13,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, MatchedPath, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use secrecy::ExposeSecret;
@@ -127,10 +128,12 @@ impl<T: Clone + std::str::FromStr> SidCache<T> {
     }
 }
 
-/// Builds the router with its middleware.
+/// Builds the router with its middleware; with `/metrics` unless the
+/// settings give it its own address (`metrics_listen`, see [`metrics_router`]).
 pub fn router(state: AppState) -> Router {
     let max_body = state.settings().security.max_body_bytes;
-    Router::new()
+    let with_metrics = state.settings().metrics_listen.is_none();
+    let routes = Router::new()
         .route("/incoming-call", post(voice::incoming_call))
         .route("/menu", post(voice::menu))
         .route("/hold", post(voice::hold).get(voice::hold))
@@ -142,7 +145,9 @@ pub fn router(state: AppState) -> Router {
         .route("/tr-event-handler", post(events::tr_event_handler))
         .route("/location-lookup", get(lookup::location_lookup).post(lookup::location_lookup))
         .route("/businesshours", get(lookup::business_hours).post(lookup::business_hours))
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(healthz));
+    let routes = if with_metrics { routes.route("/metrics", get(metrics)) } else { routes };
+    routes
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(10)))
@@ -157,6 +162,33 @@ pub fn router(state: AppState) -> Router {
                 reservation_sid = tracing::field::Empty,
             )
         }))
+        .layer(middleware::from_fn(count_requests))
+}
+
+/// `/metrics` alone, for its own listen address (`metrics_listen`).
+pub fn metrics_router() -> Router {
+    Router::new().route("/metrics", get(metrics))
+}
+
+/// Prometheus's text format. Not signed: it tells nothing of a caller; bind it
+/// to its own address (`metrics_listen`) to keep it off the public one.
+async fn metrics() -> Response {
+    let body = crate::stats::render();
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], body)
+        .into_response()
+}
+
+/// Counts every request by its matched route (never the raw URI, which
+/// carries SIDs and query strings) and status, and times it.
+async fn count_requests(req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_owned();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::histogram!(crate::stats::WEBHOOK_SECONDS, "route" => route.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!(crate::stats::WEBHOOKS, "route" => route, "status" => status).increment(1);
+    resp
 }
 
 /// `ok`, or `degraded` (still 200: the server works) with the number of

@@ -133,6 +133,11 @@ pub(super) async fn enqueue_action(State(state): State<AppState>, req: TwilioReq
     let mut d = Delivery::to_keys([call.to_string()], vec![Event::QueueExit { result }], state.policy());
     d = d.with_audit("voice", &format!("queue.{}", raw.unwrap_or("error")), Some(call.as_str()), req.to_json());
     let done = deliver(&state, d).await?;
+    // Twilio sends the seconds the caller spent in the queue; our action URL
+    // names the location (a Studio flow's may not).
+    if let Some(secs) = req.get("QueueTime").and_then(|t| t.parse::<u32>().ok()) {
+        crate::stats::queue_wait(req.query.get("location"), f64::from(secs));
+    }
     let settings = state.settings();
     Ok(TwiML(match done.answer {
         Answer::Goodbye => ivr::goodbye(settings),

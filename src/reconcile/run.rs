@@ -90,7 +90,11 @@ impl Reconciler {
                 _ = &mut shutdown => return,
             }
             let started = std::time::Instant::now();
-            match self.pass().await {
+            let pass = self.pass().await;
+            if let Ok(p) = &pass {
+                crate::stats::reconciled(p.repairs, p.missed);
+            }
+            match pass {
                 Ok(p) if p.repairs + p.missed > 0 => tracing::warn!(
                     observed = p.observed,
                     repairs = p.repairs,

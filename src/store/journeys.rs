@@ -97,6 +97,15 @@ pub struct Delivered {
     /// New outbox rows: the dispatcher has work.
     pub queued: usize,
     pub journey: Option<i64>,
+    /// Set when this delivery made the outcome final (for the metrics).
+    pub settled: Option<Settled>,
+}
+
+/// A journey's outcome became final: what it is, and the journey's location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    pub outcome: Outcome,
+    pub location: Option<String>,
 }
 
 /// Delivers `d` inside `tx`.
@@ -124,8 +133,17 @@ pub(super) async fn deliver_in(tx: &mut Tx<'_>, d: &Delivery, now: i64) -> anyho
             let id = insert_new(tx, now).await?;
             (id, 0, Journey::default())
         }
-        None => return Ok(Delivered { answer: Answer::Nothing, outcome: Outcome::Pending, queued: 0, journey: None }),
+        None => {
+            return Ok(Delivered {
+                answer: Answer::Nothing,
+                outcome: Outcome::Pending,
+                queued: 0,
+                journey: None,
+                settled: None,
+            });
+        }
     };
+    let before = journey.outcome();
     let known: HashSet<String> = if version == 0 { HashSet::new() } else { journey.keys().into_iter().collect() };
     let at = Timestamp::from_millisecond(now).context("the clock is out of range")?;
 
@@ -163,7 +181,10 @@ pub(super) async fn deliver_in(tx: &mut Tx<'_>, d: &Delivery, now: i64) -> anyho
             .await?;
     }
     project(tx, &journey, d.caller.as_ref(), now).await?;
-    Ok(Delivered { answer, outcome: journey.outcome(), queued, journey: Some(id) })
+    let outcome = journey.outcome();
+    let settled = (!before.is_final() && outcome.is_final())
+        .then(|| Settled { outcome, location: journey.summary().location.map(str::to_owned) });
+    Ok(Delivered { answer, outcome, queued, journey: Some(id), settled })
 }
 
 /// Records how an outbox row ended, or when to send it again.

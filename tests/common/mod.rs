@@ -150,12 +150,19 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(extra_toml: &str) -> TestApp {
+    spawn_app_tuned(extra_toml, |_| {}).await
+}
+
+/// As [`spawn_app_with`], with the settings changed by `tune` before the
+/// server starts (for top-level settings, which `extra_toml` cannot reach).
+pub async fn spawn_app_tuned(extra_toml: &str, tune: impl FnOnce(&mut Settings)) -> TestApp {
     let (fake, fake_url) = start_fake_twilio().await;
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("test.db").display());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let settings = Settings::from_toml(&settings_toml(&url, &fake_url, &db, extra_toml), |_| None).unwrap();
+    let mut settings = Settings::from_toml(&settings_toml(&url, &fake_url, &db, extra_toml), |_| None).unwrap();
+    tune(&mut settings);
 
     let store = call_router::store::Store::connect(&db).await.unwrap();
     let specs = [
