@@ -222,16 +222,9 @@ impl Dispatcher {
         if row.attempts < MAX_ATTEMPTS {
             let wait = RETRY_FIRST_MS << (row.attempts - 1).clamp(0, 6);
             tracing::warn!(error, retry_in_ms = wait, "command failed; will send it again");
-            let finish = Finish {
-                id: row.id,
-                state: OutboxState::Pending,
-                result: None,
-                error: Some(error.to_owned()),
-                not_before_ms: now_ms() + wait,
-            };
-            if let Err(e) = self.store.finish(finish).await {
-                tracing::error!(error = ?e, "could not record a command's result");
-            }
+            let finish =
+                Finish { not_before_ms: now_ms() + wait, ..ended(row, OutboxState::Pending, None, Some(error)) };
+            self.write(finish).await;
             return;
         }
         tracing::error!(error, attempts = row.attempts, "command failed for good; its journey will owe it again");
@@ -256,13 +249,10 @@ impl Dispatcher {
     }
 
     async fn finish(&self, row: &OutboxRow, state: OutboxState, result: Option<&str>, error: Option<&str>) {
-        let finish = Finish {
-            id: row.id,
-            state,
-            result: result.map(str::to_owned),
-            error: error.map(str::to_owned),
-            not_before_ms: 0,
-        };
+        self.write(ended(row, state, result, error)).await;
+    }
+
+    async fn write(&self, finish: Finish) {
         if let Err(e) = self.store.finish(finish).await {
             tracing::error!(error = ?e, "could not record a command's result");
         }
@@ -277,15 +267,9 @@ impl Dispatcher {
         error: Option<&str>,
         event: Event,
     ) {
-        let finish = Finish {
-            id: row.id,
-            state,
-            result: result.map(str::to_owned),
-            error: error.map(str::to_owned),
-            not_before_ms: 0,
-        };
+        let finish = ended(row, state, result, error);
         let Some(journey) = row.journey_id else {
-            return self.finish(row, state, result, error).await;
+            return self.write(finish).await;
         };
         let mut d = Delivery::new(Route::Id(journey), vec![event], self.policy);
         d.finish = Some(finish);
@@ -373,6 +357,11 @@ impl Dispatcher {
         }
         self.report(row, OutboxState::Done, None, None, event).await;
     }
+}
+
+/// How `row` ended; with `not_before_ms` set instead, when to send it again.
+fn ended(row: &OutboxRow, state: OutboxState, result: Option<&str>, error: Option<&str>) -> Finish {
+    Finish { id: row.id, state, result: result.map(str::to_owned), error: error.map(str::to_owned), not_before_ms: 0 }
 }
 
 /// Errors that mean the goal is already met or moot.
