@@ -6,7 +6,10 @@
 //! embedded default) and, later, PostgreSQL. SQLite runs in WAL mode with
 //! `synchronous=NORMAL`: a committed row survives a crash of this process.
 
+mod batch;
 mod journeys;
+mod lite;
+mod sql;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -128,12 +131,18 @@ impl Store {
         let pool = if is_memory { writer.clone() } else { open(4).await? };
         sqlx::migrate!("./migrations/sqlite").run(&pool).await.context("migrating the database")?;
         let (batcher, queue) = mpsc::channel(batch::QUEUE);
-        // A delivery reads its journey, then writes it. On SQLite the write
-        // lock is taken up front (BEGIN IMMEDIATE), so a second process on the
-        // same file (a rolling restart) waits its turn in the busy handler
-        // rather than failing with SQLITE_BUSY when it upgrades from a read.
-        let begin = if url.starts_with("sqlite:") { "BEGIN IMMEDIATE" } else { "BEGIN" };
-        tokio::spawn(batch::run(writer.clone(), queue, begin));
+        match sqlite_path(&url) {
+            // A SQLite file: the batches go to a thread with its own
+            // connection (see `lite`).
+            Some(path) => batch::spawn_lite(lite::open(&path)?, queue)?,
+            // A delivery reads its journey, then writes it. On SQLite the
+            // write lock is taken up front (BEGIN IMMEDIATE), so that nothing
+            // fails with SQLITE_BUSY when it upgrades from a read.
+            None => {
+                let begin = if url.starts_with("sqlite:") { "BEGIN IMMEDIATE" } else { "BEGIN" };
+                tokio::spawn(batch::run(batch::SqlxWriter::new(writer.clone(), begin), queue));
+            }
+        }
         if url.starts_with("sqlite:") && !is_memory {
             tokio::spawn(checkpoints(pool.clone(), batcher.downgrade()));
         }
@@ -351,17 +360,13 @@ impl Store {
         row.map(|r| Ok(r.try_get("state_json")?)).transpose()
     }
 
+    /// Keeps a recording's URL on the caller's `calls` row (batched).
     pub async fn set_recording(&self, call_sid: &str, url: &str) -> anyhow::Result<()> {
-        sqlx::query("UPDATE calls SET recording_url = $2, updated_at_ms = $3 WHERE call_sid = $1")
-            .bind(call_sid)
-            .bind(url)
-            .bind(now_ms())
-            .execute(&self.writer)
-            .await?;
-        Ok(())
+        let (call, url) = (call_sid.to_owned(), url.to_owned());
+        self.batched(|reply| batch::Op::Recording { call, url, reply }).await
     }
 
-    /// Keeps a webhook that concerns no journey, for audit.
+    /// Keeps a webhook that concerns no journey, for audit (batched).
     pub async fn record_event(
         &self,
         source: &'static str,
@@ -369,10 +374,13 @@ impl Store {
         resource_sid: Option<&str>,
         payload: &str,
     ) -> anyhow::Result<()> {
-        let mut tx = self.writer.begin().await?;
-        insert_event(&mut tx, source, event_type, resource_sid, payload, now_ms()).await?;
-        tx.commit().await?;
-        Ok(())
+        let audit = Audit {
+            source,
+            event_type: event_type.to_owned(),
+            resource_sid: resource_sid.map(str::to_owned),
+            payload: payload.to_owned(),
+        };
+        self.batched(|reply| batch::Op::Audit(audit, reply)).await
     }
 
     pub async fn statuses(&self, call_sid: &str) -> anyhow::Result<Vec<StatusRecord>> {
@@ -421,10 +429,8 @@ impl Store {
     /// Queues one command outside any journey (tests, tools); false when one
     /// with its key exists already.
     pub async fn enqueue_command(&self, command: &Command) -> anyhow::Result<bool> {
-        let mut tx = self.writer.begin().await?;
-        let inserted = journeys::insert_command(&mut tx, command, None, now_ms()).await?;
-        tx.commit().await?;
-        Ok(inserted)
+        let command = Box::new(command.clone());
+        self.batched(|reply| batch::Op::Enqueue(command, reply)).await
     }
 
     /// Claims up to `limit` pending commands of `lane` whose time has come,
@@ -533,46 +539,6 @@ fn call_record(r: &AnyRow) -> anyhow::Result<CallRecord> {
     })
 }
 
-async fn insert_event(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    source: &str,
-    event_type: &str,
-    resource_sid: Option<&str>,
-    payload: &str,
-    now: i64,
-) -> anyhow::Result<()> {
-    sqlx::query(
-        "INSERT INTO events (source, event_type, resource_sid, payload, received_at_ms) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(source)
-    .bind(event_type)
-    .bind(resource_sid)
-    .bind(payload)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn insert_status(tx: &mut sqlx::Transaction<'_, sqlx::Any>, s: &StatusRecord, now: i64) -> anyhow::Result<()> {
-    sqlx::query(
-        "INSERT INTO call_statuses (call_sid, inbound_call_sid, status, sequence_number, call_duration,
-             answered_by, sip_response_code, received_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(&s.call_sid)
-    .bind(&s.inbound_call_sid)
-    .bind(&s.status)
-    .bind(s.sequence_number)
-    .bind(s.call_duration)
-    .bind(&s.answered_by)
-    .bind(s.sip_response_code)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
 /// Rebuilds a stored location. It was fully checked when stored; the
 /// numbering-plan check is not repeated on this hot path.
 fn stored_location(spec: LocationSpec) -> anyhow::Result<Location> {
@@ -603,188 +569,6 @@ fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
         _ => url.to_owned(),
-    }
-}
-
-/// Group commit for the frequent writes: every journey delivery and the
-/// dispatcher's claims and results.
-///
-/// One task owns the writes that go through it. It takes the first queued
-/// request, waits for the writer connection, then drains whatever else has
-/// queued meanwhile (up to [`MAX_BATCH`]) and writes them all, in order, in
-/// one transaction: one COMMIT (and one fsync) per batch instead of one per
-/// request. Each caller is answered only after COMMIT, so durability before
-/// the webhook's answer is unchanged; if anything in the batch fails, the
-/// transaction rolls back and each request is written again alone, so one
-/// bad write fails only its own caller.
-mod batch {
-    use anyhow::Context as _;
-    use sqlx::{AnyConnection, AnyPool, Connection as _};
-    use tokio::sync::{mpsc, oneshot};
-
-    use super::journeys::{self, Delivered, Delivery, Finish};
-    use super::now_ms;
-    use crate::outbox::{Lane, OutboxRow};
-
-    /// The most requests written in one transaction: small enough that one
-    /// slow batch does not hold the writer for long.
-    pub(super) const MAX_BATCH: usize = 256;
-
-    /// How many requests may wait for the writer task before callers wait to
-    /// queue (back-pressure rather than unbounded memory).
-    pub(super) const QUEUE: usize = MAX_BATCH * 8;
-
-    pub(super) enum Op {
-        Deliver(Box<Delivery>, oneshot::Sender<anyhow::Result<Delivered>>),
-        Finish(Finish, oneshot::Sender<anyhow::Result<()>>),
-        /// Claims up to this many pending commands of the lane.
-        Claim(Lane, i64, oneshot::Sender<anyhow::Result<Vec<OutboxRow>>>),
-    }
-
-    enum Reply {
-        Delivered(Delivered),
-        Finished,
-        Claimed(Vec<OutboxRow>),
-    }
-
-    impl Op {
-        fn fail(self, message: &str) {
-            let e = || anyhow::anyhow!("{message}");
-            // A caller that went away no longer needs its answer.
-            match self {
-                Op::Deliver(_, reply) => drop(reply.send(Err(e()))),
-                Op::Finish(_, reply) => drop(reply.send(Err(e()))),
-                Op::Claim(_, _, reply) => drop(reply.send(Err(e()))),
-            }
-        }
-
-        fn answer(self, reply: Reply) {
-            match (self, reply) {
-                (Op::Deliver(_, tx), Reply::Delivered(d)) => {
-                    // Counted here, after the COMMIT and whether or not the caller still
-                    // waits: a batch written again answers only with the second writing.
-                    if let Some(s) = &d.settled {
-                        crate::stats::call_settled(s.outcome, s.location.as_deref());
-                    }
-                    drop(tx.send(Ok(d)))
-                }
-                (Op::Finish(_, tx), Reply::Finished) => drop(tx.send(Ok(()))),
-                (Op::Claim(_, _, tx), Reply::Claimed(rows)) => drop(tx.send(Ok(rows))),
-                (op, _) => op.fail("internal error: a write got another write's answer"),
-            }
-        }
-    }
-
-    /// Runs until every sender (every `Store` clone) is gone.
-    pub(super) async fn run(writer: AnyPool, mut rx: mpsc::Receiver<Op>, begin: &'static str) {
-        let mut stats = Stats::default();
-        while let Some(first) = rx.recv().await {
-            // Wait for the connection before draining, so that what queues
-            // behind another write joins this batch.
-            let conn = writer.acquire().await;
-            let mut ops = vec![first];
-            while ops.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(op) => ops.push(op),
-                    Err(_) => break,
-                }
-            }
-            let mut conn = match conn {
-                Ok(c) => c,
-                Err(e) => {
-                    let message = format!("no database connection for a batch of {} writes: {e}", ops.len());
-                    ops.into_iter().for_each(|op| op.fail(&message));
-                    continue;
-                }
-            };
-            let started = std::time::Instant::now();
-            let written = write(&mut conn, &ops, begin).await;
-            stats.add(ops.len(), started.elapsed());
-            match written {
-                Ok(replies) => ops.into_iter().zip(replies).for_each(|(op, r)| op.answer(r)),
-                // The batch was rolled back whole, so nothing of it is kept: write each request
-                // alone, so that one bad write fails only its own webhook, not its neighbours'.
-                Err(e) if ops.len() > 1 => {
-                    tracing::warn!(error = ?e, writes = ops.len(), "a batch of writes failed; writing each alone");
-                    for op in ops {
-                        match write(&mut conn, std::slice::from_ref(&op), begin).await {
-                            Ok(mut replies) => match replies.pop() {
-                                Some(r) => op.answer(r),
-                                None => op.fail("internal error: no answer"),
-                            },
-                            Err(e) => {
-                                tracing::error!(error = ?e, "a write failed");
-                                op.fail(&format!("{e:#}"));
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = ?e, "a write failed");
-                    let message = format!("{e:#}");
-                    ops.into_iter().for_each(|op| op.fail(&message));
-                }
-            }
-        }
-    }
-
-    /// Batch sizes and times, logged at debug level once a second.
-    #[derive(Default)]
-    struct Stats {
-        since: Option<std::time::Instant>,
-        batches: u64,
-        writes: u64,
-        busy: std::time::Duration,
-        longest: std::time::Duration,
-    }
-
-    impl Stats {
-        fn add(&mut self, writes: usize, took: std::time::Duration) {
-            if !tracing::enabled!(tracing::Level::DEBUG) {
-                return;
-            }
-            let since = *self.since.get_or_insert_with(std::time::Instant::now);
-            self.batches += 1;
-            self.writes += writes as u64;
-            self.busy += took;
-            self.longest = self.longest.max(took);
-            if since.elapsed() >= std::time::Duration::from_secs(1) {
-                tracing::debug!(
-                    batches = self.batches,
-                    writes = self.writes,
-                    mean_writes = self.writes as f64 / self.batches as f64,
-                    mean_ms = self.busy.as_secs_f64() * 1e3 / self.batches as f64,
-                    longest_ms = self.longest.as_secs_f64() * 1e3,
-                    busy = self.busy.as_secs_f64() / since.elapsed().as_secs_f64(),
-                    "database writer"
-                );
-                *self = Stats::default();
-            }
-        }
-    }
-
-    /// Writes one batch in one transaction, in order; nothing of it is kept
-    /// on error.
-    async fn write(conn: &mut AnyConnection, ops: &[Op], begin: &'static str) -> anyhow::Result<Vec<Reply>> {
-        let now = now_ms();
-        let mut tx = conn.begin_with(begin).await?;
-        let mut replies = Vec::with_capacity(ops.len());
-        for op in ops {
-            replies.push(match op {
-                Op::Deliver(d, _) => {
-                    Reply::Delivered(journeys::deliver_in(&mut tx, d, now).await.context("delivering an event")?)
-                }
-                Op::Finish(f, _) => {
-                    journeys::finish_in(&mut tx, f, now).await.context("recording a command's result")?;
-                    Reply::Finished
-                }
-                Op::Claim(lane, limit, _) => {
-                    Reply::Claimed(journeys::claim(&mut tx, *lane, *limit, now).await.context("claiming commands")?)
-                }
-            });
-        }
-        tx.commit().await.context("committing a batch of writes")?;
-        Ok(replies)
     }
 }
 
@@ -993,10 +777,27 @@ mod tests {
 
     #[tokio::test]
     async fn a_closed_database_is_an_error_for_every_caller() {
-        let (s, _d) = store().await;
+        // In memory, the batches go through sqlx's pool, which is closed here.
+        let s = Store::connect("sqlite::memory:").await.unwrap();
         s.writer.close().await;
         let (a, b) = tokio::join!(s.deliver(created(1, 1)), s.deliver(created(2, 2)));
         assert!(a.is_err() && b.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_database_that_refuses_writes_is_an_error_for_every_caller() {
+        // On a file, the batches go to the SQLite writer thread; a table it
+        // writes to is gone, so every write of the batch, and each written
+        // again alone, fails.
+        let (s, _d) = store().await;
+        sqlx::query("DROP TABLE call_statuses").execute(&s.pool).await.unwrap();
+        sqlx::query("DROP TABLE events").execute(&s.pool).await.unwrap();
+        let (a, b) = tokio::join!(s.deliver(created(1, 1)), s.deliver(created(2, 2)));
+        let (a, b) = (a.unwrap_err(), b.unwrap_err());
+        assert!(format!("{a:#}").contains("no such table"), "{a:#}");
+        assert!(format!("{b:#}").contains("no such table"), "{b:#}");
+        // Nothing of either was kept.
+        assert!(s.actions().await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -15,11 +15,10 @@ use jiff::Timestamp;
 use sqlx::Row;
 
 use super::StatusRecord;
+use super::sql::{Conn, args};
 use crate::domain::Outcome;
 use crate::journey::{self, Answer, Command, Event, Journey, Policy};
 use crate::outbox::{Lane, OutboxState};
-
-type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
 
 /// Which journey an event is for.
 #[derive(Debug, Clone)]
@@ -108,21 +107,21 @@ pub struct Settled {
     pub location: Option<String>,
 }
 
-/// Delivers `d` inside `tx`.
-pub(super) async fn deliver_in(tx: &mut Tx<'_>, d: &Delivery, now: i64) -> anyhow::Result<Delivered> {
+/// Delivers `d` inside the writer's transaction.
+pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> anyhow::Result<Delivered> {
     if let Some(a) = &d.audit {
-        super::insert_event(tx, a.source, &a.event_type, a.resource_sid.as_deref(), &a.payload, now).await?;
+        insert_audit(c, a, now).await?;
     }
     if let Some(s) = &d.status {
-        super::insert_status(tx, s, now).await?;
+        insert_status(c, s, now).await?;
     }
     if let Some(f) = &d.finish {
-        finish_in(tx, f, now).await?;
+        finish_in(c, f, now).await?;
     }
     let found = match &d.route {
-        Route::Id(id) => load(tx, *id).await?.map(|(v, j)| (*id, v, j)),
-        Route::Keys { keys, .. } => match find(tx, keys).await? {
-            Some(id) => load(tx, id).await?.map(|(v, j)| (id, v, j)),
+        Route::Id(id) => load(c, *id).await?.map(|(v, j)| (*id, v, j)),
+        Route::Keys { keys, .. } => match find(c, keys).await? {
+            Some(id) => load(c, id).await?.map(|(v, j)| (id, v, j)),
             None => None,
         },
     };
@@ -130,7 +129,7 @@ pub(super) async fn deliver_in(tx: &mut Tx<'_>, d: &Delivery, now: i64) -> anyho
     let (id, version, mut journey) = match found {
         Some(f) => f,
         None if create => {
-            let id = insert_new(tx, now).await?;
+            let id = insert_new(c, now).await?;
             (id, 0, Journey::default())
         }
         None => {
@@ -161,151 +160,171 @@ pub(super) async fn deliver_in(tx: &mut Tx<'_>, d: &Delivery, now: i64) -> anyho
         }
         for command in step.commands {
             if let Command::WithdrawDial { reservation, attempt } = &command {
-                if withdraw(tx, &journey::dial_key(reservation, *attempt), now).await? {
+                if withdraw(c, &journey::dial_key(reservation, *attempt), now).await? {
                     queue.push_back(Event::DialFailed { reservation: reservation.clone(), attempt: *attempt });
                 }
                 continue;
             }
-            if insert_command(tx, &command, Some(id), now).await? {
+            if insert_command(c, &command, Some(id), now).await? {
                 queued += 1;
             }
         }
     }
 
-    save(tx, id, version, &journey, now).await?;
+    save(c, id, version, &journey, now).await?;
     for key in journey.keys().into_iter().filter(|k| !known.contains(k)) {
-        sqlx::query("INSERT INTO journey_keys (sid, journey_id) VALUES ($1, $2) ON CONFLICT (sid) DO NOTHING")
-            .bind(&key)
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
+        c.execute(
+            "INSERT INTO journey_keys (sid, journey_id) VALUES ($1, $2) ON CONFLICT (sid) DO NOTHING",
+            args![&key, id],
+        )
+        .await?;
     }
-    project(tx, &journey, d.caller.as_ref(), now).await?;
+    project(c, &journey, d.caller.as_ref(), now).await?;
     let outcome = journey.outcome();
     let settled = (!before.is_final() && outcome.is_final())
         .then(|| Settled { outcome, location: journey.summary().location.map(str::to_owned) });
     Ok(Delivered { answer, outcome, queued, journey: Some(id), settled })
 }
 
+/// Keeps a raw webhook.
+pub(super) async fn insert_audit<C: Conn>(c: &mut C, a: &Audit, now: i64) -> anyhow::Result<()> {
+    c.execute(
+        "INSERT INTO events (source, event_type, resource_sid, payload, received_at_ms) VALUES ($1, $2, $3, $4, $5)",
+        args![a.source, &a.event_type, &a.resource_sid, &a.payload, now],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Keeps one status callback of an outbound leg.
+async fn insert_status<C: Conn>(c: &mut C, s: &StatusRecord, now: i64) -> anyhow::Result<()> {
+    c.execute(
+        "INSERT INTO call_statuses (call_sid, inbound_call_sid, status, sequence_number, call_duration,
+             answered_by, sip_response_code, received_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        args![
+            &s.call_sid,
+            &s.inbound_call_sid,
+            &s.status,
+            s.sequence_number,
+            s.call_duration,
+            &s.answered_by,
+            s.sip_response_code,
+            now
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Records how an outbox row ended, or when to send it again.
-pub(super) async fn finish_in(tx: &mut Tx<'_>, f: &Finish, now: i64) -> anyhow::Result<()> {
-    sqlx::query(
+pub(super) async fn finish_in<C: Conn>(c: &mut C, f: &Finish, now: i64) -> anyhow::Result<()> {
+    c.execute(
         "UPDATE outbox SET state = $2, result = $3, last_error = $4, not_before_ms = $5, updated_at_ms = $6
          WHERE id = $1",
+        args![f.id, f.state.as_str(), &f.result, &f.error, f.not_before_ms, now],
     )
-    .bind(f.id)
-    .bind(f.state.as_str())
-    .bind(f.result.as_deref())
-    .bind(f.error.as_deref())
-    .bind(f.not_before_ms)
-    .bind(now)
-    .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
 /// Drops a dial that has not been claimed. True when it was still pending.
-async fn withdraw(tx: &mut Tx<'_>, key: &str, now: i64) -> anyhow::Result<bool> {
-    let done = sqlx::query(
-        "UPDATE outbox SET state = $2, last_error = $3, updated_at_ms = $4 WHERE dedupe_key = $1 AND state = $5",
-    )
-    .bind(key)
-    .bind(OutboxState::Done.as_str())
-    .bind("withdrawn: the reservation ended or the caller left before the dial went out")
-    .bind(now)
-    .bind(OutboxState::Pending.as_str())
-    .execute(&mut **tx)
-    .await?;
-    Ok(done.rows_affected() > 0)
+async fn withdraw<C: Conn>(c: &mut C, key: &str, now: i64) -> anyhow::Result<bool> {
+    let done = c
+        .execute(
+            "UPDATE outbox SET state = $2, last_error = $3, updated_at_ms = $4 WHERE dedupe_key = $1 AND state = $5",
+            args![
+                key,
+                OutboxState::Done.as_str(),
+                "withdrawn: the reservation ended or the caller left before the dial went out",
+                now,
+                OutboxState::Pending.as_str()
+            ],
+        )
+        .await?;
+    Ok(done > 0)
 }
 
 /// Queues a command; false when one with its key exists already.
-pub(super) async fn insert_command(
-    tx: &mut Tx<'_>,
+pub(super) async fn insert_command<C: Conn>(
+    c: &mut C,
     command: &Command,
     journey_id: Option<i64>,
     now: i64,
 ) -> anyhow::Result<bool> {
-    let done = sqlx::query(
-        "INSERT INTO outbox (dedupe_key, kind, payload, state, attempts, not_before_ms, journey_id, created_at_ms,
-             updated_at_ms)
-         VALUES ($1, $2, $3, $4, 0, 0, $5, $6, $6) ON CONFLICT (dedupe_key) DO NOTHING",
-    )
-    .bind(command.key())
-    .bind(command.kind())
-    .bind(serde_json::to_string(command)?)
-    .bind(OutboxState::Pending.as_str())
-    .bind(journey_id)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(done.rows_affected() > 0)
+    let payload = serde_json::to_string(command)?;
+    let key = command.key();
+    let done = c
+        .execute(
+            "INSERT INTO outbox (dedupe_key, kind, payload, state, attempts, not_before_ms, journey_id, created_at_ms,
+                 updated_at_ms)
+             VALUES ($1, $2, $3, $4, 0, 0, $5, $6, $6) ON CONFLICT (dedupe_key) DO NOTHING",
+            args![&key, command.kind(), &payload, OutboxState::Pending.as_str(), journey_id, now],
+        )
+        .await?;
+    Ok(done > 0)
 }
 
 /// The journey known by the first of `keys` that one is known by.
-async fn find(tx: &mut Tx<'_>, keys: &[String]) -> anyhow::Result<Option<i64>> {
+async fn find<C: Conn>(c: &mut C, keys: &[String]) -> anyhow::Result<Option<i64>> {
     for key in keys {
-        let row = sqlx::query("SELECT journey_id FROM journey_keys WHERE sid = $1")
-            .bind(key)
-            .fetch_optional(&mut **tx)
-            .await?;
-        if let Some(r) = row {
-            return Ok(Some(r.try_get("journey_id")?));
+        if let Some(r) = c.fetch_optional("SELECT journey_id FROM journey_keys WHERE sid = $1", args![key]).await? {
+            return Ok(Some(r.int(0)?));
         }
     }
     Ok(None)
 }
 
-async fn load(tx: &mut Tx<'_>, id: i64) -> anyhow::Result<Option<(i64, Journey)>> {
-    let Some(row) = sqlx::query("SELECT version, state_json FROM journeys WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?
+async fn load<C: Conn>(c: &mut C, id: i64) -> anyhow::Result<Option<(i64, Journey)>> {
+    let Some(row) = c.fetch_optional("SELECT version, state_json FROM journeys WHERE id = $1", args![id]).await?
     else {
         return Ok(None);
     };
-    let json: String = row.try_get("state_json")?;
+    let json = row.text(1)?;
     let journey = serde_json::from_str(&json).with_context(|| format!("journey {id} does not parse"))?;
-    Ok(Some((row.try_get("version")?, journey)))
+    Ok(Some((row.int(0)?, journey)))
 }
 
-async fn insert_new(tx: &mut Tx<'_>, now: i64) -> anyhow::Result<i64> {
-    let row = sqlx::query(
-        "INSERT INTO journeys (state_json, version, created_at_ms, updated_at_ms) VALUES ('{}', 0, $1, $1)
-         RETURNING id",
-    )
-    .bind(now)
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(row.try_get("id")?)
+async fn insert_new<C: Conn>(c: &mut C, now: i64) -> anyhow::Result<i64> {
+    let rows = c
+        .fetch(
+            "INSERT INTO journeys (state_json, version, created_at_ms, updated_at_ms) VALUES ('{}', 0, $1, $1)
+             RETURNING id",
+            args![now],
+        )
+        .await?;
+    rows.first().context("no id for a new journey")?.int(0)
 }
 
-async fn save(tx: &mut Tx<'_>, id: i64, version: i64, journey: &Journey, now: i64) -> anyhow::Result<()> {
-    let done = sqlx::query(
-        "UPDATE journeys SET state_json = $3, version = $2 + 1, wake_at_ms = $4, closed = $5, degraded = $6,
-             updated_at_ms = $7
-         WHERE id = $1 AND version = $2",
-    )
-    .bind(id)
-    .bind(version)
-    .bind(serde_json::to_string(journey)?)
-    .bind(journey.wake_at().map(|t| t.as_millisecond()))
-    .bind(i64::from(journey.is_closed()))
-    .bind(i64::from(journey.degraded()))
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    anyhow::ensure!(done.rows_affected() == 1, "journey {id} changed under us (version {version})");
+async fn save<C: Conn>(c: &mut C, id: i64, version: i64, journey: &Journey, now: i64) -> anyhow::Result<()> {
+    let json = serde_json::to_string(journey)?;
+    let done = c
+        .execute(
+            "UPDATE journeys SET state_json = $3, version = $2 + 1, wake_at_ms = $4, closed = $5, degraded = $6,
+                 updated_at_ms = $7
+             WHERE id = $1 AND version = $2",
+            args![
+                id,
+                version,
+                &json,
+                journey.wake_at().map(|t| t.as_millisecond()),
+                i64::from(journey.is_closed()),
+                i64::from(journey.degraded()),
+                now
+            ],
+        )
+        .await?;
+    anyhow::ensure!(done == 1, "journey {id} changed under us (version {version})");
     Ok(())
 }
 
 /// Keeps the `calls` row of the journey's caller in step with it.
-async fn project(tx: &mut Tx<'_>, journey: &Journey, caller: Option<&NewCall>, now: i64) -> anyhow::Result<()> {
+async fn project<C: Conn>(c: &mut C, journey: &Journey, caller: Option<&NewCall>, now: i64) -> anyhow::Result<()> {
     let Some(call) = journey.caller_sid() else {
         return Ok(());
     };
     let s = journey.summary();
-    sqlx::query(
+    c.execute(
         "INSERT INTO calls (call_sid, from_number, to_number, location, task_sid, reservation_sid, outbound_call_sid,
              answered_by, outcome, created_at_ms, updated_at_ms)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
@@ -319,18 +338,19 @@ async fn project(tx: &mut Tx<'_>, journey: &Journey, caller: Option<&NewCall>, n
              answered_by = COALESCE(excluded.answered_by, calls.answered_by),
              outcome = excluded.outcome,
              updated_at_ms = excluded.updated_at_ms",
+        args![
+            call.as_str(),
+            caller.map(|c| c.from.as_str()).unwrap_or(""),
+            caller.map(|c| c.to.as_str()).unwrap_or(""),
+            s.location,
+            s.task.map(|t| t.as_str()),
+            s.reservation.map(|r| r.as_str()),
+            s.leg.map(|l| l.as_str()),
+            s.answered_by.map(|a| a.as_str()),
+            journey.outcome().as_str(),
+            now
+        ],
     )
-    .bind(call.as_str())
-    .bind(caller.map(|c| c.from.as_str()).unwrap_or(""))
-    .bind(caller.map(|c| c.to.as_str()).unwrap_or(""))
-    .bind(s.location)
-    .bind(s.task.map(|t| t.as_str()))
-    .bind(s.reservation.map(|r| r.as_str()))
-    .bind(s.leg.map(|l| l.as_str()))
-    .bind(s.answered_by.map(|a| a.as_str()))
-    .bind(journey.outcome().as_str())
-    .bind(now)
-    .execute(&mut **tx)
     .await?;
     Ok(())
 }
@@ -347,8 +367,8 @@ pub(super) async fn due(pool: &sqlx::AnyPool, now: i64, limit: i64) -> anyhow::R
 
 /// The dispatcher's claim: up to `limit` pending rows of `lane` whose time
 /// has come, oldest first, marked `sending`.
-pub(super) async fn claim(
-    tx: &mut Tx<'_>,
+pub(super) async fn claim<C: Conn>(
+    c: &mut C,
     lane: Lane,
     limit: i64,
     now: i64,
@@ -369,24 +389,20 @@ pub(super) async fn claim(
              RETURNING id, dedupe_key, payload, attempts, journey_id"
         }
     };
-    let rows = sqlx::query(sql)
-        .bind(OutboxState::Pending.as_str())
-        .bind(OutboxState::Sending.as_str())
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&mut **tx)
+    let rows = c
+        .fetch(sql, args![OutboxState::Pending.as_str(), OutboxState::Sending.as_str(), now, limit])
         .await?;
     let mut out = rows
         .iter()
         .map(|r| {
-            let id: i64 = r.try_get("id")?;
-            let payload: String = r.try_get("payload")?;
+            let id = r.int(0)?;
+            let payload = r.text(2)?;
             Ok(crate::outbox::OutboxRow {
                 id,
-                key: r.try_get("dedupe_key")?,
+                key: r.text(1)?,
                 command: serde_json::from_str(&payload).with_context(|| format!("outbox row {id} payload"))?,
-                attempts: r.try_get("attempts")?,
-                journey_id: r.try_get("journey_id")?,
+                attempts: r.int(3)?,
+                journey_id: r.opt_int(4)?,
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;

@@ -1,0 +1,292 @@
+//! Group commit for the frequent writes: every journey delivery, the
+//! dispatcher's claims and results, and the audit rows beside them.
+//!
+//! One writer owns the writes that go through it. It takes the first queued
+//! request, gets ready to write (on PostgreSQL: a pooled connection), then
+//! drains whatever else has queued meanwhile (up to [`MAX_BATCH`]) and writes
+//! them all, in order, in one transaction: one COMMIT (and one fsync) per
+//! batch instead of one per request. Each caller is answered only after
+//! COMMIT, so durability before the webhook's answer is unchanged; if
+//! anything in the batch fails, the transaction rolls back and each request
+//! is written again alone, so one bad write fails only its own caller.
+//!
+//! Two writers share this loop ([`run`]): [`SqlxWriter`] over sqlx (on the
+//! runtime, for PostgreSQL and in-memory SQLite) and [`LiteWriter`] (on a
+//! thread of its own, for a SQLite file: see [`super::lite`]).
+
+use anyhow::Context as _;
+use sqlx::{AnyPool, Connection as _};
+use tokio::sync::{mpsc, oneshot};
+
+use super::journeys::{self, Audit, Delivered, Delivery, Finish};
+use super::lite::LiteConn;
+use super::now_ms;
+use super::sql::{Conn, args};
+use crate::journey::Command;
+use crate::outbox::{Lane, OutboxRow};
+
+/// The most requests written in one transaction: small enough that one
+/// slow batch does not hold the writer for long.
+pub(super) const MAX_BATCH: usize = 256;
+
+/// How many requests may wait for the writer before callers wait to queue
+/// (back-pressure rather than unbounded memory).
+pub(super) const QUEUE: usize = MAX_BATCH * 8;
+
+pub(super) enum Op {
+    Deliver(Box<Delivery>, oneshot::Sender<anyhow::Result<Delivered>>),
+    Finish(Finish, oneshot::Sender<anyhow::Result<()>>),
+    /// Claims up to this many pending commands of the lane.
+    Claim(Lane, i64, oneshot::Sender<anyhow::Result<Vec<OutboxRow>>>),
+    /// Keeps a webhook that concerns no journey.
+    Audit(Audit, oneshot::Sender<anyhow::Result<()>>),
+    /// A recording's URL for the caller's `calls` row.
+    Recording { call: String, url: String, reply: oneshot::Sender<anyhow::Result<()>> },
+    /// Queues a command outside any journey; true when it was new.
+    Enqueue(Box<Command>, oneshot::Sender<anyhow::Result<bool>>),
+}
+
+pub(super) enum Reply {
+    Delivered(Delivered),
+    Done,
+    Claimed(Vec<OutboxRow>),
+    Inserted(bool),
+}
+
+impl Op {
+    fn fail(self, message: &str) {
+        let e = || anyhow::anyhow!("{message}");
+        // A caller that went away no longer needs its answer.
+        match self {
+            Op::Deliver(_, reply) => drop(reply.send(Err(e()))),
+            Op::Finish(_, reply) | Op::Audit(_, reply) | Op::Recording { reply, .. } => drop(reply.send(Err(e()))),
+            Op::Claim(_, _, reply) => drop(reply.send(Err(e()))),
+            Op::Enqueue(_, reply) => drop(reply.send(Err(e()))),
+        }
+    }
+
+    fn answer(self, reply: Reply) {
+        match (self, reply) {
+            (Op::Deliver(_, tx), Reply::Delivered(d)) => {
+                // Counted here, after the COMMIT and whether or not the caller still
+                // waits: a batch written again answers only with the second writing.
+                if let Some(s) = &d.settled {
+                    crate::stats::call_settled(s.outcome, s.location.as_deref());
+                }
+                drop(tx.send(Ok(d)))
+            }
+            (Op::Finish(_, tx) | Op::Audit(_, tx) | Op::Recording { reply: tx, .. }, Reply::Done) => {
+                drop(tx.send(Ok(())))
+            }
+            (Op::Claim(_, _, tx), Reply::Claimed(rows)) => drop(tx.send(Ok(rows))),
+            (Op::Enqueue(_, tx), Reply::Inserted(new)) => drop(tx.send(Ok(new))),
+            (op, _) => op.fail("internal error: a write got another write's answer"),
+        }
+    }
+}
+
+/// Writes `ops` in order inside the caller's transaction.
+async fn write_ops<C: Conn>(c: &mut C, ops: &[Op], now: i64) -> anyhow::Result<Vec<Reply>> {
+    let mut replies = Vec::with_capacity(ops.len());
+    for op in ops {
+        replies.push(match op {
+            Op::Deliver(d, _) => {
+                Reply::Delivered(journeys::deliver_in(c, d, now).await.context("delivering an event")?)
+            }
+            Op::Finish(f, _) => {
+                journeys::finish_in(c, f, now).await.context("recording a command's result")?;
+                Reply::Done
+            }
+            Op::Claim(lane, limit, _) => {
+                Reply::Claimed(journeys::claim(c, *lane, *limit, now).await.context("claiming commands")?)
+            }
+            Op::Audit(a, _) => {
+                journeys::insert_audit(c, a, now).await.context("keeping a webhook")?;
+                Reply::Done
+            }
+            Op::Recording { call, url, .. } => {
+                c.execute(
+                    "UPDATE calls SET recording_url = $2, updated_at_ms = $3 WHERE call_sid = $1",
+                    args![call, url, now],
+                )
+                .await
+                .context("recording a voicemail's URL")?;
+                Reply::Done
+            }
+            Op::Enqueue(command, _) => Reply::Inserted(
+                journeys::insert_command(c, command, None, now).await.context("queueing a command")?,
+            ),
+        });
+    }
+    Ok(replies)
+}
+
+/// What writes a batch in one transaction.
+pub(super) trait Writer {
+    /// Gets ready to write, before the batch is drained, so that what queues
+    /// meanwhile joins it.
+    async fn ready(&mut self) -> anyhow::Result<()>;
+
+    /// Writes the batch in one transaction; nothing of it is kept on error.
+    async fn transact(&mut self, ops: &[Op]) -> anyhow::Result<Vec<Reply>>;
+}
+
+/// Writes through sqlx: PostgreSQL, and SQLite in memory.
+pub(super) struct SqlxWriter {
+    pool: AnyPool,
+    begin: &'static str,
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Any>>,
+}
+
+impl SqlxWriter {
+    pub(super) fn new(pool: AnyPool, begin: &'static str) -> Self {
+        SqlxWriter { pool, begin, conn: None }
+    }
+}
+
+impl Writer for SqlxWriter {
+    async fn ready(&mut self) -> anyhow::Result<()> {
+        if self.conn.is_none() {
+            self.conn = Some(self.pool.acquire().await.context("no database connection for a batch of writes")?);
+        }
+        Ok(())
+    }
+
+    async fn transact(&mut self, ops: &[Op]) -> anyhow::Result<Vec<Reply>> {
+        self.ready().await?;
+        let Some(conn) = self.conn.as_mut() else { anyhow::bail!("internal error: no connection") };
+        let written = async {
+            let mut tx = conn.begin_with(self.begin).await?;
+            let replies = write_ops(&mut *tx, ops, now_ms()).await?;
+            tx.commit().await.context("committing a batch of writes")?;
+            Ok(replies)
+        }
+        .await;
+        // Back to the pool between batches: on in-memory SQLite the readers
+        // share this one connection.
+        self.conn = None;
+        written
+    }
+}
+
+/// Writes through the SQLite writer thread's own connection.
+pub(super) struct LiteWriter {
+    conn: rusqlite::Connection,
+}
+
+impl LiteWriter {
+    pub(super) fn new(conn: rusqlite::Connection) -> Self {
+        LiteWriter { conn }
+    }
+}
+
+impl Writer for LiteWriter {
+    async fn ready(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn transact(&mut self, ops: &[Op]) -> anyhow::Result<Vec<Reply>> {
+        // IMMEDIATE: a second process on the same file (a rolling restart)
+        // waits its turn in the busy handler rather than failing with
+        // SQLITE_BUSY when it upgrades from a read.
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let replies = write_ops(&mut LiteConn(&tx), ops, now_ms()).await?;
+        tx.commit().context("committing a batch of writes")?;
+        Ok(replies)
+    }
+}
+
+/// Runs until every sender (every `Store` clone) is gone.
+pub(super) async fn run(mut writer: impl Writer, mut rx: mpsc::Receiver<Op>) {
+    let mut stats = Stats::default();
+    while let Some(first) = rx.recv().await {
+        let ready = writer.ready().await;
+        let mut ops = vec![first];
+        while ops.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = ready {
+            let message = format!("{e:#} ({} writes)", ops.len());
+            ops.into_iter().for_each(|op| op.fail(&message));
+            continue;
+        }
+        let started = std::time::Instant::now();
+        let written = writer.transact(&ops).await;
+        stats.add(ops.len(), started.elapsed());
+        match written {
+            Ok(replies) => ops.into_iter().zip(replies).for_each(|(op, r)| op.answer(r)),
+            // The batch was rolled back whole, so nothing of it is kept: write each request
+            // alone, so that one bad write fails only its own webhook, not its neighbours'.
+            Err(e) if ops.len() > 1 => {
+                tracing::warn!(error = ?e, writes = ops.len(), "a batch of writes failed; writing each alone");
+                for op in ops {
+                    match writer.transact(std::slice::from_ref(&op)).await {
+                        Ok(mut replies) => match replies.pop() {
+                            Some(r) => op.answer(r),
+                            None => op.fail("internal error: no answer"),
+                        },
+                        Err(e) => {
+                            tracing::error!(error = ?e, "a write failed");
+                            op.fail(&format!("{e:#}"));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = ?e, "a write failed");
+                let message = format!("{e:#}");
+                ops.into_iter().for_each(|op| op.fail(&message));
+            }
+        }
+    }
+}
+
+/// Starts the SQLite writer on a thread of its own. Its loop is [`run`],
+/// driven by a single-threaded runtime that has nothing else to do: every
+/// statement blocks that thread, never the server's.
+pub(super) fn spawn_lite(conn: rusqlite::Connection, rx: mpsc::Receiver<Op>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().context("starting the writer's runtime")?;
+    std::thread::Builder::new()
+        .name("sqlite-writer".into())
+        .spawn(move || runtime.block_on(run(LiteWriter::new(conn), rx)))
+        .context("starting the writer's thread")?;
+    Ok(())
+}
+
+/// Batch sizes and times, logged at debug level once a second.
+#[derive(Default)]
+struct Stats {
+    since: Option<std::time::Instant>,
+    batches: u64,
+    writes: u64,
+    busy: std::time::Duration,
+    longest: std::time::Duration,
+}
+
+impl Stats {
+    fn add(&mut self, writes: usize, took: std::time::Duration) {
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return;
+        }
+        let since = *self.since.get_or_insert_with(std::time::Instant::now);
+        self.batches += 1;
+        self.writes += writes as u64;
+        self.busy += took;
+        self.longest = self.longest.max(took);
+        if since.elapsed() >= std::time::Duration::from_secs(1) {
+            tracing::debug!(
+                batches = self.batches,
+                writes = self.writes,
+                mean_writes = self.writes as f64 / self.batches as f64,
+                mean_ms = self.busy.as_secs_f64() * 1e3 / self.batches as f64,
+                longest_ms = self.longest.as_secs_f64() * 1e3,
+                busy = self.busy.as_secs_f64() / since.elapsed().as_secs_f64(),
+                "database writer"
+            );
+            *self = Stats::default();
+        }
+    }
+}
