@@ -44,11 +44,14 @@ impl Server {
             );
         }
         crate::stats::install();
-        let store = Store::connect(&settings.database_url).await?;
+        let addr = listener.local_addr()?;
+        let store = Store::connect(&settings.database_url)
+            .await?
+            .owned_by(&instance_name(addr), lease_ms(settings.twilio.request_timeout_ms));
+        tracing::info!(instance = store.owner(), "this instance's name on the database");
         let twilio = TwilioClient::new(&settings.twilio).context("building the Twilio client")?;
         let notifier = Notifier::default();
         let state = AppState::new(settings.clone(), store.clone(), notifier.clone());
-        let addr = listener.local_addr()?;
         let drain = Duration::from_secs(settings.drain_secs);
 
         // Background work: each task gets the one stop signal, given after the
@@ -172,6 +175,27 @@ impl Server {
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
+/// This instance's name on a shared database: the host and the port it
+/// serves on. Stable across restarts, so a restarted instance takes back at
+/// once what it was sending when it stopped (see `Store::take_over`); two
+/// instances on one host differ by port.
+fn instance_name(addr: std::net::SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}:{}", addr.port())
+}
+
+/// How long a claim on an outbox command lasts before another instance may
+/// take it over: longer than the longest send (a request retried up to five
+/// times, each bounded by `request_timeout_ms`, with back-offs between).
+fn lease_ms(request_timeout_ms: u64) -> i64 {
+    (request_timeout_ms as i64).saturating_mul(6).saturating_add(30_000)
+}
+
 pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -30,7 +30,7 @@ use crate::ivr::Urls;
 use crate::journey::{Command, Event, Policy};
 use crate::outbox::{Lane, OutboxRow, OutboxState};
 use crate::reconcile::{self, FindDial};
-use crate::store::{Delivery, Finish, Route, Store, now_ms};
+use crate::store::{Delivery, Finish, Orphans, Route, Store, now_ms};
 use crate::twilio_api::{ApiError, CreateCall, TwilioClient};
 
 /// Wakes the dispatcher's lanes.
@@ -61,6 +61,8 @@ const MIN_CLAIM: usize = 4;
 /// An update is sent this many times before it is marked failed (each send
 /// is itself retried briefly by the REST client on 429, 5xx and timeouts).
 pub const MAX_ATTEMPTS: i64 = 5;
+/// How often the dispatcher looks for claims another instance left behind.
+const ORPHANS_EVERY: Duration = Duration::from_secs(5);
 /// The first wait before an update is sent again; it doubles.
 const RETRY_FIRST_MS: i64 = 1_000;
 
@@ -80,21 +82,14 @@ impl Dispatcher {
 
     /// Runs until `shutdown` resolves, then lets running commands finish.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        match self.store.recover_actions(self.policy).await {
-            Ok((0, 0)) => {}
-            Ok((requeued, unknown)) => tracing::warn!(
-                requeued,
-                unknown,
-                "recovered commands interrupted by a restart; calls whose creation was interrupted are looked up, \
-                 not re-sent"
-            ),
-            Err(e) => tracing::error!(error = ?e, "could not recover interrupted commands"),
-        }
+        // What a previous run of this instance was sending when it stopped.
+        self.take_over(Orphans::ExpiredAndMine).await;
         let this = Arc::new(self);
         let (stop, stopped) = watch::channel(false);
         let lanes = [
             tokio::spawn(this.clone().lane(Lane::Dial, DIAL_SLOTS, stopped.clone())),
-            tokio::spawn(this.clone().lane(Lane::Other, OTHER_SLOTS, stopped)),
+            tokio::spawn(this.clone().lane(Lane::Other, OTHER_SLOTS, stopped.clone())),
+            tokio::spawn(this.clone().orphans(stopped)),
         ];
         shutdown.await;
         let _ = stop.send(true);
@@ -102,6 +97,38 @@ impl Dispatcher {
             if let Err(e) = lane.await {
                 tracing::error!(error = ?e, "a dispatcher lane panicked");
             }
+        }
+    }
+
+    /// Takes over commands being sent by an instance that is gone (see
+    /// [`Store::take_over`]), and wakes the lanes for the ones requeued.
+    async fn take_over(&self, which: Orphans) {
+        match self.store.take_over(which, self.policy).await {
+            Ok((0, 0)) => {}
+            Ok((requeued, unknown)) => {
+                tracing::warn!(
+                    requeued,
+                    unknown,
+                    "took over commands whose sender stopped; calls whose creation was interrupted are looked up, \
+                     not re-sent"
+                );
+                self.notifier.notify();
+            }
+            Err(e) => tracing::error!(error = ?e, "could not take over interrupted commands"),
+        }
+    }
+
+    /// Looks for expired claims every few seconds, until stopped.
+    async fn orphans(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut every = tokio::time::interval(ORPHANS_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            self.take_over(Orphans::Expired).await;
         }
     }
 

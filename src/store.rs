@@ -9,15 +9,17 @@
 mod batch;
 mod journeys;
 mod lite;
+mod outbox;
 mod sql;
 
 use std::str::FromStr;
 use std::time::Duration;
 
 pub use journeys::{Audit, Delivered, Delivery, Finish, NewCall, Route, Settled};
+pub use outbox::{Lease, Orphans};
 
 use crate::domain::{Location, LocationSpec, Outcome};
-use crate::journey::{Command, Event, Journey, Policy};
+use crate::journey::{Command, Journey, Policy};
 use crate::outbox::{Lane, OutboxRow, OutboxState};
 use anyhow::Context as _;
 use serde::Serialize;
@@ -41,6 +43,10 @@ macro_rules! select_calls {
     };
 }
 
+/// How long an instance's claim on a command lasts unless set with
+/// [`Store::owned_by`].
+const DEFAULT_LEASE_MS: i64 = 60_000;
+
 /// Milliseconds since the Unix epoch, the one time format in the database.
 pub fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
@@ -60,6 +66,8 @@ pub struct Store {
     pool: AnyPool,
     writer: AnyPool,
     batcher: mpsc::Sender<batch::Op>,
+    /// This instance's name and how long its claims on the outbox last.
+    lease: Lease,
 }
 
 /// One inbound call as stored.
@@ -146,7 +154,8 @@ impl Store {
         if url.starts_with("sqlite:") && !is_memory {
             tokio::spawn(checkpoints(pool.clone(), batcher.downgrade()));
         }
-        Ok(Store { pool, writer, batcher })
+        let lease = Lease { owner: format!("store-{:016x}", rand::random::<u64>()).into(), ms: DEFAULT_LEASE_MS };
+        Ok(Store { pool, writer, batcher, lease })
     }
 
     /// Hands one write to the batcher and waits for its answer, which comes
@@ -156,6 +165,18 @@ impl Store {
         let stopped = || anyhow::anyhow!("the database writer has stopped");
         self.batcher.send(op(tx)).await.map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
+    }
+
+    /// The same store, claiming the outbox's commands as `owner` for `lease_ms`
+    /// (an instance's name: see [`Orphans`]).
+    pub fn owned_by(mut self, owner: &str, lease_ms: i64) -> Store {
+        self.lease = Lease { owner: owner.into(), ms: lease_ms };
+        self
+    }
+
+    /// This instance's name, as it claims commands and leases.
+    pub fn owner(&self) -> &str {
+        &self.lease.owner
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -438,7 +459,8 @@ impl Store {
     /// shares a transaction (one commit) with the writes queued beside it,
     /// and sees the commands they queued.
     pub async fn claim(&self, lane: Lane, limit: i64) -> anyhow::Result<Vec<OutboxRow>> {
-        self.batched(|reply| batch::Op::Claim(lane, limit, reply)).await
+        let lease = self.lease.clone();
+        self.batched(|reply| batch::Op::Claim(lane, limit, lease, reply)).await
     }
 
     /// Records how a command ended, or when to send it again (batched).
@@ -446,43 +468,35 @@ impl Store {
         self.batched(|reply| batch::Op::Finish(finish, reply)).await
     }
 
-    /// After a crash: commands that were being sent are either safe to send
-    /// again (updates are idempotent) or not (creating a call). The first go
-    /// back to pending; the second are marked `unknown` and their journey
-    /// hears `DialUnknown`, so it looks the call up instead of re-sending it.
+    /// Takes over commands being sent by an instance that is gone: updates
+    /// (idempotent) go back to pending; a dial, which must not be sent twice,
+    /// is marked `unknown` and its journey hears `DialUnknown`, so it looks
+    /// the call up instead. With [`Orphans::ExpiredAndMine`] (at start-up),
+    /// also what this instance's name still holds from a previous run.
     /// Returns (requeued, unknown).
-    pub async fn recover_actions(&self, policy: Policy) -> anyhow::Result<(u64, u64)> {
-        let rows = sqlx::query("SELECT id, payload, journey_id FROM outbox WHERE state = $1")
-            .bind(OutboxState::Sending.as_str())
-            .fetch_all(&self.pool)
-            .await?;
+    pub async fn take_over(&self, which: Orphans, policy: Policy) -> anyhow::Result<(u64, u64)> {
         let (mut requeued, mut unknown) = (0, 0);
-        for r in rows {
-            let id: i64 = r.try_get("id")?;
-            let journey: Option<i64> = r.try_get("journey_id")?;
-            let command: Command = serde_json::from_str(&r.try_get::<String, _>("payload")?)
-                .with_context(|| format!("outbox row {id} payload"))?;
-            let error = Some("interrupted by a restart".to_owned());
-            let finish = |state| Finish { id, state, result: None, error: error.clone(), not_before_ms: 0 };
-            match (&command, journey) {
-                (Command::Dial { reservation, attempt, .. }, Some(journey)) => {
-                    unknown += 1;
-                    let event = Event::DialUnknown { reservation: reservation.clone(), attempt: *attempt };
-                    let mut d = Delivery::new(Route::Id(journey), vec![event], policy);
-                    d.finish = Some(finish(OutboxState::Unknown));
-                    self.deliver(d).await?;
-                }
-                (Command::Dial { .. }, None) => {
-                    unknown += 1;
-                    self.finish(finish(OutboxState::Unknown)).await?;
-                }
-                _ => {
-                    requeued += 1;
-                    self.finish(finish(OutboxState::Pending)).await?;
-                }
+        loop {
+            let lease = self.lease.clone();
+            let (r, u) = self.batched(|reply| batch::Op::TakeOver(which, lease, policy, reply)).await?;
+            (requeued, unknown) = (requeued + r, unknown + u);
+            if r + u == 0 {
+                return Ok((requeued, unknown));
             }
         }
-        Ok((requeued, unknown))
+    }
+
+    /// Takes or renews the named lease for `ms` as this instance: true when
+    /// this instance holds it (one reconciler among several instances).
+    pub async fn hold_lease(&self, name: &'static str, ms: i64) -> anyhow::Result<bool> {
+        let owner = self.lease.owner.clone();
+        self.batched(|reply| batch::Op::Hold { name, owner, ms, reply }).await
+    }
+
+    /// Gives the named lease up, if this instance holds it.
+    pub async fn release_lease(&self, name: &'static str) -> anyhow::Result<()> {
+        let owner = self.lease.owner.clone();
+        self.batched(|reply| batch::Op::Release { name, owner, reply }).await
     }
 
     /// Every command with its state (for tests and inspection).
@@ -578,7 +592,7 @@ mod tests {
 
     use super::*;
     use crate::config::AnsweredByPolicy;
-    use crate::journey::{DialTarget, ReservationEnd};
+    use crate::journey::{DialTarget, Event, ReservationEnd};
     use twilio::E164;
 
     #[test]
@@ -698,13 +712,55 @@ mod tests {
         s.enqueue_command(&hang_up).await.unwrap();
         assert_eq!(s.claim(Lane::Dial, 10).await.unwrap().len(), 1);
         assert_eq!(s.claim(Lane::Other, 10).await.unwrap().len(), 1);
-        assert_eq!(s.recover_actions(POLICY).await.unwrap(), (1, 1));
+        // Another instance on the same database: the claims are not yet
+        // expired and not its own, so it leaves them alone.
+        let other = s.clone().owned_by("other", 60_000);
+        assert_eq!(other.take_over(Orphans::Expired, POLICY).await.unwrap(), (0, 0));
+        assert_eq!(other.take_over(Orphans::ExpiredAndMine, POLICY).await.unwrap(), (0, 0));
+        // This instance's name after a restart takes back what it held.
+        assert_eq!(s.take_over(Orphans::ExpiredAndMine, POLICY).await.unwrap(), (1, 1));
         let actions = s.actions().await.unwrap();
         assert!(actions.iter().any(|(k, st, _)| k.starts_with("dial:") && *st == OutboxState::Unknown), "{actions:?}");
         assert!(actions.iter().any(|(k, st, _)| k.starts_with("hang-up:") && *st == OutboxState::Pending));
         let json = s.journey_json(sid::<twilio::sid::CallSid>("CA", 4).as_str()).await.unwrap().unwrap();
         assert!(json.contains("\"unknown\""), "the journey looks the call up instead: {json}");
         assert_eq!(s.due_journeys(now_ms() + 60_000, 10).await.unwrap().len(), 1, "it wants a tick for the lookup");
+    }
+
+    #[tokio::test]
+    async fn a_claim_whose_lease_expired_is_taken_over_by_another_instance() {
+        let (s, _d) = store().await;
+        s.deliver(arrived(5)).await.unwrap();
+        s.deliver(created(5, 5)).await.unwrap();
+        s.enqueue_command(&Command::HangUp { leg: sid("CA", 98), round: 1 }).await.unwrap();
+        // The first instance's claims last 1 ms; it then "dies".
+        let dead = s.clone().owned_by("dead", 1);
+        assert_eq!(dead.claim(Lane::Dial, 10).await.unwrap().len(), 1);
+        assert_eq!(dead.claim(Lane::Other, 10).await.unwrap().len(), 1);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let alive = s.clone().owned_by("alive", 60_000);
+        assert_eq!(alive.take_over(Orphans::Expired, POLICY).await.unwrap(), (1, 1));
+        assert_eq!(alive.take_over(Orphans::Expired, POLICY).await.unwrap(), (0, 0), "once only");
+        // The update is claimed again by the live instance; the dial never is.
+        let again = alive.claim(Lane::Other, 10).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert!(alive.claim(Lane::Dial, 10).await.unwrap().is_empty());
+        // A live instance's claim is left alone by the others.
+        assert_eq!(dead.take_over(Orphans::ExpiredAndMine, POLICY).await.unwrap(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn one_instance_at_a_time_holds_a_named_lease() {
+        let (s, _d) = store().await;
+        let (a, b) = (s.clone().owned_by("a", 60_000), s.clone().owned_by("b", 60_000));
+        assert!(a.hold_lease("reconciler", 60_000).await.unwrap());
+        assert!(!b.hold_lease("reconciler", 60_000).await.unwrap(), "held by a");
+        assert!(a.hold_lease("reconciler", 60_000).await.unwrap(), "a renews");
+        a.release_lease("reconciler").await.unwrap();
+        assert!(b.hold_lease("reconciler", 1).await.unwrap(), "free once a gives it up");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(a.hold_lease("reconciler", 60_000).await.unwrap(), "b's lease expired");
+        assert!(!b.hold_lease("reconciler", 60_000).await.unwrap());
     }
 
     #[tokio::test]

@@ -57,6 +57,9 @@ pub struct Pass {
     pub skipped: usize,
 }
 
+/// The name of the lease that one reconciler at a time holds.
+const LEASE: &str = "reconciler";
+
 pub struct Reconciler {
     store: Store,
     twilio: TwilioClient,
@@ -79,7 +82,8 @@ impl Reconciler {
         Reconciler { store, twilio, workspace, notifier, policy, every, since: None }
     }
 
-    /// A pass at once, then one every `every`, until `shutdown` resolves.
+    /// A pass at once, then one every `every`, until `shutdown` resolves;
+    /// each only while this instance holds the reconciler's lease.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut every = tokio::time::interval(self.every);
@@ -87,7 +91,27 @@ impl Reconciler {
         loop {
             tokio::select! {
                 _ = every.tick() => {}
-                _ = &mut shutdown => return,
+                _ = &mut shutdown => {
+                    // The next instance need not wait for the lease to expire.
+                    if let Err(e) = self.store.release_lease(LEASE).await {
+                        tracing::warn!(error = ?e, "could not give the reconciler's lease up");
+                    }
+                    return;
+                }
+            }
+            // One reconciler among several instances: the one holding the
+            // lease, renewed each pass; another takes over once it expires.
+            let lease_ms = (self.every.as_millis() as i64).saturating_mul(2).saturating_add(30_000);
+            match self.store.hold_lease(LEASE, lease_ms).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::debug!("another instance holds the reconciler's lease");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = ?e, "could not take the reconciler's lease; the next pass tries again");
+                    continue;
+                }
             }
             let started = std::time::Instant::now();
             let pass = self.pass().await;

@@ -21,8 +21,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::journeys::{self, Audit, Delivered, Delivery, Finish};
 use super::lite::LiteConn;
 use super::now_ms;
+use super::outbox::{self, Lease, Orphans};
 use super::sql::{Conn, args};
-use crate::journey::Command;
+use crate::journey::{Command, Policy};
 use crate::outbox::{Lane, OutboxRow};
 
 /// The most requests written in one transaction: small enough that one
@@ -36,12 +37,31 @@ pub(super) const QUEUE: usize = MAX_BATCH * 8;
 pub(super) enum Op {
     Deliver(Box<Delivery>, oneshot::Sender<anyhow::Result<Delivered>>),
     Finish(Finish, oneshot::Sender<anyhow::Result<()>>),
-    /// Claims up to this many pending commands of the lane.
-    Claim(Lane, i64, oneshot::Sender<anyhow::Result<Vec<OutboxRow>>>),
+    /// Claims up to this many pending commands of the lane, under the lease.
+    Claim(Lane, i64, Lease, oneshot::Sender<anyhow::Result<Vec<OutboxRow>>>),
+    /// Takes over commands whose sender is gone: (requeued, unknown).
+    TakeOver(Orphans, Lease, Policy, oneshot::Sender<anyhow::Result<(u64, u64)>>),
+    /// Takes or renews a named lease for `ms`; true when held.
+    Hold {
+        name: &'static str,
+        owner: std::sync::Arc<str>,
+        ms: i64,
+        reply: oneshot::Sender<anyhow::Result<bool>>,
+    },
+    /// Gives a named lease up.
+    Release {
+        name: &'static str,
+        owner: std::sync::Arc<str>,
+        reply: oneshot::Sender<anyhow::Result<()>>,
+    },
     /// Keeps a webhook that concerns no journey.
     Audit(Audit, oneshot::Sender<anyhow::Result<()>>),
     /// A recording's URL for the caller's `calls` row.
-    Recording { call: String, url: String, reply: oneshot::Sender<anyhow::Result<()>> },
+    Recording {
+        call: String,
+        url: String,
+        reply: oneshot::Sender<anyhow::Result<()>>,
+    },
     /// Queues a command outside any journey; true when it was new.
     Enqueue(Box<Command>, oneshot::Sender<anyhow::Result<bool>>),
 }
@@ -51,6 +71,7 @@ pub(super) enum Reply {
     Done,
     Claimed(Vec<OutboxRow>),
     Inserted(bool),
+    TookOver(u64, u64),
 }
 
 impl Op {
@@ -59,9 +80,12 @@ impl Op {
         // A caller that went away no longer needs its answer.
         match self {
             Op::Deliver(_, reply) => drop(reply.send(Err(e()))),
-            Op::Finish(_, reply) | Op::Audit(_, reply) | Op::Recording { reply, .. } => drop(reply.send(Err(e()))),
-            Op::Claim(_, _, reply) => drop(reply.send(Err(e()))),
-            Op::Enqueue(_, reply) => drop(reply.send(Err(e()))),
+            Op::Finish(_, reply) | Op::Audit(_, reply) | Op::Recording { reply, .. } | Op::Release { reply, .. } => {
+                drop(reply.send(Err(e())))
+            }
+            Op::Claim(_, _, _, reply) => drop(reply.send(Err(e()))),
+            Op::Enqueue(_, reply) | Op::Hold { reply, .. } => drop(reply.send(Err(e()))),
+            Op::TakeOver(_, _, _, reply) => drop(reply.send(Err(e()))),
         }
     }
 
@@ -75,11 +99,13 @@ impl Op {
                 }
                 drop(tx.send(Ok(d)))
             }
-            (Op::Finish(_, tx) | Op::Audit(_, tx) | Op::Recording { reply: tx, .. }, Reply::Done) => {
-                drop(tx.send(Ok(())))
-            }
-            (Op::Claim(_, _, tx), Reply::Claimed(rows)) => drop(tx.send(Ok(rows))),
-            (Op::Enqueue(_, tx), Reply::Inserted(new)) => drop(tx.send(Ok(new))),
+            (
+                Op::Finish(_, tx) | Op::Audit(_, tx) | Op::Recording { reply: tx, .. } | Op::Release { reply: tx, .. },
+                Reply::Done,
+            ) => drop(tx.send(Ok(()))),
+            (Op::Claim(_, _, _, tx), Reply::Claimed(rows)) => drop(tx.send(Ok(rows))),
+            (Op::Enqueue(_, tx) | Op::Hold { reply: tx, .. }, Reply::Inserted(yes)) => drop(tx.send(Ok(yes))),
+            (Op::TakeOver(_, _, _, tx), Reply::TookOver(r, u)) => drop(tx.send(Ok((r, u)))),
             (op, _) => op.fail("internal error: a write got another write's answer"),
         }
     }
@@ -94,11 +120,24 @@ async fn write_ops<C: Conn>(c: &mut C, ops: &[Op], now: i64) -> anyhow::Result<V
                 Reply::Delivered(journeys::deliver_in(c, d, now).await.context("delivering an event")?)
             }
             Op::Finish(f, _) => {
-                journeys::finish_in(c, f, now).await.context("recording a command's result")?;
+                outbox::finish_in(c, f, now).await.context("recording a command's result")?;
                 Reply::Done
             }
-            Op::Claim(lane, limit, _) => {
-                Reply::Claimed(journeys::claim(c, *lane, *limit, now).await.context("claiming commands")?)
+            Op::Claim(lane, limit, lease, _) => {
+                Reply::Claimed(outbox::claim(c, *lane, *limit, lease, now).await.context("claiming commands")?)
+            }
+            Op::TakeOver(which, lease, policy, _) => {
+                let (requeued, unknown) = outbox::take_over(c, *which, lease, *policy, now)
+                    .await
+                    .context("taking over commands whose sender stopped")?;
+                Reply::TookOver(requeued, unknown)
+            }
+            Op::Hold { name, owner, ms, .. } => {
+                Reply::Inserted(outbox::hold(c, name, owner, *ms, now).await.context("holding a lease")?)
+            }
+            Op::Release { name, owner, .. } => {
+                outbox::release(c, name, owner).await.context("releasing a lease")?;
+                Reply::Done
             }
             Op::Audit(a, _) => {
                 journeys::insert_audit(c, a, now).await.context("keeping a webhook")?;
@@ -113,9 +152,9 @@ async fn write_ops<C: Conn>(c: &mut C, ops: &[Op], now: i64) -> anyhow::Result<V
                 .context("recording a voicemail's URL")?;
                 Reply::Done
             }
-            Op::Enqueue(command, _) => Reply::Inserted(
-                journeys::insert_command(c, command, None, now).await.context("queueing a command")?,
-            ),
+            Op::Enqueue(command, _) => {
+                Reply::Inserted(outbox::insert_command(c, command, None, now).await.context("queueing a command")?)
+            }
         });
     }
     Ok(replies)

@@ -18,7 +18,7 @@ use super::StatusRecord;
 use super::sql::{Conn, args};
 use crate::domain::Outcome;
 use crate::journey::{self, Answer, Command, Event, Journey, Policy};
-use crate::outbox::{Lane, OutboxState};
+use crate::outbox::OutboxState;
 
 /// Which journey an event is for.
 #[derive(Debug, Clone)]
@@ -116,7 +116,7 @@ pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> an
         insert_status(c, s, now).await?;
     }
     if let Some(f) = &d.finish {
-        finish_in(c, f, now).await?;
+        super::outbox::finish_in(c, f, now).await?;
     }
     let found = match &d.route {
         Route::Id(id) => load(c, *id).await?.map(|(v, j)| (*id, v, j)),
@@ -160,12 +160,12 @@ pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> an
         }
         for command in step.commands {
             if let Command::WithdrawDial { reservation, attempt } = &command {
-                if withdraw(c, &journey::dial_key(reservation, *attempt), now).await? {
+                if super::outbox::withdraw(c, &journey::dial_key(reservation, *attempt), now).await? {
                     queue.push_back(Event::DialFailed { reservation: reservation.clone(), attempt: *attempt });
                 }
                 continue;
             }
-            if insert_command(c, &command, Some(id), now).await? {
+            if super::outbox::insert_command(c, &command, Some(id), now).await? {
                 queued += 1;
             }
         }
@@ -217,54 +217,6 @@ async fn insert_status<C: Conn>(c: &mut C, s: &StatusRecord, now: i64) -> anyhow
     Ok(())
 }
 
-/// Records how an outbox row ended, or when to send it again.
-pub(super) async fn finish_in<C: Conn>(c: &mut C, f: &Finish, now: i64) -> anyhow::Result<()> {
-    c.execute(
-        "UPDATE outbox SET state = $2, result = $3, last_error = $4, not_before_ms = $5, updated_at_ms = $6
-         WHERE id = $1",
-        args![f.id, f.state.as_str(), &f.result, &f.error, f.not_before_ms, now],
-    )
-    .await?;
-    Ok(())
-}
-
-/// Drops a dial that has not been claimed. True when it was still pending.
-async fn withdraw<C: Conn>(c: &mut C, key: &str, now: i64) -> anyhow::Result<bool> {
-    let done = c
-        .execute(
-            "UPDATE outbox SET state = $2, last_error = $3, updated_at_ms = $4 WHERE dedupe_key = $1 AND state = $5",
-            args![
-                key,
-                OutboxState::Done.as_str(),
-                "withdrawn: the reservation ended or the caller left before the dial went out",
-                now,
-                OutboxState::Pending.as_str()
-            ],
-        )
-        .await?;
-    Ok(done > 0)
-}
-
-/// Queues a command; false when one with its key exists already.
-pub(super) async fn insert_command<C: Conn>(
-    c: &mut C,
-    command: &Command,
-    journey_id: Option<i64>,
-    now: i64,
-) -> anyhow::Result<bool> {
-    let payload = serde_json::to_string(command)?;
-    let key = command.key();
-    let done = c
-        .execute(
-            "INSERT INTO outbox (dedupe_key, kind, payload, state, attempts, not_before_ms, journey_id, created_at_ms,
-                 updated_at_ms)
-             VALUES ($1, $2, $3, $4, 0, 0, $5, $6, $6) ON CONFLICT (dedupe_key) DO NOTHING",
-            args![&key, command.kind(), &payload, OutboxState::Pending.as_str(), journey_id, now],
-        )
-        .await?;
-    Ok(done > 0)
-}
-
 /// The journey known by the first of `keys` that one is known by.
 async fn find<C: Conn>(c: &mut C, keys: &[String]) -> anyhow::Result<Option<i64>> {
     for key in keys {
@@ -276,8 +228,7 @@ async fn find<C: Conn>(c: &mut C, keys: &[String]) -> anyhow::Result<Option<i64>
 }
 
 async fn load<C: Conn>(c: &mut C, id: i64) -> anyhow::Result<Option<(i64, Journey)>> {
-    let Some(row) = c.fetch_optional("SELECT version, state_json FROM journeys WHERE id = $1", args![id]).await?
-    else {
+    let Some(row) = c.fetch_optional("SELECT version, state_json FROM journeys WHERE id = $1", args![id]).await? else {
         return Ok(None);
     };
     let json = row.text(1)?;
@@ -363,50 +314,4 @@ pub(super) async fn due(pool: &sqlx::AnyPool, now: i64, limit: i64) -> anyhow::R
         .fetch_all(pool)
         .await?;
     rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
-}
-
-/// The dispatcher's claim: up to `limit` pending rows of `lane` whose time
-/// has come, oldest first, marked `sending`.
-pub(super) async fn claim<C: Conn>(
-    c: &mut C,
-    lane: Lane,
-    limit: i64,
-    now: i64,
-) -> anyhow::Result<Vec<crate::outbox::OutboxRow>> {
-    // `state = $1` again outside the subquery: on PostgreSQL a row another
-    // claimer took meanwhile is then skipped, not taken twice.
-    let sql = match lane {
-        Lane::Dial => {
-            "UPDATE outbox SET state = $2, attempts = attempts + 1, updated_at_ms = $3
-             WHERE state = $1 AND id IN (SELECT id FROM outbox WHERE state = $1 AND kind = 'dial'
-                 AND not_before_ms <= $3 ORDER BY id LIMIT $4)
-             RETURNING id, dedupe_key, payload, attempts, journey_id"
-        }
-        Lane::Other => {
-            "UPDATE outbox SET state = $2, attempts = attempts + 1, updated_at_ms = $3
-             WHERE state = $1 AND id IN (SELECT id FROM outbox WHERE state = $1 AND kind <> 'dial'
-                 AND not_before_ms <= $3 ORDER BY id LIMIT $4)
-             RETURNING id, dedupe_key, payload, attempts, journey_id"
-        }
-    };
-    let rows = c
-        .fetch(sql, args![OutboxState::Pending.as_str(), OutboxState::Sending.as_str(), now, limit])
-        .await?;
-    let mut out = rows
-        .iter()
-        .map(|r| {
-            let id = r.int(0)?;
-            let payload = r.text(2)?;
-            Ok(crate::outbox::OutboxRow {
-                id,
-                key: r.text(1)?,
-                command: serde_json::from_str(&payload).with_context(|| format!("outbox row {id} payload"))?,
-                attempts: r.int(3)?,
-                journey_id: r.opt_int(4)?,
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    // RETURNING's order is not defined.
-    out.sort_by_key(|r| r.id);
-    Ok(out)
 }

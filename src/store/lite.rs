@@ -81,7 +81,9 @@ impl LiteConn<'_> {
                         ValueRef::Text(t) => Cell::Text(
                             std::str::from_utf8(t).with_context(|| format!("column {i} is not UTF-8"))?.to_owned(),
                         ),
-                        ValueRef::Real(_) | ValueRef::Blob(_) => anyhow::bail!("column {i} is neither integer nor text"),
+                        ValueRef::Real(_) | ValueRef::Blob(_) => {
+                            anyhow::bail!("column {i} is neither integer nor text")
+                        }
                     })
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;

@@ -108,6 +108,12 @@ impl Row {
 /// The rusqlite side answers at once (its futures are ready on first poll);
 /// the sqlx side goes to the database.
 pub(super) trait Conn {
+    /// True on PostgreSQL, where several instances write at once (row locks,
+    /// `SKIP LOCKED`); SQLite has one writer at a time.
+    fn postgres(&self) -> bool {
+        false
+    }
+
     /// Runs a statement that returns no rows; how many rows it changed.
     fn execute(&mut self, sql: &'static str, args: &[Arg<'_>]) -> impl Future<Output = anyhow::Result<u64>>;
 
@@ -138,6 +144,10 @@ fn bind<'q>(
 }
 
 impl Conn for sqlx::AnyConnection {
+    fn postgres(&self) -> bool {
+        self.backend_name() == "PostgreSQL"
+    }
+
     async fn execute(&mut self, sql: &'static str, args: &[Arg<'_>]) -> anyhow::Result<u64> {
         Ok(bind(sqlx::query(sql), args).execute(&mut *self).await?.rows_affected())
     }
