@@ -71,7 +71,20 @@ pub(super) enum Reply {
     Done,
     Claimed(Vec<OutboxRow>),
     Inserted(bool),
+    Held(bool),
     TookOver(u64, u64),
+}
+
+impl Reply {
+    /// Whether this write left the outbox a command to send.
+    fn queued_work(&self) -> bool {
+        match self {
+            Reply::Delivered(d) => d.queued > 0,
+            Reply::Inserted(new) => *new,
+            Reply::TookOver(requeued, _) => *requeued > 0,
+            Reply::Done | Reply::Claimed(_) | Reply::Held(_) => false,
+        }
+    }
 }
 
 impl Op {
@@ -104,7 +117,8 @@ impl Op {
                 Reply::Done,
             ) => drop(tx.send(Ok(()))),
             (Op::Claim(_, _, _, tx), Reply::Claimed(rows)) => drop(tx.send(Ok(rows))),
-            (Op::Enqueue(_, tx) | Op::Hold { reply: tx, .. }, Reply::Inserted(yes)) => drop(tx.send(Ok(yes))),
+            (Op::Enqueue(_, tx), Reply::Inserted(new)) => drop(tx.send(Ok(new))),
+            (Op::Hold { reply: tx, .. }, Reply::Held(held)) => drop(tx.send(Ok(held))),
             (Op::TakeOver(_, _, _, tx), Reply::TookOver(r, u)) => drop(tx.send(Ok((r, u)))),
             (op, _) => op.fail("internal error: a write got another write's answer"),
         }
@@ -133,7 +147,7 @@ async fn write_ops<C: Conn>(c: &mut C, ops: &[Op], now: i64) -> anyhow::Result<V
                 Reply::TookOver(requeued, unknown)
             }
             Op::Hold { name, owner, ms, .. } => {
-                Reply::Inserted(outbox::hold(c, name, owner, *ms, now).await.context("holding a lease")?)
+                Reply::Held(outbox::hold(c, name, owner, *ms, now).await.context("holding a lease")?)
             }
             Op::Release { name, owner, .. } => {
                 outbox::release(c, name, owner).await.context("releasing a lease")?;
@@ -197,6 +211,10 @@ impl Writer for SqlxWriter {
         let written = async {
             let mut tx = conn.begin_with(self.begin).await?;
             let replies = write_ops(&mut *tx, ops, now_ms()).await?;
+            if tx.postgres() && replies.iter().any(Reply::queued_work) {
+                // Wakes every instance's dispatcher at COMMIT (see `dispatch`).
+                tx.execute("SELECT pg_notify('call_router_outbox', '')", args![]).await?;
+            }
             tx.commit().await.context("committing a batch of writes")?;
             Ok(replies)
         }

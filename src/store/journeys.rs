@@ -173,11 +173,20 @@ pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> an
 
     save(c, id, version, &journey, now).await?;
     for key in journey.keys().into_iter().filter(|k| !known.contains(k)) {
-        c.execute(
-            "INSERT INTO journey_keys (sid, journey_id) VALUES ($1, $2) ON CONFLICT (sid) DO NOTHING",
-            args![&key, id],
-        )
-        .await?;
+        let added = c
+            .execute(
+                "INSERT INTO journey_keys (sid, journey_id) VALUES ($1, $2) ON CONFLICT (sid) DO NOTHING",
+                args![&key, id],
+            )
+            .await?;
+        // Two instances that both found no journey for a new call each made
+        // one; the second to commit finds the first's keys here. Failing
+        // rolls this one back, and the batcher writes it again alone, when
+        // it finds the first's journey.
+        anyhow::ensure!(
+            added == 1 || version != 0 || !c.postgres(),
+            "another instance made a journey for {key} at the same time; writing this event again"
+        );
     }
     project(c, &journey, d.caller.as_ref(), now).await?;
     let outcome = journey.outcome();
@@ -228,7 +237,15 @@ async fn find<C: Conn>(c: &mut C, keys: &[String]) -> anyhow::Result<Option<i64>
 }
 
 async fn load<C: Conn>(c: &mut C, id: i64) -> anyhow::Result<Option<(i64, Journey)>> {
-    let Some(row) = c.fetch_optional("SELECT version, state_json FROM journeys WHERE id = $1", args![id]).await? else {
+    // On PostgreSQL another instance may deliver to the same journey at the
+    // same time: the row lock makes the second wait for the first's COMMIT
+    // and then read what it wrote. (SQLite's writer is alone.)
+    let sql = if c.postgres() {
+        "SELECT version, state_json FROM journeys WHERE id = $1 FOR UPDATE"
+    } else {
+        "SELECT version, state_json FROM journeys WHERE id = $1"
+    };
+    let Some(row) = c.fetch_optional(sql, args![id]).await? else {
         return Ok(None);
     };
     let json = row.text(1)?;
