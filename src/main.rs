@@ -23,8 +23,8 @@ async fn main() -> ExitCode {
             let options = call_router::provision::Options { dry_run: *dry_run, prune: *prune };
             call_router::provision::run_command(config.as_deref(), options).await
         }
-        Command::Sandbox { listen, time_scale, seed, numbers } => {
-            cli::run_sandbox(*listen, *time_scale, *seed, numbers).await
+        Command::Sandbox { listen, time_scale, seed, numbers, env_file } => {
+            cli::run_sandbox(*listen, *time_scale, *seed, numbers, env_file.as_deref()).await
         }
         Command::Bench { duration_secs, connections, json, serve_baseline } => {
             cli::run_bench(*duration_secs, *connections, *json, *serve_baseline).await
