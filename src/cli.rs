@@ -88,6 +88,18 @@ pub enum Command {
         #[arg(long)]
         prune: bool,
     },
+    /// Check a deployment, one line per check: the config, the database (exists and migrated;
+    /// nothing is migrated), Twilio with these credentials, and provisioning in step with the
+    /// locations (GET requests only). Exits non-zero when a check fails.
+    Check {
+        /// The TOML config file (environment variables override it).
+        #[arg(long, short, env = "CALL_ROUTER_CONFIG")]
+        config: Option<PathBuf>,
+        /// Check only that URL answers 2xx, e.g. http://127.0.0.1:8080/healthz (a container's
+        /// health check: no config, database or Twilio needed).
+        #[arg(long, value_name = "URL")]
+        health: Option<String>,
+    },
     /// Manage locations in the database.
     Locations {
         #[command(flatten)]
