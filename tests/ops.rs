@@ -426,3 +426,108 @@ async fn check_health_asks_the_url_only() {
     assert!(!ok, "{stdout}");
     assert!(stdout.starts_with("FAIL health"), "{stdout}");
 }
+
+// ---------------------------------------------------------------------------
+// deploy/: the files name what the binary really has.
+// ---------------------------------------------------------------------------
+
+fn deploy_file(rel: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(rel)).unwrap()
+}
+
+#[test]
+fn the_prometheus_files_use_only_exported_metric_names() {
+    use call_router::stats::*;
+    let exported = [
+        WEBHOOKS,
+        WEBHOOK_SECONDS,
+        CALLS,
+        QUEUE_WAIT_SECONDS,
+        CALLERS_WAITING,
+        LINES_IN_USE,
+        OUTBOX_PENDING,
+        OUTBOX_OLDEST_SECONDS,
+        TWILIO_REQUESTS,
+        TWILIO_SECONDS,
+        RECONCILER_REPAIRS,
+        RECONCILER_MISSED,
+        BUILD_INFO,
+    ];
+    let histograms = [WEBHOOK_SECONDS, QUEUE_WAIT_SECONDS, TWILIO_SECONDS];
+    let rules = deploy_file("prometheus/call-router.rules.yml");
+    let text = rules.clone() + &deploy_file("prometheus/prometheus.yml");
+    let mut used = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("call_router_") {
+        let name: String =
+            rest[at..].chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect();
+        rest = &rest[at + name.len()..];
+        used.push(name);
+    }
+    assert!(!used.is_empty());
+    for name in &used {
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|b| histograms.contains(b)))
+            .unwrap_or(name);
+        assert!(exported.contains(&base), "{name} is not a metric call-router exports");
+    }
+    // The three alerts: callers waiting too long, the outbox backing up, Twilio errors.
+    for needed in [QUEUE_WAIT_SECONDS, OUTBOX_OLDEST_SECONDS, TWILIO_REQUESTS] {
+        assert!(used.iter().any(|u| u.starts_with(needed)), "no rule uses {needed}");
+    }
+    assert!(rules.contains("- alert: CallersWaitingTooLong") && rules.contains("- alert: TwilioErrors"));
+}
+
+/// The words after `ExecStart=` in a unit.
+fn exec_start(unit: &str) -> Vec<String> {
+    let line = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("no ExecStart");
+    line.split_whitespace().map(str::to_owned).collect()
+}
+
+#[test]
+fn the_systemd_units_activate_the_service_with_arguments_the_binary_accepts() {
+    let service = deploy_file("systemd/call-router.service");
+    let socket = deploy_file("systemd/call-router.socket");
+    assert!(socket.contains("\nListenStream="), "{socket}");
+    assert!(service.contains("\nRequires=call-router.socket"), "{service}");
+    for hardening in ["ProtectSystem=strict", "NoNewPrivileges=yes", "DynamicUser=yes", "CapabilityBoundingSet=\n"] {
+        assert!(service.contains(hardening), "no {hardening:?}");
+    }
+    let args = exec_start(&service);
+    assert_eq!(args[0], "/usr/local/bin/call-router");
+    assert!(args.contains(&"serve".to_owned()), "{args:?}");
+    // The binary parses the arguments (`--help` after them answers only if they parse).
+    let out = command(&[]).args(&args[1..]).arg("--help").output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    // Stopping waits longer than the default drain.
+    let stop: u64 =
+        service.lines().find_map(|l| l.strip_prefix("TimeoutStopSec=")).and_then(|v| v.parse().ok()).unwrap();
+    assert!(stop > 30, "TimeoutStopSec={stop} is not above drain_secs' default");
+}
+
+#[tokio::test]
+async fn the_container_health_check_runs_the_binary_against_healthz() {
+    let dockerfile = deploy_file("Dockerfile");
+    for needed in ["\nFROM ", " AS build", "\nUSER 65532", "\nHEALTHCHECK "] {
+        assert!(dockerfile.contains(needed), "no {needed:?}");
+    }
+    assert_eq!(dockerfile.matches("\nFROM ").count(), 2, "a build stage and a runtime stage");
+    // The health check's exec form, on the line after HEALTHCHECK.
+    let at = dockerfile.find("\nHEALTHCHECK ").unwrap();
+    let cmd = dockerfile[at..].lines().find_map(|l| l.trim().strip_prefix("CMD ")).unwrap();
+    let args: Vec<String> = serde_json::from_str(cmd).unwrap();
+    assert_eq!(args[0], "/usr/local/bin/call-router");
+    let url = args.last().unwrap().clone();
+    assert!(url.ends_with("/healthz"), "{url}");
+
+    // The same arguments against a real server: the image's port swapped for the test's.
+    let app = common::spawn_app().await;
+    let port_at = url.find("127.0.0.1:").unwrap();
+    let path_at = port_at + url[port_at..].find('/').unwrap();
+    let real = format!("{}{}", app.url, &url[path_at..]);
+    let mut args = args[1..].to_vec();
+    *args.last_mut().unwrap() = real;
+    let out = tokio::task::spawn_blocking(move || command(&[]).args(&args).output().unwrap()).await.unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
