@@ -40,7 +40,8 @@ pub enum Command {
     /// Run a local Twilio-compatible emulator of the Voice and TaskRouter APIs on loopback.
     ///
     /// Credentials come from TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN; when they are absent the
-    /// sandbox makes up a pair and prints it. Point the server's two base URLs at the URL it prints.
+    /// sandbox makes up a pair and prints it. It prints `export` lines (and `#` comments) that a
+    /// shell can run as they are: paste them, or write them with --env-file and `. ./FILE`.
     Sandbox {
         /// The address to listen on.
         #[arg(long, default_value = "127.0.0.1:8081", env = "CALL_ROUTER_SANDBOX_LISTEN")]
@@ -54,6 +55,10 @@ pub enum Command {
         /// A Twilio number the account owns from the start, in E.164 (repeatable).
         #[arg(long = "number", value_name = "E164")]
         numbers: Vec<String>,
+        /// Also write the `export` lines to FILE (readable by its owner only) once the sandbox
+        /// listens, and remove it when the sandbox stops; load it with `. ./FILE`.
+        #[arg(long, value_name = "FILE")]
+        env_file: Option<PathBuf>,
     },
     /// Measure the server against a bare HTTP server on this machine (use a release build).
     Bench {
@@ -82,6 +87,18 @@ pub enum Command {
         /// Delete the queues and workers provision created for locations no longer in the database.
         #[arg(long)]
         prune: bool,
+    },
+    /// Check a deployment, one line per check: the config, the database (exists and migrated;
+    /// nothing is migrated), Twilio with these credentials, and provisioning in step with the
+    /// locations (GET requests only). Exits non-zero when a check fails.
+    Check {
+        /// The TOML config file (environment variables override it).
+        #[arg(long, short, env = "CALL_ROUTER_CONFIG")]
+        config: Option<PathBuf>,
+        /// Check only that URL answers 2xx, e.g. http://127.0.0.1:8080/healthz (a container's
+        /// health check: no config, database or Twilio needed).
+        #[arg(long, value_name = "URL")]
+        health: Option<String>,
     },
     /// Manage locations in the database.
     Locations {
@@ -336,6 +353,7 @@ pub async fn run_sandbox(
     time_scale: f64,
     seed: u64,
     numbers: &[String],
+    env_file: Option<&Path>,
 ) -> anyhow::Result<()> {
     if !(time_scale.is_finite() && time_scale > 0.0) {
         bail!("--time-scale must be a positive number, got {time_scale}");
@@ -367,27 +385,101 @@ pub async fn run_sandbox(
         let path = twilio.account_path("IncomingPhoneNumbers.json");
         twilio.create(crate::twilio_api::Api::Core, &path, &p).await.with_context(|| format!("adding number {n}"))?;
     }
-    println!("sandbox listening on {url} (time scale {time_scale}, seed {seed})");
-    println!("  {}={}", config::env::API_BASE_URL, url);
-    println!("  {}={}", config::env::TASKROUTER_BASE_URL, url);
-    println!("  {}={}", config::env::ACCOUNT_SID, sandbox.account_sid());
-    if made_up {
-        // A made-up sandbox credential, not a secret of anyone's: the user needs it to connect.
-        println!(
-            "  {}={}  (made up; set both variables to choose your own)",
-            config::env::AUTH_TOKEN,
-            sandbox.auth_token()
-        );
-    } else {
-        println!("  {} as set in the environment", config::env::AUTH_TOKEN);
+    let lines = SandboxEnv {
+        url: &url,
+        time_scale,
+        seed,
+        account_sid: sandbox.account_sid().as_str(),
+        made_up_token: made_up.then(|| sandbox.auth_token()),
+        numbers: &numbers,
     }
-    for n in &numbers {
-        println!("  owns {n}");
+    .shell_lines();
+    if let Some(path) = env_file {
+        write_private(path, &lines).with_context(|| format!("writing {} (--env-file)", path.display()))?;
     }
-    println!("inspect: GET {url}/sandbox/log and {url}/sandbox/state (basic auth); Ctrl-C stops");
+    print!("{lines}");
     crate::app::shutdown_signal().await;
     sandbox.shutdown().await;
+    if let Some(path) = env_file {
+        // A stale file would name a port and a token that no longer work.
+        let _ = std::fs::remove_file(path);
+    }
     Ok(())
+}
+
+/// What `call-router sandbox` prints: lines a POSIX shell can run as they are.
+#[derive(Debug)]
+pub struct SandboxEnv<'a> {
+    pub url: &'a str,
+    pub time_scale: f64,
+    pub seed: u64,
+    pub account_sid: &'a str,
+    /// The token, when the sandbox made it up; one from the environment may be a real
+    /// account's, so it is not printed.
+    pub made_up_token: Option<&'a str>,
+    pub numbers: &'a [twilio::E164],
+}
+
+impl SandboxEnv<'_> {
+    /// `export NAME=value` lines, each value quoted for the shell, and `#` comments.
+    pub fn shell_lines(&self) -> String {
+        use std::fmt::Write as _;
+        let url = self.url;
+        let mut out =
+            format!("# call-router sandbox listening on {url} (time scale {}, seed {})\n", self.time_scale, self.seed);
+        let mut export = |name: &str, value: &str| {
+            let _ = writeln!(out, "export {name}={}", shell_quote(value));
+        };
+        export(config::env::API_BASE_URL, url);
+        export(config::env::TASKROUTER_BASE_URL, url);
+        export(config::env::ACCOUNT_SID, self.account_sid);
+        match self.made_up_token {
+            // A made-up sandbox credential, not a secret of anyone's: the user needs it to connect.
+            Some(token) => {
+                export(config::env::AUTH_TOKEN, token);
+                let _ = writeln!(
+                    out,
+                    "# the account SID and token are made up; set both variables before starting the sandbox to choose your own"
+                );
+            }
+            None => {
+                let _ =
+                    writeln!(out, "# {} as set in the sandbox's environment (not printed)", config::env::AUTH_TOKEN);
+            }
+        }
+        for n in self.numbers {
+            let _ = writeln!(out, "# owns {n}");
+        }
+        let _ = writeln!(out, "# inspect: GET {url}/sandbox/log and {url}/sandbox/state (basic auth); Ctrl-C stops");
+        out
+    }
+}
+
+/// `value` as one shell word: unchanged when it holds only characters no shell treats
+/// specially, else in single quotes (a `'` inside becomes `'\''`).
+pub fn shell_quote(value: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-.,:/@%+=".contains(c);
+    if !value.is_empty() && value.chars().all(plain) {
+        return value.to_owned();
+    }
+    format!("'{}'", value.replace('\'', "'\\''"))
+}
+
+/// Writes `text` to `path` readable by its owner only, through a file beside it that is
+/// renamed into place, so a reader never sees half of it.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// `call-router bench`, or the baseline server it starts as a child process.
@@ -419,4 +511,68 @@ pub fn env_help() -> String {
         "Environment: {ACCOUNT_SID}, {AUTH_TOKEN}, {PUBLIC_URL}, {LISTEN}, {DATABASE_URL}, {API_BASE_URL}, \
          {TASKROUTER_BASE_URL}, {WORKSPACE_SID}, {WORKFLOW_SID}, {INSECURE_SKIP_SIGNATURES}"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `script` in bash, then prints the named variables one per line.
+    fn eval_in_bash(script: &str, names: &[&str]) -> Vec<String> {
+        let print: String = names.iter().map(|n| format!("printf '%s\\n' \"${n}\"; ")).collect();
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!("set -eu; eval \"$1\"; {print}"))
+            .arg("bash")
+            .arg(script)
+            .output()
+            .expect("running bash");
+        assert!(out.status.success(), "bash failed: {}\n{script}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn shell_quote_survives_a_shell_for_awkward_values() {
+        let values = ["plain-value_1.2", "", "it's", "a b", "$HOME `x` \"y\" \\z", "[::1]:8081", "*", "~user", "#x"];
+        let script: String = values.iter().enumerate().map(|(i, v)| format!("V{i}={}\n", shell_quote(v))).collect();
+        let names: Vec<String> = (0..values.len()).map(|i| format!("V{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        assert_eq!(eval_in_bash(&script, &names), values);
+        assert_eq!(shell_quote("http://127.0.0.1:8081"), "http://127.0.0.1:8081");
+    }
+
+    #[test]
+    fn sandbox_lines_evaluate_to_the_credentials_and_urls() {
+        let numbers = [twilio::E164::parse("+12025550143").unwrap()];
+        let env = SandboxEnv {
+            url: "http://[::1]:8081",
+            time_scale: 100.0,
+            seed: 3,
+            account_sid: "AC00000000000000000000000000000a11",
+            made_up_token: Some("tok'en $x"),
+            numbers: &numbers,
+        };
+        let text = env.shell_lines();
+        let got = eval_in_bash(
+            &text,
+            &[
+                config::env::API_BASE_URL,
+                config::env::TASKROUTER_BASE_URL,
+                config::env::ACCOUNT_SID,
+                config::env::AUTH_TOKEN,
+            ],
+        );
+        assert_eq!(got, ["http://[::1]:8081", "http://[::1]:8081", "AC00000000000000000000000000000a11", "tok'en $x"]);
+        // Every line is an export or a comment: nothing else reaches a shell that evaluates it.
+        for line in text.lines() {
+            assert!(line.starts_with("export ") || line.starts_with("# "), "{line:?}");
+        }
+        assert!(text.contains("# owns +12025550143"), "{text}");
+
+        // A token from the environment may be a real one: it is not printed.
+        let from_env = SandboxEnv { made_up_token: None, ..env }.shell_lines();
+        assert!(!from_env.contains("tok'en"), "{from_env}");
+        assert!(!from_env.contains(&format!("export {}", config::env::AUTH_TOKEN)), "{from_env}");
+        eval_in_bash(&from_env, &[config::env::ACCOUNT_SID]);
+    }
 }

@@ -17,12 +17,14 @@
 //! - [`app`]: wiring of the above into a running server.
 //! - [`listen`]: the listening socket: socket activation or `SO_REUSEPORT`.
 //! - [`drain`]: stopping without dropping work: the stop signal, requests in flight.
+//! - [`check`]: `call-router check`, whether a deployment can serve (config, database, Twilio, provisioning).
 //! - [`demo`]: `call-router demo`, a simulated business end to end against the sandbox.
 //! - [`bench`]: `call-router bench`, the speed figures beside a bare server's.
 //! - [`telemetry`]: logging set-up.
 
 pub mod app;
 pub mod bench;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod demo;

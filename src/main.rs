@@ -11,20 +11,23 @@ async fn main() -> ExitCode {
     call_router::twilio_api::install_crypto_provider();
     // The demo's report is the point, so its logs are quiet unless RUST_LOG asks.
     let default_filter = match args.command {
-        Command::Demo(_) => "warn",
+        Command::Demo(_) | Command::Check { .. } => "warn",
         _ => "info,sqlx=warn,tower_http=warn",
     };
     call_router::telemetry::init(args.json_logs, default_filter);
     let result = match &args.command {
         Command::Serve { config } => cli::run_serve(config.as_deref()).await,
         Command::Demo(demo) => call_router::demo::run_cli(demo).await,
+        Command::Check { config, health } => {
+            call_router::check::run_command(config.as_deref(), health.as_deref()).await
+        }
         Command::Locations { db, command } => cli::run_locations(db, command).await,
         Command::Provision { config, dry_run, prune } => {
             let options = call_router::provision::Options { dry_run: *dry_run, prune: *prune };
             call_router::provision::run_command(config.as_deref(), options).await
         }
-        Command::Sandbox { listen, time_scale, seed, numbers } => {
-            cli::run_sandbox(*listen, *time_scale, *seed, numbers).await
+        Command::Sandbox { listen, time_scale, seed, numbers, env_file } => {
+            cli::run_sandbox(*listen, *time_scale, *seed, numbers, env_file.as_deref()).await
         }
         Command::Bench { duration_secs, connections, json, serve_baseline } => {
             cli::run_bench(*duration_secs, *connections, *json, *serve_baseline).await
