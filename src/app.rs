@@ -44,7 +44,7 @@ impl Server {
             );
         }
         crate::stats::install();
-        let store = Store::connect(&settings.database_url).await?;
+        let store = Store::connect_with(&settings.database_url, settings.database).await?;
         let twilio = TwilioClient::new(&settings.twilio).context("building the Twilio client")?;
         let notifier = Notifier::default();
         let state = AppState::new(settings.clone(), store.clone(), notifier.clone());

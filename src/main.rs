@@ -26,8 +26,8 @@ async fn main() -> ExitCode {
         Command::Sandbox { listen, time_scale, seed, numbers } => {
             cli::run_sandbox(*listen, *time_scale, *seed, numbers).await
         }
-        Command::Bench { duration_secs, connections, json, serve_baseline } => {
-            cli::run_bench(*duration_secs, *connections, *json, *serve_baseline).await
+        Command::Bench { duration_secs, connections, json, database_url, serve_baseline } => {
+            cli::run_bench(*duration_secs, *connections, *json, database_url.clone(), *serve_baseline).await
         }
     };
     match result {

@@ -2,8 +2,11 @@
 //! raw events and the outbox.
 //!
 //! Queries are plain SQL over sqlx's `Any` driver with `$N` placeholders and
-//! only integer and text columns, so the same code runs on SQLite (the
-//! embedded default) and, later, PostgreSQL. SQLite runs in WAL mode with
+//! only integer (BIGINT) and text columns, so the same code runs on SQLite
+//! (the embedded default) and PostgreSQL. What differs by backend is set up
+//! in [`Store::connect_with`] only: the pool, the migrations
+//! (`migrations/sqlite`, `migrations/postgres`), how a write transaction
+//! begins, and SQLite's WAL checkpoints. SQLite runs in WAL mode with
 //! `synchronous=NORMAL`: a committed row survives a crash of this process.
 
 mod journeys;
@@ -52,12 +55,64 @@ pub fn now_ms() -> i64 {
 /// mode lets the reads run beside the write. The frequent writes
 /// (`reservation.created`, the dispatcher's results) go through `batcher`, a
 /// task that writes whatever has queued in one transaction (see [`batch`]).
+/// PostgreSQL keeps the same shape (one writer connection, the batcher),
+/// with a larger read pool.
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
     writer: AnyPool,
     batcher: mpsc::Sender<batch::Op>,
+    backend: Backend,
 }
+
+/// The database behind a store, from its URL's scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite://path`, `sqlite:path`, `sqlite::memory:`: the embedded default.
+    Sqlite,
+    /// `postgres://` or `postgresql://`, for several instances on one database.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a database URL names; an error for any other scheme.
+    pub fn of(url: &str) -> anyhow::Result<Backend> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            anyhow::bail!(
+                "unsupported database URL {}: use sqlite://FILE, sqlite::memory: or postgres://USER@HOST/DB",
+                redact_url(url)
+            )
+        }
+    }
+}
+
+/// The connection pool's limits (`[database]` in the config).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// On PostgreSQL, the most connections this process opens: one is the
+    /// writer's, the rest serve reads. SQLite always uses one writer and
+    /// [`SQLITE_READERS`] readers.
+    pub max_connections: u32,
+    /// How long a query waits for a free connection before it fails.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings { max_connections: 8, acquire_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// The read pool's size on SQLite, where reads run beside the one writer (WAL).
+pub const SQLITE_READERS: u32 = 4;
+/// A PostgreSQL connection idle this long is closed.
+const POSTGRES_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// A PostgreSQL connection is replaced after this long, so that none lives for ever.
+const POSTGRES_MAX_LIFETIME: Duration = Duration::from_secs(1800);
 
 /// One inbound call as stored.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -89,19 +144,29 @@ pub struct StatusRecord {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `url` and migrates it.
+    /// Opens (creating if needed) the database at `url` and migrates it,
+    /// with the default pool settings.
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
+        Store::connect_with(url, PoolSettings::default()).await
+    }
+
+    /// Opens the database at `url` (its scheme picks the backend: `sqlite:`
+    /// or `postgres:`/`postgresql:`) and migrates it.
+    pub async fn connect_with(url: &str, settings: PoolSettings) -> anyhow::Result<Store> {
         sqlx::any::install_default_drivers();
-        let url = sqlite_url_with_create(url);
-        let is_memory = url.contains(":memory:");
-        let options = |max: u32| {
+        let backend = Backend::of(url)?;
+        let url = match backend {
+            Backend::Sqlite => sqlite_url_with_create(url),
+            Backend::Postgres => url.to_owned(),
+        };
+        let is_memory = backend == Backend::Sqlite && url.contains(":memory:");
+        let options = |max: u32| match backend {
             // No ping before each acquire: a SQLite connection is a file
             // handle that cannot go stale, and the ping is a round trip to
-            // its worker thread on every query. (Worth turning back on for a
-            // network database.)
-            AnyPoolOptions::new()
+            // its worker thread on every query.
+            Backend::Sqlite => AnyPoolOptions::new()
                 .max_connections(max)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(settings.acquire_timeout)
                 .test_before_acquire(false)
                 .after_connect(|conn, _meta| {
                     Box::pin(async move {
@@ -115,29 +180,58 @@ impl Store {
                         conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
                         Ok(())
                     })
-                })
+                }),
+            // A network connection can die while it idles in the pool (a
+            // server restart, a failover, a firewall's timeout): each is
+            // pinged before use and replaced when it does not answer, and
+            // idle ones are closed after a while.
+            Backend::Postgres => AnyPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(settings.acquire_timeout)
+                .test_before_acquire(true)
+                .idle_timeout(Some(POSTGRES_IDLE_TIMEOUT))
+                .max_lifetime(Some(POSTGRES_MAX_LIFETIME)),
         };
         let open = |max: u32| {
             let url = url.clone();
-            async move { options(max).connect(&url).await.with_context(|| format!("opening database {}", redact_url(&url))) }
+            let pool = options(max);
+            async move { pool.connect(&url).await.with_context(|| format!("opening database {}", redact_url(&url))) }
         };
         // The writer opens (and so creates) the file before the readers do.
         let writer = open(1).await?;
         // An in-memory SQLite database exists per connection, so readers and
         // the writer must share the one connection there.
-        let pool = if is_memory { writer.clone() } else { open(4).await? };
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await.context("migrating the database")?;
+        let pool = match backend {
+            Backend::Sqlite if is_memory => writer.clone(),
+            Backend::Sqlite => open(SQLITE_READERS).await?,
+            // One of `max_connections` is the writer's.
+            Backend::Postgres => open(settings.max_connections.saturating_sub(1).max(1)).await?,
+        };
+        let migrated = match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await,
+        };
+        migrated.context("migrating the database")?;
         let (batcher, queue) = mpsc::channel(batch::QUEUE);
         // A delivery reads its journey, then writes it. On SQLite the write
         // lock is taken up front (BEGIN IMMEDIATE), so a second process on the
         // same file (a rolling restart) waits its turn in the busy handler
         // rather than failing with SQLITE_BUSY when it upgrades from a read.
-        let begin = if url.starts_with("sqlite:") { "BEGIN IMMEDIATE" } else { "BEGIN" };
+        // PostgreSQL locks the rows a transaction writes; a plain BEGIN.
+        let begin = match backend {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
+        };
         tokio::spawn(batch::run(writer.clone(), queue, begin));
-        if url.starts_with("sqlite:") && !is_memory {
+        if backend == Backend::Sqlite && !is_memory {
             tokio::spawn(checkpoints(pool.clone(), batcher.downgrade()));
         }
-        Ok(Store { pool, writer, batcher })
+        Ok(Store { pool, writer, batcher, backend })
+    }
+
+    /// Which database this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Hands one write to the batcher and waits for its answer, which comes
@@ -598,12 +692,32 @@ pub fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
     (!path.is_empty() && !path.contains(":memory:")).then(|| std::path::PathBuf::from(path))
 }
 
-/// A database URL with any password removed, for messages.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
-        _ => url.to_owned(),
+/// A database URL with any password removed, for messages: the user and
+/// password before `@`, and a `password=` query parameter.
+pub fn redact_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***{}", &base[..s], &base[at..]),
+        _ => base.to_owned(),
+    };
+    if let Some(q) = query {
+        let params: Vec<&str> = q
+            .split('&')
+            .map(|kv| {
+                if kv.split('=').next().is_some_and(|k| k.eq_ignore_ascii_case("password")) {
+                    "password=***"
+                } else {
+                    kv
+                }
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
 /// Group commit for the frequent writes: every journey delivery and the
@@ -795,6 +909,7 @@ mod tests {
     use super::*;
     use crate::config::AnsweredByPolicy;
     use crate::journey::{DialTarget, ReservationEnd};
+    use crate::test_backends::{Backend, TestDb};
     use twilio::E164;
 
     #[test]
@@ -807,11 +922,25 @@ mod tests {
         assert_eq!(sqlite_path("postgres://u:p@h/db"), None);
     }
 
-    async fn store() -> (Store, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        (Store::connect(&url).await.unwrap(), dir)
+    /// A store on a fresh database of `backend`; None when that backend is
+    /// not available here (see `test_backends`).
+    async fn store(backend: Backend) -> Option<(Store, TestDb)> {
+        let db = backend.database().await?;
+        let store = Store::connect(&db.url).await.unwrap();
+        assert_eq!(store.backend() == super::Backend::Postgres, backend == Backend::Postgres);
+        Some((store, db))
     }
+
+    on_both_backends!(
+        a_reservation_queues_one_dial_however_often_it_arrives,
+        a_journey_begins_at_any_event_and_keeps_one_row_per_caller,
+        a_dial_still_in_the_outbox_is_withdrawn_when_its_reservation_ends,
+        an_interrupted_dial_is_never_resent_but_an_update_is,
+        a_retry_waits_in_the_outbox_not_in_a_slot_and_lanes_are_separate,
+        a_failed_batch_is_written_again_one_by_one_so_only_the_bad_write_fails,
+        a_closed_database_is_an_error_for_every_caller,
+        concurrent_claims_hand_out_each_pending_action_once,
+    );
 
     const POLICY: Policy = Policy {
         max_queue_secs: 300,
@@ -856,9 +985,8 @@ mod tests {
         actions.iter().filter(|(k, _, _)| k.starts_with("dial:")).map(|(k, s, _)| (k.as_str(), *s)).collect()
     }
 
-    #[tokio::test]
-    async fn a_reservation_queues_one_dial_however_often_it_arrives() {
-        let (s, _d) = store().await;
+    async fn a_reservation_queues_one_dial_however_often_it_arrives(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
         s.deliver(arrived(1)).await.unwrap();
         let first = s.deliver(created(1, 1)).await.unwrap();
         assert_eq!(first.queued, 1);
@@ -874,9 +1002,8 @@ mod tests {
         assert_eq!(s.event_count("reservation.created").await.unwrap(), 2, "every delivery is audited");
     }
 
-    #[tokio::test]
-    async fn a_journey_begins_at_any_event_and_keeps_one_row_per_caller() {
-        let (s, _d) = store().await;
+    async fn a_journey_begins_at_any_event_and_keeps_one_row_per_caller(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
         // A Studio flow enqueued the caller: no /incoming-call came first.
         let d = s.deliver(created(2, 2)).await.unwrap();
         assert_eq!(d.queued, 1);
@@ -887,9 +1014,8 @@ mod tests {
         assert_eq!(calls[0].from_number, "+14155550100", "filled in when the caller's webhook came");
     }
 
-    #[tokio::test]
-    async fn a_dial_still_in_the_outbox_is_withdrawn_when_its_reservation_ends() {
-        let (s, _d) = store().await;
+    async fn a_dial_still_in_the_outbox_is_withdrawn_when_its_reservation_ends(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
         s.deliver(arrived(3)).await.unwrap();
         s.deliver(created(3, 3)).await.unwrap();
         let (task, reservation) = (sid("WT", 3), sid::<twilio::sid::ReservationSid>("WR", 3));
@@ -905,9 +1031,8 @@ mod tests {
         assert!(json.contains("not_placed"), "the journey knows the attempt made no call: {json}");
     }
 
-    #[tokio::test]
-    async fn an_interrupted_dial_is_never_resent_but_an_update_is() {
-        let (s, _d) = store().await;
+    async fn an_interrupted_dial_is_never_resent_but_an_update_is(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
         s.deliver(arrived(4)).await.unwrap();
         s.deliver(created(4, 4)).await.unwrap();
         let hang_up = Command::HangUp { leg: sid("CA", 99), round: 1 };
@@ -923,9 +1048,8 @@ mod tests {
         assert_eq!(s.due_journeys(now_ms() + 60_000, 10).await.unwrap().len(), 1, "it wants a tick for the lookup");
     }
 
-    #[tokio::test]
-    async fn a_retry_waits_in_the_outbox_not_in_a_slot_and_lanes_are_separate() {
-        let (s, _d) = store().await;
+    async fn a_retry_waits_in_the_outbox_not_in_a_slot_and_lanes_are_separate(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
         s.enqueue_command(&Command::HangUp { leg: sid("CA", 5), round: 1 }).await.unwrap();
         let rows = s.claim(Lane::Other, 10).await.unwrap();
         let later = now_ms() + 60_000;
@@ -944,17 +1068,21 @@ mod tests {
         assert_eq!((again.len(), again[0].attempts), (1, 2));
     }
 
-    #[tokio::test]
-    async fn a_failed_batch_is_written_again_one_by_one_so_only_the_bad_write_fails() {
-        let (s, _d) = store().await;
+    async fn a_failed_batch_is_written_again_one_by_one_so_only_the_bad_write_fails(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
         // One poisoned event makes its whole transaction fail.
-        sqlx::query(
-            "CREATE TRIGGER boom BEFORE INSERT ON events WHEN NEW.payload = 'boom'
-             BEGIN SELECT RAISE(ABORT, 'boom'); END",
-        )
-        .execute(&s.writer)
-        .await
-        .unwrap();
+        let trigger: &[&'static str] = match backend {
+            Backend::Sqlite => &["CREATE TRIGGER boom BEFORE INSERT ON events WHEN NEW.payload = 'boom'
+                 BEGIN SELECT RAISE(ABORT, 'boom'); END"],
+            Backend::Postgres => &[
+                "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN IF NEW.payload = 'boom' THEN RAISE EXCEPTION 'boom'; END IF; RETURN NEW; END $$",
+                "CREATE TRIGGER boom BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION boom()",
+            ],
+        };
+        for sql in trigger {
+            sqlx::query(*sql).execute(&s.writer).await.unwrap();
+        }
         // Hold the writer connection so that every request queues into one batch.
         let held = s.writer.acquire().await.unwrap();
         let mut tasks = tokio::task::JoinSet::new();
@@ -991,17 +1119,15 @@ mod tests {
         assert_eq!(s.deliver(created(200, 200)).await.unwrap().queued, 1);
     }
 
-    #[tokio::test]
-    async fn a_closed_database_is_an_error_for_every_caller() {
-        let (s, _d) = store().await;
+    async fn a_closed_database_is_an_error_for_every_caller(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
         s.writer.close().await;
         let (a, b) = tokio::join!(s.deliver(created(1, 1)), s.deliver(created(2, 2)));
         assert!(a.is_err() && b.is_err());
     }
 
-    #[tokio::test]
-    async fn concurrent_claims_hand_out_each_pending_action_once() {
-        let (s, _d) = store().await;
+    async fn concurrent_claims_hand_out_each_pending_action_once(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
         for i in 0..100 {
             s.enqueue_command(&Command::HangUp { leg: sid("CA", i), round: 1 }).await.unwrap();
         }
@@ -1047,5 +1173,11 @@ mod tests {
         assert_eq!(sqlite_url_with_create("sqlite://x.db"), "sqlite://x.db?mode=rwc");
         assert_eq!(sqlite_url_with_create("sqlite::memory:"), "sqlite::memory:");
         assert_eq!(redact_url("postgres://u:p@h/db"), "postgres://***@h/db");
+        assert_eq!(
+            redact_url("postgres://h:5432/db?user=u&password=p&sslmode=x"),
+            "postgres://h:5432/db?user=u&password=***&sslmode=x"
+        );
+        assert_eq!(redact_url("postgresql://u:p%40ss@h/db?password=p"), "postgresql://***@h/db?password=***");
+        assert_eq!(redact_url("sqlite://x.db?mode=rwc"), "sqlite://x.db?mode=rwc");
     }
 }
