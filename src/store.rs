@@ -22,7 +22,7 @@ use crate::outbox::{Lane, OutboxRow, OutboxState};
 use anyhow::Context as _;
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyPool, Connection as _, Executor, Row};
 use tokio::sync::{mpsc, oneshot};
 
 /// `SELECT … FROM calls` followed by the given clause, as a literal.
@@ -197,6 +197,15 @@ impl Store {
             let pool = options(max);
             async move { pool.connect(&url).await.with_context(|| format!("opening database {}", redact_url(&url))) }
         };
+        if backend == Backend::Postgres {
+            // A pool that cannot connect retries until its acquire timeout and
+            // then says only that it timed out; one plain connection first
+            // reports why (refused, no such database, authentication).
+            let probe = sqlx::AnyConnection::connect(&url)
+                .await
+                .with_context(|| format!("opening database {}", redact_url(&url)))?;
+            let _ = probe.close().await;
+        }
         // The writer opens (and so creates) the file before the readers do.
         let writer = open(1).await?;
         // An in-memory SQLite database exists per connection, so readers and
