@@ -45,7 +45,7 @@ impl Server {
         }
         crate::stats::install();
         let addr = listener.local_addr()?;
-        let store = Store::connect(&settings.database_url)
+        let store = Store::connect_with(&settings.database_url, settings.database)
             .await?
             .owned_by(&instance_name(addr), lease_ms(settings.twilio.request_timeout_ms));
         tracing::info!(instance = store.owner(), "this instance's name on the database");

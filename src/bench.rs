@@ -34,6 +34,8 @@ pub struct BenchOptions {
     pub duration: Duration,
     pub connections: usize,
     pub json: bool,
+    /// The server's database; `None`: a fresh SQLite file per start.
+    pub database_url: Option<String>,
 }
 
 /// Load figures for one target.
@@ -101,7 +103,10 @@ async fn measure(options: &BenchOptions) -> anyhow::Result<BenchReport> {
     let mut startup_ms = Vec::new();
     let mut server = None;
     for i in 0..3 {
-        let db = dir.join(format!("bench-{i}.db"));
+        let db = match &options.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", dir.join(format!("bench-{i}.db")).display()),
+        };
         let (child, url, elapsed) = start_server(&exe, &dir, &db, &fake_url).await?;
         startup_ms.push(elapsed.as_secs_f64() * 1000.0);
         if i < 2 {
@@ -208,17 +213,16 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-async fn start_server(exe: &Path, dir: &Path, db: &Path, fake_url: &str) -> anyhow::Result<(Child, String, Duration)> {
+async fn start_server(exe: &Path, dir: &Path, db: &str, fake_url: &str) -> anyhow::Result<(Child, String, Duration)> {
     let port = free_port()?;
     let url = format!("http://127.0.0.1:{port}");
     let config = dir.join("bench.toml");
     std::fs::write(
         &config,
         format!(
-            "public_url = \"{url}\"\nlisten = \"127.0.0.1:{port}\"\ndatabase_url = \"sqlite://{}\"\n\
+            "public_url = \"{url}\"\nlisten = \"127.0.0.1:{port}\"\ndatabase_url = {db:?}\n\
              [twilio]\naccount_sid = \"{ACCOUNT}\"\napi_base_url = \"{fake_url}\"\ntaskrouter_base_url = \"{fake_url}\"\n\
              workspace_sid = \"{WORKSPACE}\"\nworkflow_sid = \"{WORKFLOW}\"\n",
-            db.display()
         ),
     )?;
     let log = std::fs::File::create(dir.join("server.log"))?;

@@ -71,6 +71,10 @@ pub enum Command {
         /// Print one JSON document instead of the table.
         #[arg(long)]
         json: bool,
+        /// The server's database (postgres://… to measure PostgreSQL; its tables are reused);
+        /// default: a fresh SQLite file per start in a temporary directory.
+        #[arg(long)]
+        database_url: Option<String>,
         /// Internal: serve the bare baseline on ADDR (the benchmark starts this itself).
         #[arg(long, value_name = "ADDR", hide = true)]
         serve_baseline: Option<std::net::SocketAddr>,
@@ -487,6 +491,7 @@ pub async fn run_bench(
     duration_secs: u64,
     connections: usize,
     json: bool,
+    database_url: Option<String>,
     serve_baseline: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<()> {
     if let Some(addr) = serve_baseline {
@@ -500,6 +505,7 @@ pub async fn run_bench(
         duration: std::time::Duration::from_secs(duration_secs),
         connections,
         json,
+        database_url,
     })
     .await
 }

@@ -57,6 +57,8 @@ pub struct Settings {
     /// journeys (`reconcile_secs`); it also runs at start-up.
     pub reconcile_secs: u64,
     pub database_url: String,
+    /// The database connection pool (`[database]`).
+    pub database: crate::store::PoolSettings,
     pub twilio: TwilioSettings,
     pub security: SecuritySettings,
     pub dialing: DialingSettings,
@@ -151,6 +153,8 @@ struct RawSettings {
     reconcile_secs: Option<u64>,
     database_url: Option<String>,
     #[serde(default)]
+    database: RawDatabase,
+    #[serde(default)]
     twilio: RawTwilio,
     #[serde(default)]
     security: RawSecurity,
@@ -162,6 +166,13 @@ struct RawSettings {
     provision: RawProvision,
     #[serde(default)]
     locations: Vec<LocationSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    max_connections: Option<u32>,
+    acquire_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -285,12 +296,20 @@ impl Settings {
 
         let database_url =
             pick(env::DATABASE_URL, raw.database_url).unwrap_or_else(|| "sqlite://call-router.db".to_owned());
-        if !database_url.starts_with("sqlite:") {
-            return Err(invalid(
-                "database_url",
-                format!("{database_url:?}: only sqlite: URLs are supported in this build"),
-            ));
+        crate::store::Backend::of(&database_url).map_err(|e| invalid("database_url", e.to_string()))?;
+        let pool_defaults = crate::store::PoolSettings::default();
+        let max_connections = raw.database.max_connections.unwrap_or(pool_defaults.max_connections);
+        if !(2..=1000).contains(&max_connections) {
+            return Err(invalid("database.max_connections", "must be between 2 and 1000"));
         }
+        let acquire_timeout_secs = raw.database.acquire_timeout_secs.unwrap_or(pool_defaults.acquire_timeout.as_secs());
+        if !(1..=300).contains(&acquire_timeout_secs) {
+            return Err(invalid("database.acquire_timeout_secs", "must be between 1 and 300"));
+        }
+        let database = crate::store::PoolSettings {
+            max_connections,
+            acquire_timeout: std::time::Duration::from_secs(acquire_timeout_secs),
+        };
 
         let account_sid = pick(env::ACCOUNT_SID, raw.twilio.account_sid).ok_or_else(|| {
             invalid("twilio.account_sid", format!("is required (set it in the file or {})", env::ACCOUNT_SID))
@@ -425,6 +444,7 @@ impl Settings {
             drain_secs,
             reconcile_secs,
             database_url,
+            database,
             twilio: TwilioSettings {
                 account_sid,
                 auth_token,
@@ -504,6 +524,31 @@ auth_token = "secret-token"
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    #[test]
+    fn database_urls_and_pool_settings_are_checked() {
+        let s = Settings::from_toml(MIN, no_env).unwrap();
+        assert_eq!(s.database_url, "sqlite://call-router.db");
+        assert_eq!(s.database, crate::store::PoolSettings::default());
+        let with = |top: &str, section: &str| {
+            Settings::from_toml(&format!("{top}\n{MIN}[database]\n{section}\n"), no_env).map_err(|e| e.to_string())
+        };
+        for url in ["postgres://router:pw@db.example.com:5432/calls", "postgresql://db/calls", "sqlite::memory:"] {
+            let s = with(&format!("database_url = {url:?}"), "").unwrap();
+            assert_eq!(s.database_url, url);
+        }
+        let s = with("", "max_connections = 20\nacquire_timeout_secs = 3").unwrap();
+        assert_eq!((s.database.max_connections, s.database.acquire_timeout), (20, std::time::Duration::from_secs(3)));
+        let e = with("database_url = \"mysql://u:secret@h/db\"", "").unwrap_err();
+        assert!(e.starts_with("database_url:") && e.contains("postgres://"), "{e}");
+        assert!(!e.contains("secret"), "the password is not repeated: {e}");
+        let e = with("", "max_connections = 1").unwrap_err();
+        assert!(e.starts_with("database.max_connections:"), "{e}");
+        let e = with("", "acquire_timeout_secs = 0").unwrap_err();
+        assert!(e.starts_with("database.acquire_timeout_secs:"), "{e}");
+        let e = with("", "pool = 3").unwrap_err();
+        assert!(e.contains("pool"), "unknown keys are refused: {e}");
     }
 
     #[test]

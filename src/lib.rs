@@ -5,7 +5,7 @@
 //! - [`domain`]: checked types: locations, task attributes, call outcomes.
 //! - [`hours`]: business hours in a location's time zone (pure).
 //! - [`ivr`]: which TwiML the caller gets (pure).
-//! - [`store`]: SQLite (sqlx Any) persistence: locations, journeys and their `calls` rows, events, outbox.
+//! - [`store`]: SQLite or PostgreSQL (sqlx Any) persistence: locations, journeys and their `calls` rows, events, outbox.
 //! - [`journey`]: one inbound call's lifecycle as a pure state machine; it alone decides.
 //! - [`timers`]: ticks for journeys whose wake-up time has come.
 //! - [`outbox`]: the Twilio requests we owe, written before a webhook answers.
@@ -21,6 +21,13 @@
 //! - [`demo`]: `call-router demo`, a simulated business end to end against the sandbox.
 //! - [`bench`]: `call-router bench`, the speed figures beside a bare server's.
 //! - [`telemetry`]: logging set-up.
+
+// The test databases (SQLite, PostgreSQL) and `on_both_backends!`, shared
+// with the integration tests.
+#[cfg(test)]
+#[macro_use]
+#[path = "../tests/common/backends.rs"]
+mod test_backends;
 
 pub mod app;
 pub mod bench;

@@ -759,7 +759,7 @@ pub async fn run_command(config: Option<&Path>, options: Options) -> anyhow::Res
         }
         _ => settings.database_url.clone(),
     };
-    let store = Store::connect(&database_url).await?;
+    let store = Store::connect_with(&database_url, settings.database).await?;
     let mut report = Report { echo: true, ..Report::default() };
     run(&settings, &store, options, &mut report).await?;
     Ok(())

@@ -2,8 +2,11 @@
 //! raw events and the outbox.
 //!
 //! Queries are plain SQL over sqlx's `Any` driver with `$N` placeholders and
-//! only integer and text columns, so the same code runs on SQLite (the
-//! embedded default) and, later, PostgreSQL. SQLite runs in WAL mode with
+//! only integer (BIGINT) and text columns, so the same code runs on SQLite
+//! (the embedded default) and PostgreSQL. What differs by backend is set up
+//! in [`Store::connect_with`] only: the pool, the migrations
+//! (`migrations/sqlite`, `migrations/postgres`), how a write transaction
+//! begins, and SQLite's WAL checkpoints. SQLite runs in WAL mode with
 //! `synchronous=NORMAL`: a committed row survives a crash of this process.
 
 mod batch;
@@ -24,7 +27,7 @@ use crate::outbox::{Lane, OutboxRow, OutboxState};
 use anyhow::Context as _;
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyPool, Connection as _, Executor, Row};
 use tokio::sync::{mpsc, oneshot};
 
 /// `SELECT … FROM calls` followed by the given clause, as a literal.
@@ -61,6 +64,8 @@ pub fn now_ms() -> i64 {
 /// mode lets the reads run beside the write. The frequent writes
 /// (`reservation.created`, the dispatcher's results) go through `batcher`, a
 /// task that writes whatever has queued in one transaction (see [`batch`]).
+/// PostgreSQL keeps the same shape (one writer connection, the batcher),
+/// with a larger read pool.
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
@@ -68,7 +73,57 @@ pub struct Store {
     batcher: mpsc::Sender<batch::Op>,
     /// This instance's name and how long its claims on the outbox last.
     lease: Lease,
+    backend: Backend,
 }
+
+/// The database behind a store, from its URL's scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite://path`, `sqlite:path`, `sqlite::memory:`: the embedded default.
+    Sqlite,
+    /// `postgres://` or `postgresql://`, for several instances on one database.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a database URL names; an error for any other scheme.
+    pub fn of(url: &str) -> anyhow::Result<Backend> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            anyhow::bail!(
+                "unsupported database URL {}: use sqlite://FILE, sqlite::memory: or postgres://USER@HOST/DB",
+                redact_url(url)
+            )
+        }
+    }
+}
+
+/// The connection pool's limits (`[database]` in the config).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// On PostgreSQL, the most connections this process opens: one is the
+    /// writer's, the rest serve reads. SQLite always uses one writer and
+    /// [`SQLITE_READERS`] readers.
+    pub max_connections: u32,
+    /// How long a query waits for a free connection before it fails.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings { max_connections: 8, acquire_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// The read pool's size on SQLite, where reads run beside the one writer (WAL).
+pub const SQLITE_READERS: u32 = 4;
+/// A PostgreSQL connection idle this long is closed.
+const POSTGRES_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// A PostgreSQL connection is replaced after this long, so that none lives for ever.
+const POSTGRES_MAX_LIFETIME: Duration = Duration::from_secs(1800);
 
 /// One inbound call as stored.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -100,19 +155,29 @@ pub struct StatusRecord {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `url` and migrates it.
+    /// Opens (creating if needed) the database at `url` and migrates it,
+    /// with the default pool settings.
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
+        Store::connect_with(url, PoolSettings::default()).await
+    }
+
+    /// Opens the database at `url` (its scheme picks the backend: `sqlite:`
+    /// or `postgres:`/`postgresql:`) and migrates it.
+    pub async fn connect_with(url: &str, settings: PoolSettings) -> anyhow::Result<Store> {
         sqlx::any::install_default_drivers();
-        let url = sqlite_url_with_create(url);
-        let is_memory = url.contains(":memory:");
-        let options = |max: u32| {
+        let backend = Backend::of(url)?;
+        let url = match backend {
+            Backend::Sqlite => sqlite_url_with_create(url),
+            Backend::Postgres => url.to_owned(),
+        };
+        let is_memory = backend == Backend::Sqlite && url.contains(":memory:");
+        let options = |max: u32| match backend {
             // No ping before each acquire: a SQLite connection is a file
             // handle that cannot go stale, and the ping is a round trip to
-            // its worker thread on every query. (Worth turning back on for a
-            // network database.)
-            AnyPoolOptions::new()
+            // its worker thread on every query.
+            Backend::Sqlite => AnyPoolOptions::new()
                 .max_connections(max)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(settings.acquire_timeout)
                 .test_before_acquire(false)
                 .after_connect(|conn, _meta| {
                     Box::pin(async move {
@@ -126,36 +191,74 @@ impl Store {
                         conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
                         Ok(())
                     })
-                })
+                }),
+            // A network connection can die while it idles in the pool (a
+            // server restart, a failover, a firewall's timeout): each is
+            // pinged before use and replaced when it does not answer, and
+            // idle ones are closed after a while.
+            Backend::Postgres => AnyPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(settings.acquire_timeout)
+                .test_before_acquire(true)
+                .idle_timeout(Some(POSTGRES_IDLE_TIMEOUT))
+                .max_lifetime(Some(POSTGRES_MAX_LIFETIME)),
         };
         let open = |max: u32| {
             let url = url.clone();
-            async move { options(max).connect(&url).await.with_context(|| format!("opening database {}", redact_url(&url))) }
+            let pool = options(max);
+            async move { pool.connect(&url).await.with_context(|| format!("opening database {}", redact_url(&url))) }
         };
+        if backend == Backend::Postgres {
+            // A pool that cannot connect retries until its acquire timeout and
+            // then says only that it timed out; one plain connection first
+            // reports why (refused, no such database, authentication).
+            let probe = sqlx::AnyConnection::connect(&url)
+                .await
+                .with_context(|| format!("opening database {}", redact_url(&url)))?;
+            let _ = probe.close().await;
+        }
         // The writer opens (and so creates) the file before the readers do.
         let writer = open(1).await?;
         // An in-memory SQLite database exists per connection, so readers and
         // the writer must share the one connection there.
-        let pool = if is_memory { writer.clone() } else { open(4).await? };
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await.context("migrating the database")?;
+        let pool = match backend {
+            Backend::Sqlite if is_memory => writer.clone(),
+            Backend::Sqlite => open(SQLITE_READERS).await?,
+            // One of `max_connections` is the writer's.
+            Backend::Postgres => open(settings.max_connections.saturating_sub(1).max(1)).await?,
+        };
+        let migrated = match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await,
+        };
+        migrated.context("migrating the database")?;
         let (batcher, queue) = mpsc::channel(batch::QUEUE);
         match sqlite_path(&url) {
             // A SQLite file: the batches go to a thread with its own
             // connection (see `lite`).
-            Some(path) => batch::spawn_lite(lite::open(&path)?, queue)?,
+            Some(path) if backend == Backend::Sqlite => batch::spawn_lite(lite::open(&path)?, queue)?,
             // A delivery reads its journey, then writes it. On SQLite the
             // write lock is taken up front (BEGIN IMMEDIATE), so that nothing
-            // fails with SQLITE_BUSY when it upgrades from a read.
-            None => {
-                let begin = if url.starts_with("sqlite:") { "BEGIN IMMEDIATE" } else { "BEGIN" };
+            // fails with SQLITE_BUSY when it upgrades from a read. PostgreSQL
+            // locks the rows a transaction writes; a plain BEGIN.
+            _ => {
+                let begin = match backend {
+                    Backend::Sqlite => "BEGIN IMMEDIATE",
+                    Backend::Postgres => "BEGIN",
+                };
                 tokio::spawn(batch::run(batch::SqlxWriter::new(writer.clone(), begin), queue));
             }
         }
-        if url.starts_with("sqlite:") && !is_memory {
+        if backend == Backend::Sqlite && !is_memory {
             tokio::spawn(checkpoints(pool.clone(), batcher.downgrade()));
         }
         let lease = Lease { owner: format!("store-{:016x}", rand::random::<u64>()).into(), ms: DEFAULT_LEASE_MS };
-        Ok(Store { pool, writer, batcher, lease })
+        Ok(Store { pool, writer, batcher, lease, backend })
+    }
+
+    /// Which database this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Hands one write to the batcher and waits for its answer, which comes
@@ -578,12 +681,32 @@ pub fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
     (!path.is_empty() && !path.contains(":memory:")).then(|| std::path::PathBuf::from(path))
 }
 
-/// A database URL with any password removed, for messages.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
-        _ => url.to_owned(),
+/// A database URL with any password removed, for messages: the user and
+/// password before `@`, and a `password=` query parameter.
+pub fn redact_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***{}", &base[..s], &base[at..]),
+        _ => base.to_owned(),
+    };
+    if let Some(q) = query {
+        let params: Vec<&str> = q
+            .split('&')
+            .map(|kv| {
+                if kv.split('=').next().is_some_and(|k| k.eq_ignore_ascii_case("password")) {
+                    "password=***"
+                } else {
+                    kv
+                }
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
 #[cfg(test)]
@@ -593,6 +716,7 @@ mod tests {
     use super::*;
     use crate::config::AnsweredByPolicy;
     use crate::journey::{DialTarget, Event, ReservationEnd};
+    use crate::test_backends::{Backend, TestDb};
     use twilio::E164;
 
     #[test]
@@ -605,11 +729,28 @@ mod tests {
         assert_eq!(sqlite_path("postgres://u:p@h/db"), None);
     }
 
-    async fn store() -> (Store, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        (Store::connect(&url).await.unwrap(), dir)
+    /// A store on a fresh database of `backend`; None when that backend is
+    /// not available here (see `test_backends`).
+    async fn store(backend: Backend) -> Option<(Store, TestDb)> {
+        let db = backend.database().await?;
+        let store = Store::connect(&db.url).await.unwrap();
+        assert_eq!(store.backend() == super::Backend::Postgres, backend == Backend::Postgres);
+        Some((store, db))
     }
+
+    on_both_backends!(
+        a_reservation_queues_one_dial_however_often_it_arrives,
+        a_journey_begins_at_any_event_and_keeps_one_row_per_caller,
+        a_dial_still_in_the_outbox_is_withdrawn_when_its_reservation_ends,
+        an_interrupted_dial_is_never_resent_but_an_update_is,
+        a_retry_waits_in_the_outbox_not_in_a_slot_and_lanes_are_separate,
+        a_failed_batch_is_written_again_one_by_one_so_only_the_bad_write_fails,
+        a_closed_database_is_an_error_for_every_caller,
+        a_database_that_refuses_writes_is_an_error_for_every_caller,
+        concurrent_claims_hand_out_each_pending_action_once,
+        a_claim_whose_lease_expired_is_taken_over_by_another_instance,
+        one_instance_at_a_time_holds_a_named_lease,
+    );
 
     const POLICY: Policy = Policy {
         max_queue_secs: 300,
@@ -654,9 +795,8 @@ mod tests {
         actions.iter().filter(|(k, _, _)| k.starts_with("dial:")).map(|(k, s, _)| (k.as_str(), *s)).collect()
     }
 
-    #[tokio::test]
-    async fn a_reservation_queues_one_dial_however_often_it_arrives() {
-        let (s, _d) = store().await;
+    async fn a_reservation_queues_one_dial_however_often_it_arrives(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
         s.deliver(arrived(1)).await.unwrap();
         let first = s.deliver(created(1, 1)).await.unwrap();
         assert_eq!(first.queued, 1);
@@ -672,9 +812,8 @@ mod tests {
         assert_eq!(s.event_count("reservation.created").await.unwrap(), 2, "every delivery is audited");
     }
 
-    #[tokio::test]
-    async fn a_journey_begins_at_any_event_and_keeps_one_row_per_caller() {
-        let (s, _d) = store().await;
+    async fn a_journey_begins_at_any_event_and_keeps_one_row_per_caller(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
         // A Studio flow enqueued the caller: no /incoming-call came first.
         let d = s.deliver(created(2, 2)).await.unwrap();
         assert_eq!(d.queued, 1);
@@ -685,9 +824,8 @@ mod tests {
         assert_eq!(calls[0].from_number, "+14155550100", "filled in when the caller's webhook came");
     }
 
-    #[tokio::test]
-    async fn a_dial_still_in_the_outbox_is_withdrawn_when_its_reservation_ends() {
-        let (s, _d) = store().await;
+    async fn a_dial_still_in_the_outbox_is_withdrawn_when_its_reservation_ends(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
         s.deliver(arrived(3)).await.unwrap();
         s.deliver(created(3, 3)).await.unwrap();
         let (task, reservation) = (sid("WT", 3), sid::<twilio::sid::ReservationSid>("WR", 3));
@@ -703,9 +841,8 @@ mod tests {
         assert!(json.contains("not_placed"), "the journey knows the attempt made no call: {json}");
     }
 
-    #[tokio::test]
-    async fn an_interrupted_dial_is_never_resent_but_an_update_is() {
-        let (s, _d) = store().await;
+    async fn an_interrupted_dial_is_never_resent_but_an_update_is(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
         s.deliver(arrived(4)).await.unwrap();
         s.deliver(created(4, 4)).await.unwrap();
         let hang_up = Command::HangUp { leg: sid("CA", 99), round: 1 };
@@ -727,9 +864,8 @@ mod tests {
         assert_eq!(s.due_journeys(now_ms() + 60_000, 10).await.unwrap().len(), 1, "it wants a tick for the lookup");
     }
 
-    #[tokio::test]
-    async fn a_claim_whose_lease_expired_is_taken_over_by_another_instance() {
-        let (s, _d) = store().await;
+    async fn a_claim_whose_lease_expired_is_taken_over_by_another_instance(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
         s.deliver(arrived(5)).await.unwrap();
         s.deliver(created(5, 5)).await.unwrap();
         s.enqueue_command(&Command::HangUp { leg: sid("CA", 98), round: 1 }).await.unwrap();
@@ -749,9 +885,8 @@ mod tests {
         assert_eq!(dead.take_over(Orphans::ExpiredAndMine, POLICY).await.unwrap(), (0, 0));
     }
 
-    #[tokio::test]
-    async fn one_instance_at_a_time_holds_a_named_lease() {
-        let (s, _d) = store().await;
+    async fn one_instance_at_a_time_holds_a_named_lease(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
         let (a, b) = (s.clone().owned_by("a", 60_000), s.clone().owned_by("b", 60_000));
         assert!(a.hold_lease("reconciler", 60_000).await.unwrap());
         assert!(!b.hold_lease("reconciler", 60_000).await.unwrap(), "held by a");
@@ -763,9 +898,8 @@ mod tests {
         assert!(!b.hold_lease("reconciler", 60_000).await.unwrap());
     }
 
-    #[tokio::test]
-    async fn a_retry_waits_in_the_outbox_not_in_a_slot_and_lanes_are_separate() {
-        let (s, _d) = store().await;
+    async fn a_retry_waits_in_the_outbox_not_in_a_slot_and_lanes_are_separate(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
         s.enqueue_command(&Command::HangUp { leg: sid("CA", 5), round: 1 }).await.unwrap();
         let rows = s.claim(Lane::Other, 10).await.unwrap();
         let later = now_ms() + 60_000;
@@ -784,19 +918,28 @@ mod tests {
         assert_eq!((again.len(), again[0].attempts), (1, 2));
     }
 
-    #[tokio::test]
-    async fn a_failed_batch_is_written_again_one_by_one_so_only_the_bad_write_fails() {
-        let (s, _d) = store().await;
+    async fn a_failed_batch_is_written_again_one_by_one_so_only_the_bad_write_fails(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
         // One poisoned event makes its whole transaction fail.
-        sqlx::query(
-            "CREATE TRIGGER boom BEFORE INSERT ON events WHEN NEW.payload = 'boom'
-             BEGIN SELECT RAISE(ABORT, 'boom'); END",
-        )
-        .execute(&s.writer)
-        .await
-        .unwrap();
-        // Hold the writer connection so that every request queues into one batch.
-        let held = s.writer.acquire().await.unwrap();
+        let trigger: &[&'static str] = match backend {
+            Backend::Sqlite => &["CREATE TRIGGER boom BEFORE INSERT ON events WHEN NEW.payload = 'boom'
+                 BEGIN SELECT RAISE(ABORT, 'boom'); END"],
+            Backend::Postgres => &[
+                "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN IF NEW.payload = 'boom' THEN RAISE EXCEPTION 'boom'; END IF; RETURN NEW; END $$",
+                "CREATE TRIGGER boom BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION boom()",
+            ],
+        };
+        for sql in trigger {
+            sqlx::query(*sql).execute(&s.writer).await.unwrap();
+        }
+        // Hold the writer so that the requests queue into one batch: on
+        // PostgreSQL its pooled connection; on a SQLite file, whose writer is
+        // a thread with its own connection, the database's write lock.
+        let mut held = s.writer.acquire().await.unwrap();
+        if backend == Backend::Sqlite {
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut *held).await.unwrap();
+        }
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..20 {
             let s = s.clone();
@@ -809,6 +952,9 @@ mod tests {
             });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+        if backend == Backend::Sqlite {
+            sqlx::query("ROLLBACK").execute(&mut *held).await.unwrap();
+        }
         drop(held);
         let (mut errors, mut queued) = (0, 0);
         while let Some(r) = tasks.join_next().await {
@@ -831,34 +977,38 @@ mod tests {
         assert_eq!(s.deliver(created(200, 200)).await.unwrap().queued, 1);
     }
 
-    #[tokio::test]
-    async fn a_closed_database_is_an_error_for_every_caller() {
-        // In memory, the batches go through sqlx's pool, which is closed here.
-        let s = Store::connect("sqlite::memory:").await.unwrap();
+    async fn a_closed_database_is_an_error_for_every_caller(backend: Backend) {
+        // The batches go through sqlx's writer pool, which is closed here: on
+        // PostgreSQL, and on SQLite in memory (a SQLite file's writer is its
+        // own thread: see the next test).
+        let (s, _d) = match backend {
+            Backend::Sqlite => (Store::connect("sqlite::memory:").await.unwrap(), None),
+            Backend::Postgres => match store(backend).await {
+                Some((s, d)) => (s, Some(d)),
+                None => return,
+            },
+        };
         s.writer.close().await;
         let (a, b) = tokio::join!(s.deliver(created(1, 1)), s.deliver(created(2, 2)));
         assert!(a.is_err() && b.is_err());
     }
 
-    #[tokio::test]
-    async fn a_database_that_refuses_writes_is_an_error_for_every_caller() {
-        // On a file, the batches go to the SQLite writer thread; a table it
-        // writes to is gone, so every write of the batch, and each written
-        // again alone, fails.
-        let (s, _d) = store().await;
+    async fn a_database_that_refuses_writes_is_an_error_for_every_caller(backend: Backend) {
+        // A table the writer writes to is gone, so every write of the batch,
+        // and each written again alone, fails.
+        let Some((s, _d)) = store(backend).await else { return };
         sqlx::query("DROP TABLE call_statuses").execute(&s.pool).await.unwrap();
         sqlx::query("DROP TABLE events").execute(&s.pool).await.unwrap();
         let (a, b) = tokio::join!(s.deliver(created(1, 1)), s.deliver(created(2, 2)));
-        let (a, b) = (a.unwrap_err(), b.unwrap_err());
-        assert!(format!("{a:#}").contains("no such table"), "{a:#}");
-        assert!(format!("{b:#}").contains("no such table"), "{b:#}");
+        let (a, b) = (format!("{:#}", a.unwrap_err()), format!("{:#}", b.unwrap_err()));
+        assert!(a.contains("events"), "{a}");
+        assert!(b.contains("events"), "{b}");
         // Nothing of either was kept.
         assert!(s.actions().await.unwrap().is_empty());
     }
 
-    #[tokio::test]
-    async fn concurrent_claims_hand_out_each_pending_action_once() {
-        let (s, _d) = store().await;
+    async fn concurrent_claims_hand_out_each_pending_action_once(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
         for i in 0..100 {
             s.enqueue_command(&Command::HangUp { leg: sid("CA", i), round: 1 }).await.unwrap();
         }
@@ -904,5 +1054,11 @@ mod tests {
         assert_eq!(sqlite_url_with_create("sqlite://x.db"), "sqlite://x.db?mode=rwc");
         assert_eq!(sqlite_url_with_create("sqlite::memory:"), "sqlite::memory:");
         assert_eq!(redact_url("postgres://u:p@h/db"), "postgres://***@h/db");
+        assert_eq!(
+            redact_url("postgres://h:5432/db?user=u&password=p&sslmode=x"),
+            "postgres://h:5432/db?user=u&password=***&sslmode=x"
+        );
+        assert_eq!(redact_url("postgresql://u:p%40ss@h/db?password=p"), "postgresql://***@h/db?password=***");
+        assert_eq!(redact_url("sqlite://x.db?mode=rwc"), "sqlite://x.db?mode=rwc");
     }
 }

@@ -11,15 +11,21 @@
 //! and every fault rule's draws. The interleaving of real processes is not,
 //! so two runs may differ in detail; the assertions are about every call.
 //!
+//! It runs on SQLite (`chaos_no_caller_lost`) and on PostgreSQL
+//! (`chaos_no_caller_lost_on_postgres`, see `common/backends.rs`).
+//!
 //! Run it: `cargo nextest run --test chaos --no-capture`; `CHAOS_LISTENER=bound` for serve binding its own socket
 //! (`CHAOS_KEEP=1` keeps the config, the database and each serve's log).
 
+#[path = "common/backends.rs"]
+mod backends;
 #[path = "chaos/harness.rs"]
 mod harness;
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use backends::Backend;
 use call_router::demo::scenario::Scenario;
 use harness::{Disruption, Figures, Listener, Options, Rolling};
 use rand::rngs::StdRng;
@@ -265,11 +271,30 @@ fn assert_no_caller_lost(f: &Figures) {
     );
 }
 
+/// The whole run on a fresh database of `backend`. On SQLite that is the
+/// harness's own file, in the directory `CHAOS_KEEP` keeps.
+async fn no_caller_lost(backend: Backend) {
+    let db = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => match backend.database().await {
+            Some(db) => Some(db),
+            None => return,
+        },
+    };
+    let opts = Options { database_url: db.as_ref().map(|d| d.url.clone()), ..options() };
+    let figures = harness::run(&opts).await.expect("the chaos run could not be set up");
+    println!("{backend:?}:\n{}", figures.table(MAX_LOST_SHARE));
+    assert_no_caller_lost(&figures);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_no_caller_lost() {
-    let figures = harness::run(&options()).await.expect("the chaos run could not be set up");
-    println!("{}", figures.table(MAX_LOST_SHARE));
-    assert_no_caller_lost(&figures);
+    no_caller_lost(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_no_caller_lost_on_postgres() {
+    no_caller_lost(Backend::Postgres).await;
 }
 
 /// The run is the one issue 8 describes: checked without running it.

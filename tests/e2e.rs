@@ -2,10 +2,16 @@
 //! `provision::run`, driven by simulated callers and location phones. Each case asserts the
 //! outcome the server recorded and the requests the two exchanged, read from the sandbox's
 //! request log (what the sandbox sent is Twilio's webhooks; what it received is the server's
-//! REST calls).
+//! REST calls). Each case runs on SQLite (`sqlite::`) and on PostgreSQL (`postgres::`, see
+//! `common/backends.rs`).
+
+#[path = "common/backends.rs"]
+#[macro_use]
+mod backends;
 
 use std::time::Duration;
 
+use backends::{Backend, TestDb};
 use call_router::app::Server;
 use call_router::config::Settings;
 use call_router::domain::{LocationSpec, Outcome};
@@ -30,7 +36,7 @@ struct World {
     sandbox: sandbox::Sandbox,
     client: SandboxClient,
     store: Store,
-    _dir: tempfile::TempDir,
+    _db: TestDb,
 }
 
 fn location(name: &str, number: &str, phone: &str, open: bool) -> LocationSpec {
@@ -52,26 +58,27 @@ fn location(name: &str, number: &str, phone: &str, open: bool) -> LocationSpec {
     }
 }
 
-/// The sandbox, the server pointed at it, `north` (open, on MAIN) and `night` (never open, on
-/// NIGHT) provisioned, and north's phone set to `north_phone`.
-async fn world(north_phone: Behaviour) -> World {
-    world_with(north_phone, "").await
+/// The sandbox, the server pointed at it on a fresh database of `backend`, `north` (open, on
+/// MAIN) and `night` (never open, on NIGHT) provisioned, and north's phone set to
+/// `north_phone`. None when the backend is not available here (see `backends`).
+async fn world(backend: Backend, north_phone: Behaviour) -> Option<World> {
+    world_with(backend, north_phone, "").await
 }
 
 /// As [`world`], with extra TOML appended to the server's settings.
-async fn world_with(north_phone: Behaviour, extra_toml: &str) -> World {
+async fn world_with(backend: Backend, north_phone: Behaviour, extra_toml: &str) -> Option<World> {
+    let db = backend.database().await?;
     let sb_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sandbox = sandbox::start(sandbox::Config::random(TIME_SCALE, 7), sb_listener).await.unwrap();
     let (account, token, sb_url) = (sandbox.account_sid().to_string(), sandbox.auth_token().to_owned(), sandbox.url());
     let client = SandboxClient::new(&sb_url, &account, &token);
 
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("e2e.db").display());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let text = format!(
-        "public_url = {url:?}\ndatabase_url = {db:?}\n[twilio]\naccount_sid = {account:?}\nauth_token = {token:?}\n\
-         api_base_url = {sb_url:?}\ntaskrouter_base_url = {sb_url:?}\nrequest_timeout_ms = 5000\n{extra_toml}"
+        "public_url = {url:?}\ndatabase_url = {:?}\n[twilio]\naccount_sid = {account:?}\nauth_token = {token:?}\n\
+         api_base_url = {sb_url:?}\ntaskrouter_base_url = {sb_url:?}\nrequest_timeout_ms = 5000\n{extra_toml}",
+        db.url
     );
     let mut settings = Settings::from_toml(&text, |_| None).unwrap();
     settings.locations = vec![location("north", MAIN, NORTH_PHONE, true), location("night", NIGHT, NIGHT_PHONE, false)];
@@ -86,7 +93,7 @@ async fn world_with(north_phone: Behaviour, extra_toml: &str) -> World {
     call_router::provision::run(&settings, &store, call_router::provision::Options::default(), &mut report)
         .await
         .unwrap_or_else(|e| panic!("provision failed: {e}\n{}", report.lines.join("\n")));
-    World { server, sandbox, client, store, _dir: dir }
+    Some(World { server, sandbox, client, store, _db: db })
 }
 
 /// One request in the sandbox's log.
@@ -230,9 +237,8 @@ fn task_sid_of(record: &CallRecord) -> String {
     record.task_sid.clone().unwrap_or_else(|| panic!("the server linked no task to {record:?}"))
 }
 
-#[tokio::test]
-async fn a_person_answers_is_bridged_and_the_task_completes() {
-    let w = world(Behaviour::Person { rings: 2, talk_secs: 30, digits: None }).await;
+async fn a_person_answers_is_bridged_and_the_task_completes(backend: Backend) {
+    let Some(w) = world(backend, Behaviour::Person { rings: 2, talk_secs: 30, digits: None }).await else { return };
     let (summary, record) = w.call(MAIN, None).await;
     assert_eq!(record.outcome, Outcome::Connected, "{summary}");
     assert_eq!(record.location.as_deref(), Some("north"));
@@ -280,10 +286,22 @@ async fn a_person_answers_is_bridged_and_the_task_completes() {
     w.finish().await;
 }
 
+on_both_backends!(
+    a_person_answers_is_bridged_and_the_task_completes,
+    voicemail_answers_and_the_caller_gets_our_voicemail,
+    a_busy_line_sends_the_caller_to_voicemail,
+    nobody_answers_and_the_caller_gets_voicemail,
+    a_failing_line_sends_the_caller_to_voicemail,
+    a_caller_who_waits_too_long_leaves_the_queue_for_voicemail,
+    the_caller_hangs_up_while_the_location_rings,
+    after_hours_the_caller_gets_voicemail_and_nothing_is_queued,
+    every_webhook_the_sandbox_sends_passes_the_servers_signature_check,
+);
+
 /// A location that does not connect sends the caller to voicemail: the server redirects the
 /// caller's leg, cancels the task, and records why.
-async fn not_connected(behaviour: Behaviour, outcome: Outcome, status_or_answered: (&str, &str)) {
-    let w = world(behaviour).await;
+async fn not_connected(backend: Backend, behaviour: Behaviour, outcome: Outcome, status_or_answered: (&str, &str)) {
+    let Some(w) = world(backend, behaviour).await else { return };
     let (summary, record) = w.call(MAIN, None).await;
     assert_eq!(record.outcome, outcome, "{summary}");
     w.quiet().await;
@@ -311,9 +329,9 @@ async fn not_connected(behaviour: Behaviour, outcome: Outcome, status_or_answere
     w.finish().await;
 }
 
-#[tokio::test]
-async fn voicemail_answers_and_the_caller_gets_our_voicemail() {
+async fn voicemail_answers_and_the_caller_gets_our_voicemail(backend: Backend) {
     not_connected(
+        backend,
         Behaviour::Voicemail { rings: 2, digits: None },
         Outcome::LocationVoicemail,
         ("AnsweredBy", "machine_start"),
@@ -321,26 +339,29 @@ async fn voicemail_answers_and_the_caller_gets_our_voicemail() {
     .await;
 }
 
-#[tokio::test]
-async fn a_busy_line_sends_the_caller_to_voicemail() {
-    not_connected(Behaviour::Busy, Outcome::LocationBusy, ("CallStatus", "busy")).await;
+async fn a_busy_line_sends_the_caller_to_voicemail(backend: Backend) {
+    not_connected(backend, Behaviour::Busy, Outcome::LocationBusy, ("CallStatus", "busy")).await;
 }
 
-#[tokio::test]
-async fn nobody_answers_and_the_caller_gets_voicemail() {
-    not_connected(Behaviour::NoAnswer, Outcome::LocationNoAnswer, ("CallStatus", "no-answer")).await;
+async fn nobody_answers_and_the_caller_gets_voicemail(backend: Backend) {
+    not_connected(backend, Behaviour::NoAnswer, Outcome::LocationNoAnswer, ("CallStatus", "no-answer")).await;
 }
 
-#[tokio::test]
-async fn a_failing_line_sends_the_caller_to_voicemail() {
-    not_connected(Behaviour::Fail, Outcome::DialFailed, ("CallStatus", "failed")).await;
+async fn a_failing_line_sends_the_caller_to_voicemail(backend: Backend) {
+    not_connected(backend, Behaviour::Fail, Outcome::DialFailed, ("CallStatus", "failed")).await;
 }
 
-#[tokio::test]
-async fn a_caller_who_waits_too_long_leaves_the_queue_for_voicemail() {
+async fn a_caller_who_waits_too_long_leaves_the_queue_for_voicemail(backend: Backend) {
     // One line, taken for ten minutes by the first caller; the second may wait 60 s.
-    let w =
-        world_with(Behaviour::Person { rings: 1, talk_secs: 600, digits: None }, "[ivr]\nmax_queue_secs = 60\n").await;
+    let Some(w) = world_with(
+        backend,
+        Behaviour::Person { rings: 1, talk_secs: 600, digits: None },
+        "[ivr]\nmax_queue_secs = 60\n",
+    )
+    .await
+    else {
+        return;
+    };
     let place = |from: &str| PlaceCall { from: from.into(), to: MAIN.into(), digits: None, patience_secs: Some(3600) };
     let first = w.client.place_call(&place(CALLER)).await.unwrap();
     // The first caller is talking before the second dials.
@@ -383,16 +404,19 @@ async fn task_sid_of_call(w: &World, call_sid: &str) -> String {
     summary["task_sid"].as_str().unwrap_or_else(|| panic!("no task for {call_sid}: {summary}")).to_owned()
 }
 
-#[tokio::test]
-async fn the_caller_hangs_up_while_the_location_rings() {
+async fn the_caller_hangs_up_while_the_location_rings(backend: Backend) {
     // The location would ring for two minutes (a 120 s ring timeout, 30 rings before a person
     // picks up); the caller gives up after 40 s. The margins are wide on purpose: at this time
     // scale 4 ms of real delay (a busy CI machine) are a virtual second.
-    let w = world_with(
+    let Some(w) = world_with(
+        backend,
         Behaviour::Person { rings: 30, talk_secs: 30, digits: None },
         "[dialing]\nring_timeout_secs = 120\n",
     )
-    .await;
+    .await
+    else {
+        return;
+    };
     let (summary, record) = w.call(MAIN, Some(40)).await;
     assert_eq!(record.outcome, Outcome::CallerHungUp, "{summary}");
     w.quiet().await;
@@ -414,9 +438,8 @@ async fn the_caller_hangs_up_while_the_location_rings() {
     w.finish().await;
 }
 
-#[tokio::test]
-async fn after_hours_the_caller_gets_voicemail_and_nothing_is_queued() {
-    let w = world(Behaviour::default()).await;
+async fn after_hours_the_caller_gets_voicemail_and_nothing_is_queued(backend: Backend) {
+    let Some(w) = world(backend, Behaviour::default()).await else { return };
     let (summary, record) = w.call(NIGHT, None).await;
     assert_eq!(record.outcome, Outcome::AfterHours, "{summary}");
     assert_eq!(record.location.as_deref(), Some("night"));
@@ -434,9 +457,8 @@ async fn after_hours_the_caller_gets_voicemail_and_nothing_is_queued() {
     w.finish().await;
 }
 
-#[tokio::test]
-async fn every_webhook_the_sandbox_sends_passes_the_servers_signature_check() {
-    let w = world(Behaviour::Busy).await;
+async fn every_webhook_the_sandbox_sends_passes_the_servers_signature_check(backend: Backend) {
+    let Some(w) = world(backend, Behaviour::Busy).await else { return };
     w.call(MAIN, None).await;
     w.quiet().await;
     let webhooks: Vec<Exchange> = w.exchanges().await.into_iter().filter(|e| e.direction == "out").collect();

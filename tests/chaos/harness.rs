@@ -3,9 +3,9 @@
 //! sandbox, seeded callers and seeded faults, and at the end the figures
 //! issue 8 asks for, each failure named.
 //!
-//! It is independent of the database and of how many `serve` processes run,
-//! so the same run can later point at PostgreSQL (`Options::database_url`)
-//! and at two instances (issue 9).
+//! It is independent of the database and of how many `serve` processes run:
+//! the same run points at PostgreSQL through `Options::database_url`, and
+//! can later run two instances (issue 9).
 //!
 //! Times: `*_ms` fields are the sandbox's virtual milliseconds since it
 //! started; `Duration`s are real time.
