@@ -44,8 +44,16 @@ impl Server {
             );
         }
         crate::stats::install();
+        // Off the path to the first answer: the REST client (building it reads
+        // the system's root certificates) is built on a blocking thread while
+        // the database opens. The config's locations get their numbering-plan
+        // check once the server answers (see `check_location_numbers_later`).
+        let twilio = {
+            let twilio_settings = settings.twilio.clone();
+            tokio::task::spawn_blocking(move || TwilioClient::new(&twilio_settings))
+        };
         let store = Store::connect(&settings.database_url).await?;
-        let twilio = TwilioClient::new(&settings.twilio).context("building the Twilio client")?;
+        let twilio = twilio.await.context("building the Twilio client")?.context("building the Twilio client")?;
         let notifier = Notifier::default();
         let state = AppState::new(settings.clone(), store.clone(), notifier.clone());
         let addr = listener.local_addr()?;
@@ -68,7 +76,7 @@ impl Server {
         // The gauges are read once before the first request, then every few seconds.
         let sampler = Sampler::new(store.clone());
         if let Err(e) = sampler.sample().await {
-            tracing::warn!(error = ?e, "metrics: could not read the gauges from the database");
+            tracing::warn!(error = format!("{e:#}"), "metrics: could not read the gauges from the database");
         }
         background.spawn("metrics", move |stop| sampler.run(stop.wait()));
         let metrics_addr = match settings.metrics_listen {
@@ -99,6 +107,7 @@ impl Server {
             .context("serving HTTP")
         });
         tracing::info!(%addr, "call-router listening");
+        check_location_numbers_later(state.settings());
         Ok(Server { addr, metrics_addr, state, http_stop, http, background, requests, drain })
     }
 
@@ -169,6 +178,27 @@ impl Server {
         tracing::info!("shutting down");
         self.shutdown().await
     }
+}
+
+/// Runs the numbering-plan check of the config file's locations on a
+/// blocking thread and logs what it refuses. `serve` reads its locations
+/// from the database, where every one was checked in full when stored, so
+/// nothing waits for this; `provision` and `locations import` refuse such a
+/// number before storing it.
+fn check_location_numbers_later(settings: &Settings) {
+    if settings.locations.is_empty() {
+        return;
+    }
+    let settings = settings.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = settings.check_location_numbers() {
+            tracing::error!(
+                error = %e,
+                "a location in the config file has a phone number its country does not assign; \
+                 `provision` and `locations import` will refuse it until it is corrected"
+            );
+        }
+    });
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
