@@ -180,18 +180,25 @@ impl Server {
     }
 }
 
+/// How long after start-up the config's numbering-plan check runs: its
+/// ~200 ms of CPU (loading the phone metadata) would otherwise compete with
+/// the first webhooks for the cores.
+const CHECK_NUMBERS_AFTER: Duration = Duration::from_secs(5);
+
 /// Runs the numbering-plan check of the config file's locations on a
-/// blocking thread and logs what it refuses. `serve` reads its locations
-/// from the database, where every one was checked in full when stored, so
-/// nothing waits for this; `provision` and `locations import` refuse such a
-/// number before storing it.
+/// blocking thread, a few seconds after start-up, and logs what it refuses.
+/// `serve` reads its locations from the database, where every one was
+/// checked in full when stored, so nothing waits for this; `provision` and
+/// `locations import` refuse such a number before storing it.
 fn check_location_numbers_later(settings: &Settings) {
     if settings.locations.is_empty() {
         return;
     }
     let settings = settings.clone();
-    tokio::task::spawn_blocking(move || {
-        if let Err(e) = settings.check_location_numbers() {
+    tokio::spawn(async move {
+        tokio::time::sleep(CHECK_NUMBERS_AFTER).await;
+        let checked = tokio::task::spawn_blocking(move || settings.check_location_numbers()).await;
+        if let Ok(Err(e)) = checked {
             tracing::error!(
                 error = %e,
                 "a location in the config file has a phone number its country does not assign; \
