@@ -383,7 +383,7 @@ async fn wait_answered(url: &str) -> anyhow::Result<()> {
     p.push("AccountSid", ACCOUNT)
         .push("CallSid", CALL)
         .push("From", "+13105550199")
-        .push("To", &bench_number(0))
+        .push("To", bench_number(0))
         .push("CallStatus", "ringing")
         .push("Direction", "inbound")
         .push("ApiVersion", "2010-04-01");
