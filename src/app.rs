@@ -45,11 +45,19 @@ impl Server {
         }
         crate::stats::install();
         let addr = listener.local_addr()?;
+        // Off the path to the first answer: the REST client (building it reads
+        // the system's root certificates) is built on a blocking thread while
+        // the database opens. The config's locations get their numbering-plan
+        // check once the server answers (see `check_location_numbers_later`).
+        let twilio = {
+            let twilio_settings = settings.twilio.clone();
+            tokio::task::spawn_blocking(move || TwilioClient::new(&twilio_settings))
+        };
         let store = Store::connect_with(&settings.database_url, settings.database)
             .await?
             .owned_by(&instance_name(addr), lease_ms(settings.twilio.request_timeout_ms));
         tracing::info!(instance = store.owner(), "this instance's name on the database");
-        let twilio = TwilioClient::new(&settings.twilio).context("building the Twilio client")?;
+        let twilio = twilio.await.context("building the Twilio client")?.context("building the Twilio client")?;
         let notifier = Notifier::default();
         let state = AppState::new(settings.clone(), store.clone(), notifier.clone());
         let drain = Duration::from_secs(settings.drain_secs);
@@ -71,7 +79,7 @@ impl Server {
         // The gauges are read once before the first request, then every few seconds.
         let sampler = Sampler::new(store.clone());
         if let Err(e) = sampler.sample().await {
-            tracing::warn!(error = ?e, "metrics: could not read the gauges from the database");
+            tracing::warn!(error = format!("{e:#}"), "metrics: could not read the gauges from the database");
         }
         background.spawn("metrics", move |stop| sampler.run(stop.wait()));
         let metrics_addr = match settings.metrics_listen {
@@ -102,6 +110,7 @@ impl Server {
             .context("serving HTTP")
         });
         tracing::info!(%addr, "call-router listening");
+        check_location_numbers_later(state.settings());
         Ok(Server { addr, metrics_addr, state, http_stop, http, background, requests, drain })
     }
 
@@ -172,6 +181,34 @@ impl Server {
         tracing::info!("shutting down");
         self.shutdown().await
     }
+}
+
+/// How long after start-up the config's numbering-plan check runs: its
+/// ~200 ms of CPU (loading the phone metadata) would otherwise compete with
+/// the first webhooks for the cores.
+const CHECK_NUMBERS_AFTER: Duration = Duration::from_secs(5);
+
+/// Runs the numbering-plan check of the config file's locations on a
+/// blocking thread, a few seconds after start-up, and logs what it refuses.
+/// `serve` reads its locations from the database, where every one was
+/// checked in full when stored, so nothing waits for this; `provision` and
+/// `locations import` refuse such a number before storing it.
+fn check_location_numbers_later(settings: &Settings) {
+    if settings.locations.is_empty() {
+        return;
+    }
+    let settings = settings.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(CHECK_NUMBERS_AFTER).await;
+        let checked = tokio::task::spawn_blocking(move || settings.check_location_numbers()).await;
+        if let Ok(Err(e)) = checked {
+            tracing::error!(
+                error = %e,
+                "a location in the config file has a phone number its country does not assign; \
+                 `provision` and `locations import` will refuse it until it is corrected"
+            );
+        }
+    });
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

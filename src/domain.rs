@@ -93,22 +93,30 @@ impl LocationSpec {
     pub fn validate(&self) -> Result<(), LocationError> {
         Location::from_spec(self.clone()).map(drop)
     }
+
+    /// Checks every field except the numbering-plan lookup: each phone's
+    /// E.164 shape, the name, digit, lines and hours. Cheap, so it runs where
+    /// a config file is loaded; [`LocationSpec::validate`] (everything) runs
+    /// where a location is stored, which is before any of its numbers is used.
+    pub fn validate_shape(&self) -> Result<(), LocationError> {
+        Location::build_checked(self.clone(), false).map(drop)
+    }
 }
 
 impl Location {
     /// Checks every field, including that each phone number is assigned in
     /// its country's numbering plan.
     pub fn from_spec(spec: LocationSpec) -> Result<Self, LocationError> {
-        Self::build(spec, true)
+        Self::build_checked(spec, true)
     }
 
     /// Rebuilds a location that was checked when it was stored, without the
     /// numbering-plan lookup (which is slow on the first call).
     pub fn from_stored(spec: LocationSpec) -> Result<Self, LocationError> {
-        Self::build(spec, false)
+        Self::build_checked(spec, false)
     }
 
-    fn build(spec: LocationSpec, check_numbering: bool) -> Result<Self, LocationError> {
+    fn build_checked(spec: LocationSpec, check_numbering: bool) -> Result<Self, LocationError> {
         let phone_check = |field: &str, raw: &str| {
             if check_numbering {
                 checked_phone(field, raw)
@@ -352,6 +360,24 @@ mod tests {
             let e = Location::from_spec(s).unwrap_err();
             assert_eq!(e.field, field, "{e}");
         }
+    }
+
+    #[test]
+    fn shape_check_leaves_only_the_numbering_plan_to_validate() {
+        // The right shape, but area code 555 is assigned to no one.
+        let mut unassigned = spec("north", None, "+12025550143");
+        unassigned.phone = "+15555550123".into();
+        assert_eq!(unassigned.validate_shape(), Ok(()));
+        let e = unassigned.validate().unwrap_err();
+        assert_eq!(e.field, "phone", "{e}");
+        assert!(e.message.contains("numbering plan"), "{e}");
+        // Everything else is still refused by the shape check.
+        let mut bad_shape = spec("north", None, "+12025550143");
+        bad_shape.caller_id = Some("555-1234".into());
+        assert_eq!(bad_shape.validate_shape().unwrap_err().field, "caller_id");
+        let mut bad_zone = spec("north", None, "+12025550143");
+        bad_zone.hours.time_zone = "Mars/Olympus".into();
+        assert_eq!(bad_zone.validate_shape().unwrap_err().field, "hours");
     }
 
     #[test]

@@ -433,6 +433,38 @@ impl Store {
         rows.iter().map(|r| Ok((r.try_get("kind")?, r.try_get("n")?, r.try_get("oldest")?))).collect()
     }
 
+    /// The names of the locations, in order (without parsing their specs).
+    pub async fn location_names(&self) -> anyhow::Result<Vec<String>> {
+        let rows = sqlx::query("SELECT name FROM locations ORDER BY name").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok(r.try_get("name")?)).collect()
+    }
+
+    /// Callers waiting in the queue and callers bridged, by location, among at
+    /// most `limit` open journeys: (location, waiting, bridged). Counted by
+    /// the database from the journeys' generated `location` and
+    /// `caller_state` columns, so no journey is loaded. For the metrics.
+    pub async fn live_callers(&self, limit: i64) -> anyhow::Result<Vec<(String, i64, i64)>> {
+        // A caller state as `state_json` spells it.
+        let name = |state: crate::journey::CallerState| match serde_json::to_value(state) {
+            Ok(serde_json::Value::String(s)) => Ok(s),
+            other => Err(anyhow::anyhow!("caller state {state:?} does not serialise as a string: {other:?}")),
+        };
+        let rows = sqlx::query(
+            "SELECT location,
+                    SUM(CASE WHEN caller_state = $1 THEN 1 ELSE 0 END) AS waiting,
+                    SUM(CASE WHEN caller_state = $2 THEN 1 ELSE 0 END) AS bridged
+             FROM (SELECT location, caller_state FROM journeys WHERE closed = 0 LIMIT $3) AS open
+             WHERE location IS NOT NULL AND caller_state IN ($1, $2)
+             GROUP BY location",
+        )
+        .bind(name(crate::journey::CallerState::Queued)?)
+        .bind(name(crate::journey::CallerState::Bridged)?)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("location")?, r.try_get("waiting")?, r.try_get("bridged")?))).collect()
+    }
+
     /// Every Twilio number that serves a location.
     pub async fn numbers(&self) -> anyhow::Result<Vec<String>> {
         let rows =
