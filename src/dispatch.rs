@@ -30,8 +30,9 @@ use crate::ivr::Urls;
 use crate::journey::{Command, Event, Policy};
 use crate::outbox::{Lane, OutboxRow, OutboxState};
 use crate::reconcile::{self, FindDial};
-use crate::store::{Delivery, Finish, Orphans, Route, Store, now_ms};
+use crate::store::{Backend, Delivery, Finish, NOTIFY_CHANNEL, Orphans, Route, Store, now_ms};
 use crate::twilio_api::{ApiError, CreateCall, TwilioClient};
+use sqlx::postgres::PgListener;
 
 /// Wakes the dispatcher's lanes.
 #[derive(Clone, Default, Debug)]
@@ -89,13 +90,14 @@ impl Dispatcher {
         let lanes = [
             tokio::spawn(this.clone().lane(Lane::Dial, DIAL_SLOTS, stopped.clone())),
             tokio::spawn(this.clone().lane(Lane::Other, OTHER_SLOTS, stopped.clone())),
-            tokio::spawn(this.clone().orphans(stopped)),
+            tokio::spawn(this.clone().orphans(stopped.clone())),
+            tokio::spawn(this.clone().listen(stopped)),
         ];
         shutdown.await;
         let _ = stop.send(true);
         for lane in lanes {
             if let Err(e) = lane.await {
-                tracing::error!(error = ?e, "a dispatcher lane panicked");
+                tracing::error!(error = %format_args!("{e:#}"), "a dispatcher lane panicked");
             }
         }
     }
@@ -114,7 +116,45 @@ impl Dispatcher {
                 );
                 self.notifier.notify();
             }
-            Err(e) => tracing::error!(error = ?e, "could not take over interrupted commands"),
+            Err(e) => tracing::error!(error = %format_args!("{e:#}"), "could not take over interrupted commands"),
+        }
+    }
+
+    /// On PostgreSQL, wakes the lanes when any instance's write queued a
+    /// command (the batcher's `pg_notify` at COMMIT), so a dial queued by a
+    /// webhook another instance took starts at once rather than at the next
+    /// poll. The poll stays as the fallback: a lost connection only delays.
+    async fn listen(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        if self.store.backend() != Backend::Postgres {
+            return;
+        }
+        let mut listener = None;
+        loop {
+            if listener.is_none() {
+                match PgListener::connect(&self.settings.database_url).await {
+                    Ok(mut l) => match l.listen(NOTIFY_CHANNEL).await {
+                        Ok(()) => listener = Some(l),
+                        Err(e) => tracing::warn!(error = %e, "could not LISTEN for new commands; polling"),
+                    },
+                    Err(e) => tracing::warn!(error = %e, "could not connect to LISTEN for new commands; polling"),
+                }
+            }
+            let Some(l) = listener.as_mut() else {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            };
+            tokio::select! {
+                got = l.recv() => match got {
+                    Ok(_) => self.notifier.notify(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "lost the LISTEN connection; polling until it is back");
+                        listener = None;
+                    }
+                },
+                _ = stop.wait_for(|s| *s) => return,
+            }
         }
     }
 
@@ -158,7 +198,7 @@ impl Dispatcher {
             let rows = match self.store.claim(lane, count as i64).await {
                 Ok(rows) => rows,
                 Err(e) => {
-                    tracing::error!(error = ?e, "could not read the outbox");
+                    tracing::error!(error = %format_args!("{e:#}"), "could not read the outbox");
                     Vec::new()
                 }
             };
@@ -281,7 +321,7 @@ impl Dispatcher {
 
     async fn write(&self, finish: Finish) {
         if let Err(e) = self.store.finish(finish).await {
-            tracing::error!(error = ?e, "could not record a command's result");
+            tracing::error!(error = %format_args!("{e:#}"), "could not record a command's result");
         }
     }
 
@@ -303,7 +343,7 @@ impl Dispatcher {
         match self.store.deliver(d).await {
             Ok(done) if done.queued > 0 => self.notifier.notify(),
             Ok(_) => {}
-            Err(e) => tracing::error!(error = ?e, "could not record a command's result"),
+            Err(e) => tracing::error!(error = %format_args!("{e:#}"), "could not record a command's result"),
         }
     }
 

@@ -46,6 +46,10 @@ macro_rules! select_calls {
     };
 }
 
+/// The PostgreSQL channel a write that queued a command notifies, and every
+/// instance's dispatcher listens on.
+pub const NOTIFY_CHANNEL: &str = "call_router_outbox";
+
 /// How long an instance's claim on a command lasts unless set with
 /// [`Store::owned_by`].
 const DEFAULT_LEASE_MS: i64 = 60_000;
@@ -768,6 +772,21 @@ mod tests {
         let store = Store::connect(&db.url).await.unwrap();
         assert_eq!(store.backend() == super::Backend::Postgres, backend == Backend::Postgres);
         Some((store, db))
+    }
+
+    #[tokio::test]
+    async fn on_postgres_a_write_that_queued_a_command_notifies_the_dispatchers() {
+        let Some((s, db)) = store(Backend::Postgres).await else { return };
+        let mut listener = sqlx::postgres::PgListener::connect(&db.url).await.unwrap();
+        listener.listen(NOTIFY_CHANNEL).await.unwrap();
+        // A delivery that queues nothing notifies nobody.
+        s.deliver(arrived(1)).await.unwrap();
+        let quiet = tokio::time::timeout(Duration::from_millis(300), listener.recv()).await;
+        assert!(quiet.is_err(), "no notification without a new command: {quiet:?}");
+        // reservation.created queues a dial: every listener hears of it at COMMIT.
+        assert_eq!(s.deliver(created(1, 1)).await.unwrap().queued, 1);
+        let heard = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await;
+        assert_eq!(heard.expect("notified").unwrap().channel(), NOTIFY_CHANNEL);
     }
 
     on_both_backends!(

@@ -38,7 +38,7 @@ impl Ticker {
                 _ = &mut shutdown => return,
             }
             if let Err(e) = self.round().await {
-                tracing::error!(error = ?e, "could not tick the due journeys");
+                tracing::error!(error = %format_args!("{e:#}"), "could not tick the due journeys");
             }
         }
     }
@@ -58,8 +58,10 @@ impl Ticker {
         while let Some(done) = ticks.join_next().await {
             match done {
                 Ok((_, Ok(d))) => queued += d.queued,
-                Ok((id, Err(e))) => tracing::error!(error = ?e, journey = id, "could not tick a journey"),
-                Err(e) => tracing::error!(error = ?e, "a tick panicked"),
+                Ok((id, Err(e))) => {
+                    tracing::error!(error = %format_args!("{e:#}"), journey = id, "could not tick a journey")
+                }
+                Err(e) => tracing::error!(error = %format_args!("{e:#}"), "a tick panicked"),
             }
         }
         if queued > 0 {

@@ -213,7 +213,7 @@ impl Writer for SqlxWriter {
             let replies = write_ops(&mut *tx, ops, now_ms()).await?;
             if tx.postgres() && replies.iter().any(Reply::queued_work) {
                 // Wakes every instance's dispatcher at COMMIT (see `dispatch`).
-                tx.execute("SELECT pg_notify('call_router_outbox', '')", args![]).await?;
+                tx.execute("SELECT pg_notify($1, '')", args![super::NOTIFY_CHANNEL]).await?;
             }
             tx.commit().await.context("committing a batch of writes")?;
             Ok(replies)
@@ -278,7 +278,7 @@ pub(super) async fn run(mut writer: impl Writer, mut rx: mpsc::Receiver<Op>) {
             // The batch was rolled back whole, so nothing of it is kept: write each request
             // alone, so that one bad write fails only its own webhook, not its neighbours'.
             Err(e) if ops.len() > 1 => {
-                tracing::warn!(error = ?e, writes = ops.len(), "a batch of writes failed; writing each alone");
+                tracing::warn!(error = %format_args!("{e:#}"), writes = ops.len(), "a batch of writes failed; writing each alone");
                 for op in ops {
                     match writer.transact(std::slice::from_ref(&op)).await {
                         Ok(mut replies) => match replies.pop() {
@@ -286,14 +286,14 @@ pub(super) async fn run(mut writer: impl Writer, mut rx: mpsc::Receiver<Op>) {
                             None => op.fail("internal error: no answer"),
                         },
                         Err(e) => {
-                            tracing::error!(error = ?e, "a write failed");
+                            tracing::error!(error = %format_args!("{e:#}"), "a write failed");
                             op.fail(&format!("{e:#}"));
                         }
                     }
                 }
             }
             Err(e) => {
-                tracing::error!(error = ?e, "a write failed");
+                tracing::error!(error = %format_args!("{e:#}"), "a write failed");
                 let message = format!("{e:#}");
                 ops.into_iter().for_each(|op| op.fail(&message));
             }
