@@ -19,11 +19,20 @@ use sqlx::{Connection as _, Row as _};
 
 use crate::config::{ConfigError, Settings};
 use crate::provision::{self, Desired, Op};
-use crate::store::Store;
+use crate::store::{Backend, Store};
 use crate::twilio_api::{Api, ApiError, TwilioClient};
 
 /// The migrations this binary carries, the ones `Store::connect` applies.
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The migrations this binary applies to a database of this backend.
+fn migrator(backend: Backend) -> &'static sqlx::migrate::Migrator {
+    match backend {
+        Backend::Sqlite => &SQLITE_MIGRATIONS,
+        Backend::Postgres => &POSTGRES_MIGRATIONS,
+    }
+}
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,19 +189,15 @@ fn config_error(e: &ConfigError) -> String {
         .join(" / ")
 }
 
-/// A database URL with any password removed.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
-        _ => url.to_owned(),
-    }
-}
-
 /// The database exists and every built-in migration is applied, unchanged. Nothing is
 /// created or migrated.
 async fn database_check(url: &str) -> Check {
     const NAME: &str = "database";
-    let shown = redact_url(url);
+    let shown = crate::store::redact_url(url);
+    let backend = match Backend::of(url) {
+        Ok(b) => b,
+        Err(e) => return Check::fail(NAME, format!("{e:#}")),
+    };
     if url.contains(":memory:") {
         return Check::fail(NAME, format!("{shown}: an in-memory database keeps nothing between runs"));
     }
@@ -209,13 +214,13 @@ async fn database_check(url: &str) -> Check {
         Ok(c) => c,
         Err(e) => return Check::fail(NAME, format!("{shown}: cannot open: {e}")),
     };
-    let applied = applied_migrations(&mut conn).await;
+    let applied = applied_migrations(&mut conn, backend).await;
     let _ = conn.close().await;
     let applied = match applied {
         Ok(a) => a,
         Err(e) => return Check::fail(NAME, format!("{shown}: reading its migrations: {e}")),
     };
-    match compare_migrations(&applied) {
+    match compare_migrations(migrator(backend), &applied) {
         Ok(summary) => Check::ok(NAME, format!("{shown} {summary}")),
         Err(why) => Check::fail(NAME, format!("{shown} {why}")),
     }
@@ -230,20 +235,24 @@ pub struct Applied {
 }
 
 /// The applied migrations; none when sqlx's table is not there.
-async fn applied_migrations(conn: &mut sqlx::AnyConnection) -> Result<Vec<Applied>, sqlx::Error> {
-    let exists: i64 =
-        sqlx::query("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'")
-            .fetch_one(&mut *conn)
-            .await?
-            .try_get(0)?;
+async fn applied_migrations(conn: &mut sqlx::AnyConnection, backend: Backend) -> Result<Vec<Applied>, sqlx::Error> {
+    let (exists, rows) = match backend {
+        Backend::Sqlite => (
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+            "SELECT version, checksum, CAST(success AS INTEGER) AS success FROM _sqlx_migrations ORDER BY version",
+        ),
+        Backend::Postgres => (
+            "SELECT COUNT(*) FROM information_schema.tables
+             WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'",
+            "SELECT version, checksum, CAST(CASE WHEN success THEN 1 ELSE 0 END AS BIGINT) AS success
+             FROM _sqlx_migrations ORDER BY version",
+        ),
+    };
+    let exists: i64 = sqlx::query(exists).fetch_one(&mut *conn).await?.try_get(0)?;
     if exists == 0 {
         return Ok(Vec::new());
     }
-    let rows = sqlx::query(
-        "SELECT version, checksum, CAST(success AS INTEGER) AS success FROM _sqlx_migrations ORDER BY version",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows = sqlx::query(rows).fetch_all(&mut *conn).await?;
     rows.iter()
         .map(|r| {
             Ok(Applied {
@@ -256,9 +265,9 @@ async fn applied_migrations(conn: &mut sqlx::AnyConnection) -> Result<Vec<Applie
 }
 
 /// `migrated (2 of 2)`, or why the applied migrations are not the built-in ones.
-pub fn compare_migrations(applied: &[Applied]) -> Result<String, String> {
+pub fn compare_migrations(migrator: &sqlx::migrate::Migrator, applied: &[Applied]) -> Result<String, String> {
     let embedded: Vec<&sqlx::migrate::Migration> =
-        MIGRATOR.iter().filter(|m| m.migration_type.is_up_migration()).collect();
+        migrator.iter().filter(|m| m.migration_type.is_up_migration()).collect();
     let total = embedded.len();
     if let Some(a) = applied.iter().find(|a| !a.success) {
         return Err(format!("migration {} failed part-way; restore a backup", a.version));

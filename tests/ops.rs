@@ -2,6 +2,10 @@
 //! and `call-router check`, against the sandbox over HTTP.
 
 mod common;
+#[path = "common/backends.rs"]
+#[macro_use]
+#[allow(unused_macros)]
+mod backends;
 
 use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
@@ -360,6 +364,27 @@ async fn check_fails_on_a_missing_or_unmigrated_database_and_migrates_nothing() 
     assert!(detail.contains(&format!("not migrated ({} of {n};", n - 1)), "{detail}");
     let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(store.pool()).await.unwrap();
     assert_eq!(count as usize, n - 1, "check migrated the database");
+}
+
+#[tokio::test]
+async fn check_reads_the_migrations_of_a_postgres_database() {
+    let Some(db) = backends::Backend::Postgres.database().await else { return };
+    let d = Deployment::start().await;
+    // Empty: nothing migrated, and check migrates nothing.
+    let config = d.config("pg.toml", &d.toml(&db.url, TOKEN, &[NORTH]));
+    let checks = run_checks(&config).await;
+    let (status, detail) = status_of(&checks, "database");
+    assert_eq!(status, Status::Fail, "{}", checks.text());
+    assert!(detail.contains("not migrated (0 of "), "{detail}");
+    assert!(!detail.contains("password"), "{detail}");
+    // Migrated by the store: every PostgreSQL migration is there.
+    let store = Store::connect(&db.url).await.unwrap();
+    let checks = run_checks(&config).await;
+    let (status, detail) = status_of(&checks, "database");
+    assert_eq!(status, Status::Ok, "{}", checks.text());
+    let n = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres")).unwrap().count();
+    assert!(detail.ends_with(&format!("migrated ({n} of {n})")), "{detail}");
+    store.pool().close().await;
 }
 
 #[tokio::test]
