@@ -12,7 +12,9 @@
 //! so two runs may differ in detail; the assertions are about every call.
 //!
 //! It runs on SQLite (`chaos_no_caller_lost`) and on PostgreSQL
-//! (`chaos_no_caller_lost_on_postgres`, see `common/backends.rs`).
+//! (`chaos_no_caller_lost_on_postgres`, see `common/backends.rs`), and as
+//! two instances on PostgreSQL behind a round-robin balancer, one of them
+//! killed (`two_instances_on_postgres_lose_no_caller`, issue 9).
 //!
 //! Run it: `cargo nextest run --test chaos --no-capture`; `CHAOS_LISTENER=bound` for serve binding its own socket
 //! (`CHAOS_KEEP=1` keeps the config, the database and each serve's log).
