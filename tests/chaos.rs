@@ -12,13 +12,17 @@
 //! so two runs may differ in detail; the assertions are about every call.
 //!
 //! It runs on SQLite (`chaos_no_caller_lost`) and on PostgreSQL
-//! (`chaos_no_caller_lost_on_postgres`, see `common/backends.rs`).
+//! (`chaos_no_caller_lost_on_postgres`, see `common/backends.rs`), and as
+//! two instances on PostgreSQL behind a round-robin balancer, one of them
+//! killed (`two_instances_on_postgres_lose_no_caller`, issue 9).
 //!
 //! Run it: `cargo nextest run --test chaos --no-capture`; `CHAOS_LISTENER=bound` for serve binding its own socket
 //! (`CHAOS_KEEP=1` keeps the config, the database and each serve's log).
 
 #[path = "common/backends.rs"]
 mod backends;
+#[path = "chaos/balancer.rs"]
+mod balancer;
 #[path = "chaos/harness.rs"]
 mod harness;
 
@@ -222,10 +226,14 @@ fn options() -> Options {
         seed: SEED,
         time_scale: TIME_SCALE,
         scenario: scenario(SEED),
-        disruptions: vec![Disruption::Kill { at_ms: 70_000 }, Disruption::RollingRestart { at_ms: 140_000 }],
+        disruptions: vec![
+            Disruption::Kill { at_ms: 70_000, instance: 0 },
+            Disruption::RollingRestart { at_ms: 140_000, instance: 0 },
+        ],
         rolling: ROLLING,
         listener: listener(),
         database_url: None,
+        instances: 1,
         // The last caller dials at ~200 s and waits at most 300 s: 50 s real.
         calls_deadline: Duration::from_secs(75),
         settle_limit: Duration::from_secs(20),
@@ -297,6 +305,49 @@ async fn chaos_no_caller_lost_on_postgres() {
     no_caller_lost(Backend::Postgres).await;
 }
 
+/// Issue 9: two `serve` instances on one PostgreSQL database, each on its
+/// own port, behind a round-robin balancer (per request) whose URL is both
+/// instances' `public_url`; signatures stay checked. The same 200 callers
+/// and Twilio's faults as the chaos run; instance a is killed with `kill -9`
+/// midway and comes back on its port (so under its name, and takes its
+/// claims back at once). Each `serve` binds its own port: while a is down
+/// its port refuses, and the balancer sends its share to b.
+///
+/// The same assertions as the chaos run, and both instances answered
+/// webhooks and placed dials (counted from their logs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_postgres_lose_no_caller() {
+    let Some(db) = Backend::Postgres.database().await else { return };
+    let opts = Options {
+        instances: 2,
+        listener: Listener::Bound,
+        disruptions: vec![Disruption::Kill { at_ms: 70_000, instance: 0 }],
+        database_url: Some(db.url.clone()),
+        ..options()
+    };
+    let figures = harness::run(&opts).await.expect("the two-instance run could not be set up");
+    println!("{}", figures.table(MAX_LOST_SHARE));
+    assert_no_caller_lost(&figures);
+    assert_eq!(figures.instances.len(), 2);
+    for i in &figures.instances {
+        assert!(
+            i.webhooks() > 0 && i.dials() > 0,
+            "instance {} ({}) answered {} webhooks and placed {} dials: both instances must do both",
+            i.label,
+            i.addr,
+            i.webhooks(),
+            i.dials()
+        );
+    }
+    let killed = &figures.instances[0];
+    assert_eq!(killed.processes.len(), 2, "instance a ran twice: before and after its kill -9");
+    assert!(
+        killed.processes[1].webhooks > 0,
+        "instance a answered no webhook after it came back: {:?}",
+        killed.processes[1]
+    );
+}
+
 /// The run is the one issue 8 describes: checked without running it.
 #[test]
 fn the_chaos_run_is_the_one_issue_8_describes() {
@@ -332,6 +383,7 @@ fn the_chaos_run_is_the_one_issue_8_describes() {
     for path in ["/tr-event-handler", "/status-callback"] {
         assert!((share("webhook", path) - 0.30).abs() < 0.001, "{path}: {}", share("webhook", path));
     }
+    assert_eq!(opts.instances, 1);
     let kinds: Vec<_> = opts.disruptions.iter().map(|d| matches!(d, Disruption::Kill { .. })).collect();
     assert_eq!(kinds, [true, false], "one kill -9, then one rolling restart");
 }

@@ -127,6 +127,14 @@ impl Op {
 
 /// Writes `ops` in order inside the caller's transaction.
 async fn write_ops<C: Conn>(c: &mut C, ops: &[Op], now: i64) -> anyhow::Result<Vec<Reply>> {
+    if c.postgres() {
+        // Another instance's writer may lock the same journeys: in one order (see `lock_in_order`).
+        let deliveries = ops.iter().filter_map(|op| match op {
+            Op::Deliver(d, _) => Some(&**d),
+            _ => None,
+        });
+        journeys::lock_in_order(c, deliveries).await.context("locking the batch's journeys")?;
+    }
     let mut replies = Vec::with_capacity(ops.len());
     for op in ops {
         replies.push(match op {

@@ -195,6 +195,38 @@ pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> an
     Ok(Delivered { answer, outcome, queued, journey: Some(id), settled })
 }
 
+/// On PostgreSQL, locks every journey that `deliveries` go to, lowest id
+/// first, before the batch writes anything. Two instances' writers each
+/// lock the journeys of a batch as they come; two batches that share two
+/// journeys in opposite orders wait for each other until PostgreSQL's
+/// deadlock check (`deadlock_timeout`, 1 s) fails one, and every webhook in
+/// both waits that long (the two-instance test saw webhooks time out). Taken
+/// in one order, the second batch waits only for the first's COMMIT. The
+/// delivery's own `FOR UPDATE` then finds the lock already held; a journey
+/// another instance makes meanwhile is locked there, as before.
+pub(super) async fn lock_in_order<'a, C: Conn>(
+    c: &mut C,
+    deliveries: impl Iterator<Item = &'a Delivery>,
+) -> anyhow::Result<()> {
+    let mut ids = std::collections::BTreeSet::new();
+    for d in deliveries {
+        match &d.route {
+            Route::Id(id) => {
+                ids.insert(*id);
+            }
+            Route::Keys { keys, .. } => {
+                if let Some(id) = find(c, keys).await? {
+                    ids.insert(id);
+                }
+            }
+        }
+    }
+    for id in ids {
+        c.fetch_optional("SELECT id FROM journeys WHERE id = $1 FOR UPDATE", args![id]).await?;
+    }
+    Ok(())
+}
+
 /// Keeps a raw webhook.
 pub(super) async fn insert_audit<C: Conn>(c: &mut C, a: &Audit, now: i64) -> anyhow::Result<()> {
     c.execute(

@@ -5,7 +5,9 @@
 //!
 //! It is independent of the database and of how many `serve` processes run:
 //! the same run points at PostgreSQL through `Options::database_url`, and
-//! can later run two instances (issue 9).
+//! runs several instances (issue 9) through `Options::instances`: each on its
+//! own port with its own config, one database, and a round-robin balancer
+//! (`balancer.rs`) in front whose URL is every instance's `public_url`.
 //!
 //! Times: `*_ms` fields are the sandbox's virtual milliseconds since it
 //! started; `Duration`s are real time.
@@ -27,6 +29,8 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use twilio::Params;
 
+use crate::balancer::{BackendCount, Balancer};
+
 /// How a rolling restart is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Rolling {
@@ -40,19 +44,27 @@ pub(crate) enum Rolling {
     StopThenStart,
 }
 
-/// Something done to the server during the run.
+/// Something done to the server during the run, to one instance (0 when
+/// there is one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Disruption {
-    /// `kill -9` at this virtual time, then start a new `serve` at once.
-    Kill { at_ms: u64 },
+    /// `kill -9` at this virtual time, then start a new `serve` at once on
+    /// the same port (so under the same instance name).
+    Kill { at_ms: u64, instance: usize },
     /// A rolling restart at this virtual time.
-    RollingRestart { at_ms: u64 },
+    RollingRestart { at_ms: u64, instance: usize },
 }
 
 impl Disruption {
     fn at_ms(self) -> u64 {
         match self {
-            Disruption::Kill { at_ms } | Disruption::RollingRestart { at_ms } => at_ms,
+            Disruption::Kill { at_ms, .. } | Disruption::RollingRestart { at_ms, .. } => at_ms,
+        }
+    }
+
+    fn instance(self) -> usize {
+        match self {
+            Disruption::Kill { instance, .. } | Disruption::RollingRestart { instance, .. } => instance,
         }
     }
 }
@@ -72,6 +84,9 @@ pub(crate) struct Options {
     pub(crate) listener: Listener,
     /// `None`: a SQLite file in the run's temporary directory.
     pub(crate) database_url: Option<String>,
+    /// How many `serve` instances run at once, each on its own port. With
+    /// more than one, a round-robin balancer takes the webhooks.
+    pub(crate) instances: usize,
     /// Real time allowed, from the first dial, for every caller's call to end.
     pub(crate) calls_deadline: Duration,
     /// Real time allowed after that for the server to end tasks and legs.
@@ -106,7 +121,7 @@ pub(crate) struct Named {
 /// One restart of the server and the gap it left.
 #[derive(Debug, Clone)]
 pub(crate) struct Restart {
-    pub(crate) kind: &'static str,
+    pub(crate) kind: String,
     pub(crate) at_ms: u64,
     /// Real time the address answered nobody (0 for an overlapped roll).
     pub(crate) outage: Duration,
@@ -158,9 +173,80 @@ pub(crate) struct Figures {
     pub(crate) settled_in: Option<Duration>,
     /// How the last `serve` stopped on SIGTERM.
     pub(crate) final_stop: String,
+    /// Per instance, what each of its `serve` processes did, by its log
+    /// and (behind the balancer) by the balancer's count.
+    pub(crate) instances: Vec<InstanceFigures>,
+    /// Requests the balancer could get no instance to answer (502).
+    pub(crate) unbalanced: u64,
     pub(crate) wall: Duration,
     /// Where the config, database and logs are, when kept.
     pub(crate) kept_dir: Option<PathBuf>,
+}
+
+/// One instance: its address (its name on the database is `host:port`) and
+/// what each `serve` process that ran it did.
+#[derive(Debug, Clone)]
+pub(crate) struct InstanceFigures {
+    /// `a`, `b`, …
+    pub(crate) label: String,
+    pub(crate) addr: String,
+    /// Requests the balancer had answered by it, and skipped it for (`None` without a balancer).
+    pub(crate) balanced: Option<BackendCount>,
+    pub(crate) processes: Vec<ProcessFigures>,
+}
+
+impl InstanceFigures {
+    /// Webhooks its processes logged answering.
+    pub(crate) fn webhooks(&self) -> usize {
+        self.processes.iter().map(|p| p.webhooks).sum()
+    }
+
+    /// Calls its processes logged creating (`dialled the location`).
+    pub(crate) fn dials(&self) -> usize {
+        self.processes.iter().map(|p| p.dials).sum()
+    }
+}
+
+/// One `serve` process, counted from its log.
+#[derive(Debug, Clone)]
+pub(crate) struct ProcessFigures {
+    /// Its number in the run (`serve-a2.log` is instance a's second process).
+    pub(crate) n: usize,
+    /// How it ended: `kill -9 at 70.1s`, `SIGTERM at the end: exited …`.
+    pub(crate) ended: String,
+    /// Webhooks it answered: `finished processing request` lines, `/healthz` aside.
+    pub(crate) webhooks: usize,
+    /// Calls it created: `dialled the location` lines (a dial whose answer
+    /// was lost to a reset made a call but no line).
+    pub(crate) dials: usize,
+    /// Outbox commands it took over from a stopped sender (requeued + looked up).
+    pub(crate) took_over: u64,
+}
+
+impl ProcessFigures {
+    /// Counts what `log` says.
+    fn from_log(n: usize, ended: String, log: &std::path::Path) -> ProcessFigures {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let mut p = ProcessFigures { n, ended, webhooks: 0, dials: 0, took_over: 0 };
+        for line in text.lines() {
+            if line.contains("finished processing request") && !line.contains("/healthz") {
+                p.webhooks += 1;
+            } else if line.contains("dialled the location") {
+                p.dials += 1;
+            } else if line.contains("took over commands") {
+                p.took_over += field(line, "requeued") + field(line, "unknown");
+            }
+        }
+        p
+    }
+}
+
+/// `name=N` in a log line, or 0.
+fn field(line: &str, name: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+        .and_then(|v| v.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok())
+        .unwrap_or(0)
 }
 
 impl Figures {
@@ -236,13 +322,43 @@ impl Figures {
             );
             row(&format!("{} at {}{overlap}: outage", r.kind, vs(r.at_ms)), outage, "", r.overlapped);
         }
+        if self.instances.len() > 1 {
+            for i in &self.instances {
+                let balanced = i.balanced.as_ref().map_or_else(String::new, |b| {
+                    format!("; the balancer: {} answered, skipped {}", b.answered, b.skipped)
+                });
+                row(
+                    &format!("instance {} ({}){balanced}", i.label, i.addr),
+                    format!("{} / {}", i.webhooks(), i.dials()),
+                    "> 0",
+                    Some(i.webhooks() > 0 && i.dials() > 0),
+                );
+                for p in &i.processes {
+                    let took = if p.took_over > 0 { format!(", took over {}", p.took_over) } else { String::new() };
+                    row(
+                        &format!("  serve-{}{} ({}{took})", i.label, p.n, p.ended),
+                        format!("{} / {}", p.webhooks, p.dials),
+                        "",
+                        None,
+                    );
+                }
+            }
+            row("requests no instance answered (502)", self.unbalanced.to_string(), "", None);
+        }
         let settled = self.settled_in.map_or_else(|| "not settled".to_owned(), |d| format!("{}ms", d.as_millis()));
         row("settled after the last caller (real)", settled, "", Some(self.settled_in.is_some()));
         row("last serve on SIGTERM", self.final_stop.clone(), "", None);
         row("wall time", format!("{:.1}s", self.wall.as_secs_f64()), "", None);
+        let instances = match self.instances.len() {
+            0 | 1 => String::new(),
+            n => format!(
+                "{n} instances on one database behind a round-robin balancer (per request; `webhooks / dials` \
+                 are counted from each serve's log); "
+            ),
+        };
         let mut out = format!(
-            "chaos run: seed {}, time scale {} (virtual seconds per real second); serve's socket: {}; times are \
-             the sandbox's virtual clock, the first caller dialled at {}\n{out}",
+            "chaos run: seed {}, time scale {} (virtual seconds per real second); {instances}serve's socket: {}; \
+             times are the sandbox's virtual clock, the first caller dialled at {}\n{out}",
             self.seed,
             self.time_scale,
             match self.listener {
@@ -358,8 +474,10 @@ impl Drop for Serve {
     }
 }
 
-/// Starts `serve` processes on one address with one config.
+/// Starts `serve` processes on one address with one config: one instance.
 struct Fleet {
+    /// `a`, `b`, … with several instances (logs `serve-a1.log`, …); empty with one (`serve-1.log`).
+    label: String,
     exe: PathBuf,
     config: PathBuf,
     dir: PathBuf,
@@ -368,13 +486,16 @@ struct Fleet {
     http: reqwest::Client,
     /// The socket every `serve` inherits ([`Listener::Activated`]).
     socket: Option<socket2::Socket>,
+    /// Every process started: its number, its log and how it ended (empty while it runs).
+    processes: Vec<(usize, PathBuf, String)>,
 }
 
 impl Fleet {
     fn spawn(&mut self) -> anyhow::Result<Serve> {
         self.started += 1;
         let n = self.started;
-        let log = self.dir.join(format!("serve-{n}.log"));
+        let log = self.dir.join(format!("serve-{}{n}.log", self.label));
+        self.processes.push((n, log.clone(), String::new()));
         let file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         // A clean environment: the developer's CALL_ROUTER_* and TWILIO_* are not this run's.
         let mut cmd = match &self.socket {
@@ -403,13 +524,21 @@ impl Fleet {
             .arg("serve")
             .arg("--config")
             .arg(&self.config)
-            .env("RUST_LOG", "info,sqlx=warn,tower_http=warn")
+            // One line per webhook answered (`finished processing request`), for the figures per instance.
+            .env("RUST_LOG", "info,sqlx=warn,tower_http=warn,tower_http::trace::on_response=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
             .context("starting call-router serve")?;
         Ok(Serve { n, child, log })
+    }
+
+    /// Records how process `n` ended.
+    fn ended(&mut self, n: usize, how: String) {
+        if let Some(p) = self.processes.iter_mut().find(|p| p.0 == n) {
+            p.2 = how;
+        }
     }
 
     /// Waits until `/healthz` answers on the address (any process behind
@@ -493,41 +622,59 @@ pub(crate) async fn run(opts: &Options) -> anyhow::Result<Figures> {
     let (account, token, sb_url) = (sandbox.account_sid().to_string(), sandbox.auth_token().to_owned(), sandbox.url());
     let client = SandboxClient::new(&sb_url, &account, &token);
 
-    let port = free_port()?;
-    let url = format!("http://127.0.0.1:{port}");
     let db = match &opts.database_url {
         Some(u) => u.clone(),
         None => format!("sqlite://{}", dir.path().join("chaos.db").display()),
     };
-    let toml = format!(
-        // The reconciler every 2 real seconds (20 virtual at scale 10), so that a caller an
-        // outage cost is found and counted within the run.
-        "public_url = {url:?}\nlisten = \"127.0.0.1:{port}\"\ndatabase_url = {db:?}\nreconcile_secs = 2\n\
-         [twilio]\naccount_sid = {account:?}\nauth_token = {token:?}\n\
-         api_base_url = {sb_url:?}\ntaskrouter_base_url = {sb_url:?}\n{}",
-        opts.scenario.server.to_settings_toml()
-    );
-    let config = dir.path().join("serve.toml");
-    std::fs::write(&config, &toml).context("writing serve's config")?;
+    let count = opts.instances.max(1);
+    let ports = (0..count).map(|_| free_port()).collect::<anyhow::Result<Vec<u16>>>()?;
+    let urls: Vec<String> = ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
+    // With several instances the webhooks go to the balancer, and so do the
+    // URLs every instance gives Twilio.
+    let balancer = if count > 1 { Some(Balancer::start(&urls).await?) } else { None };
+    let public_url = balancer.as_ref().map_or_else(|| urls[0].clone(), |b| b.url().to_owned());
+    let config_toml = |port: u16| {
+        format!(
+            // The reconciler every 2 real seconds (20 virtual at scale 10), so that a caller an
+            // outage cost is found and counted within the run.
+            "public_url = {public_url:?}\nlisten = \"127.0.0.1:{port}\"\ndatabase_url = {db:?}\nreconcile_secs = 2\n\
+             [twilio]\naccount_sid = {account:?}\nauth_token = {token:?}\n\
+             api_base_url = {sb_url:?}\ntaskrouter_base_url = {sb_url:?}\n{}",
+            opts.scenario.server.to_settings_toml()
+        )
+    };
     std::fs::write(dir.path().join("scenario.txt"), format!("{:#?}", opts.scenario)).ok();
 
-    provision(&client, &toml, &db, &opts.scenario).await?;
+    provision(&client, &config_toml(ports[0]), &db, &opts.scenario).await?;
     client.add_faults(&opts.scenario.faults).await.context("adding the fault rules")?;
 
-    let mut fleet = Fleet {
-        exe: PathBuf::from(env!("CARGO_BIN_EXE_call-router")),
-        config,
-        dir: dir.path().to_owned(),
-        url: url.clone(),
-        started: 0,
-        http: reqwest::Client::builder().timeout(Duration::from_millis(500)).build()?,
-        socket: match opts.listener {
-            Listener::Activated => Some(passable_socket(port)?),
-            Listener::Bound => None,
-        },
-    };
-    let mut serve = fleet.spawn()?;
-    fleet.healthy(&mut serve, Duration::from_secs(30)).await.context("the first serve")?;
+    let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_millis(500)).build()?;
+    let mut fleets = Vec::new();
+    for (i, (&port, url)) in ports.iter().zip(&urls).enumerate() {
+        let label = if count > 1 { char::from(b'a' + i as u8).to_string() } else { String::new() };
+        let config = dir.path().join(if count > 1 { format!("serve-{label}.toml") } else { "serve.toml".into() });
+        std::fs::write(&config, config_toml(port)).context("writing serve's config")?;
+        fleets.push(Fleet {
+            label,
+            exe: PathBuf::from(env!("CARGO_BIN_EXE_call-router")),
+            config,
+            dir: dir.path().to_owned(),
+            url: url.clone(),
+            started: 0,
+            http: http.clone(),
+            socket: match opts.listener {
+                Listener::Activated => Some(passable_socket(port)?),
+                Listener::Bound => None,
+            },
+            processes: Vec::new(),
+        });
+    }
+    let mut serves = Vec::new();
+    for fleet in &mut fleets {
+        let mut serve = fleet.spawn()?;
+        fleet.healthy(&mut serve, Duration::from_secs(30)).await.context("the first serve")?;
+        serves.push(serve);
+    }
 
     // From here on, virtual time is read off the real clock: v = v0 + real × scale.
     let v0 = now_ms(&client).await?;
@@ -535,6 +682,7 @@ pub(crate) async fn run(opts: &Options) -> anyhow::Result<Figures> {
     let virt =
         move |at: Instant| v0 + (at.saturating_duration_since(t0).as_secs_f64() * 1000.0 * opts.time_scale) as u64;
     let real_at = move |ms: u64| t0 + Duration::from_secs_f64(ms as f64 / 1000.0 / opts.time_scale);
+    let vs = |ms: u64| format!("{:.1}s", ms as f64 / 1000.0);
 
     let deadline = tokio::time::Instant::from_std(t0 + opts.calls_deadline);
     let mut callers = tokio::task::JoinSet::new();
@@ -547,19 +695,30 @@ pub(crate) async fn run(opts: &Options) -> anyhow::Result<Figures> {
     disruptions.sort_by_key(|d| d.at_ms());
     let mut restarts = Vec::new();
     for d in disruptions {
+        let i = d.instance();
+        anyhow::ensure!(i < count, "a disruption of instance {i}, and there are {count}");
         tokio::time::sleep_until(tokio::time::Instant::from_std(real_at(d.at_ms()))).await;
         let at_ms = virt(Instant::now());
+        let (fleet, serve) = (&mut fleets[i], &mut serves[i]);
+        let of = if count > 1 { format!(" of instance {}", fleet.label) } else { String::new() };
         let restart = match d {
             Disruption::Kill { .. } => {
                 let down = Instant::now();
                 serve.kill9();
-                serve = fleet.spawn()?;
-                fleet.healthy(&mut serve, Duration::from_secs(30)).await.context("serve after kill -9")?;
-                Restart { kind: "kill -9", at_ms, outage: down.elapsed(), overlapped: None, note: String::new() }
+                fleet.ended(serve.n, format!("kill -9 at {}", vs(at_ms)));
+                *serve = fleet.spawn()?;
+                fleet.healthy(serve, Duration::from_secs(30)).await.context("serve after kill -9")?;
+                Restart {
+                    kind: format!("kill -9{of}"),
+                    at_ms,
+                    outage: down.elapsed(),
+                    overlapped: None,
+                    note: String::new(),
+                }
             }
             Disruption::RollingRestart { .. } => {
-                let (next, restart) = roll(&mut fleet, serve, opts.rolling, at_ms).await?;
-                serve = next;
+                let mut restart = roll(fleet, serve, opts.rolling, at_ms).await?;
+                restart.kind.push_str(&of);
                 restart
             }
         };
@@ -581,14 +740,22 @@ pub(crate) async fn run(opts: &Options) -> anyhow::Result<Figures> {
     let settle_start = Instant::now();
     let settled_in = settle(&client, opts.settle_limit).await.then(|| settle_start.elapsed());
 
-    serve.sigterm()?;
-    let final_stop = match serve.wait_exit(Duration::from_secs(20)).await {
-        Some(s) => format!("exited {s}"),
-        None => {
-            serve.kill9();
-            "no exit in 20s, killed".into()
-        }
-    };
+    for serve in &serves {
+        serve.sigterm()?;
+    }
+    let mut stops = Vec::new();
+    for (fleet, serve) in fleets.iter_mut().zip(&mut serves) {
+        let stop = match serve.wait_exit(Duration::from_secs(20)).await {
+            Some(s) => format!("exited {s}"),
+            None => {
+                serve.kill9();
+                "no exit in 20s, killed".into()
+            }
+        };
+        fleet.ended(serve.n, format!("SIGTERM at the end: {stop}"));
+        stops.push(if count > 1 { format!("{}: {stop}", fleet.label) } else { stop });
+    }
+    let final_stop = stops.join("; ");
 
     let log = full_log(&client).await?;
     let state = client.state().await.context("reading the sandbox's state")?;
@@ -599,12 +766,25 @@ pub(crate) async fn run(opts: &Options) -> anyhow::Result<Figures> {
         store.calls().await.context("reading calls")?.into_iter().map(|c| (c.call_sid.clone(), c)).collect();
     drop(store);
 
+    let balanced = balancer.as_ref().map(Balancer::counts);
+    let instances = fleets
+        .iter()
+        .enumerate()
+        .map(|(i, f)| InstanceFigures {
+            label: if f.label.is_empty() { "-".into() } else { f.label.clone() },
+            addr: f.url.trim_start_matches("http://").to_owned(),
+            balanced: balanced.as_ref().and_then(|b| b.get(i).cloned()),
+            processes: f.processes.iter().map(|(n, log, how)| ProcessFigures::from_log(*n, how.clone(), log)).collect(),
+        })
+        .collect();
     let kept_dir = opts.keep_dir.then(|| dir.keep());
     let mut figures = measure(opts, v0, &results, &rows, &log, &state);
     figures.faults = faults;
     figures.restarts = restarts;
     figures.settled_in = settled_in;
     figures.final_stop = final_stop;
+    figures.instances = instances;
+    figures.unbalanced = balancer.as_ref().map_or(0, Balancer::unanswered);
     figures.kept_dir = kept_dir;
     figures.wall = wall.elapsed();
     Ok(figures)
@@ -631,23 +811,35 @@ async fn provision(client: &SandboxClient, toml: &str, db: &str, scenario: &Scen
     Ok(())
 }
 
-/// A rolling restart; returns the process now serving.
-async fn roll(fleet: &mut Fleet, mut old: Serve, mode: Rolling, at_ms: u64) -> anyhow::Result<(Serve, Restart)> {
+/// A rolling restart: `serve` is the process now serving when it returns.
+async fn roll(fleet: &mut Fleet, serve: &mut Serve, mode: Rolling, at_ms: u64) -> anyhow::Result<Restart> {
+    let at = format!("{:.1}s", at_ms as f64 / 1000.0);
     let mut note = String::new();
     if mode == Rolling::Overlap {
         let mut next = fleet.spawn()?;
         match fleet.ready(&mut next, Duration::from_secs(30)).await {
             Ok(_) => {
                 // The second serves; the first drains and exits.
+                let mut old = std::mem::replace(serve, next);
                 old.sigterm()?;
                 let drained = old.wait_exit(Duration::from_secs(30)).await;
-                if drained.is_none() {
-                    note = "the first serve did not exit within 30 s of SIGTERM; killed".into();
-                    old.kill9();
-                }
-                let restart =
-                    Restart { kind: "rolling restart", at_ms, outage: Duration::ZERO, overlapped: Some(true), note };
-                return Ok((next, restart));
+                let how = match drained {
+                    Some(s) => format!("rolled at {at}: exited {s}"),
+                    None => {
+                        note = "the first serve did not exit within 30 s of SIGTERM; killed".into();
+                        old.kill9();
+                        format!("rolled at {at}: killed")
+                    }
+                };
+                fleet.ended(old.n, how);
+                let restart = Restart {
+                    kind: "rolling restart".into(),
+                    at_ms,
+                    outage: Duration::ZERO,
+                    overlapped: Some(true),
+                    note,
+                };
+                return Ok(restart);
             }
             Err(e) => {
                 note = format!(
@@ -656,20 +848,25 @@ async fn roll(fleet: &mut Fleet, mut old: Serve, mode: Rolling, at_ms: u64) -> a
                     fleet.url
                 );
                 eprintln!("chaos: rolling restart: {note}");
+                fleet.ended(next.n, format!("could not start beside the first at {at}"));
                 drop(next);
             }
         }
     }
     let down = Instant::now();
-    old.sigterm()?;
-    if old.wait_exit(Duration::from_secs(30)).await.is_none() {
+    serve.sigterm()?;
+    let how = if serve.wait_exit(Duration::from_secs(30)).await.is_none() {
         note.push_str("; the first serve did not exit within 30 s of SIGTERM, killed");
-        old.kill9();
-    }
-    let mut next = fleet.spawn()?;
-    fleet.healthy(&mut next, Duration::from_secs(30)).await.context("serve after the rolling restart")?;
+        serve.kill9();
+        format!("stopped at {at}: killed")
+    } else {
+        format!("stopped at {at}: exited")
+    };
+    fleet.ended(serve.n, how);
+    *serve = fleet.spawn()?;
+    fleet.healthy(serve, Duration::from_secs(30)).await.context("serve after the rolling restart")?;
     let overlapped = (mode == Rolling::Overlap).then_some(false);
-    Ok((next, Restart { kind: "rolling restart", at_ms, outage: down.elapsed(), overlapped, note }))
+    Ok(Restart { kind: "rolling restart".into(), at_ms, outage: down.elapsed(), overlapped, note })
 }
 
 async fn now_ms(client: &SandboxClient) -> anyhow::Result<u64> {
@@ -904,6 +1101,8 @@ fn measure(
         restarts: Vec::new(),
         settled_in: None,
         final_stop: String::new(),
+        instances: Vec::new(),
+        unbalanced: 0,
         wall: Duration::ZERO,
         kept_dir: None,
     };
