@@ -110,6 +110,14 @@ impl Server {
             .context("serving HTTP")
         });
         tracing::info!(%addr, "call-router listening");
+        if state.settings().admin.token.is_some() {
+            tracing::info!(api = %format_args!("{}/api/", state.settings().public_url), "history API on (admin token set)");
+        } else {
+            tracing::info!(
+                "history API and dashboard off: no admin token (set {} or [admin] token)",
+                crate::config::env::ADMIN_TOKEN
+            );
+        }
         check_location_numbers_later(state.settings());
         Ok(Server { addr, metrics_addr, state, http_stop, http, background, requests, drain })
     }

@@ -64,6 +64,8 @@ pub struct Settings {
     pub dialing: DialingSettings,
     pub ivr: IvrSettings,
     pub provision: ProvisionSettings,
+    /// The history API and the dashboard (`[admin]`).
+    pub admin: AdminSettings,
     /// Locations declared in the file; `provision` and `locations import`
     /// copy them into the database, which is what `serve` reads.
     pub locations: Vec<LocationSpec>,
@@ -111,6 +113,17 @@ pub struct IvrSettings {
     /// Seconds a caller may wait in the queue before being offered voicemail.
     pub max_queue_secs: u32,
 }
+
+/// The history API (`/api/`) and the dashboard.
+#[derive(Debug, Clone, Default)]
+pub struct AdminSettings {
+    /// The bearer token for `/api/` and the dashboard's login
+    /// (`admin.token` or `CALL_ROUTER_ADMIN_TOKEN`). When unset, both are off.
+    pub token: Option<SecretString>,
+}
+
+/// The shortest admin token accepted: it guards call history.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
 /// What `call-router provision` names the resources it creates.
 #[derive(Debug, Clone)]
@@ -165,6 +178,8 @@ struct RawSettings {
     #[serde(default)]
     provision: RawProvision,
     #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
     locations: Vec<LocationSpec>,
 }
 
@@ -173,6 +188,12 @@ struct RawSettings {
 struct RawDatabase {
     max_connections: Option<u32>,
     acquire_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    token: Option<SecretString>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -236,6 +257,8 @@ pub mod env {
     pub const TASKROUTER_BASE_URL: &str = "CALL_ROUTER_TASKROUTER_BASE_URL";
     pub const WORKSPACE_SID: &str = "CALL_ROUTER_WORKSPACE_SID";
     pub const WORKFLOW_SID: &str = "CALL_ROUTER_WORKFLOW_SID";
+    /// The admin token for `/api/` and the dashboard.
+    pub const ADMIN_TOKEN: &str = "CALL_ROUTER_ADMIN_TOKEN";
     /// Turns signature checks off. Only for local experiments; logged loudly.
     pub const INSECURE_SKIP_SIGNATURES: &str = "CALL_ROUTER_INSECURE_SKIP_SIGNATURE_CHECK";
 }
@@ -432,6 +455,25 @@ impl Settings {
             ));
         }
 
+        let admin_token = env(env::ADMIN_TOKEN)
+            .filter(|v| !v.is_empty())
+            .map(SecretString::from)
+            .or(raw.admin.token)
+            .filter(|t| !t.expose_secret().is_empty());
+        if let Some(t) = &admin_token {
+            let t = t.expose_secret();
+            if t.len() < MIN_ADMIN_TOKEN_LEN || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(invalid(
+                    "admin.token",
+                    format!(
+                        "must be at least {MIN_ADMIN_TOKEN_LEN} characters without spaces \
+                         (for example the output of `openssl rand -hex 24`)"
+                    ),
+                ));
+            }
+        }
+        let admin = AdminSettings { token: admin_token };
+
         // Every field's shape here; the numbering-plan lookup (the first one
         // loads the phone metadata, ~130 ms) where these numbers are put to use:
         // `provision` and `locations import` check them in full before storing
@@ -463,6 +505,7 @@ impl Settings {
             dialing,
             ivr,
             provision,
+            admin,
             locations: raw.locations,
         })
     }

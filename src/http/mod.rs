@@ -147,6 +147,10 @@ pub fn router(state: AppState) -> Router {
         .route("/businesshours", get(lookup::business_hours).post(lookup::business_hours))
         .route("/healthz", get(healthz));
     let routes = if with_metrics { routes.route("/metrics", get(metrics)) } else { routes };
+    let routes = match crate::api::router(&state) {
+        Some(api) => routes.merge(api),
+        None => routes,
+    };
     routes
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(max_body))
