@@ -61,9 +61,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// `/api/…` for the main router, or `None` (and a log line saying so) when
 /// no admin token is configured.
 pub fn router(state: &AppState) -> Option<axum::Router<AppState>> {
-    if state.settings().admin.token.is_none() {
-        return None;
-    }
+    state.settings().admin.token.as_ref()?;
     let (api, doc) = routes().split_for_parts();
     let doc = Arc::new(doc.to_json().unwrap_or_else(|_| "{}".to_owned()));
     // (axum refuses a route layer on a router with no routes yet.)
