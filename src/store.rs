@@ -216,8 +216,11 @@ impl Store {
             // A pool that cannot connect retries until its acquire timeout and
             // then says only that it timed out; one plain connection first
             // reports why (refused, no such database, authentication).
+            // sqlx's message for an IO error already quotes its cause, which
+            // `{:#}` would print a second time: keep the message alone.
             let probe = sqlx::AnyConnection::connect(&url)
                 .await
+                .map_err(|e| anyhow::anyhow!("{e}"))
                 .with_context(|| format!("opening database {}", redact_url(&url)))?;
             let _ = probe.close().await;
         }
@@ -1111,5 +1114,17 @@ mod tests {
         );
         assert_eq!(redact_url("postgresql://u:p%40ss@h/db?password=p"), "postgresql://***@h/db?password=***");
         assert_eq!(redact_url("sqlite://x.db?mode=rwc"), "sqlite://x.db?mode=rwc");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_postgres_says_why_once_and_hides_the_password() {
+        // A port nothing listens on: bound, then closed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("postgres://user:hunter2@127.0.0.1:{port}/db");
+        let e = Store::connect(&url).await.err().expect("nothing listens there");
+        let text = format!("{e:#}");
+        assert!(text.starts_with(&format!("opening database postgres://***@127.0.0.1:{port}/db: ")), "{text}");
+        assert_eq!(text.matches("refused").count(), 1, "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
     }
 }
