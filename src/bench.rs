@@ -46,6 +46,23 @@ pub struct BenchOptions {
     pub json: bool,
     /// The server's database; `None`: a fresh SQLite file per start.
     pub database_url: Option<String>,
+    /// With more than one (PostgreSQL only), `reservation.created` is measured once more
+    /// through a round-robin balancer in front of this many instances.
+    pub instances: usize,
+}
+
+/// `reservation.created` through a round-robin balancer in front of several instances on one
+/// PostgreSQL database.
+#[derive(Debug, Clone, Serialize)]
+pub struct BalancedFigures {
+    pub instances: usize,
+    pub reservation_created: LoadFigures,
+    pub dials_placed: u64,
+    /// Requests each instance answered, as the balancer counted them.
+    pub answered_per_instance: Vec<u64>,
+    pub peak_rss_mb: Vec<f64>,
+    /// ERROR lines in the instances' logs.
+    pub server_log_errors: usize,
 }
 
 /// Load figures for one target.
@@ -86,6 +103,8 @@ pub struct BenchReport {
     pub server_log_errors: usize,
     pub peak_rss_mb: f64,
     pub baseline_peak_rss_mb: f64,
+    /// With `--instances` above 1: the same load through a balancer.
+    pub balanced: Option<BalancedFigures>,
 }
 
 /// The TwiML both servers return for `/dial-queue`.
@@ -203,13 +222,12 @@ async fn measure(options: &BenchOptions) -> anyhow::Result<BenchReport> {
     let peak_rss_mb = peak_rss_mb(server_child.pid());
 
     drop(server_child);
-    let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-    let server_log_errors = log.lines().filter(|l| l.contains(" ERROR ")).count();
-    if server_log_errors > 0 {
-        let first = log.lines().find(|l| l.contains(" ERROR ")).unwrap_or_default();
-        eprintln!("the server logged {server_log_errors} error(s); the first: {first}");
-    }
+    let server_log_errors = log_errors(&dir.join("server.log"));
     drop(baseline_child);
+    let balanced = match (&options.database_url, options.instances) {
+        (Some(db), n) if n > 1 => Some(measure_balanced(options, &exe, &dir, db, &fake_url, &dials, &specs).await?),
+        _ => None,
+    };
     let _ = std::fs::remove_dir_all(&dir);
     Ok(BenchReport {
         cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -228,6 +246,80 @@ async fn measure(options: &BenchOptions) -> anyhow::Result<BenchReport> {
         server_log_errors,
         peak_rss_mb,
         baseline_peak_rss_mb,
+        balanced,
+    })
+}
+
+/// Counts the ERROR lines in a server's log, and shows the first.
+fn log_errors(path: &Path) -> usize {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let errors = log.lines().filter(|l| l.contains(" ERROR ")).count();
+    if errors > 0 {
+        let first = log.lines().find(|l| l.contains(" ERROR ")).unwrap_or_default();
+        eprintln!("{} has {errors} error(s); the first: {first}", path.display());
+    }
+    errors
+}
+
+/// `reservation.created` through a round-robin balancer (`crate::balance`, in this process)
+/// in front of `options.instances` servers on one PostgreSQL database, each with the
+/// balancer's URL as its `public_url`, as in production behind HAProxy.
+async fn measure_balanced(
+    options: &BenchOptions,
+    exe: &Path,
+    dir: &Path,
+    db: &str,
+    fake_url: &str,
+    dials: &AtomicU64,
+    specs: &[LocationSpec],
+) -> anyhow::Result<BalancedFigures> {
+    let ports = (0..options.instances).map(|_| free_port()).collect::<anyhow::Result<Vec<_>>>()?;
+    let urls: Vec<String> = ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
+    let balancer = crate::balance::Balancer::start(&urls).await?;
+    let mut children = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let name = format!("instance-{}", i + 1);
+        let child = spawn_server(exe, dir, &name, balancer.url(), *port, db, fake_url, specs)?;
+        children.push(child);
+    }
+    for url in &urls {
+        wait_healthy(url).await.context("an instance did not start (see its log in the temp dir)")?;
+    }
+    wait_answered(balancer.url()).await.context("the instances did not answer through the balancer")?;
+
+    eprintln!(
+        "measuring reservation.created through a balancer, {} instances ({} s)…",
+        options.instances,
+        options.duration.as_secs_f64()
+    );
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(options.connections)
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let before: Vec<u64> = balancer.counts().iter().map(|c| c.answered).collect();
+    let dials_before = dials.load(Ordering::Relaxed);
+    let reservation_created = {
+        let url = format!("{}/tr-event-handler", balancer.url());
+        let run_id: u32 = rand::random();
+        load(&client, options, move |n| {
+            let (body, sig) = reservation_created(&url, run_id, n);
+            (url.clone(), body, Some(sig))
+        })
+        .await
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let dials_placed = dials.load(Ordering::Relaxed) - dials_before;
+    let answered_per_instance = balancer.counts().iter().zip(before).map(|(c, b)| c.answered - b).collect();
+    let peak_rss_mb = children.iter().map(|c| peak_rss_mb(c.pid())).collect();
+    drop(children);
+    let server_log_errors = (1..=options.instances).map(|i| log_errors(&dir.join(format!("instance-{i}.log")))).sum();
+    Ok(BalancedFigures {
+        instances: options.instances,
+        reservation_created,
+        dials_placed,
+        answered_per_instance,
+        peak_rss_mb,
+        server_log_errors,
     })
 }
 
@@ -330,10 +422,30 @@ async fn start_server(
 ) -> anyhow::Result<(Child, String, Duration, f64)> {
     let port = free_port()?;
     let url = format!("http://127.0.0.1:{port}");
-    let config = dir.join("bench.toml");
-    std::fs::write(&config, bench_config(&url, port, db, fake_url, specs)?)?;
-    let log = std::fs::File::create(dir.join("server.log"))?;
     let started = Instant::now();
+    let child = spawn_server(exe, dir, "server", &url, port, db, fake_url, specs)?;
+    wait_answered(&url).await.context("the server did not answer /incoming-call (see its log in the temp dir)")?;
+    let elapsed = started.elapsed();
+    let cpu = cpu_ms(child.pid());
+    let mut child = child;
+    Ok((child.0.take().expect("child"), url, elapsed, cpu))
+}
+
+/// Starts `serve` on `port` with `public_url`, its config and log named after `name` in `dir`.
+#[allow(clippy::too_many_arguments)]
+fn spawn_server(
+    exe: &Path,
+    dir: &Path,
+    name: &str,
+    public_url: &str,
+    port: u16,
+    db: &str,
+    fake_url: &str,
+    specs: &[LocationSpec],
+) -> anyhow::Result<ChildGuard> {
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(&config, bench_config(public_url, port, db, fake_url, specs)?)?;
+    let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
     let child = Command::new(exe)
         .args(["serve", "--config"])
         .arg(&config)
@@ -343,12 +455,7 @@ async fn start_server(
         .stderr(log)
         .spawn()
         .context("starting `call-router serve`")?;
-    let child = ChildGuard(Some(child));
-    wait_answered(&url).await.context("the server did not answer /incoming-call (see its log in the temp dir)")?;
-    let elapsed = started.elapsed();
-    let cpu = cpu_ms(child.pid());
-    let mut child = child;
-    Ok((child.0.take().expect("child"), url, elapsed, cpu))
+    Ok(ChildGuard(Some(child)))
 }
 
 async fn start_baseline(exe: &Path) -> anyhow::Result<(Child, String)> {
@@ -678,6 +785,25 @@ pub fn render(r: &BenchReport) -> String {
     );
     if r.server_log_errors > 0 {
         let _ = writeln!(out, "the server logged {} error(s) during the run", r.server_log_errors);
+    }
+    if let Some(b) = &r.balanced {
+        row(
+            &mut out,
+            &format!("reservation.created, {} instances", b.instances),
+            &b.reservation_created,
+            "through a round-robin balancer in this process".into(),
+        );
+        let _ = writeln!(
+            out,
+            "{:<40} {:>12}  dials placed; answered per instance: {}; peak RSS {} MB",
+            "",
+            b.dials_placed,
+            b.answered_per_instance.iter().map(u64::to_string).collect::<Vec<_>>().join(" / "),
+            b.peak_rss_mb.iter().map(|m| format!("{m:.1}")).collect::<Vec<_>>().join(" / "),
+        );
+        if b.server_log_errors > 0 {
+            let _ = writeln!(out, "the instances logged {} error(s) during the run", b.server_log_errors);
+        }
     }
     out
 }

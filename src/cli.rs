@@ -75,6 +75,10 @@ pub enum Command {
         /// default: a fresh SQLite file per start in a temporary directory.
         #[arg(long)]
         database_url: Option<String>,
+        /// Also measure reservation.created through a round-robin balancer in front of this many
+        /// instances (needs --database-url postgres://…).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
+        instances: u16,
         /// Internal: serve the bare baseline on ADDR (the benchmark starts this itself).
         #[arg(long, value_name = "ADDR", hide = true)]
         serve_baseline: Option<std::net::SocketAddr>,
@@ -492,6 +496,7 @@ pub async fn run_bench(
     connections: usize,
     json: bool,
     database_url: Option<String>,
+    instances: u16,
     serve_baseline: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<()> {
     if let Some(addr) = serve_baseline {
@@ -501,11 +506,18 @@ pub async fn run_bench(
     if duration_secs == 0 || connections == 0 {
         bail!("--duration-secs and --connections must be at least 1");
     }
+    let on_postgres = database_url
+        .as_deref()
+        .is_some_and(|u| crate::store::Backend::of(u).ok() == Some(crate::store::Backend::Postgres));
+    if instances > 1 && !on_postgres {
+        bail!("--instances {instances} needs --database-url postgres://… (SQLite serves one instance)");
+    }
     crate::bench::run(crate::bench::BenchOptions {
         duration: std::time::Duration::from_secs(duration_secs),
         connections,
         json,
         database_url,
+        instances: usize::from(instances),
     })
     .await
 }

@@ -31,6 +31,7 @@ mod test_backends;
 
 pub mod api;
 pub mod app;
+pub mod balance;
 pub mod bench;
 pub mod check;
 pub mod cli;

@@ -29,8 +29,8 @@ async fn main() -> ExitCode {
         Command::Sandbox { listen, time_scale, seed, numbers, env_file } => {
             cli::run_sandbox(*listen, *time_scale, *seed, numbers, env_file.as_deref()).await
         }
-        Command::Bench { duration_secs, connections, json, database_url, serve_baseline } => {
-            cli::run_bench(*duration_secs, *connections, *json, database_url.clone(), *serve_baseline).await
+        Command::Bench { duration_secs, connections, json, database_url, instances, serve_baseline } => {
+            cli::run_bench(*duration_secs, *connections, *json, database_url.clone(), *instances, *serve_baseline).await
         }
     };
     match result {

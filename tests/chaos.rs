@@ -21,8 +21,6 @@
 
 #[path = "common/backends.rs"]
 mod backends;
-#[path = "chaos/balancer.rs"]
-mod balancer;
 #[path = "chaos/harness.rs"]
 mod harness;
 

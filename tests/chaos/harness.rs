@@ -7,7 +7,7 @@
 //! the same run points at PostgreSQL through `Options::database_url`, and
 //! runs several instances (issue 9) through `Options::instances`: each on its
 //! own port with its own config, one database, and a round-robin balancer
-//! (`balancer.rs`) in front whose URL is every instance's `public_url`.
+//! (`call_router::balance`) in front whose URL is every instance's `public_url`.
 //!
 //! Times: `*_ms` fields are the sandbox's virtual milliseconds since it
 //! started; `Duration`s are real time.
@@ -29,7 +29,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use twilio::Params;
 
-use crate::balancer::{BackendCount, Balancer};
+use call_router::balance::{BackendCount, Balancer};
 
 /// How a rolling restart is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,12 +29,12 @@ const MAX_BODY: usize = 1 << 20;
 
 /// What the balancer did for one backend.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct BackendCount {
+pub struct BackendCount {
     /// Requests it answered (any status).
-    pub(crate) answered: u64,
+    pub answered: u64,
     /// Requests sent to it that it did not answer (refused, reset, timed
     /// out); each went on to the next backend.
-    pub(crate) skipped: u64,
+    pub skipped: u64,
 }
 
 struct Backend {
@@ -52,7 +52,7 @@ struct Shared {
 }
 
 /// The balancer; stops serving when dropped.
-pub(crate) struct Balancer {
+pub struct Balancer {
     url: String,
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
@@ -61,7 +61,7 @@ pub(crate) struct Balancer {
 impl Balancer {
     /// Listens on a free loopback port and spreads requests over `backends`
     /// (base URLs such as `http://127.0.0.1:4001`), in this order.
-    pub(crate) async fn start(backends: &[String]) -> anyhow::Result<Balancer> {
+    pub async fn start(backends: &[String]) -> anyhow::Result<Balancer> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the balancer's port")?;
         let url = format!("http://{}", listener.local_addr()?);
         let http = reqwest::Client::builder()
@@ -89,12 +89,12 @@ impl Balancer {
     }
 
     /// The public URL: where webhooks go.
-    pub(crate) fn url(&self) -> &str {
+    pub fn url(&self) -> &str {
         &self.url
     }
 
     /// Per backend, in the order given.
-    pub(crate) fn counts(&self) -> Vec<BackendCount> {
+    pub fn counts(&self) -> Vec<BackendCount> {
         self.shared
             .backends
             .iter()
@@ -106,7 +106,7 @@ impl Balancer {
     }
 
     /// Requests no backend answered.
-    pub(crate) fn unanswered(&self) -> u64 {
+    pub fn unanswered(&self) -> u64 {
         self.shared.unanswered.load(Ordering::Relaxed)
     }
 }
