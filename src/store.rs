@@ -1121,7 +1121,7 @@ mod tests {
         // A port nothing listens on: bound, then closed.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let url = format!("postgres://user:hunter2@127.0.0.1:{port}/db");
-        let e = Store::connect(&url).await.err().expect("nothing listens there");
+        let Err(e) = Store::connect(&url).await else { panic!("nothing listens there") };
         let text = format!("{e:#}");
         assert!(text.starts_with(&format!("opening database postgres://***@127.0.0.1:{port}/db: ")), "{text}");
         assert_eq!(text.matches("refused").count(), 1, "{text}");
