@@ -57,7 +57,6 @@ impl Server {
             .await?
             .owned_by(&instance_name(addr), lease_ms(settings.twilio.request_timeout_ms));
         tracing::info!(instance = store.owner(), "this instance's name on the database");
-        let twilio = twilio.await.context("building the Twilio client")?.context("building the Twilio client")?;
         let notifier = Notifier::default();
         let state = AppState::new(settings.clone(), store.clone(), notifier.clone());
         let drain = Duration::from_secs(settings.drain_secs);
@@ -67,15 +66,6 @@ impl Server {
         let mut background = Background::default();
         let ticker = Ticker::new(store.clone(), notifier.clone(), state.policy());
         background.spawn("ticker", move |stop| ticker.run(stop.wait()));
-        let reconciler = Reconciler::new(
-            store.clone(),
-            twilio.clone(),
-            settings.twilio.workspace_sid.clone(),
-            notifier.clone(),
-            state.policy(),
-            Duration::from_secs(settings.reconcile_secs),
-        );
-        background.spawn("reconciler", move |stop| reconciler.run(stop.wait()));
         // The gauges are read once before the first request, then every few seconds.
         let sampler = Sampler::new(store.clone());
         if let Err(e) = sampler.sample().await {
@@ -96,9 +86,6 @@ impl Server {
             }
             None => None,
         };
-        let dispatcher = Dispatcher::new(store, twilio, settings, notifier);
-        background.spawn("dispatcher", move |stop| dispatcher.run(stop.wait()));
-
         let requests = InFlight::default();
         let router = http::router(state.clone()).layer(requests.layer());
         let (http_stop, mut stopped) = watch::channel(false);
@@ -110,6 +97,31 @@ impl Server {
             .context("serving HTTP")
         });
         tracing::info!(%addr, "call-router listening");
+        // Webhooks are answered from here on; what they queue waits in the
+        // outbox for the dispatcher, which starts once the REST client is
+        // built (loading the root certificates was most of a restart).
+        let twilio = match twilio.await.context("the thread building the Twilio client failed").and_then(|built| built)
+        {
+            Ok(client) => client,
+            Err(e) => {
+                // Stop what already runs, so a failed start leaves nothing behind.
+                let _ = http_stop.send(true);
+                let _ = http.await;
+                background.stop(tokio::time::Instant::now() + drain).await;
+                return Err(e.context("building the Twilio client"));
+            }
+        };
+        let reconciler = Reconciler::new(
+            store.clone(),
+            twilio.clone(),
+            settings.twilio.workspace_sid.clone(),
+            notifier.clone(),
+            state.policy(),
+            Duration::from_secs(settings.reconcile_secs),
+        );
+        background.spawn("reconciler", move |stop| reconciler.run(stop.wait()));
+        let dispatcher = Dispatcher::new(store, twilio, settings, notifier);
+        background.spawn("dispatcher", move |stop| dispatcher.run(stop.wait()));
         if state.settings().admin.token.is_some() {
             tracing::info!(api = %format_args!("{}/api/", state.settings().public_url), "history API on (admin token set)");
         } else {

@@ -175,6 +175,13 @@ impl Store {
             Backend::Postgres => url.to_owned(),
         };
         let is_memory = backend == Backend::Sqlite && url.contains(":memory:");
+        // A new file is switched to WAL with syncing off: the switch writes
+        // the header through a rollback journal, and with the default
+        // `synchronous = FULL` its fsyncs were most of a fresh start (50 ms
+        // on a busy disk). A crash then loses only an empty file, which the
+        // next start creates again. An existing file is already in WAL mode
+        // and its switch is a no-op, so it never runs unsynced.
+        let fresh_file = backend == Backend::Sqlite && sqlite_path(&url).is_some_and(|p| !p.exists());
         let options = |max: u32| match backend {
             // No ping before each acquire: a SQLite connection is a file
             // handle that cannot go stale, and the ping is a round trip to
@@ -183,8 +190,11 @@ impl Store {
                 .max_connections(max)
                 .acquire_timeout(settings.acquire_timeout)
                 .test_before_acquire(false)
-                .after_connect(|conn, _meta| {
+                .after_connect(move |conn, _meta| {
                     Box::pin(async move {
+                        if fresh_file {
+                            conn.execute("PRAGMA synchronous = OFF").await?;
+                        }
                         conn.execute("PRAGMA journal_mode = WAL").await?;
                         conn.execute("PRAGMA synchronous = NORMAL").await?;
                         conn.execute("PRAGMA foreign_keys = ON").await?;
