@@ -112,6 +112,35 @@ pub struct IvrSettings {
     pub voicemail_max_secs: u32,
     /// Seconds a caller may wait in the queue before being offered voicemail.
     pub max_queue_secs: u32,
+    /// Where a caller goes who made no valid menu choice in `menu_attempts`.
+    pub on_no_choice: NoChoicePolicy,
+}
+
+/// What the menu does once its attempts are used up without a valid choice
+/// (`ivr.on_no_choice`: `"voicemail"`, `"goodbye"` or `"location:NAME"`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum NoChoicePolicy {
+    /// The business's voicemail, with no location (the default).
+    #[default]
+    Voicemail,
+    /// A goodbye, then hang up.
+    Goodbye,
+    /// This location, when the number's menu offers it; the business's
+    /// voicemail otherwise.
+    Location(String),
+}
+
+impl NoChoicePolicy {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "voicemail" => Ok(NoChoicePolicy::Voicemail),
+            "goodbye" => Ok(NoChoicePolicy::Goodbye),
+            other => match other.strip_prefix("location:").map(str::trim) {
+                Some(name) if !name.is_empty() => Ok(NoChoicePolicy::Location(name.to_owned())),
+                _ => Err(format!("{other:?} is not a policy: use \"voicemail\", \"goodbye\" or \"location:NAME\"")),
+            },
+        }
+    }
 }
 
 /// The history API (`/api/`) and the dashboard.
@@ -243,6 +272,7 @@ struct RawIvr {
     menu_timeout_secs: Option<u32>,
     voicemail_max_secs: Option<u32>,
     max_queue_secs: Option<u32>,
+    on_no_choice: Option<String>,
 }
 
 /// The environment variables that override the file.
@@ -413,7 +443,23 @@ impl Settings {
             menu_timeout_secs: i.menu_timeout_secs.unwrap_or(5),
             voicemail_max_secs: i.voicemail_max_secs.unwrap_or(120),
             max_queue_secs: i.max_queue_secs.unwrap_or(300),
+            on_no_choice: i
+                .on_no_choice
+                .as_deref()
+                .map(NoChoicePolicy::parse)
+                .transpose()
+                .map_err(|e| invalid("ivr.on_no_choice", e))?
+                .unwrap_or_default(),
         };
+        if let NoChoicePolicy::Location(name) = &ivr.on_no_choice
+            && !raw.locations.is_empty()
+            && !raw.locations.iter().any(|l| &l.name == name)
+        {
+            return Err(invalid(
+                "ivr.on_no_choice",
+                format!("names location {name:?}, which the file does not declare"),
+            ));
+        }
         if !(1..=5).contains(&ivr.menu_attempts) {
             return Err(invalid("ivr.menu_attempts", "must be between 1 and 5"));
         }
@@ -662,6 +708,17 @@ auth_token = "secret-token"
                 "metrics_listen",
             ),
             ("public_url='https://x'\nbogus=1", "bogus"),
+            (
+                "public_url='https://x'\n[twilio]\naccount_sid='AC0123456789abcdef0123456789abcdef'\nauth_token='x'\n\
+                 [ivr]\non_no_choice='hangup'",
+                "ivr.on_no_choice: \"hangup\" is not a policy",
+            ),
+            (
+                "public_url='https://x'\n[twilio]\naccount_sid='AC0123456789abcdef0123456789abcdef'\nauth_token='x'\n\
+                 [ivr]\non_no_choice='location:south'\n[[locations]]\nname='north'\nnumbers=['+12025550143']\n\
+                 phone='+14155550123'\n[locations.hours]\ntime_zone='America/New_York'",
+                "ivr.on_no_choice: names location \"south\", which the file does not declare",
+            ),
         ];
         for (text, field) in cases {
             let err = Settings::from_toml(text, no_env).unwrap_err().to_string();

@@ -254,10 +254,14 @@ pub enum Outcome {
     /// number's fallback. Recorded by the reconciler, so an operator can
     /// count the callers an outage cost.
     Missed,
+    /// The caller made no valid menu choice in the attempts allowed, and the
+    /// menu's policy (`ivr.on_no_choice`) sent them to the business's
+    /// voicemail or said goodbye.
+    NoChoice,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 11] = [
+    pub const ALL: [Outcome; 12] = [
         Outcome::Pending,
         Outcome::Connected,
         Outcome::LocationBusy,
@@ -269,6 +273,7 @@ impl Outcome {
         Outcome::NotInService,
         Outcome::QueueTimeout,
         Outcome::Missed,
+        Outcome::NoChoice,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -284,6 +289,7 @@ impl Outcome {
             Outcome::NotInService => "not_in_service",
             Outcome::QueueTimeout => "queue_timeout",
             Outcome::Missed => "missed",
+            Outcome::NoChoice => "no_choice",
         }
     }
 

@@ -7,7 +7,7 @@ use twilio::twiml::{
     Dial, DialNoun, Enqueue, Gather, Method, Pause, Play, Prompt, Queue, Record, Redirect, Response, Say, Task, Verb,
 };
 
-use crate::config::Settings;
+use crate::config::{NoChoicePolicy, Settings};
 use crate::domain::{Location, Outcome, TaskAttributes};
 
 /// Builds absolute URLs on the public base with percent-encoded query values,
@@ -37,17 +37,50 @@ pub enum Choice {
     Location(usize),
     /// Ask again; `attempt` is the number of the next attempt.
     Retry { attempt: u32 },
+    /// The attempts are used up, and the policy says voicemail.
+    Voicemail,
+    /// The attempts are used up, and the policy says goodbye.
+    Goodbye,
 }
 
 /// Interprets menu digits. Missing or invalid input repeats the menu until
-/// `max_attempts` is used up, then routes to the first location (the
-/// default), so that no caller is left at a menu forever.
-pub fn choose(locations: &[Location], digits: Option<&str>, attempt: u32, max_attempts: u32) -> Choice {
+/// `max_attempts` is used up; then `on_no_choice` decides, so that no caller
+/// is left at a menu forever, nor sent to a location they did not choose
+/// unless the business said so. A policy location that this number's menu
+/// does not offer falls back to voicemail.
+pub fn choose(
+    locations: &[Location],
+    digits: Option<&str>,
+    attempt: u32,
+    max_attempts: u32,
+    on_no_choice: &NoChoicePolicy,
+) -> Choice {
     let pressed = digits.map(str::trim).and_then(|d| d.chars().next());
     if let Some(i) = pressed.and_then(|d| locations.iter().position(|l| l.digit == Some(d))) {
         return Choice::Location(i);
     }
-    if attempt + 1 < max_attempts { Choice::Retry { attempt: attempt + 1 } } else { Choice::Location(0) }
+    if attempt + 1 < max_attempts {
+        return Choice::Retry { attempt: attempt + 1 };
+    }
+    match on_no_choice {
+        NoChoicePolicy::Voicemail => Choice::Voicemail,
+        NoChoicePolicy::Goodbye => Choice::Goodbye,
+        NoChoicePolicy::Location(name) => {
+            locations.iter().position(|l| &l.name == name).map_or(Choice::Voicemail, Choice::Location)
+        }
+    }
+}
+
+/// The business's voicemail for a caller who made no menu choice.
+pub fn no_choice_voicemail(settings: &Settings, urls: &Urls) -> Response {
+    voicemail(settings, urls, "", "Sorry, I still didn't get a choice.")
+}
+
+/// The goodbye for a caller who made no menu choice.
+pub fn no_choice_goodbye(settings: &Settings) -> Response {
+    Response::new()
+        .verb(Verb::Say(say(settings, "Sorry, I still didn't get a choice. Please call again. Goodbye.")))
+        .verb(Verb::Hangup)
 }
 
 fn say(settings: &Settings, text: impl Into<String>) -> Say {
@@ -311,18 +344,40 @@ mod tests {
     }
 
     #[test]
-    fn menu_input_repeats_then_defaults() {
+    fn menu_input_repeats_then_follows_the_no_choice_policy() {
         let locs = [location("east", "1", true), location("west", "2", true)];
-        let cases: [(Option<&str>, u32, Choice); 6] = [
+        let voicemail = NoChoicePolicy::Voicemail;
+        let cases: [(Option<&str>, u32, Choice); 7] = [
             (Some("2"), 0, Choice::Location(1)),
             (Some("1"), 1, Choice::Location(0)),
             (Some("9"), 0, Choice::Retry { attempt: 1 }),
             (None, 0, Choice::Retry { attempt: 1 }),
-            (None, 1, Choice::Location(0)),
+            (None, 1, Choice::Voicemail),
+            (Some("9"), 1, Choice::Voicemail),
             (Some(" 2 "), 1, Choice::Location(1)),
         ];
         for (digits, attempt, want) in cases {
-            assert_eq!(choose(&locs, digits, attempt, 2), want, "{digits:?} at attempt {attempt}");
+            assert_eq!(choose(&locs, digits, attempt, 2, &voicemail), want, "{digits:?} at attempt {attempt}");
+        }
+        // The other policies apply only once the attempts are used up.
+        assert_eq!(choose(&locs, None, 0, 2, &NoChoicePolicy::Goodbye), Choice::Retry { attempt: 1 });
+        assert_eq!(choose(&locs, None, 1, 2, &NoChoicePolicy::Goodbye), Choice::Goodbye);
+        let west = NoChoicePolicy::Location("west".into());
+        assert_eq!(choose(&locs, Some("7"), 1, 2, &west), Choice::Location(1));
+        // A location this menu does not offer: voicemail, never another location.
+        let elsewhere = NoChoicePolicy::Location("north".into());
+        assert_eq!(choose(&locs, None, 1, 2, &elsewhere), Choice::Voicemail);
+        assert_eq!(choose(&locs, None, 0, 1, &elsewhere), Choice::Voicemail);
+    }
+
+    #[test]
+    fn the_no_choice_policy_parses_and_says_what_is_wrong() {
+        assert_eq!(NoChoicePolicy::parse("voicemail"), Ok(NoChoicePolicy::Voicemail));
+        assert_eq!(NoChoicePolicy::parse(" goodbye "), Ok(NoChoicePolicy::Goodbye));
+        assert_eq!(NoChoicePolicy::parse("location: west"), Ok(NoChoicePolicy::Location("west".into())));
+        for bad in ["", "location:", "hangup", "Location:west"] {
+            let e = NoChoicePolicy::parse(bad).unwrap_err();
+            assert!(e.contains("\"voicemail\", \"goodbye\" or \"location:NAME\""), "{bad:?}: {e}");
         }
     }
 }

@@ -69,16 +69,38 @@ async fn shared_number_offers_a_menu_and_routes_by_digit() {
 }
 
 #[tokio::test]
-async fn invalid_menu_input_repeats_then_takes_the_default() {
+async fn invalid_menu_input_repeats_then_goes_to_the_business_voicemail() {
     let app = spawn_app().await;
+    twiml(app.post_signed("/incoming-call", &inbound(SHARED_NUMBER)).await).await;
     let mut params = inbound(SHARED_NUMBER);
     params.push(("Digits", "9"));
     let doc = twiml(app.post_signed("/menu?attempt=0", &params).await).await;
     assert!(matches!(doc.verbs[0], Verb::Gather(_)), "first bad input repeats the menu");
-    // No digits on the last attempt: the first location is the default.
+    // No digits on the last attempt: by default, the business's voicemail, no location.
+    let doc = twiml(app.post_signed("/menu?attempt=1", &inbound(SHARED_NUMBER)).await).await;
+    assert!(!doc.verbs.iter().any(|v| matches!(v, Verb::Enqueue(_))), "{doc:?}");
+    let Some(Verb::Record(record)) = doc.verbs.iter().find(|v| matches!(v, Verb::Record(_))) else {
+        panic!("expected voicemail: {doc:?}")
+    };
+    assert!(record.action.as_deref().unwrap().contains("/voicemail-complete?location="), "{record:?}");
+    let call = app.server.state.store().call(CALL).await.unwrap().unwrap();
+    assert_eq!((call.outcome.as_str(), call.location), ("no_choice", None));
+}
+
+#[tokio::test]
+async fn the_no_choice_policy_can_say_goodbye_or_route_to_a_named_location() {
+    let app = spawn_app_with("[ivr]\non_no_choice = \"goodbye\"").await;
+    twiml(app.post_signed("/incoming-call", &inbound(SHARED_NUMBER)).await).await;
+    let doc = twiml(app.post_signed("/menu?attempt=1", &inbound(SHARED_NUMBER)).await).await;
+    assert!(matches!(doc.verbs.last(), Some(Verb::Hangup)), "{doc:?}");
+    assert!(!doc.verbs.iter().any(|v| matches!(v, Verb::Enqueue(_) | Verb::Record(_))), "{doc:?}");
+    let call = app.server.state.store().call(CALL).await.unwrap().unwrap();
+    assert_eq!(call.outcome.as_str(), "no_choice");
+
+    let app = spawn_app_with("[ivr]\non_no_choice = \"location:west\"").await;
     let doc = twiml(app.post_signed("/menu?attempt=1", &inbound(SHARED_NUMBER)).await).await;
     let task = doc.verbs.iter().find_map(|v| if let Verb::Enqueue(e) = v { e.task.clone() } else { None }).unwrap();
-    assert_eq!(attrs(&task.attributes)["location"], "east");
+    assert_eq!(attrs(&task.attributes)["location"], "west");
 }
 
 #[tokio::test]

@@ -70,13 +70,29 @@ pub(super) async fn menu(State(state): State<AppState>, req: TwilioRequest) -> R
         return Ok(TwiML(ivr::not_in_service(state.settings())));
     }
     let digits = req.params.get("Digits");
-    match ivr::choose(&locations, digits, attempt, state.settings().ivr.menu_attempts) {
+    let ivr_settings = &state.settings().ivr;
+    let choice = ivr::choose(&locations, digits, attempt, ivr_settings.menu_attempts, &ivr_settings.on_no_choice);
+    let no_choice = || vec![Event::CallerTurnedAway { outcome: Outcome::NoChoice, location: None }];
+    match choice {
         Choice::Location(i) => {
             let (twiml, event) = route_to(&state, &req, &locations[i], false).await?;
             caller_events(&state, &call, vec![event]).await?;
             Ok(twiml)
         }
         Choice::Retry { attempt } => Ok(TwiML(ivr::menu(state.settings(), &state.urls(), &locations, attempt))),
+        Choice::Voicemail => {
+            if let crate::config::NoChoicePolicy::Location(name) = &ivr_settings.on_no_choice {
+                tracing::warn!(location = %name, to = %to, "ivr.on_no_choice names a location this number's menu does not offer; business voicemail instead");
+            }
+            tracing::info!("no menu choice; business voicemail");
+            caller_events(&state, &call, no_choice()).await?;
+            Ok(TwiML(ivr::no_choice_voicemail(state.settings(), &state.urls())))
+        }
+        Choice::Goodbye => {
+            tracing::info!("no menu choice; goodbye");
+            caller_events(&state, &call, no_choice()).await?;
+            Ok(TwiML(ivr::no_choice_goodbye(state.settings())))
+        }
     }
 }
 
