@@ -133,13 +133,12 @@ pub(crate) struct CallDetail {
         (status = 401, description = "No or a wrong admin token", body = ErrorBody),
     )
 )]
-#[tracing::instrument(name = "api.calls", skip_all)]
 async fn list_calls(
     State(state): State<AppState>,
     query: Result<Query<CallsQuery>, QueryRejection>,
 ) -> Result<Json<CallPage>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::BadRequest(format!("query: {}", e.body_text())))?;
-    let filter = filter(&query)?;
+    let filter = filter(&query).inspect_err(|e| tracing::info!(reason = %e, "api: refused a calls query"))?;
     Ok(Json(page(&state, filter).await?))
 }
 
@@ -262,14 +261,24 @@ pub(crate) fn summary(h: &HistoryCall) -> CallSummary {
         (status = 401, description = "No or a wrong admin token", body = ErrorBody),
     )
 )]
-#[tracing::instrument(name = "api.call", skip(state))]
 async fn get_call(State(state): State<AppState>, Path(call_sid): Path<String>) -> Result<Json<CallDetail>, ApiError> {
+    // On the request's span, so that a failure's log line (written as the
+    // error becomes a response, still inside it) names the call.
+    tracing::Span::current().record("call_sid", call_sid.as_str());
+    let detail = call_detail(&state, &call_sid).await;
+    if let Err(ApiError::NotFound(reason)) = &detail {
+        tracing::info!(%reason, "api: no such call");
+    }
+    detail.map(Json)
+}
+
+async fn call_detail(state: &AppState, call_sid: &str) -> Result<CallDetail, ApiError> {
     let store = state.store();
-    let Some(call) = store.history_call(&call_sid).await? else {
+    let Some(call) = store.history_call(call_sid).await? else {
         return Err(ApiError::NotFound(format!("no call {call_sid}")));
     };
-    let journey = store.journey_of(&call_sid).await?;
-    let sids = journey_sids(&call_sid, journey.as_ref());
+    let journey = store.journey_of(call_sid).await?;
+    let sids = journey_sids(call_sid, journey.as_ref());
     let mut timeline = Vec::new();
     for e in store.events_for(&sids).await? {
         let payload: serde_json::Value =
@@ -328,7 +337,7 @@ async fn get_call(State(state): State<AppState>, Path(call_sid): Path<String>) -
         state_json = serde_json::from_str(&j.state_json).ok();
     }
     timeline.sort_by_key(|e| e.order);
-    Ok(Json(CallDetail { summary: summary(&call), state: state_json, timeline }))
+    Ok(CallDetail { summary: summary(&call), state: state_json, timeline })
 }
 
 fn entry(at_ms: i64, source: Source, id: i64, kind: String, detail: serde_json::Value) -> TimelineEntry {

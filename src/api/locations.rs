@@ -64,7 +64,6 @@ pub(crate) struct Board {
         (status = 401, description = "No or a wrong admin token", body = ErrorBody),
     )
 )]
-#[tracing::instrument(name = "api.locations", skip_all)]
 async fn list_locations(State(state): State<AppState>) -> Result<Json<Board>, ApiError> {
     Ok(Json(board(&state, Timestamp::now()).await?))
 }
