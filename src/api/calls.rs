@@ -282,7 +282,7 @@ async fn call_detail(state: &AppState, call_sid: &str) -> Result<CallDetail, Api
     let mut timeline = Vec::new();
     for e in store.events_for(&sids).await? {
         let payload: serde_json::Value =
-            serde_json::from_str(&e.payload).unwrap_or(serde_json::Value::String(e.payload.clone()));
+            redact(serde_json::from_str(&e.payload).unwrap_or(serde_json::Value::String(e.payload.clone())));
         timeline.push(entry(
             e.received_at_ms,
             Source::Webhook,
@@ -308,9 +308,11 @@ async fn call_detail(state: &AppState, call_sid: &str) -> Result<CallDetail, Api
     let mut state_json = None;
     if let Some(j) = &journey {
         for a in store.actions_of(j.id).await? {
-            let command: serde_json::Value = serde_json::from_str(&a.payload).unwrap_or(serde_json::Value::Null);
-            let result: Option<serde_json::Value> =
-                a.result.as_deref().map(|r| serde_json::from_str(r).unwrap_or(serde_json::Value::String(r.into())));
+            let command = redact(serde_json::from_str(&a.payload).unwrap_or(serde_json::Value::Null));
+            let result: Option<serde_json::Value> = a
+                .result
+                .as_deref()
+                .map(|r| redact(serde_json::from_str(r).unwrap_or(serde_json::Value::String(r.into()))));
             let finished = matches!(a.state, crate::outbox::OutboxState::Done | crate::outbox::OutboxState::Failed);
             timeline.push(entry(
                 a.created_at_ms,
@@ -334,10 +336,38 @@ async fn call_detail(state: &AppState, call_sid: &str) -> Result<CallDetail, Api
                 serde_json::json!({"id": j.id, "outcome": call.call.outcome.as_str()}),
             ));
         }
-        state_json = serde_json::from_str(&j.state_json).ok();
+        state_json = serde_json::from_str(&j.state_json).ok().map(redact);
     }
     timeline.sort_by_key(|e| e.order);
     Ok(CallDetail { summary: summary(&call), state: state_json, timeline })
+}
+
+/// Fields the API never shows, at any depth: a call's token (it lets its
+/// holder place calls as the caller) and recording URLs (the audio is served
+/// through `/api/voicemails/…/audio`, with the account's credentials).
+const HIDDEN: [&str; 5] = ["CallToken", "call_token", "RecordingUrl", "recording_url", "TranscriptionUrl"];
+
+/// `value` with every [`HIDDEN`] field's value replaced by `"[hidden]"`.
+fn redact(mut value: serde_json::Value) -> serde_json::Value {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, field) in map.iter_mut() {
+                    if HIDDEN.contains(&k.as_str()) {
+                        if !field.is_null() {
+                            *field = serde_json::Value::String("[hidden]".into());
+                        }
+                    } else {
+                        walk(field);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut value);
+    value
 }
 
 fn entry(at_ms: i64, source: Source, id: i64, kind: String, detail: serde_json::Value) -> TimelineEntry {
@@ -376,5 +406,20 @@ mod tests {
         }
         let f = filter(&CallsQuery { caller: Some(" 14155550100".into()), ..Default::default() }).unwrap();
         assert_eq!((f.caller.as_deref(), f.limit), (Some("+14155550100"), DEFAULT_LIMIT));
+    }
+
+    #[test]
+    fn tokens_and_recording_urls_are_hidden_at_any_depth() {
+        let v = serde_json::json!({
+            "params": {"CallToken": "%7Bsecret%7D", "From": "+13105550100", "RecordingUrl": "https://api/RE1"},
+            "command": {"Dial": {"target": {"call_token": "t", "phone": "+1415"}}},
+            "list": [{"recording_url": "u"}, {"call_token": null}],
+        });
+        let out = redact(v).to_string();
+        for secret in ["%7Bsecret%7D", "https://api/RE1", "\"t\"", "\"u\""] {
+            assert!(!out.contains(secret), "{secret} in {out}");
+        }
+        assert!(out.contains("+13105550100") && out.contains("+1415"), "{out}");
+        assert!(out.contains("\"call_token\":null"), "a missing token stays null: {out}");
     }
 }
