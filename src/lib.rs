@@ -35,6 +35,7 @@ pub mod bench;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod demo;
 pub mod dispatch;
 pub mod domain;

@@ -151,6 +151,10 @@ pub fn router(state: AppState) -> Router {
         Some(api) => routes.merge(api),
         None => routes,
     };
+    let routes = match crate::dashboard::router(&state) {
+        Some(dashboard) => routes.merge(dashboard),
+        None => routes,
+    };
     routes
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(max_body))
