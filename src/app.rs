@@ -139,7 +139,7 @@ impl Server {
     /// keep-alive connections move off before the idle ones are closed.
     /// `serve` uses this on SIGTERM; `grace` counts against `drain_secs`.
     pub async fn shutdown_after(self, grace: Duration) -> anyhow::Result<()> {
-        let Server { http_stop, mut http, background, requests, drain, .. } = self;
+        let Server { state, http_stop, mut http, background, requests, drain, .. } = self;
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + drain;
         if !grace.is_zero() {
@@ -153,6 +153,8 @@ impl Server {
             "draining: no new connections; finishing the webhooks in flight, then the background tasks"
         );
         requests.close_connections();
+        // The history API's event streams end, so their connections close.
+        state.notifier().close();
         let _ = http_stop.send(true);
         // The dispatcher keeps running while the webhooks finish, so the
         // actions their last requests wrote are still sent by this process.

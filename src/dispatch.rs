@@ -34,21 +34,48 @@ use crate::store::{Backend, Delivery, Finish, NOTIFY_CHANNEL, Orphans, Route, St
 use crate::twilio_api::{ApiError, CreateCall, TwilioClient};
 use sqlx::postgres::PgListener;
 
-/// Wakes the dispatcher's lanes.
+/// Wakes the dispatcher's lanes, and whoever watches for changes (the
+/// history API's event stream).
 #[derive(Clone, Default, Debug)]
-pub struct Notifier(Arc<(Notify, Notify)>);
+pub struct Notifier(Arc<Lanes>);
+
+#[derive(Default, Debug)]
+struct Lanes {
+    dial: Notify,
+    other: Notify,
+    /// Every watcher at once (`notify_waiters`), so none takes a lane's wake-up.
+    changed: Notify,
+    /// Set when the server drains: watchers end their long-lived responses.
+    closing: std::sync::atomic::AtomicBool,
+}
 
 impl Notifier {
     pub fn notify(&self) {
-        self.0.0.notify_one();
-        self.0.1.notify_one();
+        self.0.dial.notify_one();
+        self.0.other.notify_one();
+        self.0.changed.notify_waiters();
     }
 
     fn of(&self, lane: Lane) -> &Notify {
         match lane {
-            Lane::Dial => &self.0.0,
-            Lane::Other => &self.0.1,
+            Lane::Dial => &self.0.dial,
+            Lane::Other => &self.0.other,
         }
+    }
+
+    /// Resolves at the next [`Notifier::notify`] or [`Notifier::close`].
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.0.changed.notified()
+    }
+
+    /// The server is draining: long-lived responses should end.
+    pub fn close(&self) {
+        self.0.closing.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.0.closing.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 

@@ -40,7 +40,7 @@ pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 const OUTBOX_KINDS: [&str; 6] = ["dial", "find_dial", "hang_up", "redirect_caller", "cancel_task", "complete_task"];
 
 /// At most this many open journeys are read for the live gauges.
-const MAX_OPEN: i64 = 10_000;
+pub const MAX_OPEN: i64 = 10_000;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

@@ -1,0 +1,118 @@
+//! `GET /api/locations`: each location now (open or not and until when,
+//! callers waiting, lines in use) and today's finished calls by outcome.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::Json;
+use axum::extract::State;
+use jiff::Timestamp;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ApiError, ErrorBody, rfc3339};
+use crate::domain::Location;
+use crate::hours::Status;
+use crate::http::AppState;
+use crate::store::LiveCallers;
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_locations))
+}
+
+/// One location now.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+pub(crate) struct LocationBoard {
+    pub(crate) name: String,
+    pub(crate) display_name: Option<String>,
+    /// IANA name, such as `America/New_York`.
+    pub(crate) time_zone: String,
+    /// Open by its hours, holidays and closures now.
+    pub(crate) open: bool,
+    /// When `open` next changes (RFC 3339, UTC); null when it does not
+    /// within a year.
+    pub(crate) next_change: Option<String>,
+    /// Callers in the queue now.
+    pub(crate) waiting: i64,
+    /// Seconds since the longest-waiting caller's call arrived; null when
+    /// nobody waits.
+    pub(crate) longest_wait_secs: Option<i64>,
+    /// Lines the location has.
+    pub(crate) lines: i64,
+    /// Callers connected to the location now.
+    pub(crate) lines_in_use: i64,
+    /// Finished calls that started today (in the location's time zone), by outcome.
+    #[schema(example = json!({"connected": 3, "after_hours": 1}))]
+    pub(crate) today: BTreeMap<String, i64>,
+}
+
+/// Every location now.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+pub(crate) struct Board {
+    pub(crate) locations: Vec<LocationBoard>,
+}
+
+/// Every location now: open or closed and until when, callers waiting,
+/// lines in use, today's finished calls by outcome.
+#[utoipa::path(
+    get,
+    path = "/api/locations",
+    tag = "locations",
+    responses(
+        (status = 200, description = "Every location, by name", body = Board),
+        (status = 401, description = "No or a wrong admin token", body = ErrorBody),
+    )
+)]
+async fn list_locations(State(state): State<AppState>) -> Result<Json<Board>, ApiError> {
+    Ok(Json(board(&state, Timestamp::now()).await?))
+}
+
+/// The board at `now`.
+pub(crate) async fn board(state: &AppState, now: Timestamp) -> Result<Board, ApiError> {
+    let store = state.store();
+    let locations = store.locations().await?;
+    let live: HashMap<String, LiveCallers> =
+        store.live_board(crate::stats::MAX_OPEN).await?.into_iter().map(|l| (l.location.clone(), l)).collect();
+    let mut out = Vec::with_capacity(locations.len());
+    for loc in &locations {
+        let since = start_of_day(loc, now)?;
+        let today = store.outcomes_since(&loc.name, since).await?;
+        out.push(location_board(loc, live.get(&loc.name), today, now));
+    }
+    Ok(Board { locations: out })
+}
+
+fn start_of_day(loc: &Location, now: Timestamp) -> anyhow::Result<i64> {
+    Ok(now.in_tz(loc.schedule.time_zone_name())?.start_of_day()?.timestamp().as_millisecond())
+}
+
+fn location_board(
+    loc: &Location,
+    live: Option<&LiveCallers>,
+    today: Vec<(crate::domain::Outcome, i64)>,
+    now: Timestamp,
+) -> LocationBoard {
+    let (open, next_change) = match loc.schedule.status_at(now) {
+        // A location that does not close within the search horizon reports
+        // the horizon's end, where it is still open: no change.
+        Status::Open { closes_at } => {
+            let t = closes_at.timestamp();
+            (true, (!loc.schedule.is_open(t)).then(|| rfc3339(t.as_millisecond())))
+        }
+        Status::Closed { opens_at, .. } => (false, opens_at.map(|t| rfc3339(t.timestamp().as_millisecond()))),
+    };
+    let now_ms = now.as_millisecond();
+    LocationBoard {
+        name: loc.name.clone(),
+        display_name: loc.spec.display_name.clone(),
+        time_zone: loc.schedule.time_zone_name().to_owned(),
+        open,
+        next_change,
+        waiting: live.map_or(0, |l| l.waiting),
+        longest_wait_secs: live.and_then(|l| l.oldest_waiting_ms).map(|t| (now_ms - t).max(0) / 1000),
+        lines: i64::from(loc.lines),
+        lines_in_use: live.map_or(0, |l| l.bridged),
+        today: today.into_iter().map(|(o, n)| (o.as_str().to_owned(), n)).collect(),
+    }
+}
