@@ -243,13 +243,36 @@ async fn drive(c: &Client, business: &Business) -> Result<(), String> {
         .map_err(|e| format!("the call's timeline did not show: {e}"))?;
     c.find(Locator::Id("detail-close")).await.map_err(|e| e.to_string())?.click().await.map_err(|e| e.to_string())?;
 
+    // A phone-sized screen: one column, cards the width of the screen, nothing wider.
+    c.set_window_size(390, 844).await.map_err(|e| e.to_string())?;
+    let widths: Value = c
+        .execute(
+            "const card = document.querySelector('article.loc').getBoundingClientRect();\
+             const root = document.documentElement;\
+             return [card.width, card.right, root.clientWidth, root.scrollWidth];",
+            vec![],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let w = |i: usize| widths[i].as_f64().unwrap_or(f64::NAN);
+    let (card, right, viewport, page) = (w(0), w(1), w(2), w(3));
+    if !(card >= viewport * 0.8 && right <= viewport && page <= viewport) {
+        return Err(format!(
+            "on a 390 px screen: a location card {card} px wide ending at {right} px, the page {page} px wide, \
+             the viewport {viewport} px: not one column that fits"
+        ));
+    }
+    let png = c.screenshot().await.map_err(|e| format!("screenshot: {e}"))?;
+    std::fs::write(artifacts_dir().join("dashboard-phone.png"), png).unwrap();
+    c.set_window_size(1280, 1100).await.map_err(|e| e.to_string())?;
+
     // Harbor's caller's voicemail appears, with a player for the server's audio route.
     let vm = c
         .wait()
-        .at_most(Duration::from_secs(30))
+        .at_most(Duration::from_secs(20))
         .for_element(Locator::Css("#voicemails li.vm"))
         .await
-        .map_err(|e| format!("no voicemail appeared on the page within 30 s: {e}"))?;
+        .map_err(|e| format!("no voicemail appeared on the page within 20 s: {e}"))?;
     let vm_text = vm.text().await.map_err(|e| e.to_string())?;
     if !vm_text.contains("+13105550399") {
         return Err(format!("the voicemail does not name its caller: {vm_text:?}"));
@@ -273,22 +296,6 @@ async fn drive(c: &Client, business: &Business) -> Result<(), String> {
     let png = c.screenshot().await.map_err(|e| format!("screenshot: {e}"))?;
     std::fs::write(artifacts_dir().join("dashboard.png"), png).unwrap();
 
-    // A phone-sized screen: one column, cards the width of the screen.
-    c.set_window_size(390, 844).await.map_err(|e| e.to_string())?;
-    let widths: Value = c
-        .execute(
-            "const card = document.querySelector('article.loc');\
-             return [card.getBoundingClientRect().width, document.documentElement.clientWidth];",
-            vec![],
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    let (card, viewport) = (widths[0].as_f64().unwrap_or(0.0), widths[1].as_f64().unwrap_or(1.0));
-    if card < viewport * 0.8 {
-        return Err(format!("on a 390 px screen a location card is {card} px of {viewport} px: not one column"));
-    }
-    let png = c.screenshot().await.map_err(|e| format!("screenshot: {e}"))?;
-    std::fs::write(artifacts_dir().join("dashboard-phone.png"), png).unwrap();
     Ok(())
 }
 
