@@ -322,6 +322,9 @@ impl AddLocation {
                 holidays: self.holidays.iter().map(|d| HolidaySpec { date: d.clone(), name: None }).collect(),
                 closures: Vec::new(),
             },
+            transcribe: false,
+            notify_email: Vec::new(),
+            notify_webhook: None,
         })
     }
 }

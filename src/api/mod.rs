@@ -12,6 +12,7 @@
 //! call's life: the API is a window, not a control.
 
 pub mod auth;
+pub mod voicemails;
 
 use std::sync::Arc;
 
@@ -50,7 +51,7 @@ impl utoipa::Modify for BearerScheme {
 /// The API's routes (all under `/api/`) and the OpenAPI document that
 /// describes them. Each resource module adds its router here.
 fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(voicemails::router())
 }
 
 /// The generated OpenAPI document.
