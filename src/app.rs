@@ -59,7 +59,7 @@ impl Server {
         tracing::info!(instance = store.owner(), "this instance's name on the database");
         let twilio = twilio.await.context("building the Twilio client")?.context("building the Twilio client")?;
         let notifier = Notifier::default();
-        let state = AppState::new(settings.clone(), store.clone(), notifier.clone());
+        let state = AppState::with_twilio(settings.clone(), store.clone(), notifier.clone(), twilio.clone());
         let drain = Duration::from_secs(settings.drain_secs);
 
         // Background work: each task gets the one stop signal, given after the

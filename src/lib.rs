@@ -45,6 +45,7 @@ pub mod http;
 pub mod ivr;
 pub mod journey;
 pub mod listen;
+pub mod notify;
 pub mod outbox;
 pub mod provision;
 pub mod reconcile;
