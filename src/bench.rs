@@ -389,6 +389,9 @@ pub fn bench_locations() -> Vec<LocationSpec> {
                     holidays: vec![HolidaySpec { date: "2026-12-25".into(), name: Some("Christmas".into()) }],
                     closures: Vec::new(),
                 },
+                transcribe: false,
+                notify_email: Vec::new(),
+                notify_webhook: None,
             }
         })
         .collect()

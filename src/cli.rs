@@ -173,6 +173,15 @@ pub struct AddLocation {
     /// A holiday date, YYYY-MM-DD (repeatable).
     #[arg(long = "holiday")]
     pub holidays: Vec<String>,
+    /// Have Twilio transcribe the location's voicemails.
+    #[arg(long)]
+    pub transcribe: bool,
+    /// An address that gets an email for each voicemail (repeatable).
+    #[arg(long = "notify-email")]
+    pub notify_email: Vec<String>,
+    /// A URL that gets a signed JSON notification of each voicemail.
+    #[arg(long)]
+    pub notify_webhook: Option<String>,
 }
 
 /// Runs a command that needs no sandbox or provisioning.
@@ -326,6 +335,9 @@ impl AddLocation {
                 holidays: self.holidays.iter().map(|d| HolidaySpec { date: d.clone(), name: None }).collect(),
                 closures: Vec::new(),
             },
+            transcribe: self.transcribe,
+            notify_email: self.notify_email.clone(),
+            notify_webhook: self.notify_webhook.clone(),
         })
     }
 }

@@ -66,6 +66,8 @@ pub struct Settings {
     pub provision: ProvisionSettings,
     /// The history API and the dashboard (`[admin]`).
     pub admin: AdminSettings,
+    /// How voicemail notifications are sent (`[notifications]`).
+    pub notifications: NotificationSettings,
     /// Locations declared in the file; `provision` and `locations import`
     /// copy them into the database, which is what `serve` reads.
     pub locations: Vec<LocationSpec>,
@@ -151,6 +153,46 @@ pub struct AdminSettings {
     pub token: Option<SecretString>,
 }
 
+/// Voicemail notifications: the SMTP relay for emails and the secret that
+/// signs webhook notifications (`[notifications]`).
+#[derive(Debug, Clone, Default)]
+pub struct NotificationSettings {
+    /// Needed when any location has `notify_email`.
+    pub smtp: Option<SmtpSettings>,
+    /// The HMAC-SHA256 key of `X-Call-Router-Signature`; needed when any
+    /// location has `notify_webhook` (`notifications.webhook_secret` or
+    /// `CALL_ROUTER_WEBHOOK_SECRET`).
+    pub webhook_secret: Option<SecretString>,
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpSecurity {
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// Plain, upgraded with STARTTLS, which is required (port 587).
+    Starttls,
+    /// No encryption: only to a relay on loopback (tests, a local MTA).
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    pub server: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    /// The `From` address.
+    pub from: String,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    /// How long one delivery may take.
+    pub timeout_secs: u64,
+}
+
+/// The shortest webhook secret accepted.
+pub const MIN_WEBHOOK_SECRET_LEN: usize = 16;
+
 /// The shortest admin token accepted: it guards call history.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
@@ -209,7 +251,22 @@ struct RawSettings {
     #[serde(default)]
     admin: RawAdmin,
     #[serde(default)]
+    notifications: RawNotifications,
+    #[serde(default)]
     locations: Vec<LocationSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotifications {
+    smtp_server: Option<String>,
+    smtp_port: Option<u16>,
+    smtp_security: Option<SmtpSecurity>,
+    smtp_from: Option<String>,
+    smtp_username: Option<String>,
+    smtp_password: Option<SecretString>,
+    smtp_timeout_secs: Option<u64>,
+    webhook_secret: Option<SecretString>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -291,6 +348,12 @@ pub mod env {
     pub const ADMIN_TOKEN: &str = "CALL_ROUTER_ADMIN_TOKEN";
     /// Turns signature checks off. Only for local experiments; logged loudly.
     pub const INSECURE_SKIP_SIGNATURES: &str = "CALL_ROUTER_INSECURE_SKIP_SIGNATURE_CHECK";
+    /// The key that signs voicemail webhook notifications.
+    pub const WEBHOOK_SECRET: &str = "CALL_ROUTER_WEBHOOK_SECRET";
+    pub const SMTP_SERVER: &str = "CALL_ROUTER_SMTP_SERVER";
+    pub const SMTP_PORT: &str = "CALL_ROUTER_SMTP_PORT";
+    pub const SMTP_USERNAME: &str = "CALL_ROUTER_SMTP_USERNAME";
+    pub const SMTP_PASSWORD: &str = "CALL_ROUTER_SMTP_PASSWORD";
 }
 
 pub const DEFAULT_API_BASE_URL: &str = "https://api.twilio.com";
@@ -529,6 +592,7 @@ impl Settings {
             loc.validate_shape().map_err(|e| invalid(format!("locations[{i}] ({})", loc.name), e.to_string()))?;
         }
         crate::domain::check_unique(&raw.locations).map_err(|e| invalid("locations", e.to_string()))?;
+        let notifications = notification_settings(raw.notifications, &env, &raw.locations)?;
 
         Ok(Settings {
             public_url,
@@ -552,9 +616,96 @@ impl Settings {
             ivr,
             provision,
             admin,
+            notifications,
             locations: raw.locations,
         })
     }
+}
+
+/// `[notifications]` with its environment overrides, checked against what
+/// the file's locations ask for (locations added later with `locations add`
+/// are checked when a notification is sent, and fail it with a clear error).
+fn notification_settings(
+    raw: RawNotifications,
+    env: &impl Fn(&str) -> Option<String>,
+    locations: &[LocationSpec],
+) -> Result<NotificationSettings, ConfigError> {
+    let pick = |var: &str, file: Option<String>| env(var).filter(|v| !v.is_empty()).or(file);
+    let secret = |var: &str, file: Option<SecretString>| {
+        env(var).filter(|v| !v.is_empty()).map(SecretString::from).or(file).filter(|s| !s.expose_secret().is_empty())
+    };
+    let webhook_secret = secret(env::WEBHOOK_SECRET, raw.webhook_secret);
+    if let Some(s) = &webhook_secret
+        && s.expose_secret().len() < MIN_WEBHOOK_SECRET_LEN
+    {
+        return Err(invalid(
+            "notifications.webhook_secret",
+            format!("must be at least {MIN_WEBHOOK_SECRET_LEN} characters (for example `openssl rand -hex 32`)"),
+        ));
+    }
+    if webhook_secret.is_none()
+        && let Some(l) = locations.iter().find(|l| l.notify_webhook.is_some())
+    {
+        return Err(invalid(
+            "notifications.webhook_secret",
+            format!("is required: location {:?} has notify_webhook (or set {})", l.name, env::WEBHOOK_SECRET),
+        ));
+    }
+    let server = pick(env::SMTP_SERVER, raw.smtp_server).map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    let smtp = match server {
+        None => {
+            if let Some(l) = locations.iter().find(|l| !l.notify_email.is_empty()) {
+                return Err(invalid(
+                    "notifications.smtp_server",
+                    format!("is required: location {:?} has notify_email (or set {})", l.name, env::SMTP_SERVER),
+                ));
+            }
+            None
+        }
+        Some(server) => {
+            let security = raw.smtp_security.unwrap_or(SmtpSecurity::Starttls);
+            let port = match env(env::SMTP_PORT).filter(|v| !v.is_empty()) {
+                Some(p) => {
+                    p.parse().map_err(|_| invalid("notifications.smtp_port", format!("{p:?} is not a port number")))?
+                }
+                None => raw.smtp_port.unwrap_or(match security {
+                    SmtpSecurity::Tls => 465,
+                    SmtpSecurity::Starttls => 587,
+                    SmtpSecurity::None => 25,
+                }),
+            };
+            if port == 0 {
+                return Err(invalid("notifications.smtp_port", "must be between 1 and 65535"));
+            }
+            let loopback = matches!(server.as_str(), "127.0.0.1" | "localhost" | "::1");
+            if security == SmtpSecurity::None && !loopback {
+                return Err(invalid(
+                    "notifications.smtp_security",
+                    "\"none\" sends the password and the messages in clear: only to 127.0.0.1, localhost or ::1",
+                ));
+            }
+            let from = raw.smtp_from.map(|f| f.trim().to_owned()).filter(|f| !f.is_empty()).ok_or_else(|| {
+                invalid("notifications.smtp_from", "is required with smtp_server (the address emails come from)")
+            })?;
+            if !from.contains('@') || from.chars().any(char::is_whitespace) {
+                return Err(invalid("notifications.smtp_from", format!("{from:?} is not an email address")));
+            }
+            let username = pick(env::SMTP_USERNAME, raw.smtp_username).filter(|u| !u.is_empty());
+            let password = secret(env::SMTP_PASSWORD, raw.smtp_password);
+            if username.is_some() != password.is_some() {
+                return Err(invalid(
+                    "notifications.smtp_username",
+                    "smtp_username and smtp_password go together: set both or neither",
+                ));
+            }
+            let timeout_secs = raw.smtp_timeout_secs.unwrap_or(30);
+            if !(1..=300).contains(&timeout_secs) {
+                return Err(invalid("notifications.smtp_timeout_secs", "must be between 1 and 300"));
+            }
+            Some(SmtpSettings { server, port, security, from, username, password, timeout_secs })
+        }
+    };
+    Ok(NotificationSettings { smtp, webhook_secret })
 }
 
 impl Settings {
@@ -755,5 +906,61 @@ auth_token = "secret-token"
     fn secrets_do_not_show_in_debug() {
         let s = Settings::from_toml(MIN, no_env).unwrap();
         assert!(!format!("{s:?}").contains("secret-token"));
+    }
+
+    #[test]
+    fn notifications_are_checked() {
+        let with = |section: &str, env: &dyn Fn(&str) -> Option<String>| {
+            Settings::from_toml(&format!("{MIN}[notifications]\n{section}\n"), env).map_err(|e| e.to_string())
+        };
+        let s = with("", &no_env).unwrap();
+        assert!(s.notifications.smtp.is_none() && s.notifications.webhook_secret.is_none());
+        let s = with(
+            "smtp_server = \"smtp.example.com\"\nsmtp_from = \"calls@example.com\"\n\
+             smtp_username = \"calls\"\nsmtp_password = \"hunter2-smtp\"\nwebhook_secret = \"0123456789abcdef-file\"",
+            &no_env,
+        )
+        .unwrap();
+        let smtp = s.notifications.smtp.as_ref().unwrap();
+        assert_eq!((smtp.port, smtp.security), (587, SmtpSecurity::Starttls));
+        assert!(!format!("{s:?}").contains("hunter2-smtp") && !format!("{s:?}").contains("abcdef-file"));
+        // The environment wins.
+        let env = |k: &str| match k {
+            "CALL_ROUTER_WEBHOOK_SECRET" => Some("0123456789abcdef-env".to_owned()),
+            "CALL_ROUTER_SMTP_PORT" => Some("2525".to_owned()),
+            _ => None,
+        };
+        let s = with("smtp_server = \"smtp.example.com\"\nsmtp_from = \"calls@example.com\"", &env).unwrap();
+        assert_eq!(s.notifications.webhook_secret.unwrap().expose_secret(), "0123456789abcdef-env");
+        assert_eq!(s.notifications.smtp.unwrap().port, 2525);
+        for (section, field) in [
+            ("webhook_secret = \"short\"", "notifications.webhook_secret:"),
+            ("smtp_server = \"smtp.example.com\"", "notifications.smtp_from:"),
+            (
+                "smtp_server = \"smtp.example.com\"\nsmtp_from = \"x@example.com\"\nsmtp_username = \"u\"",
+                "notifications.smtp_username:",
+            ),
+            (
+                "smtp_server = \"smtp.example.com\"\nsmtp_from = \"x@example.com\"\nsmtp_security = \"none\"",
+                "notifications.smtp_security:",
+            ),
+            ("smtp_host = \"x\"", "smtp_host"),
+        ] {
+            let e = with(section, &no_env).unwrap_err();
+            assert!(e.contains(field), "{section}: {e}");
+        }
+        // A location that asks for a channel needs its settings.
+        let loc = |extra: &str| {
+            format!(
+                "{MIN}[[locations]]\nname = \"north\"\nnumbers = [\"+12025550143\"]\nphone = \"+14155550123\"\n{extra}\n\
+                 hours = {{ time_zone = \"America/New_York\" }}\n"
+            )
+        };
+        let e = Settings::from_toml(&loc("notify_webhook = \"https://hooks.example.com/x\""), no_env).unwrap_err();
+        assert!(e.to_string().starts_with("notifications.webhook_secret:"), "{e}");
+        let e = Settings::from_toml(&loc("notify_email = [\"desk@example.com\"]"), no_env).unwrap_err();
+        assert!(e.to_string().starts_with("notifications.smtp_server:"), "{e}");
+        let e = Settings::from_toml(&loc("notify_email = [\"not an address\"]"), no_env).unwrap_err();
+        assert!(e.to_string().contains("notify_email[0]"), "{e}");
     }
 }

@@ -11,11 +11,13 @@
 //! - here: the command-line arguments and options.
 //! - `run`: the orchestration, in one place: [`run`] and [`run_cli`].
 
+mod live;
 pub mod report;
 mod run;
 pub mod scenario;
 
-pub use run::{fault_counts, run, run_cli, sandbox_behaviour};
+pub use live::{DashboardInfo, fresh_token, run_dashboard};
+pub use run::{Business, fault_counts, run, run_cli, sandbox_behaviour};
 
 use std::path::Path;
 use std::time::Duration;
@@ -37,7 +39,10 @@ pub const LONG_HELP: &str = "Run a simulated business end to end on this machine
         Built-in scenarios (--scenario NAME): mix, happy-path, busy, voicemail, caller-hangs-up, after-hours, \
         burst, unreachable, queue-timeout, not-in-service, faults (Twilio failing: resets, 500s, duplicated and late webhooks). A scenario file is TOML; see examples/scenarios/README.md.\n\n\
         Exits non-zero if any call did not end, ended without an outcome, or ended other than its \
-        scenario expected.";
+        scenario expected.\n\n\
+        With --dashboard it keeps the business running instead, at a watchable time scale (5 unless \
+        --time-scale says otherwise), with the scenario's callers arriving a few seconds apart, over and \
+        over, and prints the dashboard's URL and a fresh admin token to sign in with. Ctrl-C stops it.";
 
 /// `call-router demo`'s arguments.
 #[derive(Debug, Clone, Args)]
@@ -48,9 +53,10 @@ pub struct DemoArgs {
     /// How many callers a burst has (the scenario's `burst = true` callers); alone, runs the built-in burst.
     #[arg(long, value_name = "N")]
     pub calls: Option<u32>,
-    /// Virtual seconds per real second in the sandbox; larger runs faster.
-    #[arg(long, default_value_t = 200.0, value_name = "X")]
-    pub time_scale: f64,
+    /// Virtual seconds per real second in the sandbox; larger runs faster [default: 200, or 5 with
+    /// --dashboard].
+    #[arg(long, value_name = "X")]
+    pub time_scale: Option<f64>,
     /// Seed for the sandbox's random choices (SIDs, timings), for repeatable runs.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -64,6 +70,17 @@ pub struct DemoArgs {
     /// Print one JSON document instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Keep the business running with callers arriving, and serve the dashboard (prints its URL and
+    /// token); Ctrl-C stops.
+    #[arg(long, conflicts_with_all = ["json", "calls"])]
+    pub dashboard: bool,
+}
+
+impl DemoArgs {
+    /// The time scale asked for, or the mode's default.
+    pub fn time_scale(&self) -> f64 {
+        self.time_scale.unwrap_or(if self.dashboard { 5.0 } else { 200.0 })
+    }
 }
 
 /// How to run a scenario.
@@ -124,11 +141,12 @@ mod tests {
         DemoArgs {
             scenario: scenario.map(Into::into),
             calls,
-            time_scale: 200.0,
+            time_scale: None,
             seed: 1,
             database_url: None,
             timeout: 60,
             json: false,
+            dashboard: false,
         }
     }
 

@@ -100,12 +100,22 @@ pub struct Dispatcher {
     settings: Settings,
     policy: Policy,
     notifier: Notifier,
+    /// Voicemail notifications (webhooks, emails); `None` when it could not
+    /// be built (logged), and those commands then fail.
+    sender: Option<crate::notify::Sender>,
 }
 
 impl Dispatcher {
     pub fn new(store: Store, twilio: TwilioClient, settings: Settings, notifier: Notifier) -> Self {
         let policy = Policy::from_settings(&settings);
-        Self { store, twilio, settings, policy, notifier }
+        let sender = match crate::notify::Sender::new(&settings.notifications, &settings.public_url) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %format_args!("{e:#}"), "cannot send voicemail notifications");
+                None
+            }
+        };
+        Self { store, twilio, settings, policy, notifier, sender }
     }
 
     /// Runs until `shutdown` resolves, then lets running commands finish.
@@ -273,6 +283,7 @@ impl Dispatcher {
         let result = match &row.command {
             Command::Dial { .. } => return self.dial(&row).await,
             Command::FindDial { .. } => return self.find_dial(&row).await,
+            Command::NotifyVoicemail { .. } => return self.notify_voicemail(&row).await,
             // Carried out by the store when it is owed; never queued.
             Command::WithdrawDial { .. } => Ok(()),
             Command::HangUp { leg, .. } => {
@@ -321,7 +332,11 @@ impl Dispatcher {
             self.write(finish).await;
             return;
         }
-        tracing::error!(error, attempts = row.attempts, "command failed for good; its journey will owe it again");
+        if row.journey_id.is_some() {
+            tracing::error!(error, attempts = row.attempts, "command failed for good; its journey will owe it again");
+        } else {
+            tracing::error!(error, attempts = row.attempts, "command failed for good");
+        }
         let event = Event::ActionFailed { command: row.command.clone() };
         self.report(row, OutboxState::Failed, None, Some(error), event).await;
     }
@@ -421,6 +436,43 @@ impl Dispatcher {
                 let event = Event::DialUnknown { reservation, attempt };
                 self.report(row, OutboxState::Unknown, None, Some(&e.to_string()), event).await;
             }
+        }
+    }
+
+    /// Sends one voicemail notification. A failure that may pass is sent
+    /// again after a back-off (up to [`MAX_ATTEMPTS`]); one that will not is
+    /// recorded as failed at once.
+    async fn notify_voicemail(&self, row: &OutboxRow) {
+        let Command::NotifyVoicemail { recording, channel } = &row.command else {
+            return;
+        };
+        let Some(sender) = &self.sender else {
+            return self
+                .finish(row, OutboxState::Failed, None, Some("notifications are not set up (see the log)"))
+                .await;
+        };
+        let voicemail = match self.store.voicemail(recording).await {
+            Ok(Some(v)) => v,
+            Ok(None) => return self.finish(row, OutboxState::Failed, None, Some("no such voicemail")).await,
+            Err(e) => return self.failed(row, &format!("{e:#}")).await,
+        };
+        let location = match &voicemail.location {
+            Some(name) => match self.store.location(name).await {
+                Ok(l) => l,
+                Err(e) => return self.failed(row, &format!("{e:#}")).await,
+            },
+            None => None,
+        };
+        match sender.send(channel, &voicemail, location.as_ref()).await {
+            Ok(()) => {
+                tracing::info!(recording_sid = %recording, "voicemail notification sent");
+                self.finish(row, OutboxState::Done, None, None).await
+            }
+            Err(e) if e.permanent => {
+                tracing::error!(recording_sid = %recording, error = %e.message, "voicemail notification refused; not sent again");
+                self.finish(row, OutboxState::Failed, None, Some(&e.message)).await
+            }
+            Err(e) => self.failed(row, &e.message).await,
         }
     }
 

@@ -54,6 +54,17 @@ pub struct LocationSpec {
     #[serde(default = "one")]
     pub lines: u32,
     pub hours: HoursSpec,
+    /// Have Twilio transcribe the location's voicemails; the text is kept
+    /// and sent with the notifications.
+    #[serde(default)]
+    pub transcribe: bool,
+    /// Who gets an email for each voicemail left for the location.
+    #[serde(default)]
+    pub notify_email: Vec<String>,
+    /// Where a signed JSON notification of each voicemail is posted
+    /// (`https://…`; `http://` only to loopback).
+    #[serde(default)]
+    pub notify_webhook: Option<String>,
 }
 
 fn one() -> u32 {
@@ -154,6 +165,12 @@ impl Location {
             return Err(err("lines", format!("{} must be between 1 and 100", spec.lines)));
         }
         let schedule = Schedule::from_spec(&spec.hours).map_err(|e| err("hours", e.to_string()))?;
+        for (i, address) in spec.notify_email.iter().enumerate() {
+            check_email(address).map_err(|m| err(format!("notify_email[{i}]"), m))?;
+        }
+        if let Some(url) = &spec.notify_webhook {
+            check_webhook_url(url).map_err(|m| err("notify_webhook", m))?;
+        }
         Ok(Location {
             name: name.to_owned(),
             display_name: spec.display_name.clone().filter(|d| !d.trim().is_empty()).unwrap_or_else(|| name.to_owned()),
@@ -167,6 +184,39 @@ impl Location {
             spec,
         })
     }
+}
+
+/// A plain check of an email address's shape (`local@domain`, no spaces or
+/// angle brackets); the SMTP server has the last word.
+fn check_email(address: &str) -> Result<(), String> {
+    let bad = || format!("{address:?} is not an email address");
+    let (local, domain) = address.rsplit_once('@').ok_or_else(bad)?;
+    let forbidden = |c: char| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';' | '"');
+    if local.is_empty()
+        || domain.is_empty()
+        || !domain.contains('.') && domain != "localhost"
+        || address.chars().any(forbidden)
+        || domain.starts_with('.')
+        || domain.ends_with('.')
+    {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// A notification webhook's URL: `https://`, or `http://` to a loopback
+/// address (tests, a local relay).
+fn check_webhook_url(url: &str) -> Result<(), String> {
+    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"];
+    let host_follows = |rest: &str| rest.is_empty() || rest.starts_with([':', '/']);
+    if let Some(rest) = url.strip_prefix("https://") {
+        if !rest.is_empty() && !rest.starts_with(['/', ':']) && !url.chars().any(char::is_whitespace) {
+            return Ok(());
+        }
+    } else if loopback.iter().any(|p| url.strip_prefix(p).is_some_and(host_follows)) {
+        return Ok(());
+    }
+    Err(format!("{url:?} must be an https:// URL (http:// only to 127.0.0.1, localhost or [::1])"))
 }
 
 /// Checks what no single location can: unique names, and for every number
@@ -337,7 +387,43 @@ mod tests {
             show_caller_number: false,
             lines: 1,
             hours: HoursSpec { time_zone: "America/New_York".into(), ..HoursSpec::default() },
+            transcribe: false,
+            notify_email: Vec::new(),
+            notify_webhook: None,
         }
+    }
+
+    #[test]
+    fn notification_recipients_are_checked() {
+        let mut s = spec("north", None, "+12025550143");
+        s.notify_email = vec!["front-desk@example.com".into(), "ops@localhost".into()];
+        s.notify_webhook = Some("https://hooks.example.com/voicemail".into());
+        Location::from_spec(s.clone()).unwrap();
+        s.notify_webhook = Some("http://127.0.0.1:9000/hook".into());
+        Location::from_spec(s.clone()).unwrap();
+        for bad in ["http://example.com/hook", "ftp://x", "https://", "http://127.0.0.1.evil.com/"] {
+            s.notify_webhook = Some(bad.into());
+            assert_eq!(Location::from_spec(s.clone()).unwrap_err().field, "notify_webhook", "{bad}");
+        }
+        s.notify_webhook = None;
+        for bad in ["nobody", "a b@example.com", "@example.com", "x@", "<x@example.com>", "x@example"] {
+            s.notify_email = vec!["ok@example.com".into(), bad.into()];
+            assert_eq!(Location::from_spec(s.clone()).unwrap_err().field, "notify_email[1]", "{bad}");
+        }
+    }
+
+    #[test]
+    fn voicemail_fields_default_when_absent() {
+        let toml = r#"
+            name = "north"
+            numbers = ["+12025550143"]
+            phone = "+14155550123"
+            hours = { time_zone = "America/New_York" }
+        "#;
+        let s: LocationSpec = toml::from_str(toml).unwrap();
+        assert!(!s.transcribe);
+        assert!(s.notify_email.is_empty());
+        assert_eq!(s.notify_webhook, None);
     }
 
     #[test]

@@ -145,7 +145,7 @@ pub fn route(
             "Thank you for calling {}. {} is closed right now.",
             settings.ivr.business_name, location.display_name
         );
-        return (voicemail(settings, urls, &location.name, &msg), Routed::Closed);
+        return (voicemail(settings, urls, Some(location), &msg), Routed::Closed);
     }
     let mut resp = Response::new();
     if greet {
@@ -179,18 +179,24 @@ pub fn route(
     (resp, Routed::Enqueued)
 }
 
-/// A message, then a recording, then goodbye.
-pub fn voicemail(settings: &Settings, urls: &Urls, location: &str, message: &str) -> Response {
+/// A message, then a recording, then goodbye. The recording is transcribed
+/// when the location asks for it (`transcribe`), the text posted to
+/// `/voicemail-transcription`.
+pub fn voicemail(settings: &Settings, urls: &Urls, location: Option<&Location>, message: &str) -> Response {
+    let name = location.map_or("", |l| l.name.as_str());
+    let transcribe = location.is_some_and(|l| l.spec.transcribe);
     Response::new()
         .verb(Verb::Say(say(settings, message)))
         .verb(Verb::Say(say(settings, "Please leave a message after the tone, and we will call you back.")))
         .verb(Verb::Record(Record {
-            action: Some(urls.url("/voicemail-complete", &[("location", location)])),
+            action: Some(urls.url("/voicemail-complete", &[("location", name)])),
             method: Some(Method::Post),
             max_length: Some(settings.ivr.voicemail_max_secs),
             timeout: Some(5),
             play_beep: Some(true),
             finish_on_key: Some("#".into()),
+            transcribe: transcribe.then_some(true),
+            transcribe_callback: transcribe.then(|| urls.url("/voicemail-transcription", &[("location", name)])),
             ..Record::default()
         }))
         .verb(Verb::Say(say(settings, "We did not receive a message. Goodbye.")))
@@ -199,7 +205,7 @@ pub fn voicemail(settings: &Settings, urls: &Urls, location: &str, message: &str
 
 /// The voicemail offer after a failed attempt to reach a location.
 pub fn fallback(settings: &Settings, urls: &Urls, location: &Location, reason: Outcome) -> Response {
-    voicemail(settings, urls, &location.name, &reason.caller_message(&location.display_name))
+    voicemail(settings, urls, Some(location), &reason.caller_message(&location.display_name))
 }
 
 /// What the caller hears while waiting in the queue (the `waitUrl`).
@@ -271,6 +277,9 @@ mod tests {
                 weekly: WeeklySpec::every_day(all),
                 ..HoursSpec::default()
             },
+            transcribe: false,
+            notify_email: Vec::new(),
+            notify_webhook: None,
         })
         .unwrap()
     }

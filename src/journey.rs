@@ -224,6 +224,21 @@ pub enum Command {
         task: TaskSid,
         round: u32,
     },
+    /// Tell one of a location's recipients about a voicemail. No journey
+    /// owes it: it is queued in the transaction that stores the voicemail,
+    /// and the dispatcher sends it with retries (see `crate::notify`).
+    NotifyVoicemail {
+        recording: String,
+        channel: NotifyChannel,
+    },
+}
+
+/// Where a voicemail notification goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "channel", rename_all = "snake_case")]
+pub enum NotifyChannel {
+    Email { to: String },
+    Webhook { url: String },
 }
 
 impl Command {
@@ -237,6 +252,7 @@ impl Command {
             Command::RedirectCaller { .. } => "redirect_caller",
             Command::CancelTask { .. } => "cancel_task",
             Command::CompleteTask { .. } => "complete_task",
+            Command::NotifyVoicemail { .. } => "notify_voicemail",
         }
     }
 
@@ -251,6 +267,7 @@ impl Command {
             Command::HangUp { leg, .. } => (Some(leg), None, None),
             Command::RedirectCaller { call, .. } => (Some(call), None, None),
             Command::CancelTask { task, .. } | Command::CompleteTask { task, .. } => (None, Some(task), None),
+            Command::NotifyVoicemail { .. } => (None, None, None),
         }
     }
 
@@ -270,8 +287,17 @@ impl Command {
             Command::RedirectCaller { call, round, .. } => keyed(format!("redirect:{call}"), *round),
             Command::CancelTask { task, round, .. } => keyed(format!("cancel-task:{task}"), *round),
             Command::CompleteTask { task, round } => keyed(format!("complete-task:{task}"), *round),
+            Command::NotifyVoicemail { recording, channel } => match channel {
+                NotifyChannel::Webhook { .. } => format!("{}webhook", notify_key_prefix(recording)),
+                NotifyChannel::Email { to } => format!("{}email:{to}", notify_key_prefix(recording)),
+            },
         }
     }
+}
+
+/// The start of the outbox keys of a voicemail's notifications.
+pub fn notify_key_prefix(recording: &str) -> String {
+    format!("notify:{recording}:")
 }
 
 /// The outbox key of a reservation's dial attempt (what a
@@ -423,6 +449,16 @@ impl Journey {
             _ => false,
         };
         leg_failed || redirect_failed || task_failed
+    }
+
+    /// The same journey without the callers' `CallToken`s (kept only to dial
+    /// with the caller's number): what is stored once the journey is closed.
+    pub fn without_call_tokens(&self) -> Journey {
+        let mut j = self.clone();
+        for t in j.reservations.iter_mut().filter_map(|r| r.target.as_mut()) {
+            t.call_token = None;
+        }
+        j
     }
 
     /// Nothing more is expected: the outcome is final, the task and every

@@ -15,6 +15,7 @@ mod journeys;
 mod lite;
 mod outbox;
 mod sql;
+mod voicemails;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use std::time::Duration;
 pub use history::{ActionRow, CallFilter, EventRow, HistoryCall, JourneyRow, LiveCallers, StatusRow, journey_sids};
 pub use journeys::{Audit, Delivered, Delivery, Finish, NewCall, Route, Settled};
 pub use outbox::{Lease, Orphans};
+pub use voicemails::{NewVoicemail, TRANSCRIPTION_WAIT_MS, Transcription, Voicemail, VoicemailFilter};
 
 use crate::domain::{Location, LocationSpec, Outcome};
 use crate::journey::{Command, Journey, Policy};
@@ -521,6 +523,45 @@ impl Store {
     pub async fn set_recording(&self, call_sid: &str, url: &str) -> anyhow::Result<()> {
         let (call, url) = (call_sid.to_owned(), url.to_owned());
         self.batched(|reply| batch::Op::Recording { call, url, reply }).await
+    }
+
+    // -- voicemails ------------------------------------------------------------
+
+    /// Stores a voicemail and queues its notifications in one transaction
+    /// (batched); false when it was stored already.
+    pub async fn add_voicemail(&self, voicemail: NewVoicemail) -> anyhow::Result<bool> {
+        let v = Box::new(voicemail);
+        self.batched(|reply| batch::Op::Voicemail(v, reply)).await
+    }
+
+    /// Keeps a voicemail's transcription and releases its notifications
+    /// (batched); false when the voicemail is unknown.
+    pub async fn set_transcription(&self, transcription: Transcription) -> anyhow::Result<bool> {
+        self.batched(|reply| batch::Op::Transcription(transcription, reply)).await
+    }
+
+    pub async fn voicemail(&self, recording_sid: &str) -> anyhow::Result<Option<Voicemail>> {
+        let mut conn = self.pool.acquire().await?;
+        voicemails::get(&mut *conn, recording_sid).await
+    }
+
+    /// A page of voicemails, newest first.
+    pub async fn voicemails(&self, filter: &VoicemailFilter) -> anyhow::Result<Vec<Voicemail>> {
+        let mut conn = self.pool.acquire().await?;
+        voicemails::list(&mut *conn, filter).await
+    }
+
+    /// Where Twilio keeps a voicemail's audio; for the server's own fetch
+    /// only, never to be shown or logged at info level.
+    pub async fn voicemail_recording_url(&self, recording_sid: &str) -> anyhow::Result<Option<String>> {
+        let mut conn = self.pool.acquire().await?;
+        voicemails::recording_url(&mut *conn, recording_sid).await
+    }
+
+    /// Marks a voicemail listened; false when there is none with that SID.
+    pub async fn mark_voicemail_listened(&self, recording_sid: &str) -> anyhow::Result<bool> {
+        let mut conn = self.writer.acquire().await?;
+        voicemails::mark_listened(&mut *conn, recording_sid, now_ms()).await
     }
 
     /// Keeps a webhook that concerns no journey, for audit (batched).

@@ -422,6 +422,52 @@ impl TwilioClient {
             .await
     }
 
+    /// Starts fetching a recording's audio (`GET …/Recordings/{RE…}`, WAV),
+    /// for the caller to stream the body on. `stored_url` (the Record
+    /// action's `RecordingUrl`) is used only when it lies under the
+    /// configured core base URL, so the account's credentials go nowhere
+    /// else; otherwise the recording's path is built from its SID. Errors
+    /// name the path, never the URL.
+    pub async fn fetch_recording(&self, recording_sid: &str, stored_url: &str) -> Result<reqwest::Response, ApiError> {
+        let path = self.account_path(&format!("Recordings/{recording_sid}"));
+        let ours = stored_url
+            .strip_prefix(self.core_base.as_str())
+            .filter(|rest| rest.starts_with(&path) && !rest.contains(['?', '#']));
+        let url = match ours {
+            Some(rest) => format!("{}{rest}", self.core_base),
+            None => format!("{}{path}", self.core_base),
+        };
+        let started = std::time::Instant::now();
+        let sent = self
+            .http
+            .get(&url)
+            .basic_auth(self.account_sid.as_str(), Some(self.auth_token.expose_secret()))
+            .send()
+            .await
+            .map_err(|e| self.transport("GET", &path, e.without_url()));
+        let status = match &sent {
+            Ok(r) => r.status().as_u16().to_string(),
+            Err(ApiError::Timeout { .. }) => "timeout".to_owned(),
+            Err(_) => "error".to_owned(),
+        };
+        crate::stats::twilio_request("GET", &path, &status, None, started.elapsed());
+        let resp = sent?;
+        let status = resp.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(resp);
+        }
+        let bytes = resp.bytes().await.map_err(|e| self.transport("GET", &path, e.without_url()))?;
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => Err(ApiError::Twilio { method: "GET", path, body }),
+            Err(_) => Err(ApiError::Http {
+                method: "GET",
+                path,
+                status,
+                snippet: String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
+            }),
+        }
+    }
+
     pub async fn get(&self, api: Api, path: &str) -> Result<Value, ApiError> {
         self.send_idempotent("GET", api, path, Body::None).await
     }

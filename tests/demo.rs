@@ -168,3 +168,62 @@ async fn a_caller_who_hangs_up_at_the_menu_still_gets_an_outcome() {
     let report = run(Scenario::parse(text, "menu-hangup.toml").unwrap()).await;
     assert!(report.ok(), "{}", report.render());
 }
+
+/// `demo --dashboard`: the business keeps running with callers arriving,
+/// the dashboard answers with the printed token, and it stops when told.
+#[tokio::test]
+async fn dashboard_mode_serves_the_dashboard_while_callers_arrive() {
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let opts = Options { time_scale: 200.0, ..options() };
+    let running = tokio::spawn(demo::run_dashboard(
+        scenario::built_in("mix").unwrap(),
+        opts,
+        move |info| {
+            let _ = ready_tx.send(info.clone());
+        },
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let info = tokio::time::timeout(Duration::from_secs(30), ready_rx).await.expect("ready in time").unwrap();
+    assert!(info.url.starts_with("http://127.0.0.1:") && info.url.ends_with("/dashboard"), "{}", info.url);
+    assert_eq!(info.token.len(), 32);
+
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let form = http.get(&info.url).send().await.unwrap();
+    assert_eq!(form.status(), 200);
+    assert!(form.text().await.unwrap().contains("/dashboard/login"));
+    let login = http.post(format!("{}/login", info.url)).form(&[("token", info.token.as_str())]).send().await.unwrap();
+    assert_eq!(login.status(), 303);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let page = http.get(&info.url).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("/dashboard/assets/app.js"));
+
+    let doc = format!("{}/api/openapi.json", info.server_url);
+    assert_eq!(http.get(&doc).send().await.unwrap().status(), 200, "the API is on with the dashboard");
+
+    // Callers keep arriving: the sandbox sees a second caller's call.
+    let sandbox =
+        sandbox::client::SandboxClient::new(&info.sandbox_url, &info.sandbox_account_sid, &info.sandbox_auth_token);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let state = sandbox.state().await.unwrap();
+        let callers: std::collections::BTreeSet<&str> = state["calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["from"].as_str())
+            .filter(|from| from.starts_with("+1310555"))
+            .collect();
+        if callers.len() >= 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no second caller within 20 s: {callers:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop_tx.send(()).unwrap();
+    let placed = tokio::time::timeout(Duration::from_secs(30), running).await.expect("stops in time").unwrap().unwrap();
+    assert!(placed >= 2, "callers keep arriving: {placed} placed");
+}

@@ -55,6 +55,9 @@ fn location(name: &str, number: &str, phone: &str, open: bool) -> LocationSpec {
             weekly: WeeklySpec::every_day(all),
             ..HoursSpec::default()
         },
+        transcribe: false,
+        notify_email: Vec::new(),
+        notify_webhook: None,
     }
 }
 

@@ -15,6 +15,7 @@ pub mod auth;
 mod calls;
 mod locations;
 mod stream;
+pub mod voicemails;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -58,6 +59,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(calls::router())
         .merge(locations::router())
         .merge(stream::router())
+        .merge(voicemails::router())
 }
 
 /// The generated OpenAPI document.

@@ -18,16 +18,20 @@ use crate::store::Store;
 /// `call-router demo`: runs, prints progress to stderr and the report to
 /// stdout, and fails (naming the calls) unless every call is ok.
 pub async fn run_cli(args: &DemoArgs) -> anyhow::Result<()> {
-    if !(args.time_scale.is_finite() && (1.0..=100_000.0).contains(&args.time_scale)) {
-        bail!("--time-scale {}: must be between 1 and 100000", args.time_scale);
+    let time_scale = args.time_scale();
+    if !(time_scale.is_finite() && (1.0..=100_000.0).contains(&time_scale)) {
+        bail!("--time-scale {time_scale}: must be between 1 and 100000");
     }
     let scenario = load_scenario(args)?;
     let opts = Options {
-        time_scale: args.time_scale,
+        time_scale,
         seed: args.seed,
         database_url: args.database_url.clone(),
         timeout: Duration::from_secs(args.timeout.max(1)),
     };
+    if args.dashboard {
+        return dashboard_cli(scenario, opts).await;
+    }
     if let Some(d) = &scenario.description {
         eprintln!("{}: {d}", scenario.name);
     }
@@ -74,6 +78,30 @@ pub async fn run_cli(args: &DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `call-router demo --dashboard`: prints where to look, runs until Ctrl-C.
+async fn dashboard_cli(scenario: Scenario, opts: Options) -> anyhow::Result<()> {
+    let time_scale = opts.time_scale;
+    let name = scenario.name.clone();
+    let placed = super::run_dashboard(
+        scenario,
+        opts,
+        |info| {
+            println!("dashboard: {}", info.url);
+            println!("admin token: {}", info.token);
+            println!(
+                "(the sandbox is at {}; scenario {name}, time scale {time_scale}; Ctrl-C stops)",
+                info.sandbox_url
+            );
+        },
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        },
+    )
+    .await?;
+    eprintln!("stopped after {placed} calls");
+    Ok(())
+}
+
 /// A directory removed when dropped, for the demo's database.
 struct TempDir(std::path::PathBuf);
 
@@ -92,56 +120,80 @@ impl Drop for TempDir {
     }
 }
 
-/// Runs a scenario from start to report. Errors are for set-up failures
-/// (the sandbox or server would not start, provisioning failed); how the
-/// calls went is in the report.
-pub async fn run(
-    scenario: &Scenario,
-    opts: &Options,
-    progress: &(dyn Fn(Progress<'_>) + Sync),
-) -> anyhow::Result<Report> {
-    let sb_listener = TcpListener::bind("127.0.0.1:0").await.context("binding the sandbox's port")?;
-    // Made-up credentials: the demo never touches a real Twilio account.
-    let sandbox = sandbox::start(sandbox::Config::random(opts.time_scale, opts.seed), sb_listener)
-        .await
-        .context("starting the sandbox")?;
-    let account_sid = sandbox.account_sid().as_str().to_owned();
-    let auth_token = sandbox.auth_token().to_owned();
-    let sandbox_url = sandbox.url();
-    let client = Arc::new(sandbox::client::SandboxClient::new(&sandbox_url, &account_sid, &auth_token));
+/// The demo's business, running: the sandbox, the server pointed at it,
+/// provisioned, the numbers bought and the phones set as the scenario says.
+/// No calls yet. Also used by `demo --dashboard` and the browser test.
+pub struct Business {
+    pub sandbox: sandbox::Sandbox,
+    pub server: Server,
+    pub client: Arc<sandbox::client::SandboxClient>,
+    pub sandbox_url: String,
+    pub server_url: String,
+    pub settings: Settings,
+    _tmp: Option<TempDir>,
+}
 
-    let _tmp;
-    let database_url = match &opts.database_url {
-        Some(url) => url.clone(),
-        None => {
-            let dir = TempDir::new()?;
-            let url = format!("sqlite://{}", dir.0.join("demo.db").display());
-            _tmp = dir;
-            url
+impl Business {
+    /// Starts and provisions the scenario's business. `extra_toml` is added
+    /// to the server's settings (the dashboard's `[admin]` token, say).
+    pub async fn start(scenario: &Scenario, opts: &Options, extra_toml: &str) -> anyhow::Result<Business> {
+        let sb_listener = TcpListener::bind("127.0.0.1:0").await.context("binding the sandbox's port")?;
+        // Made-up credentials: the demo never touches a real Twilio account.
+        let sandbox = sandbox::start(sandbox::Config::random(opts.time_scale, opts.seed), sb_listener)
+            .await
+            .context("starting the sandbox")?;
+        let account_sid = sandbox.account_sid().as_str().to_owned();
+        let auth_token = sandbox.auth_token().to_owned();
+        let sandbox_url = sandbox.url();
+        let client = Arc::new(sandbox::client::SandboxClient::new(&sandbox_url, &account_sid, &auth_token));
+
+        let mut tmp = None;
+        let database_url = match &opts.database_url {
+            Some(url) => url.clone(),
+            None => {
+                let dir = TempDir::new()?;
+                let url = format!("sqlite://{}", dir.0.join("demo.db").display());
+                tmp = Some(dir);
+                url
+            }
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.context("binding the server's port")?;
+        let server_url = format!("http://{}", listener.local_addr()?);
+        let text = format!(
+            "public_url = {server_url:?}\ndatabase_url = {database_url:?}\n\
+             [twilio]\naccount_sid = {account_sid:?}\nauth_token = {auth_token:?}\n\
+             api_base_url = {sandbox_url:?}\ntaskrouter_base_url = {sandbox_url:?}\n{}\n{extra_toml}",
+            scenario.server.to_settings_toml()
+        );
+        // The user's CALL_ROUTER_* variables are for their real server; the demo ignores them.
+        let mut settings = Settings::from_toml(&text, |_| None).context("the demo's server settings")?;
+        settings.locations = scenario.locations.clone();
+        let server = match Server::start(settings.clone(), listener).await.context("starting the server") {
+            Ok(s) => s,
+            Err(e) => {
+                sandbox.shutdown().await;
+                return Err(e);
+            }
+        };
+        let business = Business { sandbox, server, client, sandbox_url, server_url, settings, _tmp: tmp };
+        match business.set_up(scenario).await {
+            Ok(()) => Ok(business),
+            Err(e) => {
+                let _ = business.stop().await;
+                Err(e)
+            }
         }
-    };
-    let listener = TcpListener::bind("127.0.0.1:0").await.context("binding the server's port")?;
-    let server_url = format!("http://{}", listener.local_addr()?);
-    let text = format!(
-        "public_url = {server_url:?}\ndatabase_url = {database_url:?}\n\
-         [twilio]\naccount_sid = {account_sid:?}\nauth_token = {auth_token:?}\n\
-         api_base_url = {sandbox_url:?}\ntaskrouter_base_url = {sandbox_url:?}\n{}",
-        scenario.server.to_settings_toml()
-    );
-    // The user's CALL_ROUTER_* variables are for their real server; the demo ignores them.
-    let mut settings = Settings::from_toml(&text, |_| None).context("the demo's server settings")?;
-    settings.locations = scenario.locations.clone();
-    let server = Server::start(settings.clone(), listener).await.context("starting the server")?;
-    let store = server.state.store().clone();
+    }
 
-    let result = async {
+    async fn set_up(&self, scenario: &Scenario) -> anyhow::Result<()> {
+        let (client, store) = (&self.client, self.store());
         // Provision points the numbers at the server; bought bare here.
         for number in scenario.numbers() {
             client.buy_number(&number, None).await.with_context(|| format!("buying {number} in the sandbox"))?;
         }
         // Spare numbers are not provision's (they serve no location), so they
         // point at the server from the start.
-        let incoming = format!("{server_url}/incoming-call");
+        let incoming = format!("{}/incoming-call", self.server_url);
         for number in &scenario.spare_numbers {
             client
                 .buy_number(number, Some(&incoming))
@@ -164,26 +216,53 @@ pub async fn run(
         }
         // Provision imports the settings' locations into the store itself.
         let mut provisioned = crate::provision::Report::default();
-        crate::provision::run(&settings, &store, crate::provision::Options::default(), &mut provisioned)
+        crate::provision::run(&self.settings, store, crate::provision::Options::default(), &mut provisioned)
             .await
             .with_context(|| format!("provisioning the sandbox:\n{}", provisioned.text()))?;
+        Ok(())
+    }
 
-        install_faults(&client, &scenario.faults).await?;
+    pub fn store(&self) -> &Store {
+        self.server.state.store()
+    }
+
+    /// Stops the sandbox first (so it calls no more webhooks), then the server.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.sandbox.shutdown().await;
+        self.server.shutdown().await.context("stopping the server")
+    }
+}
+
+/// Runs a scenario from start to report. Errors are for set-up failures
+/// (the sandbox or server would not start, provisioning failed); how the
+/// calls went is in the report.
+pub async fn run(
+    scenario: &Scenario,
+    opts: &Options,
+    progress: &(dyn Fn(Progress<'_>) + Sync),
+) -> anyhow::Result<Report> {
+    let business = Business::start(scenario, opts, "").await?;
+    let (client, store) = (&business.client, business.store().clone());
+    let result = async {
+        install_faults(client, &scenario.faults).await?;
         let plan = scenario.plan();
-        progress(Progress::Ready { sandbox_url: &sandbox_url, server_url: &server_url, calls: plan.len() });
-        Ok::<_, anyhow::Error>(place_calls(&client, &store, plan, opts, progress).await)
+        progress(Progress::Ready {
+            sandbox_url: &business.sandbox_url,
+            server_url: &business.server_url,
+            calls: plan.len(),
+        });
+        Ok::<_, anyhow::Error>(place_calls(client, &store, plan, opts, progress).await)
     }
     .await;
 
     // Let the last task completions and hang-ups finish, then stop the
     // sandbox first: with nothing left in the outbox, the server has no
     // reason to call it, and it stops calling the server's webhooks.
-    quiesce(&client, &store, Duration::from_secs(3)).await;
-    let faults = if scenario.faults.is_empty() { Vec::new() } else { fault_counts(&client).await };
-    sandbox.shutdown().await;
-    let shutdown = server.shutdown().await;
+    quiesce(client, &store, Duration::from_secs(3)).await;
+    let faults = if scenario.faults.is_empty() { Vec::new() } else { fault_counts(client).await };
+    let stopped = business.stop().await;
     let (calls, elapsed) = result?;
-    shutdown.context("stopping the server")?;
+    stopped?;
     Ok(Report {
         scenario: scenario.name.clone(),
         time_scale: opts.time_scale,

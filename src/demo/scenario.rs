@@ -296,6 +296,9 @@ pub fn example_business() -> Vec<LocationSpec> {
             show_caller_number: false,
             lines: 1,
             hours,
+            transcribe: false,
+            notify_email: Vec::new(),
+            notify_webhook: None,
         };
     vec![
         loc("north", "North clinic", Some("1"), MAIN_NUMBER, "+14155550101", always_open()),
@@ -375,6 +378,9 @@ impl Scenario {
                         show_caller_number: false,
                         lines: l.lines,
                         hours,
+                        transcribe: false,
+                        notify_email: Vec::new(),
+                        notify_webhook: None,
                     };
                     spec.validate().map_err(|e| bad(format!("locations[{i}].{}", e.field), e.message))?;
                     Ok(spec)

@@ -49,6 +49,9 @@ struct Inner {
     /// run after the server starts) unless set in the config.
     workspace_sid: SidCache<WorkspaceSid>,
     workflow_sid: SidCache<WorkflowSid>,
+    /// The REST client, for the API's reads from Twilio (a voicemail's
+    /// audio); `None` in states built without one.
+    twilio: Option<crate::twilio_api::TwilioClient>,
 }
 
 impl AppState {
@@ -56,7 +59,26 @@ impl AppState {
         let workspace_sid = SidCache::new(settings.twilio.workspace_sid.clone(), "workspace");
         let workflow_sid = SidCache::new(settings.twilio.workflow_sid.clone(), "workflow");
         let policy = Policy::from_settings(&settings);
-        Self { inner: Arc::new(Inner { settings, policy, store, notifier, workspace_sid, workflow_sid }) }
+        let twilio = None;
+        Self { inner: Arc::new(Inner { settings, policy, store, notifier, workspace_sid, workflow_sid, twilio }) }
+    }
+
+    /// As [`AppState::new`], with the REST client the API reads Twilio with.
+    pub fn with_twilio(
+        settings: Settings,
+        store: Store,
+        notifier: Notifier,
+        twilio: crate::twilio_api::TwilioClient,
+    ) -> Self {
+        let mut state = Self::new(settings, store, notifier);
+        if let Some(inner) = Arc::get_mut(&mut state.inner) {
+            inner.twilio = Some(twilio);
+        }
+        state
+    }
+
+    pub(crate) fn twilio(&self) -> Option<&crate::twilio_api::TwilioClient> {
+        self.inner.twilio.as_ref()
     }
 
     pub fn settings(&self) -> &Settings {
@@ -140,6 +162,7 @@ pub fn router(state: AppState) -> Router {
         .route("/enqueue-action", post(voice::enqueue_action))
         .route("/caller-fallback", post(voice::caller_fallback))
         .route("/voicemail-complete", post(voice::voicemail_complete))
+        .route("/voicemail-transcription", post(voice::voicemail_transcription))
         .route("/dial-queue", post(voice::dial_queue))
         .route("/status-callback", post(voice::status_callback))
         .route("/tr-event-handler", post(events::tr_event_handler))
@@ -149,6 +172,10 @@ pub fn router(state: AppState) -> Router {
     let routes = if with_metrics { routes.route("/metrics", get(metrics)) } else { routes };
     let routes = match crate::api::router(&state) {
         Some(api) => routes.merge(api),
+        None => routes,
+    };
+    let routes = match crate::dashboard::router(&state) {
+        Some(dashboard) => routes.merge(dashboard),
         None => routes,
     };
     routes

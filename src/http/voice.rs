@@ -3,13 +3,13 @@
 
 use axum::extract::State;
 use jiff::Timestamp;
-use twilio::sid::{CallSid, ReservationSid, TaskSid};
+use twilio::sid::{CallSid, RecordingSid, ReservationSid, TaskSid};
 
 use super::{AppState, TwiML, TwilioRequest, WebhookError};
 use crate::domain::{Location, Outcome};
 use crate::ivr::{self, Caller, Choice, Routed};
 use crate::journey::{Answer, AnsweredBy, CallStatus, Event, QueueResult, ReservationStatus};
-use crate::store::{Delivered, Delivery, NewCall, StatusRecord};
+use crate::store::{Delivered, Delivery, NewCall, NewVoicemail, StatusRecord, Transcription};
 
 /// A SID parameter (body, else query) of the given type, or a 400 naming it.
 pub(super) fn sid_param<T: std::str::FromStr>(req: &TwilioRequest, key: &str) -> Result<T, WebhookError> {
@@ -108,7 +108,7 @@ async fn route_to(
         // caller; voicemail still works without TaskRouter, so offer that.
         tracing::error!(location = %location.name, "no workflow SID: run `call-router provision`; caller offered voicemail");
         let msg = "Sorry, we cannot connect your call right now.";
-        let twiml = TwiML(ivr::voicemail(state.settings(), &state.urls(), &location.name, msg));
+        let twiml = TwiML(ivr::voicemail(state.settings(), &state.urls(), Some(location), msg));
         let away = Event::CallerTurnedAway { outcome: Outcome::DialFailed, location: Some(location.name.clone()) };
         return Ok((twiml, away));
     };
@@ -170,7 +170,7 @@ pub(super) async fn enqueue_action(State(state): State<AppState>, req: TwilioReq
             };
             match location {
                 Some(l) => ivr::fallback(settings, &state.urls(), &l, reason),
-                None => ivr::voicemail(settings, &state.urls(), "", "Sorry, we could not connect your call."),
+                None => ivr::voicemail(settings, &state.urls(), None, "Sorry, we could not connect your call."),
             }
         }
         _ => ivr::empty(),
@@ -190,21 +190,75 @@ pub(super) async fn caller_fallback(State(state): State<AppState>, req: TwilioRe
     let settings = state.settings();
     Ok(TwiML(match location_of(&state, &req).await? {
         Some(l) => ivr::fallback(settings, &state.urls(), &l, reason),
-        None => ivr::voicemail(settings, &state.urls(), "", "Sorry, we could not connect your call."),
+        None => ivr::voicemail(settings, &state.urls(), None, "Sorry, we could not connect your call."),
     }))
 }
 
-/// The `Record` action: keep the recording's URL and say goodbye.
+/// The `Record` action: store the voicemail, queue its notifications in the
+/// same transaction, and say goodbye. The recording's URL is kept for the
+/// server's own fetch and never logged above debug level.
 pub(super) async fn voicemail_complete(
     State(state): State<AppState>,
     req: TwilioRequest,
 ) -> Result<TwiML, WebhookError> {
     let call_sid = sid_param::<CallSid>(&req, "CallSid")?;
-    if let Some(url) = req.get("RecordingUrl") {
+    let goodbye = || Ok(TwiML(ivr::goodbye(state.settings())));
+    let Some(url) = req.get("RecordingUrl").filter(|u| !u.is_empty()) else {
+        return goodbye();
+    };
+    let Some(recording) = req.get("RecordingSid").and_then(|s| s.parse::<RecordingSid>().ok()) else {
+        // Without its SID the recording cannot be listed or fetched by it;
+        // keep the URL on the call as before.
         state.store().set_recording(call_sid.as_str(), url).await?;
-        tracing::info!("voicemail recorded");
+        tracing::warn!("voicemail recorded without a RecordingSid; kept on the call only");
+        return goodbye();
+    };
+    let location = location_of(&state, &req).await?;
+    let duration_secs = req.get("RecordingDuration").and_then(|d| d.trim().parse::<i64>().ok());
+    // An empty recording (the caller hung up at the beep) is kept, not announced.
+    let notifications = match &location {
+        Some(l) if duration_secs != Some(0) => crate::notify::commands(l, recording.as_str()),
+        _ => Vec::new(),
+    };
+    let queued = notifications.len();
+    let voicemail = NewVoicemail {
+        recording_sid: recording.to_string(),
+        call_sid: call_sid.to_string(),
+        caller: req.get("From").or_else(|| req.get("Caller")).unwrap_or("anonymous").to_owned(),
+        location: location.as_ref().map(|l| l.name.clone()),
+        duration_secs,
+        recorded_at_ms: crate::store::now_ms(),
+        recording_url: url.to_owned(),
+        notifications,
+        await_transcription: location.as_ref().is_some_and(|l| l.spec.transcribe),
+    };
+    let new = state.store().add_voicemail(voicemail).await?;
+    if new && queued > 0 {
+        state.notifier().notify();
     }
-    Ok(TwiML(ivr::goodbye(state.settings())))
+    tracing::info!(recording_sid = %recording, duration_secs, notifications = queued, new, "voicemail recorded");
+    tracing::debug!(recording_url = url, "voicemail recording");
+    goodbye()
+}
+
+/// The `Record` verb's `transcribeCallback`: keep the text and let the
+/// voicemail's notifications go.
+pub(super) async fn voicemail_transcription(
+    State(state): State<AppState>,
+    req: TwilioRequest,
+) -> Result<TwiML, WebhookError> {
+    let recording: RecordingSid = sid_param(&req, "RecordingSid")?;
+    let status = req.get("TranscriptionStatus").unwrap_or("completed").to_owned();
+    let text = req.get("TranscriptionText").map(str::trim).filter(|t| !t.is_empty() && status == "completed");
+    let t =
+        Transcription { recording_sid: recording.to_string(), status: status.clone(), text: text.map(str::to_owned) };
+    if state.store().set_transcription(t).await? {
+        state.notifier().notify();
+        tracing::info!(recording_sid = %recording, status, "voicemail transcribed");
+    } else {
+        tracing::warn!(recording_sid = %recording, status, "transcription of an unknown voicemail; ignored");
+    }
+    Ok(TwiML(ivr::empty()))
 }
 
 /// The reservation a location leg was placed for: `reservationSid` in its

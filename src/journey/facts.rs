@@ -476,7 +476,8 @@ impl Journey {
             Command::CancelTask { task, round, .. } => self.task_end_failed(&task, TaskEnd::Cancel, round, now),
             Command::CompleteTask { task, round } => self.task_end_failed(&task, TaskEnd::Complete, round, now),
             // The dial's own result follows a withdrawal; lookups go on by time.
-            Command::WithdrawDial { .. } | Command::FindDial { .. } => {}
+            // Notifications are no journey's.
+            Command::WithdrawDial { .. } | Command::FindDial { .. } | Command::NotifyVoicemail { .. } => {}
         }
     }
 

@@ -602,7 +602,10 @@ impl World {
                             self.complete_task();
                         }
                     }
-                    Command::Dial { .. } | Command::WithdrawDial { .. } | Command::FindDial { .. } => {}
+                    Command::Dial { .. }
+                    | Command::WithdrawDial { .. }
+                    | Command::FindDial { .. }
+                    | Command::NotifyVoicemail { .. } => {}
                 }
             }
         }

@@ -231,7 +231,7 @@ pub(super) async fn lock_in_order<'a, C: Conn>(
 pub(super) async fn insert_audit<C: Conn>(c: &mut C, a: &Audit, now: i64) -> anyhow::Result<()> {
     c.execute(
         "INSERT INTO events (source, event_type, resource_sid, payload, received_at_ms) VALUES ($1, $2, $3, $4, $5)",
-        args![a.source, &a.event_type, &a.resource_sid, &a.payload, now],
+        args![a.source, &a.event_type, &a.resource_sid, &*without_call_tokens(&a.payload), now],
     )
     .await?;
     Ok(())
@@ -297,7 +297,14 @@ async fn insert_new<C: Conn>(c: &mut C, now: i64) -> anyhow::Result<i64> {
 }
 
 async fn save<C: Conn>(c: &mut C, id: i64, version: i64, journey: &Journey, now: i64) -> anyhow::Result<()> {
-    let json = serde_json::to_string(journey)?;
+    // A call token is kept only while the call may still be dialled: once
+    // the journey is closed it leaves the journey and its sent dials.
+    let json = if journey.is_closed() {
+        forget_dial_tokens(c, id, now).await?;
+        serde_json::to_string(&journey.without_call_tokens())?
+    } else {
+        serde_json::to_string(journey)?
+    };
     let done = c
         .execute(
             "UPDATE journeys SET state_json = $3, version = $2 + 1, wake_at_ms = $4, closed = $5, degraded = $6,
@@ -316,6 +323,55 @@ async fn save<C: Conn>(c: &mut C, id: i64, version: i64, journey: &Journey, now:
         .await?;
     anyhow::ensure!(done == 1, "journey {id} changed under us (version {version})");
     Ok(())
+}
+
+/// Takes the `CallToken` out of the journey's dials that are no longer
+/// pending (their payloads are the only other place it is kept).
+async fn forget_dial_tokens<C: Conn>(c: &mut C, journey_id: i64, now: i64) -> anyhow::Result<()> {
+    let rows = c
+        .fetch(
+            "SELECT id, payload FROM outbox
+             WHERE journey_id = $1 AND kind = 'dial' AND state <> $2 AND payload LIKE '%\"call_token\":\"%'",
+            args![journey_id, crate::outbox::OutboxState::Pending.as_str()],
+        )
+        .await?;
+    for r in rows {
+        let id = r.int(0)?;
+        let mut command: Command =
+            serde_json::from_str(&r.text(1)?).with_context(|| format!("outbox row {id} payload"))?;
+        if let Command::Dial { target, .. } = &mut command {
+            target.call_token = None;
+        }
+        let payload = serde_json::to_string(&command)?;
+        c.execute("UPDATE outbox SET payload = $2, updated_at_ms = $3 WHERE id = $1", args![id, &payload, now]).await?;
+    }
+    Ok(())
+}
+
+/// A webhook's parameters as the audit log keeps them: without the caller's
+/// `CallToken`, at the top level or inside the task's attributes
+/// (`TaskAttributes`' `callToken`). A payload that is not a JSON object is
+/// kept as it is.
+pub(super) fn without_call_tokens(payload: &str) -> std::borrow::Cow<'_, str> {
+    if !payload.contains("CallToken") && !payload.contains("callToken") {
+        return payload.into();
+    }
+    let Ok(serde_json::Value::Object(mut map)) = serde_json::from_str::<serde_json::Value>(payload) else {
+        return payload.into();
+    };
+    map.remove("CallToken");
+    map.remove("callToken");
+    for value in map.values_mut() {
+        let serde_json::Value::String(text) = value else { continue };
+        if !text.contains("callToken") {
+            continue;
+        }
+        if let Ok(serde_json::Value::Object(mut inner)) = serde_json::from_str::<serde_json::Value>(text) {
+            inner.remove("callToken");
+            *text = serde_json::Value::Object(inner).to_string();
+        }
+    }
+    serde_json::Value::Object(map).to_string().into()
 }
 
 /// Keeps the `calls` row of the journey's caller in step with it.
@@ -363,4 +419,26 @@ pub(super) async fn due(pool: &sqlx::AnyPool, now: i64, limit: i64) -> anyhow::R
         .fetch_all(pool)
         .await?;
     rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+}
+
+#[cfg(test)]
+mod call_token_tests {
+    use super::without_call_tokens;
+
+    #[test]
+    fn the_audit_log_keeps_no_call_token() {
+        let attrs = r#"{"location":"north","callToken":"tok-123","caller":"+13105550199"}"#;
+        let payload =
+            serde_json::json!({"CallSid": "CA1", "CallToken": "tok-123", "TaskAttributes": attrs}).to_string();
+        let kept = without_call_tokens(&payload);
+        assert!(!kept.contains("tok-123"), "{kept}");
+        let v: serde_json::Value = serde_json::from_str(&kept).unwrap();
+        assert_eq!(v["CallSid"], "CA1");
+        let attrs: serde_json::Value = serde_json::from_str(v["TaskAttributes"].as_str().unwrap()).unwrap();
+        assert_eq!(attrs["location"], "north");
+        assert_eq!(attrs["caller"], "+13105550199");
+        // Without a token, the payload is kept byte for byte.
+        let plain = r#"{"CallSid":"CA1","TaskAttributes":"{\"location\":\"north\"}"}"#;
+        assert_eq!(without_call_tokens(plain), plain);
+    }
 }

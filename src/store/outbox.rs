@@ -58,14 +58,26 @@ pub(super) async fn insert_command<C: Conn>(
     journey_id: Option<i64>,
     now: i64,
 ) -> anyhow::Result<bool> {
+    insert_command_at(c, command, journey_id, 0, now).await
+}
+
+/// Queues a command not to be sent before `not_before_ms`; false when one
+/// with its key exists already.
+pub(super) async fn insert_command_at<C: Conn>(
+    c: &mut C,
+    command: &Command,
+    journey_id: Option<i64>,
+    not_before_ms: i64,
+    now: i64,
+) -> anyhow::Result<bool> {
     let payload = serde_json::to_string(command)?;
     let key = command.key();
     let done = c
         .execute(
             "INSERT INTO outbox (dedupe_key, kind, payload, state, attempts, not_before_ms, journey_id, created_at_ms,
                  updated_at_ms)
-             VALUES ($1, $2, $3, $4, 0, 0, $5, $6, $6) ON CONFLICT (dedupe_key) DO NOTHING",
-            args![&key, command.kind(), &payload, OutboxState::Pending.as_str(), journey_id, now],
+             VALUES ($1, $2, $3, $4, 0, $7, $5, $6, $6) ON CONFLICT (dedupe_key) DO NOTHING",
+            args![&key, command.kind(), &payload, OutboxState::Pending.as_str(), journey_id, now, not_before_ms],
         )
         .await?;
     Ok(done > 0)

@@ -115,6 +115,9 @@ pub fn location(name: &str, digit: Option<&str>, number: &str, phone: &str, hour
         show_caller_number: false,
         lines: 1,
         hours,
+        transcribe: false,
+        notify_email: Vec::new(),
+        notify_webhook: None,
     }
 }
 

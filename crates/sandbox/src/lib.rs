@@ -76,6 +76,15 @@
 //!   (human) or 4 s (machine; `DetectMessageEnd` waits for the 10 s greeting and
 //!   says `machine_end_beep`); past `MachineDetectionTimeout` it says `unknown`.
 //!   Real HTTP time counts too: at `time_scale` 1000, a 1 ms webhook is 1 virtual s.
+//! - `<Record>`'s action gets `RecordingUrl`, `RecordingSid` and `RecordingDuration`.
+//!   With `transcribe="true"` and a `transcribeCallback` (the callback alone implies
+//!   it), that URL gets, 15 virtual s later, `TranscriptionSid`, `TranscriptionText`
+//!   ("Hello, this is <From>. … Please call me back. (<n> seconds)"),
+//!   `TranscriptionStatus` (`completed`; `failed`, without text, outside 2-120 s),
+//!   `TranscriptionUrl`, `RecordingSid` and `RecordingUrl`, with the call's own
+//!   parameters but `CallToken`. `GET` of the `RecordingUrl` (or with `.wav`) gives
+//!   the audio: `audio/x-wav`, 8 kHz 16-bit mono of the recording's length, its
+//!   samples derived from the SID; `.json` gives the resource.
 //! - A simulated caller hangs up after `patience_secs` unless bridged; once
 //!   bridged, the call lasts until the far person's `talk_secs` run out (that leg
 //!   hangs up, and the caller's `<Enqueue action>` gets `QueueResult=bridged`).

@@ -145,6 +145,11 @@ pub struct Record {
     pub finish_on_key: Option<String>,
     pub play_beep: Option<bool>,
     pub recording_status_callback: Option<String>,
+    /// Transcribe the recording (Twilio's `transcribe`; English, 2 s to 2 min).
+    pub transcribe: Option<bool>,
+    /// Where Twilio posts the transcription (`TranscriptionText`,
+    /// `TranscriptionStatus`, …); setting it implies `transcribe`.
+    pub transcribe_callback: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -340,7 +345,9 @@ impl Verb {
                 .attr("maxLength", r.max_length)
                 .attr("finishOnKey", r.finish_on_key.as_ref())
                 .attr("playBeep", r.play_beep)
-                .attr("recordingStatusCallback", r.recording_status_callback.as_ref()),
+                .attr("recordingStatusCallback", r.recording_status_callback.as_ref())
+                .attr("transcribe", r.transcribe)
+                .attr("transcribeCallback", r.transcribe_callback.as_ref()),
             Verb::Enqueue(e) => {
                 let el = El::new("Enqueue")
                     .attr("workflowSid", e.workflow_sid.as_ref())
@@ -563,6 +570,8 @@ impl Verb {
                     finish_on_key: attr_str(n, "finishOnKey"),
                     play_beep: attr_bool(n, "playBeep")?,
                     recording_status_callback: attr_str(n, "recordingStatusCallback"),
+                    transcribe: attr_bool(n, "transcribe")?,
+                    transcribe_callback: attr_str(n, "transcribeCallback"),
                 })
             }
             "Enqueue" => {

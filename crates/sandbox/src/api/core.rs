@@ -58,6 +58,50 @@ pub(super) async fn route(shared: &Arc<Shared>, path: &str, segs: &[&str], req: 
     }
 }
 
+/// The media of a recording, for `GET /2010-04-01/Accounts/{AC}/Recordings/{RE}`
+/// without an extension or with `.wav` (Twilio's default format): `None` for
+/// any other path. The audio is a WAV file (8 kHz, 16-bit, mono) of the
+/// recording's length whose samples follow from its SID, so a test can tell
+/// recordings apart and compare bytes.
+pub(super) fn recording_media(shared: &Shared, path: &str) -> Option<Result<Vec<u8>, ErrorBody>> {
+    let prefix = account_path(shared, "Recordings/");
+    let rest = path.strip_prefix(&prefix)?;
+    let sid = rest.strip_suffix(".wav").unwrap_or(rest);
+    if sid.is_empty() || sid.contains(['/', '.']) {
+        return None;
+    }
+    let duration = shared.with(|st, _| st.recordings.get(sid).map(|r| r.duration_secs));
+    Some(duration.map(|secs| wav(sid, secs)).ok_or_else(|| super::not_found(path)))
+}
+
+/// A WAV file: 8 kHz, 16-bit PCM, mono, `secs` long, a tone whose pitch
+/// depends on `seed`.
+fn wav(seed: &str, secs: u64) -> Vec<u8> {
+    const RATE: u32 = 8000;
+    let samples = RATE as usize * secs.min(3600) as usize;
+    let data_len = (samples * 2) as u32;
+    let step = 1 + seed.bytes().fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b))) % 97;
+    let mut out = Vec::with_capacity(44 + samples * 2);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    out.extend_from_slice(&1u16.to_le_bytes()); // mono
+    out.extend_from_slice(&RATE.to_le_bytes());
+    out.extend_from_slice(&(RATE * 2).to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    for i in 0..samples as u32 {
+        // A sawtooth: quiet, and cheap to make.
+        let v = ((i.wrapping_mul(step) % 512) as i16 - 256) * 16;
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
 fn account_path(shared: &Shared, rest: &str) -> String {
     format!("/2010-04-01/Accounts/{}/{rest}", shared.config.account_sid)
 }

@@ -133,6 +133,39 @@ async fn dispatch(
     let req = Req { method: method.clone(), query, form, body };
     let authorized = authorized(&shared, &headers);
     let fired = if authorized { shared.faults.rest(method.as_str(), &path, shared.clock.now_ms()) } else { None };
+    // A recording's media (`…/Recordings/RE…` or `.wav`) is audio, not JSON.
+    let status_fault = matches!(&fired, Some(Fired { fault: Fault::Status { .. }, .. }));
+    if method == Method::GET
+        && authorized
+        && !status_fault
+        && let Some(media) = core::recording_media(&shared, &path)
+    {
+        let (status, response, reply) = match media {
+            Ok(bytes) => (
+                200,
+                format!("<{} bytes of audio/x-wav>", bytes.len()),
+                (StatusCode::OK, [("content-type", "audio/x-wav")], bytes).into_response(),
+            ),
+            Err(e) => (e.status, serde_json::to_string(&e).unwrap_or_default(), error_response(e)),
+        };
+        shared.log.push(crate::log::Entry {
+            seq: 0,
+            direction: "in",
+            method: method.to_string(),
+            url: uri.to_string(),
+            params: logged_params.into_vec(),
+            status,
+            response,
+            error: None,
+            fault: fired.as_ref().map(Fired::label),
+            attempt: 1,
+            at_ms: shared.clock.now_ms(),
+        });
+        if let Some(Fault::Delay { delay_ms }) = fired.map(|f| f.fault) {
+            shared.clock.sleep(delay_ms).await;
+        }
+        return reply;
+    }
     let result = match (&fired, authorized) {
         (_, false) => Err(ErrorBody::new(401, 20003, "Authenticate")),
         (Some(Fired { fault: Fault::Status { status, .. }, .. }), true) => Err(fault_error(*status)),

@@ -288,6 +288,37 @@ impl Leg {
         let _ = tx.send(CbJob::Send(p));
     }
 
+    /// Posts the recording's transcription to `callback` a while after the
+    /// recording ends ([`TRANSCRIBE_MS`], whether or not the call goes on),
+    /// with Twilio's parameters. Twilio transcribes 2 s to 120 s; outside
+    /// that the status is `failed` and there is no text.
+    fn transcribe_later(&self, callback: String, recording_sid: &str, recording_url: &str, secs: u64) {
+        let sh = self.sh.clone();
+        let mut p = Params::new();
+        for (k, v) in self.base.iter().filter(|(k, _)| *k != "CallToken") {
+            p.push(k, v);
+        }
+        let (sid, ok) = self.sh.with(|st, _| (st.sid("TR"), (2..=120).contains(&secs)));
+        let from = self.base.get("From").unwrap_or("an unknown number").to_owned();
+        p.push("TranscriptionSid", &sid)
+            .push("TranscriptionStatus", if ok { "completed" } else { "failed" })
+            .push("TranscriptionType", "fast")
+            .push(
+                "TranscriptionUrl",
+                format!("{}/2010-04-01/Accounts/{}/Transcriptions/{sid}", sh.base_url, sh.config.account_sid),
+            )
+            .push("RecordingSid", recording_sid)
+            .push("RecordingUrl", recording_url);
+        if ok {
+            p.push("TranscriptionText", transcription_text(&from, secs));
+        }
+        tokio::spawn(async move {
+            sh.clock.sleep(TRANSCRIBE_MS).await;
+            // A failed callback is in the request log; nothing waits on it.
+            let _ = sh.webhook(Hook::Notify, "POST", &callback, &p).await;
+        });
+    }
+
     /// Waits until every queued status callback has been sent.
     async fn flush_callbacks(&mut self) {
         if let Some(tx) = self.cb_tx.take() {
@@ -463,6 +494,10 @@ impl Leg {
                         }
                         (sid, url)
                     });
+                    // `transcribeCallback` implies `transcribe`, as on Twilio.
+                    if let Some(cb) = r.transcribe_callback.clone().filter(|_| r.transcribe != Some(false)) {
+                        self.transcribe_later(cb, &rec_sid, &url, secs);
+                    }
                     let mut extra = Params::new();
                     extra
                         .push("RecordingUrl", url)
@@ -1266,6 +1301,14 @@ impl Leg {
 }
 
 /// A new call record.
+/// How long after a recording its transcription callback comes (virtual ms).
+pub(crate) const TRANSCRIBE_MS: VMs = 15_000;
+
+/// What the sandbox's transcriber hears a simulated caller say.
+pub(crate) fn transcription_text(from: &str, secs: u64) -> String {
+    format!("Hello, this is {from}. I am calling about my appointment. Please call me back. ({secs} seconds)")
+}
+
 pub(super) fn new_call(sid: &str, from: &str, to: &str, direction: &str, now: VMs) -> Call {
     Call {
         sid: sid.into(),

@@ -1,0 +1,329 @@
+//! Voicemails in the database: one row per recording a caller left, its
+//! transcription when one comes, and whether someone has listened to it.
+//!
+//! A voicemail and its notifications (outbox rows, `notify:<RE…>:…`) are
+//! written in one transaction, so a stored voicemail is always announced and
+//! a repeated `/voicemail-complete` announces nothing twice. When the
+//! location asks for a transcription, the notifications wait (their
+//! `not_before_ms`) until it comes, or until [`TRANSCRIPTION_WAIT_MS`] has
+//! passed, so that the text can travel with them.
+//!
+//! The recording's URL is kept here and only here: the API streams the audio
+//! through with the account's credentials and never shows it.
+
+use serde::Serialize;
+
+use super::outbox;
+use super::sql::{Conn, args};
+use crate::journey::{Command, notify_key_prefix};
+use crate::outbox::OutboxState;
+
+/// The longest a voicemail's notifications wait for its transcription.
+pub const TRANSCRIPTION_WAIT_MS: i64 = 10 * 60 * 1000;
+
+/// A voicemail as the Record action reported it, with what to send about it.
+#[derive(Debug, Clone)]
+pub struct NewVoicemail {
+    pub recording_sid: String,
+    pub call_sid: String,
+    pub caller: String,
+    pub location: Option<String>,
+    pub duration_secs: Option<i64>,
+    pub recorded_at_ms: i64,
+    pub recording_url: String,
+    /// `Command::NotifyVoicemail`s to queue with it.
+    pub notifications: Vec<Command>,
+    /// Hold the notifications until the transcription comes (at most
+    /// [`TRANSCRIPTION_WAIT_MS`]).
+    pub await_transcription: bool,
+}
+
+/// A transcription callback's news.
+#[derive(Debug, Clone)]
+pub struct Transcription {
+    pub recording_sid: String,
+    /// `completed` or `failed`, as Twilio says it.
+    pub status: String,
+    pub text: Option<String>,
+}
+
+/// A stored voicemail, without its recording's URL.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Voicemail {
+    pub recording_sid: String,
+    pub call_sid: String,
+    pub caller: String,
+    pub location: Option<String>,
+    pub duration_secs: Option<i64>,
+    pub recorded_at_ms: i64,
+    pub transcription: Option<String>,
+    pub listened_at_ms: Option<i64>,
+}
+
+/// Which voicemails a list shows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VoicemailFilter {
+    /// `Some(true)`: only listened ones; `Some(false)`: only new ones.
+    pub listened: Option<bool>,
+    pub location: Option<String>,
+    /// After this one (newest first): `(recorded_at_ms, recording_sid)`.
+    pub after: Option<(i64, String)>,
+    pub limit: i64,
+}
+
+/// Stores a voicemail and queues its notifications; false (and nothing
+/// written) when it was stored already.
+pub(super) async fn insert_in<C: Conn>(c: &mut C, v: &NewVoicemail, now: i64) -> anyhow::Result<bool> {
+    let inserted = c
+        .execute(
+            "INSERT INTO voicemails (recording_sid, call_sid, caller, location, duration_secs, recorded_at_ms,
+                 recording_url)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (recording_sid) DO NOTHING",
+            args![
+                &v.recording_sid,
+                &v.call_sid,
+                &v.caller,
+                &v.location,
+                v.duration_secs,
+                v.recorded_at_ms,
+                &v.recording_url
+            ],
+        )
+        .await?;
+    if inserted == 0 {
+        return Ok(false);
+    }
+    c.execute(
+        "UPDATE calls SET recording_url = $2, updated_at_ms = $3 WHERE call_sid = $1",
+        args![&v.call_sid, &v.recording_url, now],
+    )
+    .await?;
+    let not_before = if v.await_transcription { now + TRANSCRIPTION_WAIT_MS } else { 0 };
+    for n in &v.notifications {
+        outbox::insert_command_at(c, n, None, not_before, now).await?;
+    }
+    Ok(true)
+}
+
+/// Keeps a transcription and lets the voicemail's notifications go now.
+/// False when no such voicemail is stored.
+pub(super) async fn transcribed_in<C: Conn>(c: &mut C, t: &Transcription, now: i64) -> anyhow::Result<bool> {
+    let found = c
+        .execute(
+            "UPDATE voicemails SET transcription = COALESCE($2, transcription), transcription_status = $3
+             WHERE recording_sid = $1",
+            args![&t.recording_sid, &t.text, &t.status],
+        )
+        .await?;
+    if found == 0 {
+        return Ok(false);
+    }
+    let pattern = format!("{}%", notify_key_prefix(&t.recording_sid));
+    c.execute(
+        "UPDATE outbox SET not_before_ms = $1, updated_at_ms = $1
+         WHERE kind = 'notify_voicemail' AND state = $2 AND not_before_ms > $1 AND dedupe_key LIKE $3",
+        args![now, OutboxState::Pending.as_str(), &pattern],
+    )
+    .await?;
+    Ok(true)
+}
+
+/// `SELECT … FROM voicemails` followed by the given clause, as a literal.
+macro_rules! select_voicemails {
+    ($tail:literal) => {
+        concat!(
+            "SELECT recording_sid, call_sid, caller, location, duration_secs, recorded_at_ms, transcription, ",
+            "listened_at_ms FROM voicemails ",
+            $tail
+        )
+    };
+}
+
+fn voicemail(r: &super::sql::Row) -> anyhow::Result<Voicemail> {
+    Ok(Voicemail {
+        recording_sid: r.text(0)?,
+        call_sid: r.text(1)?,
+        caller: r.text(2)?,
+        location: r.opt_text(3)?,
+        duration_secs: r.opt_int(4)?,
+        recorded_at_ms: r.int(5)?,
+        transcription: r.opt_text(6)?,
+        listened_at_ms: r.opt_int(7)?,
+    })
+}
+
+/// One voicemail.
+pub(super) async fn get<C: Conn>(c: &mut C, recording_sid: &str) -> anyhow::Result<Option<Voicemail>> {
+    const SQL: &str = select_voicemails!("WHERE recording_sid = $1");
+    let row = c.fetch_optional(SQL, args![recording_sid]).await?;
+    row.as_ref().map(voicemail).transpose()
+}
+
+/// A page of voicemails, newest first.
+pub(super) async fn list<C: Conn>(c: &mut C, f: &VoicemailFilter) -> anyhow::Result<Vec<Voicemail>> {
+    // One statement for every filter: an absent filter is a value that
+    // matches everything ('' location, 0 listened, the largest time).
+    const SQL: &str = select_voicemails!(
+        "WHERE ($1 = '' OR location = $1)
+           AND ($2 = 0 OR ($2 = 1 AND listened_at_ms IS NOT NULL) OR ($2 = 2 AND listened_at_ms IS NULL))
+           AND (recorded_at_ms < $3 OR (recorded_at_ms = $3 AND recording_sid < $4))
+         ORDER BY recorded_at_ms DESC, recording_sid DESC LIMIT $5"
+    );
+    let listened: i64 = match f.listened {
+        None => 0,
+        Some(true) => 1,
+        Some(false) => 2,
+    };
+    let (at, sid) = match &f.after {
+        Some((at, sid)) => (*at, sid.as_str()),
+        // No SID sorts below '' at i64::MAX, and no voicemail is recorded then.
+        None => (i64::MAX, ""),
+    };
+    let location = f.location.as_deref().unwrap_or("");
+    let rows = c.fetch(SQL, args![location, listened, at, sid, f.limit]).await?;
+    rows.iter().map(voicemail).collect()
+}
+
+/// The recording's URL, for the server's own fetch.
+pub(super) async fn recording_url<C: Conn>(c: &mut C, recording_sid: &str) -> anyhow::Result<Option<String>> {
+    let sql = "SELECT recording_url FROM voicemails WHERE recording_sid = $1";
+    let row = c.fetch_optional(sql, args![recording_sid]).await?;
+    row.map(|r| r.text(0)).transpose()
+}
+
+/// Marks a voicemail listened (the first time counts). False when unknown.
+pub(super) async fn mark_listened<C: Conn>(c: &mut C, recording_sid: &str, now: i64) -> anyhow::Result<bool> {
+    let done = c
+        .execute(
+            "UPDATE voicemails SET listened_at_ms = COALESCE(listened_at_ms, $2) WHERE recording_sid = $1",
+            args![recording_sid, now],
+        )
+        .await?;
+    Ok(done > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::journey::{Command, NotifyChannel};
+    use crate::outbox::Lane;
+    use crate::store::{NewVoicemail, Store, Transcription, VoicemailFilter};
+    use crate::test_backends::{Backend, TestDb};
+
+    async fn store(backend: Backend) -> Option<(Store, TestDb)> {
+        let db = backend.database().await?;
+        let store = Store::connect(&db.url).await.unwrap();
+        Some((store, db))
+    }
+
+    fn re(n: usize) -> String {
+        format!("RE{n:032x}")
+    }
+
+    fn voicemail(n: usize, location: &str, at_ms: i64) -> NewVoicemail {
+        let recording_sid = re(n);
+        NewVoicemail {
+            recording_url: format!("https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/{recording_sid}"),
+            notifications: vec![
+                Command::NotifyVoicemail {
+                    recording: recording_sid.clone(),
+                    channel: NotifyChannel::Email { to: "desk@example.com".into() },
+                },
+                Command::NotifyVoicemail {
+                    recording: recording_sid.clone(),
+                    channel: NotifyChannel::Webhook { url: "https://hooks.example.com/vm".into() },
+                },
+            ],
+            recording_sid,
+            call_sid: format!("CA{n:032x}"),
+            caller: "+13105550199".into(),
+            location: Some(location.into()),
+            duration_secs: Some(7),
+            recorded_at_ms: at_ms,
+            await_transcription: false,
+        }
+    }
+
+    fn filter(limit: i64) -> VoicemailFilter {
+        VoicemailFilter { limit, ..VoicemailFilter::default() }
+    }
+
+    async fn a_voicemail_is_stored_once_with_its_notifications(backend: Backend) {
+        let Some((s, _db)) = store(backend).await else { return };
+        let v = voicemail(1, "north", 1_000);
+        assert!(s.add_voicemail(v.clone()).await.unwrap());
+        // Twilio asks the action again: nothing new, nothing announced twice.
+        assert!(!s.add_voicemail(v.clone()).await.unwrap());
+        let claimed = s.claim(Lane::Other, 10).await.unwrap();
+        let keys: Vec<&str> = claimed.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(keys, [format!("notify:{}:email:desk@example.com", re(1)), format!("notify:{}:webhook", re(1))]);
+        assert!(claimed.iter().all(|r| r.journey_id.is_none()));
+        let got = s.voicemail(&re(1)).await.unwrap().unwrap();
+        assert_eq!(
+            (got.caller.as_str(), got.location.as_deref(), got.duration_secs, got.recorded_at_ms),
+            ("+13105550199", Some("north"), Some(7), 1_000)
+        );
+        assert_eq!((got.transcription, got.listened_at_ms), (None, None));
+        assert_eq!(s.voicemail_recording_url(&re(1)).await.unwrap(), Some(v.recording_url));
+        assert_eq!(s.voicemail(&re(2)).await.unwrap(), None);
+        assert_eq!(s.voicemail_recording_url(&re(2)).await.unwrap(), None);
+    }
+
+    async fn notifications_wait_for_the_transcription(backend: Backend) {
+        let Some((s, _db)) = store(backend).await else { return };
+        let mut v = voicemail(1, "north", 1_000);
+        v.await_transcription = true;
+        assert!(s.add_voicemail(v).await.unwrap());
+        assert!(s.claim(Lane::Other, 10).await.unwrap().is_empty(), "held for the transcription");
+        let t = |n, text: Option<&str>| Transcription {
+            recording_sid: re(n),
+            status: "completed".into(),
+            text: text.map(str::to_owned),
+        };
+        assert!(!s.set_transcription(t(2, Some("who?"))).await.unwrap(), "an unknown voicemail");
+        assert!(s.set_transcription(t(1, Some("Please call me back."))).await.unwrap());
+        assert_eq!(s.claim(Lane::Other, 10).await.unwrap().len(), 2, "released by the transcription");
+        let got = s.voicemail(&re(1)).await.unwrap().unwrap();
+        assert_eq!(got.transcription.as_deref(), Some("Please call me back."));
+        // A failed transcription later keeps the text.
+        let failed = Transcription { recording_sid: re(1), status: "failed".into(), text: None };
+        assert!(s.set_transcription(failed).await.unwrap());
+        assert_eq!(s.voicemail(&re(1)).await.unwrap().unwrap().transcription.as_deref(), Some("Please call me back."));
+    }
+
+    async fn voicemails_list_newest_first_by_filter_and_page(backend: Backend) {
+        let Some((s, _db)) = store(backend).await else { return };
+        // Two at the same time: the SID breaks the tie.
+        for (n, loc, at) in [(1, "north", 1_000), (2, "south", 2_000), (3, "north", 3_000), (4, "north", 3_000)] {
+            let mut v = voicemail(n, loc, at);
+            v.notifications.clear();
+            s.add_voicemail(v).await.unwrap();
+        }
+        let sids = |list: Vec<super::Voicemail>| list.into_iter().map(|v| v.recording_sid).collect::<Vec<_>>();
+        assert_eq!(sids(s.voicemails(&filter(50)).await.unwrap()), [re(4), re(3), re(2), re(1)]);
+        assert!(s.mark_voicemail_listened(&re(3)).await.unwrap());
+        let first = s.voicemail(&re(3)).await.unwrap().unwrap().listened_at_ms.unwrap();
+        assert!(s.mark_voicemail_listened(&re(3)).await.unwrap(), "again is fine");
+        assert_eq!(s.voicemail(&re(3)).await.unwrap().unwrap().listened_at_ms, Some(first), "the first time counts");
+        assert!(!s.mark_voicemail_listened(&re(9)).await.unwrap());
+        let listened = VoicemailFilter { listened: Some(true), ..filter(50) };
+        assert_eq!(sids(s.voicemails(&listened).await.unwrap()), [re(3)]);
+        let new = VoicemailFilter { listened: Some(false), ..filter(50) };
+        assert_eq!(sids(s.voicemails(&new).await.unwrap()), [re(4), re(2), re(1)]);
+        let north = VoicemailFilter { location: Some("north".into()), ..filter(50) };
+        assert_eq!(sids(s.voicemails(&north).await.unwrap()), [re(4), re(3), re(1)]);
+        let new_north = VoicemailFilter { listened: Some(false), location: Some("north".into()), ..filter(50) };
+        assert_eq!(sids(s.voicemails(&new_north).await.unwrap()), [re(4), re(1)]);
+        // Pages of two, each after the last one seen.
+        let page1 = s.voicemails(&filter(2)).await.unwrap();
+        let last = page1.last().map(|v| (v.recorded_at_ms, v.recording_sid.clone()));
+        assert_eq!(sids(page1), [re(4), re(3)]);
+        let page2 = s.voicemails(&VoicemailFilter { after: last, ..filter(2) }).await.unwrap();
+        assert_eq!(sids(page2), [re(2), re(1)]);
+    }
+
+    on_both_backends!(
+        a_voicemail_is_stored_once_with_its_notifications,
+        notifications_wait_for_the_transcription,
+        voicemails_list_newest_first_by_filter_and_page,
+    );
+}
