@@ -58,7 +58,7 @@ impl Server {
             .owned_by(&instance_name(addr), lease_ms(settings.twilio.request_timeout_ms));
         tracing::info!(instance = store.owner(), "this instance's name on the database");
         let notifier = Notifier::default();
-        let state = AppState::with_twilio(settings.clone(), store.clone(), notifier.clone(), twilio.clone());
+        let state = AppState::new(settings.clone(), store.clone(), notifier.clone());
         let drain = Duration::from_secs(settings.drain_secs);
 
         // Background work: each task gets the one stop signal, given after the
@@ -111,6 +111,7 @@ impl Server {
                 return Err(e.context("building the Twilio client"));
             }
         };
+        state.set_twilio(twilio.clone());
         let reconciler = Reconciler::new(
             store.clone(),
             twilio.clone(),

@@ -73,7 +73,7 @@ pub fn choose(
 
 /// The business's voicemail for a caller who made no menu choice.
 pub fn no_choice_voicemail(settings: &Settings, urls: &Urls) -> Response {
-    voicemail(settings, urls, "", "Sorry, I still didn't get a choice.")
+    voicemail(settings, urls, None, "Sorry, I still didn't get a choice.")
 }
 
 /// The goodbye for a caller who made no menu choice.

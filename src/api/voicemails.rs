@@ -186,7 +186,9 @@ async fn audio(State(state): State<AppState>, Path(recording_sid): Path<String>)
         return Err(not_found(&recording_sid));
     };
     let Some(twilio) = state.twilio() else {
-        return Err(ApiError::Internal(anyhow::anyhow!("no Twilio client to fetch a recording with")));
+        // Only in the first moments of a start, before the REST client is built.
+        let body = ErrorBody { error: "the server is starting; try again in a moment".to_owned() };
+        return Ok((StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response());
     };
     let resp = match twilio.fetch_recording(&recording_sid, &url).await {
         Ok(r) => r,

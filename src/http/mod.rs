@@ -50,8 +50,9 @@ struct Inner {
     workspace_sid: SidCache<WorkspaceSid>,
     workflow_sid: SidCache<WorkflowSid>,
     /// The REST client, for the API's reads from Twilio (a voicemail's
-    /// audio); `None` in states built without one.
-    twilio: Option<crate::twilio_api::TwilioClient>,
+    /// audio); set once built, which is after the first webhooks are
+    /// answered (see `app`), and never in states built without one.
+    twilio: std::sync::OnceLock<crate::twilio_api::TwilioClient>,
 }
 
 impl AppState {
@@ -59,26 +60,18 @@ impl AppState {
         let workspace_sid = SidCache::new(settings.twilio.workspace_sid.clone(), "workspace");
         let workflow_sid = SidCache::new(settings.twilio.workflow_sid.clone(), "workflow");
         let policy = Policy::from_settings(&settings);
-        let twilio = None;
+        let twilio = std::sync::OnceLock::new();
         Self { inner: Arc::new(Inner { settings, policy, store, notifier, workspace_sid, workflow_sid, twilio }) }
     }
 
-    /// As [`AppState::new`], with the REST client the API reads Twilio with.
-    pub fn with_twilio(
-        settings: Settings,
-        store: Store,
-        notifier: Notifier,
-        twilio: crate::twilio_api::TwilioClient,
-    ) -> Self {
-        let mut state = Self::new(settings, store, notifier);
-        if let Some(inner) = Arc::get_mut(&mut state.inner) {
-            inner.twilio = Some(twilio);
-        }
-        state
+    /// Gives the state the REST client the API reads Twilio with; the first
+    /// one given stays.
+    pub fn set_twilio(&self, twilio: crate::twilio_api::TwilioClient) {
+        let _ = self.inner.twilio.set(twilio);
     }
 
     pub(crate) fn twilio(&self) -> Option<&crate::twilio_api::TwilioClient> {
-        self.inner.twilio.as_ref()
+        self.inner.twilio.get()
     }
 
     pub fn settings(&self) -> &Settings {
