@@ -207,15 +207,7 @@ async fn measure(options: &BenchOptions) -> anyhow::Result<BenchReport> {
 
     eprintln!("measuring reservation.created ({} s)…", options.duration.as_secs_f64());
     let dials_before = dials.load(Ordering::Relaxed);
-    let reservation_created = {
-        let url = format!("{server_url}/tr-event-handler");
-        let run_id: u32 = rand::random();
-        load(&client, options, move |n| {
-            let (body, sig) = reservation_created(&url, run_id, n);
-            (url.clone(), body, Some(sig))
-        })
-        .await
-    };
+    let reservation_created = load_reservations(&client, options, &server_url).await;
     // Let the dispatcher finish what it owes before counting its dials.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let dials_placed = dials.load(Ordering::Relaxed) - dials_before;
@@ -248,6 +240,17 @@ async fn measure(options: &BenchOptions) -> anyhow::Result<BenchReport> {
         baseline_peak_rss_mb,
         balanced,
     })
+}
+
+/// `reservation.created` events for new reservations, signed over `base`'s event URL.
+async fn load_reservations(client: &reqwest::Client, options: &BenchOptions, base: &str) -> LoadFigures {
+    let url = format!("{base}/tr-event-handler");
+    let run_id: u32 = rand::random();
+    load(client, options, move |n| {
+        let (body, sig) = reservation_created(&url, run_id, n);
+        (url.clone(), body, Some(sig))
+    })
+    .await
 }
 
 /// Counts the ERROR lines in a server's log, and shows the first.
@@ -298,15 +301,7 @@ async fn measure_balanced(
         .build()?;
     let before: Vec<u64> = balancer.counts().iter().map(|c| c.answered).collect();
     let dials_before = dials.load(Ordering::Relaxed);
-    let reservation_created = {
-        let url = format!("{}/tr-event-handler", balancer.url());
-        let run_id: u32 = rand::random();
-        load(&client, options, move |n| {
-            let (body, sig) = reservation_created(&url, run_id, n);
-            (url.clone(), body, Some(sig))
-        })
-        .await
-    };
+    let reservation_created = load_reservations(&client, options, balancer.url()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let dials_placed = dials.load(Ordering::Relaxed) - dials_before;
     let answered_per_instance = balancer.counts().iter().zip(before).map(|(c, b)| c.answered - b).collect();
