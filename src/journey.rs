@@ -77,7 +77,7 @@ use twilio::sid::{CallSid, ReservationSid, TaskSid};
 
 use crate::config::{AnsweredByPolicy, Settings};
 use crate::domain::Outcome;
-use state::{Attempt, AttemptState, Caller, Effort, Reservation, Task};
+use state::{Attempt, AttemptState, Caller, Effort, Reservation, Task, Voicemail};
 
 /// How long after an unknown dial the journey first asks for a Calls list:
 /// time for the leg's `initiated` status callback, which names the
@@ -103,6 +103,8 @@ pub const RETRY_FIRST_MS: i64 = 30_000;
 pub const RETRY_MAX_MS: i64 = 600_000;
 /// Create requests per reservation unless configured.
 pub const DEFAULT_DIAL_ATTEMPTS: u32 = 3;
+/// The longest a voicemail's notifications wait for its transcription.
+pub const TRANSCRIPTION_WAIT_MS: i64 = 10 * 60 * 1000;
 
 /// The settings the machine decides with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +149,9 @@ pub struct Journey {
     /// the bridge by then, the outcome is `caller_hung_up`.
     settle_by_ms: Option<i64>,
     redirect: Option<Effort>,
+    /// The voicemails the caller left (one, in practice).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    voicemails: Vec<Voicemail>,
 }
 
 impl Default for Journey {
@@ -159,6 +164,7 @@ impl Default for Journey {
             outcome: Outcome::Pending,
             settle_by_ms: None,
             redirect: None,
+            voicemails: Vec::new(),
         }
     }
 }
@@ -224,9 +230,9 @@ pub enum Command {
         task: TaskSid,
         round: u32,
     },
-    /// Tell one of a location's recipients about a voicemail. No journey
-    /// owes it: it is queued in the transaction that stores the voicemail,
-    /// and the dispatcher sends it with retries (see `crate::notify`).
+    /// Tell one of a location's recipients about a voicemail, once it is
+    /// recorded and its transcription came or [`TRANSCRIPTION_WAIT_MS`]
+    /// passed. The dispatcher sends it with retries (see `crate::notify`).
     NotifyVoicemail {
         recording: String,
         channel: NotifyChannel,
@@ -392,7 +398,7 @@ impl Journey {
     }
 
     /// Every SID that routes an event to this journey: the caller's, the task's,
-    /// and each reservation's and location leg's.
+    /// each reservation's and location leg's, and each voicemail's recording.
     pub fn keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = self.caller.sid.iter().map(|s| s.to_string()).collect();
         keys.extend(self.task.iter().map(|t| t.sid.to_string()));
@@ -400,6 +406,7 @@ impl Journey {
             keys.push(r.sid.to_string());
             keys.extend(r.legs.iter().map(|l| l.sid.to_string()));
         }
+        keys.extend(self.voicemails.iter().map(|v| v.recording.clone()));
         keys
     }
 
@@ -434,6 +441,7 @@ impl Journey {
         {
             at.extend(e.effort.retry_at());
         }
+        at.extend(self.voicemails.iter().filter_map(Voicemail::waiting_until));
         at.into_iter().min().and_then(|ms| Timestamp::from_millisecond(ms).ok())
     }
 
@@ -462,9 +470,11 @@ impl Journey {
     }
 
     /// Nothing more is expected: the outcome is final, the task and every
-    /// reservation have ended, no leg is live and no dial is in doubt.
+    /// reservation have ended, no leg is live, no dial is in doubt and every
+    /// recorded voicemail has been announced.
     pub fn is_closed(&self) -> bool {
         self.outcome.is_final()
+            && self.voicemails.iter().all(|v| !v.recorded || v.notified)
             && self.settle_by_ms.is_none()
             && self.task.as_ref().is_none_or(|t| t.status.is_final())
             && self.reservations.iter().all(|r| {

@@ -1,8 +1,9 @@
 //! Voicemail notifications: what to send for a new voicemail, and sending it.
 //!
 //! Each of a location's recipients (`notify_email`, `notify_webhook`) is one
-//! outbox command ([`Command::NotifyVoicemail`]), queued in the transaction
-//! that stores the voicemail; the dispatcher sends it, again after a
+//! outbox command ([`Command::NotifyVoicemail`]), owed by the caller's
+//! journey once the voicemail is recorded and its transcription came (or was
+//! not worth waiting for any longer); the dispatcher sends it, again after a
 //! back-off when it fails for a reason that may pass, and records a failure
 //! that will not pass (a refused address, a 4xx) without retrying.
 //!
@@ -30,7 +31,7 @@ use sha2::Sha256;
 
 use crate::config::{NotificationSettings, SmtpSecurity, SmtpSettings};
 use crate::domain::Location;
-use crate::journey::{Command, NotifyChannel};
+use crate::journey::NotifyChannel;
 use crate::store::Voicemail;
 
 /// The signature header: `sha256=<hex>`.
@@ -44,15 +45,13 @@ pub const EVENT: &str = "voicemail.recorded";
 /// How long a webhook receiver has to answer.
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The notifications a new voicemail left for `location` owes.
-pub fn commands(location: &Location, recording_sid: &str) -> Vec<Command> {
+/// Who hears of a voicemail left for `location`: each `notify_email`, then
+/// the `notify_webhook`.
+pub fn recipients(location: &Location) -> Vec<NotifyChannel> {
     let spec = &location.spec;
     let emails = spec.notify_email.iter().map(|to| NotifyChannel::Email { to: to.clone() });
     let webhook = spec.notify_webhook.iter().map(|url| NotifyChannel::Webhook { url: url.clone() });
-    emails
-        .chain(webhook)
-        .map(|channel| Command::NotifyVoicemail { recording: recording_sid.to_owned(), channel })
-        .collect()
+    emails.chain(webhook).collect()
 }
 
 /// The webhook's JSON body. Times are RFC 3339: `recorded_at` in UTC,
@@ -257,6 +256,7 @@ fn smtp_transport(s: &SmtpSettings) -> anyhow::Result<AsyncSmtpTransport<Tokio1E
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journey::Command;
 
     #[test]
     fn signature_covers_the_timestamp_and_the_body() {
@@ -312,7 +312,10 @@ mod tests {
         assert!(text.contains("15:31 EST"), "{text}");
         assert!(text.contains("Please call me back about Tuesday."), "{text}");
         assert!(text.contains("https://router.example.com/dashboard"), "{text}");
-        let kinds: Vec<String> = commands(&location, &v.recording_sid).iter().map(Command::key).collect();
+        let kinds: Vec<String> = recipients(&location)
+            .into_iter()
+            .map(|channel| Command::NotifyVoicemail { recording: v.recording_sid.clone(), channel }.key())
+            .collect();
         assert_eq!(
             kinds,
             [

@@ -23,7 +23,7 @@ use std::time::Duration;
 pub use history::{ActionRow, CallFilter, EventRow, HistoryCall, JourneyRow, LiveCallers, StatusRow, journey_sids};
 pub use journeys::{Audit, Delivered, Delivery, Finish, NewCall, Route, Settled};
 pub use outbox::{Lease, Orphans};
-pub use voicemails::{NewVoicemail, TRANSCRIPTION_WAIT_MS, Transcription, Voicemail, VoicemailFilter};
+pub use voicemails::{NewVoicemail, Transcription, Voicemail, VoicemailFilter};
 
 use crate::domain::{Location, LocationSpec, Outcome};
 use crate::journey::{Command, Journey, Policy};
@@ -526,19 +526,6 @@ impl Store {
     }
 
     // -- voicemails ------------------------------------------------------------
-
-    /// Stores a voicemail and queues its notifications in one transaction
-    /// (batched); false when it was stored already.
-    pub async fn add_voicemail(&self, voicemail: NewVoicemail) -> anyhow::Result<bool> {
-        let v = Box::new(voicemail);
-        self.batched(|reply| batch::Op::Voicemail(v, reply)).await
-    }
-
-    /// Keeps a voicemail's transcription and releases its notifications
-    /// (batched); false when the voicemail is unknown.
-    pub async fn set_transcription(&self, transcription: Transcription) -> anyhow::Result<bool> {
-        self.batched(|reply| batch::Op::Transcription(transcription, reply)).await
-    }
 
     pub async fn voicemail(&self, recording_sid: &str) -> anyhow::Result<Option<Voicemail>> {
         let mut conn = self.pool.acquire().await?;

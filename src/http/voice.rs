@@ -9,7 +9,7 @@ use super::{AppState, TwiML, TwilioRequest, WebhookError};
 use crate::domain::{Location, Outcome};
 use crate::ivr::{self, Caller, Choice, Routed};
 use crate::journey::{Answer, AnsweredBy, CallStatus, Event, QueueResult, ReservationStatus};
-use crate::store::{Delivered, Delivery, NewCall, NewVoicemail, StatusRecord, Transcription};
+use crate::store::{Delivered, Delivery, NewCall, NewVoicemail, Route, StatusRecord, Transcription};
 
 /// A SID parameter (body, else query) of the given type, or a 400 naming it.
 pub(super) fn sid_param<T: std::str::FromStr>(req: &TwilioRequest, key: &str) -> Result<T, WebhookError> {
@@ -194,9 +194,10 @@ pub(super) async fn caller_fallback(State(state): State<AppState>, req: TwilioRe
     }))
 }
 
-/// The `Record` action: store the voicemail, queue its notifications in the
-/// same transaction, and say goodbye. The recording's URL is kept for the
-/// server's own fetch and never logged above debug level.
+/// The `Record` action: the caller's journey hears of the voicemail (it owes
+/// the notifications), the voicemail is stored in the same transaction, and
+/// the caller hears goodbye. The recording's URL is kept for the server's own
+/// fetch and never logged above debug level.
 pub(super) async fn voicemail_complete(
     State(state): State<AppState>,
     req: TwilioRequest,
@@ -214,35 +215,32 @@ pub(super) async fn voicemail_complete(
         return goodbye();
     };
     let location = location_of(&state, &req).await?;
-    let duration_secs = req.get("RecordingDuration").and_then(|d| d.trim().parse::<i64>().ok());
-    // An empty recording (the caller hung up at the beep) is kept, not announced.
-    let notifications = match &location {
-        Some(l) if duration_secs != Some(0) => crate::notify::commands(l, recording.as_str()),
-        _ => Vec::new(),
+    let duration_secs = req.get("RecordingDuration").and_then(|d| d.trim().parse::<u32>().ok());
+    let event = Event::VoicemailRecorded {
+        recording: recording.to_string(),
+        duration_secs,
+        recipients: location.as_ref().map(crate::notify::recipients).unwrap_or_default(),
+        transcribe: location.as_ref().is_some_and(|l| l.spec.transcribe),
     };
-    let queued = notifications.len();
     let voicemail = NewVoicemail {
         recording_sid: recording.to_string(),
         call_sid: call_sid.to_string(),
         caller: req.get("From").or_else(|| req.get("Caller")).unwrap_or("anonymous").to_owned(),
         location: location.as_ref().map(|l| l.name.clone()),
-        duration_secs,
+        duration_secs: duration_secs.map(i64::from),
         recorded_at_ms: crate::store::now_ms(),
         recording_url: url.to_owned(),
-        notifications,
-        await_transcription: location.as_ref().is_some_and(|l| l.spec.transcribe),
     };
-    let new = state.store().add_voicemail(voicemail).await?;
-    if new && queued > 0 {
-        state.notifier().notify();
-    }
-    tracing::info!(recording_sid = %recording, duration_secs, notifications = queued, new, "voicemail recorded");
+    let mut d = Delivery::to_keys([call_sid.to_string(), recording.to_string()], vec![event], state.policy());
+    d.voicemail = Some(voicemail);
+    let done = deliver(&state, d).await?;
+    tracing::info!(recording_sid = %recording, duration_secs, notifications = done.queued, "voicemail recorded");
     tracing::debug!(recording_url = url, "voicemail recording");
     goodbye()
 }
 
-/// The `Record` verb's `transcribeCallback`: keep the text and let the
-/// voicemail's notifications go.
+/// The `Record` verb's `transcribeCallback`: keep the text, and tell the
+/// caller's journey, which lets the voicemail's notifications go.
 pub(super) async fn voicemail_transcription(
     State(state): State<AppState>,
     req: TwilioRequest,
@@ -252,11 +250,17 @@ pub(super) async fn voicemail_transcription(
     let text = req.get("TranscriptionText").map(str::trim).filter(|t| !t.is_empty() && status == "completed");
     let t =
         Transcription { recording_sid: recording.to_string(), status: status.clone(), text: text.map(str::to_owned) };
-    if state.store().set_transcription(t).await? {
-        state.notifier().notify();
-        tracing::info!(recording_sid = %recording, status, "voicemail transcribed");
+    // Found by its recording, or by the caller's call when the callbacks crossed.
+    let mut keys = vec![recording.to_string()];
+    keys.extend(req.get("CallSid").and_then(|c| c.parse::<CallSid>().ok()).map(|c| c.to_string()));
+    let event = Event::Transcribed { recording: recording.to_string() };
+    let mut d = Delivery::new(Route::Keys { keys, create: false }, vec![event], state.policy());
+    d.transcription = Some(t);
+    let done = deliver(&state, d).await?;
+    if done.journey.is_some() {
+        tracing::info!(recording_sid = %recording, status, notifications = done.queued, "voicemail transcribed");
     } else {
-        tracing::warn!(recording_sid = %recording, status, "transcription of an unknown voicemail; ignored");
+        tracing::warn!(recording_sid = %recording, status, "transcription of an unknown call; kept if its voicemail is");
     }
     Ok(TwiML(ivr::empty()))
 }

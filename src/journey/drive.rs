@@ -31,6 +31,21 @@ impl Journey {
         self.drive_legs(cx);
         self.drive_redirect(cx);
         self.drive_task(cx);
+        self.drive_voicemails(cx);
+    }
+
+    /// Tells a voicemail's recipients about it, once: when it is recorded,
+    /// and its transcription came or stopped being worth the wait.
+    fn drive_voicemails(&mut self, cx: &mut Cx) {
+        for v in self.voicemails.iter_mut().filter(|v| v.due(cx.now)) {
+            v.notified = true;
+            cx.commands.extend(
+                v.recipients.iter().map(|channel| Command::NotifyVoicemail {
+                    recording: v.recording.clone(),
+                    channel: channel.clone(),
+                }),
+            );
+        }
     }
 
     /// Dial, withdraw, look up or give up, for one reservation.

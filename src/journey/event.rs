@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use twilio::E164;
 use twilio::sid::{CallSid, ReservationSid, TaskSid};
 
-use super::Command;
+use super::{Command, NotifyChannel};
 use crate::domain::{Outcome, TaskAttributes};
 
 /// One thing that happened to a journey.
@@ -31,6 +31,18 @@ pub enum Event {
     QueueExit { result: QueueResult },
     /// The number's status callback for the caller's own leg.
     CallerStatus { status: CallStatus, sequence: Option<u32> },
+    /// `/voicemail-complete`: the caller left a recording. `recipients` are
+    /// its location's (`notify_email`, `notify_webhook`); with `transcribe`
+    /// the notifications wait for the transcription.
+    VoicemailRecorded {
+        recording: String,
+        duration_secs: Option<u32>,
+        recipients: Vec<NotifyChannel>,
+        transcribe: bool,
+    },
+    /// `/voicemail-transcription`: Twilio's transcription of that recording
+    /// came, completed or failed.
+    Transcribed { recording: String },
 
     // -- the location's legs (webhooks on the calls we create) ---------------
     /// `/dial-queue`: a leg we placed was answered. Answered with

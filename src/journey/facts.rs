@@ -3,10 +3,11 @@
 
 use twilio::sid::{CallSid, ReservationSid, TaskSid};
 
-use super::state::{Attempt, AttemptState, CallerState, Leg, ResState, Reservation, Stop, Task, TaskEnd};
+use super::state::{Attempt, AttemptState, CallerState, Leg, ResState, Reservation, Stop, Task, TaskEnd, Voicemail};
 use super::{
     ANSWERED_GRACE_SECS, Answer, AnsweredBy, BRIDGE_EVIDENCE_MS, CallStatus, Command, Cx, Event, Journey,
-    LOOKUP_AFTER_MS, MAX_LOOKUPS, QueueResult, REDIRECT_GRACE_MS, ReservationEnd, ReservationStatus, TaskStatus,
+    LOOKUP_AFTER_MS, MAX_LOOKUPS, QueueResult, REDIRECT_GRACE_MS, ReservationEnd, ReservationStatus,
+    TRANSCRIPTION_WAIT_MS, TaskStatus,
 };
 use crate::config::AnsweredByPolicy;
 use crate::domain::Outcome;
@@ -33,6 +34,24 @@ impl Journey {
             Event::Hold { queue_time_secs } => return self.on_hold(queue_time_secs, cx),
             Event::QueueExit { result } => return self.on_queue_exit(result),
             Event::CallerStatus { status, sequence } => self.on_caller_status(status, sequence, now),
+            Event::VoicemailRecorded { recording, duration_secs, recipients, transcribe } => {
+                let v = self.voicemail(recording);
+                if !v.recorded {
+                    v.recorded = true;
+                    // An empty recording (a hang-up at the beep) is kept, not announced.
+                    if duration_secs != Some(0) {
+                        for r in recipients {
+                            if !v.recipients.contains(&r) {
+                                v.recipients.push(r);
+                            }
+                        }
+                    }
+                    // Nobody to tell, nothing to wait for.
+                    let wait = transcribe && !v.recipients.is_empty();
+                    v.transcript_by_ms = wait.then(|| now.saturating_add(TRANSCRIPTION_WAIT_MS));
+                }
+            }
+            Event::Transcribed { recording } => self.voicemail(recording).transcribed = true,
             Event::CallerSeen { call, status } => {
                 self.caller.sid.get_or_insert(call);
                 self.on_caller_status(status, None, now);
@@ -121,6 +140,17 @@ impl Journey {
             Event::Tick => {}
         }
         Answer::Nothing
+    }
+
+    /// The voicemail of `recording`, added when new.
+    fn voicemail(&mut self, recording: String) -> &mut Voicemail {
+        match self.voicemails.iter().position(|v| v.recording == recording) {
+            Some(i) => &mut self.voicemails[i],
+            None => {
+                self.voicemails.push(Voicemail::new(recording));
+                self.voicemails.last_mut().expect("just pushed")
+            }
+        }
     }
 
     /// Whether a TaskRouter event about `task` is this journey's; the first
@@ -476,7 +506,8 @@ impl Journey {
             Command::CancelTask { task, round, .. } => self.task_end_failed(&task, TaskEnd::Cancel, round, now),
             Command::CompleteTask { task, round } => self.task_end_failed(&task, TaskEnd::Complete, round, now),
             // The dial's own result follows a withdrawal; lookups go on by time.
-            // Notifications are no journey's.
+            // A notification the dispatcher gave up on stays failed in its
+            // outbox row: the voicemail itself is kept and listed as new.
             Command::WithdrawDial { .. } | Command::FindDial { .. } | Command::NotifyVoicemail { .. } => {}
         }
     }

@@ -164,7 +164,28 @@ impl Checker {
             prop_assert!(wake > now, "wake-up at {wake} is not after {now} {}", ctx());
         }
 
-        // 11. It survives a restart between any two steps.
+        // 11. A voicemail's recipients hear of it once, and only of a recording:
+        //     each notification is owed in the step that made it due, never
+        //     before the transcription came or its wait ran out.
+        for c in &step.commands {
+            if let Command::NotifyVoicemail { recording, .. } = c {
+                let b = before.voicemails.iter().find(|v| &v.recording == recording);
+                let a = after.voicemails.iter().find(|v| &v.recording == recording);
+                prop_assert!(b.is_none_or(|v| !v.notified), "{recording} announced twice {}", ctx());
+                prop_assert!(a.is_some_and(|v| v.recorded && v.notified), "{recording} announced unrecorded {}", ctx());
+                let waited = a.and_then(|v| v.transcript_by_ms).is_none_or(|t| now.as_millisecond() >= t);
+                prop_assert!(
+                    waited || a.is_some_and(|v| v.transcribed),
+                    "{recording} announced before its transcription {}",
+                    ctx()
+                );
+            }
+        }
+        for v in &after.voicemails {
+            prop_assert!(!v.due(now.as_millisecond()), "voicemail {} due and not announced {}", v.recording, ctx());
+        }
+
+        // 12. It survives a restart between any two steps.
         let json = serde_json::to_string(after).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let back: Journey = serde_json::from_str(&json).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(&back, after, "the journey did not survive serialisation");

@@ -5,7 +5,9 @@
 use serde::{Deserialize, Serialize};
 use twilio::sid::{CallSid, ReservationSid, TaskSid};
 
-use super::{AnsweredBy, CallStatus, DialTarget, RETRY_FIRST_MS, RETRY_MAX_MS, ReservationEnd, TaskStatus};
+use super::{
+    AnsweredBy, CallStatus, DialTarget, NotifyChannel, RETRY_FIRST_MS, RETRY_MAX_MS, ReservationEnd, TaskStatus,
+};
 
 /// Where the caller's leg is, as far as the journey knows. Only moves forward.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -310,5 +312,47 @@ impl Reservation {
                 self.legs.len() - 1
             }
         }
+    }
+}
+
+/// A voicemail the caller left, and whether its location's recipients have
+/// been told. Known from its recording (`/voicemail-complete`) or, when the
+/// callbacks cross, first from its transcription.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct Voicemail {
+    pub(super) recording: String,
+    /// `/voicemail-complete` reported it.
+    pub(super) recorded: bool,
+    /// Who hears of it; empty for an empty recording.
+    pub(super) recipients: Vec<NotifyChannel>,
+    /// The notifications wait for the transcription until then.
+    pub(super) transcript_by_ms: Option<i64>,
+    /// The transcription callback came (completed or failed).
+    pub(super) transcribed: bool,
+    /// The notifications are owed (once).
+    pub(super) notified: bool,
+}
+
+impl Voicemail {
+    pub(super) fn new(recording: String) -> Self {
+        Voicemail {
+            recording,
+            recorded: false,
+            recipients: Vec::new(),
+            transcript_by_ms: None,
+            transcribed: false,
+            notified: false,
+        }
+    }
+
+    /// Recorded, not yet announced, and still waiting for its transcription:
+    /// until when.
+    pub(super) fn waiting_until(&self) -> Option<i64> {
+        if self.recorded && !self.notified && !self.transcribed { self.transcript_by_ms } else { None }
+    }
+
+    /// Its notifications are owed now.
+    pub(super) fn due(&self, now: i64) -> bool {
+        self.recorded && !self.notified && self.waiting_until().is_none_or(|t| now >= t)
     }
 }

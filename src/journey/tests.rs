@@ -474,3 +474,73 @@ fn a_repeated_answer_of_a_leg_that_has_ended_is_not_bridged() {
     run.on(answered(1, 110, AnsweredBy::Human));
     assert_eq!(run.on(answered(1, 110, AnsweredBy::Human)).answer, Answer::Bridge { reservation: res(1) });
 }
+
+fn voicemail(duration_secs: Option<u32>, transcribe: bool) -> Event {
+    Event::VoicemailRecorded {
+        recording: "RE1".into(),
+        duration_secs,
+        recipients: vec![
+            NotifyChannel::Email { to: "desk@example.com".into() },
+            NotifyChannel::Webhook { url: "https://hooks.example.com/vm".into() },
+        ],
+        transcribe,
+    }
+}
+
+fn notified(step: &Step) -> Vec<String> {
+    step.commands.iter().filter(|c| matches!(c, Command::NotifyVoicemail { .. })).map(Command::key).collect()
+}
+
+/// An after-hours caller's voicemail is announced to each recipient once,
+/// and the journey stays open until it is.
+#[test]
+fn a_voicemail_is_announced_once_to_each_recipient() {
+    let mut run = Run::new();
+    run.on(Event::CallerArrived { call: call(CALLER) });
+    run.on(Event::CallerTurnedAway { outcome: Outcome::AfterHours, location: Some("north".into()) });
+    assert!(run.j.is_closed());
+    let step = run.on(voicemail(Some(12), false));
+    assert_eq!(notified(&step), ["notify:RE1:email:desk@example.com", "notify:RE1:webhook"]);
+    assert!(run.j.is_closed() && run.j.wake_at().is_none());
+    assert!(run.j.keys().contains(&"RE1".to_owned()), "found by its recording");
+    // Twilio asks the Record action again.
+    assert_eq!(notified(&run.on(voicemail(Some(12), false))), Vec::<String>::new());
+}
+
+/// With a transcription wanted, the notifications wait for it, at most
+/// `TRANSCRIPTION_WAIT_MS`; an empty recording is announced to nobody.
+#[test]
+fn notifications_wait_for_the_transcription_but_not_forever() {
+    let mut run = Run::new();
+    run.on(Event::CallerArrived { call: call(CALLER) });
+    run.on(Event::CallerTurnedAway { outcome: Outcome::AfterHours, location: Some("north".into()) });
+    assert!(notified(&run.on(voicemail(Some(30), true))).is_empty());
+    assert!(!run.j.is_closed(), "a voicemail is still to be announced");
+    let deadline = run.now + TRANSCRIPTION_WAIT_MS;
+    assert_eq!(run.j.wake_at(), Some(at(deadline)));
+    assert!(notified(&run.after(60_000).on(Event::Tick)).is_empty());
+    assert_eq!(notified(&run.on(Event::Transcribed { recording: "RE1".into() })).len(), 2);
+    assert!(run.j.is_closed());
+
+    // The transcription never comes: the tick at the deadline sends them.
+    let mut run = Run::new();
+    run.on(Event::CallerArrived { call: call(CALLER) });
+    run.on(voicemail(Some(30), true));
+    let wake = run.j.wake_at().expect("a deadline").as_millisecond();
+    run.now = wake - 1;
+    assert!(notified(&run.on(Event::Tick)).is_empty());
+    run.now = wake;
+    assert_eq!(notified(&run.on(Event::Tick)).len(), 2);
+    // A late transcription announces nothing again.
+    assert!(notified(&run.on(Event::Transcribed { recording: "RE1".into() })).is_empty());
+
+    // The transcription came before the recording's own callback: no wait.
+    let mut run = Run::new();
+    run.on(Event::Transcribed { recording: "RE1".into() });
+    assert_eq!(notified(&run.on(voicemail(Some(30), true))).len(), 2);
+
+    // A hang-up at the beep: kept, announced to nobody, nothing to wait for.
+    let mut run = Run::new();
+    assert!(notified(&run.on(voicemail(Some(0), true))).is_empty());
+    assert_eq!(run.j.wake_at(), None);
+}

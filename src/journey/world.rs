@@ -184,6 +184,8 @@ enum Item {
     Patience,
     HoldPoll,
     VoicemailEnds,
+    /// Twilio's transcription of the caller's voicemail is ready.
+    Transcribed,
     Reconcile,
 }
 
@@ -505,10 +507,22 @@ impl World {
                 if self.caller == Where::Voicemail {
                     self.caller = Where::Gone;
                     if !self.sc.studio {
+                        // The caller left a message; every other one is transcribed.
+                        let transcribe = self.seq.is_multiple_of(2);
+                        self.send(Event::VoicemailRecorded {
+                            recording: recording(1),
+                            duration_secs: Some(20),
+                            recipients: vec![NotifyChannel::Email { to: "desk@example.com".into() }],
+                            transcribe,
+                        });
+                        if transcribe {
+                            self.later(20_000, Item::Transcribed);
+                        }
                         self.send(Event::CallerStatus { status: CallStatus::Completed, sequence: Some(9) });
                     }
                 }
             }
+            Item::Transcribed => self.send(Event::Transcribed { recording: recording(1) }),
             Item::Reconcile => self.reconcile(),
         }
     }
@@ -909,6 +923,8 @@ fn command() -> impl Strategy<Value = Command> {
         }),
         (1u32..3).prop_map(|round| Command::CancelTask { task: task(1), reason: Outcome::CallerHungUp, round }),
         (1u32..3).prop_map(|round| Command::CompleteTask { task: task(1), round }),
+        (1u32..3, notify_channel())
+            .prop_map(|(n, channel)| Command::NotifyVoicemail { recording: recording(n), channel }),
     ]
 }
 
@@ -952,7 +968,26 @@ fn event() -> impl Strategy<Value = Event> {
             .prop_map(|(task, status)| Event::TaskSeen { task, status }),
         1 => (some_task(), 1u32..3, one_of(vec![ReservationStatus::Pending, ReservationStatus::Accepted, ReservationStatus::Timeout, ReservationStatus::Canceled, ReservationStatus::Wrapping, ReservationStatus::Completed]))
             .prop_map(|(task, r, status)| Event::ReservationSeen { task, reservation: res(r), status }),
+        1 => (1u32..3, proptest::option::of(0u32..30), proptest::collection::vec(notify_channel(), 0..3), any::<bool>())
+            .prop_map(|(n, duration_secs, recipients, transcribe)| Event::VoicemailRecorded {
+                recording: recording(n),
+                duration_secs,
+                recipients,
+                transcribe,
+            }),
+        1 => (1u32..3).prop_map(|n| Event::Transcribed { recording: recording(n) }),
         3 => Just(Event::Tick),
+    ]
+}
+
+fn recording(n: u32) -> String {
+    format!("RE{n:032x}")
+}
+
+fn notify_channel() -> impl Strategy<Value = NotifyChannel> {
+    prop_oneof![
+        (0u32..3).prop_map(|n| NotifyChannel::Email { to: format!("desk{n}@example.com") }),
+        Just(NotifyChannel::Webhook { url: "https://hooks.example.com/vm".into() }),
     ]
 }
 
@@ -1001,6 +1036,7 @@ fn the_world_reaches_every_outcome_fault_and_recovery() {
         "command RedirectCaller",
         "command CancelTask",
         "command CompleteTask",
+        "command NotifyVoicemail",
         "answer Bridge",
         "answer Refuse",
         "answer Leave",

@@ -23,7 +23,6 @@ use super::lite::LiteConn;
 use super::now_ms;
 use super::outbox::{self, Lease, Orphans};
 use super::sql::{Conn, args};
-use super::voicemails::{self, NewVoicemail, Transcription};
 use crate::journey::{Command, Policy};
 use crate::outbox::{Lane, OutboxRow};
 
@@ -65,10 +64,6 @@ pub(super) enum Op {
     },
     /// Queues a command outside any journey; true when it was new.
     Enqueue(Box<Command>, oneshot::Sender<anyhow::Result<bool>>),
-    /// Stores a voicemail with its notifications; true when it was new.
-    Voicemail(Box<NewVoicemail>, oneshot::Sender<anyhow::Result<bool>>),
-    /// Keeps a transcription; true when its voicemail is known.
-    Transcription(Transcription, oneshot::Sender<anyhow::Result<bool>>),
 }
 
 pub(super) enum Reply {
@@ -102,9 +97,7 @@ impl Op {
                 drop(reply.send(Err(e())))
             }
             Op::Claim(_, _, _, reply) => drop(reply.send(Err(e()))),
-            Op::Enqueue(_, reply) | Op::Voicemail(_, reply) | Op::Transcription(_, reply) | Op::Hold { reply, .. } => {
-                drop(reply.send(Err(e())))
-            }
+            Op::Enqueue(_, reply) | Op::Hold { reply, .. } => drop(reply.send(Err(e()))),
             Op::TakeOver(_, _, _, reply) => drop(reply.send(Err(e()))),
         }
     }
@@ -124,9 +117,7 @@ impl Op {
                 Reply::Done,
             ) => drop(tx.send(Ok(()))),
             (Op::Claim(_, _, _, tx), Reply::Claimed(rows)) => drop(tx.send(Ok(rows))),
-            (Op::Enqueue(_, tx) | Op::Voicemail(_, tx) | Op::Transcription(_, tx), Reply::Inserted(new)) => {
-                drop(tx.send(Ok(new)))
-            }
+            (Op::Enqueue(_, tx), Reply::Inserted(new)) => drop(tx.send(Ok(new))),
             (Op::Hold { reply: tx, .. }, Reply::Held(held)) => drop(tx.send(Ok(held))),
             (Op::TakeOver(_, _, _, tx), Reply::TookOver(r, u)) => drop(tx.send(Ok((r, u)))),
             (op, _) => op.fail("internal error: a write got another write's answer"),
@@ -185,12 +176,6 @@ async fn write_ops<C: Conn>(c: &mut C, ops: &[Op], now: i64) -> anyhow::Result<V
             }
             Op::Enqueue(command, _) => {
                 Reply::Inserted(outbox::insert_command(c, command, None, now).await.context("queueing a command")?)
-            }
-            Op::Voicemail(v, _) => {
-                Reply::Inserted(voicemails::insert_in(c, v, now).await.context("storing a voicemail")?)
-            }
-            Op::Transcription(t, _) => {
-                Reply::Inserted(voicemails::transcribed_in(c, t, now).await.context("storing a transcription")?)
             }
         });
     }

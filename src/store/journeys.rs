@@ -16,6 +16,7 @@ use sqlx::Row;
 
 use super::StatusRecord;
 use super::sql::{Conn, args};
+use super::voicemails::{NewVoicemail, Transcription};
 use crate::domain::Outcome;
 use crate::journey::{self, Answer, Command, Event, Journey, Policy};
 use crate::outbox::OutboxState;
@@ -68,11 +69,26 @@ pub struct Delivery {
     pub audit: Option<Audit>,
     pub status: Option<StatusRecord>,
     pub finish: Option<Finish>,
+    /// A voicemail to keep (`/voicemail-complete`); a second one of the
+    /// same recording changes nothing.
+    pub voicemail: Option<NewVoicemail>,
+    /// A transcription to keep with its voicemail.
+    pub transcription: Option<Transcription>,
 }
 
 impl Delivery {
     pub fn new(route: Route, events: Vec<Event>, policy: Policy) -> Self {
-        Delivery { route, events, policy, caller: None, audit: None, status: None, finish: None }
+        Delivery {
+            route,
+            events,
+            policy,
+            caller: None,
+            audit: None,
+            status: None,
+            finish: None,
+            voicemail: None,
+            transcription: None,
+        }
     }
 
     /// Routed by these SIDs, making a journey when none is known by them.
@@ -117,6 +133,12 @@ pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> an
     }
     if let Some(f) = &d.finish {
         super::outbox::finish_in(c, f, now).await?;
+    }
+    if let Some(v) = &d.voicemail {
+        super::voicemails::insert_in(c, v, now).await?;
+    }
+    if let Some(t) = &d.transcription {
+        super::voicemails::transcribed_in(c, t).await?;
     }
     let found = match &d.route {
         Route::Id(id) => load(c, *id).await?.map(|(v, j)| (*id, v, j)),
@@ -325,14 +347,16 @@ async fn save<C: Conn>(c: &mut C, id: i64, version: i64, journey: &Journey, now:
     Ok(())
 }
 
-/// Takes the `CallToken` out of the journey's dials that are no longer
-/// pending (their payloads are the only other place it is kept).
+/// Takes the `CallToken` out of the journey's dials (their payloads are the
+/// only other place it is kept). A closed journey has no dial in flight, so
+/// a dial row still pending is one it withdrew or no longer wants: it loses
+/// the token too.
 async fn forget_dial_tokens<C: Conn>(c: &mut C, journey_id: i64, now: i64) -> anyhow::Result<()> {
     let rows = c
         .fetch(
             "SELECT id, payload FROM outbox
-             WHERE journey_id = $1 AND kind = 'dial' AND state <> $2 AND payload LIKE '%\"call_token\":\"%'",
-            args![journey_id, crate::outbox::OutboxState::Pending.as_str()],
+             WHERE journey_id = $1 AND kind = 'dial' AND payload LIKE '%\"call_token\":\"%'",
+            args![journey_id],
         )
         .await?;
     for r in rows {

@@ -1,27 +1,20 @@
 //! Voicemails in the database: one row per recording a caller left, its
 //! transcription when one comes, and whether someone has listened to it.
 //!
-//! A voicemail and its notifications (outbox rows, `notify:<RE…>:…`) are
-//! written in one transaction, so a stored voicemail is always announced and
-//! a repeated `/voicemail-complete` announces nothing twice. When the
-//! location asks for a transcription, the notifications wait (their
-//! `not_before_ms`) until it comes, or until [`TRANSCRIPTION_WAIT_MS`] has
-//! passed, so that the text can travel with them.
+//! The rows are written with a delivery to the caller's journey
+//! (`Delivery::voicemail`, `Delivery::transcription`), in its transaction.
+//! Whether and when the location's recipients hear of a voicemail is the
+//! journey's decision (`Event::VoicemailRecorded`, `Event::Transcribed`):
+//! its `Command::NotifyVoicemail`s go to the outbox like any other command.
 //!
 //! The recording's URL is kept here and only here: the API streams the audio
 //! through with the account's credentials and never shows it.
 
 use serde::Serialize;
 
-use super::outbox;
 use super::sql::{Conn, args};
-use crate::journey::{Command, notify_key_prefix};
-use crate::outbox::OutboxState;
 
-/// The longest a voicemail's notifications wait for its transcription.
-pub const TRANSCRIPTION_WAIT_MS: i64 = 10 * 60 * 1000;
-
-/// A voicemail as the Record action reported it, with what to send about it.
+/// A voicemail as the Record action reported it.
 #[derive(Debug, Clone)]
 pub struct NewVoicemail {
     pub recording_sid: String,
@@ -31,11 +24,6 @@ pub struct NewVoicemail {
     pub duration_secs: Option<i64>,
     pub recorded_at_ms: i64,
     pub recording_url: String,
-    /// `Command::NotifyVoicemail`s to queue with it.
-    pub notifications: Vec<Command>,
-    /// Hold the notifications until the transcription comes (at most
-    /// [`TRANSCRIPTION_WAIT_MS`]).
-    pub await_transcription: bool,
 }
 
 /// A transcription callback's news.
@@ -71,8 +59,8 @@ pub struct VoicemailFilter {
     pub limit: i64,
 }
 
-/// Stores a voicemail and queues its notifications; false (and nothing
-/// written) when it was stored already.
+/// Stores a voicemail, and its URL on the caller's `calls` row; false (and
+/// nothing written) when it was stored already.
 pub(super) async fn insert_in<C: Conn>(c: &mut C, v: &NewVoicemail, now: i64) -> anyhow::Result<bool> {
     let inserted = c
         .execute(
@@ -98,16 +86,12 @@ pub(super) async fn insert_in<C: Conn>(c: &mut C, v: &NewVoicemail, now: i64) ->
         args![&v.call_sid, &v.recording_url, now],
     )
     .await?;
-    let not_before = if v.await_transcription { now + TRANSCRIPTION_WAIT_MS } else { 0 };
-    for n in &v.notifications {
-        outbox::insert_command_at(c, n, None, not_before, now).await?;
-    }
     Ok(true)
 }
 
-/// Keeps a transcription and lets the voicemail's notifications go now.
-/// False when no such voicemail is stored.
-pub(super) async fn transcribed_in<C: Conn>(c: &mut C, t: &Transcription, now: i64) -> anyhow::Result<bool> {
+/// Keeps a transcription (a failed one later keeps the text). False when no
+/// such voicemail is stored.
+pub(super) async fn transcribed_in<C: Conn>(c: &mut C, t: &Transcription) -> anyhow::Result<bool> {
     let found = c
         .execute(
             "UPDATE voicemails SET transcription = COALESCE($2, transcription), transcription_status = $3
@@ -115,17 +99,7 @@ pub(super) async fn transcribed_in<C: Conn>(c: &mut C, t: &Transcription, now: i
             args![&t.recording_sid, &t.text, &t.status],
         )
         .await?;
-    if found == 0 {
-        return Ok(false);
-    }
-    let pattern = format!("{}%", notify_key_prefix(&t.recording_sid));
-    c.execute(
-        "UPDATE outbox SET not_before_ms = $1, updated_at_ms = $1
-         WHERE kind = 'notify_voicemail' AND state = $2 AND not_before_ms > $1 AND dedupe_key LIKE $3",
-        args![now, OutboxState::Pending.as_str(), &pattern],
-    )
-    .await?;
-    Ok(true)
+    Ok(found > 0)
 }
 
 /// `SELECT … FROM voicemails` followed by the given clause, as a literal.
@@ -204,10 +178,18 @@ pub(super) async fn mark_listened<C: Conn>(c: &mut C, recording_sid: &str, now: 
 
 #[cfg(test)]
 mod tests {
-    use crate::journey::{Command, NotifyChannel};
+    use crate::config::AnsweredByPolicy;
+    use crate::journey::{Event, NotifyChannel, Policy};
     use crate::outbox::Lane;
-    use crate::store::{NewVoicemail, Store, Transcription, VoicemailFilter};
+    use crate::store::{Delivery, NewVoicemail, Store, Transcription, VoicemailFilter};
     use crate::test_backends::{Backend, TestDb};
+
+    const POLICY: Policy = Policy {
+        max_queue_secs: 300,
+        on_machine: AnsweredByPolicy::Hangup,
+        on_unknown: AnsweredByPolicy::Bridge,
+        max_dial_attempts: 3,
+    };
 
     async fn store(backend: Backend) -> Option<(Store, TestDb)> {
         let db = backend.database().await?;
@@ -219,44 +201,62 @@ mod tests {
         format!("RE{n:032x}")
     }
 
+    fn ca(n: usize) -> String {
+        format!("CA{n:032x}")
+    }
+
     fn voicemail(n: usize, location: &str, at_ms: i64) -> NewVoicemail {
         let recording_sid = re(n);
         NewVoicemail {
             recording_url: format!("https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/{recording_sid}"),
-            notifications: vec![
-                Command::NotifyVoicemail {
-                    recording: recording_sid.clone(),
-                    channel: NotifyChannel::Email { to: "desk@example.com".into() },
-                },
-                Command::NotifyVoicemail {
-                    recording: recording_sid.clone(),
-                    channel: NotifyChannel::Webhook { url: "https://hooks.example.com/vm".into() },
-                },
-            ],
             recording_sid,
-            call_sid: format!("CA{n:032x}"),
+            call_sid: ca(n),
             caller: "+13105550199".into(),
             location: Some(location.into()),
             duration_secs: Some(7),
             recorded_at_ms: at_ms,
-            await_transcription: false,
         }
     }
 
-    fn filter(limit: i64) -> VoicemailFilter {
-        VoicemailFilter { limit, ..VoicemailFilter::default() }
+    fn recipients() -> Vec<NotifyChannel> {
+        vec![
+            NotifyChannel::Email { to: "desk@example.com".into() },
+            NotifyChannel::Webhook { url: "https://hooks.example.com/vm".into() },
+        ]
+    }
+
+    /// What `/voicemail-complete` delivers: the caller's journey hears of the
+    /// recording, and the row is written with it.
+    fn recorded(v: &NewVoicemail, transcribe: bool) -> Delivery {
+        let event = Event::VoicemailRecorded {
+            recording: v.recording_sid.clone(),
+            duration_secs: v.duration_secs.map(|d| d as u32),
+            recipients: recipients(),
+            transcribe,
+        };
+        let arrived = Event::CallerArrived { call: v.call_sid.parse().unwrap() };
+        let mut d = Delivery::to_keys([v.recording_sid.clone(), v.call_sid.clone()], vec![arrived, event], POLICY);
+        d.voicemail = Some(v.clone());
+        d
+    }
+
+    fn transcribed(n: usize, status: &str, text: Option<&str>) -> Delivery {
+        let mut d = Delivery::to_keys([re(n), ca(n)], vec![Event::Transcribed { recording: re(n) }], POLICY);
+        d.transcription =
+            Some(Transcription { recording_sid: re(n), status: status.into(), text: text.map(str::to_owned) });
+        d
     }
 
     async fn a_voicemail_is_stored_once_with_its_notifications(backend: Backend) {
         let Some((s, _db)) = store(backend).await else { return };
         let v = voicemail(1, "north", 1_000);
-        assert!(s.add_voicemail(v.clone()).await.unwrap());
+        assert_eq!(s.deliver(recorded(&v, false)).await.unwrap().queued, 2);
         // Twilio asks the action again: nothing new, nothing announced twice.
-        assert!(!s.add_voicemail(v.clone()).await.unwrap());
+        assert_eq!(s.deliver(recorded(&v, false)).await.unwrap().queued, 0);
         let claimed = s.claim(Lane::Other, 10).await.unwrap();
         let keys: Vec<&str> = claimed.iter().map(|r| r.key.as_str()).collect();
         assert_eq!(keys, [format!("notify:{}:email:desk@example.com", re(1)), format!("notify:{}:webhook", re(1))]);
-        assert!(claimed.iter().all(|r| r.journey_id.is_none()));
+        assert!(claimed.iter().all(|r| r.journey_id.is_some()), "the journey owes them");
         let got = s.voicemail(&re(1)).await.unwrap().unwrap();
         assert_eq!(
             (got.caller.as_str(), got.location.as_deref(), got.duration_secs, got.recorded_at_ms),
@@ -268,25 +268,29 @@ mod tests {
         assert_eq!(s.voicemail_recording_url(&re(2)).await.unwrap(), None);
     }
 
-    async fn notifications_wait_for_the_transcription(backend: Backend) {
+    async fn an_empty_recording_is_kept_and_not_announced(backend: Backend) {
         let Some((s, _db)) = store(backend).await else { return };
         let mut v = voicemail(1, "north", 1_000);
-        v.await_transcription = true;
-        assert!(s.add_voicemail(v).await.unwrap());
-        assert!(s.claim(Lane::Other, 10).await.unwrap().is_empty(), "held for the transcription");
-        let t = |n, text: Option<&str>| Transcription {
-            recording_sid: re(n),
-            status: "completed".into(),
-            text: text.map(str::to_owned),
-        };
-        assert!(!s.set_transcription(t(2, Some("who?"))).await.unwrap(), "an unknown voicemail");
-        assert!(s.set_transcription(t(1, Some("Please call me back."))).await.unwrap());
+        v.duration_secs = Some(0);
+        assert_eq!(s.deliver(recorded(&v, false)).await.unwrap().queued, 0);
+        assert!(s.claim(Lane::Other, 10).await.unwrap().is_empty());
+        assert!(s.voicemail(&re(1)).await.unwrap().is_some());
+    }
+
+    async fn notifications_wait_for_the_transcription(backend: Backend) {
+        let Some((s, _db)) = store(backend).await else { return };
+        let v = voicemail(1, "north", 1_000);
+        assert_eq!(s.deliver(recorded(&v, true)).await.unwrap().queued, 0, "held for the transcription");
+        assert!(s.claim(Lane::Other, 10).await.unwrap().is_empty());
+        // The journey wants a tick when the wait is over.
+        let json = s.journey_json(&re(1)).await.unwrap().expect("known by its recording");
+        assert!(json.contains("transcript_by_ms"), "{json}");
+        assert_eq!(s.deliver(transcribed(1, "completed", Some("Please call me back."))).await.unwrap().queued, 2);
         assert_eq!(s.claim(Lane::Other, 10).await.unwrap().len(), 2, "released by the transcription");
         let got = s.voicemail(&re(1)).await.unwrap().unwrap();
         assert_eq!(got.transcription.as_deref(), Some("Please call me back."));
-        // A failed transcription later keeps the text.
-        let failed = Transcription { recording_sid: re(1), status: "failed".into(), text: None };
-        assert!(s.set_transcription(failed).await.unwrap());
+        // A failed transcription later keeps the text and announces nothing again.
+        assert_eq!(s.deliver(transcribed(1, "failed", None)).await.unwrap().queued, 0);
         assert_eq!(s.voicemail(&re(1)).await.unwrap().unwrap().transcription.as_deref(), Some("Please call me back."));
     }
 
@@ -294,11 +298,10 @@ mod tests {
         let Some((s, _db)) = store(backend).await else { return };
         // Two at the same time: the SID breaks the tie.
         for (n, loc, at) in [(1, "north", 1_000), (2, "south", 2_000), (3, "north", 3_000), (4, "north", 3_000)] {
-            let mut v = voicemail(n, loc, at);
-            v.notifications.clear();
-            s.add_voicemail(v).await.unwrap();
+            s.deliver(recorded(&voicemail(n, loc, at), false)).await.unwrap();
         }
         let sids = |list: Vec<super::Voicemail>| list.into_iter().map(|v| v.recording_sid).collect::<Vec<_>>();
+        let filter = |limit| VoicemailFilter { limit, ..VoicemailFilter::default() };
         assert_eq!(sids(s.voicemails(&filter(50)).await.unwrap()), [re(4), re(3), re(2), re(1)]);
         assert!(s.mark_voicemail_listened(&re(3)).await.unwrap());
         let first = s.voicemail(&re(3)).await.unwrap().unwrap().listened_at_ms.unwrap();
@@ -323,6 +326,7 @@ mod tests {
 
     on_both_backends!(
         a_voicemail_is_stored_once_with_its_notifications,
+        an_empty_recording_is_kept_and_not_announced,
         notifications_wait_for_the_transcription,
         voicemails_list_newest_first_by_filter_and_page,
     );
