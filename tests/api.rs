@@ -342,17 +342,19 @@ async fn read_events(resp: &mut reqwest::Response, buf: &mut String, want: usize
 }
 
 #[tokio::test]
-async fn the_stream_sends_the_board_and_the_calls_at_once_then_on_change() {
+async fn the_stream_sends_the_board_calls_and_voicemails_at_once_then_on_change() {
     let app = spawn_api().await;
     let mut resp = get(&app, "/api/stream").await;
     assert_eq!(resp.status(), 200);
     assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
     let mut buf = String::new();
-    let first = read_events(&mut resp, &mut buf, 2).await;
+    let first = read_events(&mut resp, &mut buf, 3).await;
     assert_eq!(first[0].0, "board");
     assert_eq!(first[0].1, get_json(&app, "/api/locations").await, "the same body as GET /api/locations");
     assert_eq!(first[1].0, "calls");
     assert_eq!(first[1].1, serde_json::json!({"calls": [], "next_cursor": null}));
+    assert_eq!(first[2].0, "voicemails");
+    assert_eq!(first[2].1, serde_json::json!({"voicemails": [], "next_cursor": null}));
 
     let call = call_sid(0x400);
     ring(&app, &call, TWILIO_NUMBER, NORTH_CALLER).await;
@@ -362,6 +364,27 @@ async fn the_stream_sends_the_board_and_the_calls_at_once_then_on_change() {
     assert_eq!(sids(&calls.1), [call.as_str()]);
     let board = next.iter().find(|(n, _)| n == "board").expect("a board event");
     assert_eq!(board_of(&board.1, "north")["waiting"], 1);
+    assert!(next.iter().all(|(n, _)| n != "voicemails"), "no voicemail yet: {next:?}");
+
+    // The caller leaves a voicemail: the list is sent again, with it.
+    let recording = format!("RE{:032x}", 0x400);
+    let mut params = inbound(&call, TWILIO_NUMBER, NORTH_CALLER);
+    params.extend([
+        ("RecordingSid", recording.clone()),
+        ("RecordingUrl", format!("https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT}/Recordings/{recording}")),
+        ("RecordingDuration", "9".to_owned()),
+    ]);
+    let posted = app.post_signed("/voicemail-complete?location=north", &as_refs(&params)).await;
+    assert_eq!(posted.status(), 200);
+    let vm = loop {
+        let [(name, body)] = read_events(&mut resp, &mut buf, 1).await.try_into().unwrap();
+        if name == "voicemails" {
+            break body;
+        }
+    };
+    assert_eq!(vm["voicemails"][0]["recording_sid"], recording.as_str(), "{vm}");
+    assert_eq!(vm["voicemails"][0]["listened"], false);
+    assert!(vm.to_string().find("api.twilio.com").is_none(), "the recording's URL stays on the server: {vm}");
     // A draining server ends the stream rather than waiting for the client.
     let drained = tokio::time::timeout(std::time::Duration::from_secs(5), app.server.shutdown()).await;
     drained.expect("the shutdown did not wait for the stream").unwrap();

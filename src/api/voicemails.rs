@@ -133,7 +133,16 @@ fn decode_cursor(c: &str) -> Option<(i64, String)> {
     )
 )]
 async fn list(State(state): State<AppState>, Query(query): Query<ListQuery>) -> Result<Json<VoicemailPage>, ApiError> {
-    let mut filter = query.filter()?;
+    Ok(Json(page(&state, query.filter()?).await?))
+}
+
+/// The newest `limit` voicemails, as `GET /api/voicemails?limit=…` lists them.
+pub(super) fn latest(limit: i64) -> VoicemailFilter {
+    VoicemailFilter { limit, ..VoicemailFilter::default() }
+}
+
+/// One page of voicemails for `filter`.
+pub(super) async fn page(state: &AppState, mut filter: VoicemailFilter) -> Result<VoicemailPage, ApiError> {
     let limit = filter.limit;
     // One more than asked for tells whether there is a next page.
     filter.limit = limit + 1;
@@ -141,7 +150,7 @@ async fn list(State(state): State<AppState>, Query(query): Query<ListQuery>) -> 
     let more = found.len() as i64 > limit;
     found.truncate(limit as usize);
     let next_cursor = if more { found.last().map(encode_cursor) } else { None };
-    Ok(Json(VoicemailPage { voicemails: found.into_iter().map(VoicemailView::from).collect(), next_cursor }))
+    Ok(VoicemailPage { voicemails: found.into_iter().map(VoicemailView::from).collect(), next_cursor })
 }
 
 /// Marks a voicemail listened.

@@ -202,26 +202,22 @@ function summary(detail) {
 
 // ---- voicemails -------------------------------------------------------------
 
-let vmTimer = null;
-function refreshVoicemailsSoon() {
-  if (vmTimer) return;
-  vmTimer = setTimeout(() => { vmTimer = null; loadVoicemails(); }, 300);
-}
+// The stream's `voicemails` event carries the list; one that comes while a
+// message plays waits until the player stops.
+let vmWaiting = null;
 
-async function loadVoicemails() {
+function renderVoicemails(body) {
   const list = $("voicemails");
-  let body;
-  try {
-    body = await getJson("/api/voicemails?limit=20");
-  } catch (e) {
-    list.replaceChildren(el("li", { class: e.status === 404 ? "empty" : "error" },
-      e.status === 404 ? "Voicemails are not available on this server." : `Could not load voicemails: ${e.message}`));
+  const playing = [...list.querySelectorAll("audio")].find((a) => !a.paused);
+  if (playing) {
+    if (!vmWaiting) {
+      const stopped = () => { const b = vmWaiting; vmWaiting = null; if (b) renderVoicemails(b); };
+      playing.addEventListener("pause", stopped, { once: true });
+    }
+    vmWaiting = body;
     return;
   }
   const items = body.voicemails || [];
-  // Keep a player that is playing: re-render only what changed.
-  const playing = [...list.querySelectorAll("audio")].find((a) => !a.paused);
-  if (playing) return;
   if (items.length === 0) {
     list.replaceChildren(el("li", { class: "empty" }, "No voicemails."));
     return;
@@ -289,10 +285,8 @@ function connect() {
     renderBoard();
     renderChart();
   });
-  source.addEventListener("calls", (e) => {
-    renderCalls(JSON.parse(e.data));
-    refreshVoicemailsSoon();
-  });
+  source.addEventListener("calls", (e) => renderCalls(JSON.parse(e.data)));
+  source.addEventListener("voicemails", (e) => renderVoicemails(JSON.parse(e.data)));
   source.addEventListener("error", async () => {
     setLive("down", "reconnecting…");
     // EventSource retries by itself; a lost session needs the login form.
@@ -306,7 +300,5 @@ function connect() {
 document.addEventListener("DOMContentLoaded", () => {
   $("detail-close").addEventListener("click", () => $("detail").close());
   connect();
-  loadVoicemails();
   setInterval(() => { if (board) renderBoard(); }, 1000);
-  setInterval(loadVoicemails, 30000);
 });
