@@ -19,6 +19,10 @@ use twilio::{E164, ErrorBody, Params};
 
 use crate::config::TwilioSettings;
 
+/// How long a recording's audio may take to reach the listener, whole (the
+/// API streams it through at the browser's pace).
+const RECORDING_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// Which of Twilio's two API hosts a path lives on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Api {
@@ -442,6 +446,9 @@ impl TwilioClient {
             .http
             .get(&url)
             .basic_auth(self.account_sid.as_str(), Some(self.auth_token.expose_secret()))
+            // The client's timeout covers a whole request, body included: the
+            // audio streams to a browser at the listener's pace.
+            .timeout(RECORDING_TIMEOUT.max(self.timeout))
             .send()
             .await
             .map_err(|e| self.transport("GET", &path, e.without_url()));
@@ -961,5 +968,47 @@ mod tests {
             path_and_query("/2010-04-01/Accounts/AC1/Calls.json?Page=1"),
             "/2010-04-01/Accounts/AC1/Calls.json?Page=1"
         );
+    }
+}
+
+#[cfg(test)]
+mod recording_tests {
+    use super::*;
+
+    /// A recording that takes longer to stream than the client's request
+    /// timeout arrives whole: that timeout is for API calls, not audio.
+    #[tokio::test]
+    async fn a_recording_slower_than_the_request_timeout_streams_whole() {
+        const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
+        const RECORDING: &str = "RE0123456789abcdef0123456789abcdef";
+        let chunks = || {
+            futures_util::stream::unfold(0u8, |n| async move {
+                if n == 4 {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                Some((Ok::<_, std::convert::Infallible>(vec![n; 1000]), n + 1))
+            })
+        };
+        let path = format!("/2010-04-01/Accounts/{ACCOUNT}/Recordings/{RECORDING}");
+        let app = axum::Router::new()
+            .route(&path, axum::routing::get(move || async move { axum::body::Body::from_stream(chunks()) }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let settings = TwilioSettings {
+            account_sid: ACCOUNT.parse().unwrap(),
+            auth_token: "x".repeat(32).into(),
+            api_base_url: base.parse().unwrap(),
+            taskrouter_base_url: base.parse().unwrap(),
+            workspace_sid: None,
+            workflow_sid: None,
+            request_timeout_ms: 400,
+        };
+        let client = TwilioClient::new(&settings).unwrap();
+        let resp = client.fetch_recording(RECORDING, &format!("{base}{path}")).await.unwrap();
+        let body = resp.bytes().await.expect("the whole body, past the 400 ms request timeout");
+        assert_eq!(body.len(), 4000);
+        assert_eq!(body[3999], 3);
     }
 }
