@@ -429,6 +429,9 @@ async fn call_tokens_are_not_kept_after_the_call(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(closed, "the journey closed");
+    // The call is over: no line of the location counts as in use.
+    let board = w.store.live_board(100).await.unwrap();
+    assert!(board.iter().all(|l| l.bridged == 0 && l.waiting == 0), "{board:?}");
     // A beat for the webhooks after the close (the caller's last status) to be kept.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let events: Vec<String> = sqlx::query_scalar("SELECT payload FROM events").fetch_all(&pool).await.unwrap();
