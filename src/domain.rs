@@ -308,10 +308,13 @@ pub enum Outcome {
     /// menu's policy (`ivr.on_no_choice`) sent them to the business's
     /// voicemail or said goodbye.
     NoChoice,
+    /// The location closed while the caller was waiting for it, with no leg
+    /// of theirs ringing or answered: the caller was offered voicemail.
+    ClosedWhileWaiting,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 12] = [
+    pub const ALL: [Outcome; 13] = [
         Outcome::Pending,
         Outcome::Connected,
         Outcome::LocationBusy,
@@ -324,6 +327,7 @@ impl Outcome {
         Outcome::QueueTimeout,
         Outcome::Missed,
         Outcome::NoChoice,
+        Outcome::ClosedWhileWaiting,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -340,6 +344,7 @@ impl Outcome {
             Outcome::QueueTimeout => "queue_timeout",
             Outcome::Missed => "missed",
             Outcome::NoChoice => "no_choice",
+            Outcome::ClosedWhileWaiting => "closed_while_waiting",
         }
     }
 
@@ -361,6 +366,7 @@ impl Outcome {
             }
             Outcome::QueueTimeout => format!("Sorry, {location} could not take your call in time."),
             Outcome::AfterHours => format!("{location} is closed right now."),
+            Outcome::ClosedWhileWaiting => format!("Sorry, {location} has closed for now."),
             _ => format!("Sorry, we could not reach {location}."),
         }
     }

@@ -149,6 +149,12 @@ pub struct Journey {
     /// the bridge by then, the outcome is `caller_hung_up`.
     settle_by_ms: Option<i64>,
     redirect: Option<Effort>,
+    /// When the location closes (see [`Event::ClosingTime`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    closes_at_ms: Option<i64>,
+    /// A step at or after `closes_at_ms` has run: no more dials.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    closed_now: bool,
     /// The voicemails the caller left (one, in practice).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     voicemails: Vec<Voicemail>,
@@ -164,6 +170,8 @@ impl Default for Journey {
             outcome: Outcome::Pending,
             settle_by_ms: None,
             redirect: None,
+            closes_at_ms: None,
+            closed_now: false,
             voicemails: Vec::new(),
         }
     }
@@ -441,8 +449,28 @@ impl Journey {
         {
             at.extend(e.effort.retry_at());
         }
+        // Once it has passed, what settles a caller still waiting is the end
+        // of the leg in play, an event of its own.
+        if !self.closed_now && self.outcome == Outcome::Pending && self.caller.state.waiting() {
+            at.extend(self.closes_at_ms);
+        }
         at.extend(self.voicemails.iter().filter_map(Voicemail::waiting_until));
         at.into_iter().min().and_then(|ms| Timestamp::from_millisecond(ms).ok())
+    }
+
+    /// A location leg of this caller is in play: a dial in flight or in
+    /// doubt, or a live leg we still want. Closing time waits for it.
+    pub(crate) fn leg_in_play(&self) -> bool {
+        self.reservations.iter().enumerate().any(|(i, r)| {
+            let doubt = r.attempts.last().is_some_and(|a| match a.state {
+                AttemptState::InFlight { withdrawn } => !withdrawn,
+                AttemptState::Unknown { lookups, .. } => lookups < MAX_LOOKUPS,
+                _ => false,
+            });
+            let current = self.current_leg(i);
+            let live = r.legs.iter().any(|l| l.reported.is_live() && l.stop.is_none() && current == Some(&l.sid));
+            doubt || live
+        })
     }
 
     /// A command the dispatcher gave up on is still owed (for `/healthz`).

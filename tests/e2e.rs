@@ -70,6 +70,11 @@ async fn world(backend: Backend, north_phone: Behaviour) -> Option<World> {
 
 /// As [`world`], with extra TOML appended to the server's settings.
 async fn world_with(backend: Backend, north_phone: Behaviour, extra_toml: &str) -> Option<World> {
+    world_of(backend, north_phone, extra_toml, location("north", MAIN, NORTH_PHONE, true)).await
+}
+
+/// As [`world_with`], with `north` as given.
+async fn world_of(backend: Backend, north_phone: Behaviour, extra_toml: &str, north: LocationSpec) -> Option<World> {
     let db = backend.database().await?;
     let sb_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sandbox = sandbox::start(sandbox::Config::random(TIME_SCALE, 7), sb_listener).await.unwrap();
@@ -84,7 +89,7 @@ async fn world_with(backend: Backend, north_phone: Behaviour, extra_toml: &str) 
         db.url
     );
     let mut settings = Settings::from_toml(&text, |_| None).unwrap();
-    settings.locations = vec![location("north", MAIN, NORTH_PHONE, true), location("night", NIGHT, NIGHT_PHONE, false)];
+    settings.locations = vec![north, location("night", NIGHT, NIGHT_PHONE, false)];
     let server = Server::start(settings.clone(), listener).await.unwrap();
     let store = server.state.store().clone();
 
@@ -139,9 +144,18 @@ impl Exchange {
 }
 
 impl World {
+    /// Every exchange in the sandbox's log, page by page.
     async fn exchanges(&self) -> Vec<Exchange> {
-        let (entries, _) = self.client.log(0).await.unwrap();
-        entries.iter().map(Exchange::from_json).collect()
+        let mut all = Vec::new();
+        let mut since = 0;
+        loop {
+            let (entries, next) = self.client.log(since).await.unwrap();
+            if entries.is_empty() {
+                return all;
+            }
+            all.extend(entries.iter().map(Exchange::from_json));
+            since = next;
+        }
     }
 
     /// Webhooks the sandbox sent to the server's `path`.
@@ -296,6 +310,7 @@ on_both_backends!(
     nobody_answers_and_the_caller_gets_voicemail,
     a_failing_line_sends_the_caller_to_voicemail,
     a_caller_who_waits_too_long_leaves_the_queue_for_voicemail,
+    a_caller_still_waiting_at_closing_time_gets_voicemail_and_the_call_in_progress_goes_on,
     the_caller_hangs_up_while_the_location_rings,
     after_hours_the_caller_gets_voicemail_and_nothing_is_queued,
     every_webhook_the_sandbox_sends_passes_the_servers_signature_check,
@@ -398,6 +413,78 @@ async fn a_caller_who_waits_too_long_leaves_the_queue_for_voicemail(backend: Bac
     assert_eq!(w.store.call(&first).await.unwrap().unwrap().outcome, Outcome::Connected);
     let summary = w.client.call_summary(&first).await.unwrap();
     assert!(summary["end_ms"].is_null() && summary["status"] == "in-progress", "{summary}");
+    w.finish().await;
+}
+
+/// A location closes (a closure from the next minute: hours are in minutes, so this test
+/// waits up to about a minute of real time) with one caller talking and one waiting. At
+/// closing time the waiting caller gets voicemail; the call in progress is not cut.
+async fn a_caller_still_waiting_at_closing_time_gets_voicemail_and_the_call_in_progress_goes_on(backend: Backend) {
+    // New York's offset is whole minutes: its minutes start when UTC's do.
+    let tz = jiff::tz::TimeZone::get("America/New_York").unwrap();
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    // The next whole minute at least 10 s ahead, so both callers are enqueued before it.
+    let mut closes_ms = (now_ms / 60_000 + 1) * 60_000;
+    if closes_ms - now_ms < 10_000 {
+        closes_ms += 60_000;
+    }
+    let local =
+        |ms: i64| tz.to_datetime(jiff::Timestamp::from_millisecond(ms).unwrap()).strftime("%Y-%m-%dT%H:%M").to_string();
+    let mut north = location("north", MAIN, NORTH_PHONE, true);
+    north.hours.closures = vec![call_router::hours::ClosureSpec {
+        from: local(closes_ms),
+        to: local(closes_ms + 3_600_000),
+        reason: Some("staff meeting".into()),
+    }];
+    // The sandbox runs 250 times faster than the wall clock the hours are read with: the
+    // first caller talks, and the second waits, for longer than that minute.
+    let long = 100_000;
+    let Some(w) = world_of(
+        backend,
+        Behaviour::Person { rings: 1, talk_secs: long, digits: None },
+        &format!(
+            "[ivr]
+max_queue_secs = {long}
+"
+        ),
+        north,
+    )
+    .await
+    else {
+        return;
+    };
+    let place = |from: &str| PlaceCall { from: from.into(), to: MAIN.into(), digits: None, patience_secs: Some(long) };
+    let first = w.client.place_call(&place(CALLER)).await.unwrap();
+    for _ in 0..500 {
+        if w.client.call_summary(&first).await.unwrap()["bridge_start_ms"].is_u64() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let second = w.client.place_call(&place("+13105550188")).await.unwrap();
+    let until_closing = (closes_ms - jiff::Timestamp::now().as_millisecond()).max(0) as u64;
+    w.client.wait_for_call_end(&second, Duration::from_millis(until_closing + 30_000)).await.unwrap();
+    assert!(jiff::Timestamp::now().as_millisecond() >= closes_ms, "the caller left before closing time");
+    let record = w.settled(&second).await;
+    assert_eq!(record.outcome, Outcome::ClosedWhileWaiting);
+    // Out of the queue (at the next `/hold`, or by the REST redirect the tick at closing
+    // time sends, whichever comes first) to the location's voicemail, with why.
+    let heard: Vec<Exchange> = [w.webhooks("/enqueue-action").await, w.webhooks("/caller-fallback").await]
+        .concat()
+        .into_iter()
+        .filter(|e| e.params.get("CallSid") == Some(second.as_str()))
+        .collect();
+    assert!(
+        heard.iter().any(|e| e.response.contains("north clinic has closed for now") && e.response.contains("<Record")),
+        "{heard:#?}"
+    );
+    w.quiet().await;
+    let task = task_sid_of_call(&w, &second).await;
+    assert_eq!(w.task(&task).await["assignment_status"], "canceled");
+    // The first caller is still talking, and only their reservation was dialled.
+    let summary = w.client.call_summary(&first).await.unwrap();
+    assert!(summary["end_ms"].is_null() && summary["status"] == "in-progress", "{summary}");
+    assert_eq!(w.rest("POST", "/Calls.json").await.len(), 1);
     w.finish().await;
 }
 

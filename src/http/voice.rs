@@ -46,8 +46,8 @@ pub(super) async fn incoming_call(State(state): State<AppState>, req: TwilioRequ
             TwiML(ivr::not_in_service(settings))
         }
         [only] => {
-            let (twiml, event) = route_to(&state, &req, only, true).await?;
-            events.push(event);
+            let (twiml, routed) = route_to(&state, &req, only, true).await?;
+            events.extend(routed);
             twiml
         }
         several => TwiML(ivr::menu(settings, &state.urls(), several, 0)),
@@ -75,8 +75,8 @@ pub(super) async fn menu(State(state): State<AppState>, req: TwilioRequest) -> R
     let no_choice = || vec![Event::CallerTurnedAway { outcome: Outcome::NoChoice, location: None }];
     match choice {
         Choice::Location(i) => {
-            let (twiml, event) = route_to(&state, &req, &locations[i], false).await?;
-            caller_events(&state, &call, vec![event]).await?;
+            let (twiml, events) = route_to(&state, &req, &locations[i], false).await?;
+            caller_events(&state, &call, events).await?;
             Ok(twiml)
         }
         Choice::Retry { attempt } => Ok(TwiML(ivr::menu(state.settings(), &state.urls(), &locations, attempt))),
@@ -102,7 +102,7 @@ async fn route_to(
     req: &TwilioRequest,
     location: &Location,
     greet: bool,
-) -> Result<(TwiML, Event), WebhookError> {
+) -> Result<(TwiML, Vec<Event>), WebhookError> {
     let Some(workflow) = state.workflow_sid().await? else {
         // Not provisioned yet. A 503 would make Twilio play its "application error" to the
         // caller; voicemail still works without TaskRouter, so offer that.
@@ -110,19 +110,26 @@ async fn route_to(
         let msg = "Sorry, we cannot connect your call right now.";
         let twiml = TwiML(ivr::voicemail(state.settings(), &state.urls(), Some(location), msg));
         let away = Event::CallerTurnedAway { outcome: Outcome::DialFailed, location: Some(location.name.clone()) };
-        return Ok((twiml, away));
+        return Ok((twiml, vec![away]));
     };
     let caller = Caller { number: req.get("From").unwrap_or("anonymous"), call_token: req.get("CallToken") };
-    let (twiml, routed) =
-        ivr::route(state.settings(), &state.urls(), workflow.as_str(), location, &caller, Timestamp::now(), greet);
+    let now = Timestamp::now();
+    let (twiml, routed) = ivr::route(state.settings(), &state.urls(), workflow.as_str(), location, &caller, now, greet);
     tracing::info!(location = %location.name, ?routed, "caller routed");
-    let event = match routed {
+    let events = match routed {
         Routed::Closed => {
-            Event::CallerTurnedAway { outcome: Outcome::AfterHours, location: Some(location.name.clone()) }
+            vec![Event::CallerTurnedAway { outcome: Outcome::AfterHours, location: Some(location.name.clone()) }]
         }
-        Routed::Enqueued => Event::CallerEnqueued { location: location.name.clone() },
+        Routed::Enqueued => {
+            let mut events = vec![Event::CallerEnqueued { location: location.name.clone() }];
+            // Hours are checked again while the caller waits: the journey acts at closing time.
+            if let crate::hours::Status::Open { closes_at } = location.schedule.status_at(now) {
+                events.push(Event::ClosingTime { at_ms: closes_at.timestamp().as_millisecond() });
+            }
+            events
+        }
     };
-    Ok((TwiML(twiml), event))
+    Ok((TwiML(twiml), events))
 }
 
 /// The queue's `waitUrl`: hold music, until the journey says the caller

@@ -29,6 +29,7 @@ impl Journey {
             self.drive_dial(i, cx);
         }
         self.drive_legs(cx);
+        self.drive_closing(now);
         self.drive_redirect(cx);
         self.drive_task(cx);
         self.drive_voicemails(cx);
@@ -48,12 +49,28 @@ impl Journey {
         }
     }
 
+    /// At closing time no new dial starts, and a caller still waiting with no
+    /// leg in play is settled `closed_while_waiting` (and redirected to
+    /// voicemail below). A leg ringing or answered then is never cut: its
+    /// own end decides.
+    fn drive_closing(&mut self, now: i64) {
+        if self.closes_at_ms.is_none_or(|t| now < t) {
+            return;
+        }
+        self.closed_now = true;
+        if self.outcome == Outcome::Pending && self.caller.state == CallerState::Queued && !self.leg_in_play() {
+            self.settle(Outcome::ClosedWhileWaiting);
+        }
+    }
+
     /// Dial, withdraw, look up or give up, for one reservation.
     fn drive_dial(&mut self, i: usize, cx: &mut Cx) {
         let now = cx.now;
         let may_dial = self.outcome == Outcome::Pending
             && self.caller.state.waiting()
             && self.task.as_ref().is_some_and(|t| !t.status.is_final());
+        // After closing no new dial starts; one already on its way goes on.
+        let may_start = may_dial && self.closes_at_ms.is_none_or(|t| now < t);
         let blocked = self.dial_blocked(i);
         let (Some(task), caller) = (self.task.as_ref().map(|t| t.sid.clone()), self.caller.sid.clone()) else {
             return;
@@ -64,7 +81,7 @@ impl Journey {
         let next = r.attempts.len() as u32 + 1;
         let mut give_up = false;
         match r.attempts.last_mut().map(|a| &mut a.state) {
-            None | Some(AttemptState::NotPlaced) if wants => match &r.target {
+            None | Some(AttemptState::NotPlaced) if wants && may_start => match &r.target {
                 Some(_) if next > max => give_up = true,
                 Some(target) if !blocked => {
                     let target = target.clone();
@@ -173,7 +190,11 @@ impl Journey {
     pub(super) fn redirect_needed(&self) -> Option<&CallSid> {
         let diverting = matches!(
             self.outcome,
-            Outcome::LocationBusy | Outcome::LocationNoAnswer | Outcome::LocationVoicemail | Outcome::DialFailed
+            Outcome::LocationBusy
+                | Outcome::LocationNoAnswer
+                | Outcome::LocationVoicemail
+                | Outcome::DialFailed
+                | Outcome::ClosedWhileWaiting
         );
         if diverting && self.caller.state.waiting() { self.caller.sid.as_ref() } else { None }
     }

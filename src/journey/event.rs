@@ -24,6 +24,11 @@ pub enum Event {
     /// workflow): the caller gets voicemail or a message from the IVR, of
     /// `location` when one was chosen.
     CallerTurnedAway { outcome: Outcome, location: Option<String> },
+    /// When the location the caller waits for closes, from its hours at the
+    /// time the caller was enqueued. A caller still waiting then, with no leg
+    /// ringing or answered, is sent to voicemail (`closed_while_waiting`);
+    /// no dial starts after it.
+    ClosingTime { at_ms: i64 },
     /// `/hold`, the queue's `waitUrl`. Answered with [`super::Answer::Hold`] or
     /// [`super::Answer::Leave`].
     Hold { queue_time_secs: u32 },

@@ -31,6 +31,9 @@ impl Journey {
                 self.settle(outcome);
                 self.caller.advance(CallerState::Diverted);
             }
+            Event::ClosingTime { at_ms } => {
+                self.closes_at_ms.get_or_insert(at_ms);
+            }
             Event::Hold { queue_time_secs } => return self.on_hold(queue_time_secs, cx),
             Event::QueueExit { result } => return self.on_queue_exit(result),
             Event::CallerStatus { status, sequence } => self.on_caller_status(status, sequence, now),
@@ -252,6 +255,11 @@ impl Journey {
                 let grace = self.location_answered() && queue_time_secs < max.saturating_add(ANSWERED_GRACE_SECS);
                 if queue_time_secs >= max && !grace {
                     self.settle(Outcome::QueueTimeout);
+                    self.caller.advance(CallerState::Diverted);
+                    Answer::Leave
+                } else if self.closes_at_ms.is_some_and(|t| cx.now >= t) && !self.leg_in_play() {
+                    // Closed while waiting: out of the queue now, no REST redirect needed.
+                    self.settle(Outcome::ClosedWhileWaiting);
                     self.caller.advance(CallerState::Diverted);
                     Answer::Leave
                 } else {

@@ -60,6 +60,11 @@ impl Checker {
                     "dialled for a caller who is not waiting {}",
                     ctx()
                 );
+                prop_assert!(
+                    after.closes_at_ms.is_none_or(|t| now.as_millisecond() < t),
+                    "dialled after the location closed {}",
+                    ctx()
+                );
                 let attempts = r.map(|r| r.attempts.as_slice()).unwrap_or_default();
                 prop_assert_eq!(attempts.last().map(|a| a.n), Some(*attempt), "{}", ctx());
                 if *attempt > 1 {
@@ -162,6 +167,16 @@ impl Checker {
         prop_assert!(again.commands.is_empty(), "a tick owed more: {:?} {}", again.commands, ctx());
         if let Some(wake) = after.wake_at() {
             prop_assert!(wake > now, "wake-up at {wake} is not after {now} {}", ctx());
+        }
+
+        // 10b. Once the location has closed, a caller still waiting has a leg
+        //      in play (ringing or answered, never cut): otherwise they were
+        //      sent on.
+        if after.closes_at_ms.is_some_and(|t| now.as_millisecond() >= t)
+            && after.outcome == Outcome::Pending
+            && after.caller.state == CallerState::Queued
+        {
+            prop_assert!(after.leg_in_play(), "a caller left waiting after closing {}", ctx());
         }
 
         // 11. A voicemail's recipients hear of it once, and only of a recording:

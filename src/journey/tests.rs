@@ -544,3 +544,64 @@ fn notifications_wait_for_the_transcription_but_not_forever() {
     assert!(notified(&run.on(voicemail(Some(0), true))).is_empty());
     assert_eq!(run.j.wake_at(), None);
 }
+
+/// A caller still waiting when the location closes is sent to voicemail at
+/// closing time, by the tick or by the next `/hold`, and the task canceled.
+#[test]
+fn a_caller_waiting_at_closing_time_is_sent_to_voicemail() {
+    let closed = Outcome::ClosedWhileWaiting;
+    // No reservation yet (every line busy): the tick at closing time redirects.
+    let mut run = Run::queued();
+    run.on(Event::ClosingTime { at_ms: run.now + 60_000 });
+    assert_eq!(run.j.wake_at(), Some(at(run.now + 60_000)), "a wake-up at closing time");
+    assert_eq!(run.after(59_999).on(Event::Tick).commands, []);
+    let step = run.tick_at_wake();
+    assert_eq!(step.commands, [redirect(closed)]);
+    assert_eq!(run.j.outcome(), closed);
+    assert_eq!(run.j.wake_at(), None);
+
+    // With a task and no leg: at `/hold` after closing, the caller leaves at once.
+    let mut run = Run::queued();
+    run.on(Event::ClosingTime { at_ms: run.now + 1_000 });
+    run.on(created(1));
+    run.on(ended(1, ReservationEnd::Timeout));
+    run.now += 1_000;
+    let step = run.on(Event::Hold { queue_time_secs: 30 });
+    assert_eq!(step.answer, Answer::Leave);
+    assert_eq!(step.commands, [cancel(closed)]);
+    let exit = run.on(Event::QueueExit { result: QueueResult::Leave });
+    assert_eq!(exit.answer, Answer::Fallback { location: Some("north".into()), reason: closed });
+}
+
+/// A leg ringing or answered at closing time is never cut: its own end
+/// decides, and no new dial starts after closing.
+#[test]
+fn closing_time_never_cuts_a_ringing_leg_and_starts_no_dial() {
+    let mut run = Run::queued();
+    run.on(Event::ClosingTime { at_ms: run.now + 10_000 });
+    assert_eq!(run.on(created(1)).commands, [dial(1, 1)]);
+    run.on(placed(1, 1, 101));
+    run.on(leg_status(1, 101, CallStatus::Ringing, 1));
+    run.now += 10_000;
+    assert_eq!(run.on(Event::Tick).commands, [], "the ringing leg goes on");
+    assert_eq!(run.j.outcome(), Outcome::Pending);
+    let step = run.on(answered(1, 101, AnsweredBy::Human));
+    assert_eq!(step.answer, Answer::Bridge { reservation: res(1) });
+
+    // Rung out after closing: voicemail for the reason the leg gives.
+    let mut run = Run::queued();
+    run.on(Event::ClosingTime { at_ms: run.now + 10_000 });
+    run.on(created(1));
+    run.on(placed(1, 1, 101));
+    run.now += 20_000;
+    let step = run.on(leg_status(1, 101, CallStatus::NoAnswer, 2));
+    let no_answer = Outcome::LocationNoAnswer;
+    assert_eq!(step.commands, [redirect(no_answer), cancel(no_answer)]);
+
+    // A reservation offered after closing is not dialled.
+    let mut run = Run::queued();
+    run.on(Event::ClosingTime { at_ms: run.now });
+    let step = run.on(created(1));
+    assert!(!step.commands.iter().any(|c| matches!(c, Command::Dial { .. })), "{:?}", step.commands);
+    assert_eq!(run.j.outcome(), Outcome::ClosedWhileWaiting);
+}

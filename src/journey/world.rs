@@ -64,6 +64,8 @@ enum Delivery {
 #[derive(Debug, Clone)]
 struct Scenario {
     studio: bool,
+    /// The location closes this long after the caller is enqueued.
+    closes_after_s: Option<i64>,
     patience_s: i64,
     max_queue_secs: u32,
     reservation_timeout_s: i64,
@@ -112,7 +114,7 @@ fn delivery() -> impl Strategy<Value = Delivery> {
 fn scenario() -> impl Strategy<Value = Scenario> {
     use proptest::collection::{btree_set, vec};
     (
-        (any::<bool>(), 5i64..400, 30u32..300, 10i64..70),
+        (any::<bool>(), 5i64..400, 30u32..300, 10i64..70, proptest::option::weighted(0.25, 1i64..300)),
         vec(phone(), 1..6),
         (vec(dial_fault(), 1..5), vec(prop_oneof![3 => Just(200i64), 1 => 200i64..15_000], 1..4)),
         vec(prop::bool::weighted(0.15), 1..8),
@@ -122,7 +124,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
     )
         .prop_map(
             |(
-                (studio, patience_s, max_queue_secs, reservation_timeout_s),
+                (studio, patience_s, max_queue_secs, reservation_timeout_s, closes_after_s),
                 phones,
                 (dials, dial_delays_ms),
                 actions_fail,
@@ -132,6 +134,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             )| {
                 Scenario {
                     studio,
+                    closes_after_s,
                     patience_s,
                     max_queue_secs,
                     reservation_timeout_s,
@@ -442,6 +445,9 @@ impl World {
         if !self.sc.studio {
             self.webhook(Event::CallerArrived { call: call(CALLER) });
             self.webhook(Event::CallerEnqueued { location: "north".into() });
+            if let Some(s) = self.sc.closes_after_s {
+                self.webhook(Event::ClosingTime { at_ms: self.now + s * 1000 });
+            }
             self.later(0, Item::HoldPoll);
         }
         self.later(500, Item::Offer);
@@ -976,6 +982,7 @@ fn event() -> impl Strategy<Value = Event> {
                 transcribe,
             }),
         1 => (1u32..3).prop_map(|n| Event::Transcribed { recording: recording(n) }),
+        1 => (1_000_000i64..2_000_000).prop_map(|at_ms| Event::ClosingTime { at_ms }),
         3 => Just(Event::Tick),
     ]
 }
@@ -1011,6 +1018,7 @@ fn the_world_reaches_every_outcome_fault_and_recovery() {
         Outcome::DialFailed,
         Outcome::CallerHungUp,
         Outcome::QueueTimeout,
+        Outcome::ClosedWhileWaiting,
     ];
     for o in outcomes {
         assert!(tally.outcomes.get(o.as_str()).is_some_and(|n| *n > 0), "no run ended {o}: {tally:#?}");
