@@ -1072,6 +1072,19 @@ mod tests {
         assert!(toml::from_str::<HoursSpec>("time_zone = \"UTC\"\nweekdays = {}").is_err());
     }
 
+    #[test]
+    fn the_example_configs_hours_are_valid() {
+        let config: toml::Value = toml::from_str(include_str!("../examples/call-router.toml")).unwrap();
+        let locations = config["locations"].as_array().unwrap();
+        let mut rules = 0;
+        for l in locations {
+            let hours: HoursSpec = l["hours"].clone().try_into().unwrap();
+            rules += hours.holidays.iter().filter(|h| h.is_recurring()).count();
+            Schedule::from_spec(&hours).unwrap_or_else(|e| panic!("{}: {e}", l["name"]));
+        }
+        assert!(rules >= 2, "the example shows recurring holidays");
+    }
+
     /// A random range on the quarter hour, so that ranges often meet each other and the DST hours.
     fn range() -> impl Strategy<Value = String> {
         let hhmm = |q: u16| format!("{:02}:{:02}", q / 4, q % 4 * 15);

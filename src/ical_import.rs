@@ -207,7 +207,11 @@ mod tests {
             ]
         );
         assert_eq!(got.notes.len(), 2, "{:?}", got.notes);
-        assert!(got.notes[0].contains("Weekly meeting") && got.notes[0].contains("repeating timed event"), "{:?}", got.notes);
+        assert!(
+            got.notes[0].contains("Weekly meeting") && got.notes[0].contains("repeating timed event"),
+            "{:?}",
+            got.notes
+        );
         assert!(got.notes[1].contains("\"Eastern Standard Time\" is unknown"), "{:?}", got.notes);
 
         // What was imported is a valid spec, and its rules close the right days.
