@@ -263,7 +263,7 @@ pub async fn run_locations(db: &DbArgs, cmd: &LocationsCommand) -> anyhow::Resul
                 .find(|s| &s.name == name)
                 .with_context(|| format!("no location named {name:?}"))?;
             let text = read_calendar_source(ical, ICAL_TIMEOUT, ICAL_MAX_BYTES).await?;
-            let calendar = ical::parse(&text).with_context(|| format!("{ical}"))?;
+            let calendar = ical::parse(&text).with_context(|| ical.clone())?;
             let tz = jiff::tz::TimeZone::get(&spec.hours.time_zone)
                 .with_context(|| format!("location {name}: time zone {:?}", spec.hours.time_zone))?;
             let imported = crate::ical_import::from_calendar(&calendar, &tz);
@@ -698,7 +698,7 @@ mod tests {
             .route("/streamed.ics", get(move || async move { chunks() }))
             .route("/binary.ics", get(|| async { vec![b'B', 0xff, 0xfe] }))
             .route("/missing.ics", get(|| async { (http::StatusCode::NOT_FOUND, "no such calendar") }))
-            .route("/slow.ics", get(|| std::future::pending::<&'static str>()));
+            .route("/slow.ics", get(std::future::pending::<&'static str>));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -736,6 +736,44 @@ mod tests {
         assert!(failure(read(file.display().to_string(), 5000).await).contains("larger than 4 KiB"));
         let e = failure(read(dir.path().join("none.ics").display().to_string(), 5000).await);
         assert!(e.contains("none.ics"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn locations_holidays_adds_a_calendar_to_the_stored_location() {
+        let addr = calendar_server().await;
+        let dir = tempfile::tempdir().unwrap();
+        let db = DbArgs { config: None, database_url: Some(format!("sqlite://{}", dir.path().join("t.db").display())) };
+        let store = Store::connect(db.database_url.as_deref().unwrap()).await.unwrap();
+        let spec = LocationSpec {
+            name: "north".into(),
+            display_name: None,
+            digit: None,
+            numbers: vec!["+12025550143".into()],
+            phone: "+14155550123".into(),
+            caller_id: None,
+            show_caller_number: false,
+            lines: 1,
+            hours: HoursSpec { time_zone: "America/New_York".into(), ..HoursSpec::default() },
+            transcribe: false,
+            notify_email: Vec::new(),
+            notify_webhook: None,
+        };
+        import(&store, std::slice::from_ref(&spec)).await.unwrap();
+        let holidays = |name: &str, dry_run: bool| LocationsCommand::Holidays {
+            name: name.into(),
+            ical: format!("http://{addr}/holidays.ics"),
+            dry_run,
+        };
+        run_locations(&db, &holidays("north", true)).await.unwrap();
+        assert!(store.location_specs().await.unwrap()[0].hours.holidays.is_empty(), "a dry run changes nothing");
+        run_locations(&db, &holidays("north", false)).await.unwrap();
+        run_locations(&db, &holidays("north", false)).await.unwrap();
+        let stored = &store.location_specs().await.unwrap()[0];
+        let christmas =
+            HolidaySpec { date: "--12-25".into(), name: Some("Christmas".into()), ..HolidaySpec::default() };
+        assert_eq!(stored.hours.holidays, [christmas], "added once");
+        let e = run_locations(&db, &holidays("south", false)).await.unwrap_err();
+        assert_eq!(e.to_string(), "no location named \"south\"");
     }
 
     #[test]
