@@ -57,6 +57,7 @@ impl Server {
             .await?
             .owned_by(&instance_name(addr), lease_ms(settings.twilio.request_timeout_ms));
         tracing::info!(instance = store.owner(), "this instance's name on the database");
+        warn_past_calendars(&store).await;
         let notifier = Notifier::default();
         let state = AppState::new(settings.clone(), store.clone(), notifier.clone());
         let drain = Duration::from_secs(settings.drain_secs);
@@ -210,6 +211,22 @@ impl Server {
 /// ~200 ms of CPU (loading the phone metadata) would otherwise compete with
 /// the first webhooks for the cores.
 const CHECK_NUMBERS_AFTER: Duration = Duration::from_secs(5);
+
+/// Logs one warning per location whose dated holidays and closures are all in the past: its
+/// calendar has probably not been kept up (a recurring holiday never counts as past).
+async fn warn_past_calendars(store: &Store) {
+    let now = jiff::Timestamp::now();
+    match store.locations().await {
+        Ok(locations) => {
+            for l in locations {
+                if let Some(warning) = l.schedule.past_calendar_warning(now) {
+                    tracing::warn!(location = %l.name, "location {}: {warning}", l.name);
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = format!("{e:#}"), "could not read the locations to check their holidays"),
+    }
+}
 
 /// Runs the numbering-plan check of the config file's locations on a
 /// blocking thread, a few seconds after start-up, and logs what it refuses.

@@ -381,7 +381,11 @@ pub fn bench_locations() -> Vec<LocationSpec> {
                         sat: if i % 2 == 0 { day(&["09:00-12:00"]) } else { Vec::new() },
                         sun: Vec::new(),
                     },
-                    holidays: vec![HolidaySpec { date: "2026-12-25".into(), name: Some("Christmas".into()) }],
+                    holidays: vec![HolidaySpec {
+                        date: "2026-12-25".into(),
+                        name: Some("Christmas".into()),
+                        ..HolidaySpec::default()
+                    }],
                     closures: Vec::new(),
                 },
                 transcribe: false,

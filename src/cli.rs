@@ -138,6 +138,21 @@ pub enum LocationsCommand {
     Remove { name: String },
     /// Add or replace every location in a TOML file of `[[locations]]` tables.
     Import { file: PathBuf },
+    /// Add a location's holidays and closures from an iCalendar (.ics) file or URL.
+    ///
+    /// All-day events become holidays (several days: one closure), timed events closures, and
+    /// yearly repeats recurring holidays; entries the location already has are kept as they
+    /// are. Events that cannot be expressed (weekly repeats, exceptions) are listed and left out.
+    Holidays {
+        /// The location's name.
+        name: String,
+        /// A path, or an http(s):// or webcal:// URL (fetched with a 20 s timeout, at most 2 MiB).
+        #[arg(long)]
+        ical: String,
+        /// Print what would be added, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -170,7 +185,8 @@ pub struct AddLocation {
     /// Opening hours as DAY=HH:MM-HH:MM[,HH:MM-HH:MM]; DAY is mon..sun, or a range like mon-fri (repeatable).
     #[arg(long = "hours")]
     pub hours: Vec<String>,
-    /// A holiday date, YYYY-MM-DD (repeatable).
+    /// A holiday: a date YYYY-MM-DD, a yearly date --MM-DD, or a rule such as "4th thu nov" or
+    /// "easter+1" (repeatable).
     #[arg(long = "holiday")]
     pub holidays: Vec<String>,
     /// Have Twilio transcribe the location's voicemails.
@@ -209,7 +225,7 @@ pub async fn run_locations(db: &DbArgs, cmd: &LocationsCommand) -> anyhow::Resul
                 "{:<16} {:<5} {:<16} {:<16} {:<24} {:<5} numbers",
                 "name", "digit", "phone", "caller id", "time zone", "open"
             );
-            for l in locs {
+            for l in &locs {
                 println!(
                     "{:<16} {:<5} {:<16} {:<16} {:<24} {:<5} {}",
                     l.name,
@@ -220,6 +236,11 @@ pub async fn run_locations(db: &DbArgs, cmd: &LocationsCommand) -> anyhow::Resul
                     if l.schedule.is_open(now) { "yes" } else { "no" },
                     l.numbers.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(",")
                 );
+            }
+            for l in &locs {
+                if let Some(warning) = l.schedule.past_calendar_warning(now) {
+                    println!("warning: location {}: {warning}", l.name);
+                }
             }
         }
         LocationsCommand::Remove { name } => {
@@ -234,8 +255,122 @@ pub async fn run_locations(db: &DbArgs, cmd: &LocationsCommand) -> anyhow::Resul
             import(&store, &specs).await?;
             println!("imported {} location(s) from {}", specs.len(), file.display());
         }
+        LocationsCommand::Holidays { name, ical, dry_run } => {
+            let mut spec = store
+                .location_specs()
+                .await?
+                .into_iter()
+                .find(|s| &s.name == name)
+                .with_context(|| format!("no location named {name:?}"))?;
+            let text = read_calendar_source(ical, ICAL_TIMEOUT, ICAL_MAX_BYTES).await?;
+            let calendar = ical::parse(&text).with_context(|| ical.clone())?;
+            let tz = jiff::tz::TimeZone::get(&spec.hours.time_zone)
+                .with_context(|| format!("location {name}: time zone {:?}", spec.hours.time_zone))?;
+            let imported = crate::ical_import::from_calendar(&calendar, &tz);
+            for note in &imported.notes {
+                eprintln!("{ical}: {note}");
+            }
+            let before = spec.hours.clone();
+            let (holidays, closures) = crate::ical_import::merge(&mut spec.hours, &imported);
+            let added = added_entries_toml(&before, &spec.hours)?;
+            Location::from_spec(spec.clone()).map_err(|e| anyhow::anyhow!("location {name}: {e}"))?;
+            if *dry_run {
+                println!("would add {holidays} holiday(s) and {closures} closure(s) to {name}:\n{added}");
+                return Ok(());
+            }
+            store.upsert_location(&spec).await?;
+            println!("added {holidays} holiday(s) and {closures} closure(s) to {name}");
+            if declared_in_config(db, name) {
+                println!(
+                    "note: {name} is also declared in the config file, and `provision` stores the file's version; \
+                     add these to its [locations.hours] there too:\n{added}"
+                );
+            }
+        }
     }
     Ok(())
+}
+
+/// The longest a calendar URL may take to answer, and the largest calendar read.
+const ICAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+const ICAL_MAX_BYTES: usize = 2 * 1024 * 1024;
+
+/// Reads an iCalendar file from a path, or from an `http://`, `https://` or `webcal://` URL
+/// (webcal is fetched over https), within `timeout` and `max_bytes`.
+pub async fn read_calendar_source(
+    source: &str,
+    timeout: std::time::Duration,
+    max_bytes: usize,
+) -> anyhow::Result<String> {
+    let too_big = || anyhow::anyhow!("{source}: larger than {} KiB", max_bytes / 1024);
+    let bytes = if let Some(rest) = source.strip_prefix("webcal://") {
+        Box::pin(read_calendar_source(&format!("https://{rest}"), timeout, max_bytes)).await?.into_bytes()
+    } else if source.starts_with("http://") || source.starts_with("https://") {
+        crate::twilio_api::install_crypto_provider();
+        let client = reqwest::Client::builder().timeout(timeout).build().context("building an HTTP client")?;
+        let fetch = async {
+            let mut response = client.get(source).send().await?.error_for_status()?;
+            if response.content_length().is_some_and(|n| n > max_bytes as u64) {
+                return Ok(None);
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await? {
+                body.extend_from_slice(&chunk);
+                if body.len() > max_bytes {
+                    return Ok(None);
+                }
+            }
+            Ok::<_, reqwest::Error>(Some(body))
+        };
+        match fetch.await {
+            Ok(Some(body)) => body,
+            Ok(None) => return Err(too_big()),
+            Err(e) if e.is_timeout() => bail!("{source}: no complete answer within {} s", timeout.as_secs_f32()),
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("fetching {source}"))),
+        }
+    } else {
+        let len = std::fs::metadata(source).with_context(|| format!("reading {source}"))?.len();
+        if len > max_bytes as u64 {
+            return Err(too_big());
+        }
+        std::fs::read(source).with_context(|| format!("reading {source}"))?
+    };
+    String::from_utf8(bytes)
+        .map_err(|e| anyhow::anyhow!("{source}: not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
+}
+
+/// The holidays and closures `after` has beyond `before`, as TOML lines to paste into a
+/// location's `[locations.hours]`.
+fn added_entries_toml(before: &HoursSpec, after: &HoursSpec) -> anyhow::Result<String> {
+    let inline = |v: toml::Value| v.to_string();
+    let mut out = String::new();
+    let new_holidays = &after.holidays[before.holidays.len()..];
+    let new_closures = &after.closures[before.closures.len()..];
+    for (key, items) in [
+        ("holidays", new_holidays.iter().map(toml::Value::try_from).collect::<Result<Vec<_>, _>>()?),
+        ("closures", new_closures.iter().map(toml::Value::try_from).collect::<Result<Vec<_>, _>>()?),
+    ] {
+        if items.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("{key} = [\n"));
+        for item in items {
+            out.push_str(&format!("  {},\n", inline(item)));
+        }
+        out.push_str("]\n");
+    }
+    Ok(out)
+}
+
+/// Whether the config file (if any) declares a location by this name.
+fn declared_in_config(db: &DbArgs, name: &str) -> bool {
+    let Some(path) = &db.config else { return false };
+    let Ok(text) = std::fs::read_to_string(path) else { return false };
+    let Ok(value) = toml::from_str::<toml::Value>(&text) else { return false };
+    value
+        .get("locations")
+        .and_then(toml::Value::as_array)
+        .is_some_and(|ls| ls.iter().any(|l| l.get("name").and_then(toml::Value::as_str) == Some(name)))
 }
 
 /// Checks every spec, and all of them together with what is stored, before
@@ -332,7 +467,7 @@ impl AddLocation {
                     sat: take("sat"),
                     sun: take("sun"),
                 },
-                holidays: self.holidays.iter().map(|d| HolidaySpec { date: d.clone(), name: None }).collect(),
+                holidays: self.holidays.iter().map(|h| HolidaySpec::from_text(h)).collect(),
                 closures: Vec::new(),
             },
             transcribe: self.transcribe,
@@ -546,6 +681,117 @@ pub fn env_help() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ICS: &str = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nDTSTART;VALUE=DATE:20261225\r\nSUMMARY:Christmas\r\n\
+                       RRULE:FREQ=YEARLY\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+
+    /// A calendar server on loopback: one good file, and every way a fetch can go wrong.
+    async fn calendar_server() -> std::net::SocketAddr {
+        use axum::routing::get;
+        let chunks = || {
+            let chunk = || Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'x'; 1000]));
+            axum::body::Body::from_stream(futures_util::stream::iter((0..10).map(move |_| chunk())))
+        };
+        let app = axum::Router::new()
+            .route("/holidays.ics", get(|| async { ICS }))
+            .route("/big.ics", get(|| async { "x".repeat(10_000) }))
+            .route("/streamed.ics", get(move || async move { chunks() }))
+            .route("/binary.ics", get(|| async { vec![b'B', 0xff, 0xfe] }))
+            .route("/missing.ics", get(|| async { (http::StatusCode::NOT_FOUND, "no such calendar") }))
+            .route("/slow.ics", get(std::future::pending::<&'static str>));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    #[tokio::test]
+    async fn calendars_are_read_from_urls_and_files_within_limits() {
+        let addr = calendar_server().await;
+        let read = |source: String, timeout_ms: u64| async move {
+            read_calendar_source(&source, std::time::Duration::from_millis(timeout_ms), 4096).await
+        };
+        let url = |path: &str| format!("http://{addr}{path}");
+        assert_eq!(read(url("/holidays.ics"), 5000).await.unwrap(), ICS);
+        let failure = |r: anyhow::Result<String>| format!("{:#}", r.unwrap_err());
+        let cases = [
+            ("/big.ics", "larger than 4 KiB"),
+            ("/streamed.ics", "larger than 4 KiB"),
+            ("/binary.ics", "not UTF-8 text (byte 1)"),
+            ("/missing.ics", "404"),
+        ];
+        for (path, want) in cases {
+            let e = failure(read(url(path), 5000).await);
+            assert!(e.contains(want) && e.contains(path), "{path}: {e}");
+        }
+        // A server that never answers is given up on.
+        let e = failure(read(url("/slow.ics"), 200).await);
+        assert!(e.contains("no complete answer within 0.2 s"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("holidays.ics");
+        std::fs::write(&file, ICS).unwrap();
+        assert_eq!(read(file.display().to_string(), 5000).await.unwrap(), ICS);
+        std::fs::write(&file, "x".repeat(5000)).unwrap();
+        assert!(failure(read(file.display().to_string(), 5000).await).contains("larger than 4 KiB"));
+        let e = failure(read(dir.path().join("none.ics").display().to_string(), 5000).await);
+        assert!(e.contains("none.ics"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn locations_holidays_adds_a_calendar_to_the_stored_location() {
+        let addr = calendar_server().await;
+        let dir = tempfile::tempdir().unwrap();
+        let db = DbArgs { config: None, database_url: Some(format!("sqlite://{}", dir.path().join("t.db").display())) };
+        let store = Store::connect(db.database_url.as_deref().unwrap()).await.unwrap();
+        let spec = LocationSpec {
+            name: "north".into(),
+            display_name: None,
+            digit: None,
+            numbers: vec!["+12025550143".into()],
+            phone: "+14155550123".into(),
+            caller_id: None,
+            show_caller_number: false,
+            lines: 1,
+            hours: HoursSpec { time_zone: "America/New_York".into(), ..HoursSpec::default() },
+            transcribe: false,
+            notify_email: Vec::new(),
+            notify_webhook: None,
+        };
+        import(&store, std::slice::from_ref(&spec)).await.unwrap();
+        let holidays = |name: &str, dry_run: bool| LocationsCommand::Holidays {
+            name: name.into(),
+            ical: format!("http://{addr}/holidays.ics"),
+            dry_run,
+        };
+        run_locations(&db, &holidays("north", true)).await.unwrap();
+        assert!(store.location_specs().await.unwrap()[0].hours.holidays.is_empty(), "a dry run changes nothing");
+        run_locations(&db, &holidays("north", false)).await.unwrap();
+        run_locations(&db, &holidays("north", false)).await.unwrap();
+        let stored = &store.location_specs().await.unwrap()[0];
+        let christmas =
+            HolidaySpec { date: "--12-25".into(), name: Some("Christmas".into()), ..HolidaySpec::default() };
+        assert_eq!(stored.hours.holidays, [christmas], "added once");
+        let e = run_locations(&db, &holidays("south", false)).await.unwrap_err();
+        assert_eq!(e.to_string(), "no location named \"south\"");
+    }
+
+    #[test]
+    fn added_entries_print_as_toml_to_paste() {
+        let before = HoursSpec { time_zone: "UTC".into(), ..HoursSpec::default() };
+        let mut after = before.clone();
+        after.holidays.push(HolidaySpec::from_text("4th thu nov"));
+        after.holidays[0].name = Some("Thanksgiving".into());
+        after.closures.push(crate::hours::ClosureSpec {
+            from: "2026-03-10T10:00".into(),
+            to: "2026-03-10T12:00".into(),
+            reason: Some("Training".into()),
+            message: None,
+        });
+        let text = added_entries_toml(&before, &after).unwrap();
+        let back: HoursSpec = toml::from_str(&format!("time_zone = \"UTC\"\n{text}")).unwrap();
+        assert_eq!(back, after, "{text}");
+    }
 
     /// Runs `script` in bash, then prints the named variables one per line.
     fn eval_in_bash(script: &str, names: &[&str]) -> Vec<String> {

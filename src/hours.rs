@@ -40,7 +40,7 @@
 
 use std::collections::BTreeMap;
 
-use jiff::civil::{Date, DateTime};
+use jiff::civil::{Date, DateTime, Weekday};
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan, ZonedDateTime};
 use serde::{Deserialize, Serialize};
@@ -108,14 +108,43 @@ impl WeeklySpec {
     }
 }
 
-/// A whole local calendar date on which the location is closed.
+/// A whole local calendar date on which the location is closed: one date, or one that recurs
+/// every year. Exactly one of `date` and `rule` is given.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HolidaySpec {
-    /// `YYYY-MM-DD`, local to the location.
+    /// `YYYY-MM-DD` for one date, or `--MM-DD` (ISO 8601's date without a year) for the same
+    /// date every year; local to the location.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub date: String,
-    #[serde(default)]
+    /// A yearly rule: `4th thu nov`, `last mon may` (`1st` to `5th` or `last`, a weekday, a
+    /// month), or a day relative to Western (Gregorian) Easter Sunday: `easter`, `easter-2`
+    /// (Good Friday), `easter+1` (Easter Monday).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// What a caller hears when they call on this day, in place of "… is closed right now".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl HolidaySpec {
+    /// A holiday from one word of text, as `locations add --holiday` takes it: `YYYY-MM-DD` or
+    /// `--MM-DD` is a date, anything else a rule.
+    pub fn from_text(text: &str) -> HolidaySpec {
+        let text = text.trim();
+        if text.starts_with("--") || text.starts_with(|c: char| c.is_ascii_digit()) {
+            HolidaySpec { date: text.to_owned(), ..HolidaySpec::default() }
+        } else {
+            HolidaySpec { rule: Some(text.to_owned()), ..HolidaySpec::default() }
+        }
+    }
+
+    /// Whether this holiday comes back every year (a `rule` or a `--MM-DD` date).
+    pub fn is_recurring(&self) -> bool {
+        self.rule.is_some() || self.date.starts_with("--")
+    }
 }
 
 /// A one-off closure between two local civil date-times, `YYYY-MM-DDTHH:MM`.
@@ -124,8 +153,11 @@ pub struct HolidaySpec {
 pub struct ClosureSpec {
     pub from: String,
     pub to: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What a caller hears during the closure, in place of "… is closed right now".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// A field of an [`HoursSpec`] that does not make sense, and why.
@@ -147,12 +179,13 @@ impl HoursError {
     }
 }
 
-/// Why a location is closed at some instant.
+/// Why a location is closed at some instant; `message` is what the spec says a caller should
+/// hear then, if anything.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClosedReason {
     OutsideHours,
-    Holiday { name: Option<String> },
-    Closure { reason: Option<String> },
+    Holiday { name: Option<String>, message: Option<String> },
+    Closure { reason: Option<String>, message: Option<String> },
 }
 
 /// Whether a location is open at some instant, and until when.
@@ -178,6 +211,172 @@ struct Closure {
     from: Timestamp,
     to: Timestamp,
     reason: Option<String>,
+    message: Option<String>,
+}
+
+/// A holiday's name and message.
+#[derive(Debug, Clone, PartialEq)]
+struct Named {
+    name: Option<String>,
+    message: Option<String>,
+}
+
+/// A holiday that comes back every year.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recurrence {
+    /// The same month and day; `--02-29` only in leap years.
+    Yearly { month: i8, day: i8 },
+    /// The `nth` (1 to 5, or -1 for the last) `weekday` of `month`; a year without a fifth one
+    /// has no holiday.
+    NthWeekday { nth: i8, weekday: Weekday, month: i8 },
+    /// `offset` days after Western Easter Sunday (computed by the `computus` crate).
+    Easter { offset: i16 },
+}
+
+/// The furthest an Easter rule may be from Easter Sunday, in days: enough for every movable
+/// feast in use (Septuagesima is -63, Corpus Christi +60) with room to spare.
+pub const EASTER_MAX_OFFSET: i16 = 200;
+
+impl Recurrence {
+    /// The date this recurrence falls on in `year`, if it does.
+    pub fn date_in(self, year: i16) -> Option<Date> {
+        match self {
+            Recurrence::Yearly { month, day } => Date::new(year, month, day).ok(),
+            Recurrence::NthWeekday { nth, weekday, month } => {
+                Date::new(year, month, 1).ok()?.nth_weekday_of_month(nth, weekday).ok()
+            }
+            Recurrence::Easter { offset } => {
+                let easter = computus::gregorian(i32::from(year)).ok()?;
+                let sunday = Date::new(year, easter.month as i8, easter.day as i8).ok()?;
+                add_days(sunday, i32::from(offset))
+            }
+        }
+    }
+
+    /// Whether this recurrence falls on `date`.
+    fn falls_on(self, date: Date) -> bool {
+        match self {
+            // An Easter rule far from Easter lands in the year before or after.
+            Recurrence::Easter { .. } => {
+                (-1..=1).any(|n| date.year().checked_add(n).and_then(|y| self.date_in(y)) == Some(date))
+            }
+            _ => self.date_in(date.year()) == Some(date),
+        }
+    }
+
+    /// The rule in the form `rule =` takes (`4th thu nov`, `easter-2`), or `--MM-DD`.
+    pub fn to_rule_text(self) -> String {
+        match self {
+            Recurrence::Yearly { month, day } => format!("--{month:02}-{day:02}"),
+            Recurrence::NthWeekday { nth, weekday, month } => {
+                let nth = match nth {
+                    1 => "1st",
+                    2 => "2nd",
+                    3 => "3rd",
+                    4 => "4th",
+                    5 => "5th",
+                    _ => "last",
+                };
+                let day = WEEKDAYS.iter().find(|(_, w)| *w == weekday).map_or("?", |(n, _)| n);
+                format!("{nth} {day} {}", MONTHS[(month - 1) as usize])
+            }
+            Recurrence::Easter { offset: 0 } => "easter".to_owned(),
+            Recurrence::Easter { offset } => format!("easter{offset:+}"),
+        }
+    }
+}
+
+const WEEKDAYS: [(&str, Weekday); 7] = [
+    ("mon", Weekday::Monday),
+    ("tue", Weekday::Tuesday),
+    ("wed", Weekday::Wednesday),
+    ("thu", Weekday::Thursday),
+    ("fri", Weekday::Friday),
+    ("sat", Weekday::Saturday),
+    ("sun", Weekday::Sunday),
+];
+
+const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+
+/// Parses a `rule`: `NTH WEEKDAY MONTH` or `easter[+-N]`, case-insensitive. Weekdays and months
+/// may be written in full or by their first three letters.
+pub fn parse_rule(text: &str) -> Result<Recurrence, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    if let Some(rest) = lower.strip_prefix("easter") {
+        let rest = rest.trim();
+        let offset = if rest.is_empty() {
+            0
+        } else {
+            let (sign, digits) = if let Some(d) = rest.strip_prefix('+') {
+                (1, d.trim())
+            } else if let Some(d) = rest.strip_prefix('-') {
+                (-1, d.trim())
+            } else {
+                return Err(format!("{text:?} is not easter, easter+N or easter-N"));
+            };
+            let n: i16 = digits
+                .parse()
+                .ok()
+                .filter(|n| (0..=EASTER_MAX_OFFSET).contains(n) && digits.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| format!("{text:?}: N must be a whole number of days from 0 to {EASTER_MAX_OFFSET}"))?;
+            sign * n
+        };
+        return Ok(Recurrence::Easter { offset });
+    }
+    let words: Vec<&str> = lower.split_whitespace().collect();
+    let [nth, weekday, month] = words[..] else {
+        return Err(format!("{text:?} is not NTH WEEKDAY MONTH (such as \"4th thu nov\") or easter[+-N]"));
+    };
+    let nth = match nth {
+        "1st" | "first" => 1,
+        "2nd" | "second" => 2,
+        "3rd" | "third" => 3,
+        "4th" | "fourth" => 4,
+        "5th" | "fifth" => 5,
+        "last" => -1,
+        _ => return Err(format!("{text:?}: {nth:?} is not 1st, 2nd, 3rd, 4th, 5th or last")),
+    };
+    let named = |word: &str, short: &str, full: &[&str]| word == short || full.contains(&word);
+    const FULL_DAYS: [&str; 7] = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"];
+    let weekday = WEEKDAYS
+        .iter()
+        .zip(FULL_DAYS)
+        .find(|((short, _), full)| named(weekday, short, &[full]))
+        .map(|((_, w), _)| *w)
+        .ok_or_else(|| format!("{text:?}: {weekday:?} is not a weekday (mon..sun)"))?;
+    const FULL_MONTHS: [&str; 12] = [
+        "january",
+        "february",
+        "march",
+        "april",
+        "may",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
+        "december",
+    ];
+    let month = MONTHS
+        .iter()
+        .zip(FULL_MONTHS)
+        .position(|(short, full)| named(month, short, &[full]))
+        .ok_or_else(|| format!("{text:?}: {month:?} is not a month (jan..dec)"))?;
+    Ok(Recurrence::NthWeekday { nth, weekday, month: month as i8 + 1 })
+}
+
+/// Parses `--MM-DD`, a date without a year; any day that exists in a leap year is accepted.
+fn parse_yearly(s: &str) -> Option<Recurrence> {
+    let b = s.as_bytes();
+    let shaped =
+        b.len() == 7 && b.starts_with(b"--") && b[4] == b'-' && [2, 3, 5, 6].iter().all(|&i| b[i].is_ascii_digit());
+    if !shaped {
+        return None;
+    }
+    let (month, day) = (s[2..4].parse().ok()?, s[5..7].parse().ok()?);
+    Date::new(2024, month, day).ok()?;
+    Some(Recurrence::Yearly { month, day })
 }
 
 /// Checked business hours, ready to answer questions about instants.
@@ -187,7 +386,9 @@ pub struct Schedule {
     tz_name: String,
     /// Indexed by `Weekday::to_monday_zero_offset`.
     weekly: [Vec<Shift>; 7],
-    holidays: BTreeMap<Date, Option<String>>,
+    holidays: BTreeMap<Date, Named>,
+    /// Checked after the dated holidays, so a dated holiday's name wins on a shared date.
+    recurring: Vec<(Recurrence, Named)>,
     closures: Vec<Closure>,
 }
 
@@ -204,11 +405,32 @@ impl Schedule {
         }
 
         let mut holidays = BTreeMap::new();
+        let mut recurring = Vec::new();
         for (i, h) in spec.holidays.iter().enumerate() {
-            let date = parse_date(&h.date).ok_or_else(|| {
-                HoursError::new(format!("holidays[{i}].date"), format!("{:?} is not YYYY-MM-DD", h.date))
-            })?;
-            holidays.insert(date, h.name.clone());
+            let named = Named { name: h.name.clone(), message: h.message.clone() };
+            match (h.date.as_str(), &h.rule) {
+                ("", None) => return Err(HoursError::new(format!("holidays[{i}]"), "needs a date or a rule")),
+                (_, Some(_)) if !h.date.is_empty() => {
+                    return Err(HoursError::new(format!("holidays[{i}]"), "has both a date and a rule; keep one"));
+                }
+                (_, Some(rule)) => {
+                    let rule = parse_rule(rule).map_err(|m| HoursError::new(format!("holidays[{i}].rule"), m))?;
+                    recurring.push((rule, named));
+                }
+                (date, None) => {
+                    if let Some(yearly) = parse_yearly(date) {
+                        recurring.push((yearly, named));
+                    } else {
+                        let date = parse_date(date).ok_or_else(|| {
+                            HoursError::new(
+                                format!("holidays[{i}].date"),
+                                format!("{date:?} is not YYYY-MM-DD or --MM-DD"),
+                            )
+                        })?;
+                        holidays.insert(date, named);
+                    }
+                }
+            }
         }
 
         let mut closures = Vec::new();
@@ -230,10 +452,15 @@ impl Schedule {
                     .compatible()
                     .map_err(|e| HoursError::new(format!("closures[{i}]"), format!("cannot be placed in time: {e}")))
             };
-            closures.push(Closure { from: convert(from)?, to: convert(to)?, reason: c.reason.clone() });
+            closures.push(Closure {
+                from: convert(from)?,
+                to: convert(to)?,
+                reason: c.reason.clone(),
+                message: c.message.clone(),
+            });
         }
 
-        Ok(Schedule { tz, tz_name, weekly, holidays, closures })
+        Ok(Schedule { tz, tz_name, weekly, holidays, recurring, closures })
     }
 
     /// The IANA name of the location's time zone.
@@ -244,6 +471,12 @@ impl Schedule {
     /// Whether the location is open at `now`.
     pub fn is_open(&self, now: Timestamp) -> bool {
         self.closed_reason(now).is_none()
+    }
+
+    /// Why the location is closed at `now`, or `None` when it is open; cheaper than
+    /// [`Schedule::status_at`], which also looks for the next change.
+    pub fn closed_at(&self, now: Timestamp) -> Option<ClosedReason> {
+        self.closed_reason(now)
     }
 
     /// Whether the location is open at `now`, and when that next changes.
@@ -260,16 +493,16 @@ impl Schedule {
     /// Why the location is closed at `t`, or `None` when it is open.
     fn closed_reason(&self, t: Timestamp) -> Option<ClosedReason> {
         if let Some(c) = self.closures.iter().find(|c| c.from <= t && t < c.to) {
-            return Some(ClosedReason::Closure { reason: c.reason.clone() });
+            return Some(ClosedReason::Closure { reason: c.reason.clone(), message: c.message.clone() });
         }
         let local = self.tz.to_datetime(t).date();
         // A neighbouring date is checked too because, around a DST change, the instants of a date's
         // midnights need not match the date `t` reads as.
         for day in (-1..=1).filter_map(|n| add_days(local, n)) {
-            if let Some(name) = self.holidays.get(&day) {
+            if let Some(named) = self.holiday_on(day) {
                 let (start, end) = (self.instant(day, 0), self.instant(day, MINUTES_PER_DAY));
                 if start.is_some_and(|s| s <= t) && end.is_none_or(|e| t < e) {
-                    return Some(ClosedReason::Holiday { name: name.clone() });
+                    return Some(ClosedReason::Holiday { name: named.name.clone(), message: named.message.clone() });
                 }
             }
         }
@@ -299,7 +532,7 @@ impl Schedule {
             let mut candidates: Vec<Timestamp> = Vec::new();
             for d in [add_days(day, -1), Some(day)].into_iter().flatten() {
                 candidates.extend(self.shift_instants(d).flat_map(|(s, e)| [s, e]));
-                if self.holidays.contains_key(&d) {
+                if self.holiday_on(d).is_some() {
                     candidates.extend(self.instant(d, 0));
                     candidates.extend(self.instant(d, MINUTES_PER_DAY));
                 }
@@ -315,6 +548,41 @@ impl Schedule {
             day = next_day;
         }
         Err(window_start)
+    }
+
+    /// The holiday on local `date`, dated or recurring.
+    fn holiday_on(&self, date: Date) -> Option<&Named> {
+        self.holidays.get(&date).or_else(|| self.recurring.iter().find(|(r, _)| r.falls_on(date)).map(|(_, n)| n))
+    }
+
+    /// Whether the spec's dated holidays and closures are all over at `now`, so the calendar has
+    /// probably not been kept up: `true` only when there is at least one and no recurring
+    /// holiday (a recurring holiday is never in the past). Returns the last day that was closed.
+    pub fn calendar_ended_before(&self, now: Timestamp) -> Option<Date> {
+        if !self.recurring.is_empty() || (self.holidays.is_empty() && self.closures.is_empty()) {
+            return None;
+        }
+        let holidays = self.holidays.keys().map(|&d| (self.instant(d, MINUTES_PER_DAY), d));
+        let closures = self.closures.iter().map(|c| (Some(c.to), self.tz.to_datetime(c.to).date()));
+        let mut last = None;
+        for (end, date) in holidays.chain(closures) {
+            if end.is_none_or(|e| e > now) {
+                return None;
+            }
+            last = last.max(Some(date));
+        }
+        last
+    }
+
+    /// A warning for a calendar that has not been kept up (see [`Schedule::calendar_ended_before`]),
+    /// such as `every dated holiday and closure is in the past (the last on 2025-12-26)`.
+    pub fn past_calendar_warning(&self, now: Timestamp) -> Option<String> {
+        self.calendar_ended_before(now).map(|last| {
+            format!(
+                "every dated holiday and closure is in the past (the last on {last}); \
+                 add this year's, or make the yearly ones recurring (--MM-DD or a rule)"
+            )
+        })
     }
 
     /// The instants of `date`'s weekly ranges; a range the DST gap makes empty yields nothing.
@@ -458,11 +726,15 @@ mod tests {
     }
 
     fn holiday(date: &str, name: Option<&str>) -> HolidaySpec {
-        HolidaySpec { date: date.into(), name: name.map(Into::into) }
+        HolidaySpec { date: date.into(), name: name.map(Into::into), ..HolidaySpec::default() }
+    }
+
+    fn rule(rule: &str, name: Option<&str>) -> HolidaySpec {
+        HolidaySpec { rule: Some(rule.into()), name: name.map(Into::into), ..HolidaySpec::default() }
     }
 
     fn closure(from: &str, to: &str, reason: Option<&str>) -> ClosureSpec {
-        ClosureSpec { from: from.into(), to: to.into(), reason: reason.map(Into::into) }
+        ClosureSpec { from: from.into(), to: to.into(), reason: reason.map(Into::into), message: None }
     }
 
     /// An instant written with its offset, so that a repeated hour is unambiguous.
@@ -478,10 +750,10 @@ mod tests {
             Status::Closed { reason, opens_at } => {
                 let why = match reason {
                     ClosedReason::OutsideHours => "outside hours".to_owned(),
-                    ClosedReason::Holiday { name: None } => "holiday".to_owned(),
-                    ClosedReason::Holiday { name: Some(name) } => format!("holiday {name:?}"),
-                    ClosedReason::Closure { reason: None } => "closure".to_owned(),
-                    ClosedReason::Closure { reason: Some(reason) } => format!("closure {reason:?}"),
+                    ClosedReason::Holiday { name: None, .. } => "holiday".to_owned(),
+                    ClosedReason::Holiday { name: Some(name), .. } => format!("holiday {name:?}"),
+                    ClosedReason::Closure { reason: None, .. } => "closure".to_owned(),
+                    ClosedReason::Closure { reason: Some(reason), .. } => format!("closure {reason:?}"),
                 };
                 format!("{why} until {}", opens_at.as_ref().map_or("never".to_owned(), at))
             }
@@ -638,8 +910,12 @@ mod tests {
             (spec(NY, "sun 09:00-09:00"), r#"weekly.sun[0]: "09:00-09:00" is empty"#),
             (spec(NY, "mon 08:00-12:00 11:00-13:00"), r#"weekly.mon[1]: "11:00-13:00" overlaps "08:00-12:00""#),
             (spec(NY, "sun 23:00-23:30 22:00-06:00"), r#"weekly.sun[0]: "23:00-23:30" overlaps "22:00-06:00""#),
-            (with(&["2026-12-25", "2026-02-30"], &[]), r#"holidays[1].date: "2026-02-30" is not YYYY-MM-DD"#),
-            (with(&["2026-12-25T00:00"], &[]), r#"holidays[0].date: "2026-12-25T00:00" is not YYYY-MM-DD"#),
+            (with(&["2026-12-25", "2026-02-30"], &[]),
+                r#"holidays[1].date: "2026-02-30" is not YYYY-MM-DD or --MM-DD"#),
+            (with(&["2026-12-25T00:00"], &[]),
+                r#"holidays[0].date: "2026-12-25T00:00" is not YYYY-MM-DD or --MM-DD"#),
+            (with(&["--02-30"], &[]), r#"holidays[0].date: "--02-30" is not YYYY-MM-DD or --MM-DD"#),
+            (with(&["--1225"], &[]), r#"holidays[0].date: "--1225" is not YYYY-MM-DD or --MM-DD"#),
             (closed("2026-12-24", "2026-12-27T08:00"), r#"closures[0].from: "2026-12-24" is not YYYY-MM-DDTHH:MM"#),
             (closed("2026-12-24T12:00", "2026-12-27 08:00"),
                 r#"closures[0].to: "2026-12-27 08:00" is not YYYY-MM-DDTHH:MM"#),
@@ -656,18 +932,157 @@ mod tests {
     }
 
     #[test]
+    #[rustfmt::skip]
+    fn rule_errors_name_their_field() {
+        let with = |holidays: Vec<HolidaySpec>| HoursSpec { holidays, ..spec(NY, "") };
+        let ok = holiday("2026-12-25", None);
+        let cases = [
+            (vec![ok.clone(), ok.clone(), rule("4th thurs nov", None)],
+                r#"holidays[2].rule: "4th thurs nov": "thurs" is not a weekday (mon..sun)"#),
+            (vec![rule("6th mon may", None)], r#"holidays[0].rule: "6th mon may": "6th" is not 1st, 2nd, 3rd, 4th, 5th or last"#),
+            (vec![rule("last mon mai", None)], r#"holidays[0].rule: "last mon mai": "mai" is not a month (jan..dec)"#),
+            (vec![rule("thanksgiving", None)],
+                r#"holidays[0].rule: "thanksgiving" is not NTH WEEKDAY MONTH (such as "4th thu nov") or easter[+-N]"#),
+            (vec![rule("easter*2", None)], r#"holidays[0].rule: "easter*2" is not easter, easter+N or easter-N"#),
+            (vec![rule("easter+999", None)],
+                r#"holidays[0].rule: "easter+999": N must be a whole number of days from 0 to 200"#),
+            (vec![rule("easter+-1", None)],
+                r#"holidays[0].rule: "easter+-1": N must be a whole number of days from 0 to 200"#),
+            (vec![HolidaySpec::default()], "holidays[0]: needs a date or a rule"),
+            (vec![HolidaySpec { date: "--12-25".into(), rule: Some("easter".into()), ..HolidaySpec::default() }],
+                "holidays[0]: has both a date and a rule; keep one"),
+        ];
+        for (holidays, want) in cases {
+            let err = Schedule::from_spec(&with(holidays)).expect_err(want);
+            assert_eq!(err.to_string(), want);
+            assert!(want.starts_with(&format!("{}: ", err.field())), "{want} names {}", err.field());
+        }
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn recurring_rules_fall_on_the_right_dates() {
+        let cases = [
+            // (rule, year, expected date or "none")
+            ("4th thu nov", 2026, "2026-11-26"),
+            ("fourth Thursday November", 2027, "2027-11-25"),
+            ("last mon may", 2026, "2026-05-25"),
+            ("last monday may", 2027, "2027-05-31"),
+            ("1st mon sep", 2026, "2026-09-07"),
+            ("3rd mon jan", 2026, "2026-01-19"),
+            ("5th fri jan", 2027, "2027-01-29"),
+            ("5th fri feb", 2026, "none"),
+            // Western Easter: 2026-04-05, 2027-03-28, 2038-04-25 (the latest possible).
+            ("easter", 2026, "2026-04-05"),
+            ("easter-2", 2026, "2026-04-03"),
+            ("Easter + 1", 2027, "2027-03-29"),
+            ("easter+49", 2038, "2038-06-13"),
+            ("easter-200", 2026, "2025-09-17"),
+        ];
+        for (text, year, want) in cases {
+            let r = parse_rule(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            let got = r.date_in(year).map_or("none".to_owned(), |d| d.to_string());
+            assert_eq!(got, want, "{text} in {year}");
+            if let Some(d) = r.date_in(year) {
+                assert!(r.falls_on(d), "{text} falls on {d}");
+                // The written-out rule reads back as the same rule.
+                assert_eq!(parse_rule(&r.to_rule_text()), Ok(r), "{text}");
+            }
+        }
+        let feb29 = parse_yearly("--02-29").unwrap();
+        assert_eq!(feb29.date_in(2028).map(|d| d.to_string()).as_deref(), Some("2028-02-29"));
+        assert_eq!(feb29.date_in(2027), None);
+        // Outside computus's 1583-9999, Easter simply does not happen.
+        assert_eq!(Recurrence::Easter { offset: 0 }.date_in(1200), None);
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn recurring_holidays_close_their_dates_every_year() {
+        let mut hours = spec(NY, "mon 08:00-17:00; tue 08:00-17:00; wed 08:00-17:00; thu 08:00-17:00; fri 08:00-17:00");
+        hours.holidays = vec![
+            holiday("--12-25", Some("Christmas Day")),
+            rule("4th thu nov", Some("Thanksgiving")),
+            rule("easter-2", Some("Good Friday")),
+            rule("easter+1", Some("Easter Monday")),
+            // A dated holiday on a recurring one's date keeps its own name.
+            holiday("2026-12-25", Some("Christmas 2026")),
+        ];
+        check(&hours, &[
+            ("2026-11-26T10:00-05:00", "holiday \"Thanksgiving\" until 2026-11-27T08:00-05:00"),
+            ("2026-11-25T16:00-05:00", "open until 2026-11-25T17:00-05:00"),
+            ("2026-11-25T18:00-05:00", "outside hours until 2026-11-27T08:00-05:00"),
+            ("2026-12-25T10:00-05:00", "holiday \"Christmas 2026\" until 2026-12-28T08:00-05:00"),
+            ("2030-12-25T10:00-05:00", "holiday \"Christmas Day\" until 2030-12-26T08:00-05:00"),
+            // Good Friday 2027 is 26 March and Easter Monday 29 March: closed across the weekend.
+            ("2027-03-25T18:00-04:00", "outside hours until 2027-03-30T08:00-04:00"),
+            ("2027-03-29T09:00-04:00", "holiday \"Easter Monday\" until 2027-03-30T08:00-04:00"),
+            // Thanksgiving 2027 is 25 November.
+            ("2027-11-24T17:30-05:00", "outside hours until 2027-11-26T08:00-05:00"),
+        ]);
+    }
+
+    #[test]
+    fn a_calendar_whose_dates_are_all_past_is_noticed() {
+        let now = ts("2026-06-01T12:00Z");
+        let ended = |holidays: Vec<HolidaySpec>, closures: Vec<ClosureSpec>| {
+            let hours = HoursSpec { holidays, closures, ..spec(NY, "") };
+            Schedule::from_spec(&hours).unwrap().calendar_ended_before(now).map(|d| d.to_string())
+        };
+        let past = || holiday("2025-12-25", None);
+        let past_closure = || closure("2026-01-02T08:00", "2026-01-03T08:00", None);
+        assert_eq!(ended(vec![past()], vec![past_closure()]), Some("2026-01-03".to_owned()));
+        assert_eq!(ended(vec![past()], vec![]), Some("2025-12-25".to_owned()));
+        // Nothing dated at all, one entry still ahead (or running), or a recurring one: no warning.
+        assert_eq!(ended(vec![], vec![]), None);
+        assert_eq!(ended(vec![past(), holiday("2026-12-25", None)], vec![]), None);
+        assert_eq!(ended(vec![holiday("2026-06-01", None)], vec![]), None);
+        assert_eq!(ended(vec![past()], vec![closure("2026-05-30T08:00", "2026-06-01T09:00", None)]), None);
+        assert_eq!(ended(vec![past(), holiday("--12-25", None)], vec![]), None);
+        assert_eq!(ended(vec![past(), rule("easter", None)], vec![past_closure()]), None);
+        let hours = HoursSpec { holidays: vec![past()], ..spec(NY, "") };
+        let warning = Schedule::from_spec(&hours).unwrap().past_calendar_warning(now).unwrap();
+        assert!(warning.contains("the last on 2025-12-25"), "{warning}");
+    }
+
+    #[test]
     fn parses_the_documented_toml() {
         let text = r#"
             time_zone = "America/New_York"
             weekly = { mon = ["08:00-12:00", "13:00-17:00"], fri = ["22:00-06:00"], sat = ["00:00-24:00"] }
-            holidays = [{ date = "2026-12-25", name = "Christmas Day" }]
-            closures = [{ from = "2026-12-24T12:00", to = "2026-12-27T08:00", reason = "staff training" }]
+            holidays = [
+                { date = "2026-12-24", name = "Christmas Eve" },
+                { date = "--12-25", name = "Christmas Day", message = "We are closed for Christmas." },
+                { rule = "4th thu nov", name = "Thanksgiving" },
+                { rule = "easter+1", name = "Easter Monday" },
+            ]
+            closures = [
+                { from = "2026-12-24T12:00", to = "2026-12-27T08:00", reason = "Dr Ruiz away", message = "Closed." },
+            ]
         "#;
         let hours: HoursSpec = toml::from_str(text).unwrap();
         assert_eq!(hours.weekly.mon.len(), 2);
-        assert_eq!(hours.holidays[0].name.as_deref(), Some("Christmas Day"));
+        assert_eq!(hours.holidays[1].name.as_deref(), Some("Christmas Day"));
+        assert_eq!(hours.holidays[2].rule.as_deref(), Some("4th thu nov"));
         Schedule::from_spec(&hours).unwrap();
+        // What is stored (JSON) reads back the same, and leaves out what was not given.
+        let json = serde_json::to_string(&hours).unwrap();
+        assert!(!json.contains("null") && !json.contains(r#""date":"""#), "{json}");
+        assert_eq!(serde_json::from_str::<HoursSpec>(&json).unwrap(), hours);
         assert!(toml::from_str::<HoursSpec>("time_zone = \"UTC\"\nweekdays = {}").is_err());
+    }
+
+    #[test]
+    fn the_example_configs_hours_are_valid() {
+        let config: toml::Value = toml::from_str(include_str!("../examples/call-router.toml")).unwrap();
+        let locations = config["locations"].as_array().unwrap();
+        let mut rules = 0;
+        for l in locations {
+            let hours: HoursSpec = l["hours"].clone().try_into().unwrap();
+            rules += hours.holidays.iter().filter(|h| h.is_recurring()).count();
+            Schedule::from_spec(&hours).unwrap_or_else(|e| panic!("{}: {e}", l["name"]));
+        }
+        assert!(rules >= 2, "the example shows recurring holidays");
     }
 
     /// A random range on the quarter hour, so that ranges often meet each other and the DST hours.
@@ -701,12 +1116,51 @@ mod tests {
         )
     }
 
+    fn arbitrary_recurrence() -> impl Strategy<Value = Recurrence> {
+        let weekday = proptest::sample::select(WEEKDAYS.map(|(_, w)| w).to_vec());
+        prop_oneof![
+            (1i8..=12, 1i8..=31)
+                .prop_filter("a day of the month", |(m, d)| Date::new(2024, *m, *d).is_ok())
+                .prop_map(|(month, day)| Recurrence::Yearly { month, day }),
+            (prop_oneof![1i8..=5, Just(-1)], weekday, 1i8..=12)
+                .prop_map(|(nth, weekday, month)| Recurrence::NthWeekday { nth, weekday, month }),
+            (-EASTER_MAX_OFFSET..=EASTER_MAX_OFFSET).prop_map(|offset| Recurrence::Easter { offset }),
+        ]
+    }
+
+    fn rule_spec(r: Recurrence) -> HolidaySpec {
+        let text = r.to_rule_text();
+        if text.starts_with("--") { holiday(&text, None) } else { rule(&text, None) }
+    }
+
+    /// The date of a recurrence in `year`, by counting days rather than by jiff's weekday helpers.
+    fn expected_date(r: Recurrence, year: i16) -> Option<Date> {
+        match r {
+            Recurrence::Yearly { month, day } => Date::new(year, month, day).ok(),
+            Recurrence::NthWeekday { nth, weekday, month } => {
+                let days: Vec<Date> = (1..=31)
+                    .filter_map(|d| Date::new(year, month, d).ok())
+                    .filter(|d| d.weekday() == weekday)
+                    .collect();
+                if nth == -1 { days.last().copied() } else { days.get(nth as usize - 1).copied() }
+            }
+            Recurrence::Easter { offset } => {
+                let e = computus::gregorian(i32::from(year)).ok()?;
+                add_days(Date::new(year, e.month as i8, e.day as i8).ok()?, i32::from(offset))
+            }
+        }
+    }
+
     /// Drops the weekly ranges that random generation made overlapping or empty, one error at a
     /// time, so that most random specs get checked rather than refused.
-    fn repaired(mut hours: HoursSpec) -> Option<Schedule> {
+    fn repaired(hours: HoursSpec) -> Option<Schedule> {
+        Schedule::from_spec(&repaired_spec(hours)?).ok()
+    }
+
+    fn repaired_spec(mut hours: HoursSpec) -> Option<HoursSpec> {
         loop {
             let err = match Schedule::from_spec(&hours) {
-                Ok(s) => return Some(s),
+                Ok(_) => return Some(hours),
                 Err(err) => err,
             };
             let (day, index) = err.field().strip_prefix("weekly.")?.split_once('[')?;
@@ -737,6 +1191,34 @@ mod tests {
             }
         }
 
+        /// A recurring holiday answers exactly as the dated holidays it stands for, written out for
+        /// every year the instants and the search horizon can reach.
+        #[test]
+        fn a_recurring_holiday_is_its_dated_holidays(
+            hours in arbitrary_spec(),
+            recurrence in arbitrary_recurrence(),
+            seconds in proptest::collection::vec(1_764_000_000i64..1_802_000_000, 1..6),
+        ) {
+            let Some(hours) = repaired_spec(hours) else { return Ok(()) };
+            let mut recurring = hours.clone();
+            recurring.holidays.push(rule_spec(recurrence));
+            // Written out independently of `date_in` for the rules that are not Easter's.
+            let mut dated = hours;
+            for year in 2024..=2029 {
+                if let Some(d) = expected_date(recurrence, year) {
+                    dated.holidays.push(holiday(&d.to_string(), None));
+                }
+            }
+            let (recurring, dated) = (Schedule::from_spec(&recurring), Schedule::from_spec(&dated));
+            let (Ok(recurring), Ok(dated)) = (recurring, dated) else {
+                return Err(TestCaseError::fail("a valid spec with one more holiday is refused"));
+            };
+            for second in seconds {
+                let now = Timestamp::from_second(second).unwrap();
+                prop_assert_eq!(show(&recurring.status_at(now)), show(&dated.status_at(now)), "at {}", now);
+            }
+        }
+
         #[test]
         fn any_text_is_refused_without_panicking(text in "\\PC{0,14}", tz in "[A-Za-z/_]{0,20}") {
             let mut hours = spec(&tz, "");
@@ -744,6 +1226,9 @@ mod tests {
             hours.holidays = vec![holiday(&text, None)];
             hours.closures = vec![closure(&text, &text, None)];
             let _ = Schedule::from_spec(&hours);
+            hours.holidays = vec![rule(&text, None), rule(&format!("easter{text}"), None)];
+            let _ = Schedule::from_spec(&hours);
+            let _ = parse_rule(&format!("1st {text}"));
         }
 
         #[test]

@@ -9,6 +9,7 @@ use twilio::twiml::{
 
 use crate::config::{NoChoicePolicy, Settings};
 use crate::domain::{Location, Outcome, TaskAttributes};
+use crate::hours::ClosedReason;
 
 /// Builds absolute URLs on the public base with percent-encoded query values,
 /// so a `+` in an E.164 number arrives as `+`, not as a space.
@@ -140,11 +141,9 @@ pub fn route(
     now: Timestamp,
     greet: bool,
 ) -> (Response, Routed) {
-    if !location.schedule.is_open(now) {
-        let msg = format!(
-            "Thank you for calling {}. {} is closed right now.",
-            settings.ivr.business_name, location.display_name
-        );
+    if let Some(reason) = location.schedule.closed_at(now) {
+        let msg =
+            format!("Thank you for calling {}. {}", settings.ivr.business_name, closed_message(location, &reason));
         return (voicemail(settings, urls, Some(location), &msg), Routed::Closed);
     }
     let mut resp = Response::new();
@@ -177,6 +176,23 @@ pub fn route(
         ..Enqueue::default()
     }));
     (resp, Routed::Enqueued)
+}
+
+/// What a caller hears about why `location` is closed: the holiday's or closure's own
+/// `message` when it has one; else the holiday's name ("… is closed today for Christmas Day.");
+/// else "… is closed right now.". A closure's `reason` is never spoken: it is a note for staff.
+pub fn closed_message(location: &Location, reason: &ClosedReason) -> String {
+    match reason {
+        ClosedReason::Holiday { message: Some(m), .. } | ClosedReason::Closure { message: Some(m), .. }
+            if !m.trim().is_empty() =>
+        {
+            m.trim().to_owned()
+        }
+        ClosedReason::Holiday { name: Some(name), .. } if !name.trim().is_empty() => {
+            format!("{} is closed today for {}.", location.display_name, name.trim())
+        }
+        _ => format!("{} is closed right now.", location.display_name),
+    }
 }
 
 /// A message, then a recording, then goodbye. The recording is transcribed
@@ -341,6 +357,57 @@ mod tests {
         round_trip(&dial_queue("WR0123456789abcdef0123456789abcdef"));
         round_trip(&goodbye(&s));
         round_trip(&not_in_service(&s));
+    }
+
+    #[test]
+    fn a_caller_hears_why_the_location_is_closed() {
+        use crate::hours::{ClosureSpec, HolidaySpec};
+        let s = settings();
+        let urls = Urls { base: &s.public_url };
+        let caller = Caller { number: "+13105550199", call_token: None };
+        let mut spec = location("east", "1", true).spec;
+        spec.display_name = Some("East Clinic".into());
+        spec.hours.holidays = vec![
+            HolidaySpec { rule: Some("4th thu nov".into()), name: Some("Thanksgiving".into()), ..Default::default() },
+            HolidaySpec {
+                date: "--12-25".into(),
+                name: Some("Christmas".into()),
+                message: Some("Merry Christmas! We are closed today and open again tomorrow at 8.".into()),
+                ..Default::default()
+            },
+            HolidaySpec { date: "2026-07-03".into(), ..Default::default() },
+        ];
+        spec.hours.closures = vec![
+            ClosureSpec {
+                from: "2026-06-01T12:00".into(),
+                to: "2026-06-01T14:00".into(),
+                reason: Some("Dr Ruiz away".into()),
+                message: Some("We are closed for staff training until 2 pm.".into()),
+            },
+            ClosureSpec {
+                from: "2026-06-02T12:00".into(),
+                to: "2026-06-02T14:00".into(),
+                reason: Some("Dr Ruiz away".into()),
+                message: None,
+            },
+        ];
+        let east = Location::from_spec(spec).unwrap();
+        let cases = [
+            ("2026-11-26T10:00-05:00", "East Clinic is closed today for Thanksgiving."),
+            ("2027-12-25T10:00-05:00", "Merry Christmas! We are closed today and open again tomorrow at 8."),
+            ("2026-07-03T10:00-04:00", "East Clinic is closed right now."),
+            ("2026-06-01T13:00-04:00", "We are closed for staff training until 2 pm."),
+            // A closure's reason is a note for staff; without a message the caller hears the default.
+            ("2026-06-02T13:00-04:00", "East Clinic is closed right now."),
+        ];
+        for (at, want) in cases {
+            let now: Timestamp = at.parse().unwrap();
+            let (twiml, routed) = route(&s, &urls, "WW0123456789abcdef0123456789abcdef", &east, &caller, now, true);
+            assert_eq!(routed, Routed::Closed, "{at}");
+            let said = says(&round_trip(&twiml));
+            assert_eq!(said[0], format!("Thank you for calling {NASTY}. {want}"), "{at}");
+            assert!(!said.iter().any(|t| t.contains("Ruiz")), "{at}: {said:?}");
+        }
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub mod domain;
 pub mod drain;
 pub mod hours;
 pub mod http;
+pub mod ical_import;
 pub mod ivr;
 pub mod journey;
 pub mod listen;

@@ -701,3 +701,97 @@ async fn healthz_says_degraded_while_a_call_owes_a_request_that_failed_for_good(
     assert_eq!(app.post_signed("/tr-event-handler", &as_refs(&done)).await.status(), 204);
     assert_eq!(app.client.get(format!("{}/healthz", app.url)).send().await.unwrap().text().await.unwrap(), "ok");
 }
+
+/// Stores `night` again with `hours`, as `locations add` would; the server reads locations from
+/// the database on each call.
+async fn store_night_hours(app: &TestApp, hours: call_router::hours::HoursSpec) {
+    let spec = location("night", None, CLOSED_NUMBER, "+14155550126", hours);
+    call_router::cli::import(app.server.state.store(), &[spec]).await.unwrap();
+}
+
+fn says(doc: &Response) -> Vec<String> {
+    doc.verbs.iter().filter_map(|v| if let Verb::Say(s) = v { Some(s.text.clone()) } else { None }).collect()
+}
+
+#[tokio::test]
+async fn a_closed_caller_hears_the_closures_message() {
+    use call_router::hours::{ClosureSpec, HoursSpec};
+    let app = spawn_app().await;
+    // A closure around now, in the location's own zone.
+    let today = jiff::tz::TimeZone::get("Europe/London").unwrap().to_datetime(jiff::Timestamp::now()).date();
+    let day = |n: i64| today.checked_add(jiff::Span::new().days(n)).unwrap().strftime("%Y-%m-%dT00:00").to_string();
+    let closure = ClosureSpec {
+        from: day(-1),
+        to: day(2),
+        reason: Some("burst pipe".into()),
+        message: Some("We are closed while a burst pipe is mended.".into()),
+    };
+    store_night_hours(
+        &app,
+        HoursSpec { time_zone: "Europe/London".into(), closures: vec![closure], ..HoursSpec::default() },
+    )
+    .await;
+    let doc = twiml(app.post_signed("/incoming-call", &inbound(CLOSED_NUMBER)).await).await;
+    let said = says(&doc);
+    assert!(said[0].ends_with(". We are closed while a burst pipe is mended."), "{said:?}");
+    assert!(!said.iter().any(|s| s.contains("burst pipe.") || s.contains("closed right now")), "{said:?}");
+    assert!(doc.verbs.iter().any(|v| matches!(v, Verb::Record(_))), "still offered voicemail: {doc:?}");
+    let call = app.server.state.store().call(CALL).await.unwrap().unwrap();
+    assert_eq!(call.outcome.as_str(), "after_hours");
+}
+
+/// Everything logged at WARN and above while `f` runs on this thread (the test's runtime is
+/// single-threaded, so that is everything the server start does inline).
+async fn warnings_during<F: std::future::Future>(f: F) -> (F::Output, String) {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf(Arc::new(Mutex::new(Vec::new())));
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
+    let out = f.await;
+    drop(guard);
+    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    (out, text)
+}
+
+#[tokio::test]
+async fn start_up_warns_once_per_location_whose_holidays_are_all_past() {
+    use call_router::hours::{HolidaySpec, HoursSpec};
+    let app = spawn_app().await;
+    let past = |date: &str| HolidaySpec { date: date.into(), ..HolidaySpec::default() };
+    store_night_hours(
+        &app,
+        HoursSpec {
+            time_zone: "Europe/London".into(),
+            holidays: vec![past("2024-12-25"), past("2025-01-01")],
+            ..HoursSpec::default()
+        },
+    )
+    .await;
+    // A second instance on the same database starts, and reads the locations.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let settings = app.server.state.settings().clone();
+    let (second, log) = warnings_during(call_router::app::Server::start(settings, listener)).await;
+    second.unwrap();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("in the past")).collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(
+        lines[0].contains("WARN") && lines[0].contains("location night") && lines[0].contains("2025-01-01"),
+        "{log}"
+    );
+}
