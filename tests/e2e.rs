@@ -435,6 +435,7 @@ async fn a_caller_still_waiting_at_closing_time_gets_voicemail_and_the_call_in_p
         from: local(closes_ms),
         to: local(closes_ms + 3_600_000),
         reason: Some("staff meeting".into()),
+        message: None,
     }];
     // The sandbox runs 250 times faster than the wall clock the hours are read with: the
     // first caller talks, and the second waits, for longer than that minute.
