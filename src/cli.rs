@@ -182,6 +182,20 @@ pub struct AddLocation {
     /// A URL that gets a signed JSON notification of each voicemail.
     #[arg(long)]
     pub notify_webhook: Option<String>,
+    /// Screen calls: the location hears who is calling and presses 1 to
+    /// accept. On for locations added here; `--screening false` turns it off.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub screening: bool,
+    /// Seconds the screening prompt waits for a key (3-30, default 8).
+    #[arg(long)]
+    pub screening_timeout_secs: Option<u32>,
+    /// Say the caller's name (Twilio's CallerName, when present) in the screening prompt.
+    #[arg(long)]
+    pub screening_caller_name: bool,
+    /// Answering-machine detection on the location's leg (default: on without
+    /// screening, off with it).
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub amd: Option<bool>,
 }
 
 /// Runs a command that needs no sandbox or provisioning.
@@ -338,6 +352,10 @@ impl AddLocation {
             transcribe: self.transcribe,
             notify_email: self.notify_email.clone(),
             notify_webhook: self.notify_webhook.clone(),
+            screening: self.screening,
+            screening_timeout_secs: self.screening_timeout_secs,
+            screening_caller_name: self.screening_caller_name,
+            amd: self.amd,
         })
     }
 }
