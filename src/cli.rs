@@ -211,7 +211,8 @@ pub async fn run_locations(db: &DbArgs, cmd: &LocationsCommand) -> anyhow::Resul
             all.push(spec.clone());
             check_unique(&all)?;
             store.upsert_location(&spec).await?;
-            println!("saved location {} ({})", loc.name, loc.display_name);
+            let screening = if spec.screening { "screening on" } else { "screening off" };
+            println!("saved location {} ({}), {screening}", loc.name, loc.display_name);
         }
         LocationsCommand::List => {
             let locs = store.locations().await?;
@@ -577,6 +578,38 @@ mod tests {
             .expect("running bash");
         assert!(out.status.success(), "bash failed: {}\n{script}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn locations_add_screens_new_locations_unless_told_not_to() {
+        let spec = |extra: &[&str]| {
+            let mut args = vec![
+                "call-router",
+                "locations",
+                "add",
+                "--name",
+                "north",
+                "--number",
+                "+12025550143",
+                "--phone",
+                "+14155550101",
+                "--time-zone",
+                "UTC",
+            ];
+            args.extend_from_slice(extra);
+            match Cli::try_parse_from(args).unwrap().command {
+                Command::Locations { command: LocationsCommand::Add(add), .. } => add.to_spec().unwrap(),
+                other => panic!("{other:?}"),
+            }
+        };
+        let new = spec(&[]);
+        assert!(new.screening && !new.amd(), "{new:?}");
+        let off = spec(&["--screening", "false"]);
+        assert!(!off.screening && off.amd(), "{off:?}");
+        let kept = spec(&["--amd", "true", "--screening-timeout-secs", "12", "--screening-caller-name"]);
+        assert!(kept.amd() && kept.screening_caller_name && kept.screening_timeout_secs == Some(12), "{kept:?}");
+        // Without screening, AMD is what protects callers: it cannot be turned off.
+        assert!(spec(&["--screening", "false", "--amd", "false"]).validate_shape().is_err());
     }
 
     #[test]

@@ -560,6 +560,25 @@ mod tests {
     }
 
     #[test]
+    fn screening_is_off_without_the_key_and_checked_with_it() {
+        // A config written before screening existed: unchanged behaviour, AMD on.
+        let old = spec("north", None, "+12025550143");
+        assert_eq!((old.screening(), old.amd()), (None, true));
+        let on = LocationSpec { screening: true, ..old.clone() };
+        assert_eq!(on.screening(), Some(Screening { timeout_secs: DEFAULT_SCREENING_TIMEOUT_SECS, say_name: false }));
+        assert!(!on.amd(), "screening turns AMD off by default");
+        assert!(LocationSpec { amd: Some(true), ..on.clone() }.amd());
+        let short = LocationSpec { screening_timeout_secs: Some(2), ..on.clone() };
+        assert_eq!(short.validate_shape().unwrap_err().field, "screening_timeout_secs");
+        let unprotected = LocationSpec { amd: Some(false), ..old.clone() };
+        assert_eq!(unprotected.validate_shape().unwrap_err().field, "amd");
+        assert!(LocationSpec { amd: Some(false), ..on }.validate_shape().is_ok());
+        // Written back, a spec without screening keeps its old shape.
+        let toml = toml::to_string(&old).unwrap();
+        assert!(!toml.contains("amd") && !toml.contains("screening_"), "{toml}");
+    }
+
+    #[test]
     fn task_attributes_use_the_node_names() {
         let t = TaskAttributes {
             location: "north".into(),
