@@ -391,6 +391,10 @@ pub fn bench_locations() -> Vec<LocationSpec> {
                 transcribe: false,
                 notify_email: Vec::new(),
                 notify_webhook: None,
+                screening: false,
+                screening_timeout_secs: None,
+                screening_caller_name: false,
+                amd: None,
             }
         })
         .collect()

@@ -198,6 +198,20 @@ pub struct AddLocation {
     /// A URL that gets a signed JSON notification of each voicemail.
     #[arg(long)]
     pub notify_webhook: Option<String>,
+    /// Screen calls: the location hears who is calling and presses 1 to
+    /// accept. On for locations added here; `--screening false` turns it off.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub screening: bool,
+    /// Seconds the screening prompt waits for a key (3-30, default 8).
+    #[arg(long)]
+    pub screening_timeout_secs: Option<u32>,
+    /// Say the caller's name (Twilio's CallerName, when present) in the screening prompt.
+    #[arg(long)]
+    pub screening_caller_name: bool,
+    /// Answering-machine detection on the location's leg (default: on without
+    /// screening, off with it).
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub amd: Option<bool>,
 }
 
 /// Runs a command that needs no sandbox or provisioning.
@@ -213,7 +227,8 @@ pub async fn run_locations(db: &DbArgs, cmd: &LocationsCommand) -> anyhow::Resul
             all.push(spec.clone());
             check_unique(&all)?;
             store.upsert_location(&spec).await?;
-            println!("saved location {} ({})", loc.name, loc.display_name);
+            let screening = if spec.screening { "screening on" } else { "screening off" };
+            println!("saved location {} ({}), {screening}", loc.name, loc.display_name);
         }
         LocationsCommand::List => {
             let locs = store.locations().await?;
@@ -473,6 +488,10 @@ impl AddLocation {
             transcribe: self.transcribe,
             notify_email: self.notify_email.clone(),
             notify_webhook: self.notify_webhook.clone(),
+            screening: self.screening,
+            screening_timeout_secs: self.screening_timeout_secs,
+            screening_caller_name: self.screening_caller_name,
+            amd: self.amd,
         })
     }
 }
@@ -757,6 +776,10 @@ mod tests {
             transcribe: false,
             notify_email: Vec::new(),
             notify_webhook: None,
+            screening: false,
+            screening_timeout_secs: None,
+            screening_caller_name: false,
+            amd: None,
         };
         import(&store, std::slice::from_ref(&spec)).await.unwrap();
         let holidays = |name: &str, dry_run: bool| LocationsCommand::Holidays {
@@ -805,6 +828,38 @@ mod tests {
             .expect("running bash");
         assert!(out.status.success(), "bash failed: {}\n{script}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn locations_add_screens_new_locations_unless_told_not_to() {
+        let spec = |extra: &[&str]| {
+            let mut args = vec![
+                "call-router",
+                "locations",
+                "add",
+                "--name",
+                "north",
+                "--number",
+                "+12025550143",
+                "--phone",
+                "+14155550101",
+                "--time-zone",
+                "UTC",
+            ];
+            args.extend_from_slice(extra);
+            match Cli::try_parse_from(args).unwrap().command {
+                Command::Locations { command: LocationsCommand::Add(add), .. } => add.to_spec().unwrap(),
+                other => panic!("{other:?}"),
+            }
+        };
+        let new = spec(&[]);
+        assert!(new.screening && !new.amd(), "{new:?}");
+        let off = spec(&["--screening", "false"]);
+        assert!(!off.screening && off.amd(), "{off:?}");
+        let kept = spec(&["--amd", "true", "--screening-timeout-secs", "12", "--screening-caller-name"]);
+        assert!(kept.amd() && kept.screening_caller_name && kept.screening_timeout_secs == Some(12), "{kept:?}");
+        // Without screening, AMD is what protects callers: it cannot be turned off.
+        assert!(spec(&["--screening", "false", "--amd", "false"]).validate_shape().is_err());
     }
 
     #[test]

@@ -413,6 +413,7 @@ impl Dispatcher {
             url: urls.url("/dial-queue", &query),
             status_callback: urls.url("/status-callback", &query),
             timeout_secs: dialing.ring_timeout_secs,
+            machine_detection: target.amd,
             machine_detection_speech_threshold_ms: dialing.machine_detection_speech_threshold_ms,
             machine_detection_timeout_secs: dialing.machine_detection_timeout_secs,
             call_token: target.call_token.clone(),

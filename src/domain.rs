@@ -65,10 +65,58 @@ pub struct LocationSpec {
     /// (`https://…`; `http://` only to loopback).
     #[serde(default)]
     pub notify_webhook: Option<String>,
+    /// Screening: the location's leg hears who is calling and presses 1 to
+    /// take the call; no key (or a hang-up) counts as not answered. Off when
+    /// the key is missing, so existing configs keep their behaviour; new
+    /// configs (the example, `locations add`) write `true`.
+    #[serde(default)]
+    pub screening: bool,
+    /// How long the screening prompt waits for a key (default
+    /// [`DEFAULT_SCREENING_TIMEOUT_SECS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screening_timeout_secs: Option<u32>,
+    /// Say the caller's name (Twilio's `CallerName`, when it has one) in the
+    /// screening prompt, before the number.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub screening_caller_name: bool,
+    /// Answering-machine detection on the location's leg. Default: on without
+    /// screening (it is what keeps callers from the location's voicemail),
+    /// off with screening (a machine never presses 1). Off needs screening.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amd: Option<bool>,
 }
 
 fn one() -> u32 {
     1
+}
+
+/// The screening prompt's wait for a key unless configured.
+pub const DEFAULT_SCREENING_TIMEOUT_SECS: u32 = 8;
+
+/// How a location screens its calls, carried in the task's attributes to
+/// the journey (see `journey::DialTarget`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Screening {
+    #[serde(rename = "timeoutSecs")]
+    pub timeout_secs: u32,
+    /// Say the caller's name when Twilio gave one.
+    #[serde(rename = "sayName", default)]
+    pub say_name: bool,
+}
+
+impl LocationSpec {
+    /// The location's screening, when on.
+    pub fn screening(&self) -> Option<Screening> {
+        self.screening.then(|| Screening {
+            timeout_secs: self.screening_timeout_secs.unwrap_or(DEFAULT_SCREENING_TIMEOUT_SECS),
+            say_name: self.screening_caller_name,
+        })
+    }
+
+    /// Whether the location's leg is dialled with answering-machine detection.
+    pub fn amd(&self) -> bool {
+        self.amd.unwrap_or(!self.screening)
+    }
 }
 
 /// Checks an E.164 number's shape and that its country's numbering plan
@@ -171,6 +219,17 @@ impl Location {
         if let Some(url) = &spec.notify_webhook {
             check_webhook_url(url).map_err(|m| err("notify_webhook", m))?;
         }
+        if let Some(t) = spec.screening_timeout_secs
+            && !(3..=30).contains(&t)
+        {
+            return Err(err("screening_timeout_secs", format!("{t} must be between 3 and 30")));
+        }
+        if spec.amd == Some(false) && !spec.screening {
+            return Err(err(
+                "amd",
+                "answering-machine detection may be off only with screening = true: without either, a voicemail greeting would be bridged to the caller",
+            ));
+        }
         Ok(Location {
             name: name.to_owned(),
             display_name: spec.display_name.clone().filter(|d| !d.trim().is_empty()).unwrap_or_else(|| name.to_owned()),
@@ -272,6 +331,17 @@ pub struct TaskAttributes {
     /// Added by Twilio to tasks created by `<Enqueue>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_sid: Option<CallSid>,
+    /// The caller's name from Twilio's `CallerName`, kept only when the
+    /// location says it in its screening prompt.
+    #[serde(rename = "callerName", default, skip_serializing_if = "Option::is_none")]
+    pub caller_name: Option<String>,
+    /// The location screens its calls (absent: it does not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screening: Option<Screening>,
+    /// Whether the location's leg is dialled with answering-machine
+    /// detection (absent: it is, as before screening existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amd: Option<bool>,
 }
 
 /// How a caller's call ended. Every call reaches one of these; `Pending`
@@ -396,6 +466,10 @@ mod tests {
             transcribe: false,
             notify_email: Vec::new(),
             notify_webhook: None,
+            screening: false,
+            screening_timeout_secs: None,
+            screening_caller_name: false,
+            amd: None,
         }
     }
 
@@ -492,6 +566,25 @@ mod tests {
     }
 
     #[test]
+    fn screening_is_off_without_the_key_and_checked_with_it() {
+        // A config written before screening existed: unchanged behaviour, AMD on.
+        let old = spec("north", None, "+12025550143");
+        assert_eq!((old.screening(), old.amd()), (None, true));
+        let on = LocationSpec { screening: true, ..old.clone() };
+        assert_eq!(on.screening(), Some(Screening { timeout_secs: DEFAULT_SCREENING_TIMEOUT_SECS, say_name: false }));
+        assert!(!on.amd(), "screening turns AMD off by default");
+        assert!(LocationSpec { amd: Some(true), ..on.clone() }.amd());
+        let short = LocationSpec { screening_timeout_secs: Some(2), ..on.clone() };
+        assert_eq!(short.validate_shape().unwrap_err().field, "screening_timeout_secs");
+        let unprotected = LocationSpec { amd: Some(false), ..old.clone() };
+        assert_eq!(unprotected.validate_shape().unwrap_err().field, "amd");
+        assert!(LocationSpec { amd: Some(false), ..on }.validate_shape().is_ok());
+        // Written back, a spec without screening keeps its old shape.
+        let toml = toml::to_string(&old).unwrap();
+        assert!(!toml.contains("amd") && !toml.contains("screening_"), "{toml}");
+    }
+
+    #[test]
     fn task_attributes_use_the_node_names() {
         let t = TaskAttributes {
             location: "north".into(),
@@ -500,6 +593,9 @@ mod tests {
             caller: Some("+13105550199".into()),
             call_token: None,
             call_sid: None,
+            caller_name: None,
+            screening: None,
+            amd: None,
         };
         let json = serde_json::to_value(&t).unwrap();
         assert_eq!(json["practicePhone"], "+14155550123");

@@ -121,6 +121,8 @@ pub fn menu(settings: &Settings, urls: &Urls, locations: &[Location], attempt: u
 pub struct Caller<'a> {
     pub number: &'a str,
     pub call_token: Option<&'a str>,
+    /// Twilio's `CallerName`, when it looked one up.
+    pub name: Option<&'a str>,
 }
 
 /// What [`route`] decided.
@@ -163,6 +165,12 @@ pub fn route(
         caller: Some(caller.number.to_owned()),
         call_token: if show_caller { caller.call_token.map(str::to_owned) } else { None },
         call_sid: None,
+        caller_name: match location.spec.screening() {
+            Some(s) if s.say_name => caller.name.map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned),
+            _ => None,
+        },
+        screening: location.spec.screening(),
+        amd: (!location.spec.amd()).then_some(false),
     };
     let attributes = serde_json::to_string(&attrs).expect("task attributes serialise");
     let q = [("location", location.name.as_str())];
@@ -239,6 +247,72 @@ pub fn dial_queue(reservation_sid: &str) -> Response {
     }))
 }
 
+/// The screening prompt on the location's leg: who is calling for which
+/// location, then one key. `action` gets `Digits`; with no key in
+/// `timeout_secs` the `Gather` falls through to a redirect to the same
+/// action without `Digits`, which the journey reads as not answered.
+pub fn screen(settings: &Settings, action: &str, text: &str, timeout_secs: u32) -> Response {
+    Response::new()
+        .verb(Verb::Gather(Gather {
+            action: Some(action.to_owned()),
+            method: Some(Method::Post),
+            num_digits: Some(1),
+            timeout: Some(timeout_secs),
+            input: Some("dtmf".into()),
+            prompts: vec![Prompt::Say(say(settings, text))],
+            ..Gather::default()
+        }))
+        .verb(Verb::Redirect(Redirect { url: action.to_owned(), method: Some(Method::Post) }))
+}
+
+/// What the screening prompt says, its `prompt`th time: "Call for North
+/// Clinic from 3 1 0, 5 5 5, 0 1 0 0. Press 1 to accept, or hang up." The
+/// caller's name (already checked by the location's option) comes before
+/// the number when there is one.
+pub fn screen_text(display_name: &str, caller: Option<&str>, caller_name: Option<&str>, prompt: u32) -> String {
+    let number = caller.and_then(spoken_number);
+    let name = caller_name.map(spoken_name).filter(|n| !n.is_empty());
+    let from = match (name, number) {
+        (Some(n), Some(d)) => format!("{n}, {d}"),
+        (Some(n), None) => n,
+        (None, Some(d)) => d,
+        (None, None) => "an unknown number".to_owned(),
+    };
+    let again = if prompt > 1 { "Sorry, that was not 1. " } else { "" };
+    format!("{again}Call for {display_name} from {from}. Press 1 to accept, or hang up.")
+}
+
+/// A phone number as text-to-speech should read it: digit by digit, in
+/// groups ("3 1 0, 5 5 5, 0 1 0 0" for +13105550100; other countries in
+/// threes after "plus"). `None` for a withheld or malformed number.
+pub fn spoken_number(raw: &str) -> Option<String> {
+    let e164 = twilio::E164::parse(raw.trim()).ok()?;
+    let digits: Vec<char> = e164.as_str().trim_start_matches('+').chars().collect();
+    let spell = |g: &[char]| g.iter().map(char::to_string).collect::<Vec<_>>().join(" ");
+    if digits.len() == 11 && digits[0] == '1' {
+        let d = &digits[1..];
+        return Some([&d[..3], &d[3..6], &d[6..]].map(spell).join(", "));
+    }
+    let mut groups: Vec<String> = digits.chunks(3).map(spell).collect();
+    // A last group of one digit joins the one before.
+    if groups.len() > 1 && groups.last().is_some_and(|g| g.len() == 1) {
+        let last = groups.pop().unwrap_or_default();
+        if let Some(prev) = groups.last_mut() {
+            prev.push(' ');
+            prev.push_str(&last);
+        }
+    }
+    Some(format!("plus {}", groups.join(", ")))
+}
+
+/// A caller name from Twilio's `CallerName` as it may be said: letters,
+/// digits, spaces and a few marks, at most 40 characters.
+fn spoken_name(raw: &str) -> String {
+    let kept: String =
+        raw.chars().filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '\'' | '.')).take(40).collect();
+    kept.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// What the location hears when it answers for a caller who is no longer there.
 pub fn caller_gone(settings: &Settings) -> Response {
     Response::new().verb(Verb::Say(say(settings, "Sorry, the caller has already hung up. Goodbye."))).verb(Verb::Hangup)
@@ -296,6 +370,10 @@ mod tests {
             transcribe: false,
             notify_email: Vec::new(),
             notify_webhook: None,
+            screening: false,
+            screening_timeout_secs: None,
+            screening_caller_name: false,
+            amd: None,
         })
         .unwrap()
     }
@@ -328,7 +406,7 @@ mod tests {
         let s = settings();
         let urls = Urls { base: &s.public_url };
         let (east, west) = (location("east", "1", true), location("west", "2", false));
-        let caller = Caller { number: "+13105550199", call_token: Some(r#"tok&<"en">"#) };
+        let caller = Caller { number: "+13105550199", call_token: Some(r#"tok&<"en">"#), name: Some(NASTY) };
         let now = Timestamp::now();
 
         let menu = round_trip(&menu(&s, &urls, &[east.clone(), west.clone()], 0));
@@ -355,6 +433,8 @@ mod tests {
             assert!(says(&round_trip(&fallback(&s, &urls, &west, outcome))).iter().any(|t| t.contains(NASTY)));
         }
         round_trip(&dial_queue("WR0123456789abcdef0123456789abcdef"));
+        let text = screen_text(&east.display_name, Some("+13105550199"), Some(NASTY), 1);
+        assert!(says(&round_trip(&screen(&s, "https://r.example.com/screen?a=1&b=2", &text, 8))).contains(&text));
         round_trip(&goodbye(&s));
         round_trip(&not_in_service(&s));
     }
@@ -364,7 +444,7 @@ mod tests {
         use crate::hours::{ClosureSpec, HolidaySpec};
         let s = settings();
         let urls = Urls { base: &s.public_url };
-        let caller = Caller { number: "+13105550199", call_token: None };
+        let caller = Caller { number: "+13105550199", call_token: None, name: None };
         let mut spec = location("east", "1", true).spec;
         spec.display_name = Some("East Clinic".into());
         spec.hours.holidays = vec![
@@ -407,6 +487,51 @@ mod tests {
             let said = says(&round_trip(&twiml));
             assert_eq!(said[0], format!("Thank you for calling {NASTY}. {want}"), "{at}");
             assert!(!said.iter().any(|t| t.contains("Ruiz")), "{at}: {said:?}");
+        }
+    }
+
+    #[test]
+    fn the_screening_prompt_says_who_calls_in_groups() {
+        let text = screen_text("North Clinic", Some("+13105550100"), None, 1);
+        assert_eq!(text, "Call for North Clinic from 3 1 0, 5 5 5, 0 1 0 0. Press 1 to accept, or hang up.");
+        let again = screen_text("North Clinic", Some("+13105550100"), Some("DOE  JANE"), 2);
+        assert_eq!(
+            again,
+            "Sorry, that was not 1. Call for North Clinic from DOE JANE, 3 1 0, 5 5 5, 0 1 0 0. Press 1 to accept, or hang up."
+        );
+        assert!(screen_text("North", Some("anonymous"), None, 1).contains("from an unknown number."));
+        assert!(screen_text("North", None, Some("<>&"), 1).contains("from an unknown number."));
+        assert_eq!(spoken_number("+442079460958").as_deref(), Some("plus 4 4 2, 0 7 9, 4 6 0, 9 5 8"));
+        assert_eq!(spoken_number("+4930123456").as_deref(), Some("plus 4 9 3, 0 1 2, 3 4 5 6"));
+        assert_eq!(spoken_number("266696687"), None);
+
+        let s = settings();
+        let r = screen(&s, "https://r.example.com/screen?prompt=1", &text, 8);
+        let Verb::Gather(g) = &r.verbs[0] else { panic!("{r:?}") };
+        assert_eq!(
+            (g.num_digits, g.timeout, g.action.as_deref()),
+            (Some(1), Some(8), Some("https://r.example.com/screen?prompt=1"))
+        );
+        // No key: the redirect posts the same action without Digits.
+        assert!(matches!(&r.verbs[1], Verb::Redirect(x) if x.url == "https://r.example.com/screen?prompt=1"));
+    }
+
+    proptest::proptest! {
+        /// Whatever Twilio sends as `From` or `CallerName`, the prompt says only
+        /// digits, letters and plain marks, and names the location.
+        #[test]
+        fn the_screening_prompt_takes_any_caller(from in ".{0,24}", name in proptest::option::of(".{0,60}"), digits in "[0-9]{7,15}") {
+            for caller in [from.clone(), format!("+{digits}")] {
+                let text = screen_text("North", Some(&caller), name.as_deref(), 1);
+                proptest::prop_assert!(text.starts_with("Call for North from "), "{}", text);
+                proptest::prop_assert!(text.ends_with(". Press 1 to accept, or hang up."), "{}", text);
+                proptest::prop_assert!(!text.chars().any(|c| c.is_control() || matches!(c, '<' | '>' | '&')), "{}", text);
+            }
+            if let Some(spoken) = spoken_number(&format!("+{digits}")) {
+                let said: String = spoken.chars().filter(char::is_ascii_digit).collect();
+                // A North American number is said without its country code.
+                proptest::prop_assert!(said == digits || format!("1{said}") == digits, "{} for {}", spoken, digits);
+            }
         }
     }
 

@@ -66,7 +66,7 @@ mod tests;
 mod world;
 
 pub use event::{
-    AnsweredBy, CallStatus, DialTarget, Event, QueueResult, ReservationEnd, ReservationStatus, TaskStatus,
+    AnsweredBy, CallStatus, DialTarget, Event, QueueResult, ReservationEnd, ReservationStatus, ScreenKey, TaskStatus,
 };
 pub use state::{CallerState, TaskEnd};
 
@@ -101,6 +101,9 @@ pub const ANSWERED_GRACE_SECS: u32 = 60;
 /// The first back-off after a command failed for good; it doubles, up to [`RETRY_MAX_MS`].
 pub const RETRY_FIRST_MS: i64 = 30_000;
 pub const RETRY_MAX_MS: i64 = 600_000;
+/// How many times the screening prompt is said: once, and once more after a
+/// wrong key. A second wrong key, or no key, ends it as not answered.
+pub const SCREEN_PROMPTS: u32 = 2;
 /// Create requests per reservation unless configured.
 pub const DEFAULT_DIAL_ATTEMPTS: u32 = 3;
 /// The longest a voicemail's notifications wait for its transcription.
@@ -333,6 +336,10 @@ pub enum Answer {
     Leave,
     /// `/dial-queue`: `<Dial><Queue reservationSid>`.
     Bridge { reservation: ReservationSid },
+    /// `/dial-queue` or `/screen`: the screening prompt, its `prompt`th time:
+    /// who is calling, for which location, and "press 1 to accept", waiting
+    /// `timeout_secs` for one key.
+    Screen { prompt: u32, location: String, caller: Option<String>, caller_name: Option<String>, timeout_secs: u32 },
     /// `/dial-queue`: hang up the location's leg, first telling a person that
     /// the caller is gone when `caller_gone`.
     Refuse { caller_gone: bool },

@@ -289,6 +289,10 @@ mod tests {
             transcribe: true,
             notify_email: vec!["desk@example.com".into()],
             notify_webhook: Some("https://hooks.example.com/vm".into()),
+            screening: false,
+            screening_timeout_secs: None,
+            screening_caller_name: false,
+            amd: None,
         };
         let location = Location::from_stored(spec).unwrap();
         let v = Voicemail {

@@ -85,6 +85,16 @@ pub const EVENTS: [&str; 11] = [
 /// the dispatcher's latency and Twilio's call set-up.
 pub const RESERVATION_MARGIN_SECS: u32 = 15;
 
+/// Seconds a screening prompt takes to say, at most (the caller's name
+/// and number included).
+pub const SCREENING_SAY_SECS: u32 = 10;
+
+/// How long a location's screening may hold its reservation: the prompt
+/// and its wait, twice (a wrong key repeats it). None without screening.
+pub fn screening_secs(location: &Location) -> u32 {
+    location.spec.screening().map_or(0, |s| crate::journey::SCREEN_PROMPTS * (s.timeout_secs + SCREENING_SAY_SECS))
+}
+
 // ===========================================================================
 // The pure core.
 // ===========================================================================
@@ -205,7 +215,8 @@ impl Desired {
                 routes,
                 reservation_timeout_secs: settings.dialing.ring_timeout_secs
                     + settings.dialing.machine_detection_timeout_secs
-                    + RESERVATION_MARGIN_SECS,
+                    + RESERVATION_MARGIN_SECS
+                    + locations.iter().map(|l| screening_secs(l)).max().unwrap_or(0),
             },
             numbers: numbers
                 .into_iter()
@@ -1763,6 +1774,27 @@ auth_token = "secret"
         assert_eq!(built.workflow.reservation_timeout_secs, 20 + 30 + RESERVATION_MARGIN_SECS);
         assert_eq!(built.prefix, "call-router/");
         assert_eq!(built.workflow.friendly_name, "call-router/by-location");
+    }
+
+    #[test]
+    fn a_screening_location_lengthens_the_reservation_timeout() {
+        let text = |screening: bool| {
+            format!(
+                "public_url = \"https://router.example.com\"\n[twilio]\naccount_sid = \"AC0123456789abcdef0123456789abcdef\"\n\
+                 auth_token = \"secret\"\n[[locations]]\nname = \"north\"\nnumbers = [\"+12025550143\"]\n\
+                 phone = \"+14155550101\"\nscreening = {screening}\nscreening_timeout_secs = 12\n\
+                 hours = {{ time_zone = \"UTC\" }}\n"
+            )
+        };
+        let timeout = |screening: bool| {
+            let s = Settings::from_toml(&text(screening), |_| None).unwrap();
+            let locations: Vec<Location> =
+                s.locations.iter().map(|l| Location::from_stored(l.clone()).unwrap()).collect();
+            Desired::new(&s, &locations, false).workflow.reservation_timeout_secs
+        };
+        assert_eq!(timeout(false), 20 + 30 + RESERVATION_MARGIN_SECS);
+        // Said and waited for twice: a wrong key repeats the prompt.
+        assert_eq!(timeout(true), 20 + 30 + RESERVATION_MARGIN_SECS + 2 * (12 + SCREENING_SAY_SECS));
     }
 
     #[test]

@@ -856,6 +856,10 @@ mod tests {
             to: E164::parse("+14155550123").unwrap(),
             from: E164::parse("+14155550100").unwrap(),
             call_token: None,
+            screening: None,
+            amd: true,
+            caller: None,
+            caller_name: None,
         };
         let event = Event::ReservationCreated { task, reservation, caller: Some(caller), target };
         Delivery::to_keys(keys, vec![event], POLICY).with_audit("taskrouter", "reservation.created", None, "{}".into())

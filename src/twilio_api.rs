@@ -230,6 +230,8 @@ pub struct CreateCall {
     pub url: String,
     pub status_callback: String,
     pub timeout_secs: u32,
+    /// Answering-machine detection (`MachineDetection=Enable` and its settings).
+    pub machine_detection: bool,
     pub machine_detection_speech_threshold_ms: u32,
     pub machine_detection_timeout_secs: u32,
     pub call_token: Option<String>,
@@ -248,11 +250,12 @@ impl CreateCall {
         for ev in ["initiated", "ringing", "answered", "completed"] {
             p.push("StatusCallbackEvent", ev);
         }
-        p.push("MachineDetection", "Enable")
-            .push("MachineDetectionSpeechThreshold", self.machine_detection_speech_threshold_ms.to_string())
-            .push("MachineDetectionTimeout", self.machine_detection_timeout_secs.to_string())
-            .push("Timeout", self.timeout_secs.to_string())
-            .push_opt("CallToken", self.call_token.clone());
+        if self.machine_detection {
+            p.push("MachineDetection", "Enable")
+                .push("MachineDetectionSpeechThreshold", self.machine_detection_speech_threshold_ms.to_string())
+                .push("MachineDetectionTimeout", self.machine_detection_timeout_secs.to_string());
+        }
+        p.push("Timeout", self.timeout_secs.to_string()).push_opt("CallToken", self.call_token.clone());
         p
     }
 }
@@ -901,11 +904,17 @@ mod tests {
             url: "https://x/dial-queue?from=%2B1".into(),
             status_callback: "https://x/status-callback".into(),
             timeout_secs: 20,
+            machine_detection: true,
             machine_detection_speech_threshold_ms: 2400,
             machine_detection_timeout_secs: 30,
             call_token: None,
         };
         let p = req.params();
+        assert_eq!(p.get("MachineDetection"), Some("Enable"));
+        let without = CreateCall { machine_detection: false, ..req.clone() }.params();
+        assert_eq!(without.get("MachineDetection"), None);
+        assert_eq!(without.get("MachineDetectionTimeout"), None);
+        assert_eq!(without.get("Timeout"), Some("20"));
         assert_eq!(
             p.get_all("StatusCallbackEvent").collect::<Vec<_>>(),
             ["initiated", "ringing", "answered", "completed"]

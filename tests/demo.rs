@@ -75,6 +75,24 @@ async fn happy_path() {
 }
 
 #[tokio::test]
+async fn screening_bridges_only_the_receptionist_who_presses_1() {
+    let report = run_shipped("screening").await;
+    let by_location = |name: &str| report.calls.iter().find(|c| c.location.as_deref() == Some(name)).unwrap();
+    let north = by_location("north");
+    assert_eq!(north.outcome, Outcome::Connected, "{}", report.render());
+    assert!(north.talk_ms.unwrap_or(0) > 0, "{}", report.render());
+    // Screening without AMD: pressing 1 tells a person; nobody else was put through,
+    // and nothing was detected at the others.
+    assert_eq!(north.answered_by.as_deref(), Some("human"), "{}", report.render());
+    for name in ["south", "west", "east"] {
+        let c = by_location(name);
+        assert_eq!(c.outcome, Outcome::LocationNoAnswer, "{name}\n{}", report.render());
+        assert!(c.talk_ms.unwrap_or(0) == 0, "{name} was bridged\n{}", report.render());
+        assert_eq!(c.answered_by, None, "{name}\n{}", report.render());
+    }
+}
+
+#[tokio::test]
 async fn busy() {
     run_shipped("busy").await;
 }

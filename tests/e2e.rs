@@ -58,6 +58,10 @@ fn location(name: &str, number: &str, phone: &str, open: bool) -> LocationSpec {
         transcribe: false,
         notify_email: Vec::new(),
         notify_webhook: None,
+        screening: false,
+        screening_timeout_secs: None,
+        screening_caller_name: false,
+        amd: None,
     }
 }
 
@@ -70,11 +74,16 @@ async fn world(backend: Backend, north_phone: Behaviour) -> Option<World> {
 
 /// As [`world`], with extra TOML appended to the server's settings.
 async fn world_with(backend: Backend, north_phone: Behaviour, extra_toml: &str) -> Option<World> {
-    world_of(backend, north_phone, extra_toml, location("north", MAIN, NORTH_PHONE, true)).await
+    world_of(backend, north_phone, extra_toml, |_| {}).await
 }
 
-/// As [`world_with`], with `north` as given.
-async fn world_of(backend: Backend, north_phone: Behaviour, extra_toml: &str, north: LocationSpec) -> Option<World> {
+/// As [`world_with`], with north's spec changed by `north` first.
+async fn world_of(
+    backend: Backend,
+    north_phone: Behaviour,
+    extra_toml: &str,
+    north: impl FnOnce(&mut LocationSpec),
+) -> Option<World> {
     let db = backend.database().await?;
     let sb_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sandbox = sandbox::start(sandbox::Config::random(TIME_SCALE, 7), sb_listener).await.unwrap();
@@ -89,7 +98,9 @@ async fn world_of(backend: Backend, north_phone: Behaviour, extra_toml: &str, no
         db.url
     );
     let mut settings = Settings::from_toml(&text, |_| None).unwrap();
-    settings.locations = vec![north, location("night", NIGHT, NIGHT_PHONE, false)];
+    let mut north_spec = location("north", MAIN, NORTH_PHONE, true);
+    north(&mut north_spec);
+    settings.locations = vec![north_spec, location("night", NIGHT, NIGHT_PHONE, false)];
     let server = Server::start(settings.clone(), listener).await.unwrap();
     let store = server.state.store().clone();
 
@@ -314,6 +325,10 @@ on_both_backends!(
     the_caller_hangs_up_while_the_location_rings,
     after_hours_the_caller_gets_voicemail_and_nothing_is_queued,
     every_webhook_the_sandbox_sends_passes_the_servers_signature_check,
+    screening_the_receptionist_presses_1_and_is_connected,
+    screening_no_key_is_not_answered_and_the_caller_gets_voicemail,
+    screening_a_voicemail_greeting_with_amd_off_is_never_bridged,
+    screening_a_wrong_key_twice_is_not_answered,
 );
 
 /// A location that does not connect sends the caller to voicemail: the server redirects the
@@ -350,7 +365,7 @@ async fn not_connected(backend: Backend, behaviour: Behaviour, outcome: Outcome,
 async fn voicemail_answers_and_the_caller_gets_our_voicemail(backend: Backend) {
     not_connected(
         backend,
-        Behaviour::Voicemail { rings: 2, digits: None },
+        Behaviour::Voicemail { rings: 2, digits: None, greeting_secs: None },
         Outcome::LocationVoicemail,
         ("AnsweredBy", "machine_start"),
     )
@@ -430,8 +445,7 @@ async fn a_caller_still_waiting_at_closing_time_gets_voicemail_and_the_call_in_p
     }
     let local =
         |ms: i64| tz.to_datetime(jiff::Timestamp::from_millisecond(ms).unwrap()).strftime("%Y-%m-%dT%H:%M").to_string();
-    let mut north = location("north", MAIN, NORTH_PHONE, true);
-    north.hours.closures = vec![call_router::hours::ClosureSpec {
+    let closures = vec![call_router::hours::ClosureSpec {
         from: local(closes_ms),
         to: local(closes_ms + 3_600_000),
         reason: Some("staff meeting".into()),
@@ -448,7 +462,7 @@ async fn a_caller_still_waiting_at_closing_time_gets_voicemail_and_the_call_in_p
 max_queue_secs = {long}
 "
         ),
-        north,
+        |north| north.hours.closures = closures,
     )
     .await
     else {
@@ -559,4 +573,132 @@ async fn every_webhook_the_sandbox_sends_passes_the_servers_signature_check(back
         assert!(e.status < 500, "the server failed on {e:?}");
     }
     w.finish().await;
+}
+
+// -- screening ------------------------------------------------------------------
+
+/// North screens its calls (AMD off, the default with screening); its phone is `phone`.
+async fn screened_world(backend: Backend, phone: Behaviour) -> Option<World> {
+    world_of(backend, phone, "", |north| north.screening = true).await
+}
+
+/// The one dial of a screened location: without answering-machine detection.
+fn assert_screened_dial(dials: &[Exchange]) {
+    assert_eq!(dials.len(), 1, "exactly one dial: {dials:#?}");
+    let p = &dials[0].params;
+    assert_eq!(p.get("To"), Some(NORTH_PHONE));
+    assert_eq!(p.get("MachineDetection"), None, "screening dials without AMD: {p:?}");
+    assert_eq!(p.get("MachineDetectionTimeout"), None);
+}
+
+/// `/dial-queue` answered with the screening prompt: a Gather for one key whose action is
+/// `/screen` with the same identifiers as the leg's own URL, and no bridge.
+fn assert_prompted(answer: &Exchange) {
+    let r = &answer.response;
+    assert!(r.contains("<Gather") && r.contains(r#"numDigits="1""#) && r.contains(r#"timeout="8""#), "{r}");
+    assert!(r.contains("Call for north clinic from 3 1 0, 5 5 5, 0 1 9 9. Press 1 to accept, or hang up."), "{r}");
+    assert!(!r.contains("<Dial"), "no bridge before 1 is pressed: {r}");
+    let action = r.split_once(r#"action=""#).and_then(|(_, rest)| rest.split_once('"')).map(|(a, _)| a);
+    let action = action.unwrap_or_else(|| panic!("no action in {r}")).replace("&amp;", "&");
+    assert!(action.contains("/screen?"), "{action}");
+    let leg_url = format!("http://x{}?{}", answer.path, answer.query);
+    for key in ["reservationSid", "taskSid", "attempt", "callSid", "location"] {
+        let want = twilio::signature::query_param(&leg_url, key);
+        assert!(want.is_some(), "the leg's URL has {key}: {leg_url}");
+        assert_eq!(twilio::signature::query_param(&action, key), want, "{key} in {action}");
+    }
+    assert_eq!(twilio::signature::query_param(&action, "prompt").as_deref(), Some("1"), "{action}");
+}
+
+async fn screening_the_receptionist_presses_1_and_is_connected(backend: Backend) {
+    let phone = Behaviour::Person { rings: 1, talk_secs: 30, digits: Some("1".into()) };
+    let Some(w) = screened_world(backend, phone).await else { return };
+    let (summary, record) = w.call(MAIN, None).await;
+    assert_eq!(record.outcome, Outcome::Connected, "{summary}");
+    assert_eq!(record.answered_by.as_deref(), Some("human"), "pressing 1 tells a person");
+    w.quiet().await;
+    assert_screened_dial(&w.rest("POST", "/Calls.json").await);
+    let reservation = record.reservation_sid.clone().unwrap();
+    let answered = w.webhooks("/dial-queue").await;
+    assert_eq!(answered.len(), 1);
+    assert_eq!(answered[0].params.get("AnsweredBy"), None);
+    assert_prompted(&answered[0]);
+
+    // The Gather's action: Digits=1, signed and accepted, answered with the bridge.
+    let screens = w.webhooks("/screen").await;
+    assert_eq!(screens.len(), 1, "{screens:#?}");
+    assert_eq!(screens[0].status, 200, "{:?}", screens[0]);
+    assert_eq!(screens[0].params.get("Digits"), Some("1"));
+    assert!(screens[0].query.contains(&format!("reservationSid={reservation}")), "{}", screens[0].query);
+    assert!(screens[0].response.contains(&format!("reservationSid=\"{reservation}\"")), "{}", screens[0].response);
+    let exits = w.webhooks("/enqueue-action").await;
+    assert_eq!(exits.iter().filter_map(|e| e.params.get("QueueResult")).collect::<Vec<_>>(), ["bridged"]);
+    let task = task_sid_of(&record);
+    assert_eq!(w.task(&task).await["assignment_status"], "completed");
+    w.finish().await;
+}
+
+/// A screened location that does not accept: the caller is redirected to the fallback
+/// (voicemail), the task canceled, the location's leg never bridged; returns the `/screen`
+/// webhooks (None when the backend is not available here).
+async fn screened_not_answered(backend: Backend, phone: Behaviour) -> Option<Vec<Exchange>> {
+    let w = screened_world(backend, phone).await?;
+    let (summary, record) = w.call(MAIN, None).await;
+    assert_eq!(record.outcome, Outcome::LocationNoAnswer, "{summary}");
+    assert_eq!(record.answered_by, None, "nothing was detected: {record:?}");
+    w.quiet().await;
+    assert_screened_dial(&w.rest("POST", "/Calls.json").await);
+    let answered = w.webhooks("/dial-queue").await;
+    assert_eq!(answered.len(), 1);
+    assert_prompted(&answered[0]);
+    let screens = w.webhooks("/screen").await;
+    for e in &screens {
+        assert_eq!(e.status, 200, "{e:?}");
+        assert!(!e.response.contains("<Dial"), "bridged a leg that did not accept: {e:?}");
+    }
+    assert!(screens.last().is_some_and(|e| e.response.contains("<Hangup")), "{screens:#?}");
+    let redirects = w.rest("POST", &format!("/Calls/{}.json", record.call_sid)).await;
+    assert!(
+        redirects.iter().any(|e| e.params.get("Url").is_some_and(|u| u.contains("/caller-fallback"))),
+        "{redirects:#?}"
+    );
+    let fallback = w.webhooks("/caller-fallback").await;
+    assert_eq!(fallback.len(), 1, "the caller heard the fallback once");
+    assert!(fallback[0].response.contains("<Record"), "{}", fallback[0].response);
+    let task = task_sid_of(&record);
+    assert_eq!(w.task(&task).await["assignment_status"], "canceled");
+    let exits = w.webhooks("/enqueue-action").await;
+    assert!(exits.iter().all(|e| e.params.get("QueueResult") != Some("bridged")), "{exits:#?}");
+    w.finish().await;
+    Some(screens)
+}
+
+async fn screening_no_key_is_not_answered_and_the_caller_gets_voicemail(backend: Backend) {
+    let phone = Behaviour::Person { rings: 1, talk_secs: 30, digits: None };
+    let Some(screens) = screened_not_answered(backend, phone).await else { return };
+    // The Gather timed out and fell through to the redirect: the action without Digits.
+    assert_eq!(screens.len(), 1, "{screens:#?}");
+    assert_eq!(screens[0].params.get("Digits"), None);
+    assert!(screens[0].query.contains("prompt=1"), "{}", screens[0].query);
+}
+
+async fn screening_a_voicemail_greeting_with_amd_off_is_never_bridged(backend: Backend) {
+    let phone = Behaviour::Voicemail { rings: 2, digits: None, greeting_secs: Some(3) };
+    let Some(screens) = screened_not_answered(backend, phone).await else { return };
+    assert_eq!(screens.len(), 1, "{screens:#?}");
+    assert_eq!(screens[0].params.get("Digits"), None);
+}
+
+async fn screening_a_wrong_key_twice_is_not_answered(backend: Backend) {
+    let phone = Behaviour::Person { rings: 1, talk_secs: 30, digits: Some("9,9".into()) };
+    let Some(screens) = screened_not_answered(backend, phone).await else { return };
+    assert_eq!(screens.len(), 2, "{screens:#?}");
+    assert_eq!(screens.iter().filter_map(|e| e.params.get("Digits")).collect::<Vec<_>>(), ["9", "9"]);
+    // The first wrong key repeats the prompt, once.
+    let again = &screens[0].response;
+    assert!(
+        again.contains("<Gather") && again.contains("prompt=2") && again.contains("Sorry, that was not 1."),
+        "{again}"
+    );
+    assert!(screens[1].query.contains("prompt=2"), "{}", screens[1].query);
 }

@@ -179,6 +179,10 @@ async fn a_sweep_sees_a_pending_reservation_as_a_missed_reservation_created() {
         to: E164::parse(PHONE).unwrap(),
         from: E164::parse(MAIN).unwrap(),
         call_token: None,
+        screening: None,
+        amd: true,
+        caller: Some("+13105550199".into()),
+        caller_name: None,
     };
     let expected = [
         Observed {

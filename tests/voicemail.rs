@@ -178,6 +178,10 @@ fn night(webhook: &str) -> LocationSpec {
         transcribe: true,
         notify_email: vec![DESK.into()],
         notify_webhook: Some(webhook.into()),
+        screening: false,
+        screening_timeout_secs: None,
+        screening_caller_name: false,
+        amd: None,
     }
 }
 

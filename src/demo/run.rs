@@ -201,7 +201,7 @@ impl Business {
                 .with_context(|| format!("buying spare number {number} in the sandbox"))?;
         }
         for loc in &scenario.locations {
-            let behaviour = scenario.phones.get(&loc.name).copied().unwrap_or_default();
+            let behaviour = scenario.phones.get(&loc.name).cloned().unwrap_or_default();
             client
                 .set_phone(&loc.phone, &sandbox_behaviour(behaviour))
                 .await
@@ -460,8 +460,10 @@ fn timeline(summary: &serde_json::Value) -> Vec<Moment> {
 pub fn sandbox_behaviour(b: Behaviour) -> sandbox::state::Behaviour {
     use sandbox::state::Behaviour as S;
     match b {
-        Behaviour::Person { rings, talk_secs } => S::Person { rings, talk_secs: u64::from(talk_secs), digits: None },
-        Behaviour::Voicemail { rings } => S::Voicemail { rings, digits: None },
+        Behaviour::Person { rings, talk_secs, digits } => S::Person { rings, talk_secs: u64::from(talk_secs), digits },
+        Behaviour::Voicemail { rings, greeting_secs } => {
+            S::Voicemail { rings, digits: None, greeting_secs: greeting_secs.map(u64::from) }
+        }
         Behaviour::Busy => S::Busy,
         Behaviour::NoAnswer => S::NoAnswer,
         Behaviour::Fail => S::Fail,

@@ -22,6 +22,9 @@
 //! phone = "+14155550101"                    # the location's own line (simulated by the sandbox)
 //! lines = 1                                 # calls it can take at once
 //! open = "always"                           # "always" (default) or "never" (closed: after hours)
+//! screening = false                         # the location hears who calls and presses 1 to accept
+//! screening_timeout_secs = 8                # how long the prompt waits for a key
+//! amd = true                                # answering-machine detection (default: on unless screening)
 //! # hours = { time_zone = "America/New_York", weekly = { mon = ["08:00-17:00"] } }   # or real hours
 //!
 //! # How each location's phone behaves; a location without an entry has a
@@ -30,6 +33,8 @@
 //! answer = "person"                         # person | voicemail | busy | no_answer | fail
 //! rings = 2                                 # person, voicemail: rings before picking up
 //! talk_secs = 30                            # person: how long they talk
+//! digits = "1"                              # person: keys pressed at prompts (screening), one entry per prompt
+//! greeting_secs = 3                         # voicemail: how long its greeting speaks
 //!
 //! # The callers. Times are virtual (sandbox) seconds.
 //! [[callers]]
@@ -123,16 +128,21 @@ impl ServerOverrides {
 }
 
 /// How a location's simulated phone reacts to a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Behaviour {
-    /// A person picks up after `rings` rings and talks for `talk_secs`.
+    /// A person picks up after `rings` rings and talks for `talk_secs`,
+    /// pressing `digits` (one entry per prompt, comma-separated) when asked
+    /// for a key, as at a screening prompt; none: they press nothing.
     Person {
         rings: u32,
         talk_secs: u32,
+        digits: Option<String>,
     },
-    /// An answering machine picks up after `rings` rings.
+    /// An answering machine picks up after `rings` rings and speaks its
+    /// greeting for `greeting_secs` (default 10); it never presses a key.
     Voicemail {
         rings: u32,
+        greeting_secs: Option<u32>,
     },
     Busy,
     /// It rings until the caller or the server gives up.
@@ -143,17 +153,27 @@ pub enum Behaviour {
 
 impl Default for Behaviour {
     fn default() -> Self {
-        Behaviour::Person { rings: 2, talk_secs: 30 }
+        Behaviour::Person { rings: 2, talk_secs: 30, digits: None }
     }
 }
 
 impl fmt::Display for Behaviour {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Behaviour::Person { rings, talk_secs } => {
-                write!(f, "a person answers after {rings} rings, talks {talk_secs}s")
+            Behaviour::Person { rings, talk_secs, digits } => {
+                write!(f, "a person answers after {rings} rings, talks {talk_secs}s")?;
+                match digits {
+                    Some(d) => write!(f, ", presses {d}"),
+                    None => Ok(()),
+                }
             }
-            Behaviour::Voicemail { rings } => write!(f, "voicemail answers after {rings} rings"),
+            Behaviour::Voicemail { rings, greeting_secs } => {
+                write!(f, "voicemail answers after {rings} rings")?;
+                match greeting_secs {
+                    Some(s) => write!(f, ", greets for {s}s"),
+                    None => Ok(()),
+                }
+            }
             Behaviour::Busy => f.write_str("busy"),
             Behaviour::NoAnswer => f.write_str("rings, nobody answers"),
             Behaviour::Fail => f.write_str("the call fails"),
@@ -232,6 +252,12 @@ struct RawLocation {
     lines: u32,
     open: Option<Open>,
     hours: Option<HoursSpec>,
+    #[serde(default)]
+    screening: bool,
+    screening_timeout_secs: Option<u32>,
+    #[serde(default)]
+    screening_caller_name: bool,
+    amd: Option<bool>,
 }
 
 fn one() -> u32 {
@@ -254,6 +280,8 @@ struct RawPhone {
     answer: PhoneKind,
     rings: Option<u32>,
     talk_secs: Option<u32>,
+    digits: Option<String>,
+    greeting_secs: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -299,6 +327,10 @@ pub fn example_business() -> Vec<LocationSpec> {
             transcribe: false,
             notify_email: Vec::new(),
             notify_webhook: None,
+            screening: false,
+            screening_timeout_secs: None,
+            screening_caller_name: false,
+            amd: None,
         };
     vec![
         loc("north", "North clinic", Some("1"), MAIN_NUMBER, "+14155550101", always_open()),
@@ -325,6 +357,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("queue-timeout", include_str!("../../examples/scenarios/queue-timeout.toml")),
     ("not-in-service", include_str!("../../examples/scenarios/not-in-service.toml")),
     ("faults", include_str!("../../examples/scenarios/faults.toml")),
+    ("screening", include_str!("../../examples/scenarios/screening.toml")),
 ];
 
 /// A built-in scenario by name.
@@ -381,6 +414,10 @@ impl Scenario {
                         transcribe: false,
                         notify_email: Vec::new(),
                         notify_webhook: None,
+                        screening: l.screening,
+                        screening_timeout_secs: l.screening_timeout_secs,
+                        screening_caller_name: l.screening_caller_name,
+                        amd: l.amd,
                     };
                     spec.validate().map_err(|e| bad(format!("locations[{i}].{}", e.field), e.message))?;
                     Ok(spec)
@@ -415,14 +452,47 @@ impl Scenario {
                     if !(1..=3600).contains(&talk_secs) {
                         return Err(bad(field("talk_secs"), format!("{talk_secs} must be between 1 and 3600")));
                     }
-                    Behaviour::Person { rings, talk_secs }
+                    if p.greeting_secs.is_some() {
+                        return Err(bad(field("greeting_secs"), "only a voicemail has a greeting".into()));
+                    }
+                    let digits = match p.digits.as_deref().map(str::trim) {
+                        None | Some("") => None,
+                        Some(d)
+                            if d.split(',').all(|k| {
+                                let k = k.trim();
+                                !k.is_empty() && k.chars().all(|c| c.is_ascii_digit() || c == '*' || c == '#')
+                            }) =>
+                        {
+                            Some(d.to_owned())
+                        }
+                        Some(d) => {
+                            return Err(bad(
+                                field("digits"),
+                                format!("{d:?} must be keys (0-9, *, #), one entry per prompt, comma-separated"),
+                            ));
+                        }
+                    };
+                    Behaviour::Person { rings, talk_secs, digits }
                 }
                 other => {
                     if p.talk_secs.is_some() {
                         return Err(bad(field("talk_secs"), "only a person (answer = \"person\") talks".into()));
                     }
+                    if p.digits.is_some() {
+                        return Err(bad(field("digits"), "only a person (answer = \"person\") presses keys".into()));
+                    }
+                    if p.greeting_secs.is_some() && other != PhoneKind::Voicemail {
+                        return Err(bad(field("greeting_secs"), "only a voicemail has a greeting".into()));
+                    }
                     match other {
-                        PhoneKind::Voicemail => Behaviour::Voicemail { rings },
+                        PhoneKind::Voicemail => {
+                            if let Some(g) = p.greeting_secs
+                                && !(1..=120).contains(&g)
+                            {
+                                return Err(bad(field("greeting_secs"), format!("{g} must be between 1 and 120")));
+                            }
+                            Behaviour::Voicemail { rings, greeting_secs: p.greeting_secs }
+                        }
                         _ if p.rings.is_some() => {
                             return Err(bad(field("rings"), "only person and voicemail pick up after rings".into()));
                         }
@@ -701,8 +771,13 @@ mod tests {
     #[test]
     fn phones_map_to_behaviours() {
         let cases = [
-            ("answer='person'\nrings=3\ntalk_secs=9", Behaviour::Person { rings: 3, talk_secs: 9 }),
-            ("answer='voicemail'", Behaviour::Voicemail { rings: 2 }),
+            ("answer='person'\nrings=3\ntalk_secs=9", Behaviour::Person { rings: 3, talk_secs: 9, digits: None }),
+            (
+                "answer='person'\ndigits='9, 1'",
+                Behaviour::Person { rings: 2, talk_secs: 30, digits: Some("9, 1".into()) },
+            ),
+            ("answer='voicemail'", Behaviour::Voicemail { rings: 2, greeting_secs: None }),
+            ("answer='voicemail'\ngreeting_secs=3", Behaviour::Voicemail { rings: 2, greeting_secs: Some(3) }),
             ("answer='busy'", Behaviour::Busy),
             ("answer='no_answer'", Behaviour::NoAnswer),
             ("answer='fail'", Behaviour::Fail),

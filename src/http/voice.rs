@@ -8,7 +8,7 @@ use twilio::sid::{CallSid, RecordingSid, ReservationSid, TaskSid};
 use super::{AppState, TwiML, TwilioRequest, WebhookError};
 use crate::domain::{Location, Outcome};
 use crate::ivr::{self, Caller, Choice, Routed};
-use crate::journey::{Answer, AnsweredBy, CallStatus, Event, QueueResult, ReservationStatus};
+use crate::journey::{Answer, AnsweredBy, CallStatus, Event, QueueResult, ReservationStatus, ScreenKey};
 use crate::store::{Delivered, Delivery, NewCall, NewVoicemail, Route, StatusRecord, Transcription};
 
 /// A SID parameter (body, else query) of the given type, or a 400 naming it.
@@ -112,7 +112,11 @@ async fn route_to(
         let away = Event::CallerTurnedAway { outcome: Outcome::DialFailed, location: Some(location.name.clone()) };
         return Ok((twiml, vec![away]));
     };
-    let caller = Caller { number: req.get("From").unwrap_or("anonymous"), call_token: req.get("CallToken") };
+    let caller = Caller {
+        number: req.get("From").unwrap_or("anonymous"),
+        call_token: req.get("CallToken"),
+        name: req.get("CallerName"),
+    };
     let now = Timestamp::now();
     let (twiml, routed) = ivr::route(state.settings(), &state.urls(), workflow.as_str(), location, &caller, now, greet);
     tracing::info!(location = %location.name, ?routed, "caller routed");
@@ -309,7 +313,8 @@ fn leg_attempt(req: &TwilioRequest) -> Option<u32> {
     req.query.get("attempt").and_then(|a| a.parse().ok())
 }
 
-/// The outbound leg's answer URL: the journey says whether to bridge.
+/// The outbound leg's answer URL: the journey says whether to bridge, or
+/// to screen the call first.
 pub(super) async fn dial_queue(State(state): State<AppState>, req: TwilioRequest) -> Result<TwiML, WebhookError> {
     let reservation = leg_reservation(&req)?;
     let leg: CallSid = sid_param(&req, "CallSid")?;
@@ -318,17 +323,70 @@ pub(super) async fn dial_queue(State(state): State<AppState>, req: TwilioRequest
     let event = Event::LegAnswered { reservation: reservation.clone(), attempt: leg_attempt(&req), leg, answered_by };
     let events = leg_events(&req, &reservation, event);
     let done = deliver(&state, Delivery::to_keys(keys, events, state.policy())).await?;
+    leg_answer(&state, &req, done, Some(answered_by)).await
+}
+
+/// The screening prompt's `Gather` action (and its no-key redirect, without
+/// `Digits`): the journey bridges on 1, asks again once after a wrong key,
+/// and otherwise counts the location as not answering.
+pub(super) async fn screen(State(state): State<AppState>, req: TwilioRequest) -> Result<TwiML, WebhookError> {
+    let reservation = leg_reservation(&req)?;
+    let leg: CallSid = sid_param(&req, "CallSid")?;
+    let prompt: u32 = req.query.get("prompt").and_then(|p| p.parse().ok()).unwrap_or(1);
+    let key = ScreenKey::parse(req.params.get("Digits"));
+    let keys = leg_keys(&req, &reservation, &leg);
+    let event = Event::LegScreened { reservation: reservation.clone(), attempt: leg_attempt(&req), leg, prompt, key };
+    let events = leg_events(&req, &reservation, event);
+    let d = Delivery::to_keys(keys, events, state.policy()).with_audit(
+        "voice",
+        &format!("screen.{}", key.as_str()),
+        req.get("CallSid"),
+        req.to_json(),
+    );
+    let done = deliver(&state, d).await?;
+    tracing::info!(prompt, key = key.as_str(), outcome = %done.outcome, "screening answered");
+    leg_answer(&state, &req, done, None).await
+}
+
+/// Renders the journey's answer to a location leg's webhook.
+async fn leg_answer(
+    state: &AppState,
+    req: &TwilioRequest,
+    done: Delivered,
+    answered_by: Option<AnsweredBy>,
+) -> Result<TwiML, WebhookError> {
     Ok(TwiML(match done.answer {
         Answer::Bridge { reservation } => ivr::dial_queue(reservation.as_str()),
+        Answer::Screen { prompt, location, caller, caller_name, timeout_secs } => {
+            let display = match state.store().location(&location).await? {
+                Some(l) => l.display_name,
+                None => location,
+            };
+            let text = ivr::screen_text(&display, caller.as_deref(), caller_name.as_deref(), prompt);
+            ivr::screen(state.settings(), &screen_url(state, req, prompt), &text, timeout_secs)
+        }
         Answer::Refuse { caller_gone: true } => {
             tracing::info!(outcome = %done.outcome, "the caller is gone; not bridging the location");
             ivr::caller_gone(state.settings())
         }
         _ => {
-            tracing::info!(answered_by = answered_by.as_str(), outcome = %done.outcome, "not bridging this leg");
+            let answered_by = answered_by.map(AnsweredBy::as_str);
+            tracing::info!(answered_by, outcome = %done.outcome, "not bridging this leg");
             ivr::hangup()
         }
     }))
+}
+
+/// The screening prompt's action: the leg's own identifiers (as its other
+/// URLs carry them) and which asking it answers.
+fn screen_url(state: &AppState, req: &TwilioRequest, prompt: u32) -> String {
+    let prompt = prompt.to_string();
+    let mut query: Vec<(&str, &str)> = ["reservationSid", "queue", "taskSid", "attempt", "location", "from", "callSid"]
+        .iter()
+        .filter_map(|k| req.query.get(k).map(|v| (*k, v)))
+        .collect();
+    query.push(("prompt", &prompt));
+    state.urls().url("/screen", &query)
 }
 
 /// Status callbacks: of a location leg (its URL names the reservation), or

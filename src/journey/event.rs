@@ -9,7 +9,7 @@ use twilio::E164;
 use twilio::sid::{CallSid, ReservationSid, TaskSid};
 
 use super::{Command, NotifyChannel};
-use crate::domain::{Outcome, TaskAttributes};
+use crate::domain::{Outcome, Screening, TaskAttributes};
 
 /// One thing that happened to a journey.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +53,11 @@ pub enum Event {
     /// `/dial-queue`: a leg we placed was answered. Answered with
     /// [`super::Answer::Bridge`] or [`super::Answer::Refuse`].
     LegAnswered { reservation: ReservationSid, attempt: Option<u32>, leg: CallSid, answered_by: AnsweredBy },
+    /// `/screen`: the screening prompt's answer on a leg we placed, at its
+    /// `prompt`th asking (its URL says which): the key pressed, or none in
+    /// time. Answered with [`super::Answer::Bridge`] (1 was pressed),
+    /// [`super::Answer::Screen`] (the prompt again) or [`super::Answer::Refuse`].
+    LegScreened { reservation: ReservationSid, attempt: Option<u32>, leg: CallSid, prompt: u32, key: ScreenKey },
     /// `/status-callback` of a leg we placed. Its URL names the reservation
     /// (and, from the journey on, the attempt), so even the `initiated`
     /// callback of a dial whose answer was lost tells us the leg exists.
@@ -121,6 +126,21 @@ pub struct DialTarget {
     pub to: E164,
     pub from: E164,
     pub call_token: Option<String>,
+    /// The location screens the call: its leg hears a prompt and must press 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screening: Option<Screening>,
+    /// Dial with answering-machine detection (absent in older journeys: yes).
+    #[serde(default = "yes")]
+    pub amd: bool,
+    /// The caller's number and name, for the screening prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_name: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl DialTarget {
@@ -130,6 +150,11 @@ impl DialTarget {
             to: attrs.practice_phone.clone(),
             from: attrs.caller_id.clone(),
             call_token: attrs.call_token.clone(),
+            screening: attrs.screening,
+            // Without screening, detection is what protects the caller.
+            amd: attrs.amd.unwrap_or(true) || attrs.screening.is_none(),
+            caller: attrs.caller.clone(),
+            caller_name: attrs.caller_name.clone(),
         }
     }
 }
@@ -213,6 +238,36 @@ impl AnsweredBy {
             None | Some("human") => AnsweredBy::Human,
             Some(m) if m.starts_with("machine") || m == "fax" => AnsweredBy::Machine,
             Some(_) => AnsweredBy::Unknown,
+        }
+    }
+}
+
+/// What the location pressed at the screening prompt (`Digits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScreenKey {
+    /// 1: take the call.
+    Accept,
+    /// Another key.
+    Other,
+    /// No key within the prompt's timeout.
+    Nothing,
+}
+
+impl ScreenKey {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScreenKey::Accept => "accept",
+            ScreenKey::Other => "other",
+            ScreenKey::Nothing => "nothing",
+        }
+    }
+
+    pub fn parse(digits: Option<&str>) -> Self {
+        match digits.map(str::trim) {
+            None | Some("") => ScreenKey::Nothing,
+            Some("1") => ScreenKey::Accept,
+            Some(_) => ScreenKey::Other,
         }
     }
 }
@@ -334,6 +389,11 @@ mod tests {
         assert_eq!(AnsweredBy::parse(Some("robot")), AnsweredBy::Unknown);
         assert_eq!(QueueResult::parse(Some("bridging-in-process")), QueueResult::BridgingInProcess);
         assert_eq!(QueueResult::parse(None), QueueResult::Error);
+        assert_eq!(ScreenKey::parse(Some("1")), ScreenKey::Accept);
+        assert_eq!(ScreenKey::parse(Some("2")), ScreenKey::Other);
+        assert_eq!(ScreenKey::parse(Some("11")), ScreenKey::Other);
+        assert_eq!(ScreenKey::parse(Some("")), ScreenKey::Nothing);
+        assert_eq!(ScreenKey::parse(None), ScreenKey::Nothing);
         assert_eq!(TaskStatus::parse("wrapping"), Some(TaskStatus::Wrapping));
         assert_eq!(ReservationStatus::parse("rescinded"), Some(ReservationStatus::Rescinded));
         for s in ["completed", "busy", "no-answer", "failed", "canceled"] {

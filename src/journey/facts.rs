@@ -3,11 +3,13 @@
 
 use twilio::sid::{CallSid, ReservationSid, TaskSid};
 
-use super::state::{Attempt, AttemptState, CallerState, Leg, ResState, Reservation, Stop, Task, TaskEnd, Voicemail};
+use super::state::{
+    Attempt, AttemptState, CallerState, Leg, ResState, Reservation, Screen, Stop, Task, TaskEnd, Voicemail,
+};
 use super::{
-    ANSWERED_GRACE_SECS, Answer, AnsweredBy, BRIDGE_EVIDENCE_MS, CallStatus, Command, Cx, Event, Journey,
-    LOOKUP_AFTER_MS, MAX_LOOKUPS, QueueResult, REDIRECT_GRACE_MS, ReservationEnd, ReservationStatus,
-    TRANSCRIPTION_WAIT_MS, TaskStatus,
+    ANSWERED_GRACE_SECS, Answer, AnsweredBy, BRIDGE_EVIDENCE_MS, CallStatus, Command, Cx, DialTarget, Event, Journey,
+    LOOKUP_AFTER_MS, MAX_LOOKUPS, QueueResult, REDIRECT_GRACE_MS, ReservationEnd, ReservationStatus, SCREEN_PROMPTS,
+    ScreenKey, TRANSCRIPTION_WAIT_MS, TaskStatus,
 };
 use crate::config::AnsweredByPolicy;
 use crate::domain::Outcome;
@@ -61,6 +63,9 @@ impl Journey {
             }
             Event::LegAnswered { reservation, attempt, leg, answered_by } => {
                 return self.on_leg_answered(reservation, attempt, leg, answered_by, cx);
+            }
+            Event::LegScreened { reservation, attempt, leg, prompt, key } => {
+                return self.on_leg_screened(reservation, attempt, leg, prompt, key, cx);
             }
             Event::LegStatus { reservation, attempt, leg, status, sequence } => {
                 self.on_leg_status(reservation, attempt, leg, status, sequence, now);
@@ -358,9 +363,14 @@ impl Journey {
         let current = self.current_leg(ri) == Some(&self.reservations[ri].legs[i].sid);
         let r = &mut self.reservations[ri];
         let status = r.status;
+        let target = r.target.clone();
         let l = &mut r.legs[i];
         l.reported.apply(CallStatus::InProgress, None);
-        l.answered_by = Some(answered_by);
+        // Without detection on the dial, nothing was detected (a person is assumed).
+        let detected = target.as_ref().is_none_or(|t| t.amd);
+        if detected {
+            l.answered_by = Some(answered_by);
+        }
         let refuse = |l: &mut Leg, caller_gone: bool| {
             l.stop.get_or_insert(Stop { since_ms: now, handed_off: false, hang_up: None });
             Answer::Refuse { caller_gone }
@@ -381,16 +391,111 @@ impl Journey {
                 refuse(l, false)
             }
             (true, ResState::Pending) if !caller_waits => refuse(l, answered_by == AnsweredBy::Human),
-            (true, ResState::Pending) if wants_bridge => {
-                l.bridging = true;
-                Answer::Bridge { reservation }
-            }
+            // A screened location hears who is calling first (again, if Twilio asks again).
+            (true, ResState::Pending) if wants_bridge => match target.as_ref().filter(|t| t.screening.is_some()) {
+                Some(t) if !l.screen.is_some_and(|s| s.accepted) => {
+                    let screen = l.screen.get_or_insert(Screen { prompt: 1, accepted: false });
+                    screen_prompt(t, screen.prompt)
+                }
+                _ => {
+                    l.bridging = true;
+                    Answer::Bridge { reservation }
+                }
+            },
             (true, ResState::Pending) => {
                 let answer = refuse(l, false);
                 self.settle(Outcome::LocationVoicemail);
                 answer
             }
         }
+    }
+
+    /// The screening prompt's answer: 1 bridges; a wrong key asks once more;
+    /// no key, or a wrong key at the last asking, is not answered.
+    fn on_leg_screened(
+        &mut self,
+        reservation: ReservationSid,
+        attempt: Option<u32>,
+        leg: CallSid,
+        prompt: u32,
+        key: ScreenKey,
+        cx: &mut Cx,
+    ) -> Answer {
+        let now = cx.now;
+        let caller = self.caller.state;
+        let caller_waits = caller.waiting() && self.outcome == Outcome::Pending;
+        let may_bridge = matches!(self.outcome, Outcome::Pending | Outcome::Connected);
+        let ri = self.reservation_index(reservation.clone());
+        self.adopt(ri, &leg, attempt, now);
+        let i = self.note_leg(ri, leg, attempt);
+        let current = self.current_leg(ri) == Some(&self.reservations[ri].legs[i].sid);
+        let r = &mut self.reservations[ri];
+        let status = r.status;
+        let target = r.target.clone().filter(|t| t.screening.is_some());
+        let l = &mut r.legs[i];
+        l.reported.apply(CallStatus::InProgress, None);
+        let refuse = |l: &mut Leg, caller_gone: bool| {
+            l.stop.get_or_insert(Stop { since_ms: now, handed_off: false, hang_up: None });
+            Answer::Refuse { caller_gone }
+        };
+        let accepted = l.screen.is_some_and(|s| s.accepted);
+        let mut no_answer = false;
+        let answer = match (current, status, target) {
+            // 1 again (Twilio asked again): the same bridge, while it holds.
+            (true, ResState::Pending | ResState::Accepted, _)
+                if accepted
+                    && l.bridging
+                    && l.reported.is_live()
+                    && may_bridge
+                    && (caller.waiting() || caller == CallerState::Bridged) =>
+            {
+                Answer::Bridge { reservation }
+            }
+            (false, _, _)
+            | (_, ResState::Accepted | ResState::Wrapping | ResState::Completed | ResState::Ended { .. }, _) => {
+                refuse(l, false)
+            }
+            // A person took the call, and the caller is gone: tell them.
+            (true, ResState::Pending, _) if !caller_waits || l.stop.is_some() => {
+                refuse(l, key == ScreenKey::Accept && !caller_waits)
+            }
+            // Not a screened leg as far as the journey knows: 1 still means a person is there.
+            (true, ResState::Pending, None) if key == ScreenKey::Accept => {
+                l.bridging = true;
+                Answer::Bridge { reservation }
+            }
+            (true, ResState::Pending, None) => {
+                no_answer = true;
+                refuse(l, false)
+            }
+            (true, ResState::Pending, Some(t)) => {
+                let screen =
+                    l.screen.get_or_insert(Screen { prompt: prompt.clamp(1, SCREEN_PROMPTS), accepted: false });
+                match key {
+                    ScreenKey::Accept => {
+                        screen.accepted = true;
+                        // Pressing 1 is what tells a person from a machine here.
+                        l.answered_by.get_or_insert(AnsweredBy::Human);
+                        l.bridging = true;
+                        Answer::Bridge { reservation }
+                    }
+                    // The answer to an earlier asking, asked again: the prompt as it is now.
+                    _ if prompt < screen.prompt => screen_prompt(&t, screen.prompt),
+                    ScreenKey::Other if screen.prompt < SCREEN_PROMPTS => {
+                        screen.prompt += 1;
+                        screen_prompt(&t, screen.prompt)
+                    }
+                    ScreenKey::Other | ScreenKey::Nothing => {
+                        no_answer = true;
+                        refuse(l, false)
+                    }
+                }
+            }
+        };
+        if no_answer {
+            self.settle(Outcome::LocationNoAnswer);
+        }
+        answer
     }
 
     fn on_leg_status(
@@ -409,6 +514,7 @@ impl Journey {
         let current = self.current_leg(ri) == Some(&self.reservations[ri].legs[i].sid);
         let r = &mut self.reservations[ri];
         let changed = r.legs[i].reported.apply(status, sequence);
+        let screening = r.legs[i].screen.is_some_and(|s| !s.accepted) && !r.legs[i].bridging;
         // Only the end of the current leg of a live reservation speaks for the caller.
         if !(changed && current && r.status == ResState::Pending && caller_waits) {
             return;
@@ -417,6 +523,8 @@ impl Journey {
             CallStatus::Busy => self.settle(Outcome::LocationBusy),
             CallStatus::NoAnswer => self.settle(Outcome::LocationNoAnswer),
             CallStatus::Failed => self.settle(Outcome::DialFailed),
+            // Hung up at the screening prompt: not answered.
+            CallStatus::Completed | CallStatus::Canceled if screening => self.settle(Outcome::LocationNoAnswer),
             // Completed or canceled without a bridge: the reservation times out and
             // TaskRouter offers the task again.
             _ => {}
@@ -527,5 +635,16 @@ impl Journey {
         {
             e.effort.fail(round, now);
         }
+    }
+}
+
+/// The screening prompt for the leg of `target`, its `prompt`th time.
+fn screen_prompt(target: &DialTarget, prompt: u32) -> Answer {
+    Answer::Screen {
+        prompt,
+        location: target.location.clone(),
+        caller: target.caller.clone(),
+        caller_name: target.caller_name.clone(),
+        timeout_secs: target.screening.map_or(crate::domain::DEFAULT_SCREENING_TIMEOUT_SECS, |s| s.timeout_secs),
     }
 }

@@ -123,6 +123,70 @@ impl Checker {
             prop_assert!(r.is_some_and(|r| matches!(r.status, ResState::Pending | ResState::Accepted)), "{}", ctx());
         }
 
+        // 6b. No bridge of a screened leg before its person pressed 1, and the
+        //     screening prompt only for a wanted leg of a waiting caller.
+        let screens = |j: &Journey, sid: &ReservationSid| {
+            j.reservations
+                .iter()
+                .find(|r| &r.sid == sid)
+                .and_then(|r| r.target.as_ref())
+                .is_some_and(|t| t.screening.is_some())
+        };
+        let event_leg = match event {
+            Event::LegAnswered { reservation, leg, .. } | Event::LegScreened { reservation, leg, .. } => {
+                Some((reservation, leg))
+            }
+            _ => None,
+        };
+        let leg_of = |j: &Journey, r: &ReservationSid, l: &CallSid| {
+            j.reservations.iter().find(|x| &x.sid == r).and_then(|x| x.legs.iter().find(|y| &y.sid == l)).cloned()
+        };
+        if let (Answer::Bridge { reservation }, Some((r, leg))) = (&step.answer, event_leg)
+            && screens(before, reservation)
+        {
+            let pressed_one = matches!(event, Event::LegScreened { key: ScreenKey::Accept, .. });
+            let had_accepted = leg_of(before, r, leg).and_then(|l| l.screen).is_some_and(|s| s.accepted);
+            prop_assert!(pressed_one || had_accepted, "bridged a screened leg before it accepted {}", ctx());
+            let now_accepted = leg_of(after, r, leg).and_then(|l| l.screen).is_some_and(|s| s.accepted);
+            prop_assert!(now_accepted, "bridged a screened leg not marked accepted {}", ctx());
+        }
+        for ra in &after.reservations {
+            for la in &ra.legs {
+                let was = leg_of(before, &ra.sid, &la.sid).and_then(|l| l.screen).is_some_and(|s| s.accepted);
+                if la.screen.is_some_and(|s| s.accepted) && !was {
+                    let by_one =
+                        matches!(event, Event::LegScreened { key: ScreenKey::Accept, leg, .. } if *leg == la.sid);
+                    prop_assert!(by_one, "leg {} accepted without a 1 {}", la.sid, ctx());
+                }
+                if let Some(sc) = la.screen {
+                    prop_assert!(
+                        (1..=SCREEN_PROMPTS).contains(&sc.prompt),
+                        "prompt {} of leg {} {}",
+                        sc.prompt,
+                        la.sid,
+                        ctx()
+                    );
+                }
+            }
+        }
+        if let (Answer::Screen { prompt, .. }, Some((r, leg))) = (&step.answer, event_leg) {
+            prop_assert!((1..=SCREEN_PROMPTS).contains(prompt), "screening prompt {prompt} {}", ctx());
+            prop_assert!(screens(after, r), "screened a leg of a location that does not screen {}", ctx());
+            prop_assert!(
+                after.outcome == Outcome::Pending && after.caller.state.waiting(),
+                "screened a leg for a caller who is not waiting {}",
+                ctx()
+            );
+            let ri = after.reservations.iter().position(|x| &x.sid == r);
+            prop_assert!(
+                ri.is_some_and(
+                    |i| after.reservations[i].status == ResState::Pending && after.current_leg(i) == Some(leg)
+                ),
+                "screened a leg that is not its pending reservation's own {}",
+                ctx()
+            );
+        }
+
         // 7. The task's end is asked for, once due: canceled when the outcome is
         //    final and nobody took the call.
         if let Some(t) = &after.task
@@ -260,6 +324,13 @@ fn monotone(before: &Journey, after: &Journey) -> Result<(), String> {
             status_forward(&lb.reported, &la.reported, &format!("leg {}", lb.sid))?;
             if lb.stop.is_some() && la.stop.is_none() {
                 return Err(format!("leg {} was being stopped, then wanted again", lb.sid));
+            }
+            match (lb.screen, la.screen) {
+                (Some(_), None) => return Err(format!("leg {}'s screening forgotten", lb.sid)),
+                (Some(b), Some(a)) if a.prompt < b.prompt || (b.accepted && !a.accepted) => {
+                    return Err(format!("leg {}'s screening went from {b:?} to {a:?}", lb.sid));
+                }
+                _ => {}
             }
         }
     }

@@ -242,6 +242,18 @@ pub(super) struct Leg {
     /// `/dial-queue` answered it with the bridge.
     pub(super) bridging: bool,
     pub(super) stop: Option<Stop>,
+    /// Its screening, when the location screens: no bridge before `accepted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) screen: Option<Screen>,
+}
+
+/// A leg at the screening prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Screen {
+    /// How many times the prompt has been said (up to `SCREEN_PROMPTS`).
+    pub(super) prompt: u32,
+    /// 1 was pressed.
+    pub(super) accepted: bool,
 }
 
 /// We want this leg gone: refused at `/dial-queue` (its TwiML hangs up) or
@@ -308,6 +320,7 @@ impl Reservation {
                     answered_by: None,
                     bridging: false,
                     stop: None,
+                    screen: None,
                 });
                 self.legs.len() - 1
             }

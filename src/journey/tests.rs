@@ -29,6 +29,19 @@ pub(super) fn target() -> DialTarget {
         to: E164::parse("+14155550123").expect("a test number"),
         from: E164::parse("+12025550143").expect("a test number"),
         call_token: None,
+        screening: None,
+        amd: true,
+        caller: Some("+13105550100".into()),
+        caller_name: None,
+    }
+}
+
+/// The target of a location that screens its calls, without AMD.
+pub(super) fn screened_target() -> DialTarget {
+    DialTarget {
+        screening: Some(crate::domain::Screening { timeout_secs: 8, say_name: false }),
+        amd: false,
+        ..target()
     }
 }
 
@@ -604,4 +617,128 @@ fn closing_time_never_cuts_a_ringing_leg_and_starts_no_dial() {
     let step = run.on(created(1));
     assert!(!step.commands.iter().any(|c| matches!(c, Command::Dial { .. })), "{:?}", step.commands);
     assert_eq!(run.j.outcome(), Outcome::ClosedWhileWaiting);
+}
+
+// -- screening ------------------------------------------------------------------
+
+fn screened_created(r: u32) -> Event {
+    Event::ReservationCreated {
+        task: task(TASK),
+        reservation: res(r),
+        caller: Some(call(CALLER)),
+        target: screened_target(),
+    }
+}
+
+fn screened(leg: u32, prompt: u32, key: ScreenKey) -> Event {
+    Event::LegScreened { reservation: res(1), attempt: Some(1), leg: call(leg), prompt, key }
+}
+
+fn prompt(n: u32) -> Answer {
+    Answer::Screen {
+        prompt: n,
+        location: "north".into(),
+        caller: Some("+13105550100".into()),
+        caller_name: None,
+        timeout_secs: 8,
+    }
+}
+
+/// A queued caller whose screened location's leg has just answered.
+fn screening_run() -> Run {
+    let mut run = Run::queued();
+    let step = run.on(screened_created(1));
+    assert!(matches!(&step.commands[..], [Command::Dial { target, .. }] if !target.amd && target.screening.is_some()));
+    run.on(placed(1, 1, 101));
+    assert_eq!(run.on(answered(1, 101, AnsweredBy::Human)).answer, prompt(1));
+    run
+}
+
+#[test]
+fn screening_bridges_only_after_1() {
+    let mut run = screening_run();
+    // Twilio asks `/dial-queue` again: the same prompt, no bridge.
+    assert_eq!(run.on(answered(1, 101, AnsweredBy::Human)).answer, prompt(1));
+    let step = run.after(6_000).on(screened(101, 1, ScreenKey::Accept));
+    assert_eq!(step.answer, Answer::Bridge { reservation: res(1) });
+    assert_eq!(step.commands, []);
+    assert_eq!(run.j.outcome(), Outcome::Pending);
+    // The same action asked again: the same bridge.
+    assert_eq!(run.on(screened(101, 1, ScreenKey::Accept)).answer, Answer::Bridge { reservation: res(1) });
+    run.on(Event::ReservationAccepted { task: task(TASK), reservation: res(1) });
+    assert_eq!(run.j.outcome(), Outcome::Connected);
+}
+
+#[test]
+fn screening_without_a_key_is_not_answered() {
+    let mut run = screening_run();
+    let step = run.after(13_000).on(screened(101, 1, ScreenKey::Nothing));
+    assert_eq!(step.answer, Answer::Refuse { caller_gone: false });
+    let no_answer = Outcome::LocationNoAnswer;
+    assert_eq!(step.commands, [redirect(no_answer), cancel(no_answer)]);
+    assert_eq!(run.j.outcome(), no_answer);
+    // The same action asked again: the same answer, and nothing more owed.
+    let again = run.on(screened(101, 1, ScreenKey::Nothing));
+    assert_eq!((again.answer, again.commands), (Answer::Refuse { caller_gone: false }, vec![]));
+    // A late 1 bridges nothing: the person hears that the caller is gone.
+    assert_eq!(run.on(screened(101, 1, ScreenKey::Accept)).answer, Answer::Refuse { caller_gone: true });
+}
+
+#[test]
+fn screening_a_wrong_key_repeats_the_prompt_once() {
+    let mut run = screening_run();
+    assert_eq!(run.on(screened(101, 1, ScreenKey::Other)).answer, prompt(2));
+    // That action asked again: still the second prompt, not the end.
+    assert_eq!(run.on(screened(101, 1, ScreenKey::Other)).answer, prompt(2));
+    assert_eq!(run.j.outcome(), Outcome::Pending);
+    let step = run.on(screened(101, 2, ScreenKey::Other));
+    assert_eq!(step.answer, Answer::Refuse { caller_gone: false });
+    assert_eq!(run.j.outcome(), Outcome::LocationNoAnswer);
+
+    // A wrong key, then 1: bridged.
+    let mut run = screening_run();
+    assert_eq!(run.on(screened(101, 1, ScreenKey::Other)).answer, prompt(2));
+    assert_eq!(run.on(screened(101, 2, ScreenKey::Accept)).answer, Answer::Bridge { reservation: res(1) });
+
+    // A wrong key, then silence: not answered.
+    let mut run = screening_run();
+    run.on(screened(101, 1, ScreenKey::Other));
+    assert_eq!(run.on(screened(101, 2, ScreenKey::Nothing)).answer, Answer::Refuse { caller_gone: false });
+    assert_eq!(run.j.outcome(), Outcome::LocationNoAnswer);
+}
+
+#[test]
+fn screening_a_hang_up_at_the_prompt_is_not_answered() {
+    let mut run = screening_run();
+    let step = run.on(leg_status(1, 101, CallStatus::Completed, 4));
+    assert_eq!(run.j.outcome(), Outcome::LocationNoAnswer);
+    assert_eq!(step.commands, [redirect(Outcome::LocationNoAnswer), cancel(Outcome::LocationNoAnswer)]);
+}
+
+#[test]
+fn screening_tells_a_person_who_accepts_that_the_caller_left() {
+    let mut run = screening_run();
+    run.on(Event::QueueExit { result: QueueResult::Hangup });
+    let step = run.on(screened(101, 1, ScreenKey::Accept));
+    assert_eq!(step.answer, Answer::Refuse { caller_gone: true });
+    assert_eq!(run.j.outcome(), Outcome::CallerHungUp);
+}
+
+#[test]
+fn screening_still_lets_amd_turn_a_machine_away() {
+    // A screened location that keeps AMD: a machine never hears the prompt.
+    let mut run = Run::queued();
+    let target = DialTarget { amd: true, ..screened_target() };
+    run.on(Event::ReservationCreated { task: task(TASK), reservation: res(1), caller: Some(call(CALLER)), target });
+    run.on(placed(1, 1, 101));
+    assert_eq!(run.on(answered(1, 101, AnsweredBy::Machine)).answer, Answer::Refuse { caller_gone: false });
+    assert_eq!(run.j.outcome(), Outcome::LocationVoicemail);
+}
+
+#[test]
+fn a_journey_stored_before_screening_reads_as_unscreened_with_amd() {
+    let json = r#"{"location":"north","to":"+14155550123","from":"+12025550143","call_token":null}"#;
+    let t: DialTarget = serde_json::from_str(json).unwrap();
+    assert!(t.amd);
+    assert_eq!(t.screening, None);
 }

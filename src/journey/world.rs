@@ -22,7 +22,7 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 
 use super::invariants::Checker;
-use super::tests::{at, call, policy, res, target, task};
+use super::tests::{at, call, policy, res, screened_target, target, task};
 use super::*;
 
 const FAULTS_UNTIL_MS: i64 = 300_000;
@@ -43,6 +43,15 @@ enum Phone {
     Busy,
     NoAnswer,
     Fails,
+}
+
+/// What a person at a screened location does at the prompt (a machine never presses).
+#[derive(Debug, Clone, Copy)]
+enum Press {
+    Accept { after_s: i64 },
+    Other { after_s: i64 },
+    Nothing,
+    HangUp { after_s: i64 },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -66,12 +75,15 @@ struct Scenario {
     studio: bool,
     /// The location closes this long after the caller is enqueued.
     closes_after_s: Option<i64>,
+    /// The location screens its calls (without AMD).
+    screening: bool,
     patience_s: i64,
     max_queue_secs: u32,
     reservation_timeout_s: i64,
     /// Drawn in turn, one per created call, per create request, per other
     /// action, per asynchronous delivery and per TwiML webhook.
     phones: Vec<Phone>,
+    presses: Vec<Press>,
     dials: Vec<DialFault>,
     /// How long a dial waits in the outbox before it is sent (a busy dispatcher).
     dial_delays_ms: Vec<i64>,
@@ -90,6 +102,15 @@ fn phone() -> impl Strategy<Value = Phone> {
         2 => Just(Phone::Busy),
         2 => Just(Phone::NoAnswer),
         1 => Just(Phone::Fails),
+    ]
+}
+
+fn press() -> impl Strategy<Value = Press> {
+    prop_oneof![
+        4 => (1i64..8).prop_map(|after_s| Press::Accept { after_s }),
+        2 => (1i64..8).prop_map(|after_s| Press::Other { after_s }),
+        2 => Just(Press::Nothing),
+        1 => (1i64..8).prop_map(|after_s| Press::HangUp { after_s }),
     ]
 }
 
@@ -115,7 +136,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
     use proptest::collection::{btree_set, vec};
     (
         (any::<bool>(), 5i64..400, 30u32..300, 10i64..70, proptest::option::weighted(0.25, 1i64..300)),
-        vec(phone(), 1..6),
+        (vec(phone(), 1..6), any::<bool>(), vec(press(), 1..5)),
         (vec(dial_fault(), 1..5), vec(prop_oneof![3 => Just(200i64), 1 => 200i64..15_000], 1..4)),
         vec(prop::bool::weighted(0.15), 1..8),
         vec(delivery(), 1..16),
@@ -125,7 +146,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         .prop_map(
             |(
                 (studio, patience_s, max_queue_secs, reservation_timeout_s, closes_after_s),
-                phones,
+                (phones, screening, presses),
                 (dials, dial_delays_ms),
                 actions_fail,
                 deliveries,
@@ -135,10 +156,12 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 Scenario {
                     studio,
                     closes_after_s,
+                    screening,
                     patience_s,
                     max_queue_secs,
                     reservation_timeout_s,
                     phones,
+                    presses,
                     dials,
                     dial_delays_ms,
                     actions_fail,
@@ -184,6 +207,9 @@ enum Item {
     PhoneAnswers(usize),
     Bridges(usize),
     TalkEnds(usize),
+    /// The screening prompt's answer: a key at that asking, or none in time.
+    Pressed(usize, u32, ScreenKey),
+    ScreenHangUp(usize),
     Patience,
     HoldPoll,
     VoicemailEnds,
@@ -203,7 +229,7 @@ struct World {
     checker: Checker,
     steps: usize,
     /// How many of each fault list were drawn.
-    drawn: [usize; 6],
+    drawn: [usize; 7],
     caller: Where,
     task: TaskStatus,
     reservations: Vec<ReservationStatus>,
@@ -272,7 +298,7 @@ impl World {
             journey: Journey::default(),
             checker: Checker::default(),
             steps: 0,
-            drawn: [0; 6],
+            drawn: [0; 7],
             caller: Where::Queued { since: 0 },
             task: TaskStatus::Pending,
             reservations: Vec::new(),
@@ -495,6 +521,12 @@ impl World {
             Item::PhoneAnswers(i) => self.phone_answers(i),
             Item::Bridges(i) => self.bridges(i),
             Item::TalkEnds(i) => self.talk_ends(i),
+            Item::Pressed(i, prompt, key) => self.pressed(i, prompt, key),
+            Item::ScreenHangUp(i) => {
+                if self.legs[i].status == CallStatus::InProgress && !self.legs[i].bridged {
+                    self.set_leg(i, CallStatus::Completed);
+                }
+            }
             Item::Patience => {
                 if let Where::Queued { .. } = self.caller {
                     self.caller = Where::Gone;
@@ -543,7 +575,7 @@ impl World {
         self.reservations.push(ReservationStatus::Pending);
         self.calls_per_reservation.push(0);
         self.task = TaskStatus::Reserved;
-        self.send(created(k));
+        self.send(created(k, self.sc.screening));
         self.later(self.sc.reservation_timeout_s * 1000, Item::ReservationTimeout(k));
     }
 
@@ -685,6 +717,8 @@ impl World {
         }
         self.set_leg(i, CallStatus::InProgress);
         let detection_ms = match self.legs[i].phone {
+            // Screened without AMD: `/dial-queue` comes at once.
+            _ if self.sc.screening => 300,
             Phone::Machine { .. } => 4_000,
             Phone::Unsure { .. } => 30_000,
             _ => 2_500,
@@ -698,6 +732,7 @@ impl World {
         }
         let (k, attempt, phone) = (self.legs[i].reservation, self.legs[i].attempt, self.legs[i].phone);
         let answered_by = match phone {
+            _ if self.sc.screening => AnsweredBy::Human,
             Phone::Machine { .. } => AnsweredBy::Machine,
             Phone::Unsure { .. } => AnsweredBy::Unknown,
             _ => AnsweredBy::Human,
@@ -711,8 +746,54 @@ impl World {
                 }
                 self.later(1_000, Item::Bridges(i));
             }
+            Answer::Screen { prompt, timeout_secs, .. } => self.prompted(i, prompt, timeout_secs),
             Answer::Refuse { .. } => self.set_leg(i, CallStatus::Completed),
             other => self.fail(format!("/dial-queue got {other:?}")),
+        }
+    }
+
+    /// The screening prompt is said (about 5 s); the person presses, or not.
+    fn prompted(&mut self, i: usize, prompt: u32, timeout_secs: u32) {
+        const SAY_MS: i64 = 5_000;
+        let press = match self.legs[i].phone {
+            Phone::Machine { .. } => Press::Nothing,
+            _ => pick(&self.sc.presses, &mut self.drawn[6]).unwrap_or(Press::Nothing),
+        };
+        self.tally.add(format!("press {}", kind(&press)));
+        match press {
+            Press::Accept { after_s } => {
+                self.later(SAY_MS + after_s * 1000, Item::Pressed(i, prompt, ScreenKey::Accept))
+            }
+            Press::Other { after_s } => self.later(SAY_MS + after_s * 1000, Item::Pressed(i, prompt, ScreenKey::Other)),
+            Press::Nothing => {
+                let wait = SAY_MS + i64::from(timeout_secs) * 1000;
+                self.later(wait, Item::Pressed(i, prompt, ScreenKey::Nothing));
+            }
+            Press::HangUp { after_s } => self.later(SAY_MS + after_s * 1000, Item::ScreenHangUp(i)),
+        }
+    }
+
+    /// The prompt's `Gather` action (or its redirect, with no key).
+    fn pressed(&mut self, i: usize, prompt: u32, key: ScreenKey) {
+        if self.legs[i].status != CallStatus::InProgress || self.legs[i].bridged {
+            return;
+        }
+        let (k, attempt) = (self.legs[i].reservation, self.legs[i].attempt);
+        let event =
+            Event::LegScreened { reservation: res_sid(k), attempt: Some(attempt), leg: leg_sid(i), prompt, key };
+        match self.webhook(event) {
+            Answer::Bridge { reservation } => {
+                if key != ScreenKey::Accept {
+                    self.fail(format!("leg {} bridged after {key:?}", leg_sid(i)));
+                }
+                if reservation != res_sid(k) {
+                    self.fail(format!("leg {} told to bridge {reservation}", leg_sid(i)));
+                }
+                self.later(1_000, Item::Bridges(i));
+            }
+            Answer::Screen { prompt, timeout_secs, .. } => self.prompted(i, prompt, timeout_secs),
+            Answer::Refuse { .. } => self.set_leg(i, CallStatus::Completed),
+            other => self.fail(format!("/screen got {other:?}")),
         }
     }
 
@@ -851,7 +932,7 @@ impl World {
         let mut seen = vec![Event::TaskSeen { task: task(TASK), status: self.task }];
         for (k, r) in self.reservations.iter().enumerate() {
             seen.push(match r {
-                ReservationStatus::Pending => created(k),
+                ReservationStatus::Pending => created(k, self.sc.screening),
                 status => Event::ReservationSeen { task: task(TASK), reservation: res_sid(k), status: *status },
             });
         }
@@ -882,12 +963,12 @@ fn reservation_final(r: ReservationStatus) -> bool {
     !matches!(r, ReservationStatus::Pending | ReservationStatus::Accepted | ReservationStatus::Wrapping)
 }
 
-fn created(k: usize) -> Event {
+fn created(k: usize, screening: bool) -> Event {
     Event::ReservationCreated {
         task: task(TASK),
         reservation: res_sid(k),
         caller: Some(call(CALLER)),
-        target: target(),
+        target: if screening { screened_target() } else { target() },
     }
 }
 
@@ -947,14 +1028,16 @@ fn event() -> impl Strategy<Value = Event> {
         1 => (call_status(), sequence.clone()).prop_map(|(status, sequence)| Event::CallerStatus { status, sequence }),
         1 => (reservation_leg(), attempt.clone(), one_of(vec![AnsweredBy::Human, AnsweredBy::Machine, AnsweredBy::Unknown]))
             .prop_map(|((reservation, leg), attempt, answered_by)| Event::LegAnswered { reservation, attempt, leg, answered_by }),
+        2 => (reservation_leg(), attempt.clone(), 1u32..4, one_of(vec![ScreenKey::Accept, ScreenKey::Other, ScreenKey::Nothing]))
+            .prop_map(|((reservation, leg), attempt, prompt, key)| Event::LegScreened { reservation, attempt, leg, prompt, key }),
         3 => (reservation_leg(), attempt.clone(), call_status(), sequence).prop_map(|((reservation, leg), attempt, status, sequence)| {
             Event::LegStatus { reservation, attempt, leg, status, sequence }
         }),
-        3 => (some_task(), 1u32..3).prop_map(|(task, r)| Event::ReservationCreated {
+        3 => (some_task(), 1u32..3, any::<bool>()).prop_map(|(task, r, screening)| Event::ReservationCreated {
             task,
             reservation: res(r),
             caller: Some(call(CALLER)),
-            target: target()
+            target: if screening { screened_target() } else { target() }
         }),
         1 => (some_task(), 1u32..3).prop_map(|(task, r)| Event::ReservationAccepted { task, reservation: res(r) }),
         1 => (some_task(), 1u32..3, one_of(vec![ReservationEnd::Timeout, ReservationEnd::Canceled, ReservationEnd::Rescinded, ReservationEnd::Rejected]))
@@ -1046,6 +1129,12 @@ fn the_world_reaches_every_outcome_fault_and_recovery() {
         "command CompleteTask",
         "command NotifyVoicemail",
         "answer Bridge",
+        "answer Screen",
+        "event LegScreened",
+        "press Accept",
+        "press Other",
+        "press Nothing",
+        "press HangUp",
         "answer Refuse",
         "answer Leave",
         "answer Fallback",

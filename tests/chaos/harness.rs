@@ -797,7 +797,7 @@ async fn provision(client: &SandboxClient, toml: &str, db: &str, scenario: &Scen
         client.buy_number(&number, None).await.with_context(|| format!("buying {number}"))?;
     }
     for loc in &scenario.locations {
-        let b = scenario.phones.get(&loc.name).copied().unwrap_or_default();
+        let b = scenario.phones.get(&loc.name).cloned().unwrap_or_default();
         client.set_phone(&loc.phone, &call_router::demo::sandbox_behaviour(b)).await?;
     }
     let mut settings = Settings::from_toml(toml, |_| None).context("serve's settings")?;

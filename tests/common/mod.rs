@@ -118,6 +118,10 @@ pub fn location(name: &str, digit: Option<&str>, number: &str, phone: &str, hour
         transcribe: false,
         notify_email: Vec::new(),
         notify_webhook: None,
+        screening: false,
+        screening_timeout_secs: None,
+        screening_caller_name: false,
+        amd: None,
     }
 }
 

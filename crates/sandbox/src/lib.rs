@@ -48,7 +48,10 @@
 //! - `PUT /sandbox/phones/{e164}` with one of `{"behaviour":"person","rings":2,"talk_secs":30}`,
 //!   `{"behaviour":"voicemail","rings":3}`, `{"behaviour":"busy"}`,
 //!   `{"behaviour":"no_answer"}`, `{"behaviour":"fail"}`; person and voicemail take an
-//!   optional `"digits":"1"` (comma-separated, one entry per `<Gather>`). `GET` and
+//!   optional `"digits":"1"` (comma-separated, one entry per `<Gather>`, on an inbound
+//!   leg's `<Dial><Number>` whisper and on an API-created leg's own TwiML alike: a
+//!   `<Gather>` with no entry left waits its `timeout` and falls through); voicemail an
+//!   optional `"greeting_secs":3` (what `DetectMessageEnd` waits for; default 10). `GET` and
 //!   `DELETE` too; `GET /sandbox/phones` lists them.
 //! - `POST /sandbox/calls` `{"from":"+1…","to":"+1<IncomingPhoneNumber>","digits":"2",
 //!   "patience_secs":600}` → 201 `{"call_sid":"CA…"}`. The number must exist (404)

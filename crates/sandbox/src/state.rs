@@ -374,6 +374,10 @@ pub enum Behaviour {
         rings: u32,
         #[serde(default)]
         digits: Option<String>,
+        /// How long its greeting speaks before the beep (default 10 s): what
+        /// `DetectMessageEnd` waits for.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        greeting_secs: Option<u64>,
     },
     Busy,
     NoAnswer,

@@ -502,3 +502,42 @@ async fn api_calls_leave_the_queue_at_the_accounts_rate() {
     let (_, l) = t.get(&format!("{}/sandbox/limits", t.url)).await;
     assert_eq!(l["calls_per_second"], json!(0.05));
 }
+
+/// An API-created leg runs a `<Gather>` with its phone's digits, one entry per Gather, posts
+/// `Digits` to the action, and runs the action's TwiML; a phone with no entry left (a
+/// voicemail never has one) waits the timeout and falls through. Without `MachineDetection`
+/// no `AnsweredBy` is sent.
+#[tokio::test]
+async fn outbound_legs_answer_gathers_with_their_digits() {
+    let prompt =
+        r#"<Gather numDigits="1" action="/screen" timeout="4"><Say>Press 1</Say></Gather><Redirect>/screen</Redirect>"#;
+    let (t, base, hits) = with_app_at(1000.0, move |path, p| match (path, p.get("Digits")) {
+        ("/answer", _) => twiml(prompt),
+        ("/screen", Some("1")) => twiml("<Say>connecting</Say>"),
+        ("/screen", Some(_)) => twiml(prompt),
+        ("/screen", None) => twiml("<Hangup/>"),
+        _ => (204, String::new()),
+    })
+    .await;
+    let cases = [
+        ("+14155550211", json!({"behaviour": "person", "rings": 1, "digits": "9,1"}), vec![Some("9"), Some("1")]),
+        ("+14155550212", json!({"behaviour": "voicemail", "rings": 1, "greeting_secs": 3}), vec![None]),
+        ("+14155550213", json!({"behaviour": "person", "rings": 1}), vec![None]),
+    ];
+    for (to, behaviour, want) in cases {
+        t.put_json(&format!("{}/sandbox/phones/{}", t.url, to), behaviour).await;
+        let form = [("To", to), ("From", NUMBER), ("Url", &format!("{base}/answer")), ("Timeout", "20")];
+        let (s, c) = t.post(&t.core("Calls.json"), &form).await;
+        assert_eq!(s, 201, "{c}");
+        let sid = c["sid"].as_str().unwrap().to_owned();
+        let v = wait_end(&t, &sid).await;
+        assert_eq!(v["status"], "completed", "{to}: {v}");
+        assert_eq!(v["answered_by"], Value::Null, "{to}: no AMD was asked for");
+        let screens: Vec<_> =
+            common::hits_at(&hits, "/screen").into_iter().filter(|h| h.params.get("CallSid") == Some(&sid)).collect();
+        let digits: Vec<Option<&str>> = screens.iter().map(|h| h.params.get("Digits")).collect();
+        assert_eq!(digits, want, "{to}");
+        assert!(screens.iter().all(|h| h.signed && h.params.get("AnsweredBy").is_none()), "{to}");
+        assert!(screens.iter().all(|h| h.params.get("Direction") == Some("outbound-api")), "{to}");
+    }
+}

@@ -1256,11 +1256,11 @@ impl Leg {
                 Err(_) => {}
             }
         }
-        let (machine, talk, digits) = match ring {
+        let (machine, talk, digits, greeting_ms) = match ring {
             Ring::Busy { .. } => return self.finish("busy", Some(486)).await,
             Ring::NoAnswer => return self.finish("no-answer", Some(480)).await,
             Ring::Fail { .. } => return self.finish("failed", Some(500)).await,
-            Ring::Answer { machine, talk_secs, digits, .. } => (machine, talk_secs, digits),
+            Ring::Answer { machine, talk_secs, digits, greeting_ms, .. } => (machine, talk_secs, digits, greeting_ms),
         };
         self.talk_secs = talk;
         self.inputs = phone::gather_inputs(digits.as_deref());
@@ -1273,7 +1273,7 @@ impl Leg {
                 delay = o.amd_timeout_secs * 1000;
                 answered_by = "unknown";
             } else if machine && mode == "DetectMessageEnd" {
-                delay = phone::GREETING_MS;
+                delay = greeting_ms.max(detect);
                 answered_by = "machine_end_beep";
             }
             if let Err(stop) = self.wait(delay).await {

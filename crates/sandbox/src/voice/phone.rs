@@ -10,7 +10,8 @@ pub(crate) const RING_MS: u64 = 6_000;
 /// How long AMD listens before deciding, in virtual milliseconds.
 pub(crate) const AMD_HUMAN_MS: u64 = 2_500;
 pub(crate) const AMD_MACHINE_MS: u64 = 4_000;
-/// A voicemail greeting up to the beep, for `DetectMessageEnd`.
+/// A voicemail greeting up to the beep, for `DetectMessageEnd`, unless the
+/// phone says how long its own is.
 pub(crate) const GREETING_MS: u64 = 10_000;
 
 /// How a ringing call ends.
@@ -22,6 +23,8 @@ pub(crate) enum Ring {
         machine: bool,
         talk_secs: Option<u64>,
         digits: Option<String>,
+        /// A machine's greeting up to the beep.
+        greeting_ms: u64,
     },
     Busy {
         after_ms: u64,
@@ -41,15 +44,22 @@ pub(crate) fn ring(b: &Behaviour, timeout_secs: u64) -> Ring {
             if after_ms > limit {
                 Ring::NoAnswer
             } else {
-                Ring::Answer { after_ms, machine: false, talk_secs: Some(*talk_secs), digits: digits.clone() }
+                Ring::Answer {
+                    after_ms,
+                    machine: false,
+                    talk_secs: Some(*talk_secs),
+                    digits: digits.clone(),
+                    greeting_ms: 0,
+                }
             }
         }
-        Behaviour::Voicemail { rings, digits } => {
+        Behaviour::Voicemail { rings, digits, greeting_secs } => {
             let after_ms = u64::from(*rings) * RING_MS;
             if after_ms > limit {
                 Ring::NoAnswer
             } else {
-                Ring::Answer { after_ms, machine: true, talk_secs: None, digits: digits.clone() }
+                let greeting_ms = greeting_secs.map_or(GREETING_MS, |s| s.saturating_mul(1000));
+                Ring::Answer { after_ms, machine: true, talk_secs: None, digits: digits.clone(), greeting_ms }
             }
         }
         Behaviour::Busy => Ring::Busy { after_ms: 2_000 },
@@ -74,8 +84,12 @@ mod tests {
         assert!(matches!(ring(&p, 60), Ring::Answer { after_ms: 12_000, machine: false, .. }));
         assert_eq!(ring(&p, 10), Ring::NoAnswer);
         assert!(matches!(
-            ring(&Behaviour::Voicemail { rings: 3, digits: None }, 60),
-            Ring::Answer { machine: true, .. }
+            ring(&Behaviour::Voicemail { rings: 3, digits: None, greeting_secs: None }, 60),
+            Ring::Answer { machine: true, greeting_ms: GREETING_MS, .. }
+        ));
+        assert!(matches!(
+            ring(&Behaviour::Voicemail { rings: 1, digits: None, greeting_secs: Some(3) }, 60),
+            Ring::Answer { machine: true, greeting_ms: 3_000, .. }
         ));
         assert_eq!(ring(&Behaviour::NoAnswer, 60), Ring::NoAnswer);
         assert_eq!(gather_inputs(Some("1, 2")), ["1", "2"]);
