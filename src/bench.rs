@@ -387,6 +387,9 @@ pub fn bench_locations() -> Vec<LocationSpec> {
                 transcribe: false,
                 notify_email: Vec::new(),
                 notify_webhook: None,
+                announce_every_secs: None,
+                hold_music: None,
+                comfort_messages: Vec::new(),
             }
         })
         .collect()

@@ -182,6 +182,16 @@ pub struct AddLocation {
     /// A URL that gets a signed JSON notification of each voicemail.
     #[arg(long)]
     pub notify_webhook: Option<String>,
+    /// Tell waiting callers their place and expected wait every this many seconds (0: never;
+    /// unset: `ivr.announce_every_secs`).
+    #[arg(long)]
+    pub announce_every_secs: Option<u32>,
+    /// The location's hold music (https://…); unset: `ivr.hold_music_url`.
+    #[arg(long)]
+    pub hold_music: Option<String>,
+    /// A message said in turn to waiting callers (repeatable).
+    #[arg(long = "comfort-message")]
+    pub comfort_messages: Vec<String>,
 }
 
 /// Runs a command that needs no sandbox or provisioning.
@@ -338,6 +348,9 @@ impl AddLocation {
             transcribe: self.transcribe,
             notify_email: self.notify_email.clone(),
             notify_webhook: self.notify_webhook.clone(),
+            announce_every_secs: self.announce_every_secs,
+            hold_music: self.hold_music.clone(),
+            comfort_messages: self.comfort_messages.clone(),
         })
     }
 }

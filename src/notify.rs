@@ -289,6 +289,9 @@ mod tests {
             transcribe: true,
             notify_email: vec!["desk@example.com".into()],
             notify_webhook: Some("https://hooks.example.com/vm".into()),
+            announce_every_secs: None,
+            hold_music: None,
+            comfort_messages: Vec::new(),
         };
         let location = Location::from_stored(spec).unwrap();
         let v = Voicemail {

@@ -16,6 +16,7 @@ mod lite;
 mod outbox;
 mod sql;
 mod voicemails;
+mod waiting;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -58,6 +58,9 @@ fn location(name: &str, number: &str, phone: &str, open: bool) -> LocationSpec {
         transcribe: false,
         notify_email: Vec::new(),
         notify_webhook: None,
+        announce_every_secs: None,
+        hold_music: None,
+        comfort_messages: Vec::new(),
     }
 }
 
@@ -70,6 +73,16 @@ async fn world(backend: Backend, north_phone: Behaviour) -> Option<World> {
 
 /// As [`world`], with extra TOML appended to the server's settings.
 async fn world_with(backend: Backend, north_phone: Behaviour, extra_toml: &str) -> Option<World> {
+    world_edited(backend, north_phone, extra_toml, |_| {}).await
+}
+
+/// As [`world_with`], with `edit` applied to north's location before the server starts.
+async fn world_edited(
+    backend: Backend,
+    north_phone: Behaviour,
+    extra_toml: &str,
+    edit: impl FnOnce(&mut LocationSpec),
+) -> Option<World> {
     let db = backend.database().await?;
     let sb_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sandbox = sandbox::start(sandbox::Config::random(TIME_SCALE, 7), sb_listener).await.unwrap();
@@ -84,7 +97,9 @@ async fn world_with(backend: Backend, north_phone: Behaviour, extra_toml: &str) 
         db.url
     );
     let mut settings = Settings::from_toml(&text, |_| None).unwrap();
-    settings.locations = vec![location("north", MAIN, NORTH_PHONE, true), location("night", NIGHT, NIGHT_PHONE, false)];
+    let mut north = location("north", MAIN, NORTH_PHONE, true);
+    edit(&mut north);
+    settings.locations = vec![north, location("night", NIGHT, NIGHT_PHONE, false)];
     let server = Server::start(settings.clone(), listener).await.unwrap();
     let store = server.state.store().clone();
 
@@ -299,6 +314,7 @@ on_both_backends!(
     the_caller_hangs_up_while_the_location_rings,
     after_hours_the_caller_gets_voicemail_and_nothing_is_queued,
     every_webhook_the_sandbox_sends_passes_the_servers_signature_check,
+    waiting_callers_hear_their_place_then_the_expected_wait,
 );
 
 /// A location that does not connect sends the caller to voicemail: the server redirects the
@@ -470,5 +486,117 @@ async fn every_webhook_the_sandbox_sends_passes_the_servers_signature_check(back
         assert!(e.status != 400 && e.status != 403, "the server refused a sandbox webhook: {e:?}");
         assert!(e.status < 500, "the server failed on {e:?}");
     }
+    w.finish().await;
+}
+
+/// What a caller heard, in order: (`say` or `play`, the text or URL).
+async fn heard(w: &World, call_sid: &str) -> Vec<(String, String)> {
+    let summary = w.client.call_summary(call_sid).await.unwrap();
+    summary["heard"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no heard in {summary}"))
+        .iter()
+        .map(|h| (h["verb"].as_str().unwrap().to_owned(), h["what"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+/// The announcements a caller heard, in order.
+async fn announcements(w: &World, call_sid: &str) -> Vec<String> {
+    heard(w, call_sid)
+        .await
+        .into_iter()
+        .filter(|(v, t)| v == "say" && t.starts_with("You are caller"))
+        .map(|(_, t)| t)
+        .collect()
+}
+
+async fn waiting_callers_hear_their_place_then_the_expected_wait(backend: Backend) {
+    const MUSIC: &str = "https://music.example.com/north.mp3";
+    const COMFORT: &str = "Thank you for waiting. Your call matters to North.";
+    // One line, taken by a first caller for five minutes before the others call.
+    let Some(w) = world_edited(
+        backend,
+        Behaviour::Person { rings: 1, talk_secs: 300, digits: None },
+        "[ivr]\nmax_queue_secs = 1200\nannounce_every_secs = 30\n",
+        |north| {
+            north.hold_music = Some(MUSIC.into());
+            north.comfort_messages = vec![COMFORT.into()];
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let place = |from: &str, patience: u64| PlaceCall {
+        from: from.into(),
+        to: MAIN.into(),
+        digits: None,
+        patience_secs: Some(patience),
+    };
+    let first = w.client.place_call(&place(CALLER, 3600)).await.unwrap();
+    for _ in 0..500 {
+        if w.client.call_summary(&first).await.unwrap()["bridge_start_ms"].is_u64() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(w.client.call_summary(&first).await.unwrap()["bridge_start_ms"].is_u64(), "the first caller is talking");
+    // Three more queue behind it, each once the one before heard its place.
+    let mut waiting = Vec::new();
+    for (i, from) in ["+13105550111", "+13105550122", "+13105550133"].into_iter().enumerate() {
+        let sid = w.client.place_call(&place(from, 450)).await.unwrap();
+        for _ in 0..500 {
+            if !announcements(&w, &sid).await.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let said = announcements(&w, &sid).await;
+        let number = ["one", "two", "three"][i];
+        // No call was handled yet: the place only, nothing about the wait.
+        assert_eq!(said.first(), Some(&format!("You are caller number {number}.")), "{said:?}");
+        waiting.push(sid);
+    }
+
+    // The second waits through the first caller's whole call, and hears the expected
+    // wait once that call was handled: its location leg's length, one call ahead.
+    let second = &waiting[1];
+    w.client.wait_for_call_end(second, Duration::from_secs(30)).await.unwrap();
+    let record = w.settled(&first).await;
+    assert_eq!(record.outcome, Outcome::Connected);
+    let leg = record.outbound_call_sid.clone().expect("the first caller's leg");
+    let handled = w.store.statuses(&leg).await.unwrap();
+    let secs = handled.iter().find(|s| s.status == "completed").and_then(|s| s.call_duration).expect("its duration");
+    let wait = call_router::announce::spoken_wait(u32::try_from(secs).unwrap());
+    assert!(wait.starts_with("about 5 minutes") || wait.starts_with("about 6 minutes"), "{secs} s: {wait}");
+    let said = announcements(&w, second).await;
+    let with_wait: Vec<&String> = said.iter().filter(|t| t.contains("expected wait")).collect();
+    assert!(!with_wait.is_empty(), "the second caller never heard a wait: {said:?}");
+    for t in &with_wait {
+        assert!(
+            *t == &format!("You are caller number one. The expected wait is {wait}.")
+                || *t == &format!("You are caller number two. The expected wait is {wait}."),
+            "{t:?} (handled in {secs} s)"
+        );
+    }
+    // Before any call was handled, nothing was said about the wait; announcements came
+    // about every 30 s, each after the one before.
+    assert!(!said[0].contains("expected wait"), "{said:?}");
+    let summary = w.client.call_summary(second).await.unwrap();
+    let at: Vec<u64> = summary["heard"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["what"].as_str().unwrap().starts_with("You are caller"))
+        .map(|h| h["at_ms"].as_u64().unwrap())
+        .collect();
+    assert!(at.windows(2).all(|p| p[1] - p[0] >= 29_000), "{at:?}");
+    assert!(at.len() >= 6, "a 450 s wait with an announcement every 30 s: {at:?}");
+
+    // The location's own music and comfort message, between announcements.
+    let all = heard(&w, second).await;
+    assert!(all.iter().any(|(v, u)| v == "play" && u == MUSIC), "{all:?}");
+    assert!(!all.iter().any(|(v, u)| v == "play" && u != MUSIC), "{all:?}");
+    assert!(all.iter().any(|(v, t)| v == "say" && t == COMFORT), "{all:?}");
     w.finish().await;
 }

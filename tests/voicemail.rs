@@ -178,6 +178,9 @@ fn night(webhook: &str) -> LocationSpec {
         transcribe: true,
         notify_email: vec![DESK.into()],
         notify_webhook: Some(webhook.into()),
+        announce_every_secs: None,
+        hold_music: None,
+        comfort_messages: Vec::new(),
     }
 }
 

@@ -118,6 +118,9 @@ pub fn location(name: &str, digit: Option<&str>, number: &str, phone: &str, hour
         transcribe: false,
         notify_email: Vec::new(),
         notify_webhook: None,
+        announce_every_secs: None,
+        hold_music: None,
+        comfort_messages: Vec::new(),
     }
 }
 
