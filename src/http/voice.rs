@@ -133,7 +133,13 @@ async fn route_to(
 pub(super) async fn hold(State(state): State<AppState>, req: TwilioRequest) -> Result<TwiML, WebhookError> {
     let call: CallSid = sid_param(&req, "CallSid")?;
     let queue_time_secs: u32 = req.get("QueueTime").and_then(|t| t.parse().ok()).unwrap_or(0);
-    let location = location_of(&state, &req).await?;
+    // The location only changes what the caller hears: a failed read plays the
+    // business's hold music rather than fail the waitUrl (after a failed waitUrl,
+    // Twilio leaves the caller in silence and never asks again).
+    let location = location_of(&state, &req).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %format_args!("{e:#}"), "could not read the caller's location; the business's hold music");
+        None
+    });
     let settings = state.settings();
     let comforts = location.as_ref().map_or(&[][..], |l| l.spec.comfort_messages.as_slice());
     let event = Event::Hold {
