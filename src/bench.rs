@@ -395,6 +395,9 @@ pub fn bench_locations() -> Vec<LocationSpec> {
                 screening_timeout_secs: None,
                 screening_caller_name: false,
                 amd: None,
+                announce_every_secs: None,
+                hold_music: None,
+                comfort_messages: Vec::new(),
             }
         })
         .collect()

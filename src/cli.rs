@@ -212,6 +212,16 @@ pub struct AddLocation {
     /// screening, off with it).
     #[arg(long, action = clap::ArgAction::Set)]
     pub amd: Option<bool>,
+    /// Tell waiting callers their place and expected wait every this many seconds (0: never;
+    /// unset: `ivr.announce_every_secs`).
+    #[arg(long)]
+    pub announce_every_secs: Option<u32>,
+    /// The location's hold music (https://…); unset: `ivr.hold_music_url`.
+    #[arg(long)]
+    pub hold_music: Option<String>,
+    /// A message said in turn to waiting callers (repeatable).
+    #[arg(long = "comfort-message")]
+    pub comfort_messages: Vec<String>,
 }
 
 /// Runs a command that needs no sandbox or provisioning.
@@ -492,6 +502,9 @@ impl AddLocation {
             screening_timeout_secs: self.screening_timeout_secs,
             screening_caller_name: self.screening_caller_name,
             amd: self.amd,
+            announce_every_secs: self.announce_every_secs,
+            hold_music: self.hold_music.clone(),
+            comfort_messages: self.comfort_messages.clone(),
         })
     }
 }
@@ -780,6 +793,9 @@ mod tests {
             screening_timeout_secs: None,
             screening_caller_name: false,
             amd: None,
+            announce_every_secs: None,
+            hold_music: None,
+            comfort_messages: Vec::new(),
         };
         import(&store, std::slice::from_ref(&spec)).await.unwrap();
         let holidays = |name: &str, dry_run: bool| LocationsCommand::Holidays {

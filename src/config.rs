@@ -116,6 +116,10 @@ pub struct IvrSettings {
     pub max_queue_secs: u32,
     /// Where a caller goes who made no valid menu choice in `menu_attempts`.
     pub on_no_choice: NoChoicePolicy,
+    /// Announce a waiting caller's place and expected wait on entry and then
+    /// every this many seconds, at locations that do not set their own
+    /// `announce_every_secs`; 0 (the default): never.
+    pub announce_every_secs: u32,
 }
 
 /// What the menu does once its attempts are used up without a valid choice
@@ -330,6 +334,7 @@ struct RawIvr {
     voicemail_max_secs: Option<u32>,
     max_queue_secs: Option<u32>,
     on_no_choice: Option<String>,
+    announce_every_secs: Option<u32>,
 }
 
 /// The environment variables that override the file.
@@ -513,7 +518,10 @@ impl Settings {
                 .transpose()
                 .map_err(|e| invalid("ivr.on_no_choice", e))?
                 .unwrap_or_default(),
+            announce_every_secs: i.announce_every_secs.unwrap_or(0),
         };
+        crate::domain::check_announce_every(ivr.announce_every_secs)
+            .map_err(|e| invalid("ivr.announce_every_secs", e))?;
         if let NoChoicePolicy::Location(name) = &ivr.on_no_choice
             && !raw.locations.is_empty()
             && !raw.locations.iter().any(|l| &l.name == name)

@@ -84,6 +84,18 @@ pub struct LocationSpec {
     /// off with screening (a machine never presses 1). Off needs screening.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amd: Option<bool>,
+    /// Announce a waiting caller's place and expected wait on entry and then
+    /// every this many seconds; 0: never. Unset: `ivr.announce_every_secs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announce_every_secs: Option<u32>,
+    /// The hold music's URL (`https://…`). Unset: `ivr.hold_music_url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_music: Option<String>,
+    /// Said to a waiting caller in turn, one at a time: half-way between
+    /// announcements, or every minute without them. One entry is a single
+    /// message said again each time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub comfort_messages: Vec<String>,
 }
 
 fn one() -> u32 {
@@ -230,6 +242,24 @@ impl Location {
                 "answering-machine detection may be off only with screening = true: without either, a voicemail greeting would be bridged to the caller",
             ));
         }
+        if let Some(every) = spec.announce_every_secs {
+            check_announce_every(every).map_err(|m| err("announce_every_secs", m))?;
+        }
+        if let Some(url) = &spec.hold_music {
+            check_hold_music(url).map_err(|m| err("hold_music", m))?;
+        }
+        if spec.comfort_messages.len() > MAX_COMFORT_MESSAGES {
+            return Err(err("comfort_messages", format!("at most {MAX_COMFORT_MESSAGES} messages")));
+        }
+        for (i, m) in spec.comfort_messages.iter().enumerate() {
+            let n = m.trim().chars().count();
+            if n == 0 || n > MAX_COMFORT_CHARS {
+                return Err(err(
+                    format!("comfort_messages[{i}]"),
+                    format!("must be 1 to {MAX_COMFORT_CHARS} characters"),
+                ));
+            }
+        }
         Ok(Location {
             name: name.to_owned(),
             display_name: spec.display_name.clone().filter(|d| !d.trim().is_empty()).unwrap_or_else(|| name.to_owned()),
@@ -242,6 +272,28 @@ impl Location {
             schedule,
             spec,
         })
+    }
+}
+
+/// How many comfort messages a location may have, and how long each may be.
+pub const MAX_COMFORT_MESSAGES: usize = 20;
+pub const MAX_COMFORT_CHARS: usize = 500;
+
+/// An announcement interval: 0 (off), or 15 seconds to an hour.
+pub fn check_announce_every(secs: u32) -> Result<(), String> {
+    if secs == 0 || (15..=3600).contains(&secs) {
+        Ok(())
+    } else {
+        Err(format!("{secs} must be 0 (off) or between 15 and 3600 seconds"))
+    }
+}
+
+/// Hold music is fetched by Twilio: an `https://` (or `http://`) URL.
+fn check_hold_music(url: &str) -> Result<(), String> {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.starts_with(['/', ':']) && !url.chars().any(char::is_whitespace) => Ok(()),
+        _ => Err(format!("{url:?} must be an https:// URL Twilio can fetch")),
     }
 }
 
@@ -470,7 +522,33 @@ mod tests {
             screening_timeout_secs: None,
             screening_caller_name: false,
             amd: None,
+            announce_every_secs: None,
+            hold_music: None,
+            comfort_messages: Vec::new(),
         }
+    }
+
+    #[test]
+    fn what_a_waiting_caller_hears_is_checked() {
+        let mut s = spec("north", None, "+12025550143");
+        s.announce_every_secs = Some(60);
+        s.hold_music = Some("https://music.example.com/calm.mp3".into());
+        s.comfort_messages = vec!["Your call is important to us.".into()];
+        assert!(s.validate_shape().is_ok());
+        let fails = |f: fn(&mut LocationSpec), field: &str| {
+            let mut bad = s.clone();
+            f(&mut bad);
+            let e = bad.validate_shape().unwrap_err().to_string();
+            assert!(e.contains(field), "{e}");
+        };
+        fails(|s| s.announce_every_secs = Some(5), "announce_every_secs");
+        fails(|s| s.hold_music = Some("ftp://music.example.com/a.mp3".into()), "hold_music");
+        fails(|s| s.hold_music = Some("https:// spaced".into()), "hold_music");
+        fails(|s| s.comfort_messages = vec!["  ".into()], "comfort_messages[0]");
+        fails(|s| s.comfort_messages = vec!["x".into(); 21], "comfort_messages");
+        let mut off = s.clone();
+        off.announce_every_secs = Some(0);
+        assert!(off.validate_shape().is_ok(), "0 turns announcements off");
     }
 
     #[test]

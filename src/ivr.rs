@@ -232,11 +232,28 @@ pub fn fallback(settings: &Settings, urls: &Urls, location: &Location, reason: O
     voicemail(settings, urls, Some(location), &reason.caller_message(&location.display_name))
 }
 
-/// What the caller hears while waiting in the queue (the `waitUrl`).
-pub fn hold(settings: &Settings) -> Response {
-    Response::new()
-        .verb(Verb::Play(Play { url: settings.ivr.hold_music_url.clone(), loop_count: Some(1) }))
+/// What the caller hears while waiting in the queue (the `waitUrl`): the
+/// words the journey chose to say, if any (an announcement or a comfort
+/// message), then the location's hold music once; Twilio then asks the
+/// `waitUrl` again.
+pub fn hold(settings: &Settings, location: Option<&Location>, words: Option<&str>) -> Response {
+    let mut resp = Response::new();
+    if let Some(w) = words {
+        resp = resp.verb(Verb::Say(say(settings, w)));
+    }
+    resp.verb(Verb::Play(Play { url: hold_music(settings, location).to_owned(), loop_count: Some(1) }))
         .verb(Verb::Pause(Pause { length: Some(1) }))
+}
+
+/// The location's hold music, else the business's.
+pub fn hold_music<'a>(settings: &'a Settings, location: Option<&'a Location>) -> &'a str {
+    location.and_then(|l| l.spec.hold_music.as_deref()).unwrap_or(&settings.ivr.hold_music_url)
+}
+
+/// How often a waiting caller at `location` hears their place (0: never):
+/// the location's setting, else the business's.
+pub fn announce_every_secs(settings: &Settings, location: Option<&Location>) -> u32 {
+    location.and_then(|l| l.spec.announce_every_secs).unwrap_or(settings.ivr.announce_every_secs)
 }
 
 /// Bridges the answered outbound leg to the caller waiting on the reservation.
@@ -374,6 +391,9 @@ mod tests {
             screening_timeout_secs: None,
             screening_caller_name: false,
             amd: None,
+            announce_every_secs: None,
+            hold_music: None,
+            comfort_messages: Vec::new(),
         })
         .unwrap()
     }
@@ -426,8 +446,15 @@ mod tests {
         assert_eq!(routed, Routed::Closed);
         assert!(says(&round_trip(&closed)).iter().any(|t| t.contains(NASTY)));
 
-        let hold = round_trip(&hold(&s));
-        assert!(hold.verbs.iter().any(|v| matches!(v, Verb::Play(p) if p.url == s.ivr.hold_music_url)));
+        let hold_twiml = round_trip(&hold(&s, None, None));
+        assert!(hold_twiml.verbs.iter().any(|v| matches!(v, Verb::Play(p) if p.url == s.ivr.hold_music_url)));
+        // Words first, then the location's own music.
+        let mut own = west.clone();
+        own.spec.hold_music = Some("https://m.example.com/b.mp3?a=1&b=<2>".into());
+        let spoken = round_trip(&hold(&s, Some(&own), Some(NASTY)));
+        assert!(matches!(&spoken.verbs[0], Verb::Say(t) if t.text == NASTY), "{spoken:?}");
+        assert!(matches!(&spoken.verbs[1], Verb::Play(p) if p.url == "https://m.example.com/b.mp3?a=1&b=<2>"));
+        assert_eq!(hold_music(&s, Some(&west)), s.ivr.hold_music_url);
 
         for outcome in Outcome::ALL {
             assert!(says(&round_trip(&fallback(&s, &urls, &west, outcome))).iter().any(|t| t.contains(NASTY)));

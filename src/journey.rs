@@ -77,7 +77,7 @@ use twilio::sid::{CallSid, ReservationSid, TaskSid};
 
 use crate::config::{AnsweredByPolicy, Settings};
 use crate::domain::Outcome;
-use state::{Attempt, AttemptState, Caller, Effort, Reservation, Task, Voicemail};
+use state::{Attempt, AttemptState, Caller, Effort, Reservation, Task, Voicemail, Waiting};
 
 /// How long after an unknown dial the journey first asks for a Calls list:
 /// time for the leg's `initiated` status callback, which names the
@@ -104,6 +104,9 @@ pub const RETRY_MAX_MS: i64 = 600_000;
 /// How many times the screening prompt is said: once, and once more after a
 /// wrong key. A second wrong key, or no key, ends it as not answered.
 pub const SCREEN_PROMPTS: u32 = 2;
+/// Between two comfort messages when a location has them but does not
+/// announce the caller's place.
+pub const COMFORT_EVERY_SECS: u32 = 60;
 /// Create requests per reservation unless configured.
 pub const DEFAULT_DIAL_ATTEMPTS: u32 = 3;
 /// The longest a voicemail's notifications wait for its transcription.
@@ -161,6 +164,9 @@ pub struct Journey {
     /// The voicemails the caller left (one, in practice).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     voicemails: Vec<Voicemail>,
+    /// Time in the queue and what the caller was told there.
+    #[serde(default)]
+    wait: Waiting,
 }
 
 impl Default for Journey {
@@ -176,6 +182,7 @@ impl Default for Journey {
             closes_at_ms: None,
             closed_now: false,
             voicemails: Vec::new(),
+            wait: Waiting::default(),
         }
     }
 }
@@ -330,8 +337,10 @@ pub enum Answer {
     /// and events that are not webhooks.
     #[default]
     Nothing,
-    /// `/hold`: hold music.
-    Hold,
+    /// `/hold`: hold music, after the caller's place and expected wait when
+    /// `announce`, or else after comfort message number `comfort` (counted
+    /// from 0; the handler takes it in turn from the location's list).
+    Hold { announce: bool, comfort: Option<u32> },
     /// `/hold`: `<Leave>`; `/enqueue-action` follows with `QueueResult=leave`.
     Leave,
     /// `/dial-queue`: `<Dial><Queue reservationSid>`.
@@ -347,6 +356,11 @@ pub enum Answer {
     Goodbye,
     /// `/enqueue-action` with the caller still on the line: voicemail.
     Fallback { location: Option<String>, reason: Outcome },
+}
+
+impl Answer {
+    /// `/hold` with hold music only.
+    pub const MUSIC: Answer = Answer::Hold { announce: false, comfort: None };
 }
 
 /// What one event leads to.
@@ -367,6 +381,7 @@ struct Cx<'a> {
 pub fn apply(mut journey: Journey, event: Event, now: Timestamp, policy: &Policy) -> (Journey, Step) {
     let mut cx = Cx { now: now.as_millisecond(), policy, commands: Vec::new() };
     let answer = journey.on_event(event, &mut cx);
+    journey.note_waiting(cx.now);
     journey.drive(&mut cx);
     (journey, Step { answer, commands: cx.commands })
 }
@@ -382,6 +397,11 @@ impl Journey {
 
     pub fn caller_sid(&self) -> Option<&CallSid> {
         self.caller.sid.as_ref()
+    }
+
+    /// When the caller began to wait in the queue (ms), if they did.
+    pub fn waiting_since_ms(&self) -> Option<i64> {
+        self.wait.since_ms
     }
 
     pub fn task_sid(&self) -> Option<&TaskSid> {

@@ -29,6 +29,7 @@
 #[path = "../tests/common/backends.rs"]
 mod test_backends;
 
+pub mod announce;
 pub mod api;
 pub mod app;
 pub mod balance;

@@ -293,6 +293,9 @@ mod tests {
             screening_timeout_secs: None,
             screening_caller_name: false,
             amd: None,
+            announce_every_secs: None,
+            hold_music: None,
+            comfort_messages: Vec::new(),
         };
         let location = Location::from_stored(spec).unwrap();
         let v = Voicemail {

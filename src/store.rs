@@ -16,6 +16,7 @@ mod lite;
 mod outbox;
 mod sql;
 mod voicemails;
+mod waiting;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -829,6 +830,7 @@ mod tests {
         history_pages_newest_first_and_filters,
         history_reads_a_calls_webhooks_statuses_and_actions,
         the_board_counts_callers_and_todays_outcomes,
+        a_callers_place_counts_those_waiting_before_them_and_handled_calls_give_their_length,
     );
 
     const POLICY: Policy = Policy {
@@ -1238,6 +1240,60 @@ mod tests {
         assert_eq!(s.outcomes_since("north", t0).await.unwrap(), [(Outcome::AfterHours, 1)], "pending not counted");
         assert!(s.outcomes_since("north", now_ms() + 1).await.unwrap().is_empty());
         assert!(s.outcomes_since("south", t0).await.unwrap().is_empty());
+    }
+
+    async fn a_callers_place_counts_those_waiting_before_them_and_handled_calls_give_their_length(backend: Backend) {
+        use crate::announce::Standing;
+        use crate::journey::CallStatus;
+        let Some((s, _d)) = store(backend).await else { return };
+        for c in 1..=3 {
+            s.deliver(arrived(c)).await.unwrap();
+        }
+        let ca = |n: usize| sid::<twilio::sid::CallSid>("CA", n).to_string();
+        let standing = |ahead, in_use| Some(Standing { ahead, lines: 2, in_use });
+        assert_eq!(s.standing(&ca(1), 2).await.unwrap(), standing(0, 0));
+        assert_eq!(s.standing(&ca(2), 2).await.unwrap(), standing(1, 0));
+        assert_eq!(s.standing(&ca(3), 2).await.unwrap(), standing(2, 0));
+        assert_eq!(s.standing(&ca(9), 2).await.unwrap(), None, "a call with no journey");
+        assert!(s.handle_times("north", 0, 20).await.unwrap().is_empty());
+
+        // The first caller is connected: it holds a line and is no longer ahead of anyone.
+        s.deliver(created(1, 1)).await.unwrap();
+        let (task, res, leg): (twilio::sid::TaskSid, twilio::sid::ReservationSid, twilio::sid::CallSid) =
+            (sid("WT", 1), sid("WR", 1), sid("CA", 101));
+        let events = vec![
+            Event::DialPlaced { reservation: res.clone(), attempt: 1, leg: leg.clone() },
+            Event::ReservationAccepted { task, reservation: res.clone() },
+        ];
+        s.deliver(Delivery::to_keys([res.to_string()], events, POLICY)).await.unwrap();
+        assert_eq!(s.standing(&ca(1), 2).await.unwrap(), None, "connected, not waiting");
+        assert_eq!(s.standing(&ca(2), 2).await.unwrap(), standing(0, 1));
+        assert_eq!(s.standing(&ca(3), 2).await.unwrap(), standing(1, 1));
+        assert!(s.handle_times("north", 0, 20).await.unwrap().is_empty(), "still under way");
+
+        // Its location leg ends after 125 s: a handled call of that length.
+        let status = Event::LegStatus {
+            reservation: res.clone(),
+            attempt: Some(1),
+            leg: leg.clone(),
+            status: CallStatus::Completed,
+            sequence: Some(3),
+        };
+        let mut d = Delivery::to_keys([res.to_string(), leg.to_string()], vec![status], POLICY);
+        d.status = Some(StatusRecord {
+            call_sid: leg.to_string(),
+            inbound_call_sid: Some(ca(1)),
+            status: "completed".into(),
+            sequence_number: Some(3),
+            call_duration: Some(125),
+            answered_by: None,
+            sip_response_code: None,
+        });
+        s.deliver(d).await.unwrap();
+        assert_eq!(s.handle_times("north", 0, 20).await.unwrap(), [125]);
+        assert!(s.handle_times("north", now_ms() + 1, 20).await.unwrap().is_empty(), "outside the window");
+        assert!(s.handle_times("south", 0, 20).await.unwrap().is_empty());
+        assert!(s.handle_times("north", 0, 0).await.unwrap().is_empty());
     }
 
     #[tokio::test]

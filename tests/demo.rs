@@ -128,6 +128,25 @@ async fn not_in_service() {
 }
 
 #[tokio::test]
+async fn announcements_tell_each_caller_their_place_then_the_wait() {
+    let report = run_shipped("announcements").await;
+    let places: Vec<Vec<&String>> =
+        report.calls.iter().map(|c| c.heard.iter().filter(|t| t.starts_with("You are caller")).collect()).collect();
+    // On entry: the place, and nothing about the wait before any call was handled.
+    for (i, number) in ["one", "two", "three"].into_iter().enumerate() {
+        assert_eq!(
+            places[i].first().map(|t| t.as_str()),
+            Some(format!("You are caller number {number}.").as_str()),
+            "{places:?}"
+        );
+    }
+    // The third waits through the first call and hears the wait once it was handled.
+    assert!(places[2].iter().any(|t| t.contains("The expected wait is about")), "{places:?}");
+    let json = report.to_json();
+    assert!(json["calls"][0]["heard"].as_array().is_some_and(|h| !h.is_empty()), "{json}");
+}
+
+#[tokio::test]
 async fn burst_queues_callers_for_one_line() {
     let report = run_shipped("burst").await;
     let mut waits: Vec<u64> = report.calls.iter().map(|c| c.wait_ms.unwrap_or(0)).collect();

@@ -62,6 +62,9 @@ fn location(name: &str, number: &str, phone: &str, open: bool) -> LocationSpec {
         screening_timeout_secs: None,
         screening_caller_name: false,
         amd: None,
+        announce_every_secs: None,
+        hold_music: None,
+        comfort_messages: Vec::new(),
     }
 }
 
@@ -329,6 +332,7 @@ on_both_backends!(
     screening_no_key_is_not_answered_and_the_caller_gets_voicemail,
     screening_a_voicemail_greeting_with_amd_off_is_never_bridged,
     screening_a_wrong_key_twice_is_not_answered,
+    waiting_callers_hear_their_place_then_the_expected_wait,
 );
 
 /// A location that does not connect sends the caller to voicemail: the server redirects the
@@ -701,4 +705,128 @@ async fn screening_a_wrong_key_twice_is_not_answered(backend: Backend) {
         "{again}"
     );
     assert!(screens[1].query.contains("prompt=2"), "{}", screens[1].query);
+}
+
+/// What a caller heard, in order: (`say` or `play`, the text or URL).
+async fn heard(w: &World, call_sid: &str) -> Vec<(String, String)> {
+    let summary = w.client.call_summary(call_sid).await.unwrap();
+    summary["heard"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no heard in {summary}"))
+        .iter()
+        .map(|h| (h["verb"].as_str().unwrap().to_owned(), h["what"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+/// The announcements a caller heard, in order.
+async fn announcements(w: &World, call_sid: &str) -> Vec<String> {
+    heard(w, call_sid)
+        .await
+        .into_iter()
+        .filter(|(v, t)| v == "say" && t.starts_with("You are caller"))
+        .map(|(_, t)| t)
+        .collect()
+}
+
+async fn waiting_callers_hear_their_place_then_the_expected_wait(backend: Backend) {
+    const MUSIC: &str = "https://music.example.com/north.mp3";
+    const COMFORT: &str = "Thank you for waiting. Your call matters to North.";
+    // One line, taken by a first caller for five minutes before the others call.
+    let Some(w) = world_of(
+        backend,
+        Behaviour::Person { rings: 1, talk_secs: 300, digits: None },
+        "[ivr]\nmax_queue_secs = 1200\nannounce_every_secs = 30\n",
+        |north| {
+            north.hold_music = Some(MUSIC.into());
+            north.comfort_messages = vec![COMFORT.into()];
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let place = |from: &str, patience: u64| PlaceCall {
+        from: from.into(),
+        to: MAIN.into(),
+        digits: None,
+        patience_secs: Some(patience),
+    };
+    let first = w.client.place_call(&place(CALLER, 3600)).await.unwrap();
+    for _ in 0..500 {
+        if w.client.call_summary(&first).await.unwrap()["bridge_start_ms"].is_u64() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(w.client.call_summary(&first).await.unwrap()["bridge_start_ms"].is_u64(), "the first caller is talking");
+    // Three more queue behind it, each once the one before heard its place.
+    let mut waiting = Vec::new();
+    for (i, from) in ["+13105550111", "+13105550122", "+13105550133"].into_iter().enumerate() {
+        let sid = w.client.place_call(&place(from, 450)).await.unwrap();
+        for _ in 0..500 {
+            if !announcements(&w, &sid).await.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let said = announcements(&w, &sid).await;
+        let number = ["one", "two", "three"][i];
+        // No call was handled yet: the place only, nothing about the wait.
+        assert_eq!(said.first(), Some(&format!("You are caller number {number}.")), "{said:?}");
+        waiting.push(sid);
+    }
+
+    // The second waits through the first caller's whole call, and hears the expected
+    // wait once that call was handled: its location leg's length per call ahead. Next in
+    // line (one) or behind the caller being rung (two), one call ahead; for a moment after
+    // the first call's leg ended and before its caller's leg reported its end, that call
+    // still holds the line: two calls ahead.
+    let second = &waiting[1];
+    w.client.wait_for_call_end(second, Duration::from_secs(30)).await.unwrap();
+    let record = w.settled(&first).await;
+    assert_eq!(record.outcome, Outcome::Connected);
+    let leg = record.outbound_call_sid.clone().expect("the first caller's leg");
+    let handled = w.store.statuses(&leg).await.unwrap();
+    let secs = handled.iter().find(|s| s.status == "completed").and_then(|s| s.call_duration).expect("its duration");
+    let secs = u32::try_from(secs).unwrap();
+    let wait = call_router::announce::spoken_wait(secs);
+    assert!(wait.starts_with("about 5 minutes") || wait.starts_with("about 6 minutes"), "{secs} s: {wait}");
+    let exact = [
+        format!("You are caller number one. The expected wait is {wait}."),
+        format!("You are caller number two. The expected wait is {wait}."),
+    ];
+    let said = announcements(&w, second).await;
+    let with_wait: Vec<&String> = said.iter().filter(|t| t.contains("expected wait")).collect();
+    assert!(!with_wait.is_empty(), "the second caller never heard a wait: {said:?}");
+    assert!(with_wait.iter().any(|t| exact.contains(t)), "{with_wait:?} (handled in {secs} s)");
+    // Under a loaded machine the journeys' states lag the calls for a moment (a finished
+    // call's journey still holding the line, or the next caller already out of the queue):
+    // then the wait is one handle time more or less, never anything else.
+    let near = [call_router::announce::spoken_wait(0), wait.clone(), call_router::announce::spoken_wait(2 * secs)];
+    for t in &with_wait {
+        let ok = ["one", "two"]
+            .iter()
+            .any(|n| near.iter().any(|w| **t == format!("You are caller number {n}. The expected wait is {w}.")));
+        let first = w.client.call_summary(&waiting[0]).await.unwrap();
+        assert!(ok, "{t:?} (handled in {secs} s; the caller ahead: {first})");
+    }
+    // Before any call was handled, nothing was said about the wait; announcements came
+    // every 30 s of queue time or more (by the `QueueTime` of the `/hold`s that announced).
+    assert!(!said[0].contains("expected wait"), "{said:?}");
+    let holds = w.webhooks("/hold").await;
+    let at: Vec<u32> = holds
+        .iter()
+        .filter(|e| e.params.get("CallSid") == Some(second.as_str()) && e.response.contains("You are caller"))
+        .map(|e| e.params.get("QueueTime").unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(at.len(), said.len(), "one announcement per /hold that announced: {at:?} {said:?}");
+    assert!(at.windows(2).all(|p| p[1] - p[0] >= 30), "{at:?}");
+    assert!(at.len() >= 6, "a 450 s wait with an announcement every 30 s: {at:?}");
+
+    // The location's own music and comfort message, between announcements.
+    let all = heard(&w, second).await;
+    assert!(all.iter().any(|(v, u)| v == "play" && u == MUSIC), "{all:?}");
+    assert!(!all.iter().any(|(v, u)| v == "play" && u != MUSIC), "{all:?}");
+    assert!(all.iter().any(|(v, t)| v == "say" && t == COMFORT), "{all:?}");
+    w.finish().await;
 }

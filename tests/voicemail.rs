@@ -182,6 +182,9 @@ fn night(webhook: &str) -> LocationSpec {
         screening_timeout_secs: None,
         screening_caller_name: false,
         amd: None,
+        announce_every_secs: None,
+        hold_music: None,
+        comfort_messages: Vec::new(),
     }
 }
 

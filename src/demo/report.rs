@@ -34,6 +34,8 @@ pub struct CallRow {
     pub problem: Option<String>,
     /// What the sandbox saw happen to the caller's leg, from its creation.
     pub timeline: Vec<Moment>,
+    /// What the caller was told (each `<Say>`), in order.
+    pub heard: Vec<String>,
 }
 
 /// One entry of a call's timeline.
@@ -290,6 +292,7 @@ mod tests {
             ok: false,
             problem: None,
             timeline: Vec::new(),
+            heard: Vec::new(),
         }
     }
 

@@ -383,6 +383,7 @@ async fn follow_call(
         ok: false,
         problem: None,
         timeline: Vec::new(),
+        heard: Vec::new(),
     };
     tokio::time::sleep(Duration::from_secs_f64(call.start_at_ms as f64 / 1000.0 / time_scale)).await;
     let placed = client
@@ -435,11 +436,22 @@ async fn follow_call(
             row.wait_ms = ms("queue_wait_ms");
             row.talk_ms = ms("talk_ms");
             row.timeline = timeline(&s);
+            row.heard = said(&s);
             tracing::debug!(call_sid = %sid, summary = %s, "the sandbox's call summary");
         }
         Err(e) => tracing::warn!(call_sid = %sid, "no call summary from the sandbox: {e:#}"),
     }
     row.judge()
+}
+
+/// What the summary says the caller heard spoken (`<Say>`), in order.
+fn said(summary: &serde_json::Value) -> Vec<String> {
+    let entries = summary.get("heard").and_then(serde_json::Value::as_array).cloned().unwrap_or_default();
+    entries
+        .iter()
+        .filter(|h| h.get("verb").and_then(serde_json::Value::as_str) == Some("say"))
+        .filter_map(|h| Some(h.get("what")?.as_str()?.to_owned()))
+        .collect()
 }
 
 /// The summary's timeline, relative to its first entry.

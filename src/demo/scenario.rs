@@ -11,6 +11,7 @@
 //! ring_timeout_secs = 20                    # how long the location's phone rings
 //! max_queue_secs = 300                      # how long a caller may wait in the queue
 //! menu_timeout_secs = 5                     # how long the menu waits for a digit
+//! announce_every_secs = 30                  # tell waiting callers their place and wait (0: never)
 //!
 //! # The business. Leave out every [[locations]] table to use the built-in
 //! # example business (see `example_business`).
@@ -105,6 +106,8 @@ pub struct ServerOverrides {
     pub ring_timeout_secs: Option<u32>,
     pub max_queue_secs: Option<u32>,
     pub menu_timeout_secs: Option<u32>,
+    /// `ivr.announce_every_secs`: tell waiting callers their place and wait.
+    pub announce_every_secs: Option<u32>,
 }
 
 impl ServerOverrides {
@@ -114,13 +117,16 @@ impl ServerOverrides {
         if let Some(v) = self.ring_timeout_secs {
             out.push_str(&format!("[dialing]\nring_timeout_secs = {v}\n"));
         }
-        if self.max_queue_secs.is_some() || self.menu_timeout_secs.is_some() {
+        if self.max_queue_secs.is_some() || self.menu_timeout_secs.is_some() || self.announce_every_secs.is_some() {
             out.push_str("[ivr]\n");
             if let Some(v) = self.max_queue_secs {
                 out.push_str(&format!("max_queue_secs = {v}\n"));
             }
             if let Some(v) = self.menu_timeout_secs {
                 out.push_str(&format!("menu_timeout_secs = {v}\n"));
+            }
+            if let Some(v) = self.announce_every_secs {
+                out.push_str(&format!("announce_every_secs = {v}\n"));
             }
         }
         out
@@ -331,6 +337,9 @@ pub fn example_business() -> Vec<LocationSpec> {
             screening_timeout_secs: None,
             screening_caller_name: false,
             amd: None,
+            announce_every_secs: None,
+            hold_music: None,
+            comfort_messages: Vec::new(),
         };
     vec![
         loc("north", "North clinic", Some("1"), MAIN_NUMBER, "+14155550101", always_open()),
@@ -358,6 +367,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("not-in-service", include_str!("../../examples/scenarios/not-in-service.toml")),
     ("faults", include_str!("../../examples/scenarios/faults.toml")),
     ("screening", include_str!("../../examples/scenarios/screening.toml")),
+    ("announcements", include_str!("../../examples/scenarios/announcements.toml")),
 ];
 
 /// A built-in scenario by name.
@@ -418,6 +428,9 @@ impl Scenario {
                         screening_timeout_secs: l.screening_timeout_secs,
                         screening_caller_name: l.screening_caller_name,
                         amd: l.amd,
+                        announce_every_secs: None,
+                        hold_music: None,
+                        comfort_messages: Vec::new(),
                     };
                     spec.validate().map_err(|e| bad(format!("locations[{i}].{}", e.field), e.message))?;
                     Ok(spec)
@@ -863,10 +876,13 @@ expect = "after_hours"
 
     #[test]
     fn server_overrides_become_settings() {
-        let s = parse("[server]\nring_timeout_secs=12\nmax_queue_secs=60\n[[callers]]\nlocation='east'").unwrap();
+        let s = parse(
+            "[server]\nring_timeout_secs=12\nmax_queue_secs=60\nannounce_every_secs=30\n[[callers]]\nlocation='east'",
+        )
+        .unwrap();
         let toml = s.server.to_settings_toml();
         assert!(toml.contains("[dialing]\nring_timeout_secs = 12"), "{toml}");
-        assert!(toml.contains("[ivr]\nmax_queue_secs = 60"), "{toml}");
+        assert!(toml.contains("[ivr]\nmax_queue_secs = 60\nannounce_every_secs = 30"), "{toml}");
         assert_eq!(ServerOverrides::default().to_settings_toml(), "");
     }
 }

@@ -6,6 +6,7 @@ use jiff::Timestamp;
 use twilio::sid::{CallSid, RecordingSid, ReservationSid, TaskSid};
 
 use super::{AppState, TwiML, TwilioRequest, WebhookError};
+use crate::announce;
 use crate::domain::{Location, Outcome};
 use crate::ivr::{self, Caller, Choice, Routed};
 use crate::journey::{Answer, AnsweredBy, CallStatus, Event, QueueResult, ReservationStatus, ScreenKey};
@@ -136,20 +137,72 @@ async fn route_to(
     Ok((TwiML(twiml), events))
 }
 
-/// The queue's `waitUrl`: hold music, until the journey says the caller
-/// should leave (waited too long, or settled elsewhere with the REST redirect
-/// overdue).
+/// The queue's `waitUrl`: hold music, after the caller's place and expected
+/// wait or a comfort message when the journey says so, until the journey
+/// says the caller should leave (waited too long, or settled elsewhere with
+/// the REST redirect overdue).
 pub(super) async fn hold(State(state): State<AppState>, req: TwilioRequest) -> Result<TwiML, WebhookError> {
     let call: CallSid = sid_param(&req, "CallSid")?;
     let queue_time_secs: u32 = req.get("QueueTime").and_then(|t| t.parse().ok()).unwrap_or(0);
-    let done = caller_events(&state, &call, vec![Event::Hold { queue_time_secs }]).await?;
+    // The location only changes what the caller hears: a failed read plays the
+    // business's hold music rather than fail the waitUrl (after a failed waitUrl,
+    // Twilio leaves the caller in silence and never asks again).
+    let location = location_of(&state, &req).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %format_args!("{e:#}"), "could not read the caller's location; the business's hold music");
+        None
+    });
+    let settings = state.settings();
+    let comforts = location.as_ref().map_or(&[][..], |l| l.spec.comfort_messages.as_slice());
+    let event = Event::Hold {
+        queue_time_secs,
+        announce_every_secs: ivr::announce_every_secs(settings, location.as_ref()),
+        comfort: !comforts.is_empty(),
+    };
+    let done = caller_events(&state, &call, vec![event]).await?;
     Ok(TwiML(match done.answer {
         Answer::Leave => {
             tracing::info!(queue_time_secs, outcome = %done.outcome, "the caller leaves the queue");
             twilio::twiml::Response::new().verb(twilio::twiml::Verb::Leave)
         }
-        _ => ivr::hold(state.settings()),
+        Answer::Hold { announce: true, .. } => {
+            let words = match &location {
+                Some(l) => announcement(&state, &call, l).await,
+                None => None,
+            };
+            ivr::hold(settings, location.as_ref(), words.as_deref())
+        }
+        Answer::Hold { comfort: Some(n), .. } if !comforts.is_empty() => {
+            let words = &comforts[n as usize % comforts.len()];
+            ivr::hold(settings, location.as_ref(), Some(words.trim()))
+        }
+        _ => ivr::hold(settings, location.as_ref(), None),
     }))
+}
+
+/// The caller's place in `location`'s queue and the expected wait, in words
+/// (`crate::announce`). A failed read says nothing rather than fail the
+/// hold music: the caller still waits.
+async fn announcement(state: &AppState, call: &CallSid, location: &Location) -> Option<String> {
+    let read = async {
+        let Some(standing) = state.store().standing(call.as_str(), location.lines).await? else {
+            return anyhow::Ok(None);
+        };
+        let since = crate::store::now_ms().saturating_sub(announce::SAMPLE_WINDOW_MS);
+        let handled = state.store().handle_times(&location.name, since, announce::SAMPLE_CALLS).await?;
+        let wait = announce::expected_wait_secs(standing, &handled);
+        tracing::info!(
+            position = standing.position(),
+            in_use = standing.in_use,
+            samples = handled.len(),
+            wait_secs = wait,
+            "announcing the caller's place"
+        );
+        Ok(announce::announcement(Some(standing.position()), wait))
+    };
+    read.await.unwrap_or_else(|e| {
+        tracing::warn!(error = %format_args!("{e:#}"), "could not read the caller's place; hold music only");
+        None
+    })
 }
 
 /// The `Enqueue` action: the caller's leg left the queue.

@@ -30,8 +30,16 @@ pub enum Event {
     /// no dial starts after it.
     ClosingTime { at_ms: i64 },
     /// `/hold`, the queue's `waitUrl`. Answered with [`super::Answer::Hold`] or
-    /// [`super::Answer::Leave`].
-    Hold { queue_time_secs: u32 },
+    /// [`super::Answer::Leave`]. It carries the location's settings for what
+    /// a waiting caller hears: announce their place every
+    /// `announce_every_secs` (0: never), and whether it has comfort messages.
+    Hold {
+        queue_time_secs: u32,
+        #[serde(default)]
+        announce_every_secs: u32,
+        #[serde(default)]
+        comfort: bool,
+    },
     /// `/enqueue-action`: the caller's leg left the queue.
     QueueExit { result: QueueResult },
     /// The number's status callback for the caller's own leg.

@@ -7,9 +7,9 @@ use super::state::{
     Attempt, AttemptState, CallerState, Leg, ResState, Reservation, Screen, Stop, Task, TaskEnd, Voicemail,
 };
 use super::{
-    ANSWERED_GRACE_SECS, Answer, AnsweredBy, BRIDGE_EVIDENCE_MS, CallStatus, Command, Cx, DialTarget, Event, Journey,
-    LOOKUP_AFTER_MS, MAX_LOOKUPS, QueueResult, REDIRECT_GRACE_MS, ReservationEnd, ReservationStatus, SCREEN_PROMPTS,
-    ScreenKey, TRANSCRIPTION_WAIT_MS, TaskStatus,
+    ANSWERED_GRACE_SECS, Answer, AnsweredBy, BRIDGE_EVIDENCE_MS, COMFORT_EVERY_SECS, CallStatus, Command, Cx,
+    DialTarget, Event, Journey, LOOKUP_AFTER_MS, MAX_LOOKUPS, QueueResult, REDIRECT_GRACE_MS, ReservationEnd,
+    ReservationStatus, SCREEN_PROMPTS, ScreenKey, TRANSCRIPTION_WAIT_MS, TaskStatus,
 };
 use crate::config::AnsweredByPolicy;
 use crate::domain::Outcome;
@@ -36,7 +36,9 @@ impl Journey {
             Event::ClosingTime { at_ms } => {
                 self.closes_at_ms.get_or_insert(at_ms);
             }
-            Event::Hold { queue_time_secs } => return self.on_hold(queue_time_secs, cx),
+            Event::Hold { queue_time_secs, announce_every_secs, comfort } => {
+                return self.on_hold(queue_time_secs, announce_every_secs, comfort, cx);
+            }
             Event::QueueExit { result } => return self.on_queue_exit(result),
             Event::CallerStatus { status, sequence } => self.on_caller_status(status, sequence, now),
             Event::VoicemailRecorded { recording, duration_secs, recipients, transcribe } => {
@@ -250,11 +252,11 @@ impl Journey {
         }
     }
 
-    fn on_hold(&mut self, queue_time_secs: u32, cx: &mut Cx) -> Answer {
+    fn on_hold(&mut self, queue_time_secs: u32, announce_every_secs: u32, comfort: bool, cx: &mut Cx) -> Answer {
         self.caller.advance(CallerState::Queued);
         match (self.caller.state, self.outcome) {
             (CallerState::Gone | CallerState::Diverted, _) => Answer::Leave,
-            (CallerState::Bridged, _) | (_, Outcome::Connected) => Answer::Hold,
+            (CallerState::Bridged, _) | (_, Outcome::Connected) => Answer::MUSIC,
             (_, Outcome::Pending) => {
                 let max = cx.policy.max_queue_secs;
                 let grace = self.location_answered() && queue_time_secs < max.saturating_add(ANSWERED_GRACE_SECS);
@@ -268,7 +270,7 @@ impl Journey {
                     self.caller.advance(CallerState::Diverted);
                     Answer::Leave
                 } else {
-                    Answer::Hold
+                    self.hold_answer(queue_time_secs, announce_every_secs, comfort)
                 }
             }
             // Settled while queued (busy, no answer …): the redirect to
@@ -279,10 +281,54 @@ impl Journey {
                     self.caller.advance(CallerState::Diverted);
                     Answer::Leave
                 } else {
-                    Answer::Hold
+                    Answer::MUSIC
                 }
             }
         }
+    }
+
+    /// The caller is queued from now on, if not before: their place in the
+    /// queue counts from the first time.
+    pub(super) fn note_waiting(&mut self, now: i64) {
+        if self.caller.state == CallerState::Queued && self.wait.since_ms.is_none() {
+            self.wait.since_ms = Some(now);
+        }
+    }
+
+    /// What a caller still waiting for the location hears from this `/hold`,
+    /// by its queue time (Twilio's clock, the one the caller hears): their
+    /// place and wait when announcements are on and the last one was at least
+    /// `announce_every_secs` earlier (or never); else the next comfort message
+    /// when one is due (half-way between announcements, or every
+    /// [`COMFORT_EVERY_SECS`] without them); else only music. Anyone else
+    /// (being bridged, settled elsewhere) hears music.
+    fn hold_answer(&mut self, queue_secs: u32, announce_every_secs: u32, comfort: bool) -> Answer {
+        let waiting = self.caller.state == CallerState::Queued && self.outcome == Outcome::Pending;
+        if !waiting {
+            return Answer::MUSIC;
+        }
+        let w = &mut self.wait;
+        // Twilio asking again for the same queue time (the answer was lost)
+        // gets the same answer: the caller has not heard it.
+        if announce_every_secs > 0 && w.announced_secs == Some(queue_secs) {
+            return Answer::Hold { announce: true, comfort: None };
+        }
+        if comfort && w.comfort_secs == Some(queue_secs) && w.comforts > 0 {
+            return Answer::Hold { announce: false, comfort: Some(w.comforts - 1) };
+        }
+        let since = |at: Option<u32>, gap: u32| at.is_none_or(|t| queue_secs > t && queue_secs - t >= gap);
+        if announce_every_secs > 0 && since(w.announced_secs, announce_every_secs) {
+            w.announced_secs = Some(queue_secs);
+            return Answer::Hold { announce: true, comfort: None };
+        }
+        let gap = if announce_every_secs > 0 { announce_every_secs / 2 } else { COMFORT_EVERY_SECS };
+        if comfort && since(w.announced_secs.max(w.comfort_secs), gap) {
+            let n = w.comforts;
+            w.comforts = n.saturating_add(1);
+            w.comfort_secs = Some(queue_secs);
+            return Answer::Hold { announce: false, comfort: Some(n) };
+        }
+        Answer::MUSIC
     }
 
     /// A leg answered (AMD running, or told to bridge) and not being stopped.

@@ -206,7 +206,7 @@ impl Checker {
         monotone(before, after).map_err(|e| TestCaseError::fail(format!("{e} {ctx8}")))?;
 
         // 9. The queue's time limit does not cut a leg that was just answered.
-        if let (Event::Hold { queue_time_secs }, Answer::Leave) = (event, &step.answer)
+        if let (Event::Hold { queue_time_secs, .. }, Answer::Leave) = (event, &step.answer)
             && before.outcome == Outcome::Pending
         {
             let pending = before.reservations.iter().enumerate().filter(|(_, r)| r.status == ResState::Pending);
@@ -223,6 +223,37 @@ impl Checker {
                 "the queue's limit cut an answered leg {}",
                 ctx()
             );
+        }
+
+        // 12. A `/hold` speaks only to a caller still waiting for the location:
+        //    their place when the location announces and the last announcement
+        //    was at least its interval ago (or at the same queue time: Twilio
+        //    asked again); a comfort message only where there are some, never
+        //    together with an announcement.
+        if let (
+            Event::Hold { queue_time_secs, announce_every_secs, comfort },
+            Answer::Hold { announce, comfort: said },
+        ) = (event, &step.answer)
+        {
+            if *announce || said.is_some() {
+                prop_assert!(
+                    after.outcome == Outcome::Pending && after.caller.state == CallerState::Queued,
+                    "spoke to a caller not waiting {}",
+                    ctx()
+                );
+            }
+            if *announce {
+                prop_assert!(*announce_every_secs > 0, "announced with announcements off {}", ctx());
+                prop_assert!(
+                    before.wait.announced_secs.is_none_or(|t| {
+                        *queue_time_secs == t || *queue_time_secs >= t.saturating_add(*announce_every_secs)
+                    }),
+                    "announced again too soon {}",
+                    ctx()
+                );
+                prop_assert!(said.is_none(), "a comfort message with an announcement {}", ctx());
+            }
+            prop_assert!(said.is_none() || *comfort, "a comfort message where there are none {}", ctx());
         }
 
         // 10. Everything owed at `now` was owed by this step: a tick at the same
@@ -292,6 +323,13 @@ fn monotone(before: &Journey, after: &Journey) -> Result<(), String> {
     status_forward(&before.caller.reported, &after.caller.reported, "the caller's leg")?;
     if after.caller.state.rank() < before.caller.state.rank() {
         return Err(format!("the caller went back from {:?} to {:?}", before.caller.state, after.caller.state));
+    }
+    let (wb, wa) = (&before.wait, &after.wait);
+    if wb.since_ms.is_some() && wa.since_ms != wb.since_ms {
+        return Err(format!("waiting since {:?} became {:?}", wb.since_ms, wa.since_ms));
+    }
+    if wa.announced_secs < wb.announced_secs || wa.comfort_secs < wb.comfort_secs || wa.comforts < wb.comforts {
+        return Err(format!("what the caller was told went back: {wb:?} to {wa:?}"));
     }
     if let (Some(b), Some(a)) = (&before.task, &after.task) {
         if b.sid != a.sid || (b.status.is_final() && a.status != b.status) {

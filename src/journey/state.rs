@@ -60,6 +60,26 @@ impl Caller {
     }
 }
 
+/// The caller's time in the queue, as the journey remembers it: when they
+/// began to wait (the server's clock, for their place in the queue), and at
+/// which queue time (Twilio's `QueueTime`, the clock the caller hears) they
+/// were last told something. Only moves forward.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Waiting {
+    /// When the caller was first known to be queued (ms); the queue's order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) since_ms: Option<i64>,
+    /// The queue time of the last `/hold` answered with an announcement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) announced_secs: Option<u32>,
+    /// The queue time of the last `/hold` answered with a comfort message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) comfort_secs: Option<u32>,
+    /// Comfort messages said so far: the next one is this one, in turn.
+    #[serde(default)]
+    pub(super) comforts: u32,
+}
+
 /// A leg's status as reported: forward only, in `SequenceNumber` order.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(super) struct Reported {

@@ -99,6 +99,20 @@ impl Run {
     }
 }
 
+/// `/hold` at a location that announces nothing and has no comfort messages.
+fn hold(queue_time_secs: u32) -> Event {
+    Event::Hold { queue_time_secs, announce_every_secs: 0, comfort: false }
+}
+
+/// `/hold` at a location that announces every `every` seconds, with or without comfort messages.
+fn hold_at(queue_time_secs: u32, every: u32, comfort: bool) -> Event {
+    Event::Hold { queue_time_secs, announce_every_secs: every, comfort }
+}
+
+fn announce() -> Answer {
+    Answer::Hold { announce: true, comfort: None }
+}
+
 fn created(r: u32) -> Event {
     Event::ReservationCreated { task: task(TASK), reservation: res(r), caller: Some(call(CALLER)), target: target() }
 }
@@ -246,7 +260,7 @@ fn defect_4_complete_and_cancel_never_give_up_silently() {
     run.on(Event::ActionFailed { command: redirect(busy) });
     run.on(Event::ActionFailed { command: cancel(busy) });
     assert!(run.j.degraded());
-    assert_eq!(run.on(Event::Hold { queue_time_secs: 30 }).answer, Answer::Leave);
+    assert_eq!(run.on(hold(30)).answer, Answer::Leave);
     assert_eq!(run.tick_at_wake().commands, [Command::CancelTask { task: task(TASK), reason: busy, round: 2 }]);
 }
 
@@ -325,8 +339,8 @@ fn defect_8_max_queue_time_does_not_cut_a_leg_just_answered() {
     run.on(created(1));
     run.on(placed(1, 1, 101));
     assert_eq!(run.on(answered(1, 101, AnsweredBy::Human)).answer, Answer::Bridge { reservation: res(1) });
-    let step = run.on(Event::Hold { queue_time_secs: max });
-    assert_eq!((step.answer, step.commands), (Answer::Hold, vec![]));
+    let step = run.on(hold(max));
+    assert_eq!((step.answer, step.commands), (Answer::MUSIC, vec![]));
     assert_eq!(run.j.outcome(), Outcome::Pending);
 
     // Answered, answering-machine detection still running.
@@ -334,10 +348,10 @@ fn defect_8_max_queue_time_does_not_cut_a_leg_just_answered() {
     run.on(created(1));
     run.on(placed(1, 1, 101));
     run.on(leg_status(1, 101, CallStatus::InProgress, 2));
-    let step = run.on(Event::Hold { queue_time_secs: max + 5 });
-    assert_eq!((step.answer, step.commands), (Answer::Hold, vec![]));
+    let step = run.on(hold(max + 5));
+    assert_eq!((step.answer, step.commands), (Answer::MUSIC, vec![]));
     // The grace is bounded.
-    let step = run.on(Event::Hold { queue_time_secs: max + ANSWERED_GRACE_SECS });
+    let step = run.on(hold(max + ANSWERED_GRACE_SECS));
     assert_eq!(step.answer, Answer::Leave);
     assert_eq!(step.commands, [hang_up(101), cancel(Outcome::QueueTimeout)]);
 
@@ -346,7 +360,7 @@ fn defect_8_max_queue_time_does_not_cut_a_leg_just_answered() {
     run.on(created(1));
     run.on(placed(1, 1, 101));
     run.on(leg_status(1, 101, CallStatus::Ringing, 1));
-    let step = run.on(Event::Hold { queue_time_secs: max });
+    let step = run.on(hold(max));
     assert_eq!(step.answer, Answer::Leave);
     assert_eq!(step.commands, [hang_up(101), cancel(Outcome::QueueTimeout)]);
     let exit = run.on(Event::QueueExit { result: QueueResult::Leave });
@@ -579,7 +593,7 @@ fn a_caller_waiting_at_closing_time_is_sent_to_voicemail() {
     run.on(created(1));
     run.on(ended(1, ReservationEnd::Timeout));
     run.now += 1_000;
-    let step = run.on(Event::Hold { queue_time_secs: 30 });
+    let step = run.on(hold(30));
     assert_eq!(step.answer, Answer::Leave);
     assert_eq!(step.commands, [cancel(closed)]);
     let exit = run.on(Event::QueueExit { result: QueueResult::Leave });
@@ -741,4 +755,70 @@ fn a_journey_stored_before_screening_reads_as_unscreened_with_amd() {
     let t: DialTarget = serde_json::from_str(json).unwrap();
     assert!(t.amd);
     assert_eq!(t.screening, None);
+}
+
+#[test]
+fn the_place_is_announced_on_entry_and_then_every_interval() {
+    let mut run = Run::queued();
+    let since = run.now;
+    assert_eq!(run.j.waiting_since_ms(), Some(since), "waiting counts from the enqueue");
+    // By queue time, Twilio's clock: the one the caller hears.
+    let answers: Vec<Answer> =
+        [0, 12, 22, 29, 30, 59].into_iter().map(|q| run.after(1).on(hold_at(q, 30, false)).answer).collect();
+    assert_eq!(answers, [announce(), Answer::MUSIC, Answer::MUSIC, Answer::MUSIC, announce(), Answer::MUSIC]);
+    // A late `/hold` from before the last announcement says nothing; Twilio asking again
+    // for the same queue time (its answer was lost) gets the announcement again.
+    assert_eq!(run.on(hold_at(25, 30, false)).answer, Answer::MUSIC);
+    assert_eq!(run.on(hold_at(30, 30, false)).answer, announce());
+    // The journey survives a restart between two `/hold`s and still knows.
+    run.j = serde_json::from_str(&serde_json::to_string(&run.j).unwrap()).unwrap();
+    assert_eq!(run.after(1_000).on(hold_at(61, 30, false)).answer, announce());
+    assert_eq!(run.j.waiting_since_ms(), Some(since), "the place in the queue never moves");
+}
+
+#[test]
+fn announcements_off_means_music_only() {
+    let mut run = Run::queued();
+    for q in [0, 10, 100, 110] {
+        assert_eq!(run.on(hold(q)).answer, Answer::MUSIC);
+    }
+}
+
+#[test]
+fn comfort_messages_come_in_turn_half_way_between_announcements() {
+    let mut run = Run::queued();
+    let answers: Vec<Answer> = (0..8).map(|i| run.on(hold_at(i * 10, 40, true)).answer).collect();
+    let comfort = |n| Answer::Hold { announce: false, comfort: Some(n) };
+    // 0 s announce, 10 music, 20 comfort 0 (half of 40 s), 30 music, 40 announce, 50 music,
+    // 60 comfort 1, 70 music.
+    assert_eq!(
+        answers,
+        [announce(), Answer::MUSIC, comfort(0), Answer::MUSIC, announce(), Answer::MUSIC, comfort(1), Answer::MUSIC]
+    );
+
+    // Without announcements, a comfort message every COMFORT_EVERY_SECS.
+    let mut run = Run::queued();
+    assert_eq!(run.on(hold_at(1, 0, true)).answer, comfort(0));
+    assert_eq!(run.on(hold_at(COMFORT_EVERY_SECS, 0, true)).answer, Answer::MUSIC);
+    assert_eq!(run.on(hold_at(COMFORT_EVERY_SECS + 1, 0, true)).answer, comfort(1));
+}
+
+#[test]
+fn nothing_is_announced_to_a_caller_no_longer_waiting() {
+    // Told to bridge: the caller is about to be connected, music only.
+    let mut run = Run::queued();
+    run.on(created(1));
+    run.on(placed(1, 1, 101));
+    run.on(answered(1, 101, AnsweredBy::Human));
+    run.on(Event::ReservationAccepted { task: task(TASK), reservation: res(1) });
+    assert_eq!(run.j.outcome(), Outcome::Connected);
+    assert_eq!(run.on(hold_at(5, 30, true)).answer, Answer::MUSIC);
+
+    // Settled elsewhere while queued (busy): music until the redirect arrives.
+    let mut run = Run::queued();
+    run.on(created(1));
+    run.on(placed(1, 1, 101));
+    run.on(leg_status(1, 101, CallStatus::Busy, 3));
+    assert_eq!(run.j.outcome(), Outcome::LocationBusy);
+    assert_eq!(run.on(hold_at(5, 30, true)).answer, Answer::MUSIC);
 }

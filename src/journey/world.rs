@@ -92,6 +92,9 @@ struct Scenario {
     retried: Vec<bool>,
     /// Machine steps before which the server restarts.
     restarts: BTreeSet<usize>,
+    /// The location's announcement interval (0: off) and whether it has comfort messages.
+    announce_every_secs: u32,
+    comfort: bool,
 }
 
 fn phone() -> impl Strategy<Value = Phone> {
@@ -142,6 +145,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         vec(delivery(), 1..16),
         vec(prop::bool::weighted(0.2), 1..5),
         btree_set(1usize..150, 0..4),
+        (prop_oneof![1 => Just(0u32), 3 => 5u32..120], any::<bool>()),
     )
         .prop_map(
             |(
@@ -152,6 +156,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 deliveries,
                 retried,
                 restarts,
+                (announce_every_secs, comfort),
             )| {
                 Scenario {
                     studio,
@@ -168,6 +173,8 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     deliveries,
                     retried,
                     restarts,
+                    announce_every_secs,
+                    comfort,
                 }
             },
         )
@@ -243,6 +250,8 @@ struct World {
     settled_while_queued: Option<i64>,
     /// A redirect of the caller failed for good: the caller may wait for its retry.
     redirect_failed: bool,
+    /// When the caller last heard their place announced.
+    announced_at: Option<i64>,
 }
 
 /// How long a caller settled elsewhere may still hear hold music.
@@ -310,6 +319,7 @@ impl World {
             tally: Tally::default(),
             settled_while_queued: None,
             redirect_failed: false,
+            announced_at: None,
         }
     }
 
@@ -876,8 +886,29 @@ impl World {
     fn hold_poll(&mut self) {
         let Where::Queued { since } = self.caller else { return };
         let queue_time_secs = u32::try_from((self.now - since) / 1000).unwrap_or(u32::MAX);
-        match self.webhook(Event::Hold { queue_time_secs }) {
-            Answer::Hold => self.later(HOLD_EVERY_MS, Item::HoldPoll),
+        let (announce_every_secs, comfort) = (self.sc.announce_every_secs, self.sc.comfort);
+        match self.webhook(Event::Hold { queue_time_secs, announce_every_secs, comfort }) {
+            Answer::Hold { announce, comfort: said } => {
+                if announce {
+                    self.tally.add("answer Hold announce");
+                    // On entry, then never sooner than the interval of queue time.
+                    let every = i64::from(announce_every_secs) * 1000;
+                    if announce_every_secs == 0 || self.announced_at.is_some_and(|t| self.now - t < every - 1000) {
+                        self.fail(format!(
+                            "announced at {} after {:?} (every {every} ms)",
+                            self.now, self.announced_at
+                        ));
+                    }
+                    self.announced_at = Some(self.now);
+                }
+                if said.is_some() {
+                    self.tally.add("answer Hold comfort");
+                    if !comfort || announce {
+                        self.fail(format!("a comfort message {said:?} (comfort: {comfort}, announce: {announce})"));
+                    }
+                }
+                self.later(HOLD_EVERY_MS, Item::HoldPoll)
+            }
             Answer::Leave => {
                 let exit = self.webhook(Event::QueueExit { result: QueueResult::Leave });
                 if !matches!(exit, Answer::Fallback { .. }) {
@@ -1022,7 +1053,8 @@ fn event() -> impl Strategy<Value = Event> {
         1 => Just(Event::CallerArrived { call: call(CALLER) }),
         1 => Just(Event::CallerEnqueued { location: "north".into() }),
         1 => one_of(Outcome::ALL.to_vec()).prop_map(|outcome| Event::CallerTurnedAway { outcome, location: None }),
-        1 => (0u32..400).prop_map(|queue_time_secs| Event::Hold { queue_time_secs }),
+        1 => (0u32..400, prop_oneof![Just(0u32), 1u32..120], any::<bool>())
+            .prop_map(|(queue_time_secs, announce_every_secs, comfort)| Event::Hold { queue_time_secs, announce_every_secs, comfort }),
         1 => one_of(vec![QueueResult::Bridged, QueueResult::BridgingInProcess, QueueResult::Hangup, QueueResult::Leave, QueueResult::Error])
             .prop_map(|result| Event::QueueExit { result }),
         1 => (call_status(), sequence.clone()).prop_map(|(status, sequence)| Event::CallerStatus { status, sequence }),
@@ -1138,6 +1170,8 @@ fn the_world_reaches_every_outcome_fault_and_recovery() {
         "answer Refuse",
         "answer Leave",
         "answer Fallback",
+        "answer Hold announce",
+        "answer Hold comfort",
     ];
     for p in paths {
         assert!(tally.seen.get(p).is_some_and(|n| *n > 0), "no run went through {p}: {tally:#?}");

@@ -122,6 +122,9 @@ pub fn location(name: &str, digit: Option<&str>, number: &str, phone: &str, hour
         screening_timeout_secs: None,
         screening_caller_name: false,
         amd: None,
+        announce_every_secs: None,
+        hold_music: None,
+        comfort_messages: Vec::new(),
     }
 }
 

@@ -60,7 +60,10 @@
 //!   `direction`, `from`, `to`, `answered_by`, `parent_call_sid`, `linked_leg`,
 //!   `task_sid`, `reservation_sid`, `queue_result`, `enqueued_ms`, `queue_wait_ms`,
 //!   `bridge_start_ms`, `bridge_end_ms`, `talk_ms`, `start_ms`, `answered_ms`, `end_ms`,
-//!   `recording_url`, `error_code`, `error_message`, `timeline: [{at_ms, event}]`.
+//!   `recording_url`, `error_code`, `error_message`, `timeline: [{at_ms, event}]`,
+//!   `heard: [{at_ms, verb: "say"|"play", what}]` (what the leg's party heard from its
+//!   own TwiML, waitUrl documents included: a `<Say>`'s text or a `<Play>`'s URL, noted
+//!   when it began; it lasts its virtual duration).
 //!   With `wait_final_ms` it long-polls (at most 120 s real) until the call is final.
 //! - `POST /sandbox/faults` with a rule or `{"rules":[…]}` → 201 `{"ids":[…]}`;
 //!   `GET` → `{"rules":[{id, …rule, matched, fired}], "now_ms"}`; `DELETE` clears

@@ -430,6 +430,17 @@ pub struct Call {
     pub queue_result: Option<String>,
     /// (virtual ms, what happened), in order.
     pub timeline: Vec<(VMs, String)>,
+    /// What this leg's party heard from its own TwiML, in order: each `<Say>`
+    /// (its text) and `<Play>` (its URL), noted when it began.
+    pub heard: Vec<Heard>,
+}
+
+/// One prompt a party heard: `verb` is `say` or `play`, `what` its text or URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Heard {
+    pub at_ms: VMs,
+    pub verb: &'static str,
+    pub what: String,
 }
 
 impl Call {

@@ -49,6 +49,31 @@ async fn say_play_pause_gather_redirect_hangup() {
 }
 
 #[tokio::test]
+async fn the_summary_says_what_the_caller_heard_and_when() {
+    let (t, _, _) = with_app_at(1000.0, |path, _| match path {
+        "/in" => twiml(r#"<Say>You are caller number three.</Say><Play>http://x/calm.mp3</Play><Gather numDigits="1" timeout="1"><Say>Press one</Say></Gather><Say>bye</Say>"#),
+        _ => (404, String::new()),
+    })
+    .await;
+    let sid = call(&t, json!({"from": CALLER, "to": NUMBER})).await;
+    let v = wait_end(&t, &sid).await;
+    let heard: Vec<(&str, &str)> = v["heard"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["verb"].as_str().unwrap(), h["what"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        heard,
+        [("say", "You are caller number three."), ("play", "http://x/calm.mp3"), ("say", "Press one"), ("say", "bye")]
+    );
+    // Speaking takes time: 29 characters at about 15 a second, then a 10 s clip.
+    let at: Vec<u64> = v["heard"].as_array().unwrap().iter().map(|h| h["at_ms"].as_u64().unwrap()).collect();
+    assert!(at[1] - at[0] >= 1_900, "{at:?}");
+    assert!(at[2] - at[1] >= 10_000, "{at:?}");
+}
+
+#[tokio::test]
 async fn reject_record_and_bad_documents() {
     let mode = Arc::new(Mutex::new("reject"));
     let m = mode.clone();

@@ -180,6 +180,7 @@ pub(crate) fn summary(c: &Call) -> Value {
         "error_code": c.error_code,
         "error_message": c.error_message,
         "timeline": c.timeline.iter().map(|(t, e)| json!({"at_ms": t, "event": e})).collect::<Vec<_>>(),
+        "heard": c.heard.iter().map(|h| json!({"at_ms": h.at_ms, "verb": h.verb, "what": h.what})).collect::<Vec<_>>(),
     })
 }
 

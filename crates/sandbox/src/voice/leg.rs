@@ -14,7 +14,7 @@ use super::Source;
 use super::phone::{self, Ring};
 use crate::clock::{VMs, rfc2822};
 use crate::engine;
-use crate::state::{Call, TaskStatus};
+use crate::state::{Call, Heard, TaskStatus};
 use crate::webhook::Hook;
 use crate::{LegCmd, Shared};
 
@@ -202,6 +202,20 @@ impl Leg {
     fn send_to(&self, peer: &str, cmd: LegCmd) -> bool {
         let legs = self.sh.legs.lock().unwrap_or_else(|e| e.into_inner());
         legs.get(peer).is_some_and(|tx| tx.send(cmd).is_ok())
+    }
+
+    /// Says or plays one prompt to this leg's party: notes what they heard
+    /// (when it began) and takes as long as it lasts.
+    async fn hear(&mut self, p: &Prompt) -> Result<(), Stop> {
+        let heard = match p {
+            Prompt::Say(s) => Some(("say", s.text.clone())),
+            Prompt::Play(p) => Some(("play", p.url.clone())),
+            Prompt::Pause(_) => None,
+        };
+        if let Some((verb, what)) = heard {
+            self.update(|c, now| c.heard.push(Heard { at_ms: now, verb, what }));
+        }
+        self.wait(prompt_ms(p)).await
     }
 
     /// Waits `ms` virtual milliseconds unless a command or the party's
@@ -441,12 +455,12 @@ impl Leg {
     async fn exec(&mut self, doc: twiml::Response) -> Result<Option<Next>, Stop> {
         for verb in doc.verbs {
             match verb {
-                Verb::Say(s) => self.wait(say_ms(&s.text, s.loop_count)).await?,
-                Verb::Play(p) => self.wait(play_ms(&p)).await?,
+                Verb::Say(s) => self.hear(&Prompt::Say(s)).await?,
+                Verb::Play(p) => self.hear(&Prompt::Play(p)).await?,
                 Verb::Pause(p) => self.wait(pause_ms(&p)).await?,
                 Verb::Gather(g) => {
                     for p in &g.prompts {
-                        self.wait(prompt_ms(p)).await?;
+                        self.hear(p).await?;
                     }
                     match self.inputs.pop_front() {
                         Some(digits) => {
@@ -768,12 +782,12 @@ impl Leg {
     async fn exec_wait(&mut self, doc: twiml::Response) -> Result<Option<(String, String)>, Stop> {
         for verb in doc.verbs {
             match verb {
-                Verb::Say(s) => self.wait(say_ms(&s.text, s.loop_count)).await?,
-                Verb::Play(p) => self.wait(play_ms(&p)).await?,
+                Verb::Say(s) => self.hear(&Prompt::Say(s)).await?,
+                Verb::Play(p) => self.hear(&Prompt::Play(p)).await?,
                 Verb::Pause(p) => self.wait(pause_ms(&p)).await?,
                 Verb::Gather(g) => {
                     for p in &g.prompts {
-                        self.wait(prompt_ms(p)).await?;
+                        self.hear(p).await?;
                     }
                 }
                 Verb::Leave => return Err(Stop::Leave),
@@ -1336,6 +1350,7 @@ pub(super) fn new_call(sid: &str, from: &str, to: &str, direction: &str, now: VM
         error_message: None,
         queue_result: None,
         timeline: vec![(now, "created".into())],
+        heard: Vec::new(),
     }
 }
 

@@ -1,0 +1,84 @@
+//! Reads for what a waiting caller is told (`crate::announce`): their place
+//! in the location's queue and the handle times of its recent connected
+//! calls. Nothing here writes.
+//!
+//! The place is counted by the database from the journeys' generated
+//! `location`, `caller_state` and `waiting_since_ms` columns on the partial
+//! index `journeys_waiting` (migration 0008); the handle times walk
+//! `calls_location_started` newest first.
+
+use sqlx::Row;
+
+use super::Store;
+use crate::announce::Standing;
+use crate::domain::Outcome;
+use crate::journey::CallerState;
+
+/// A caller state as `state_json` spells it.
+fn state_name(state: CallerState) -> anyhow::Result<String> {
+    match serde_json::to_value(state) {
+        Ok(serde_json::Value::String(s)) => Ok(s),
+        other => Err(anyhow::anyhow!("caller state {state:?} does not serialise as a string: {other:?}")),
+    }
+}
+
+impl Store {
+    /// Where the caller of `call_sid` stands in their location's queue: the
+    /// open journeys of the same location still queued that began to wait
+    /// before theirs (ties by journey id), and the location's callers
+    /// connected now. `None` when that journey is not waiting for a location.
+    /// `lines` is the location's, passed through.
+    pub async fn standing(&self, call_sid: &str, lines: u32) -> anyhow::Result<Option<Standing>> {
+        let row = sqlx::query(
+            "SELECT
+               (SELECT COUNT(*) FROM journeys o
+                 WHERE o.closed = 0 AND o.location = me.location AND o.caller_state = $2
+                   AND (o.waiting_since_ms < me.waiting_since_ms
+                        OR (o.waiting_since_ms = me.waiting_since_ms AND o.id < me.id))) AS ahead,
+               (SELECT COUNT(*) FROM journeys b
+                 WHERE b.closed = 0 AND b.location = me.location AND b.caller_state = $3) AS in_use
+             FROM journey_keys k JOIN journeys me ON me.id = k.journey_id
+             WHERE k.sid = $1 AND me.location IS NOT NULL AND me.waiting_since_ms IS NOT NULL
+               AND me.caller_state = $2",
+        )
+        .bind(call_sid)
+        .bind(state_name(CallerState::Queued)?)
+        .bind(state_name(CallerState::Bridged)?)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let count = |col: &str| -> anyhow::Result<u32> {
+            let n: i64 = r.try_get(col)?;
+            Ok(u32::try_from(n.max(0)).unwrap_or(u32::MAX))
+        };
+        Ok(Some(Standing { ahead: count("ahead")?, lines, in_use: count("in_use")? }))
+    }
+
+    /// How long (seconds) the location's leg of each of the last `limit`
+    /// connected calls of `location` that started at or after `since_ms`
+    /// lasted, newest first: the `CallDuration` of its `completed` status
+    /// callback. Calls without one (still under way) are left out.
+    pub async fn handle_times(&self, location: &str, since_ms: i64, limit: i64) -> anyhow::Result<Vec<u32>> {
+        let rows = sqlx::query(
+            "SELECT d FROM (
+               SELECT c.created_at_ms AS at,
+                      (SELECT MAX(s.call_duration) FROM call_statuses s
+                        WHERE s.call_sid = c.outbound_call_sid AND s.status = 'completed') AS d
+               FROM calls c WHERE c.location = $1 AND c.created_at_ms >= $2 AND c.outcome = $3
+             ) AS handled
+             WHERE d IS NOT NULL ORDER BY at DESC LIMIT $4",
+        )
+        .bind(location)
+        .bind(since_ms)
+        .bind(Outcome::Connected.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let d: i64 = r.try_get("d")?;
+                Ok(u32::try_from(d.max(0)).unwrap_or(u32::MAX))
+            })
+            .collect()
+    }
+}
