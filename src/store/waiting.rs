@@ -4,7 +4,7 @@
 //!
 //! The place is counted by the database from the journeys' generated
 //! `location`, `caller_state` and `waiting_since_ms` columns on the partial
-//! index `journeys_waiting` (migration 0008); the handle times walk
+//! index `journeys_waiting` (migration 0007); the handle times walk
 //! `calls_location_started` newest first.
 
 use sqlx::Row;
