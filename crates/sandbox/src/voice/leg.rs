@@ -1245,9 +1245,11 @@ impl Leg {
                 Err(_) => {}
             }
         }
+        // It left the account's queue at its slot, however late this task woke.
+        let start = o.dial_at.min(self.now());
+        self.update(|c, _| c.start = Some(start));
         self.status_callback("initiated", "initiated", None).await;
         self.set_status("ringing");
-        self.update(|c, now| c.start = Some(now));
         self.status_callback("ringing", "ringing", None).await;
         let to = self.base.get("To").unwrap_or_default().to_owned();
         let behaviour = self.sh.with(|st, _| st.behaviour(&to));
