@@ -1,4 +1,4 @@
--- A waiting caller's place in the queue; as migrations/sqlite/0008_waiting.sql:
+-- A waiting caller's place in the queue; as migrations/sqlite/0007_waiting.sql:
 -- when each journey's caller began to wait, out of state_json
 -- (src/journey/state.rs, Waiting), STORED as PostgreSQL requires, and an
 -- index over the open journeys of a location by caller state and that time.

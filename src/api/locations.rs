@@ -35,8 +35,8 @@ pub(crate) struct LocationBoard {
     pub(crate) next_change: Option<String>,
     /// Callers in the queue now.
     pub(crate) waiting: i64,
-    /// Seconds since the longest-waiting caller's call arrived; null when
-    /// nobody waits.
+    /// Seconds since the longest-waiting caller was put in the queue (after
+    /// the greeting and the menu); null when nobody waits.
     pub(crate) longest_wait_secs: Option<i64>,
     /// Lines the location has.
     pub(crate) lines: i64,

@@ -101,7 +101,8 @@ pub struct LiveCallers {
     pub location: String,
     pub waiting: i64,
     pub bridged: i64,
-    /// When the journey of the longest-waiting caller began (ms).
+    /// When the longest-waiting caller was enqueued (ms; the journey's start
+    /// for one stored before journeys kept that).
     pub oldest_waiting_ms: Option<i64>,
 }
 
@@ -279,8 +280,9 @@ impl Store {
             "SELECT location,
                     SUM(CASE WHEN caller_state = $1 THEN 1 ELSE 0 END) AS waiting,
                     SUM(CASE WHEN caller_state = $2 THEN 1 ELSE 0 END) AS bridged,
-                    MIN(CASE WHEN caller_state = $1 THEN created_at_ms END) AS oldest_waiting
-             FROM (SELECT location, caller_state, created_at_ms FROM journeys WHERE closed = 0 LIMIT $3) AS open
+                    MIN(CASE WHEN caller_state = $1 THEN COALESCE(waiting_since_ms, created_at_ms) END) AS oldest_waiting
+             FROM (SELECT location, caller_state, created_at_ms, waiting_since_ms FROM journeys WHERE closed = 0 LIMIT $3)
+                 AS open
              WHERE location IS NOT NULL AND caller_state IN ($1, $2)
              GROUP BY location",
         )
