@@ -227,9 +227,13 @@ impl Business {
     }
 
     /// Stops the sandbox first (so it calls no more webhooks), then the server.
+    /// Stops the server first, while the sandbox still answers its last
+    /// requests (the other way round, its dispatcher logs retries against a
+    /// sandbox that is gone), then the sandbox.
     pub async fn stop(self) -> anyhow::Result<()> {
+        let stopped = self.server.shutdown().await.context("stopping the server");
         self.sandbox.shutdown().await;
-        self.server.shutdown().await.context("stopping the server")
+        stopped
     }
 }
 
