@@ -124,6 +124,40 @@ async fn reject_record_and_bad_documents() {
     assert_eq!(v["error_code"], Value::Null);
 }
 
+#[tokio::test]
+async fn a_redirect_loop_fails_but_a_document_that_plays_before_redirecting_runs_on() {
+    let music = Arc::new(Mutex::new(false));
+    let m = music.clone();
+    let (t, _, hits) = with_app_at(1000.0, move |path, _| match (path, *m.lock().unwrap()) {
+        ("/in", false) => twiml("<Redirect>/in</Redirect>"),
+        ("/in", true) => twiml("<Play>http://x/hold.mp3</Play><Redirect>/in</Redirect>"),
+        _ => (404, String::new()),
+    })
+    .await;
+    let sid = call(&t, json!({"from": CALLER, "to": NUMBER})).await;
+    let v = wait_end(&t, &sid).await;
+    assert_eq!(v["error_code"], 11200, "{v}");
+    assert!(v.to_string().contains("more than 100 TwiML documents"), "{v}");
+    assert_eq!(common::hits_at(&hits, "/in").len(), 100);
+
+    // 10 virtual seconds of music between fetches: a caller on hold, not a loop.
+    *music.lock().unwrap() = true;
+    let sid = call(&t, json!({"from": CALLER, "to": NUMBER, "patience_secs": 3600})).await;
+    let polls =
+        || common::hits_at(&hits, "/in").iter().filter(|h| h.params.get("CallSid") == Some(sid.as_str())).count();
+    for _ in 0..2000 {
+        if polls() > 150 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(polls() > 150, "{}", polls());
+    let (_, c) = t.get(&t.core(&format!("Calls/{sid}.json"))).await;
+    assert_eq!(c["status"], "in-progress", "{c}");
+    let (s, _) = t.post(&t.core(&format!("Calls/{sid}.json")), &[("Status", "completed")]).await;
+    assert_eq!(s, 200);
+}
+
 /// A workspace, queue, workflow and one available worker; returns the workflow SID.
 async fn taskrouter(t: &T, events: &str) -> (String, String) {
     let (ws, available, _) = t.workspace(Some(events)).await;

@@ -22,8 +22,10 @@ use crate::{LegCmd, Shared};
 const FOREVER_MS: u64 = 365 * 86_400 * 1000;
 /// What a caller hears when a call's TwiML cannot be fetched or run.
 pub(crate) const APPLICATION_ERROR: &str = "We are sorry, an application error has occurred. Goodbye.";
-/// Documents one call may fetch, so a redirect loop cannot spin forever.
-const MAX_DOCUMENTS: u32 = 1000;
+/// Documents one call may fetch back to back with nothing heard between
+/// them, so a redirect loop cannot spin forever. A caller on hold polling a
+/// `waitUrl` that plays music is no loop: each poll plays something.
+const MAX_DOCUMENTS: u32 = 100;
 
 /// Why a leg stopped doing what it was doing.
 #[derive(Debug)]
@@ -89,6 +91,7 @@ pub(super) struct Leg {
     /// Set while waiting to be bridged (in `<Enqueue>`, or a dequeuing leg
     /// waiting for its caller): only then may a bridge arrive.
     pub in_queue: bool,
+    /// Documents fetched since the caller last heard something (or waited).
     pub documents: u32,
     /// The number's `VoiceFallbackUrl` and its method, for an inbound call.
     pub fallback: Option<(String, String)>,
@@ -221,6 +224,9 @@ impl Leg {
     /// Waits `ms` virtual milliseconds unless a command or the party's
     /// hang-up comes first.
     pub(super) async fn wait(&mut self, ms: u64) -> Result<(), Stop> {
+        if ms > 0 {
+            self.documents = 0;
+        }
         let until = self.now().saturating_add(ms);
         let mut stop = self.sh.shutdown.clone();
         loop {
@@ -361,7 +367,10 @@ impl Leg {
     async fn fetch(&mut self, next: &Next) -> Result<twiml::Response, Stop> {
         self.documents += 1;
         if self.documents > MAX_DOCUMENTS {
-            return Err(Stop::Fail(11200, format!("more than {MAX_DOCUMENTS} TwiML documents fetched")));
+            return Err(Stop::Fail(
+                11200,
+                format!("more than {MAX_DOCUMENTS} TwiML documents fetched with nothing heard between them"),
+            ));
         }
         let (url, method) = match &next.src {
             Source::Twiml(t) => {
