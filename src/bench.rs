@@ -109,7 +109,7 @@ pub struct BenchReport {
 
 /// The TwiML both servers return for `/dial-queue`.
 fn dial_queue_twiml() -> String {
-    crate::ivr::dial_queue(RESERVATION).to_xml()
+    crate::ivr::dial_queue(RESERVATION, None).to_xml()
 }
 
 /// Serves the baseline: the same bytes for every POST to `/dial-queue`, nothing else.
@@ -398,6 +398,8 @@ pub fn bench_locations() -> Vec<LocationSpec> {
                 announce_every_secs: None,
                 hold_music: None,
                 comfort_messages: Vec::new(),
+                overflow: None,
+                overflow_after_secs: None,
             }
         })
         .collect()

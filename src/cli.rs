@@ -505,6 +505,8 @@ impl AddLocation {
             announce_every_secs: self.announce_every_secs,
             hold_music: self.hold_music.clone(),
             comfort_messages: self.comfort_messages.clone(),
+            overflow: None,
+            overflow_after_secs: None,
         })
     }
 }
@@ -796,6 +798,8 @@ mod tests {
             announce_every_secs: None,
             hold_music: None,
             comfort_messages: Vec::new(),
+            overflow: None,
+            overflow_after_secs: None,
         };
         import(&store, std::slice::from_ref(&spec)).await.unwrap();
         let holidays = |name: &str, dry_run: bool| LocationsCommand::Holidays {

@@ -96,6 +96,15 @@ pub struct LocationSpec {
     /// message said again each time.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub comfort_messages: Vec<String>,
+    /// Another location (by name) that takes this location's callers: on
+    /// arrival when this one is closed or all its lines are busy, and after
+    /// `overflow_after_secs` in the queue when that is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overflow: Option<String>,
+    /// Seconds a caller waits for this location before TaskRouter offers the
+    /// call to the overflow location instead (its workflow target timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overflow_after_secs: Option<u32>,
 }
 
 fn one() -> u32 {
@@ -260,6 +269,16 @@ impl Location {
                 ));
             }
         }
+        match (&spec.overflow, spec.overflow_after_secs) {
+            (Some(o), _) if o.trim() == name => {
+                return Err(err("overflow", "a location cannot overflow to itself"));
+            }
+            (None, Some(_)) => return Err(err("overflow_after_secs", "needs `overflow`, the location to overflow to")),
+            (_, Some(t)) if !(10..=3600).contains(&t) => {
+                return Err(err("overflow_after_secs", format!("{t} must be between 10 and 3600 seconds")));
+            }
+            _ => {}
+        }
         Ok(Location {
             name: name.to_owned(),
             display_name: spec.display_name.clone().filter(|d| !d.trim().is_empty()).unwrap_or_else(|| name.to_owned()),
@@ -330,13 +349,21 @@ fn check_webhook_url(url: &str) -> Result<(), String> {
     Err(format!("{url:?} must be an https:// URL (http:// only to 127.0.0.1, localhost or [::1])"))
 }
 
-/// Checks what no single location can: unique names, and for every number
-/// that serves several locations, a distinct digit for each.
+/// Checks what no single location can: unique names, every `overflow`
+/// naming one of them, and for every number that serves several locations,
+/// a distinct digit for each.
 pub fn check_unique(specs: &[LocationSpec]) -> Result<(), LocationError> {
     let mut names = BTreeSet::new();
     for s in specs {
         if !names.insert(s.name.trim()) {
             return Err(err("name", format!("{:?} is used by two locations", s.name)));
+        }
+    }
+    for s in specs {
+        if let Some(o) = &s.overflow
+            && !names.contains(o.trim())
+        {
+            return Err(err("overflow", format!("location {:?} overflows to {o:?}, which does not exist", s.name)));
         }
     }
     let mut by_number: BTreeMap<String, Vec<&LocationSpec>> = BTreeMap::new();
@@ -392,6 +419,27 @@ pub struct TaskAttributes {
     pub screening: Option<Screening>,
     /// Whether the location's leg is dialled with answering-machine
     /// detection (absent: it is, as before screening existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amd: Option<bool>,
+    /// The location's overflow location, for the reservations its worker
+    /// gets once the workflow moves the task there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overflow: Option<OverflowAttributes>,
+}
+
+/// The overflow location's side of [`TaskAttributes`]: where a reservation
+/// of its worker dials, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverflowAttributes {
+    pub location: String,
+    #[serde(rename = "practicePhone")]
+    pub practice_phone: E164,
+    #[serde(rename = "callerID")]
+    pub caller_id: E164,
+    #[serde(rename = "callToken", default, skip_serializing_if = "Option::is_none")]
+    pub call_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screening: Option<Screening>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amd: Option<bool>,
 }
@@ -525,6 +573,8 @@ mod tests {
             announce_every_secs: None,
             hold_music: None,
             comfort_messages: Vec::new(),
+            overflow: None,
+            overflow_after_secs: None,
         }
     }
 
@@ -644,6 +694,25 @@ mod tests {
     }
 
     #[test]
+    fn an_overflow_names_another_existing_location() {
+        let north = spec("north", Some("1"), "+12025550143");
+        let south = spec("south", Some("2"), "+12025550143");
+        let to_south = LocationSpec { overflow: Some("south".into()), ..north.clone() };
+        assert!(to_south.validate_shape().is_ok());
+        assert!(check_unique(&[to_south.clone(), south.clone()]).is_ok());
+        let e = check_unique(&[to_south.clone()]).unwrap_err();
+        assert_eq!(e.field, "overflow", "{e}");
+        assert!(e.message.contains("\"south\", which does not exist"), "{e}");
+        let to_self = LocationSpec { overflow: Some("north".into()), ..north.clone() };
+        assert_eq!(to_self.validate_shape().unwrap_err().field, "overflow");
+        let after = |secs| LocationSpec { overflow_after_secs: Some(secs), ..to_south.clone() };
+        assert!(after(10).validate_shape().is_ok() && after(3600).validate_shape().is_ok());
+        assert_eq!(after(9).validate_shape().unwrap_err().field, "overflow_after_secs");
+        let alone = LocationSpec { overflow_after_secs: Some(60), ..north };
+        assert_eq!(alone.validate_shape().unwrap_err().field, "overflow_after_secs");
+    }
+
+    #[test]
     fn screening_is_off_without_the_key_and_checked_with_it() {
         // A config written before screening existed: unchanged behaviour, AMD on.
         let old = spec("north", None, "+12025550143");
@@ -674,6 +743,7 @@ mod tests {
             caller_name: None,
             screening: None,
             amd: None,
+            overflow: None,
         };
         let json = serde_json::to_value(&t).unwrap();
         assert_eq!(json["practicePhone"], "+14155550123");

@@ -8,7 +8,7 @@ use twilio::twiml::{
 };
 
 use crate::config::{NoChoicePolicy, Settings};
-use crate::domain::{Location, Outcome, TaskAttributes};
+use crate::domain::{Location, Outcome, OverflowAttributes, TaskAttributes};
 use crate::hours::ClosedReason;
 
 /// Builds absolute URLs on the public base with percent-encoded query values,
@@ -130,20 +130,64 @@ pub struct Caller<'a> {
 pub enum Routed {
     Enqueued,
     Closed,
+    /// Enqueued for the overflow location, named, on arrival: the chosen one
+    /// was closed or had every line busy.
+    Overflowed {
+        to: String,
+    },
+}
+
+/// The chosen location's overflow location, as the caller's arrival finds it.
+#[derive(Debug, Clone, Copy)]
+pub struct Overflow<'a> {
+    pub location: &'a Location,
+    /// Every line of the chosen location is in use, and the overflow
+    /// location has one free.
+    pub busy: bool,
 }
 
 /// Sends the caller to a chosen location: enqueue when open, voicemail when
-/// closed.
+/// closed. With an overflow location that is open, a caller who finds the
+/// chosen one closed or busy is told so and enqueued there instead; one who
+/// is enqueued here carries the overflow location in the task, for the
+/// workflow's `overflow_after_secs` target.
+#[allow(clippy::too_many_arguments)]
 pub fn route(
     settings: &Settings,
     urls: &Urls,
     workflow_sid: &str,
     location: &Location,
+    overflow: Option<Overflow<'_>>,
     caller: &Caller,
     now: Timestamp,
     greet: bool,
 ) -> (Response, Routed) {
-    if let Some(reason) = location.schedule.closed_at(now) {
+    let closed = location.schedule.closed_at(now);
+    if let Some(o) = overflow.filter(|o| o.location.schedule.closed_at(now).is_none()) {
+        let why = match &closed {
+            Some(reason) => Some(closed_message(location, reason)),
+            None if o.busy => Some(format!("All of {}'s lines are busy.", location.display_name)),
+            None => None,
+        };
+        if let Some(why) = why {
+            let mut resp = Response::new();
+            if greet {
+                resp = resp.verb(Verb::Say(say(settings, format!("Thank you for calling {}.", location.display_name))));
+            }
+            let notice = format!("{why} We are transferring you to {}.", o.location.display_name);
+            resp = enqueue(
+                settings,
+                urls,
+                workflow_sid,
+                o.location,
+                None,
+                caller,
+                resp.verb(Verb::Say(say(settings, notice))),
+            );
+            return (resp, Routed::Overflowed { to: o.location.name.clone() });
+        }
+    }
+    if let Some(reason) = closed {
         let msg =
             format!("Thank you for calling {}. {}", settings.ivr.business_name, closed_message(location, &reason));
         return (voicemail(settings, urls, Some(location), &msg), Routed::Closed);
@@ -152,29 +196,54 @@ pub fn route(
     if greet {
         resp = resp.verb(Verb::Say(say(settings, format!("Thank you for calling {}.", location.display_name))));
     }
-    let show_caller = location.show_caller_number && caller.call_token.is_some();
+    let resp = enqueue(settings, urls, workflow_sid, location, overflow.map(|o| o.location), caller, resp);
+    (resp, Routed::Enqueued)
+}
+
+/// "Please hold", and `<Enqueue>` with the task for `location` (and its
+/// overflow location's side of the dial).
+fn enqueue(
+    settings: &Settings,
+    urls: &Urls,
+    workflow_sid: &str,
+    location: &Location,
+    overflow: Option<&Location>,
+    caller: &Caller,
+    resp: Response,
+) -> Response {
+    let show_caller = |l: &Location| l.show_caller_number && caller.call_token.is_some();
+    // Twilio only accepts the caller's own number as From together with the
+    // inbound call's CallToken.
+    let caller_id = |l: &Location| match (show_caller(l), twilio::E164::parse(caller.number)) {
+        (true, Ok(n)) => n,
+        _ => l.caller_id.clone(),
+    };
+    let says_name = |l: &Location| l.spec.screening().is_some_and(|s| s.say_name);
     let attrs = TaskAttributes {
         location: location.name.clone(),
         practice_phone: location.phone.clone(),
-        // Twilio only accepts the caller's own number as From together with
-        // the inbound call's CallToken.
-        caller_id: match (show_caller, twilio::E164::parse(caller.number)) {
-            (true, Ok(n)) => n,
-            _ => location.caller_id.clone(),
-        },
+        caller_id: caller_id(location),
         caller: Some(caller.number.to_owned()),
-        call_token: if show_caller { caller.call_token.map(str::to_owned) } else { None },
+        call_token: if show_caller(location) { caller.call_token.map(str::to_owned) } else { None },
         call_sid: None,
-        caller_name: match location.spec.screening() {
-            Some(s) if s.say_name => caller.name.map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned),
-            _ => None,
+        caller_name: match says_name(location) || overflow.is_some_and(says_name) {
+            true => caller.name.map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned),
+            false => None,
         },
         screening: location.spec.screening(),
         amd: (!location.spec.amd()).then_some(false),
+        overflow: overflow.map(|o| OverflowAttributes {
+            location: o.name.clone(),
+            practice_phone: o.phone.clone(),
+            caller_id: caller_id(o),
+            call_token: if show_caller(o) { caller.call_token.map(str::to_owned) } else { None },
+            screening: o.spec.screening(),
+            amd: (!o.spec.amd()).then_some(false),
+        }),
     };
     let attributes = serde_json::to_string(&attrs).expect("task attributes serialise");
     let q = [("location", location.name.as_str())];
-    resp = resp.verb(Verb::Say(say(settings, "Please hold while we connect you."))).verb(Verb::Enqueue(Enqueue {
+    resp.verb(Verb::Say(say(settings, "Please hold while we connect you."))).verb(Verb::Enqueue(Enqueue {
         workflow_sid: Some(workflow_sid.to_owned()),
         wait_url: Some(urls.url("/hold", &q)),
         wait_url_method: Some(Method::Post),
@@ -182,8 +251,7 @@ pub fn route(
         method: Some(Method::Post),
         task: Some(Task { attributes, ..Task::default() }),
         ..Enqueue::default()
-    }));
-    (resp, Routed::Enqueued)
+    }))
 }
 
 /// What a caller hears about why `location` is closed: the holiday's or closure's own
@@ -257,11 +325,20 @@ pub fn announce_every_secs(settings: &Settings, location: Option<&Location>) -> 
 }
 
 /// Bridges the answered outbound leg to the caller waiting on the reservation.
-pub fn dial_queue(reservation_sid: &str) -> Response {
+pub fn dial_queue(reservation_sid: &str, caller_hears: Option<String>) -> Response {
     Response::new().verb(Verb::Dial(Dial {
-        nouns: vec![DialNoun::Queue(Queue { reservation_sid: Some(reservation_sid.to_owned()), ..Queue::default() })],
+        nouns: vec![DialNoun::Queue(Queue {
+            reservation_sid: Some(reservation_sid.to_owned()),
+            url: caller_hears,
+            ..Queue::default()
+        })],
         ..Dial::default()
     }))
+}
+
+/// What a waiting caller hears just before the overflow location takes the call.
+pub fn transfer_notice(settings: &Settings, to: &str) -> Response {
+    Response::new().verb(Verb::Say(say(settings, format!("We are transferring you to {to}."))))
 }
 
 /// The screening prompt on the location's leg: who is calling for which
@@ -394,6 +471,8 @@ mod tests {
             announce_every_secs: None,
             hold_music: None,
             comfort_messages: Vec::new(),
+            overflow: None,
+            overflow_after_secs: None,
         })
         .unwrap()
     }
@@ -421,6 +500,57 @@ mod tests {
         back
     }
 
+    /// The task `<Enqueue>` carries in a routed response, if any.
+    fn task_of(r: &Response) -> Option<TaskAttributes> {
+        r.verbs.iter().find_map(|v| match v {
+            Verb::Enqueue(e) => serde_json::from_str(&e.task.as_ref()?.attributes).ok(),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_closed_or_busy_location_sends_its_callers_to_the_open_overflow_location() {
+        let s = settings();
+        let urls = Urls { base: &s.public_url };
+        let caller = Caller { number: "+13105550199", call_token: None, name: None };
+        let now = Timestamp::now();
+        let wf = "WW0123456789abcdef0123456789abcdef";
+        let (open_north, closed_north) = (location("north", "1", true), location("north", "1", false));
+        let (south, closed_south) = (location("south", "2", true), location("south", "2", false));
+        fn over(location: &Location, busy: bool) -> Overflow<'_> {
+            Overflow { location, busy }
+        }
+
+        // Closed here, open there: told why, and enqueued there (with no further overflow).
+        let (r, routed) = route(&s, &urls, wf, &closed_north, Some(over(&south, false)), &caller, now, true);
+        assert_eq!(routed, Routed::Overflowed { to: "south".into() });
+        let r = round_trip(&r);
+        let heard = says(&r).join(" ");
+        assert!(heard.contains("north is closed right now. We are transferring you to"), "{heard}");
+        let task = task_of(&r).unwrap();
+        assert_eq!((task.location.as_str(), task.overflow), ("south", None));
+
+        // Every line busy here: the same, with the reason.
+        let (r, routed) = route(&s, &urls, wf, &open_north, Some(over(&south, true)), &caller, now, false);
+        assert_eq!(routed, Routed::Overflowed { to: "south".into() });
+        assert!(says(&r)[0].starts_with(&format!("All of {NASTY} north's lines are busy.")), "{:?}", says(&r));
+
+        // Open and free here: enqueued here, the task carrying the overflow side of the dial.
+        let (r, routed) = route(&s, &urls, wf, &open_north, Some(over(&south, false)), &caller, now, false);
+        assert_eq!(routed, Routed::Enqueued);
+        let task = task_of(&r).unwrap();
+        assert_eq!(task.location, "north");
+        let o = task.overflow.unwrap();
+        assert_eq!((o.location.as_str(), o.practice_phone.as_str()), ("south", south.phone.as_str()));
+
+        // Closed there too: no transfer; a closed location still offers voicemail.
+        let (r, routed) = route(&s, &urls, wf, &closed_north, Some(over(&closed_south, false)), &caller, now, true);
+        assert_eq!(routed, Routed::Closed);
+        assert!(task_of(&r).is_none());
+        let (_, routed) = route(&s, &urls, wf, &open_north, Some(over(&closed_south, true)), &caller, now, true);
+        assert_eq!(routed, Routed::Enqueued, "busy here, but the overflow location is closed: wait here");
+    }
+
     #[test]
     fn every_value_that_reaches_xml_is_escaped_and_survives() {
         let s = settings();
@@ -432,7 +562,7 @@ mod tests {
         let menu = round_trip(&menu(&s, &urls, &[east.clone(), west.clone()], 0));
         assert!(says(&menu).iter().any(|t| t.contains(NASTY)), "{:?}", says(&menu));
 
-        let (open, routed) = route(&s, &urls, "WW0123456789abcdef0123456789abcdef", &east, &caller, now, true);
+        let (open, routed) = route(&s, &urls, "WW0123456789abcdef0123456789abcdef", &east, None, &caller, now, true);
         assert_eq!(routed, Routed::Enqueued);
         let open = round_trip(&open);
         let enqueue = open.verbs.iter().find_map(|v| if let Verb::Enqueue(e) = v { Some(e) } else { None }).unwrap();
@@ -442,7 +572,7 @@ mod tests {
         assert_eq!(attrs.practice_phone.as_str(), "+14155550123");
         assert!(says(&open).iter().any(|t| t.contains(NASTY)));
 
-        let (closed, routed) = route(&s, &urls, "WW0123456789abcdef0123456789abcdef", &west, &caller, now, true);
+        let (closed, routed) = route(&s, &urls, "WW0123456789abcdef0123456789abcdef", &west, None, &caller, now, true);
         assert_eq!(routed, Routed::Closed);
         assert!(says(&round_trip(&closed)).iter().any(|t| t.contains(NASTY)));
 
@@ -459,7 +589,7 @@ mod tests {
         for outcome in Outcome::ALL {
             assert!(says(&round_trip(&fallback(&s, &urls, &west, outcome))).iter().any(|t| t.contains(NASTY)));
         }
-        round_trip(&dial_queue("WR0123456789abcdef0123456789abcdef"));
+        round_trip(&dial_queue("WR0123456789abcdef0123456789abcdef", None));
         let text = screen_text(&east.display_name, Some("+13105550199"), Some(NASTY), 1);
         assert!(says(&round_trip(&screen(&s, "https://r.example.com/screen?a=1&b=2", &text, 8))).contains(&text));
         round_trip(&goodbye(&s));
@@ -509,7 +639,8 @@ mod tests {
         ];
         for (at, want) in cases {
             let now: Timestamp = at.parse().unwrap();
-            let (twiml, routed) = route(&s, &urls, "WW0123456789abcdef0123456789abcdef", &east, &caller, now, true);
+            let (twiml, routed) =
+                route(&s, &urls, "WW0123456789abcdef0123456789abcdef", &east, None, &caller, now, true);
             assert_eq!(routed, Routed::Closed, "{at}");
             let said = says(&round_trip(&twiml));
             assert_eq!(said[0], format!("Thank you for calling {NASTY}. {want}"), "{at}");

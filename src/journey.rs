@@ -343,8 +343,10 @@ pub enum Answer {
     Hold { announce: bool, comfort: Option<u32> },
     /// `/hold`: `<Leave>`; `/enqueue-action` follows with `QueueResult=leave`.
     Leave,
-    /// `/dial-queue`: `<Dial><Queue reservationSid>`.
-    Bridge { reservation: ReservationSid },
+    /// `/dial-queue`: `<Dial><Queue reservationSid>`. With `transfer`, the
+    /// reservation is the overflow location's (named), and the caller hears
+    /// that they are being transferred there before the bridge.
+    Bridge { reservation: ReservationSid, transfer: Option<String> },
     /// `/dial-queue` or `/screen`: the screening prompt, its `prompt`th time:
     /// who is calling, for which location, and "press 1 to accept", waiting
     /// `timeout_secs` for one key.
@@ -413,12 +415,15 @@ impl Journey {
         self.task.as_ref().map(|t| t.status)
     }
 
-    /// What the `calls` table shows of this journey: its location, task,
+    /// What the `calls` table shows of this journey: where it ended, its task,
     /// latest reservation, latest location leg and how that leg was answered.
     pub fn summary(&self) -> Summary<'_> {
         let leg = self.reservations.iter().rev().find_map(|r| r.legs.last());
+        // Where the call ended: the location of the latest reservation, which
+        // is the overflow location's once the workflow moved the task there.
+        let ended_at = self.reservations.iter().rev().find_map(|r| r.target.as_ref()).map(|t| t.location.as_str());
         Summary {
-            location: self.location.as_deref(),
+            location: ended_at.or(self.location.as_deref()),
             task: self.task.as_ref().map(|t| &t.sid),
             reservation: self.reservations.last().map(|r| &r.sid),
             leg: leg.map(|l| &l.sid),

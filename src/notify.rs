@@ -296,6 +296,8 @@ mod tests {
             announce_every_secs: None,
             hold_music: None,
             comfort_messages: Vec::new(),
+            overflow: None,
+            overflow_after_secs: None,
         };
         let location = Location::from_stored(spec).unwrap();
         let v = Voicemail {

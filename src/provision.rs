@@ -152,6 +152,19 @@ pub struct DesiredWorkflow {
 pub struct Route {
     pub location: String,
     pub expression: String,
+    /// The overflow location and the seconds a task waits for this one
+    /// first (a second workflow target).
+    pub overflow: Option<(String, u32)>,
+}
+
+impl Route {
+    /// The targets as [`route_diffs`] shows them: `queue north for 60 s+queue south`.
+    fn shown(&self) -> String {
+        match &self.overflow {
+            Some((to, secs)) => format!("queue {} for {secs} s+queue {to}", self.location),
+            None => format!("queue {}", self.location),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -195,8 +208,18 @@ impl Desired {
                 }
             })
             .collect();
-        let routes =
-            locations.iter().map(|l| Route { location: l.name.clone(), expression: expression(&l.name) }).collect();
+        let names: BTreeSet<&str> = locations.iter().map(|l| l.name.as_str()).collect();
+        let routes = locations
+            .iter()
+            .map(|l| Route {
+                location: l.name.clone(),
+                expression: expression(&l.name),
+                overflow: match (&l.spec.overflow, l.spec.overflow_after_secs) {
+                    (Some(to), Some(secs)) if names.contains(to.as_str()) => Some((to.clone(), secs)),
+                    _ => None,
+                },
+            })
+            .collect();
         let numbers: BTreeSet<&E164> = locations.iter().flat_map(|l| l.numbers.iter()).collect();
         let base = &settings.public_url;
         Desired {
@@ -233,11 +256,16 @@ impl Desired {
     fn workflow_params(&self, queue_sids: &BTreeMap<String, String>) -> Result<Params, String> {
         let mut filters = Vec::new();
         for r in &self.workflow.routes {
-            let queue = queue_sids.get(&r.location).ok_or_else(|| format!("queue {} has no SID", r.location))?;
+            let sid = |l: &str| queue_sids.get(l).ok_or_else(|| format!("queue {l} has no SID"));
+            let queue = sid(&r.location)?;
+            let targets = match &r.overflow {
+                Some((to, secs)) => json!([{"queue": queue, "timeout": secs}, {"queue": sid(to)?}]),
+                None => json!([{"queue": queue}]),
+            };
             filters.push(json!({
                 "filter_friendly_name": r.location,
                 "expression": r.expression,
-                "targets": [{"queue": queue}],
+                "targets": targets,
             }));
         }
         let config = json!({"task_routing": {"filters": filters}});
@@ -632,10 +660,16 @@ fn route_diffs(d: &DesiredWorkflow, configuration: &str, queue_location: &BTreeM
             .and_then(Value::as_array)
             .map(|ts| {
                 ts.iter()
-                    .filter_map(|t| t.get("queue").and_then(Value::as_str))
-                    .map(|sid| match queue_location.get(sid) {
-                        Some(loc) => format!("queue {loc}"),
-                        None => format!("queue {sid} (not ours or gone)"),
+                    .filter_map(|t| Some((t.get("queue").and_then(Value::as_str)?, t.get("timeout"))))
+                    .map(|(sid, timeout)| {
+                        let queue = match queue_location.get(sid) {
+                            Some(loc) => format!("queue {loc}"),
+                            None => format!("queue {sid} (not ours or gone)"),
+                        };
+                        match timeout.and_then(Value::as_u64) {
+                            Some(t) => format!("{queue} for {t} s"),
+                            None => queue,
+                        }
                     })
                     .collect()
             })
@@ -643,8 +677,7 @@ fn route_diffs(d: &DesiredWorkflow, configuration: &str, queue_location: &BTreeM
         have.insert(expr, queues.join("+"));
     }
     let default = config.pointer("/task_routing/default_filter").filter(|v| !v.is_null());
-    let want: BTreeMap<String, String> =
-        d.routes.iter().map(|r| (r.expression.clone(), format!("queue {}", r.location))).collect();
+    let want: BTreeMap<String, String> = d.routes.iter().map(|r| (r.expression.clone(), r.shown())).collect();
     let mut diffs = Vec::new();
     for (expr, to) in &want {
         let from = have.get(expr).cloned().unwrap_or_default();
@@ -1480,7 +1513,10 @@ auth_token = "secret"
                 .collect(),
             workflow: DesiredWorkflow {
                 friendly_name: format!("{prefix}by-location"),
-                routes: locations.iter().map(|(l, _)| Route { location: (*l).into(), expression: expr(l) }).collect(),
+                routes: locations
+                    .iter()
+                    .map(|(l, _)| Route { location: (*l).into(), expression: expr(l), overflow: None })
+                    .collect(),
                 reservation_timeout_secs: 65,
             },
             numbers: vec![DesiredNumber {
@@ -1848,5 +1884,27 @@ auth_token = "secret"
         assert_eq!(p.get("TaskReservationTimeout"), Some("65"));
         let missing = d.workflow_params(&BTreeMap::new()).unwrap_err();
         assert!(missing.contains("north"), "{missing}");
+    }
+
+    #[test]
+    fn an_overflow_after_some_seconds_is_a_second_workflow_target() {
+        let mut d = desired(&[("north", 1), ("south", 1)], false);
+        d.workflow.routes[0].overflow = Some(("south".into(), 60));
+        let sids = BTreeMap::from([("north".to_owned(), "WQn".to_owned()), ("south".to_owned(), "WQs".to_owned())]);
+        let config = d.workflow_params(&sids).unwrap().get("Configuration").unwrap().to_owned();
+        let v: Value = serde_json::from_str(&config).unwrap();
+        assert_eq!(
+            v["task_routing"]["filters"][0]["targets"],
+            json!([{"queue": "WQn", "timeout": 60}, {"queue": "WQs"}])
+        );
+        assert_eq!(v["task_routing"]["filters"][1]["targets"], json!([{"queue": "WQs"}]));
+        // Read back, the same configuration is no change; a plain one is.
+        let queues = BTreeMap::from([("WQn", "north"), ("WQs", "south")]);
+        assert_eq!(route_diffs(&d.workflow, &config, &queues), []);
+        let plain = desired(&[("north", 1), ("south", 1)], false);
+        let plain_config = plain.workflow_params(&sids).unwrap().get("Configuration").unwrap().to_owned();
+        let diffs = route_diffs(&d.workflow, &plain_config, &queues);
+        assert_eq!(diffs.len(), 1, "{diffs:?}");
+        assert_eq!((diffs[0].from.as_str(), diffs[0].to.as_str()), ("queue north", "queue north for 60 s+queue south"));
     }
 }

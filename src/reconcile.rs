@@ -20,8 +20,10 @@ mod run;
 pub use run::Reconciler;
 
 use jiff::Timestamp;
+use std::collections::BTreeMap;
 use twilio::E164;
-use twilio::sid::{CallSid, ReservationSid, TaskSid, WorkspaceSid};
+
+use twilio::sid::{CallSid, ReservationSid, TaskSid, WorkerSid, WorkspaceSid};
 
 use crate::domain::TaskAttributes;
 use crate::journey::{CallStatus, Command, DialTarget, Event, ReservationStatus, TaskStatus};
@@ -50,7 +52,15 @@ pub struct Observed {
 /// becomes `TaskSeen`. Reservation events come first, pending ones before
 /// the others, and the task's last: when a pending reservation starts a
 /// journey, the observations after it find that journey.
-pub fn observe_task(task: &TaskResource, reservations: &[ReservationResource]) -> Result<Vec<Observed>, String> {
+///
+/// `worker_locations` names the location of the workers of pending
+/// reservations, where known: a task with an overflow location dials the
+/// overflow location for a reservation of its worker.
+pub fn observe_task(
+    task: &TaskResource,
+    reservations: &[ReservationResource],
+    worker_locations: &BTreeMap<WorkerSid, String>,
+) -> Result<Vec<Observed>, String> {
     let attrs: TaskAttributes = serde_json::from_str(&task.attributes)
         .map_err(|e| format!("task attributes are not a call-router task: {e}"))?;
     let status = TaskStatus::parse(&task.assignment_status)
@@ -70,7 +80,10 @@ pub fn observe_task(task: &TaskResource, reservations: &[ReservationResource]) -
                 task: task.sid.clone(),
                 reservation: r.sid.clone(),
                 caller: attrs.call_sid.clone(),
-                target: DialTarget::from_attributes(&attrs),
+                target: DialTarget::for_worker(
+                    &attrs,
+                    r.worker_sid.as_ref().and_then(|w| worker_locations.get(w)).map(String::as_str),
+                ),
             };
             created.push(Observed { keys, event, create: true });
         } else {
@@ -256,7 +269,12 @@ pub async fn sweep_tasks_paged(
             }
             Err(e) => return Err(e),
         };
-        match observe_task(task, &reservations.items) {
+        let workers = match worker_locations(client, workspace, task, &reservations.items).await {
+            Ok(w) => w,
+            Err(e) if e.status() == Some(404) => BTreeMap::new(),
+            Err(e) => return Err(e),
+        };
+        match observe_task(task, &reservations.items, &workers) {
             Ok(o) => observed.extend(o),
             Err(why) => skipped.push((task.sid.clone(), why)),
         }
@@ -368,7 +386,33 @@ pub async fn observe_one_task(
 ) -> Result<Result<Vec<Observed>, String>, ApiError> {
     let t = client.fetch_task(workspace, task).await?;
     let reservations = client.list_task_reservations(workspace, task).await?;
-    Ok(observe_task(&t, &reservations.items))
+    let workers = worker_locations(client, workspace, &t, &reservations.items).await?;
+    Ok(observe_task(&t, &reservations.items, &workers))
+}
+
+/// The locations of the workers of a task's pending reservations, fetched
+/// only for a task with an overflow location (otherwise every reservation
+/// dials the task's own location).
+async fn worker_locations(
+    client: &TwilioClient,
+    workspace: &WorkspaceSid,
+    task: &TaskResource,
+    reservations: &[ReservationResource],
+) -> Result<BTreeMap<WorkerSid, String>, ApiError> {
+    let overflow = serde_json::from_str::<TaskAttributes>(&task.attributes).is_ok_and(|a| a.overflow.is_some());
+    let mut out = BTreeMap::new();
+    if !overflow {
+        return Ok(out);
+    }
+    let pending = reservations.iter().filter(|r| r.task_sid == task.sid && r.reservation_status == "pending");
+    for w in pending.filter_map(|r| r.worker_sid.as_ref()) {
+        if !out.contains_key(w)
+            && let Some(location) = client.worker_location(workspace, w).await?
+        {
+            out.insert(w.clone(), location);
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

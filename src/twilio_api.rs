@@ -607,6 +607,18 @@ impl TwilioClient {
         decode("GET", &path, self.get(Api::TaskRouter, &path).await?)
     }
 
+    /// A worker's `location` attribute (what provision gives every worker).
+    pub async fn worker_location(
+        &self,
+        workspace: &WorkspaceSid,
+        worker: &WorkerSid,
+    ) -> Result<Option<String>, ApiError> {
+        let path = Self::workspace_path(workspace.as_str(), &format!("Workers/{worker}"));
+        let w: WorkerResource = decode("GET", &path, self.get(Api::TaskRouter, &path).await?)?;
+        let attrs: Value = w.attributes.as_deref().and_then(|a| serde_json::from_str(a).ok()).unwrap_or(Value::Null);
+        Ok(attrs.get("location").and_then(Value::as_str).map(str::to_owned))
+    }
+
     /// Every reservation of one task (a task has few: one per offer), up to
     /// ten pages of a thousand.
     pub async fn list_task_reservations(

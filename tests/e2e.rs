@@ -65,6 +65,8 @@ fn location(name: &str, number: &str, phone: &str, open: bool) -> LocationSpec {
         announce_every_secs: None,
         hold_music: None,
         comfort_messages: Vec::new(),
+        overflow: None,
+        overflow_after_secs: None,
     }
 }
 
@@ -87,6 +89,17 @@ async fn world_of(
     extra_toml: &str,
     north: impl FnOnce(&mut LocationSpec),
 ) -> Option<World> {
+    world_at(backend, north_phone, extra_toml, |locations| north(&mut locations[0])).await
+}
+
+/// As [`world_with`], with the locations (north, night) changed by `edit` first; every
+/// number of theirs is bought, and only north's phone is set.
+async fn world_at(
+    backend: Backend,
+    north_phone: Behaviour,
+    extra_toml: &str,
+    edit: impl FnOnce(&mut Vec<LocationSpec>),
+) -> Option<World> {
     let db = backend.database().await?;
     let sb_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sandbox = sandbox::start(sandbox::Config::random(TIME_SCALE, 7), sb_listener).await.unwrap();
@@ -101,13 +114,14 @@ async fn world_of(
         db.url
     );
     let mut settings = Settings::from_toml(&text, |_| None).unwrap();
-    let mut north_spec = location("north", MAIN, NORTH_PHONE, true);
-    north(&mut north_spec);
-    settings.locations = vec![north_spec, location("night", NIGHT, NIGHT_PHONE, false)];
+    let mut locations = vec![location("north", MAIN, NORTH_PHONE, true), location("night", NIGHT, NIGHT_PHONE, false)];
+    edit(&mut locations);
+    settings.locations = locations;
     let server = Server::start(settings.clone(), listener).await.unwrap();
     let store = server.state.store().clone();
 
-    for n in [MAIN, NIGHT] {
+    let numbers: std::collections::BTreeSet<&String> = settings.locations.iter().flat_map(|l| &l.numbers).collect();
+    for n in numbers {
         client.buy_number(n, None).await.unwrap();
     }
     client.set_phone(NORTH_PHONE, &north_phone).await.unwrap();
@@ -333,6 +347,8 @@ on_both_backends!(
     screening_a_voicemail_greeting_with_amd_off_is_never_bridged,
     screening_a_wrong_key_twice_is_not_answered,
     waiting_callers_hear_their_place_then_the_expected_wait,
+    a_caller_who_finds_the_location_closed_is_transferred_to_its_overflow_location,
+    a_caller_still_waiting_after_overflow_after_secs_is_taken_by_the_overflow_location,
 );
 
 /// A location that does not connect sends the caller to voicemail: the server redirects the
@@ -504,6 +520,73 @@ max_queue_secs = {long}
     let summary = w.client.call_summary(&first).await.unwrap();
     assert!(summary["end_ms"].is_null() && summary["status"] == "in-progress", "{summary}");
     assert_eq!(w.rest("POST", "/Calls.json").await.len(), 1);
+    w.finish().await;
+}
+
+async fn a_caller_who_finds_the_location_closed_is_transferred_to_its_overflow_location(backend: Backend) {
+    let person = Behaviour::Person { rings: 1, talk_secs: 30, digits: None };
+    let Some(w) = world_at(backend, person, "", |l| l[1].overflow = Some("north".into())).await else { return };
+    let (summary, record) = w.call(NIGHT, None).await;
+    // Connected at north, which the calls row records as where the call ended.
+    assert_eq!(record.outcome, Outcome::Connected, "{summary}");
+    assert_eq!(record.location.as_deref(), Some("north"));
+    let incoming = w.webhooks("/incoming-call").await;
+    assert!(
+        incoming[0].response.contains("night clinic is closed right now. We are transferring you to north clinic."),
+        "{}",
+        incoming[0].response
+    );
+    w.quiet().await;
+    assert_one_dial(&w.rest("POST", "/Calls.json").await);
+    w.finish().await;
+}
+
+async fn a_caller_still_waiting_after_overflow_after_secs_is_taken_by_the_overflow_location(backend: Backend) {
+    const SOUTH: &str = "+12025550146";
+    const SOUTH_PHONE: &str = "+14155550106";
+    let person = Behaviour::Person { rings: 1, talk_secs: 30, digits: None };
+    let Some(w) = world_at(backend, person.clone(), "", |l| {
+        l[0].overflow = Some("south".into());
+        l[0].overflow_after_secs = Some(30);
+        l.push(location("south", SOUTH, SOUTH_PHONE, true));
+    })
+    .await
+    else {
+        return;
+    };
+    w.client.set_phone(SOUTH_PHONE, &person).await.unwrap();
+    // Nobody is on shift at north: its worker is offline, so the task waits in north's queue.
+    let settings = w.server.state.settings();
+    let api = call_router::twilio_api::TwilioClient::new(&settings.twilio).unwrap();
+    let ws = w.store.resource("workspace", "main").await.unwrap().unwrap();
+    let offline = api.list_activities(&ws).await.unwrap().into_iter().find(|a| !a.available).unwrap();
+    let north = api
+        .list_workers(&ws)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|wk| wk.attributes.as_deref().is_some_and(|a| a.contains(r#""location":"north""#)))
+        .expect("north's worker");
+    let mut p = Params::new();
+    p.push("ActivitySid", &offline.sid);
+    api.update_worker(&ws, &north.sid, &p).await.unwrap();
+
+    let (summary, record) = w.call(MAIN, Some(600)).await;
+    assert_eq!(record.outcome, Outcome::Connected, "{summary}");
+    assert_eq!(record.location.as_deref(), Some("south"), "where the call ended");
+    // South's phone was dialled, once, and the caller heard of the transfer just before the bridge.
+    w.quiet().await;
+    let dials = w.rest("POST", "/Calls.json").await;
+    assert_eq!(dials.iter().map(|d| d.params.get("To").unwrap_or_default()).collect::<Vec<_>>(), [SOUTH_PHONE]);
+    let notices = w.webhooks("/transfer-notice").await;
+    assert_eq!(notices.len(), 1, "{notices:#?}");
+    assert_eq!(notices[0].params.get("CallSid"), Some(record.call_sid.as_str()));
+    assert!(notices[0].response.contains("We are transferring you to south clinic."), "{}", notices[0].response);
+    // The task moved after the caller had waited the 30 s for north.
+    let waited: u64 = notices[0].params.get("QueueTime").and_then(|t| t.parse().ok()).unwrap();
+    assert!(waited >= 30, "moved after {waited} s");
+    let heard = summary["heard"].to_string();
+    assert!(heard.contains("We are transferring you to south clinic."), "{summary}");
     w.finish().await;
 }
 

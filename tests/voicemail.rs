@@ -185,6 +185,8 @@ fn night(webhook: &str) -> LocationSpec {
         announce_every_secs: None,
         hold_music: None,
         comfort_messages: Vec::new(),
+        overflow: None,
+        overflow_after_secs: None,
     }
 }
 

@@ -340,6 +340,8 @@ pub fn example_business() -> Vec<LocationSpec> {
             announce_every_secs: None,
             hold_music: None,
             comfort_messages: Vec::new(),
+            overflow: None,
+            overflow_after_secs: None,
         };
     vec![
         loc("north", "North clinic", Some("1"), MAIN_NUMBER, "+14155550101", always_open()),
@@ -431,6 +433,8 @@ impl Scenario {
                         announce_every_secs: None,
                         hold_music: None,
                         comfort_messages: Vec::new(),
+                        overflow: None,
+                        overflow_after_secs: None,
                     };
                     spec.validate().map_err(|e| bad(format!("locations[{i}].{}", e.field), e.message))?;
                     Ok(spec)

@@ -67,6 +67,12 @@ fn attributes(req: &TwilioRequest) -> Result<Option<TaskAttributes>, WebhookErro
         .transpose()
 }
 
+/// The `location` attribute of the reserved worker (`WorkerAttributes`).
+fn worker_location(req: &TwilioRequest) -> Option<String> {
+    let attrs: serde_json::Value = serde_json::from_str(req.get("WorkerAttributes")?).ok()?;
+    attrs.get("location")?.as_str().map(str::to_owned)
+}
+
 /// The journey's event for a TaskRouter event; None for one it does not hear.
 fn journey_event(event_type: &str, req: &TwilioRequest) -> Result<Option<Event>, WebhookError> {
     let task = || sid_param::<TaskSid>(req, "TaskSid");
@@ -82,7 +88,7 @@ fn journey_event(event_type: &str, req: &TwilioRequest) -> Result<Option<Event>,
                 task: task()?,
                 reservation: reservation()?,
                 caller: attrs.call_sid.clone(),
-                target: DialTarget::from_attributes(&attrs),
+                target: DialTarget::for_worker(&attrs, worker_location(req).as_deref()),
             }
         }
         "reservation.accepted" => Event::ReservationAccepted { task: task()?, reservation: reservation()? },

@@ -158,6 +158,7 @@ pub fn router(state: AppState) -> Router {
         .route("/voicemail-transcription", post(voice::voicemail_transcription))
         .route("/dial-queue", post(voice::dial_queue))
         .route("/screen", post(voice::screen))
+        .route("/transfer-notice", post(voice::transfer_notice))
         .route("/status-callback", post(voice::status_callback))
         .route("/tr-event-handler", post(events::tr_event_handler))
         .route("/location-lookup", get(lookup::location_lookup).post(lookup::location_lookup))

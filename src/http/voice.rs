@@ -119,22 +119,58 @@ async fn route_to(
         name: req.get("CallerName"),
     };
     let now = Timestamp::now();
-    let (twiml, routed) = ivr::route(state.settings(), &state.urls(), workflow.as_str(), location, &caller, now, greet);
+    let overflow = overflow_of(state, location).await;
+    let overflow = match &overflow {
+        Some((o, busy)) => Some(ivr::Overflow { location: o, busy: *busy }),
+        None => None,
+    };
+    let (twiml, routed) =
+        ivr::route(state.settings(), &state.urls(), workflow.as_str(), location, overflow, &caller, now, greet);
     tracing::info!(location = %location.name, ?routed, "caller routed");
+    let enqueued = |l: &Location| {
+        let mut events = vec![Event::CallerEnqueued { location: l.name.clone() }];
+        // Hours are checked again while the caller waits: the journey acts at closing time.
+        if let crate::hours::Status::Open { closes_at } = l.schedule.status_at(now) {
+            events.push(Event::ClosingTime { at_ms: closes_at.timestamp().as_millisecond() });
+        }
+        events
+    };
     let events = match routed {
         Routed::Closed => {
             vec![Event::CallerTurnedAway { outcome: Outcome::AfterHours, location: Some(location.name.clone()) }]
         }
-        Routed::Enqueued => {
-            let mut events = vec![Event::CallerEnqueued { location: location.name.clone() }];
-            // Hours are checked again while the caller waits: the journey acts at closing time.
-            if let crate::hours::Status::Open { closes_at } = location.schedule.status_at(now) {
-                events.push(Event::ClosingTime { at_ms: closes_at.timestamp().as_millisecond() });
-            }
-            events
-        }
+        Routed::Enqueued => enqueued(location),
+        Routed::Overflowed { .. } => enqueued(overflow.map_or(location, |o| o.location)),
     };
     Ok((TwiML(twiml), events))
+}
+
+/// The location's overflow location, and whether every line here is in use
+/// with one free there. A failed read, or an overflow location that is gone,
+/// only means no overflow: the caller is routed as if there were none.
+async fn overflow_of(state: &AppState, location: &Location) -> Option<(Location, bool)> {
+    let name = location.spec.overflow.as_deref()?;
+    let overflow = match state.store().location(name).await {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            tracing::warn!(location = %location.name, overflow = name, "the overflow location does not exist; not used");
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(location = %location.name, error = %format_args!("{e:#}"), "could not read the overflow location; not used");
+            return None;
+        }
+    };
+    let in_use = match state.store().live_callers(crate::stats::MAX_OPEN).await {
+        Ok(live) => live,
+        Err(e) => {
+            tracing::warn!(error = %format_args!("{e:#}"), "could not count the lines in use; no overflow for busy lines");
+            Vec::new()
+        }
+    };
+    let bridged = |l: &Location| in_use.iter().find(|(n, _, _)| *n == l.name).map_or(0, |(_, _, b)| *b);
+    let busy = bridged(location) >= i64::from(location.lines) && bridged(&overflow) < i64::from(overflow.lines);
+    Some((overflow, busy))
 }
 
 /// The queue's `waitUrl`: hold music, after the caller's place and expected
@@ -246,6 +282,14 @@ async fn location_of(state: &AppState, req: &TwilioRequest) -> Result<Option<Loc
         Some(name) => Ok(state.store().location(name).await?),
         None => Ok(None),
     }
+}
+
+/// The `<Queue url>` of a bridge to the overflow location: what the caller
+/// hears just before it.
+pub(super) async fn transfer_notice(State(state): State<AppState>, req: TwilioRequest) -> Result<TwiML, WebhookError> {
+    let to = location_of(&state, &req).await?;
+    let name = to.as_ref().map_or("another of our locations", |l| l.display_name.as_str());
+    Ok(TwiML(ivr::transfer_notice(state.settings(), name)))
 }
 
 /// Where the caller is redirected after a failed attempt to reach the location.
@@ -409,7 +453,12 @@ async fn leg_answer(
     answered_by: Option<AnsweredBy>,
 ) -> Result<TwiML, WebhookError> {
     Ok(TwiML(match done.answer {
-        Answer::Bridge { reservation } => ivr::dial_queue(reservation.as_str()),
+        Answer::Bridge { reservation, transfer: None } => ivr::dial_queue(reservation.as_str(), None),
+        Answer::Bridge { reservation, transfer: Some(to) } => {
+            tracing::info!(to = %to, "the caller is bridged to the overflow location");
+            let notice = state.urls().url("/transfer-notice", &[("location", to.as_str())]);
+            ivr::dial_queue(reservation.as_str(), Some(notice))
+        }
         Answer::Screen { prompt, location, caller, caller_name, timeout_secs } => {
             let display = match state.store().location(&location).await? {
                 Some(l) => l.display_name,

@@ -152,6 +152,25 @@ fn yes() -> bool {
 }
 
 impl DialTarget {
+    /// Where a reservation of the worker of `worker_location` dials: the
+    /// task's overflow location when that is the worker's, else the task's
+    /// own location.
+    pub fn for_worker(attrs: &TaskAttributes, worker_location: Option<&str>) -> Self {
+        match &attrs.overflow {
+            Some(o) if worker_location == Some(o.location.as_str()) && o.location != attrs.location => DialTarget {
+                location: o.location.clone(),
+                to: o.practice_phone.clone(),
+                from: o.caller_id.clone(),
+                call_token: o.call_token.clone(),
+                screening: o.screening,
+                amd: o.amd.unwrap_or(true) || o.screening.is_none(),
+                caller: attrs.caller.clone(),
+                caller_name: attrs.caller_name.clone().filter(|_| o.screening.is_some_and(|s| s.say_name)),
+            },
+            _ => Self::from_attributes(attrs),
+        }
+    }
+
     pub fn from_attributes(attrs: &TaskAttributes) -> Self {
         DialTarget {
             location: attrs.location.clone(),

@@ -64,10 +64,12 @@ impl Journey {
                 self.on_caller_status(status, None, now);
             }
             Event::LegAnswered { reservation, attempt, leg, answered_by } => {
-                return self.on_leg_answered(reservation, attempt, leg, answered_by, cx);
+                let answer = self.on_leg_answered(reservation, attempt, leg, answered_by, cx);
+                return self.with_transfer(answer);
             }
             Event::LegScreened { reservation, attempt, leg, prompt, key } => {
-                return self.on_leg_screened(reservation, attempt, leg, prompt, key, cx);
+                let answer = self.on_leg_screened(reservation, attempt, leg, prompt, key, cx);
+                return self.with_transfer(answer);
             }
             Event::LegStatus { reservation, attempt, leg, status, sequence } => {
                 self.on_leg_status(reservation, attempt, leg, status, sequence, now);
@@ -429,7 +431,7 @@ impl Journey {
                     && may_bridge
                     && (caller.waiting() || caller == CallerState::Bridged) =>
             {
-                Answer::Bridge { reservation }
+                Answer::Bridge { reservation, transfer: None }
             }
             // A stray leg, or a reservation TaskRouter took back: the bridge would fail (14217).
             (false, _)
@@ -445,7 +447,7 @@ impl Journey {
                 }
                 _ => {
                     l.bridging = true;
-                    Answer::Bridge { reservation }
+                    Answer::Bridge { reservation, transfer: None }
                 }
             },
             (true, ResState::Pending) => {
@@ -453,6 +455,22 @@ impl Journey {
                 self.settle(Outcome::LocationVoicemail);
                 answer
             }
+        }
+    }
+
+    /// A bridge to a reservation of another location than the caller's (the
+    /// workflow moved the task to the overflow location) tells the caller.
+    fn with_transfer(&self, answer: Answer) -> Answer {
+        match answer {
+            Answer::Bridge { reservation, .. } => {
+                let to = self.reservations.iter().find(|r| r.sid == reservation).and_then(|r| r.target.as_ref());
+                let transfer = match (to, &self.location) {
+                    (Some(t), Some(own)) if t.location != *own => Some(t.location.clone()),
+                    _ => None,
+                };
+                Answer::Bridge { reservation, transfer }
+            }
+            other => other,
         }
     }
 
@@ -495,7 +513,7 @@ impl Journey {
                     && may_bridge
                     && (caller.waiting() || caller == CallerState::Bridged) =>
             {
-                Answer::Bridge { reservation }
+                Answer::Bridge { reservation, transfer: None }
             }
             (false, _, _)
             | (_, ResState::Accepted | ResState::Wrapping | ResState::Completed | ResState::Ended { .. }, _) => {
@@ -508,7 +526,7 @@ impl Journey {
             // Not a screened leg as far as the journey knows: 1 still means a person is there.
             (true, ResState::Pending, None) if key == ScreenKey::Accept => {
                 l.bridging = true;
-                Answer::Bridge { reservation }
+                Answer::Bridge { reservation, transfer: None }
             }
             (true, ResState::Pending, None) => {
                 no_answer = true;
@@ -523,7 +541,7 @@ impl Journey {
                         // Pressing 1 is what tells a person from a machine here.
                         l.answered_by.get_or_insert(AnsweredBy::Human);
                         l.bridging = true;
-                        Answer::Bridge { reservation }
+                        Answer::Bridge { reservation, transfer: None }
                     }
                     // The answer to an earlier asking, asked again: the prompt as it is now.
                     _ if prompt < screen.prompt => screen_prompt(&t, screen.prompt),

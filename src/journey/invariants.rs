@@ -111,7 +111,7 @@ impl Checker {
         }
 
         // 6. A leg answered for a caller who has left is not bridged.
-        if let Answer::Bridge { reservation } = &step.answer {
+        if let Answer::Bridge { reservation, .. } = &step.answer {
             prop_assert!(
                 !matches!(before.caller.state, CallerState::Gone | CallerState::Diverted),
                 "bridged a leg to a caller who left {}",
@@ -141,7 +141,7 @@ impl Checker {
         let leg_of = |j: &Journey, r: &ReservationSid, l: &CallSid| {
             j.reservations.iter().find(|x| &x.sid == r).and_then(|x| x.legs.iter().find(|y| &y.sid == l)).cloned()
         };
-        if let (Answer::Bridge { reservation }, Some((r, leg))) = (&step.answer, event_leg)
+        if let (Answer::Bridge { reservation, .. }, Some((r, leg))) = (&step.answer, event_leg)
             && screens(before, reservation)
         {
             let pressed_one = matches!(event, Event::LegScreened { key: ScreenKey::Accept, .. });

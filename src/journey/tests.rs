@@ -225,7 +225,7 @@ fn connected() -> Run {
     run.on(created(1));
     run.on(placed(1, 1, 101));
     let step = run.on(answered(1, 101, AnsweredBy::Human));
-    assert_eq!(step.answer, Answer::Bridge { reservation: res(1) });
+    assert_eq!(step.answer, Answer::Bridge { reservation: res(1), transfer: None });
     run.on(Event::ReservationAccepted { task: task(TASK), reservation: res(1) });
     assert_eq!(run.j.outcome(), Outcome::Connected);
     run
@@ -338,7 +338,10 @@ fn defect_8_max_queue_time_does_not_cut_a_leg_just_answered() {
     let mut run = Run::queued();
     run.on(created(1));
     run.on(placed(1, 1, 101));
-    assert_eq!(run.on(answered(1, 101, AnsweredBy::Human)).answer, Answer::Bridge { reservation: res(1) });
+    assert_eq!(
+        run.on(answered(1, 101, AnsweredBy::Human)).answer,
+        Answer::Bridge { reservation: res(1), transfer: None }
+    );
     let step = run.on(hold(max));
     assert_eq!((step.answer, step.commands), (Answer::MUSIC, vec![]));
     assert_eq!(run.j.outcome(), Outcome::Pending);
@@ -450,7 +453,7 @@ fn a_leg_the_journey_never_dialled_is_bridged_when_the_caller_waits() {
     let mut run = Run::queued();
     run.on(Event::ReservationSeen { task: task(TASK), reservation: res(1), status: ReservationStatus::Pending });
     let step = run.on(answered(1, 101, AnsweredBy::Human));
-    assert_eq!(step.answer, Answer::Bridge { reservation: res(1) });
+    assert_eq!(step.answer, Answer::Bridge { reservation: res(1), transfer: None });
     assert_eq!(step.commands, []);
 
     // The same leg busy instead: the caller gets voicemail and the task is canceled.
@@ -491,7 +494,10 @@ fn a_repeated_answer_of_a_leg_that_has_ended_is_not_bridged() {
     // Found by the property test: `/dial-queue` bridged, then the leg's `busy`
     // (the caller is sent to voicemail), then Twilio retries `/dial-queue`.
     let mut run = Run::new();
-    assert_eq!(run.on(answered(1, 110, AnsweredBy::Human)).answer, Answer::Bridge { reservation: res(1) });
+    assert_eq!(
+        run.on(answered(1, 110, AnsweredBy::Human)).answer,
+        Answer::Bridge { reservation: res(1), transfer: None }
+    );
     run.on(leg_status(1, 110, CallStatus::Busy, 2));
     assert_eq!(run.j.outcome(), Outcome::LocationBusy);
     assert!(matches!(run.on(answered(1, 110, AnsweredBy::Human)).answer, Answer::Refuse { .. }));
@@ -499,7 +505,10 @@ fn a_repeated_answer_of_a_leg_that_has_ended_is_not_bridged() {
     // While a plain retry of the same answer, with the leg still up, is answered the same.
     let mut run = Run::new();
     run.on(answered(1, 110, AnsweredBy::Human));
-    assert_eq!(run.on(answered(1, 110, AnsweredBy::Human)).answer, Answer::Bridge { reservation: res(1) });
+    assert_eq!(
+        run.on(answered(1, 110, AnsweredBy::Human)).answer,
+        Answer::Bridge { reservation: res(1), transfer: None }
+    );
 }
 
 fn voicemail(duration_secs: Option<u32>, transcribe: bool) -> Event {
@@ -613,7 +622,7 @@ fn closing_time_never_cuts_a_ringing_leg_and_starts_no_dial() {
     assert_eq!(run.on(Event::Tick).commands, [], "the ringing leg goes on");
     assert_eq!(run.j.outcome(), Outcome::Pending);
     let step = run.on(answered(1, 101, AnsweredBy::Human));
-    assert_eq!(step.answer, Answer::Bridge { reservation: res(1) });
+    assert_eq!(step.answer, Answer::Bridge { reservation: res(1), transfer: None });
 
     // Rung out after closing: voicemail for the reason the leg gives.
     let mut run = Run::queued();
@@ -674,11 +683,14 @@ fn screening_bridges_only_after_1() {
     // Twilio asks `/dial-queue` again: the same prompt, no bridge.
     assert_eq!(run.on(answered(1, 101, AnsweredBy::Human)).answer, prompt(1));
     let step = run.after(6_000).on(screened(101, 1, ScreenKey::Accept));
-    assert_eq!(step.answer, Answer::Bridge { reservation: res(1) });
+    assert_eq!(step.answer, Answer::Bridge { reservation: res(1), transfer: None });
     assert_eq!(step.commands, []);
     assert_eq!(run.j.outcome(), Outcome::Pending);
     // The same action asked again: the same bridge.
-    assert_eq!(run.on(screened(101, 1, ScreenKey::Accept)).answer, Answer::Bridge { reservation: res(1) });
+    assert_eq!(
+        run.on(screened(101, 1, ScreenKey::Accept)).answer,
+        Answer::Bridge { reservation: res(1), transfer: None }
+    );
     run.on(Event::ReservationAccepted { task: task(TASK), reservation: res(1) });
     assert_eq!(run.j.outcome(), Outcome::Connected);
 }
@@ -712,7 +724,10 @@ fn screening_a_wrong_key_repeats_the_prompt_once() {
     // A wrong key, then 1: bridged.
     let mut run = screening_run();
     assert_eq!(run.on(screened(101, 1, ScreenKey::Other)).answer, prompt(2));
-    assert_eq!(run.on(screened(101, 2, ScreenKey::Accept)).answer, Answer::Bridge { reservation: res(1) });
+    assert_eq!(
+        run.on(screened(101, 2, ScreenKey::Accept)).answer,
+        Answer::Bridge { reservation: res(1), transfer: None }
+    );
 
     // A wrong key, then silence: not answered.
     let mut run = screening_run();
@@ -821,4 +836,53 @@ fn nothing_is_announced_to_a_caller_no_longer_waiting() {
     run.on(leg_status(1, 101, CallStatus::Busy, 3));
     assert_eq!(run.j.outcome(), Outcome::LocationBusy);
     assert_eq!(run.on(hold_at(5, 30, true)).answer, Answer::MUSIC);
+}
+
+#[test]
+fn a_reservation_of_the_overflow_location_dials_there_and_tells_the_caller() {
+    let south = DialTarget { location: "south".into(), to: E164::parse("+14155550199").unwrap(), ..target() };
+    let mut run = Run::queued();
+    let reserved = Event::ReservationCreated {
+        task: task(TASK),
+        reservation: res(1),
+        caller: Some(call(CALLER)),
+        target: south.clone(),
+    };
+    let want =
+        Command::Dial { reservation: res(1), task: task(TASK), attempt: 1, caller: Some(call(CALLER)), target: south };
+    assert_eq!(run.on(reserved).commands, [want]);
+    run.on(placed(1, 1, 101));
+    let step = run.on(answered(1, 101, AnsweredBy::Human));
+    assert_eq!(step.answer, Answer::Bridge { reservation: res(1), transfer: Some("south".into()) });
+    // The calls row shows where the call ended.
+    assert_eq!(run.j.summary().location, Some("south"));
+    // The caller's own location's reservation is no transfer.
+    let mut run = Run::queued();
+    run.on(created(1));
+    run.on(placed(1, 1, 101));
+    assert_eq!(
+        run.on(answered(1, 101, AnsweredBy::Human)).answer,
+        Answer::Bridge { reservation: res(1), transfer: None }
+    );
+    assert_eq!(run.j.summary().location, Some("north"));
+}
+
+#[test]
+fn a_worker_of_the_overflow_location_gets_the_overflow_target() {
+    let attrs: crate::domain::TaskAttributes = serde_json::from_value(serde_json::json!({
+        "location": "north", "practicePhone": "+14155550123", "callerID": "+12025550143", "caller": "+13105550100",
+        "overflow": {"location": "south", "practicePhone": "+14155550199", "callerID": "+12025550144",
+                     "screening": {"timeoutSecs": 8, "sayName": false}, "amd": false}
+    }))
+    .unwrap();
+    let own = DialTarget::for_worker(&attrs, Some("north"));
+    assert_eq!((own.location.as_str(), own.to.as_str(), own.amd), ("north", "+14155550123", true));
+    assert_eq!(DialTarget::for_worker(&attrs, None), own, "an unknown worker dials the task's own location");
+    let south = DialTarget::for_worker(&attrs, Some("south"));
+    assert_eq!(
+        (south.location.as_str(), south.to.as_str(), south.from.as_str()),
+        ("south", "+14155550199", "+12025550144")
+    );
+    assert!(south.screening.is_some() && !south.amd);
+    assert_eq!(south.caller.as_deref(), Some("+13105550100"));
 }

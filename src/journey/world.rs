@@ -750,7 +750,7 @@ impl World {
         let event =
             Event::LegAnswered { reservation: res_sid(k), attempt: Some(attempt), leg: leg_sid(i), answered_by };
         match self.webhook(event) {
-            Answer::Bridge { reservation } => {
+            Answer::Bridge { reservation, .. } => {
                 if reservation != res_sid(k) {
                     self.fail(format!("leg {} told to bridge {reservation}", leg_sid(i)));
                 }
@@ -792,7 +792,7 @@ impl World {
         let event =
             Event::LegScreened { reservation: res_sid(k), attempt: Some(attempt), leg: leg_sid(i), prompt, key };
         match self.webhook(event) {
-            Answer::Bridge { reservation } => {
+            Answer::Bridge { reservation, .. } => {
                 if key != ScreenKey::Accept {
                     self.fail(format!("leg {} bridged after {key:?}", leg_sid(i)));
                 }

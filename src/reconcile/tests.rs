@@ -70,7 +70,7 @@ fn nobody_known(_: &str) -> bool {
 #[test]
 fn a_pending_reservation_is_a_missed_reservation_created() {
     let t = task("reserved", &attributes(true));
-    let seen = observe_task(&t, &[reservation(1, "timeout"), reservation(2, "pending")]).unwrap();
+    let seen = observe_task(&t, &[reservation(1, "timeout"), reservation(2, "pending")], &Default::default()).unwrap();
     let attrs: TaskAttributes = serde_json::from_str(&attributes(true)).unwrap();
     let task_sid = TaskSid::parse(TASK).unwrap();
     assert_eq!(seen.len(), 3, "{seen:#?}");
@@ -111,7 +111,8 @@ fn a_pending_reservation_is_a_missed_reservation_created() {
 
 #[test]
 fn without_a_caller_sid_the_task_and_reservation_route_the_events() {
-    let seen = observe_task(&task("assigned", &attributes(false)), &[reservation(1, "accepted")]).unwrap();
+    let seen = observe_task(&task("assigned", &attributes(false)), &[reservation(1, "accepted")], &Default::default())
+        .unwrap();
     assert_eq!(seen[0].keys, [TASK.to_owned(), res_sid(1)]);
     assert!(!seen[0].create);
     assert_eq!(seen[1].keys, [TASK.to_owned()]);
@@ -123,20 +124,22 @@ fn without_a_caller_sid_the_task_and_reservation_route_the_events() {
 fn a_reservation_of_another_task_is_ignored() {
     let mut other = reservation(3, "pending");
     other.task_sid = TaskSid::parse("WT00000000000000000000000000000002").unwrap();
-    let seen = observe_task(&task("pending", &attributes(true)), &[other]).unwrap();
+    let seen = observe_task(&task("pending", &attributes(true)), &[other], &Default::default()).unwrap();
     assert_eq!(seen.len(), 1);
     assert!(matches!(seen[0].event, Event::TaskSeen { status: TaskStatus::Pending, .. }));
 }
 
 #[test]
 fn tasks_that_are_not_ours_are_skipped_with_a_reason() {
-    let why = observe_task(&task("reserved", r#"{"type":"chat"}"#), &[reservation(1, "pending")]).unwrap_err();
+    let why = observe_task(&task("reserved", r#"{"type":"chat"}"#), &[reservation(1, "pending")], &Default::default())
+        .unwrap_err();
     assert!(why.contains("attributes"), "{why}");
-    let why = observe_task(&task("reserved", "not json"), &[]).unwrap_err();
+    let why = observe_task(&task("reserved", "not json"), &[], &Default::default()).unwrap_err();
     assert!(why.contains("attributes"), "{why}");
-    let why = observe_task(&task("lost", &attributes(true)), &[]).unwrap_err();
+    let why = observe_task(&task("lost", &attributes(true)), &[], &Default::default()).unwrap_err();
     assert!(why.contains("\"lost\""), "{why}");
-    let why = observe_task(&task("reserved", &attributes(true)), &[reservation(1, "pondering")]).unwrap_err();
+    let why = observe_task(&task("reserved", &attributes(true)), &[reservation(1, "pondering")], &Default::default())
+        .unwrap_err();
     assert!(why.contains(&res_sid(1)) && why.contains("pondering"), "{why}");
 }
 

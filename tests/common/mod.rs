@@ -125,6 +125,8 @@ pub fn location(name: &str, digit: Option<&str>, number: &str, phone: &str, hour
         announce_every_secs: None,
         hold_music: None,
         comfort_messages: Vec::new(),
+        overflow: None,
+        overflow_after_secs: None,
     }
 }
 
