@@ -700,7 +700,7 @@ mod tests {
         let to_south = LocationSpec { overflow: Some("south".into()), ..north.clone() };
         assert!(to_south.validate_shape().is_ok());
         assert!(check_unique(&[to_south.clone(), south.clone()]).is_ok());
-        let e = check_unique(&[to_south.clone()]).unwrap_err();
+        let e = check_unique(std::slice::from_ref(&to_south)).unwrap_err();
         assert_eq!(e.field, "overflow", "{e}");
         assert!(e.message.contains("\"south\", which does not exist"), "{e}");
         let to_self = LocationSpec { overflow: Some("north".into()), ..north.clone() };

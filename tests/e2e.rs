@@ -349,6 +349,7 @@ on_both_backends!(
     waiting_callers_hear_their_place_then_the_expected_wait,
     a_caller_who_finds_the_location_closed_is_transferred_to_its_overflow_location,
     a_caller_still_waiting_after_overflow_after_secs_is_taken_by_the_overflow_location,
+    a_caller_who_finds_every_line_busy_is_transferred_to_the_overflow_location,
 );
 
 /// A location that does not connect sends the caller to voicemail: the server redirects the
@@ -587,6 +588,49 @@ async fn a_caller_still_waiting_after_overflow_after_secs_is_taken_by_the_overfl
     assert!(waited >= 30, "moved after {waited} s");
     let heard = summary["heard"].to_string();
     assert!(heard.contains("We are transferring you to south clinic."), "{summary}");
+    w.finish().await;
+}
+
+async fn a_caller_who_finds_every_line_busy_is_transferred_to_the_overflow_location(backend: Backend) {
+    const SOUTH: &str = "+12025550146";
+    const SOUTH_PHONE: &str = "+14155550106";
+    let long = Behaviour::Person { rings: 1, talk_secs: 600, digits: None };
+    let Some(w) = world_at(backend, long.clone(), "", |l| {
+        l[0].overflow = Some("south".into());
+        l.push(location("south", SOUTH, SOUTH_PHONE, true));
+    })
+    .await
+    else {
+        return;
+    };
+    w.client.set_phone(SOUTH_PHONE, &Behaviour::Person { rings: 1, talk_secs: 30, digits: None }).await.unwrap();
+    let place = |from: &str| PlaceCall { from: from.into(), to: MAIN.into(), digits: None, patience_secs: Some(3600) };
+    // North's one line is taken.
+    let first = w.client.place_call(&place(CALLER)).await.unwrap();
+    let mut connected = None;
+    for _ in 0..2000 {
+        connected = w.store.call(&first).await.unwrap().filter(|c| c.outcome == Outcome::Connected);
+        if connected.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(connected.expect("the first caller is connected").location.as_deref(), Some("north"));
+    let second = w.client.place_call(&place("+13105550188")).await.unwrap();
+    let summary = w.client.wait_for_call_end(&second, Duration::from_secs(20)).await.unwrap();
+    let record = w.settled(&second).await;
+    assert_eq!((record.outcome, record.location.as_deref()), (Outcome::Connected, Some("south")), "{summary}");
+    let heard = summary["heard"].to_string();
+    assert!(
+        heard.contains("All of north clinic's lines are busy. We are transferring you to south clinic."),
+        "{heard}"
+    );
+    w.quiet().await;
+    let dials = w.rest("POST", "/Calls.json").await;
+    assert_eq!(
+        dials.iter().map(|d| d.params.get("To").unwrap_or_default()).collect::<Vec<_>>(),
+        [NORTH_PHONE, SOUTH_PHONE]
+    );
     w.finish().await;
 }
 

@@ -28,6 +28,9 @@ pub struct CallRow {
     pub wait_ms: Option<u64>,
     pub talk_ms: Option<u64>,
     pub expected_outcome: Option<Outcome>,
+    /// The location the call must end at, when the scenario says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_location: Option<String>,
     pub ok: bool,
     /// Why the call is not ok, or what went wrong placing it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -55,8 +58,12 @@ impl CallRow {
         } else if !self.outcome.is_final() {
             Some("the call ended but the server recorded no outcome".to_owned())
         } else {
-            match self.expected_outcome {
-                Some(want) if want != self.outcome => Some(format!("expected {want}, got {}", self.outcome)),
+            match (self.expected_outcome, &self.expected_location) {
+                (Some(want), _) if want != self.outcome => Some(format!("expected {want}, got {}", self.outcome)),
+                (_, Some(want)) if self.location.as_ref() != Some(want) => Some(format!(
+                    "expected to end at {want}, ended at {}",
+                    self.location.as_deref().unwrap_or("no location")
+                )),
                 _ => None,
             }
         };
@@ -289,6 +296,7 @@ mod tests {
             wait_ms: Some(4_000),
             talk_ms: Some(30_000),
             expected_outcome: expect,
+            expected_location: None,
             ok: false,
             problem: None,
             timeline: Vec::new(),
@@ -347,6 +355,14 @@ mod tests {
         let r = placed_badly.judge();
         assert!(!r.ok);
         assert_eq!(r.problem.as_deref(), Some("placing the call: refused"));
+
+        // An overflow scenario also says where the call must end.
+        let mut elsewhere = unjudged(1, Outcome::Connected, Some(Outcome::Connected));
+        elsewhere.expected_location = Some("south".into());
+        let r = elsewhere.clone().judge();
+        assert_eq!(r.problem.as_deref(), Some("expected to end at south, ended at north"));
+        elsewhere.location = Some("south".into());
+        assert!(elsewhere.judge().ok);
     }
 
     #[test]

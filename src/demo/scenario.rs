@@ -48,6 +48,7 @@
 //! count = 1                                 # this many identical callers (a burst)
 //! burst = false                             # true: `--calls N` sets `count`
 //! expect = "connected"                      # optional: the outcome this caller must end with
+//! expect_location = "north"                 # optional: the location the call must end at (overflow)
 //!
 //! # Faults the sandbox injects while the callers call (see the sandbox's
 //! # `faults` module for every key). Times count from the first caller's dial.
@@ -201,6 +202,7 @@ pub struct CallerGroup {
     pub count: u32,
     pub burst: bool,
     pub expect: Option<Outcome>,
+    pub expect_location: Option<String>,
 }
 
 /// One call to place.
@@ -215,6 +217,7 @@ pub struct PlannedCall {
     pub start_at_ms: u64,
     pub location: Option<String>,
     pub expect: Option<Outcome>,
+    pub expect_location: Option<String>,
 }
 
 // ---------------------------------------------------------------------------
@@ -264,6 +267,8 @@ struct RawLocation {
     #[serde(default)]
     screening_caller_name: bool,
     amd: Option<bool>,
+    overflow: Option<String>,
+    overflow_after_secs: Option<u32>,
 }
 
 fn one() -> u32 {
@@ -303,6 +308,7 @@ struct RawCaller {
     #[serde(default)]
     burst: bool,
     expect: Option<String>,
+    expect_location: Option<String>,
 }
 
 /// Opening hours that are open every minute of every day.
@@ -370,6 +376,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("faults", include_str!("../../examples/scenarios/faults.toml")),
     ("screening", include_str!("../../examples/scenarios/screening.toml")),
     ("announcements", include_str!("../../examples/scenarios/announcements.toml")),
+    ("overflow", include_str!("../../examples/scenarios/overflow.toml")),
 ];
 
 /// A built-in scenario by name.
@@ -433,8 +440,8 @@ impl Scenario {
                         announce_every_secs: None,
                         hold_music: None,
                         comfort_messages: Vec::new(),
-                        overflow: None,
-                        overflow_after_secs: None,
+                        overflow: l.overflow,
+                        overflow_after_secs: l.overflow_after_secs,
                     };
                     spec.validate().map_err(|e| bad(format!("locations[{i}].{}", e.field), e.message))?;
                     Ok(spec)
@@ -595,6 +602,7 @@ impl Scenario {
                 count,
                 burst: c.burst,
                 expect,
+                expect_location: c.expect_location,
             });
         }
         if total > u64::from(MAX_CALLS) {
@@ -672,6 +680,7 @@ impl Scenario {
                     start_at_ms: g.start_at_ms,
                     location: g.location.clone(),
                     expect: g.expect,
+                    expect_location: g.expect_location.clone(),
                 });
             }
         }

@@ -120,10 +120,7 @@ async fn route_to(
     };
     let now = Timestamp::now();
     let overflow = overflow_of(state, location).await;
-    let overflow = match &overflow {
-        Some((o, busy)) => Some(ivr::Overflow { location: o, busy: *busy }),
-        None => None,
-    };
+    let overflow = overflow.as_ref().map(|(o, busy)| ivr::Overflow { location: o, busy: *busy });
     let (twiml, routed) =
         ivr::route(state.settings(), &state.urls(), workflow.as_str(), location, overflow, &caller, now, greet);
     tracing::info!(location = %location.name, ?routed, "caller routed");
