@@ -222,6 +222,12 @@ pub struct AddLocation {
     /// A message said in turn to waiting callers (repeatable).
     #[arg(long = "comfort-message")]
     pub comfort_messages: Vec<String>,
+    /// Another location that takes this one's callers when it is closed or every line is busy.
+    #[arg(long)]
+    pub overflow: Option<String>,
+    /// Seconds a caller waits here before being offered to the overflow location (10-3600).
+    #[arg(long)]
+    pub overflow_after_secs: Option<u32>,
 }
 
 /// Runs a command that needs no sandbox or provisioning.
@@ -269,6 +275,20 @@ pub async fn run_locations(db: &DbArgs, cmd: &LocationsCommand) -> anyhow::Resul
             }
         }
         LocationsCommand::Remove { name } => {
+            let dependents: Vec<String> = store
+                .location_specs()
+                .await?
+                .into_iter()
+                .filter(|s| s.overflow.as_deref() == Some(name.as_str()))
+                .map(|s| s.name)
+                .collect();
+            if !dependents.is_empty() {
+                let verb = if dependents.len() == 1 { "overflows" } else { "overflow" };
+                bail!(
+                    "{} {verb} to {name:?}: change their `overflow` first (locations add … or import)",
+                    dependents.join(", ")
+                );
+            }
             if store.remove_location(name).await? {
                 println!("removed location {name}");
             } else {
@@ -505,8 +525,8 @@ impl AddLocation {
             announce_every_secs: self.announce_every_secs,
             hold_music: self.hold_music.clone(),
             comfort_messages: self.comfort_messages.clone(),
-            overflow: None,
-            overflow_after_secs: None,
+            overflow: self.overflow.clone(),
+            overflow_after_secs: self.overflow_after_secs,
         })
     }
 }
