@@ -111,7 +111,11 @@ impl Checker {
         }
 
         // 6. A leg answered for a caller who has left is not bridged.
-        if let Answer::Bridge { reservation, .. } = &step.answer {
+        if let Answer::Bridge { reservation, transfer } = &step.answer {
+            // The caller is told of a transfer exactly when the reservation is another location's.
+            let to = after.reservations.iter().find(|r| &r.sid == reservation).and_then(|r| r.target.as_ref());
+            let other = to.map(|t| &t.location).filter(|l| after.location.as_ref().is_some_and(|own| own != *l));
+            prop_assert_eq!(transfer.as_ref(), other, "{}", ctx());
             prop_assert!(
                 !matches!(before.caller.state, CallerState::Gone | CallerState::Diverted),
                 "bridged a leg to a caller who left {}",

@@ -1065,11 +1065,16 @@ fn event() -> impl Strategy<Value = Event> {
         3 => (reservation_leg(), attempt.clone(), call_status(), sequence).prop_map(|((reservation, leg), attempt, status, sequence)| {
             Event::LegStatus { reservation, attempt, leg, status, sequence }
         }),
-        3 => (some_task(), 1u32..3, any::<bool>()).prop_map(|(task, r, screening)| Event::ReservationCreated {
+        3 => (some_task(), 1u32..3, 0u8..5).prop_map(|(task, r, kind)| Event::ReservationCreated {
             task,
             reservation: res(r),
             caller: Some(call(CALLER)),
-            target: if screening { screened_target() } else { target() }
+            // Mostly north's own target; sometimes screened, sometimes the overflow location's.
+            target: match kind {
+                0 => screened_target(),
+                1 => DialTarget { location: "south".into(), ..target() },
+                _ => target(),
+            }
         }),
         1 => (some_task(), 1u32..3).prop_map(|(task, r)| Event::ReservationAccepted { task, reservation: res(r) }),
         1 => (some_task(), 1u32..3, one_of(vec![ReservationEnd::Timeout, ReservationEnd::Canceled, ReservationEnd::Rescinded, ReservationEnd::Rejected]))
