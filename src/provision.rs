@@ -19,7 +19,7 @@
 //!
 //! # Lines and workers
 //! TaskRouter holds at most `provision.worker_capacity` (by default its limit,
-//! [`WORKER_CAPACITY_MAX`], 50) calls per worker, so a location's `lines` are
+//! [`crate::domain::WORKER_CAPACITY_MAX`], 50) calls per worker, so a location's `lines` are
 //! split as evenly as possible over `ceil(lines / capacity)` workers
 //! ([`worker_shares`]): 120 lines are three workers of 40. The first is
 //! `<workspace_name>/<location>` (key `<location>`, as before), the others
@@ -67,7 +67,7 @@ use serde_json::{Map, Value, json};
 use twilio::{E164, Params};
 
 use crate::config::Settings;
-use crate::domain::{Location, LocationSpec, WORKER_CAPACITY_MAX, check_unique};
+use crate::domain::{Location, LocationSpec, check_unique};
 use crate::store::Store;
 use crate::twilio_api::{
     ActivityResource, ApiError, IncomingNumberResource, TaskQueueResource, TwilioClient, WorkerChannelResource,
@@ -554,7 +554,12 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Change> {
             }
             Some(a) => {
                 matched_workers.insert(&a.worker.sid);
-                out.push(Change::new(Kind::Worker, &w.key, Some(&a.worker.sid), update_or_unchanged(worker_diffs(w, a))));
+                out.push(Change::new(
+                    Kind::Worker,
+                    &w.key,
+                    Some(&a.worker.sid),
+                    update_or_unchanged(worker_diffs(w, a)),
+                ));
             }
         }
     }
@@ -1541,6 +1546,7 @@ async fn apply_number(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::WORKER_CAPACITY_MAX;
 
     fn settings() -> Settings {
         Settings::from_toml(
