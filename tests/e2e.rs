@@ -333,6 +333,7 @@ on_both_backends!(
     screening_a_voicemail_greeting_with_amd_off_is_never_bridged,
     screening_a_wrong_key_twice_is_not_answered,
     waiting_callers_hear_their_place_then_the_expected_wait,
+    more_lines_than_one_worker_holds_bridge_that_many_callers_at_once,
 );
 
 /// A location that does not connect sends the caller to voicemail: the server redirects the
@@ -828,5 +829,105 @@ async fn waiting_callers_hear_their_place_then_the_expected_wait(backend: Backen
     assert!(all.iter().any(|(v, u)| v == "play" && u == MUSIC), "{all:?}");
     assert!(!all.iter().any(|(v, u)| v == "play" && u != MUSIC), "{all:?}");
     assert!(all.iter().any(|(v, t)| v == "say" && t == COMFORT), "{all:?}");
+    w.finish().await;
+}
+
+/// The location's workers in the sandbox, sorted by name: (name, capacity, in use).
+async fn workers_of(w: &World, location: &str) -> Vec<(String, u64, u64)> {
+    let state = w.client.state().await.unwrap();
+    let mut out: Vec<(String, u64, u64)> = state["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| {
+            let attrs = match &k["attributes"] {
+                Value::String(text) => serde_json::from_str(text).unwrap_or_default(),
+                other => other.clone(),
+            };
+            attrs["location"] == location
+        })
+        .map(|k| {
+            (
+                k["friendly_name"].as_str().unwrap().to_owned(),
+                k["capacity"].as_u64().unwrap(),
+                k["in_use"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Five lines with workers of two (`provision.worker_capacity = 2`, so the test needs five
+/// callers rather than TaskRouter's 51): three workers, and five callers talking at once
+/// through them; a sixth waits, since the lines are all taken.
+async fn more_lines_than_one_worker_holds_bridge_that_many_callers_at_once(backend: Backend) {
+    let talk = Behaviour::Person { rings: 1, talk_secs: 3600, digits: None };
+    let Some(w) =
+        world_of(backend, talk, "[ivr]\nmax_queue_secs = 3600\n[provision]\nworker_capacity = 2\n", |north| {
+            north.lines = 5
+        })
+        .await
+    else {
+        return;
+    };
+    let capacities: Vec<(String, u64)> = workers_of(&w, "north").await.into_iter().map(|(n, c, _)| (n, c)).collect();
+    let want = [("call-router/north", 2), ("call-router/north/2", 2), ("call-router/north/3", 1)];
+    assert_eq!(capacities, want.map(|(n, c)| (n.to_owned(), c)));
+
+    let place = |i: usize| PlaceCall {
+        from: format!("+1310555{:04}", 100 + i),
+        to: MAIN.into(),
+        digits: None,
+        patience_secs: Some(36_000),
+    };
+    let mut callers = Vec::new();
+    for i in 0..5 {
+        callers.push(w.client.place_call(&place(i)).await.unwrap());
+    }
+    let mut bridged = Vec::new();
+    for sid in &callers {
+        let mut summary = Value::Null;
+        for _ in 0..2000 {
+            summary = w.client.call_summary(sid).await.unwrap();
+            if summary["bridge_start_ms"].is_u64() || summary["final"] == true {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(summary["bridge_start_ms"].is_u64(), "caller {sid} was never bridged: {summary}");
+        bridged.push(summary);
+    }
+    // All five talk at the same time: every bridge began before any ended.
+    let latest_start = bridged.iter().map(|s| s["bridge_start_ms"].as_u64().unwrap()).max().unwrap();
+    assert!(bridged.iter().all(|s| s["bridge_end_ms"].is_null()), "{bridged:#?}");
+    let now = w.client.state().await.unwrap()["now_ms"].as_u64().unwrap();
+    assert!(latest_start <= now);
+    // Every worker is full.
+    assert_eq!(
+        workers_of(&w, "north").await.into_iter().map(|(_, c, u)| (c, u)).collect::<Vec<_>>(),
+        [(2, 2), (2, 2), (1, 1)]
+    );
+    for sid in &callers {
+        assert_eq!(w.settled(sid).await.outcome, Outcome::Connected, "{sid}");
+    }
+
+    // A sixth caller waits: the location's five lines are taken.
+    let sixth = w.client.place_call(&place(5)).await.unwrap();
+    let mut task = None;
+    for _ in 0..2000 {
+        task = w.client.call_summary(&sixth).await.unwrap()["task_sid"].as_str().map(str::to_owned);
+        if task.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let task = task.expect("the sixth caller was never enqueued");
+    // TaskRouter routes a new task at once: with a free line it would be reserved now.
+    assert_eq!(w.task(&task).await["assignment_status"], "pending");
+    w.quiet().await;
+    let record = w.store.call(&sixth).await.unwrap();
+    assert_eq!(w.task(&task).await["assignment_status"], "pending", "{record:?}");
+    assert!(w.client.call_summary(&sixth).await.unwrap()["bridge_start_ms"].is_null());
     w.finish().await;
 }
