@@ -285,36 +285,43 @@ pub async fn reload_locations(config: Option<&std::path::Path>, store: &Store) -
     Ok(settings.locations.len())
 }
 
-/// Runs [`reload_locations`] on each SIGHUP until dropped (`serve` only; not
-/// on Windows). Settings other than the locations still need a restart.
-pub async fn reload_on_hangup(config: Option<std::path::PathBuf>, store: Store) {
+/// Handles SIGHUP from now on (`serve` only; not on Windows): the returned
+/// future runs [`reload_locations`] on each one until dropped. Settings other
+/// than the locations still need a restart.
+pub fn reload_on_hangup(config: Option<std::path::PathBuf>, store: Store) -> impl Future<Output = ()> + Send + 'static {
+    // Registered here, before the caller says it is ready: a SIGHUP's default
+    // action ends the process.
     #[cfg(unix)]
-    {
-        let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "SIGHUP cannot be handled: the config file's locations load only at start");
-                return;
-            }
-        };
-        while hangups.recv().await.is_some() {
-            match reload_locations(config.as_deref(), &store).await {
-                Ok(n) => tracing::info!(
-                    locations = n,
-                    "SIGHUP: the config file's locations are in the database and hold from the next call \
-                     (settings other than [[locations]] need a restart; new locations and changed lines or \
-                     numbers need `provision`)"
-                ),
-                Err(e) => tracing::warn!(
-                    error = %format_args!("{e:#}"),
-                    "SIGHUP: the config file was not loaded; the locations stay as they were"
-                ),
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    async move {
+        #[cfg(unix)]
+        {
+            let mut hangups = match hangups {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "SIGHUP cannot be handled: the config file's locations load only at start");
+                    return;
+                }
+            };
+            while hangups.recv().await.is_some() {
+                match reload_locations(config.as_deref(), &store).await {
+                    Ok(n) => tracing::info!(
+                        locations = n,
+                        "SIGHUP: the config file's locations are in the database and hold from the next call \
+                         (settings other than [[locations]] need a restart; new locations and changed lines or \
+                         numbers need `provision`)"
+                    ),
+                    Err(e) => tracing::warn!(
+                        error = %format_args!("{e:#}"),
+                        "SIGHUP: the config file was not loaded; the locations stay as they were"
+                    ),
+                }
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (config, store);
+        #[cfg(not(unix))]
+        {
+            let _ = (config, store);
+        }
     }
 }
 
