@@ -273,6 +273,58 @@ fn lease_ms(request_timeout_ms: u64) -> i64 {
     (request_timeout_ms as i64).saturating_mul(6).saturating_add(30_000)
 }
 
+/// `serve` on SIGHUP: the config file's `[[locations]]` (loaded and checked as
+/// at start, environment included) into the database, as `provision` and
+/// `locations import` put them there: all or nothing, replacing the stored
+/// locations of the same names and leaving the others. Every instance reads
+/// its locations from the database on each webhook, so the change holds for
+/// all of them from the next call on. Returns how many locations the file has.
+pub async fn reload_locations(config: Option<&std::path::Path>, store: &Store) -> anyhow::Result<usize> {
+    let settings = Settings::load(config)?;
+    crate::cli::import(store, &settings.locations).await?;
+    Ok(settings.locations.len())
+}
+
+/// Handles SIGHUP from now on (`serve` only; not on Windows): the returned
+/// future runs [`reload_locations`] on each one until dropped. Settings other
+/// than the locations still need a restart.
+pub fn reload_on_hangup(config: Option<std::path::PathBuf>, store: Store) -> impl Future<Output = ()> + Send + 'static {
+    // Registered here, before the caller says it is ready: a SIGHUP's default
+    // action ends the process.
+    #[cfg(unix)]
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    async move {
+        #[cfg(unix)]
+        {
+            let mut hangups = match hangups {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "SIGHUP cannot be handled: the config file's locations load only at start");
+                    return;
+                }
+            };
+            while hangups.recv().await.is_some() {
+                match reload_locations(config.as_deref(), &store).await {
+                    Ok(n) => tracing::info!(
+                        locations = n,
+                        "SIGHUP: the config file's locations are in the database and hold from the next call \
+                         (settings other than [[locations]] need a restart; new locations and changed lines or \
+                         numbers need `provision`)"
+                    ),
+                    Err(e) => tracing::warn!(
+                        error = %format_args!("{e:#}"),
+                        "SIGHUP: the config file was not loaded; the locations stay as they were"
+                    ),
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = (config, store);
+        }
+    }
+}
+
 pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -543,8 +543,11 @@ pub async fn run_serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     let settings = Settings::load(config_path)?;
     let listening = crate::listen::open(settings.listen)?;
     let server = crate::app::Server::start(settings, listening.listener).await?;
+    let reload =
+        tokio::spawn(crate::app::reload_on_hangup(config_path.map(Path::to_path_buf), server.state.store().clone()));
     tracing::info!(startup_ms = started.elapsed().as_millis() as u64, url = %server.url(), "ready");
     crate::app::shutdown_signal().await;
+    reload.abort();
     tracing::info!("shutting down");
     // A second signal means: do not wait for the drain.
     tokio::select! {

@@ -213,6 +213,10 @@ pub struct ProvisionSettings {
     /// The numbers' `VoiceFallbackUrl`: where Twilio asks for TwiML when
     /// `/incoming-call` fails (another instance, or a static apology).
     pub voice_fallback_url: Option<String>,
+    /// The most lines one TaskRouter worker takes (its voice channel's
+    /// capacity); a location with more lines gets several workers. At most,
+    /// and by default, TaskRouter's limit `domain::WORKER_CAPACITY_MAX`.
+    pub worker_capacity: u32,
 }
 
 /// The default [`ProvisionSettings::connection_overrides`]: three retries
@@ -292,6 +296,7 @@ struct RawProvision {
     workspace_name: Option<String>,
     connection_overrides: Option<String>,
     voice_fallback_url: Option<String>,
+    worker_capacity: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -559,7 +564,18 @@ impl Settings {
             workspace_name: raw.provision.workspace_name.unwrap_or_else(|| "call-router".to_owned()).trim().to_owned(),
             connection_overrides,
             voice_fallback_url,
+            worker_capacity: raw.provision.worker_capacity.unwrap_or(crate::domain::WORKER_CAPACITY_MAX),
         };
+        if !(1..=crate::domain::WORKER_CAPACITY_MAX).contains(&provision.worker_capacity) {
+            return Err(invalid(
+                "provision.worker_capacity",
+                format!(
+                    "{} must be between 1 and {} (TaskRouter's limit on a worker's voice capacity)",
+                    provision.worker_capacity,
+                    crate::domain::WORKER_CAPACITY_MAX
+                ),
+            ));
+        }
         // The name prefixes queue, worker and workflow names as
         // `<name>/<location>`, which Twilio limits to 64 characters.
         if provision.workspace_name.is_empty()
@@ -778,6 +794,29 @@ mod tests {
         assert!(e.contains("provision.voice_fallback_url"), "{e}");
         let e = with("voice_fallback_url = \"https://x/y#rp=never\"").unwrap_err().to_string();
         assert!(e.contains("rp=never"), "{e}");
+    }
+
+    #[test]
+    fn a_worker_capacity_is_within_taskrouters_limit() {
+        let with = |extra: &str| Settings::from_toml(&format!("{MIN}[provision]\n{extra}\n"), no_env);
+        assert_eq!(Settings::from_toml(MIN, no_env).unwrap().provision.worker_capacity, 50);
+        assert_eq!(with("worker_capacity = 2").unwrap().provision.worker_capacity, 2);
+        for bad in ["worker_capacity = 0", "worker_capacity = 51"] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains("provision.worker_capacity") && e.contains("between 1 and 50"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_location_with_more_lines_than_provision_serves_is_refused_at_load() {
+        let text = format!(
+            "{MIN}[[locations]]\nname = \"north\"\nnumbers = [\"+12025550143\"]\nphone = \"+14155550101\"\n\
+             lines = 501\nhours = {{ time_zone = \"UTC\" }}\n"
+        );
+        let e = Settings::from_toml(&text, no_env).unwrap_err().to_string();
+        assert!(e.contains("locations[0] (north)") && e.contains("lines: 501 must be between 1 and 500"), "{e}");
+        let ok = text.replace("lines = 501", "lines = 120");
+        assert_eq!(Settings::from_toml(&ok, no_env).unwrap().locations[0].lines, 120);
     }
 
     const MIN: &str = r#"

@@ -230,8 +230,16 @@ impl Location {
             Some(c) => phone_check("caller_id", c)?,
             None => numbers[0].clone(),
         };
-        if !(1..=100).contains(&spec.lines) {
-            return Err(err("lines", format!("{} must be between 1 and 100", spec.lines)));
+        if !(1..=MAX_LINES).contains(&spec.lines) {
+            return Err(err(
+                "lines",
+                format!(
+                    "{} must be between 1 and {MAX_LINES} (TaskRouter holds at most {WORKER_CAPACITY_MAX} calls \
+                     per worker; provision serves a location with up to {} workers)",
+                    spec.lines,
+                    MAX_LINES / WORKER_CAPACITY_MAX
+                ),
+            ));
         }
         let schedule = Schedule::from_spec(&spec.hours).map_err(|e| err("hours", e.to_string()))?;
         for (i, address) in spec.notify_email.iter().enumerate() {
@@ -293,6 +301,18 @@ impl Location {
         })
     }
 }
+
+/// TaskRouter's limit on one worker's capacity on one task channel: "Channel
+/// Capacity per Worker", 50, in Twilio's TaskRouter resource limits (a
+/// default that Twilio's support may raise per account). `provision` serves
+/// a location's `lines` with as many workers as this needs.
+pub const WORKER_CAPACITY_MAX: u32 = 50;
+
+/// The most lines a location may have: ten workers of [`WORKER_CAPACITY_MAX`].
+/// A location is one ordinary phone line (a hunt group at most); past this it
+/// is a contact centre, and every worker costs `provision` a request to read
+/// its channel.
+pub const MAX_LINES: u32 = 10 * WORKER_CAPACITY_MAX;
 
 /// How many comfort messages a location may have, and how long each may be.
 pub const MAX_COMFORT_MESSAGES: usize = 20;
@@ -659,6 +679,29 @@ mod tests {
         for (s, field) in cases {
             let e = Location::from_spec(s).unwrap_err();
             assert_eq!(e.field, field, "{e}");
+        }
+    }
+
+    #[test]
+    fn lines_are_held_to_what_provision_can_serve() {
+        let with = |lines: u32| {
+            let mut s = spec("north", None, "+12025550143");
+            s.lines = lines;
+            s.validate_shape()
+        };
+        assert!(with(1).is_ok());
+        assert!(with(WORKER_CAPACITY_MAX + 1).is_ok(), "more than one worker holds is served by several");
+        assert!(with(MAX_LINES).is_ok());
+        for bad in [0, MAX_LINES + 1] {
+            let e = with(bad).unwrap_err();
+            assert_eq!(e.field, "lines");
+            assert_eq!(
+                e.message,
+                format!(
+                    "{bad} must be between 1 and 500 (TaskRouter holds at most 50 calls per worker; \
+                     provision serves a location with up to 10 workers)"
+                )
+            );
         }
     }
 

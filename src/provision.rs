@@ -12,10 +12,25 @@
 //! # What it manages
 //! One workspace (FriendlyName from `provision.workspace_name`), its
 //! Available/Offline/Unavailable activities, and per location a task queue
-//! (`TargetWorkers = location == "<name>"`) and a worker (attributes
-//! `location`, `phone`, `managed_by`; Available; voice capacity = `lines`),
+//! (`TargetWorkers = location == "<name>"`, `MaxReservedWorkers = 1`) and
+//! its workers (attributes `location`, `phone`, `managed_by`; Available),
 //! one workflow routing on the task's `location` attribute, and each Twilio
 //! number's voice and status callback URLs.
+//!
+//! # Lines and workers
+//! TaskRouter holds at most `provision.worker_capacity` (by default its limit,
+//! [`crate::domain::WORKER_CAPACITY_MAX`], 50) calls per worker, so a location's `lines` are
+//! split as evenly as possible over `ceil(lines / capacity)` workers
+//! ([`worker_shares`]): 120 lines are three workers of 40. The first is
+//! `<workspace_name>/<location>` (key `<location>`, as before), the others
+//! `<workspace_name>/<location>/<n>` (key `<location>/<n>`, attribute
+//! `worker_index: n`). They all carry `location`, so the queue's
+//! `TargetWorkers` matches every one, and nothing in the server is keyed by
+//! worker. Changing `lines` resizes the workers, adds the missing ones and
+//! deletes the surplus (marked ones only; its voice channel is made
+//! unavailable first, so it takes no new call). The queue's
+//! `MaxReservedWorkers` is held at 1: above it, one caller would be offered
+//! to several workers of the same location at once.
 //!
 //! # The marker
 //! Everything provision creates is marked: queues, workers and the workflow
@@ -99,6 +114,24 @@ pub fn screening_secs(location: &Location) -> u32 {
 // The pure core.
 // ===========================================================================
 
+/// A location's lines split over its workers: `ceil(lines / capacity)`
+/// workers, the larger shares first, no two differing by more than one.
+/// Zero lines (never a checked location's) still get one worker of 0.
+pub fn worker_shares(lines: u32, capacity: u32) -> Vec<u32> {
+    let capacity = capacity.max(1);
+    let n = lines.div_ceil(capacity).max(1);
+    (0..n).map(|i| lines / n + u32::from(i < lines % n)).collect()
+}
+
+/// A location's `n`th worker (from 1) as `provision` names and stores it:
+/// `north`, `north/2`, `north/3`, …
+pub fn worker_key(location: &str, index: u32) -> String {
+    if index <= 1 { location.to_owned() } else { format!("{location}/{index}") }
+}
+
+/// The worker attribute that numbers a location's second and later workers.
+pub const WORKER_INDEX: &str = "worker_index";
+
 /// What the configuration asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Desired {
@@ -127,11 +160,17 @@ pub struct DesiredQueue {
     pub location: String,
     pub friendly_name: String,
     pub target_workers: String,
+    /// Always 1: a caller is offered to one worker at a time.
+    pub max_reserved_workers: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DesiredWorker {
     pub location: String,
+    /// Which of the location's workers, from 1.
+    pub index: u32,
+    /// [`worker_key`]: how the plan and the database name it.
+    pub key: String,
     pub friendly_name: String,
     /// The attributes provision owns; others a person added are kept.
     pub attributes: Map<String, Value>,
@@ -190,22 +229,33 @@ impl Desired {
                 location: l.name.clone(),
                 friendly_name: format!("{prefix}{}", l.name),
                 target_workers: expression(&l.name),
+                max_reserved_workers: 1,
             })
             .collect();
         let workers = locations
             .iter()
-            .map(|l| {
-                let mut attributes = Map::new();
-                attributes.insert("location".into(), json!(l.name));
-                attributes.insert("phone".into(), json!(l.phone.as_str()));
-                attributes.insert("managed_by".into(), json!(MANAGED_BY));
-                DesiredWorker {
-                    location: l.name.clone(),
-                    friendly_name: format!("{prefix}{}", l.name),
-                    attributes,
-                    activity: AVAILABLE.into(),
-                    capacity: l.lines,
-                }
+            .flat_map(|l| {
+                let shares = worker_shares(l.lines, settings.provision.worker_capacity);
+                let prefix = &prefix;
+                shares.into_iter().zip(1u32..).map(move |(capacity, index)| {
+                    let mut attributes = Map::new();
+                    attributes.insert("location".into(), json!(l.name));
+                    attributes.insert("phone".into(), json!(l.phone.as_str()));
+                    attributes.insert("managed_by".into(), json!(MANAGED_BY));
+                    if index > 1 {
+                        attributes.insert(WORKER_INDEX.into(), json!(index));
+                    }
+                    let key = worker_key(&l.name, index);
+                    DesiredWorker {
+                        location: l.name.clone(),
+                        index,
+                        friendly_name: format!("{prefix}{key}"),
+                        key,
+                        attributes,
+                        activity: AVAILABLE.into(),
+                        capacity,
+                    }
+                })
             })
             .collect();
         let names: BTreeSet<&str> = locations.iter().map(|l| l.name.as_str()).collect();
@@ -315,6 +365,16 @@ impl ActualWorker {
     fn is_marked(&self) -> bool {
         self.attributes().get("managed_by").and_then(Value::as_str) == Some(MANAGED_BY)
     }
+
+    /// Its `location` attribute.
+    fn location(&self) -> Option<String> {
+        self.attributes().get("location").and_then(Value::as_str).map(str::to_owned)
+    }
+
+    /// Which of its location's workers it is: its `worker_index`, else 1.
+    fn index(&self) -> u32 {
+        self.attributes().get(WORKER_INDEX).and_then(Value::as_u64).and_then(|i| u32::try_from(i).ok()).unwrap_or(1)
+    }
 }
 
 /// The kinds of resource, in the order they are applied.
@@ -369,6 +429,8 @@ pub enum Op {
     Update(Vec<Diff>),
     /// A marked resource of a location that is gone, with `--prune`.
     Delete,
+    /// A marked worker its location's lines no longer need.
+    Surplus,
     Unchanged,
     /// A marked resource of a location that is gone, without `--prune`.
     Orphan,
@@ -386,27 +448,33 @@ pub struct Change {
     pub key: String,
     pub sid: Option<String>,
     pub op: Op,
+    /// What a created worker will hold: `capacity 40`.
+    pub note: Option<String>,
 }
 
 impl Change {
     fn new(kind: Kind, key: impl Into<String>, sid: Option<&str>, op: Op) -> Change {
-        Change { kind, key: key.into(), sid: sid.map(str::to_owned), op }
+        Change { kind, key: key.into(), sid: sid.map(str::to_owned), op, note: None }
     }
 
     /// Whether applying it writes anything to Twilio.
     pub fn is_write(&self) -> bool {
-        matches!(self.op, Op::Create | Op::Update(_) | Op::Delete)
+        matches!(self.op, Op::Create | Op::Update(_) | Op::Delete | Op::Surplus)
     }
 
     /// The report line for the plan (`--dry-run`) or a success.
     pub fn line(&self) -> String {
         let (k, key) = (self.kind, &self.key);
         match &self.op {
-            Op::Create => format!("+ create {k} {key}"),
+            Op::Create => match &self.note {
+                Some(note) => format!("+ create {k} {key} ({note})"),
+                None => format!("+ create {k} {key}"),
+            },
             Op::Update(diffs) => {
                 format!("~ update {k} {key}: {}", diffs.iter().map(Diff::to_string).collect::<Vec<_>>().join(", "))
             }
             Op::Delete => format!("- delete {k} {key} (pruned)"),
+            Op::Surplus => format!("- delete {k} {key} (its location's lines need fewer workers)"),
             Op::Unchanged => format!("= {k} {key} unchanged"),
             Op::Orphan => format!("? {k} {key}: its location is gone; run with --prune to delete it"),
             Op::Foreign => format!("  keep {k} {key}: not created by call-router"),
@@ -484,36 +552,58 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Change> {
                 let mut diffs = Vec::new();
                 diff(&mut diffs, "name", &a.friendly_name, &q.friendly_name);
                 diff(&mut diffs, "target_workers", a.target_workers.as_deref().unwrap_or(""), &q.target_workers);
+                if let Some(m) = a.max_reserved_workers {
+                    diff(&mut diffs, "max_reserved_workers", &m.to_string(), &q.max_reserved_workers.to_string());
+                }
                 out.push(Change::new(Kind::Queue, &q.location, Some(&a.sid), update_or_unchanged(diffs)));
             }
         }
     }
 
-    // Workers: matched by stored SID, else by name, else by marker and location.
+    // Workers: matched by stored SID, else by name, else by marker,
+    // location and index.
     let mut matched_workers: BTreeSet<&str> = BTreeSet::new();
     for w in &desired.workers {
-        let by_sid =
-            stored(Kind::Worker, &w.location).and_then(|sid| actual.workers.iter().find(|a| a.worker.sid == sid));
         let free = |a: &&ActualWorker| !matched_workers.contains(a.worker.sid.as_str());
+        let by_sid = stored(Kind::Worker, &w.key)
+            .and_then(|sid| actual.workers.iter().filter(free).find(|a| a.worker.sid == sid));
         let found = by_sid
             .or_else(|| actual.workers.iter().filter(free).find(|a| a.worker.friendly_name == w.friendly_name))
             .or_else(|| {
                 actual.workers.iter().filter(free).find(|a| {
-                    a.is_marked() && a.attributes().get("location").and_then(Value::as_str) == Some(w.location.as_str())
+                    a.is_marked() && a.location().as_deref() == Some(w.location.as_str()) && a.index() == w.index
                 })
             });
         match found {
-            None => out.push(Change::new(Kind::Worker, &w.location, None, Op::Create)),
+            None => {
+                let mut c = Change::new(Kind::Worker, &w.key, None, Op::Create);
+                c.note = Some(format!("capacity {}", w.capacity));
+                out.push(c);
+            }
             Some(a) => {
                 matched_workers.insert(&a.worker.sid);
                 out.push(Change::new(
                     Kind::Worker,
-                    &w.location,
+                    &w.key,
                     Some(&a.worker.sid),
                     update_or_unchanged(worker_diffs(w, a)),
                 ));
             }
         }
+    }
+    // Marked workers of a location that is still here, beyond what its lines
+    // need (lines went down, or a run that failed half-way made one twice).
+    let wanted: BTreeSet<&str> = desired.workers.iter().map(|w| w.location.as_str()).collect();
+    let surplus: Vec<&ActualWorker> = actual
+        .workers
+        .iter()
+        .filter(|a| !matched_workers.contains(a.worker.sid.as_str()) && a.is_marked())
+        .filter(|a| a.location().is_some_and(|l| wanted.contains(l.as_str())))
+        .collect();
+    for a in surplus {
+        let key = worker_key(&a.location().unwrap_or_default(), a.index());
+        out.push(Change::new(Kind::Worker, key, Some(&a.worker.sid), Op::Surplus));
+        matched_workers.insert(&a.worker.sid);
     }
 
     // The workflow: pinned in the config, else stored, else by name.
@@ -544,12 +634,7 @@ pub fn plan(desired: &Desired, actual: &Actual) -> Vec<Change> {
     // are only mentioned when pruning, to say they were left alone.
     let mut notes = Vec::new();
     for w in actual.workers.iter().filter(|a| !matched_workers.contains(a.worker.sid.as_str())) {
-        let key = w
-            .attributes()
-            .get("location")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .unwrap_or_else(|| w.worker.friendly_name.clone());
+        let key = w.location().map(|l| worker_key(&l, w.index())).unwrap_or_else(|| w.worker.friendly_name.clone());
         if w.is_marked() {
             let op = if desired.prune { Op::Delete } else { Op::Orphan };
             let change = Change::new(Kind::Worker, key, Some(&w.worker.sid), op);
@@ -757,7 +842,7 @@ impl Report {
                 return;
             }
             Op::Update(_) => self.updated += 1,
-            Op::Delete => self.deleted += 1,
+            Op::Delete | Op::Surplus => self.deleted += 1,
             Op::Unchanged => self.unchanged += 1,
             _ => {}
         }
@@ -769,7 +854,7 @@ impl Report {
             match c.op {
                 Op::Create => self.created += 1,
                 Op::Update(_) => self.updated += 1,
-                Op::Delete => self.deleted += 1,
+                Op::Delete | Op::Surplus => self.deleted += 1,
                 Op::Unchanged => self.unchanged += 1,
                 Op::Invalid(_) => self.failed += 1,
                 Op::Orphan | Op::Foreign => {}
@@ -828,15 +913,27 @@ pub async fn checked_locations(settings: &Settings, store: &Store) -> Result<Vec
     }
     check_unique(&all).map_err(|e| ProvisionError::Invalid(format!("locations: {e}")))?;
     // Twilio limits FriendlyName to 64 characters; queues and workers are
-    // named `<workspace_name>/<location>`.
+    // named `<workspace_name>/<location>`, a location's further workers
+    // `<workspace_name>/<location>/<n>`.
     let prefix = settings.provision.workspace_name.len() + 1;
-    if let Some(long) = locations.iter().find(|l| prefix + l.name.len() > 64) {
+    let longest = |l: &Location| {
+        let workers = worker_shares(l.lines, settings.provision.worker_capacity).len() as u32;
+        worker_key(&l.name, workers).len()
+    };
+    if let Some(long) = locations.iter().find(|l| prefix + longest(l) > 64) {
+        let suffix = longest(long) - long.name.len();
         return Err(ProvisionError::Invalid(format!(
             "location {:?}: name: too long for Twilio's 64-character names once prefixed with \
-             provision.workspace_name ({:?}); use at most {} characters",
+             provision.workspace_name ({:?}){}; use at most {} characters",
             long.name,
             settings.provision.workspace_name,
-            64 - prefix
+            if suffix > 0 {
+                let workers = worker_shares(long.lines, settings.provision.worker_capacity).len();
+                format!(" and suffixed with its workers' numbers (up to /{workers})")
+            } else {
+                String::new()
+            },
+            64 - prefix - suffix
         )));
     }
     if locations.is_empty() {
@@ -1231,7 +1328,9 @@ async fn apply_queue(
         return Ok(());
     };
     let mut p = Params::new();
-    p.push("FriendlyName", &q.friendly_name).push("TargetWorkers", &q.target_workers);
+    p.push("FriendlyName", &q.friendly_name)
+        .push("TargetWorkers", &q.target_workers)
+        .push("MaxReservedWorkers", q.max_reserved_workers.to_string());
     let result = match (&c.op, &c.sid) {
         (Op::Create, _) => client.create_task_queue(ws, &p).await.map(|x| x.sid),
         (Op::Update(_), Some(sid)) => client.update_task_queue(ws, sid, &p).await.map(|x| x.sid),
@@ -1304,7 +1403,25 @@ async fn apply_worker(
         let marked = actual.workers.iter().any(|w| w.worker.sid == sid && w.is_marked());
         return delete_marked(store, actual, c, Kind::Worker, marked, client.delete_worker(ws, sid), report).await;
     }
-    let Some(w) = desired.workers.iter().find(|w| w.location == c.key) else {
+    if c.op == Op::Surplus {
+        let sid = c.sid.as_deref().unwrap_or_default();
+        let Some(a) = actual.workers.iter().find(|w| w.worker.sid == sid && w.is_marked()) else {
+            report.fail(Kind::Worker, &c.key, "not deleted: it does not carry call-router's mark");
+            return Ok(());
+        };
+        // No new call for it while it is deleted (or if Twilio refuses to
+        // delete it while it still has one).
+        if let Some(ch) = a.voice.as_ref().filter(|ch| ch.available != Some(false)) {
+            let mut p = Params::new();
+            p.push("Available", "false");
+            if let Err(e) = client.update_worker_channel(ws, sid, &ch.sid, &p).await {
+                report.fail(Kind::Worker, &c.key, format!("not deleted: closing its voice channel: {}", describe(&e)));
+                return Ok(());
+            }
+        }
+        return delete_marked(store, actual, c, Kind::Worker, true, client.delete_worker(ws, sid), report).await;
+    }
+    let Some(w) = desired.workers.iter().find(|w| w.key == c.key) else {
         return Ok(());
     };
     let Some(available) = r.activities.get(&w.activity) else {
@@ -1462,6 +1579,7 @@ async fn apply_number(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::WORKER_CAPACITY_MAX;
 
     fn settings() -> Settings {
         Settings::from_toml(
@@ -1496,19 +1614,28 @@ auth_token = "secret"
                     location: (*l).into(),
                     friendly_name: format!("{prefix}{l}"),
                     target_workers: expr(l),
+                    max_reserved_workers: 1,
                 })
                 .collect(),
             workers: locations
                 .iter()
-                .map(|(l, lines)| DesiredWorker {
-                    location: (*l).into(),
-                    friendly_name: format!("{prefix}{l}"),
-                    attributes: json!({"location": l, "phone": "+14155550123", "managed_by": MANAGED_BY})
-                        .as_object()
-                        .cloned()
-                        .unwrap(),
-                    activity: AVAILABLE.into(),
-                    capacity: *lines,
+                .flat_map(|(l, lines)| {
+                    let prefix = prefix.clone();
+                    worker_shares(*lines, WORKER_CAPACITY_MAX).into_iter().zip(1u32..).map(move |(capacity, index)| {
+                        let mut attributes = json!({"location": l, "phone": "+14155550123", "managed_by": MANAGED_BY});
+                        if index > 1 {
+                            attributes[WORKER_INDEX] = json!(index);
+                        }
+                        DesiredWorker {
+                            location: (*l).into(),
+                            index,
+                            key: worker_key(l, index),
+                            friendly_name: format!("{prefix}{}", worker_key(l, index)),
+                            attributes: attributes.as_object().cloned().unwrap(),
+                            activity: AVAILABLE.into(),
+                            capacity,
+                        }
+                    })
                 })
                 .collect(),
             workflow: DesiredWorkflow {
@@ -1542,6 +1669,7 @@ auth_token = "secret"
                 sid: format!("WQ-{}", q.location),
                 friendly_name: q.friendly_name.clone(),
                 target_workers: Some(q.target_workers.clone()),
+                max_reserved_workers: Some(1),
             })
             .collect();
         let workers = d
@@ -1549,14 +1677,14 @@ auth_token = "secret"
             .iter()
             .map(|w| ActualWorker {
                 worker: WorkerResource {
-                    sid: format!("WK-{}", w.location),
+                    sid: format!("WK-{}", w.key),
                     friendly_name: w.friendly_name.clone(),
                     attributes: Some(Value::Object(w.attributes.clone()).to_string()),
                     activity_sid: Some("WA0".into()),
                     activity_name: Some(AVAILABLE.into()),
                 },
                 voice: Some(WorkerChannelResource {
-                    sid: format!("WC-{}", w.location),
+                    sid: format!("WC-{}", w.key),
                     task_channel_unique_name: Some("voice".into()),
                     configured_capacity: Some(w.capacity),
                     available: Some(true),
@@ -1759,6 +1887,7 @@ auth_token = "secret"
             sid: "WQ-hand".into(),
             friendly_name: "support".into(),
             target_workers: None,
+            max_reserved_workers: None,
         });
 
         let without = lines(&plan(&desired(&[("north", 1)], false), &a));
@@ -1906,5 +2035,146 @@ auth_token = "secret"
         let diffs = route_diffs(&d.workflow, &plain_config, &queues);
         assert_eq!(diffs.len(), 1, "{diffs:?}");
         assert_eq!((diffs[0].from.as_str(), diffs[0].to.as_str()), ("queue north", "queue north for 60 s+queue south"));
+    }
+
+    #[test]
+    fn lines_are_split_evenly_over_as_few_workers_as_hold_them() {
+        let cases: [(u32, u32, &[u32]); 8] = [
+            (1, 50, &[1]),
+            (50, 50, &[50]),
+            (51, 50, &[26, 25]),
+            (100, 50, &[50, 50]),
+            (101, 50, &[34, 34, 33]),
+            (120, 50, &[40, 40, 40]),
+            (500, 50, &[50; 10]),
+            (5, 2, &[2, 2, 1]),
+        ];
+        for (lines, capacity, want) in cases {
+            assert_eq!(worker_shares(lines, capacity), want, "{lines} lines, {capacity} a worker");
+        }
+        assert_eq!([worker_key("north", 1), worker_key("north", 2)], ["north", "north/2"]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn worker_shares_hold_every_line_within_the_capacity(lines in 1u32..=2000, capacity in 1u32..=50) {
+            let shares = worker_shares(lines, capacity);
+            proptest::prop_assert_eq!(shares.iter().sum::<u32>(), lines);
+            proptest::prop_assert_eq!(shares.len() as u32, lines.div_ceil(capacity));
+            proptest::prop_assert!(shares.iter().all(|&s| (1..=capacity).contains(&s)));
+            proptest::prop_assert!(shares.windows(2).all(|w| w[0] >= w[1] && w[0] - w[1] <= 1));
+        }
+    }
+
+    fn ops(changes: &[Change], kind: Kind) -> Vec<(String, Op)> {
+        changes.iter().filter(|c| c.kind == kind).map(|c| (c.key.clone(), c.op.clone())).collect()
+    }
+
+    #[test]
+    fn more_lines_than_a_worker_holds_make_several_workers() {
+        let d = desired(&[("north", 120)], false);
+        let got: Vec<_> = d.workers.iter().map(|w| (w.friendly_name.as_str(), w.capacity)).collect();
+        assert_eq!(got, [("call-router/north", 40), ("call-router/north/2", 40), ("call-router/north/3", 40)]);
+        assert!(d.workers.iter().all(|w| w.attributes["location"] == "north"), "the queue's expression matches all");
+        assert_eq!(d.workers[2].attributes[WORKER_INDEX], 3);
+        assert!(!d.workers[0].attributes.contains_key(WORKER_INDEX), "the first worker is named as before");
+
+        let a = Actual { numbers: in_sync(&d).numbers, ..Actual::default() };
+        let changes = plan(&d, &a);
+        let workers: Vec<String> = lines(&changes).into_iter().filter(|l| l.contains(" worker ")).collect();
+        assert_eq!(
+            workers,
+            [
+                "+ create worker north (capacity 40)",
+                "+ create worker north/2 (capacity 40)",
+                "+ create worker north/3 (capacity 40)"
+            ]
+        );
+        // Provisioned, a second plan changes nothing.
+        assert!(plan(&d, &in_sync(&d)).iter().all(|c| c.op == Op::Unchanged));
+    }
+
+    #[test]
+    fn changing_lines_resizes_adds_and_removes_workers() {
+        let before = desired(&[("north", 150)], false);
+        let a = in_sync(&before);
+        // Down: 150 (3 x 50) to 60 (2 x 30): two resized, one surplus.
+        let down = plan(&desired(&[("north", 60)], false), &a);
+        let capacity = |from: u32, to: u32| {
+            Op::Update(vec![Diff { field: "capacity".into(), from: from.to_string(), to: to.to_string() }])
+        };
+        assert_eq!(
+            ops(&down, Kind::Worker),
+            [("north".into(), capacity(50, 30)), ("north/2".into(), capacity(50, 30)), ("north/3".into(), Op::Surplus)]
+        );
+        let surplus = down.iter().find(|c| c.op == Op::Surplus).unwrap();
+        assert_eq!(surplus.sid.as_deref(), Some("WK-north/3"));
+        assert_eq!(surplus.line(), "- delete worker north/3 (its location's lines need fewer workers)");
+        assert!(surplus.is_write());
+        // Up: 150 to 160 (4 x 40): three resized, one created.
+        let up = plan(&desired(&[("north", 160)], false), &a);
+        assert_eq!(
+            ops(&up, Kind::Worker),
+            [
+                ("north".into(), capacity(50, 40)),
+                ("north/2".into(), capacity(50, 40)),
+                ("north/3".into(), capacity(50, 40)),
+                ("north/4".into(), Op::Create)
+            ]
+        );
+        // Down to one worker, without --prune: a surplus worker is not a gone location's.
+        let one = plan(&desired(&[("north", 10)], false), &a);
+        assert_eq!(ops(&one, Kind::Worker).iter().filter(|(_, op)| *op == Op::Surplus).count(), 2);
+        assert!(!lines(&one).iter().any(|l| l.starts_with('?')), "{:#?}", lines(&one));
+    }
+
+    #[test]
+    fn workers_are_found_by_location_and_index_and_strangers_are_not_surplus() {
+        let d = desired(&[("north", 100)], false);
+        let mut a = in_sync(&d);
+        // Renamed by hand: found again by marker, location and index.
+        worker(&mut a, "north/2").worker.friendly_name = "front desk 2".into();
+        // A worker a person made for the location: not ours to delete.
+        a.workers.push(ActualWorker {
+            worker: WorkerResource {
+                sid: "WK-person".into(),
+                friendly_name: "reception".into(),
+                attributes: Some(r#"{"location":"north"}"#.into()),
+                activity_sid: None,
+                activity_name: Some(AVAILABLE.into()),
+            },
+            voice: None,
+        });
+        // A duplicate a failed run left behind: marked, so surplus.
+        let mut twin = a.workers[0].clone();
+        twin.worker.sid = "WK-twin".into();
+        twin.worker.friendly_name = "call-router/north-old".into();
+        a.workers.push(twin);
+        let changes = plan(&d, &a);
+        assert_eq!(
+            ops(&changes, Kind::Worker),
+            [
+                ("north".into(), Op::Unchanged),
+                (
+                    "north/2".into(),
+                    Op::Update(vec![Diff {
+                        field: "name".into(),
+                        from: "front desk 2".into(),
+                        to: "call-router/north/2".into()
+                    }])
+                ),
+                ("north".into(), Op::Surplus),
+            ]
+        );
+        assert_eq!(changes.iter().find(|c| c.op == Op::Surplus).unwrap().sid.as_deref(), Some("WK-twin"));
+    }
+
+    #[test]
+    fn a_queue_offering_a_caller_to_several_workers_is_set_back_to_one() {
+        let d = desired(&[("north", 100)], false);
+        let mut a = in_sync(&d);
+        a.queues[0].max_reserved_workers = Some(3);
+        let got = lines(&plan(&d, &a));
+        assert!(got.contains(&"~ update queue north: max_reserved_workers 3 -> 1".to_owned()), "{got:#?}");
     }
 }

@@ -671,6 +671,8 @@ pub struct TaskQueueResource {
     pub friendly_name: String,
     #[serde(default)]
     pub target_workers: Option<String>,
+    #[serde(default)]
+    pub max_reserved_workers: Option<u32>,
 }
 
 /// A worker; `attributes` is a JSON document in a string.

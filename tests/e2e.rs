@@ -30,6 +30,9 @@ const NIGHT_PHONE: &str = "+14155550105";
 const CALLER: &str = "+13105550199";
 /// Virtual seconds per real second: a 20 s ring takes 20 ms.
 const TIME_SCALE: f64 = 250.0;
+/// For cases that count dials: at 250, a loaded machine's delays can outlast a reservation's
+/// 65 virtual seconds (0.26 s real), and TaskRouter's re-offer dials again.
+const SLOWER: f64 = 50.0;
 
 struct World {
     server: Server,
@@ -89,20 +92,32 @@ async fn world_of(
     extra_toml: &str,
     north: impl FnOnce(&mut LocationSpec),
 ) -> Option<World> {
-    world_at(backend, north_phone, extra_toml, |locations| north(&mut locations[0])).await
+    world_at(backend, TIME_SCALE, north_phone, extra_toml, |locations| north(&mut locations[0])).await
 }
 
-/// As [`world_with`], with the locations (north, night) changed by `edit` first; every
-/// number of theirs is bought, and only north's phone is set.
+/// As [`world_of`], at `time_scale` virtual seconds per real second.
+async fn world_scaled(
+    backend: Backend,
+    time_scale: f64,
+    north_phone: Behaviour,
+    extra_toml: &str,
+    north: impl FnOnce(&mut LocationSpec),
+) -> Option<World> {
+    world_at(backend, time_scale, north_phone, extra_toml, |locations| north(&mut locations[0])).await
+}
+
+/// As [`world_with`], at `time_scale`, with the locations (north, night) changed by `edit`
+/// first; every number of theirs is bought, and only north's phone is set.
 async fn world_at(
     backend: Backend,
+    time_scale: f64,
     north_phone: Behaviour,
     extra_toml: &str,
     edit: impl FnOnce(&mut Vec<LocationSpec>),
 ) -> Option<World> {
     let db = backend.database().await?;
     let sb_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sandbox = sandbox::start(sandbox::Config::random(TIME_SCALE, 7), sb_listener).await.unwrap();
+    let sandbox = sandbox::start(sandbox::Config::random(time_scale, 7), sb_listener).await.unwrap();
     let (account, token, sb_url) = (sandbox.account_sid().to_string(), sandbox.auth_token().to_owned(), sandbox.url());
     let client = SandboxClient::new(&sb_url, &account, &token);
 
@@ -350,6 +365,7 @@ on_both_backends!(
     a_caller_who_finds_the_location_closed_is_transferred_to_its_overflow_location,
     a_caller_still_waiting_after_overflow_after_secs_is_taken_by_the_overflow_location,
     a_caller_who_finds_every_line_busy_is_transferred_to_the_overflow_location,
+    more_lines_than_one_worker_holds_bridge_that_many_callers_at_once,
 );
 
 /// A location that does not connect sends the caller to voicemail: the server redirects the
@@ -526,7 +542,9 @@ max_queue_secs = {long}
 
 async fn a_caller_who_finds_the_location_closed_is_transferred_to_its_overflow_location(backend: Backend) {
     let person = Behaviour::Person { rings: 1, talk_secs: 30, digits: None };
-    let Some(w) = world_at(backend, person, "", |l| l[1].overflow = Some("north".into())).await else { return };
+    let Some(w) = world_at(backend, SLOWER, person, "", |l| l[1].overflow = Some("north".into())).await else {
+        return;
+    };
     let (summary, record) = w.call(NIGHT, None).await;
     // Connected at north, which the calls row records as where the call ended.
     assert_eq!(record.outcome, Outcome::Connected, "{summary}");
@@ -546,7 +564,7 @@ async fn a_caller_still_waiting_after_overflow_after_secs_is_taken_by_the_overfl
     const SOUTH: &str = "+12025550146";
     const SOUTH_PHONE: &str = "+14155550106";
     let person = Behaviour::Person { rings: 1, talk_secs: 30, digits: None };
-    let Some(w) = world_at(backend, person.clone(), "", |l| {
+    let Some(w) = world_at(backend, SLOWER, person.clone(), "", |l| {
         l[0].overflow = Some("south".into());
         l[0].overflow_after_secs = Some(30);
         l.push(location("south", SOUTH, SOUTH_PHONE, true));
@@ -595,7 +613,7 @@ async fn a_caller_who_finds_every_line_busy_is_transferred_to_the_overflow_locat
     const SOUTH: &str = "+12025550146";
     const SOUTH_PHONE: &str = "+14155550106";
     let long = Behaviour::Person { rings: 1, talk_secs: 600, digits: None };
-    let Some(w) = world_at(backend, long.clone(), "", |l| {
+    let Some(w) = world_at(backend, SLOWER, long.clone(), "", |l| {
         l[0].overflow = Some("south".into());
         l.push(location("south", SOUTH, SOUTH_PHONE, true));
     })
@@ -953,5 +971,120 @@ async fn waiting_callers_hear_their_place_then_the_expected_wait(backend: Backen
     assert!(all.iter().any(|(v, u)| v == "play" && u == MUSIC), "{all:?}");
     assert!(!all.iter().any(|(v, u)| v == "play" && u != MUSIC), "{all:?}");
     assert!(all.iter().any(|(v, t)| v == "say" && t == COMFORT), "{all:?}");
+    w.finish().await;
+}
+
+/// The location's workers in the sandbox, sorted by name: (name, capacity, in use).
+async fn workers_of(w: &World, location: &str) -> Vec<(String, u64, u64)> {
+    let state = w.client.state().await.unwrap();
+    let mut out: Vec<(String, u64, u64)> = state["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| {
+            let attrs = match &k["attributes"] {
+                Value::String(text) => serde_json::from_str(text).unwrap_or_default(),
+                other => other.clone(),
+            };
+            attrs["location"] == location
+        })
+        .map(|k| {
+            (
+                k["friendly_name"].as_str().unwrap().to_owned(),
+                k["capacity"].as_u64().unwrap(),
+                k["in_use"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Five lines with workers of two (`provision.worker_capacity = 2`, so the test needs five
+/// callers rather than TaskRouter's 51): three workers, and five callers talking at once
+/// through them; a sixth waits, since the lines are all taken. At 50 virtual seconds a real
+/// one: at 250, five callers' webhooks at once on a loaded machine (PostgreSQL, the whole suite
+/// running) took longer than the 65 s reservation timeout, and every reservation timed out.
+async fn more_lines_than_one_worker_holds_bridge_that_many_callers_at_once(backend: Backend) {
+    let talk = Behaviour::Person { rings: 1, talk_secs: 3600, digits: None };
+    let extra = "[ivr]\nmax_queue_secs = 3600\n[provision]\nworker_capacity = 2\n";
+    let Some(w) = world_scaled(backend, SLOWER, talk, extra, |north| north.lines = 5).await else {
+        return;
+    };
+    let capacities: Vec<(String, u64)> = workers_of(&w, "north").await.into_iter().map(|(n, c, _)| (n, c)).collect();
+    let want = [("call-router/north", 2), ("call-router/north/2", 2), ("call-router/north/3", 1)];
+    assert_eq!(capacities, want.map(|(n, c)| (n.to_owned(), c)));
+
+    let place = |i: usize| PlaceCall {
+        from: format!("+1310555{:04}", 100 + i),
+        to: MAIN.into(),
+        digits: None,
+        patience_secs: Some(36_000),
+    };
+    let mut callers = Vec::new();
+    for i in 0..5 {
+        callers.push(w.client.place_call(&place(i)).await.unwrap());
+    }
+    let mut bridged = Vec::new();
+    for sid in &callers {
+        let mut summary = Value::Null;
+        for _ in 0..2000 {
+            summary = w.client.call_summary(sid).await.unwrap();
+            if summary["bridge_start_ms"].is_u64() || summary["final"] == true {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if !summary["bridge_start_ms"].is_u64() {
+            let state = w.client.state().await.unwrap();
+            let journey = w.store.journey_json(sid).await.unwrap();
+            let dials = w.rest("POST", "/Calls.json").await.len();
+            let legs: Vec<(String, u64, String)> = w
+                .webhooks("/dial-queue")
+                .await
+                .into_iter()
+                .chain(w.webhooks("/status-callback").await)
+                .map(|e| (e.path.clone() + "?" + &e.query, e.status, e.response.chars().take(200).collect()))
+                .collect();
+            panic!(
+                "caller {sid} was never bridged: {summary}\nworkers {:#}\nreservations {}\ndials {dials}\n\
+                 legs {legs:#?}\njourney {journey:?}",
+                state["workers"],
+                state["reservations"].as_array().unwrap().len(),
+            );
+        }
+        bridged.push(summary);
+    }
+    // All five talk at the same time: every bridge began before any ended.
+    let latest_start = bridged.iter().map(|s| s["bridge_start_ms"].as_u64().unwrap()).max().unwrap();
+    assert!(bridged.iter().all(|s| s["bridge_end_ms"].is_null()), "{bridged:#?}");
+    let now = w.client.state().await.unwrap()["now_ms"].as_u64().unwrap();
+    assert!(latest_start <= now);
+    // Every worker is full.
+    assert_eq!(
+        workers_of(&w, "north").await.into_iter().map(|(_, c, u)| (c, u)).collect::<Vec<_>>(),
+        [(2, 2), (2, 2), (1, 1)]
+    );
+    for sid in &callers {
+        assert_eq!(w.settled(sid).await.outcome, Outcome::Connected, "{sid}");
+    }
+
+    // A sixth caller waits: the location's five lines are taken.
+    let sixth = w.client.place_call(&place(5)).await.unwrap();
+    let mut task = None;
+    for _ in 0..2000 {
+        task = w.client.call_summary(&sixth).await.unwrap()["task_sid"].as_str().map(str::to_owned);
+        if task.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let task = task.expect("the sixth caller was never enqueued");
+    // TaskRouter routes a new task at once: with a free line it would be reserved now.
+    assert_eq!(w.task(&task).await["assignment_status"], "pending");
+    w.quiet().await;
+    let record = w.store.call(&sixth).await.unwrap();
+    assert_eq!(w.task(&task).await["assignment_status"], "pending", "{record:?}");
+    assert!(w.client.call_summary(&sixth).await.unwrap()["bridge_start_ms"].is_null());
     w.finish().await;
 }

@@ -475,6 +475,73 @@ async fn dry_run_writes_nothing() {
     assert_eq!(h.store.resources().await.unwrap(), stored);
 }
 
+impl Harness {
+    /// Each of the location's workers in the sandbox, by key: its voice capacity and
+    /// whether its channel is available.
+    async fn capacities(&self, location: &str) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        for w in self.list("Workers", "workers").await {
+            let attrs: Value = serde_json::from_str(w["attributes"].as_str().unwrap()).unwrap();
+            if attrs["location"] != location {
+                continue;
+            }
+            let channels = self.list(&format!("Workers/{}/Channels", w["sid"].as_str().unwrap()), "channels").await;
+            let voice = channels.iter().find(|c| c["task_channel_unique_name"] == "voice").unwrap();
+            assert_eq!(voice["available"], true, "{w}");
+            out.push((w["friendly_name"].as_str().unwrap().to_owned(), voice["configured_capacity"].as_u64().unwrap()));
+        }
+        out.sort();
+        out
+    }
+}
+
+/// More lines than TaskRouter's 50 a worker: several workers, kept in step with `lines`.
+#[tokio::test]
+async fn lines_beyond_one_workers_capacity_are_served_by_several_workers() {
+    let h = Harness::with_numbers().await;
+    let big = Loc { lines: 120, ..NORTH };
+    let report = h.provision_ok(&[&big], Options { dry_run: true, ..Options::default() }).await;
+    for line in ["+ create worker north (capacity 40)", "+ create worker north/3 (capacity 40)"] {
+        assert!(has_line(&report, line), "dry run lacks {line:?}:\n{}", report.text());
+    }
+    h.provision_ok(&[&big], Options::default()).await;
+    let three = |c: u64| {
+        vec![("call-router/north".into(), c), ("call-router/north/2".into(), c), ("call-router/north/3".into(), c)]
+    };
+    assert_eq!(h.capacities("north").await, three(40));
+    let q = h.get(&h.ws_path(&format!("TaskQueues/{}", h.sid("queue", "north").await)).await).await;
+    assert_eq!(
+        (q["target_workers"].as_str(), q["max_reserved_workers"].as_u64()),
+        (Some("location == \"north\""), Some(1))
+    );
+
+    // Again: nothing to write.
+    let since = h.log_position().await;
+    let report = h.provision_ok(&[&big], Options::default()).await;
+    let (requests, _) = h.requests_since(since).await;
+    assert!(writes(&requests).is_empty(), "second run wrote: {:#?}", writes(&requests));
+    assert!(has_line(&report, "= worker north/3 unchanged"), "{}", report.text());
+
+    // Up to 150: three of 50. Down to 60: two of 30, the third deleted and forgotten.
+    h.provision_ok(&[&Loc { lines: 150, ..NORTH }], Options::default()).await;
+    assert_eq!(h.capacities("north").await, three(50));
+    let third = h.sid("worker", "north/3").await;
+    let report = h.provision_ok(&[&Loc { lines: 60, ..NORTH }], Options::default()).await;
+    assert!(
+        has_line(&report, "- delete worker north/3 (its location's lines need fewer workers)"),
+        "{}",
+        report.text()
+    );
+    assert_eq!(
+        h.capacities("north").await,
+        [("call-router/north".to_owned(), 30), ("call-router/north/2".to_owned(), 30)]
+    );
+    assert!(h.store.resource("worker", "north/3").await.unwrap().is_none());
+    assert!(!h.list("Workers", "workers").await.iter().any(|w| w["sid"] == third.as_str()));
+    let report = h.provision_ok(&[&Loc { lines: 60, ..NORTH }], Options::default()).await;
+    assert!(report.lines.iter().any(|l| l.starts_with("nothing to change")), "{}", report.text());
+}
+
 #[tokio::test]
 async fn an_invalid_config_is_refused_before_any_request() {
     let h = Harness::with_numbers().await;

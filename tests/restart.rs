@@ -391,6 +391,70 @@ async fn sigterm_finishes_the_request_in_flight_and_refuses_new_ones() {
     assert_eq!(a.field("drained", "requests_served"), 1);
 }
 
+/// `systemctl reload` (SIGHUP): the running process loads the config file's
+/// `[[locations]]` into its database and answers the next call by them; a
+/// file that does not load changes nothing, and the process serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_loads_the_config_files_locations_without_a_restart() {
+    let addr = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(&dir, addr, addr, "");
+    let base = std::fs::read_to_string(&path).unwrap();
+    let north = |lines: u32| {
+        format!(
+            "{base}\n[[locations]]\nname = \"north\"\nnumbers = [\"+12025550199\"]\nphone = \"+14155550123\"\n\
+             lines = {lines}\nhours = {{ time_zone = \"UTC\", weekly = {{ mon = [\"00:00-24:00\"], tue = [\"00:00-24:00\"], \
+             wed = [\"00:00-24:00\"], thu = [\"00:00-24:00\"], fri = [\"00:00-24:00\"], sat = [\"00:00-24:00\"], \
+             sun = [\"00:00-24:00\"] }} }}\n"
+        )
+    };
+    std::fs::write(&path, north(1)).unwrap();
+    let mut a = Instance::start("A", &path, Socket::Bind);
+    call_router::twilio_api::install_crypto_provider();
+    let client = reqwest::Client::new();
+    // `serve` does not import the file's locations at start: the number has none yet.
+    one_request(&client, addr, 1).await.unwrap();
+
+    let hup = |a: &Instance| {
+        let ok = Command::new("kill").args(["-HUP", &a.pid().to_string()]).status().unwrap().success();
+        assert!(ok, "kill -HUP {}", a.pid());
+    };
+    hup(&a);
+    a.wait_log("SIGHUP: the config file's locations are in the database");
+    // North now (its voicemail: nothing is provisioned in this test).
+    let answer = call(&client, addr, 3).await;
+    assert!(answer.contains("location=north") && !answer.contains("not in service"), "{answer}");
+
+    // Too many lines: refused, logged, and north stays as it was.
+    std::fs::write(&path, north(501)).unwrap();
+    hup(&a);
+    let refused = a.wait_log("SIGHUP: the config file was not loaded");
+    assert!(refused["fields"]["error"].as_str().unwrap().contains("lines: 501"), "{refused}");
+    assert!(call(&client, addr, 5).await.contains("location=north"));
+    assert!(a.child.try_wait().unwrap().is_none(), "SIGHUP ended the process");
+    a.sigterm();
+    assert!(a.wait_exit(Duration::from_secs(20)).success());
+}
+
+/// A signed `/incoming-call` to +12025550199; the TwiML answered.
+async fn call(client: &reqwest::Client, addr: SocketAddr, n: u64) -> String {
+    let url = format!("http://{addr}/incoming-call");
+    let call_sid = format!("CA{n:032x}");
+    let params = incoming(&call_sid);
+    let sig = twilio::signature::sign(TOKEN.as_bytes(), &url, params.iter().map(|(k, v)| (*k, v.as_str())));
+    let body: twilio::Params = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let resp = client
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", sig)
+        .body(body.encode())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.text().await.unwrap()
+}
+
 /// A request that never finishes is cut at `drain_secs`, and the cut logged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_drain_deadline_cuts_a_stuck_request() {

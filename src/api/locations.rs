@@ -1,10 +1,15 @@
 //! `GET /api/locations`: each location now (open or not and until when,
 //! callers waiting, lines in use) and today's finished calls by outcome.
+//! `PUT` and `DELETE /api/locations/{name}`: add, replace or remove one, in
+//! the database every instance reads its locations from on each webhook, so
+//! the change holds from the next call on, with no restart.
 
 use std::collections::{BTreeMap, HashMap};
 
 use axum::Json;
-use axum::extract::State;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use jiff::Timestamp;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -12,13 +17,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiError, ErrorBody, rfc3339};
-use crate::domain::Location;
+use crate::domain::{Location, LocationSpec, check_unique};
 use crate::hours::Status;
 use crate::http::AppState;
 use crate::store::LiveCallers;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_locations))
+    OpenApiRouter::new().routes(routes!(list_locations)).routes(routes!(put_location, delete_location))
 }
 
 /// One location now.
@@ -66,6 +71,93 @@ pub(crate) struct Board {
 )]
 async fn list_locations(State(state): State<AppState>) -> Result<Json<Board>, ApiError> {
     Ok(Json(board(&state, Timestamp::now()).await?))
+}
+
+/// A location as stored after a `PUT`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Written {
+    /// The location, with the fields of a `[[locations]]` table.
+    #[schema(value_type = Object)]
+    pub(crate) location: LocationSpec,
+    /// Whether `provision` made its TaskRouter queue. A new location takes
+    /// calls only once it has; a change of `lines` or `numbers` reaches
+    /// Twilio only through `provision` too. Everything else (hours, phone,
+    /// screening, prompts) holds from the next call on.
+    pub(crate) provisioned: bool,
+}
+
+/// Adds or replaces a location. The body is the location as JSON, with the
+/// fields of a config file's `[[locations]]` table (`name` may be left out);
+/// it is checked as `locations add` checks it. Callers already waiting keep
+/// what they were enqueued with (the location's phone, its closing time).
+#[utoipa::path(
+    put,
+    path = "/api/locations/{name}",
+    tag = "locations",
+    params(("name" = String, Path, description = "The location's name")),
+    request_body(content = Object, content_type = "application/json",
+        description = "The location, as a `[[locations]]` table in JSON"),
+    responses(
+        (status = 200, description = "Stored; in effect from the next call", body = Written),
+        (status = 400, description = "Not a valid location, or its name or digit clashes", body = ErrorBody),
+        (status = 401, description = "No or a wrong admin token", body = ErrorBody),
+    )
+)]
+async fn put_location(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Written>, ApiError> {
+    let bad = |why: String| ApiError::BadRequest(format!("location {name:?}: {why}"));
+    let mut value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let Some(fields) = value.as_object_mut() else {
+        return Err(bad("the body must be a JSON object".into()));
+    };
+    match fields.get("name") {
+        None => {
+            fields.insert("name".into(), serde_json::Value::String(name.clone()));
+        }
+        Some(n) if n.as_str() == Some(name.as_str()) => {}
+        Some(n) => return Err(bad(format!("name: {n} is not the name in the path"))),
+    }
+    let spec: LocationSpec = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+    // The numbering-plan check loads the phone metadata on its first use: off the runtime.
+    let spec = tokio::task::spawn_blocking(move || spec.validate().map(|()| spec))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(|e| bad(e.to_string()))?;
+    let store = state.store();
+    let mut all: Vec<LocationSpec> = store.location_specs().await?.into_iter().filter(|s| s.name != name).collect();
+    all.push(spec.clone());
+    check_unique(&all).map_err(|e| ApiError::BadRequest(format!("locations: {e}")))?;
+    store.upsert_location(&spec).await?;
+    let provisioned = store.resource("queue", &name).await?.is_some();
+    tracing::info!(location = %name, provisioned, "location stored through the API");
+    state.notifier().notify();
+    Ok(Json(Written { location: spec, provisioned }))
+}
+
+/// Removes a location: its numbers answer "not in service" (or their menu
+/// no longer offers it) from the next call on. Its TaskRouter queue and
+/// workers stay until `provision --prune`.
+#[utoipa::path(
+    delete,
+    path = "/api/locations/{name}",
+    tag = "locations",
+    params(("name" = String, Path, description = "The location's name")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "No or a wrong admin token", body = ErrorBody),
+        (status = 404, description = "No location of that name", body = ErrorBody),
+    )
+)]
+async fn delete_location(State(state): State<AppState>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+    if !state.store().remove_location(&name).await? {
+        return Err(ApiError::NotFound(format!("no location named {name:?}")));
+    }
+    tracing::info!(location = %name, "location removed through the API");
+    state.notifier().notify();
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The board at `now`.

@@ -544,6 +544,28 @@ async fn bad_enums_and_ranges_are_refused_and_not_stored() {
     assert_eq!(task["priority"].as_u64(), Some(2_147_483_647));
 }
 
+/// TaskRouter's "Channel Capacity per Worker" limit (50, its resource limits
+/// page): a voice channel takes 50 and refuses 51 with Twilio's error body,
+/// keeping what it had.
+#[tokio::test]
+async fn a_worker_channel_holds_at_most_fifty_tasks() {
+    let t = common::start(1.0).await;
+    let (ws, _, _, _, available) = routing(&t).await;
+    let (s, w) = t
+        .post(&t.tr(&format!("Workspaces/{ws}/Workers")), &[("FriendlyName", "desk"), ("ActivitySid", &available)])
+        .await;
+    assert_eq!(s, 201, "{w}");
+    let voice = t.tr(&format!("Workspaces/{ws}/Workers/{}/Channels/voice", sid(&w)));
+    let (s, ch) = t.post(&voice, &[("Capacity", "50")]).await;
+    assert_eq!((s, ch["configured_capacity"].as_u64()), (200, Some(50)), "{ch}");
+    let (s, e) = t.post(&voice, &[("Capacity", "51")]).await;
+    assert_eq!((s, code(&e), e["status"].as_u64()), (400, Some(20001), Some(400)), "{e}");
+    assert_eq!(e["message"], "Capacity must be between 0 and 50");
+    assert_eq!(e["more_info"], "https://www.twilio.com/docs/errors/20001");
+    let (_, ch) = t.get(&voice).await;
+    assert_eq!(ch["configured_capacity"].as_u64(), Some(50), "the refused update changed nothing");
+}
+
 #[tokio::test]
 async fn incoming_numbers_store_every_setting() {
     let t = common::start(1.0).await;

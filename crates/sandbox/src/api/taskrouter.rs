@@ -696,8 +696,8 @@ impl Cx<'_> {
             Method::POST => {
                 let cap = parse_num::<u32>("Capacity", self.req.get("Capacity"))?;
                 let avail = self.req.get("Available").map(|v| parse_bool("Available", v)).transpose()?;
-                if cap.is_some_and(|c| c > 50) {
-                    return Err(bad(20001, "Capacity must be between 0 and 50"));
+                if cap.is_some_and(|c| c > WORKER_CHANNEL_CAPACITY_MAX) {
+                    return Err(bad(20001, format!("Capacity must be between 0 and {WORKER_CHANNEL_CAPACITY_MAX}")));
                 }
                 if let Some(wk) = st.workers.get_mut(wsid) {
                     if let Some(c) = cap {
@@ -1149,6 +1149,12 @@ impl Cx<'_> {
         Ok(fx)
     }
 }
+
+/// TaskRouter's default "Channel Capacity per Worker": the most tasks one
+/// worker takes on one task channel (Twilio's TaskRouter resource limits).
+/// Above it, a channel update is refused as TaskRouter refuses an invalid
+/// parameter: 400, code 20001.
+pub(crate) const WORKER_CHANNEL_CAPACITY_MAX: u32 = 50;
 
 /// The workspace's voice task channel: one per workspace, derived from its SID
 /// so it needs no storage.
