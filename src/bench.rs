@@ -398,6 +398,9 @@ pub fn bench_locations() -> Vec<LocationSpec> {
                 announce_every_secs: None,
                 hold_music: None,
                 comfort_messages: Vec::new(),
+                language: None,
+                voice: None,
+                translations: Default::default(),
             }
         })
         .collect()

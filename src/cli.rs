@@ -222,6 +222,12 @@ pub struct AddLocation {
     /// A message said in turn to waiting callers (repeatable).
     #[arg(long = "comfort-message")]
     pub comfort_messages: Vec<String>,
+    /// The location's language, one of `ivr.languages` (e.g. es-MX); unset: the first.
+    #[arg(long)]
+    pub language: Option<String>,
+    /// The `<Say voice>` for its language (e.g. Polly.Mia); unset: the language's.
+    #[arg(long)]
+    pub voice: Option<String>,
 }
 
 /// Runs a command that needs no sandbox or provisioning.
@@ -505,6 +511,9 @@ impl AddLocation {
             announce_every_secs: self.announce_every_secs,
             hold_music: self.hold_music.clone(),
             comfort_messages: self.comfort_messages.clone(),
+            language: self.language.clone(),
+            voice: self.voice.clone(),
+            translations: Default::default(),
         })
     }
 }
@@ -796,6 +805,9 @@ mod tests {
             announce_every_secs: None,
             hold_music: None,
             comfort_messages: Vec::new(),
+            language: None,
+            voice: None,
+            translations: Default::default(),
         };
         import(&store, std::slice::from_ref(&spec)).await.unwrap();
         let holidays = |name: &str, dry_run: bool| LocationsCommand::Holidays {

@@ -5,6 +5,7 @@
 //! that names the field (`dialing.ring_timeout_secs: …`), never later in the
 //! middle of a call.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -120,6 +121,10 @@ pub struct IvrSettings {
     /// every this many seconds, at locations that do not set their own
     /// `announce_every_secs`; 0 (the default): never.
     pub announce_every_secs: u32,
+    /// The languages callers hear, the first by default (`ivr.languages`,
+    /// `ivr.number_languages` and the `[language.TAG]` tables; see
+    /// `crate::prompts`).
+    pub languages: crate::prompts::Languages,
 }
 
 /// What the menu does once its attempts are used up without a valid choice
@@ -258,6 +263,19 @@ struct RawSettings {
     notifications: RawNotifications,
     #[serde(default)]
     locations: Vec<LocationSpec>,
+    /// `[language.es-MX]`: a language's key, voice and own texts.
+    #[serde(default)]
+    language: BTreeMap<String, RawLanguage>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLanguage {
+    key: Option<String>,
+    voice: Option<String>,
+    business_name: Option<String>,
+    #[serde(default)]
+    prompts: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -335,6 +353,9 @@ struct RawIvr {
     max_queue_secs: Option<u32>,
     on_no_choice: Option<String>,
     announce_every_secs: Option<u32>,
+    languages: Option<Vec<String>>,
+    #[serde(default)]
+    number_languages: BTreeMap<String, String>,
 }
 
 /// The environment variables that override the file.
@@ -502,9 +523,21 @@ impl Settings {
             return Err(invalid("dialing.machine_detection_timeout_secs", "must be between 3 and 59"));
         }
 
-        let i = raw.ivr;
+        let mut i = raw.ivr;
+        if let Some(v) = &i.voice {
+            crate::prompts::check_voice(v).map_err(|e| invalid("ivr.voice", e))?;
+        }
+        let business_name = i.business_name.unwrap_or_else(|| "us".to_owned());
+        let languages = languages(
+            &business_name,
+            i.voice.clone(),
+            i.languages.take(),
+            std::mem::take(&mut i.number_languages),
+            raw.language,
+            &raw.locations,
+        )?;
         let ivr = IvrSettings {
-            business_name: i.business_name.unwrap_or_else(|| "us".to_owned()),
+            business_name,
             hold_music_url: i.hold_music_url.unwrap_or_else(|| DEFAULT_HOLD_MUSIC.to_owned()),
             voice: i.voice,
             menu_attempts: i.menu_attempts.unwrap_or(2),
@@ -519,6 +552,7 @@ impl Settings {
                 .map_err(|e| invalid("ivr.on_no_choice", e))?
                 .unwrap_or_default(),
             announce_every_secs: i.announce_every_secs.unwrap_or(0),
+            languages,
         };
         crate::domain::check_announce_every(ivr.announce_every_secs)
             .map_err(|e| invalid("ivr.announce_every_secs", e))?;
@@ -628,6 +662,111 @@ impl Settings {
             locations: raw.locations,
         })
     }
+}
+
+/// The business's languages from `ivr.languages` (default `["en-US"]`),
+/// `ivr.number_languages` and the `[language.TAG]` tables, checked against
+/// the file's locations: each language's menu key (default 9, 8, … from the
+/// second language on, then the next free one for the first) is no location's
+/// digit, and each location's `language` is one of them.
+fn languages(
+    business_name: &str,
+    ivr_voice: Option<String>,
+    tags: Option<Vec<String>>,
+    number_languages: BTreeMap<String, String>,
+    mut tables: BTreeMap<String, RawLanguage>,
+    locations: &[LocationSpec],
+) -> Result<crate::prompts::Languages, ConfigError> {
+    use crate::prompts::{Language, Languages, Prompt};
+    let tags = tags.unwrap_or_else(|| vec!["en-US".to_owned()]);
+    if tags.is_empty() {
+        return Err(invalid("ivr.languages", "must name at least one language, the first being the default"));
+    }
+    for (n, tag) in tags.iter().enumerate() {
+        crate::prompts::check_tag(tag).map_err(|e| invalid(format!("ivr.languages[{n}]"), e))?;
+        if tags[..n].contains(tag) {
+            return Err(invalid(format!("ivr.languages[{n}]"), format!("{tag:?} is listed twice")));
+        }
+    }
+    if let Some(extra) = tables.keys().find(|t| !tags.contains(t)) {
+        return Err(invalid(format!("language.{extra}"), "is not one of ivr.languages"));
+    }
+    let digits: Vec<(char, &str)> =
+        locations.iter().filter_map(|l| Some((l.digit.as_deref()?.trim().chars().next()?, l.name.as_str()))).collect();
+    // Keys as written first, so that the defaults go around them.
+    let mut keys: Vec<Option<char>> = Vec::new();
+    for tag in &tags {
+        let field = format!("language.{tag}.key");
+        let key = match tables.get(tag).and_then(|t| t.key.as_deref()).map(str::trim) {
+            None => None,
+            Some(k) if k.len() == 1 && k.as_bytes()[0].is_ascii_digit() => k.chars().next(),
+            Some(k) => return Err(invalid(field, format!("{k:?} must be a single digit 0-9"))),
+        };
+        if let Some(k) = key {
+            if keys.contains(&Some(k)) {
+                return Err(invalid(field, format!("{k} is another language's key too")));
+            }
+            if let Some((_, loc)) = digits.iter().find(|(d, _)| *d == k) {
+                return Err(invalid(field, format!("{k} is also location {loc:?}'s menu digit")));
+            }
+        }
+        keys.push(key);
+    }
+    if tags.len() > 1 {
+        let order = (1..tags.len()).chain([0]);
+        for n in order {
+            if keys[n].is_some() {
+                continue;
+            }
+            let free = ('0'..='9')
+                .rev()
+                .find(|k| !keys.contains(&Some(*k)) && !digits.iter().any(|(d, _)| d == k))
+                .ok_or_else(|| invalid(format!("language.{}.key", tags[n]), "no menu digit is left for it"))?;
+            keys[n] = Some(free);
+        }
+    }
+    let mut list = Vec::new();
+    for (n, tag) in tags.iter().enumerate() {
+        let table = tables.remove(tag).unwrap_or_default();
+        let field = |f: &str| format!("language.{tag}.{f}");
+        let voice = table.voice.or(if n == 0 { ivr_voice.clone() } else { None });
+        if let Some(v) = &voice {
+            crate::prompts::check_voice(v).map_err(|e| invalid(field("voice"), e))?;
+        }
+        let mut own = BTreeMap::new();
+        for (name, text) in table.prompts {
+            let f = field(&format!("prompts.{name}"));
+            let p = Prompt::parse(&name).ok_or_else(|| {
+                let names: Vec<&str> = Prompt::all().map(Prompt::name).collect();
+                invalid(&f, format!("is not a prompt (one of: {})", names.join(", ")))
+            })?;
+            crate::prompts::check_text(p, &text).map_err(|e| invalid(&f, e))?;
+            own.insert(p, text.trim().to_owned());
+        }
+        let business = table.business_name.unwrap_or_else(|| business_name.to_owned());
+        let language =
+            Language::new(tag, keys[n], voice, business, own).map_err(|e| invalid(format!("language.{tag}"), e))?;
+        list.push(language);
+    }
+    for (number, tag) in &number_languages {
+        twilio::E164::parse(number).map_err(|e| invalid(format!("ivr.number_languages.{number:?}"), e.to_string()))?;
+        if !tags.contains(tag) {
+            return Err(invalid(
+                format!("ivr.number_languages.{number:?}"),
+                format!("{tag:?} is not one of ivr.languages"),
+            ));
+        }
+    }
+    for (n, l) in locations.iter().enumerate() {
+        let named = l.language.iter().chain(l.translations.keys());
+        if let Some(tag) = named.into_iter().find(|t| !tags.contains(t)) {
+            return Err(invalid(
+                format!("locations[{n}] ({}).language", l.name),
+                format!("{tag:?} is not one of ivr.languages"),
+            ));
+        }
+    }
+    Languages::new(list, number_languages).map_err(|e| invalid("ivr.number_languages", e))
 }
 
 /// `[notifications]` with its environment overrides, checked against what

@@ -4,12 +4,13 @@
 use jiff::Timestamp;
 use twilio::params::percent_encode;
 use twilio::twiml::{
-    Dial, DialNoun, Enqueue, Gather, Method, Pause, Play, Prompt, Queue, Record, Redirect, Response, Say, Task, Verb,
+    Dial, DialNoun, Enqueue, Gather, Method, Pause, Play, Prompt, Queue, Record, Redirect, Response, Task, Verb,
 };
 
 use crate::config::{NoChoicePolicy, Settings};
 use crate::domain::{Location, Outcome, TaskAttributes};
 use crate::hours::ClosedReason;
+use crate::prompts::{Language, Languages, Prompt as P, Speaker};
 
 /// Builds absolute URLs on the public base with percent-encoded query values,
 /// so a `+` in an E.164 number arrives as `+`, not as a space.
@@ -72,36 +73,72 @@ pub fn choose(
     }
 }
 
+/// The language a menu key switches the caller to: a language's key that is
+/// not the digit of a location on this number (a location's digit wins).
+pub fn language_key<'a>(
+    languages: &'a Languages,
+    locations: &[Location],
+    digits: Option<&str>,
+) -> Option<&'a Language> {
+    let pressed = digits.map(str::trim).and_then(|d| d.chars().next())?;
+    if locations.iter().any(|l| l.digit == Some(pressed)) {
+        return None;
+    }
+    languages.by_key(pressed)
+}
+
+/// Who speaks `lang` for `location`: the location's voice in its own
+/// language (its `language`, else the business's first), else the language's.
+pub fn speaker<'a>(settings: &'a Settings, lang: &'a Language, location: Option<&'a Location>) -> Speaker<'a> {
+    let default = settings.ivr.languages.default_language().tag.as_str();
+    match location {
+        Some(l) => Speaker::new(lang, Some(l.spec.language.as_deref().unwrap_or(default)), l.spec.voice.as_deref()),
+        None => Speaker::new(lang, None, None),
+    }
+}
+
 /// The business's voicemail for a caller who made no menu choice.
-pub fn no_choice_voicemail(settings: &Settings, urls: &Urls) -> Response {
-    voicemail(settings, urls, None, "Sorry, I still didn't get a choice.")
+pub fn no_choice_voicemail(settings: &Settings, urls: &Urls, sp: &Speaker) -> Response {
+    voicemail(settings, urls, None, &sp.text(P::NoChoice, &[]), sp)
 }
 
 /// The goodbye for a caller who made no menu choice.
-pub fn no_choice_goodbye(settings: &Settings) -> Response {
-    Response::new()
-        .verb(Verb::Say(say(settings, "Sorry, I still didn't get a choice. Please call again. Goodbye.")))
-        .verb(Verb::Hangup)
+pub fn no_choice_goodbye(sp: &Speaker) -> Response {
+    Response::new().verb(Verb::Say(sp.say(P::NoChoiceGoodbye, &[]))).verb(Verb::Hangup)
 }
 
-fn say(settings: &Settings, text: impl Into<String>) -> Say {
-    Say { text: text.into(), voice: settings.ivr.voice.clone(), ..Say::default() }
+/// The other languages' offers ("Para español, oprima 9."), each in its own
+/// language and voice.
+fn language_offers(settings: &Settings, sp: &Speaker) -> Vec<Prompt> {
+    let languages = &settings.ivr.languages;
+    languages
+        .all()
+        .iter()
+        .filter(|l| l.tag != sp.lang.tag)
+        .filter_map(|l| {
+            let key = l.key?.to_string();
+            Some(Prompt::Say(Speaker::new(l, None, None).say(P::LanguageOffer, &[("digit", &key)])))
+        })
+        .collect()
 }
 
-/// The menu for a number that serves several locations.
-pub fn menu(settings: &Settings, urls: &Urls, locations: &[Location], attempt: u32) -> Response {
+/// The menu for a number that serves several locations, in the caller's
+/// language, with the other languages offered at the end.
+pub fn menu(settings: &Settings, urls: &Urls, locations: &[Location], attempt: u32, sp: &Speaker) -> Response {
     let mut prompts = Vec::new();
     if attempt == 0 {
-        prompts.push(Prompt::Say(say(settings, format!("Thank you for calling {}.", settings.ivr.business_name))));
+        prompts.push(Prompt::Say(sp.say(P::Welcome, &[("business", &sp.lang.business_name)])));
     } else {
-        prompts.push(Prompt::Say(say(settings, "Sorry, I didn't get that.")));
+        prompts.push(Prompt::Say(sp.say(P::MenuRetry, &[])));
     }
     for l in locations {
         if let Some(d) = l.digit {
-            prompts.push(Prompt::Say(say(settings, format!("For {}, press {d}.", l.display_name))));
+            let item = [("location", l.display_name_in(&sp.lang.tag)), ("digit", &d.to_string())];
+            prompts.push(Prompt::Say(sp.say(P::MenuItem, &item)));
         }
     }
-    let action = urls.url("/menu", &[("attempt", &attempt.to_string())]);
+    prompts.extend(language_offers(settings, sp));
+    let action = urls.url("/menu", &[("attempt", &attempt.to_string()), ("lang", &sp.lang.tag)]);
     Response::new()
         .verb(Verb::Gather(Gather {
             action: Some(action.clone()),
@@ -113,6 +150,28 @@ pub fn menu(settings: &Settings, urls: &Urls, locations: &[Location], attempt: u
             ..Gather::default()
         }))
         // Reached only when the caller pressed nothing: counts as an attempt.
+        .verb(Verb::Redirect(Redirect { url: action, method: Some(Method::Post) }))
+}
+
+/// The greeting of a number that serves one location when the business
+/// speaks several languages: the location's welcome and the other
+/// languages' offers, waiting `menu_timeout_secs` for a key; the `/menu`
+/// action then sends the caller on to the location, in the language chosen.
+pub fn language_gate(settings: &Settings, urls: &Urls, location: &Location, sp: &Speaker) -> Response {
+    let mut prompts =
+        vec![Prompt::Say(sp.say(P::WelcomeLocation, &[("location", location.display_name_in(&sp.lang.tag))]))];
+    prompts.extend(language_offers(settings, sp));
+    let action = urls.url("/menu", &[("attempt", "0"), ("lang", &sp.lang.tag), ("greeted", "1")]);
+    Response::new()
+        .verb(Verb::Gather(Gather {
+            action: Some(action.clone()),
+            method: Some(Method::Post),
+            num_digits: Some(1),
+            timeout: Some(settings.ivr.menu_timeout_secs),
+            input: Some("dtmf".into()),
+            prompts,
+            ..Gather::default()
+        }))
         .verb(Verb::Redirect(Redirect { url: action, method: Some(Method::Post) }))
 }
 
@@ -142,15 +201,17 @@ pub fn route(
     caller: &Caller,
     now: Timestamp,
     greet: bool,
+    sp: &Speaker,
 ) -> (Response, Routed) {
+    let tag = sp.lang.tag.as_str();
     if let Some(reason) = location.schedule.closed_at(now) {
-        let msg =
-            format!("Thank you for calling {}. {}", settings.ivr.business_name, closed_message(location, &reason));
-        return (voicemail(settings, urls, Some(location), &msg), Routed::Closed);
+        let welcome = sp.text(P::Welcome, &[("business", &sp.lang.business_name)]);
+        let msg = format!("{welcome} {}", closed_message(location, &reason, sp));
+        return (voicemail(settings, urls, Some(location), &msg, sp), Routed::Closed);
     }
     let mut resp = Response::new();
     if greet {
-        resp = resp.verb(Verb::Say(say(settings, format!("Thank you for calling {}.", location.display_name))));
+        resp = resp.verb(Verb::Say(sp.say(P::WelcomeLocation, &[("location", location.display_name_in(tag))])));
     }
     let show_caller = location.show_caller_number && caller.call_token.is_some();
     let attrs = TaskAttributes {
@@ -173,8 +234,8 @@ pub fn route(
         amd: (!location.spec.amd()).then_some(false),
     };
     let attributes = serde_json::to_string(&attrs).expect("task attributes serialise");
-    let q = [("location", location.name.as_str())];
-    resp = resp.verb(Verb::Say(say(settings, "Please hold while we connect you."))).verb(Verb::Enqueue(Enqueue {
+    let q = [("location", location.name.as_str()), ("lang", tag)];
+    resp = resp.verb(Verb::Say(sp.say(P::PleaseHold, &[]))).verb(Verb::Enqueue(Enqueue {
         workflow_sid: Some(workflow_sid.to_owned()),
         wait_url: Some(urls.url("/hold", &q)),
         wait_url_method: Some(Method::Post),
@@ -189,7 +250,9 @@ pub fn route(
 /// What a caller hears about why `location` is closed: the holiday's or closure's own
 /// `message` when it has one; else the holiday's name ("… is closed today for Christmas Day.");
 /// else "… is closed right now.". A closure's `reason` is never spoken: it is a note for staff.
-pub fn closed_message(location: &Location, reason: &ClosedReason) -> String {
+/// A holiday's or closure's own message and name are said as written, in any language.
+pub fn closed_message(location: &Location, reason: &ClosedReason, sp: &Speaker) -> String {
+    let display = location.display_name_in(&sp.lang.tag);
     match reason {
         ClosedReason::Holiday { message: Some(m), .. } | ClosedReason::Closure { message: Some(m), .. }
             if !m.trim().is_empty() =>
@@ -197,23 +260,29 @@ pub fn closed_message(location: &Location, reason: &ClosedReason) -> String {
             m.trim().to_owned()
         }
         ClosedReason::Holiday { name: Some(name), .. } if !name.trim().is_empty() => {
-            format!("{} is closed today for {}.", location.display_name, name.trim())
+            sp.text(P::ClosedHoliday, &[("location", display), ("holiday", name.trim())])
         }
-        _ => format!("{} is closed right now.", location.display_name),
+        _ => sp.text(P::ClosedNow, &[("location", display)]),
     }
 }
 
 /// A message, then a recording, then goodbye. The recording is transcribed
 /// when the location asks for it (`transcribe`), the text posted to
 /// `/voicemail-transcription`.
-pub fn voicemail(settings: &Settings, urls: &Urls, location: Option<&Location>, message: &str) -> Response {
+pub fn voicemail(
+    settings: &Settings,
+    urls: &Urls,
+    location: Option<&Location>,
+    message: &str,
+    sp: &Speaker,
+) -> Response {
     let name = location.map_or("", |l| l.name.as_str());
     let transcribe = location.is_some_and(|l| l.spec.transcribe);
     Response::new()
-        .verb(Verb::Say(say(settings, message)))
-        .verb(Verb::Say(say(settings, "Please leave a message after the tone, and we will call you back.")))
+        .verb(Verb::Say(sp.say_text(message)))
+        .verb(Verb::Say(sp.say(P::VoicemailOffer, &[])))
         .verb(Verb::Record(Record {
-            action: Some(urls.url("/voicemail-complete", &[("location", name)])),
+            action: Some(urls.url("/voicemail-complete", &[("location", name), ("lang", &sp.lang.tag)])),
             method: Some(Method::Post),
             max_length: Some(settings.ivr.voicemail_max_secs),
             timeout: Some(5),
@@ -223,23 +292,36 @@ pub fn voicemail(settings: &Settings, urls: &Urls, location: Option<&Location>, 
             transcribe_callback: transcribe.then(|| urls.url("/voicemail-transcription", &[("location", name)])),
             ..Record::default()
         }))
-        .verb(Verb::Say(say(settings, "We did not receive a message. Goodbye.")))
+        .verb(Verb::Say(sp.say(P::NoMessage, &[])))
         .verb(Verb::Hangup)
 }
 
 /// The voicemail offer after a failed attempt to reach a location.
-pub fn fallback(settings: &Settings, urls: &Urls, location: &Location, reason: Outcome) -> Response {
-    voicemail(settings, urls, Some(location), &reason.caller_message(&location.display_name))
+pub fn fallback(settings: &Settings, urls: &Urls, location: &Location, reason: Outcome, sp: &Speaker) -> Response {
+    voicemail(settings, urls, Some(location), &fallback_message(location, reason, sp), sp)
+}
+
+/// Why the caller is offered voicemail instead ("Sorry, … is on another call.").
+pub fn fallback_message(location: &Location, reason: Outcome, sp: &Speaker) -> String {
+    let prompt = match reason {
+        Outcome::LocationBusy => P::LocationBusy,
+        Outcome::LocationNoAnswer | Outcome::LocationVoicemail => P::LocationNoAnswer,
+        Outcome::QueueTimeout => P::QueueTimeout,
+        Outcome::AfterHours => P::ClosedNow,
+        Outcome::ClosedWhileWaiting => P::ClosedWhileWaiting,
+        _ => P::CouldNotReach,
+    };
+    sp.text(prompt, &[("location", location.display_name_in(&sp.lang.tag))])
 }
 
 /// What the caller hears while waiting in the queue (the `waitUrl`): the
 /// words the journey chose to say, if any (an announcement or a comfort
 /// message), then the location's hold music once; Twilio then asks the
 /// `waitUrl` again.
-pub fn hold(settings: &Settings, location: Option<&Location>, words: Option<&str>) -> Response {
+pub fn hold(settings: &Settings, location: Option<&Location>, words: Option<&str>, sp: &Speaker) -> Response {
     let mut resp = Response::new();
     if let Some(w) = words {
-        resp = resp.verb(Verb::Say(say(settings, w)));
+        resp = resp.verb(Verb::Say(sp.say_text(w)));
     }
     resp.verb(Verb::Play(Play { url: hold_music(settings, location).to_owned(), loop_count: Some(1) }))
         .verb(Verb::Pause(Pause { length: Some(1) }))
@@ -268,7 +350,7 @@ pub fn dial_queue(reservation_sid: &str) -> Response {
 /// location, then one key. `action` gets `Digits`; with no key in
 /// `timeout_secs` the `Gather` falls through to a redirect to the same
 /// action without `Digits`, which the journey reads as not answered.
-pub fn screen(settings: &Settings, action: &str, text: &str, timeout_secs: u32) -> Response {
+pub fn screen(action: &str, text: &str, timeout_secs: u32, sp: &Speaker) -> Response {
     Response::new()
         .verb(Verb::Gather(Gather {
             action: Some(action.to_owned()),
@@ -276,7 +358,7 @@ pub fn screen(settings: &Settings, action: &str, text: &str, timeout_secs: u32) 
             num_digits: Some(1),
             timeout: Some(timeout_secs),
             input: Some("dtmf".into()),
-            prompts: vec![Prompt::Say(say(settings, text))],
+            prompts: vec![Prompt::Say(sp.say_text(text))],
             ..Gather::default()
         }))
         .verb(Verb::Redirect(Redirect { url: action.to_owned(), method: Some(Method::Post) }))
@@ -285,24 +367,36 @@ pub fn screen(settings: &Settings, action: &str, text: &str, timeout_secs: u32) 
 /// What the screening prompt says, its `prompt`th time: "Call for North
 /// Clinic from 3 1 0, 5 5 5, 0 1 0 0. Press 1 to accept, or hang up." The
 /// caller's name (already checked by the location's option) comes before
-/// the number when there is one.
-pub fn screen_text(display_name: &str, caller: Option<&str>, caller_name: Option<&str>, prompt: u32) -> String {
-    let number = caller.and_then(spoken_number);
+/// the number when there is one. In `lang`, the location's language.
+pub fn screen_text(
+    display_name: &str,
+    caller: Option<&str>,
+    caller_name: Option<&str>,
+    prompt: u32,
+    lang: &Language,
+) -> String {
+    let plus = lang.text(P::NumberPlus, &[]);
+    let number = caller.and_then(|c| spoken_number_in(c, &plus));
     let name = caller_name.map(spoken_name).filter(|n| !n.is_empty());
     let from = match (name, number) {
         (Some(n), Some(d)) => format!("{n}, {d}"),
         (Some(n), None) => n,
         (None, Some(d)) => d,
-        (None, None) => "an unknown number".to_owned(),
+        (None, None) => lang.text(P::UnknownNumber, &[]),
     };
-    let again = if prompt > 1 { "Sorry, that was not 1. " } else { "" };
-    format!("{again}Call for {display_name} from {from}. Press 1 to accept, or hang up.")
+    let text = lang.text(P::Screen, &[("location", display_name), ("from", &from)]);
+    if prompt > 1 { format!("{} {text}", lang.text(P::ScreenWrongKey, &[])) } else { text }
 }
 
 /// A phone number as text-to-speech should read it: digit by digit, in
 /// groups ("3 1 0, 5 5 5, 0 1 0 0" for +13105550100; other countries in
 /// threes after "plus"). `None` for a withheld or malformed number.
 pub fn spoken_number(raw: &str) -> Option<String> {
+    spoken_number_in(raw, "plus")
+}
+
+/// As [`spoken_number`], with the word for "plus" in the prompt's language.
+pub fn spoken_number_in(raw: &str, plus: &str) -> Option<String> {
     let e164 = twilio::E164::parse(raw.trim()).ok()?;
     let digits: Vec<char> = e164.as_str().trim_start_matches('+').chars().collect();
     let spell = |g: &[char]| g.iter().map(char::to_string).collect::<Vec<_>>().join(" ");
@@ -319,7 +413,7 @@ pub fn spoken_number(raw: &str) -> Option<String> {
             prev.push_str(&last);
         }
     }
-    Some(format!("plus {}", groups.join(", ")))
+    Some(format!("{plus} {}", groups.join(", ")))
 }
 
 /// A caller name from Twilio's `CallerName` as it may be said: letters,
@@ -331,20 +425,20 @@ fn spoken_name(raw: &str) -> String {
 }
 
 /// What the location hears when it answers for a caller who is no longer there.
-pub fn caller_gone(settings: &Settings) -> Response {
-    Response::new().verb(Verb::Say(say(settings, "Sorry, the caller has already hung up. Goodbye."))).verb(Verb::Hangup)
+pub fn caller_gone(sp: &Speaker) -> Response {
+    Response::new().verb(Verb::Say(sp.say(P::CallerGone, &[]))).verb(Verb::Hangup)
 }
 
 pub fn hangup() -> Response {
     Response::new().verb(Verb::Hangup)
 }
 
-pub fn goodbye(settings: &Settings) -> Response {
-    Response::new().verb(Verb::Say(say(settings, "Thank you for calling. Goodbye."))).verb(Verb::Hangup)
+pub fn goodbye(sp: &Speaker) -> Response {
+    Response::new().verb(Verb::Say(sp.say(P::Goodbye, &[]))).verb(Verb::Hangup)
 }
 
-pub fn not_in_service(settings: &Settings) -> Response {
-    Response::new().verb(Verb::Say(say(settings, "Sorry, this number is not in service. Goodbye."))).verb(Verb::Hangup)
+pub fn not_in_service(sp: &Speaker) -> Response {
+    Response::new().verb(Verb::Say(sp.say(P::NotInService, &[]))).verb(Verb::Hangup)
 }
 
 pub fn empty() -> Response {
@@ -394,8 +488,20 @@ mod tests {
             announce_every_secs: None,
             hold_music: None,
             comfort_messages: Vec::new(),
+            language: None,
+            voice: None,
+            translations: Default::default(),
         })
         .unwrap()
+    }
+
+    fn en(s: &Settings) -> Speaker<'_> {
+        speaker(s, s.ivr.languages.default_language(), None)
+    }
+
+    fn english() -> &'static Language {
+        static EN: std::sync::OnceLock<Language> = std::sync::OnceLock::new();
+        EN.get_or_init(|| Language::english(None, "us".into()))
     }
 
     fn says(r: &Response) -> Vec<String> {
@@ -429,10 +535,10 @@ mod tests {
         let caller = Caller { number: "+13105550199", call_token: Some(r#"tok&<"en">"#), name: Some(NASTY) };
         let now = Timestamp::now();
 
-        let menu = round_trip(&menu(&s, &urls, &[east.clone(), west.clone()], 0));
+        let menu = round_trip(&menu(&s, &urls, &[east.clone(), west.clone()], 0, &en(&s)));
         assert!(says(&menu).iter().any(|t| t.contains(NASTY)), "{:?}", says(&menu));
 
-        let (open, routed) = route(&s, &urls, "WW0123456789abcdef0123456789abcdef", &east, &caller, now, true);
+        let (open, routed) = route(&s, &urls, "WW0123456789abcdef0123456789abcdef", &east, &caller, now, true, &en(&s));
         assert_eq!(routed, Routed::Enqueued);
         let open = round_trip(&open);
         let enqueue = open.verbs.iter().find_map(|v| if let Verb::Enqueue(e) = v { Some(e) } else { None }).unwrap();
@@ -442,28 +548,29 @@ mod tests {
         assert_eq!(attrs.practice_phone.as_str(), "+14155550123");
         assert!(says(&open).iter().any(|t| t.contains(NASTY)));
 
-        let (closed, routed) = route(&s, &urls, "WW0123456789abcdef0123456789abcdef", &west, &caller, now, true);
+        let (closed, routed) =
+            route(&s, &urls, "WW0123456789abcdef0123456789abcdef", &west, &caller, now, true, &en(&s));
         assert_eq!(routed, Routed::Closed);
         assert!(says(&round_trip(&closed)).iter().any(|t| t.contains(NASTY)));
 
-        let hold_twiml = round_trip(&hold(&s, None, None));
+        let hold_twiml = round_trip(&hold(&s, None, None, &en(&s)));
         assert!(hold_twiml.verbs.iter().any(|v| matches!(v, Verb::Play(p) if p.url == s.ivr.hold_music_url)));
         // Words first, then the location's own music.
         let mut own = west.clone();
         own.spec.hold_music = Some("https://m.example.com/b.mp3?a=1&b=<2>".into());
-        let spoken = round_trip(&hold(&s, Some(&own), Some(NASTY)));
+        let spoken = round_trip(&hold(&s, Some(&own), Some(NASTY), &en(&s)));
         assert!(matches!(&spoken.verbs[0], Verb::Say(t) if t.text == NASTY), "{spoken:?}");
         assert!(matches!(&spoken.verbs[1], Verb::Play(p) if p.url == "https://m.example.com/b.mp3?a=1&b=<2>"));
         assert_eq!(hold_music(&s, Some(&west)), s.ivr.hold_music_url);
 
         for outcome in Outcome::ALL {
-            assert!(says(&round_trip(&fallback(&s, &urls, &west, outcome))).iter().any(|t| t.contains(NASTY)));
+            assert!(says(&round_trip(&fallback(&s, &urls, &west, outcome, &en(&s)))).iter().any(|t| t.contains(NASTY)));
         }
         round_trip(&dial_queue("WR0123456789abcdef0123456789abcdef"));
-        let text = screen_text(&east.display_name, Some("+13105550199"), Some(NASTY), 1);
-        assert!(says(&round_trip(&screen(&s, "https://r.example.com/screen?a=1&b=2", &text, 8))).contains(&text));
-        round_trip(&goodbye(&s));
-        round_trip(&not_in_service(&s));
+        let text = screen_text(&east.display_name, Some("+13105550199"), Some(NASTY), 1, english());
+        assert!(says(&round_trip(&screen("https://r.example.com/screen?a=1&b=2", &text, 8, &en(&s)))).contains(&text));
+        round_trip(&goodbye(&en(&s)));
+        round_trip(&not_in_service(&en(&s)));
     }
 
     #[test]
@@ -509,7 +616,8 @@ mod tests {
         ];
         for (at, want) in cases {
             let now: Timestamp = at.parse().unwrap();
-            let (twiml, routed) = route(&s, &urls, "WW0123456789abcdef0123456789abcdef", &east, &caller, now, true);
+            let (twiml, routed) =
+                route(&s, &urls, "WW0123456789abcdef0123456789abcdef", &east, &caller, now, true, &en(&s));
             assert_eq!(routed, Routed::Closed, "{at}");
             let said = says(&round_trip(&twiml));
             assert_eq!(said[0], format!("Thank you for calling {NASTY}. {want}"), "{at}");
@@ -519,21 +627,21 @@ mod tests {
 
     #[test]
     fn the_screening_prompt_says_who_calls_in_groups() {
-        let text = screen_text("North Clinic", Some("+13105550100"), None, 1);
+        let text = screen_text("North Clinic", Some("+13105550100"), None, 1, english());
         assert_eq!(text, "Call for North Clinic from 3 1 0, 5 5 5, 0 1 0 0. Press 1 to accept, or hang up.");
-        let again = screen_text("North Clinic", Some("+13105550100"), Some("DOE  JANE"), 2);
+        let again = screen_text("North Clinic", Some("+13105550100"), Some("DOE  JANE"), 2, english());
         assert_eq!(
             again,
             "Sorry, that was not 1. Call for North Clinic from DOE JANE, 3 1 0, 5 5 5, 0 1 0 0. Press 1 to accept, or hang up."
         );
-        assert!(screen_text("North", Some("anonymous"), None, 1).contains("from an unknown number."));
-        assert!(screen_text("North", None, Some("<>&"), 1).contains("from an unknown number."));
+        assert!(screen_text("North", Some("anonymous"), None, 1, english()).contains("from an unknown number."));
+        assert!(screen_text("North", None, Some("<>&"), 1, english()).contains("from an unknown number."));
         assert_eq!(spoken_number("+442079460958").as_deref(), Some("plus 4 4 2, 0 7 9, 4 6 0, 9 5 8"));
         assert_eq!(spoken_number("+4930123456").as_deref(), Some("plus 4 9 3, 0 1 2, 3 4 5 6"));
         assert_eq!(spoken_number("266696687"), None);
 
         let s = settings();
-        let r = screen(&s, "https://r.example.com/screen?prompt=1", &text, 8);
+        let r = screen("https://r.example.com/screen?prompt=1", &text, 8, &en(&s));
         let Verb::Gather(g) = &r.verbs[0] else { panic!("{r:?}") };
         assert_eq!(
             (g.num_digits, g.timeout, g.action.as_deref()),
@@ -549,7 +657,7 @@ mod tests {
         #[test]
         fn the_screening_prompt_takes_any_caller(from in ".{0,24}", name in proptest::option::of(".{0,60}"), digits in "[0-9]{7,15}") {
             for caller in [from.clone(), format!("+{digits}")] {
-                let text = screen_text("North", Some(&caller), name.as_deref(), 1);
+                let text = screen_text("North", Some(&caller), name.as_deref(), 1, english());
                 proptest::prop_assert!(text.starts_with("Call for North from "), "{}", text);
                 proptest::prop_assert!(text.ends_with(". Press 1 to accept, or hang up."), "{}", text);
                 proptest::prop_assert!(!text.chars().any(|c| c.is_control() || matches!(c, '<' | '>' | '&')), "{}", text);

@@ -167,6 +167,9 @@ pub struct Journey {
     /// Time in the queue and what the caller was told there.
     #[serde(default)]
     wait: Waiting,
+    /// The language the caller hears (from `CallerEnqueued`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    language: Option<String>,
 }
 
 impl Default for Journey {
@@ -183,6 +186,7 @@ impl Default for Journey {
             closed_now: false,
             voicemails: Vec::new(),
             wait: Waiting::default(),
+            language: None,
         }
     }
 }
@@ -238,6 +242,9 @@ pub enum Command {
         location: Option<String>,
         reason: Outcome,
         round: u32,
+        /// The caller's language, for the fallback's words.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        language: Option<String>,
     },
     CancelTask {
         task: TaskSid,

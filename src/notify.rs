@@ -296,6 +296,9 @@ mod tests {
             announce_every_secs: None,
             hold_music: None,
             comfort_messages: Vec::new(),
+            language: None,
+            voice: None,
+            translations: Default::default(),
         };
         let location = Location::from_stored(spec).unwrap();
         let v = Voicemail {

@@ -65,6 +65,9 @@ fn location(name: &str, number: &str, phone: &str, open: bool) -> LocationSpec {
         announce_every_secs: None,
         hold_music: None,
         comfort_messages: Vec::new(),
+        language: None,
+        voice: None,
+        translations: Default::default(),
     }
 }
 

@@ -185,6 +185,9 @@ fn night(webhook: &str) -> LocationSpec {
         announce_every_secs: None,
         hold_music: None,
         comfort_messages: Vec::new(),
+        language: None,
+        voice: None,
+        translations: Default::default(),
     }
 }
 

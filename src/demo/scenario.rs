@@ -340,6 +340,9 @@ pub fn example_business() -> Vec<LocationSpec> {
             announce_every_secs: None,
             hold_music: None,
             comfort_messages: Vec::new(),
+            language: None,
+            voice: None,
+            translations: Default::default(),
         };
     vec![
         loc("north", "North clinic", Some("1"), MAIN_NUMBER, "+14155550101", always_open()),
@@ -431,6 +434,9 @@ impl Scenario {
                         announce_every_secs: None,
                         hold_music: None,
                         comfort_messages: Vec::new(),
+                        language: None,
+                        voice: None,
+                        translations: Default::default(),
                     };
                     spec.validate().map_err(|e| bad(format!("locations[{i}].{}", e.field), e.message))?;
                     Ok(spec)

@@ -22,8 +22,11 @@ impl Journey {
                 self.caller.sid.get_or_insert(call);
                 self.caller.advance(CallerState::Ivr);
             }
-            Event::CallerEnqueued { location } => {
+            Event::CallerEnqueued { location, language } => {
                 self.location.get_or_insert(location);
+                if let Some(l) = language {
+                    self.language.get_or_insert(l);
+                }
                 self.caller.advance(CallerState::Queued);
             }
             Event::CallerTurnedAway { outcome, location } => {

@@ -77,7 +77,7 @@ impl Run {
     fn queued() -> Self {
         let mut r = Run::new();
         r.on(Event::CallerArrived { call: call(CALLER) });
-        r.on(Event::CallerEnqueued { location: "north".into() });
+        r.on(Event::CallerEnqueued { location: "north".into(), language: None });
         r
     }
 
@@ -142,7 +142,7 @@ fn hang_up(leg: u32) -> Command {
 }
 
 fn redirect(reason: Outcome) -> Command {
-    Command::RedirectCaller { call: call(CALLER), location: Some("north".into()), reason, round: 1 }
+    Command::RedirectCaller { call: call(CALLER), location: Some("north".into()), reason, round: 1, language: None }
 }
 
 fn cancel(reason: Outcome) -> Command {
@@ -821,4 +821,30 @@ fn nothing_is_announced_to_a_caller_no_longer_waiting() {
     run.on(leg_status(1, 101, CallStatus::Busy, 3));
     assert_eq!(run.j.outcome(), Outcome::LocationBusy);
     assert_eq!(run.on(hold_at(5, 30, true)).answer, Answer::MUSIC);
+}
+
+#[test]
+fn the_callers_language_follows_them_to_the_fallback() {
+    // Enqueued in Spanish: the redirect after a busy line keeps it, so the
+    // voicemail offer is said in Spanish.
+    let mut run = Run::new();
+    run.on(Event::CallerArrived { call: call(CALLER) });
+    run.on(Event::CallerEnqueued { location: "north".into(), language: Some("es-MX".into()) });
+    run.on(Event::ReservationSeen { task: task(TASK), reservation: res(1), status: ReservationStatus::Pending });
+    let step = run.on(leg_status(1, 101, CallStatus::Busy, 2));
+    let spanish = Command::RedirectCaller {
+        call: call(CALLER),
+        location: Some("north".into()),
+        reason: Outcome::LocationBusy,
+        round: 1,
+        language: Some("es-MX".into()),
+    };
+    assert_eq!(step.commands, [spanish, cancel(Outcome::LocationBusy)]);
+    // It survives the store's round trip, and a journey stored before it existed reads back.
+    let json = serde_json::to_string(&run.j).unwrap();
+    assert!(json.contains("\"language\":\"es-MX\""), "{json}");
+    let back: Journey = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, run.j);
+    let old = json.replace(",\"language\":\"es-MX\"", "");
+    assert!(serde_json::from_str::<Journey>(&old).is_ok());
 }

@@ -125,6 +125,9 @@ pub fn location(name: &str, digit: Option<&str>, number: &str, phone: &str, hour
         announce_every_secs: None,
         hold_music: None,
         comfort_messages: Vec::new(),
+        language: None,
+        voice: None,
+        translations: Default::default(),
     }
 }
 
