@@ -1111,3 +1111,109 @@ auth_token = "secret-token"
         assert!(e.to_string().contains("notify_email[0]"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod language_tests {
+    use super::*;
+
+    const BASE: &str =
+        "public_url='https://x'\n[twilio]\naccount_sid='AC0123456789abcdef0123456789abcdef'\nauth_token='x'\n";
+
+    const LOCATION: &str = "[[locations]]\nname='north'\ndigit='1'\nnumbers=['+12025550143']\nphone='+14155550101'\n\
+                            hours={time_zone='UTC', weekly={mon=['08:00-17:00']}}\n";
+
+    fn load(extra: &str) -> Result<Settings, ConfigError> {
+        Settings::from_toml(&format!("{BASE}{extra}"), |_| None)
+    }
+
+    #[test]
+    fn without_languages_callers_hear_todays_english_in_ivr_voice() {
+        let s = load("[ivr]\nvoice='Polly.Joanna'\nbusiness_name='Acme'\n").unwrap();
+        let langs = &s.ivr.languages;
+        assert_eq!(langs.all().len(), 1);
+        let en = langs.default_language();
+        assert_eq!((en.tag.as_str(), en.voice.as_deref(), en.key), ("en-US", Some("Polly.Joanna"), None));
+        assert!(!langs.offers_choice());
+    }
+
+    #[test]
+    fn two_languages_need_only_their_tags() {
+        let s = load(&format!("[ivr]\nlanguages=['en-US','es-MX']\nvoice='Polly.Joanna'\n{LOCATION}")).unwrap();
+        let langs = &s.ivr.languages;
+        let tags: Vec<(&str, Option<char>, Option<&str>)> =
+            langs.all().iter().map(|l| (l.tag.as_str(), l.key, l.voice.as_deref())).collect();
+        // Spanish gets 9, English the next free key; ivr.voice is English's only.
+        assert_eq!(tags, [("en-US", Some('8'), Some("Polly.Joanna")), ("es-MX", Some('9'), None)]);
+        assert_eq!(
+            langs.get("es-MX").unwrap().text(crate::prompts::Prompt::LanguageOffer, &[("digit", "9")]),
+            "Para español, oprima 9."
+        );
+    }
+
+    #[test]
+    fn a_language_table_sets_key_voice_name_and_texts() {
+        let s = load(
+            "[ivr]\nlanguages=['es-MX','en-US']\nnumber_languages={'+12025550100'='en-US'}\n\
+             [language.es-MX]\nkey='7'\nvoice='Polly.Mia'\nbusiness_name='Clínicas Acme'\n\
+             [language.es-MX.prompts]\nplease_hold='Un momento, por favor.'\n",
+        )
+        .unwrap();
+        let langs = &s.ivr.languages;
+        let es = langs.default_language();
+        assert_eq!(
+            (es.key, es.voice.as_deref(), es.business_name.as_str()),
+            (Some('7'), Some("Polly.Mia"), "Clínicas Acme")
+        );
+        assert_eq!(es.text(crate::prompts::Prompt::PleaseHold, &[]), "Un momento, por favor.");
+        assert_eq!(langs.for_caller(None, Some("+12025550100"), None).tag, "en-US");
+    }
+
+    #[test]
+    fn language_errors_name_the_field() {
+        let cases = [
+            ("[ivr]\nlanguages=[]\n".to_owned(), "ivr.languages: must name at least one language"),
+            ("[ivr]\nlanguages=['en-US','es_MX']\n".into(), "ivr.languages[1]: \"es_MX\" is not a language tag"),
+            ("[ivr]\nlanguages=['en-US','en-US']\n".into(), "ivr.languages[1]: \"en-US\" is listed twice"),
+            ("[ivr]\nvoice='Joanna'\n".into(), "ivr.voice: \"Joanna\" is not a voice"),
+            ("[language.es-MX]\nkey='9'\n".into(), "language.es-MX: is not one of ivr.languages"),
+            (
+                "[ivr]\nlanguages=['en-US','es-MX']\n[language.es-MX]\nkey='99'\n".into(),
+                "language.es-MX.key: \"99\" must be a single digit 0-9",
+            ),
+            (
+                format!("[ivr]\nlanguages=['en-US','es-MX']\n[language.es-MX]\nkey='1'\n{LOCATION}"),
+                "language.es-MX.key: 1 is also location \"north\"'s menu digit",
+            ),
+            (
+                "[ivr]\nlanguages=['en-US','es-MX']\n[language.es-MX]\nkey='9'\n[language.en-US]\nkey='9'\n".into(),
+                "language.es-MX.key: 9 is another language's key too",
+            ),
+            (
+                "[ivr]\nlanguages=['en-US','es-MX']\n[language.es-MX]\nvoice='Mia'\n".into(),
+                "language.es-MX.voice: \"Mia\" is not a voice",
+            ),
+            (
+                "[ivr]\nlanguages=['en-US','es-MX']\n[language.es-MX.prompts]\nwelcom='Hola'\n".into(),
+                "language.es-MX.prompts.welcom: is not a prompt (one of: welcome,",
+            ),
+            (
+                "[ivr]\nlanguages=['en-US','es-MX']\n[language.es-MX.prompts]\nmenu_item='Para {lugar}'\n".into(),
+                "language.es-MX.prompts.menu_item: {lugar} is not a placeholder",
+            ),
+            ("[ivr]\nlanguages=['en-US','fr-CA']\n".into(), "language.fr-CA: has no built-in prompts"),
+            (
+                "[ivr]\nnumber_languages={'+12025550100'='es-MX'}\n".into(),
+                "ivr.number_languages.\"+12025550100\": \"es-MX\" is not one of ivr.languages",
+            ),
+            (
+                format!("{LOCATION}language='es-MX'\n"),
+                "locations[0] (north).language: \"es-MX\" is not one of ivr.languages",
+            ),
+            (format!("{LOCATION}voice='x'\n"), "locations[0] (north): voice: \"x\" is not a voice"),
+        ];
+        for (extra, want) in cases {
+            let e = load(&extra).unwrap_err().to_string();
+            assert!(e.contains(want), "{extra}\n  wanted: {want}\n  got:    {e}");
+        }
+    }
+}
