@@ -716,4 +716,156 @@ mod tests {
             assert!(e.contains("\"voicemail\", \"goodbye\" or \"location:NAME\""), "{bad:?}: {e}");
         }
     }
+
+    fn bilingual() -> Settings {
+        let text = "public_url = \"https://r.example.com\"\n[twilio]\naccount_sid = \"AC0123456789abcdef0123456789abcdef\"\n\
+                    auth_token = \"t\"\n[ivr]\nbusiness_name = \"Acme\"\nvoice = \"Polly.Joanna\"\n\
+                    languages = [\"en-US\", \"es-MX\"]\n[language.es-MX]\nvoice = \"Polly.Mia\"\n\
+                    business_name = \"Clínicas Acme\"\n";
+        Settings::from_toml(text, |_| None).unwrap()
+    }
+
+    /// Each `<Say>` of a document: text, language, voice.
+    fn spoken(r: &Response) -> Vec<(String, Option<String>, Option<String>)> {
+        let say = |s: &twilio::twiml::Say| (s.text.clone(), s.language.clone(), s.voice.clone());
+        let mut out = Vec::new();
+        for v in &r.verbs {
+            match v {
+                Verb::Say(s) => out.push(say(s)),
+                Verb::Gather(g) => out.extend(g.prompts.iter().filter_map(|p| match p {
+                    Prompt::Say(s) => Some(say(s)),
+                    _ => None,
+                })),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_menu_is_said_in_the_callers_language_and_offers_the_others_in_theirs() {
+        let s = bilingual();
+        let urls = Urls { base: &s.public_url };
+        let mut east = location("east", "1", true);
+        east.spec.translations.insert(
+            "es-MX".into(),
+            crate::domain::LocationText { display_name: Some("Clínica Este".into()), ..Default::default() },
+        );
+        let locs = [east, location("west", "2", true)];
+        let langs = &s.ivr.languages;
+        let (en, es) = (langs.get("en-US").unwrap(), langs.get("es-MX").unwrap());
+        let t = |text: &str, lang: &str, voice: &str| (text.to_owned(), Some(lang.to_owned()), Some(voice.to_owned()));
+
+        let menu_en = round_trip(&menu(&s, &urls, &locs, 0, &speaker(&s, en, None)));
+        let said = spoken(&menu_en);
+        assert_eq!(said[0], t("Thank you for calling Acme.", "en-US", "Polly.Joanna"));
+        assert_eq!(said[1], t(&format!("For {NASTY} east, press 1."), "en-US", "Polly.Joanna"));
+        assert_eq!(said.last(), Some(&t("Para español, oprima 9.", "es-MX", "Polly.Mia")));
+        let Verb::Gather(g) = &menu_en.verbs[0] else { panic!("{menu_en:?}") };
+        assert_eq!(twilio::signature::query_param(g.action.as_deref().unwrap(), "lang").as_deref(), Some("en-US"));
+
+        let menu_es = round_trip(&menu(&s, &urls, &locs, 0, &speaker(&s, es, None)));
+        let said = spoken(&menu_es);
+        assert_eq!(said[0], t("Gracias por llamar a Clínicas Acme.", "es-MX", "Polly.Mia"));
+        assert_eq!(said[1], t("Para Clínica Este, oprima 1.", "es-MX", "Polly.Mia"));
+        assert_eq!(said.last(), Some(&t("For English, press 8.", "en-US", "Polly.Joanna")));
+        assert_eq!(said.len(), 4, "{said:?}");
+
+        // The keys: a language's, unless a location on this number has that digit.
+        assert_eq!(language_key(langs, &locs, Some("9")).map(|l| l.tag.as_str()), Some("es-MX"));
+        assert_eq!(language_key(langs, &locs, Some("1")), None);
+        let eight = [location("north", "8", true)];
+        assert_eq!(language_key(langs, &eight, Some("8")), None);
+        assert_eq!(language_key(langs, &locs, None), None);
+    }
+
+    #[test]
+    fn every_prompt_on_a_spanish_callers_path_is_spanish() {
+        let s = bilingual();
+        let urls = Urls { base: &s.public_url };
+        let es = s.ivr.languages.get("es-MX").unwrap();
+        let mut east = location("east", "1", true);
+        east.display_name = "East".into();
+        east.spec.language = Some("es-MX".into());
+        east.spec.voice = Some("Polly.Lupe".into());
+        let sp = speaker(&s, es, Some(&east));
+        let caller = Caller { number: "+13105550199", call_token: None, name: None };
+        let (twiml, _) =
+            route(&s, &urls, "WW0123456789abcdef0123456789abcdef", &east, &caller, Timestamp::now(), true, &sp);
+        let twiml = round_trip(&twiml);
+        let said: Vec<String> = spoken(&twiml).into_iter().map(|s| s.0).collect();
+        assert_eq!(said, ["Gracias por llamar a East.", "Por favor, espere mientras lo comunicamos."]);
+        let enqueue = twiml.verbs.iter().find_map(|v| if let Verb::Enqueue(e) = v { Some(e) } else { None }).unwrap();
+        for url in [enqueue.wait_url.as_deref().unwrap(), enqueue.action.as_deref().unwrap()] {
+            assert_eq!(twilio::signature::query_param(url, "lang").as_deref(), Some("es-MX"), "{url}");
+        }
+        // The location's own voice speaks its own language.
+        assert!(spoken(&twiml).iter().all(|s| s.1.as_deref() == Some("es-MX") && s.2.as_deref() == Some("Polly.Lupe")));
+
+        let docs = [
+            fallback(&s, &urls, &east, Outcome::LocationBusy, &sp),
+            fallback(&s, &urls, &east, Outcome::QueueTimeout, &sp),
+            fallback(&s, &urls, &east, Outcome::ClosedWhileWaiting, &sp),
+            hold(&s, Some(&east), es.announcement(Some(2), Some(90)).as_deref(), &sp),
+            no_choice_voicemail(&s, &urls, &sp),
+            no_choice_goodbye(&sp),
+            goodbye(&sp),
+            not_in_service(&sp),
+            caller_gone(&sp),
+            language_gate(&s, &urls, &east, &sp),
+        ];
+        let english = crate::prompts::Language::english(None, "Acme".into());
+        let english_texts: Vec<String> = crate::prompts::Prompt::all().map(|p| english.text(p, &[])).collect();
+        for doc in &docs {
+            for (text, lang, _) in spoken(&round_trip(doc)) {
+                if text == "For English, press 8." {
+                    continue;
+                }
+                assert_eq!(lang.as_deref(), Some("es-MX"), "{text}");
+                assert!(!english_texts.contains(&text), "English on a Spanish path: {text}");
+            }
+        }
+        let said: Vec<String> = spoken(&docs[0]).into_iter().map(|s| s.0).collect();
+        assert_eq!(said[0], "Lo sentimos, East está atendiendo otra llamada.");
+        let said: Vec<String> = spoken(&docs[3]).into_iter().map(|s| s.0).collect();
+        assert_eq!(
+            said,
+            [
+                "Usted es la persona número dos en la fila. El tiempo de espera estimado es de aproximadamente 2 minutos."
+            ]
+        );
+        let Verb::Record(r) = &docs[0].verbs[2] else { panic!("{:?}", docs[0]) };
+        assert_eq!(twilio::signature::query_param(r.action.as_deref().unwrap(), "lang").as_deref(), Some("es-MX"));
+
+        // The closed message, in Spanish.
+        let mut closed = location("west", "2", false);
+        closed.display_name = "Oeste".into();
+        let (twiml, routed) = route(
+            &s,
+            &urls,
+            "WW0123456789abcdef0123456789abcdef",
+            &closed,
+            &caller,
+            Timestamp::now(),
+            true,
+            &speaker(&s, es, Some(&closed)),
+        );
+        assert_eq!(routed, Routed::Closed);
+        assert_eq!(spoken(&twiml)[0].0, "Gracias por llamar a Clínicas Acme. Oeste está cerrado en este momento.");
+    }
+
+    #[test]
+    fn the_screening_prompt_is_said_in_the_locations_language() {
+        let s = bilingual();
+        let es = s.ivr.languages.get("es-MX").unwrap();
+        assert_eq!(
+            screen_text("Clínica Norte", Some("+13105550100"), None, 1, es),
+            "Llamada para Clínica Norte de 3 1 0, 5 5 5, 0 1 0 0. Oprima 1 para aceptar, o cuelgue."
+        );
+        assert_eq!(
+            screen_text("Norte", Some("+442079460958"), None, 2, es),
+            "Perdón, eso no fue 1. Llamada para Norte de más 4 4 2, 0 7 9, 4 6 0, 9 5 8. Oprima 1 para aceptar, o cuelgue."
+        );
+        assert!(screen_text("Norte", None, None, 1, es).contains("de un número desconocido."));
+    }
 }
