@@ -28,6 +28,9 @@ pub struct CallRow {
     pub wait_ms: Option<u64>,
     pub talk_ms: Option<u64>,
     pub expected_outcome: Option<Outcome>,
+    /// Sentences the caller was to hear.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expected_heard: Vec<String>,
     pub ok: bool,
     /// Why the call is not ok, or what went wrong placing it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -57,7 +60,11 @@ impl CallRow {
         } else {
             match self.expected_outcome {
                 Some(want) if want != self.outcome => Some(format!("expected {want}, got {}", self.outcome)),
-                _ => None,
+                _ => self
+                    .expected_heard
+                    .iter()
+                    .find(|t| !self.heard.contains(t))
+                    .map(|t| format!("expected to hear {t:?}, did not")),
             }
         };
         self.ok = problem.is_none() && self.problem.is_none();
@@ -289,6 +296,7 @@ mod tests {
             wait_ms: Some(4_000),
             talk_ms: Some(30_000),
             expected_outcome: expect,
+            expected_heard: Vec::new(),
             ok: false,
             problem: None,
             timeline: Vec::new(),
@@ -313,6 +321,18 @@ mod tests {
         for (ms, want) in cases {
             assert_eq!(secs(ms), want, "{ms:?}");
         }
+    }
+
+    #[test]
+    fn a_call_must_hear_what_it_expects_to_hear() {
+        let mut c = unjudged(1, Outcome::Connected, Some(Outcome::Connected));
+        c.heard = vec!["Gracias por llamar a Acme.".into(), "Por favor, espere.".into()];
+        c.expected_heard = vec!["Por favor, espere.".into()];
+        assert!(c.clone().judge().ok);
+        c.expected_heard.push("Please hold.".into());
+        let judged = c.judge();
+        assert!(!judged.ok);
+        assert_eq!(judged.problem.as_deref(), Some("expected to hear \"Please hold.\", did not"));
     }
 
     #[test]

@@ -384,6 +384,7 @@ async fn follow_call(
         wait_ms: None,
         talk_ms: None,
         expected_outcome: call.expect,
+        expected_heard: call.expect_heard.clone(),
         ok: false,
         problem: None,
         timeline: Vec::new(),

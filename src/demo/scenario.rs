@@ -12,6 +12,9 @@
 //! max_queue_secs = 300                      # how long a caller may wait in the queue
 //! menu_timeout_secs = 5                     # how long the menu waits for a digit
 //! announce_every_secs = 30                  # tell waiting callers their place and wait (0: never)
+//! business_name = "Acme"                    # what the menu's welcome calls the business
+//! languages = ["en-US", "es-MX"]            # the languages callers hear, the first by default
+//! voices = { es-MX = "Polly.Mia" }          # each language's voice
 //!
 //! # The business. Leave out every [[locations]] table to use the built-in
 //! # example business (see `example_business`).
@@ -26,6 +29,8 @@
 //! screening = false                         # the location hears who calls and presses 1 to accept
 //! screening_timeout_secs = 8                # how long the prompt waits for a key
 //! amd = true                                # answering-machine detection (default: on unless screening)
+//! language = "es-MX"                        # its language (one of `languages`); voice = "Polly.Lupe"
+//! translations = { en-US = { display_name = "North clinic" } }   # its name in other languages
 //! # hours = { time_zone = "America/New_York", weekly = { mon = ["08:00-17:00"] } }   # or real hours
 //!
 //! # How each location's phone behaves; a location without an entry has a
@@ -48,6 +53,7 @@
 //! count = 1                                 # this many identical callers (a burst)
 //! burst = false                             # true: `--calls N` sets `count`
 //! expect = "connected"                      # optional: the outcome this caller must end with
+//! expect_heard = ["Gracias por llamar a Acme."]  # optional: whole sentences the caller must hear
 //!
 //! # Faults the sandbox injects while the callers call (see the sandbox's
 //! # `faults` module for every key). Times count from the first caller's dial.
@@ -108,6 +114,13 @@ pub struct ServerOverrides {
     pub menu_timeout_secs: Option<u32>,
     /// `ivr.announce_every_secs`: tell waiting callers their place and wait.
     pub announce_every_secs: Option<u32>,
+    /// `ivr.business_name`: what the menu's welcome calls the business.
+    pub business_name: Option<String>,
+    /// `ivr.languages`: the languages callers hear, the first by default.
+    pub languages: Option<Vec<String>>,
+    /// Each language's `<Say voice>` (`[language.TAG] voice`).
+    #[serde(default)]
+    pub voices: BTreeMap<String, String>,
 }
 
 impl ServerOverrides {
@@ -117,20 +130,39 @@ impl ServerOverrides {
         if let Some(v) = self.ring_timeout_secs {
             out.push_str(&format!("[dialing]\nring_timeout_secs = {v}\n"));
         }
-        if self.max_queue_secs.is_some() || self.menu_timeout_secs.is_some() || self.announce_every_secs.is_some() {
+        let mut ivr = String::new();
+        if let Some(v) = self.max_queue_secs {
+            ivr.push_str(&format!("max_queue_secs = {v}\n"));
+        }
+        if let Some(v) = self.menu_timeout_secs {
+            ivr.push_str(&format!("menu_timeout_secs = {v}\n"));
+        }
+        if let Some(v) = self.announce_every_secs {
+            ivr.push_str(&format!("announce_every_secs = {v}\n"));
+        }
+        // Strings as TOML strings: Rust's `{:?}` escapes are TOML's basic-string escapes
+        // for the text a name or a tag holds.
+        if let Some(v) = &self.business_name {
+            ivr.push_str(&format!("business_name = {}\n", toml_string(v)));
+        }
+        if let Some(tags) = &self.languages {
+            let list: Vec<String> = tags.iter().map(|t| toml_string(t)).collect();
+            ivr.push_str(&format!("languages = [{}]\n", list.join(", ")));
+        }
+        if !ivr.is_empty() {
             out.push_str("[ivr]\n");
-            if let Some(v) = self.max_queue_secs {
-                out.push_str(&format!("max_queue_secs = {v}\n"));
-            }
-            if let Some(v) = self.menu_timeout_secs {
-                out.push_str(&format!("menu_timeout_secs = {v}\n"));
-            }
-            if let Some(v) = self.announce_every_secs {
-                out.push_str(&format!("announce_every_secs = {v}\n"));
-            }
+            out.push_str(&ivr);
+        }
+        for (tag, voice) in &self.voices {
+            out.push_str(&format!("[language.{}]\nvoice = {}\n", toml_string(tag), toml_string(voice)));
         }
         out
     }
+}
+
+/// A TOML basic string holding `s`.
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
 }
 
 /// How a location's simulated phone reacts to a call.
@@ -201,6 +233,8 @@ pub struct CallerGroup {
     pub count: u32,
     pub burst: bool,
     pub expect: Option<Outcome>,
+    /// What the caller must hear said (each a whole `<Say>`), in any order.
+    pub expect_heard: Vec<String>,
 }
 
 /// One call to place.
@@ -215,6 +249,7 @@ pub struct PlannedCall {
     pub start_at_ms: u64,
     pub location: Option<String>,
     pub expect: Option<Outcome>,
+    pub expect_heard: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------
@@ -264,6 +299,10 @@ struct RawLocation {
     #[serde(default)]
     screening_caller_name: bool,
     amd: Option<bool>,
+    language: Option<String>,
+    voice: Option<String>,
+    #[serde(default)]
+    translations: BTreeMap<String, crate::domain::LocationText>,
 }
 
 fn one() -> u32 {
@@ -303,6 +342,8 @@ struct RawCaller {
     #[serde(default)]
     burst: bool,
     expect: Option<String>,
+    #[serde(default)]
+    expect_heard: Vec<String>,
 }
 
 /// Opening hours that are open every minute of every day.
@@ -371,6 +412,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("faults", include_str!("../../examples/scenarios/faults.toml")),
     ("screening", include_str!("../../examples/scenarios/screening.toml")),
     ("announcements", include_str!("../../examples/scenarios/announcements.toml")),
+    ("languages", include_str!("../../examples/scenarios/languages.toml")),
 ];
 
 /// A built-in scenario by name.
@@ -434,9 +476,9 @@ impl Scenario {
                         announce_every_secs: None,
                         hold_music: None,
                         comfort_messages: Vec::new(),
-                        language: None,
-                        voice: None,
-                        translations: Default::default(),
+                        language: l.language,
+                        voice: l.voice,
+                        translations: l.translations,
                     };
                     spec.validate().map_err(|e| bad(format!("locations[{i}].{}", e.field), e.message))?;
                     Ok(spec)
@@ -597,6 +639,7 @@ impl Scenario {
                 count,
                 burst: c.burst,
                 expect,
+                expect_heard: c.expect_heard,
             });
         }
         if total > u64::from(MAX_CALLS) {
@@ -674,6 +717,7 @@ impl Scenario {
                     start_at_ms: g.start_at_ms,
                     location: g.location.clone(),
                     expect: g.expect,
+                    expect_heard: g.expect_heard.clone(),
                 });
             }
         }
