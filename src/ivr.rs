@@ -193,6 +193,7 @@ pub enum Routed {
 
 /// Sends the caller to a chosen location: enqueue when open, voicemail when
 /// closed.
+#[allow(clippy::too_many_arguments)]
 pub fn route(
     settings: &Settings,
     urls: &Urls,
