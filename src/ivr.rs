@@ -87,6 +87,13 @@ pub fn language_key<'a>(
     languages.by_key(pressed)
 }
 
+/// The `lang` query parameter that carries the caller's language through
+/// their later webhooks; none when the business speaks one language (the
+/// URLs stay as they were before languages).
+pub fn lang_param<'a>(settings: &Settings, sp: &Speaker<'a>) -> Option<(&'static str, &'a str)> {
+    settings.ivr.languages.offers_choice().then_some(("lang", sp.lang.tag.as_str()))
+}
+
 /// Who speaks `lang` for `location`: the location's voice in its own
 /// language (its `language`, else the business's first), else the language's.
 pub fn speaker<'a>(settings: &'a Settings, lang: &'a Language, location: Option<&'a Location>) -> Speaker<'a> {
@@ -138,7 +145,10 @@ pub fn menu(settings: &Settings, urls: &Urls, locations: &[Location], attempt: u
         }
     }
     prompts.extend(language_offers(settings, sp));
-    let action = urls.url("/menu", &[("attempt", &attempt.to_string()), ("lang", &sp.lang.tag)]);
+    let attempt = attempt.to_string();
+    let mut query = vec![("attempt", attempt.as_str())];
+    query.extend(lang_param(settings, sp));
+    let action = urls.url("/menu", &query);
     Response::new()
         .verb(Verb::Gather(Gather {
             action: Some(action.clone()),
@@ -235,7 +245,8 @@ pub fn route(
         amd: (!location.spec.amd()).then_some(false),
     };
     let attributes = serde_json::to_string(&attrs).expect("task attributes serialise");
-    let q = [("location", location.name.as_str()), ("lang", tag)];
+    let mut q = vec![("location", location.name.as_str())];
+    q.extend(lang_param(settings, sp));
     resp = resp.verb(Verb::Say(sp.say(P::PleaseHold, &[]))).verb(Verb::Enqueue(Enqueue {
         workflow_sid: Some(workflow_sid.to_owned()),
         wait_url: Some(urls.url("/hold", &q)),
@@ -279,11 +290,12 @@ pub fn voicemail(
 ) -> Response {
     let name = location.map_or("", |l| l.name.as_str());
     let transcribe = location.is_some_and(|l| l.spec.transcribe);
+    let lang: Vec<(&str, &str)> = lang_param(settings, sp).into_iter().collect();
     Response::new()
         .verb(Verb::Say(sp.say_text(message)))
         .verb(Verb::Say(sp.say(P::VoicemailOffer, &[])))
         .verb(Verb::Record(Record {
-            action: Some(urls.url("/voicemail-complete", &[("location", name), ("lang", &sp.lang.tag)])),
+            action: Some(urls.url("/voicemail-complete", &[[("location", name)].as_slice(), &lang].concat())),
             method: Some(Method::Post),
             max_length: Some(settings.ivr.voicemail_max_secs),
             timeout: Some(5),

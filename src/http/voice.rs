@@ -179,7 +179,8 @@ async fn route_to(
             vec![Event::CallerTurnedAway { outcome: Outcome::AfterHours, location: Some(location.name.clone()) }]
         }
         Routed::Enqueued => {
-            let language = Some(lang.tag.clone());
+            // Kept for the fallback after a REST redirect, when there is a choice to keep.
+            let language = state.settings().ivr.languages.offers_choice().then(|| lang.tag.clone());
             let mut events = vec![Event::CallerEnqueued { location: location.name.clone(), language }];
             // Hours are checked again while the caller waits: the journey acts at closing time.
             if let crate::hours::Status::Open { closes_at } = location.schedule.status_at(now) {
