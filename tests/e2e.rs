@@ -338,6 +338,7 @@ on_both_backends!(
     waiting_callers_hear_their_place_then_the_expected_wait,
     a_caller_who_presses_the_language_key_hears_spanish_through_the_menu_and_the_hold,
     a_spanish_callers_fallback_after_a_busy_line_is_in_spanish,
+    a_spanish_speaking_location_greets_in_spanish_and_screens_in_spanish,
 );
 
 /// A location that does not connect sends the caller to voicemail: the server redirects the
@@ -956,5 +957,43 @@ async fn a_spanish_callers_fallback_after_a_busy_line_is_in_spanish(backend: Bac
     ] {
         assert!(said.iter().any(|s| s == want), "{want:?} not in {said:#?}");
     }
+    w.finish().await;
+}
+
+async fn a_spanish_speaking_location_greets_in_spanish_and_screens_in_spanish(backend: Backend) {
+    // North speaks Spanish with its own voice and screens; MAIN serves only north.
+    let phone = Behaviour::Person { rings: 1, talk_secs: 30, digits: Some("1".into()) };
+    let Some(w) = world_of(backend, phone, TWO_LANGUAGES, |north| {
+        north.language = Some("es-MX".into());
+        north.voice = Some("Polly.Lupe".into());
+        north.display_name = Some("Clínica Norte".into());
+        north.screening = true;
+    })
+    .await
+    else {
+        return;
+    };
+    let (summary, record) = w.call(MAIN, None).await;
+    assert_eq!(record.outcome, Outcome::Connected, "{summary}");
+    // The caller pressed nothing: the location's language, in the location's voice.
+    let lupe = |t: &str| (t.to_owned(), Some("es-MX".to_owned()), Some("Polly.Lupe".to_owned()));
+    let said = said_in(&w, &record.call_sid).await;
+    assert_eq!(
+        said[..3],
+        [
+            lupe("Gracias por llamar a Clínica Norte."),
+            ("For English, press 8.".to_owned(), Some("en-US".to_owned()), None),
+            lupe("Por favor, espere mientras lo comunicamos."),
+        ],
+        "{said:#?}"
+    );
+    // The receptionist hears the screening prompt in Spanish.
+    let leg = record.outbound_call_sid.clone().expect("the location's leg");
+    let prompt = said_in(&w, &leg).await;
+    assert_eq!(
+        prompt.first(),
+        Some(&lupe("Llamada para Clínica Norte de 3 1 0, 5 5 5, 0 1 9 9. Oprima 1 para aceptar, o cuelgue.")),
+        "{prompt:#?}"
+    );
     w.finish().await;
 }
