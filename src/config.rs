@@ -758,12 +758,12 @@ fn languages(
         }
     }
     for (n, l) in locations.iter().enumerate() {
-        let named = l.language.iter().chain(l.translations.keys());
-        if let Some(tag) = named.into_iter().find(|t| !tags.contains(t)) {
-            return Err(invalid(
-                format!("locations[{n}] ({}).language", l.name),
-                format!("{tag:?} is not one of ivr.languages"),
-            ));
+        let field = |f: &str| format!("locations[{n}] ({}).{f}", l.name);
+        if let Some(tag) = l.language.as_ref().filter(|t| !tags.contains(t)) {
+            return Err(invalid(field("language"), format!("{tag:?} is not one of ivr.languages")));
+        }
+        if let Some(tag) = l.translations.keys().find(|t| !tags.contains(t)) {
+            return Err(invalid(field(&format!("translations.{tag}")), "is not one of ivr.languages"));
         }
     }
     Languages::new(list, number_languages).map_err(|e| invalid("ivr.number_languages", e))
@@ -1210,6 +1210,10 @@ mod language_tests {
                 "locations[0] (north).language: \"es-MX\" is not one of ivr.languages",
             ),
             (format!("{LOCATION}voice='x'\n"), "locations[0] (north): voice: \"x\" is not a voice"),
+            (
+                format!("{LOCATION}translations={{fr-CA={{display_name='Nord'}}}}\n"),
+                "locations[0] (north).translations.fr-CA: is not one of ivr.languages",
+            ),
         ];
         for (extra, want) in cases {
             let e = load(&extra).unwrap_err().to_string();
