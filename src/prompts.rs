@@ -739,4 +739,32 @@ mod tests {
         assert_eq!(Speaker::new(&en, Some("es-MX"), Some("Polly.Lupe")).voice, Some("Polly.Joanna"));
         assert_eq!(Speaker::new(&es, None, None).voice, Some("Polly.Mia"));
     }
+
+    proptest::proptest! {
+        /// Whatever arrives as `lang` (a URL parameter) or as a number, the caller
+        /// hears one of the business's languages; a text check never panics.
+        #[test]
+        fn any_lang_parameter_picks_a_configured_language(chosen in proptest::option::of(".{0,12}"),
+                                                          number in proptest::option::of("\\+?[0-9]{0,15}"),
+                                                          text in ".{0,80}") {
+            let langs = Languages::new(vec![Language::english(None, "Acme".into()), spanish()], BTreeMap::new()).unwrap();
+            let got = langs.for_caller(chosen.as_deref(), number.as_deref(), None);
+            proptest::prop_assert!(langs.all().iter().any(|l| l.tag == got.tag));
+            if chosen.as_deref() != Some("es-MX") {
+                proptest::prop_assert_eq!(got.tag.as_str(), "en-US");
+            }
+            for p in Prompt::all() {
+                if check_text(p, &text).is_ok() {
+                    // A text that passes fills without leaving any of its placeholders.
+                    let filled = Language::new("es-MX", None, None, "A".into(), BTreeMap::from([(p, text.clone())]))
+                        .unwrap()
+                        .text(p, &p.placeholders().iter().map(|n| (*n, "x")).collect::<Vec<_>>());
+                    for n in p.placeholders() {
+                        let placeholder = format!("{{{n}}}");
+                        proptest::prop_assert!(!filled.contains(&placeholder));
+                    }
+                }
+            }
+        }
+    }
 }
