@@ -400,6 +400,9 @@ pub fn bench_locations() -> Vec<LocationSpec> {
                 comfort_messages: Vec::new(),
                 overflow: None,
                 overflow_after_secs: None,
+                language: None,
+                voice: None,
+                translations: Default::default(),
             }
         })
         .collect()

@@ -228,6 +228,12 @@ pub struct AddLocation {
     /// Seconds a caller waits here before being offered to the overflow location (10-3600).
     #[arg(long)]
     pub overflow_after_secs: Option<u32>,
+    /// The location's language, one of `ivr.languages` (e.g. es-MX); unset: the first.
+    #[arg(long)]
+    pub language: Option<String>,
+    /// The `<Say voice>` for its language (e.g. Polly.Mia); unset: the language's.
+    #[arg(long)]
+    pub voice: Option<String>,
 }
 
 /// Runs a command that needs no sandbox or provisioning.
@@ -527,6 +533,9 @@ impl AddLocation {
             comfort_messages: self.comfort_messages.clone(),
             overflow: self.overflow.clone(),
             overflow_after_secs: self.overflow_after_secs,
+            language: self.language.clone(),
+            voice: self.voice.clone(),
+            translations: Default::default(),
         })
     }
 }
@@ -823,6 +832,9 @@ mod tests {
             comfort_messages: Vec::new(),
             overflow: None,
             overflow_after_secs: None,
+            language: None,
+            voice: None,
+            translations: Default::default(),
         };
         import(&store, std::slice::from_ref(&spec)).await.unwrap();
         let holidays = |name: &str, dry_run: bool| LocationsCommand::Holidays {

@@ -5,6 +5,7 @@
 //! that names the field (`dialing.ring_timeout_secs: …`), never later in the
 //! middle of a call.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -120,6 +121,10 @@ pub struct IvrSettings {
     /// every this many seconds, at locations that do not set their own
     /// `announce_every_secs`; 0 (the default): never.
     pub announce_every_secs: u32,
+    /// The languages callers hear, the first by default (`ivr.languages`,
+    /// `ivr.number_languages` and the `[language.TAG]` tables; see
+    /// `crate::prompts`).
+    pub languages: crate::prompts::Languages,
 }
 
 /// What the menu does once its attempts are used up without a valid choice
@@ -262,6 +267,19 @@ struct RawSettings {
     notifications: RawNotifications,
     #[serde(default)]
     locations: Vec<LocationSpec>,
+    /// `[language.es-MX]`: a language's key, voice and own texts.
+    #[serde(default)]
+    language: BTreeMap<String, RawLanguage>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLanguage {
+    key: Option<String>,
+    voice: Option<String>,
+    business_name: Option<String>,
+    #[serde(default)]
+    prompts: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -340,6 +358,9 @@ struct RawIvr {
     max_queue_secs: Option<u32>,
     on_no_choice: Option<String>,
     announce_every_secs: Option<u32>,
+    languages: Option<Vec<String>>,
+    #[serde(default)]
+    number_languages: BTreeMap<String, String>,
 }
 
 /// The environment variables that override the file.
@@ -507,9 +528,21 @@ impl Settings {
             return Err(invalid("dialing.machine_detection_timeout_secs", "must be between 3 and 59"));
         }
 
-        let i = raw.ivr;
+        let mut i = raw.ivr;
+        if let Some(v) = &i.voice {
+            crate::prompts::check_voice(v).map_err(|e| invalid("ivr.voice", e))?;
+        }
+        let business_name = i.business_name.unwrap_or_else(|| "us".to_owned());
+        let languages = languages(
+            &business_name,
+            i.voice.clone(),
+            i.languages.take(),
+            std::mem::take(&mut i.number_languages),
+            raw.language,
+            &raw.locations,
+        )?;
         let ivr = IvrSettings {
-            business_name: i.business_name.unwrap_or_else(|| "us".to_owned()),
+            business_name,
             hold_music_url: i.hold_music_url.unwrap_or_else(|| DEFAULT_HOLD_MUSIC.to_owned()),
             voice: i.voice,
             menu_attempts: i.menu_attempts.unwrap_or(2),
@@ -524,6 +557,7 @@ impl Settings {
                 .map_err(|e| invalid("ivr.on_no_choice", e))?
                 .unwrap_or_default(),
             announce_every_secs: i.announce_every_secs.unwrap_or(0),
+            languages,
         };
         crate::domain::check_announce_every(ivr.announce_every_secs)
             .map_err(|e| invalid("ivr.announce_every_secs", e))?;
@@ -644,6 +678,111 @@ impl Settings {
             locations: raw.locations,
         })
     }
+}
+
+/// The business's languages from `ivr.languages` (default `["en-US"]`),
+/// `ivr.number_languages` and the `[language.TAG]` tables, checked against
+/// the file's locations: each language's menu key (default 9, 8, … from the
+/// second language on, then the next free one for the first) is no location's
+/// digit, and each location's `language` is one of them.
+fn languages(
+    business_name: &str,
+    ivr_voice: Option<String>,
+    tags: Option<Vec<String>>,
+    number_languages: BTreeMap<String, String>,
+    mut tables: BTreeMap<String, RawLanguage>,
+    locations: &[LocationSpec],
+) -> Result<crate::prompts::Languages, ConfigError> {
+    use crate::prompts::{Language, Languages, Prompt};
+    let tags = tags.unwrap_or_else(|| vec!["en-US".to_owned()]);
+    if tags.is_empty() {
+        return Err(invalid("ivr.languages", "must name at least one language, the first being the default"));
+    }
+    for (n, tag) in tags.iter().enumerate() {
+        crate::prompts::check_tag(tag).map_err(|e| invalid(format!("ivr.languages[{n}]"), e))?;
+        if tags[..n].contains(tag) {
+            return Err(invalid(format!("ivr.languages[{n}]"), format!("{tag:?} is listed twice")));
+        }
+    }
+    if let Some(extra) = tables.keys().find(|t| !tags.contains(t)) {
+        return Err(invalid(format!("language.{extra}"), "is not one of ivr.languages"));
+    }
+    let digits: Vec<(char, &str)> =
+        locations.iter().filter_map(|l| Some((l.digit.as_deref()?.trim().chars().next()?, l.name.as_str()))).collect();
+    // Keys as written first, so that the defaults go around them.
+    let mut keys: Vec<Option<char>> = Vec::new();
+    for tag in &tags {
+        let field = format!("language.{tag}.key");
+        let key = match tables.get(tag).and_then(|t| t.key.as_deref()).map(str::trim) {
+            None => None,
+            Some(k) if k.len() == 1 && k.as_bytes()[0].is_ascii_digit() => k.chars().next(),
+            Some(k) => return Err(invalid(field, format!("{k:?} must be a single digit 0-9"))),
+        };
+        if let Some(k) = key {
+            if keys.contains(&Some(k)) {
+                return Err(invalid(field, format!("{k} is another language's key too")));
+            }
+            if let Some((_, loc)) = digits.iter().find(|(d, _)| *d == k) {
+                return Err(invalid(field, format!("{k} is also location {loc:?}'s menu digit")));
+            }
+        }
+        keys.push(key);
+    }
+    if tags.len() > 1 {
+        let order = (1..tags.len()).chain([0]);
+        for n in order {
+            if keys[n].is_some() {
+                continue;
+            }
+            let free = ('0'..='9')
+                .rev()
+                .find(|k| !keys.contains(&Some(*k)) && !digits.iter().any(|(d, _)| d == k))
+                .ok_or_else(|| invalid(format!("language.{}.key", tags[n]), "no menu digit is left for it"))?;
+            keys[n] = Some(free);
+        }
+    }
+    let mut list = Vec::new();
+    for (n, tag) in tags.iter().enumerate() {
+        let table = tables.remove(tag).unwrap_or_default();
+        let field = |f: &str| format!("language.{tag}.{f}");
+        let voice = table.voice.or(if n == 0 { ivr_voice.clone() } else { None });
+        if let Some(v) = &voice {
+            crate::prompts::check_voice(v).map_err(|e| invalid(field("voice"), e))?;
+        }
+        let mut own = BTreeMap::new();
+        for (name, text) in table.prompts {
+            let f = field(&format!("prompts.{name}"));
+            let p = Prompt::parse(&name).ok_or_else(|| {
+                let names: Vec<&str> = Prompt::all().map(Prompt::name).collect();
+                invalid(&f, format!("is not a prompt (one of: {})", names.join(", ")))
+            })?;
+            crate::prompts::check_text(p, &text).map_err(|e| invalid(&f, e))?;
+            own.insert(p, text.trim().to_owned());
+        }
+        let business = table.business_name.unwrap_or_else(|| business_name.to_owned());
+        let language =
+            Language::new(tag, keys[n], voice, business, own).map_err(|e| invalid(format!("language.{tag}"), e))?;
+        list.push(language);
+    }
+    for (number, tag) in &number_languages {
+        twilio::E164::parse(number).map_err(|e| invalid(format!("ivr.number_languages.{number:?}"), e.to_string()))?;
+        if !tags.contains(tag) {
+            return Err(invalid(
+                format!("ivr.number_languages.{number:?}"),
+                format!("{tag:?} is not one of ivr.languages"),
+            ));
+        }
+    }
+    for (n, l) in locations.iter().enumerate() {
+        let field = |f: &str| format!("locations[{n}] ({}).{f}", l.name);
+        if let Some(tag) = l.language.as_ref().filter(|t| !tags.contains(t)) {
+            return Err(invalid(field("language"), format!("{tag:?} is not one of ivr.languages")));
+        }
+        if let Some(tag) = l.translations.keys().find(|t| !tags.contains(t)) {
+            return Err(invalid(field(&format!("translations.{tag}")), "is not one of ivr.languages"));
+        }
+    }
+    Languages::new(list, number_languages).map_err(|e| invalid("ivr.number_languages", e))
 }
 
 /// `[notifications]` with its environment overrides, checked against what
@@ -1009,5 +1148,115 @@ auth_token = "secret-token"
         assert!(e.to_string().starts_with("notifications.smtp_server:"), "{e}");
         let e = Settings::from_toml(&loc("notify_email = [\"not an address\"]"), no_env).unwrap_err();
         assert!(e.to_string().contains("notify_email[0]"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod language_tests {
+    use super::*;
+
+    const BASE: &str =
+        "public_url='https://x'\n[twilio]\naccount_sid='AC0123456789abcdef0123456789abcdef'\nauth_token='x'\n";
+
+    const LOCATION: &str = "[[locations]]\nname='north'\ndigit='1'\nnumbers=['+12025550143']\nphone='+14155550101'\n\
+                            hours={time_zone='UTC', weekly={mon=['08:00-17:00']}}\n";
+
+    fn load(extra: &str) -> Result<Settings, ConfigError> {
+        Settings::from_toml(&format!("{BASE}{extra}"), |_| None)
+    }
+
+    #[test]
+    fn without_languages_callers_hear_todays_english_in_ivr_voice() {
+        let s = load("[ivr]\nvoice='Polly.Joanna'\nbusiness_name='Acme'\n").unwrap();
+        let langs = &s.ivr.languages;
+        assert_eq!(langs.all().len(), 1);
+        let en = langs.default_language();
+        assert_eq!((en.tag.as_str(), en.voice.as_deref(), en.key), ("en-US", Some("Polly.Joanna"), None));
+        assert!(!langs.offers_choice());
+    }
+
+    #[test]
+    fn two_languages_need_only_their_tags() {
+        let s = load(&format!("[ivr]\nlanguages=['en-US','es-MX']\nvoice='Polly.Joanna'\n{LOCATION}")).unwrap();
+        let langs = &s.ivr.languages;
+        let tags: Vec<(&str, Option<char>, Option<&str>)> =
+            langs.all().iter().map(|l| (l.tag.as_str(), l.key, l.voice.as_deref())).collect();
+        // Spanish gets 9, English the next free key; ivr.voice is English's only.
+        assert_eq!(tags, [("en-US", Some('8'), Some("Polly.Joanna")), ("es-MX", Some('9'), None)]);
+        assert_eq!(
+            langs.get("es-MX").unwrap().text(crate::prompts::Prompt::LanguageOffer, &[("digit", "9")]),
+            "Para español, oprima 9."
+        );
+    }
+
+    #[test]
+    fn a_language_table_sets_key_voice_name_and_texts() {
+        let s = load(
+            "[ivr]\nlanguages=['es-MX','en-US']\nnumber_languages={'+12025550100'='en-US'}\n\
+             [language.es-MX]\nkey='7'\nvoice='Polly.Mia'\nbusiness_name='Clínicas Acme'\n\
+             [language.es-MX.prompts]\nplease_hold='Un momento, por favor.'\n",
+        )
+        .unwrap();
+        let langs = &s.ivr.languages;
+        let es = langs.default_language();
+        assert_eq!(
+            (es.key, es.voice.as_deref(), es.business_name.as_str()),
+            (Some('7'), Some("Polly.Mia"), "Clínicas Acme")
+        );
+        assert_eq!(es.text(crate::prompts::Prompt::PleaseHold, &[]), "Un momento, por favor.");
+        assert_eq!(langs.for_caller(None, Some("+12025550100"), None).tag, "en-US");
+    }
+
+    #[test]
+    fn language_errors_name_the_field() {
+        let cases = [
+            ("[ivr]\nlanguages=[]\n".to_owned(), "ivr.languages: must name at least one language"),
+            ("[ivr]\nlanguages=['en-US','es_MX']\n".into(), "ivr.languages[1]: \"es_MX\" is not a language tag"),
+            ("[ivr]\nlanguages=['en-US','en-US']\n".into(), "ivr.languages[1]: \"en-US\" is listed twice"),
+            ("[ivr]\nvoice='Joanna'\n".into(), "ivr.voice: \"Joanna\" is not a voice"),
+            ("[language.es-MX]\nkey='9'\n".into(), "language.es-MX: is not one of ivr.languages"),
+            (
+                "[ivr]\nlanguages=['en-US','es-MX']\n[language.es-MX]\nkey='99'\n".into(),
+                "language.es-MX.key: \"99\" must be a single digit 0-9",
+            ),
+            (
+                format!("[ivr]\nlanguages=['en-US','es-MX']\n[language.es-MX]\nkey='1'\n{LOCATION}"),
+                "language.es-MX.key: 1 is also location \"north\"'s menu digit",
+            ),
+            (
+                "[ivr]\nlanguages=['en-US','es-MX']\n[language.es-MX]\nkey='9'\n[language.en-US]\nkey='9'\n".into(),
+                "language.es-MX.key: 9 is another language's key too",
+            ),
+            (
+                "[ivr]\nlanguages=['en-US','es-MX']\n[language.es-MX]\nvoice='Mia'\n".into(),
+                "language.es-MX.voice: \"Mia\" is not a voice",
+            ),
+            (
+                "[ivr]\nlanguages=['en-US','es-MX']\n[language.es-MX.prompts]\nwelcom='Hola'\n".into(),
+                "language.es-MX.prompts.welcom: is not a prompt (one of: welcome,",
+            ),
+            (
+                "[ivr]\nlanguages=['en-US','es-MX']\n[language.es-MX.prompts]\nmenu_item='Para {lugar}'\n".into(),
+                "language.es-MX.prompts.menu_item: {lugar} is not a placeholder",
+            ),
+            ("[ivr]\nlanguages=['en-US','fr-CA']\n".into(), "language.fr-CA: has no built-in prompts"),
+            (
+                "[ivr]\nnumber_languages={'+12025550100'='es-MX'}\n".into(),
+                "ivr.number_languages.\"+12025550100\": \"es-MX\" is not one of ivr.languages",
+            ),
+            (
+                format!("{LOCATION}language='es-MX'\n"),
+                "locations[0] (north).language: \"es-MX\" is not one of ivr.languages",
+            ),
+            (format!("{LOCATION}voice='x'\n"), "locations[0] (north): voice: \"x\" is not a voice"),
+            (
+                format!("{LOCATION}translations={{fr-CA={{display_name='Nord'}}}}\n"),
+                "locations[0] (north).translations.fr-CA: is not one of ivr.languages",
+            ),
+        ];
+        for (extra, want) in cases {
+            let e = load(&extra).unwrap_err().to_string();
+            assert!(e.contains(want), "{extra}\n  wanted: {want}\n  got:    {e}");
+        }
     }
 }

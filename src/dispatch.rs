@@ -294,12 +294,11 @@ impl Dispatcher {
                 p.push("Status", "completed");
                 self.twilio.update_call(leg.as_str(), &p).await.map(drop)
             }
-            Command::RedirectCaller { call, location, reason, .. } => {
+            Command::RedirectCaller { call, location, reason, language, .. } => {
                 let urls = Urls { base: &self.settings.public_url };
-                let url = urls.url(
-                    "/caller-fallback",
-                    &[("location", location.as_deref().unwrap_or("")), ("reason", reason.as_str())],
-                );
+                let mut query = vec![("location", location.as_deref().unwrap_or("")), ("reason", reason.as_str())];
+                query.extend(language.as_deref().map(|l| ("lang", l)));
+                let url = urls.url("/caller-fallback", &query);
                 let mut p = Params::new();
                 p.push("Url", &url).push("Method", "POST");
                 self.twilio.update_call(call.as_str(), &p).await.map(drop)

@@ -105,6 +105,28 @@ pub struct LocationSpec {
     /// call to the overflow location instead (its workflow target timeout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overflow_after_secs: Option<u32>,
+    /// The location's language (a tag of `ivr.languages`): callers of a
+    /// number that serves only this location hear it first, and its
+    /// screening prompt is said in it. Unset: the business's first language.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// The `<Say voice>` for prompts in the location's language. Unset: the
+    /// language's voice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voice: Option<String>,
+    /// The location's name and comfort messages in other languages, by tag.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub translations: BTreeMap<String, LocationText>,
+}
+
+/// What a location says in one more language.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocationText {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub comfort_messages: Vec<String>,
 }
 
 fn one() -> u32 {
@@ -265,17 +287,16 @@ impl Location {
         if let Some(url) = &spec.hold_music {
             check_hold_music(url).map_err(|m| err("hold_music", m))?;
         }
-        if spec.comfort_messages.len() > MAX_COMFORT_MESSAGES {
-            return Err(err("comfort_messages", format!("at most {MAX_COMFORT_MESSAGES} messages")));
+        check_comfort("comfort_messages", &spec.comfort_messages)?;
+        if let Some(tag) = &spec.language {
+            crate::prompts::check_tag(tag).map_err(|m| err("language", m))?;
         }
-        for (i, m) in spec.comfort_messages.iter().enumerate() {
-            let n = m.trim().chars().count();
-            if n == 0 || n > MAX_COMFORT_CHARS {
-                return Err(err(
-                    format!("comfort_messages[{i}]"),
-                    format!("must be 1 to {MAX_COMFORT_CHARS} characters"),
-                ));
-            }
+        if let Some(voice) = &spec.voice {
+            crate::prompts::check_voice(voice).map_err(|m| err("voice", m))?;
+        }
+        for (tag, text) in &spec.translations {
+            crate::prompts::check_tag(tag).map_err(|m| err(format!("translations.{tag}"), m))?;
+            check_comfort(&format!("translations.{tag}.comfort_messages"), &text.comfort_messages)?;
         }
         match (&spec.overflow, spec.overflow_after_secs) {
             (Some(o), _) if o.trim() == name => {
@@ -313,6 +334,40 @@ pub const WORKER_CAPACITY_MAX: u32 = 50;
 /// is a contact centre, and every worker costs `provision` a request to read
 /// its channel.
 pub const MAX_LINES: u32 = 10 * WORKER_CAPACITY_MAX;
+fn check_comfort(field: &str, messages: &[String]) -> Result<(), LocationError> {
+    if messages.len() > MAX_COMFORT_MESSAGES {
+        return Err(err(field, format!("at most {MAX_COMFORT_MESSAGES} messages")));
+    }
+    for (i, m) in messages.iter().enumerate() {
+        let n = m.trim().chars().count();
+        if n == 0 || n > MAX_COMFORT_CHARS {
+            return Err(err(format!("{field}[{i}]"), format!("must be 1 to {MAX_COMFORT_CHARS} characters")));
+        }
+    }
+    Ok(())
+}
+
+impl Location {
+    /// The location's name as said in `tag`: its translation, else its display name.
+    pub fn display_name_in(&self, tag: &str) -> &str {
+        self.spec
+            .translations
+            .get(tag)
+            .and_then(|t| t.display_name.as_deref())
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .unwrap_or(&self.display_name)
+    }
+
+    /// The comfort messages in `tag`: its translation's when it has some,
+    /// else the location's own.
+    pub fn comfort_messages_in(&self, tag: &str) -> &[String] {
+        match self.spec.translations.get(tag) {
+            Some(t) if !t.comfort_messages.is_empty() => &t.comfort_messages,
+            _ => &self.spec.comfort_messages,
+        }
+    }
+}
 
 /// How many comfort messages a location may have, and how long each may be.
 pub const MAX_COMFORT_MESSAGES: usize = 20;
@@ -595,6 +650,9 @@ mod tests {
             comfort_messages: Vec::new(),
             overflow: None,
             overflow_after_secs: None,
+            language: None,
+            voice: None,
+            translations: Default::default(),
         }
     }
 

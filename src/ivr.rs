@@ -4,12 +4,13 @@
 use jiff::Timestamp;
 use twilio::params::percent_encode;
 use twilio::twiml::{
-    Dial, DialNoun, Enqueue, Gather, Method, Pause, Play, Prompt, Queue, Record, Redirect, Response, Say, Task, Verb,
+    Dial, DialNoun, Enqueue, Gather, Method, Pause, Play, Prompt, Queue, Record, Redirect, Response, Task, Verb,
 };
 
 use crate::config::{NoChoicePolicy, Settings};
 use crate::domain::{Location, Outcome, OverflowAttributes, TaskAttributes};
 use crate::hours::ClosedReason;
+use crate::prompts::{Language, Languages, Prompt as P, Speaker};
 
 /// Builds absolute URLs on the public base with percent-encoded query values,
 /// so a `+` in an E.164 number arrives as `+`, not as a space.
@@ -72,36 +73,82 @@ pub fn choose(
     }
 }
 
+/// The language a menu key switches the caller to: a language's key that is
+/// not the digit of a location on this number (a location's digit wins).
+pub fn language_key<'a>(
+    languages: &'a Languages,
+    locations: &[Location],
+    digits: Option<&str>,
+) -> Option<&'a Language> {
+    let pressed = digits.map(str::trim).and_then(|d| d.chars().next())?;
+    if locations.iter().any(|l| l.digit == Some(pressed)) {
+        return None;
+    }
+    languages.by_key(pressed)
+}
+
+/// The `lang` query parameter that carries the caller's language through
+/// their later webhooks; none when the business speaks one language (the
+/// URLs stay as they were before languages).
+pub fn lang_param<'a>(settings: &Settings, sp: &Speaker<'a>) -> Option<(&'static str, &'a str)> {
+    settings.ivr.languages.offers_choice().then_some(("lang", sp.lang.tag.as_str()))
+}
+
+/// Who speaks `lang` for `location`: the location's voice in its own
+/// language (its `language`, else the business's first), else the language's.
+pub fn speaker<'a>(settings: &'a Settings, lang: &'a Language, location: Option<&'a Location>) -> Speaker<'a> {
+    let default = settings.ivr.languages.default_language().tag.as_str();
+    match location {
+        Some(l) => Speaker::new(lang, Some(l.spec.language.as_deref().unwrap_or(default)), l.spec.voice.as_deref()),
+        None => Speaker::new(lang, None, None),
+    }
+}
+
 /// The business's voicemail for a caller who made no menu choice.
-pub fn no_choice_voicemail(settings: &Settings, urls: &Urls) -> Response {
-    voicemail(settings, urls, None, "Sorry, I still didn't get a choice.")
+pub fn no_choice_voicemail(settings: &Settings, urls: &Urls, sp: &Speaker) -> Response {
+    voicemail(settings, urls, None, &sp.text(P::NoChoice, &[]), sp)
 }
 
 /// The goodbye for a caller who made no menu choice.
-pub fn no_choice_goodbye(settings: &Settings) -> Response {
-    Response::new()
-        .verb(Verb::Say(say(settings, "Sorry, I still didn't get a choice. Please call again. Goodbye.")))
-        .verb(Verb::Hangup)
+pub fn no_choice_goodbye(sp: &Speaker) -> Response {
+    Response::new().verb(Verb::Say(sp.say(P::NoChoiceGoodbye, &[]))).verb(Verb::Hangup)
 }
 
-fn say(settings: &Settings, text: impl Into<String>) -> Say {
-    Say { text: text.into(), voice: settings.ivr.voice.clone(), ..Say::default() }
+/// The other languages' offers ("Para español, oprima 9."), each in its own
+/// language and voice.
+fn language_offers(settings: &Settings, sp: &Speaker) -> Vec<Prompt> {
+    let languages = &settings.ivr.languages;
+    languages
+        .all()
+        .iter()
+        .filter(|l| l.tag != sp.lang.tag)
+        .filter_map(|l| {
+            let key = l.key?.to_string();
+            Some(Prompt::Say(Speaker::new(l, None, None).say(P::LanguageOffer, &[("digit", &key)])))
+        })
+        .collect()
 }
 
-/// The menu for a number that serves several locations.
-pub fn menu(settings: &Settings, urls: &Urls, locations: &[Location], attempt: u32) -> Response {
+/// The menu for a number that serves several locations, in the caller's
+/// language, with the other languages offered at the end.
+pub fn menu(settings: &Settings, urls: &Urls, locations: &[Location], attempt: u32, sp: &Speaker) -> Response {
     let mut prompts = Vec::new();
     if attempt == 0 {
-        prompts.push(Prompt::Say(say(settings, format!("Thank you for calling {}.", settings.ivr.business_name))));
+        prompts.push(Prompt::Say(sp.say(P::Welcome, &[("business", &sp.lang.business_name)])));
     } else {
-        prompts.push(Prompt::Say(say(settings, "Sorry, I didn't get that.")));
+        prompts.push(Prompt::Say(sp.say(P::MenuRetry, &[])));
     }
     for l in locations {
         if let Some(d) = l.digit {
-            prompts.push(Prompt::Say(say(settings, format!("For {}, press {d}.", l.display_name))));
+            let item = [("location", l.display_name_in(&sp.lang.tag)), ("digit", &d.to_string())];
+            prompts.push(Prompt::Say(sp.say(P::MenuItem, &item)));
         }
     }
-    let action = urls.url("/menu", &[("attempt", &attempt.to_string())]);
+    prompts.extend(language_offers(settings, sp));
+    let attempt = attempt.to_string();
+    let mut query = vec![("attempt", attempt.as_str())];
+    query.extend(lang_param(settings, sp));
+    let action = urls.url("/menu", &query);
     Response::new()
         .verb(Verb::Gather(Gather {
             action: Some(action.clone()),
@@ -113,6 +160,28 @@ pub fn menu(settings: &Settings, urls: &Urls, locations: &[Location], attempt: u
             ..Gather::default()
         }))
         // Reached only when the caller pressed nothing: counts as an attempt.
+        .verb(Verb::Redirect(Redirect { url: action, method: Some(Method::Post) }))
+}
+
+/// The greeting of a number that serves one location when the business
+/// speaks several languages: the location's welcome and the other
+/// languages' offers, waiting `menu_timeout_secs` for a key; the `/menu`
+/// action then sends the caller on to the location, in the language chosen.
+pub fn language_gate(settings: &Settings, urls: &Urls, location: &Location, sp: &Speaker) -> Response {
+    let mut prompts =
+        vec![Prompt::Say(sp.say(P::WelcomeLocation, &[("location", location.display_name_in(&sp.lang.tag))]))];
+    prompts.extend(language_offers(settings, sp));
+    let action = urls.url("/menu", &[("attempt", "0"), ("lang", &sp.lang.tag), ("greeted", "1")]);
+    Response::new()
+        .verb(Verb::Gather(Gather {
+            action: Some(action.clone()),
+            method: Some(Method::Post),
+            num_digits: Some(1),
+            timeout: Some(settings.ivr.menu_timeout_secs),
+            input: Some("dtmf".into()),
+            prompts,
+            ..Gather::default()
+        }))
         .verb(Verb::Redirect(Redirect { url: action, method: Some(Method::Post) }))
 }
 
@@ -161,47 +230,53 @@ pub fn route(
     caller: &Caller,
     now: Timestamp,
     greet: bool,
+    sp: &Speaker,
 ) -> (Response, Routed) {
+    let tag = sp.lang.tag.as_str();
     let closed = location.schedule.closed_at(now);
     if let Some(o) = overflow.filter(|o| o.location.schedule.closed_at(now).is_none()) {
+        let here = location.display_name_in(tag);
         let why = match &closed {
-            Some(reason) => Some(closed_message(location, reason)),
-            None if o.busy => Some(format!("All of {}'s lines are busy.", location.display_name)),
+            Some(reason) => Some(closed_message(location, reason, sp)),
+            None if o.busy => Some(sp.text(P::AllLinesBusy, &[("location", here)])),
             None => None,
         };
         if let Some(why) = why {
             let mut resp = Response::new();
             if greet {
-                resp = resp.verb(Verb::Say(say(settings, format!("Thank you for calling {}.", location.display_name))));
+                resp = resp.verb(Verb::Say(sp.say(P::WelcomeLocation, &[("location", here)])));
             }
-            let notice = format!("{why} We are transferring you to {}.", o.location.display_name);
-            resp = enqueue(
+            let there = o.location.display_name_in(tag);
+            let notice = format!("{why} {}", sp.text(P::Transferring, &[("location", there)]));
+            let resp = enqueue(
                 settings,
                 urls,
                 workflow_sid,
                 o.location,
                 None,
                 caller,
-                resp.verb(Verb::Say(say(settings, notice))),
+                resp.verb(Verb::Say(sp.say_text(notice))),
+                sp,
             );
             return (resp, Routed::Overflowed { to: o.location.name.clone() });
         }
     }
     if let Some(reason) = closed {
-        let msg =
-            format!("Thank you for calling {}. {}", settings.ivr.business_name, closed_message(location, &reason));
-        return (voicemail(settings, urls, Some(location), &msg), Routed::Closed);
+        let welcome = sp.text(P::Welcome, &[("business", &sp.lang.business_name)]);
+        let msg = format!("{welcome} {}", closed_message(location, &reason, sp));
+        return (voicemail(settings, urls, Some(location), &msg, sp), Routed::Closed);
     }
     let mut resp = Response::new();
     if greet {
-        resp = resp.verb(Verb::Say(say(settings, format!("Thank you for calling {}.", location.display_name))));
+        resp = resp.verb(Verb::Say(sp.say(P::WelcomeLocation, &[("location", location.display_name_in(tag))])));
     }
-    let resp = enqueue(settings, urls, workflow_sid, location, overflow.map(|o| o.location), caller, resp);
+    let resp = enqueue(settings, urls, workflow_sid, location, overflow.map(|o| o.location), caller, resp, sp);
     (resp, Routed::Enqueued)
 }
 
 /// "Please hold", and `<Enqueue>` with the task for `location` (and its
 /// overflow location's side of the dial).
+#[allow(clippy::too_many_arguments)]
 fn enqueue(
     settings: &Settings,
     urls: &Urls,
@@ -210,6 +285,7 @@ fn enqueue(
     overflow: Option<&Location>,
     caller: &Caller,
     resp: Response,
+    sp: &Speaker,
 ) -> Response {
     let show_caller = |l: &Location| l.show_caller_number && caller.call_token.is_some();
     // Twilio only accepts the caller's own number as From together with the
@@ -242,8 +318,9 @@ fn enqueue(
         }),
     };
     let attributes = serde_json::to_string(&attrs).expect("task attributes serialise");
-    let q = [("location", location.name.as_str())];
-    resp.verb(Verb::Say(say(settings, "Please hold while we connect you."))).verb(Verb::Enqueue(Enqueue {
+    let mut q = vec![("location", location.name.as_str())];
+    q.extend(lang_param(settings, sp));
+    resp.verb(Verb::Say(sp.say(P::PleaseHold, &[]))).verb(Verb::Enqueue(Enqueue {
         workflow_sid: Some(workflow_sid.to_owned()),
         wait_url: Some(urls.url("/hold", &q)),
         wait_url_method: Some(Method::Post),
@@ -257,7 +334,9 @@ fn enqueue(
 /// What a caller hears about why `location` is closed: the holiday's or closure's own
 /// `message` when it has one; else the holiday's name ("… is closed today for Christmas Day.");
 /// else "… is closed right now.". A closure's `reason` is never spoken: it is a note for staff.
-pub fn closed_message(location: &Location, reason: &ClosedReason) -> String {
+/// A holiday's or closure's own message and name are said as written, in any language.
+pub fn closed_message(location: &Location, reason: &ClosedReason, sp: &Speaker) -> String {
+    let display = location.display_name_in(&sp.lang.tag);
     match reason {
         ClosedReason::Holiday { message: Some(m), .. } | ClosedReason::Closure { message: Some(m), .. }
             if !m.trim().is_empty() =>
@@ -265,23 +344,30 @@ pub fn closed_message(location: &Location, reason: &ClosedReason) -> String {
             m.trim().to_owned()
         }
         ClosedReason::Holiday { name: Some(name), .. } if !name.trim().is_empty() => {
-            format!("{} is closed today for {}.", location.display_name, name.trim())
+            sp.text(P::ClosedHoliday, &[("location", display), ("holiday", name.trim())])
         }
-        _ => format!("{} is closed right now.", location.display_name),
+        _ => sp.text(P::ClosedNow, &[("location", display)]),
     }
 }
 
 /// A message, then a recording, then goodbye. The recording is transcribed
 /// when the location asks for it (`transcribe`), the text posted to
 /// `/voicemail-transcription`.
-pub fn voicemail(settings: &Settings, urls: &Urls, location: Option<&Location>, message: &str) -> Response {
+pub fn voicemail(
+    settings: &Settings,
+    urls: &Urls,
+    location: Option<&Location>,
+    message: &str,
+    sp: &Speaker,
+) -> Response {
     let name = location.map_or("", |l| l.name.as_str());
     let transcribe = location.is_some_and(|l| l.spec.transcribe);
+    let lang: Vec<(&str, &str)> = lang_param(settings, sp).into_iter().collect();
     Response::new()
-        .verb(Verb::Say(say(settings, message)))
-        .verb(Verb::Say(say(settings, "Please leave a message after the tone, and we will call you back.")))
+        .verb(Verb::Say(sp.say_text(message)))
+        .verb(Verb::Say(sp.say(P::VoicemailOffer, &[])))
         .verb(Verb::Record(Record {
-            action: Some(urls.url("/voicemail-complete", &[("location", name)])),
+            action: Some(urls.url("/voicemail-complete", &[[("location", name)].as_slice(), &lang].concat())),
             method: Some(Method::Post),
             max_length: Some(settings.ivr.voicemail_max_secs),
             timeout: Some(5),
@@ -291,23 +377,36 @@ pub fn voicemail(settings: &Settings, urls: &Urls, location: Option<&Location>, 
             transcribe_callback: transcribe.then(|| urls.url("/voicemail-transcription", &[("location", name)])),
             ..Record::default()
         }))
-        .verb(Verb::Say(say(settings, "We did not receive a message. Goodbye.")))
+        .verb(Verb::Say(sp.say(P::NoMessage, &[])))
         .verb(Verb::Hangup)
 }
 
 /// The voicemail offer after a failed attempt to reach a location.
-pub fn fallback(settings: &Settings, urls: &Urls, location: &Location, reason: Outcome) -> Response {
-    voicemail(settings, urls, Some(location), &reason.caller_message(&location.display_name))
+pub fn fallback(settings: &Settings, urls: &Urls, location: &Location, reason: Outcome, sp: &Speaker) -> Response {
+    voicemail(settings, urls, Some(location), &fallback_message(location, reason, sp), sp)
+}
+
+/// Why the caller is offered voicemail instead ("Sorry, … is on another call.").
+pub fn fallback_message(location: &Location, reason: Outcome, sp: &Speaker) -> String {
+    let prompt = match reason {
+        Outcome::LocationBusy => P::LocationBusy,
+        Outcome::LocationNoAnswer | Outcome::LocationVoicemail => P::LocationNoAnswer,
+        Outcome::QueueTimeout => P::QueueTimeout,
+        Outcome::AfterHours => P::ClosedNow,
+        Outcome::ClosedWhileWaiting => P::ClosedWhileWaiting,
+        _ => P::CouldNotReach,
+    };
+    sp.text(prompt, &[("location", location.display_name_in(&sp.lang.tag))])
 }
 
 /// What the caller hears while waiting in the queue (the `waitUrl`): the
 /// words the journey chose to say, if any (an announcement or a comfort
 /// message), then the location's hold music once; Twilio then asks the
 /// `waitUrl` again.
-pub fn hold(settings: &Settings, location: Option<&Location>, words: Option<&str>) -> Response {
+pub fn hold(settings: &Settings, location: Option<&Location>, words: Option<&str>, sp: &Speaker) -> Response {
     let mut resp = Response::new();
     if let Some(w) = words {
-        resp = resp.verb(Verb::Say(say(settings, w)));
+        resp = resp.verb(Verb::Say(sp.say_text(w)));
     }
     resp.verb(Verb::Play(Play { url: hold_music(settings, location).to_owned(), loop_count: Some(1) }))
         .verb(Verb::Pause(Pause { length: Some(1) }))
@@ -337,15 +436,17 @@ pub fn dial_queue(reservation_sid: &str, caller_hears: Option<String>) -> Respon
 }
 
 /// What a waiting caller hears just before the overflow location takes the call.
-pub fn transfer_notice(settings: &Settings, to: &str) -> Response {
-    Response::new().verb(Verb::Say(say(settings, format!("We are transferring you to {to}."))))
+pub fn transfer_notice(sp: &Speaker, to: Option<&Location>) -> Response {
+    let tag = sp.lang.tag.as_str();
+    let name = to.map_or_else(|| sp.lang.business_name.clone(), |l| l.display_name_in(tag).to_owned());
+    Response::new().verb(Verb::Say(sp.say(P::Transferring, &[("location", &name)])))
 }
 
 /// The screening prompt on the location's leg: who is calling for which
 /// location, then one key. `action` gets `Digits`; with no key in
 /// `timeout_secs` the `Gather` falls through to a redirect to the same
 /// action without `Digits`, which the journey reads as not answered.
-pub fn screen(settings: &Settings, action: &str, text: &str, timeout_secs: u32) -> Response {
+pub fn screen(action: &str, text: &str, timeout_secs: u32, sp: &Speaker) -> Response {
     Response::new()
         .verb(Verb::Gather(Gather {
             action: Some(action.to_owned()),
@@ -353,7 +454,7 @@ pub fn screen(settings: &Settings, action: &str, text: &str, timeout_secs: u32) 
             num_digits: Some(1),
             timeout: Some(timeout_secs),
             input: Some("dtmf".into()),
-            prompts: vec![Prompt::Say(say(settings, text))],
+            prompts: vec![Prompt::Say(sp.say_text(text))],
             ..Gather::default()
         }))
         .verb(Verb::Redirect(Redirect { url: action.to_owned(), method: Some(Method::Post) }))
@@ -362,24 +463,36 @@ pub fn screen(settings: &Settings, action: &str, text: &str, timeout_secs: u32) 
 /// What the screening prompt says, its `prompt`th time: "Call for North
 /// Clinic from 3 1 0, 5 5 5, 0 1 0 0. Press 1 to accept, or hang up." The
 /// caller's name (already checked by the location's option) comes before
-/// the number when there is one.
-pub fn screen_text(display_name: &str, caller: Option<&str>, caller_name: Option<&str>, prompt: u32) -> String {
-    let number = caller.and_then(spoken_number);
+/// the number when there is one. In `lang`, the location's language.
+pub fn screen_text(
+    display_name: &str,
+    caller: Option<&str>,
+    caller_name: Option<&str>,
+    prompt: u32,
+    lang: &Language,
+) -> String {
+    let plus = lang.text(P::NumberPlus, &[]);
+    let number = caller.and_then(|c| spoken_number_in(c, &plus));
     let name = caller_name.map(spoken_name).filter(|n| !n.is_empty());
     let from = match (name, number) {
         (Some(n), Some(d)) => format!("{n}, {d}"),
         (Some(n), None) => n,
         (None, Some(d)) => d,
-        (None, None) => "an unknown number".to_owned(),
+        (None, None) => lang.text(P::UnknownNumber, &[]),
     };
-    let again = if prompt > 1 { "Sorry, that was not 1. " } else { "" };
-    format!("{again}Call for {display_name} from {from}. Press 1 to accept, or hang up.")
+    let text = lang.text(P::Screen, &[("location", display_name), ("from", &from)]);
+    if prompt > 1 { format!("{} {text}", lang.text(P::ScreenWrongKey, &[])) } else { text }
 }
 
 /// A phone number as text-to-speech should read it: digit by digit, in
 /// groups ("3 1 0, 5 5 5, 0 1 0 0" for +13105550100; other countries in
 /// threes after "plus"). `None` for a withheld or malformed number.
 pub fn spoken_number(raw: &str) -> Option<String> {
+    spoken_number_in(raw, "plus")
+}
+
+/// As [`spoken_number`], with the word for "plus" in the prompt's language.
+pub fn spoken_number_in(raw: &str, plus: &str) -> Option<String> {
     let e164 = twilio::E164::parse(raw.trim()).ok()?;
     let digits: Vec<char> = e164.as_str().trim_start_matches('+').chars().collect();
     let spell = |g: &[char]| g.iter().map(char::to_string).collect::<Vec<_>>().join(" ");
@@ -396,7 +509,7 @@ pub fn spoken_number(raw: &str) -> Option<String> {
             prev.push_str(&last);
         }
     }
-    Some(format!("plus {}", groups.join(", ")))
+    Some(format!("{plus} {}", groups.join(", ")))
 }
 
 /// A caller name from Twilio's `CallerName` as it may be said: letters,
@@ -408,20 +521,20 @@ fn spoken_name(raw: &str) -> String {
 }
 
 /// What the location hears when it answers for a caller who is no longer there.
-pub fn caller_gone(settings: &Settings) -> Response {
-    Response::new().verb(Verb::Say(say(settings, "Sorry, the caller has already hung up. Goodbye."))).verb(Verb::Hangup)
+pub fn caller_gone(sp: &Speaker) -> Response {
+    Response::new().verb(Verb::Say(sp.say(P::CallerGone, &[]))).verb(Verb::Hangup)
 }
 
 pub fn hangup() -> Response {
     Response::new().verb(Verb::Hangup)
 }
 
-pub fn goodbye(settings: &Settings) -> Response {
-    Response::new().verb(Verb::Say(say(settings, "Thank you for calling. Goodbye."))).verb(Verb::Hangup)
+pub fn goodbye(sp: &Speaker) -> Response {
+    Response::new().verb(Verb::Say(sp.say(P::Goodbye, &[]))).verb(Verb::Hangup)
 }
 
-pub fn not_in_service(settings: &Settings) -> Response {
-    Response::new().verb(Verb::Say(say(settings, "Sorry, this number is not in service. Goodbye."))).verb(Verb::Hangup)
+pub fn not_in_service(sp: &Speaker) -> Response {
+    Response::new().verb(Verb::Say(sp.say(P::NotInService, &[]))).verb(Verb::Hangup)
 }
 
 pub fn empty() -> Response {
@@ -473,8 +586,20 @@ mod tests {
             comfort_messages: Vec::new(),
             overflow: None,
             overflow_after_secs: None,
+            language: None,
+            voice: None,
+            translations: Default::default(),
         })
         .unwrap()
+    }
+
+    fn en(s: &Settings) -> Speaker<'_> {
+        speaker(s, s.ivr.languages.default_language(), None)
+    }
+
+    fn english() -> &'static Language {
+        static EN: std::sync::OnceLock<Language> = std::sync::OnceLock::new();
+        EN.get_or_init(|| Language::english(None, "us".into()))
     }
 
     fn says(r: &Response) -> Vec<String> {
@@ -522,7 +647,7 @@ mod tests {
         }
 
         // Closed here, open there: told why, and enqueued there (with no further overflow).
-        let (r, routed) = route(&s, &urls, wf, &closed_north, Some(over(&south, false)), &caller, now, true);
+        let (r, routed) = route(&s, &urls, wf, &closed_north, Some(over(&south, false)), &caller, now, true, &en(&s));
         assert_eq!(routed, Routed::Overflowed { to: "south".into() });
         let r = round_trip(&r);
         let heard = says(&r).join(" ");
@@ -531,12 +656,12 @@ mod tests {
         assert_eq!((task.location.as_str(), task.overflow), ("south", None));
 
         // Every line busy here: the same, with the reason.
-        let (r, routed) = route(&s, &urls, wf, &open_north, Some(over(&south, true)), &caller, now, false);
+        let (r, routed) = route(&s, &urls, wf, &open_north, Some(over(&south, true)), &caller, now, false, &en(&s));
         assert_eq!(routed, Routed::Overflowed { to: "south".into() });
         assert!(says(&r)[0].starts_with(&format!("All of {NASTY} north's lines are busy.")), "{:?}", says(&r));
 
         // Open and free here: enqueued here, the task carrying the overflow side of the dial.
-        let (r, routed) = route(&s, &urls, wf, &open_north, Some(over(&south, false)), &caller, now, false);
+        let (r, routed) = route(&s, &urls, wf, &open_north, Some(over(&south, false)), &caller, now, false, &en(&s));
         assert_eq!(routed, Routed::Enqueued);
         let task = task_of(&r).unwrap();
         assert_eq!(task.location, "north");
@@ -544,10 +669,12 @@ mod tests {
         assert_eq!((o.location.as_str(), o.practice_phone.as_str()), ("south", south.phone.as_str()));
 
         // Closed there too: no transfer; a closed location still offers voicemail.
-        let (r, routed) = route(&s, &urls, wf, &closed_north, Some(over(&closed_south, false)), &caller, now, true);
+        let (r, routed) =
+            route(&s, &urls, wf, &closed_north, Some(over(&closed_south, false)), &caller, now, true, &en(&s));
         assert_eq!(routed, Routed::Closed);
         assert!(task_of(&r).is_none());
-        let (_, routed) = route(&s, &urls, wf, &open_north, Some(over(&closed_south, true)), &caller, now, true);
+        let (_, routed) =
+            route(&s, &urls, wf, &open_north, Some(over(&closed_south, true)), &caller, now, true, &en(&s));
         assert_eq!(routed, Routed::Enqueued, "busy here, but the overflow location is closed: wait here");
     }
 
@@ -559,10 +686,11 @@ mod tests {
         let caller = Caller { number: "+13105550199", call_token: Some(r#"tok&<"en">"#), name: Some(NASTY) };
         let now = Timestamp::now();
 
-        let menu = round_trip(&menu(&s, &urls, &[east.clone(), west.clone()], 0));
+        let menu = round_trip(&menu(&s, &urls, &[east.clone(), west.clone()], 0, &en(&s)));
         assert!(says(&menu).iter().any(|t| t.contains(NASTY)), "{:?}", says(&menu));
 
-        let (open, routed) = route(&s, &urls, "WW0123456789abcdef0123456789abcdef", &east, None, &caller, now, true);
+        let (open, routed) =
+            route(&s, &urls, "WW0123456789abcdef0123456789abcdef", &east, None, &caller, now, true, &en(&s));
         assert_eq!(routed, Routed::Enqueued);
         let open = round_trip(&open);
         let enqueue = open.verbs.iter().find_map(|v| if let Verb::Enqueue(e) = v { Some(e) } else { None }).unwrap();
@@ -572,28 +700,29 @@ mod tests {
         assert_eq!(attrs.practice_phone.as_str(), "+14155550123");
         assert!(says(&open).iter().any(|t| t.contains(NASTY)));
 
-        let (closed, routed) = route(&s, &urls, "WW0123456789abcdef0123456789abcdef", &west, None, &caller, now, true);
+        let (closed, routed) =
+            route(&s, &urls, "WW0123456789abcdef0123456789abcdef", &west, None, &caller, now, true, &en(&s));
         assert_eq!(routed, Routed::Closed);
         assert!(says(&round_trip(&closed)).iter().any(|t| t.contains(NASTY)));
 
-        let hold_twiml = round_trip(&hold(&s, None, None));
+        let hold_twiml = round_trip(&hold(&s, None, None, &en(&s)));
         assert!(hold_twiml.verbs.iter().any(|v| matches!(v, Verb::Play(p) if p.url == s.ivr.hold_music_url)));
         // Words first, then the location's own music.
         let mut own = west.clone();
         own.spec.hold_music = Some("https://m.example.com/b.mp3?a=1&b=<2>".into());
-        let spoken = round_trip(&hold(&s, Some(&own), Some(NASTY)));
+        let spoken = round_trip(&hold(&s, Some(&own), Some(NASTY), &en(&s)));
         assert!(matches!(&spoken.verbs[0], Verb::Say(t) if t.text == NASTY), "{spoken:?}");
         assert!(matches!(&spoken.verbs[1], Verb::Play(p) if p.url == "https://m.example.com/b.mp3?a=1&b=<2>"));
         assert_eq!(hold_music(&s, Some(&west)), s.ivr.hold_music_url);
 
         for outcome in Outcome::ALL {
-            assert!(says(&round_trip(&fallback(&s, &urls, &west, outcome))).iter().any(|t| t.contains(NASTY)));
+            assert!(says(&round_trip(&fallback(&s, &urls, &west, outcome, &en(&s)))).iter().any(|t| t.contains(NASTY)));
         }
         round_trip(&dial_queue("WR0123456789abcdef0123456789abcdef", None));
-        let text = screen_text(&east.display_name, Some("+13105550199"), Some(NASTY), 1);
-        assert!(says(&round_trip(&screen(&s, "https://r.example.com/screen?a=1&b=2", &text, 8))).contains(&text));
-        round_trip(&goodbye(&s));
-        round_trip(&not_in_service(&s));
+        let text = screen_text(&east.display_name, Some("+13105550199"), Some(NASTY), 1, english());
+        assert!(says(&round_trip(&screen("https://r.example.com/screen?a=1&b=2", &text, 8, &en(&s)))).contains(&text));
+        round_trip(&goodbye(&en(&s)));
+        round_trip(&not_in_service(&en(&s)));
     }
 
     #[test]
@@ -640,7 +769,7 @@ mod tests {
         for (at, want) in cases {
             let now: Timestamp = at.parse().unwrap();
             let (twiml, routed) =
-                route(&s, &urls, "WW0123456789abcdef0123456789abcdef", &east, None, &caller, now, true);
+                route(&s, &urls, "WW0123456789abcdef0123456789abcdef", &east, None, &caller, now, true, &en(&s));
             assert_eq!(routed, Routed::Closed, "{at}");
             let said = says(&round_trip(&twiml));
             assert_eq!(said[0], format!("Thank you for calling {NASTY}. {want}"), "{at}");
@@ -650,21 +779,21 @@ mod tests {
 
     #[test]
     fn the_screening_prompt_says_who_calls_in_groups() {
-        let text = screen_text("North Clinic", Some("+13105550100"), None, 1);
+        let text = screen_text("North Clinic", Some("+13105550100"), None, 1, english());
         assert_eq!(text, "Call for North Clinic from 3 1 0, 5 5 5, 0 1 0 0. Press 1 to accept, or hang up.");
-        let again = screen_text("North Clinic", Some("+13105550100"), Some("DOE  JANE"), 2);
+        let again = screen_text("North Clinic", Some("+13105550100"), Some("DOE  JANE"), 2, english());
         assert_eq!(
             again,
             "Sorry, that was not 1. Call for North Clinic from DOE JANE, 3 1 0, 5 5 5, 0 1 0 0. Press 1 to accept, or hang up."
         );
-        assert!(screen_text("North", Some("anonymous"), None, 1).contains("from an unknown number."));
-        assert!(screen_text("North", None, Some("<>&"), 1).contains("from an unknown number."));
+        assert!(screen_text("North", Some("anonymous"), None, 1, english()).contains("from an unknown number."));
+        assert!(screen_text("North", None, Some("<>&"), 1, english()).contains("from an unknown number."));
         assert_eq!(spoken_number("+442079460958").as_deref(), Some("plus 4 4 2, 0 7 9, 4 6 0, 9 5 8"));
         assert_eq!(spoken_number("+4930123456").as_deref(), Some("plus 4 9 3, 0 1 2, 3 4 5 6"));
         assert_eq!(spoken_number("266696687"), None);
 
         let s = settings();
-        let r = screen(&s, "https://r.example.com/screen?prompt=1", &text, 8);
+        let r = screen("https://r.example.com/screen?prompt=1", &text, 8, &en(&s));
         let Verb::Gather(g) = &r.verbs[0] else { panic!("{r:?}") };
         assert_eq!(
             (g.num_digits, g.timeout, g.action.as_deref()),
@@ -680,7 +809,7 @@ mod tests {
         #[test]
         fn the_screening_prompt_takes_any_caller(from in ".{0,24}", name in proptest::option::of(".{0,60}"), digits in "[0-9]{7,15}") {
             for caller in [from.clone(), format!("+{digits}")] {
-                let text = screen_text("North", Some(&caller), name.as_deref(), 1);
+                let text = screen_text("North", Some(&caller), name.as_deref(), 1, english());
                 proptest::prop_assert!(text.starts_with("Call for North from "), "{}", text);
                 proptest::prop_assert!(text.ends_with(". Press 1 to accept, or hang up."), "{}", text);
                 proptest::prop_assert!(!text.chars().any(|c| c.is_control() || matches!(c, '<' | '>' | '&')), "{}", text);
@@ -738,5 +867,158 @@ mod tests {
             let e = NoChoicePolicy::parse(bad).unwrap_err();
             assert!(e.contains("\"voicemail\", \"goodbye\" or \"location:NAME\""), "{bad:?}: {e}");
         }
+    }
+
+    fn bilingual() -> Settings {
+        let text = "public_url = \"https://r.example.com\"\n[twilio]\naccount_sid = \"AC0123456789abcdef0123456789abcdef\"\n\
+                    auth_token = \"t\"\n[ivr]\nbusiness_name = \"Acme\"\nvoice = \"Polly.Joanna\"\n\
+                    languages = [\"en-US\", \"es-MX\"]\n[language.es-MX]\nvoice = \"Polly.Mia\"\n\
+                    business_name = \"Clínicas Acme\"\n";
+        Settings::from_toml(text, |_| None).unwrap()
+    }
+
+    /// Each `<Say>` of a document: text, language, voice.
+    fn spoken(r: &Response) -> Vec<(String, Option<String>, Option<String>)> {
+        let say = |s: &twilio::twiml::Say| (s.text.clone(), s.language.clone(), s.voice.clone());
+        let mut out = Vec::new();
+        for v in &r.verbs {
+            match v {
+                Verb::Say(s) => out.push(say(s)),
+                Verb::Gather(g) => out.extend(g.prompts.iter().filter_map(|p| match p {
+                    Prompt::Say(s) => Some(say(s)),
+                    _ => None,
+                })),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_menu_is_said_in_the_callers_language_and_offers_the_others_in_theirs() {
+        let s = bilingual();
+        let urls = Urls { base: &s.public_url };
+        let mut east = location("east", "1", true);
+        east.spec.translations.insert(
+            "es-MX".into(),
+            crate::domain::LocationText { display_name: Some("Clínica Este".into()), ..Default::default() },
+        );
+        let locs = [east, location("west", "2", true)];
+        let langs = &s.ivr.languages;
+        let (en, es) = (langs.get("en-US").unwrap(), langs.get("es-MX").unwrap());
+        let t = |text: &str, lang: &str, voice: &str| (text.to_owned(), Some(lang.to_owned()), Some(voice.to_owned()));
+
+        let menu_en = round_trip(&menu(&s, &urls, &locs, 0, &speaker(&s, en, None)));
+        let said = spoken(&menu_en);
+        assert_eq!(said[0], t("Thank you for calling Acme.", "en-US", "Polly.Joanna"));
+        assert_eq!(said[1], t(&format!("For {NASTY} east, press 1."), "en-US", "Polly.Joanna"));
+        assert_eq!(said.last(), Some(&t("Para español, oprima 9.", "es-MX", "Polly.Mia")));
+        let Verb::Gather(g) = &menu_en.verbs[0] else { panic!("{menu_en:?}") };
+        assert_eq!(twilio::signature::query_param(g.action.as_deref().unwrap(), "lang").as_deref(), Some("en-US"));
+
+        let menu_es = round_trip(&menu(&s, &urls, &locs, 0, &speaker(&s, es, None)));
+        let said = spoken(&menu_es);
+        assert_eq!(said[0], t("Gracias por llamar a Clínicas Acme.", "es-MX", "Polly.Mia"));
+        assert_eq!(said[1], t("Para Clínica Este, oprima 1.", "es-MX", "Polly.Mia"));
+        assert_eq!(said.last(), Some(&t("For English, press 8.", "en-US", "Polly.Joanna")));
+        assert_eq!(said.len(), 4, "{said:?}");
+
+        // The keys: a language's, unless a location on this number has that digit.
+        assert_eq!(language_key(langs, &locs, Some("9")).map(|l| l.tag.as_str()), Some("es-MX"));
+        assert_eq!(language_key(langs, &locs, Some("1")), None);
+        let eight = [location("north", "8", true)];
+        assert_eq!(language_key(langs, &eight, Some("8")), None);
+        assert_eq!(language_key(langs, &locs, None), None);
+    }
+
+    #[test]
+    fn every_prompt_on_a_spanish_callers_path_is_spanish() {
+        let s = bilingual();
+        let urls = Urls { base: &s.public_url };
+        let es = s.ivr.languages.get("es-MX").unwrap();
+        let mut east = location("east", "1", true);
+        east.display_name = "East".into();
+        east.spec.language = Some("es-MX".into());
+        east.spec.voice = Some("Polly.Lupe".into());
+        let sp = speaker(&s, es, Some(&east));
+        let caller = Caller { number: "+13105550199", call_token: None, name: None };
+        let (twiml, _) =
+            route(&s, &urls, "WW0123456789abcdef0123456789abcdef", &east, None, &caller, Timestamp::now(), true, &sp);
+        let twiml = round_trip(&twiml);
+        let said: Vec<String> = spoken(&twiml).into_iter().map(|s| s.0).collect();
+        assert_eq!(said, ["Gracias por llamar a East.", "Por favor, espere mientras lo comunicamos."]);
+        let enqueue = twiml.verbs.iter().find_map(|v| if let Verb::Enqueue(e) = v { Some(e) } else { None }).unwrap();
+        for url in [enqueue.wait_url.as_deref().unwrap(), enqueue.action.as_deref().unwrap()] {
+            assert_eq!(twilio::signature::query_param(url, "lang").as_deref(), Some("es-MX"), "{url}");
+        }
+        // The location's own voice speaks its own language.
+        assert!(spoken(&twiml).iter().all(|s| s.1.as_deref() == Some("es-MX") && s.2.as_deref() == Some("Polly.Lupe")));
+
+        let docs = [
+            fallback(&s, &urls, &east, Outcome::LocationBusy, &sp),
+            fallback(&s, &urls, &east, Outcome::QueueTimeout, &sp),
+            fallback(&s, &urls, &east, Outcome::ClosedWhileWaiting, &sp),
+            hold(&s, Some(&east), es.announcement(Some(2), Some(90)).as_deref(), &sp),
+            no_choice_voicemail(&s, &urls, &sp),
+            no_choice_goodbye(&sp),
+            goodbye(&sp),
+            not_in_service(&sp),
+            caller_gone(&sp),
+            language_gate(&s, &urls, &east, &sp),
+        ];
+        let english = crate::prompts::Language::english(None, "Acme".into());
+        let english_texts: Vec<String> = crate::prompts::Prompt::all().map(|p| english.text(p, &[])).collect();
+        for doc in &docs {
+            for (text, lang, _) in spoken(&round_trip(doc)) {
+                if text == "For English, press 8." {
+                    continue;
+                }
+                assert_eq!(lang.as_deref(), Some("es-MX"), "{text}");
+                assert!(!english_texts.contains(&text), "English on a Spanish path: {text}");
+            }
+        }
+        let said: Vec<String> = spoken(&docs[0]).into_iter().map(|s| s.0).collect();
+        assert_eq!(said[0], "Lo sentimos, East está atendiendo otra llamada.");
+        let said: Vec<String> = spoken(&docs[3]).into_iter().map(|s| s.0).collect();
+        assert_eq!(
+            said,
+            [
+                "Usted es la persona número dos en la fila. El tiempo de espera estimado es de aproximadamente 2 minutos."
+            ]
+        );
+        let Verb::Record(r) = &docs[0].verbs[2] else { panic!("{:?}", docs[0]) };
+        assert_eq!(twilio::signature::query_param(r.action.as_deref().unwrap(), "lang").as_deref(), Some("es-MX"));
+
+        // The closed message, in Spanish.
+        let mut closed = location("west", "2", false);
+        closed.display_name = "Oeste".into();
+        let (twiml, routed) = route(
+            &s,
+            &urls,
+            "WW0123456789abcdef0123456789abcdef",
+            &closed,
+            None,
+            &caller,
+            Timestamp::now(),
+            true,
+            &speaker(&s, es, Some(&closed)),
+        );
+        assert_eq!(routed, Routed::Closed);
+        assert_eq!(spoken(&twiml)[0].0, "Gracias por llamar a Clínicas Acme. Oeste está cerrado en este momento.");
+    }
+
+    #[test]
+    fn the_screening_prompt_is_said_in_the_locations_language() {
+        let s = bilingual();
+        let es = s.ivr.languages.get("es-MX").unwrap();
+        assert_eq!(
+            screen_text("Clínica Norte", Some("+13105550100"), None, 1, es),
+            "Llamada para Clínica Norte de 3 1 0, 5 5 5, 0 1 0 0. Oprima 1 para aceptar, o cuelgue."
+        );
+        assert_eq!(
+            screen_text("Norte", Some("+442079460958"), None, 2, es),
+            "Perdón, eso no fue 1. Llamada para Norte de más 4 4 2, 0 7 9, 4 6 0, 9 5 8. Oprima 1 para aceptar, o cuelgue."
+        );
+        assert!(screen_text("Norte", None, None, 1, es).contains("de un número desconocido."));
     }
 }

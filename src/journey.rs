@@ -167,6 +167,9 @@ pub struct Journey {
     /// Time in the queue and what the caller was told there.
     #[serde(default)]
     wait: Waiting,
+    /// The language the caller hears (from `CallerEnqueued`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    language: Option<String>,
 }
 
 impl Default for Journey {
@@ -183,6 +186,7 @@ impl Default for Journey {
             closed_now: false,
             voicemails: Vec::new(),
             wait: Waiting::default(),
+            language: None,
         }
     }
 }
@@ -238,6 +242,9 @@ pub enum Command {
         location: Option<String>,
         reason: Outcome,
         round: u32,
+        /// The caller's language, for the fallback's words.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        language: Option<String>,
     },
     CancelTask {
         task: TaskSid,
@@ -346,7 +353,7 @@ pub enum Answer {
     /// `/dial-queue`: `<Dial><Queue reservationSid>`. With `transfer`, the
     /// reservation is the overflow location's (named), and the caller hears
     /// that they are being transferred there before the bridge.
-    Bridge { reservation: ReservationSid, transfer: Option<String> },
+    Bridge { reservation: ReservationSid, transfer: Option<Transfer> },
     /// `/dial-queue` or `/screen`: the screening prompt, its `prompt`th time:
     /// who is calling, for which location, and "press 1 to accept", waiting
     /// `timeout_secs` for one key.
@@ -358,6 +365,14 @@ pub enum Answer {
     Goodbye,
     /// `/enqueue-action` with the caller still on the line: voicemail.
     Fallback { location: Option<String>, reason: Outcome },
+}
+
+/// A bridge to the overflow location: its name, and the caller's language
+/// (when the caller chose one) for the words they hear about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    pub to: String,
+    pub language: Option<String>,
 }
 
 impl Answer {

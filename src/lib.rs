@@ -50,6 +50,7 @@ pub mod journey;
 pub mod listen;
 pub mod notify;
 pub mod outbox;
+pub mod prompts;
 pub mod provision;
 pub mod reconcile;
 pub mod stats;

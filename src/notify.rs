@@ -298,6 +298,9 @@ mod tests {
             comfort_messages: Vec::new(),
             overflow: None,
             overflow_after_secs: None,
+            language: None,
+            voice: None,
+            translations: Default::default(),
         };
         let location = Location::from_stored(spec).unwrap();
         let v = Voicemail {

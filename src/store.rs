@@ -869,8 +869,10 @@ mod tests {
 
     fn arrived(call: usize) -> Delivery {
         let caller: twilio::sid::CallSid = sid("CA", call);
-        let events =
-            vec![Event::CallerArrived { call: caller.clone() }, Event::CallerEnqueued { location: "north".into() }];
+        let events = vec![
+            Event::CallerArrived { call: caller.clone() },
+            Event::CallerEnqueued { location: "north".into(), language: None },
+        ];
         let mut d = Delivery::to_keys([caller.to_string()], events, POLICY);
         d.caller = Some(NewCall { from: "+14155550100".into(), to: "+14155550999".into() });
         d

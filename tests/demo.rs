@@ -147,6 +147,19 @@ async fn announcements_tell_each_caller_their_place_then_the_wait() {
 }
 
 #[tokio::test]
+async fn languages_each_caller_hears_the_language_they_chose() {
+    // Every caller's `expect_heard` is checked by the run (a row is not ok without it).
+    let report = run_shipped("languages").await;
+    let english = &report.calls[1];
+    assert!(english.heard.contains(&"For South Clinic, press 2.".to_owned()), "{}", report.render());
+    // After pressing 9 the English caller hears no Spanish but the offer to go back.
+    let after: Vec<&String> = english.heard.iter().skip_while(|t| *t != "For South Clinic, press 2.").collect();
+    assert!(after.iter().all(|t| !t.contains("Clínica") && !t.contains("espere")), "{after:?}");
+    let json = report.to_json();
+    assert_eq!(json["calls"][0]["expected_heard"][0], "Gracias por llamar a Clínicas Acme.", "{json}");
+}
+
+#[tokio::test]
 async fn burst_queues_callers_for_one_line() {
     let report = run_shipped("burst").await;
     let mut waits: Vec<u64> = report.calls.iter().map(|c| c.wait_ms.unwrap_or(0)).collect();

@@ -70,6 +70,9 @@ fn location(name: &str, number: &str, phone: &str, open: bool) -> LocationSpec {
         comfort_messages: Vec::new(),
         overflow: None,
         overflow_after_secs: None,
+        language: None,
+        voice: None,
+        translations: Default::default(),
     }
 }
 
@@ -366,6 +369,9 @@ on_both_backends!(
     a_caller_still_waiting_after_overflow_after_secs_is_taken_by_the_overflow_location,
     a_caller_who_finds_every_line_busy_is_transferred_to_the_overflow_location,
     more_lines_than_one_worker_holds_bridge_that_many_callers_at_once,
+    a_caller_who_presses_the_language_key_hears_spanish_through_the_menu_and_the_hold,
+    a_spanish_callers_fallback_after_a_busy_line_is_in_spanish,
+    a_spanish_speaking_location_greets_in_spanish_and_screens_in_spanish,
 );
 
 /// A location that does not connect sends the caller to voicemail: the server redirects the
@@ -1086,5 +1092,166 @@ async fn more_lines_than_one_worker_holds_bridge_that_many_callers_at_once(backe
     let record = w.store.call(&sixth).await.unwrap();
     assert_eq!(w.task(&task).await["assignment_status"], "pending", "{record:?}");
     assert!(w.client.call_summary(&sixth).await.unwrap()["bridge_start_ms"].is_null());
+    w.finish().await;
+}
+
+/// English and Spanish, Spanish spoken by Polly.Mia; north is "Clínica Norte" in Spanish.
+const TWO_LANGUAGES: &str = "[ivr]\nlanguages = ['en-US', 'es-MX']\nmax_queue_secs = 1200\nannounce_every_secs = 30\n\
+                             [language.es-MX]\nvoice = 'Polly.Mia'\n";
+const SPANISH_COMFORT: &str = "Gracias por esperar. Su llamada es importante.";
+
+fn spanish_north(north: &mut LocationSpec) {
+    let text = call_router::domain::LocationText {
+        display_name: Some("Clínica Norte".into()),
+        comfort_messages: vec![SPANISH_COMFORT.into()],
+    };
+    north.translations.insert("es-MX".into(), text);
+    north.comfort_messages = vec!["Thank you for waiting.".into()];
+}
+
+/// Each `<Say>` a caller heard: its text, language and voice.
+async fn said_in(w: &World, call_sid: &str) -> Vec<(String, Option<String>, Option<String>)> {
+    let summary = w.client.call_summary(call_sid).await.unwrap();
+    let text = |v: &Value| v.as_str().map(str::to_owned);
+    summary["heard"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no heard in {summary}"))
+        .iter()
+        .filter(|h| h["verb"] == "say")
+        .map(|h| (text(&h["what"]).unwrap(), text(&h["language"]), text(&h["voice"])))
+        .collect()
+}
+
+async fn a_caller_who_presses_the_language_key_hears_spanish_through_the_menu_and_the_hold(backend: Backend) {
+    // One line, taken by an English caller for two minutes; a second caller presses 9.
+    let Some(w) =
+        world_of(backend, Behaviour::Person { rings: 1, talk_secs: 120, digits: None }, TWO_LANGUAGES, spanish_north)
+            .await
+    else {
+        return;
+    };
+    let place = |from: &str, digits: Option<&str>| PlaceCall {
+        from: from.into(),
+        to: MAIN.into(),
+        digits: digits.map(str::to_owned),
+        patience_secs: Some(900),
+    };
+    let first = w.client.place_call(&place(CALLER, None)).await.unwrap();
+    for _ in 0..500 {
+        if w.client.call_summary(&first).await.unwrap()["bridge_start_ms"].is_u64() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let second = w.client.place_call(&place("+13105550111", Some("9"))).await.unwrap();
+    w.client.wait_for_call_end(&second, Duration::from_secs(30)).await.unwrap();
+    let record = w.settled(&second).await;
+    assert_eq!(record.outcome, Outcome::Connected);
+    assert_eq!(w.settled(&first).await.outcome, Outcome::Connected);
+
+    let es = |t: &str| (t.to_owned(), Some("es-MX".to_owned()), Some("Polly.Mia".to_owned()));
+    let en = |t: &str| (t.to_owned(), Some("en-US".to_owned()), None);
+    let said = said_in(&w, &second).await;
+    // The greeting in English with the offer in Spanish; after 9, the greeting again in
+    // Spanish with the offer of English (its key, the next free one, 8), then the queue.
+    assert_eq!(
+        said[..5],
+        [
+            en("Thank you for calling north clinic."),
+            es("Para español, oprima 9."),
+            es("Gracias por llamar a Clínica Norte."),
+            en("For English, press 8."),
+            es("Por favor, espere mientras lo comunicamos."),
+        ],
+        "{said:#?}"
+    );
+    // Everything after it, while waiting, is Spanish: the place, the Spanish comfort message.
+    let waiting = &said[5..];
+    assert_eq!(waiting.first(), Some(&es("Usted es la persona número uno en la fila.")), "{said:#?}");
+    assert!(
+        waiting.iter().all(|s| s.1.as_deref() == Some("es-MX") && s.2.as_deref() == Some("Polly.Mia")),
+        "{said:#?}"
+    );
+    assert!(waiting.contains(&es(SPANISH_COMFORT)), "{said:#?}");
+    // Twilio asked the hold music with the caller's language in the (signed) URL.
+    let holds: Vec<Exchange> =
+        w.webhooks("/hold").await.into_iter().filter(|e| e.params.get("CallSid") == Some(second.as_str())).collect();
+    assert!(!holds.is_empty() && holds.iter().all(|h| h.query.contains("lang=es-MX")), "{holds:#?}");
+
+    // The first caller pressed nothing: English throughout, with Spanish only in its offer.
+    let said = said_in(&w, &first).await;
+    assert_eq!(
+        said[..3],
+        [
+            en("Thank you for calling north clinic."),
+            es("Para español, oprima 9."),
+            en("Please hold while we connect you."),
+        ],
+        "{said:#?}"
+    );
+    w.finish().await;
+}
+
+async fn a_spanish_callers_fallback_after_a_busy_line_is_in_spanish(backend: Backend) {
+    let Some(w) = world_of(backend, Behaviour::Busy, TWO_LANGUAGES, spanish_north).await else { return };
+    let sid = w
+        .client
+        .place_call(&PlaceCall { from: CALLER.into(), to: MAIN.into(), digits: Some("9".into()), patience_secs: None })
+        .await
+        .unwrap();
+    w.client.wait_for_call_end(&sid, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(w.settled(&sid).await.outcome, Outcome::LocationBusy);
+    w.quiet().await;
+    // The server's REST redirect named the caller's language; the fallback spoke it.
+    let fallback = w.webhooks("/caller-fallback").await;
+    assert_eq!(fallback.len(), 1, "{fallback:#?}");
+    assert!(fallback[0].query.contains("lang=es-MX"), "{}", fallback[0].query);
+    let said: Vec<String> =
+        said_in(&w, &sid).await.into_iter().filter(|s| s.1.as_deref() == Some("es-MX")).map(|s| s.0).collect();
+    for want in [
+        "Lo sentimos, Clínica Norte está atendiendo otra llamada.",
+        "Por favor, deje un mensaje después del tono y le devolveremos la llamada.",
+        "Gracias por llamar. Adiós.",
+    ] {
+        assert!(said.iter().any(|s| s == want), "{want:?} not in {said:#?}");
+    }
+    w.finish().await;
+}
+
+async fn a_spanish_speaking_location_greets_in_spanish_and_screens_in_spanish(backend: Backend) {
+    // North speaks Spanish with its own voice and screens; MAIN serves only north.
+    let phone = Behaviour::Person { rings: 1, talk_secs: 30, digits: Some("1".into()) };
+    let Some(w) = world_of(backend, phone, TWO_LANGUAGES, |north| {
+        north.language = Some("es-MX".into());
+        north.voice = Some("Polly.Lupe".into());
+        north.display_name = Some("Clínica Norte".into());
+        north.screening = true;
+    })
+    .await
+    else {
+        return;
+    };
+    let (summary, record) = w.call(MAIN, None).await;
+    assert_eq!(record.outcome, Outcome::Connected, "{summary}");
+    // The caller pressed nothing: the location's language, in the location's voice.
+    let lupe = |t: &str| (t.to_owned(), Some("es-MX".to_owned()), Some("Polly.Lupe".to_owned()));
+    let said = said_in(&w, &record.call_sid).await;
+    assert_eq!(
+        said[..3],
+        [
+            lupe("Gracias por llamar a Clínica Norte."),
+            ("For English, press 8.".to_owned(), Some("en-US".to_owned()), None),
+            lupe("Por favor, espere mientras lo comunicamos."),
+        ],
+        "{said:#?}"
+    );
+    // The receptionist hears the screening prompt in Spanish.
+    let leg = record.outbound_call_sid.clone().expect("the location's leg");
+    let prompt = said_in(&w, &leg).await;
+    assert_eq!(
+        prompt.first(),
+        Some(&lupe("Llamada para Clínica Norte de 3 1 0, 5 5 5, 0 1 9 9. Oprima 1 para aceptar, o cuelgue.")),
+        "{prompt:#?}"
+    );
     w.finish().await;
 }

@@ -187,6 +187,9 @@ fn night(webhook: &str) -> LocationSpec {
         comfort_messages: Vec::new(),
         overflow: None,
         overflow_after_secs: None,
+        language: None,
+        voice: None,
+        translations: Default::default(),
     }
 }
 

@@ -31,6 +31,9 @@ pub struct CallRow {
     /// The location the call must end at, when the scenario says.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expected_location: Option<String>,
+    /// Sentences the caller was to hear.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expected_heard: Vec<String>,
     pub ok: bool,
     /// Why the call is not ok, or what went wrong placing it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -64,7 +67,11 @@ impl CallRow {
                     "expected to end at {want}, ended at {}",
                     self.location.as_deref().unwrap_or("no location")
                 )),
-                _ => None,
+                _ => self
+                    .expected_heard
+                    .iter()
+                    .find(|t| !self.heard.contains(t))
+                    .map(|t| format!("expected to hear {t:?}, did not")),
             }
         };
         self.ok = problem.is_none() && self.problem.is_none();
@@ -297,6 +304,7 @@ mod tests {
             talk_ms: Some(30_000),
             expected_outcome: expect,
             expected_location: None,
+            expected_heard: Vec::new(),
             ok: false,
             problem: None,
             timeline: Vec::new(),
@@ -321,6 +329,18 @@ mod tests {
         for (ms, want) in cases {
             assert_eq!(secs(ms), want, "{ms:?}");
         }
+    }
+
+    #[test]
+    fn a_call_must_hear_what_it_expects_to_hear() {
+        let mut c = unjudged(1, Outcome::Connected, Some(Outcome::Connected));
+        c.heard = vec!["Gracias por llamar a Acme.".into(), "Por favor, espere.".into()];
+        c.expected_heard = vec!["Por favor, espere.".into()];
+        assert!(c.clone().judge().ok);
+        c.expected_heard.push("Please hold.".into());
+        let judged = c.judge();
+        assert!(!judged.ok);
+        assert_eq!(judged.problem.as_deref(), Some("expected to hear \"Please hold.\", did not"));
     }
 
     #[test]

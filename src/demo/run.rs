@@ -385,6 +385,7 @@ async fn follow_call(
         talk_ms: None,
         expected_outcome: call.expect,
         expected_location: call.expect_location.clone(),
+        expected_heard: call.expect_heard.clone(),
         ok: false,
         problem: None,
         timeline: Vec::new(),

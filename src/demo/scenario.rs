@@ -12,6 +12,9 @@
 //! max_queue_secs = 300                      # how long a caller may wait in the queue
 //! menu_timeout_secs = 5                     # how long the menu waits for a digit
 //! announce_every_secs = 30                  # tell waiting callers their place and wait (0: never)
+//! business_name = "Acme"                    # what the menu's welcome calls the business
+//! languages = ["en-US", "es-MX"]            # the languages callers hear, the first by default
+//! voices = { es-MX = "Polly.Mia" }          # each language's voice
 //!
 //! # The business. Leave out every [[locations]] table to use the built-in
 //! # example business (see `example_business`).
@@ -26,6 +29,8 @@
 //! screening = false                         # the location hears who calls and presses 1 to accept
 //! screening_timeout_secs = 8                # how long the prompt waits for a key
 //! amd = true                                # answering-machine detection (default: on unless screening)
+//! language = "es-MX"                        # its language (one of `languages`); voice = "Polly.Lupe"
+//! translations = { en-US = { display_name = "North clinic" } }   # its name in other languages
 //! # hours = { time_zone = "America/New_York", weekly = { mon = ["08:00-17:00"] } }   # or real hours
 //!
 //! # How each location's phone behaves; a location without an entry has a
@@ -49,6 +54,7 @@
 //! burst = false                             # true: `--calls N` sets `count`
 //! expect = "connected"                      # optional: the outcome this caller must end with
 //! expect_location = "north"                 # optional: the location the call must end at (overflow)
+//! expect_heard = ["Gracias por llamar a Acme."]  # optional: whole sentences the caller must hear
 //!
 //! # Faults the sandbox injects while the callers call (see the sandbox's
 //! # `faults` module for every key). Times count from the first caller's dial.
@@ -109,6 +115,13 @@ pub struct ServerOverrides {
     pub menu_timeout_secs: Option<u32>,
     /// `ivr.announce_every_secs`: tell waiting callers their place and wait.
     pub announce_every_secs: Option<u32>,
+    /// `ivr.business_name`: what the menu's welcome calls the business.
+    pub business_name: Option<String>,
+    /// `ivr.languages`: the languages callers hear, the first by default.
+    pub languages: Option<Vec<String>>,
+    /// Each language's `<Say voice>` (`[language.TAG] voice`).
+    #[serde(default)]
+    pub voices: BTreeMap<String, String>,
 }
 
 impl ServerOverrides {
@@ -118,20 +131,39 @@ impl ServerOverrides {
         if let Some(v) = self.ring_timeout_secs {
             out.push_str(&format!("[dialing]\nring_timeout_secs = {v}\n"));
         }
-        if self.max_queue_secs.is_some() || self.menu_timeout_secs.is_some() || self.announce_every_secs.is_some() {
+        let mut ivr = String::new();
+        if let Some(v) = self.max_queue_secs {
+            ivr.push_str(&format!("max_queue_secs = {v}\n"));
+        }
+        if let Some(v) = self.menu_timeout_secs {
+            ivr.push_str(&format!("menu_timeout_secs = {v}\n"));
+        }
+        if let Some(v) = self.announce_every_secs {
+            ivr.push_str(&format!("announce_every_secs = {v}\n"));
+        }
+        // Strings as TOML strings: Rust's `{:?}` escapes are TOML's basic-string escapes
+        // for the text a name or a tag holds.
+        if let Some(v) = &self.business_name {
+            ivr.push_str(&format!("business_name = {}\n", toml_string(v)));
+        }
+        if let Some(tags) = &self.languages {
+            let list: Vec<String> = tags.iter().map(|t| toml_string(t)).collect();
+            ivr.push_str(&format!("languages = [{}]\n", list.join(", ")));
+        }
+        if !ivr.is_empty() {
             out.push_str("[ivr]\n");
-            if let Some(v) = self.max_queue_secs {
-                out.push_str(&format!("max_queue_secs = {v}\n"));
-            }
-            if let Some(v) = self.menu_timeout_secs {
-                out.push_str(&format!("menu_timeout_secs = {v}\n"));
-            }
-            if let Some(v) = self.announce_every_secs {
-                out.push_str(&format!("announce_every_secs = {v}\n"));
-            }
+            out.push_str(&ivr);
+        }
+        for (tag, voice) in &self.voices {
+            out.push_str(&format!("[language.{}]\nvoice = {}\n", toml_string(tag), toml_string(voice)));
         }
         out
     }
+}
+
+/// A TOML basic string holding `s`.
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
 }
 
 /// How a location's simulated phone reacts to a call.
@@ -203,6 +235,8 @@ pub struct CallerGroup {
     pub burst: bool,
     pub expect: Option<Outcome>,
     pub expect_location: Option<String>,
+    /// What the caller must hear said (each a whole `<Say>`), in any order.
+    pub expect_heard: Vec<String>,
 }
 
 /// One call to place.
@@ -218,6 +252,7 @@ pub struct PlannedCall {
     pub location: Option<String>,
     pub expect: Option<Outcome>,
     pub expect_location: Option<String>,
+    pub expect_heard: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------
@@ -269,6 +304,10 @@ struct RawLocation {
     amd: Option<bool>,
     overflow: Option<String>,
     overflow_after_secs: Option<u32>,
+    language: Option<String>,
+    voice: Option<String>,
+    #[serde(default)]
+    translations: BTreeMap<String, crate::domain::LocationText>,
 }
 
 fn one() -> u32 {
@@ -309,6 +348,8 @@ struct RawCaller {
     burst: bool,
     expect: Option<String>,
     expect_location: Option<String>,
+    #[serde(default)]
+    expect_heard: Vec<String>,
 }
 
 /// Opening hours that are open every minute of every day.
@@ -348,6 +389,9 @@ pub fn example_business() -> Vec<LocationSpec> {
             comfort_messages: Vec::new(),
             overflow: None,
             overflow_after_secs: None,
+            language: None,
+            voice: None,
+            translations: Default::default(),
         };
     vec![
         loc("north", "North clinic", Some("1"), MAIN_NUMBER, "+14155550101", always_open()),
@@ -377,6 +421,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("screening", include_str!("../../examples/scenarios/screening.toml")),
     ("announcements", include_str!("../../examples/scenarios/announcements.toml")),
     ("overflow", include_str!("../../examples/scenarios/overflow.toml")),
+    ("languages", include_str!("../../examples/scenarios/languages.toml")),
 ];
 
 /// A built-in scenario by name.
@@ -442,6 +487,9 @@ impl Scenario {
                         comfort_messages: Vec::new(),
                         overflow: l.overflow,
                         overflow_after_secs: l.overflow_after_secs,
+                        language: l.language,
+                        voice: l.voice,
+                        translations: l.translations,
                     };
                     spec.validate().map_err(|e| bad(format!("locations[{i}].{}", e.field), e.message))?;
                     Ok(spec)
@@ -603,6 +651,7 @@ impl Scenario {
                 burst: c.burst,
                 expect,
                 expect_location: c.expect_location,
+                expect_heard: c.expect_heard,
             });
         }
         if total > u64::from(MAX_CALLS) {
@@ -681,6 +730,7 @@ impl Scenario {
                     location: g.location.clone(),
                     expect: g.expect,
                     expect_location: g.expect_location.clone(),
+                    expect_heard: g.expect_heard.clone(),
                 });
             }
         }

@@ -10,6 +10,7 @@ use crate::announce;
 use crate::domain::{Location, Outcome};
 use crate::ivr::{self, Caller, Choice, Routed};
 use crate::journey::{Answer, AnsweredBy, CallStatus, Event, QueueResult, ReservationStatus, ScreenKey};
+use crate::prompts::Language;
 use crate::store::{Delivered, Delivery, NewCall, NewVoicemail, Route, StatusRecord, Transcription};
 
 /// A SID parameter (body, else query) of the given type, or a 400 naming it.
@@ -32,6 +33,22 @@ async fn caller_events(state: &AppState, call: &CallSid, events: Vec<Event>) -> 
     deliver(state, Delivery::to_keys([call.to_string()], events, state.policy())).await
 }
 
+/// The caller's language: the `lang` parameter our URLs carry once the
+/// caller is past the first answer, else the number's, else `location`'s
+/// (see `crate::prompts`).
+fn caller_language<'a>(state: &'a AppState, req: &TwilioRequest, location: Option<&Location>) -> &'a Language {
+    state.settings().ivr.languages.for_caller(
+        req.query.get("lang"),
+        req.get("To"),
+        location.and_then(|l| l.spec.language.as_deref()),
+    )
+}
+
+/// The language a location's own leg hears: the location's, else the business's first.
+fn location_language<'a>(state: &'a AppState, location: Option<&Location>) -> &'a Language {
+    state.settings().ivr.languages.for_caller(location.and_then(|l| l.spec.language.as_deref()), None, None)
+}
+
 /// The phone number's voice URL: greet, check hours, offer a menu or enqueue.
 pub(super) async fn incoming_call(State(state): State<AppState>, req: TwilioRequest) -> Result<TwiML, WebhookError> {
     let call: CallSid = sid_param(&req, "CallSid")?;
@@ -44,14 +61,24 @@ pub(super) async fn incoming_call(State(state): State<AppState>, req: TwilioRequ
         [] => {
             tracing::warn!(to, "call to a number that serves no location");
             events.push(Event::CallerTurnedAway { outcome: Outcome::NotInService, location: None });
-            TwiML(ivr::not_in_service(settings))
+            let lang = caller_language(&state, &req, None);
+            TwiML(ivr::not_in_service(&ivr::speaker(settings, lang, None)))
+        }
+        // Several languages: the caller may choose one before they are routed.
+        [only] if settings.ivr.languages.offers_choice() => {
+            let lang = caller_language(&state, &req, Some(only));
+            TwiML(ivr::language_gate(settings, &state.urls(), only, &ivr::speaker(settings, lang, Some(only))))
         }
         [only] => {
-            let (twiml, routed) = route_to(&state, &req, only, true).await?;
+            let lang = caller_language(&state, &req, Some(only));
+            let (twiml, routed) = route_to(&state, &req, only, true, lang).await?;
             events.extend(routed);
             twiml
         }
-        several => TwiML(ivr::menu(settings, &state.urls(), several, 0)),
+        several => {
+            let lang = caller_language(&state, &req, None);
+            TwiML(ivr::menu(settings, &state.urls(), several, 0, &ivr::speaker(settings, lang, None)))
+        }
     };
     let mut d = Delivery::to_keys([call.to_string()], events, state.policy());
     d.caller = Some(NewCall { from: from.to_owned(), to: to.to_owned() });
@@ -65,34 +92,57 @@ pub(super) async fn menu(State(state): State<AppState>, req: TwilioRequest) -> R
     let to = req.require("To")?;
     let attempt: u32 = req.query.get("attempt").and_then(|a| a.parse().ok()).unwrap_or(0).min(10);
     let locations = state.store().locations_for_number(to).await?;
+    let settings = state.settings();
     if locations.is_empty() {
         caller_events(&state, &call, vec![Event::CallerTurnedAway { outcome: Outcome::NotInService, location: None }])
             .await?;
-        return Ok(TwiML(ivr::not_in_service(state.settings())));
+        let lang = caller_language(&state, &req, None);
+        return Ok(TwiML(ivr::not_in_service(&ivr::speaker(settings, lang, None))));
     }
     let digits = req.params.get("Digits");
-    let ivr_settings = &state.settings().ivr;
+    let ivr_settings = &settings.ivr;
+    // The language gate of a number that serves one location (`greeted`).
+    let gate = match locations.as_slice() {
+        [only] if req.query.get("greeted").is_some() => Some(only),
+        _ => None,
+    };
+    if let Some(lang) = ivr::language_key(&ivr_settings.languages, &locations, digits) {
+        // A language's key: the same menu (or greeting) again, in that language.
+        tracing::info!(language = %lang.tag, "the caller chose a language");
+        let twiml = match gate {
+            Some(only) => ivr::language_gate(settings, &state.urls(), only, &ivr::speaker(settings, lang, Some(only))),
+            None => ivr::menu(settings, &state.urls(), &locations, 0, &ivr::speaker(settings, lang, None)),
+        };
+        return Ok(TwiML(twiml));
+    }
+    let lang = caller_language(&state, &req, gate);
+    if let Some(only) = gate {
+        let (twiml, events) = route_to(&state, &req, only, false, lang).await?;
+        caller_events(&state, &call, events).await?;
+        return Ok(twiml);
+    }
+    let sp = ivr::speaker(settings, lang, None);
     let choice = ivr::choose(&locations, digits, attempt, ivr_settings.menu_attempts, &ivr_settings.on_no_choice);
     let no_choice = || vec![Event::CallerTurnedAway { outcome: Outcome::NoChoice, location: None }];
     match choice {
         Choice::Location(i) => {
-            let (twiml, events) = route_to(&state, &req, &locations[i], false).await?;
+            let (twiml, events) = route_to(&state, &req, &locations[i], false, lang).await?;
             caller_events(&state, &call, events).await?;
             Ok(twiml)
         }
-        Choice::Retry { attempt } => Ok(TwiML(ivr::menu(state.settings(), &state.urls(), &locations, attempt))),
+        Choice::Retry { attempt } => Ok(TwiML(ivr::menu(settings, &state.urls(), &locations, attempt, &sp))),
         Choice::Voicemail => {
             if let crate::config::NoChoicePolicy::Location(name) = &ivr_settings.on_no_choice {
                 tracing::warn!(location = %name, to = %to, "ivr.on_no_choice names a location this number's menu does not offer; business voicemail instead");
             }
             tracing::info!("no menu choice; business voicemail");
             caller_events(&state, &call, no_choice()).await?;
-            Ok(TwiML(ivr::no_choice_voicemail(state.settings(), &state.urls())))
+            Ok(TwiML(ivr::no_choice_voicemail(settings, &state.urls(), &sp)))
         }
         Choice::Goodbye => {
             tracing::info!("no menu choice; goodbye");
             caller_events(&state, &call, no_choice()).await?;
-            Ok(TwiML(ivr::no_choice_goodbye(state.settings())))
+            Ok(TwiML(ivr::no_choice_goodbye(&sp)))
         }
     }
 }
@@ -103,13 +153,15 @@ async fn route_to(
     req: &TwilioRequest,
     location: &Location,
     greet: bool,
+    lang: &Language,
 ) -> Result<(TwiML, Vec<Event>), WebhookError> {
+    let sp = ivr::speaker(state.settings(), lang, Some(location));
     let Some(workflow) = state.workflow_sid().await? else {
         // Not provisioned yet. A 503 would make Twilio play its "application error" to the
         // caller; voicemail still works without TaskRouter, so offer that.
         tracing::error!(location = %location.name, "no workflow SID: run `call-router provision`; caller offered voicemail");
-        let msg = "Sorry, we cannot connect your call right now.";
-        let twiml = TwiML(ivr::voicemail(state.settings(), &state.urls(), Some(location), msg));
+        let msg = sp.text(crate::prompts::Prompt::CannotConnect, &[]);
+        let twiml = TwiML(ivr::voicemail(state.settings(), &state.urls(), Some(location), &msg, &sp));
         let away = Event::CallerTurnedAway { outcome: Outcome::DialFailed, location: Some(location.name.clone()) };
         return Ok((twiml, vec![away]));
     };
@@ -122,10 +174,12 @@ async fn route_to(
     let overflow = overflow_of(state, location).await;
     let overflow = overflow.as_ref().map(|(o, busy)| ivr::Overflow { location: o, busy: *busy });
     let (twiml, routed) =
-        ivr::route(state.settings(), &state.urls(), workflow.as_str(), location, overflow, &caller, now, greet);
+        ivr::route(state.settings(), &state.urls(), workflow.as_str(), location, overflow, &caller, now, greet, &sp);
     tracing::info!(location = %location.name, ?routed, "caller routed");
+    // The language is kept for the fallback after a REST redirect, when there is a choice to keep.
+    let language = state.settings().ivr.languages.offers_choice().then(|| lang.tag.clone());
     let enqueued = |l: &Location| {
-        let mut events = vec![Event::CallerEnqueued { location: l.name.clone() }];
+        let mut events = vec![Event::CallerEnqueued { location: l.name.clone(), language: language.clone() }];
         // Hours are checked again while the caller waits: the journey acts at closing time.
         if let crate::hours::Status::Open { closes_at } = l.schedule.status_at(now) {
             events.push(Event::ClosingTime { at_ms: closes_at.timestamp().as_millisecond() });
@@ -185,7 +239,9 @@ pub(super) async fn hold(State(state): State<AppState>, req: TwilioRequest) -> R
         None
     });
     let settings = state.settings();
-    let comforts = location.as_ref().map_or(&[][..], |l| l.spec.comfort_messages.as_slice());
+    let lang = caller_language(&state, &req, location.as_ref());
+    let sp = ivr::speaker(settings, lang, location.as_ref());
+    let comforts = location.as_ref().map_or(&[][..], |l| l.comfort_messages_in(&lang.tag));
     let event = Event::Hold {
         queue_time_secs,
         announce_every_secs: ivr::announce_every_secs(settings, location.as_ref()),
@@ -199,23 +255,23 @@ pub(super) async fn hold(State(state): State<AppState>, req: TwilioRequest) -> R
         }
         Answer::Hold { announce: true, .. } => {
             let words = match &location {
-                Some(l) => announcement(&state, &call, l).await,
+                Some(l) => announcement(&state, &call, l, lang).await,
                 None => None,
             };
-            ivr::hold(settings, location.as_ref(), words.as_deref())
+            ivr::hold(settings, location.as_ref(), words.as_deref(), &sp)
         }
         Answer::Hold { comfort: Some(n), .. } if !comforts.is_empty() => {
             let words = &comforts[n as usize % comforts.len()];
-            ivr::hold(settings, location.as_ref(), Some(words.trim()))
+            ivr::hold(settings, location.as_ref(), Some(words.trim()), &sp)
         }
-        _ => ivr::hold(settings, location.as_ref(), None),
+        _ => ivr::hold(settings, location.as_ref(), None, &sp),
     }))
 }
 
 /// The caller's place in `location`'s queue and the expected wait, in words
 /// (`crate::announce`). A failed read says nothing rather than fail the
 /// hold music: the caller still waits.
-async fn announcement(state: &AppState, call: &CallSid, location: &Location) -> Option<String> {
+async fn announcement(state: &AppState, call: &CallSid, location: &Location, lang: &Language) -> Option<String> {
     let read = async {
         let Some(standing) = state.store().standing(call.as_str(), location.lines).await? else {
             return anyhow::Ok(None);
@@ -230,7 +286,7 @@ async fn announcement(state: &AppState, call: &CallSid, location: &Location) -> 
             wait_secs = wait,
             "announcing the caller's place"
         );
-        Ok(announce::announcement(Some(standing.position()), wait))
+        Ok(lang.announcement(Some(standing.position()), wait))
     };
     read.await.unwrap_or_else(|e| {
         tracing::warn!(error = %format_args!("{e:#}"), "could not read the caller's place; hold music only");
@@ -253,7 +309,7 @@ pub(super) async fn enqueue_action(State(state): State<AppState>, req: TwilioReq
     }
     let settings = state.settings();
     Ok(TwiML(match done.answer {
-        Answer::Goodbye => ivr::goodbye(settings),
+        Answer::Goodbye => ivr::goodbye(&ivr::speaker(settings, caller_language(&state, &req, None), None)),
         Answer::Fallback { location, reason } => {
             // `leave` follows our `<Leave>`, `redirected` our REST redirect; anything
             // else took the caller out of the queue without us.
@@ -265,10 +321,7 @@ pub(super) async fn enqueue_action(State(state): State<AppState>, req: TwilioReq
                 Some(n) => state.store().location(&n).await?,
                 None => None,
             };
-            match location {
-                Some(l) => ivr::fallback(settings, &state.urls(), &l, reason),
-                None => ivr::voicemail(settings, &state.urls(), None, "Sorry, we could not connect your call."),
-            }
+            fallback(&state, &req, location.as_ref(), reason)
         }
         _ => ivr::empty(),
     }))
@@ -285,18 +338,34 @@ async fn location_of(state: &AppState, req: &TwilioRequest) -> Result<Option<Loc
 /// hears just before it.
 pub(super) async fn transfer_notice(State(state): State<AppState>, req: TwilioRequest) -> Result<TwiML, WebhookError> {
     let to = location_of(&state, &req).await?;
-    let name = to.as_ref().map_or("another of our locations", |l| l.display_name.as_str());
-    Ok(TwiML(ivr::transfer_notice(state.settings(), name)))
+    let lang = caller_language(&state, &req, None);
+    let sp = ivr::speaker(state.settings(), lang, None);
+    Ok(TwiML(ivr::transfer_notice(&sp, to.as_ref())))
 }
 
 /// Where the caller is redirected after a failed attempt to reach the location.
 pub(super) async fn caller_fallback(State(state): State<AppState>, req: TwilioRequest) -> Result<TwiML, WebhookError> {
     let reason = req.query.get("reason").and_then(Outcome::parse).unwrap_or(Outcome::DialFailed);
+    let location = location_of(&state, &req).await?;
+    Ok(TwiML(fallback(&state, &req, location.as_ref(), reason)))
+}
+
+/// The voicemail offer after a failure, in the caller's language.
+fn fallback(
+    state: &AppState,
+    req: &TwilioRequest,
+    location: Option<&Location>,
+    reason: Outcome,
+) -> twilio::twiml::Response {
     let settings = state.settings();
-    Ok(TwiML(match location_of(&state, &req).await? {
-        Some(l) => ivr::fallback(settings, &state.urls(), &l, reason),
-        None => ivr::voicemail(settings, &state.urls(), None, "Sorry, we could not connect your call."),
-    }))
+    let sp = ivr::speaker(settings, caller_language(state, req, location), location);
+    match location {
+        Some(l) => ivr::fallback(settings, &state.urls(), l, reason, &sp),
+        None => {
+            let msg = sp.text(crate::prompts::Prompt::CouldNotConnect, &[]);
+            ivr::voicemail(settings, &state.urls(), None, &msg, &sp)
+        }
+    }
 }
 
 /// The `Record` action: the caller's journey hears of the voicemail (it owes
@@ -308,7 +377,8 @@ pub(super) async fn voicemail_complete(
     req: TwilioRequest,
 ) -> Result<TwiML, WebhookError> {
     let call_sid = sid_param::<CallSid>(&req, "CallSid")?;
-    let goodbye = || Ok(TwiML(ivr::goodbye(state.settings())));
+    let lang = caller_language(&state, &req, None);
+    let goodbye = || Ok(TwiML(ivr::goodbye(&ivr::speaker(state.settings(), lang, None))));
     let Some(url) = req.get("RecordingUrl").filter(|u| !u.is_empty()) else {
         return goodbye();
     };
@@ -451,22 +521,27 @@ async fn leg_answer(
 ) -> Result<TwiML, WebhookError> {
     Ok(TwiML(match done.answer {
         Answer::Bridge { reservation, transfer: None } => ivr::dial_queue(reservation.as_str(), None),
-        Answer::Bridge { reservation, transfer: Some(to) } => {
-            tracing::info!(to = %to, "the caller is bridged to the overflow location");
-            let notice = state.urls().url("/transfer-notice", &[("location", to.as_str())]);
+        Answer::Bridge { reservation, transfer: Some(t) } => {
+            tracing::info!(to = %t.to, "the caller is bridged to the overflow location");
+            let mut q = vec![("location", t.to.as_str())];
+            q.extend(t.language.as_deref().map(|l| ("lang", l)));
+            let notice = state.urls().url("/transfer-notice", &q);
             ivr::dial_queue(reservation.as_str(), Some(notice))
         }
         Answer::Screen { prompt, location, caller, caller_name, timeout_secs } => {
-            let display = match state.store().location(&location).await? {
-                Some(l) => l.display_name,
-                None => location,
-            };
-            let text = ivr::screen_text(&display, caller.as_deref(), caller_name.as_deref(), prompt);
-            ivr::screen(state.settings(), &screen_url(state, req, prompt), &text, timeout_secs)
+            // The receptionist hears the location's language.
+            let found = state.store().location(&location).await?;
+            let lang = location_language(state, found.as_ref());
+            let display = found.as_ref().map_or(location.as_str(), |l| l.display_name_in(&lang.tag));
+            let text = ivr::screen_text(display, caller.as_deref(), caller_name.as_deref(), prompt, lang);
+            let sp = ivr::speaker(state.settings(), lang, found.as_ref());
+            ivr::screen(&screen_url(state, req, prompt), &text, timeout_secs, &sp)
         }
         Answer::Refuse { caller_gone: true } => {
             tracing::info!(outcome = %done.outcome, "the caller is gone; not bridging the location");
-            ivr::caller_gone(state.settings())
+            let found = location_of(state, req).await.ok().flatten();
+            let lang = location_language(state, found.as_ref());
+            ivr::caller_gone(&ivr::speaker(state.settings(), lang, found.as_ref()))
         }
         _ => {
             let answered_by = answered_by.map(AnsweredBy::as_str);

@@ -219,6 +219,7 @@ impl Journey {
             location: self.location.clone(),
             reason: self.outcome,
             round,
+            language: self.language.clone(),
         });
     }
 

@@ -18,8 +18,14 @@ pub enum Event {
     // -- the caller's leg (webhooks on our number) ---------------------------
     /// `/incoming-call`: the caller reached us.
     CallerArrived { call: CallSid },
-    /// The IVR put the caller in the queue for a location (`<Enqueue>`).
-    CallerEnqueued { location: String },
+    /// The IVR put the caller in the queue for a location (`<Enqueue>`), in
+    /// the language they hear (a tag of `ivr.languages`), which their fallback
+    /// after a REST redirect keeps.
+    CallerEnqueued {
+        location: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        language: Option<String>,
+    },
     /// The IVR settled the call without the queue (closed, not in service, no
     /// workflow): the caller gets voicemail or a message from the IVR, of
     /// `location` when one was chosen.

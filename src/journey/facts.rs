@@ -9,7 +9,7 @@ use super::state::{
 use super::{
     ANSWERED_GRACE_SECS, Answer, AnsweredBy, BRIDGE_EVIDENCE_MS, COMFORT_EVERY_SECS, CallStatus, Command, Cx,
     DialTarget, Event, Journey, LOOKUP_AFTER_MS, MAX_LOOKUPS, QueueResult, REDIRECT_GRACE_MS, ReservationEnd,
-    ReservationStatus, SCREEN_PROMPTS, ScreenKey, TRANSCRIPTION_WAIT_MS, TaskStatus,
+    ReservationStatus, SCREEN_PROMPTS, ScreenKey, TRANSCRIPTION_WAIT_MS, TaskStatus, Transfer,
 };
 use crate::config::AnsweredByPolicy;
 use crate::domain::Outcome;
@@ -22,8 +22,11 @@ impl Journey {
                 self.caller.sid.get_or_insert(call);
                 self.caller.advance(CallerState::Ivr);
             }
-            Event::CallerEnqueued { location } => {
+            Event::CallerEnqueued { location, language } => {
                 self.location.get_or_insert(location);
+                if let Some(l) = language {
+                    self.language.get_or_insert(l);
+                }
                 self.caller.advance(CallerState::Queued);
             }
             Event::CallerTurnedAway { outcome, location } => {
@@ -465,7 +468,9 @@ impl Journey {
             Answer::Bridge { reservation, .. } => {
                 let to = self.reservations.iter().find(|r| r.sid == reservation).and_then(|r| r.target.as_ref());
                 let transfer = match (to, &self.location) {
-                    (Some(t), Some(own)) if t.location != *own => Some(t.location.clone()),
+                    (Some(t), Some(own)) if t.location != *own => {
+                        Some(Transfer { to: t.location.clone(), language: self.language.clone() })
+                    }
                     _ => None,
                 };
                 Answer::Bridge { reservation, transfer }

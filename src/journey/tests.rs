@@ -77,7 +77,7 @@ impl Run {
     fn queued() -> Self {
         let mut r = Run::new();
         r.on(Event::CallerArrived { call: call(CALLER) });
-        r.on(Event::CallerEnqueued { location: "north".into() });
+        r.on(Event::CallerEnqueued { location: "north".into(), language: None });
         r
     }
 
@@ -142,7 +142,7 @@ fn hang_up(leg: u32) -> Command {
 }
 
 fn redirect(reason: Outcome) -> Command {
-    Command::RedirectCaller { call: call(CALLER), location: Some("north".into()), reason, round: 1 }
+    Command::RedirectCaller { call: call(CALLER), location: Some("north".into()), reason, round: 1, language: None }
 }
 
 fn cancel(reason: Outcome) -> Command {
@@ -853,7 +853,10 @@ fn a_reservation_of_the_overflow_location_dials_there_and_tells_the_caller() {
     assert_eq!(run.on(reserved).commands, [want]);
     run.on(placed(1, 1, 101));
     let step = run.on(answered(1, 101, AnsweredBy::Human));
-    assert_eq!(step.answer, Answer::Bridge { reservation: res(1), transfer: Some("south".into()) });
+    assert_eq!(
+        step.answer,
+        Answer::Bridge { reservation: res(1), transfer: Some(Transfer { to: "south".into(), language: None }) }
+    );
     // The calls row shows where the call ended.
     assert_eq!(run.j.summary().location, Some("south"));
     // The caller's own location's reservation is no transfer.
@@ -885,4 +888,30 @@ fn a_worker_of_the_overflow_location_gets_the_overflow_target() {
     );
     assert!(south.screening.is_some() && !south.amd);
     assert_eq!(south.caller.as_deref(), Some("+13105550100"));
+}
+
+#[test]
+fn the_callers_language_follows_them_to_the_fallback() {
+    // Enqueued in Spanish: the redirect after a busy line keeps it, so the
+    // voicemail offer is said in Spanish.
+    let mut run = Run::new();
+    run.on(Event::CallerArrived { call: call(CALLER) });
+    run.on(Event::CallerEnqueued { location: "north".into(), language: Some("es-MX".into()) });
+    run.on(Event::ReservationSeen { task: task(TASK), reservation: res(1), status: ReservationStatus::Pending });
+    let step = run.on(leg_status(1, 101, CallStatus::Busy, 2));
+    let spanish = Command::RedirectCaller {
+        call: call(CALLER),
+        location: Some("north".into()),
+        reason: Outcome::LocationBusy,
+        round: 1,
+        language: Some("es-MX".into()),
+    };
+    assert_eq!(step.commands, [spanish, cancel(Outcome::LocationBusy)]);
+    // It survives the store's round trip, and a journey stored before it existed reads back.
+    let json = serde_json::to_string(&run.j).unwrap();
+    assert!(json.contains("\"language\":\"es-MX\""), "{json}");
+    let back: Journey = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, run.j);
+    let old = json.replace(",\"language\":\"es-MX\"", "");
+    assert!(serde_json::from_str::<Journey>(&old).is_ok());
 }

@@ -480,7 +480,7 @@ impl World {
     fn start(&mut self) {
         if !self.sc.studio {
             self.webhook(Event::CallerArrived { call: call(CALLER) });
-            self.webhook(Event::CallerEnqueued { location: "north".into() });
+            self.webhook(Event::CallerEnqueued { location: "north".into(), language: None });
             if let Some(s) = self.sc.closes_after_s {
                 self.webhook(Event::ClosingTime { at_ms: self.now + s * 1000 });
             }
@@ -1037,7 +1037,8 @@ fn command() -> impl Strategy<Value = Command> {
             call: call(CALLER),
             location: Some("north".into()),
             reason: Outcome::LocationBusy,
-            round
+            round,
+            language: None
         }),
         (1u32..3).prop_map(|round| Command::CancelTask { task: task(1), reason: Outcome::CallerHungUp, round }),
         (1u32..3).prop_map(|round| Command::CompleteTask { task: task(1), round }),
@@ -1051,7 +1052,7 @@ fn event() -> impl Strategy<Value = Event> {
     let sequence = proptest::option::of(0u32..6);
     prop_oneof![
         1 => Just(Event::CallerArrived { call: call(CALLER) }),
-        1 => Just(Event::CallerEnqueued { location: "north".into() }),
+        1 => Just(Event::CallerEnqueued { location: "north".into(), language: None }),
         1 => one_of(Outcome::ALL.to_vec()).prop_map(|outcome| Event::CallerTurnedAway { outcome, location: None }),
         1 => (0u32..400, prop_oneof![Just(0u32), 1u32..120], any::<bool>())
             .prop_map(|(queue_time_secs, announce_every_secs, comfort)| Event::Hold { queue_time_secs, announce_every_secs, comfort }),

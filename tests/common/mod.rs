@@ -127,6 +127,9 @@ pub fn location(name: &str, digit: Option<&str>, number: &str, phone: &str, hour
         comfort_messages: Vec::new(),
         overflow: None,
         overflow_after_secs: None,
+        language: None,
+        voice: None,
+        translations: Default::default(),
     }
 }
 

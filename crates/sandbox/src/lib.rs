@@ -63,7 +63,8 @@
 //!   `recording_url`, `error_code`, `error_message`, `timeline: [{at_ms, event}]`,
 //!   `heard: [{at_ms, verb: "say"|"play", what}]` (what the leg's party heard from its
 //!   own TwiML, waitUrl documents included: a `<Say>`'s text or a `<Play>`'s URL, noted
-//!   when it began; it lasts its virtual duration).
+//!   when it began; it lasts its virtual duration; a `say` also has `language` and
+//!   `voice`, its attributes, null when absent).
 //!   With `wait_final_ms` it long-polls (at most 120 s real) until the call is final.
 //! - `POST /sandbox/faults` with a rule or `{"rules":[…]}` → 201 `{"ids":[…]}`;
 //!   `GET` → `{"rules":[{id, …rule, matched, fired}], "now_ms"}`; `DELETE` clears

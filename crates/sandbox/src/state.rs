@@ -435,12 +435,15 @@ pub struct Call {
     pub heard: Vec<Heard>,
 }
 
-/// One prompt a party heard: `verb` is `say` or `play`, `what` its text or URL.
+/// One prompt a party heard: `verb` is `say` or `play`, `what` its text or URL;
+/// a `<Say>`'s `language` and `voice` attributes as the TwiML gave them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Heard {
     pub at_ms: VMs,
     pub verb: &'static str,
     pub what: String,
+    pub language: Option<String>,
+    pub voice: Option<String>,
 }
 
 impl Call {

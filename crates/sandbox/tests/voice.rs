@@ -74,6 +74,36 @@ async fn the_summary_says_what_the_caller_heard_and_when() {
 }
 
 #[tokio::test]
+async fn the_summary_says_in_which_language_and_voice_each_say_was_heard() {
+    let (t, _, _) = with_app_at(1000.0, |path, _| match path {
+        "/in" => twiml(
+            r#"<Say language="es-MX" voice="Polly.Mia">Hola.</Say><Gather numDigits="1" timeout="1"><Say language="en-US">Press one</Say></Gather><Say>bye</Say><Play>http://x/a.mp3</Play>"#,
+        ),
+        _ => (404, String::new()),
+    })
+    .await;
+    let sid = call(&t, json!({"from": CALLER, "to": NUMBER})).await;
+    let v = wait_end(&t, &sid).await;
+    let heard: Vec<(Value, Value, Value)> = v["heard"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["what"].clone(), h["language"].clone(), h["voice"].clone()))
+        .collect();
+    assert_eq!(
+        heard,
+        [
+            (json!("Hola."), json!("es-MX"), json!("Polly.Mia")),
+            (json!("Press one"), json!("en-US"), Value::Null),
+            (json!("bye"), Value::Null, Value::Null),
+            (json!("http://x/a.mp3"), Value::Null, Value::Null),
+        ]
+    );
+    // A play has no language or voice at all.
+    assert!(v["heard"][3].get("language").is_none(), "{}", v["heard"][3]);
+}
+
+#[tokio::test]
 async fn reject_record_and_bad_documents() {
     let mode = Arc::new(Mutex::new("reject"));
     let m = mode.clone();

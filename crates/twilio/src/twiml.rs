@@ -703,6 +703,26 @@ mod tests {
     }
 
     #[test]
+    fn say_language_and_voice_round_trip() {
+        let say = Say {
+            text: "Para español, oprima 9.".into(),
+            voice: Some("Polly.Mia-Neural".into()),
+            language: Some("es-MX".into()),
+            loop_count: Some(2),
+        };
+        let doc = Response::new().verb(Verb::Say(say.clone())).verb(Verb::Gather(Gather {
+            prompts: vec![Prompt::Say(Say { loop_count: None, ..say })],
+            ..Gather::default()
+        }));
+        let xml = doc.to_xml();
+        assert!(
+            xml.contains(r#"<Say voice="Polly.Mia-Neural" language="es-MX" loop="2">Para español, oprima 9.</Say>"#),
+            "{xml}"
+        );
+        assert_eq!(Response::parse(&xml).unwrap(), doc);
+    }
+
+    #[test]
     fn escapes_text_and_attributes() {
         let xml = sample().to_xml();
         assert!(

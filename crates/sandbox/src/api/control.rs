@@ -180,7 +180,7 @@ pub(crate) fn summary(c: &Call) -> Value {
         "error_code": c.error_code,
         "error_message": c.error_message,
         "timeline": c.timeline.iter().map(|(t, e)| json!({"at_ms": t, "event": e})).collect::<Vec<_>>(),
-        "heard": c.heard.iter().map(|h| json!({"at_ms": h.at_ms, "verb": h.verb, "what": h.what})).collect::<Vec<_>>(),
+        "heard": c.heard.iter().map(heard_json).collect::<Vec<_>>(),
     })
 }
 
@@ -214,4 +214,16 @@ fn state_json(shared: &Shared) -> Value {
 #[serde(deny_unknown_fields)]
 struct Limits {
     calls_per_second: Option<f64>,
+}
+
+/// One entry of a summary's `heard`: a `<Say>` with its `language` and
+/// `voice` (null when the TwiML gave none: Twilio's defaults), a `<Play>`
+/// with its URL.
+fn heard_json(h: &crate::state::Heard) -> serde_json::Value {
+    let mut v = json!({"at_ms": h.at_ms, "verb": h.verb, "what": h.what});
+    if h.verb == "say" {
+        v["language"] = json!(h.language);
+        v["voice"] = json!(h.voice);
+    }
+    v
 }

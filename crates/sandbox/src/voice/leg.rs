@@ -211,12 +211,12 @@ impl Leg {
     /// (when it began) and takes as long as it lasts.
     async fn hear(&mut self, p: &Prompt) -> Result<(), Stop> {
         let heard = match p {
-            Prompt::Say(s) => Some(("say", s.text.clone())),
-            Prompt::Play(p) => Some(("play", p.url.clone())),
+            Prompt::Say(s) => Some(("say", s.text.clone(), s.language.clone(), s.voice.clone())),
+            Prompt::Play(p) => Some(("play", p.url.clone(), None, None)),
             Prompt::Pause(_) => None,
         };
-        if let Some((verb, what)) = heard {
-            self.update(|c, now| c.heard.push(Heard { at_ms: now, verb, what }));
+        if let Some((verb, what, language, voice)) = heard {
+            self.update(|c, now| c.heard.push(Heard { at_ms: now, verb, what, language, voice }));
         }
         self.wait(prompt_ms(p)).await
     }
