@@ -362,47 +362,34 @@ pub fn bench_locations() -> Vec<LocationSpec> {
         .map(|i| {
             let day = |r: &[&str]| r.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
             LocationSpec {
-                name: format!("location-{i:03}"),
                 display_name: Some(format!("Location {i}")),
                 digit: Some(char::from(b'0' + (i % 10) as u8).to_string()),
-                numbers: vec![bench_number(i / 10)],
-                phone: format!("+1415555{:04}", 100 + i % 100),
-                caller_id: None,
                 show_caller_number: i % 3 == 0,
                 lines: 1 + (i % 4) as u32,
-                hours: HoursSpec {
-                    time_zone: ZONES[i % ZONES.len()].to_owned(),
-                    weekly: WeeklySpec {
-                        mon: day(&["08:00-12:00", "13:00-17:30"]),
-                        tue: day(&["08:00-17:30"]),
-                        wed: day(&["08:00-17:30"]),
-                        thu: day(&["08:00-17:30"]),
-                        fri: day(&["08:00-16:00"]),
-                        sat: if i % 2 == 0 { day(&["09:00-12:00"]) } else { Vec::new() },
-                        sun: Vec::new(),
+                numbers: vec![bench_number(i / 10)],
+                ..LocationSpec::new(
+                    &format!("location-{i:03}"),
+                    &[],
+                    &format!("+1415555{:04}", 100 + i % 100),
+                    HoursSpec {
+                        time_zone: ZONES[i % ZONES.len()].to_owned(),
+                        weekly: WeeklySpec {
+                            mon: day(&["08:00-12:00", "13:00-17:30"]),
+                            tue: day(&["08:00-17:30"]),
+                            wed: day(&["08:00-17:30"]),
+                            thu: day(&["08:00-17:30"]),
+                            fri: day(&["08:00-16:00"]),
+                            sat: if i % 2 == 0 { day(&["09:00-12:00"]) } else { Vec::new() },
+                            sun: Vec::new(),
+                        },
+                        holidays: vec![HolidaySpec {
+                            date: "2026-12-25".into(),
+                            name: Some("Christmas".into()),
+                            ..HolidaySpec::default()
+                        }],
+                        closures: Vec::new(),
                     },
-                    holidays: vec![HolidaySpec {
-                        date: "2026-12-25".into(),
-                        name: Some("Christmas".into()),
-                        ..HolidaySpec::default()
-                    }],
-                    closures: Vec::new(),
-                },
-                transcribe: false,
-                notify_email: Vec::new(),
-                notify_webhook: None,
-                screening: false,
-                screening_timeout_secs: None,
-                screening_caller_name: false,
-                amd: None,
-                announce_every_secs: None,
-                hold_music: None,
-                comfort_messages: Vec::new(),
-                overflow: None,
-                overflow_after_secs: None,
-                language: None,
-                voice: None,
-                translations: Default::default(),
+                )
             }
         })
         .collect()

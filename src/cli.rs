@@ -810,32 +810,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = DbArgs { config: None, database_url: Some(format!("sqlite://{}", dir.path().join("t.db").display())) };
         let store = Store::connect(db.database_url.as_deref().unwrap()).await.unwrap();
-        let spec = LocationSpec {
-            name: "north".into(),
-            display_name: None,
-            digit: None,
-            numbers: vec!["+12025550143".into()],
-            phone: "+14155550123".into(),
-            caller_id: None,
-            show_caller_number: false,
-            lines: 1,
-            hours: HoursSpec { time_zone: "America/New_York".into(), ..HoursSpec::default() },
-            transcribe: false,
-            notify_email: Vec::new(),
-            notify_webhook: None,
-            screening: false,
-            screening_timeout_secs: None,
-            screening_caller_name: false,
-            amd: None,
-            announce_every_secs: None,
-            hold_music: None,
-            comfort_messages: Vec::new(),
-            overflow: None,
-            overflow_after_secs: None,
-            language: None,
-            voice: None,
-            translations: Default::default(),
-        };
+        let spec = LocationSpec::new(
+            "north",
+            &["+12025550143"],
+            "+14155550123",
+            HoursSpec { time_zone: "America/New_York".into(), ..HoursSpec::default() },
+        );
         import(&store, std::slice::from_ref(&spec)).await.unwrap();
         let holidays = |name: &str, dry_run: bool| LocationsCommand::Holidays {
             name: name.into(),

@@ -148,6 +148,38 @@ pub struct Screening {
 }
 
 impl LocationSpec {
+    /// A location with what every one must have, and every option at its
+    /// default (one line, no screening, no overflow, …); set others with
+    /// struct update syntax.
+    pub fn new(name: &str, numbers: &[&str], phone: &str, hours: HoursSpec) -> Self {
+        LocationSpec {
+            name: name.into(),
+            display_name: None,
+            digit: None,
+            numbers: numbers.iter().map(|n| (*n).to_owned()).collect(),
+            phone: phone.into(),
+            caller_id: None,
+            show_caller_number: false,
+            lines: 1,
+            hours,
+            transcribe: false,
+            notify_email: Vec::new(),
+            notify_webhook: None,
+            screening: false,
+            screening_timeout_secs: None,
+            screening_caller_name: false,
+            amd: None,
+            announce_every_secs: None,
+            hold_music: None,
+            comfort_messages: Vec::new(),
+            overflow: None,
+            overflow_after_secs: None,
+            language: None,
+            voice: None,
+            translations: BTreeMap::new(),
+        }
+    }
+
     /// The location's screening, when on.
     pub fn screening(&self) -> Option<Screening> {
         self.screening.then(|| Screening {
@@ -629,30 +661,13 @@ mod tests {
 
     pub(crate) fn spec(name: &str, digit: Option<&str>, number: &str) -> LocationSpec {
         LocationSpec {
-            name: name.into(),
-            display_name: None,
             digit: digit.map(Into::into),
-            numbers: vec![number.into()],
-            phone: "+14155550123".into(),
-            caller_id: None,
-            show_caller_number: false,
-            lines: 1,
-            hours: HoursSpec { time_zone: "America/New_York".into(), ..HoursSpec::default() },
-            transcribe: false,
-            notify_email: Vec::new(),
-            notify_webhook: None,
-            screening: false,
-            screening_timeout_secs: None,
-            screening_caller_name: false,
-            amd: None,
-            announce_every_secs: None,
-            hold_music: None,
-            comfort_messages: Vec::new(),
-            overflow: None,
-            overflow_after_secs: None,
-            language: None,
-            voice: None,
-            translations: Default::default(),
+            ..LocationSpec::new(
+                name,
+                &[number],
+                "+14155550123",
+                HoursSpec { time_zone: "America/New_York".into(), ..HoursSpec::default() },
+            )
         }
     }
 

@@ -561,34 +561,18 @@ mod tests {
     fn location(name: &str, digit: &str, open: bool) -> Location {
         let all: &[&str] = if open { &["00:00-24:00"] } else { &[] };
         Location::from_spec(LocationSpec {
-            name: name.into(),
             display_name: Some(format!("{NASTY} {name}")),
             digit: Some(digit.into()),
-            numbers: vec!["+12025550143".into()],
-            phone: "+14155550123".into(),
-            caller_id: None,
-            show_caller_number: false,
-            lines: 1,
-            hours: HoursSpec {
-                time_zone: "America/New_York".into(),
-                weekly: WeeklySpec::every_day(all),
-                ..HoursSpec::default()
-            },
-            transcribe: false,
-            notify_email: Vec::new(),
-            notify_webhook: None,
-            screening: false,
-            screening_timeout_secs: None,
-            screening_caller_name: false,
-            amd: None,
-            announce_every_secs: None,
-            hold_music: None,
-            comfort_messages: Vec::new(),
-            overflow: None,
-            overflow_after_secs: None,
-            language: None,
-            voice: None,
-            translations: Default::default(),
+            ..LocationSpec::new(
+                name,
+                &["+12025550143"],
+                "+14155550123",
+                HoursSpec {
+                    time_zone: "America/New_York".into(),
+                    weekly: WeeklySpec::every_day(all),
+                    ..HoursSpec::default()
+                },
+            )
         })
         .unwrap()
     }

@@ -277,30 +277,16 @@ mod tests {
     #[test]
     fn email_names_the_caller_local_time_transcription_and_dashboard() {
         let spec = crate::domain::LocationSpec {
-            name: "north".into(),
             display_name: Some("North clinic".into()),
-            digit: None,
-            numbers: vec!["+12025550143".into()],
-            phone: "+14155550123".into(),
-            caller_id: None,
-            show_caller_number: false,
-            lines: 1,
-            hours: crate::hours::HoursSpec { time_zone: "America/New_York".into(), ..Default::default() },
             transcribe: true,
             notify_email: vec!["desk@example.com".into()],
             notify_webhook: Some("https://hooks.example.com/vm".into()),
-            screening: false,
-            screening_timeout_secs: None,
-            screening_caller_name: false,
-            amd: None,
-            announce_every_secs: None,
-            hold_music: None,
-            comfort_messages: Vec::new(),
-            overflow: None,
-            overflow_after_secs: None,
-            language: None,
-            voice: None,
-            translations: Default::default(),
+            ..crate::domain::LocationSpec::new(
+                "north",
+                &["+12025550143"],
+                "+14155550123",
+                crate::hours::HoursSpec { time_zone: "America/New_York".into(), ..Default::default() },
+            )
         };
         let location = Location::from_stored(spec).unwrap();
         let v = Voicemail {

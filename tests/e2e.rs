@@ -45,34 +45,17 @@ struct World {
 fn location(name: &str, number: &str, phone: &str, open: bool) -> LocationSpec {
     let all: &[&str] = if open { &["00:00-24:00"] } else { &[] };
     LocationSpec {
-        name: name.into(),
         display_name: Some(format!("{name} clinic")),
-        digit: None,
-        numbers: vec![number.into()],
-        phone: phone.into(),
-        caller_id: None,
-        show_caller_number: false,
-        lines: 1,
-        hours: HoursSpec {
-            time_zone: "America/New_York".into(),
-            weekly: WeeklySpec::every_day(all),
-            ..HoursSpec::default()
-        },
-        transcribe: false,
-        notify_email: Vec::new(),
-        notify_webhook: None,
-        screening: false,
-        screening_timeout_secs: None,
-        screening_caller_name: false,
-        amd: None,
-        announce_every_secs: None,
-        hold_music: None,
-        comfort_messages: Vec::new(),
-        overflow: None,
-        overflow_after_secs: None,
-        language: None,
-        voice: None,
-        translations: Default::default(),
+        ..LocationSpec::new(
+            name,
+            &[number],
+            phone,
+            HoursSpec {
+                time_zone: "America/New_York".into(),
+                weekly: WeeklySpec::every_day(all),
+                ..HoursSpec::default()
+            },
+        )
     }
 }
 

@@ -161,35 +161,21 @@ async fn smtp_sink() -> (u16, Arc<Mutex<Vec<Mail>>>) {
 
 fn night(webhook: &str) -> LocationSpec {
     LocationSpec {
-        name: "night".into(),
         display_name: Some("Night clinic".into()),
-        digit: None,
-        numbers: vec![NIGHT.into()],
-        phone: NIGHT_PHONE.into(),
-        caller_id: None,
-        show_caller_number: false,
-        lines: 1,
-        // Never open: every caller gets voicemail.
-        hours: HoursSpec {
-            time_zone: "America/New_York".into(),
-            weekly: WeeklySpec::every_day(&[]),
-            ..HoursSpec::default()
-        },
         transcribe: true,
         notify_email: vec![DESK.into()],
         notify_webhook: Some(webhook.into()),
-        screening: false,
-        screening_timeout_secs: None,
-        screening_caller_name: false,
-        amd: None,
-        announce_every_secs: None,
-        hold_music: None,
-        comfort_messages: Vec::new(),
-        overflow: None,
-        overflow_after_secs: None,
-        language: None,
-        voice: None,
-        translations: Default::default(),
+        ..LocationSpec::new(
+            "night",
+            &[NIGHT],
+            NIGHT_PHONE,
+            // Never open: every caller gets voicemail.
+            HoursSpec {
+                time_zone: "America/New_York".into(),
+                weekly: WeeklySpec::every_day(&[]),
+                ..HoursSpec::default()
+            },
+        )
     }
 }
 

@@ -368,30 +368,9 @@ pub fn never_open() -> HoursSpec {
 pub fn example_business() -> Vec<LocationSpec> {
     let loc =
         |name: &str, display: &str, digit: Option<&str>, number: &str, phone: &str, hours: HoursSpec| LocationSpec {
-            name: name.into(),
             display_name: Some(display.into()),
             digit: digit.map(Into::into),
-            numbers: vec![number.into()],
-            phone: phone.into(),
-            caller_id: None,
-            show_caller_number: false,
-            lines: 1,
-            hours,
-            transcribe: false,
-            notify_email: Vec::new(),
-            notify_webhook: None,
-            screening: false,
-            screening_timeout_secs: None,
-            screening_caller_name: false,
-            amd: None,
-            announce_every_secs: None,
-            hold_music: None,
-            comfort_messages: Vec::new(),
-            overflow: None,
-            overflow_after_secs: None,
-            language: None,
-            voice: None,
-            translations: Default::default(),
+            ..LocationSpec::new(name, &[number], phone, hours)
         };
     vec![
         loc("north", "North clinic", Some("1"), MAIN_NUMBER, "+14155550101", always_open()),

@@ -106,30 +106,9 @@ pub fn always_open(tz: &str) -> HoursSpec {
 
 pub fn location(name: &str, digit: Option<&str>, number: &str, phone: &str, hours: HoursSpec) -> LocationSpec {
     LocationSpec {
-        name: name.into(),
         display_name: Some(format!("{name} clinic")),
         digit: digit.map(Into::into),
-        numbers: vec![number.into()],
-        phone: phone.into(),
-        caller_id: None,
-        show_caller_number: false,
-        lines: 1,
-        hours,
-        transcribe: false,
-        notify_email: Vec::new(),
-        notify_webhook: None,
-        screening: false,
-        screening_timeout_secs: None,
-        screening_caller_name: false,
-        amd: None,
-        announce_every_secs: None,
-        hold_music: None,
-        comfort_messages: Vec::new(),
-        overflow: None,
-        overflow_after_secs: None,
-        language: None,
-        voice: None,
-        translations: Default::default(),
+        ..LocationSpec::new(name, &[number], phone, hours)
     }
 }
 
