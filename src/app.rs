@@ -20,6 +20,10 @@ use crate::store::Store;
 use crate::timers::Ticker;
 use crate::twilio_api::TwilioClient;
 
+/// After a stopping server stops accepting, how long the connections it
+/// accepted last have to send their request before idle ones are closed.
+const ACCEPTED_SETTLE: Duration = Duration::from_millis(100);
+
 /// A running server.
 pub struct Server {
     pub addr: SocketAddr,
@@ -27,6 +31,8 @@ pub struct Server {
     pub metrics_addr: Option<SocketAddr>,
     pub state: AppState,
     http_stop: watch::Sender<bool>,
+    /// Stops accepting connections (see [`http::Pausable`]).
+    accept_stop: watch::Sender<bool>,
     http: tokio::task::JoinHandle<anyhow::Result<()>>,
     background: Background,
     requests: InFlight,
@@ -90,6 +96,8 @@ impl Server {
         let requests = InFlight::default();
         let router = http::router(state.clone()).layer(requests.layer());
         let (http_stop, mut stopped) = watch::channel(false);
+        let (accept_stop, paused) = watch::channel(false);
+        let listener = http::Pausable::new(listener, paused);
         let http = tokio::spawn(async move {
             http::serve(listener, router, async move {
                 let _ = stopped.wait_for(|s| *s).await;
@@ -133,7 +141,7 @@ impl Server {
             );
         }
         check_location_numbers_later(state.settings());
-        Ok(Server { addr, metrics_addr, state, http_stop, http, background, requests, drain })
+        Ok(Server { addr, metrics_addr, state, http_stop, accept_stop, http, background, requests, drain })
     }
 
     pub fn url(&self) -> String {
@@ -153,13 +161,17 @@ impl Server {
     /// keep-alive connections move off before the idle ones are closed.
     /// `serve` uses this on SIGTERM; `grace` counts against `drain_secs`.
     pub async fn shutdown_after(self, grace: Duration) -> anyhow::Result<()> {
-        let Server { state, http_stop, mut http, background, requests, drain, .. } = self;
+        let Server { state, http_stop, accept_stop, mut http, background, requests, drain, .. } = self;
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + drain;
         if !grace.is_zero() {
             requests.close_connections();
             tracing::info!(grace_ms = grace.min(drain).as_millis() as u64, "closing keep-alive connections");
             tokio::time::sleep_until((tokio::time::Instant::now() + grace).min(deadline)).await;
+            // Accept no more, but answer what was accepted a moment ago: closing
+            // its connection as idle before its request was read would lose it.
+            let _ = accept_stop.send(true);
+            tokio::time::sleep_until((tokio::time::Instant::now() + ACCEPTED_SETTLE).min(deadline)).await;
         }
         tracing::info!(
             requests_in_flight = requests.now(),

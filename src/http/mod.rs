@@ -364,10 +364,53 @@ impl IntoResponse for TwiML {
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+pub async fn serve<L>(
+    listener: L,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+{
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}
+
+/// A listener that can stop accepting without closing. On a socket shared
+/// with another instance (passed by systemd), connections not yet accepted
+/// then go to the other instance, while this one answers those it already
+/// took: a connection accepted a moment before the drain has time to send
+/// its request before idle connections are closed.
+pub struct Pausable {
+    inner: tokio::net::TcpListener,
+    paused: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Pausable {
+    /// `listener`, which stops accepting once `paused` is true (or its sender is gone).
+    pub fn new(inner: tokio::net::TcpListener, paused: tokio::sync::watch::Receiver<bool>) -> Self {
+        Pausable { inner, paused }
+    }
+}
+
+impl axum::serve::Listener for Pausable {
+    type Io = tokio::net::TcpStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let paused = &mut self.paused;
+        let until_paused = async move {
+            // Dropped here: the guard `wait_for` returns is not `Send`.
+            let _ = paused.wait_for(|p| *p).await.map(drop);
+        };
+        tokio::select! {
+            biased;
+            () = until_paused => std::future::pending().await,
+            // Cancel-safe: tokio's accept takes nothing from the queue unless it returns.
+            conn = axum::serve::Listener::accept(&mut self.inner) => conn,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
 }
