@@ -148,7 +148,12 @@ pub fn menu(settings: &Settings, urls: &Urls, locations: &[Location], attempt: u
     let attempt = attempt.to_string();
     let mut query = vec![("attempt", attempt.as_str())];
     query.extend(lang_param(settings, sp));
-    let action = urls.url("/menu", &query);
+    menu_gather(settings, urls.url("/menu", &query), prompts)
+}
+
+/// One key, said `prompts` first, posted to `action`; with no key, the same
+/// `action` without `Digits` (counted as an attempt).
+fn menu_gather(settings: &Settings, action: String, prompts: Vec<Prompt>) -> Response {
     Response::new()
         .verb(Verb::Gather(Gather {
             action: Some(action.clone()),
@@ -171,18 +176,7 @@ pub fn language_gate(settings: &Settings, urls: &Urls, location: &Location, sp: 
     let mut prompts =
         vec![Prompt::Say(sp.say(P::WelcomeLocation, &[("location", location.display_name_in(&sp.lang.tag))]))];
     prompts.extend(language_offers(settings, sp));
-    let action = urls.url("/menu", &[("attempt", "0"), ("lang", &sp.lang.tag), ("greeted", "1")]);
-    Response::new()
-        .verb(Verb::Gather(Gather {
-            action: Some(action.clone()),
-            method: Some(Method::Post),
-            num_digits: Some(1),
-            timeout: Some(settings.ivr.menu_timeout_secs),
-            input: Some("dtmf".into()),
-            prompts,
-            ..Gather::default()
-        }))
-        .verb(Verb::Redirect(Redirect { url: action, method: Some(Method::Post) }))
+    menu_gather(settings, urls.url("/menu", &[("attempt", "0"), ("lang", &sp.lang.tag), ("greeted", "1")]), prompts)
 }
 
 /// The caller, as the inbound webhook described them.
@@ -242,10 +236,7 @@ pub fn route(
             None => None,
         };
         if let Some(why) = why {
-            let mut resp = Response::new();
-            if greet {
-                resp = resp.verb(Verb::Say(sp.say(P::WelcomeLocation, &[("location", here)])));
-            }
+            let resp = greeting(location, greet, sp);
             let there = o.location.display_name_in(tag);
             let notice = format!("{why} {}", sp.text(P::Transferring, &[("location", there)]));
             let resp = enqueue(
@@ -266,12 +257,18 @@ pub fn route(
         let msg = format!("{welcome} {}", closed_message(location, &reason, sp));
         return (voicemail(settings, urls, Some(location), &msg, sp), Routed::Closed);
     }
-    let mut resp = Response::new();
-    if greet {
-        resp = resp.verb(Verb::Say(sp.say(P::WelcomeLocation, &[("location", location.display_name_in(tag))])));
-    }
+    let resp = greeting(location, greet, sp);
     let resp = enqueue(settings, urls, workflow_sid, location, overflow.map(|o| o.location), caller, resp, sp);
     (resp, Routed::Enqueued)
+}
+
+/// "Thank you for calling North Clinic." when `greet`, else nothing yet.
+fn greeting(location: &Location, greet: bool, sp: &Speaker) -> Response {
+    let resp = Response::new();
+    if !greet {
+        return resp;
+    }
+    resp.verb(Verb::Say(sp.say(P::WelcomeLocation, &[("location", location.display_name_in(&sp.lang.tag))])))
 }
 
 /// "Please hold", and `<Enqueue>` with the task for `location` (and its
