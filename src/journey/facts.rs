@@ -528,8 +528,11 @@ impl Journey {
             (true, ResState::Pending, _) if !caller_waits || l.stop.is_some() => {
                 refuse(l, key == ScreenKey::Accept && !caller_waits)
             }
-            // Not a screened leg as far as the journey knows: 1 still means a person is there.
+            // Not a screened leg as far as the journey knows (its reservation.created
+            // may come later): 1 still means a person is there, and that they accepted.
             (true, ResState::Pending, None) if key == ScreenKey::Accept => {
+                l.screen = Some(Screen { prompt: prompt.clamp(1, SCREEN_PROMPTS), accepted: true });
+                l.answered_by.get_or_insert(AnsweredBy::Human);
                 l.bridging = true;
                 Answer::Bridge { reservation, transfer: None }
             }
