@@ -25,9 +25,11 @@ impl Journey {
                 stop.handed_off = true;
             }
         }
-        for i in 0..self.reservations.len() {
-            self.drive_dial(i, cx);
-        }
+        // One reservation's step can free another's dial (its look-ups ran
+        // out, or it gave up): go round until nothing moves, so a tick at the
+        // same instant owes nothing more. Each pass that moves sends a command
+        // or settles, which no later pass repeats.
+        while (0..self.reservations.len()).fold(false, |moved, i| self.drive_dial(i, cx) || moved) {}
         self.drive_legs(cx);
         self.drive_closing(now);
         self.drive_redirect(cx);
@@ -63,8 +65,9 @@ impl Journey {
         }
     }
 
-    /// Dial, withdraw, look up or give up, for one reservation.
-    fn drive_dial(&mut self, i: usize, cx: &mut Cx) {
+    /// Dial, withdraw, look up or give up, for one reservation. Returns
+    /// whether it did any of them.
+    fn drive_dial(&mut self, i: usize, cx: &mut Cx) -> bool {
         let now = cx.now;
         let may_dial = self.outcome == Outcome::Pending
             && self.caller.state.waiting()
@@ -73,8 +76,9 @@ impl Journey {
         let may_start = may_dial && self.closes_at_ms.is_none_or(|t| now < t);
         let blocked = self.dial_blocked(i);
         let (Some(task), caller) = (self.task.as_ref().map(|t| t.sid.clone()), self.caller.sid.clone()) else {
-            return;
+            return false;
         };
+        let owed = cx.commands.len();
         let max = cx.policy.max_dial_attempts.max(1);
         let r = &mut self.reservations[i];
         let wants = may_dial && r.status == ResState::Pending;
@@ -118,9 +122,11 @@ impl Journey {
             }
             _ => {}
         }
-        if give_up {
+        if give_up && !self.outcome.is_final() {
             self.settle(Outcome::DialFailed);
+            return true;
         }
+        cx.commands.len() > owed
     }
 
     /// Another leg of this caller may be ringing: a dial in flight or in doubt
