@@ -186,6 +186,7 @@ pub fn create_task(
         timeout_secs,
         created: now,
         updated: now,
+        virtual_start: i64::try_from(now).unwrap_or(i64::MAX),
         targets,
         target_index: 0,
         queue_sid: first.as_ref().map(|t| t.queue.clone()),
@@ -241,8 +242,13 @@ pub fn assign(st: &mut State, now: VMs, workspace_sid: &str) -> Effects {
     if free.is_empty() {
         return fx;
     }
-    let mut pending: Vec<(i64, VMs, String)> =
-        ws.pending.iter().filter_map(|t| st.tasks.get(t)).map(|t| (-t.priority, t.created, t.sid.clone())).collect();
+    // Priority first, then age: the oldest `VirtualStartTime` first.
+    let mut pending: Vec<(i64, i64, String)> = ws
+        .pending
+        .iter()
+        .filter_map(|t| st.tasks.get(t))
+        .map(|t| (-t.priority, t.virtual_start, t.sid.clone()))
+        .collect();
     pending.sort();
     for (_, _, task_sid) in pending {
         while !free.is_empty() {

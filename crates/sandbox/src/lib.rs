@@ -117,6 +117,8 @@
 //!   a timeout the worker first moves to the workspace's `TimeoutActivitySid`).
 //!   A workflow target's timeout that passes while the task is reserved moves
 //!   it to the next target when its reservations end without acceptance.
+//!   Tasks created over the API take `VirtualStartTime` (ISO 8601, not in the
+//!   future): pending tasks are offered by priority, then by that age.
 //!   A reservation update takes `ReservationStatus` or `Instruction`
 //!   (`accept`, `reject`, `redirect` with `RedirectCallSid`/`RedirectUrl`/
 //!   `RedirectAccept`; the others are refused with 400), and `WorkerActivitySid`
@@ -132,7 +134,10 @@
 //!   (hang-up, `<Leave>`, redirect) cancels a task still waiting.
 //! - `<Enqueue>name</Enqueue>` (no `workflowSid`) waits in a named queue, made on
 //!   first use (1000 callers at most, then `QueueResult=queue-full`), with the
-//!   same `waitUrl` loop. `<Dial><Queue>name</Queue></Dial>` bridges its oldest
+//!   same `waitUrl` loop. A `<Gather>` in a waitUrl document takes the caller's
+//!   next `digits` entry: its action is fetched once with `Digits` and the queue's
+//!   parameters, and its document runs in the queue (`<Leave>` dequeues); with no
+//!   entry left it waits its `timeout`, and the loop goes on. `<Dial><Queue>name</Queue></Dial>` bridges its oldest
 //!   caller; it waits on an empty queue until someone joins or the `<Dial>`
 //!   timeout (`no-answer`), and fails on a queue that does not exist. A `url` on
 //!   `<Queue>` runs on the dequeued caller (`Say`, `Play`, `Pause`, `Redirect`;

@@ -286,6 +286,9 @@ pub struct Task {
     pub timeout_secs: u64,
     pub created: VMs,
     pub updated: VMs,
+    /// Its age for routing (virtual ms, before the sandbox's start when
+    /// negative): the creation time unless `VirtualStartTime` said otherwise.
+    pub virtual_start: i64,
     /// The routing steps chosen by the workflow, and the current one.
     pub targets: Vec<Target>,
     pub target_index: usize,

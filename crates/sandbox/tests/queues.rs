@@ -279,3 +279,47 @@ async fn with_app_at(
 ) -> (T, String, Hits) {
     common::with_app(scale, NUMBER, app).await
 }
+
+#[tokio::test]
+async fn a_gather_in_the_wait_url_posts_its_digits_and_runs_the_answer_in_the_queue() {
+    let (t, _, hits) = with_app_at(100.0, |path, p| match path {
+        "/in" => twiml(r#"<Enqueue waitUrl="/hold" action="/qaction">support</Enqueue>"#),
+        "/hold" => twiml(r#"<Gather numDigits="1" action="/choice" timeout="2"><Say>press 1 to leave</Say></Gather>"#),
+        "/choice" if p.get("Digits") == Some("1") => twiml("<Say>leaving</Say><Leave/>"),
+        "/choice" => twiml("<Say>staying</Say>"),
+        "/qaction" => twiml("<Hangup/>"),
+        _ => (204, String::new()),
+    })
+    .await;
+    // Presses 7 at the first hold Gather, 1 at the second; a third Gather finds no key.
+    let sid = call(&t, json!({"from": CALLER, "to": NUMBER, "digits": "7,1", "patience_secs": 600})).await;
+    let v = wait_end(&t, &sid).await;
+    assert_eq!(v["queue_result"], "leave", "{v}");
+    let choices = hits_for(&hits, "/choice", &sid);
+    let digits: Vec<_> = choices.iter().map(|h| h.params.get("Digits").unwrap_or_default().to_owned()).collect();
+    assert_eq!(digits, ["7", "1"]);
+    // The action is fetched from the queue: it carries the queue's parameters.
+    assert!(choices.iter().all(|h| h.params.get("QueueSid").is_some_and(|q| q.starts_with("QU"))), "{choices:?}");
+    // After "staying" the waitUrl loop went on: a second /hold was fetched before the 1.
+    assert_eq!(hits_for(&hits, "/hold", &sid).len(), 2);
+    let heard: Vec<_> = v["heard"].as_array().unwrap().iter().map(|h| h["what"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(heard, ["press 1 to leave", "staying", "press 1 to leave", "leaving"]);
+}
+
+#[tokio::test]
+async fn a_gather_in_the_wait_url_without_a_key_waits_its_timeout_and_the_loop_goes_on() {
+    let (t, _, hits) = with_app_at(100.0, |path, _| match path {
+        "/in" => twiml(r#"<Enqueue waitUrl="/hold" action="/qaction">support</Enqueue>"#),
+        "/hold" => twiml(r#"<Gather numDigits="1" action="/choice" timeout="5"><Say>press 1</Say></Gather>"#),
+        "/qaction" => twiml("<Hangup/>"),
+        _ => (204, String::new()),
+    })
+    .await;
+    let sid = call(&t, json!({"from": CALLER, "to": NUMBER, "patience_secs": 20})).await;
+    let v = wait_end(&t, &sid).await;
+    assert_eq!(v["queue_result"], "hangup", "{v}");
+    assert!(hits_for(&hits, "/choice", &sid).is_empty());
+    // Each poll: the prompt (1 s) and the 5 s timeout, so about 3 polls in 20 s, not 20.
+    let polls = hits_for(&hits, "/hold", &sid).len();
+    assert!((3..=4).contains(&polls), "{polls}");
+}

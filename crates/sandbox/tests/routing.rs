@@ -141,6 +141,40 @@ async fn capacity_one_makes_the_second_task_wait() {
 }
 
 #[tokio::test]
+async fn an_older_virtual_start_time_goes_first_and_a_bad_one_is_refused() {
+    let t = common::start(1.0).await;
+    let s = setup(&t, None, "1==1", simple, "120").await;
+    let w = worker(&t, &s, "w", "{}").await;
+    let busy = task(&t, &s, "{}", &[]).await;
+    let newer = task(&t, &s, r#"{"n":"newer"}"#, &[]).await;
+    // Created after `newer`, but it says it began waiting an hour ago: a callback keeps its place.
+    let hour_ago = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1)).to_string();
+    let older = task(&t, &s, r#"{"n":"older"}"#, &[("VirtualStartTime", &hour_ago)]).await;
+    let v = get_task(&t, &s, &older).await;
+    let vst: jiff::Timestamp = v["virtual_start_time"].as_str().unwrap().parse().unwrap();
+    let want: jiff::Timestamp = hour_ago.parse().unwrap();
+    assert!(vst.duration_since(want).as_secs().abs() <= 1, "{v}");
+    assert_ne!(v["virtual_start_time"], v["date_created"]);
+
+    // The worker frees up: the task that waited longest is offered first.
+    let r = reservations(&t, &s, &busy).await[0]["sid"].as_str().unwrap().to_owned();
+    t.post(&t.tr(&format!("Workspaces/{}/Workers/{w}/Reservations/{r}", s.ws)), &[("ReservationStatus", "accepted")])
+        .await;
+    t.post(&t.tr(&format!("Workspaces/{}/Tasks/{busy}", s.ws)), &[("AssignmentStatus", "completed"), ("Reason", "x")])
+        .await;
+    assert_eq!(get_task(&t, &s, &older).await["assignment_status"], "reserved");
+    assert_eq!(get_task(&t, &s, &newer).await["assignment_status"], "pending");
+
+    let (st, v) = t
+        .post(
+            &t.tr(&format!("Workspaces/{}/Tasks", s.ws)),
+            &[("WorkflowSid", s.wf.as_str()), ("VirtualStartTime", "yesterday")],
+        )
+        .await;
+    assert_eq!((st, v["code"].as_u64()), (400, Some(20001)), "{v}");
+}
+
+#[tokio::test]
 async fn reservation_timeout_moves_on_and_task_ttl_cancels() {
     let t = common::start(1000.0).await;
     let (cb, hits) = common::receiver(t.token.clone(), |_, _| (204, String::new())).await;

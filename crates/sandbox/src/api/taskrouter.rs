@@ -852,9 +852,7 @@ impl Cx<'_> {
             "workflow_sid": t.workflow_sid,
             "workflow_friendly_name": st.workflows.get(&t.workflow_sid).map(|w| w.friendly_name.clone()),
             "date_created": self.date(t.created, st), "date_updated": self.date(t.updated, st),
-            // No VirtualStartTime is taken, so it is the creation time, as
-            // Twilio's default is.
-            "virtual_start_time": self.date(t.created, st),
+            "virtual_start_time": iso8601(self.clock.wall(0).saturating_add(jiff::SignedDuration::from_millis(t.virtual_start)).unwrap_or(self.clock.wall(0))),
             "addons": "{}", "ignore_capacity": false, "routing_target": null,
             "url": url,
             "links": links,
@@ -912,7 +910,8 @@ impl Cx<'_> {
                 acc.then_with(|| {
                     let o = match key {
                         TaskKey::Priority => a.priority.cmp(&b.priority),
-                        TaskKey::DateCreated | TaskKey::VirtualStartTime => a.created.cmp(&b.created),
+                        TaskKey::DateCreated => a.created.cmp(&b.created),
+                        TaskKey::VirtualStartTime => a.virtual_start.cmp(&b.virtual_start),
                     };
                     if *desc { o.reverse() } else { o }
                 })
@@ -942,8 +941,22 @@ impl Cx<'_> {
         {
             return Err(bad(20001, format!("Timeout {t} must be between 1 and {MAX_TASK_TIMEOUT} seconds")));
         }
+        // The task's age for routing: a callback keeps the caller's place.
+        let virtual_start = match r.get("VirtualStartTime") {
+            None => None,
+            Some(v) => {
+                let at: jiff::Timestamp = v
+                    .parse()
+                    .map_err(|_| bad(20001, format!("VirtualStartTime {v:?} is not an ISO 8601 date-time")))?;
+                let ms = at.duration_since(self.clock.wall(0)).as_millis();
+                Some(i64::try_from(ms).unwrap_or(i64::MIN).min(i64::try_from(self.now).unwrap_or(i64::MAX)))
+            }
+        };
         let (sid, fx) =
             engine::create_task(st, self.now, ws, &workflow, r.get("Attributes").unwrap_or("{}"), priority, timeout)?;
+        if let (Some(v), Some(t)) = (virtual_start, st.tasks.get_mut(&sid)) {
+            t.virtual_start = v;
+        }
         let t = st.tasks.get(&sid).cloned().ok_or_else(|| super::not_found(self.path))?;
         with_fx(created(self.task_json(st, &t)), fx)
     }

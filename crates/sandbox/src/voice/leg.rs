@@ -51,6 +51,28 @@ impl Next {
     }
 }
 
+/// A document to fetch while queued, with its own parameters.
+#[derive(Clone)]
+struct WaitNext {
+    url: String,
+    method: String,
+    extra: Params,
+}
+
+impl WaitNext {
+    fn plain(url: String, method: String) -> Self {
+        WaitNext { url, method, extra: Params::new() }
+    }
+}
+
+/// Where a waitUrl document sends the queued caller next.
+enum WaitTurn {
+    /// `<Redirect>`: the new waitUrl.
+    Redirect(String, String),
+    /// A `<Gather>` got digits: its action, once.
+    Gathered(WaitNext),
+}
+
 /// Where a leg sends its status callbacks.
 pub(super) struct StatusCb {
     pub url: String,
@@ -735,44 +757,57 @@ impl Leg {
     }
 
     /// Plays the waitUrl until the call leaves the queue; returns why it left.
+    /// A `<Gather>` that got digits there fetches its action once, with
+    /// `Digits` and the queue's parameters, and runs that document in the
+    /// queue too; then the waitUrl loop goes on.
     async fn hold(&mut self, e: &Enqueue, task: Option<&str>, queue_sid: &str, enqueued: VMs) -> Stop {
         let mut wait_url = e.wait_url.clone().map(|u| (u, method_str(e.wait_url_method)));
+        let mut gathered: Option<WaitNext> = None;
         loop {
             let started = self.now();
-            let result = match wait_url.clone() {
-                None => self.wait(FOREVER_MS).await,
-                Some((url, method)) => {
-                    let (pos, size) = self.queue_position(task, queue_sid);
-                    let mut extra = Params::new();
-                    extra
-                        .push("QueueSid", queue_sid)
-                        .push("QueuePosition", pos.to_string())
-                        .push("QueueTime", (self.now().saturating_sub(enqueued) / 1000).to_string())
-                        .push("AvgQueueTime", "0")
-                        .push("CurrentQueueSize", size.to_string())
-                        .push("MaxQueueSize", crate::state::DEFAULT_QUEUE_SIZE.to_string());
-                    let next = Next { src: Source::Url { url: url.clone(), method }, extra };
-                    let saved = self.doc_url.clone();
-                    let doc = self.fetch(&next).await;
-                    let r = match doc {
-                        Ok(doc) => self.exec_wait(doc).await.map(|redirect| {
-                            if let Some(u) = redirect {
-                                wait_url = Some(u);
+            let once = gathered.take();
+            let result =
+                match once.clone().or_else(|| wait_url.clone().map(|(url, method)| WaitNext::plain(url, method))) {
+                    None => self.wait(FOREVER_MS).await,
+                    Some(fetch) => {
+                        let (pos, size) = self.queue_position(task, queue_sid);
+                        let mut extra = fetch.extra.clone();
+                        extra
+                            .push("QueueSid", queue_sid)
+                            .push("QueuePosition", pos.to_string())
+                            .push("QueueTime", (self.now().saturating_sub(enqueued) / 1000).to_string())
+                            .push("AvgQueueTime", "0")
+                            .push("CurrentQueueSize", size.to_string())
+                            .push("MaxQueueSize", crate::state::DEFAULT_QUEUE_SIZE.to_string());
+                        let next =
+                            Next { src: Source::Url { url: fetch.url.clone(), method: fetch.method.clone() }, extra };
+                        let saved = self.doc_url.clone();
+                        let doc = self.fetch(&next).await;
+                        let r = match doc {
+                            Ok(doc) => self.exec_wait(doc).await.map(|next| match next {
+                                Some(WaitTurn::Redirect(url, method)) => wait_url = Some((url, method)),
+                                Some(WaitTurn::Gathered(g)) => gathered = Some(g),
+                                None => {}
+                            }),
+                            // A broken gather action: back to the waitUrl.
+                            Err(Stop::Fail(code, msg)) if once.is_some() => {
+                                self.note(format!("gather action error {code}: {msg}"));
+                                Ok(())
                             }
-                        }),
-                        Err(Stop::Fail(code, msg)) => {
-                            // A broken waitUrl leaves the caller in silence, still queued.
-                            self.note(format!("waitUrl error {code}: {msg}"));
-                            wait_url = None;
-                            Ok(())
-                        }
-                        Err(s) => Err(s),
-                    };
-                    self.doc_url = saved;
-                    r
-                }
-            };
+                            Err(Stop::Fail(code, msg)) => {
+                                // A broken waitUrl leaves the caller in silence, still queued.
+                                self.note(format!("waitUrl error {code}: {msg}"));
+                                wait_url = None;
+                                Ok(())
+                            }
+                            Err(s) => Err(s),
+                        };
+                        self.doc_url = saved;
+                        r
+                    }
+                };
             match result {
+                Ok(()) if gathered.is_some() => {}
                 Ok(()) => {
                     // Keep re-fetching, but never faster than once a virtual second.
                     let spent = self.now().saturating_sub(started);
@@ -787,8 +822,10 @@ impl Leg {
         }
     }
 
-    /// Runs a waitUrl document: prompts, `Leave`, `Hangup`, `Redirect`.
-    async fn exec_wait(&mut self, doc: twiml::Response) -> Result<Option<(String, String)>, Stop> {
+    /// Runs a waitUrl document: prompts, `Gather`, `Leave`, `Hangup`,
+    /// `Redirect`. A `Gather` with no keypress left waits its `timeout` and
+    /// falls through, as on a call.
+    async fn exec_wait(&mut self, doc: twiml::Response) -> Result<Option<WaitTurn>, Stop> {
         for verb in doc.verbs {
             match verb {
                 Verb::Say(s) => self.hear(&Prompt::Say(s)).await?,
@@ -798,10 +835,25 @@ impl Leg {
                     for p in &g.prompts {
                         self.hear(p).await?;
                     }
+                    match self.inputs.pop_front() {
+                        Some(digits) => {
+                            self.wait(1000).await?;
+                            let digits = gathered(&g, digits);
+                            self.note(format!("pressed {digits} in the queue"));
+                            let mut extra = Params::new();
+                            extra.push("Digits", digits);
+                            let url =
+                                g.action.as_deref().map_or_else(|| self.doc_url.clone(), |a| resolve(&self.doc_url, a));
+                            return Ok(Some(WaitTurn::Gathered(WaitNext { url, method: method_str(g.method), extra })));
+                        }
+                        None => self.wait(u64::from(g.timeout.unwrap_or(5)) * 1000).await?,
+                    }
                 }
                 Verb::Leave => return Err(Stop::Leave),
                 Verb::Hangup => return Err(Stop::Hangup("completed")),
-                Verb::Redirect(r) => return Ok(Some((resolve(&self.doc_url, &r.url), method_str(r.method)))),
+                Verb::Redirect(r) => {
+                    return Ok(Some(WaitTurn::Redirect(resolve(&self.doc_url, &r.url), method_str(r.method))));
+                }
                 _ => {}
             }
         }
@@ -832,7 +884,9 @@ impl Leg {
                 .push("DequeingCallSid", peer);
             match self.fetch(&Next { src: Source::Url { url, method }, extra }).await {
                 Ok(doc) => match self.exec_wait(doc).await {
-                    Ok(redirect) => next = redirect,
+                    Ok(Some(WaitTurn::Redirect(url, method))) => next = Some((url, method)),
+                    Ok(Some(WaitTurn::Gathered(_))) => self.note("<Queue url> may not gather"),
+                    Ok(None) => {}
                     Err(Stop::Leave) => {}
                     Err(stop) => {
                         outcome = Err(stop);
