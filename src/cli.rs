@@ -228,6 +228,15 @@ pub struct AddLocation {
     /// Seconds a caller waits here before being offered to the overflow location (10-3600).
     #[arg(long)]
     pub overflow_after_secs: Option<u32>,
+    /// Offer waiting callers a callback: press 1 to hang up and keep their place.
+    #[arg(long)]
+    pub callback: bool,
+    /// Seconds in the queue before the callback offer is said (default 60; a key works at any time).
+    #[arg(long, requires = "callback")]
+    pub callback_after_secs: Option<u32>,
+    /// How many times the caller is called back before giving up (1-5, default 2).
+    #[arg(long, requires = "callback")]
+    pub callback_tries: Option<u32>,
     /// The location's language, one of `ivr.languages` (e.g. es-MX); unset: the first.
     #[arg(long)]
     pub language: Option<String>,
@@ -536,6 +545,13 @@ impl AddLocation {
             language: self.language.clone(),
             voice: self.voice.clone(),
             translations: Default::default(),
+            callback: self.callback.then(|| {
+                let d = crate::domain::CallbackSpec::default();
+                crate::domain::CallbackSpec {
+                    offer_after_secs: self.callback_after_secs.unwrap_or(d.offer_after_secs),
+                    tries: self.callback_tries.unwrap_or(d.tries),
+                }
+            }),
         })
     }
 }

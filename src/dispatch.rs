@@ -307,6 +307,11 @@ impl Dispatcher {
                 self.task_status(task.as_str(), "canceled", &format!("caller's outcome: {reason}")).await
             }
             Command::CompleteTask { task, .. } => self.task_status(task.as_str(), "completed", "call ended").await,
+            Command::CreateCallbackTask { .. } => return self.create_callback_task(&row).await,
+            Command::AcceptReservation { task, reservation, .. } => match self.workspace().await {
+                Some(ws) => self.twilio.accept_reservation(&ws, task.as_str(), reservation.as_str()).await.map(drop),
+                None => Err(no_workspace("Reservations")),
+            },
         };
         match result {
             Ok(()) => self.finish(&row, OutboxState::Done, None, None).await,
@@ -341,12 +346,51 @@ impl Dispatcher {
     }
 
     async fn task_status(&self, task_sid: &str, status: &str, reason: &str) -> Result<(), ApiError> {
-        let workspace = self.workspace().await.ok_or_else(|| ApiError::Decode {
-            method: "POST",
-            path: format!("Tasks/{task_sid}"),
-            message: "no workspace SID known; run provision".into(),
-        })?;
+        let workspace = self.workspace().await.ok_or_else(|| no_workspace(&format!("Tasks/{task_sid}")))?;
         self.twilio.update_task_status(&workspace, task_sid, status, reason).await.map(drop)
+    }
+
+    /// Creates a callback's task for its location, keeping the caller's place
+    /// (`VirtualStartTime`), and tells the journey its SID. A failure is sent
+    /// again like any command; after [`MAX_ATTEMPTS`] the journey owes it again.
+    async fn create_callback_task(&self, row: &OutboxRow) {
+        let Command::CreateCallbackTask { call, location, number, since_ms, round, .. } = &row.command else {
+            return;
+        };
+        let result = async {
+            let workspace = self.workspace().await.ok_or_else(|| no_workspace("Tasks"))?;
+            let workflow = self
+                .store
+                .resource("workflow", "main")
+                .await
+                .ok()
+                .flatten()
+                .or_else(|| self.settings.twilio.workflow_sid.as_ref().map(|w| w.to_string()))
+                .ok_or_else(|| no_workspace("Tasks"))?;
+            let found = self.store.location(location).await.map_err(|e| ApiError::Decode {
+                method: "POST",
+                path: "Tasks".into(),
+                message: format!("could not read location {location:?}: {e:#}"),
+            })?;
+            let found = found.ok_or_else(|| ApiError::Decode {
+                method: "POST",
+                path: "Tasks".into(),
+                message: format!("location {location:?} no longer exists"),
+            })?;
+            let attrs = crate::ivr::callback_attributes(&found, call.as_str(), number, *since_ms);
+            let attrs = serde_json::to_string(&attrs).expect("task attributes serialise");
+            let since = jiff::Timestamp::from_millisecond(*since_ms).unwrap_or_else(|_| jiff::Timestamp::now());
+            self.twilio.create_task(&workspace, &workflow, &attrs, since, crate::journey::CALLBACK_TASK_TTL_SECS).await
+        }
+        .await;
+        match result {
+            Ok(task) => {
+                tracing::info!(task_sid = %task.sid, round, "created the callback's task");
+                let event = Event::CallbackTaskCreated { task: task.sid.clone(), round: *round };
+                self.report(row, OutboxState::Done, Some(task.sid.as_str()), None, event).await;
+            }
+            Err(e) => self.failed(row, &e.to_string()).await,
+        }
     }
 
     async fn workspace(&self) -> Option<WorkspaceSid> {
@@ -514,4 +558,13 @@ fn ended(row: &OutboxRow, state: OutboxState, result: Option<&str>, error: Optio
 fn is_settled(e: &ApiError) -> bool {
     matches!(e.code(), Some(codes::CALL_NOT_IN_PROGRESS) | Some(codes::NOT_FOUND))
         || (e.status() == Some(400) && e.code() == Some(codes::CONFLICT))
+}
+
+/// The error of a TaskRouter command sent before `provision` stored the SIDs.
+fn no_workspace(path: &str) -> ApiError {
+    ApiError::Decode {
+        method: "POST",
+        path: path.to_owned(),
+        message: "no workspace or workflow SID known; run provision".into(),
+    }
 }

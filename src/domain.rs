@@ -117,6 +117,47 @@ pub struct LocationSpec {
     /// The location's name and comfort messages in other languages, by tag.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub translations: BTreeMap<String, LocationText>,
+    /// Callback instead of waiting: a waiting caller may press 1 to hang up
+    /// and keep their place; the location is screened first, then the caller
+    /// is dialled back. Off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<CallbackSpec>,
+}
+
+/// A location's callback policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackSpec {
+    /// The offer is said from this many seconds in the queue on (a key
+    /// press works at any time).
+    #[serde(default = "default_offer_after")]
+    pub offer_after_secs: u32,
+    /// How many times the caller is called back before `callback_no_answer`.
+    #[serde(default = "default_callback_tries")]
+    pub tries: u32,
+}
+
+impl Default for CallbackSpec {
+    fn default() -> Self {
+        CallbackSpec { offer_after_secs: default_offer_after(), tries: default_callback_tries() }
+    }
+}
+
+fn default_offer_after() -> u32 {
+    60
+}
+
+fn default_callback_tries() -> u32 {
+    2
+}
+
+/// The callback side of a callback task's [`TaskAttributes`]: whom to call
+/// back, and since when they have waited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallbackAttributes {
+    pub number: E164,
+    #[serde(rename = "sinceMs")]
+    pub since_ms: i64,
 }
 
 /// What a location says in one more language.
@@ -177,6 +218,7 @@ impl LocationSpec {
             language: None,
             voice: None,
             translations: BTreeMap::new(),
+            callback: None,
         }
     }
 
@@ -329,6 +371,17 @@ impl Location {
         for (tag, text) in &spec.translations {
             crate::prompts::check_tag(tag).map_err(|m| err(format!("translations.{tag}"), m))?;
             check_comfort(&format!("translations.{tag}.comfort_messages"), &text.comfort_messages)?;
+        }
+        if let Some(cb) = spec.callback {
+            if cb.offer_after_secs > 3600 {
+                return Err(err(
+                    "callback.offer_after_secs",
+                    format!("{} must be at most 3600 seconds", cb.offer_after_secs),
+                ));
+            }
+            if !(1..=5).contains(&cb.tries) {
+                return Err(err("callback.tries", format!("{} must be between 1 and 5", cb.tries)));
+            }
         }
         match (&spec.overflow, spec.overflow_after_secs) {
             (Some(o), _) if o.trim() == name => {
@@ -532,6 +585,9 @@ pub struct TaskAttributes {
     /// gets once the workflow moves the task there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overflow: Option<OverflowAttributes>,
+    /// A callback's task (created by us, not by `<Enqueue>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<CallbackAttributes>,
 }
 
 /// The overflow location's side of [`TaskAttributes`]: where a reservation
@@ -588,10 +644,19 @@ pub enum Outcome {
     /// The location closed while the caller was waiting for it, with no leg
     /// of theirs ringing or answered: the caller was offered voicemail.
     ClosedWhileWaiting,
+    /// The caller chose to be called back; the location accepted and the
+    /// caller answered.
+    CallbackConnected,
+    /// The caller chose to be called back and did not answer in the tries
+    /// the location allows.
+    CallbackNoAnswer,
+    /// The caller chose to be called back, and the location closed (or the
+    /// callback's task ended) before anyone could call them.
+    CallbackCanceled,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 13] = [
+    pub const ALL: [Outcome; 16] = [
         Outcome::Pending,
         Outcome::Connected,
         Outcome::LocationBusy,
@@ -605,6 +670,9 @@ impl Outcome {
         Outcome::Missed,
         Outcome::NoChoice,
         Outcome::ClosedWhileWaiting,
+        Outcome::CallbackConnected,
+        Outcome::CallbackNoAnswer,
+        Outcome::CallbackCanceled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -622,6 +690,9 @@ impl Outcome {
             Outcome::Missed => "missed",
             Outcome::NoChoice => "no_choice",
             Outcome::ClosedWhileWaiting => "closed_while_waiting",
+            Outcome::CallbackConnected => "callback_connected",
+            Outcome::CallbackNoAnswer => "callback_no_answer",
+            Outcome::CallbackCanceled => "callback_canceled",
         }
     }
 
@@ -860,11 +931,32 @@ mod tests {
             screening: None,
             amd: None,
             overflow: None,
+            callback: None,
         };
         let json = serde_json::to_value(&t).unwrap();
         assert_eq!(json["practicePhone"], "+14155550123");
         assert_eq!(json["callerID"], "+12025550143");
         assert!(json.get("callToken").is_none());
+    }
+
+    #[test]
+    fn a_callback_policy_is_checked() {
+        let north = spec("north", None, "+12025550143");
+        let with = |cb: CallbackSpec| LocationSpec { callback: Some(cb), ..north.clone() };
+        assert!(with(CallbackSpec::default()).validate_shape().is_ok());
+        let e = with(CallbackSpec { tries: 0, ..CallbackSpec::default() }).validate_shape().unwrap_err();
+        assert_eq!(e.field, "callback.tries", "{e}");
+        let e = with(CallbackSpec { offer_after_secs: 3601, ..CallbackSpec::default() }).validate_shape().unwrap_err();
+        assert_eq!(e.field, "callback.offer_after_secs", "{e}");
+        let parsed: LocationSpec = toml::from_str(
+            r#"name = "north"
+numbers = ["+12025550143"]
+phone = "+14155550123"
+hours = { time_zone = "America/New_York" }
+callback = { offer_after_secs = 30 }"#,
+        )
+        .unwrap();
+        assert_eq!(parsed.callback, Some(CallbackSpec { offer_after_secs: 30, tries: 2 }));
     }
 
     #[test]

@@ -463,6 +463,12 @@ impl Schedule {
         Ok(Schedule { tz, tz_name, weekly, holidays, recurring, closures })
     }
 
+    /// The time of day at `t` on the location's clock ("10:32").
+    pub fn clock_time(&self, t: Timestamp) -> String {
+        let dt = self.tz.to_datetime(t);
+        format!("{:02}:{:02}", dt.hour(), dt.minute())
+    }
+
     /// The IANA name of the location's time zone.
     pub fn time_zone_name(&self) -> &str {
         &self.tz_name

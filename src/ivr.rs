@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use twilio::params::percent_encode;
 use twilio::twiml::{
-    Dial, DialNoun, Enqueue, Gather, Method, Pause, Play, Prompt, Queue, Record, Redirect, Response, Task, Verb,
+    Dial, DialNoun, Enqueue, Gather, Method, Number, Pause, Play, Prompt, Queue, Record, Redirect, Response, Task, Verb,
 };
 
 use crate::config::{NoChoicePolicy, Settings};
@@ -305,6 +305,7 @@ fn enqueue(
         },
         screening: location.spec.screening(),
         amd: (!location.spec.amd()).then_some(false),
+        callback: None,
         overflow: overflow.map(|o| OverflowAttributes {
             location: o.name.clone(),
             practice_phone: o.phone.clone(),
@@ -407,6 +408,97 @@ pub fn hold(settings: &Settings, location: Option<&Location>, words: Option<&str
     }
     resp.verb(Verb::Play(Play { url: hold_music(settings, location).to_owned(), loop_count: Some(1) }))
         .verb(Verb::Pause(Pause { length: Some(1) }))
+}
+
+/// The hold document of a caller who may choose a callback: the same words
+/// and music inside a one-key `<Gather>` whose action is `action`
+/// (`/callback-choice`), so a key at any time reaches it; with `offer`, the
+/// offer is said after the words.
+pub fn hold_with_callback(
+    settings: &Settings,
+    location: Option<&Location>,
+    words: Option<&str>,
+    offer: bool,
+    action: &str,
+    sp: &Speaker,
+) -> Response {
+    let mut prompts = Vec::new();
+    if let Some(w) = words {
+        prompts.push(Prompt::Say(sp.say_text(w)));
+    }
+    if offer {
+        prompts.push(Prompt::Say(sp.say(P::CallbackOffer, &[])));
+    }
+    prompts.push(Prompt::Play(Play { url: hold_music(settings, location).to_owned(), loop_count: Some(1) }));
+    Response::new().verb(Verb::Gather(Gather {
+        action: Some(action.to_owned()),
+        method: Some(Method::Post),
+        num_digits: Some(1),
+        timeout: Some(1),
+        input: Some("dtmf".into()),
+        prompts,
+        ..Gather::default()
+    }))
+}
+
+/// Said to a caller who chose a callback, as they leave the queue.
+pub fn callback_bye(number: &str, sp: &Speaker) -> Response {
+    let plus = sp.lang.text(P::NumberPlus, &[]);
+    let spoken = spoken_number_in(number, &plus).unwrap_or_else(|| number.to_owned());
+    Response::new().verb(Verb::Say(sp.say(P::CallbackBye, &[("number", &spoken)]))).verb(Verb::Hangup)
+}
+
+/// A callback's location leg, once it pressed 1: it dials the caller from
+/// `from` (a number of the account), and `action` (`/callback-dialed`) hears
+/// how that went.
+pub fn call_back(number: &str, from: &str, action: &str) -> Response {
+    Response::new().verb(Verb::Dial(Dial {
+        action: Some(action.to_owned()),
+        method: Some(Method::Post),
+        caller_id: Some(from.to_owned()),
+        nouns: vec![DialNoun::Number(Number { number: number.to_owned(), ..Number::default() })],
+        ..Dial::default()
+    }))
+}
+
+/// What a callback's screening prompt says: "Callback for North Clinic:
+/// 3 1 0, 5 5 5, 0 1 0 0, waiting since 10:32. Press 1 to call them now."
+/// `since` is the caller's enqueue time in the location's time zone.
+pub fn callback_screen_text(
+    display_name: &str,
+    caller: Option<&str>,
+    since: &str,
+    prompt: u32,
+    lang: &Language,
+) -> String {
+    let plus = lang.text(P::NumberPlus, &[]);
+    let from = caller.and_then(|c| spoken_number_in(c, &plus)).unwrap_or_else(|| lang.text(P::UnknownNumber, &[]));
+    let text = lang.text(P::CallbackScreen, &[("location", display_name), ("from", &from), ("since", since)]);
+    if prompt > 1 { format!("{} {text}", lang.text(P::ScreenWrongKey, &[])) } else { text }
+}
+
+/// The callback task's attributes: the queue's attributes for `location`
+/// (so the same worker takes it and the same screening applies, always on),
+/// with whom to call back and since when, and the caller's leg's SID (so
+/// its events find the caller's journey).
+pub fn callback_attributes(location: &Location, call: &str, number: &twilio::E164, since_ms: i64) -> TaskAttributes {
+    TaskAttributes {
+        location: location.name.clone(),
+        practice_phone: location.phone.clone(),
+        caller_id: location.caller_id.clone(),
+        caller: Some(number.as_str().to_owned()),
+        call_token: None,
+        call_sid: call.parse().ok(),
+        caller_name: None,
+        // The location always hears who it is calling back, and presses 1.
+        screening: Some(location.spec.screening().unwrap_or(crate::domain::Screening {
+            timeout_secs: crate::domain::DEFAULT_SCREENING_TIMEOUT_SECS,
+            say_name: false,
+        })),
+        amd: Some(false),
+        overflow: None,
+        callback: Some(crate::domain::CallbackAttributes { number: number.clone(), since_ms }),
+    }
 }
 
 /// The location's hold music, else the business's.
@@ -520,6 +612,11 @@ fn spoken_name(raw: &str) -> String {
 /// What the location hears when it answers for a caller who is no longer there.
 pub fn caller_gone(sp: &Speaker) -> Response {
     Response::new().verb(Verb::Say(sp.say(P::CallerGone, &[]))).verb(Verb::Hangup)
+}
+
+/// Said to a callback's location leg when the caller did not answer.
+pub fn callback_missed(sp: &Speaker) -> Response {
+    Response::new().verb(Verb::Say(sp.say(P::CallbackMissed, &[]))).verb(Verb::Hangup)
 }
 
 pub fn hangup() -> Response {

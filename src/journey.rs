@@ -77,7 +77,7 @@ use twilio::sid::{CallSid, ReservationSid, TaskSid};
 
 use crate::config::{AnsweredByPolicy, Settings};
 use crate::domain::Outcome;
-use state::{Attempt, AttemptState, Caller, Effort, Reservation, Task, Voicemail, Waiting};
+use state::{Attempt, AttemptState, Callback, Caller, Effort, Reservation, Task, Voicemail, Waiting};
 
 /// How long after an unknown dial the journey first asks for a Calls list:
 /// time for the leg's `initiated` status callback, which names the
@@ -109,6 +109,13 @@ pub const SCREEN_PROMPTS: u32 = 2;
 pub const COMFORT_EVERY_SECS: u32 = 60;
 /// Create requests per reservation unless configured.
 pub const DEFAULT_DIAL_ATTEMPTS: u32 = 3;
+/// Between a callback nobody answered and the next try.
+pub const CALLBACK_RETRY_MS: i64 = 5 * 60 * 1000;
+/// After the callback offer, it is said again this much later in the queue.
+pub const CALLBACK_OFFER_EVERY_SECS: u32 = 120;
+/// The longest a callback's task waits for the location (its TaskRouter
+/// `Timeout`); closing time usually ends it first.
+pub const CALLBACK_TASK_TTL_SECS: u32 = 8 * 3600;
 /// The longest a voicemail's notifications wait for its transcription.
 pub const TRANSCRIPTION_WAIT_MS: i64 = 10 * 60 * 1000;
 
@@ -170,6 +177,9 @@ pub struct Journey {
     /// The language the caller hears (from `CallerEnqueued`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     language: Option<String>,
+    /// The caller chose to be called back (see [`Event::CallbackChosen`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    callback: Option<Callback>,
 }
 
 impl Default for Journey {
@@ -187,6 +197,7 @@ impl Default for Journey {
             voicemails: Vec::new(),
             wait: Waiting::default(),
             language: None,
+            callback: None,
         }
     }
 }
@@ -255,6 +266,24 @@ pub enum Command {
         task: TaskSid,
         round: u32,
     },
+    /// Create the task of a callback's `round`th try (TaskRouter `Tasks`
+    /// create, with `VirtualStartTime` from `since_ms` so the caller keeps
+    /// their place). The dispatcher answers `CallbackTaskCreated`.
+    CreateCallbackTask {
+        call: CallSid,
+        location: String,
+        number: E164,
+        since_ms: i64,
+        round: u32,
+        /// Of the create command itself: a failed one is sent again.
+        effort: u32,
+    },
+    /// Accept a callback's reservation (REST), its location having pressed 1.
+    AcceptReservation {
+        task: TaskSid,
+        reservation: ReservationSid,
+        round: u32,
+    },
     /// Tell one of a location's recipients about a voicemail, once it is
     /// recorded and its transcription came or [`TRANSCRIPTION_WAIT_MS`]
     /// passed. The dispatcher sends it with retries (see `crate::notify`).
@@ -284,6 +313,8 @@ impl Command {
             Command::CancelTask { .. } => "cancel_task",
             Command::CompleteTask { .. } => "complete_task",
             Command::NotifyVoicemail { .. } => "notify_voicemail",
+            Command::CreateCallbackTask { .. } => "create_callback_task",
+            Command::AcceptReservation { .. } => "accept_reservation",
         }
     }
 
@@ -299,6 +330,8 @@ impl Command {
             Command::RedirectCaller { call, .. } => (Some(call), None, None),
             Command::CancelTask { task, .. } | Command::CompleteTask { task, .. } => (None, Some(task), None),
             Command::NotifyVoicemail { .. } => (None, None, None),
+            Command::CreateCallbackTask { call, .. } => (Some(call), None, None),
+            Command::AcceptReservation { task, reservation, .. } => (None, Some(task), Some(reservation)),
         }
     }
 
@@ -318,6 +351,8 @@ impl Command {
             Command::RedirectCaller { call, round, .. } => keyed(format!("redirect:{call}"), *round),
             Command::CancelTask { task, round, .. } => keyed(format!("cancel-task:{task}"), *round),
             Command::CompleteTask { task, round } => keyed(format!("complete-task:{task}"), *round),
+            Command::CreateCallbackTask { call, round, effort, .. } => format!("callback-task:{call}#{round}.{effort}"),
+            Command::AcceptReservation { reservation, round, .. } => keyed(format!("accept:{reservation}"), *round),
             Command::NotifyVoicemail { recording, channel } => match channel {
                 NotifyChannel::Webhook { .. } => format!("{}webhook", notify_key_prefix(recording)),
                 NotifyChannel::Email { to } => format!("{}email:{to}", notify_key_prefix(recording)),
@@ -346,8 +381,9 @@ pub enum Answer {
     Nothing,
     /// `/hold`: hold music, after the caller's place and expected wait when
     /// `announce`, or else after comfort message number `comfort` (counted
-    /// from 0; the handler takes it in turn from the location's list).
-    Hold { announce: bool, comfort: Option<u32> },
+    /// from 0; the handler takes it in turn from the location's list). With
+    /// `callback`, a key press takes the callback, and `Some(true)` says the offer.
+    Hold { announce: bool, comfort: Option<u32>, callback: Option<bool> },
     /// `/hold`: `<Leave>`; `/enqueue-action` follows with `QueueResult=leave`.
     Leave,
     /// `/dial-queue`: `<Dial><Queue reservationSid>`. With `transfer`, the
@@ -357,7 +393,22 @@ pub enum Answer {
     /// `/dial-queue` or `/screen`: the screening prompt, its `prompt`th time:
     /// who is calling, for which location, and "press 1 to accept", waiting
     /// `timeout_secs` for one key.
-    Screen { prompt: u32, location: String, caller: Option<String>, caller_name: Option<String>, timeout_secs: u32 },
+    /// For a callback, `waiting_since_ms` says since when the caller waits.
+    Screen {
+        prompt: u32,
+        location: String,
+        caller: Option<String>,
+        caller_name: Option<String>,
+        timeout_secs: u32,
+        waiting_since_ms: Option<i64>,
+    },
+    /// `/dial-queue` or `/screen` of a callback's location leg that accepted:
+    /// `<Dial callerId=from><Number>number</Number></Dial>`, its action
+    /// `/callback-dialed` naming the reservation.
+    CallBack { reservation: ReservationSid, number: E164, from: E164 },
+    /// `/enqueue-action` after the caller chose a callback: "we will call
+    /// you back at …", and hang up.
+    CallbackBye { number: E164 },
     /// `/dial-queue`: hang up the location's leg, first telling a person that
     /// the caller is gone when `caller_gone`.
     Refuse { caller_gone: bool },
@@ -377,7 +428,7 @@ pub struct Transfer {
 
 impl Answer {
     /// `/hold` with hold music only.
-    pub const MUSIC: Answer = Answer::Hold { announce: false, comfort: None };
+    pub const MUSIC: Answer = Answer::Hold { announce: false, comfort: None, callback: None };
 }
 
 /// What one event leads to.
@@ -502,7 +553,39 @@ impl Journey {
             at.extend(self.closes_at_ms);
         }
         at.extend(self.voicemails.iter().filter_map(Voicemail::waiting_until));
+        if let Some(cb) = self.callback.as_ref().filter(|_| self.outcome == Outcome::Pending) {
+            if self.task.is_none() && cb.create.is_none() {
+                at.push(cb.next_at_ms);
+            }
+            at.extend(cb.create.and_then(|e| e.retry_at()));
+            if !self.closed_now {
+                at.extend(self.closes_at_ms);
+            }
+        }
+        at.extend(
+            self.reservations
+                .iter()
+                .filter(|r| r.status == state::ResState::Pending)
+                .filter_map(|r| r.accept.and_then(|e| e.retry_at())),
+        );
         at.into_iter().min().and_then(|ms| Timestamp::from_millisecond(ms).ok())
+    }
+
+    /// Someone still waits for the location: the caller in the queue, or a
+    /// caller who chose to be called back.
+    pub(crate) fn awaits_location(&self) -> bool {
+        self.outcome == Outcome::Pending && (self.caller.state.waiting() || self.callback.is_some())
+    }
+
+    /// Whether reservation `i` is of the phase the journey is in: a callback's
+    /// task once the caller chose one, the queue's before. A reservation of
+    /// the other kind is neither dialled nor bridged.
+    pub(crate) fn serves(&self, i: usize) -> bool {
+        match &self.reservations[i].target {
+            Some(t) => t.callback.is_some() == self.callback.is_some(),
+            // Not known yet (its `reservation.created` may come later): the queue's.
+            None => self.callback.is_none(),
+        }
     }
 
     /// A location leg of this caller is in play: a dial in flight or in

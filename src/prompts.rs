@@ -60,6 +60,10 @@ pub enum Prompt {
     ScreenWrongKey,
     UnknownNumber,
     NumberPlus,
+    CallbackOffer,
+    CallbackBye,
+    CallbackScreen,
+    CallbackMissed,
 }
 
 /// Name, placeholders, English, Spanish.
@@ -251,6 +255,34 @@ const CATALOGUE: &[Entry] = &[
     (Prompt::ScreenWrongKey, "screen_wrong_key", &[], "Sorry, that was not 1.", "Perdón, eso no fue 1."),
     (Prompt::UnknownNumber, "unknown_number", &[], "an unknown number", "un número desconocido"),
     (Prompt::NumberPlus, "number_plus", &[], "plus", "más"),
+    (
+        Prompt::CallbackOffer,
+        "callback_offer",
+        &[],
+        "To hang up and keep your place in line, press 1. We will call you back at this number.",
+        "Para colgar y conservar su lugar en la fila, oprima 1. Le devolveremos la llamada a este número.",
+    ),
+    (
+        Prompt::CallbackBye,
+        "callback_bye",
+        &["number"],
+        "Thank you. We will call you back at {number} when it is your turn. Goodbye.",
+        "Gracias. Le devolveremos la llamada al {number} cuando sea su turno. Adiós.",
+    ),
+    (
+        Prompt::CallbackScreen,
+        "callback_screen",
+        &["location", "from", "since"],
+        "Callback for {location}: {from}, waiting since {since}. Press 1 to call them now.",
+        "Devolución de llamada para {location}: {from}, en espera desde las {since}. Oprima 1 para llamar ahora.",
+    ),
+    (
+        Prompt::CallbackMissed,
+        "callback_missed",
+        &[],
+        "The caller did not answer. Goodbye.",
+        "La persona no contestó. Adiós.",
+    ),
 ];
 
 fn entry(p: Prompt) -> &'static Entry {

@@ -862,6 +862,7 @@ mod tests {
             amd: true,
             caller: None,
             caller_name: None,
+            callback: None,
         };
         let event = Event::ReservationCreated { task, reservation, caller: Some(caller), target };
         Delivery::to_keys(keys, vec![event], POLICY).with_audit("taskrouter", "reservation.created", None, "{}".into())

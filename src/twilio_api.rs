@@ -565,6 +565,39 @@ impl TwilioClient {
         p.push("AssignmentStatus", status).push("Reason", reason);
         self.update(Api::TaskRouter, &path, &p).await
     }
+
+    /// Creates a task on the voice channel (a callback's), its age in the
+    /// queue counted from `virtual_start`.
+    pub async fn create_task(
+        &self,
+        workspace: &WorkspaceSid,
+        workflow: &str,
+        attributes: &str,
+        virtual_start: Timestamp,
+        timeout_secs: u32,
+    ) -> Result<TaskResource, ApiError> {
+        let path = format!("/v1/Workspaces/{workspace}/Tasks");
+        let mut p = Params::new();
+        p.push("WorkflowSid", workflow)
+            .push("Attributes", attributes)
+            .push("TaskChannel", "voice")
+            .push("Timeout", timeout_secs.to_string())
+            .push("VirtualStartTime", virtual_start.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+        decode("POST", &path, self.create(Api::TaskRouter, &path, &p).await?)
+    }
+
+    /// Accepts a pending reservation (`ReservationStatus=accepted`).
+    pub async fn accept_reservation(
+        &self,
+        workspace: &WorkspaceSid,
+        task_sid: &str,
+        reservation_sid: &str,
+    ) -> Result<Value, ApiError> {
+        let path = format!("/v1/Workspaces/{workspace}/Tasks/{task_sid}/Reservations/{reservation_sid}");
+        let mut p = Params::new();
+        p.push("ReservationStatus", "accepted");
+        self.update(Api::TaskRouter, &path, &p).await
+    }
 }
 
 // -- reconciliation: what Twilio says happened ------------------------------

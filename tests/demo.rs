@@ -93,6 +93,17 @@ async fn screening_bridges_only_the_receptionist_who_presses_1() {
 }
 
 #[tokio::test]
+async fn callback_the_caller_who_pressed_1_is_called_back_after_the_first_call() {
+    let report = run_shipped("callback").await;
+    let (first, second) = (&report.calls[0], &report.calls[1]);
+    assert_eq!(first.outcome, Outcome::Connected, "{}", report.render());
+    assert_eq!(second.outcome, Outcome::CallbackConnected, "{}", report.render());
+    // The second caller left the queue and was never bridged from it: they talked on the callback.
+    assert!(second.talk_ms.unwrap_or(0) == 0, "{}", report.render());
+    assert!(second.timeline.iter().any(|t| t.event.contains("left queue: leave")), "{}", report.render());
+}
+
+#[tokio::test]
 async fn busy() {
     run_shipped("busy").await;
 }

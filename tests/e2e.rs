@@ -355,6 +355,7 @@ on_both_backends!(
     a_caller_who_presses_the_language_key_hears_spanish_through_the_menu_and_the_hold,
     a_spanish_callers_fallback_after_a_busy_line_is_in_spanish,
     a_spanish_speaking_location_greets_in_spanish_and_screens_in_spanish,
+    a_caller_who_chooses_a_callback_hangs_up_and_is_called_back_when_the_location_accepts,
 );
 
 /// A location that does not connect sends the caller to voicemail: the server redirects the
@@ -1236,5 +1237,99 @@ async fn a_spanish_speaking_location_greets_in_spanish_and_screens_in_spanish(ba
         Some(&lupe("Llamada para Clínica Norte de 3 1 0, 5 5 5, 0 1 9 9. Oprima 1 para aceptar, o cuelgue.")),
         "{prompt:#?}"
     );
+    w.finish().await;
+}
+
+/// Puts `location`'s worker on shift (available) or off it (offline), over the REST API.
+async fn set_on_shift(w: &World, location: &str, on: bool) {
+    let settings = w.server.state.settings();
+    let api = call_router::twilio_api::TwilioClient::new(&settings.twilio).unwrap();
+    let ws = w.store.resource("workspace", "main").await.unwrap().unwrap();
+    let activity = api.list_activities(&ws).await.unwrap().into_iter().find(|a| a.available == on).unwrap();
+    let marker = format!(r#""location":"{location}""#);
+    let worker = api
+        .list_workers(&ws)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|wk| wk.attributes.as_deref().is_some_and(|a| a.contains(&marker)))
+        .expect("the location's worker");
+    let mut p = Params::new();
+    p.push("ActivitySid", &activity.sid);
+    api.update_worker(&ws, &worker.sid, &p).await.unwrap();
+}
+
+async fn a_caller_who_chooses_a_callback_hangs_up_and_is_called_back_when_the_location_accepts(backend: Backend) {
+    // The receptionist presses 1 at the screening prompt.
+    let receptionist = Behaviour::Person { rings: 1, talk_secs: 30, digits: Some("1".into()) };
+    let Some(w) = world_scaled(backend, SLOWER, receptionist, "", |north| {
+        north.screening = true;
+        north.callback = Some(call_router::domain::CallbackSpec { offer_after_secs: 0, tries: 2 });
+    })
+    .await
+    else {
+        return;
+    };
+    // Nobody is on shift: the caller waits, hears the offer and presses 1.
+    set_on_shift(&w, "north", false).await;
+    let sid = w
+        .client
+        .place_call(&PlaceCall {
+            from: CALLER.into(),
+            to: MAIN.into(),
+            digits: Some("1".into()),
+            patience_secs: Some(600),
+        })
+        .await
+        .unwrap();
+    let summary = w.client.wait_for_call_end(&sid, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(summary["queue_result"], "leave", "{summary}");
+    let heard = summary["heard"].to_string();
+    assert!(heard.contains("To hang up and keep your place in line, press 1."), "{summary}");
+    assert!(heard.contains("We will call you back at 3 1 0, 5 5 5, 0 1 9 9"), "{summary}");
+    let queue_task = task_sid_of_call(&w, &sid).await;
+
+    // The callback's task keeps the caller's place: its VirtualStartTime is when they queued.
+    let record = w.store.call(&sid).await.unwrap().expect("the caller's record");
+    assert_eq!(record.outcome, Outcome::Pending, "the callback is still to come");
+    let mut created = Vec::new();
+    for _ in 0..500 {
+        created = w.rest("POST", "/Tasks").await;
+        if !created.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(created.len(), 1, "one callback task: {created:#?}");
+    let vst: jiff::Timestamp = created[0].params.get("VirtualStartTime").unwrap().parse().unwrap();
+    assert!(vst < jiff::Timestamp::now(), "{vst}");
+    assert!(created[0].params.get("Attributes").unwrap().contains(r#""callback":{"number":"+13105550199""#));
+
+    // Someone comes on shift: north is dialled, hears who waits since when, presses 1, and
+    // its leg dials the caller, who answers.
+    set_on_shift(&w, "north", true).await;
+    let record = w.settled(&sid).await;
+    assert_eq!(record.outcome, Outcome::CallbackConnected);
+    w.quiet().await;
+    let screens = w.webhooks("/dial-queue").await;
+    assert_eq!(screens.len(), 1, "{screens:#?}");
+    assert!(
+        screens[0].response.contains("Callback for north clinic: 3 1 0, 5 5 5, 0 1 9 9, waiting since"),
+        "{}",
+        screens[0].response
+    );
+    let accepted = w.webhooks("/screen").await;
+    assert_eq!(accepted.len(), 1, "{accepted:#?}");
+    assert!(accepted[0].response.contains(&format!("<Number>{CALLER}</Number>")), "{}", accepted[0].response);
+    let dialled = w.webhooks("/callback-dialed").await;
+    assert_eq!(dialled.len(), 1, "{dialled:#?}");
+    assert_eq!(dialled[0].params.get("DialCallStatus"), Some("completed"));
+    // One leg to north; the queue's task canceled by TaskRouter, the callback's completed.
+    let dials = w.rest("POST", "/Calls.json").await;
+    assert_eq!(dials.iter().map(|d| d.params.get("To").unwrap_or_default()).collect::<Vec<_>>(), [NORTH_PHONE]);
+    assert_eq!(w.task(&queue_task).await["assignment_status"], "canceled");
+    let callback_task = record.task_sid.clone().expect("the callback's task");
+    assert_ne!(callback_task, queue_task);
+    assert_eq!(w.task(&callback_task).await["assignment_status"], "completed");
     w.finish().await;
 }

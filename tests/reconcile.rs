@@ -183,6 +183,7 @@ async fn a_sweep_sees_a_pending_reservation_as_a_missed_reservation_created() {
         amd: true,
         caller: Some("+13105550199".into()),
         caller_name: None,
+        callback: None,
     };
     let expected = [
         Observed {

@@ -413,9 +413,10 @@ async fn follow_call(
     let ended = client.wait_for_call_end(&sid, remaining).await;
     row.finished = ended.is_ok();
     // The server settles the outcome from the last webhook of the call,
-    // which may arrive a moment after the sandbox marks the call ended.
+    // which may arrive a moment after the sandbox marks the call ended; a
+    // caller who chose a callback is settled once the location called back.
     let settle_by =
-        (tokio::time::Instant::now() + Duration::from_secs(5)).min(deadline.max(tokio::time::Instant::now()));
+        (tokio::time::Instant::now() + Duration::from_secs(30)).min(deadline.max(tokio::time::Instant::now()));
     loop {
         if let Ok(Some(rec)) = store.call(&sid).await {
             row.location = rec.location.clone();

@@ -308,6 +308,7 @@ struct RawLocation {
     voice: Option<String>,
     #[serde(default)]
     translations: BTreeMap<String, crate::domain::LocationText>,
+    callback: Option<crate::domain::CallbackSpec>,
 }
 
 fn one() -> u32 {
@@ -401,6 +402,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("announcements", include_str!("../../examples/scenarios/announcements.toml")),
     ("overflow", include_str!("../../examples/scenarios/overflow.toml")),
     ("languages", include_str!("../../examples/scenarios/languages.toml")),
+    ("callback", include_str!("../../examples/scenarios/callback.toml")),
 ];
 
 /// A built-in scenario by name.
@@ -469,6 +471,7 @@ impl Scenario {
                         language: l.language,
                         voice: l.voice,
                         translations: l.translations,
+                        callback: l.callback,
                     };
                     spec.validate().map_err(|e| bad(format!("locations[{i}].{}", e.field), e.message))?;
                     Ok(spec)

@@ -159,6 +159,8 @@ pub fn router(state: AppState) -> Router {
         .route("/dial-queue", post(voice::dial_queue))
         .route("/screen", post(voice::screen))
         .route("/transfer-notice", post(voice::transfer_notice))
+        .route("/callback-choice", post(voice::callback_choice))
+        .route("/callback-dialed", post(voice::callback_dialed))
         .route("/status-callback", post(voice::status_callback))
         .route("/tr-event-handler", post(events::tr_event_handler))
         .route("/location-lookup", get(lookup::location_lookup).post(lookup::location_lookup))

@@ -242,29 +242,79 @@ pub(super) async fn hold(State(state): State<AppState>, req: TwilioRequest) -> R
     let lang = caller_language(&state, &req, location.as_ref());
     let sp = ivr::speaker(settings, lang, location.as_ref());
     let comforts = location.as_ref().map_or(&[][..], |l| l.comfort_messages_in(&lang.tag));
+    // A callback needs a number to call back.
+    let can_call_back = req.get("From").is_some_and(|f| twilio::E164::parse(f).is_ok());
     let event = Event::Hold {
         queue_time_secs,
         announce_every_secs: ivr::announce_every_secs(settings, location.as_ref()),
         comfort: !comforts.is_empty(),
+        callback_after_secs: location
+            .as_ref()
+            .and_then(|l| l.spec.callback)
+            .filter(|_| can_call_back)
+            .map(|c| c.offer_after_secs),
     };
     let done = caller_events(&state, &call, vec![event]).await?;
-    Ok(TwiML(match done.answer {
+    let (words, callback) = match done.answer {
         Answer::Leave => {
             tracing::info!(queue_time_secs, outcome = %done.outcome, "the caller leaves the queue");
-            twilio::twiml::Response::new().verb(twilio::twiml::Verb::Leave)
+            return Ok(TwiML(twilio::twiml::Response::new().verb(twilio::twiml::Verb::Leave)));
         }
-        Answer::Hold { announce: true, .. } => {
+        Answer::Hold { announce: true, callback, .. } => {
             let words = match &location {
                 Some(l) => announcement(&state, &call, l, lang).await,
                 None => None,
             };
-            ivr::hold(settings, location.as_ref(), words.as_deref(), &sp)
+            (words, callback)
         }
-        Answer::Hold { comfort: Some(n), .. } if !comforts.is_empty() => {
-            let words = &comforts[n as usize % comforts.len()];
-            ivr::hold(settings, location.as_ref(), Some(words.trim()), &sp)
+        Answer::Hold { comfort: Some(n), callback, .. } if !comforts.is_empty() => {
+            (Some(comforts[n as usize % comforts.len()].trim().to_owned()), callback)
         }
-        _ => ivr::hold(settings, location.as_ref(), None, &sp),
+        Answer::Hold { callback, .. } => (None, callback),
+        _ => (None, None),
+    };
+    Ok(TwiML(match callback {
+        Some(offer) => {
+            let mut q: Vec<(&str, &str)> =
+                ["location", "lang"].iter().filter_map(|k| req.query.get(k).map(|v| (*k, v))).collect();
+            q.dedup();
+            let action = state.urls().url("/callback-choice", &q);
+            ivr::hold_with_callback(settings, location.as_ref(), words.as_deref(), offer, &action, &sp)
+        }
+        None => ivr::hold(settings, location.as_ref(), words.as_deref(), &sp),
+    }))
+}
+
+/// The hold `<Gather>`'s action: 1 takes the callback (the journey says
+/// whether it may), and the caller leaves the queue; any other key, or a
+/// callback the journey refuses, goes on holding.
+pub(super) async fn callback_choice(State(state): State<AppState>, req: TwilioRequest) -> Result<TwiML, WebhookError> {
+    let call: CallSid = sid_param(&req, "CallSid")?;
+    let digits = req.get("Digits").unwrap_or_default();
+    let location = location_of(&state, &req).await?;
+    let policy = location.as_ref().and_then(|l| l.spec.callback);
+    let number = req.get("From").and_then(|f| twilio::E164::parse(f).ok());
+    let (Some(policy), Some(number), "1") = (policy, number, digits) else {
+        tracing::info!(digits, "no callback: the caller holds on");
+        return Ok(TwiML(ivr::empty()));
+    };
+    let event = Event::CallbackChosen { number, tries: policy.tries };
+    let d = Delivery::to_keys([call.to_string()], vec![event], state.policy()).with_audit(
+        "voice",
+        "callback.chosen",
+        Some(call.as_str()),
+        req.to_json(),
+    );
+    let done = deliver(&state, d).await?;
+    Ok(TwiML(match done.answer {
+        Answer::Leave => {
+            tracing::info!("the caller chose a callback and leaves the queue");
+            twilio::twiml::Response::new().verb(twilio::twiml::Verb::Leave)
+        }
+        _ => {
+            tracing::info!(outcome = %done.outcome, "callback refused: the caller holds on");
+            ivr::empty()
+        }
     }))
 }
 
@@ -310,6 +360,11 @@ pub(super) async fn enqueue_action(State(state): State<AppState>, req: TwilioReq
     let settings = state.settings();
     Ok(TwiML(match done.answer {
         Answer::Goodbye => ivr::goodbye(&ivr::speaker(settings, caller_language(&state, &req, None), None)),
+        Answer::CallbackBye { number } => {
+            let location = location_of(&state, &req).await.ok().flatten();
+            let lang = caller_language(&state, &req, location.as_ref());
+            ivr::callback_bye(number.as_str(), &ivr::speaker(settings, lang, location.as_ref()))
+        }
         Answer::Fallback { location, reason } => {
             // `leave` follows our `<Leave>`, `redirected` our REST redirect; anything
             // else took the caller out of the queue without us.
@@ -528,14 +583,24 @@ async fn leg_answer(
             let notice = state.urls().url("/transfer-notice", &q);
             ivr::dial_queue(reservation.as_str(), Some(notice))
         }
-        Answer::Screen { prompt, location, caller, caller_name, timeout_secs } => {
+        Answer::Screen { prompt, location, caller, caller_name, timeout_secs, waiting_since_ms } => {
             // The receptionist hears the location's language.
             let found = state.store().location(&location).await?;
             let lang = location_language(state, found.as_ref());
             let display = found.as_ref().map_or(location.as_str(), |l| l.display_name_in(&lang.tag));
-            let text = ivr::screen_text(display, caller.as_deref(), caller_name.as_deref(), prompt, lang);
+            let text = match waiting_since_ms {
+                Some(ms) => {
+                    let since = wall_clock_at(ms, found.as_ref());
+                    ivr::callback_screen_text(display, caller.as_deref(), &since, prompt, lang)
+                }
+                None => ivr::screen_text(display, caller.as_deref(), caller_name.as_deref(), prompt, lang),
+            };
             let sp = ivr::speaker(state.settings(), lang, found.as_ref());
             ivr::screen(&screen_url(state, req, prompt), &text, timeout_secs, &sp)
+        }
+        Answer::CallBack { reservation, number, from } => {
+            tracing::info!(reservation_sid = %reservation, "the location accepted the callback; dialling the caller");
+            ivr::call_back(number.as_str(), from.as_str(), &leg_url(state, req, "/callback-dialed", None))
         }
         Answer::Refuse { caller_gone: true } => {
             tracing::info!(outcome = %done.outcome, "the caller is gone; not bridging the location");
@@ -554,13 +619,54 @@ async fn leg_answer(
 /// The screening prompt's action: the leg's own identifiers (as its other
 /// URLs carry them) and which asking it answers.
 fn screen_url(state: &AppState, req: &TwilioRequest, prompt: u32) -> String {
-    let prompt = prompt.to_string();
+    leg_url(state, req, "/screen", Some(prompt))
+}
+
+/// A URL of ours for a location leg's next webhook: the leg's own
+/// identifiers, as its other URLs carry them (and the prompt, for `/screen`).
+fn leg_url(state: &AppState, req: &TwilioRequest, path: &str, prompt: Option<u32>) -> String {
+    let prompt = prompt.map(|p| p.to_string());
     let mut query: Vec<(&str, &str)> = ["reservationSid", "queue", "taskSid", "attempt", "location", "from", "callSid"]
         .iter()
         .filter_map(|k| req.query.get(k).map(|v| (*k, v)))
         .collect();
-    query.push(("prompt", &prompt));
-    state.urls().url("/screen", &query)
+    query.extend(prompt.as_deref().map(|p| ("prompt", p)));
+    state.urls().url(path, &query)
+}
+
+/// A time of day ("10:32") as the location's clock shows it.
+fn wall_clock_at(ms: i64, location: Option<&Location>) -> String {
+    let at = Timestamp::from_millisecond(ms).unwrap_or_default();
+    match location {
+        Some(l) => l.schedule.clock_time(at),
+        None => at.strftime("%H:%M UTC").to_string(),
+    }
+}
+
+/// The `<Dial>` action of a callback's location leg: whether the caller
+/// answered decides the callback (connected, or another try later).
+pub(super) async fn callback_dialed(State(state): State<AppState>, req: TwilioRequest) -> Result<TwiML, WebhookError> {
+    let reservation = leg_reservation(&req)?;
+    let leg: CallSid = sid_param(&req, "CallSid")?;
+    let status = req.get("DialCallStatus").unwrap_or("failed");
+    let answered = status == "completed";
+    let keys = leg_keys(&req, &reservation, &leg);
+    let event = Event::CallbackDialed { reservation: reservation.clone(), answered };
+    let d = Delivery::to_keys(keys, vec![event], state.policy()).with_audit(
+        "voice",
+        &format!("callback.{status}"),
+        Some(leg.as_str()),
+        req.to_json(),
+    );
+    let done = deliver(&state, d).await?;
+    tracing::info!(dial_call_status = status, outcome = %done.outcome, "callback dialled");
+    if answered {
+        return Ok(TwiML(ivr::hangup()));
+    }
+    let found = location_of(&state, &req).await.ok().flatten();
+    let lang = location_language(&state, found.as_ref());
+    let sp = ivr::speaker(state.settings(), lang, found.as_ref());
+    Ok(TwiML(ivr::callback_missed(&sp)))
 }
 
 /// Status callbacks: of a location leg (its URL names the reservation), or

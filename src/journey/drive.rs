@@ -6,7 +6,7 @@
 use twilio::sid::CallSid;
 
 use super::state::{Attempt, AttemptState, CallerState, Effort, Ending, ResState, Stop, TaskEnd};
-use super::{Command, Cx, HANDOFF_MS, Journey, LOOKUP_EVERY_MS, MAX_LOOKUPS, TaskStatus};
+use super::{Command, Cx, HANDOFF_MS, Journey, LOOKUP_EVERY_MS, MAX_LOOKUPS, ReservationEnd, TaskStatus};
 use crate::domain::Outcome;
 
 impl Journey {
@@ -25,11 +25,21 @@ impl Journey {
                 stop.handed_off = true;
             }
         }
+        self.drive_callback(cx);
         // One reservation's step can free another's dial (its look-ups ran
         // out, or it gave up): go round until nothing moves, so a tick at the
         // same instant owes nothing more. Each pass that moves sends a command
         // or settles, which no later pass repeats.
-        while (0..self.reservations.len()).fold(false, |moved, i| self.drive_dial(i, cx) || moved) {}
+        loop {
+            let mut moved = false;
+            for i in 0..self.reservations.len() {
+                moved |= self.drive_dial(i, cx);
+            }
+            if !moved {
+                break;
+            }
+        }
+        self.drive_accepts(cx);
         self.drive_legs(cx);
         self.drive_closing(now);
         self.drive_redirect(cx);
@@ -63,32 +73,106 @@ impl Journey {
         if self.outcome == Outcome::Pending && self.caller.state == CallerState::Queued && !self.leg_in_play() {
             self.settle(Outcome::ClosedWhileWaiting);
         }
+        // A callback never rings after closing: it ends, and is listed as canceled.
+        if self.outcome == Outcome::Pending && self.callback.is_some() && !self.leg_in_play() {
+            self.settle(Outcome::CallbackCanceled);
+        }
+    }
+
+    /// A callback's tasks: once the last one's call to the caller ended (and
+    /// the task is completed), the next try's task after the pause; created
+    /// again after a back-off if the dispatcher gave up on it.
+    fn drive_callback(&mut self, cx: &mut Cx) {
+        let now = cx.now;
+        let (Some(cb), Some(call), Some(location)) = (self.callback.as_mut(), &self.caller.sid, &self.location) else {
+            return;
+        };
+        if self.outcome != Outcome::Pending || self.closes_at_ms.is_some_and(|t| now >= t) {
+            return;
+        }
+        // The last try's task is done with: it is no longer the journey's.
+        if let Some(t) = self.task.as_ref().filter(|t| t.status.is_final() && cb.ended_task.as_ref() == Some(&t.sid)) {
+            cb.old_tasks.push(t.sid.clone());
+            self.task = None;
+            for r in &mut self.reservations {
+                r.end(ReservationEnd::Canceled);
+            }
+        }
+        if self.task.is_some() || now < cb.next_at_ms {
+            return;
+        }
+        let effort = match &mut cb.create {
+            None => {
+                cb.round += 1;
+                cb.create = Some(Effort::first(now));
+                1
+            }
+            Some(e) if e.due(now) => {
+                e.again(now);
+                e.round
+            }
+            Some(_) => return,
+        };
+        cx.commands.push(Command::CreateCallbackTask {
+            call: call.clone(),
+            location: location.clone(),
+            number: cb.number.clone(),
+            since_ms: cb.since_ms,
+            round: cb.round,
+            effort,
+        });
+    }
+
+    /// Accepts a callback's reservation once its location pressed 1 (again
+    /// after a back-off if the dispatcher gave up on it).
+    fn drive_accepts(&mut self, cx: &mut Cx) {
+        let now = cx.now;
+        let Some(task) = self.task.as_ref().map(|t| t.sid.clone()) else { return };
+        let currents: Vec<Option<CallSid>> =
+            (0..self.reservations.len()).map(|i| self.current_leg(i).cloned()).collect();
+        for (r, current) in self.reservations.iter_mut().zip(currents) {
+            let callback = r.target.as_ref().is_some_and(|t| t.callback.is_some());
+            let took = r.legs.iter().any(|l| l.bridging && current.as_ref() == Some(&l.sid));
+            if !(callback && took && r.status == ResState::Pending) {
+                continue;
+            }
+            let round = match &mut r.accept {
+                None => {
+                    r.accept = Some(Effort::first(now));
+                    1
+                }
+                Some(e) if e.due(now) => {
+                    e.again(now);
+                    e.round
+                }
+                Some(_) => continue,
+            };
+            cx.commands.push(Command::AcceptReservation { task: task.clone(), reservation: r.sid.clone(), round });
+        }
     }
 
     /// Dial, withdraw, look up or give up, for one reservation. Returns
     /// whether it did any of them.
     fn drive_dial(&mut self, i: usize, cx: &mut Cx) -> bool {
         let now = cx.now;
-        let may_dial = self.outcome == Outcome::Pending
-            && self.caller.state.waiting()
-            && self.task.as_ref().is_some_and(|t| !t.status.is_final());
+        let may_dial = self.awaits_location() && self.task.as_ref().is_some_and(|t| !t.status.is_final());
         // After closing no new dial starts; one already on its way goes on.
         let may_start = may_dial && self.closes_at_ms.is_none_or(|t| now < t);
         let blocked = self.dial_blocked(i);
-        let (Some(task), caller) = (self.task.as_ref().map(|t| t.sid.clone()), self.caller.sid.clone()) else {
-            return false;
-        };
+        let serves = self.serves(i);
+        // Without a task nothing is dialled, but withdrawals and look-ups go on.
+        let (task, caller) = (self.task.as_ref().map(|t| t.sid.clone()), self.caller.sid.clone());
         let owed = cx.commands.len();
         let max = cx.policy.max_dial_attempts.max(1);
         let r = &mut self.reservations[i];
-        let wants = may_dial && r.status == ResState::Pending;
+        let wants = may_dial && r.status == ResState::Pending && serves;
         let next = r.attempts.len() as u32 + 1;
         let mut give_up = false;
         match r.attempts.last_mut().map(|a| &mut a.state) {
             None | Some(AttemptState::NotPlaced) if wants && may_start => match &r.target {
                 Some(_) if next > max => give_up = true,
-                Some(target) if !blocked => {
-                    let target = target.clone();
+                Some(target) if !blocked && task.is_some() => {
+                    let (target, task) = (target.clone(), task.clone().expect("checked"));
                     r.attempts.push(Attempt {
                         n: next,
                         sent_ms: now,
@@ -153,19 +237,19 @@ impl Journey {
     /// or one ringing for a caller who is gone or settled elsewhere.
     fn drive_legs(&mut self, cx: &mut Cx) {
         let now = cx.now;
-        let caller_waits = self.caller.state.waiting() && self.outcome == Outcome::Pending;
+        let caller_waits = self.awaits_location();
         // Connected, perhaps with the accept missed: the current leg may be the
         // bridged one, and cutting it would cut the conversation.
         let in_call = self.outcome == Outcome::Connected && self.caller.state != CallerState::Gone;
-        let currents: Vec<Option<CallSid>> =
-            (0..self.reservations.len()).map(|i| self.current_leg(i).cloned()).collect();
-        for (r, current) in self.reservations.iter_mut().zip(currents) {
+        let currents: Vec<(Option<CallSid>, bool)> =
+            (0..self.reservations.len()).map(|i| (self.current_leg(i).cloned(), self.serves(i))).collect();
+        for (r, (current, serves)) in self.reservations.iter_mut().zip(currents) {
             let status = r.status;
             for l in r.legs.iter_mut().filter(|l| l.reported.is_live()) {
                 let is_current = current.as_ref() == Some(&l.sid);
                 let keep = is_current
                     && match status {
-                        ResState::Pending => caller_waits || in_call,
+                        ResState::Pending => (caller_waits && serves) || in_call,
                         ResState::Accepted | ResState::Wrapping => true,
                         ResState::Completed | ResState::Ended { .. } => false,
                     };
@@ -236,13 +320,20 @@ impl Journey {
         if task.status.is_final() {
             return None;
         }
-        let took = self.outcome == Outcome::Connected
+        let took = matches!(self.outcome, Outcome::Connected | Outcome::CallbackConnected)
             || matches!(task.status, TaskStatus::Assigned | TaskStatus::Wrapping)
             || self.reservations.iter().any(|r| r.status.took());
         if took {
-            let over = task.status == TaskStatus::Wrapping
-                || self.reservations.iter().any(|r| r.status == ResState::Wrapping)
-                || self.caller.state == CallerState::Gone;
+            // A callback's task is over once its call to the caller ended; the
+            // caller's own leg ended long before.
+            let over = match &self.callback {
+                Some(cb) => cb.ended_task.as_ref() == Some(&task.sid) || self.outcome.is_final(),
+                None => {
+                    task.status == TaskStatus::Wrapping
+                        || self.reservations.iter().any(|r| r.status == ResState::Wrapping)
+                        || self.caller.state == CallerState::Gone
+                }
+            };
             over.then_some(TaskEnd::Complete)
         } else if self.outcome.is_final() {
             Some(TaskEnd::Cancel)

@@ -9,7 +9,7 @@ use twilio::E164;
 use twilio::sid::{CallSid, ReservationSid, TaskSid};
 
 use super::{Command, NotifyChannel};
-use crate::domain::{Outcome, Screening, TaskAttributes};
+use crate::domain::{CallbackAttributes, Outcome, Screening, TaskAttributes};
 
 /// One thing that happened to a journey.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,7 +45,21 @@ pub enum Event {
         announce_every_secs: u32,
         #[serde(default)]
         comfort: bool,
+        /// The location calls back, and says so from this queue time on
+        /// (none: no callback offer; 1 at `/callback-choice` is refused).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        callback_after_secs: Option<u32>,
     },
+    /// `/callback-choice`: the waiting caller pressed 1 to hang up and be
+    /// called back at `number`, keeping their place; the location tries to
+    /// reach them `tries` times. Answered with [`super::Answer::Leave`] when
+    /// taken, else nothing (the caller holds on).
+    CallbackChosen { number: E164, tries: u32 },
+    /// The dispatcher created the callback's task (round `round`).
+    CallbackTaskCreated { task: TaskSid, round: u32 },
+    /// `/callback-dialed`: the location's leg dialled the caller back for
+    /// `reservation`; `answered` when the caller picked up.
+    CallbackDialed { reservation: ReservationSid, answered: bool },
     /// `/enqueue-action`: the caller's leg left the queue.
     QueueExit { result: QueueResult },
     /// The number's status callback for the caller's own leg.
@@ -151,6 +165,10 @@ pub struct DialTarget {
     pub caller: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caller_name: Option<String>,
+    /// A callback's task: the location's leg, once it accepts, dials the
+    /// caller back instead of taking them from the queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<CallbackAttributes>,
 }
 
 fn yes() -> bool {
@@ -172,6 +190,7 @@ impl DialTarget {
                 amd: o.amd.unwrap_or(true) || o.screening.is_none(),
                 caller: attrs.caller.clone(),
                 caller_name: attrs.caller_name.clone().filter(|_| o.screening.is_some_and(|s| s.say_name)),
+                callback: None,
             },
             _ => Self::from_attributes(attrs),
         }
@@ -188,6 +207,7 @@ impl DialTarget {
             amd: attrs.amd.unwrap_or(true) || attrs.screening.is_none(),
             caller: attrs.caller.clone(),
             caller_name: attrs.caller_name.clone(),
+            callback: attrs.callback.clone(),
         }
     }
 }

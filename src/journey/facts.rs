@@ -4,12 +4,13 @@
 use twilio::sid::{CallSid, ReservationSid, TaskSid};
 
 use super::state::{
-    Attempt, AttemptState, CallerState, Leg, ResState, Reservation, Screen, Stop, Task, TaskEnd, Voicemail,
+    Attempt, AttemptState, Callback, CallerState, Leg, ResState, Reservation, Screen, Stop, Task, TaskEnd, Voicemail,
 };
 use super::{
-    ANSWERED_GRACE_SECS, Answer, AnsweredBy, BRIDGE_EVIDENCE_MS, COMFORT_EVERY_SECS, CallStatus, Command, Cx,
-    DialTarget, Event, Journey, LOOKUP_AFTER_MS, MAX_LOOKUPS, QueueResult, REDIRECT_GRACE_MS, ReservationEnd,
-    ReservationStatus, SCREEN_PROMPTS, ScreenKey, TRANSCRIPTION_WAIT_MS, TaskStatus, Transfer,
+    ANSWERED_GRACE_SECS, Answer, AnsweredBy, BRIDGE_EVIDENCE_MS, CALLBACK_OFFER_EVERY_SECS, CALLBACK_RETRY_MS,
+    COMFORT_EVERY_SECS, CallStatus, Command, Cx, DialTarget, Event, Journey, LOOKUP_AFTER_MS, MAX_LOOKUPS, QueueResult,
+    REDIRECT_GRACE_MS, ReservationEnd, ReservationStatus, SCREEN_PROMPTS, ScreenKey, TRANSCRIPTION_WAIT_MS, TaskStatus,
+    Transfer,
 };
 use crate::config::AnsweredByPolicy;
 use crate::domain::Outcome;
@@ -39,9 +40,25 @@ impl Journey {
             Event::ClosingTime { at_ms } => {
                 self.closes_at_ms.get_or_insert(at_ms);
             }
-            Event::Hold { queue_time_secs, announce_every_secs, comfort } => {
-                return self.on_hold(queue_time_secs, announce_every_secs, comfort, cx);
+            Event::Hold { queue_time_secs, announce_every_secs, comfort, callback_after_secs } => {
+                return self.on_hold(queue_time_secs, announce_every_secs, comfort, callback_after_secs, cx);
             }
+            Event::CallbackChosen { number, tries } => return self.callback_chosen(number, tries, now),
+            Event::CallbackTaskCreated { task, round } => {
+                let adopt = self.task.is_none();
+                if let Some(cb) = &mut self.callback
+                    && cb.round == round
+                    && !cb.old_tasks.contains(&task)
+                {
+                    if adopt {
+                        self.task = Some(Task { sid: task.clone(), status: TaskStatus::Pending, ending: None });
+                    }
+                    if self.task.as_ref().is_some_and(|t| t.sid == task) {
+                        cb.create = None;
+                    }
+                }
+            }
+            Event::CallbackDialed { reservation, answered } => self.callback_dialed(&reservation, answered, now),
             Event::QueueExit { result } => return self.on_queue_exit(result),
             Event::CallerStatus { status, sequence } => self.on_caller_status(status, sequence, now),
             Event::VoicemailRecorded { recording, duration_secs, recipients, transcribe } => {
@@ -81,6 +98,14 @@ impl Journey {
                 self.on_leg_status(reservation, attempt, leg, status, None, now);
             }
             Event::ReservationCreated { task, reservation, caller, target } => {
+                // A callback's task, heard of before the dispatcher's answer.
+                if self.task.is_none()
+                    && target.callback.is_some()
+                    && let Some(cb) = self.callback.as_mut().filter(|cb| !cb.old_tasks.contains(&task))
+                {
+                    cb.create = None;
+                    self.task = Some(Task { sid: task.clone(), status: TaskStatus::Reserved, ending: None });
+                }
                 if self.owns_task(&task, Some(TaskStatus::Reserved)) {
                     if self.caller.sid.is_none() {
                         self.caller.sid = caller;
@@ -126,9 +151,10 @@ impl Journey {
                 if self.owns_task(&task, Some(status)) {
                     match status {
                         TaskStatus::Pending | TaskStatus::Reserved => {}
-                        TaskStatus::Assigned | TaskStatus::Wrapping => {
+                        TaskStatus::Assigned | TaskStatus::Wrapping if self.callback.is_none() => {
                             self.settle(Outcome::Connected);
                         }
+                        TaskStatus::Assigned | TaskStatus::Wrapping => {}
                         TaskStatus::Completed => self.task_completed(),
                         TaskStatus::Canceled => self.task_canceled(),
                     }
@@ -169,9 +195,12 @@ impl Journey {
     }
 
     /// Whether a TaskRouter event about `task` is this journey's; the first
-    /// task seen is adopted (one task per journey). `implied` is the task's
+    /// task seen is adopted (one task at a time). `implied` is the task's
     /// status the event implies, if any.
     fn owns_task(&mut self, task: &TaskSid, implied: Option<TaskStatus>) -> bool {
+        if self.callback.as_ref().is_some_and(|cb| cb.old_tasks.contains(task)) {
+            return false;
+        }
         match &mut self.task {
             Some(t) if t.sid == *task => {
                 // A reservation's end puts a reserved task back to pending only.
@@ -183,6 +212,10 @@ impl Journey {
                 true
             }
             Some(_) => false,
+            // Once the caller chose a callback, only the callback's own task is
+            // adopted (see `CallbackTaskCreated`): the queue's, which the journey
+            // may never have heard of, ends with the caller's leaving.
+            None if self.callback.is_some() => false,
             None => {
                 let status = implied.unwrap_or(TaskStatus::Reserved);
                 self.task = Some(Task { sid: task.clone(), status, ending: None });
@@ -257,7 +290,14 @@ impl Journey {
         }
     }
 
-    fn on_hold(&mut self, queue_time_secs: u32, announce_every_secs: u32, comfort: bool, cx: &mut Cx) -> Answer {
+    fn on_hold(
+        &mut self,
+        queue_time_secs: u32,
+        announce_every_secs: u32,
+        comfort: bool,
+        callback_after_secs: Option<u32>,
+        cx: &mut Cx,
+    ) -> Answer {
         self.caller.advance(CallerState::Queued);
         match (self.caller.state, self.outcome) {
             (CallerState::Gone | CallerState::Diverted, _) => Answer::Leave,
@@ -275,7 +315,8 @@ impl Journey {
                     self.caller.advance(CallerState::Diverted);
                     Answer::Leave
                 } else {
-                    self.hold_answer(queue_time_secs, announce_every_secs, comfort)
+                    let answer = self.hold_answer(queue_time_secs, announce_every_secs, comfort);
+                    self.with_callback_offer(answer, queue_time_secs, callback_after_secs)
                 }
             }
             // Settled while queued (busy, no answer …): the redirect to
@@ -316,24 +357,122 @@ impl Journey {
         // Twilio asking again for the same queue time (the answer was lost)
         // gets the same answer: the caller has not heard it.
         if announce_every_secs > 0 && w.announced_secs == Some(queue_secs) {
-            return Answer::Hold { announce: true, comfort: None };
+            return Answer::Hold { announce: true, comfort: None, callback: None };
         }
         if comfort && w.comfort_secs == Some(queue_secs) && w.comforts > 0 {
-            return Answer::Hold { announce: false, comfort: Some(w.comforts - 1) };
+            return Answer::Hold { announce: false, comfort: Some(w.comforts - 1), callback: None };
         }
         let since = |at: Option<u32>, gap: u32| at.is_none_or(|t| queue_secs > t && queue_secs - t >= gap);
         if announce_every_secs > 0 && since(w.announced_secs, announce_every_secs) {
             w.announced_secs = Some(queue_secs);
-            return Answer::Hold { announce: true, comfort: None };
+            return Answer::Hold { announce: true, comfort: None, callback: None };
         }
         let gap = if announce_every_secs > 0 { announce_every_secs / 2 } else { COMFORT_EVERY_SECS };
         if comfort && since(w.announced_secs.max(w.comfort_secs), gap) {
             let n = w.comforts;
             w.comforts = n.saturating_add(1);
             w.comfort_secs = Some(queue_secs);
-            return Answer::Hold { announce: false, comfort: Some(n) };
+            return Answer::Hold { announce: false, comfort: Some(n), callback: None };
         }
         Answer::MUSIC
+    }
+
+    /// A hold answer for a caller who may choose a callback: a key press
+    /// takes it at any time, and the offer is said from `after_secs` in the
+    /// queue on, then every [`CALLBACK_OFFER_EVERY_SECS`] (a retried `/hold`
+    /// hears it again).
+    fn with_callback_offer(&mut self, answer: Answer, queue_secs: u32, after_secs: Option<u32>) -> Answer {
+        let Answer::Hold { announce, comfort, .. } = answer else {
+            return answer;
+        };
+        let Some(after) = after_secs else {
+            return answer;
+        };
+        let w = &mut self.wait;
+        let due = queue_secs >= after
+            && (w.offered_secs == Some(queue_secs)
+                || w.offered_secs.is_none_or(|t| queue_secs > t && queue_secs - t >= CALLBACK_OFFER_EVERY_SECS));
+        if due {
+            w.offered_secs = Some(queue_secs);
+        }
+        Answer::Hold { announce, comfort, callback: Some(due) }
+    }
+
+    /// 1 at the callback offer: the caller leaves the queue and hangs up,
+    /// and callback tasks take over, keeping their place. Refused (the
+    /// caller holds on) once a location leg has answered, or when the
+    /// caller no longer waits in the queue.
+    fn callback_chosen(&mut self, number: twilio::E164, tries: u32, now: i64) -> Answer {
+        if self.callback.is_some() {
+            // Twilio asked again: the same answer while the caller is still there.
+            return if self.caller.state.waiting() || self.caller.state == CallerState::Diverted {
+                Answer::Leave
+            } else {
+                Answer::Nothing
+            };
+        }
+        let may = self.outcome == Outcome::Pending
+            && self.caller.state == CallerState::Queued
+            && self.caller.sid.is_some()
+            && self.location.is_some()
+            && !self.location_answered();
+        if !may {
+            return Answer::Nothing;
+        }
+        // The queue's task ends with the caller's leaving: TaskRouter cancels it.
+        let old = self.task.take().map(|t| t.sid);
+        for r in &mut self.reservations {
+            r.end(ReservationEnd::Canceled);
+        }
+        self.callback = Some(Callback {
+            number,
+            since_ms: self.wait.since_ms.unwrap_or(now),
+            tries: tries.max(1),
+            missed: 0,
+            round: 0,
+            create: None,
+            next_at_ms: now,
+            old_tasks: old.into_iter().collect(),
+            ended_task: None,
+        });
+        self.caller.advance(CallerState::Diverted);
+        Answer::Leave
+    }
+
+    /// The location's leg dialled the caller back: answered, the callback is
+    /// done; else another try later, or `callback_no_answer` after the last.
+    fn callback_dialed(&mut self, reservation: &ReservationSid, answered: bool, now: i64) {
+        let is_callback = self
+            .reservations
+            .iter()
+            .find(|r| r.sid == *reservation)
+            .and_then(|r| r.target.as_ref())
+            .is_some_and(|t| t.callback.is_some());
+        let task = self.task.as_ref().map(|t| t.sid.clone());
+        let Some(cb) = self.callback.as_mut() else { return };
+        if !is_callback || task.is_none() || cb.ended_task == task || self.outcome.is_final() {
+            return;
+        }
+        cb.ended_task = task;
+        if answered {
+            self.outcome = Outcome::CallbackConnected;
+            return;
+        }
+        cb.missed += 1;
+        cb.next_at_ms = now.saturating_add(CALLBACK_RETRY_MS);
+        if cb.missed >= cb.tries {
+            self.settle(Outcome::CallbackNoAnswer);
+        }
+    }
+
+    /// What a location leg that accepted gets: the bridge to the queued
+    /// caller, or for a callback, a dial to the caller's number.
+    fn connect(&self, reservation: ReservationSid) -> Answer {
+        let target = self.reservations.iter().find(|r| r.sid == reservation).and_then(|r| r.target.as_ref());
+        match target.and_then(|t| t.callback.as_ref().map(|c| (t, c))) {
+            Some((t, c)) => Answer::CallBack { reservation, number: c.number.clone(), from: t.from.clone() },
+            None => Answer::Bridge { reservation, transfer: None },
+        }
     }
 
     /// A leg answered (AMD running, or told to bridge) and not being stopped.
@@ -359,6 +498,13 @@ impl Journey {
                 self.settle(Outcome::CallerHungUp);
                 Answer::Nothing
             }
+            QueueResult::Leave if self.callback.is_some() => {
+                self.caller.advance(CallerState::Diverted);
+                match &self.callback {
+                    Some(cb) => Answer::CallbackBye { number: cb.number.clone() },
+                    None => Answer::Nothing,
+                }
+            }
             QueueResult::Leave
             | QueueResult::Redirected
             | QueueResult::QueueFull
@@ -379,7 +525,8 @@ impl Journey {
         // we could not answer (the reconciler's sweep of our numbers finds it).
         let never_heard = self.caller.state == CallerState::Unseen && self.task.is_none();
         self.caller.advance(CallerState::Gone);
-        if self.outcome.is_final() {
+        // Hung up after choosing a callback: the callback goes on.
+        if self.outcome.is_final() || self.callback.is_some() {
             return;
         }
         if never_heard {
@@ -405,10 +552,12 @@ impl Journey {
     ) -> Answer {
         let now = cx.now;
         let caller = self.caller.state;
-        let caller_waits = caller.waiting() && self.outcome == Outcome::Pending;
+        let caller_waits = self.awaits_location();
+        let callback = self.callback.is_some();
         let wants_bridge = cx.policy.for_answer(answered_by) == AnsweredByPolicy::Bridge;
         let may_bridge = matches!(self.outcome, Outcome::Pending | Outcome::Connected);
         let ri = self.reservation_index(reservation.clone());
+        let caller_waits = caller_waits && self.serves(ri);
         self.adopt(ri, &leg, attempt, now);
         let i = self.note_leg(ri, leg, attempt);
         let current = self.current_leg(ri) == Some(&self.reservations[ri].legs[i].sid);
@@ -432,9 +581,9 @@ impl Journey {
                 if l.bridging
                     && l.reported.is_live()
                     && may_bridge
-                    && (caller.waiting() || caller == CallerState::Bridged) =>
+                    && (caller.waiting() || caller == CallerState::Bridged || callback) =>
             {
-                Answer::Bridge { reservation, transfer: None }
+                self.connect(reservation)
             }
             // A stray leg, or a reservation TaskRouter took back: the bridge would fail (14217).
             (false, _)
@@ -442,6 +591,9 @@ impl Journey {
                 refuse(l, false)
             }
             (true, ResState::Pending) if !caller_waits => refuse(l, answered_by == AnsweredBy::Human),
+            // Being hung up already (it rang for nobody before its dial's result
+            // made it the current leg): neither screened nor bridged.
+            (true, ResState::Pending) if l.stop.is_some() => refuse(l, false),
             // A screened location hears who is calling first (again, if Twilio asks again).
             (true, ResState::Pending) if wants_bridge => match target.as_ref().filter(|t| t.screening.is_some()) {
                 Some(t) if !l.screen.is_some_and(|s| s.accepted) => {
@@ -450,12 +602,16 @@ impl Journey {
                 }
                 _ => {
                     l.bridging = true;
-                    Answer::Bridge { reservation, transfer: None }
+                    self.connect(reservation)
                 }
             },
             (true, ResState::Pending) => {
                 let answer = refuse(l, false);
-                self.settle(Outcome::LocationVoicemail);
+                // A callback's location leg that reached a machine: the
+                // reservation times out and TaskRouter offers the task again.
+                if !callback {
+                    self.settle(Outcome::LocationVoicemail);
+                }
                 answer
             }
         }
@@ -492,12 +648,15 @@ impl Journey {
     ) -> Answer {
         let now = cx.now;
         let caller = self.caller.state;
-        let caller_waits = caller.waiting() && self.outcome == Outcome::Pending;
+        let caller_waits = self.awaits_location();
+        let callback = self.callback.is_some();
         let may_bridge = matches!(self.outcome, Outcome::Pending | Outcome::Connected);
         let ri = self.reservation_index(reservation.clone());
+        let caller_waits = caller_waits && self.serves(ri);
         self.adopt(ri, &leg, attempt, now);
         let i = self.note_leg(ri, leg, attempt);
         let current = self.current_leg(ri) == Some(&self.reservations[ri].legs[i].sid);
+        let connect = self.connect(reservation.clone());
         let r = &mut self.reservations[ri];
         let status = r.status;
         let target = r.target.clone().filter(|t| t.screening.is_some());
@@ -516,9 +675,9 @@ impl Journey {
                     && l.bridging
                     && l.reported.is_live()
                     && may_bridge
-                    && (caller.waiting() || caller == CallerState::Bridged) =>
+                    && (caller.waiting() || caller == CallerState::Bridged || callback) =>
             {
-                Answer::Bridge { reservation, transfer: None }
+                connect
             }
             (false, _, _)
             | (_, ResState::Accepted | ResState::Wrapping | ResState::Completed | ResState::Ended { .. }, _) => {
@@ -534,7 +693,7 @@ impl Journey {
                 l.screen = Some(Screen { prompt: prompt.clamp(1, SCREEN_PROMPTS), accepted: true });
                 l.answered_by.get_or_insert(AnsweredBy::Human);
                 l.bridging = true;
-                Answer::Bridge { reservation, transfer: None }
+                connect
             }
             (true, ResState::Pending, None) => {
                 no_answer = true;
@@ -549,7 +708,7 @@ impl Journey {
                         // Pressing 1 is what tells a person from a machine here.
                         l.answered_by.get_or_insert(AnsweredBy::Human);
                         l.bridging = true;
-                        Answer::Bridge { reservation, transfer: None }
+                        connect
                     }
                     // The answer to an earlier asking, asked again: the prompt as it is now.
                     _ if prompt < screen.prompt => screen_prompt(&t, screen.prompt),
@@ -564,7 +723,8 @@ impl Journey {
                 }
             }
         };
-        if no_answer {
+        // A callback's location that did not accept: TaskRouter offers the task again.
+        if no_answer && !callback {
             self.settle(Outcome::LocationNoAnswer);
         }
         answer
@@ -579,7 +739,9 @@ impl Journey {
         sequence: Option<u32>,
         now: i64,
     ) {
-        let caller_waits = self.caller.state.waiting() && self.outcome == Outcome::Pending;
+        // A callback's location leg that failed: its reservation times out and
+        // TaskRouter offers the task again (closing time ends the wait).
+        let caller_waits = self.caller.state.waiting() && self.outcome == Outcome::Pending && self.callback.is_none();
         let ri = self.reservation_index(reservation);
         self.adopt(ri, &leg, attempt, now);
         let i = self.note_leg(ri, leg, attempt);
@@ -608,8 +770,12 @@ impl Journey {
         if let Some(t) = &mut self.task {
             t.set_status(TaskStatus::Assigned);
         }
-        self.caller.advance(CallerState::Bridged);
-        self.settle(Outcome::Connected);
+        // A callback's reservation is accepted before the caller is dialled:
+        // the call to them decides.
+        if self.callback.is_none() {
+            self.caller.advance(CallerState::Bridged);
+            self.settle(Outcome::Connected);
+        }
     }
 
     fn wrapped_up(&mut self, reservation: Option<ReservationSid>) {
@@ -624,7 +790,9 @@ impl Journey {
                 }
             }
         }
-        self.settle(Outcome::Connected);
+        if self.callback.is_none() {
+            self.settle(Outcome::Connected);
+        }
     }
 
     /// TaskRouter cancels the task of a caller who left the queue, and with it
@@ -633,7 +801,8 @@ impl Journey {
         for r in &mut self.reservations {
             r.end(ReservationEnd::Canceled);
         }
-        self.settle(Outcome::CallerHungUp);
+        // A callback's task canceled (its time ran out, or someone canceled it).
+        self.settle(if self.callback.is_some() { Outcome::CallbackCanceled } else { Outcome::CallerHungUp });
     }
 
     /// Only an assigned task can be completed: someone took the call.
@@ -642,7 +811,12 @@ impl Journey {
             r.end(ReservationEnd::Canceled);
             r.advance(ResState::Completed);
         }
-        self.settle(Outcome::Connected);
+        match &self.callback {
+            None => self.settle(Outcome::Connected),
+            // Completed after its call to the caller: that call decided.
+            Some(cb) if cb.ended_task.is_some() && cb.ended_task.as_ref() == self.task.as_ref().map(|t| &t.sid) => {}
+            Some(_) => self.settle(Outcome::CallbackCanceled),
+        }
     }
 
     fn reservation_seen(&mut self, sid: ReservationSid, status: ReservationStatus) {
@@ -691,6 +865,19 @@ impl Journey {
                     e.fail(round, now);
                 }
             }
+            Command::CreateCallbackTask { round, effort, .. } => {
+                if let Some(e) = self.callback.as_mut().filter(|cb| cb.round == round).and_then(|cb| cb.create.as_mut())
+                {
+                    e.fail(effort, now);
+                }
+            }
+            Command::AcceptReservation { reservation, round, .. } => {
+                if let Some(e) =
+                    self.reservations.iter_mut().find(|r| r.sid == reservation).and_then(|r| r.accept.as_mut())
+                {
+                    e.fail(round, now);
+                }
+            }
             Command::CancelTask { task, round, .. } => self.task_end_failed(&task, TaskEnd::Cancel, round, now),
             Command::CompleteTask { task, round } => self.task_end_failed(&task, TaskEnd::Complete, round, now),
             // The dial's own result follows a withdrawal; lookups go on by time.
@@ -718,5 +905,6 @@ fn screen_prompt(target: &DialTarget, prompt: u32) -> Answer {
         caller: target.caller.clone(),
         caller_name: target.caller_name.clone(),
         timeout_secs: target.screening.map_or(crate::domain::DEFAULT_SCREENING_TIMEOUT_SECS, |s| s.timeout_secs),
+        waiting_since_ms: target.callback.as_ref().map(|c| c.since_ms),
     }
 }

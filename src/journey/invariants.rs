@@ -55,11 +55,7 @@ impl Checker {
                     .find(|r| &r.sid == reservation)
                     .is_none_or(|r| r.status == ResState::Pending);
                 prop_assert!(was_pending, "dialled a reservation that had ended {}", ctx());
-                prop_assert!(
-                    after.outcome == Outcome::Pending && after.caller.state.waiting(),
-                    "dialled for a caller who is not waiting {}",
-                    ctx()
-                );
+                prop_assert!(after.awaits_location(), "dialled for a caller who is not waiting {}", ctx());
                 prop_assert!(
                     after.closes_at_ms.is_none_or(|t| now.as_millisecond() < t),
                     "dialled after the location closed {}",
@@ -95,7 +91,8 @@ impl Checker {
         // 5. A leg placed for a reservation that ended, or ringing for a caller who
         //    left or was settled elsewhere, is being stopped, and its hang-up was
         //    owed (or its answer refused it).
-        let caller_left = after.caller.state == CallerState::Gone
+        // A caller who chose a callback hung up, and still waits for the location.
+        let caller_left = (after.caller.state == CallerState::Gone && after.callback.is_none())
             || (after.outcome.is_final() && after.outcome != Outcome::Connected);
         for r in &after.reservations {
             for l in r.legs.iter().filter(|l| l.reported.is_live()) {
@@ -150,9 +147,16 @@ impl Checker {
         {
             let pressed_one = matches!(event, Event::LegScreened { key: ScreenKey::Accept, .. });
             let had_accepted = leg_of(before, r, leg).and_then(|l| l.screen).is_some_and(|s| s.accepted);
-            prop_assert!(pressed_one || had_accepted, "bridged a screened leg before it accepted {}", ctx());
+            // Told to bridge before `reservation.created` said the location
+            // screens: Twilio asking again gets the same answer.
+            let was_bridging = leg_of(before, r, leg).is_some_and(|l| l.bridging && l.screen.is_none());
+            prop_assert!(
+                pressed_one || had_accepted || was_bridging,
+                "bridged a screened leg before it accepted {}",
+                ctx()
+            );
             let now_accepted = leg_of(after, r, leg).and_then(|l| l.screen).is_some_and(|s| s.accepted);
-            prop_assert!(now_accepted, "bridged a screened leg not marked accepted {}", ctx());
+            prop_assert!(now_accepted || was_bridging, "bridged a screened leg not marked accepted {}", ctx());
         }
         for ra in &after.reservations {
             for la in &ra.legs {
@@ -176,11 +180,7 @@ impl Checker {
         if let (Answer::Screen { prompt, .. }, Some((r, leg))) = (&step.answer, event_leg) {
             prop_assert!((1..=SCREEN_PROMPTS).contains(prompt), "screening prompt {prompt} {}", ctx());
             prop_assert!(screens(after, r), "screened a leg of a location that does not screen {}", ctx());
-            prop_assert!(
-                after.outcome == Outcome::Pending && after.caller.state.waiting(),
-                "screened a leg for a caller who is not waiting {}",
-                ctx()
-            );
+            prop_assert!(after.awaits_location(), "screened a leg for a caller who is not waiting {}", ctx());
             let ri = after.reservations.iter().position(|x| &x.sid == r);
             prop_assert!(
                 ri.is_some_and(
@@ -196,7 +196,7 @@ impl Checker {
         if let Some(t) = &after.task
             && !t.status.is_final()
             && after.outcome.is_final()
-            && after.outcome != Outcome::Connected
+            && !matches!(after.outcome, Outcome::Connected | Outcome::CallbackConnected)
             && !after.reservations.iter().any(|r| r.status.took())
             && !matches!(t.status, TaskStatus::Assigned | TaskStatus::Wrapping)
         {
@@ -235,10 +235,25 @@ impl Checker {
         //    asked again); a comfort message only where there are some, never
         //    together with an announcement.
         if let (
-            Event::Hold { queue_time_secs, announce_every_secs, comfort },
-            Answer::Hold { announce, comfort: said },
+            Event::Hold { queue_time_secs, announce_every_secs, comfort, callback_after_secs },
+            Answer::Hold { announce, comfort: said, callback },
         ) = (event, &step.answer)
         {
+            // The callback is offered only where the location has it, and
+            // said first at `callback_after_secs` in the queue.
+            prop_assert!(
+                callback.is_none() || callback_after_secs.is_some(),
+                "a callback offer where there is none {}",
+                ctx()
+            );
+            if *callback == Some(true) {
+                prop_assert!(callback_after_secs.is_some_and(|a| *queue_time_secs >= a), "offered too soon {}", ctx());
+                prop_assert!(
+                    after.outcome == Outcome::Pending && after.caller.state == CallerState::Queued,
+                    "offered a callback to a caller not waiting {}",
+                    ctx()
+                );
+            }
             if *announce || said.is_some() {
                 prop_assert!(
                     after.outcome == Outcome::Pending && after.caller.state == CallerState::Queued,
@@ -335,11 +350,21 @@ fn monotone(before: &Journey, after: &Journey) -> Result<(), String> {
     if wa.announced_secs < wb.announced_secs || wa.comfort_secs < wb.comfort_secs || wa.comforts < wb.comforts {
         return Err(format!("what the caller was told went back: {wb:?} to {wa:?}"));
     }
+    // A callback, once chosen, stays; its old tasks only grow; and only a
+    // callback lets go of a task (the queue's, or a finished try's).
+    let old_tasks = |j: &Journey| j.callback.as_ref().map(|c| c.old_tasks.clone()).unwrap_or_default();
+    if before.callback.is_some() && after.callback.is_none() {
+        return Err("the callback was forgotten".into());
+    }
+    if !old_tasks(before).iter().all(|t| old_tasks(after).contains(t)) {
+        return Err("a callback's old task was forgotten".into());
+    }
+    let let_go = before.task.as_ref().is_some_and(|b| old_tasks(after).contains(&b.sid));
     if let (Some(b), Some(a)) = (&before.task, &after.task) {
-        if b.sid != a.sid || (b.status.is_final() && a.status != b.status) {
+        if (b.sid != a.sid && !let_go) || (b.sid == a.sid && b.status.is_final() && a.status != b.status) {
             return Err(format!("task {:?} {:?} became {:?} {:?}", b.sid, b.status, a.sid, a.status));
         }
-    } else if before.task.is_some() {
+    } else if before.task.is_some() && !let_go {
         return Err("the task was forgotten".into());
     }
     for rb in &before.reservations {

@@ -3,6 +3,7 @@
 //! part's facts only move forward.
 
 use serde::{Deserialize, Serialize};
+use twilio::E164;
 use twilio::sid::{CallSid, ReservationSid, TaskSid};
 
 use super::{
@@ -78,6 +79,9 @@ pub(super) struct Waiting {
     /// Comfort messages said so far: the next one is this one, in turn.
     #[serde(default)]
     pub(super) comforts: u32,
+    /// The queue time of the last `/hold` answered with the callback offer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) offered_secs: Option<u32>,
 }
 
 /// A leg's status as reported: forward only, in `SequenceNumber` order.
@@ -186,6 +190,10 @@ pub(super) struct Reservation {
     pub(super) status: ResState,
     pub(super) attempts: Vec<Attempt>,
     pub(super) legs: Vec<Leg>,
+    /// A callback's reservation is accepted over the REST API once its
+    /// location pressed 1 (no `<Dial><Queue>` accepts it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) accept: Option<Effort>,
 }
 
 /// A reservation as the journey knows it. Only moves forward.
@@ -288,7 +296,14 @@ pub(super) struct Stop {
 
 impl Reservation {
     pub(super) fn new(sid: ReservationSid) -> Self {
-        Reservation { sid, target: None, status: ResState::Pending, attempts: Vec::new(), legs: Vec::new() }
+        Reservation {
+            sid,
+            target: None,
+            status: ResState::Pending,
+            attempts: Vec::new(),
+            legs: Vec::new(),
+            accept: None,
+        }
     }
 
     pub(super) fn advance(&mut self, to: ResState) {
@@ -388,4 +403,33 @@ impl Voicemail {
     pub(super) fn due(&self, now: i64) -> bool {
         self.recorded && !self.notified && self.waiting_until().is_none_or(|t| now >= t)
     }
+}
+
+/// The caller chose to be called back: they hung up, and the journey now
+/// waits for the location through callback tasks, one per try, each created
+/// with the caller's place in the queue (`since_ms`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct Callback {
+    /// Whom to call back.
+    pub(super) number: E164,
+    /// When the caller began to wait: each task's `VirtualStartTime`.
+    pub(super) since_ms: i64,
+    /// Calls to the caller the location may make.
+    pub(super) tries: u32,
+    /// Calls to the caller made so far that nobody answered.
+    pub(super) missed: u32,
+    /// Callback tasks asked for so far; the current one's round.
+    pub(super) round: u32,
+    /// The current round's create command, until its task is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) create: Option<Effort>,
+    /// No task is created before then (a retry's pause).
+    pub(super) next_at_ms: i64,
+    /// Tasks of this caller that are no longer the journey's: the queue's
+    /// (canceled by TaskRouter when the caller left) and earlier tries'.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) old_tasks: Vec<TaskSid>,
+    /// The task whose call to the caller has ended (it is completed next).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) ended_task: Option<TaskSid>,
 }

@@ -33,6 +33,18 @@ pub(super) fn target() -> DialTarget {
         amd: true,
         caller: Some("+13105550100".into()),
         caller_name: None,
+        callback: None,
+    }
+}
+
+/// The target of a callback's task: screened, calling back the caller.
+pub(super) fn callback_target() -> DialTarget {
+    DialTarget {
+        callback: Some(crate::domain::CallbackAttributes {
+            number: E164::parse("+13105550100").expect("a test number"),
+            since_ms: 1_000_000,
+        }),
+        ..screened_target()
     }
 }
 
@@ -101,16 +113,16 @@ impl Run {
 
 /// `/hold` at a location that announces nothing and has no comfort messages.
 fn hold(queue_time_secs: u32) -> Event {
-    Event::Hold { queue_time_secs, announce_every_secs: 0, comfort: false }
+    Event::Hold { queue_time_secs, announce_every_secs: 0, comfort: false, callback_after_secs: None }
 }
 
 /// `/hold` at a location that announces every `every` seconds, with or without comfort messages.
 fn hold_at(queue_time_secs: u32, every: u32, comfort: bool) -> Event {
-    Event::Hold { queue_time_secs, announce_every_secs: every, comfort }
+    Event::Hold { queue_time_secs, announce_every_secs: every, comfort, callback_after_secs: None }
 }
 
 fn announce() -> Answer {
-    Answer::Hold { announce: true, comfort: None }
+    Answer::Hold { announce: true, comfort: None, callback: None }
 }
 
 fn created(r: u32) -> Event {
@@ -664,6 +676,7 @@ fn prompt(n: u32) -> Answer {
         caller: Some("+13105550100".into()),
         caller_name: None,
         timeout_secs: 8,
+        waiting_since_ms: None,
     }
 }
 
@@ -803,7 +816,7 @@ fn announcements_off_means_music_only() {
 fn comfort_messages_come_in_turn_half_way_between_announcements() {
     let mut run = Run::queued();
     let answers: Vec<Answer> = (0..8).map(|i| run.on(hold_at(i * 10, 40, true)).answer).collect();
-    let comfort = |n| Answer::Hold { announce: false, comfort: Some(n) };
+    let comfort = |n| Answer::Hold { announce: false, comfort: Some(n), callback: None };
     // 0 s announce, 10 music, 20 comfort 0 (half of 40 s), 30 music, 40 announce, 50 music,
     // 60 comfort 1, 70 music.
     assert_eq!(
@@ -914,4 +927,171 @@ fn the_callers_language_follows_them_to_the_fallback() {
     assert_eq!(back, run.j);
     let old = json.replace(",\"language\":\"es-MX\"", "");
     assert!(serde_json::from_str::<Journey>(&old).is_ok());
+}
+
+// -- callback instead of waiting -----------------------------------------------------
+
+fn number() -> E164 {
+    E164::parse("+13105550100").expect("a test number")
+}
+
+fn hold_cb(queue_time_secs: u32, after: u32) -> Event {
+    Event::Hold { queue_time_secs, announce_every_secs: 0, comfort: false, callback_after_secs: Some(after) }
+}
+
+fn chosen(tries: u32) -> Event {
+    Event::CallbackChosen { number: number(), tries }
+}
+
+fn callback_created(task_n: u32, r: u32) -> Event {
+    Event::ReservationCreated {
+        task: task(task_n),
+        reservation: res(r),
+        caller: Some(call(CALLER)),
+        target: callback_target(),
+    }
+}
+
+/// A queued caller of a reserved task who chose a callback and left the
+/// queue (the queue's task is TaskRouter's to cancel).
+fn called_back(tries: u32) -> Run {
+    let mut r = Run::queued();
+    r.on(created(1));
+    let choice = r.on(chosen(tries));
+    assert_eq!(choice.answer, Answer::Leave);
+    // The first try's task is asked for at once, with the caller's place.
+    let since = r.j.waiting_since_ms().expect("queued");
+    // The queue's dial still in the outbox is withdrawn, and the queue's
+    // task is TaskRouter's to cancel.
+    assert_eq!(
+        choice.commands,
+        [
+            Command::CreateCallbackTask {
+                call: call(CALLER),
+                location: "north".into(),
+                number: number(),
+                since_ms: since,
+                round: 1,
+                effort: 1
+            },
+            Command::WithdrawDial { reservation: res(1), attempt: 1 }
+        ],
+    );
+    // Withdrawn before it was sent: the dispatcher says so.
+    r.on(Event::DialFailed { reservation: res(1), attempt: 1 });
+    let bye = r.on(Event::QueueExit { result: QueueResult::Leave });
+    assert_eq!(bye.answer, Answer::CallbackBye { number: number() });
+    r.on(Event::CallerStatus { status: CallStatus::Completed, sequence: Some(3) });
+    assert_eq!(r.j.outcome(), Outcome::Pending, "hanging up after choosing a callback settles nothing");
+    r
+}
+
+#[test]
+fn the_callback_offer_is_said_from_its_time_on_and_a_key_works_before() {
+    let mut r = Run::queued();
+    r.policy.max_queue_secs = 600;
+    r.on(created(1));
+    let quiet = Answer::Hold { announce: false, comfort: None, callback: Some(false) };
+    let offer = Answer::Hold { announce: false, comfort: None, callback: Some(true) };
+    assert_eq!(r.on(hold_cb(10, 60)).answer, quiet, "the Gather is there, the offer not yet");
+    assert_eq!(r.on(hold_cb(60, 60)).answer, offer);
+    assert_eq!(r.on(hold_cb(60, 60)).answer, offer, "Twilio asking again hears it again");
+    assert_eq!(r.on(hold_cb(70, 60)).answer, quiet);
+    assert_eq!(r.on(hold_cb(60 + CALLBACK_OFFER_EVERY_SECS, 60)).answer, offer);
+    assert_eq!(r.on(hold(200)).answer, Answer::MUSIC, "no callback at this location: no Gather");
+}
+
+#[test]
+fn a_callback_leaves_the_queue_creates_a_task_with_the_callers_place_and_calls_back() {
+    let mut r = called_back(2);
+    assert!(r.on(Event::Tick).commands.is_empty(), "the create is owed once");
+    // Events of the queue's task are no longer the journey's.
+    r.on(Event::TaskCanceled { task: task(TASK) });
+    assert_eq!(r.j.outcome(), Outcome::Pending);
+
+    r.on(Event::CallbackTaskCreated { task: task(2), round: 1 });
+    assert_eq!(r.j.task_sid(), Some(&task(2)));
+    let step = r.on(callback_created(2, 5));
+    assert!(step.commands.iter().any(|c| matches!(c, Command::Dial { .. })), "the location is dialled: {step:?}");
+    r.on(placed(5, 1, 50));
+    // The location hears who is waiting since when, and presses 1.
+    let screen = r.on(answered(5, 50, AnsweredBy::Unknown));
+    assert!(matches!(screen.answer, Answer::Screen { waiting_since_ms: Some(1_000_000), .. }), "{screen:?}");
+    let accept = r.on(Event::LegScreened {
+        reservation: res(5),
+        attempt: Some(1),
+        leg: call(50),
+        prompt: 1,
+        key: ScreenKey::Accept,
+    });
+    assert_eq!(
+        accept.answer,
+        Answer::CallBack { reservation: res(5), number: number(), from: callback_target().from },
+        "{accept:?}"
+    );
+    assert!(accept.commands.iter().any(|c| matches!(c, Command::AcceptReservation { round: 1, .. })));
+    r.on(Event::ReservationAccepted { task: task(2), reservation: res(5) });
+    assert_eq!(r.j.outcome(), Outcome::Pending, "accepting is not yet talking to the caller");
+    let done = r.on(Event::CallbackDialed { reservation: res(5), answered: true });
+    assert_eq!(r.j.outcome(), Outcome::CallbackConnected);
+    assert!(done.commands.iter().any(|c| matches!(c, Command::CompleteTask { .. })), "{done:?}");
+}
+
+#[test]
+fn a_callback_nobody_answers_is_tried_again_later_then_given_up() {
+    let mut r = called_back(2);
+    r.on(Event::CallbackTaskCreated { task: task(2), round: 1 });
+    r.on(callback_created(2, 5));
+    r.on(placed(5, 1, 50));
+    r.on(answered(5, 50, AnsweredBy::Unknown));
+    r.on(Event::LegScreened {
+        reservation: res(5),
+        attempt: Some(1),
+        leg: call(50),
+        prompt: 1,
+        key: ScreenKey::Accept,
+    });
+    r.on(Event::ReservationAccepted { task: task(2), reservation: res(5) });
+    let missed = r.on(Event::CallbackDialed { reservation: res(5), answered: false });
+    assert_eq!(r.j.outcome(), Outcome::Pending, "one of two tries");
+    assert!(missed.commands.iter().any(|c| matches!(c, Command::CompleteTask { .. })));
+    r.on(Event::TaskCompleted { task: task(2) });
+    // No second task before the pause; then one, round 2.
+    assert!(!r.after(1_000).on(Event::Tick).commands.iter().any(|c| matches!(c, Command::CreateCallbackTask { .. })));
+    let again = r.after(CALLBACK_RETRY_MS).on(Event::Tick);
+    assert!(again.commands.iter().any(|c| matches!(c, Command::CreateCallbackTask { round: 2, .. })), "{again:?}");
+    r.on(Event::CallbackTaskCreated { task: task(3), round: 2 });
+    r.on(callback_created(3, 6));
+    r.on(placed(6, 1, 60));
+    r.on(answered(6, 60, AnsweredBy::Unknown));
+    r.on(Event::LegScreened {
+        reservation: res(6),
+        attempt: Some(1),
+        leg: call(60),
+        prompt: 1,
+        key: ScreenKey::Accept,
+    });
+    r.on(Event::CallbackDialed { reservation: res(6), answered: false });
+    assert_eq!(r.j.outcome(), Outcome::CallbackNoAnswer);
+}
+
+#[test]
+fn a_callback_never_rings_after_closing() {
+    let mut r = called_back(2);
+    r.on(Event::ClosingTime { at_ms: r.now + 60_000 });
+    r.on(Event::CallbackTaskCreated { task: task(2), round: 1 });
+    let step = r.after(61_000).on(callback_created(2, 5));
+    assert!(!step.commands.iter().any(|c| matches!(c, Command::Dial { .. })), "{step:?}");
+    assert_eq!(r.j.outcome(), Outcome::CallbackCanceled);
+    assert!(step.commands.iter().any(|c| matches!(c, Command::CancelTask { .. })), "{step:?}");
+}
+
+#[test]
+fn a_callback_is_refused_once_a_location_leg_answered() {
+    let mut r = Run::queued();
+    r.on(created(1));
+    r.on(placed(1, 1, 10));
+    r.on(answered(1, 10, AnsweredBy::Human));
+    assert_eq!(r.on(chosen(2)).answer, Answer::Nothing, "the bridge is being made");
+    assert!(r.j.callback.is_none());
 }

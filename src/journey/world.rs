@@ -22,7 +22,7 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 
 use super::invariants::Checker;
-use super::tests::{at, call, policy, res, screened_target, target, task};
+use super::tests::{at, call, callback_target, policy, res, screened_target, target, task};
 use super::*;
 
 const FAULTS_UNTIL_MS: i64 = 300_000;
@@ -668,6 +668,10 @@ impl World {
                     | Command::WithdrawDial { .. }
                     | Command::FindDial { .. }
                     | Command::NotifyVoicemail { .. } => {}
+                    // This world's callers never choose a callback.
+                    Command::CreateCallbackTask { .. } | Command::AcceptReservation { .. } => {
+                        self.fail(format!("a callback command without a callback: {other:?}"));
+                    }
                 }
             }
         }
@@ -887,8 +891,8 @@ impl World {
         let Where::Queued { since } = self.caller else { return };
         let queue_time_secs = u32::try_from((self.now - since) / 1000).unwrap_or(u32::MAX);
         let (announce_every_secs, comfort) = (self.sc.announce_every_secs, self.sc.comfort);
-        match self.webhook(Event::Hold { queue_time_secs, announce_every_secs, comfort }) {
-            Answer::Hold { announce, comfort: said } => {
+        match self.webhook(Event::Hold { queue_time_secs, announce_every_secs, comfort, callback_after_secs: None }) {
+            Answer::Hold { announce, comfort: said, .. } => {
                 if announce {
                     self.tally.add("answer Hold announce");
                     // On entry, then never sooner than the interval of queue time.
@@ -1020,7 +1024,7 @@ fn reservation_leg() -> impl Strategy<Value = (ReservationSid, CallSid)> {
 }
 
 fn some_task() -> impl Strategy<Value = TaskSid> {
-    prop_oneof![4 => Just(task(1)), 1 => Just(task(2))]
+    prop_oneof![4 => Just(task(1)), 1 => Just(task(2)), 1 => Just(task(3))]
 }
 
 fn command() -> impl Strategy<Value = Command> {
@@ -1044,6 +1048,19 @@ fn command() -> impl Strategy<Value = Command> {
         (1u32..3).prop_map(|round| Command::CompleteTask { task: task(1), round }),
         (1u32..3, notify_channel())
             .prop_map(|(n, channel)| Command::NotifyVoicemail { recording: recording(n), channel }),
+        (1u32..3, 1u32..3).prop_map(|(round, effort)| Command::CreateCallbackTask {
+            call: call(CALLER),
+            location: "north".into(),
+            number: E164::parse("+13105550100").expect("a test number"),
+            since_ms: 1_000_000,
+            round,
+            effort,
+        }),
+        (some_task(), 1u32..3, 1u32..3).prop_map(|(task, r, round)| Command::AcceptReservation {
+            task,
+            reservation: res(r),
+            round
+        }),
     ]
 }
 
@@ -1053,9 +1070,19 @@ fn event() -> impl Strategy<Value = Event> {
     prop_oneof![
         1 => Just(Event::CallerArrived { call: call(CALLER) }),
         1 => Just(Event::CallerEnqueued { location: "north".into(), language: None }),
-        1 => one_of(Outcome::ALL.to_vec()).prop_map(|outcome| Event::CallerTurnedAway { outcome, location: None }),
-        1 => (0u32..400, prop_oneof![Just(0u32), 1u32..120], any::<bool>())
-            .prop_map(|(queue_time_secs, announce_every_secs, comfort)| Event::Hold { queue_time_secs, announce_every_secs, comfort }),
+        // The IVR never settles a callback's outcomes.
+        1 => one_of(Outcome::ALL.iter().copied().filter(|o| !o.as_str().starts_with("callback")).collect())
+            .prop_map(|outcome| Event::CallerTurnedAway { outcome, location: None }),
+        1 => (0u32..400, prop_oneof![Just(0u32), 1u32..120], any::<bool>(), proptest::option::of(0u32..200))
+            .prop_map(|(queue_time_secs, announce_every_secs, comfort, callback_after_secs)| {
+                Event::Hold { queue_time_secs, announce_every_secs, comfort, callback_after_secs }
+            }),
+        1 => (1u32..4).prop_map(|tries| Event::CallbackChosen {
+            number: E164::parse("+13105550100").expect("a test number"),
+            tries,
+        }),
+        1 => (some_task(), 1u32..3).prop_map(|(task, round)| Event::CallbackTaskCreated { task, round }),
+        1 => (1u32..3, any::<bool>()).prop_map(|(r, answered)| Event::CallbackDialed { reservation: res(r), answered }),
         1 => one_of(vec![QueueResult::Bridged, QueueResult::BridgingInProcess, QueueResult::Hangup, QueueResult::Leave, QueueResult::Error])
             .prop_map(|result| Event::QueueExit { result }),
         1 => (call_status(), sequence.clone()).prop_map(|(status, sequence)| Event::CallerStatus { status, sequence }),
@@ -1066,14 +1093,16 @@ fn event() -> impl Strategy<Value = Event> {
         3 => (reservation_leg(), attempt.clone(), call_status(), sequence).prop_map(|((reservation, leg), attempt, status, sequence)| {
             Event::LegStatus { reservation, attempt, leg, status, sequence }
         }),
-        3 => (some_task(), 1u32..3, 0u8..5).prop_map(|(task, r, kind)| Event::ReservationCreated {
+        3 => (some_task(), 1u32..3, 0u8..6).prop_map(|(task, r, kind)| Event::ReservationCreated {
             task,
             reservation: res(r),
             caller: Some(call(CALLER)),
-            // Mostly north's own target; sometimes screened, sometimes the overflow location's.
+            // Mostly north's own target; sometimes screened, sometimes the overflow
+            // location's, sometimes a callback's.
             target: match kind {
                 0 => screened_target(),
                 1 => DialTarget { location: "south".into(), ..target() },
+                2 => callback_target(),
                 _ => target(),
             }
         }),
