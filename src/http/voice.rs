@@ -2,7 +2,6 @@
 //! voicemail) and the location's leg (dial-queue, status callbacks).
 
 use axum::extract::State;
-use jiff::Timestamp;
 use twilio::sid::{CallSid, RecordingSid, ReservationSid, TaskSid};
 
 use super::{AppState, TwiML, TwilioRequest, WebhookError};
@@ -170,7 +169,10 @@ async fn route_to(
         call_token: req.get("CallToken"),
         name: req.get("CallerName"),
     };
-    let now = Timestamp::now();
+    // Business time: hours are read at it, and its closing time is turned back into wall time
+    // for the journey, whose timers run on the wall clock.
+    let clock = state.clock();
+    let now = clock.now();
     let overflow = overflow_of(state, location).await;
     let overflow = overflow.as_ref().map(|(o, busy)| ivr::Overflow { location: o, busy: *busy });
     let (twiml, routed) =
@@ -182,7 +184,7 @@ async fn route_to(
         let mut events = vec![Event::CallerEnqueued { location: l.name.clone(), language: language.clone() }];
         // Hours are checked again while the caller waits: the journey acts at closing time.
         if let crate::hours::Status::Open { closes_at } = l.schedule.status_at(now) {
-            events.push(Event::ClosingTime { at_ms: closes_at.timestamp().as_millisecond() });
+            events.push(Event::ClosingTime { at_ms: clock.wall_ms(closes_at.timestamp()) });
         }
         events
     };
