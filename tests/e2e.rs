@@ -31,8 +31,8 @@ const NIGHT_PHONE: &str = "+14155550105";
 const CALLER: &str = "+13105550199";
 /// Virtual seconds per real second: a 20 s ring takes 20 ms.
 const TIME_SCALE: f64 = 250.0;
-/// For cases that count dials: at 250, a loaded machine's delays can outlast a reservation's
-/// 65 virtual seconds (0.26 s real), and TaskRouter's re-offer dials again.
+/// For cases that count dials or hang on timing: at 250, a loaded machine's delays can outlast
+/// a reservation's 65 virtual seconds (0.26 s real), and TaskRouter's re-offer dials again.
 const SLOWER: f64 = 50.0;
 /// How long after the start of the closing-time case its location closes (wall time).
 const CLOSING_LEAD: std::time::Duration = std::time::Duration::from_secs(6);
@@ -300,7 +300,8 @@ fn task_sid_of(record: &CallRecord) -> String {
 }
 
 async fn a_person_answers_is_bridged_and_the_task_completes(backend: Backend) {
-    let Some(w) = world(backend, Behaviour::Person { rings: 2, talk_secs: 30, digits: None }).await else { return };
+    let person = Behaviour::Person { rings: 2, talk_secs: 30, digits: None };
+    let Some(w) = world_scaled(backend, SLOWER, person, "", |_| {}).await else { return };
     let (summary, record) = w.call(MAIN, None).await;
     assert_eq!(record.outcome, Outcome::Connected, "{summary}");
     assert_eq!(record.location.as_deref(), Some("north"));
@@ -376,7 +377,7 @@ on_both_backends!(
 /// A location that does not connect sends the caller to voicemail: the server redirects the
 /// caller's leg, cancels the task, and records why.
 async fn not_connected(backend: Backend, behaviour: Behaviour, outcome: Outcome, status_or_answered: (&str, &str)) {
-    let Some(w) = world(backend, behaviour).await else { return };
+    let Some(w) = world_scaled(backend, SLOWER, behaviour, "", |_| {}).await else { return };
     let (summary, record) = w.call(MAIN, None).await;
     assert_eq!(record.outcome, outcome, "{summary}");
     w.quiet().await;
@@ -428,10 +429,12 @@ async fn a_failing_line_sends_the_caller_to_voicemail(backend: Backend) {
 
 async fn a_caller_who_waits_too_long_leaves_the_queue_for_voicemail(backend: Backend) {
     // One line, taken for ten minutes by the first caller; the second may wait 60 s.
-    let Some(w) = world_with(
+    let Some(w) = world_scaled(
         backend,
+        SLOWER,
         Behaviour::Person { rings: 1, talk_secs: 600, digits: None },
         "[ivr]\nmax_queue_secs = 60\n",
+        |_| {},
     )
     .await
     else {
@@ -666,12 +669,15 @@ async fn task_sid_of_call(w: &World, call_sid: &str) -> String {
 
 async fn the_caller_hangs_up_while_the_location_rings(backend: Backend) {
     // The location would ring for two minutes (a 120 s ring timeout, 30 rings before a person
-    // picks up); the caller gives up after 40 s. The margins are wide on purpose: at this time
-    // scale 4 ms of real delay (a busy CI machine) are a virtual second.
-    let Some(w) = world_with(
+    // picks up); the caller gives up after 40 s. The margins are wide on purpose, and the time
+    // scale is the slower one: at the fast one 4 ms of real delay (a busy CI machine) are a
+    // virtual second, and a reservation's 65 s can run out before the dial, which is counted.
+    let Some(w) = world_scaled(
         backend,
+        SLOWER,
         Behaviour::Person { rings: 30, talk_secs: 30, digits: None },
         "[dialing]\nring_timeout_secs = 120\n",
+        |_| {},
     )
     .await
     else {
@@ -732,9 +738,10 @@ async fn every_webhook_the_sandbox_sends_passes_the_servers_signature_check(back
 
 // -- screening ------------------------------------------------------------------
 
-/// North screens its calls (AMD off, the default with screening); its phone is `phone`.
+/// North screens its calls (AMD off, the default with screening); its phone is `phone`. At the
+/// slower time scale: the cases count dials.
 async fn screened_world(backend: Backend, phone: Behaviour) -> Option<World> {
-    world_of(backend, phone, "", |north| north.screening = true).await
+    world_scaled(backend, SLOWER, phone, "", |north| north.screening = true).await
 }
 
 /// The one dial of a screened location: without answering-machine detection.
