@@ -63,7 +63,7 @@ impl Server {
             .await?
             .owned_by(&instance_name(addr), lease_ms(settings.twilio.request_timeout_ms));
         tracing::info!(instance = store.owner(), "this instance's name on the database");
-        warn_past_calendars(&store).await;
+        warn_past_calendars(&store, settings.clock).await;
         let notifier = Notifier::default();
         let state = AppState::new(settings.clone(), store.clone(), notifier.clone());
         let drain = Duration::from_secs(settings.drain_secs);
@@ -226,8 +226,8 @@ const CHECK_NUMBERS_AFTER: Duration = Duration::from_secs(5);
 
 /// Logs one warning per location whose dated holidays and closures are all in the past: its
 /// calendar has probably not been kept up (a recurring holiday never counts as past).
-async fn warn_past_calendars(store: &Store) {
-    let now = jiff::Timestamp::now();
+async fn warn_past_calendars(store: &Store, clock: crate::clock::Clock) {
+    let now = clock.now();
     match store.locations().await {
         Ok(locations) => {
             for l in locations {

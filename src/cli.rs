@@ -266,7 +266,8 @@ pub async fn run_locations(db: &DbArgs, cmd: &LocationsCommand) -> anyhow::Resul
             if locs.is_empty() {
                 println!("no locations; add one with `call-router locations add` or `import`");
             }
-            let now = jiff::Timestamp::now();
+            // A command of its own, with no server settings: always the wall clock.
+            let now = crate::clock::Clock::WALL.now();
             println!(
                 "{:<16} {:<5} {:<16} {:<16} {:<24} {:<5} numbers",
                 "name", "digit", "phone", "caller id", "time zone", "open"

@@ -72,6 +72,10 @@ pub struct Settings {
     /// Locations declared in the file; `provision` and `locations import`
     /// copy them into the database, which is what `serve` reads.
     pub locations: Vec<LocationSpec>,
+    /// The business clock hours are read at (see [`crate::clock`]). Always
+    /// the wall clock when loaded: no file or environment variable sets it,
+    /// only tests and the demo, which build their settings in code.
+    pub clock: crate::clock::Clock,
 }
 
 #[derive(Debug, Clone)]
@@ -676,6 +680,7 @@ impl Settings {
             admin,
             notifications,
             locations: raw.locations,
+            clock: crate::clock::Clock::WALL,
         })
     }
 }

@@ -37,7 +37,8 @@ pub const LONG_HELP: &str = "Run a simulated business end to end on this machine
         With no arguments it runs the built-in mix: a person answers, voicemail answers, the line is busy, \
         and a caller hangs up while the location rings.\n\n\
         Built-in scenarios (--scenario NAME): mix, happy-path, busy, voicemail, caller-hangs-up, after-hours, \
-        burst, unreachable, queue-timeout, not-in-service, faults (Twilio failing: resets, 500s, duplicated and late webhooks). A scenario file is TOML; see examples/scenarios/README.md.\n\n\
+        burst, unreachable, queue-timeout, not-in-service, faults (Twilio failing: resets, 500s, duplicated and late webhooks), \
+        closing (a location closes while callers wait). A scenario file is TOML; see examples/scenarios/README.md.\n\n\
         Exits non-zero if any call did not end, ended without an outcome, or ended other than its \
         scenario expected.\n\n\
         With --dashboard it keeps the business running instead, at a watchable time scale (5 unless \

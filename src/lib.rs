@@ -4,6 +4,7 @@
 //! - [`config`]: settings from a TOML file and the environment, checked at start.
 //! - [`domain`]: checked types: locations, task attributes, call outcomes.
 //! - [`hours`]: business hours in a location's time zone (pure).
+//! - [`clock`]: the business clock hours are read at: the wall clock, or an offset from it in tests and demos.
 //! - [`ivr`]: which TwiML the caller gets (pure).
 //! - [`store`]: SQLite or PostgreSQL (sqlx Any) persistence: locations, journeys and their `calls` rows, events, outbox.
 //! - [`journey`]: one inbound call's lifecycle as a pure state machine; it alone decides.
@@ -36,6 +37,7 @@ pub mod balance;
 pub mod bench;
 pub mod check;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod dashboard;
 pub mod demo;

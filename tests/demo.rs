@@ -171,6 +171,36 @@ async fn languages_each_caller_hears_the_language_they_chose() {
 }
 
 #[tokio::test]
+async fn closing_sends_the_waiting_callers_to_voicemail_and_the_call_in_progress_goes_on() {
+    let report = run_shipped("closing").await;
+    let closed = report.closed.clone().unwrap_or_else(|| panic!("no closing time in\n{}", report.render()));
+    assert_eq!(closed.location, "north");
+    // 400 virtual seconds after the first dial (sooner only if setting up ran late), at a
+    // whole minute of the business clock.
+    assert!((1..=400_000).contains(&closed.after_ms), "{closed:?}");
+    assert!(closed.at.ends_with(":00+00:00"), "{closed:?}");
+    assert!(report.render().contains(&format!("north closed at {}", closed.at)), "{}", report.render());
+    assert_eq!(report.to_json()["closed"]["location"], "north");
+    let [talking, waiting @ ..] = &report.calls[..] else { panic!("{}", report.render()) };
+    // The call in progress was bridged before closing time and went on after it, to the end.
+    let (bridged_after, talked) = (talking.wait_ms.unwrap_or(u64::MAX), talking.talk_ms.unwrap_or(0));
+    assert!(bridged_after < closed.after_ms, "{}", report.render());
+    assert!(talked >= 590_000, "{}", report.render());
+    // The waiting callers left the queue at closing time, not before (their wait counts from
+    // the queue, a few seconds of greeting after their dial at 20 and 40 s).
+    assert_eq!(waiting.len(), 2);
+    for (c, start_ms) in waiting.iter().zip([20_000, 40_000]) {
+        let left = start_ms + c.wait_ms.unwrap_or(0);
+        assert!(
+            left + 15_000 >= closed.after_ms && left <= closed.after_ms + 60_000,
+            "#{}: {}",
+            c.index,
+            report.render()
+        );
+    }
+}
+
+#[tokio::test]
 async fn burst_queues_callers_for_one_line() {
     let report = run_shipped("burst").await;
     let mut waits: Vec<u64> = report.calls.iter().map(|c| c.wait_ms.unwrap_or(0)).collect();

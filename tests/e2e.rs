@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use backends::{Backend, TestDb};
 use call_router::app::Server;
+use call_router::clock::Clock;
 use call_router::config::Settings;
 use call_router::domain::{LocationSpec, Outcome};
 use call_router::hours::{HoursSpec, WeeklySpec};
@@ -30,9 +31,11 @@ const NIGHT_PHONE: &str = "+14155550105";
 const CALLER: &str = "+13105550199";
 /// Virtual seconds per real second: a 20 s ring takes 20 ms.
 const TIME_SCALE: f64 = 250.0;
-/// For cases that count dials: at 250, a loaded machine's delays can outlast a reservation's
-/// 65 virtual seconds (0.26 s real), and TaskRouter's re-offer dials again.
+/// For cases that count dials or hang on timing: at 250, a loaded machine's delays can outlast
+/// a reservation's 65 virtual seconds (0.26 s real), and TaskRouter's re-offer dials again.
 const SLOWER: f64 = 50.0;
+/// How long after the start of the closing-time case its location closes (wall time).
+const CLOSING_LEAD: std::time::Duration = std::time::Duration::from_secs(6);
 
 struct World {
     server: Server,
@@ -101,6 +104,18 @@ async fn world_at(
     extra_toml: &str,
     edit: impl FnOnce(&mut Vec<LocationSpec>),
 ) -> Option<World> {
+    world_clocked(backend, time_scale, Clock::WALL, north_phone, extra_toml, edit).await
+}
+
+/// As [`world_at`], with the server reading hours at `clock`'s business time.
+async fn world_clocked(
+    backend: Backend,
+    time_scale: f64,
+    clock: Clock,
+    north_phone: Behaviour,
+    extra_toml: &str,
+    edit: impl FnOnce(&mut Vec<LocationSpec>),
+) -> Option<World> {
     let db = backend.database().await?;
     let sb_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sandbox = sandbox::start(sandbox::Config::random(time_scale, 7), sb_listener).await.unwrap();
@@ -118,6 +133,7 @@ async fn world_at(
     let mut locations = vec![location("north", MAIN, NORTH_PHONE, true), location("night", NIGHT, NIGHT_PHONE, false)];
     edit(&mut locations);
     settings.locations = locations;
+    settings.clock = clock;
     let server = Server::start(settings.clone(), listener).await.unwrap();
     let store = server.state.store().clone();
 
@@ -284,7 +300,8 @@ fn task_sid_of(record: &CallRecord) -> String {
 }
 
 async fn a_person_answers_is_bridged_and_the_task_completes(backend: Backend) {
-    let Some(w) = world(backend, Behaviour::Person { rings: 2, talk_secs: 30, digits: None }).await else { return };
+    let person = Behaviour::Person { rings: 2, talk_secs: 30, digits: None };
+    let Some(w) = world_scaled(backend, SLOWER, person, "", |_| {}).await else { return };
     let (summary, record) = w.call(MAIN, None).await;
     assert_eq!(record.outcome, Outcome::Connected, "{summary}");
     assert_eq!(record.location.as_deref(), Some("north"));
@@ -361,7 +378,7 @@ on_both_backends!(
 /// A location that does not connect sends the caller to voicemail: the server redirects the
 /// caller's leg, cancels the task, and records why.
 async fn not_connected(backend: Backend, behaviour: Behaviour, outcome: Outcome, status_or_answered: (&str, &str)) {
-    let Some(w) = world(backend, behaviour).await else { return };
+    let Some(w) = world_scaled(backend, SLOWER, behaviour, "", |_| {}).await else { return };
     let (summary, record) = w.call(MAIN, None).await;
     assert_eq!(record.outcome, outcome, "{summary}");
     w.quiet().await;
@@ -413,10 +430,12 @@ async fn a_failing_line_sends_the_caller_to_voicemail(backend: Backend) {
 
 async fn a_caller_who_waits_too_long_leaves_the_queue_for_voicemail(backend: Backend) {
     // One line, taken for ten minutes by the first caller; the second may wait 60 s.
-    let Some(w) = world_with(
+    let Some(w) = world_scaled(
         backend,
+        SLOWER,
         Behaviour::Person { rings: 1, talk_secs: 600, digits: None },
         "[ivr]\nmax_queue_secs = 60\n",
+        |_| {},
     )
     .await
     else {
@@ -458,38 +477,40 @@ async fn a_caller_who_waits_too_long_leaves_the_queue_for_voicemail(backend: Bac
     w.finish().await;
 }
 
-/// A location closes (a closure from the next minute: hours are in minutes, so this test
-/// waits up to about a minute of real time) with one caller talking and one waiting. At
-/// closing time the waiting caller gets voicemail; the call in progress is not cut.
+/// A location closes with one caller talking and one waiting. At closing time the waiting
+/// caller gets voicemail; the call in progress is not cut. Hours are in whole minutes, so the
+/// server's business clock is set to read a few seconds before a whole minute, at which a
+/// closure begins: the test waits those seconds, not up to a minute.
 async fn a_caller_still_waiting_at_closing_time_gets_voicemail_and_the_call_in_progress_goes_on(backend: Backend) {
     // New York's offset is whole minutes: its minutes start when UTC's do.
     let tz = jiff::tz::TimeZone::get("America/New_York").unwrap();
-    let now_ms = jiff::Timestamp::now().as_millisecond();
-    // The next whole minute at least 10 s ahead, so both callers are enqueued before it.
-    let mut closes_ms = (now_ms / 60_000 + 1) * 60_000;
-    if closes_ms - now_ms < 10_000 {
-        closes_ms += 60_000;
-    }
-    let local =
-        |ms: i64| tz.to_datetime(jiff::Timestamp::from_millisecond(ms).unwrap()).strftime("%Y-%m-%dT%H:%M").to_string();
+    let wall = jiff::Timestamp::now();
+    // Business time now: the start of this wall minute less the lead; closing: that minute.
+    let closes = jiff::Timestamp::from_millisecond(wall.as_millisecond() / 60_000 * 60_000).unwrap();
+    let clock = Clock::reading(closes - CLOSING_LEAD, wall);
+    let closes_ms = clock.wall_ms(closes);
+    assert_eq!(closes_ms, wall.as_millisecond() + CLOSING_LEAD.as_millis() as i64);
+    let local = |t: jiff::Timestamp| tz.to_datetime(t).strftime("%Y-%m-%dT%H:%M").to_string();
     let closures = vec![call_router::hours::ClosureSpec {
-        from: local(closes_ms),
-        to: local(closes_ms + 3_600_000),
+        from: local(closes),
+        to: local(closes + jiff::SignedDuration::from_hours(1)),
         reason: Some("staff meeting".into()),
         message: None,
     }];
-    // The sandbox runs 250 times faster than the wall clock the hours are read with: the
-    // first caller talks, and the second waits, for longer than that minute.
+    // The sandbox runs 50 times faster than the wall clock the journey acts at (SLOWER: this
+    // case counts dials): the first caller talks, and the second waits, far longer than the lead.
     let long = 100_000;
-    let Some(w) = world_of(
+    let Some(w) = world_clocked(
         backend,
+        SLOWER,
+        clock,
         Behaviour::Person { rings: 1, talk_secs: long, digits: None },
         &format!(
             "[ivr]
 max_queue_secs = {long}
 "
         ),
-        |north| north.hours.closures = closures,
+        |l| l[0].hours.closures = closures,
     )
     .await
     else {
@@ -505,6 +526,7 @@ max_queue_secs = {long}
     }
     let second = w.client.place_call(&place("+13105550188")).await.unwrap();
     let until_closing = (closes_ms - jiff::Timestamp::now().as_millisecond()).max(0) as u64;
+    assert!(until_closing > 0, "the lead ({CLOSING_LEAD:?}) ran out before the second caller dialled");
     w.client.wait_for_call_end(&second, Duration::from_millis(until_closing + 30_000)).await.unwrap();
     assert!(jiff::Timestamp::now().as_millisecond() >= closes_ms, "the caller left before closing time");
     let record = w.settled(&second).await;
@@ -648,12 +670,15 @@ async fn task_sid_of_call(w: &World, call_sid: &str) -> String {
 
 async fn the_caller_hangs_up_while_the_location_rings(backend: Backend) {
     // The location would ring for two minutes (a 120 s ring timeout, 30 rings before a person
-    // picks up); the caller gives up after 40 s. The margins are wide on purpose: at this time
-    // scale 4 ms of real delay (a busy CI machine) are a virtual second.
-    let Some(w) = world_with(
+    // picks up); the caller gives up after 40 s. The margins are wide on purpose, and the time
+    // scale is the slower one: at the fast one 4 ms of real delay (a busy CI machine) are a
+    // virtual second, and a reservation's 65 s can run out before the dial, which is counted.
+    let Some(w) = world_scaled(
         backend,
+        SLOWER,
         Behaviour::Person { rings: 30, talk_secs: 30, digits: None },
         "[dialing]\nring_timeout_secs = 120\n",
+        |_| {},
     )
     .await
     else {
@@ -714,9 +739,10 @@ async fn every_webhook_the_sandbox_sends_passes_the_servers_signature_check(back
 
 // -- screening ------------------------------------------------------------------
 
-/// North screens its calls (AMD off, the default with screening); its phone is `phone`.
+/// North screens its calls (AMD off, the default with screening); its phone is `phone`. At the
+/// slower time scale: the cases count dials.
 async fn screened_world(backend: Backend, phone: Behaviour) -> Option<World> {
-    world_of(backend, phone, "", |north| north.screening = true).await
+    world_scaled(backend, SLOWER, phone, "", |north| north.screening = true).await
 }
 
 /// The one dial of a screened location: without answering-machine detection.

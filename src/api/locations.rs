@@ -160,23 +160,26 @@ async fn delete_location(State(state): State<AppState>, Path(name): Path<String>
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The board at `now`.
-pub(crate) async fn board(state: &AppState, now: Timestamp) -> Result<Board, ApiError> {
+/// The board at wall time `wall`. Hours (open, next change, today) are read at
+/// the business clock's time then; waits and the calls of the day are in wall time.
+pub(crate) async fn board(state: &AppState, wall: Timestamp) -> Result<Board, ApiError> {
+    let clock = state.clock();
+    let now = clock.business(wall);
     let store = state.store();
     let locations = store.locations().await?;
     let live: HashMap<String, LiveCallers> =
         store.live_board(crate::stats::MAX_OPEN).await?.into_iter().map(|l| (l.location.clone(), l)).collect();
     let mut out = Vec::with_capacity(locations.len());
     for loc in &locations {
-        let since = start_of_day(loc, now)?;
+        let since = clock.wall_ms(start_of_day(loc, now)?);
         let today = store.outcomes_since(&loc.name, since).await?;
-        out.push(location_board(loc, live.get(&loc.name), today, now));
+        out.push(location_board(loc, live.get(&loc.name), today, now, wall.as_millisecond()));
     }
     Ok(Board { locations: out })
 }
 
-fn start_of_day(loc: &Location, now: Timestamp) -> anyhow::Result<i64> {
-    Ok(now.in_tz(loc.schedule.time_zone_name())?.start_of_day()?.timestamp().as_millisecond())
+fn start_of_day(loc: &Location, now: Timestamp) -> anyhow::Result<Timestamp> {
+    Ok(now.in_tz(loc.schedule.time_zone_name())?.start_of_day()?.timestamp())
 }
 
 fn location_board(
@@ -184,6 +187,7 @@ fn location_board(
     live: Option<&LiveCallers>,
     today: Vec<(crate::domain::Outcome, i64)>,
     now: Timestamp,
+    wall_ms: i64,
 ) -> LocationBoard {
     let (open, next_change) = match loc.schedule.status_at(now) {
         // A location that does not close within the search horizon reports
@@ -194,7 +198,6 @@ fn location_board(
         }
         Status::Closed { opens_at, .. } => (false, opens_at.map(|t| rfc3339(t.timestamp().as_millisecond()))),
     };
-    let now_ms = now.as_millisecond();
     LocationBoard {
         name: loc.name.clone(),
         display_name: loc.spec.display_name.clone(),
@@ -202,7 +205,7 @@ fn location_board(
         open,
         next_change,
         waiting: live.map_or(0, |l| l.waiting),
-        longest_wait_secs: live.and_then(|l| l.oldest_waiting_ms).map(|t| (now_ms - t).max(0) / 1000),
+        longest_wait_secs: live.and_then(|l| l.oldest_waiting_ms).map(|t| (wall_ms - t).max(0) / 1000),
         lines: i64::from(loc.lines),
         lines_in_use: live.map_or(0, |l| l.bridged),
         today: today.into_iter().map(|(o, n)| (o.as_str().to_owned(), n)).collect(),

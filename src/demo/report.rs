@@ -90,6 +90,18 @@ pub struct Report {
     pub calls: Vec<CallRow>,
     /// The sandbox's fault rules and how often each fired (empty without faults).
     pub faults: Vec<FaultCount>,
+    /// When the scenario's closing location closed (`closes_in_secs`), if it has one.
+    pub closed: Option<Closed>,
+}
+
+/// A location that closed during the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Closed {
+    pub location: String,
+    /// The business clock's time it closed at, in the location's time zone (RFC 3339).
+    pub at: String,
+    /// Virtual milliseconds after the first dial.
+    pub after_ms: u64,
 }
 
 /// One fault rule of the scenario and what it did.
@@ -114,6 +126,8 @@ struct JsonReport<'a> {
     totals: BTreeMap<&'static str, usize>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     faults: &'a [FaultCount],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    closed: Option<&'a Closed>,
     problems: Vec<String>,
 }
 
@@ -150,6 +164,7 @@ impl Report {
             calls: &self.calls,
             totals,
             faults: &self.faults,
+            closed: self.closed.as_ref(),
             problems: self.problems(),
         })
         .expect("the report serializes")
@@ -216,6 +231,15 @@ impl Report {
             plural(self.calls.len(), "call"),
             self.time_scale
         );
+        if let Some(c) = &self.closed {
+            let _ = writeln!(
+                out,
+                "{} closed at {} (the demo's business clock), {} after the first call",
+                c.location,
+                c.at,
+                secs(Some(c.after_ms))
+            );
+        }
         out.push('\n');
         out.push_str(&line(&header));
         for row in &rows {
@@ -313,7 +337,7 @@ mod tests {
     }
 
     fn report(calls: Vec<CallRow>) -> Report {
-        Report { scenario: "mix".into(), time_scale: 500.0, elapsed_ms: 1234, calls, faults: Vec::new() }
+        Report { scenario: "mix".into(), time_scale: 500.0, elapsed_ms: 1234, calls, faults: Vec::new(), closed: None }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use tokio::net::TcpListener;
 
 use super::report::{self, CallRow, Moment, Report};
-use super::scenario::{Behaviour, PlannedCall, Scenario};
+use super::scenario::{Behaviour, ClosingPlan, PlannedCall, Scenario};
 use super::{DemoArgs, Options, Progress, load_scenario};
 use crate::app::Server;
 use crate::config::Settings;
@@ -130,13 +130,22 @@ pub struct Business {
     pub sandbox_url: String,
     pub server_url: String,
     pub settings: Settings,
+    /// How the scenario's closing location closes (`closes_in_secs`), if it does.
+    pub closing: Option<ClosingPlan>,
     _tmp: Option<TempDir>,
 }
+
+/// Real time allowed for starting and provisioning the business: a scenario's
+/// closing time counts from a first dial this long after the start (see
+/// [`wait_for_first_dial`]), since the business clock is set before the server starts.
+const SET_UP_MS: i64 = 2_000;
 
 impl Business {
     /// Starts and provisions the scenario's business. `extra_toml` is added
     /// to the server's settings (the dashboard's `[admin]` token, say).
     pub async fn start(scenario: &Scenario, opts: &Options, extra_toml: &str) -> anyhow::Result<Business> {
+        let first_dial = jiff::Timestamp::now() + jiff::SignedDuration::from_millis(SET_UP_MS);
+        let closing = scenario.closing_plan(opts.time_scale, first_dial);
         let sb_listener = TcpListener::bind("127.0.0.1:0").await.context("binding the sandbox's port")?;
         // Made-up credentials: the demo never touches a real Twilio account.
         let sandbox = sandbox::start(sandbox::Config::random(opts.time_scale, opts.seed), sb_listener)
@@ -167,7 +176,16 @@ impl Business {
         );
         // The user's CALL_ROUTER_* variables are for their real server; the demo ignores them.
         let mut settings = Settings::from_toml(&text, |_| None).context("the demo's server settings")?;
-        settings.locations = scenario.locations.clone();
+        settings.locations = scenario.locations_for(closing.as_ref());
+        if let Some(c) = &closing {
+            settings.clock = c.clock;
+            tracing::info!(
+                location = %c.location,
+                business_time = %c.closes,
+                in_ms = c.lead_ms,
+                "demo: the business clock is set so that the location closes after the first dial"
+            );
+        }
         let server = match Server::start(settings.clone(), listener).await.context("starting the server") {
             Ok(s) => s,
             Err(e) => {
@@ -175,7 +193,7 @@ impl Business {
                 return Err(e);
             }
         };
-        let business = Business { sandbox, server, client, sandbox_url, server_url, settings, _tmp: tmp };
+        let business = Business { sandbox, server, client, sandbox_url, server_url, settings, closing, _tmp: tmp };
         match business.set_up(scenario).await {
             Ok(()) => Ok(business),
             Err(e) => {
@@ -249,15 +267,19 @@ pub async fn run(
     let (client, store) = (&business.client, business.store().clone());
     let result = async {
         install_faults(client, &scenario.faults).await?;
+        wait_for_first_dial(business.closing.as_ref()).await;
         let plan = scenario.plan();
         progress(Progress::Ready {
             sandbox_url: &business.sandbox_url,
             server_url: &business.server_url,
             calls: plan.len(),
         });
-        Ok::<_, anyhow::Error>(place_calls(client, &store, plan, opts, progress).await)
+        let first_dial = jiff::Timestamp::now();
+        let (calls, elapsed) = place_calls(client, &store, plan, opts, progress).await;
+        Ok::<_, anyhow::Error>((calls, elapsed, first_dial))
     }
     .await;
+    let closing = business.closing.clone();
 
     // Let the last task completions and hang-ups finish, then stop the
     // sandbox first: with nothing left in the outbox, the server has no
@@ -265,7 +287,7 @@ pub async fn run(
     quiesce(client, &store, Duration::from_secs(3)).await;
     let faults = if scenario.faults.is_empty() { Vec::new() } else { fault_counts(client).await };
     let stopped = business.stop().await;
-    let (calls, elapsed) = result?;
+    let (calls, elapsed, first_dial) = result?;
     stopped?;
     Ok(Report {
         scenario: scenario.name.clone(),
@@ -273,7 +295,45 @@ pub async fn run(
         elapsed_ms: elapsed.as_millis() as u64,
         calls,
         faults,
+        closed: closing.map(|c| closed(&c, &scenario.locations, first_dial, opts.time_scale)),
     })
+}
+
+/// Waits until the first dial's time in `closing`'s plan, so that the location
+/// closes `closes_in_secs` after it; returns at once without a plan or when
+/// setting up took longer than [`SET_UP_MS`] (the closing then comes sooner).
+async fn wait_for_first_dial(closing: Option<&ClosingPlan>) {
+    let Some(c) = closing else { return };
+    let ahead = c.first_dial_ms() - jiff::Timestamp::now().as_millisecond();
+    if ahead > 0 {
+        tokio::time::sleep(Duration::from_millis(ahead as u64)).await;
+    } else {
+        tracing::warn!(
+            late_ms = -ahead,
+            "demo: setting up took longer than planned; the location closes that much sooner after the first dial"
+        );
+    }
+}
+
+/// When the closing location closed, for the report: the business clock's
+/// time in its time zone, and virtual seconds after the first dial.
+fn closed(
+    c: &ClosingPlan,
+    locations: &[crate::domain::LocationSpec],
+    first_dial: jiff::Timestamp,
+    time_scale: f64,
+) -> report::Closed {
+    let zone = locations
+        .iter()
+        .find(|l| l.name == c.location)
+        .and_then(|l| jiff::tz::TimeZone::get(&l.hours.time_zone).ok())
+        .unwrap_or(jiff::tz::TimeZone::UTC);
+    let real_ms = (c.wall_ms - first_dial.as_millisecond()).max(0);
+    report::Closed {
+        location: c.location.clone(),
+        at: jiff::ZonedDateTime::new(c.closes, zone).strftime("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+        after_ms: (real_ms as f64 * time_scale).round() as u64,
+    }
 }
 
 /// Sets the scenario's fault rules in the sandbox, their windows moved to

@@ -26,6 +26,8 @@
 //! phone = "+14155550101"                    # the location's own line (simulated by the sandbox)
 //! lines = 1                                 # calls it can take at once
 //! open = "always"                           # "always" (default) or "never" (closed: after hours)
+//! closes_in_secs = 400                      # open at first, closes this long after the first dial
+//!                                           # (one location per scenario; not with `open = "never"` or `hours`)
 //! screening = false                         # the location hears who calls and presses 1 to accept
 //! screening_timeout_secs = 8                # how long the prompt waits for a key
 //! amd = true                                # answering-machine detection (default: on unless screening)
@@ -73,8 +75,11 @@ use std::fmt;
 
 use serde::Deserialize;
 
+use jiff::Timestamp;
+
+use crate::clock::Clock;
 use crate::domain::{LocationSpec, Outcome, check_unique};
-use crate::hours::{HoursSpec, WeeklySpec};
+use crate::hours::{ClosureSpec, HoursSpec, WeeklySpec};
 
 /// A problem with a scenario, naming the field (`callers[2].expect`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -104,6 +109,39 @@ pub struct Scenario {
     pub callers: Vec<CallerGroup>,
     /// Fault rules for the sandbox; windows count from the first dial.
     pub faults: Vec<sandbox::faults::Rule>,
+    /// The location that closes while callers call (`closes_in_secs`), if any.
+    pub closes: Option<Closes>,
+}
+
+/// A location open at the start that closes `in_secs` virtual seconds after the
+/// first dial (`closes_in_secs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closes {
+    pub location: String,
+    pub in_secs: u32,
+}
+
+/// How a run makes [`Closes`] happen. Hours are in whole minutes, so the
+/// server's business clock ([`Clock`]) is set to read a whole minute at the
+/// closing time, and a closure of the location starts at that minute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClosingPlan {
+    pub location: String,
+    /// The server's business clock: within a minute behind the wall clock.
+    pub clock: Clock,
+    /// The business time the location closes at (a whole minute).
+    pub closes: Timestamp,
+    /// The wall time it closes at, in ms since the epoch.
+    pub wall_ms: i64,
+    /// Real milliseconds from the first dial to the closing.
+    pub lead_ms: i64,
+}
+
+impl ClosingPlan {
+    /// The first dial's wall time, in ms since the epoch.
+    pub fn first_dial_ms(&self) -> i64 {
+        self.wall_ms - self.lead_ms
+    }
 }
 
 /// Server settings a scenario may change.
@@ -296,6 +334,7 @@ struct RawLocation {
     lines: u32,
     open: Option<Open>,
     hours: Option<HoursSpec>,
+    closes_in_secs: Option<u32>,
     #[serde(default)]
     screening: bool,
     screening_timeout_secs: Option<u32>,
@@ -403,6 +442,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("overflow", include_str!("../../examples/scenarios/overflow.toml")),
     ("languages", include_str!("../../examples/scenarios/languages.toml")),
     ("callback", include_str!("../../examples/scenarios/callback.toml")),
+    ("closing", include_str!("../../examples/scenarios/closing.toml")),
 ];
 
 /// A built-in scenario by name.
@@ -428,6 +468,7 @@ impl Scenario {
     fn check(raw: RawScenario) -> Result<Scenario, (String, String)> {
         let bad = |field: String, message: String| (field, message);
 
+        let mut closes: Option<Closes> = None;
         let locations = if raw.locations.is_empty() {
             example_business()
         } else {
@@ -435,6 +476,34 @@ impl Scenario {
                 .into_iter()
                 .enumerate()
                 .map(|(i, l)| {
+                    if let Some(secs) = l.closes_in_secs {
+                        let field = format!("locations[{i}].closes_in_secs");
+                        if !(1..=3600).contains(&secs) {
+                            return Err(bad(field, format!("{secs} must be between 1 and 3600 seconds")));
+                        }
+                        if l.open == Some(Open::Never) {
+                            return Err(bad(field, "a location that is never open cannot close".into()));
+                        }
+                        if l.hours.is_some() {
+                            return Err(bad(
+                                field,
+                                "give `closes_in_secs` with `open = \"always\"` (the default), not `hours`: \
+                                 the demo sets the hours it closes by"
+                                    .into(),
+                            ));
+                        }
+                        if let Some(other) = &closes {
+                            return Err(bad(
+                                field,
+                                format!(
+                                    "{} closes already; one location per scenario may close (the demo's business \
+                                     clock has one offset and hours are in whole minutes)",
+                                    other.location
+                                ),
+                            ));
+                        }
+                        closes = Some(Closes { location: l.name.clone(), in_secs: secs });
+                    }
                     let hours = match (l.open, l.hours) {
                         (Some(_), Some(_)) => {
                             return Err(bad(
@@ -658,7 +727,38 @@ impl Scenario {
             phones,
             callers,
             faults,
+            closes,
         })
+    }
+
+    /// How a run closes the scenario's closing location, with the first dial
+    /// at wall time `first_dial` and `time_scale` virtual seconds per real one.
+    pub fn closing_plan(&self, time_scale: f64, first_dial: Timestamp) -> Option<ClosingPlan> {
+        let c = self.closes.as_ref()?;
+        let lead_ms = (f64::from(c.in_secs) * 1000.0 / time_scale).round() as i64;
+        let wall_ms = first_dial.as_millisecond() + lead_ms;
+        // The business clock reads the start of the wall clock's minute at the closing time.
+        let closes = Timestamp::from_millisecond(wall_ms.div_euclid(60_000) * 60_000).ok()?;
+        let clock = Clock::offset_by_ms(closes.as_millisecond() - wall_ms);
+        Some(ClosingPlan { location: c.location.clone(), clock, closes, wall_ms, lead_ms })
+    }
+
+    /// The locations as the server gets them: the closing location with a
+    /// closure from the plan's closing time, for a day.
+    pub fn locations_for(&self, plan: Option<&ClosingPlan>) -> Vec<LocationSpec> {
+        let mut locations = self.locations.clone();
+        let Some(plan) = plan else { return locations };
+        for l in locations.iter_mut().filter(|l| l.name == plan.location) {
+            let Ok(tz) = jiff::tz::TimeZone::get(&l.hours.time_zone) else { continue };
+            let local = |t: Timestamp| tz.to_datetime(t).strftime("%Y-%m-%dT%H:%M").to_string();
+            l.hours.closures.push(ClosureSpec {
+                from: local(plan.closes),
+                to: local(plan.closes + jiff::SignedDuration::from_hours(24)),
+                reason: Some("the demo's closing time (closes_in_secs)".into()),
+                message: None,
+            });
+        }
+        locations
     }
 
     /// Sets how many callers each burst group (`burst = true`) has.
@@ -904,6 +1004,64 @@ expect = "after_hours"
             assert!(e.starts_with("test.toml: "), "{e}");
             assert!(e.contains(field), "want {field:?} in: {e}");
         }
+    }
+
+    #[test]
+    fn closes_in_secs_is_checked_naming_the_field() {
+        let loc = |name: &str, n: u32, extra: &str| {
+            format!("[[locations]]\nname='{name}'\nnumbers=['+1202555015{n}']\nphone='+1415555015{n}'\n{extra}\n")
+        };
+        let callers = "[[callers]]\nlocation='a'\n";
+        let cases = [
+            (loc("a", 0, "closes_in_secs=0"), "between 1 and 3600"),
+            (loc("a", 0, "closes_in_secs=3601"), "between 1 and 3600"),
+            (loc("a", 0, "closes_in_secs=10\nopen='never'"), "never open"),
+            (loc("a", 0, "closes_in_secs=10\nhours={time_zone='UTC'}"), "not `hours`"),
+            (loc("a", 0, "closes_in_secs=10") + &loc("b", 1, "closes_in_secs=20"), "a closes already"),
+        ];
+        for (text, message) in cases {
+            let e = parse(&format!("{text}{callers}")).unwrap_err().to_string();
+            assert!(e.contains("closes_in_secs: ") && e.contains(message), "want {message:?} in: {e}");
+        }
+        let closing = parse(&format!("{}{callers}", loc("a", 0, "closes_in_secs=10"))).unwrap();
+        assert_eq!(closing.closes, Some(Closes { location: "a".into(), in_secs: 10 }));
+        assert_eq!(built_in("mix").unwrap().closes, None);
+    }
+
+    #[test]
+    fn a_closing_plan_closes_the_location_that_long_after_the_first_dial() {
+        let s = built_in("closing").unwrap();
+        let closes = s.closes.clone().unwrap();
+        assert_eq!((closes.location.as_str(), closes.in_secs), ("north", 400));
+        assert!(s.closing_plan(200.0, Timestamp::now()).is_some());
+        assert!(built_in("mix").unwrap().closing_plan(200.0, Timestamp::now()).is_none());
+        for (first_dial, time_scale) in
+            [("2026-11-30T14:02:17.250Z", 200.0), ("2026-11-30T23:59:59Z", 100.0), ("2026-03-08T06:59:58Z", 1.0)]
+        {
+            let first_dial: Timestamp = first_dial.parse().unwrap();
+            let plan = s.closing_plan(time_scale, first_dial).unwrap();
+            let lead_ms = (400_000.0 / time_scale) as i64;
+            assert_eq!((plan.lead_ms, plan.first_dial_ms()), (lead_ms, first_dial.as_millisecond()));
+            assert_eq!(plan.wall_ms, first_dial.as_millisecond() + lead_ms);
+            // The business clock reads the closing minute at the closing time, and is
+            // within a minute behind the wall clock.
+            assert_eq!(plan.closes.as_millisecond() % 60_000, 0);
+            assert_eq!(plan.clock.wall_ms(plan.closes), plan.wall_ms);
+            assert!((-59_999..=0).contains(&plan.clock.offset_ms()), "{plan:?}");
+            // The server's north: open at the first dial until exactly that minute, closed then.
+            let locations = s.locations_for(Some(&plan));
+            let north = crate::domain::Location::from_spec(locations[0].clone()).unwrap();
+            match north.schedule.status_at(plan.clock.business(first_dial)) {
+                crate::hours::Status::Open { closes_at } => assert_eq!(closes_at.timestamp(), plan.closes),
+                other => panic!("{other:?}"),
+            }
+            let at_wall = |ms: i64| plan.clock.business(Timestamp::from_millisecond(ms).unwrap());
+            assert!(north.schedule.is_open(at_wall(plan.wall_ms - 1)));
+            assert!(!north.schedule.is_open(at_wall(plan.wall_ms)));
+            assert!(!north.schedule.is_open(at_wall(plan.wall_ms + 23 * 3_600_000)), "closed for a day");
+        }
+        // Without a plan, the locations are the scenario's own.
+        assert_eq!(s.locations_for(None), s.locations);
     }
 
     #[test]

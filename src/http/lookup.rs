@@ -68,7 +68,7 @@ pub(super) async fn location_lookup(
     if all.is_empty() {
         return Err(WebhookError::BadRequest("no location serves that number or has that name".into()));
     }
-    let now = Timestamp::now();
+    let now = state.clock().now();
     let mut body = chosen.map(|l| describe(&l, now)).unwrap_or_else(|| json!({}));
     body["locations"] = all.iter().map(|l| describe(l, now)).collect();
     Ok(Json(body))
@@ -81,5 +81,5 @@ pub(super) async fn business_hours(
     let (_, chosen) = find(&state, &req).await?;
     let loc =
         chosen.ok_or_else(|| WebhookError::BadRequest("no single location matches; give location or Digits".into()))?;
-    Ok(Json(describe(&loc, Timestamp::now())))
+    Ok(Json(describe(&loc, state.clock().now())))
 }

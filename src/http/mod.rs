@@ -78,6 +78,11 @@ impl AppState {
         &self.inner.settings
     }
 
+    /// The business clock hours are read at (the wall clock but in tests and demos).
+    pub fn clock(&self) -> crate::clock::Clock {
+        self.inner.settings.clock
+    }
+
     /// What the journeys decide with.
     pub fn policy(&self) -> Policy {
         self.inner.policy

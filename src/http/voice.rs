@@ -2,7 +2,6 @@
 //! voicemail) and the location's leg (dial-queue, status callbacks).
 
 use axum::extract::State;
-use jiff::Timestamp;
 use twilio::sid::{CallSid, RecordingSid, ReservationSid, TaskSid};
 
 use super::{AppState, TwiML, TwilioRequest, WebhookError};
@@ -170,7 +169,10 @@ async fn route_to(
         call_token: req.get("CallToken"),
         name: req.get("CallerName"),
     };
-    let now = Timestamp::now();
+    // Business time: hours are read at it, and its closing time is turned back into wall time
+    // for the journey, whose timers run on the wall clock.
+    let clock = state.clock();
+    let now = clock.now();
     let overflow = overflow_of(state, location).await;
     let overflow = overflow.as_ref().map(|(o, busy)| ivr::Overflow { location: o, busy: *busy });
     let (twiml, routed) =
@@ -182,7 +184,7 @@ async fn route_to(
         let mut events = vec![Event::CallerEnqueued { location: l.name.clone(), language: language.clone() }];
         // Hours are checked again while the caller waits: the journey acts at closing time.
         if let crate::hours::Status::Open { closes_at } = l.schedule.status_at(now) {
-            events.push(Event::ClosingTime { at_ms: closes_at.timestamp().as_millisecond() });
+            events.push(Event::ClosingTime { at_ms: clock.wall_ms(closes_at.timestamp()) });
         }
         events
     };
@@ -590,7 +592,7 @@ async fn leg_answer(
             let display = found.as_ref().map_or(location.as_str(), |l| l.display_name_in(&lang.tag));
             let text = match waiting_since_ms {
                 Some(ms) => {
-                    let since = wall_clock_at(ms, found.as_ref());
+                    let since = clock_time_at(state.clock(), ms, found.as_ref());
                     ivr::callback_screen_text(display, caller.as_deref(), &since, prompt, lang)
                 }
                 None => ivr::screen_text(display, caller.as_deref(), caller_name.as_deref(), prompt, lang),
@@ -634,9 +636,10 @@ fn leg_url(state: &AppState, req: &TwilioRequest, path: &str, prompt: Option<u32
     state.urls().url(path, &query)
 }
 
-/// A time of day ("10:32") as the location's clock shows it.
-fn wall_clock_at(ms: i64, location: Option<&Location>) -> String {
-    let at = Timestamp::from_millisecond(ms).unwrap_or_default();
+/// A time of day ("10:32") as the location's clock shows it, for the wall
+/// time `ms` (read on the business clock).
+fn clock_time_at(clock: crate::clock::Clock, ms: i64, location: Option<&Location>) -> String {
+    let at = clock.business(jiff::Timestamp::from_millisecond(ms).unwrap_or_default());
     match location {
         Some(l) => l.schedule.clock_time(at),
         None => at.strftime("%H:%M UTC").to_string(),
