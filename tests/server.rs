@@ -795,3 +795,56 @@ async fn start_up_warns_once_per_location_whose_holidays_are_all_past() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn a_waiting_caller_may_press_1_for_a_callback_and_is_told_when_they_hang_up() {
+    let app = spawn_app_of(
+        "",
+        |_| {},
+        |specs| specs[0].callback = Some(call_router::domain::CallbackSpec { offer_after_secs: 30, tries: 2 }),
+    )
+    .await;
+    twiml(app.post_signed("/incoming-call", &inbound(TWILIO_NUMBER)).await).await;
+    let hold = |secs: &'static str| {
+        let mut p = inbound(TWILIO_NUMBER);
+        p.push(("QueueTime", secs));
+        p
+    };
+    // Before the offer's time the music is inside the Gather, without the offer; then with it.
+    for (secs, offered) in [("0", false), ("30", true)] {
+        let doc = twiml(app.post_signed("/hold?location=north", &hold(secs)).await).await;
+        let Verb::Gather(g) = &doc.verbs[0] else { panic!("a Gather around the hold music: {doc:?}") };
+        assert_eq!(g.action.as_deref(), Some(format!("{}/callback-choice?location=north", app.url).as_str()));
+        assert_eq!(g.num_digits, Some(1));
+        let said = format!("{:?}", g.prompts);
+        assert_eq!(said.contains("To hang up and keep your place in line, press 1."), offered, "{said}");
+    }
+    // Another key, or a withheld number: the caller holds on (an empty document).
+    let mut other = hold("40");
+    other.push(("Digits", "2"));
+    let doc = twiml(app.post_signed("/callback-choice?location=north", &other).await).await;
+    assert!(doc.verbs.is_empty(), "{doc:?}");
+    let mut withheld: Vec<(&str, &str)> =
+        hold("40").into_iter().map(|(k, v)| if k == "From" { (k, "anonymous") } else { (k, v) }).collect();
+    withheld.push(("Digits", "1"));
+    let doc = twiml(app.post_signed("/callback-choice?location=north", &withheld).await).await;
+    assert!(doc.verbs.is_empty(), "{doc:?}");
+    // 1: out of the queue, told they will be called back, and a callback task keeps their place.
+    let mut one = hold("40");
+    one.push(("Digits", "1"));
+    let doc = twiml(app.post_signed("/callback-choice?location=north", &one).await).await;
+    assert!(matches!(doc.verbs.as_slice(), [Verb::Leave]), "{doc:?}");
+    let mut left = inbound(TWILIO_NUMBER);
+    left.push(("QueueResult", "leave"));
+    let doc = twiml(app.post_signed("/enqueue-action?location=north", &left).await).await;
+    let said = format!("{doc:?}");
+    assert!(said.contains("We will call you back at 3 1 0, 5 5 5, 0 1 9 9 when it is your turn."), "{said}");
+    assert!(matches!(doc.verbs.last(), Some(Verb::Hangup)), "{doc:?}");
+    let created = app.fake.wait_for(1, |r| r.method == "POST" && r.path.ends_with("/Tasks")).await;
+    let attributes: serde_json::Value = serde_json::from_str(created[0].params.get("Attributes").unwrap()).unwrap();
+    assert_eq!(attributes["callback"]["number"], CALLER);
+    assert_eq!(attributes["call_sid"], CALL);
+    assert_eq!(attributes["location"], "north");
+    assert!(created[0].params.get("VirtualStartTime").is_some());
+    assert_eq!(created[0].params.get("WorkflowSid"), Some(WORKFLOW));
+}

@@ -150,6 +150,15 @@ pub async fn spawn_app_with(extra_toml: &str) -> TestApp {
 /// As [`spawn_app_with`], with the settings changed by `tune` before the
 /// server starts (for top-level settings, which `extra_toml` cannot reach).
 pub async fn spawn_app_tuned(extra_toml: &str, tune: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_of(extra_toml, tune, |_| {}).await
+}
+
+/// As [`spawn_app_tuned`], with the four locations changed by `edit` before they are stored.
+pub async fn spawn_app_of(
+    extra_toml: &str,
+    tune: impl FnOnce(&mut Settings),
+    edit: impl FnOnce(&mut [LocationSpec]),
+) -> TestApp {
     let (fake, fake_url) = start_fake_twilio().await;
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("test.db").display());
@@ -159,7 +168,7 @@ pub async fn spawn_app_tuned(extra_toml: &str, tune: impl FnOnce(&mut Settings))
     tune(&mut settings);
 
     let store = call_router::store::Store::connect(&db).await.unwrap();
-    let specs = [
+    let mut specs = [
         location("north", None, TWILIO_NUMBER, "+14155550123", always_open("America/New_York")),
         location("east", Some("1"), SHARED_NUMBER, "+14155550124", always_open("America/Chicago")),
         location("west", Some("2"), SHARED_NUMBER, "+14155550125", always_open("America/Los_Angeles")),
@@ -171,6 +180,7 @@ pub async fn spawn_app_tuned(extra_toml: &str, tune: impl FnOnce(&mut Settings))
             HoursSpec { time_zone: "Europe/London".into(), ..HoursSpec::default() },
         ),
     ];
+    edit(&mut specs);
     call_router::cli::import(&store, &specs).await.unwrap();
     store.set_resource("workspace", "main", WORKSPACE).await.unwrap();
     store.set_resource("workflow", "main", WORKFLOW).await.unwrap();
