@@ -271,6 +271,12 @@ fn greeting(location: &Location, greet: bool, sp: &Speaker) -> Response {
     resp.verb(Verb::Say(sp.say(P::WelcomeLocation, &[("location", location.display_name_in(&sp.lang.tag))])))
 }
 
+/// A location's phones for the task's attributes, when it has more than one
+/// (else `practicePhone` says it all, as before).
+fn more_phones(location: &Location) -> Vec<twilio::E164> {
+    if location.phones.len() > 1 { location.phones.clone() } else { Vec::new() }
+}
+
 /// "Please hold", and `<Enqueue>` with the task for `location` (and its
 /// overflow location's side of the dial).
 #[allow(clippy::too_many_arguments)]
@@ -295,6 +301,7 @@ fn enqueue(
     let attrs = TaskAttributes {
         location: location.name.clone(),
         practice_phone: location.phone.clone(),
+        practice_phones: more_phones(location),
         caller_id: caller_id(location),
         caller: Some(caller.number.to_owned()),
         call_token: if show_caller(location) { caller.call_token.map(str::to_owned) } else { None },
@@ -308,6 +315,7 @@ fn enqueue(
         overflow: overflow.map(|o| OverflowAttributes {
             location: o.name.clone(),
             practice_phone: o.phone.clone(),
+            practice_phones: more_phones(o),
             caller_id: caller_id(o),
             call_token: if show_caller(o) { caller.call_token.map(str::to_owned) } else { None },
             screening: o.spec.screening(),

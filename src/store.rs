@@ -856,6 +856,7 @@ mod tests {
         let target = DialTarget {
             location: "north".into(),
             to: E164::parse("+14155550123").unwrap(),
+            phones: Vec::new(),
             from: E164::parse("+14155550100").unwrap(),
             call_token: None,
             screening: None,

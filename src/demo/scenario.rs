@@ -291,7 +291,11 @@ struct RawLocation {
     display_name: Option<String>,
     digit: Option<String>,
     numbers: Vec<String>,
+    #[serde(default)]
     phone: String,
+    /// Several phones, rung in order (instead of `phone`).
+    #[serde(default)]
+    phones: Vec<String>,
     #[serde(default = "one")]
     lines: u32,
     open: Option<Open>,
@@ -450,6 +454,8 @@ impl Scenario {
                         digit: l.digit,
                         numbers: l.numbers,
                         phone: l.phone,
+                        phones: l.phones,
+                        ring: crate::domain::Ring::InOrder,
                         caller_id: None,
                         show_caller_number: false,
                         lines: l.lines,

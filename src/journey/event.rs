@@ -137,7 +137,12 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DialTarget {
     pub location: String,
+    /// The phone this dial goes to: in a reservation's target, the first.
     pub to: E164,
+    /// Every phone of the location in the order they are rung, when it has
+    /// more than one (absent in older journeys: `to` alone).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phones: Vec<E164>,
     pub from: E164,
     pub call_token: Option<String>,
     /// The location screens the call: its leg hears a prompt and must press 1.
@@ -158,6 +163,21 @@ fn yes() -> bool {
 }
 
 impl DialTarget {
+    /// How many phones a reservation of this target rings (at least one).
+    pub fn phone_count(&self) -> u32 {
+        u32::try_from(self.phones.len()).unwrap_or(u32::MAX).max(1)
+    }
+
+    /// Phone `k` (from 0) in ring order; `to` past the list.
+    pub fn phone(&self, k: u32) -> &E164 {
+        self.phones.get(k as usize).unwrap_or(&self.to)
+    }
+
+    /// The target of the dial to phone `k`: `to` is that phone.
+    pub fn for_phone(&self, k: u32) -> DialTarget {
+        DialTarget { to: self.phone(k).clone(), ..self.clone() }
+    }
+
     /// Where a reservation of the worker of `worker_location` dials: the
     /// task's overflow location when that is the worker's, else the task's
     /// own location.
@@ -166,6 +186,7 @@ impl DialTarget {
             Some(o) if worker_location == Some(o.location.as_str()) && o.location != attrs.location => DialTarget {
                 location: o.location.clone(),
                 to: o.practice_phone.clone(),
+                phones: o.practice_phones.clone(),
                 from: o.caller_id.clone(),
                 call_token: o.call_token.clone(),
                 screening: o.screening,
@@ -181,6 +202,7 @@ impl DialTarget {
         DialTarget {
             location: attrs.location.clone(),
             to: attrs.practice_phone.clone(),
+            phones: attrs.practice_phones.clone(),
             from: attrs.caller_id.clone(),
             call_token: attrs.call_token.clone(),
             screening: attrs.screening,

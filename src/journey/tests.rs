@@ -27,6 +27,7 @@ pub(super) fn target() -> DialTarget {
     DialTarget {
         location: "north".into(),
         to: E164::parse("+14155550123").expect("a test number"),
+        phones: Vec::new(),
         from: E164::parse("+12025550143").expect("a test number"),
         call_token: None,
         screening: None,
