@@ -6,7 +6,7 @@
 use twilio::sid::CallSid;
 
 use super::state::{Attempt, AttemptState, CallerState, Effort, Ending, ResState, Stop, TaskEnd};
-use super::{Command, Cx, HANDOFF_MS, Journey, LOOKUP_EVERY_MS, MAX_LOOKUPS, TaskStatus};
+use super::{Command, Cx, DialTarget, HANDOFF_MS, Journey, LOOKUP_EVERY_MS, MAX_LOOKUPS, TaskStatus};
 use crate::domain::Outcome;
 
 impl Journey {
@@ -83,21 +83,52 @@ impl Journey {
         let r = &mut self.reservations[i];
         let wants = may_dial && r.status == ResState::Pending;
         let next = r.attempts.len() as u32 + 1;
+        let phones = r.target.as_ref().map_or(1, DialTarget::phone_count);
+        // Which phone a new attempt would dial: the first; the same one again
+        // after a create that certainly made no call (up to `max` creates per
+        // phone, then the next phone); the next one after a leg that ended
+        // without a person (see `Attempt::missed`). None: nothing to dial yet.
+        let phone = match r.attempts.last() {
+            None => Some(0),
+            Some(a @ Attempt { state: AttemptState::NotPlaced, .. }) => {
+                let creates = r.attempts.iter().filter(|b| b.phone == a.phone).count();
+                Some(if creates as u32 >= max { a.phone + 1 } else { a.phone })
+            }
+            Some(Attempt { state: AttemptState::Placed { leg }, missed: Some(_), phone, .. }) => {
+                let ended = r.legs.iter().any(|l| l.sid == *leg && !l.reported.is_live());
+                ended.then_some(phone + 1)
+            }
+            Some(_) => None,
+        };
         let mut give_up = false;
+        let last_placed = r.attempts.last().is_some_and(|a| matches!(a.state, AttemptState::Placed { .. }));
         match r.attempts.last_mut().map(|a| &mut a.state) {
-            None | Some(AttemptState::NotPlaced) if wants && may_start => match &r.target {
-                Some(_) if next > max => give_up = true,
-                Some(target) if !blocked => {
-                    let target = target.clone();
-                    r.attempts.push(Attempt {
-                        n: next,
-                        sent_ms: now,
-                        state: AttemptState::InFlight { withdrawn: false },
-                    });
-                    cx.commands.push(Command::Dial { reservation: r.sid.clone(), task, attempt: next, caller, target });
+            None | Some(AttemptState::NotPlaced) | Some(AttemptState::Placed { .. })
+                if wants && may_start && phone.is_some() =>
+            {
+                let phone = phone.unwrap_or_default();
+                match &r.target {
+                    Some(_) if phone >= phones && !last_placed => give_up = true,
+                    Some(target) if !blocked && phone < phones => {
+                        let target = target.for_phone(phone);
+                        r.attempts.push(Attempt {
+                            n: next,
+                            sent_ms: now,
+                            state: AttemptState::InFlight { withdrawn: false },
+                            phone,
+                            missed: None,
+                        });
+                        cx.commands.push(Command::Dial {
+                            reservation: r.sid.clone(),
+                            task,
+                            attempt: next,
+                            caller,
+                            target,
+                        });
+                    }
+                    _ => {}
                 }
-                _ => {}
-            },
+            }
             Some(AttemptState::InFlight { withdrawn }) if !wants && !*withdrawn => {
                 *withdrawn = true;
                 cx.commands.push(Command::WithdrawDial { reservation: r.sid.clone(), attempt: next - 1 });
@@ -115,7 +146,7 @@ impl Journey {
                         reservation: r.sid.clone(),
                         attempt: a.n,
                         lookup,
-                        to: target.to.clone(),
+                        to: target.phone(a.phone).clone(),
                         placed_after_ms: a.sent_ms,
                     });
                 }

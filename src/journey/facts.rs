@@ -208,6 +208,8 @@ impl Journey {
                 n: attempt.unwrap_or(0),
                 sent_ms: now,
                 state: AttemptState::Placed { leg: leg.clone() },
+                phone: 0,
+                missed: None,
             });
         }
     }
@@ -455,7 +457,7 @@ impl Journey {
             },
             (true, ResState::Pending) => {
                 let answer = refuse(l, false);
-                self.settle(Outcome::LocationVoicemail);
+                self.leg_missed(ri, Outcome::LocationVoicemail);
                 answer
             }
         }
@@ -565,7 +567,7 @@ impl Journey {
             }
         };
         if no_answer {
-            self.settle(Outcome::LocationNoAnswer);
+            self.leg_missed(ri, Outcome::LocationNoAnswer);
         }
         answer
     }
@@ -592,14 +594,30 @@ impl Journey {
             return;
         }
         match status {
-            CallStatus::Busy => self.settle(Outcome::LocationBusy),
-            CallStatus::NoAnswer => self.settle(Outcome::LocationNoAnswer),
-            CallStatus::Failed => self.settle(Outcome::DialFailed),
+            CallStatus::Busy => self.leg_missed(ri, Outcome::LocationBusy),
+            CallStatus::NoAnswer => self.leg_missed(ri, Outcome::LocationNoAnswer),
+            CallStatus::Failed => self.leg_missed(ri, Outcome::DialFailed),
             // Hung up at the screening prompt: not answered.
-            CallStatus::Completed | CallStatus::Canceled if screening => self.settle(Outcome::LocationNoAnswer),
+            CallStatus::Completed | CallStatus::Canceled if screening => self.leg_missed(ri, Outcome::LocationNoAnswer),
             // Completed or canceled without a bridge: the reservation times out and
             // TaskRouter offers the task again.
             _ => {}
+        }
+    }
+
+    /// The current leg of reservation `ri` (its latest attempt's) ended, or
+    /// was refused, without a person taking the call: `outcome` settles the
+    /// call when that was the reservation's last phone; otherwise the
+    /// attempt is marked, and `drive` dials the next phone once this leg
+    /// has ended.
+    fn leg_missed(&mut self, ri: usize, outcome: Outcome) {
+        let r = &mut self.reservations[ri];
+        let phones = r.target.as_ref().map_or(1, DialTarget::phone_count);
+        match r.attempts.last_mut() {
+            Some(a) if a.phone + 1 < phones => {
+                a.missed.get_or_insert(outcome);
+            }
+            _ => self.settle(outcome),
         }
     }
 

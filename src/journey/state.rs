@@ -5,6 +5,8 @@
 use serde::{Deserialize, Serialize};
 use twilio::sid::{CallSid, ReservationSid, TaskSid};
 
+use crate::domain::Outcome;
+
 use super::{
     AnsweredBy, CallStatus, DialTarget, NotifyChannel, RETRY_FIRST_MS, RETRY_MAX_MS, ReservationEnd, TaskStatus,
 };
@@ -225,6 +227,19 @@ pub(super) struct Attempt {
     pub(super) n: u32,
     pub(super) sent_ms: i64,
     pub(super) state: AttemptState,
+    /// Which of the target's phones it dials, from 0 (absent in older
+    /// journeys: the first, their only one).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(super) phone: u32,
+    /// Its leg ended, or was refused, without a person taking the call, and
+    /// a later phone of the reservation is rung instead of settling this
+    /// outcome (the phones are rung in order). Never set on the last phone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) missed: Option<Outcome>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
