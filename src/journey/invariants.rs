@@ -67,10 +67,78 @@ impl Checker {
                 );
                 let attempts = r.map(|r| r.attempts.as_slice()).unwrap_or_default();
                 prop_assert_eq!(attempts.last().map(|a| a.n), Some(*attempt), "{}", ctx());
-                if *attempt > 1 {
-                    let previous = attempts.iter().find(|a| a.n == attempt - 1).map(|a| &a.state);
-                    prop_assert_eq!(previous, Some(&AttemptState::NotPlaced), "re-dialled without proof {}", ctx());
+                // Creating a call is at most once: the attempt before this one
+                // certainly made no call, or (the phones rung in order) its leg
+                // ended without a person and this dial is for the next phone.
+                if let [.., previous, this] = attempts {
+                    let ended = |leg: &CallSid| {
+                        r.is_some_and(|r| r.legs.iter().any(|l| &l.sid == leg && !l.reported.is_live()))
+                    };
+                    let proven = match &previous.state {
+                        AttemptState::NotPlaced => true,
+                        AttemptState::Placed { leg } => {
+                            previous.missed.is_some() && ended(leg) && this.phone == previous.phone + 1
+                        }
+                        _ => false,
+                    };
+                    prop_assert!(proven, "re-dialled without proof {}", ctx());
                 }
+                // 3b. The phones are tried in order, each from the first: the same
+                //     phone again only after a create that made no call, else the
+                //     next one; and never a phone that already made a call.
+                let Some(this) = attempts.last() else { continue };
+                let target = r.and_then(|r| r.target.as_ref());
+                prop_assert!(target.is_some_and(|t| this.phone < t.phone_count()), "no such phone {}", ctx());
+                if let Some(Command::Dial { target: dialled, .. }) = Some(c) {
+                    let want = target.map(|t| t.phone(this.phone));
+                    prop_assert_eq!(Some(&dialled.to), want, "dialled another phone than its attempt's {}", ctx());
+                }
+                match &attempts[..attempts.len() - 1] {
+                    [] => prop_assert_eq!(this.phone, 0, "the first dial is not to the first phone {}", ctx()),
+                    [.., previous] => prop_assert!(
+                        this.phone == previous.phone || this.phone == previous.phone + 1,
+                        "phone {} after phone {} {}",
+                        this.phone,
+                        previous.phone,
+                        ctx()
+                    ),
+                }
+                let called_before = attempts[..attempts.len() - 1]
+                    .iter()
+                    .any(|a| a.phone == this.phone && matches!(a.state, AttemptState::Placed { .. }));
+                prop_assert!(!called_before, "phone {} dialled twice for one reservation {}", this.phone, ctx());
+            }
+        }
+
+        // 3c. Only the last phone's leg settles a leg's failure (busy, no answer,
+        //     a machine, a failed dial); before it, the next phone is rung. A leg
+        //     of a reservation without a target counts as its only phone.
+        let leg_event = matches!(
+            event,
+            Event::LegStatus { .. }
+                | Event::LegSeen { .. }
+                | Event::LegAnswered { .. }
+                | Event::LegScreened { .. }
+                | Event::DialFailed { .. }
+                | Event::DialAbsent { .. }
+                | Event::Tick
+        );
+        let leg_failure = matches!(
+            after.outcome,
+            Outcome::LocationBusy | Outcome::LocationNoAnswer | Outcome::LocationVoicemail | Outcome::DialFailed
+        );
+        if leg_event && leg_failure && !before.outcome.is_final() {
+            let at_last = after.reservations.iter().any(|r| match &r.target {
+                None => true,
+                Some(t) => r.attempts.last().is_some_and(|a| a.phone + 1 >= t.phone_count()),
+            });
+            prop_assert!(at_last, "settled {} before the last phone {}", after.outcome, ctx());
+        }
+        // 3d. A missed attempt is never its reservation's last phone.
+        for r in &after.reservations {
+            for a in r.attempts.iter().filter(|a| a.missed.is_some()) {
+                let phones = r.target.as_ref().map_or(1, DialTarget::phone_count);
+                prop_assert!(a.phone + 1 < phones, "the last phone's attempt marked missed {}", ctx());
             }
         }
 
@@ -357,6 +425,9 @@ fn monotone(before: &Journey, after: &Journey) -> Result<(), String> {
                 && aa.state != ab.state
             {
                 return Err(format!("attempt {} of {} placed {leg}, then {:?}", ab.n, rb.sid, aa.state));
+            }
+            if ab.phone != aa.phone || (ab.missed.is_some() && aa.missed != ab.missed) {
+                return Err(format!("attempt {} of {} went from {ab:?} to {aa:?}", ab.n, rb.sid));
             }
         }
         for lb in &rb.legs {
