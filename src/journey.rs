@@ -39,6 +39,11 @@
 //!   again only when the call is proven absent and the reservation is still
 //!   pending. A refusal (4xx) is definite and is re-dialled too, up to
 //!   [`Policy::max_dial_attempts`]; only then is the caller sent to voicemail.
+//! - A location with several phones (`DialTarget::phones`) has them rung in
+//!   order by one reservation: a leg that ends without a person marks its
+//!   attempt `missed` instead of settling, and the next phone is dialled
+//!   once that leg has ended (or its create certainly made no call). Only
+//!   the last phone's leg settles the outcome.
 //! - A command the dispatcher gives up on comes back as
 //!   [`Event::ActionFailed`]; the journey is then [`Journey::degraded`] and
 //!   sends it again after a back-off while it is still needed. A failed

@@ -93,6 +93,16 @@ async fn screening_bridges_only_the_receptionist_who_presses_1() {
 }
 
 #[tokio::test]
+async fn phones_ring_in_order_until_a_person_answers_or_the_last_has_rung() {
+    let report = run_shipped("phones").await;
+    let by_location = |name: &str| report.calls.iter().find(|c| c.location.as_deref() == Some(name)).unwrap();
+    let north = by_location("north");
+    assert_eq!(north.outcome, Outcome::Connected, "{}", report.render());
+    assert!(north.talk_ms.unwrap_or(0) > 0, "{}", report.render());
+    assert_eq!(by_location("south").outcome, Outcome::LocationNoAnswer, "{}", report.render());
+}
+
+#[tokio::test]
 async fn busy() {
     run_shipped("busy").await;
 }
