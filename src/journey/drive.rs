@@ -29,7 +29,16 @@ impl Journey {
         // out, or it gave up): go round until nothing moves, so a tick at the
         // same instant owes nothing more. Each pass that moves sends a command
         // or settles, which no later pass repeats.
-        while (0..self.reservations.len()).fold(false, |moved, i| self.drive_dial(i, cx) || moved) {}
+        // Every reservation each pass (no short circuit).
+        loop {
+            let mut moved = false;
+            for i in 0..self.reservations.len() {
+                moved |= self.drive_dial(i, cx);
+            }
+            if !moved {
+                break;
+            }
+        }
         self.drive_legs(cx);
         self.drive_closing(now);
         self.drive_redirect(cx);
