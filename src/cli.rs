@@ -172,6 +172,9 @@ pub struct AddLocation {
     /// several phones, rung in the order given.
     #[arg(long = "phone", required = true)]
     pub phones: Vec<String>,
+    /// How several phones ring: in_order (default) or all_at_once.
+    #[arg(long, default_value = "in_order", value_parser = ["in_order", "all_at_once"])]
+    pub ring: String,
     /// The number the location sees; defaults to the first Twilio number.
     #[arg(long)]
     pub caller_id: Option<String>,
@@ -507,7 +510,11 @@ impl AddLocation {
             // One phone keeps the old form, so the spec reads as before.
             phone: if self.phones.len() == 1 { self.phones[0].clone() } else { String::new() },
             phones: if self.phones.len() == 1 { Vec::new() } else { self.phones.clone() },
-            ring: crate::domain::Ring::InOrder,
+            ring: if self.ring == "all_at_once" {
+                crate::domain::Ring::AllAtOnce
+            } else {
+                crate::domain::Ring::InOrder
+            },
             caller_id: self.caller_id.clone(),
             show_caller_number: self.show_caller_number,
             lines: self.lines,
@@ -892,6 +899,7 @@ mod tests {
         let twice = spec(&["+14155550101", "+14155550101"]).unwrap();
         assert_eq!(twice.validate_shape().unwrap_err().field, "phones[1]");
         assert!(spec(&[]).unwrap_err().contains("--phone"));
+        assert_eq!(two.ring, crate::domain::Ring::InOrder);
     }
 
     #[test]

@@ -352,9 +352,6 @@ impl Location {
             }
         };
         let phone = phones[0].clone();
-        if spec.ring == Ring::AllAtOnce {
-            return Err(err("ring", "\"all_at_once\" is not supported yet; use \"in_order\""));
-        }
         let caller_id = match &spec.caller_id {
             Some(c) => phone_check("caller_id", c)?,
             None => numbers[0].clone(),
@@ -586,6 +583,9 @@ pub struct TaskAttributes {
     /// (`practicePhone` is the first).
     #[serde(rename = "practicePhones", default, skip_serializing_if = "Vec::is_empty")]
     pub practice_phones: Vec<E164>,
+    /// `all_at_once` when those phones ring together (absent: in order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring: Option<Ring>,
     /// The number the outbound leg shows.
     #[serde(rename = "callerID")]
     pub caller_id: E164,
@@ -624,6 +624,8 @@ pub struct OverflowAttributes {
     pub practice_phone: E164,
     #[serde(rename = "practicePhones", default, skip_serializing_if = "Vec::is_empty")]
     pub practice_phones: Vec<E164>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring: Option<Ring>,
     #[serde(rename = "callerID")]
     pub caller_id: E164,
     #[serde(rename = "callToken", default, skip_serializing_if = "Option::is_none")]
@@ -983,6 +985,7 @@ mod tests {
             location: "north".into(),
             practice_phone: E164::parse("+14155550123").unwrap(),
             practice_phones: Vec::new(),
+            ring: None,
             caller_id: E164::parse("+12025550143").unwrap(),
             caller: Some("+13105550199".into()),
             call_token: None,

@@ -277,6 +277,11 @@ fn more_phones(location: &Location) -> Vec<twilio::E164> {
     if location.phones.len() > 1 { location.phones.clone() } else { Vec::new() }
 }
 
+/// `all_at_once` for a location whose several phones ring together.
+fn all_at_once(location: &Location) -> Option<crate::domain::Ring> {
+    (location.phones.len() > 1 && location.ring == crate::domain::Ring::AllAtOnce).then_some(location.ring)
+}
+
 /// "Please hold", and `<Enqueue>` with the task for `location` (and its
 /// overflow location's side of the dial).
 #[allow(clippy::too_many_arguments)]
@@ -302,6 +307,7 @@ fn enqueue(
         location: location.name.clone(),
         practice_phone: location.phone.clone(),
         practice_phones: more_phones(location),
+        ring: all_at_once(location),
         caller_id: caller_id(location),
         caller: Some(caller.number.to_owned()),
         call_token: if show_caller(location) { caller.call_token.map(str::to_owned) } else { None },
@@ -316,6 +322,7 @@ fn enqueue(
             location: o.name.clone(),
             practice_phone: o.phone.clone(),
             practice_phones: more_phones(o),
+            ring: all_at_once(o),
             caller_id: caller_id(o),
             call_token: if show_caller(o) { caller.call_token.map(str::to_owned) } else { None },
             screening: o.spec.screening(),

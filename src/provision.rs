@@ -118,10 +118,14 @@ fn ring_secs_per_phone(settings: &Settings, screening: u32) -> u32 {
 }
 
 /// How long a reservation of `location` may take before its outcome is
-/// known: every phone in turn (they are rung in order), so TaskRouter does
-/// not time the reservation out between two of them.
+/// known: every phone in turn when they are rung in order, so TaskRouter
+/// does not time the reservation out between two of them; one phone's time
+/// when they ring all at once.
 pub fn ring_secs(settings: &Settings, location: &Location) -> u32 {
-    let phones = u32::try_from(location.phones.len()).unwrap_or(u32::MAX).max(1);
+    let phones = match location.ring {
+        crate::domain::Ring::InOrder => u32::try_from(location.phones.len()).unwrap_or(u32::MAX).max(1),
+        crate::domain::Ring::AllAtOnce => 1,
+    };
     phones
         .saturating_mul(ring_secs_per_phone(settings, screening_secs(location)))
         .saturating_add((phones - 1).saturating_mul(NEXT_PHONE_SECS))
@@ -1966,28 +1970,31 @@ auth_token = "secret"
 
     #[test]
     fn phones_rung_in_order_lengthen_the_reservation_timeout_and_the_plan_says_so() {
-        let text = |phones: &str| {
-            format!(
+        let built = |phones: &[&str], ring: &str| {
+            let list: Vec<String> = phones.iter().map(|p| format!("{p:?}")).collect();
+            let text = format!(
                 "public_url = \"https://router.example.com\"\n[twilio]\naccount_sid = \"AC0123456789abcdef0123456789abcdef\"\n\
                  auth_token = \"secret\"\n[[locations]]\nname = \"north\"\nnumbers = [\"+12025550143\"]\n\
-                 phones = [{phones}]\nhours = {{ time_zone = \"UTC\" }}\n"
-            )
-        };
-        let built = |phones: &str| {
-            let s = Settings::from_toml(&text(phones), |_| None).unwrap();
+                 phones = [{}]\nring = {ring:?}\nhours = {{ time_zone = \"UTC\" }}\n",
+                list.join(", ")
+            );
+            let s = Settings::from_toml(&text, |_| None).unwrap();
             let locations: Vec<Location> =
                 s.locations.iter().map(|l| Location::from_stored(l.clone()).unwrap()).collect();
             Desired::new(&s, &locations, false)
         };
-        let one = built("\"+14155550101\"");
+        let one = built(&["+14155550101"], "in_order");
         assert_eq!(one.workflow.reservation_timeout_secs, 20 + 30 + RESERVATION_MARGIN_SECS);
-        let three = built("\"+14155550101\", \"+14155550102\", \"+14155550103\"");
+        let three = built(&["+14155550101", "+14155550102", "+14155550103"], "in_order");
         let want = 3 * (20 + 30) + 2 * NEXT_PHONE_SECS + RESERVATION_MARGIN_SECS;
         assert_eq!(three.workflow.reservation_timeout_secs, want);
         // A workflow provisioned for one phone is updated, and the plan shows it.
         let got = lines(&plan(&three, &in_sync(&one)));
         let line = format!("~ update workflow call-router/by-location: task_reservation_timeout 65 -> {want}");
         assert!(got.contains(&line), "{got:#?}");
+        // Rung all at once, they take one phone's time.
+        let together = built(&["+14155550101", "+14155550102", "+14155550103"], "all_at_once");
+        assert_eq!(together.workflow.reservation_timeout_secs, 20 + 30 + RESERVATION_MARGIN_SECS);
     }
 
     #[test]

@@ -857,6 +857,7 @@ mod tests {
             location: "north".into(),
             to: E164::parse("+14155550123").unwrap(),
             phones: Vec::new(),
+            ring: Default::default(),
             from: E164::parse("+14155550100").unwrap(),
             call_token: None,
             screening: None,

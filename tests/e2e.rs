@@ -357,6 +357,7 @@ on_both_backends!(
     a_spanish_speaking_location_greets_in_spanish_and_screens_in_spanish,
     phones_in_order_the_first_is_busy_and_the_second_answers,
     phones_in_order_nobody_answers_each_is_dialled_once_then_voicemail,
+    phones_all_at_once_the_first_to_answer_wins_and_the_other_is_hung_up,
 );
 
 /// A location that does not connect sends the caller to voicemail: the server redirects the
@@ -1308,5 +1309,45 @@ async fn phones_in_order_nobody_answers_each_is_dialled_once_then_voicemail(back
     assert_eq!(fallback.len(), 1, "the caller heard the fallback once");
     assert!(fallback[0].response.contains("<Record"), "{}", fallback[0].response);
     assert_eq!(w.task(&task_sid_of(&record)).await["assignment_status"], "canceled");
+    w.finish().await;
+}
+
+async fn phones_all_at_once_the_first_to_answer_wins_and_the_other_is_hung_up(backend: Backend) {
+    // The first phone would ring out; the second answers after two rings.
+    let person = Behaviour::Person { rings: 2, talk_secs: 20, digits: None };
+    let Some(w) = world_at(backend, SLOWER, Behaviour::NoAnswer, "", |l| {
+        l[0].phone = String::new();
+        l[0].phones = vec![NORTH_PHONE.into(), NORTH_SECOND.into()];
+        l[0].ring = call_router::domain::Ring::AllAtOnce;
+    })
+    .await
+    else {
+        return;
+    };
+    w.client.set_phone(NORTH_SECOND, &person).await.unwrap();
+    let (summary, record) = w.call(MAIN, None).await;
+    assert_eq!(record.outcome, Outcome::Connected, "{summary}");
+    w.quiet().await;
+    // Both phones dialled once, for one reservation.
+    let mut numbers = dialled(&w).await;
+    numbers.sort();
+    assert_eq!(numbers, [NORTH_PHONE, NORTH_SECOND]);
+    let answered = w.webhooks("/dial-queue").await;
+    assert_eq!(answered.len(), 1, "{answered:#?}");
+    assert_eq!(answered[0].params.get("To"), Some(NORTH_SECOND));
+    assert_eq!(record.outbound_call_sid.as_deref(), answered[0].params.get("CallSid"));
+    // The first phone's leg, still ringing, was hung up when the second won.
+    let first_leg = w
+        .rest("POST", "/Calls.json")
+        .await
+        .into_iter()
+        .find(|e| e.params.get("To") == Some(NORTH_PHONE))
+        .map(|e| e.response)
+        .and_then(|r| serde_json::from_str::<Value>(&r).ok())
+        .and_then(|v| v["sid"].as_str().map(str::to_owned))
+        .expect("the first phone's leg");
+    let hang_ups = w.rest("POST", &format!("/Calls/{first_leg}.json")).await;
+    assert!(hang_ups.iter().any(|e| e.params.get("Status") == Some("completed")), "{hang_ups:#?}");
+    assert!(w.webhooks("/caller-fallback").await.is_empty());
     w.finish().await;
 }

@@ -3,7 +3,7 @@
 //! redirect and the task's end, each sent again after a back-off if the
 //! dispatcher gave up on it.
 
-use twilio::sid::CallSid;
+use twilio::sid::{CallSid, TaskSid};
 
 use super::state::{Attempt, AttemptState, CallerState, Effort, Ending, ResState, Stop, TaskEnd};
 use super::{Command, Cx, DialTarget, HANDOFF_MS, Journey, LOOKUP_EVERY_MS, MAX_LOOKUPS, TaskStatus};
@@ -89,6 +89,10 @@ impl Journey {
         };
         let owed = cx.commands.len();
         let max = cx.policy.max_dial_attempts.max(1);
+        if self.reservations[i].all_at_once() {
+            let start = may_dial && may_start && !blocked;
+            return self.drive_dial_all(i, (task, caller), (may_dial, start), cx) || cx.commands.len() > owed;
+        }
         let r = &mut self.reservations[i];
         let wants = may_dial && r.status == ResState::Pending;
         let next = r.attempts.len() as u32 + 1;
@@ -169,20 +173,94 @@ impl Journey {
         cx.commands.len() > owed
     }
 
+    /// [`Journey::drive_dial`] for a reservation whose phones ring all at once:
+    /// each phone gets its own attempts (dialled together, each again after a
+    /// create that certainly made no call, up to `max_dial_attempts`), none
+    /// once a leg is being bridged; the call settles `dial_failed` when every
+    /// phone's creates were refused. `may` is (may dial, may start a dial).
+    fn drive_dial_all(
+        &mut self,
+        i: usize,
+        (task, caller): (TaskSid, Option<CallSid>),
+        (may_dial, may_start): (bool, bool),
+        cx: &mut Cx,
+    ) -> bool {
+        let now = cx.now;
+        let max = cx.policy.max_dial_attempts.max(1);
+        let r = &mut self.reservations[i];
+        let Some(target) = r.target.clone() else { return false };
+        let wants = may_dial && r.status == ResState::Pending;
+        let bridging = r.legs.iter().any(|l| l.bridging);
+        for k in 0..target.phone_count() {
+            let creates = r.attempts.iter().filter(|a| a.phone == k).count() as u32;
+            let latest = r.attempts.iter().rposition(|a| a.phone == k);
+            // Above every attempt known, an adopted one included: keys stay unique.
+            let next = r.attempts.iter().map(|a| a.n).max().unwrap_or(0).max(r.attempts.len() as u32) + 1;
+            match latest.map(|j| (j, &mut r.attempts[j].state)) {
+                None | Some((_, AttemptState::NotPlaced)) if wants && may_start && !bridging && creates < max => {
+                    r.attempts.push(Attempt {
+                        n: next,
+                        sent_ms: now,
+                        state: AttemptState::InFlight { withdrawn: false },
+                        phone: k,
+                        missed: None,
+                    });
+                    cx.commands.push(Command::Dial {
+                        reservation: r.sid.clone(),
+                        task: task.clone(),
+                        attempt: next,
+                        caller: caller.clone(),
+                        target: target.for_phone(k),
+                    });
+                }
+                Some((j, AttemptState::InFlight { withdrawn })) if (!wants || bridging) && !*withdrawn => {
+                    *withdrawn = true;
+                    let attempt = r.attempts[j].n;
+                    cx.commands.push(Command::WithdrawDial { reservation: r.sid.clone(), attempt });
+                }
+                Some((j, AttemptState::Unknown { next_lookup_ms, lookups }))
+                    if *lookups < MAX_LOOKUPS && now >= *next_lookup_ms =>
+                {
+                    *lookups += 1;
+                    *next_lookup_ms = now.saturating_add(LOOKUP_EVERY_MS);
+                    let lookup = *lookups;
+                    let a = &r.attempts[j];
+                    cx.commands.push(Command::FindDial {
+                        reservation: r.sid.clone(),
+                        attempt: a.n,
+                        lookup,
+                        to: target.phone(k).clone(),
+                        placed_after_ms: a.sent_ms,
+                    });
+                }
+                _ => {}
+            }
+        }
+        let refused_everywhere = (0..target.phone_count()).all(|k| {
+            let creates = r.attempts.iter().filter(|a| a.phone == k).count() as u32;
+            let latest = r.attempts.iter().rev().find(|a| a.phone == k);
+            creates >= max && latest.is_some_and(|a| a.state == AttemptState::NotPlaced)
+        });
+        if wants && may_start && refused_everywhere && !self.outcome.is_final() {
+            self.settle(Outcome::DialFailed);
+            return true;
+        }
+        false
+    }
+
     /// Another leg of this caller may be ringing: a dial in flight or in doubt
     /// (until its lookups run out), or a live leg not yet handed off.
     fn dial_blocked(&self, i: usize) -> bool {
         self.reservations.iter().enumerate().any(|(j, r)| {
             let dial_in_doubt = j != i
-                && r.attempts.last().is_some_and(|a| match a.state {
+                && r.latest().iter().any(|a| match a.state {
                     AttemptState::InFlight { .. } => true,
                     AttemptState::Unknown { lookups, .. } => lookups < MAX_LOOKUPS,
                     _ => false,
                 });
-            let current = self.current_leg(j);
             let live_leg = r.legs.iter().any(|l| {
                 l.reported.is_live()
-                    && !(j == i && current == Some(&l.sid))
+                    && !(j == i && r.is_current(&l.sid))
                     && l.stop.as_ref().is_none_or(|s| !s.handed_off)
             });
             dial_in_doubt || live_leg
@@ -197,12 +275,17 @@ impl Journey {
         // Connected, perhaps with the accept missed: the current leg may be the
         // bridged one, and cutting it would cut the conversation.
         let in_call = self.outcome == Outcome::Connected && self.caller.state != CallerState::Gone;
-        let currents: Vec<Option<CallSid>> =
-            (0..self.reservations.len()).map(|i| self.current_leg(i).cloned()).collect();
-        for (r, current) in self.reservations.iter_mut().zip(currents) {
+        for r in &mut self.reservations {
             let status = r.status;
+            // The current legs, less those that lost to a leg being bridged (all at once).
+            let wanted: Vec<CallSid> = r
+                .legs
+                .iter()
+                .filter(|l| r.is_current(&l.sid) && !r.other_bridging(&l.sid))
+                .map(|l| l.sid.clone())
+                .collect();
             for l in r.legs.iter_mut().filter(|l| l.reported.is_live()) {
-                let is_current = current.as_ref() == Some(&l.sid);
+                let is_current = wanted.contains(&l.sid);
                 let keep = is_current
                     && match status {
                         ResState::Pending => caller_waits || in_call,

@@ -9,7 +9,7 @@ use twilio::E164;
 use twilio::sid::{CallSid, ReservationSid, TaskSid};
 
 use super::{Command, NotifyChannel};
-use crate::domain::{Outcome, Screening, TaskAttributes};
+use crate::domain::{Outcome, Ring, Screening, TaskAttributes};
 
 /// One thing that happened to a journey.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,6 +143,9 @@ pub struct DialTarget {
     /// more than one (absent in older journeys: `to` alone).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub phones: Vec<E164>,
+    /// How those phones ring: in order (absent), or all at once.
+    #[serde(default, skip_serializing_if = "Ring::is_in_order")]
+    pub ring: Ring,
     pub from: E164,
     pub call_token: Option<String>,
     /// The location screens the call: its leg hears a prompt and must press 1.
@@ -173,6 +176,11 @@ impl DialTarget {
         self.phones.get(k as usize).unwrap_or(&self.to)
     }
 
+    /// Its phones ring all at once (and there are several).
+    pub fn all_at_once(&self) -> bool {
+        self.ring == Ring::AllAtOnce && self.phones.len() > 1
+    }
+
     /// The target of the dial to phone `k`: `to` is that phone.
     pub fn for_phone(&self, k: u32) -> DialTarget {
         DialTarget { to: self.phone(k).clone(), ..self.clone() }
@@ -187,6 +195,7 @@ impl DialTarget {
                 location: o.location.clone(),
                 to: o.practice_phone.clone(),
                 phones: o.practice_phones.clone(),
+                ring: o.ring.unwrap_or_default(),
                 from: o.caller_id.clone(),
                 call_token: o.call_token.clone(),
                 screening: o.screening,
@@ -203,6 +212,7 @@ impl DialTarget {
             location: attrs.location.clone(),
             to: attrs.practice_phone.clone(),
             phones: attrs.practice_phones.clone(),
+            ring: attrs.ring.unwrap_or_default(),
             from: attrs.caller_id.clone(),
             call_token: attrs.call_token.clone(),
             screening: attrs.screening,

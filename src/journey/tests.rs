@@ -28,6 +28,7 @@ pub(super) fn target() -> DialTarget {
         location: "north".into(),
         to: E164::parse("+14155550123").expect("a test number"),
         phones: Vec::new(),
+        ring: crate::domain::Ring::InOrder,
         from: E164::parse("+12025550143").expect("a test number"),
         call_token: None,
         screening: None,
@@ -1070,4 +1071,68 @@ fn a_stored_journey_from_before_phones_reads_as_one_phone() {
     run.j = back;
     let busy = Outcome::LocationBusy;
     assert_eq!(run.on(leg_status(1, 101, CallStatus::Busy, 2)).commands, [redirect(busy), cancel(busy)]);
+}
+
+// -- several phones, all at once ---------------------------------------------------------
+
+fn together(n: u32) -> DialTarget {
+    DialTarget { ring: crate::domain::Ring::AllAtOnce, ..phones_target(n) }
+}
+
+fn dial_together(attempt: u32, n: u32, k: u32) -> Command {
+    Command::Dial {
+        reservation: res(1),
+        task: task(TASK),
+        attempt,
+        caller: Some(call(CALLER)),
+        target: together(n).for_phone(k),
+    }
+}
+
+#[test]
+fn phones_all_at_once_the_first_to_answer_is_bridged_and_the_others_hung_up() {
+    let mut run = Run::queued();
+    let step = run.on(created_with(1, together(3)));
+    assert_eq!(step.commands, [dial_together(1, 3, 0), dial_together(2, 3, 1), dial_together(3, 3, 2)]);
+    let keys: std::collections::BTreeSet<String> = step.commands.iter().map(Command::key).collect();
+    assert_eq!(keys.len(), 3, "distinct keys");
+    run.on(placed(1, 1, 101));
+    run.on(placed(1, 2, 102));
+    // The third phone's create is refused: it is dialled again by itself.
+    assert_eq!(run.on(Event::DialFailed { reservation: res(1), attempt: 3 }).commands, [dial_together(4, 3, 2)]);
+    run.on(placed(1, 4, 104));
+    // A busy phone settles nothing while others ring.
+    assert_eq!(run.on(status_of(1, 101, CallStatus::Busy, 2)).commands, []);
+    assert_eq!(run.j.outcome(), Outcome::Pending);
+    // The second phone answers first: bridged, and the third is hung up.
+    let step = run.on(Event::LegAnswered {
+        reservation: res(1),
+        attempt: Some(2),
+        leg: call(102),
+        answered_by: AnsweredBy::Human,
+    });
+    assert_eq!(step.answer, Answer::Bridge { reservation: res(1), transfer: None });
+    assert_eq!(step.commands, [hang_up(104)]);
+    // The third answers before its hang-up lands: it lost.
+    let late = run.on(Event::LegAnswered {
+        reservation: res(1),
+        attempt: Some(4),
+        leg: call(104),
+        answered_by: AnsweredBy::Human,
+    });
+    assert_eq!(late.answer, Answer::Refuse { caller_gone: false });
+    run.on(Event::ReservationAccepted { task: task(TASK), reservation: res(1) });
+    assert_eq!(run.j.outcome(), Outcome::Connected);
+}
+
+#[test]
+fn phones_all_at_once_the_last_to_fail_settles_the_call() {
+    let mut run = Run::queued();
+    run.on(created_with(1, together(2)));
+    run.on(placed(1, 1, 101));
+    run.on(placed(1, 2, 102));
+    assert_eq!(run.on(status_of(2, 102, CallStatus::Busy, 2)).commands, []);
+    let no_answer = Outcome::LocationNoAnswer;
+    let step = run.on(status_of(1, 101, CallStatus::NoAnswer, 2));
+    assert_eq!(step.commands, [redirect(no_answer), cancel(no_answer)]);
 }

@@ -24,6 +24,7 @@ use proptest::strategy::ValueTree;
 use super::invariants::Checker;
 use super::tests::{at, call, policy, res, screened_target, target, task};
 use super::*;
+use crate::domain::Ring;
 
 const FAULTS_UNTIL_MS: i64 = 300_000;
 const LIMIT_MS: i64 = 4_000_000;
@@ -77,8 +78,10 @@ struct Scenario {
     closes_after_s: Option<i64>,
     /// The location screens its calls (without AMD).
     screening: bool,
-    /// How many phones the location has, rung in order (1 to 3).
+    /// How many phones the location has (1 to 3), and whether they ring
+    /// all at once rather than in order.
     location_phones: u32,
+    all_at_once: bool,
     patience_s: i64,
     max_queue_secs: u32,
     reservation_timeout_s: i64,
@@ -141,7 +144,13 @@ fn scenario() -> impl Strategy<Value = Scenario> {
     use proptest::collection::{btree_set, vec};
     (
         (any::<bool>(), 5i64..400, 30u32..300, 10i64..70, proptest::option::weighted(0.25, 1i64..300)),
-        (vec(phone(), 1..6), any::<bool>(), vec(press(), 1..5), prop_oneof![2 => Just(1u32), 3 => 2u32..=3]),
+        (
+            vec(phone(), 1..6),
+            any::<bool>(),
+            vec(press(), 1..5),
+            prop_oneof![2 => Just(1u32), 3 => 2u32..=3],
+            any::<bool>(),
+        ),
         (vec(dial_fault(), 1..5), vec(prop_oneof![3 => Just(200i64), 1 => 200i64..15_000], 1..4)),
         vec(prop::bool::weighted(0.15), 1..8),
         vec(delivery(), 1..16),
@@ -152,7 +161,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         .prop_map(
             |(
                 (studio, patience_s, max_queue_secs, reservation_timeout_s, closes_after_s),
-                (phones, screening, presses, location_phones),
+                (phones, screening, presses, location_phones, all_at_once),
                 (dials, dial_delays_ms),
                 actions_fail,
                 deliveries,
@@ -165,6 +174,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     closes_after_s,
                     screening,
                     location_phones,
+                    all_at_once,
                     patience_s,
                     max_queue_secs,
                     reservation_timeout_s,
@@ -383,7 +393,8 @@ impl World {
         if matches!(
             self.journey.outcome(),
             Outcome::LocationBusy | Outcome::LocationNoAnswer | Outcome::LocationVoicemail
-        ) {
+        ) && !self.sc.all_at_once
+        {
             let rang_last = self.legs.iter().any(|l| l.phone_index == last);
             prop_assert!(rang_last, "{} before phone {last} rang: {:?}", self.journey.outcome(), self.legs);
         }
@@ -696,7 +707,13 @@ impl World {
         let i = self.legs.len();
         let phone = pick(&self.sc.phones, &mut self.drawn[0]).unwrap_or(Phone::NoAnswer);
         // Rung in order: never two live legs of one reservation at once.
-        if let Some(live) = self.legs.iter().position(|l| l.reservation == k && !l.status.is_final()) {
+        let in_order = !(self.sc.all_at_once && self.sc.location_phones > 1);
+        if !in_order && self.legs.iter().any(|l| l.reservation == k && !l.status.is_final()) {
+            self.tally.add("rang together");
+        }
+        if let Some(live) = self.legs.iter().position(|l| l.reservation == k && !l.status.is_final())
+            && in_order
+        {
             self.fail(format!("reservation {} dialled while its leg {} is live", res_sid(k), leg_sid(live)));
         }
         self.legs.push(WorldLeg {
@@ -1026,7 +1043,10 @@ fn created(k: usize, sc: &Scenario) -> Event {
         task: task(TASK),
         reservation: res_sid(k),
         caller: Some(call(CALLER)),
-        target: with_phones(target, sc.location_phones),
+        target: DialTarget {
+            ring: if sc.all_at_once { Ring::AllAtOnce } else { Ring::InOrder },
+            ..with_phones(target, sc.location_phones)
+        },
     }
 }
 
@@ -1106,7 +1126,7 @@ fn event() -> impl Strategy<Value = Event> {
         3 => (reservation_leg(), attempt.clone(), call_status(), sequence).prop_map(|((reservation, leg), attempt, status, sequence)| {
             Event::LegStatus { reservation, attempt, leg, status, sequence }
         }),
-        3 => (some_task(), 1u32..3, 0u8..7).prop_map(|(task, r, kind)| Event::ReservationCreated {
+        3 => (some_task(), 1u32..3, 0u8..9).prop_map(|(task, r, kind)| Event::ReservationCreated {
             task,
             reservation: res(r),
             caller: Some(call(CALLER)),
@@ -1116,6 +1136,8 @@ fn event() -> impl Strategy<Value = Event> {
                 1 => DialTarget { location: "south".into(), ..target() },
                 2 => with_phones(target(), 3),
                 3 => with_phones(screened_target(), 2),
+                4 => DialTarget { ring: Ring::AllAtOnce, ..with_phones(target(), 3) },
+                5 => DialTarget { ring: Ring::AllAtOnce, ..with_phones(screened_target(), 2) },
                 _ => target(),
             }
         }),
@@ -1222,6 +1244,7 @@ fn the_world_reaches_every_outcome_fault_and_recovery() {
         "answer Hold comfort",
         "dialled phone 1",
         "dialled phone 2",
+        "rang together",
     ];
     for p in paths {
         assert!(tally.seen.get(p).is_some_and(|n| *n > 0), "no run went through {p}: {tally:#?}");
