@@ -168,9 +168,13 @@ pub struct AddLocation {
     /// A Twilio number that serves the location (repeatable).
     #[arg(long = "number", required = true)]
     pub numbers: Vec<String>,
-    /// The location's phone line, in E.164 (+14155550123).
-    #[arg(long)]
-    pub phone: String,
+    /// The location's phone line, in E.164 (+14155550123); repeat it for
+    /// several phones, rung in the order given.
+    #[arg(long = "phone", required = true)]
+    pub phones: Vec<String>,
+    /// How several phones ring: in_order (default) or all_at_once.
+    #[arg(long, default_value = "in_order", value_parser = ["in_order", "all_at_once"])]
+    pub ring: String,
     /// The number the location sees; defaults to the first Twilio number.
     #[arg(long)]
     pub caller_id: Option<String>,
@@ -277,7 +281,7 @@ pub async fn run_locations(db: &DbArgs, cmd: &LocationsCommand) -> anyhow::Resul
                     "{:<16} {:<5} {:<16} {:<16} {:<24} {:<5} {}",
                     l.name,
                     l.digit.map(String::from).unwrap_or_default(),
-                    l.phone,
+                    l.phones.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(","),
                     l.caller_id,
                     l.schedule.time_zone_name(),
                     if l.schedule.is_open(now) { "yes" } else { "no" },
@@ -513,7 +517,14 @@ impl AddLocation {
             display_name: self.display_name.clone(),
             digit: self.digit.clone(),
             numbers: self.numbers.clone(),
-            phone: self.phone.clone(),
+            // One phone keeps the old form, so the spec reads as before.
+            phone: if self.phones.len() == 1 { self.phones[0].clone() } else { String::new() },
+            phones: if self.phones.len() == 1 { Vec::new() } else { self.phones.clone() },
+            ring: if self.ring == "all_at_once" {
+                crate::domain::Ring::AllAtOnce
+            } else {
+                crate::domain::Ring::InOrder
+            },
             caller_id: self.caller_id.clone(),
             show_caller_number: self.show_caller_number,
             lines: self.lines,
@@ -880,6 +891,32 @@ mod tests {
             .expect("running bash");
         assert!(out.status.success(), "bash failed: {}\n{script}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn locations_add_takes_several_phones_in_order() {
+        let spec = |phones: &[&str]| {
+            let mut args = vec!["call-router", "locations", "add", "--name", "north", "--number", "+12025550143"];
+            for p in phones {
+                args.extend_from_slice(&["--phone", p]);
+            }
+            args.extend_from_slice(&["--time-zone", "UTC"]);
+            match Cli::try_parse_from(args).map(|c| c.command) {
+                Ok(Command::Locations { command: LocationsCommand::Add(add), .. }) => Ok(add.to_spec().unwrap()),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let one = spec(&["+14155550101"]).unwrap();
+        assert_eq!((one.phone.as_str(), one.phones.len()), ("+14155550101", 0), "one phone keeps the old form");
+        let two = spec(&["+14155550101", "+14155550102"]).unwrap();
+        assert_eq!(two.phone_list(), ["+14155550101", "+14155550102"]);
+        assert!(two.phone.is_empty());
+        two.validate_shape().unwrap();
+        let twice = spec(&["+14155550101", "+14155550101"]).unwrap();
+        assert_eq!(twice.validate_shape().unwrap_err().field, "phones[1]");
+        assert!(spec(&[]).unwrap_err().contains("--phone"));
+        assert_eq!(two.ring, crate::domain::Ring::InOrder);
     }
 
     #[test]

@@ -1069,6 +1069,35 @@ auth_token = "secret-token"
     }
 
     #[test]
+    fn a_location_with_several_phones_loads_and_its_errors_name_it() {
+        let with = |phones: &str| {
+            format!(
+                "{MIN}[[locations]]\nname = \"north\"\nnumbers = [\"+12025550143\"]\n{phones}\n\
+                 [locations.hours]\ntime_zone = \"America/New_York\"\n"
+            )
+        };
+        let s = Settings::from_toml(&with("phones = [\"+14155550101\", \"+14155550102\"]"), no_env).unwrap();
+        assert_eq!(s.locations[0].phone_list(), ["+14155550101", "+14155550102"]);
+        s.check_location_numbers().unwrap();
+        let cases = [
+            (
+                "phone = \"+14155550101\"\nphones = [\"+14155550102\"]",
+                "locations[0] (north): phones: set `phone` or `phones`, not both",
+            ),
+            (
+                "phones = [\"+14155550101\", \"+14155550101\"]",
+                "locations[0] (north): phones[1]: +14155550101 is listed twice",
+            ),
+            ("phones = []", "locations[0] (north): phone: a location needs a phone"),
+            ("phones = [\"+14155550101\"]\nring = \"sometimes\"", "ring"),
+        ];
+        for (text, want) in cases {
+            let e = Settings::from_toml(&with(text), no_env).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn location_numbers_are_checked_by_shape_on_load_and_in_full_on_demand() {
         let with_phone = |phone: &str| {
             format!(

@@ -41,8 +41,16 @@ pub struct LocationSpec {
     pub digit: Option<String>,
     /// The Twilio numbers that serve this location.
     pub numbers: Vec<String>,
-    /// The location's ordinary phone line.
+    /// The location's ordinary phone line. Empty when `phones` lists them.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub phone: String,
+    /// Several phones, rung as `ring` says (in order by default): instead of
+    /// `phone`, never together with it. 1 to [`MAX_PHONES`], no repeats.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phones: Vec<String>,
+    /// How the phones are rung when there are several.
+    #[serde(default, skip_serializing_if = "Ring::is_in_order")]
+    pub ring: Ring,
     /// The number the outbound leg shows; defaults to the first Twilio number.
     #[serde(default)]
     pub caller_id: Option<String>,
@@ -174,6 +182,34 @@ fn one() -> u32 {
     1
 }
 
+/// The most phones a location may have.
+pub const MAX_PHONES: usize = 5;
+
+/// How a location with several phones rings them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ring {
+    /// One after the other: the next phone only once the one before ended
+    /// without a person taking the call.
+    #[default]
+    InOrder,
+    /// Every phone at once; the first person to take the call wins.
+    AllAtOnce,
+}
+
+impl Ring {
+    pub fn is_in_order(&self) -> bool {
+        *self == Ring::InOrder
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ring::InOrder => "in_order",
+            Ring::AllAtOnce => "all_at_once",
+        }
+    }
+}
+
 /// The screening prompt's wait for a key unless configured.
 pub const DEFAULT_SCREENING_TIMEOUT_SECS: u32 = 8;
 
@@ -199,6 +235,8 @@ impl LocationSpec {
             digit: None,
             numbers: numbers.iter().map(|n| (*n).to_owned()).collect(),
             phone: phone.into(),
+            phones: Vec::new(),
+            ring: Ring::InOrder,
             caller_id: None,
             show_caller_number: false,
             lines: 1,
@@ -230,6 +268,15 @@ impl LocationSpec {
         })
     }
 
+    /// The phones as written: `phones`, else `phone` (empty when neither is set).
+    pub fn phone_list(&self) -> Vec<&str> {
+        if self.phones.is_empty() && !self.phone.is_empty() {
+            vec![self.phone.as_str()]
+        } else {
+            self.phones.iter().map(String::as_str).collect()
+        }
+    }
+
     /// Whether the location's leg is dialled with answering-machine detection.
     pub fn amd(&self) -> bool {
         self.amd.unwrap_or(!self.screening)
@@ -255,7 +302,11 @@ pub struct Location {
     pub display_name: String,
     pub digit: Option<char>,
     pub numbers: Vec<E164>,
+    /// The first of `phones`.
     pub phone: E164,
+    /// Every phone of the location, in the order they are rung (at least one).
+    pub phones: Vec<E164>,
+    pub ring: Ring,
     pub caller_id: E164,
     pub show_caller_number: bool,
     pub lines: u32,
@@ -321,7 +372,28 @@ impl Location {
             .enumerate()
             .map(|(i, n)| phone_check(&format!("numbers[{i}]"), n))
             .collect::<Result<Vec<_>, _>>()?;
-        let phone = phone_check("phone", &spec.phone)?;
+        let phones = match (spec.phone.trim().is_empty(), spec.phones.is_empty()) {
+            (false, false) => {
+                return Err(err("phones", "set `phone` or `phones`, not both"));
+            }
+            (true, true) => return Err(err("phone", "a location needs a phone: `phone`, or `phones` for several")),
+            (false, true) => vec![phone_check("phone", &spec.phone)?],
+            (true, false) => {
+                if spec.phones.len() > MAX_PHONES {
+                    return Err(err("phones", format!("{} phones; at most {MAX_PHONES}", spec.phones.len())));
+                }
+                let mut checked: Vec<E164> = Vec::new();
+                for (i, raw) in spec.phones.iter().enumerate() {
+                    let p = phone_check(&format!("phones[{i}]"), raw)?;
+                    if checked.contains(&p) {
+                        return Err(err(format!("phones[{i}]"), format!("{p} is listed twice")));
+                    }
+                    checked.push(p);
+                }
+                checked
+            }
+        };
+        let phone = phones[0].clone();
         let caller_id = match &spec.caller_id {
             Some(c) => phone_check("caller_id", c)?,
             None => numbers[0].clone(),
@@ -399,6 +471,8 @@ impl Location {
             digit,
             numbers,
             phone,
+            phones,
+            ring: spec.ring,
             caller_id,
             show_caller_number: spec.show_caller_number,
             lines: spec.lines,
@@ -558,6 +632,13 @@ pub struct TaskAttributes {
     pub location: String,
     #[serde(rename = "practicePhone")]
     pub practice_phone: E164,
+    /// Every phone of the location, in order, when it has more than one
+    /// (`practicePhone` is the first).
+    #[serde(rename = "practicePhones", default, skip_serializing_if = "Vec::is_empty")]
+    pub practice_phones: Vec<E164>,
+    /// `all_at_once` when those phones ring together (absent: in order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring: Option<Ring>,
     /// The number the outbound leg shows.
     #[serde(rename = "callerID")]
     pub caller_id: E164,
@@ -597,6 +678,10 @@ pub struct OverflowAttributes {
     pub location: String,
     #[serde(rename = "practicePhone")]
     pub practice_phone: E164,
+    #[serde(rename = "practicePhones", default, skip_serializing_if = "Vec::is_empty")]
+    pub practice_phones: Vec<E164>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring: Option<Ring>,
     #[serde(rename = "callerID")]
     pub caller_id: E164,
     #[serde(rename = "callToken", default, skip_serializing_if = "Option::is_none")]
@@ -827,6 +912,53 @@ mod tests {
     }
 
     #[test]
+    fn several_phones_are_checked_in_order() {
+        let with = |phone: &str, phones: &[&str]| {
+            let mut s = spec("north", None, "+12025550143");
+            s.phone = phone.into();
+            s.phones = phones.iter().map(|p| (*p).to_owned()).collect();
+            Location::from_spec(s)
+        };
+        let two = with("", &["+14155550101", "+14155550102"]).unwrap();
+        let listed: Vec<&str> = two.phones.iter().map(E164::as_str).collect();
+        assert_eq!(listed, ["+14155550101", "+14155550102"]);
+        assert_eq!(two.phone.as_str(), "+14155550101", "`phone` is the first");
+        assert_eq!(with("+14155550101", &[]).unwrap().phones.len(), 1, "the old form is one phone");
+        let refused = |phone: &str, phones: &[&str], field: &str, says: &str| {
+            let e = with(phone, phones).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.message.contains(says), "{e}");
+        };
+        refused("+14155550101", &["+14155550102"], "phones", "not both");
+        refused("", &[], "phone", "needs a phone");
+        refused("", &["+14155550101", "+14155550102", "+14155550101"], "phones[2]", "listed twice");
+        refused("", &["+14155550101", "555"], "phones[1]", "");
+        let six: Vec<String> = (1..=6).map(|i| format!("+1415555010{i}")).collect();
+        let six: Vec<&str> = six.iter().map(String::as_str).collect();
+        refused("", &six, "phones", "at most 5");
+        assert!(with("", &six[..5]).is_ok());
+    }
+
+    #[test]
+    fn phones_and_ring_read_from_toml_and_write_back_the_same() {
+        let toml = r#"
+            name = "north"
+            numbers = ["+12025550143"]
+            phones = ["+14155550101", "+14155550102"]
+            ring = "in_order"
+            hours = { time_zone = "America/New_York" }
+        "#;
+        let s: LocationSpec = toml::from_str(toml).unwrap();
+        assert_eq!(s.phone_list(), ["+14155550101", "+14155550102"]);
+        assert_eq!(s.ring, Ring::InOrder);
+        let back = toml::to_string(&s).unwrap();
+        assert!(back.contains("phones") && !back.contains("phone =") && !back.contains("ring"), "{back}");
+        assert_eq!(toml::from_str::<LocationSpec>(&back).unwrap(), s);
+        let bad = toml.replace("in_order", "round_robin");
+        assert!(toml::from_str::<LocationSpec>(&bad).unwrap_err().to_string().contains("ring"));
+    }
+
+    #[test]
     fn lines_are_held_to_what_provision_can_serve() {
         let with = |lines: u32| {
             let mut s = spec("north", None, "+12025550143");
@@ -923,6 +1055,8 @@ mod tests {
         let t = TaskAttributes {
             location: "north".into(),
             practice_phone: E164::parse("+14155550123").unwrap(),
+            practice_phones: Vec::new(),
+            ring: None,
             caller_id: E164::parse("+12025550143").unwrap(),
             caller: Some("+13105550199".into()),
             call_token: None,

@@ -271,6 +271,17 @@ fn greeting(location: &Location, greet: bool, sp: &Speaker) -> Response {
     resp.verb(Verb::Say(sp.say(P::WelcomeLocation, &[("location", location.display_name_in(&sp.lang.tag))])))
 }
 
+/// A location's phones for the task's attributes, when it has more than one
+/// (else `practicePhone` says it all, as before).
+fn more_phones(location: &Location) -> Vec<twilio::E164> {
+    if location.phones.len() > 1 { location.phones.clone() } else { Vec::new() }
+}
+
+/// `all_at_once` for a location whose several phones ring together.
+fn all_at_once(location: &Location) -> Option<crate::domain::Ring> {
+    (location.phones.len() > 1 && location.ring == crate::domain::Ring::AllAtOnce).then_some(location.ring)
+}
+
 /// "Please hold", and `<Enqueue>` with the task for `location` (and its
 /// overflow location's side of the dial).
 #[allow(clippy::too_many_arguments)]
@@ -295,6 +306,8 @@ fn enqueue(
     let attrs = TaskAttributes {
         location: location.name.clone(),
         practice_phone: location.phone.clone(),
+        practice_phones: more_phones(location),
+        ring: all_at_once(location),
         caller_id: caller_id(location),
         caller: Some(caller.number.to_owned()),
         call_token: if show_caller(location) { caller.call_token.map(str::to_owned) } else { None },
@@ -309,6 +322,8 @@ fn enqueue(
         overflow: overflow.map(|o| OverflowAttributes {
             location: o.name.clone(),
             practice_phone: o.phone.clone(),
+            practice_phones: more_phones(o),
+            ring: all_at_once(o),
             caller_id: caller_id(o),
             call_token: if show_caller(o) { caller.call_token.map(str::to_owned) } else { None },
             screening: o.spec.screening(),
@@ -485,6 +500,8 @@ pub fn callback_attributes(location: &Location, call: &str, number: &twilio::E16
     TaskAttributes {
         location: location.name.clone(),
         practice_phone: location.phone.clone(),
+        practice_phones: more_phones(location),
+        ring: all_at_once(location),
         caller_id: location.caller_id.clone(),
         caller: Some(number.as_str().to_owned()),
         call_token: None,

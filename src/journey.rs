@@ -39,6 +39,14 @@
 //!   again only when the call is proven absent and the reservation is still
 //!   pending. A refusal (4xx) is definite and is re-dialled too, up to
 //!   [`Policy::max_dial_attempts`]; only then is the caller sent to voicemail.
+//! - A location with several phones (`DialTarget::phones`) has them rung in
+//!   order by one reservation: a leg that ends without a person marks its
+//!   attempt `missed` instead of settling, and the next phone is dialled
+//!   once that leg has ended (or its create certainly made no call). Only
+//!   the last phone's leg settles the outcome. Rung all at once
+//!   (`DialTarget::all_at_once`), each phone has its own attempts, the
+//!   first leg to be bridged wins and the others are hung up; the outcome
+//!   waits until every phone is done.
 //! - A command the dispatcher gives up on comes back as
 //!   [`Event::ActionFailed`]; the journey is then [`Journey::degraded`] and
 //!   sends it again after a back-off while it is still needed. A failed
@@ -214,6 +222,9 @@ pub struct Summary<'a> {
 
 /// What we owe Twilio (or the reconciler). The store turns each into an
 /// outbox row keyed by [`Command::key`].
+// `Dial` carries its whole target; commands live one step, on their way to
+// the outbox, so boxing it would only add an allocation to the common case.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum Command {
@@ -497,10 +508,11 @@ impl Journey {
         }
     }
 
-    /// The leg of reservation `i` we still want, if any: the leg of its
-    /// latest attempt (see `facts` for a leg we never dialled).
-    pub(crate) fn current_leg(&self, i: usize) -> Option<&CallSid> {
-        self.reservations[i].placed_leg()
+    /// Whether `leg` is a leg of reservation `i` we still want: the leg of
+    /// its latest attempt, or of each phone's when they ring all at once
+    /// (see `facts` for a leg we never dialled).
+    pub(crate) fn is_current(&self, i: usize, leg: &CallSid) -> bool {
+        self.reservations[i].is_current(leg)
     }
 
     /// Every SID that routes an event to this journey: the caller's, the task's,
@@ -525,10 +537,12 @@ impl Journey {
             at.extend(self.settle_by_ms);
         }
         for r in &self.reservations {
-            if let Some(Attempt { state: AttemptState::Unknown { next_lookup_ms, lookups }, .. }) = r.attempts.last()
-                && *lookups < MAX_LOOKUPS
-            {
-                at.push(*next_lookup_ms);
+            for a in r.latest() {
+                if let Attempt { state: AttemptState::Unknown { next_lookup_ms, lookups }, .. } = a
+                    && *lookups < MAX_LOOKUPS
+                {
+                    at.push(*next_lookup_ms);
+                }
             }
             for leg in r.legs.iter().filter(|l| l.reported.is_live()) {
                 if let Some(stop) = &leg.stop {
@@ -592,13 +606,12 @@ impl Journey {
     /// doubt, or a live leg we still want. Closing time waits for it.
     pub(crate) fn leg_in_play(&self) -> bool {
         self.reservations.iter().enumerate().any(|(i, r)| {
-            let doubt = r.attempts.last().is_some_and(|a| match a.state {
+            let doubt = r.latest().iter().any(|a| match a.state {
                 AttemptState::InFlight { withdrawn } => !withdrawn,
                 AttemptState::Unknown { lookups, .. } => lookups < MAX_LOOKUPS,
                 _ => false,
             });
-            let current = self.current_leg(i);
-            let live = r.legs.iter().any(|l| l.reported.is_live() && l.stop.is_none() && current == Some(&l.sid));
+            let live = r.legs.iter().any(|l| l.reported.is_live() && l.stop.is_none() && self.is_current(i, &l.sid));
             doubt || live
         })
     }

@@ -44,7 +44,8 @@
 //! # The timeout activity
 //! A reservation times out only when nothing settled it within the
 //! workflow's `TaskReservationTimeout` (ring time + answering-machine
-//! detection time + a margin): a location that does not answer is reported
+//! detection time + screening, once per phone for a location that rings
+//! several in order, + a margin): a location that does not answer is reported
 //! by the dial's status callback, and the server cancels the task before
 //! that. So a timeout means the dial never happened or its outcome never
 //! arrived (the server was down, or a webhook was lost). Twilio's default
@@ -109,6 +110,30 @@ pub const SCREENING_SAY_SECS: u32 = 10;
 pub fn screening_secs(location: &Location) -> u32 {
     location.spec.screening().map_or(0, |s| crate::journey::SCREEN_PROMPTS * (s.timeout_secs + SCREENING_SAY_SECS))
 }
+
+/// How long one phone's leg may hold the reservation: it rings, is
+/// answered and listened to by answering-machine detection, and screened.
+fn ring_secs_per_phone(settings: &Settings, screening: u32) -> u32 {
+    settings.dialing.ring_timeout_secs + settings.dialing.machine_detection_timeout_secs + screening
+}
+
+/// How long a reservation of `location` may take before its outcome is
+/// known: every phone in turn when they are rung in order, so TaskRouter
+/// does not time the reservation out between two of them; one phone's time
+/// when they ring all at once.
+pub fn ring_secs(settings: &Settings, location: &Location) -> u32 {
+    let phones = match location.ring {
+        crate::domain::Ring::InOrder => u32::try_from(location.phones.len()).unwrap_or(u32::MAX).max(1),
+        crate::domain::Ring::AllAtOnce => 1,
+    };
+    phones
+        .saturating_mul(ring_secs_per_phone(settings, screening_secs(location)))
+        .saturating_add((phones - 1).saturating_mul(NEXT_PHONE_SECS))
+}
+
+/// Between one phone's leg ending and the next one's dial: the status
+/// callback, the journey and the dispatcher.
+pub const NEXT_PHONE_SECS: u32 = 5;
 
 // ===========================================================================
 // The pure core.
@@ -286,10 +311,12 @@ impl Desired {
             workflow: DesiredWorkflow {
                 friendly_name: format!("{prefix}by-location"),
                 routes,
-                reservation_timeout_secs: settings.dialing.ring_timeout_secs
-                    + settings.dialing.machine_detection_timeout_secs
-                    + RESERVATION_MARGIN_SECS
-                    + locations.iter().map(|l| screening_secs(l)).max().unwrap_or(0),
+                reservation_timeout_secs: RESERVATION_MARGIN_SECS
+                    + locations
+                        .iter()
+                        .map(|l| ring_secs(settings, l))
+                        .max()
+                        .unwrap_or(ring_secs_per_phone(settings, 0)),
             },
             numbers: numbers
                 .into_iter()
@@ -1939,6 +1966,35 @@ auth_token = "secret"
         assert_eq!(built.workflow.reservation_timeout_secs, 20 + 30 + RESERVATION_MARGIN_SECS);
         assert_eq!(built.prefix, "call-router/");
         assert_eq!(built.workflow.friendly_name, "call-router/by-location");
+    }
+
+    #[test]
+    fn phones_rung_in_order_lengthen_the_reservation_timeout_and_the_plan_says_so() {
+        let built = |phones: &[&str], ring: &str| {
+            let list: Vec<String> = phones.iter().map(|p| format!("{p:?}")).collect();
+            let text = format!(
+                "public_url = \"https://router.example.com\"\n[twilio]\naccount_sid = \"AC0123456789abcdef0123456789abcdef\"\n\
+                 auth_token = \"secret\"\n[[locations]]\nname = \"north\"\nnumbers = [\"+12025550143\"]\n\
+                 phones = [{}]\nring = {ring:?}\nhours = {{ time_zone = \"UTC\" }}\n",
+                list.join(", ")
+            );
+            let s = Settings::from_toml(&text, |_| None).unwrap();
+            let locations: Vec<Location> =
+                s.locations.iter().map(|l| Location::from_stored(l.clone()).unwrap()).collect();
+            Desired::new(&s, &locations, false)
+        };
+        let one = built(&["+14155550101"], "in_order");
+        assert_eq!(one.workflow.reservation_timeout_secs, 20 + 30 + RESERVATION_MARGIN_SECS);
+        let three = built(&["+14155550101", "+14155550102", "+14155550103"], "in_order");
+        let want = 3 * (20 + 30) + 2 * NEXT_PHONE_SECS + RESERVATION_MARGIN_SECS;
+        assert_eq!(three.workflow.reservation_timeout_secs, want);
+        // A workflow provisioned for one phone is updated, and the plan shows it.
+        let got = lines(&plan(&three, &in_sync(&one)));
+        let line = format!("~ update workflow call-router/by-location: task_reservation_timeout 65 -> {want}");
+        assert!(got.contains(&line), "{got:#?}");
+        // Rung all at once, they take one phone's time.
+        let together = built(&["+14155550101", "+14155550102", "+14155550103"], "all_at_once");
+        assert_eq!(together.workflow.reservation_timeout_secs, 20 + 30 + RESERVATION_MARGIN_SECS);
     }
 
     #[test]

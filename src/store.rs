@@ -856,6 +856,8 @@ mod tests {
         let target = DialTarget {
             location: "north".into(),
             to: E164::parse("+14155550123").unwrap(),
+            phones: Vec::new(),
+            ring: Default::default(),
             from: E164::parse("+14155550100").unwrap(),
             call_token: None,
             screening: None,

@@ -104,6 +104,16 @@ async fn callback_the_caller_who_pressed_1_is_called_back_after_the_first_call()
 }
 
 #[tokio::test]
+async fn phones_ring_in_order_until_a_person_answers_or_the_last_has_rung() {
+    let report = run_shipped("phones").await;
+    let by_location = |name: &str| report.calls.iter().find(|c| c.location.as_deref() == Some(name)).unwrap();
+    let north = by_location("north");
+    assert_eq!(north.outcome, Outcome::Connected, "{}", report.render());
+    assert!(north.talk_ms.unwrap_or(0) > 0, "{}", report.render());
+    assert_eq!(by_location("south").outcome, Outcome::LocationNoAnswer, "{}", report.render());
+}
+
+#[tokio::test]
 async fn busy() {
     run_shipped("busy").await;
 }

@@ -373,6 +373,9 @@ on_both_backends!(
     a_spanish_callers_fallback_after_a_busy_line_is_in_spanish,
     a_spanish_speaking_location_greets_in_spanish_and_screens_in_spanish,
     a_caller_who_chooses_a_callback_hangs_up_and_is_called_back_when_the_location_accepts,
+    phones_in_order_the_first_is_busy_and_the_second_answers,
+    phones_in_order_nobody_answers_each_is_dialled_once_then_voicemail,
+    phones_all_at_once_the_first_to_answer_wins_and_the_other_is_hung_up,
 );
 
 /// A location that does not connect sends the caller to voicemail: the server redirects the
@@ -1263,6 +1266,116 @@ async fn a_spanish_speaking_location_greets_in_spanish_and_screens_in_spanish(ba
         Some(&lupe("Llamada para Clínica Norte de 3 1 0, 5 5 5, 0 1 9 9. Oprima 1 para aceptar, o cuelgue.")),
         "{prompt:#?}"
     );
+    w.finish().await;
+}
+
+// -- several phones per location, rung in order ---------------------------------------------
+
+const NORTH_SECOND: &str = "+14155550102";
+
+/// North with two phones (NORTH_PHONE, then NORTH_SECOND) rung in order, at the slower
+/// time scale (these cases count dials), the first phone behaving as `first` and the
+/// second as `second`.
+async fn two_phones(backend: Backend, first: Behaviour, second: Behaviour) -> Option<World> {
+    let w = world_at(backend, SLOWER, first, "", |l| {
+        l[0].phone = String::new();
+        l[0].phones = vec![NORTH_PHONE.into(), NORTH_SECOND.into()];
+    })
+    .await?;
+    w.client.set_phone(NORTH_SECOND, &second).await.unwrap();
+    Some(w)
+}
+
+/// The numbers the server dialled, in order.
+async fn dialled(w: &World) -> Vec<String> {
+    w.rest("POST", "/Calls.json").await.iter().filter_map(|e| e.params.get("To").map(str::to_owned)).collect()
+}
+
+async fn phones_in_order_the_first_is_busy_and_the_second_answers(backend: Backend) {
+    let person = Behaviour::Person { rings: 2, talk_secs: 20, digits: None };
+    let Some(w) = two_phones(backend, Behaviour::Busy, person).await else { return };
+    let (summary, record) = w.call(MAIN, None).await;
+    assert_eq!(record.outcome, Outcome::Connected, "{summary}");
+    w.quiet().await;
+    // One reservation, its two phones once each, in order.
+    assert_eq!(dialled(&w).await, [NORTH_PHONE, NORTH_SECOND]);
+    let reservation = record.reservation_sid.clone().unwrap();
+    let events = w.webhooks("/tr-event-handler").await;
+    let created: Vec<&Exchange> =
+        events.iter().filter(|e| e.params.get("EventType") == Some("reservation.created")).collect();
+    assert_eq!(created.len(), 1, "the second phone rang for the same reservation");
+    assert!(created[0].params.get("ReservationSid") == Some(reservation.as_str()), "{:?}", created[0].params);
+    // The second phone's leg is the one bridged.
+    let answered = w.webhooks("/dial-queue").await;
+    assert_eq!(answered.len(), 1, "{answered:#?}");
+    assert_eq!(answered[0].params.get("To"), Some(NORTH_SECOND));
+    assert!(answered[0].response.contains(&format!("reservationSid=\"{reservation}\"")), "{}", answered[0].response);
+    assert_eq!(record.outbound_call_sid.as_deref(), answered[0].params.get("CallSid"));
+    // The busy first phone sent nobody to voicemail.
+    assert!(w.webhooks("/caller-fallback").await.is_empty());
+    assert_eq!(w.task(&task_sid_of(&record)).await["assignment_status"], "completed");
+    w.finish().await;
+}
+
+async fn phones_in_order_nobody_answers_each_is_dialled_once_then_voicemail(backend: Backend) {
+    let Some(w) = two_phones(backend, Behaviour::NoAnswer, Behaviour::NoAnswer).await else { return };
+    let (summary, record) = w.call(MAIN, None).await;
+    assert_eq!(record.outcome, Outcome::LocationNoAnswer, "{summary}");
+    w.quiet().await;
+    assert_eq!(dialled(&w).await, [NORTH_PHONE, NORTH_SECOND], "each phone once, in order");
+    let statuses: Vec<(String, String)> = w
+        .webhooks("/status-callback")
+        .await
+        .iter()
+        .filter(|e| e.params.get("CallStatus") == Some("no-answer"))
+        .filter_map(|e| Some((e.params.get("To")?.to_owned(), e.params.get("CallStatus")?.to_owned())))
+        .collect();
+    assert_eq!(statuses.len(), 2, "{statuses:?}");
+    // Only after the last phone: the caller's fallback, once, offering voicemail.
+    let fallback = w.webhooks("/caller-fallback").await;
+    assert_eq!(fallback.len(), 1, "the caller heard the fallback once");
+    assert!(fallback[0].response.contains("<Record"), "{}", fallback[0].response);
+    assert_eq!(w.task(&task_sid_of(&record)).await["assignment_status"], "canceled");
+    w.finish().await;
+}
+
+async fn phones_all_at_once_the_first_to_answer_wins_and_the_other_is_hung_up(backend: Backend) {
+    // The first phone would ring out; the second answers after two rings.
+    let person = Behaviour::Person { rings: 2, talk_secs: 20, digits: None };
+    let Some(w) = world_at(backend, SLOWER, Behaviour::NoAnswer, "", |l| {
+        l[0].phone = String::new();
+        l[0].phones = vec![NORTH_PHONE.into(), NORTH_SECOND.into()];
+        l[0].ring = call_router::domain::Ring::AllAtOnce;
+    })
+    .await
+    else {
+        return;
+    };
+    w.client.set_phone(NORTH_SECOND, &person).await.unwrap();
+    let (summary, record) = w.call(MAIN, None).await;
+    assert_eq!(record.outcome, Outcome::Connected, "{summary}");
+    w.quiet().await;
+    // Both phones dialled once, for one reservation.
+    let mut numbers = dialled(&w).await;
+    numbers.sort();
+    assert_eq!(numbers, [NORTH_PHONE, NORTH_SECOND]);
+    let answered = w.webhooks("/dial-queue").await;
+    assert_eq!(answered.len(), 1, "{answered:#?}");
+    assert_eq!(answered[0].params.get("To"), Some(NORTH_SECOND));
+    assert_eq!(record.outbound_call_sid.as_deref(), answered[0].params.get("CallSid"));
+    // The first phone's leg, still ringing, was hung up when the second won.
+    let first_leg = w
+        .rest("POST", "/Calls.json")
+        .await
+        .into_iter()
+        .find(|e| e.params.get("To") == Some(NORTH_PHONE))
+        .map(|e| e.response)
+        .and_then(|r| serde_json::from_str::<Value>(&r).ok())
+        .and_then(|v| v["sid"].as_str().map(str::to_owned))
+        .expect("the first phone's leg");
+    let hang_ups = w.rest("POST", &format!("/Calls/{first_leg}.json")).await;
+    assert!(hang_ups.iter().any(|e| e.params.get("Status") == Some("completed")), "{hang_ups:#?}");
+    assert!(w.webhooks("/caller-fallback").await.is_empty());
     w.finish().await;
 }
 

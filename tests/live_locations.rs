@@ -154,3 +154,57 @@ async fn a_reloaded_config_file_holds_from_the_next_call() {
     assert!(format!("{e:#}").contains("lines"), "{e:#}");
     assert_eq!(answer(&app, 3, TWILIO_NUMBER).await, "closed");
 }
+
+#[tokio::test]
+async fn a_location_with_several_phones_through_the_api_is_shown_and_enqueued_with_them() {
+    let app = spawn_app_with(&format!("[admin]\ntoken = \"{ADMIN}\"")).await;
+    let mut north = location("north", None, TWILIO_NUMBER, "", always_open("America/New_York"));
+    north.phones = vec!["+14155550123".into(), "+14155550124".into()];
+    let (status, body) = put(&app, "north", &serde_json::to_value(&north).unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["location"]["phones"], serde_json::json!(["+14155550123", "+14155550124"]), "{body}");
+
+    // The board shows every phone, in ring order.
+    let board: serde_json::Value = app
+        .client
+        .get(format!("{}/api/locations", app.url))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let shown = board["locations"].as_array().unwrap().iter().find(|l| l["name"] == "north").unwrap().clone();
+    assert_eq!(shown["phones"], serde_json::json!(["+14155550123", "+14155550124"]), "{shown}");
+    assert_eq!(shown["ring"], "in_order");
+
+    // The next caller's task carries both; `practicePhone` stays the first.
+    let params = [
+        ("AccountSid", ACCOUNT),
+        ("CallSid", "CA000000000000000000000000000000f1"),
+        ("From", CALLER),
+        ("To", TWILIO_NUMBER),
+        ("CallStatus", "ringing"),
+        ("Direction", "inbound"),
+    ];
+    let resp = app.post_signed("/incoming-call", &params).await;
+    let doc = Response::parse(&resp.text().await.unwrap()).unwrap();
+    let attributes = doc
+        .verbs
+        .iter()
+        .find_map(|v| match v {
+            Verb::Enqueue(e) => e.task.as_ref().map(|t| t.attributes.clone()),
+            _ => None,
+        })
+        .expect("enqueued with a task");
+    let attrs: serde_json::Value = serde_json::from_str(&attributes).unwrap();
+    assert_eq!(attrs["practicePhone"], "+14155550123");
+    assert_eq!(attrs["practicePhones"], serde_json::json!(["+14155550123", "+14155550124"]));
+
+    // Both `phone` and `phones` is refused, naming the field.
+    north.phone = "+14155550125".into();
+    let (status, body) = put(&app, "north", &serde_json::to_value(&north).unwrap()).await;
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("phones: set `phone` or `phones`, not both"), "{body}");
+}

@@ -177,6 +177,8 @@ async fn a_sweep_sees_a_pending_reservation_as_a_missed_reservation_created() {
     let target = DialTarget {
         location: "north".into(),
         to: E164::parse(PHONE).unwrap(),
+        phones: Vec::new(),
+        ring: Default::default(),
         from: E164::parse(MAIN).unwrap(),
         call_token: None,
         screening: None,

@@ -31,6 +31,10 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 pub(crate) struct LocationBoard {
     pub(crate) name: String,
     pub(crate) display_name: Option<String>,
+    /// The location's phones (E.164), in the order they are rung.
+    pub(crate) phones: Vec<String>,
+    /// How several phones are rung: `in_order` or `all_at_once`.
+    pub(crate) ring: String,
     /// IANA name, such as `America/New_York`.
     pub(crate) time_zone: String,
     /// Open by its hours, holidays and closures now.
@@ -201,6 +205,8 @@ fn location_board(
     LocationBoard {
         name: loc.name.clone(),
         display_name: loc.spec.display_name.clone(),
+        phones: loc.phones.iter().map(|p| p.as_str().to_owned()).collect(),
+        ring: loc.ring.as_str().to_owned(),
         time_zone: loc.schedule.time_zone_name().to_owned(),
         open,
         next_change,

@@ -219,11 +219,14 @@ impl Business {
                 .with_context(|| format!("buying spare number {number} in the sandbox"))?;
         }
         for loc in &scenario.locations {
-            let behaviour = scenario.phones.get(&loc.name).cloned().unwrap_or_default();
-            client
-                .set_phone(&loc.phone, &sandbox_behaviour(behaviour))
-                .await
-                .with_context(|| format!("setting {}'s phone in the sandbox", loc.name))?;
+            for (k, phone) in loc.phone_list().into_iter().enumerate() {
+                let key = if k == 0 { loc.name.clone() } else { format!("{}/{}", loc.name, k + 1) };
+                let behaviour = scenario.phones.get(&key).cloned().unwrap_or_default();
+                client
+                    .set_phone(phone, &sandbox_behaviour(behaviour))
+                    .await
+                    .with_context(|| format!("setting {}'s phone {phone} in the sandbox", loc.name))?;
+            }
         }
         // A reused database (--database-url) may hold another scenario's
         // locations, whose numbers this fresh sandbox does not own.

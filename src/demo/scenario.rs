@@ -24,6 +24,7 @@
 //! digit = "1"                               # menu digit, needed when a number serves several locations
 //! numbers = ["+12025550143"]                # the Twilio numbers that serve it (bought in the sandbox)
 //! phone = "+14155550101"                    # the location's own line (simulated by the sandbox)
+//! phones = ["+14155550101", "+14155550111"]   # or several (up to 5), rung in order; not with `phone`
 //! lines = 1                                 # calls it can take at once
 //! open = "always"                           # "always" (default) or "never" (closed: after hours)
 //! closes_in_secs = 400                      # open at first, closes this long after the first dial
@@ -43,6 +44,7 @@
 //! talk_secs = 30                            # person: how long they talk
 //! digits = "1"                              # person: keys pressed at prompts (screening), one entry per prompt
 //! greeting_secs = 3                         # voicemail: how long its greeting speaks
+//! [phones."north/2"]                        # the second of north's `phones`, and so on
 //!
 //! # The callers. Times are virtual (sandbox) seconds.
 //! [[callers]]
@@ -104,7 +106,8 @@ pub struct Scenario {
     pub spare_numbers: Vec<String>,
     pub server: ServerOverrides,
     pub locations: Vec<LocationSpec>,
-    /// Each location's phone, by location name; every location has one.
+    /// Each location's phone, by location name (its first phone) and
+    /// `name/k` (its k-th, from 2); every location's first phone has one.
     pub phones: BTreeMap<String, Behaviour>,
     pub callers: Vec<CallerGroup>,
     /// Fault rules for the sandbox; windows count from the first dial.
@@ -329,7 +332,11 @@ struct RawLocation {
     display_name: Option<String>,
     digit: Option<String>,
     numbers: Vec<String>,
+    #[serde(default)]
     phone: String,
+    /// Several phones, rung in order (instead of `phone`).
+    #[serde(default)]
+    phones: Vec<String>,
     #[serde(default = "one")]
     lines: u32,
     open: Option<Open>,
@@ -443,6 +450,7 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     ("languages", include_str!("../../examples/scenarios/languages.toml")),
     ("callback", include_str!("../../examples/scenarios/callback.toml")),
     ("closing", include_str!("../../examples/scenarios/closing.toml")),
+    ("phones", include_str!("../../examples/scenarios/phones.toml")),
 ];
 
 /// A built-in scenario by name.
@@ -521,6 +529,8 @@ impl Scenario {
                         digit: l.digit,
                         numbers: l.numbers,
                         phone: l.phone,
+                        phones: l.phones,
+                        ring: crate::domain::Ring::InOrder,
                         caller_id: None,
                         show_caller_number: false,
                         lines: l.lines,
@@ -562,8 +572,20 @@ impl Scenario {
         let mut phones = BTreeMap::new();
         for (name, p) in raw.phones {
             let field = |f: &str| format!("phones.{name}.{f}");
-            if !locations.iter().any(|l| l.name == name) {
-                return Err(bad(format!("phones.{name}"), format!("no location named {name:?}")));
+            // `north` is north's (first) phone; `north/2` its second, and so on.
+            let (location, k) = match name.split_once('/') {
+                Some((l, k)) => (l, k.parse::<usize>().ok().filter(|k| *k >= 2)),
+                None => (name.as_str(), Some(1)),
+            };
+            let Some(l) = locations.iter().find(|l| l.name == location) else {
+                return Err(bad(format!("phones.{name}"), format!("no location named {location:?}")));
+            };
+            let count = l.phone_list().len();
+            if k.is_none_or(|k| k > count) {
+                return Err(bad(
+                    format!("phones.{name}"),
+                    format!("{location:?} has {count} phone(s): name them {location:?}, then \"{location}/2\" and on"),
+                ));
             }
             let rings = p.rings.unwrap_or(2);
             if !(1..=50).contains(&rings) {
@@ -947,6 +969,17 @@ mod tests {
     }
 
     #[test]
+    fn each_of_a_locations_phones_has_its_behaviour() {
+        let s = built_in("phones").unwrap();
+        assert_eq!(s.locations[0].phone_list(), ["+14155550180", "+14155550181"]);
+        assert_eq!(s.phones["north"], Behaviour::Busy);
+        assert_eq!(s.phones["north/2"], Behaviour::Person { rings: 2, talk_secs: 30, digits: None });
+        assert_eq!(s.phones["south/3"], Behaviour::NoAnswer);
+        let expect: Vec<_> = s.plan().iter().map(|c| c.expect).collect();
+        assert_eq!(expect, [Some(Outcome::Connected), Some(Outcome::LocationNoAnswer)]);
+    }
+
+    #[test]
     fn own_locations_replace_the_example_business() {
         let text = r#"
 [[locations]]
@@ -990,6 +1023,11 @@ expect = "after_hours"
             ("[[callers]]\nlocation='east'\nfrom='x'", "callers[0].from"),
             ("[[callers]]\nlocation='east'\ncolour='red'", "colour"),
             ("[phones.nowhere]\nanswer='busy'\n[[callers]]\nlocation='east'", "phones.nowhere"),
+            (
+                "[phones.\"east/2\"]\nanswer='busy'\n[[callers]]\nlocation='east'",
+                "phones.east/2: \"east\" has 1 phone(s)",
+            ),
+            ("[phones.\"east/1\"]\nanswer='busy'\n[[callers]]\nlocation='east'", "phones.east/1"),
             ("[phones.east]\nanswer='busy'\nrings=3\n[[callers]]\nlocation='east'", "phones.east.rings"),
             ("[phones.east]\nanswer='busy'\ntalk_secs=3\n[[callers]]\nlocation='east'", "phones.east.talk_secs"),
             ("[phones.east]\nanswer='shout'\n[[callers]]\nlocation='east'", "answer"),

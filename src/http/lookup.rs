@@ -30,6 +30,7 @@ fn describe(l: &Location, now: Timestamp) -> Value {
         "displayName": l.display_name,
         "digit": l.digit.map(String::from),
         "practicePhone": l.phone,
+        "practicePhones": l.phones,
         "callerID": l.caller_id,
         "timeZone": l.schedule.time_zone_name(),
         "open": open,

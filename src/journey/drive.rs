@@ -3,10 +3,10 @@
 //! redirect and the task's end, each sent again after a back-off if the
 //! dispatcher gave up on it.
 
-use twilio::sid::CallSid;
+use twilio::sid::{CallSid, TaskSid};
 
 use super::state::{Attempt, AttemptState, CallerState, Effort, Ending, ResState, Stop, TaskEnd};
-use super::{Command, Cx, HANDOFF_MS, Journey, LOOKUP_EVERY_MS, MAX_LOOKUPS, ReservationEnd, TaskStatus};
+use super::{Command, Cx, DialTarget, HANDOFF_MS, Journey, LOOKUP_EVERY_MS, MAX_LOOKUPS, ReservationEnd, TaskStatus};
 use crate::domain::Outcome;
 
 impl Journey {
@@ -30,6 +30,7 @@ impl Journey {
         // out, or it gave up): go round until nothing moves, so a tick at the
         // same instant owes nothing more. Each pass that moves sends a command
         // or settles, which no later pass repeats.
+        // Every reservation each pass (no short circuit).
         loop {
             let mut moved = false;
             for i in 0..self.reservations.len() {
@@ -128,11 +129,9 @@ impl Journey {
     fn drive_accepts(&mut self, cx: &mut Cx) {
         let now = cx.now;
         let Some(task) = self.task.as_ref().map(|t| t.sid.clone()) else { return };
-        let currents: Vec<Option<CallSid>> =
-            (0..self.reservations.len()).map(|i| self.current_leg(i).cloned()).collect();
-        for (r, current) in self.reservations.iter_mut().zip(currents) {
+        for r in &mut self.reservations {
             let callback = r.target.as_ref().is_some_and(|t| t.callback.is_some());
-            let took = r.legs.iter().any(|l| l.bridging && current.as_ref() == Some(&l.sid));
+            let took = r.legs.iter().any(|l| l.bridging && r.is_current(&l.sid));
             if !(callback && took && r.status == ResState::Pending) {
                 continue;
             }
@@ -164,24 +163,60 @@ impl Journey {
         let (task, caller) = (self.task.as_ref().map(|t| t.sid.clone()), self.caller.sid.clone());
         let owed = cx.commands.len();
         let max = cx.policy.max_dial_attempts.max(1);
+        let may_dial = may_dial && serves;
+        if self.reservations[i].all_at_once() {
+            let start = may_dial && may_start && !blocked && task.is_some();
+            return self.drive_dial_all(i, (task, caller), (may_dial, start), cx) || cx.commands.len() > owed;
+        }
         let r = &mut self.reservations[i];
-        let wants = may_dial && r.status == ResState::Pending && serves;
+        let wants = may_dial && r.status == ResState::Pending;
         let next = r.attempts.len() as u32 + 1;
+        let phones = r.target.as_ref().map_or(1, DialTarget::phone_count);
+        // Which phone a new attempt would dial: the first; the same one again
+        // after a create that certainly made no call (up to `max` creates per
+        // phone, then the next phone); the next one after a leg that ended
+        // without a person (see `Attempt::missed`). None: nothing to dial yet.
+        let phone = match r.attempts.last() {
+            None => Some(0),
+            Some(a @ Attempt { state: AttemptState::NotPlaced, .. }) => {
+                let creates = r.attempts.iter().filter(|b| b.phone == a.phone).count();
+                Some(if creates as u32 >= max { a.phone + 1 } else { a.phone })
+            }
+            Some(Attempt { state: AttemptState::Placed { leg }, missed: Some(_), phone, .. }) => {
+                let ended = r.legs.iter().any(|l| l.sid == *leg && !l.reported.is_live());
+                ended.then_some(phone + 1)
+            }
+            Some(_) => None,
+        };
         let mut give_up = false;
+        let last_placed = r.attempts.last().is_some_and(|a| matches!(a.state, AttemptState::Placed { .. }));
         match r.attempts.last_mut().map(|a| &mut a.state) {
-            None | Some(AttemptState::NotPlaced) if wants && may_start => match &r.target {
-                Some(_) if next > max => give_up = true,
-                Some(target) if !blocked && task.is_some() => {
-                    let (target, task) = (target.clone(), task.clone().expect("checked"));
-                    r.attempts.push(Attempt {
-                        n: next,
-                        sent_ms: now,
-                        state: AttemptState::InFlight { withdrawn: false },
-                    });
-                    cx.commands.push(Command::Dial { reservation: r.sid.clone(), task, attempt: next, caller, target });
+            None | Some(AttemptState::NotPlaced) | Some(AttemptState::Placed { .. })
+                if wants && may_start && phone.is_some() =>
+            {
+                let phone = phone.unwrap_or_default();
+                match &r.target {
+                    Some(_) if phone >= phones && !last_placed => give_up = true,
+                    Some(target) if !blocked && phone < phones && task.is_some() => {
+                        let (target, task) = (target.for_phone(phone), task.clone().expect("checked"));
+                        r.attempts.push(Attempt {
+                            n: next,
+                            sent_ms: now,
+                            state: AttemptState::InFlight { withdrawn: false },
+                            phone,
+                            missed: None,
+                        });
+                        cx.commands.push(Command::Dial {
+                            reservation: r.sid.clone(),
+                            task,
+                            attempt: next,
+                            caller,
+                            target,
+                        });
+                    }
+                    _ => {}
                 }
-                _ => {}
-            },
+            }
             Some(AttemptState::InFlight { withdrawn }) if !wants && !*withdrawn => {
                 *withdrawn = true;
                 cx.commands.push(Command::WithdrawDial { reservation: r.sid.clone(), attempt: next - 1 });
@@ -199,7 +234,7 @@ impl Journey {
                         reservation: r.sid.clone(),
                         attempt: a.n,
                         lookup,
-                        to: target.to.clone(),
+                        to: target.phone(a.phone).clone(),
                         placed_after_ms: a.sent_ms,
                     });
                 }
@@ -213,20 +248,95 @@ impl Journey {
         cx.commands.len() > owed
     }
 
+    /// [`Journey::drive_dial`] for a reservation whose phones ring all at once:
+    /// each phone gets its own attempts (dialled together, each again after a
+    /// create that certainly made no call, up to `max_dial_attempts`), none
+    /// once a leg is being bridged; the call settles `dial_failed` when every
+    /// phone's creates were refused. `may` is (may dial, may start a dial).
+    fn drive_dial_all(
+        &mut self,
+        i: usize,
+        (task, caller): (Option<TaskSid>, Option<CallSid>),
+        (may_dial, may_start): (bool, bool),
+        cx: &mut Cx,
+    ) -> bool {
+        let now = cx.now;
+        let max = cx.policy.max_dial_attempts.max(1);
+        let r = &mut self.reservations[i];
+        let Some(target) = r.target.clone() else { return false };
+        let wants = may_dial && r.status == ResState::Pending;
+        let bridging = r.legs.iter().any(|l| l.bridging);
+        for k in 0..target.phone_count() {
+            let creates = r.attempts.iter().filter(|a| a.phone == k).count() as u32;
+            let latest = r.attempts.iter().rposition(|a| a.phone == k);
+            // Above every attempt known, an adopted one included: keys stay unique.
+            let next = r.attempts.iter().map(|a| a.n).max().unwrap_or(0).max(r.attempts.len() as u32) + 1;
+            match latest.map(|j| (j, &mut r.attempts[j].state)) {
+                None | Some((_, AttemptState::NotPlaced)) if wants && may_start && !bridging && creates < max => {
+                    let Some(task) = task.clone() else { continue };
+                    r.attempts.push(Attempt {
+                        n: next,
+                        sent_ms: now,
+                        state: AttemptState::InFlight { withdrawn: false },
+                        phone: k,
+                        missed: None,
+                    });
+                    cx.commands.push(Command::Dial {
+                        reservation: r.sid.clone(),
+                        task,
+                        attempt: next,
+                        caller: caller.clone(),
+                        target: target.for_phone(k),
+                    });
+                }
+                Some((j, AttemptState::InFlight { withdrawn })) if (!wants || bridging) && !*withdrawn => {
+                    *withdrawn = true;
+                    let attempt = r.attempts[j].n;
+                    cx.commands.push(Command::WithdrawDial { reservation: r.sid.clone(), attempt });
+                }
+                Some((j, AttemptState::Unknown { next_lookup_ms, lookups }))
+                    if *lookups < MAX_LOOKUPS && now >= *next_lookup_ms =>
+                {
+                    *lookups += 1;
+                    *next_lookup_ms = now.saturating_add(LOOKUP_EVERY_MS);
+                    let lookup = *lookups;
+                    let a = &r.attempts[j];
+                    cx.commands.push(Command::FindDial {
+                        reservation: r.sid.clone(),
+                        attempt: a.n,
+                        lookup,
+                        to: target.phone(k).clone(),
+                        placed_after_ms: a.sent_ms,
+                    });
+                }
+                _ => {}
+            }
+        }
+        let refused_everywhere = (0..target.phone_count()).all(|k| {
+            let creates = r.attempts.iter().filter(|a| a.phone == k).count() as u32;
+            let latest = r.attempts.iter().rev().find(|a| a.phone == k);
+            creates >= max && latest.is_some_and(|a| a.state == AttemptState::NotPlaced)
+        });
+        if wants && may_start && refused_everywhere && !self.outcome.is_final() {
+            self.settle(Outcome::DialFailed);
+            return true;
+        }
+        false
+    }
+
     /// Another leg of this caller may be ringing: a dial in flight or in doubt
     /// (until its lookups run out), or a live leg not yet handed off.
     fn dial_blocked(&self, i: usize) -> bool {
         self.reservations.iter().enumerate().any(|(j, r)| {
             let dial_in_doubt = j != i
-                && r.attempts.last().is_some_and(|a| match a.state {
+                && r.latest().iter().any(|a| match a.state {
                     AttemptState::InFlight { .. } => true,
                     AttemptState::Unknown { lookups, .. } => lookups < MAX_LOOKUPS,
                     _ => false,
                 });
-            let current = self.current_leg(j);
             let live_leg = r.legs.iter().any(|l| {
                 l.reported.is_live()
-                    && !(j == i && current == Some(&l.sid))
+                    && !(j == i && r.is_current(&l.sid))
                     && l.stop.as_ref().is_none_or(|s| !s.handed_off)
             });
             dial_in_doubt || live_leg
@@ -241,12 +351,18 @@ impl Journey {
         // Connected, perhaps with the accept missed: the current leg may be the
         // bridged one, and cutting it would cut the conversation.
         let in_call = self.outcome == Outcome::Connected && self.caller.state != CallerState::Gone;
-        let currents: Vec<(Option<CallSid>, bool)> =
-            (0..self.reservations.len()).map(|i| (self.current_leg(i).cloned(), self.serves(i))).collect();
-        for (r, (current, serves)) in self.reservations.iter_mut().zip(currents) {
+        let serving: Vec<bool> = (0..self.reservations.len()).map(|i| self.serves(i)).collect();
+        for (r, serves) in self.reservations.iter_mut().zip(serving) {
             let status = r.status;
+            // The current legs, less those that lost to a leg being bridged (all at once).
+            let wanted: Vec<CallSid> = r
+                .legs
+                .iter()
+                .filter(|l| r.is_current(&l.sid) && !r.other_bridging(&l.sid))
+                .map(|l| l.sid.clone())
+                .collect();
             for l in r.legs.iter_mut().filter(|l| l.reported.is_live()) {
-                let is_current = current.as_ref() == Some(&l.sid);
+                let is_current = wanted.contains(&l.sid);
                 let keep = is_current
                     && match status {
                         ResState::Pending => (caller_waits && serves) || in_call,

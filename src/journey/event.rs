@@ -9,7 +9,7 @@ use twilio::E164;
 use twilio::sid::{CallSid, ReservationSid, TaskSid};
 
 use super::{Command, NotifyChannel};
-use crate::domain::{CallbackAttributes, Outcome, Screening, TaskAttributes};
+use crate::domain::{CallbackAttributes, Outcome, Ring, Screening, TaskAttributes};
 
 /// One thing that happened to a journey.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -151,7 +151,15 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DialTarget {
     pub location: String,
+    /// The phone this dial goes to: in a reservation's target, the first.
     pub to: E164,
+    /// Every phone of the location in the order they are rung, when it has
+    /// more than one (absent in older journeys: `to` alone).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phones: Vec<E164>,
+    /// How those phones ring: in order (absent), or all at once.
+    #[serde(default, skip_serializing_if = "Ring::is_in_order")]
+    pub ring: Ring,
     pub from: E164,
     pub call_token: Option<String>,
     /// The location screens the call: its leg hears a prompt and must press 1.
@@ -176,6 +184,26 @@ fn yes() -> bool {
 }
 
 impl DialTarget {
+    /// How many phones a reservation of this target rings (at least one).
+    pub fn phone_count(&self) -> u32 {
+        u32::try_from(self.phones.len()).unwrap_or(u32::MAX).max(1)
+    }
+
+    /// Phone `k` (from 0) in ring order; `to` past the list.
+    pub fn phone(&self, k: u32) -> &E164 {
+        self.phones.get(k as usize).unwrap_or(&self.to)
+    }
+
+    /// Its phones ring all at once (and there are several).
+    pub fn all_at_once(&self) -> bool {
+        self.ring == Ring::AllAtOnce && self.phones.len() > 1
+    }
+
+    /// The target of the dial to phone `k`: `to` is that phone.
+    pub fn for_phone(&self, k: u32) -> DialTarget {
+        DialTarget { to: self.phone(k).clone(), ..self.clone() }
+    }
+
     /// Where a reservation of the worker of `worker_location` dials: the
     /// task's overflow location when that is the worker's, else the task's
     /// own location.
@@ -184,6 +212,8 @@ impl DialTarget {
             Some(o) if worker_location == Some(o.location.as_str()) && o.location != attrs.location => DialTarget {
                 location: o.location.clone(),
                 to: o.practice_phone.clone(),
+                phones: o.practice_phones.clone(),
+                ring: o.ring.unwrap_or_default(),
                 from: o.caller_id.clone(),
                 call_token: o.call_token.clone(),
                 screening: o.screening,
@@ -200,6 +230,8 @@ impl DialTarget {
         DialTarget {
             location: attrs.location.clone(),
             to: attrs.practice_phone.clone(),
+            phones: attrs.practice_phones.clone(),
+            ring: attrs.ring.unwrap_or_default(),
             from: attrs.caller_id.clone(),
             call_token: attrs.call_token.clone(),
             screening: attrs.screening,

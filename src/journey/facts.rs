@@ -241,6 +241,8 @@ impl Journey {
                 n: attempt.unwrap_or(0),
                 sent_ms: now,
                 state: AttemptState::Placed { leg: leg.clone() },
+                phone: 0,
+                missed: None,
             });
         }
     }
@@ -560,10 +562,12 @@ impl Journey {
         let caller_waits = caller_waits && self.serves(ri);
         self.adopt(ri, &leg, attempt, now);
         let i = self.note_leg(ri, leg, attempt);
-        let current = self.current_leg(ri) == Some(&self.reservations[ri].legs[i].sid);
+        let current = self.is_current(ri, &self.reservations[ri].legs[i].sid);
         let r = &mut self.reservations[ri];
         let status = r.status;
         let target = r.target.clone();
+        // All at once: another phone's leg was answered first and is being bridged.
+        let lost = r.other_bridging(&r.legs[i].sid);
         let l = &mut r.legs[i];
         l.reported.apply(CallStatus::InProgress, None);
         // Without detection on the dial, nothing was detected (a person is assumed).
@@ -590,6 +594,7 @@ impl Journey {
             | (_, ResState::Accepted | ResState::Wrapping | ResState::Completed | ResState::Ended { .. }) => {
                 refuse(l, false)
             }
+            (true, ResState::Pending) if lost => refuse(l, false),
             (true, ResState::Pending) if !caller_waits => refuse(l, answered_by == AnsweredBy::Human),
             // Being hung up already (it rang for nobody before its dial's result
             // made it the current leg): neither screened nor bridged.
@@ -607,11 +612,7 @@ impl Journey {
             },
             (true, ResState::Pending) => {
                 let answer = refuse(l, false);
-                // A callback's location leg that reached a machine: the
-                // reservation times out and TaskRouter offers the task again.
-                if !callback {
-                    self.settle(Outcome::LocationVoicemail);
-                }
+                self.leg_missed(ri, i, Outcome::LocationVoicemail);
                 answer
             }
         }
@@ -655,11 +656,13 @@ impl Journey {
         let caller_waits = caller_waits && self.serves(ri);
         self.adopt(ri, &leg, attempt, now);
         let i = self.note_leg(ri, leg, attempt);
-        let current = self.current_leg(ri) == Some(&self.reservations[ri].legs[i].sid);
+        let current = self.is_current(ri, &self.reservations[ri].legs[i].sid);
         let connect = self.connect(reservation.clone());
         let r = &mut self.reservations[ri];
         let status = r.status;
         let target = r.target.clone().filter(|t| t.screening.is_some());
+        // All at once: another phone's leg accepted first and is being bridged.
+        let lost = r.other_bridging(&r.legs[i].sid);
         let l = &mut r.legs[i];
         l.reported.apply(CallStatus::InProgress, None);
         let refuse = |l: &mut Leg, caller_gone: bool| {
@@ -683,6 +686,7 @@ impl Journey {
             | (_, ResState::Accepted | ResState::Wrapping | ResState::Completed | ResState::Ended { .. }, _) => {
                 refuse(l, false)
             }
+            (true, ResState::Pending, _) if lost => refuse(l, false),
             // A person took the call, and the caller is gone: tell them.
             (true, ResState::Pending, _) if !caller_waits || l.stop.is_some() => {
                 refuse(l, key == ScreenKey::Accept && !caller_waits)
@@ -723,9 +727,8 @@ impl Journey {
                 }
             }
         };
-        // A callback's location that did not accept: TaskRouter offers the task again.
-        if no_answer && !callback {
-            self.settle(Outcome::LocationNoAnswer);
+        if no_answer {
+            self.leg_missed(ri, i, Outcome::LocationNoAnswer);
         }
         answer
     }
@@ -739,29 +742,66 @@ impl Journey {
         sequence: Option<u32>,
         now: i64,
     ) {
-        // A callback's location leg that failed: its reservation times out and
-        // TaskRouter offers the task again (closing time ends the wait).
-        let caller_waits = self.caller.state.waiting() && self.outcome == Outcome::Pending && self.callback.is_none();
         let ri = self.reservation_index(reservation);
+        let caller_waits = self.awaits_location() && self.serves(ri);
         self.adopt(ri, &leg, attempt, now);
         let i = self.note_leg(ri, leg, attempt);
-        let current = self.current_leg(ri) == Some(&self.reservations[ri].legs[i].sid);
+        let current = self.is_current(ri, &self.reservations[ri].legs[i].sid);
         let r = &mut self.reservations[ri];
         let changed = r.legs[i].reported.apply(status, sequence);
+        // All at once: the legs that lost to the one being bridged speak for nothing.
+        let lost = r.other_bridging(&r.legs[i].sid);
         let screening = r.legs[i].screen.is_some_and(|s| !s.accepted) && !r.legs[i].bridging;
         // Only the end of the current leg of a live reservation speaks for the caller.
-        if !(changed && current && r.status == ResState::Pending && caller_waits) {
+        if !(changed && current && r.status == ResState::Pending && caller_waits) || lost {
             return;
         }
         match status {
-            CallStatus::Busy => self.settle(Outcome::LocationBusy),
-            CallStatus::NoAnswer => self.settle(Outcome::LocationNoAnswer),
-            CallStatus::Failed => self.settle(Outcome::DialFailed),
+            CallStatus::Busy => self.leg_missed(ri, i, Outcome::LocationBusy),
+            CallStatus::NoAnswer => self.leg_missed(ri, i, Outcome::LocationNoAnswer),
+            CallStatus::Failed => self.leg_missed(ri, i, Outcome::DialFailed),
             // Hung up at the screening prompt: not answered.
-            CallStatus::Completed | CallStatus::Canceled if screening => self.settle(Outcome::LocationNoAnswer),
+            CallStatus::Completed | CallStatus::Canceled if screening => {
+                self.leg_missed(ri, i, Outcome::LocationNoAnswer)
+            }
             // Completed or canceled without a bridge: the reservation times out and
             // TaskRouter offers the task again.
             _ => {}
+        }
+    }
+
+    /// A current leg of reservation `ri` (leg `li`) ended, or was refused,
+    /// without a person taking the call. In order: `outcome` settles the call
+    /// when that was the reservation's last phone; otherwise the attempt is
+    /// marked, and `drive` dials the next phone once this leg has ended. All
+    /// at once: the leg's attempt is marked, and the call settles when every
+    /// phone is done ([`Reservation::every_phone_done`]).
+    fn leg_missed(&mut self, ri: usize, li: usize, outcome: Outcome) {
+        // A callback's location that missed its last phone settles nothing:
+        // the reservation times out and TaskRouter offers the task again
+        // (closing time ends the wait).
+        let settle = |j: &mut Journey| {
+            if j.callback.is_none() {
+                j.settle(outcome);
+            }
+        };
+        let r = &mut self.reservations[ri];
+        let phones = r.target.as_ref().map_or(1, DialTarget::phone_count);
+        if r.all_at_once() {
+            let n = r.legs[li].attempt;
+            if let Some(a) = r.attempts.iter_mut().rev().find(|a| Some(a.n) == n) {
+                a.missed.get_or_insert(outcome);
+            }
+            if r.every_phone_done() {
+                settle(self);
+            }
+            return;
+        }
+        match r.attempts.last_mut() {
+            Some(a) if a.phone + 1 < phones => {
+                a.missed.get_or_insert(outcome);
+            }
+            _ => settle(self),
         }
     }
 

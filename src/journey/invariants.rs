@@ -62,31 +62,151 @@ impl Checker {
                     ctx()
                 );
                 let attempts = r.map(|r| r.attempts.as_slice()).unwrap_or_default();
-                prop_assert_eq!(attempts.last().map(|a| a.n), Some(*attempt), "{}", ctx());
-                if *attempt > 1 {
-                    let previous = attempts.iter().find(|a| a.n == attempt - 1).map(|a| &a.state);
-                    prop_assert_eq!(previous, Some(&AttemptState::NotPlaced), "re-dialled without proof {}", ctx());
+                if let Some(r) = r.filter(|r| r.all_at_once()) {
+                    // All at once: each phone's attempts in turn, the one before
+                    // certainly without a call; no phone that made a call, and
+                    // none once a leg is being bridged.
+                    let this = attempts.iter().rposition(|a| a.n == *attempt);
+                    prop_assert!(this.is_some(), "a dial of no attempt {}", ctx());
+                    let this = &attempts[this.unwrap_or_default()];
+                    let same: Vec<&state::Attempt> = attempts.iter().filter(|a| a.phone == this.phone).collect();
+                    prop_assert_eq!(same.last().map(|a| a.n), Some(*attempt), "{}", ctx());
+                    if let [.., previous, _] = same.as_slice() {
+                        prop_assert_eq!(
+                            &previous.state,
+                            &AttemptState::NotPlaced,
+                            "re-dialled without proof {}",
+                            ctx()
+                        );
+                    }
+                    let target = r.target.as_ref();
+                    prop_assert!(target.is_some_and(|t| this.phone < t.phone_count()), "no such phone {}", ctx());
+                    if let Command::Dial { target: dialled, .. } = c {
+                        prop_assert_eq!(Some(&dialled.to), target.map(|t| t.phone(this.phone)), "{}", ctx());
+                    }
+                    prop_assert!(!r.legs.iter().any(|l| l.bridging), "dialled after a leg won {}", ctx());
+                    continue;
                 }
+                prop_assert_eq!(attempts.last().map(|a| a.n), Some(*attempt), "{}", ctx());
+                // Creating a call is at most once: the attempt before this one
+                // certainly made no call, or (the phones rung in order) its leg
+                // ended without a person and this dial is for the next phone.
+                if let [.., previous, this] = attempts {
+                    let ended = |leg: &CallSid| {
+                        r.is_some_and(|r| r.legs.iter().any(|l| &l.sid == leg && !l.reported.is_live()))
+                    };
+                    let proven = match &previous.state {
+                        AttemptState::NotPlaced => true,
+                        AttemptState::Placed { leg } => {
+                            previous.missed.is_some() && ended(leg) && this.phone == previous.phone + 1
+                        }
+                        _ => false,
+                    };
+                    prop_assert!(proven, "re-dialled without proof {}", ctx());
+                }
+                // 3b. The phones are tried in order, each from the first: the same
+                //     phone again only after a create that made no call, else the
+                //     next one; and never a phone that already made a call.
+                let Some(this) = attempts.last() else { continue };
+                let target = r.and_then(|r| r.target.as_ref());
+                prop_assert!(target.is_some_and(|t| this.phone < t.phone_count()), "no such phone {}", ctx());
+                if let Some(Command::Dial { target: dialled, .. }) = Some(c) {
+                    let want = target.map(|t| t.phone(this.phone));
+                    prop_assert_eq!(Some(&dialled.to), want, "dialled another phone than its attempt's {}", ctx());
+                }
+                match &attempts[..attempts.len() - 1] {
+                    [] => prop_assert_eq!(this.phone, 0, "the first dial is not to the first phone {}", ctx()),
+                    [.., previous] => prop_assert!(
+                        this.phone == previous.phone || this.phone == previous.phone + 1,
+                        "phone {} after phone {} {}",
+                        this.phone,
+                        previous.phone,
+                        ctx()
+                    ),
+                }
+                let called_before = attempts[..attempts.len() - 1]
+                    .iter()
+                    .any(|a| a.phone == this.phone && matches!(a.state, AttemptState::Placed { .. }));
+                prop_assert!(!called_before, "phone {} dialled twice for one reservation {}", this.phone, ctx());
+            }
+        }
+
+        // 3c. Only the last phone's leg settles a leg's failure (busy, no answer,
+        //     a machine, a failed dial); before it, the next phone is rung. A leg
+        //     of a reservation without a target counts as its only phone.
+        let leg_event = matches!(
+            event,
+            Event::LegStatus { .. }
+                | Event::LegSeen { .. }
+                | Event::LegAnswered { .. }
+                | Event::LegScreened { .. }
+                | Event::DialFailed { .. }
+                | Event::DialAbsent { .. }
+                | Event::Tick
+        );
+        let leg_failure = matches!(
+            after.outcome,
+            Outcome::LocationBusy | Outcome::LocationNoAnswer | Outcome::LocationVoicemail | Outcome::DialFailed
+        );
+        if leg_event && leg_failure && !before.outcome.is_final() {
+            let at_last = after.reservations.iter().any(|r| match &r.target {
+                None => true,
+                Some(_) if r.all_at_once() => r.every_phone_done(),
+                Some(t) => r.attempts.last().is_some_and(|a| a.phone + 1 >= t.phone_count()),
+            });
+            prop_assert!(at_last, "settled {} before the last phone {}", after.outcome, ctx());
+        }
+        // 3d. A missed attempt is never its reservation's last phone.
+        for r in after.reservations.iter().filter(|r| !r.all_at_once()) {
+            for a in r.attempts.iter().filter(|a| a.missed.is_some()) {
+                let phones = r.target.as_ref().map_or(1, DialTarget::phone_count);
+                prop_assert!(a.phone + 1 < phones, "the last phone's attempt marked missed {}", ctx());
             }
         }
 
         // 4. At most one live location leg per caller that we still want
-        //    (counting a dial that may yet make one).
-        let wanted: usize = after
-            .reservations
-            .iter()
-            .map(|r| {
-                let legs = r.legs.iter().filter(|l| l.reported.is_live() && l.stop.is_none()).count();
-                let doubt = r.status == ResState::Pending
-                    && r.attempts.last().is_some_and(|a| match a.state {
+        //    (counting a dial that may yet make one); all at once, one per
+        //    phone of one reservation until a leg is bridged, then that one.
+        //    At most one bridged leg per reservation.
+        let mut ringing = 0;
+        for r in &after.reservations {
+            let legs = r.legs.iter().filter(|l| l.reported.is_live() && l.stop.is_none()).count();
+            let doubt = if r.status != ResState::Pending {
+                0
+            } else {
+                r.latest()
+                    .iter()
+                    .filter(|a| match a.state {
                         AttemptState::InFlight { withdrawn } => !withdrawn,
                         AttemptState::Unknown { lookups, .. } => lookups < MAX_LOOKUPS,
                         _ => false,
-                    });
-                legs + usize::from(doubt)
-            })
-            .sum();
-        prop_assert!(wanted <= 1, "{wanted} live location legs for one caller {}", ctx());
+                    })
+                    .count()
+            };
+            ringing += usize::from(legs + doubt > 0);
+            if r.all_at_once() {
+                // A dial in doubt for another phone may still turn up a leg after
+                // the bridge: it is hung up once known.
+                let phones = r.target.as_ref().map_or(1, |t| t.phone_count() as usize);
+                prop_assert!(
+                    legs + doubt <= phones,
+                    "{} legs of {} for {phones} phones {}",
+                    legs + doubt,
+                    r.sid,
+                    ctx()
+                );
+                if r.legs.iter().any(|l| l.bridging) {
+                    prop_assert!(legs <= 1, "{legs} legs of {} wanted beside the bridged one {}", r.sid, ctx());
+                }
+            } else {
+                prop_assert!(legs + doubt <= 1, "{} live location legs for one caller {}", legs + doubt, ctx());
+            }
+        }
+        prop_assert!(ringing <= 1, "legs of {ringing} reservations wanted for one caller {}", ctx());
+        for r in &after.reservations {
+            let bridged = r.legs.iter().filter(|l| l.bridging).count();
+            prop_assert!(bridged <= 1, "{bridged} legs of {} bridged {}", r.sid, ctx());
+        }
 
         // 5. A leg placed for a reservation that ended, or ringing for a caller who
         //    left or was settled elsewhere, is being stopped, and its hang-up was
@@ -183,9 +303,7 @@ impl Checker {
             prop_assert!(after.awaits_location(), "screened a leg for a caller who is not waiting {}", ctx());
             let ri = after.reservations.iter().position(|x| &x.sid == r);
             prop_assert!(
-                ri.is_some_and(
-                    |i| after.reservations[i].status == ResState::Pending && after.current_leg(i) == Some(leg)
-                ),
+                ri.is_some_and(|i| after.reservations[i].status == ResState::Pending && after.is_current(i, leg)),
                 "screened a leg that is not its pending reservation's own {}",
                 ctx()
             );
@@ -216,7 +334,7 @@ impl Checker {
             let pending = before.reservations.iter().enumerate().filter(|(_, r)| r.status == ResState::Pending);
             let answered = pending.into_iter().any(|(i, r)| {
                 r.legs.iter().any(|l| {
-                    before.current_leg(i) == Some(&l.sid)
+                    before.is_current(i, &l.sid)
                         && l.reported.is_live()
                         && l.stop.is_none()
                         && (l.bridging || l.reported.status == Some(CallStatus::InProgress))
@@ -382,6 +500,9 @@ fn monotone(before: &Journey, after: &Journey) -> Result<(), String> {
                 && aa.state != ab.state
             {
                 return Err(format!("attempt {} of {} placed {leg}, then {:?}", ab.n, rb.sid, aa.state));
+            }
+            if ab.phone != aa.phone || (ab.missed.is_some() && aa.missed != ab.missed) {
+                return Err(format!("attempt {} of {} went from {ab:?} to {aa:?}", ab.n, rb.sid));
             }
         }
         for lb in &rb.legs {

@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use twilio::E164;
 use twilio::sid::{CallSid, ReservationSid, TaskSid};
 
+use crate::domain::Outcome;
+
 use super::{
     AnsweredBy, CallStatus, DialTarget, NotifyChannel, RETRY_FIRST_MS, RETRY_MAX_MS, ReservationEnd, TaskStatus,
 };
@@ -233,6 +235,19 @@ pub(super) struct Attempt {
     pub(super) n: u32,
     pub(super) sent_ms: i64,
     pub(super) state: AttemptState,
+    /// Which of the target's phones it dials, from 0 (absent in older
+    /// journeys: the first, their only one).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(super) phone: u32,
+    /// Its leg ended, or was refused, without a person taking the call, and
+    /// a later phone of the reservation is rung instead of settling this
+    /// outcome (the phones are rung in order). Never set on the last phone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) missed: Option<Outcome>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -323,13 +338,46 @@ impl Reservation {
         self.attempts.iter_mut().find(|a| a.n == n)
     }
 
-    /// The leg of the latest attempt; any other leg is a stray. See
-    /// `Journey::current_leg` for legs of a reservation we never dialled.
-    pub(super) fn placed_leg(&self) -> Option<&CallSid> {
-        match &self.attempts.last()?.state {
-            AttemptState::Placed { leg } => Some(leg),
-            _ => None,
+    /// Its phones ring all at once (see `DialTarget::all_at_once`).
+    pub(super) fn all_at_once(&self) -> bool {
+        self.target.as_ref().is_some_and(DialTarget::all_at_once)
+    }
+
+    /// The attempts that speak for the reservation: the latest one; when its
+    /// phones ring all at once, the latest of each phone.
+    pub(super) fn latest(&self) -> Vec<&Attempt> {
+        if !self.all_at_once() {
+            return self.attempts.last().into_iter().collect();
         }
+        let mut latest: Vec<&Attempt> = Vec::new();
+        for a in self.attempts.iter().rev() {
+            if !latest.iter().any(|b| b.phone == a.phone) {
+                latest.push(a);
+            }
+        }
+        latest
+    }
+
+    /// `leg` is the leg of one of its [`Reservation::latest`] attempts; any
+    /// other leg is a stray. See `Journey::is_current` for legs of a
+    /// reservation we never dialled.
+    pub(super) fn is_current(&self, leg: &CallSid) -> bool {
+        self.latest().iter().any(|a| matches!(&a.state, AttemptState::Placed { leg: l } if l == leg))
+    }
+
+    /// All at once: every phone was dialled and its latest attempt is done,
+    /// its leg missed or its create refused; nothing more will ring.
+    pub(super) fn every_phone_done(&self) -> bool {
+        let phones = self.target.as_ref().map_or(1, DialTarget::phone_count);
+        let latest = self.latest();
+        (0..phones).all(|k| {
+            latest.iter().any(|a| a.phone == k && (a.missed.is_some() || matches!(a.state, AttemptState::NotPlaced)))
+        })
+    }
+
+    /// Another leg than `leg` is being bridged (all at once: it won).
+    pub(super) fn other_bridging(&self, leg: &CallSid) -> bool {
+        self.legs.iter().any(|l| l.bridging && l.sid != *leg)
     }
 
     /// Records that `sid` is a leg of this reservation (of `attempt`, or of the

@@ -27,6 +27,8 @@ pub(super) fn target() -> DialTarget {
     DialTarget {
         location: "north".into(),
         to: E164::parse("+14155550123").expect("a test number"),
+        phones: Vec::new(),
+        ring: crate::domain::Ring::InOrder,
         from: E164::parse("+12025550143").expect("a test number"),
         call_token: None,
         screening: None,
@@ -1094,4 +1096,223 @@ fn a_callback_is_refused_once_a_location_leg_answered() {
     r.on(answered(1, 10, AnsweredBy::Human));
     assert_eq!(r.on(chosen(2)).answer, Answer::Nothing, "the bridge is being made");
     assert!(r.j.callback.is_none());
+}
+
+// -- several phones, rung in order -------------------------------------------------
+
+fn phone_number(k: u32) -> E164 {
+    E164::parse(&format!("+1415555010{}", k + 1)).expect("a test number")
+}
+
+/// North with `n` phones, rung in order.
+fn phones_target(n: u32) -> DialTarget {
+    DialTarget { to: phone_number(0), phones: (0..n).map(phone_number).collect(), ..target() }
+}
+
+fn created_with(r: u32, target: DialTarget) -> Event {
+    Event::ReservationCreated { task: task(TASK), reservation: res(r), caller: Some(call(CALLER)), target }
+}
+
+/// The dial of attempt `attempt` to phone `k` of a `n`-phone target.
+fn dial_phone(attempt: u32, n: u32, k: u32) -> Command {
+    Command::Dial {
+        reservation: res(1),
+        task: task(TASK),
+        attempt,
+        caller: Some(call(CALLER)),
+        target: DialTarget { to: phone_number(k), ..phones_target(n) },
+    }
+}
+
+fn status_of(attempt: u32, leg: u32, status: CallStatus, sequence: u32) -> Event {
+    Event::LegStatus { reservation: res(1), attempt: Some(attempt), leg: call(leg), status, sequence: Some(sequence) }
+}
+
+#[test]
+fn phones_in_order_a_busy_first_phone_rings_the_second_which_answers() {
+    let mut run = Run::queued();
+    assert_eq!(run.on(created_with(1, phones_target(2))).commands, [dial_phone(1, 2, 0)]);
+    run.on(placed(1, 1, 101));
+    // The first phone is busy: no outcome, the second phone is dialled at once.
+    let step = run.on(status_of(1, 101, CallStatus::Busy, 2));
+    assert_eq!(step.commands, [dial_phone(2, 2, 1)]);
+    assert_eq!(run.j.outcome(), Outcome::Pending);
+    run.on(placed(1, 2, 102));
+    // A late callback of the first leg speaks for nothing.
+    assert_eq!(run.on(status_of(1, 101, CallStatus::Busy, 2)).commands, []);
+    let answer = run.on(Event::LegAnswered {
+        reservation: res(1),
+        attempt: Some(2),
+        leg: call(102),
+        answered_by: AnsweredBy::Human,
+    });
+    assert_eq!(answer.answer, Answer::Bridge { reservation: res(1), transfer: None });
+    run.on(Event::ReservationAccepted { task: task(TASK), reservation: res(1) });
+    assert_eq!(run.j.outcome(), Outcome::Connected);
+    assert_eq!(run.j.summary().leg, Some(&call(102)));
+}
+
+#[test]
+fn phones_in_order_the_last_phones_outcome_settles_after_each_was_dialled_once() {
+    let mut run = Run::queued();
+    assert_eq!(run.on(created_with(1, phones_target(3))).commands, [dial_phone(1, 3, 0)]);
+    run.on(placed(1, 1, 101));
+    assert_eq!(run.on(status_of(1, 101, CallStatus::NoAnswer, 2)).commands, [dial_phone(2, 3, 1)]);
+    run.on(placed(1, 2, 102));
+    assert_eq!(run.on(status_of(2, 102, CallStatus::Failed, 2)).commands, [dial_phone(3, 3, 2)]);
+    run.on(placed(1, 3, 103));
+    let busy = Outcome::LocationBusy;
+    assert_eq!(run.on(status_of(3, 103, CallStatus::Busy, 2)).commands, [redirect(busy), cancel(busy)]);
+    assert_eq!(run.j.outcome(), busy, "the last leg's outcome");
+}
+
+#[test]
+fn phones_in_order_a_machine_holds_the_next_phone_back_until_its_leg_has_ended() {
+    let mut run = Run::queued();
+    run.on(created_with(1, phones_target(2)));
+    run.on(placed(1, 1, 101));
+    let step = run.on(answered(1, 101, AnsweredBy::Machine));
+    assert_eq!(step.answer, Answer::Refuse { caller_gone: false });
+    assert_eq!(step.commands, [], "the machine's leg is still up: no second call yet");
+    assert_eq!(run.j.outcome(), Outcome::Pending);
+    // Its hang-up is reported: now the second phone.
+    assert_eq!(run.after(1_000).on(status_of(1, 101, CallStatus::Completed, 3)).commands, [dial_phone(2, 2, 1)]);
+}
+
+#[test]
+fn phones_in_order_a_phone_twilio_refuses_is_passed_over_after_its_attempts() {
+    let mut run = Run::queued();
+    run.on(created_with(1, phones_target(2)));
+    let refused = |n| Event::DialFailed { reservation: res(1), attempt: n };
+    assert_eq!(run.on(refused(1)).commands, [dial_phone(2, 2, 0)]);
+    assert_eq!(run.on(refused(2)).commands, [dial_phone(3, 2, 0)]);
+    assert_eq!(run.on(refused(3)).commands, [dial_phone(4, 2, 1)], "three creates, then the next phone");
+    assert_eq!(run.on(refused(4)).commands, [dial_phone(5, 2, 1)]);
+    assert_eq!(run.on(refused(5)).commands, [dial_phone(6, 2, 1)]);
+    let failed = Outcome::DialFailed;
+    assert_eq!(run.on(refused(6)).commands, [redirect(failed), cancel(failed)]);
+}
+
+#[test]
+fn phones_in_order_a_dial_in_doubt_is_looked_up_at_its_own_phone() {
+    let mut run = Run::queued();
+    run.on(created_with(1, phones_target(2)));
+    run.on(placed(1, 1, 101));
+    run.on(status_of(1, 101, CallStatus::Busy, 2));
+    run.on(Event::DialUnknown { reservation: res(1), attempt: 2 });
+    let step = run.tick_at_wake();
+    let to = step.commands.iter().find_map(|c| match c {
+        Command::FindDial { to, attempt: 2, .. } => Some(to.clone()),
+        _ => None,
+    });
+    assert_eq!(to, Some(phone_number(1)), "{:?}", step.commands);
+}
+
+#[test]
+fn phones_in_order_screening_no_key_at_the_first_phone_rings_the_second() {
+    let mut run = Run::queued();
+    let target = DialTarget { phones: (0..2).map(phone_number).collect(), to: phone_number(0), ..screened_target() };
+    run.on(created_with(1, target.clone()));
+    run.on(placed(1, 1, 101));
+    let prompt = run.on(answered(1, 101, AnsweredBy::Human)).answer;
+    assert!(matches!(prompt, Answer::Screen { prompt: 1, .. }), "{prompt:?}");
+    let none = run.on(Event::LegScreened {
+        reservation: res(1),
+        attempt: Some(1),
+        leg: call(101),
+        prompt: 1,
+        key: ScreenKey::Nothing,
+    });
+    assert_eq!(none.answer, Answer::Refuse { caller_gone: false });
+    assert_eq!(none.commands, []);
+    let step = run.on(status_of(1, 101, CallStatus::Completed, 3));
+    let want = Command::Dial {
+        reservation: res(1),
+        task: task(TASK),
+        attempt: 2,
+        caller: Some(call(CALLER)),
+        target: target.for_phone(1),
+    };
+    assert_eq!(step.commands, [want]);
+}
+
+#[test]
+fn a_stored_journey_from_before_phones_reads_as_one_phone() {
+    let mut run = Run::queued();
+    run.on(created(1));
+    run.on(placed(1, 1, 101));
+    let mut json = serde_json::to_value(&run.j).unwrap();
+    assert!(json["reservations"][0]["target"].get("phones").is_none());
+    let attempt = &mut json["reservations"][0]["attempts"][0];
+    assert!(attempt.get("phone").is_none() && attempt.get("missed").is_none(), "{attempt}");
+    attempt.as_object_mut().unwrap().remove("phone");
+    let back: Journey = serde_json::from_value(json).unwrap();
+    assert_eq!(back, run.j);
+    run.j = back;
+    let busy = Outcome::LocationBusy;
+    assert_eq!(run.on(leg_status(1, 101, CallStatus::Busy, 2)).commands, [redirect(busy), cancel(busy)]);
+}
+
+// -- several phones, all at once ---------------------------------------------------------
+
+fn together(n: u32) -> DialTarget {
+    DialTarget { ring: crate::domain::Ring::AllAtOnce, ..phones_target(n) }
+}
+
+fn dial_together(attempt: u32, n: u32, k: u32) -> Command {
+    Command::Dial {
+        reservation: res(1),
+        task: task(TASK),
+        attempt,
+        caller: Some(call(CALLER)),
+        target: together(n).for_phone(k),
+    }
+}
+
+#[test]
+fn phones_all_at_once_the_first_to_answer_is_bridged_and_the_others_hung_up() {
+    let mut run = Run::queued();
+    let step = run.on(created_with(1, together(3)));
+    assert_eq!(step.commands, [dial_together(1, 3, 0), dial_together(2, 3, 1), dial_together(3, 3, 2)]);
+    let keys: std::collections::BTreeSet<String> = step.commands.iter().map(Command::key).collect();
+    assert_eq!(keys.len(), 3, "distinct keys");
+    run.on(placed(1, 1, 101));
+    run.on(placed(1, 2, 102));
+    // The third phone's create is refused: it is dialled again by itself.
+    assert_eq!(run.on(Event::DialFailed { reservation: res(1), attempt: 3 }).commands, [dial_together(4, 3, 2)]);
+    run.on(placed(1, 4, 104));
+    // A busy phone settles nothing while others ring.
+    assert_eq!(run.on(status_of(1, 101, CallStatus::Busy, 2)).commands, []);
+    assert_eq!(run.j.outcome(), Outcome::Pending);
+    // The second phone answers first: bridged, and the third is hung up.
+    let step = run.on(Event::LegAnswered {
+        reservation: res(1),
+        attempt: Some(2),
+        leg: call(102),
+        answered_by: AnsweredBy::Human,
+    });
+    assert_eq!(step.answer, Answer::Bridge { reservation: res(1), transfer: None });
+    assert_eq!(step.commands, [hang_up(104)]);
+    // The third answers before its hang-up lands: it lost.
+    let late = run.on(Event::LegAnswered {
+        reservation: res(1),
+        attempt: Some(4),
+        leg: call(104),
+        answered_by: AnsweredBy::Human,
+    });
+    assert_eq!(late.answer, Answer::Refuse { caller_gone: false });
+    run.on(Event::ReservationAccepted { task: task(TASK), reservation: res(1) });
+    assert_eq!(run.j.outcome(), Outcome::Connected);
+}
+
+#[test]
+fn phones_all_at_once_the_last_to_fail_settles_the_call() {
+    let mut run = Run::queued();
+    run.on(created_with(1, together(2)));
+    run.on(placed(1, 1, 101));
+    run.on(placed(1, 2, 102));
+    assert_eq!(run.on(status_of(2, 102, CallStatus::Busy, 2)).commands, []);
+    let no_answer = Outcome::LocationNoAnswer;
+    let step = run.on(status_of(1, 101, CallStatus::NoAnswer, 2));
+    assert_eq!(step.commands, [redirect(no_answer), cancel(no_answer)]);
 }

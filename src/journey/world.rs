@@ -24,6 +24,7 @@ use proptest::strategy::ValueTree;
 use super::invariants::Checker;
 use super::tests::{at, call, callback_target, policy, res, screened_target, target, task};
 use super::*;
+use crate::domain::Ring;
 
 const FAULTS_UNTIL_MS: i64 = 300_000;
 const LIMIT_MS: i64 = 4_000_000;
@@ -77,6 +78,10 @@ struct Scenario {
     closes_after_s: Option<i64>,
     /// The location screens its calls (without AMD).
     screening: bool,
+    /// How many phones the location has (1 to 3), and whether they ring
+    /// all at once rather than in order.
+    location_phones: u32,
+    all_at_once: bool,
     patience_s: i64,
     max_queue_secs: u32,
     reservation_timeout_s: i64,
@@ -139,7 +144,13 @@ fn scenario() -> impl Strategy<Value = Scenario> {
     use proptest::collection::{btree_set, vec};
     (
         (any::<bool>(), 5i64..400, 30u32..300, 10i64..70, proptest::option::weighted(0.25, 1i64..300)),
-        (vec(phone(), 1..6), any::<bool>(), vec(press(), 1..5)),
+        (
+            vec(phone(), 1..6),
+            any::<bool>(),
+            vec(press(), 1..5),
+            prop_oneof![2 => Just(1u32), 3 => 2u32..=3],
+            any::<bool>(),
+        ),
         (vec(dial_fault(), 1..5), vec(prop_oneof![3 => Just(200i64), 1 => 200i64..15_000], 1..4)),
         vec(prop::bool::weighted(0.15), 1..8),
         vec(delivery(), 1..16),
@@ -150,7 +161,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         .prop_map(
             |(
                 (studio, patience_s, max_queue_secs, reservation_timeout_s, closes_after_s),
-                (phones, screening, presses),
+                (phones, screening, presses, location_phones, all_at_once),
                 (dials, dial_delays_ms),
                 actions_fail,
                 deliveries,
@@ -162,6 +173,8 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     studio,
                     closes_after_s,
                     screening,
+                    location_phones,
+                    all_at_once,
                     patience_s,
                     max_queue_secs,
                     reservation_timeout_s,
@@ -193,6 +206,8 @@ enum Where {
 struct WorldLeg {
     reservation: usize,
     attempt: u32,
+    /// Which of the location's phones it rings.
+    phone_index: u32,
     status: CallStatus,
     sequence: u32,
     phone: Phone,
@@ -240,7 +255,8 @@ struct World {
     caller: Where,
     task: TaskStatus,
     reservations: Vec<ReservationStatus>,
-    calls_per_reservation: Vec<u32>,
+    /// Calls created per reservation and phone.
+    calls_per_phone: BTreeMap<(usize, u32), u32>,
     legs: Vec<WorldLeg>,
     sent_dials: BTreeSet<(usize, u32)>,
     withdrawn: BTreeSet<(usize, u32)>,
@@ -311,7 +327,7 @@ impl World {
             caller: Where::Queued { since: 0 },
             task: TaskStatus::Pending,
             reservations: Vec::new(),
-            calls_per_reservation: Vec::new(),
+            calls_per_phone: BTreeMap::new(),
             legs: Vec::new(),
             sent_dials: BTreeSet::new(),
             withdrawn: BTreeSet::new(),
@@ -372,6 +388,16 @@ impl World {
         prop_assert_eq!(open, 0, "a worker's capacity is still taken: {:?}", self.reservations);
         prop_assert!(self.legs.iter().all(|l| l.status.is_final()), "a leg is still live: {:?}", self.legs);
         prop_assert_eq!(self.caller, Where::Gone);
+        // A leg's failure is the outcome only once the last phone was rung.
+        let last = self.sc.location_phones.max(1) - 1;
+        if matches!(
+            self.journey.outcome(),
+            Outcome::LocationBusy | Outcome::LocationNoAnswer | Outcome::LocationVoicemail
+        ) && !self.sc.all_at_once
+        {
+            let rang_last = self.legs.iter().any(|l| l.phone_index == last);
+            prop_assert!(rang_last, "{} before phone {last} rang: {:?}", self.journey.outcome(), self.legs);
+        }
         self.checker.settled(&self.journey)
     }
 
@@ -583,9 +609,8 @@ impl World {
         }
         let k = self.reservations.len();
         self.reservations.push(ReservationStatus::Pending);
-        self.calls_per_reservation.push(0);
         self.task = TaskStatus::Reserved;
-        self.send(created(k, self.sc.screening));
+        self.send(created(k, &self.sc));
         self.later(self.sc.reservation_timeout_s * 1000, Item::ReservationTimeout(k));
     }
 
@@ -599,8 +624,13 @@ impl World {
 
     fn execute(&mut self, command: Command) {
         match command {
-            Command::Dial { reservation, attempt, .. } => {
+            Command::Dial { reservation, attempt, target, .. } => {
                 let Some(k) = self.reservation_index(&reservation) else { return };
+                let phones = self.sc.location_phones.max(1);
+                let phone_index = (0..phones).find(|i| with_phones(target.clone(), phones).phone(*i) == &target.to);
+                let Some(phone_index) = phone_index else {
+                    return self.fail(format!("a dial to {}, none of the location's phones", target.to));
+                };
                 if self.withdrawn.contains(&(k, attempt)) {
                     return;
                 }
@@ -615,13 +645,13 @@ impl World {
                     self.tally.add(format!("dial fault {}", kind(&fault)));
                     match fault {
                         DialFault::None => {
-                            let leg = self.create_leg(k, attempt);
+                            let leg = self.create_leg(k, attempt, phone_index);
                             Event::DialPlaced { reservation, attempt, leg }
                         }
                         DialFault::Refused => Event::DialFailed { reservation, attempt },
                         DialFault::ErrorBeforeActing => Event::DialUnknown { reservation, attempt },
                         DialFault::ResetAfterCreating => {
-                            self.create_leg(k, attempt);
+                            self.create_leg(k, attempt, phone_index);
                             Event::DialUnknown { reservation, attempt }
                         }
                     }
@@ -677,21 +707,34 @@ impl World {
         }
     }
 
-    fn create_leg(&mut self, k: usize, attempt: u32) -> CallSid {
+    fn create_leg(&mut self, k: usize, attempt: u32, phone_index: u32) -> CallSid {
         let i = self.legs.len();
         let phone = pick(&self.sc.phones, &mut self.drawn[0]).unwrap_or(Phone::NoAnswer);
+        // Rung in order: never two live legs of one reservation at once.
+        let in_order = !(self.sc.all_at_once && self.sc.location_phones > 1);
+        if !in_order && self.legs.iter().any(|l| l.reservation == k && !l.status.is_final()) {
+            self.tally.add("rang together");
+        }
+        if let Some(live) = self.legs.iter().position(|l| l.reservation == k && !l.status.is_final())
+            && in_order
+        {
+            self.fail(format!("reservation {} dialled while its leg {} is live", res_sid(k), leg_sid(live)));
+        }
         self.legs.push(WorldLeg {
             reservation: k,
             attempt,
+            phone_index,
             status: CallStatus::Queued,
             sequence: 0,
             phone,
             bridged: false,
         });
-        self.calls_per_reservation[k] += 1;
-        if self.calls_per_reservation[k] > 1 {
-            self.fail(format!("reservation {} dialled twice", res_sid(k)));
+        let calls = self.calls_per_phone.entry((k, phone_index)).or_default();
+        *calls += 1;
+        if *calls > 1 {
+            self.fail(format!("phone {phone_index} of reservation {} dialled twice", res_sid(k)));
         }
+        self.tally.add(format!("dialled phone {phone_index}"));
         self.later(100, Item::LegProgress(i, CallStatus::Initiated));
         self.later(1_000, Item::LegProgress(i, CallStatus::Ringing));
         match phone {
@@ -967,7 +1010,7 @@ impl World {
         let mut seen = vec![Event::TaskSeen { task: task(TASK), status: self.task }];
         for (k, r) in self.reservations.iter().enumerate() {
             seen.push(match r {
-                ReservationStatus::Pending => created(k, self.sc.screening),
+                ReservationStatus::Pending => created(k, &self.sc),
                 status => Event::ReservationSeen { task: task(TASK), reservation: res_sid(k), status: *status },
             });
         }
@@ -998,13 +1041,30 @@ fn reservation_final(r: ReservationStatus) -> bool {
     !matches!(r, ReservationStatus::Pending | ReservationStatus::Accepted | ReservationStatus::Wrapping)
 }
 
-fn created(k: usize, screening: bool) -> Event {
+fn created(k: usize, sc: &Scenario) -> Event {
+    let target = if sc.screening { screened_target() } else { target() };
     Event::ReservationCreated {
         task: task(TASK),
         reservation: res_sid(k),
         caller: Some(call(CALLER)),
-        target: if screening { screened_target() } else { target() },
+        target: DialTarget {
+            ring: if sc.all_at_once { Ring::AllAtOnce } else { Ring::InOrder },
+            ..with_phones(target, sc.location_phones)
+        },
     }
+}
+
+/// Phone `k` of the model's location.
+fn phone_number(k: u32) -> E164 {
+    E164::parse(&format!("+1415555010{}", k + 1)).expect("a test number")
+}
+
+/// `target` with `n` phones, rung in order (one: as before phones existed).
+fn with_phones(target: DialTarget, n: u32) -> DialTarget {
+    if n <= 1 {
+        return target;
+    }
+    DialTarget { to: phone_number(0), phones: (0..n).map(phone_number).collect(), ..target }
 }
 
 // -- arbitrary sequences -----------------------------------------------------------
@@ -1093,7 +1153,7 @@ fn event() -> impl Strategy<Value = Event> {
         3 => (reservation_leg(), attempt.clone(), call_status(), sequence).prop_map(|((reservation, leg), attempt, status, sequence)| {
             Event::LegStatus { reservation, attempt, leg, status, sequence }
         }),
-        3 => (some_task(), 1u32..3, 0u8..6).prop_map(|(task, r, kind)| Event::ReservationCreated {
+        3 => (some_task(), 1u32..3, 0u8..10).prop_map(|(task, r, kind)| Event::ReservationCreated {
             task,
             reservation: res(r),
             caller: Some(call(CALLER)),
@@ -1102,7 +1162,11 @@ fn event() -> impl Strategy<Value = Event> {
             target: match kind {
                 0 => screened_target(),
                 1 => DialTarget { location: "south".into(), ..target() },
-                2 => callback_target(),
+                2 => with_phones(target(), 3),
+                3 => with_phones(screened_target(), 2),
+                4 => DialTarget { ring: Ring::AllAtOnce, ..with_phones(target(), 3) },
+                5 => DialTarget { ring: Ring::AllAtOnce, ..with_phones(screened_target(), 2) },
+                6 => callback_target(),
                 _ => target(),
             }
         }),
@@ -1207,6 +1271,9 @@ fn the_world_reaches_every_outcome_fault_and_recovery() {
         "answer Fallback",
         "answer Hold announce",
         "answer Hold comfort",
+        "dialled phone 1",
+        "dialled phone 2",
+        "rang together",
     ];
     for p in paths {
         assert!(tally.seen.get(p).is_some_and(|n| *n > 0), "no run went through {p}: {tally:#?}");

@@ -92,6 +92,7 @@ function renderBoard() {
         el("h3", {}, loc.display_name || loc.name),
         el("span", { class: "badge", data: { stat: "open" } }, open ? "open" : "closed")),
       el("p", { class: "sub" }, change),
+      el("p", { class: "sub", data: { stat: "phones" } }, (Array.isArray(loc.phones) ? loc.phones : []).join(" → ")),
       el("dl", { class: "stats" },
         stat("Waiting", "waiting", waiting),
         stat("Longest wait", "longest", waiting > 0 ? duration(longest) : "–"),
