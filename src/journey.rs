@@ -119,6 +119,9 @@ pub const COMFORT_EVERY_SECS: u32 = 60;
 pub const DEFAULT_DIAL_ATTEMPTS: u32 = 3;
 /// Between a callback nobody answered and the next try.
 pub const CALLBACK_RETRY_MS: i64 = 5 * 60 * 1000;
+/// At `max_queue_secs`, a location that calls back offers it once more and
+/// waits this long for the key before the caller goes to voicemail.
+pub const LAST_OFFER_SECS: u32 = 30;
 /// After the callback offer, it is said again this much later in the queue.
 pub const CALLBACK_OFFER_EVERY_SECS: u32 = 120;
 /// The longest a callback's task waits for the location (its TaskRouter

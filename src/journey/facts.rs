@@ -8,9 +8,9 @@ use super::state::{
 };
 use super::{
     ANSWERED_GRACE_SECS, Answer, AnsweredBy, BRIDGE_EVIDENCE_MS, CALLBACK_OFFER_EVERY_SECS, CALLBACK_RETRY_MS,
-    COMFORT_EVERY_SECS, CallStatus, Command, Cx, DialTarget, Event, Journey, LOOKUP_AFTER_MS, MAX_LOOKUPS, QueueResult,
-    REDIRECT_GRACE_MS, ReservationEnd, ReservationStatus, SCREEN_PROMPTS, ScreenKey, TRANSCRIPTION_WAIT_MS, TaskStatus,
-    Transfer,
+    COMFORT_EVERY_SECS, CallStatus, Command, Cx, DialTarget, Event, Journey, LAST_OFFER_SECS, LOOKUP_AFTER_MS,
+    MAX_LOOKUPS, QueueResult, REDIRECT_GRACE_MS, ReservationEnd, ReservationStatus, SCREEN_PROMPTS, ScreenKey,
+    TRANSCRIPTION_WAIT_MS, TaskStatus, Transfer,
 };
 use crate::config::AnsweredByPolicy;
 use crate::domain::Outcome;
@@ -307,7 +307,19 @@ impl Journey {
             (_, Outcome::Pending) => {
                 let max = cx.policy.max_queue_secs;
                 let grace = self.location_answered() && queue_time_secs < max.saturating_add(ANSWERED_GRACE_SECS);
-                if queue_time_secs >= max && !grace {
+                // Where callbacks are offered, the queue's limit offers one last
+                // time: a key within `LAST_OFFER_SECS` takes it, then voicemail.
+                let last_offer = callback_after_secs.is_some()
+                    && queue_time_secs >= max
+                    && queue_time_secs < max.saturating_add(LAST_OFFER_SECS);
+                if queue_time_secs >= max && !grace && last_offer {
+                    let w = &mut self.wait;
+                    let due = w.offered_secs.is_none_or(|t| t < max || t == queue_time_secs);
+                    if due {
+                        w.offered_secs = Some(queue_time_secs);
+                    }
+                    Answer::Hold { announce: false, comfort: None, callback: Some(due) }
+                } else if queue_time_secs >= max && !grace {
                     self.settle(Outcome::QueueTimeout);
                     self.caller.advance(CallerState::Diverted);
                     Answer::Leave

@@ -365,7 +365,11 @@ impl Checker {
                 ctx()
             );
             if *callback == Some(true) {
-                prop_assert!(callback_after_secs.is_some_and(|a| *queue_time_secs >= a), "offered too soon {}", ctx());
+                prop_assert!(
+                    callback_after_secs.is_some_and(|a| *queue_time_secs >= a.min(policy.max_queue_secs)),
+                    "offered too soon {}",
+                    ctx()
+                );
                 prop_assert!(
                     after.outcome == Outcome::Pending && after.caller.state == CallerState::Queued,
                     "offered a callback to a caller not waiting {}",

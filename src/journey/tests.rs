@@ -1316,3 +1316,25 @@ fn phones_all_at_once_the_last_to_fail_settles_the_call() {
     let step = run.on(status_of(1, 101, CallStatus::NoAnswer, 2));
     assert_eq!(step.commands, [redirect(no_answer), cancel(no_answer)]);
 }
+
+#[test]
+fn the_queues_limit_offers_a_callback_once_more_then_voicemail() {
+    let mut r = Run::queued();
+    r.on(created(1));
+    let max = r.policy.max_queue_secs;
+    // The offer would come only after 600 s, but the limit comes first: it offers it now.
+    let last = Answer::Hold { announce: false, comfort: None, callback: Some(true) };
+    assert_eq!(r.on(hold_cb(max, 600)).answer, last);
+    assert_eq!(
+        r.on(hold_cb(max + 10, 600)).answer,
+        Answer::Hold { announce: false, comfort: None, callback: Some(false) }
+    );
+    assert_eq!(r.j.outcome(), Outcome::Pending);
+    // No key in time: voicemail, as without callbacks.
+    assert_eq!(r.on(hold_cb(max + LAST_OFFER_SECS, 600)).answer, Answer::Leave);
+    assert_eq!(r.j.outcome(), Outcome::QueueTimeout);
+    // A location without callbacks sends the caller to voicemail at the limit itself.
+    let mut plain = Run::queued();
+    plain.on(created(1));
+    assert_eq!(plain.on(hold(max)).answer, Answer::Leave);
+}
