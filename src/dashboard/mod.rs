@@ -147,3 +147,20 @@ async fn asset(Path(name): Path<String>) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Outcome;
+
+    /// Every outcome a call can end with has a label, a place in the chart and a colour.
+    #[test]
+    fn every_final_outcome_is_labelled_charted_and_coloured() {
+        for o in Outcome::ALL.into_iter().filter(|o| o.is_final()) {
+            let name = o.as_str();
+            assert!(APP_JS.contains(&format!("  {name}: \"")), "no label for {name} in app.js");
+            assert!(APP_JS.contains(&format!("\"{name}\"")), "{name} is not in app.js's OUTCOMES");
+            assert!(APP_CSS.contains(&format!(".o-{name} {{")), "no colour for {name} in app.css");
+        }
+    }
+}

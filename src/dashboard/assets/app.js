@@ -6,6 +6,7 @@
 const OUTCOMES = [
   "connected", "location_voicemail", "location_busy", "location_no_answer", "after_hours",
   "caller_hung_up", "queue_timeout", "dial_failed", "not_in_service", "missed",
+  "no_choice", "closed_while_waiting", "callback_connected", "callback_no_answer", "callback_canceled",
 ];
 const OUTCOME_LABELS = {
   pending: "under way",
@@ -19,6 +20,11 @@ const OUTCOME_LABELS = {
   dial_failed: "dial failed",
   not_in_service: "not in service",
   missed: "missed",
+  no_choice: "no menu choice",
+  closed_while_waiting: "closed while waiting",
+  callback_connected: "called back",
+  callback_no_answer: "callback unanswered",
+  callback_canceled: "callback canceled",
 };
 
 const $ = (id) => document.getElementById(id);
