@@ -482,6 +482,25 @@ impl Leg {
         }
     }
 
+    /// A `<Gather>`: its prompts, then the phone's next keypress 1 s later
+    /// (noted with `where_`), as the action's `Digits`; with none left it
+    /// waits its `timeout` and the document goes on (`None`).
+    async fn gather(&mut self, g: &twiml::Gather, where_: &str) -> Result<Option<Params>, Stop> {
+        for p in &g.prompts {
+            self.hear(p).await?;
+        }
+        let Some(digits) = self.inputs.pop_front() else {
+            self.wait(u64::from(g.timeout.unwrap_or(5)) * 1000).await?;
+            return Ok(None);
+        };
+        self.wait(1000).await?;
+        let digits = gathered(g, digits);
+        self.note(format!("pressed {digits}{where_}"));
+        let mut extra = Params::new();
+        extra.push("Digits", digits);
+        Ok(Some(extra))
+    }
+
     /// Runs one document's verbs. `Ok(Some)` moves to another document.
     async fn exec(&mut self, doc: twiml::Response) -> Result<Option<Next>, Stop> {
         for verb in doc.verbs {
@@ -490,20 +509,9 @@ impl Leg {
                 Verb::Play(p) => self.hear(&Prompt::Play(p)).await?,
                 Verb::Pause(p) => self.wait(pause_ms(&p)).await?,
                 Verb::Gather(g) => {
-                    for p in &g.prompts {
-                        self.hear(p).await?;
-                    }
-                    match self.inputs.pop_front() {
-                        Some(digits) => {
-                            self.wait(1000).await?;
-                            let digits = gathered(&g, digits);
-                            self.note(format!("pressed {digits}"));
-                            let mut extra = Params::new();
-                            extra.push("Digits", digits);
-                            let url = g.action.clone().unwrap_or_else(|| self.doc_url.clone());
-                            return Ok(Some(Next { src: Source::Url { url, method: method_str(g.method) }, extra }));
-                        }
-                        None => self.wait(u64::from(g.timeout.unwrap_or(5)) * 1000).await?,
+                    if let Some(extra) = self.gather(&g, "").await? {
+                        let url = g.action.clone().unwrap_or_else(|| self.doc_url.clone());
+                        return Ok(Some(Next { src: Source::Url { url, method: method_str(g.method) }, extra }));
                     }
                 }
                 Verb::Redirect(r) => {
@@ -832,21 +840,10 @@ impl Leg {
                 Verb::Play(p) => self.hear(&Prompt::Play(p)).await?,
                 Verb::Pause(p) => self.wait(pause_ms(&p)).await?,
                 Verb::Gather(g) => {
-                    for p in &g.prompts {
-                        self.hear(p).await?;
-                    }
-                    match self.inputs.pop_front() {
-                        Some(digits) => {
-                            self.wait(1000).await?;
-                            let digits = gathered(&g, digits);
-                            self.note(format!("pressed {digits} in the queue"));
-                            let mut extra = Params::new();
-                            extra.push("Digits", digits);
-                            let url =
-                                g.action.as_deref().map_or_else(|| self.doc_url.clone(), |a| resolve(&self.doc_url, a));
-                            return Ok(Some(WaitTurn::Gathered(WaitNext { url, method: method_str(g.method), extra })));
-                        }
-                        None => self.wait(u64::from(g.timeout.unwrap_or(5)) * 1000).await?,
+                    if let Some(extra) = self.gather(&g, " in the queue").await? {
+                        let url =
+                            g.action.as_deref().map_or_else(|| self.doc_url.clone(), |a| resolve(&self.doc_url, a));
+                        return Ok(Some(WaitTurn::Gathered(WaitNext { url, method: method_str(g.method), extra })));
                     }
                 }
                 Verb::Leave => return Err(Stop::Leave),
