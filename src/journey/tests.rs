@@ -1039,20 +1039,26 @@ fn a_callback_leaves_the_queue_creates_a_task_with_the_callers_place_and_calls_b
     assert!(done.commands.iter().any(|c| matches!(c, Command::CompleteTask { .. })), "{done:?}");
 }
 
-#[test]
-fn a_callback_nobody_answers_is_tried_again_later_then_given_up() {
-    let mut r = called_back(2);
-    r.on(Event::CallbackTaskCreated { task: task(2), round: 1 });
-    r.on(callback_created(2, 5));
-    r.on(placed(5, 1, 50));
-    r.on(answered(5, 50, AnsweredBy::Unknown));
-    r.on(Event::LegScreened {
-        reservation: res(5),
+/// One try of a callback: its task (`task`, created for `round`) reserved as
+/// reservation `r`, whose leg `leg` answers and presses 1.
+fn accepted_try(run: &mut Run, (t, round): (u32, u32), r: u32, leg: u32) {
+    run.on(Event::CallbackTaskCreated { task: task(t), round });
+    run.on(callback_created(t, r));
+    run.on(placed(r, 1, leg));
+    run.on(answered(r, leg, AnsweredBy::Unknown));
+    run.on(Event::LegScreened {
+        reservation: res(r),
         attempt: Some(1),
-        leg: call(50),
+        leg: call(leg),
         prompt: 1,
         key: ScreenKey::Accept,
     });
+}
+
+#[test]
+fn a_callback_nobody_answers_is_tried_again_later_then_given_up() {
+    let mut r = called_back(2);
+    accepted_try(&mut r, (2, 1), 5, 50);
     r.on(Event::ReservationAccepted { task: task(2), reservation: res(5) });
     let missed = r.on(Event::CallbackDialed { reservation: res(5), answered: false });
     assert_eq!(r.j.outcome(), Outcome::Pending, "one of two tries");
@@ -1062,17 +1068,7 @@ fn a_callback_nobody_answers_is_tried_again_later_then_given_up() {
     assert!(!r.after(1_000).on(Event::Tick).commands.iter().any(|c| matches!(c, Command::CreateCallbackTask { .. })));
     let again = r.after(CALLBACK_RETRY_MS).on(Event::Tick);
     assert!(again.commands.iter().any(|c| matches!(c, Command::CreateCallbackTask { round: 2, .. })), "{again:?}");
-    r.on(Event::CallbackTaskCreated { task: task(3), round: 2 });
-    r.on(callback_created(3, 6));
-    r.on(placed(6, 1, 60));
-    r.on(answered(6, 60, AnsweredBy::Unknown));
-    r.on(Event::LegScreened {
-        reservation: res(6),
-        attempt: Some(1),
-        leg: call(60),
-        prompt: 1,
-        key: ScreenKey::Accept,
-    });
+    accepted_try(&mut r, (3, 2), 6, 60);
     r.on(Event::CallbackDialed { reservation: res(6), answered: false });
     assert_eq!(r.j.outcome(), Outcome::CallbackNoAnswer);
 }
