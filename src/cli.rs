@@ -241,6 +241,14 @@ pub struct AddLocation {
     /// How many times the caller is called back before giving up (1-5, default 2).
     #[arg(long, requires = "callback")]
     pub callback_tries: Option<u32>,
+    /// A callback still waiting at closing time: `next-opening` (default) keeps it for the next
+    /// opening, `cancel` ends it (listed as callback_canceled).
+    #[arg(long, requires = "callback", value_parser = ["next-opening", "cancel"])]
+    pub callback_at_closing: Option<String>,
+    /// What callers still waiting at closing time get: `voicemail` (default) or `callback` (at the
+    /// next opening; needs --callback).
+    #[arg(long, value_parser = ["voicemail", "callback"])]
+    pub closing_policy: Option<String>,
     /// The location's language, one of `ivr.languages` (e.g. es-MX); unset: the first.
     #[arg(long)]
     pub language: Option<String>,
@@ -557,11 +565,19 @@ impl AddLocation {
             language: self.language.clone(),
             voice: self.voice.clone(),
             translations: Default::default(),
+            closing_policy: match self.closing_policy.as_deref() {
+                Some("callback") => crate::domain::ClosingPolicy::Callback,
+                _ => crate::domain::ClosingPolicy::Voicemail,
+            },
             callback: self.callback.then(|| {
                 let d = crate::domain::CallbackSpec::default();
                 crate::domain::CallbackSpec {
                     offer_after_secs: self.callback_after_secs.unwrap_or(d.offer_after_secs),
                     tries: self.callback_tries.unwrap_or(d.tries),
+                    at_closing: match self.callback_at_closing.as_deref() {
+                        Some("cancel") => crate::domain::AtClosing::Cancel,
+                        _ => crate::domain::AtClosing::NextOpening,
+                    },
                 }
             }),
         })
@@ -949,6 +965,36 @@ mod tests {
         assert!(kept.amd() && kept.screening_caller_name && kept.screening_timeout_secs == Some(12), "{kept:?}");
         // Without screening, AMD is what protects callers: it cannot be turned off.
         assert!(spec(&["--screening", "false", "--amd", "false"]).validate_shape().is_err());
+    }
+
+    #[test]
+    fn locations_add_takes_a_callback_policy() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["call-router", "locations", "add", "--name", "north", "--number", "+12025550143"];
+            args.extend_from_slice(&["--phone", "+14155550101", "--time-zone", "UTC"]);
+            args.extend_from_slice(extra);
+            match Cli::try_parse_from(args).map(|c| c.command) {
+                Ok(Command::Locations { command: LocationsCommand::Add(add), .. }) => Ok(add.to_spec().unwrap()),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        use crate::domain::{AtClosing, CallbackSpec};
+        assert_eq!(parse(&[]).unwrap().callback, None);
+        assert_eq!(parse(&["--callback"]).unwrap().callback, Some(CallbackSpec::default()));
+        let cancel = parse(&["--callback", "--callback-tries", "3", "--callback-at-closing", "cancel"]).unwrap();
+        assert_eq!(cancel.callback.map(|c| (c.tries, c.at_closing)), Some((3, AtClosing::Cancel)));
+        let next = parse(&["--callback", "--callback-at-closing", "next-opening"]).unwrap();
+        assert_eq!(next.callback.map(|c| c.at_closing), Some(AtClosing::NextOpening));
+        let bad = parse(&["--callback", "--callback-at-closing", "never"]).unwrap_err();
+        assert!(bad.contains("next-opening") && bad.contains("cancel"), "{bad}");
+        // The policy needs a callback.
+        assert!(parse(&["--callback-at-closing", "cancel"]).unwrap_err().contains("--callback"));
+        let closing = parse(&["--callback", "--closing-policy", "callback"]).unwrap();
+        assert_eq!(closing.closing_policy, crate::domain::ClosingPolicy::Callback);
+        closing.validate_shape().unwrap();
+        let without = parse(&["--closing-policy", "callback"]).unwrap();
+        assert_eq!(without.validate_shape().unwrap_err().field, "closing_policy");
     }
 
     #[test]

@@ -130,6 +130,30 @@ pub struct LocationSpec {
     /// is dialled back. Off when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<CallbackSpec>,
+    /// What a caller still waiting in the queue at closing time gets (with
+    /// no location leg ringing or answered): voicemail (the default), or a
+    /// callback at the next opening (needs `callback`).
+    #[serde(default, skip_serializing_if = "ClosingPolicy::is_voicemail")]
+    pub closing_policy: ClosingPolicy,
+}
+
+/// A location's closing policy for callers still waiting at closing time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClosingPolicy {
+    /// The location's voicemail (`closed_while_waiting`).
+    #[default]
+    Voicemail,
+    /// "We have closed for now; we will call you back when we open": the
+    /// caller hangs up and keeps their place, as if they had pressed 1 for a
+    /// callback; voicemail for a withheld number.
+    Callback,
+}
+
+impl ClosingPolicy {
+    fn is_voicemail(&self) -> bool {
+        *self == ClosingPolicy::Voicemail
+    }
 }
 
 /// A location's callback policy.
@@ -143,11 +167,37 @@ pub struct CallbackSpec {
     /// How many times the caller is called back before `callback_no_answer`.
     #[serde(default = "default_callback_tries")]
     pub tries: u32,
+    /// What a callback still waiting when the location closes does. It never
+    /// rings after closing either way.
+    #[serde(default, skip_serializing_if = "AtClosing::is_next_opening")]
+    pub at_closing: AtClosing,
 }
 
 impl Default for CallbackSpec {
     fn default() -> Self {
-        CallbackSpec { offer_after_secs: default_offer_after(), tries: default_callback_tries() }
+        CallbackSpec {
+            offer_after_secs: default_offer_after(),
+            tries: default_callback_tries(),
+            at_closing: AtClosing::default(),
+        }
+    }
+}
+
+/// A callback's fate at closing time, when no location leg is in play.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AtClosing {
+    /// Its task is canceled and a new one, keeping the caller's place, is
+    /// created when the location next opens (within [`crate::hours::HORIZON_DAYS`]).
+    #[default]
+    NextOpening,
+    /// It ends as `callback_canceled`, listed for staff in `/api/calls`.
+    Cancel,
+}
+
+impl AtClosing {
+    fn is_next_opening(&self) -> bool {
+        *self == AtClosing::NextOpening
     }
 }
 
@@ -257,6 +307,7 @@ impl LocationSpec {
             voice: None,
             translations: BTreeMap::new(),
             callback: None,
+            closing_policy: ClosingPolicy::Voicemail,
         }
     }
 
@@ -453,6 +504,18 @@ impl Location {
             }
             if !(1..=5).contains(&cb.tries) {
                 return Err(err("callback.tries", format!("{} must be between 1 and 5", cb.tries)));
+            }
+        }
+        if spec.closing_policy == ClosingPolicy::Callback {
+            match spec.callback {
+                None => return Err(err("closing_policy", "\"callback\" needs `callback` set for the location")),
+                Some(cb) if cb.at_closing != AtClosing::NextOpening => {
+                    return Err(err(
+                        "closing_policy",
+                        "\"callback\" needs callback.at_closing = \"next_opening\": a callback made at closing time waits for the opening",
+                    ));
+                }
+                Some(_) => {}
             }
         }
         match (&spec.overflow, spec.overflow_after_secs) {
@@ -1090,7 +1153,23 @@ hours = { time_zone = "America/New_York" }
 callback = { offer_after_secs = 30 }"#,
         )
         .unwrap();
-        assert_eq!(parsed.callback, Some(CallbackSpec { offer_after_secs: 30, tries: 2 }));
+        assert_eq!(parsed.callback, Some(CallbackSpec { offer_after_secs: 30, ..CallbackSpec::default() }));
+        assert_eq!(parsed.callback.unwrap().at_closing, AtClosing::NextOpening, "the default");
+        // A closing policy of callback needs a callback that waits for the opening.
+        let closing = |cb: Option<CallbackSpec>| {
+            LocationSpec { closing_policy: ClosingPolicy::Callback, callback: cb, ..north.clone() }.validate_shape()
+        };
+        assert!(closing(Some(CallbackSpec::default())).is_ok());
+        assert_eq!(closing(None).unwrap_err().field, "closing_policy");
+        let cancel = CallbackSpec { at_closing: AtClosing::Cancel, ..CallbackSpec::default() };
+        assert!(closing(Some(cancel)).unwrap_err().message.contains("next_opening"));
+        assert_eq!(north.closing_policy, ClosingPolicy::Voicemail, "the default");
+        let cancel: CallbackSpec = toml::from_str(r#"at_closing = "cancel""#).unwrap();
+        assert_eq!(cancel.at_closing, AtClosing::Cancel);
+        let e = toml::from_str::<CallbackSpec>(r#"at_closing = "never""#).unwrap_err().to_string();
+        assert!(e.contains("next_opening") && e.contains("cancel"), "the choices are named: {e}");
+        // Written back, the default stays unwritten.
+        assert!(!toml::to_string(&CallbackSpec::default()).unwrap().contains("at_closing"));
     }
 
     #[test]

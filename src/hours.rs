@@ -463,6 +463,30 @@ impl Schedule {
         Ok(Schedule { tz, tz_name, weekly, holidays, recurring, closures })
     }
 
+    /// Up to `max` open periods that start after `t`, in order, each as
+    /// (opens, closes); fewer when nothing more opens within [`HORIZON_DAYS`].
+    /// A period that does not close within the horizon ends the list.
+    pub fn open_periods_after(&self, t: Timestamp, max: usize) -> Vec<(Timestamp, Timestamp)> {
+        let mut periods = Vec::new();
+        let mut at = t;
+        // Open at `t`: the periods after this one.
+        if let Status::Open { closes_at } = self.status_at(at) {
+            at = closes_at.timestamp();
+        }
+        while periods.len() < max {
+            let Status::Closed { opens_at: Some(opens), .. } = self.status_at(at) else { break };
+            let opens = opens.timestamp();
+            let Status::Open { closes_at } = self.status_at(opens) else { break };
+            let closes = closes_at.timestamp();
+            periods.push((opens, closes));
+            if closes <= opens {
+                break;
+            }
+            at = closes;
+        }
+        periods
+    }
+
     /// The time of day at `t` on the location's clock ("10:32").
     pub fn clock_time(&self, t: Timestamp) -> String {
         let dt = self.tz.to_datetime(t);
@@ -773,6 +797,38 @@ mod tests {
             assert_eq!(&show(&schedule.status_at(ts(now))), want, "at {now}");
             assert_eq!(schedule.is_open(ts(now)), want.starts_with("open"), "is_open at {now}");
         }
+    }
+
+    #[test]
+    fn open_periods_after_list_the_next_openings_in_order() {
+        // Weekdays 09:00-17:00 in New York; 2026-06-01 is a Monday; the Tuesday is a holiday.
+        let mut hours = spec(NY, "mon 09:00-17:00; tue 09:00-17:00; wed 09:00-17:00; thu 09:00-17:00; fri 09:00-17:00");
+        hours.holidays.push(holiday("2026-06-02", Some("Closed")));
+        let schedule = Schedule::from_spec(&hours).unwrap();
+        let show = |periods: Vec<(Timestamp, Timestamp)>| {
+            let tz = TimeZone::get(NY).unwrap();
+            periods
+                .iter()
+                .map(|(o, c)| {
+                    let f = |t: &Timestamp| ZonedDateTime::new(*t, tz.clone()).strftime("%a %H:%M").to_string();
+                    format!("{}-{}", f(o), f(c))
+                })
+                .collect::<Vec<_>>()
+        };
+        // From Monday at closing time: the holiday is skipped.
+        let from_closing = schedule.open_periods_after(ts("2026-06-01T17:00-04:00"), 3);
+        assert_eq!(show(from_closing), ["Wed 09:00-Wed 17:00", "Thu 09:00-Thu 17:00", "Fri 09:00-Fri 17:00"]);
+        // From inside an open period: the periods after it; the weekend is skipped.
+        let from_open = schedule.open_periods_after(ts("2026-06-05T10:00-04:00"), 2);
+        assert_eq!(show(from_open), ["Mon 09:00-Mon 17:00", "Tue 09:00-Tue 17:00"]);
+        assert!(schedule.open_periods_after(ts("2026-06-01T17:00-04:00"), 0).is_empty());
+        // Never open: nothing; always open: nothing after the open period.
+        let never = Schedule::from_spec(&spec(NY, "")).unwrap();
+        assert!(never.open_periods_after(ts("2026-06-01T17:00-04:00"), 3).is_empty());
+        let always =
+            Schedule::from_spec(&HoursSpec { weekly: WeeklySpec::every_day(&["00:00-24:00"]), ..spec(NY, "") })
+                .unwrap();
+        assert!(always.open_periods_after(ts("2026-06-01T17:00-04:00"), 3).is_empty());
     }
 
     /// Split shifts on Monday, all of Tuesday and Wednesday, Friday night into Saturday and Sunday

@@ -74,7 +74,8 @@ mod tests;
 mod world;
 
 pub use event::{
-    AnsweredBy, CallStatus, DialTarget, Event, QueueResult, ReservationEnd, ReservationStatus, ScreenKey, TaskStatus,
+    AnsweredBy, CallStatus, DialTarget, Event, MAX_LATER_OPENINGS, OpenPeriod, QueueResult, ReservationEnd,
+    ReservationStatus, ScreenKey, TaskStatus,
 };
 pub use state::{CallerState, TaskEnd};
 
@@ -179,6 +180,13 @@ pub struct Journey {
     /// A step at or after `closes_at_ms` has run: no more dials.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     closed_now: bool,
+    /// Set when a callback waits for the next opening: the start of the open
+    /// period `closes_at_ms` ends (closed before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    opens_at_ms: Option<i64>,
+    /// The location's later open periods (see [`Event::ClosingTime`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    later: Vec<OpenPeriod>,
     /// The voicemails the caller left (one, in practice).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     voicemails: Vec<Voicemail>,
@@ -205,6 +213,8 @@ impl Default for Journey {
             redirect: None,
             closes_at_ms: None,
             closed_now: false,
+            opens_at_ms: None,
+            later: Vec::new(),
             voicemails: Vec::new(),
             wait: Waiting::default(),
             language: None,
@@ -586,6 +596,13 @@ impl Journey {
                 .filter_map(|r| r.accept.and_then(|e| e.retry_at())),
         );
         at.into_iter().min().and_then(|ms| Timestamp::from_millisecond(ms).ok())
+    }
+
+    /// The location is closed at `now`, as far as the journey knows: past its
+    /// closing time, or (for a callback that waits for it) before the next
+    /// opening. No dial starts then.
+    pub(crate) fn closed(&self, now: i64) -> bool {
+        self.closes_at_ms.is_some_and(|t| now >= t) || self.opens_at_ms.is_some_and(|o| now < o)
     }
 
     /// Someone still waits for the location: the caller in the queue, or a

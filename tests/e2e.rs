@@ -373,6 +373,7 @@ on_both_backends!(
     a_spanish_callers_fallback_after_a_busy_line_is_in_spanish,
     a_spanish_speaking_location_greets_in_spanish_and_screens_in_spanish,
     a_caller_who_chooses_a_callback_hangs_up_and_is_called_back_when_the_location_accepts,
+    a_callback_still_waiting_at_closing_time_waits_for_the_next_opening_and_keeps_its_place,
     phones_in_order_the_first_is_busy_and_the_second_answers,
     phones_in_order_nobody_answers_each_is_dialled_once_then_voicemail,
     phones_all_at_once_the_first_to_answer_wins_and_the_other_is_hung_up,
@@ -1398,12 +1399,94 @@ async fn set_on_shift(w: &World, location: &str, on: bool) {
     api.update_worker(&ws, &worker.sid, &p).await.unwrap();
 }
 
+/// A callback not reached by closing time (nobody on shift) waits for the next opening: its
+/// task is canceled at closing, no task exists while closed, and at the opening a new one, with
+/// the same place in line, rings the location, which calls the caller back. Hours are whole
+/// minutes, so the location is closed for one minute (a closure), read on a business clock set a
+/// few seconds before it: the case takes a little over a minute.
+async fn a_callback_still_waiting_at_closing_time_waits_for_the_next_opening_and_keeps_its_place(backend: Backend) {
+    let tz = jiff::tz::TimeZone::get("America/New_York").unwrap();
+    let wall = jiff::Timestamp::now();
+    let closes = jiff::Timestamp::from_millisecond(wall.as_millisecond() / 60_000 * 60_000).unwrap();
+    let opens = closes + jiff::SignedDuration::from_mins(1);
+    let clock = Clock::reading(closes - CLOSING_LEAD, wall);
+    let (closes_ms, opens_ms) = (clock.wall_ms(closes), clock.wall_ms(opens));
+    let local = |t: jiff::Timestamp| tz.to_datetime(t).strftime("%Y-%m-%dT%H:%M").to_string();
+    let closures = vec![call_router::hours::ClosureSpec {
+        from: local(closes),
+        to: local(opens),
+        reason: Some("staff meeting".into()),
+        message: None,
+    }];
+    let receptionist = Behaviour::Person { rings: 1, talk_secs: 30, digits: Some("1".into()) };
+    let Some(w) = world_clocked(backend, SLOWER, clock, receptionist, "", |l| {
+        l[0].screening = true;
+        l[0].callback = Some(call_router::domain::CallbackSpec { offer_after_secs: 0, ..Default::default() });
+        l[0].hours.closures = closures;
+    })
+    .await
+    else {
+        return;
+    };
+    // Nobody is on shift: the caller presses 1 and hangs up; the callback's task waits.
+    set_on_shift(&w, "north", false).await;
+    let call = PlaceCall { from: CALLER.into(), to: MAIN.into(), digits: Some("1".into()), patience_secs: Some(600) };
+    let sid = w.client.place_call(&call).await.unwrap();
+    let summary = w.client.wait_for_call_end(&sid, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(summary["queue_result"], "leave", "{summary}");
+    assert!(jiff::Timestamp::now().as_millisecond() < closes_ms, "the lead ({CLOSING_LEAD:?}) ran out");
+    let mut created = Vec::new();
+    for _ in 0..500 {
+        created = w.rest("POST", "/Tasks").await;
+        if !created.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(created.len(), 1, "{created:#?}");
+    let first_task = w.store.call(&sid).await.unwrap().and_then(|c| c.task_sid).expect("the callback's task");
+
+    // Closing time: the task is canceled; the callback waits (not canceled), and someone
+    // comes on shift during the closure, which rings nobody.
+    let until = |t: i64| Duration::from_millis((t - jiff::Timestamp::now().as_millisecond()).max(0) as u64);
+    tokio::time::sleep(until(closes_ms) + Duration::from_secs(2)).await;
+    for _ in 0..500 {
+        if w.task(&first_task).await["assignment_status"] == "canceled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(w.task(&first_task).await["assignment_status"], "canceled");
+    assert_eq!(w.store.call(&sid).await.unwrap().unwrap().outcome, Outcome::Pending, "it waits for the opening");
+    set_on_shift(&w, "north", true).await;
+    tokio::time::sleep(until(opens_ms).saturating_sub(Duration::from_secs(2))).await;
+    assert_eq!(w.rest("POST", "/Tasks").await.len(), 1, "no task while closed");
+    assert!(w.rest("POST", "/Calls.json").await.is_empty(), "nobody rung while closed");
+
+    // The opening: a second task with the same place; north presses 1 and calls the caller back.
+    let record = w.settled(&sid).await;
+    assert!(jiff::Timestamp::now().as_millisecond() >= opens_ms);
+    assert_eq!(record.outcome, Outcome::CallbackConnected);
+    let created = w.rest("POST", "/Tasks").await;
+    assert_eq!(created.len(), 2, "{created:#?}");
+    let vst = |e: &Exchange| e.params.get("VirtualStartTime").map(str::to_owned);
+    assert_eq!(vst(&created[0]), vst(&created[1]), "the same place in line");
+    let dials = w.rest("POST", "/Calls.json").await;
+    assert_eq!(dials.iter().map(|d| d.params.get("To").unwrap_or_default()).collect::<Vec<_>>(), [NORTH_PHONE]);
+    w.quiet().await;
+    let second_task = record.task_sid.clone().expect("the second task");
+    assert_ne!(second_task, first_task);
+    assert_eq!(w.task(&second_task).await["assignment_status"], "completed");
+    w.finish().await;
+}
+
 async fn a_caller_who_chooses_a_callback_hangs_up_and_is_called_back_when_the_location_accepts(backend: Backend) {
     // The receptionist presses 1 at the screening prompt.
     let receptionist = Behaviour::Person { rings: 1, talk_secs: 30, digits: Some("1".into()) };
     let Some(w) = world_scaled(backend, SLOWER, receptionist, "", |north| {
         north.screening = true;
-        north.callback = Some(call_router::domain::CallbackSpec { offer_after_secs: 0, tries: 2 });
+        north.callback =
+            Some(call_router::domain::CallbackSpec { offer_after_secs: 0, tries: 2, ..Default::default() });
     })
     .await
     else {

@@ -801,7 +801,10 @@ async fn a_waiting_caller_may_press_1_for_a_callback_and_is_told_when_they_hang_
     let app = spawn_app_of(
         "",
         |_| {},
-        |specs| specs[0].callback = Some(call_router::domain::CallbackSpec { offer_after_secs: 30, tries: 2 }),
+        |specs| {
+            specs[0].callback =
+                Some(call_router::domain::CallbackSpec { offer_after_secs: 30, tries: 2, ..Default::default() })
+        },
     )
     .await;
     twiml(app.post_signed("/incoming-call", &inbound(TWILIO_NUMBER)).await).await;

@@ -355,6 +355,8 @@ struct RawLocation {
     #[serde(default)]
     translations: BTreeMap<String, crate::domain::LocationText>,
     callback: Option<crate::domain::CallbackSpec>,
+    #[serde(default)]
+    closing_policy: crate::domain::ClosingPolicy,
 }
 
 fn one() -> u32 {
@@ -551,6 +553,7 @@ impl Scenario {
                         voice: l.voice,
                         translations: l.translations,
                         callback: l.callback,
+                        closing_policy: l.closing_policy,
                     };
                     spec.validate().map_err(|e| bad(format!("locations[{i}].{}", e.field), e.message))?;
                     Ok(spec)

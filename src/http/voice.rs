@@ -184,7 +184,20 @@ async fn route_to(
         let mut events = vec![Event::CallerEnqueued { location: l.name.clone(), language: language.clone() }];
         // Hours are checked again while the caller waits: the journey acts at closing time.
         if let crate::hours::Status::Open { closes_at } = l.schedule.status_at(now) {
-            events.push(Event::ClosingTime { at_ms: clock.wall_ms(closes_at.timestamp()) });
+            // A callback that may wait for the next opening needs to know when that is.
+            let waits = l.spec.callback.is_some_and(|c| c.at_closing == crate::domain::AtClosing::NextOpening);
+            let later = match waits {
+                true => l.schedule.open_periods_after(closes_at.timestamp(), crate::journey::MAX_LATER_OPENINGS),
+                false => Vec::new(),
+            };
+            let later = later
+                .into_iter()
+                .map(|(o, c)| crate::journey::OpenPeriod {
+                    opens_at_ms: clock.wall_ms(o),
+                    closes_at_ms: clock.wall_ms(c),
+                })
+                .collect();
+            events.push(Event::ClosingTime { at_ms: clock.wall_ms(closes_at.timestamp()), later });
         }
         events
     };
@@ -300,7 +313,8 @@ pub(super) async fn callback_choice(State(state): State<AppState>, req: TwilioRe
         tracing::info!(digits, "no callback: the caller holds on");
         return Ok(TwiML(ivr::empty()));
     };
-    let event = Event::CallbackChosen { number, tries: policy.tries };
+    let wait_for_opening = policy.at_closing == crate::domain::AtClosing::NextOpening;
+    let event = Event::CallbackChosen { number, tries: policy.tries, wait_for_opening };
     let d = Delivery::to_keys([call.to_string()], vec![event], state.policy()).with_audit(
         "voice",
         "callback.chosen",

@@ -65,8 +65,21 @@ impl Journey {
     /// At closing time no new dial starts, and a caller still waiting with no
     /// leg in play is settled `closed_while_waiting` (and redirected to
     /// voicemail below). A leg ringing or answered then is never cut: its
-    /// own end decides.
+    /// own end decides. A callback never rings after closing: with no leg in
+    /// play it lets its task go and waits for the next opening (the open
+    /// period it is in becomes the one to close), or it ends as canceled.
     fn drive_closing(&mut self, now: i64) {
+        if self.outcome == Outcome::Pending
+            && self.closed(now)
+            && !self.leg_in_play()
+            && let (Some(cb), Some(task)) = (self.callback.as_mut(), &self.task)
+            && cb.wait_for_opening
+            && !task.status.is_final()
+            && !cb.let_go(&task.sid)
+        {
+            // A task created or adopted while closed is let go too.
+            cb.closed_task = Some(task.sid.clone());
+        }
         if self.closes_at_ms.is_none_or(|t| now < t) {
             return;
         }
@@ -74,9 +87,25 @@ impl Journey {
         if self.outcome == Outcome::Pending && self.caller.state == CallerState::Queued && !self.leg_in_play() {
             self.settle(Outcome::ClosedWhileWaiting);
         }
-        // A callback never rings after closing: it ends, and is listed as canceled.
-        if self.outcome == Outcome::Pending && self.callback.is_some() && !self.leg_in_play() {
-            self.settle(Outcome::CallbackCanceled);
+        if self.outcome != Outcome::Pending || self.leg_in_play() {
+            return;
+        }
+        let Some(cb) = self.callback.as_mut() else { return };
+        // The next open period that has not ended yet.
+        let next = self.later.iter().position(|p| p.closes_at_ms > now);
+        match next.filter(|_| cb.wait_for_opening) {
+            Some(k) => {
+                let period = self.later[k];
+                self.later.drain(..=k);
+                self.opens_at_ms = Some(period.opens_at_ms);
+                self.closes_at_ms = Some(period.closes_at_ms);
+                self.closed_now = false;
+                cb.next_at_ms = cb.next_at_ms.max(period.opens_at_ms);
+                if let Some(task) = self.task.as_ref().filter(|t| !t.status.is_final() && !cb.let_go(&t.sid)) {
+                    cb.closed_task = Some(task.sid.clone());
+                }
+            }
+            None => self.settle(Outcome::CallbackCanceled),
         }
     }
 
@@ -85,21 +114,24 @@ impl Journey {
     /// again after a back-off if the dispatcher gave up on it.
     fn drive_callback(&mut self, cx: &mut Cx) {
         let now = cx.now;
+        let closed = self.closed(now);
         let (Some(cb), Some(call), Some(location)) = (self.callback.as_mut(), &self.caller.sid, &self.location) else {
             return;
         };
-        if self.outcome != Outcome::Pending || self.closes_at_ms.is_some_and(|t| now >= t) {
+        if self.outcome != Outcome::Pending {
             return;
         }
-        // The last try's task is done with: it is no longer the journey's.
-        if let Some(t) = self.task.as_ref().filter(|t| t.status.is_final() && cb.ended_task.as_ref() == Some(&t.sid)) {
+        // The last try's task is done with (or the location closed on it): it
+        // is no longer the journey's.
+        if let Some(t) = self.task.as_ref().filter(|t| t.status.is_final() && cb.let_go(&t.sid)) {
             cb.old_tasks.push(t.sid.clone());
             self.task = None;
             for r in &mut self.reservations {
                 r.end(ReservationEnd::Canceled);
             }
         }
-        if self.task.is_some() || now < cb.next_at_ms {
+        // Nothing is created while the location is closed.
+        if closed || self.task.is_some() || now < cb.next_at_ms {
             return;
         }
         let effort = match &mut cb.create {
@@ -156,7 +188,7 @@ impl Journey {
         let now = cx.now;
         let may_dial = self.awaits_location() && self.task.as_ref().is_some_and(|t| !t.status.is_final());
         // After closing no new dial starts; one already on its way goes on.
-        let may_start = may_dial && self.closes_at_ms.is_none_or(|t| now < t);
+        let may_start = may_dial && !self.closed(now);
         let blocked = self.dial_blocked(i);
         let serves = self.serves(i);
         // Without a task nothing is dialled, but withdrawals and look-ups go on.
@@ -439,11 +471,12 @@ impl Journey {
         let took = matches!(self.outcome, Outcome::Connected | Outcome::CallbackConnected)
             || matches!(task.status, TaskStatus::Assigned | TaskStatus::Wrapping)
             || self.reservations.iter().any(|r| r.status.took());
+        let closed_on = self.callback.as_ref().is_some_and(|cb| cb.closed_task.as_ref() == Some(&task.sid));
         if took {
-            // A callback's task is over once its call to the caller ended; the
-            // caller's own leg ended long before.
+            // A callback's task is over once its call to the caller ended (or
+            // the location closed on it); the caller's own leg ended long before.
             let over = match &self.callback {
-                Some(cb) => cb.ended_task.as_ref() == Some(&task.sid) || self.outcome.is_final(),
+                Some(cb) => cb.let_go(&task.sid) || self.outcome.is_final(),
                 None => {
                     task.status == TaskStatus::Wrapping
                         || self.reservations.iter().any(|r| r.status == ResState::Wrapping)
@@ -451,7 +484,7 @@ impl Journey {
                 }
             };
             over.then_some(TaskEnd::Complete)
-        } else if self.outcome.is_final() {
+        } else if self.outcome.is_final() || closed_on {
             Some(TaskEnd::Cancel)
         } else {
             None

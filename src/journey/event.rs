@@ -33,8 +33,14 @@ pub enum Event {
     /// When the location the caller waits for closes, from its hours at the
     /// time the caller was enqueued. A caller still waiting then, with no leg
     /// ringing or answered, is sent to voicemail (`closed_while_waiting`);
-    /// no dial starts after it.
-    ClosingTime { at_ms: i64 },
+    /// no dial starts after it. `later` lists the location's next open
+    /// periods, in order, for a callback that waits for the next opening
+    /// (at most [`MAX_LATER_OPENINGS`]; empty when it has no such callback).
+    ClosingTime {
+        at_ms: i64,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        later: Vec<OpenPeriod>,
+    },
     /// `/hold`, the queue's `waitUrl`. Answered with [`super::Answer::Hold`] or
     /// [`super::Answer::Leave`]. It carries the location's settings for what
     /// a waiting caller hears: announce their place every
@@ -53,8 +59,15 @@ pub enum Event {
     /// `/callback-choice`: the waiting caller pressed 1 to hang up and be
     /// called back at `number`, keeping their place; the location tries to
     /// reach them `tries` times. Answered with [`super::Answer::Leave`] when
-    /// taken, else nothing (the caller holds on).
-    CallbackChosen { number: E164, tries: u32 },
+    /// taken, else nothing (the caller holds on). With `wait_for_opening`, a
+    /// callback still waiting at closing time waits for the next opening
+    /// (see `ClosingTime`'s `later`); without, it ends `callback_canceled`.
+    CallbackChosen {
+        number: E164,
+        tries: u32,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        wait_for_opening: bool,
+    },
     /// The dispatcher created the callback's task (round `round`).
     CallbackTaskCreated { task: TaskSid, round: u32 },
     /// `/callback-dialed`: the location's leg dialled the caller back for
@@ -145,6 +158,17 @@ pub enum Event {
     /// The scheduler's wake-up at [`super::Journey::wake_at`] (early or late
     /// ticks are harmless).
     Tick,
+}
+
+/// How many of a location's later open periods a [`Event::ClosingTime`]
+/// carries: a callback not reached in them ends `callback_canceled`.
+pub const MAX_LATER_OPENINGS: usize = 8;
+
+/// A time the location is open, from `opens_at_ms` until `closes_at_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenPeriod {
+    pub opens_at_ms: i64,
+    pub closes_at_ms: i64,
 }
 
 /// Where a reservation's dial goes, from the task's attributes.

@@ -9,8 +9,8 @@ use super::state::{
 use super::{
     ANSWERED_GRACE_SECS, Answer, AnsweredBy, BRIDGE_EVIDENCE_MS, CALLBACK_OFFER_EVERY_SECS, CALLBACK_RETRY_MS,
     COMFORT_EVERY_SECS, CallStatus, Command, Cx, DialTarget, Event, Journey, LAST_OFFER_SECS, LOOKUP_AFTER_MS,
-    MAX_LOOKUPS, QueueResult, REDIRECT_GRACE_MS, ReservationEnd, ReservationStatus, SCREEN_PROMPTS, ScreenKey,
-    TRANSCRIPTION_WAIT_MS, TaskStatus, Transfer,
+    MAX_LATER_OPENINGS, MAX_LOOKUPS, QueueResult, REDIRECT_GRACE_MS, ReservationEnd, ReservationStatus, SCREEN_PROMPTS,
+    ScreenKey, TRANSCRIPTION_WAIT_MS, TaskStatus, Transfer,
 };
 use crate::config::AnsweredByPolicy;
 use crate::domain::Outcome;
@@ -37,13 +37,20 @@ impl Journey {
                 self.settle(outcome);
                 self.caller.advance(CallerState::Diverted);
             }
-            Event::ClosingTime { at_ms } => {
-                self.closes_at_ms.get_or_insert(at_ms);
+            Event::ClosingTime { at_ms, later } => {
+                // The first one (from the caller's arrival) holds.
+                if self.closes_at_ms.is_none() {
+                    self.closes_at_ms = Some(at_ms);
+                    self.later =
+                        later.into_iter().filter(|p| p.opens_at_ms >= at_ms).take(MAX_LATER_OPENINGS).collect();
+                }
             }
             Event::Hold { queue_time_secs, announce_every_secs, comfort, callback_after_secs } => {
                 return self.on_hold(queue_time_secs, announce_every_secs, comfort, callback_after_secs, cx);
             }
-            Event::CallbackChosen { number, tries } => return self.callback_chosen(number, tries, now),
+            Event::CallbackChosen { number, tries, wait_for_opening } => {
+                return self.callback_chosen(number, tries, wait_for_opening, now);
+            }
             Event::CallbackTaskCreated { task, round } => {
                 let adopt = self.task.is_none();
                 if let Some(cb) = &mut self.callback
@@ -312,7 +319,9 @@ impl Journey {
                 let last_offer = callback_after_secs.is_some()
                     && queue_time_secs >= max
                     && queue_time_secs < max.saturating_add(LAST_OFFER_SECS);
-                if queue_time_secs >= max && !grace && last_offer {
+                // Closing time comes first: no offer to a caller it sends on.
+                let closed = self.closed(cx.now) && !self.leg_in_play();
+                if queue_time_secs >= max && !grace && last_offer && !closed {
                     let w = &mut self.wait;
                     let due = w.offered_secs.is_none_or(|t| t < max || t == queue_time_secs);
                     if due {
@@ -323,7 +332,7 @@ impl Journey {
                     self.settle(Outcome::QueueTimeout);
                     self.caller.advance(CallerState::Diverted);
                     Answer::Leave
-                } else if self.closes_at_ms.is_some_and(|t| cx.now >= t) && !self.leg_in_play() {
+                } else if closed {
                     // Closed while waiting: out of the queue now, no REST redirect needed.
                     self.settle(Outcome::ClosedWhileWaiting);
                     self.caller.advance(CallerState::Diverted);
@@ -416,7 +425,7 @@ impl Journey {
     /// and callback tasks take over, keeping their place. Refused (the
     /// caller holds on) once a location leg has answered, or when the
     /// caller no longer waits in the queue.
-    fn callback_chosen(&mut self, number: twilio::E164, tries: u32, now: i64) -> Answer {
+    fn callback_chosen(&mut self, number: twilio::E164, tries: u32, wait_for_opening: bool, now: i64) -> Answer {
         if self.callback.is_some() {
             // Twilio asked again: the same answer while the caller is still there.
             return if self.caller.state.waiting() || self.caller.state == CallerState::Diverted {
@@ -448,6 +457,8 @@ impl Journey {
             next_at_ms: now,
             old_tasks: old.into_iter().collect(),
             ended_task: None,
+            wait_for_opening,
+            closed_task: None,
         });
         self.caller.advance(CallerState::Diverted);
         Answer::Leave
@@ -853,8 +864,14 @@ impl Journey {
         for r in &mut self.reservations {
             r.end(ReservationEnd::Canceled);
         }
-        // A callback's task canceled (its time ran out, or someone canceled it).
-        self.settle(if self.callback.is_some() { Outcome::CallbackCanceled } else { Outcome::CallerHungUp });
+        let sid = self.task.as_ref().map(|t| &t.sid);
+        match &self.callback {
+            None => self.settle(Outcome::CallerHungUp),
+            // Let go at closing time: the next opening's task takes over.
+            Some(cb) if sid.is_some_and(|t| cb.let_go(t)) => {}
+            // A callback's task canceled (its time ran out, or someone canceled it).
+            Some(_) => self.settle(Outcome::CallbackCanceled),
+        }
     }
 
     /// Only an assigned task can be completed: someone took the call.
@@ -866,7 +883,8 @@ impl Journey {
         match &self.callback {
             None => self.settle(Outcome::Connected),
             // Completed after its call to the caller: that call decided.
-            Some(cb) if cb.ended_task.is_some() && cb.ended_task.as_ref() == self.task.as_ref().map(|t| &t.sid) => {}
+            // (Or it was let go at closing time.)
+            Some(cb) if self.task.as_ref().is_some_and(|t| cb.let_go(&t.sid)) => {}
             Some(_) => self.settle(Outcome::CallbackCanceled),
         }
     }

@@ -57,8 +57,8 @@ impl Checker {
                 prop_assert!(was_pending, "dialled a reservation that had ended {}", ctx());
                 prop_assert!(after.awaits_location(), "dialled for a caller who is not waiting {}", ctx());
                 prop_assert!(
-                    after.closes_at_ms.is_none_or(|t| now.as_millisecond() < t),
-                    "dialled after the location closed {}",
+                    !before.closed(now.as_millisecond()) && !after.closed(now.as_millisecond()),
+                    "dialled while the location is closed {}",
                     ctx()
                 );
                 let attempts = r.map(|r| r.attempts.as_slice()).unwrap_or_default();
@@ -413,6 +413,32 @@ impl Checker {
             && after.caller.state == CallerState::Queued
         {
             prop_assert!(after.leg_in_play(), "a caller left waiting after closing {}", ctx());
+        }
+
+        // 10c. A callback never rings after closing: while the location is
+        //      closed and no leg is in play, it waits for the next opening with
+        //      its task let go (canceled), or it has ended; no task is created.
+        if after.outcome == Outcome::Pending
+            && after.closed(now.as_millisecond())
+            && !after.leg_in_play()
+            && let Some(cb) = &after.callback
+        {
+            prop_assert!(cb.wait_for_opening, "a callback kept past closing {}", ctx());
+            prop_assert!(
+                after.opens_at_ms.is_some_and(|o| o > now.as_millisecond()) || after.closes_at_ms.is_none(),
+                "a callback waits past closing with no opening ahead {}",
+                ctx()
+            );
+            prop_assert!(
+                after.task.as_ref().is_none_or(|t| t.status.is_final() || cb.let_go(&t.sid)),
+                "a callback's task kept while the location is closed {}",
+                ctx()
+            );
+        }
+        for c in &step.commands {
+            if let Command::CreateCallbackTask { .. } = c {
+                prop_assert!(!after.closed(now.as_millisecond()), "a callback's task created while closed {}", ctx());
+            }
         }
 
         // 11. A voicemail's recipients hear of it once, and only of a recording:

@@ -480,4 +480,18 @@ pub(super) struct Callback {
     /// The task whose call to the caller has ended (it is completed next).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) ended_task: Option<TaskSid>,
+    /// Wait for the next opening at closing time (else end there).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) wait_for_opening: bool,
+    /// The task let go because the location closed (it is canceled next; a
+    /// new one is created at the next opening).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) closed_task: Option<TaskSid>,
+}
+
+impl Callback {
+    /// `task` is done with: its call to the caller ended, or the location closed.
+    pub(super) fn let_go(&self, task: &TaskSid) -> bool {
+        self.ended_task.as_ref() == Some(task) || self.closed_task.as_ref() == Some(task)
+    }
 }

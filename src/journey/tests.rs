@@ -602,7 +602,7 @@ fn a_caller_waiting_at_closing_time_is_sent_to_voicemail() {
     let closed = Outcome::ClosedWhileWaiting;
     // No reservation yet (every line busy): the tick at closing time redirects.
     let mut run = Run::queued();
-    run.on(Event::ClosingTime { at_ms: run.now + 60_000 });
+    run.on(Event::ClosingTime { at_ms: run.now + 60_000, later: vec![] });
     assert_eq!(run.j.wake_at(), Some(at(run.now + 60_000)), "a wake-up at closing time");
     assert_eq!(run.after(59_999).on(Event::Tick).commands, []);
     let step = run.tick_at_wake();
@@ -612,7 +612,7 @@ fn a_caller_waiting_at_closing_time_is_sent_to_voicemail() {
 
     // With a task and no leg: at `/hold` after closing, the caller leaves at once.
     let mut run = Run::queued();
-    run.on(Event::ClosingTime { at_ms: run.now + 1_000 });
+    run.on(Event::ClosingTime { at_ms: run.now + 1_000, later: vec![] });
     run.on(created(1));
     run.on(ended(1, ReservationEnd::Timeout));
     run.now += 1_000;
@@ -628,7 +628,7 @@ fn a_caller_waiting_at_closing_time_is_sent_to_voicemail() {
 #[test]
 fn closing_time_never_cuts_a_ringing_leg_and_starts_no_dial() {
     let mut run = Run::queued();
-    run.on(Event::ClosingTime { at_ms: run.now + 10_000 });
+    run.on(Event::ClosingTime { at_ms: run.now + 10_000, later: vec![] });
     assert_eq!(run.on(created(1)).commands, [dial(1, 1)]);
     run.on(placed(1, 1, 101));
     run.on(leg_status(1, 101, CallStatus::Ringing, 1));
@@ -640,7 +640,7 @@ fn closing_time_never_cuts_a_ringing_leg_and_starts_no_dial() {
 
     // Rung out after closing: voicemail for the reason the leg gives.
     let mut run = Run::queued();
-    run.on(Event::ClosingTime { at_ms: run.now + 10_000 });
+    run.on(Event::ClosingTime { at_ms: run.now + 10_000, later: vec![] });
     run.on(created(1));
     run.on(placed(1, 1, 101));
     run.now += 20_000;
@@ -650,7 +650,7 @@ fn closing_time_never_cuts_a_ringing_leg_and_starts_no_dial() {
 
     // A reservation offered after closing is not dialled.
     let mut run = Run::queued();
-    run.on(Event::ClosingTime { at_ms: run.now });
+    run.on(Event::ClosingTime { at_ms: run.now, later: vec![] });
     let step = run.on(created(1));
     assert!(!step.commands.iter().any(|c| matches!(c, Command::Dial { .. })), "{:?}", step.commands);
     assert_eq!(run.j.outcome(), Outcome::ClosedWhileWaiting);
@@ -941,8 +941,9 @@ fn hold_cb(queue_time_secs: u32, after: u32) -> Event {
     Event::Hold { queue_time_secs, announce_every_secs: 0, comfort: false, callback_after_secs: Some(after) }
 }
 
+/// 1 at the offer, for a location whose callbacks end at closing time.
 fn chosen(tries: u32) -> Event {
-    Event::CallbackChosen { number: number(), tries }
+    Event::CallbackChosen { number: number(), tries, wait_for_opening: false }
 }
 
 fn callback_created(task_n: u32, r: u32) -> Event {
@@ -1076,12 +1077,109 @@ fn a_callback_nobody_answers_is_tried_again_later_then_given_up() {
 #[test]
 fn a_callback_never_rings_after_closing() {
     let mut r = called_back(2);
-    r.on(Event::ClosingTime { at_ms: r.now + 60_000 });
+    r.on(Event::ClosingTime { at_ms: r.now + 60_000, later: vec![] });
     r.on(Event::CallbackTaskCreated { task: task(2), round: 1 });
     let step = r.after(61_000).on(callback_created(2, 5));
     assert!(!step.commands.iter().any(|c| matches!(c, Command::Dial { .. })), "{step:?}");
     assert_eq!(r.j.outcome(), Outcome::CallbackCanceled);
     assert!(step.commands.iter().any(|c| matches!(c, Command::CancelTask { .. })), "{step:?}");
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// A callback chosen before closing time, at a location open again from
+/// `opens` to `closes` (ms after the choice) and then for a day a day later.
+fn waiting_callback(closes_in: i64, opens: i64, closes: i64) -> (Run, i64) {
+    let mut r = Run::queued();
+    let t0 = r.now;
+    let later = vec![
+        OpenPeriod { opens_at_ms: t0 + opens, closes_at_ms: t0 + closes },
+        OpenPeriod { opens_at_ms: t0 + opens + 24 * HOUR_MS, closes_at_ms: t0 + closes + 24 * HOUR_MS },
+    ];
+    r.on(Event::ClosingTime { at_ms: t0 + closes_in, later });
+    let step = r.on(Event::CallbackChosen { number: number(), tries: 2, wait_for_opening: true });
+    assert_eq!(step.answer, Answer::Leave);
+    (r, t0)
+}
+
+#[test]
+fn a_callback_still_waiting_at_closing_waits_for_the_next_opening_and_keeps_its_place() {
+    let (mut r, t0) = waiting_callback(60_000, 15 * HOUR_MS, 23 * HOUR_MS);
+    let since = r.j.waiting_since_ms().expect("queued");
+    r.on(Event::CallbackTaskCreated { task: task(2), round: 1 });
+    // Closing time: the task is let go (canceled), nothing settles, the next wake-up is the opening.
+    let closing = r.after(60_000).on(Event::Tick);
+    assert_eq!(r.j.outcome(), Outcome::Pending);
+    assert!(
+        closing.commands.iter().any(|c| matches!(c, Command::CancelTask { task: t, .. } if *t == task(2))),
+        "{closing:?}"
+    );
+    // TaskRouter reserves the worker for it during the night anyway: nobody is dialled.
+    let night = r.after(1_000).on(callback_created(2, 5));
+    assert!(!night.commands.iter().any(|c| matches!(c, Command::Dial { .. })), "{night:?}");
+    r.on(Event::TaskCanceled { task: task(2) });
+    assert_eq!(r.j.outcome(), Outcome::Pending, "a canceled task of the night ends nothing");
+    assert_eq!(r.j.wake_at(), Some(at(t0 + 15 * HOUR_MS)), "waits for the opening");
+    assert!(!r.on(Event::Tick).commands.iter().any(|c| matches!(c, Command::CreateCallbackTask { .. })));
+    // At the opening: a new task, with the caller's place, and it is dialled.
+    r.now = t0 + 15 * HOUR_MS;
+    let opening = r.on(Event::Tick);
+    let create = opening.commands.iter().find(|c| matches!(c, Command::CreateCallbackTask { .. }));
+    assert!(
+        matches!(create, Some(Command::CreateCallbackTask { round: 2, effort: 1, since_ms, .. }) if *since_ms == since),
+        "{opening:?}"
+    );
+    r.on(Event::CallbackTaskCreated { task: task(3), round: 2 });
+    let dial = r.after(1_000).on(callback_created(3, 6));
+    assert!(dial.commands.iter().any(|c| matches!(c, Command::Dial { reservation, .. } if *reservation == res(6))));
+    // A try missed at the opening does not count against the night: one more try is owed.
+    assert_eq!(r.j.callback.as_ref().map(|cb| cb.missed), Some(0));
+}
+
+#[test]
+fn a_callback_not_reached_by_the_next_closing_waits_again_and_ends_when_no_opening_is_known() {
+    let (mut r, t0) = waiting_callback(60_000, 15 * HOUR_MS, 23 * HOUR_MS);
+    // The location is unreachable all the next day: it waits for the day after.
+    r.now = t0 + 15 * HOUR_MS;
+    r.on(Event::Tick);
+    r.on(Event::CallbackTaskCreated { task: task(3), round: 1 });
+    r.now = t0 + 23 * HOUR_MS;
+    let second = r.on(Event::Tick);
+    assert!(second.commands.iter().any(|c| matches!(c, Command::CancelTask { .. })), "{second:?}");
+    r.on(Event::TaskCanceled { task: task(3) });
+    assert_eq!(r.j.wake_at(), Some(at(t0 + 39 * HOUR_MS)));
+    r.now = t0 + 39 * HOUR_MS;
+    let opening = r.on(Event::Tick);
+    assert!(opening.commands.iter().any(|c| matches!(c, Command::CreateCallbackTask { round: 2, .. })));
+    r.on(Event::CallbackTaskCreated { task: task(4), round: 2 });
+    // Closing with no later opening known: canceled, listed for staff.
+    r.now = t0 + 47 * HOUR_MS;
+    let end = r.on(Event::Tick);
+    assert_eq!(r.j.outcome(), Outcome::CallbackCanceled);
+    assert!(end.commands.iter().any(|c| matches!(c, Command::CancelTask { task: t, .. } if *t == task(4))));
+}
+
+#[test]
+fn a_callback_ringing_at_closing_is_not_cut_and_waits_after_its_leg() {
+    let (mut r, t0) = waiting_callback(60_000, 15 * HOUR_MS, 23 * HOUR_MS);
+    r.on(Event::CallbackTaskCreated { task: task(2), round: 1 });
+    r.on(callback_created(2, 5));
+    r.on(placed(5, 1, 50));
+    // Closing while the location's phone rings: nothing is canceled.
+    let closing = r.after(60_000).on(Event::Tick);
+    assert!(!closing.commands.iter().any(|c| matches!(c, Command::CancelTask { .. } | Command::HangUp { .. })));
+    // Its end (no answer) lets the task go; the next opening takes over.
+    let missed = r.after(10_000).on(Event::LegStatus {
+        reservation: res(5),
+        attempt: Some(1),
+        leg: call(50),
+        status: CallStatus::NoAnswer,
+        sequence: None,
+    });
+    assert!(missed.commands.iter().any(|c| matches!(c, Command::CancelTask { .. })), "{missed:?}");
+    assert_eq!(r.j.outcome(), Outcome::Pending);
+    r.on(Event::TaskCanceled { task: task(2) });
+    assert_eq!(r.j.wake_at(), Some(at(t0 + 15 * HOUR_MS)));
 }
 
 #[test]

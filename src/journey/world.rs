@@ -508,7 +508,7 @@ impl World {
             self.webhook(Event::CallerArrived { call: call(CALLER) });
             self.webhook(Event::CallerEnqueued { location: "north".into(), language: None });
             if let Some(s) = self.sc.closes_after_s {
-                self.webhook(Event::ClosingTime { at_ms: self.now + s * 1000 });
+                self.webhook(Event::ClosingTime { at_ms: self.now + s * 1000, later: Vec::new() });
             }
             self.later(0, Item::HoldPoll);
         }
@@ -1137,9 +1137,10 @@ fn event() -> impl Strategy<Value = Event> {
             .prop_map(|(queue_time_secs, announce_every_secs, comfort, callback_after_secs)| {
                 Event::Hold { queue_time_secs, announce_every_secs, comfort, callback_after_secs }
             }),
-        1 => (1u32..4).prop_map(|tries| Event::CallbackChosen {
+        1 => (1u32..4, any::<bool>()).prop_map(|(tries, wait_for_opening)| Event::CallbackChosen {
             number: E164::parse("+13105550100").expect("a test number"),
             tries,
+            wait_for_opening,
         }),
         1 => (some_task(), 1u32..3).prop_map(|(task, round)| Event::CallbackTaskCreated { task, round }),
         1 => (1u32..3, any::<bool>()).prop_map(|(r, answered)| Event::CallbackDialed { reservation: res(r), answered }),
@@ -1196,7 +1197,20 @@ fn event() -> impl Strategy<Value = Event> {
                 transcribe,
             }),
         1 => (1u32..3).prop_map(|n| Event::Transcribed { recording: recording(n) }),
-        1 => (1_000_000i64..2_000_000).prop_map(|at_ms| Event::ClosingTime { at_ms }),
+        1 => (1_000_000i64..2_000_000, proptest::collection::vec((1i64..400_000, 1i64..400_000), 0..4))
+            .prop_map(|(at_ms, gaps)| {
+                // Later open periods, each after a closed gap.
+                let mut t = at_ms;
+                let later = gaps
+                    .into_iter()
+                    .map(|(closed, open)| {
+                        let opens_at_ms = t + closed;
+                        t = opens_at_ms + open;
+                        OpenPeriod { opens_at_ms, closes_at_ms: t }
+                    })
+                    .collect();
+                Event::ClosingTime { at_ms, later }
+            }),
         3 => Just(Event::Tick),
     ]
 }
