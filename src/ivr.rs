@@ -456,11 +456,17 @@ pub fn hold_with_callback(
     }))
 }
 
-/// Said to a caller who chose a callback, as they leave the queue.
-pub fn callback_bye(number: &str, sp: &Speaker) -> Response {
+/// Said to a caller who chose a callback, as they leave the queue; with
+/// `closed_location`, to one the closing policy gave a callback at the next
+/// opening of that location (its display name).
+pub fn callback_bye(number: &str, closed_location: Option<&str>, sp: &Speaker) -> Response {
     let plus = sp.lang.text(P::NumberPlus, &[]);
     let spoken = spoken_number_in(number, &plus).unwrap_or_else(|| number.to_owned());
-    Response::new().verb(Verb::Say(sp.say(P::CallbackBye, &[("number", &spoken)]))).verb(Verb::Hangup)
+    let words = match closed_location {
+        Some(location) => sp.say(P::CallbackClosedBye, &[("location", location), ("number", &spoken)]),
+        None => sp.say(P::CallbackBye, &[("number", &spoken)]),
+    };
+    Response::new().verb(Verb::Say(words)).verb(Verb::Hangup)
 }
 
 /// A callback's location leg, once it pressed 1: it dials the caller from

@@ -74,8 +74,8 @@ mod tests;
 mod world;
 
 pub use event::{
-    AnsweredBy, CallStatus, DialTarget, Event, MAX_LATER_OPENINGS, OpenPeriod, QueueResult, ReservationEnd,
-    ReservationStatus, ScreenKey, TaskStatus,
+    AnsweredBy, CallStatus, ClosingCallback, DialTarget, Event, MAX_LATER_OPENINGS, OpenPeriod, QueueResult,
+    ReservationEnd, ReservationStatus, ScreenKey, TaskStatus,
 };
 pub use state::{CallerState, TaskEnd};
 
@@ -187,6 +187,10 @@ pub struct Journey {
     /// The location's later open periods (see [`Event::ClosingTime`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     later: Vec<OpenPeriod>,
+    /// The callback a caller still waiting at closing time gets, instead of
+    /// voicemail (see [`Event::ClosingTime`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    closing_callback: Option<ClosingCallback>,
     /// The voicemails the caller left (one, in practice).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     voicemails: Vec<Voicemail>,
@@ -215,6 +219,7 @@ impl Default for Journey {
             closed_now: false,
             opens_at_ms: None,
             later: Vec::new(),
+            closing_callback: None,
             voicemails: Vec::new(),
             wait: Waiting::default(),
             language: None,
@@ -271,12 +276,15 @@ pub enum Command {
         leg: CallSid,
         round: u32,
     },
-    /// Take the waiting caller out of the queue to the fallback for `reason`.
+    /// Take the waiting caller out of the queue to the fallback for `reason`
+    /// (with `callback`, to the goodbye of a callback made at closing time).
     RedirectCaller {
         call: CallSid,
         location: Option<String>,
         reason: Outcome,
         round: u32,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        callback: bool,
         /// The caller's language, for the fallback's words.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         language: Option<String>,
@@ -431,8 +439,9 @@ pub enum Answer {
     /// `/callback-dialed` naming the reservation.
     CallBack { reservation: ReservationSid, number: E164, from: E164 },
     /// `/enqueue-action` after the caller chose a callback: "we will call
-    /// you back at …", and hang up.
-    CallbackBye { number: E164 },
+    /// you back at …", and hang up; with `closed`, the callback came from
+    /// the closing policy: "we have closed for now; … when we open".
+    CallbackBye { number: E164, closed: bool },
     /// `/dial-queue`: hang up the location's leg, first telling a person that
     /// the caller is gone when `caller_gone`.
     Refuse { caller_gone: bool },

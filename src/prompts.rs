@@ -64,6 +64,7 @@ pub enum Prompt {
     CallbackBye,
     CallbackScreen,
     CallbackMissed,
+    CallbackClosedBye,
 }
 
 /// Name, placeholders, English, Spanish.
@@ -282,6 +283,13 @@ const CATALOGUE: &[Entry] = &[
         &[],
         "The caller did not answer. Goodbye.",
         "La persona no contestó. Adiós.",
+    ),
+    (
+        Prompt::CallbackClosedBye,
+        "callback_closed_bye",
+        &["location", "number"],
+        "{location} has closed for now. We will call you back at {number} when we open, and you keep your place in line. Goodbye.",
+        "{location} ha cerrado por ahora. Le devolveremos la llamada al {number} cuando abramos, y conserva su lugar en la fila. Adiós.",
     ),
 ];
 

@@ -1401,9 +1401,11 @@ async fn set_on_shift(w: &World, location: &str, on: bool) {
 
 /// A callback not reached by closing time (nobody on shift) waits for the next opening: its
 /// task is canceled at closing, no task exists while closed, and at the opening a new one, with
-/// the same place in line, rings the location, which calls the caller back. Hours are whole
-/// minutes, so the location is closed for one minute (a closure), read on a business clock set a
-/// few seconds before it: the case takes a little over a minute.
+/// the same place in line, rings the location, which calls the caller back. A second caller,
+/// still waiting in the queue at closing time, gets the closing policy (`callback`): told so,
+/// out of the queue, and called back at the opening too. Hours are whole minutes, so the
+/// location is closed for one minute (a closure), read on a business clock set a few seconds
+/// before it: the case takes a little over a minute.
 async fn a_callback_still_waiting_at_closing_time_waits_for_the_next_opening_and_keeps_its_place(backend: Backend) {
     let tz = jiff::tz::TimeZone::get("America/New_York").unwrap();
     let wall = jiff::Timestamp::now();
@@ -1422,18 +1424,27 @@ async fn a_callback_still_waiting_at_closing_time_waits_for_the_next_opening_and
     let Some(w) = world_clocked(backend, SLOWER, clock, receptionist, "", |l| {
         l[0].screening = true;
         l[0].callback = Some(call_router::domain::CallbackSpec { offer_after_secs: 0, ..Default::default() });
+        l[0].closing_policy = call_router::domain::ClosingPolicy::Callback;
         l[0].hours.closures = closures;
     })
     .await
     else {
         return;
     };
-    // Nobody is on shift: the caller presses 1 and hangs up; the callback's task waits.
+    // Nobody is on shift: the first caller presses 1 and hangs up; the callback's task waits.
+    // The second only waits.
     set_on_shift(&w, "north", false).await;
-    let call = PlaceCall { from: CALLER.into(), to: MAIN.into(), digits: Some("1".into()), patience_secs: Some(600) };
-    let sid = w.client.place_call(&call).await.unwrap();
+    const SECOND: &str = "+13105550188";
+    let call = |from: &str, digits: Option<&str>| PlaceCall {
+        from: from.into(),
+        to: MAIN.into(),
+        digits: digits.map(Into::into),
+        patience_secs: Some(600),
+    };
+    let sid = w.client.place_call(&call(CALLER, Some("1"))).await.unwrap();
     let summary = w.client.wait_for_call_end(&sid, Duration::from_secs(30)).await.unwrap();
     assert_eq!(summary["queue_result"], "leave", "{summary}");
+    let second = w.client.place_call(&call(SECOND, None)).await.unwrap();
     assert!(jiff::Timestamp::now().as_millisecond() < closes_ms, "the lead ({CLOSING_LEAD:?}) ran out");
     let mut created = Vec::new();
     for _ in 0..500 {
@@ -1446,10 +1457,17 @@ async fn a_callback_still_waiting_at_closing_time_waits_for_the_next_opening_and
     assert_eq!(created.len(), 1, "{created:#?}");
     let first_task = w.store.call(&sid).await.unwrap().and_then(|c| c.task_sid).expect("the callback's task");
 
-    // Closing time: the task is canceled; the callback waits (not canceled), and someone
-    // comes on shift during the closure, which rings nobody.
+    // Closing time: the task is canceled; the callback waits (not canceled). The second caller
+    // hears that they will be called back, and leaves. Someone comes on shift during the
+    // closure, which rings nobody.
     let until = |t: i64| Duration::from_millis((t - jiff::Timestamp::now().as_millisecond()).max(0) as u64);
-    tokio::time::sleep(until(closes_ms) + Duration::from_secs(2)).await;
+    let ended = w.client.wait_for_call_end(&second, until(closes_ms) + Duration::from_secs(30)).await.unwrap();
+    assert!(jiff::Timestamp::now().as_millisecond() >= closes_ms, "the second caller left before closing");
+    let heard = ended["heard"].to_string();
+    assert!(
+        heard.contains("north clinic has closed for now. We will call you back at 3 1 0, 5 5 5, 0 1 8 8 when we open"),
+        "{ended}"
+    );
     for _ in 0..500 {
         if w.task(&first_task).await["assignment_status"] == "canceled" {
             break;
@@ -1457,22 +1475,35 @@ async fn a_callback_still_waiting_at_closing_time_waits_for_the_next_opening_and
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(w.task(&first_task).await["assignment_status"], "canceled");
-    assert_eq!(w.store.call(&sid).await.unwrap().unwrap().outcome, Outcome::Pending, "it waits for the opening");
+    for c in [&sid, &second] {
+        assert_eq!(w.store.call(c).await.unwrap().unwrap().outcome, Outcome::Pending, "{c} waits for the opening");
+    }
     set_on_shift(&w, "north", true).await;
     tokio::time::sleep(until(opens_ms).saturating_sub(Duration::from_secs(2))).await;
     assert_eq!(w.rest("POST", "/Tasks").await.len(), 1, "no task while closed");
     assert!(w.rest("POST", "/Calls.json").await.is_empty(), "nobody rung while closed");
 
-    // The opening: a second task with the same place; north presses 1 and calls the caller back.
+    // The opening: a second task for the first caller with the same place, and one for the
+    // second caller; north presses 1 for each and calls them back.
     let record = w.settled(&sid).await;
     assert!(jiff::Timestamp::now().as_millisecond() >= opens_ms);
     assert_eq!(record.outcome, Outcome::CallbackConnected);
+    assert_eq!(w.settled(&second).await.outcome, Outcome::CallbackConnected);
     let created = w.rest("POST", "/Tasks").await;
-    assert_eq!(created.len(), 2, "{created:#?}");
-    let vst = |e: &Exchange| e.params.get("VirtualStartTime").map(str::to_owned);
-    assert_eq!(vst(&created[0]), vst(&created[1]), "the same place in line");
+    assert_eq!(created.len(), 3, "{created:#?}");
+    let place_of = |number: &str| -> Vec<String> {
+        created
+            .iter()
+            .filter(|e| e.params.get("Attributes").is_some_and(|a| a.contains(number)))
+            .filter_map(|e| e.params.get("VirtualStartTime").map(str::to_owned))
+            .collect()
+    };
+    let first_places = place_of(CALLER);
+    assert_eq!(first_places.len(), 2);
+    assert_eq!(first_places[0], first_places[1], "the same place in line");
+    assert!(place_of(SECOND)[0] > first_places[0], "the second caller's place is after the first's");
     let dials = w.rest("POST", "/Calls.json").await;
-    assert_eq!(dials.iter().map(|d| d.params.get("To").unwrap_or_default()).collect::<Vec<_>>(), [NORTH_PHONE]);
+    assert_eq!(dials.iter().map(|d| d.params.get("To").unwrap_or_default()).collect::<Vec<_>>(), [NORTH_PHONE; 2]);
     w.quiet().await;
     let second_task = record.task_sid.clone().expect("the second task");
     assert_ne!(second_task, first_task);

@@ -796,6 +796,34 @@ async fn start_up_warns_once_per_location_whose_holidays_are_all_past() {
     );
 }
 
+/// The REST redirect of a caller the closing policy gives a callback lands on
+/// `/caller-fallback?…&callback=1`: the goodbye that says so, not voicemail.
+#[tokio::test]
+async fn the_closing_policys_redirect_says_the_callback_goodbye() {
+    let app = spawn_app_of(
+        "",
+        |_| {},
+        |specs| {
+            specs[0].callback = Some(call_router::domain::CallbackSpec::default());
+            specs[0].closing_policy = call_router::domain::ClosingPolicy::Callback;
+        },
+    )
+    .await;
+    let url = "/caller-fallback?location=north&reason=closed_while_waiting";
+    let doc = twiml(app.post_signed(&format!("{url}&callback=1"), &inbound(TWILIO_NUMBER)).await).await;
+    let said = format!("{doc:?}");
+    assert!(said.contains("has closed for now. We will call you back at 3 1 0, 5 5 5, 0 1 9 9 when we open"), "{said}");
+    assert!(matches!(doc.verbs.last(), Some(Verb::Hangup)), "{doc:?}");
+    assert!(!said.contains("Record"), "{said}");
+    // Without it (or with a withheld number), voicemail as before.
+    let doc = twiml(app.post_signed(url, &inbound(TWILIO_NUMBER)).await).await;
+    assert!(format!("{doc:?}").contains("Record"), "{doc:?}");
+    let withheld: Vec<(&str, &str)> =
+        inbound(TWILIO_NUMBER).into_iter().map(|(k, v)| if k == "From" { (k, "anonymous") } else { (k, v) }).collect();
+    let doc = twiml(app.post_signed(&format!("{url}&callback=1"), &withheld).await).await;
+    assert!(format!("{doc:?}").contains("Record"), "{doc:?}");
+}
+
 #[tokio::test]
 async fn a_waiting_caller_may_press_1_for_a_callback_and_is_told_when_they_hang_up() {
     let app = spawn_app_of(

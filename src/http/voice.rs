@@ -197,7 +197,14 @@ async fn route_to(
                     closes_at_ms: clock.wall_ms(c),
                 })
                 .collect();
-            events.push(Event::ClosingTime { at_ms: clock.wall_ms(closes_at.timestamp()), later });
+            // The closing policy's callback, for a caller who can be called back.
+            let callback = match (l.spec.closing_policy, l.spec.callback, twilio::E164::parse(caller.number)) {
+                (crate::domain::ClosingPolicy::Callback, Some(cb), Ok(number)) if waits => {
+                    Some(crate::journey::ClosingCallback { number, tries: cb.tries })
+                }
+                _ => None,
+            };
+            events.push(Event::ClosingTime { at_ms: clock.wall_ms(closes_at.timestamp()), later, callback });
         }
         events
     };
@@ -376,10 +383,12 @@ pub(super) async fn enqueue_action(State(state): State<AppState>, req: TwilioReq
     let settings = state.settings();
     Ok(TwiML(match done.answer {
         Answer::Goodbye => ivr::goodbye(&ivr::speaker(settings, caller_language(&state, &req, None), None)),
-        Answer::CallbackBye { number } => {
+        Answer::CallbackBye { number, closed } => {
             let location = location_of(&state, &req).await.ok().flatten();
             let lang = caller_language(&state, &req, location.as_ref());
-            ivr::callback_bye(number.as_str(), &ivr::speaker(settings, lang, location.as_ref()))
+            let sp = ivr::speaker(settings, lang, location.as_ref());
+            let closed = location.as_ref().filter(|_| closed).map(|l| l.display_name_in(&lang.tag));
+            ivr::callback_bye(number.as_str(), closed, &sp)
         }
         Answer::Fallback { location, reason } => {
             // `leave` follows our `<Leave>`, `redirected` our REST redirect; anything
@@ -418,6 +427,13 @@ pub(super) async fn transfer_notice(State(state): State<AppState>, req: TwilioRe
 pub(super) async fn caller_fallback(State(state): State<AppState>, req: TwilioRequest) -> Result<TwiML, WebhookError> {
     let reason = req.query.get("reason").and_then(Outcome::parse).unwrap_or(Outcome::DialFailed);
     let location = location_of(&state, &req).await?;
+    // A callback made at closing time (the closing policy): the goodbye, not voicemail.
+    let number = req.get("From").and_then(|f| twilio::E164::parse(f).ok());
+    if let (Some("1"), Some(number), Some(l)) = (req.query.get("callback"), number, location.as_ref()) {
+        let lang = caller_language(&state, &req, Some(l));
+        let sp = ivr::speaker(state.settings(), lang, Some(l));
+        return Ok(TwiML(ivr::callback_bye(number.as_str(), Some(l.display_name_in(&lang.tag)), &sp)));
+    }
     Ok(TwiML(fallback(&state, &req, location.as_ref(), reason)))
 }
 

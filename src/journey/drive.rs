@@ -43,6 +43,9 @@ impl Journey {
         self.drive_accepts(cx);
         self.drive_legs(cx);
         self.drive_closing(now);
+        // Closing time may have made a callback (the closing policy), due at once
+        // when its opening has passed already.
+        self.drive_callback(cx);
         self.drive_redirect(cx);
         self.drive_task(cx);
         self.drive_voicemails(cx);
@@ -84,8 +87,12 @@ impl Journey {
             return;
         }
         self.closed_now = true;
-        if self.outcome == Outcome::Pending && self.caller.state == CallerState::Queued && !self.leg_in_play() {
-            self.settle(Outcome::ClosedWhileWaiting);
+        if self.outcome == Outcome::Pending
+            && self.caller.state == CallerState::Queued
+            && self.callback.is_none()
+            && !self.leg_in_play()
+        {
+            self.closed_while_waiting(now);
         }
         if self.outcome != Outcome::Pending || self.leg_in_play() {
             return;
@@ -107,6 +114,43 @@ impl Journey {
             }
             None => self.settle(Outcome::CallbackCanceled),
         }
+    }
+
+    /// The closing policy for a caller still waiting at closing time, with no
+    /// leg in play: a callback at the next opening, when one is known; else
+    /// voicemail (`closed_while_waiting`).
+    pub(super) fn closed_while_waiting(&mut self, now: i64) {
+        // (A callback needs the caller's call and location, as a chosen one does.)
+        let can = self.caller.sid.is_some() && self.location.is_some();
+        match self.closing_callback.take().filter(|_| can && self.later.iter().any(|p| p.closes_at_ms > now)) {
+            Some(cb) => self.call_back_at_opening(cb, now),
+            None => self.settle(Outcome::ClosedWhileWaiting),
+        }
+    }
+
+    /// The caller, still in the queue at closing time, is to be called back
+    /// at the next opening: the queue's task is let go (TaskRouter cancels it
+    /// as the caller leaves), and the caller leaves the queue (at the next
+    /// `/hold`, or by the redirect owed below) to hear so.
+    fn call_back_at_opening(&mut self, cb: super::ClosingCallback, now: i64) {
+        let old = self.task.take().map(|t| t.sid);
+        for r in &mut self.reservations {
+            r.end(ReservationEnd::Canceled);
+        }
+        self.callback = Some(super::state::Callback {
+            number: cb.number,
+            since_ms: self.wait.since_ms.unwrap_or(now),
+            tries: cb.tries.max(1),
+            missed: 0,
+            round: 0,
+            create: None,
+            next_at_ms: now,
+            old_tasks: old.into_iter().collect(),
+            ended_task: None,
+            wait_for_opening: true,
+            closed_task: None,
+            at_closing: true,
+        });
     }
 
     /// A callback's tasks: once the last one's call to the caller ended (and
@@ -434,7 +478,11 @@ impl Journey {
                 | Outcome::DialFailed
                 | Outcome::ClosedWhileWaiting
         );
-        if diverting && self.caller.state.waiting() { self.caller.sid.as_ref() } else { None }
+        // A callback made at closing time, the caller still in the queue.
+        let called_back = self.callback.as_ref().is_some_and(|cb| cb.at_closing)
+            && self.outcome == Outcome::Pending
+            && self.caller.state == CallerState::Queued;
+        if (diverting || called_back) && self.caller.state.waiting() { self.caller.sid.as_ref() } else { None }
     }
 
     fn drive_redirect(&mut self, cx: &mut Cx) {
@@ -452,11 +500,14 @@ impl Journey {
             }
             Some(_) => return,
         };
+        let callback = self.callback.is_some();
         cx.commands.push(Command::RedirectCaller {
             call,
             location: self.location.clone(),
-            reason: self.outcome,
+            // A callback made at closing time: closed while waiting, though not settled so.
+            reason: if callback { Outcome::ClosedWhileWaiting } else { self.outcome },
             round,
+            callback,
             language: self.language.clone(),
         });
     }

@@ -36,10 +36,16 @@ pub enum Event {
     /// no dial starts after it. `later` lists the location's next open
     /// periods, in order, for a callback that waits for the next opening
     /// (at most [`MAX_LATER_OPENINGS`]; empty when it has no such callback).
+    ///
+    /// With `callback` (the location's closing policy is a callback and the
+    /// caller's number can be called), a caller still waiting then is told
+    /// they will be called back at the next opening, and leaves the queue.
     ClosingTime {
         at_ms: i64,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         later: Vec<OpenPeriod>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        callback: Option<ClosingCallback>,
     },
     /// `/hold`, the queue's `waitUrl`. Answered with [`super::Answer::Hold`] or
     /// [`super::Answer::Leave`]. It carries the location's settings for what
@@ -163,6 +169,14 @@ pub enum Event {
 /// How many of a location's later open periods a [`Event::ClosingTime`]
 /// carries: a callback not reached in them ends `callback_canceled`.
 pub const MAX_LATER_OPENINGS: usize = 8;
+
+/// The callback a caller still waiting at closing time gets: whom to call,
+/// how many times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClosingCallback {
+    pub number: E164,
+    pub tries: u32,
+}
 
 /// A time the location is open, from `opens_at_ms` until `closes_at_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

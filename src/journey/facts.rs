@@ -37,12 +37,13 @@ impl Journey {
                 self.settle(outcome);
                 self.caller.advance(CallerState::Diverted);
             }
-            Event::ClosingTime { at_ms, later } => {
+            Event::ClosingTime { at_ms, later, callback } => {
                 // The first one (from the caller's arrival) holds.
                 if self.closes_at_ms.is_none() {
                     self.closes_at_ms = Some(at_ms);
                     self.later =
                         later.into_iter().filter(|p| p.opens_at_ms >= at_ms).take(MAX_LATER_OPENINGS).collect();
+                    self.closing_callback = callback;
                 }
             }
             Event::Hold { queue_time_secs, announce_every_secs, comfort, callback_after_secs } => {
@@ -311,6 +312,11 @@ impl Journey {
         match (self.caller.state, self.outcome) {
             (CallerState::Gone | CallerState::Diverted, _) => Answer::Leave,
             (CallerState::Bridged, _) | (_, Outcome::Connected) => Answer::MUSIC,
+            // Called back at the next opening (the closing policy): out of the queue.
+            (_, Outcome::Pending) if self.callback.is_some() => {
+                self.caller.advance(CallerState::Diverted);
+                Answer::Leave
+            }
             (_, Outcome::Pending) => {
                 let max = cx.policy.max_queue_secs;
                 let grace = self.location_answered() && queue_time_secs < max.saturating_add(ANSWERED_GRACE_SECS);
@@ -334,7 +340,7 @@ impl Journey {
                     Answer::Leave
                 } else if closed {
                     // Closed while waiting: out of the queue now, no REST redirect needed.
-                    self.settle(Outcome::ClosedWhileWaiting);
+                    self.closed_while_waiting(cx.now);
                     self.caller.advance(CallerState::Diverted);
                     Answer::Leave
                 } else {
@@ -459,6 +465,7 @@ impl Journey {
             ended_task: None,
             wait_for_opening,
             closed_task: None,
+            at_closing: false,
         });
         self.caller.advance(CallerState::Diverted);
         Answer::Leave
@@ -523,11 +530,14 @@ impl Journey {
                 self.settle(Outcome::CallerHungUp);
                 Answer::Nothing
             }
-            QueueResult::Leave if self.callback.is_some() => {
+            QueueResult::Leave | QueueResult::Redirected if self.callback.is_some() => {
                 self.caller.advance(CallerState::Diverted);
-                match &self.callback {
-                    Some(cb) => Answer::CallbackBye { number: cb.number.clone() },
-                    None => Answer::Nothing,
+                match (&self.callback, result) {
+                    (Some(cb), QueueResult::Leave) => {
+                        Answer::CallbackBye { number: cb.number.clone(), closed: cb.at_closing }
+                    }
+                    // Redirected by us: the redirect's own document says goodbye.
+                    _ => Answer::Nothing,
                 }
             }
             QueueResult::Leave

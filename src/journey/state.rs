@@ -487,6 +487,10 @@ pub(super) struct Callback {
     /// new one is created at the next opening).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) closed_task: Option<TaskSid>,
+    /// Made by the closing policy, not by the caller's key: the caller was
+    /// still in the queue, and hears that the location closed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) at_closing: bool,
 }
 
 impl Callback {

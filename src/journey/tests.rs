@@ -156,7 +156,14 @@ fn hang_up(leg: u32) -> Command {
 }
 
 fn redirect(reason: Outcome) -> Command {
-    Command::RedirectCaller { call: call(CALLER), location: Some("north".into()), reason, round: 1, language: None }
+    Command::RedirectCaller {
+        call: call(CALLER),
+        location: Some("north".into()),
+        reason,
+        round: 1,
+        callback: false,
+        language: None,
+    }
 }
 
 fn cancel(reason: Outcome) -> Command {
@@ -602,7 +609,7 @@ fn a_caller_waiting_at_closing_time_is_sent_to_voicemail() {
     let closed = Outcome::ClosedWhileWaiting;
     // No reservation yet (every line busy): the tick at closing time redirects.
     let mut run = Run::queued();
-    run.on(Event::ClosingTime { at_ms: run.now + 60_000, later: vec![] });
+    run.on(Event::ClosingTime { at_ms: run.now + 60_000, later: vec![], callback: None });
     assert_eq!(run.j.wake_at(), Some(at(run.now + 60_000)), "a wake-up at closing time");
     assert_eq!(run.after(59_999).on(Event::Tick).commands, []);
     let step = run.tick_at_wake();
@@ -612,7 +619,7 @@ fn a_caller_waiting_at_closing_time_is_sent_to_voicemail() {
 
     // With a task and no leg: at `/hold` after closing, the caller leaves at once.
     let mut run = Run::queued();
-    run.on(Event::ClosingTime { at_ms: run.now + 1_000, later: vec![] });
+    run.on(Event::ClosingTime { at_ms: run.now + 1_000, later: vec![], callback: None });
     run.on(created(1));
     run.on(ended(1, ReservationEnd::Timeout));
     run.now += 1_000;
@@ -628,7 +635,7 @@ fn a_caller_waiting_at_closing_time_is_sent_to_voicemail() {
 #[test]
 fn closing_time_never_cuts_a_ringing_leg_and_starts_no_dial() {
     let mut run = Run::queued();
-    run.on(Event::ClosingTime { at_ms: run.now + 10_000, later: vec![] });
+    run.on(Event::ClosingTime { at_ms: run.now + 10_000, later: vec![], callback: None });
     assert_eq!(run.on(created(1)).commands, [dial(1, 1)]);
     run.on(placed(1, 1, 101));
     run.on(leg_status(1, 101, CallStatus::Ringing, 1));
@@ -640,7 +647,7 @@ fn closing_time_never_cuts_a_ringing_leg_and_starts_no_dial() {
 
     // Rung out after closing: voicemail for the reason the leg gives.
     let mut run = Run::queued();
-    run.on(Event::ClosingTime { at_ms: run.now + 10_000, later: vec![] });
+    run.on(Event::ClosingTime { at_ms: run.now + 10_000, later: vec![], callback: None });
     run.on(created(1));
     run.on(placed(1, 1, 101));
     run.now += 20_000;
@@ -650,7 +657,7 @@ fn closing_time_never_cuts_a_ringing_leg_and_starts_no_dial() {
 
     // A reservation offered after closing is not dialled.
     let mut run = Run::queued();
-    run.on(Event::ClosingTime { at_ms: run.now, later: vec![] });
+    run.on(Event::ClosingTime { at_ms: run.now, later: vec![], callback: None });
     let step = run.on(created(1));
     assert!(!step.commands.iter().any(|c| matches!(c, Command::Dial { .. })), "{:?}", step.commands);
     assert_eq!(run.j.outcome(), Outcome::ClosedWhileWaiting);
@@ -919,6 +926,7 @@ fn the_callers_language_follows_them_to_the_fallback() {
         location: Some("north".into()),
         reason: Outcome::LocationBusy,
         round: 1,
+        callback: false,
         language: Some("es-MX".into()),
     };
     assert_eq!(step.commands, [spanish, cancel(Outcome::LocationBusy)]);
@@ -983,7 +991,7 @@ fn called_back(tries: u32) -> Run {
     // Withdrawn before it was sent: the dispatcher says so.
     r.on(Event::DialFailed { reservation: res(1), attempt: 1 });
     let bye = r.on(Event::QueueExit { result: QueueResult::Leave });
-    assert_eq!(bye.answer, Answer::CallbackBye { number: number() });
+    assert_eq!(bye.answer, Answer::CallbackBye { number: number(), closed: false });
     r.on(Event::CallerStatus { status: CallStatus::Completed, sequence: Some(3) });
     assert_eq!(r.j.outcome(), Outcome::Pending, "hanging up after choosing a callback settles nothing");
     r
@@ -1077,7 +1085,7 @@ fn a_callback_nobody_answers_is_tried_again_later_then_given_up() {
 #[test]
 fn a_callback_never_rings_after_closing() {
     let mut r = called_back(2);
-    r.on(Event::ClosingTime { at_ms: r.now + 60_000, later: vec![] });
+    r.on(Event::ClosingTime { at_ms: r.now + 60_000, later: vec![], callback: None });
     r.on(Event::CallbackTaskCreated { task: task(2), round: 1 });
     let step = r.after(61_000).on(callback_created(2, 5));
     assert!(!step.commands.iter().any(|c| matches!(c, Command::Dial { .. })), "{step:?}");
@@ -1096,7 +1104,7 @@ fn waiting_callback(closes_in: i64, opens: i64, closes: i64) -> (Run, i64) {
         OpenPeriod { opens_at_ms: t0 + opens, closes_at_ms: t0 + closes },
         OpenPeriod { opens_at_ms: t0 + opens + 24 * HOUR_MS, closes_at_ms: t0 + closes + 24 * HOUR_MS },
     ];
-    r.on(Event::ClosingTime { at_ms: t0 + closes_in, later });
+    r.on(Event::ClosingTime { at_ms: t0 + closes_in, later, callback: None });
     let step = r.on(Event::CallbackChosen { number: number(), tries: 2, wait_for_opening: true });
     assert_eq!(step.answer, Answer::Leave);
     (r, t0)
@@ -1180,6 +1188,77 @@ fn a_callback_ringing_at_closing_is_not_cut_and_waits_after_its_leg() {
     assert_eq!(r.j.outcome(), Outcome::Pending);
     r.on(Event::TaskCanceled { task: task(2) });
     assert_eq!(r.j.wake_at(), Some(at(t0 + 15 * HOUR_MS)));
+}
+
+/// A location whose closing policy is a callback, closing in a minute and open again
+/// from 15 h to 23 h after now (`later`: false, none known).
+fn closing_with_callback(r: &mut Run, later: bool) -> i64 {
+    let t0 = r.now;
+    let later = match later {
+        true => vec![OpenPeriod { opens_at_ms: t0 + 15 * HOUR_MS, closes_at_ms: t0 + 23 * HOUR_MS }],
+        false => Vec::new(),
+    };
+    let callback = Some(ClosingCallback { number: number(), tries: 2 });
+    r.on(Event::ClosingTime { at_ms: t0 + 60_000, later, callback });
+    t0
+}
+
+#[test]
+fn the_closing_policy_calls_a_waiting_caller_back_at_the_next_opening() {
+    let mut r = Run::queued();
+    let since = r.j.waiting_since_ms().expect("queued");
+    let t0 = closing_with_callback(&mut r, true);
+    // Every line busy: the caller's task waits, with no reservation, at closing time.
+    r.on(Event::TaskSeen { task: task(TASK), status: TaskStatus::Pending });
+    let missed = r.after(60_000).on(Event::Tick);
+    // The caller is told and leaves the queue (the redirect), and nothing settles.
+    assert_eq!(r.j.outcome(), Outcome::Pending);
+    assert!(!missed.commands.iter().any(|c| matches!(c, Command::CancelTask { .. })), "TaskRouter cancels it");
+    let redirect = missed.commands.iter().find(|c| matches!(c, Command::RedirectCaller { .. }));
+    assert!(
+        matches!(redirect, Some(Command::RedirectCaller { callback: true, reason: Outcome::ClosedWhileWaiting, .. })),
+        "{missed:?}"
+    );
+    // The next `/hold` (if it comes first) lets them leave, and they hear why.
+    assert_eq!(r.on(hold(200)).answer, Answer::Leave);
+    let bye = r.on(Event::QueueExit { result: QueueResult::Leave });
+    assert_eq!(bye.answer, Answer::CallbackBye { number: number(), closed: true });
+    r.on(Event::TaskCanceled { task: task(TASK) });
+    r.on(Event::CallerStatus { status: CallStatus::Completed, sequence: Some(3) });
+    assert_eq!(r.j.outcome(), Outcome::Pending, "the queue's task canceled, the caller gone: still to call back");
+    assert_eq!(r.j.wake_at(), Some(at(t0 + 15 * HOUR_MS)));
+    // At the opening: a callback task with the caller's place.
+    r.now = t0 + 15 * HOUR_MS;
+    let opening = r.on(Event::Tick);
+    assert!(
+        opening
+            .commands
+            .iter()
+            .any(|c| matches!(c, Command::CreateCallbackTask { round: 1, since_ms, .. } if *since_ms == since)),
+        "{opening:?}"
+    );
+}
+
+#[test]
+fn the_closing_policy_at_a_hold_after_closing_time_says_goodbye_without_a_redirect() {
+    let mut r = Run::queued();
+    closing_with_callback(&mut r, true);
+    // The `/hold` comes before the tick: the caller leaves from it.
+    let step = r.after(61_000).on(hold(61));
+    assert_eq!(step.answer, Answer::Leave);
+    assert!(!step.commands.iter().any(|c| matches!(c, Command::RedirectCaller { .. })), "{step:?}");
+    assert_eq!(r.j.outcome(), Outcome::Pending);
+    let bye = r.on(Event::QueueExit { result: QueueResult::Leave });
+    assert_eq!(bye.answer, Answer::CallbackBye { number: number(), closed: true });
+}
+
+#[test]
+fn the_closing_policy_falls_back_to_voicemail_without_a_known_opening() {
+    let mut r = Run::queued();
+    closing_with_callback(&mut r, false);
+    let step = r.after(60_000).on(Event::Tick);
+    assert_eq!(r.j.outcome(), Outcome::ClosedWhileWaiting);
+    assert!(step.commands.iter().any(|c| matches!(c, Command::RedirectCaller { callback: false, .. })), "{step:?}");
 }
 
 #[test]

@@ -508,7 +508,7 @@ impl World {
             self.webhook(Event::CallerArrived { call: call(CALLER) });
             self.webhook(Event::CallerEnqueued { location: "north".into(), language: None });
             if let Some(s) = self.sc.closes_after_s {
-                self.webhook(Event::ClosingTime { at_ms: self.now + s * 1000, later: Vec::new() });
+                self.webhook(Event::ClosingTime { at_ms: self.now + s * 1000, later: Vec::new(), callback: None });
             }
             self.later(0, Item::HoldPoll);
         }
@@ -1102,6 +1102,7 @@ fn command() -> impl Strategy<Value = Command> {
             location: Some("north".into()),
             reason: Outcome::LocationBusy,
             round,
+            callback: false,
             language: None
         }),
         (1u32..3).prop_map(|round| Command::CancelTask { task: task(1), reason: Outcome::CallerHungUp, round }),
@@ -1197,8 +1198,8 @@ fn event() -> impl Strategy<Value = Event> {
                 transcribe,
             }),
         1 => (1u32..3).prop_map(|n| Event::Transcribed { recording: recording(n) }),
-        1 => (1_000_000i64..2_000_000, proptest::collection::vec((1i64..400_000, 1i64..400_000), 0..4))
-            .prop_map(|(at_ms, gaps)| {
+        1 => (1_000_000i64..2_000_000, proptest::collection::vec((1i64..400_000, 1i64..400_000), 0..4), proptest::option::of(1u32..3))
+            .prop_map(|(at_ms, gaps, tries)| {
                 // Later open periods, each after a closed gap.
                 let mut t = at_ms;
                 let later = gaps
@@ -1209,7 +1210,12 @@ fn event() -> impl Strategy<Value = Event> {
                         OpenPeriod { opens_at_ms, closes_at_ms: t }
                     })
                     .collect();
-                Event::ClosingTime { at_ms, later }
+                // The closing policy's callback, sometimes.
+                let callback = tries.map(|tries| ClosingCallback {
+                    number: E164::parse("+13105550100").expect("a test number"),
+                    tries,
+                });
+                Event::ClosingTime { at_ms, later, callback }
             }),
         3 => Just(Event::Tick),
     ]
