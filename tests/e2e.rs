@@ -373,6 +373,7 @@ on_both_backends!(
     a_spanish_callers_fallback_after_a_busy_line_is_in_spanish,
     a_spanish_speaking_location_greets_in_spanish_and_screens_in_spanish,
     a_caller_who_chooses_a_callback_hangs_up_and_is_called_back_when_the_location_accepts,
+    a_callback_task_whose_created_answer_was_lost_is_found_and_not_made_twice,
     phones_in_order_the_first_is_busy_and_the_second_answers,
     phones_in_order_nobody_answers_each_is_dialled_once_then_voicemail,
     phones_all_at_once_the_first_to_answer_wins_and_the_other_is_hung_up,
@@ -1470,5 +1471,96 @@ async fn a_caller_who_chooses_a_callback_hangs_up_and_is_called_back_when_the_lo
     let callback_task = record.task_sid.clone().expect("the callback's task");
     assert_ne!(callback_task, queue_task);
     assert_eq!(w.task(&callback_task).await["assignment_status"], "completed");
+    w.finish().await;
+}
+
+/// The sandbox's tasks whose attributes name `call_sid` and callback `round`, sorted.
+async fn callback_tasks_of(w: &World, call_sid: &str, round: u64) -> Vec<String> {
+    let state = w.client.state().await.unwrap();
+    let all: Vec<Value> = match &state["tasks"] {
+        Value::Array(a) => a.clone(),
+        Value::Object(m) => m.values().cloned().collect(),
+        other => panic!("no tasks in the sandbox's state: {other}"),
+    };
+    let mut found: Vec<String> = all
+        .iter()
+        .filter(|t| {
+            let attrs = match &t["attributes"] {
+                Value::String(text) => serde_json::from_str(text).unwrap_or_default(),
+                other => other.clone(),
+            };
+            attrs["call_sid"] == call_sid && attrs["callback"]["round"] == round
+        })
+        .map(|t| t["sid"].as_str().unwrap().to_owned())
+        .collect();
+    found.sort();
+    found
+}
+
+async fn a_callback_task_whose_created_answer_was_lost_is_found_and_not_made_twice(backend: Backend) {
+    let receptionist = Behaviour::Person { rings: 1, talk_secs: 30, digits: Some("1".into()) };
+    let Some(w) = world_scaled(backend, SLOWER, receptionist, "", |north| {
+        north.screening = true;
+        north.callback = Some(call_router::domain::CallbackSpec { offer_after_secs: 0, tries: 2 });
+    })
+    .await
+    else {
+        return;
+    };
+    // TaskRouter makes the callback's task, then answers a 503: the server cannot tell it from a
+    // failure. (The queue's own task is made by `<Enqueue>`, not by this POST.)
+    let rule = sandbox::faults::Rule::from_json(serde_json::json!({
+        "on": "rest", "method": "POST", "path": "/v1/Workspaces/*/Tasks",
+        "fault": "status_after_acting", "status": 503, "limit": 1,
+    }))
+    .unwrap();
+    w.client.add_faults(&[rule]).await.unwrap();
+    set_on_shift(&w, "north", false).await;
+    let sid = w
+        .client
+        .place_call(&PlaceCall {
+            from: CALLER.into(),
+            to: MAIN.into(),
+            digits: Some("1".into()),
+            patience_secs: Some(600),
+        })
+        .await
+        .unwrap();
+    let summary = w.client.wait_for_call_end(&sid, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(summary["queue_result"], "leave", "{summary}");
+    let queue_task = task_sid_of_call(&w, &sid).await;
+
+    // The journey adopts the task the lost create made, once the dispatcher's retry finds it.
+    let mut adopted = None;
+    for _ in 0..1000 {
+        let record = w.store.call(&sid).await.unwrap().expect("the caller's record");
+        if let Some(t) = record.task_sid.filter(|t| *t != queue_task) {
+            adopted = Some(t);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let adopted = adopted.expect("the journey adopted a callback task");
+    assert_eq!(callback_tasks_of(&w, &sid, 1).await, [adopted.clone()], "exactly one task for round 1");
+    let creates = w.rest("POST", "/Tasks").await;
+    assert_eq!(creates.iter().map(|c| c.status).collect::<Vec<_>>(), [503], "one create, answered 503: {creates:#?}");
+    assert!(creates[0].params.get("Attributes").unwrap().contains(r#""round":1"#), "{:?}", creates[0].params);
+    let lookups: Vec<_> =
+        w.rest("GET", "/Tasks").await.into_iter().filter(|e| e.query.contains("EvaluateTaskAttributes")).collect();
+    assert_eq!(lookups.len(), 1, "the retry looked the task up once: {lookups:#?}");
+    assert_eq!(
+        lookups[0].params.get("EvaluateTaskAttributes"),
+        Some(format!(r#"call_sid == "{sid}" AND callback.round == 1"#).as_str())
+    );
+
+    // The adopted task is the callback: north takes it, presses 1 and the caller is called back.
+    set_on_shift(&w, "north", true).await;
+    let record = w.settled(&sid).await;
+    assert_eq!(record.outcome, Outcome::CallbackConnected);
+    w.quiet().await;
+    assert_eq!(record.task_sid.as_deref(), Some(adopted.as_str()));
+    assert_eq!(w.task(&adopted).await["assignment_status"], "completed");
+    assert_eq!(callback_tasks_of(&w, &sid, 1).await, [adopted], "still one task for round 1");
+    assert_eq!(w.rest("POST", "/Tasks").await.len(), 1, "no task was created after the lost one");
     w.finish().await;
 }
