@@ -374,6 +374,7 @@ on_both_backends!(
     a_spanish_speaking_location_greets_in_spanish_and_screens_in_spanish,
     a_caller_who_chooses_a_callback_hangs_up_and_is_called_back_when_the_location_accepts,
     a_callback_task_whose_created_answer_was_lost_is_found_and_not_made_twice,
+    a_callback_task_in_doubt_is_not_created_while_its_look_up_fails,
     phones_in_order_the_first_is_busy_and_the_second_answers,
     phones_in_order_nobody_answers_each_is_dialled_once_then_voicemail,
     phones_all_at_once_the_first_to_answer_wins_and_the_other_is_hung_up,
@@ -1474,6 +1475,11 @@ async fn a_caller_who_chooses_a_callback_hangs_up_and_is_called_back_when_the_lo
     w.finish().await;
 }
 
+/// The server's look-ups of a task by its attributes, from the sandbox's log.
+async fn look_ups(w: &World) -> Vec<Exchange> {
+    w.rest("GET", "/Tasks").await.into_iter().filter(|e| e.query.contains("EvaluateTaskAttributes")).collect()
+}
+
 /// The sandbox's tasks whose attributes name `call_sid` and callback `round`, sorted.
 async fn callback_tasks_of(w: &World, call_sid: &str, round: u64) -> Vec<String> {
     let state = w.client.state().await.unwrap();
@@ -1498,6 +1504,16 @@ async fn callback_tasks_of(w: &World, call_sid: &str, round: u64) -> Vec<String>
 }
 
 async fn a_callback_task_whose_created_answer_was_lost_is_found_and_not_made_twice(backend: Backend) {
+    lost_callback_create(backend, false).await
+}
+
+async fn a_callback_task_in_doubt_is_not_created_while_its_look_up_fails(backend: Backend) {
+    lost_callback_create(backend, true).await
+}
+
+/// The callback's task is made but its create is answered 503; with `look_up_outage`, its
+/// look-ups fail too until the server has tried them twice over.
+async fn lost_callback_create(backend: Backend, look_up_outage: bool) {
     let receptionist = Behaviour::Person { rings: 1, talk_secs: 30, digits: Some("1".into()) };
     let Some(w) = world_scaled(backend, SLOWER, receptionist, "", |north| {
         north.screening = true;
@@ -1515,6 +1531,13 @@ async fn a_callback_task_whose_created_answer_was_lost_is_found_and_not_made_twi
     }))
     .unwrap();
     w.client.add_faults(&[rule]).await.unwrap();
+    if look_up_outage {
+        let rule = sandbox::faults::Rule::from_json(serde_json::json!({
+            "on": "rest", "method": "GET", "path": "/v1/Workspaces/*/Tasks", "fault": "status", "status": 500,
+        }))
+        .unwrap();
+        w.client.add_faults(&[rule]).await.unwrap();
+    }
     set_on_shift(&w, "north", false).await;
     let sid = w
         .client
@@ -1529,6 +1552,23 @@ async fn a_callback_task_whose_created_answer_was_lost_is_found_and_not_made_twi
     let summary = w.client.wait_for_call_end(&sid, Duration::from_secs(30)).await.unwrap();
     assert_eq!(summary["queue_result"], "leave", "{summary}");
     let queue_task = task_sid_of_call(&w, &sid).await;
+    if look_up_outage {
+        // The REST client tries a look-up five times; more than that is the dispatcher's
+        // second send, which looked up again rather than create blind.
+        let mut failed = 0;
+        for _ in 0..3000 {
+            failed = look_ups(&w).await.iter().filter(|e| e.status == 500).count();
+            if failed > 5 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(failed > 5, "the look-up was tried again: {failed}");
+        assert_eq!(w.rest("POST", "/Tasks").await.len(), 1, "nothing created while the look-up fails");
+        let record = w.store.call(&sid).await.unwrap().expect("the caller's record");
+        assert!(record.task_sid.as_ref().is_none_or(|t| *t == queue_task), "nothing adopted yet: {record:?}");
+        w.client.clear_faults().await.unwrap();
+    }
 
     // The journey adopts the task the lost create made, once the dispatcher's retry finds it.
     let mut adopted = None;
@@ -1545,13 +1585,11 @@ async fn a_callback_task_whose_created_answer_was_lost_is_found_and_not_made_twi
     let creates = w.rest("POST", "/Tasks").await;
     assert_eq!(creates.iter().map(|c| c.status).collect::<Vec<_>>(), [503], "one create, answered 503: {creates:#?}");
     assert!(creates[0].params.get("Attributes").unwrap().contains(r#""round":1"#), "{:?}", creates[0].params);
-    let lookups: Vec<_> =
-        w.rest("GET", "/Tasks").await.into_iter().filter(|e| e.query.contains("EvaluateTaskAttributes")).collect();
-    assert_eq!(lookups.len(), 1, "the retry looked the task up once: {lookups:#?}");
-    assert_eq!(
-        lookups[0].params.get("EvaluateTaskAttributes"),
-        Some(format!(r#"call_sid == "{sid}" AND callback.round == 1"#).as_str())
-    );
+    let lookups = look_ups(&w).await;
+    let answered: Vec<_> = lookups.iter().filter(|e| e.status == 200).collect();
+    assert_eq!(answered.len(), 1, "one look-up answered, which found the task: {lookups:#?}");
+    let query = format!(r#"call_sid == "{sid}" AND callback.round == 1"#);
+    assert!(lookups.iter().all(|e| e.params.get("EvaluateTaskAttributes") == Some(query.as_str())), "{lookups:#?}");
 
     // The adopted task is the callback: north takes it, presses 1 and the caller is called back.
     set_on_shift(&w, "north", true).await;
