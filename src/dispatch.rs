@@ -368,7 +368,7 @@ impl Dispatcher {
         let Command::CreateCallbackTask { call, location, number, since_ms, round, effort } = &row.command else {
             return;
         };
-        let repeat = row.attempts > 1 || *effort > 1;
+        let repeat = may_exist_already(row.attempts, *effort);
         let result: Result<(TaskResource, bool), ApiError> = async {
             let workspace = self.workspace().await.ok_or_else(|| no_workspace("Tasks"))?;
             if repeat && let Some(task) = self.find_callback_task(&workspace, call.as_str(), *round).await? {
@@ -595,6 +595,13 @@ fn ended(row: &OutboxRow, state: OutboxState, result: Option<&str>, error: Optio
     Finish { id: row.id, state, result: result.map(str::to_owned), error: error.map(str::to_owned), not_before_ms: 0 }
 }
 
+/// Whether a callback task's create may have been sent before for its round,
+/// so that the task may exist: any claim of its row after the first (a retry,
+/// or a take-over after a crash), or any effort after the journey's first.
+fn may_exist_already(attempts: i64, effort: u32) -> bool {
+    attempts > 1 || effort > 1
+}
+
 /// Errors that mean the goal is already met or moot.
 fn is_settled(e: &ApiError) -> bool {
     matches!(e.code(), Some(codes::CALL_NOT_IN_PROGRESS) | Some(codes::NOT_FOUND))
@@ -607,5 +614,18 @@ fn no_workspace(path: &str) -> ApiError {
         method: "POST",
         path: path.to_owned(),
         message: "no workspace or workflow SID known; run provision".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_first_send_of_a_callback_round_creates_without_looking() {
+        assert!(!may_exist_already(1, 1), "the round's first send");
+        assert!(may_exist_already(2, 1), "this row sent again (a retry, a take-over)");
+        assert!(may_exist_already(1, 2), "the journey's next effort after the dispatcher gave up");
+        assert!(may_exist_already(MAX_ATTEMPTS, 3));
     }
 }
