@@ -1581,7 +1581,7 @@ async fn lost_callback_create(backend: Backend, look_up_outage: bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let adopted = adopted.expect("the journey adopted a callback task");
-    assert_eq!(callback_tasks_of(&w, &sid, 1).await, [adopted.clone()], "exactly one task for round 1");
+    assert_eq!(callback_tasks_of(&w, &sid, 1).await, std::slice::from_ref(&adopted), "exactly one task for round 1");
     let creates = w.rest("POST", "/Tasks").await;
     assert_eq!(creates.iter().map(|c| c.status).collect::<Vec<_>>(), [503], "one create, answered 503: {creates:#?}");
     assert!(creates[0].params.get("Attributes").unwrap().contains(r#""round":1"#), "{:?}", creates[0].params);
