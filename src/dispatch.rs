@@ -14,6 +14,9 @@
 //! journey looks it up). An update that fails is sent again after a back-off
 //! kept in the outbox row, not in a slot; after [`MAX_ATTEMPTS`] it is
 //! `failed`, and its journey hears `ActionFailed` and owes it again later.
+//! A callback's task is the one create that is sent again: every send after
+//! its round's first looks the task up before creating it, so a create whose
+//! answer was lost makes no second task (`create_callback_task`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +34,7 @@ use crate::journey::{Command, Event, Policy};
 use crate::outbox::{Lane, OutboxRow, OutboxState};
 use crate::reconcile::{self, FindDial};
 use crate::store::{Backend, Delivery, Finish, NOTIFY_CHANNEL, Orphans, Route, Store, now_ms};
-use crate::twilio_api::{ApiError, CreateCall, TwilioClient};
+use crate::twilio_api::{ApiError, CreateCall, TaskResource, TwilioClient};
 use sqlx::postgres::PgListener;
 
 /// Wakes the dispatcher's lanes, and whoever watches for changes (the
@@ -356,12 +359,24 @@ impl Dispatcher {
     /// Creates a callback's task for its location, keeping the caller's place
     /// (`VirtualStartTime`), and tells the journey its SID. A failure is sent
     /// again like any command; after [`MAX_ATTEMPTS`] the journey owes it again.
+    ///
+    /// At most one task per round: a create whose answer was lost (a 5xx, a
+    /// timeout, a reset, a crash) may have made the task, so every send after
+    /// the round's first (a retry of this row, or the journey's next effort)
+    /// looks the round's task up first (by the caller's call SID and the
+    /// round in its attributes) and reports the one it finds, in any status.
+    /// It creates only when the look-up proves there is none; a look-up that
+    /// fails, or is cut by its page cap, is tried again like a failed send.
     async fn create_callback_task(&self, row: &OutboxRow) {
-        let Command::CreateCallbackTask { call, location, number, since_ms, round, .. } = &row.command else {
+        let Command::CreateCallbackTask { call, location, number, since_ms, round, effort } = &row.command else {
             return;
         };
-        let result = async {
+        let repeat = may_exist_already(row.attempts, *effort);
+        let result: Result<(TaskResource, bool), ApiError> = async {
             let workspace = self.workspace().await.ok_or_else(|| no_workspace("Tasks"))?;
+            if repeat && let Some(task) = self.find_callback_task(&workspace, call.as_str(), *round).await? {
+                return Ok((task, true));
+            }
             let workflow = self
                 .store
                 .resource("workflow", "main")
@@ -380,19 +395,45 @@ impl Dispatcher {
                 path: "Tasks".into(),
                 message: format!("location {location:?} no longer exists"),
             })?;
-            let attrs = crate::ivr::callback_attributes(&found, call.as_str(), number, *since_ms);
+            let attrs = crate::ivr::callback_attributes(&found, call.as_str(), number, *since_ms, *round);
             let attrs = serde_json::to_string(&attrs).expect("task attributes serialise");
             let since = jiff::Timestamp::from_millisecond(*since_ms).unwrap_or_else(|_| jiff::Timestamp::now());
-            self.twilio.create_task(&workspace, &workflow, &attrs, since, crate::journey::CALLBACK_TASK_TTL_SECS).await
+            let ttl = crate::journey::CALLBACK_TASK_TTL_SECS;
+            Ok((self.twilio.create_task(&workspace, &workflow, &attrs, since, ttl).await?, false))
         }
         .await;
         match result {
-            Ok(task) => {
-                tracing::info!(task_sid = %task.sid, round, "created the callback's task");
+            Ok((task, found)) => {
+                if found {
+                    tracing::info!(task_sid = %task.sid, status = %task.assignment_status, round, "found the callback's task an earlier send made");
+                } else {
+                    tracing::info!(task_sid = %task.sid, round, "created the callback's task");
+                }
                 let event = Event::CallbackTaskCreated { task: task.sid.clone(), round: *round };
                 self.report(row, OutboxState::Done, Some(task.sid.as_str()), None, event).await;
             }
             Err(e) => self.failed(row, &e.to_string()).await,
+        }
+    }
+
+    /// The oldest task of `call`'s callback `round`, in any status; `None`
+    /// only when the whole list was read and holds none.
+    async fn find_callback_task(
+        &self,
+        workspace: &WorkspaceSid,
+        call: &str,
+        round: u32,
+    ) -> Result<Option<TaskResource>, ApiError> {
+        let lookup_error = |message: String| ApiError::Decode { method: "GET", path: "Tasks".into(), message };
+        let query = crate::ivr::callback_task_query(call, round)
+            .ok_or_else(|| lookup_error(format!("cannot look up the callback task of call {call:?}")))?;
+        let listing = self.twilio.find_tasks(workspace, &query, 2).await?;
+        match listing.items.into_iter().next() {
+            Some(task) => Ok(Some(task)),
+            None if listing.complete => Ok(None),
+            None => {
+                Err(lookup_error("the Tasks list was cut by its page cap; the callback's task stays in doubt".into()))
+            }
         }
     }
 
@@ -557,6 +598,13 @@ fn ended(row: &OutboxRow, state: OutboxState, result: Option<&str>, error: Optio
     Finish { id: row.id, state, result: result.map(str::to_owned), error: error.map(str::to_owned), not_before_ms: 0 }
 }
 
+/// Whether a callback task's create may have been sent before for its round,
+/// so that the task may exist: any claim of its row after the first (a retry,
+/// or a take-over after a crash), or any effort after the journey's first.
+fn may_exist_already(attempts: i64, effort: u32) -> bool {
+    attempts > 1 || effort > 1
+}
+
 /// Errors that mean the goal is already met or moot.
 fn is_settled(e: &ApiError) -> bool {
     matches!(e.code(), Some(codes::CALL_NOT_IN_PROGRESS) | Some(codes::NOT_FOUND))
@@ -569,5 +617,18 @@ fn no_workspace(path: &str) -> ApiError {
         method: "POST",
         path: path.to_owned(),
         message: "no workspace or workflow SID known; run provision".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_first_send_of_a_callback_round_creates_without_looking() {
+        assert!(!may_exist_already(1, 1), "the round's first send");
+        assert!(may_exist_already(2, 1), "this row sent again (a retry, a take-over)");
+        assert!(may_exist_already(1, 2), "the journey's next effort after the dispatcher gave up");
+        assert!(may_exist_already(MAX_ATTEMPTS, 3));
     }
 }

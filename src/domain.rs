@@ -210,12 +210,16 @@ fn default_callback_tries() -> u32 {
 }
 
 /// The callback side of a callback task's [`TaskAttributes`]: whom to call
-/// back, and since when they have waited.
+/// back, since when they have waited, and which of the callback's tasks it
+/// is (its round, from 1; 0 in a task written before rounds were), by which
+/// a create whose answer was lost is looked up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallbackAttributes {
     pub number: E164,
     #[serde(rename = "sinceMs")]
     pub since_ms: i64,
+    #[serde(default)]
+    pub round: u32,
 }
 
 /// What a location says in one more language.

@@ -500,9 +500,16 @@ pub fn callback_screen_text(
 
 /// The callback task's attributes: the queue's attributes for `location`
 /// (so the same worker takes it and the same screening applies, always on),
-/// with whom to call back and since when, and the caller's leg's SID (so
-/// its events find the caller's journey).
-pub fn callback_attributes(location: &Location, call: &str, number: &twilio::E164, since_ms: i64) -> TaskAttributes {
+/// with whom to call back, since when and in which round, and the caller's
+/// leg's SID (so its events find the caller's journey, and
+/// [`callback_task_query`] finds the task).
+pub fn callback_attributes(
+    location: &Location,
+    call: &str,
+    number: &twilio::E164,
+    since_ms: i64,
+    round: u32,
+) -> TaskAttributes {
     TaskAttributes {
         location: location.name.clone(),
         practice_phone: location.phone.clone(),
@@ -520,8 +527,18 @@ pub fn callback_attributes(location: &Location, call: &str, number: &twilio::E16
         })),
         amd: Some(false),
         overflow: None,
-        callback: Some(crate::domain::CallbackAttributes { number: number.clone(), since_ms }),
+        callback: Some(crate::domain::CallbackAttributes { number: number.clone(), since_ms, round }),
     }
+}
+
+/// The TaskRouter expression (`EvaluateTaskAttributes`) that finds the task
+/// of `call`'s callback `round` made by [`callback_attributes`], whatever its
+/// status. `None` for a SID that is not only letters and digits: TaskRouter's
+/// strings have no escapes, so nothing else may go between the quotes (a
+/// checked [`CallSid`](twilio::sid::CallSid) always is).
+pub fn callback_task_query(call: &str, round: u32) -> Option<String> {
+    let plain = !call.is_empty() && call.chars().all(|c| c.is_ascii_alphanumeric());
+    plain.then(|| format!(r#"call_sid == "{call}" AND callback.round == {round}"#))
 }
 
 /// The location's hold music, else the business's.
@@ -1121,5 +1138,36 @@ mod tests {
             "Perdón, eso no fue 1. Llamada para Norte de más 4 4 2, 0 7 9, 4 6 0, 9 5 8. Oprima 1 para aceptar, o cuelgue."
         );
         assert!(screen_text("Norte", None, None, 1, es).contains("de un número desconocido."));
+    }
+
+    #[test]
+    fn a_callback_task_carries_its_round_and_the_query_finds_it_by_call_and_round() {
+        let call = "CA0123456789abcdef0123456789abcdef";
+        let number = twilio::E164::parse("+13105550100").unwrap();
+        let attrs = callback_attributes(&location("north", "1", true), call, &number, 1_000, 2);
+        let v = serde_json::to_value(&attrs).unwrap();
+        // The query names exactly these two keys.
+        assert_eq!(v["call_sid"], call, "{v}");
+        assert_eq!(v["callback"]["round"], 2, "{v}");
+        assert_eq!(v["callback"]["sinceMs"], 1_000, "{v}");
+        assert_eq!(
+            callback_task_query(call, 2).as_deref(),
+            Some(r#"call_sid == "CA0123456789abcdef0123456789abcdef" AND callback.round == 2"#)
+        );
+        // A task written before rounds were reads as round 0, found by no query of ours.
+        let old: crate::domain::CallbackAttributes =
+            serde_json::from_str(r#"{"number":"+13105550100","sinceMs":5}"#).unwrap();
+        assert_eq!(old.round, 0);
+    }
+
+    #[test]
+    fn a_callback_task_query_takes_only_letters_and_digits_between_its_quotes() {
+        for bad in
+            [r#"CA1" OR call_sid != "x"#, "CA1' OR 1 == 1", "CA1 OR 1 == 1", "CA1)", r"CA\u0022", "CA1\n", "ÇA1", ""]
+        {
+            assert_eq!(callback_task_query(bad, 1), None, "{bad:?}");
+        }
+        let sid: twilio::sid::CallSid = "CAffffffffffffffffffffffffffffffff".parse().unwrap();
+        assert!(callback_task_query(sid.as_str(), u32::MAX).unwrap().ends_with("callback.round == 4294967295"));
     }
 }

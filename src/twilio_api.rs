@@ -635,6 +635,22 @@ impl TwilioClient {
         Ok(Listing { items: decode_all(&path, raw.items)?, pages: raw.pages, complete: raw.complete })
     }
 
+    /// A workspace's tasks, in any status, whose attributes match
+    /// `expression` (TaskRouter's `EvaluateTaskAttributes`), oldest first,
+    /// up to `max_pages` pages of fifty.
+    pub async fn find_tasks(
+        &self,
+        workspace: &WorkspaceSid,
+        expression: &str,
+        max_pages: u32,
+    ) -> Result<Listing<TaskResource>, ApiError> {
+        let mut q = Params::new();
+        q.push("EvaluateTaskAttributes", expression).push("Ordering", "DateCreated:asc").push("PageSize", "50");
+        let path = Self::workspace_path(workspace.as_str(), &format!("Tasks?{}", q.encode()));
+        let raw = self.list_pages(Api::TaskRouter, &path, "tasks", max_pages).await?;
+        Ok(Listing { items: decode_all(&path, raw.items)?, pages: raw.pages, complete: raw.complete })
+    }
+
     pub async fn fetch_task(&self, workspace: &WorkspaceSid, task: &TaskSid) -> Result<TaskResource, ApiError> {
         let path = Self::workspace_path(workspace.as_str(), &format!("Tasks/{task}"));
         decode("GET", &path, self.get(Api::TaskRouter, &path).await?)

@@ -374,6 +374,8 @@ on_both_backends!(
     a_spanish_speaking_location_greets_in_spanish_and_screens_in_spanish,
     a_caller_who_chooses_a_callback_hangs_up_and_is_called_back_when_the_location_accepts,
     a_callback_still_waiting_at_closing_time_waits_for_the_next_opening_and_keeps_its_place,
+    a_callback_task_whose_created_answer_was_lost_is_found_and_not_made_twice,
+    a_callback_task_in_doubt_is_not_created_while_its_look_up_fails,
     phones_in_order_the_first_is_busy_and_the_second_answers,
     phones_in_order_nobody_answers_each_is_dialled_once_then_voicemail,
     phones_all_at_once_the_first_to_answer_wins_and_the_other_is_hung_up,
@@ -1455,7 +1457,16 @@ async fn a_callback_still_waiting_at_closing_time_waits_for_the_next_opening_and
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(created.len(), 1, "{created:#?}");
-    let first_task = w.store.call(&sid).await.unwrap().and_then(|c| c.task_sid).expect("the callback's task");
+    // Adopted once the create's answer is in.
+    let mut first_task = None;
+    for _ in 0..500 {
+        first_task = w.store.call(&sid).await.unwrap().and_then(|c| c.task_sid);
+        if first_task.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let first_task = first_task.expect("the callback's task");
 
     // Closing time: the task is canceled; the callback waits (not canceled). The second caller
     // hears that they will be called back, and leaves. Someone comes on shift during the
@@ -1584,5 +1595,134 @@ async fn a_caller_who_chooses_a_callback_hangs_up_and_is_called_back_when_the_lo
     let callback_task = record.task_sid.clone().expect("the callback's task");
     assert_ne!(callback_task, queue_task);
     assert_eq!(w.task(&callback_task).await["assignment_status"], "completed");
+    w.finish().await;
+}
+
+/// The server's look-ups of a task by its attributes, from the sandbox's log.
+async fn look_ups(w: &World) -> Vec<Exchange> {
+    w.rest("GET", "/Tasks").await.into_iter().filter(|e| e.query.contains("EvaluateTaskAttributes")).collect()
+}
+
+/// The sandbox's tasks whose attributes name `call_sid` and callback `round`, sorted.
+async fn callback_tasks_of(w: &World, call_sid: &str, round: u64) -> Vec<String> {
+    let state = w.client.state().await.unwrap();
+    let all: Vec<Value> = match &state["tasks"] {
+        Value::Array(a) => a.clone(),
+        Value::Object(m) => m.values().cloned().collect(),
+        other => panic!("no tasks in the sandbox's state: {other}"),
+    };
+    let mut found: Vec<String> = all
+        .iter()
+        .filter(|t| {
+            let attrs = match &t["attributes"] {
+                Value::String(text) => serde_json::from_str(text).unwrap_or_default(),
+                other => other.clone(),
+            };
+            attrs["call_sid"] == call_sid && attrs["callback"]["round"] == round
+        })
+        .map(|t| t["sid"].as_str().unwrap().to_owned())
+        .collect();
+    found.sort();
+    found
+}
+
+async fn a_callback_task_whose_created_answer_was_lost_is_found_and_not_made_twice(backend: Backend) {
+    lost_callback_create(backend, false).await
+}
+
+async fn a_callback_task_in_doubt_is_not_created_while_its_look_up_fails(backend: Backend) {
+    lost_callback_create(backend, true).await
+}
+
+/// The callback's task is made but its create is answered 503; with `look_up_outage`, its
+/// look-ups fail too until the server has tried them twice over.
+async fn lost_callback_create(backend: Backend, look_up_outage: bool) {
+    let receptionist = Behaviour::Person { rings: 1, talk_secs: 30, digits: Some("1".into()) };
+    let Some(w) = world_scaled(backend, SLOWER, receptionist, "", |north| {
+        north.screening = true;
+        north.callback =
+            Some(call_router::domain::CallbackSpec { offer_after_secs: 0, tries: 2, ..Default::default() });
+    })
+    .await
+    else {
+        return;
+    };
+    // TaskRouter makes the callback's task, then answers a 503: the server cannot tell it from a
+    // failure. (The queue's own task is made by `<Enqueue>`, not by this POST.)
+    let rule = sandbox::faults::Rule::from_json(serde_json::json!({
+        "on": "rest", "method": "POST", "path": "/v1/Workspaces/*/Tasks",
+        "fault": "status_after_acting", "status": 503, "limit": 1,
+    }))
+    .unwrap();
+    w.client.add_faults(&[rule]).await.unwrap();
+    if look_up_outage {
+        let rule = sandbox::faults::Rule::from_json(serde_json::json!({
+            "on": "rest", "method": "GET", "path": "/v1/Workspaces/*/Tasks", "fault": "status", "status": 500,
+        }))
+        .unwrap();
+        w.client.add_faults(&[rule]).await.unwrap();
+    }
+    set_on_shift(&w, "north", false).await;
+    let sid = w
+        .client
+        .place_call(&PlaceCall {
+            from: CALLER.into(),
+            to: MAIN.into(),
+            digits: Some("1".into()),
+            patience_secs: Some(600),
+        })
+        .await
+        .unwrap();
+    let summary = w.client.wait_for_call_end(&sid, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(summary["queue_result"], "leave", "{summary}");
+    let queue_task = task_sid_of_call(&w, &sid).await;
+    if look_up_outage {
+        // The REST client tries a look-up five times; more than that is the dispatcher's
+        // second send, which looked up again rather than create blind.
+        let mut failed = 0;
+        for _ in 0..3000 {
+            failed = look_ups(&w).await.iter().filter(|e| e.status == 500).count();
+            if failed > 5 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(failed > 5, "the look-up was tried again: {failed}");
+        assert_eq!(w.rest("POST", "/Tasks").await.len(), 1, "nothing created while the look-up fails");
+        let record = w.store.call(&sid).await.unwrap().expect("the caller's record");
+        assert!(record.task_sid.as_ref().is_none_or(|t| *t == queue_task), "nothing adopted yet: {record:?}");
+        w.client.clear_faults().await.unwrap();
+    }
+
+    // The journey adopts the task the lost create made, once the dispatcher's retry finds it.
+    let mut adopted = None;
+    for _ in 0..1000 {
+        let record = w.store.call(&sid).await.unwrap().expect("the caller's record");
+        if let Some(t) = record.task_sid.filter(|t| *t != queue_task) {
+            adopted = Some(t);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let adopted = adopted.expect("the journey adopted a callback task");
+    assert_eq!(callback_tasks_of(&w, &sid, 1).await, std::slice::from_ref(&adopted), "exactly one task for round 1");
+    let creates = w.rest("POST", "/Tasks").await;
+    assert_eq!(creates.iter().map(|c| c.status).collect::<Vec<_>>(), [503], "one create, answered 503: {creates:#?}");
+    assert!(creates[0].params.get("Attributes").unwrap().contains(r#""round":1"#), "{:?}", creates[0].params);
+    let lookups = look_ups(&w).await;
+    let answered: Vec<_> = lookups.iter().filter(|e| e.status == 200).collect();
+    assert_eq!(answered.len(), 1, "one look-up answered, which found the task: {lookups:#?}");
+    let query = format!(r#"call_sid == "{sid}" AND callback.round == 1"#);
+    assert!(lookups.iter().all(|e| e.params.get("EvaluateTaskAttributes") == Some(query.as_str())), "{lookups:#?}");
+
+    // The adopted task is the callback: north takes it, presses 1 and the caller is called back.
+    set_on_shift(&w, "north", true).await;
+    let record = w.settled(&sid).await;
+    assert_eq!(record.outcome, Outcome::CallbackConnected);
+    w.quiet().await;
+    assert_eq!(record.task_sid.as_deref(), Some(adopted.as_str()));
+    assert_eq!(w.task(&adopted).await["assignment_status"], "completed");
+    assert_eq!(callback_tasks_of(&w, &sid, 1).await, [adopted], "still one task for round 1");
+    assert_eq!(w.rest("POST", "/Tasks").await.len(), 1, "no task was created after the lost one");
     w.finish().await;
 }

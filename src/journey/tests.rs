@@ -45,6 +45,7 @@ pub(super) fn callback_target() -> DialTarget {
         callback: Some(crate::domain::CallbackAttributes {
             number: E164::parse("+13105550100").expect("a test number"),
             since_ms: 1_000_000,
+            round: 1,
         }),
         ..screened_target()
     }

@@ -47,6 +47,9 @@ pub enum Fault {
     /// REST: act, then reset the connection instead of answering: the
     /// client cannot tell whether the request took effect.
     Reset,
+    /// REST: act, then answer this 5xx with Twilio's error body instead of
+    /// the result: a create whose answer was lost although it took effect.
+    StatusAfterActing { status: u16 },
     /// Webhook: deliver the request twice.
     Duplicate,
     /// Webhook: deliver it `delay_ms` virtual milliseconds late. Callbacks
@@ -63,7 +66,7 @@ pub enum Fault {
 impl Fault {
     fn side(&self) -> On {
         match self {
-            Fault::Status { .. } | Fault::Delay { .. } | Fault::Reset => On::Rest,
+            Fault::Status { .. } | Fault::StatusAfterActing { .. } | Fault::Delay { .. } | Fault::Reset => On::Rest,
             Fault::Duplicate | Fault::Late { .. } | Fault::Drop | Fault::Refuse => On::Webhook,
         }
     }
@@ -73,6 +76,7 @@ impl Fault {
             Fault::Status { .. } => "status",
             Fault::Delay { .. } => "delay",
             Fault::Reset => "reset",
+            Fault::StatusAfterActing { .. } => "status_after_acting",
             Fault::Duplicate => "duplicate",
             Fault::Late { .. } => "late",
             Fault::Drop => "drop",
@@ -155,7 +159,7 @@ impl Rule {
                 On::Webhook => "webhook",
             };
             return Err(format!(
-                "fault {:?} does not apply to {on} requests (rest: status, delay, reset; webhook: duplicate, late, drop, refuse)",
+                "fault {:?} does not apply to {on} requests (rest: status, status_after_acting, delay, reset; webhook: duplicate, late, drop, refuse)",
                 self.fault.name()
             ));
         }
@@ -163,6 +167,12 @@ impl Rule {
             && !(400..=599).contains(&status)
         {
             return Err(format!("status must be a 4xx or 5xx code, not {status}"));
+        }
+        // A 4xx says Twilio did not act; only a server error can hide that it did.
+        if let Fault::StatusAfterActing { status } = self.fault
+            && !(500..=599).contains(&status)
+        {
+            return Err(format!("status_after_acting needs a 5xx status, not {status}"));
         }
         if let Some(m) = &self.method
             && !matches!(m.to_ascii_uppercase().as_str(), "GET" | "POST" | "DELETE" | "PUT")
@@ -373,6 +383,8 @@ mod tests {
         assert!(bad(r#"{"on":"rest","fault":"drop"}"#).contains("does not apply to rest"));
         assert!(bad(r#"{"on":"webhook","fault":"reset"}"#).contains("does not apply to webhook"));
         assert!(bad(r#"{"on":"rest","fault":"status","status":200}"#).contains("4xx or 5xx"));
+        assert!(bad(r#"{"on":"rest","fault":"status_after_acting","status":404}"#).contains("needs a 5xx"));
+        assert!(bad(r#"{"on":"webhook","fault":"status_after_acting","status":500}"#).contains("does not apply"));
         assert!(bad(r#"{"on":"rest","fault":"reset","share":1.5}"#).contains("share"));
         assert!(bad(r#"{"on":"webhook","fault":"refuse","from_ms":5,"to_ms":5}"#).contains("after from_ms"));
         assert!(bad(r#"{"on":"rest","fault":"reset","path":"Calls.json"}"#).contains("start with '/'"));
@@ -384,6 +396,8 @@ mod tests {
         assert!(Rule::from_json(json(r#"{"on":"rest","fault":"explode"}"#)).is_err());
         let r = Rule::from_json(json(r#"{"on":"rest","fault":"status","status":429,"retry_after_secs":2}"#)).unwrap();
         assert_eq!(r.fault, Fault::Status { status: 429, retry_after_secs: Some(2) });
+        let r = Rule::from_json(json(r#"{"on":"rest","fault":"status_after_acting","status":503}"#)).unwrap();
+        assert_eq!(r.fault, Fault::StatusAfterActing { status: 503 });
         let f = Faults::new(1);
         let err = f.add(vec![rule(r#"{"on":"rest","fault":"reset"}"#), rule(r#"{"on":"rest","fault":"drop"}"#)]);
         assert!(err.unwrap_err().starts_with("rules[1]: "));

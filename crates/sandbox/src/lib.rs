@@ -71,7 +71,8 @@
 //!   them, `DELETE /sandbox/faults/{id}` removes one. A rule:
 //!   `{"on":"rest"|"webhook", "method":"POST", "path":"/2010-04-01/Accounts/*/Calls.json",
 //!   "share":0.1, "fault":…, "from_ms":…, "to_ms":…, "limit":…, "seed":…}` with `fault`
-//!   one of `status` (+`status`, `retry_after_secs`), `delay` (+`delay_ms`), `reset`
+//!   one of `status` (+`status`, `retry_after_secs`), `status_after_acting` (+`status`, a
+//!   5xx answered after the request took effect), `delay` (+`delay_ms`), `reset`
 //!   (REST), `duplicate`, `late` (+`delay_ms`), `drop`, `refuse` (webhooks). See [`faults`].
 //!
 //! # Simulation rules

@@ -283,6 +283,41 @@ async fn rest_faults_answer_errors_delay_and_reset_after_acting() {
     assert_eq!(s, 404);
 }
 
+/// A create that took effect but whose answer is a 5xx: the client cannot
+/// tell it from a failure, and only a look-up shows the resource.
+#[tokio::test]
+async fn status_after_acting_creates_then_answers_a_server_error() {
+    let t = start(100.0).await;
+    let (ws, _, _) = t.workspace(None).await;
+    let (s, q) = t.post(&t.tr(&format!("Workspaces/{ws}/TaskQueues")), &[("FriendlyName", "q")]).await;
+    assert_eq!(s, 201, "{q}");
+    let cfg = json!({"task_routing": {"filters": [], "default_filter": {"queue": q["sid"]}}}).to_string();
+    let (s, wf) =
+        t.post(&t.tr(&format!("Workspaces/{ws}/Workflows")), &[("FriendlyName", "wf"), ("Configuration", &cfg)]).await;
+    assert_eq!(s, 201, "{wf}");
+    let tasks = t.tr(&format!("Workspaces/{ws}/Tasks"));
+    let create = [("WorkflowSid", wf["sid"].as_str().unwrap()), ("Attributes", r#"{"n":1}"#)];
+    let count = |v: &Value| v["tasks"].as_array().unwrap().len();
+
+    add_faults(&t, json!([{"on": "rest", "method": "POST", "path": "/v1/Workspaces/*/Tasks", "fault": "status_after_acting", "status": 503, "limit": 1}])).await;
+    let (s, v) = t.post(&tasks, &create).await;
+    assert_eq!((s, &v["code"], &v["status"]), (503, &json!(20503), &json!(503)), "{v}");
+    assert!(v["message"].is_string() && v["more_info"].is_string(), "{v}");
+    let (_, list) = t.get(&tasks).await;
+    assert_eq!(count(&list), 1, "the create took effect: {list}");
+    let (_, log) = t.get(&format!("{}/sandbox/log?limit=10000", t.url)).await;
+    let entry = log["entries"].as_array().unwrap().iter().rev().find(|e| e["fault"].is_string()).unwrap().clone();
+    assert_eq!(
+        (entry["status"].as_u64(), entry["fault"].as_str()),
+        (Some(503), Some("status_after_acting (rule 1)")),
+        "{entry}"
+    );
+    // The rule's limit is spent: the next create answers normally.
+    let (s, v) = t.post(&tasks, &create).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(count(&t.get(&tasks).await.1), 2);
+}
+
 #[tokio::test]
 async fn fault_rules_are_checked_with_a_reason() {
     let t = start(1000.0).await;

@@ -303,6 +303,47 @@ async fn routing(t: &T) -> (String, String, String, String, String) {
     (ws, sid(&wf), voice, all, available)
 }
 
+/// How the server finds a callback's task by its caller and round: a nested
+/// key, a number compared as a number, and `AND`, in any status.
+#[tokio::test]
+async fn tasks_by_nested_numeric_attributes_joined_with_and() {
+    let t = common::start(1000.0).await;
+    let (ws, wf, _, _, _) = routing(&t).await;
+    let mut tasks = Vec::new();
+    for (call, round) in [("CA01", json!(1)), ("CA01", json!(2)), ("CA02", json!(2)), ("CA01", json!("2"))] {
+        let attrs = json!({ "call_sid": call, "callback": { "number": "+14155550100", "round": round } }).to_string();
+        let (s, task) =
+            t.post(&t.tr(&format!("Workspaces/{ws}/Tasks")), &[("WorkflowSid", &wf), ("Attributes", &attrs)]).await;
+        assert_eq!(s, 201, "{task}");
+        tasks.push(sid(&task));
+    }
+    // The second one ends: a look-up finds a task in any status.
+    let (s, v) = t
+        .post(
+            &t.tr(&format!("Workspaces/{ws}/Tasks/{}", tasks[1])),
+            &[("AssignmentStatus", "canceled"), ("Reason", "test")],
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let list = |expr: &str| {
+        let q = serde_urlencoded::to_string([("EvaluateTaskAttributes", expr)]).unwrap();
+        let url = t.tr(&format!("Workspaces/{ws}/Tasks?{q}"));
+        let t = &t;
+        async move {
+            let (s, l) = t.get(&url).await;
+            assert_eq!(s, 200, "{url}: {l}");
+            sids(&l, "tasks")
+        }
+    };
+    let pick = |idx: &[usize]| idx.iter().map(|&i| tasks[i].clone()).collect::<Vec<_>>();
+    assert_eq!(list(r#"call_sid == "CA01" AND callback.round == 2"#).await, pick(&[1]));
+    assert_eq!(list(r#"call_sid == 'CA01' and callback.round == 1"#).await, pick(&[0]));
+    assert_eq!(list(r#"callback.round == 2"#).await, pick(&[1, 2]), "a string \"2\" is not the number 2");
+    assert_eq!(list(r#"callback.round >= 1 AND call_sid == "CA01""#).await, pick(&[0, 1]));
+    assert_eq!(list(r#"call_sid == "CA01" AND callback.round == 3"#).await, pick(&[]));
+    assert_eq!(list(r#"callback.missing == 2"#).await, pick(&[]));
+}
+
 #[tokio::test]
 async fn workers_by_the_queue_they_are_eligible_for() {
     let t = common::start(1.0).await;

@@ -134,7 +134,8 @@ async fn dispatch(
     let authorized = authorized(&shared, &headers);
     let fired = if authorized { shared.faults.rest(method.as_str(), &path, shared.clock.now_ms()) } else { None };
     // A recording's media (`…/Recordings/RE…` or `.wav`) is audio, not JSON.
-    let status_fault = matches!(&fired, Some(Fired { fault: Fault::Status { .. }, .. }));
+    let status_fault =
+        matches!(&fired, Some(Fired { fault: Fault::Status { .. } | Fault::StatusAfterActing { .. }, .. }));
     if method == Method::GET
         && authorized
         && !status_fault
@@ -169,6 +170,11 @@ async fn dispatch(
     let result = match (&fired, authorized) {
         (_, false) => Err(ErrorBody::new(401, 20003, "Authenticate")),
         (Some(Fired { fault: Fault::Status { status, .. }, .. }), true) => Err(fault_error(*status)),
+        // It takes effect; the client hears a server error instead of the result.
+        (Some(Fired { fault: Fault::StatusAfterActing { status }, .. }), true) => {
+            let _ = route(&shared, &path, &req).await;
+            Err(fault_error(*status))
+        }
         (_, true) => route(&shared, &path, &req).await,
     };
     let (status, body) = match result {
