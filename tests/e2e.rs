@@ -1512,7 +1512,20 @@ async fn a_callback_still_waiting_at_closing_time_waits_for_the_next_opening_and
     let first_places = place_of(CALLER);
     assert_eq!(first_places.len(), 2);
     assert_eq!(first_places[0], first_places[1], "the same place in line");
-    assert!(place_of(SECOND)[0] > first_places[0], "the second caller's place is after the first's");
+    // VirtualStartTime is in whole seconds; the attributes keep the milliseconds.
+    let since_of = |number: &str| -> Vec<i64> {
+        created
+            .iter()
+            .filter_map(|e| serde_json::from_str::<Value>(e.params.get("Attributes")?).ok())
+            .filter(|a| a["callback"]["number"] == number)
+            .filter_map(|a| a["callback"]["sinceMs"].as_i64())
+            .collect()
+    };
+    let (first, second_since) = (since_of(CALLER), since_of(SECOND));
+    assert_eq!((first.len(), second_since.len()), (2, 1), "{created:#?}");
+    assert_eq!(first[0], first[1], "the same place in line");
+    assert!(place_of(SECOND)[0] >= first_places[0]);
+    assert!(second_since[0] > first[0], "the second caller's place is after the first's");
     let dials = w.rest("POST", "/Calls.json").await;
     assert_eq!(dials.iter().map(|d| d.params.get("To").unwrap_or_default()).collect::<Vec<_>>(), [NORTH_PHONE; 2]);
     w.quiet().await;
