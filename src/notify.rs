@@ -150,7 +150,10 @@ impl SendError {
 
 /// Sends notifications; built once by the dispatcher.
 pub struct Sender {
-    http: reqwest::Client,
+    /// Built at the first webhook notification: building it loads the
+    /// system's root certificates, a few milliseconds of every start-up
+    /// otherwise, for a client most servers never use.
+    http: std::sync::OnceLock<reqwest::Client>,
     webhook_secret: Option<SecretString>,
     smtp: Option<(SmtpSettings, AsyncSmtpTransport<Tokio1Executor>)>,
     public_url: String,
@@ -158,17 +161,32 @@ pub struct Sender {
 
 impl Sender {
     pub fn new(settings: &NotificationSettings, public_url: &str) -> anyhow::Result<Self> {
+        let smtp =
+            settings.smtp.as_ref().map(|s| Ok::<_, anyhow::Error>((s.clone(), smtp_transport(s)?))).transpose()?;
+        Ok(Sender {
+            http: std::sync::OnceLock::new(),
+            webhook_secret: settings.webhook_secret.clone(),
+            smtp,
+            public_url: public_url.to_owned(),
+        })
+    }
+
+    /// The webhooks' HTTP client, built on first use.
+    fn http(&self) -> Result<&reqwest::Client, SendError> {
+        if let Some(http) = self.http.get() {
+            return Ok(http);
+        }
         crate::twilio_api::install_crypto_provider();
-        let http = reqwest::Client::builder()
+        let built = reqwest::Client::builder()
             .timeout(WEBHOOK_TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
             // A redirect would post the signed body somewhere else.
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("call-router/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        let smtp =
-            settings.smtp.as_ref().map(|s| Ok::<_, anyhow::Error>((s.clone(), smtp_transport(s)?))).transpose()?;
-        Ok(Sender { http, webhook_secret: settings.webhook_secret.clone(), smtp, public_url: public_url.to_owned() })
+            .build()
+            .map_err(|e| SendError::transient(format!("building the webhooks' HTTP client: {e}")))?;
+        // Two first sends at once build two; the first one set stays.
+        Ok(self.http.get_or_init(|| built))
     }
 
     pub async fn send(
@@ -192,7 +210,7 @@ impl Sender {
         let timestamp = Timestamp::now().as_second();
         let sig = signature(secret.expose_secret().as_bytes(), timestamp, &body);
         let sent = self
-            .http
+            .http()?
             .post(url)
             .header("Content-Type", "application/json")
             .header(EVENT_HEADER, EVENT)
@@ -321,5 +339,15 @@ mod tests {
                 "notify:RE0123456789abcdef0123456789abcdef:webhook"
             ]
         );
+    }
+
+    #[test]
+    fn the_webhooks_client_is_built_at_the_first_webhook_not_at_start() {
+        let settings = crate::config::NotificationSettings::default();
+        let sender = Sender::new(&settings, "https://router.example.com").unwrap();
+        assert!(sender.http.get().is_none(), "a start-up built the webhooks' client");
+        let first: *const reqwest::Client = sender.http().unwrap();
+        let again: *const reqwest::Client = sender.http().unwrap();
+        assert!(std::ptr::eq(first, again), "the client is built once");
     }
 }

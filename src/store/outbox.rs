@@ -92,46 +92,8 @@ pub(super) async fn claim<C: Conn>(
     lease: &Lease,
     now: i64,
 ) -> anyhow::Result<Vec<OutboxRow>> {
-    // `state = $1` again outside the subquery: a row another claimer took
-    // meanwhile is skipped, not taken twice. On PostgreSQL, SKIP LOCKED lets
-    // two instances claim side by side without waiting for each other.
-    let sql = match (lane, c.postgres()) {
-        (Lane::Dial, false) => {
-            "UPDATE outbox SET state = $2, attempts = attempts + 1, updated_at_ms = $3, lease_owner = $5,
-                 lease_until_ms = $6
-             WHERE state = $1 AND id IN (SELECT id FROM outbox WHERE state = $1 AND kind = 'dial'
-                 AND not_before_ms <= $3 ORDER BY id LIMIT $4)
-             RETURNING id, dedupe_key, payload, attempts, journey_id"
-        }
-        (Lane::Other, false) => {
-            "UPDATE outbox SET state = $2, attempts = attempts + 1, updated_at_ms = $3, lease_owner = $5,
-                 lease_until_ms = $6
-             WHERE state = $1 AND id IN (SELECT id FROM outbox WHERE state = $1 AND kind <> 'dial'
-                 AND not_before_ms <= $3 ORDER BY id LIMIT $4)
-             RETURNING id, dedupe_key, payload, attempts, journey_id"
-        }
-        (Lane::Dial, true) => {
-            "UPDATE outbox SET state = $2, attempts = attempts + 1, updated_at_ms = $3, lease_owner = $5,
-                 lease_until_ms = $6
-             WHERE state = $1 AND id IN (SELECT id FROM outbox WHERE state = $1 AND kind = 'dial'
-                 AND not_before_ms <= $3 ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)
-             RETURNING id, dedupe_key, payload, attempts, journey_id"
-        }
-        (Lane::Other, true) => {
-            "UPDATE outbox SET state = $2, attempts = attempts + 1, updated_at_ms = $3, lease_owner = $5,
-                 lease_until_ms = $6
-             WHERE state = $1 AND id IN (SELECT id FROM outbox WHERE state = $1 AND kind <> 'dial'
-                 AND not_before_ms <= $3 ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)
-             RETURNING id, dedupe_key, payload, attempts, journey_id"
-        }
-    };
     let until = now + lease.ms;
-    let rows = c
-        .fetch(
-            sql,
-            args![OutboxState::Pending.as_str(), OutboxState::Sending.as_str(), now, limit, &*lease.owner, until],
-        )
-        .await?;
+    let rows = c.fetch(claim_sql(lane, c.postgres()), args![now, limit, &*lease.owner, until]).await?;
     let mut out = rows
         .iter()
         .map(|r| {
@@ -149,6 +111,51 @@ pub(super) async fn claim<C: Conn>(
     // RETURNING's order is not defined.
     out.sort_by_key(|r| r.id);
     Ok(out)
+}
+
+/// The claim's statement. `state = 'pending'` again outside the subquery:
+/// a row another claimer took meanwhile is skipped, not taken twice. On
+/// PostgreSQL, SKIP LOCKED lets two instances claim side by side without
+/// waiting for each other.
+///
+/// On SQLite, nothing the planner peeks at is bound: it looks at the value
+/// bound to a column that a partial index filters on (`outbox_sending`,
+/// `WHERE state = 'sending'`) and at a bound `LIMIT`, and each new binding of
+/// either made SQLite prepare the statement again, on every claim (a sixth
+/// of the writer thread's time under the bench's load). So the states are
+/// written into the SQL, and the limit is an expression (`$2 + 0`), which
+/// the planner does not read.
+pub(super) fn claim_sql(lane: Lane, postgres: bool) -> &'static str {
+    match (lane, postgres) {
+        (Lane::Dial, false) => {
+            "UPDATE outbox SET state = 'sending', attempts = attempts + 1, updated_at_ms = $1, lease_owner = $3,
+                 lease_until_ms = $4
+             WHERE state = 'pending' AND id IN (SELECT id FROM outbox WHERE state = 'pending' AND kind = 'dial'
+                 AND not_before_ms <= $1 ORDER BY id LIMIT $2 + 0)
+             RETURNING id, dedupe_key, payload, attempts, journey_id"
+        }
+        (Lane::Other, false) => {
+            "UPDATE outbox SET state = 'sending', attempts = attempts + 1, updated_at_ms = $1, lease_owner = $3,
+                 lease_until_ms = $4
+             WHERE state = 'pending' AND id IN (SELECT id FROM outbox WHERE state = 'pending' AND kind <> 'dial'
+                 AND not_before_ms <= $1 ORDER BY id LIMIT $2 + 0)
+             RETURNING id, dedupe_key, payload, attempts, journey_id"
+        }
+        (Lane::Dial, true) => {
+            "UPDATE outbox SET state = 'sending', attempts = attempts + 1, updated_at_ms = $1, lease_owner = $3,
+                 lease_until_ms = $4
+             WHERE state = 'pending' AND id IN (SELECT id FROM outbox WHERE state = 'pending' AND kind = 'dial'
+                 AND not_before_ms <= $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
+             RETURNING id, dedupe_key, payload, attempts, journey_id"
+        }
+        (Lane::Other, true) => {
+            "UPDATE outbox SET state = 'sending', attempts = attempts + 1, updated_at_ms = $1, lease_owner = $3,
+                 lease_until_ms = $4
+             WHERE state = 'pending' AND id IN (SELECT id FROM outbox WHERE state = 'pending' AND kind <> 'dial'
+                 AND not_before_ms <= $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
+             RETURNING id, dedupe_key, payload, attempts, journey_id"
+        }
+    }
 }
 
 /// Which rows being sent to take over.
@@ -234,4 +241,76 @@ pub(super) async fn hold<C: Conn>(c: &mut C, name: &str, owner: &str, ms: i64, n
 pub(super) async fn release<C: Conn>(c: &mut C, name: &str, owner: &str) -> anyhow::Result<()> {
     c.execute("DELETE FROM leases WHERE name = $1 AND owner = $2", args![name, owner]).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::lite::LiteConn;
+    use super::*;
+
+    /// A SQLite database in memory with the server's schema.
+    pub(super) fn migrated() -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+        let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        for f in files {
+            conn.execute_batch(&std::fs::read_to_string(&f).unwrap()).unwrap();
+        }
+        conn
+    }
+
+    fn ready<T>(f: impl Future<Output = T>) -> T {
+        let mut f = std::pin::pin!(f);
+        match f.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => panic!("a rusqlite future was not ready"),
+        }
+    }
+
+    #[test]
+    fn a_claim_on_sqlite_is_prepared_once_whatever_it_binds() {
+        let conn = migrated();
+        for (i, kind) in ["dial", "dial", "hang_up"].iter().enumerate() {
+            conn.execute(
+                "INSERT INTO outbox (dedupe_key, kind, payload, state, attempts, not_before_ms, created_at_ms,
+                     updated_at_ms) VALUES (?1, ?2, '{}', 'pending', 0, 0, 0, 0)",
+                rusqlite::params![format!("k{i}"), kind],
+            )
+            .unwrap();
+        }
+        let lease = Lease { owner: "bench-a".into(), ms: 1_000 };
+        let other = Lease { owner: "bench-b".into(), ms: 5_000 };
+        let mut c = LiteConn(&conn);
+        // Each claim binds other values: its time, limit, owner and lease expiry. (The rows'
+        // payloads are no commands: only the statement is looked at here.)
+        let sql = claim_sql(Lane::Dial, false);
+        let first = ready(c.fetch(sql, args![10i64, 1i64, &*lease.owner, 1_010i64])).unwrap();
+        let second = ready(c.fetch(sql, args![20i64, 5i64, &*other.owner, 5_020i64])).unwrap();
+        let third = ready(c.fetch(sql, args![30i64, 5i64, &*lease.owner, 1_030i64])).unwrap();
+        assert_eq!((first.len(), second.len(), third.len()), (1, 1, 0), "each pending dial is claimed once");
+        let st = conn.prepare_cached(sql).unwrap();
+        assert_eq!(st.get_status(rusqlite::StatementStatus::RePrepare), 0, "the claim was prepared again");
+        drop(st);
+        // The control: the same claim with its states bound is prepared again, so the count
+        // above would see it.
+        let bound = "UPDATE outbox SET state = $5, updated_at_ms = $1, lease_owner = $3, lease_until_ms = $4
+             WHERE state = $6 AND id IN (SELECT id FROM outbox WHERE state = $6 AND kind = 'dial'
+                 AND not_before_ms <= $1 ORDER BY id LIMIT $2 + 0)
+             RETURNING id";
+        for now in [40i64, 50] {
+            ready(c.fetch(bound, args![now, 1i64, &*lease.owner, now + 1_000, "sending", "pending"])).unwrap();
+        }
+        let st = conn.prepare_cached(bound).unwrap();
+        assert!(st.get_status(rusqlite::StatementStatus::RePrepare) > 0, "a bound state no longer re-prepares");
+        drop(st);
+        let owners: Vec<(String, String, i64)> = conn
+            .prepare("SELECT dedupe_key, state, lease_until_ms FROM outbox WHERE kind = 'dial' ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(owners, [("k0".into(), "sending".into(), 1_010), ("k1".into(), "sending".into(), 5_020)]);
+    }
 }
