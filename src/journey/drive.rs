@@ -133,23 +133,39 @@ impl Journey {
     /// as the caller leaves), and the caller leaves the queue (at the next
     /// `/hold`, or by the redirect owed below) to hear so.
     fn call_back_at_opening(&mut self, cb: super::ClosingCallback, now: i64) {
+        self.start_callback(cb.number, cb.tries, true, true, now);
+    }
+
+    /// The caller is to be called back from now on (`wait_for_opening`, and
+    /// `at_closing`: made by the closing policy): the queue's task ends with
+    /// the caller's leaving (TaskRouter cancels it), so it and its
+    /// reservations are let go, and callback tasks take over with the
+    /// caller's place.
+    pub(super) fn start_callback(
+        &mut self,
+        number: twilio::E164,
+        tries: u32,
+        wait_for_opening: bool,
+        at_closing: bool,
+        now: i64,
+    ) {
         let old = self.task.take().map(|t| t.sid);
         for r in &mut self.reservations {
             r.end(ReservationEnd::Canceled);
         }
         self.callback = Some(super::state::Callback {
-            number: cb.number,
+            number,
             since_ms: self.wait.since_ms.unwrap_or(now),
-            tries: cb.tries.max(1),
+            tries: tries.max(1),
             missed: 0,
             round: 0,
             create: None,
             next_at_ms: now,
             old_tasks: old.into_iter().collect(),
             ended_task: None,
-            wait_for_opening: true,
+            wait_for_opening,
             closed_task: None,
-            at_closing: true,
+            at_closing,
         });
     }
 

@@ -4,7 +4,7 @@
 use twilio::sid::{CallSid, ReservationSid, TaskSid};
 
 use super::state::{
-    Attempt, AttemptState, Callback, CallerState, Leg, ResState, Reservation, Screen, Stop, Task, TaskEnd, Voicemail,
+    Attempt, AttemptState, CallerState, Leg, ResState, Reservation, Screen, Stop, Task, TaskEnd, Voicemail,
 };
 use super::{
     ANSWERED_GRACE_SECS, Answer, AnsweredBy, BRIDGE_EVIDENCE_MS, CALLBACK_OFFER_EVERY_SECS, CALLBACK_RETRY_MS,
@@ -448,25 +448,7 @@ impl Journey {
         if !may {
             return Answer::Nothing;
         }
-        // The queue's task ends with the caller's leaving: TaskRouter cancels it.
-        let old = self.task.take().map(|t| t.sid);
-        for r in &mut self.reservations {
-            r.end(ReservationEnd::Canceled);
-        }
-        self.callback = Some(Callback {
-            number,
-            since_ms: self.wait.since_ms.unwrap_or(now),
-            tries: tries.max(1),
-            missed: 0,
-            round: 0,
-            create: None,
-            next_at_ms: now,
-            old_tasks: old.into_iter().collect(),
-            ended_task: None,
-            wait_for_opening,
-            closed_task: None,
-            at_closing: false,
-        });
+        self.start_callback(number, tries, wait_for_opening, false, now);
         self.caller.advance(CallerState::Diverted);
         Answer::Leave
     }
