@@ -245,9 +245,9 @@ pub struct AddLocation {
     /// opening, `cancel` ends it (listed as callback_canceled).
     #[arg(long, requires = "callback", value_parser = ["next-opening", "cancel"])]
     pub callback_at_closing: Option<String>,
-    /// What callers still waiting at closing time get: `voicemail` (default) or `callback` (at the
-    /// next opening; needs --callback).
-    #[arg(long, value_parser = ["voicemail", "callback"])]
+    /// What callers still waiting at closing time get: `voicemail` (default), `callback` (at the
+    /// next opening; needs --callback) or `overflow` (the --overflow location's queue, when open).
+    #[arg(long, value_parser = ["voicemail", "callback", "overflow"])]
     pub closing_policy: Option<String>,
     /// The location's language, one of `ivr.languages` (e.g. es-MX); unset: the first.
     #[arg(long)]
@@ -567,6 +567,7 @@ impl AddLocation {
             translations: Default::default(),
             closing_policy: match self.closing_policy.as_deref() {
                 Some("callback") => crate::domain::ClosingPolicy::Callback,
+                Some("overflow") => crate::domain::ClosingPolicy::Overflow,
                 _ => crate::domain::ClosingPolicy::Voicemail,
             },
             callback: self.callback.then(|| {
@@ -995,6 +996,14 @@ mod tests {
         closing.validate_shape().unwrap();
         let without = parse(&["--closing-policy", "callback"]).unwrap();
         assert_eq!(without.validate_shape().unwrap_err().field, "closing_policy");
+        // The overflow policy needs an overflow location.
+        let transfer = parse(&["--overflow", "south", "--closing-policy", "overflow"]).unwrap();
+        assert_eq!(transfer.closing_policy, crate::domain::ClosingPolicy::Overflow);
+        transfer.validate_shape().unwrap();
+        let nowhere = parse(&["--closing-policy", "overflow"]).unwrap();
+        assert_eq!(nowhere.validate_shape().unwrap_err().field, "closing_policy");
+        let bad = parse(&["--closing-policy", "transfer"]).unwrap_err();
+        assert!(bad.contains("voicemail") && bad.contains("overflow"), "{bad}");
     }
 
     #[test]

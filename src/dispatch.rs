@@ -297,12 +297,13 @@ impl Dispatcher {
                 p.push("Status", "completed");
                 self.twilio.update_call(leg.as_str(), &p).await.map(drop)
             }
-            Command::RedirectCaller { call, location, reason, language, callback, .. } => {
+            Command::RedirectCaller { call, location, reason, language, callback, transfer, .. } => {
                 let urls = Urls { base: &self.settings.public_url };
                 let mut query = vec![("location", location.as_deref().unwrap_or("")), ("reason", reason.as_str())];
                 if *callback {
                     query.push(("callback", "1"));
                 }
+                query.extend(transfer.as_deref().map(|t| ("transfer", t)));
                 query.extend(language.as_deref().map(|l| ("lang", l)));
                 let url = urls.url("/caller-fallback", &query);
                 let mut p = Params::new();

@@ -131,8 +131,9 @@ pub struct LocationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<CallbackSpec>,
     /// What a caller still waiting in the queue at closing time gets (with
-    /// no location leg ringing or answered): voicemail (the default), or a
-    /// callback at the next opening (needs `callback`).
+    /// no location leg ringing or answered): voicemail (the default), a
+    /// callback at the next opening (needs `callback`), or the overflow
+    /// location's queue (needs `overflow`).
     #[serde(default, skip_serializing_if = "ClosingPolicy::is_voicemail")]
     pub closing_policy: ClosingPolicy,
 }
@@ -148,6 +149,10 @@ pub enum ClosingPolicy {
     /// caller hangs up and keeps their place, as if they had pressed 1 for a
     /// callback; voicemail for a withheld number.
     Callback,
+    /// "We have closed for now; we are transferring you to South Clinic":
+    /// the caller leaves this location's queue for its `overflow` location's,
+    /// when that one is open at closing time; else voicemail.
+    Overflow,
 }
 
 impl ClosingPolicy {
@@ -522,6 +527,9 @@ impl Location {
                 Some(_) => {}
             }
         }
+        if spec.closing_policy == ClosingPolicy::Overflow && spec.overflow.is_none() {
+            return Err(err("closing_policy", "\"overflow\" needs `overflow`, the location to transfer to"));
+        }
         match (&spec.overflow, spec.overflow_after_secs) {
             (Some(o), _) if o.trim() == name => {
                 return Err(err("overflow", "a location cannot overflow to itself"));
@@ -736,6 +744,10 @@ pub struct TaskAttributes {
     /// A callback's task (created by us, not by `<Enqueue>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<CallbackAttributes>,
+    /// The location that closed while the caller waited in its queue and
+    /// transferred them here (its closing policy `overflow`).
+    #[serde(rename = "transferredFrom", default, skip_serializing_if = "Option::is_none")]
+    pub transferred_from: Option<String>,
 }
 
 /// The overflow location's side of [`TaskAttributes`]: where a reservation
@@ -1133,6 +1145,7 @@ mod tests {
             amd: None,
             overflow: None,
             callback: None,
+            transferred_from: None,
         };
         let json = serde_json::to_value(&t).unwrap();
         assert_eq!(json["practicePhone"], "+14155550123");

@@ -244,7 +244,7 @@ pub fn route(
                 urls,
                 workflow_sid,
                 o.location,
-                None,
+                Side::Arrival(None),
                 caller,
                 resp.verb(Verb::Say(sp.say_text(notice))),
                 sp,
@@ -258,7 +258,8 @@ pub fn route(
         return (voicemail(settings, urls, Some(location), &msg, sp), Routed::Closed);
     }
     let resp = greeting(location, greet, sp);
-    let resp = enqueue(settings, urls, workflow_sid, location, overflow.map(|o| o.location), caller, resp, sp);
+    let resp =
+        enqueue(settings, urls, workflow_sid, location, Side::Arrival(overflow.map(|o| o.location)), caller, resp, sp);
     (resp, Routed::Enqueued)
 }
 
@@ -282,6 +283,37 @@ fn all_at_once(location: &Location) -> Option<crate::domain::Ring> {
     (location.phones.len() > 1 && location.ring == crate::domain::Ring::AllAtOnce).then_some(location.ring)
 }
 
+/// A caller still waiting at `from`'s closing time moves to `to`'s queue
+/// (the closing policy `overflow`): "Sorry, North Clinic has closed for now.
+/// We are transferring you to South Clinic.", then `<Enqueue>` there with a
+/// task `transferredFrom` the closed location, which the caller's journey
+/// adopts. The caller's `CallToken` came with the first webhook only, so the
+/// new task's leg shows the location's own caller ID.
+pub fn transfer_at_closing(
+    settings: &Settings,
+    urls: &Urls,
+    workflow_sid: &str,
+    from: &Location,
+    to: &Location,
+    caller: &Caller,
+    sp: &Speaker,
+) -> Response {
+    let tag = sp.lang.tag.as_str();
+    let closed = sp.text(P::ClosedWhileWaiting, &[("location", from.display_name_in(tag))]);
+    let notice = format!("{closed} {}", sp.text(P::Transferring, &[("location", to.display_name_in(tag))]));
+    let resp = Response::new().verb(Verb::Say(sp.say_text(notice)));
+    enqueue(settings, urls, workflow_sid, to, Side::Transfer { from: &from.name }, caller, resp, sp)
+}
+
+/// How a caller comes to a location's queue: on arrival (with the
+/// location's overflow location, for the workflow's `overflow_after_secs`
+/// target), or transferred at another location's closing time.
+#[derive(Debug, Clone, Copy)]
+enum Side<'a> {
+    Arrival(Option<&'a Location>),
+    Transfer { from: &'a str },
+}
+
 /// "Please hold", and `<Enqueue>` with the task for `location` (and its
 /// overflow location's side of the dial).
 #[allow(clippy::too_many_arguments)]
@@ -290,11 +322,15 @@ fn enqueue(
     urls: &Urls,
     workflow_sid: &str,
     location: &Location,
-    overflow: Option<&Location>,
+    side: Side<'_>,
     caller: &Caller,
     resp: Response,
     sp: &Speaker,
 ) -> Response {
+    let (overflow, transferred_from) = match side {
+        Side::Arrival(o) => (o, None),
+        Side::Transfer { from } => (None, Some(from.to_owned())),
+    };
     let show_caller = |l: &Location| l.show_caller_number && caller.call_token.is_some();
     // Twilio only accepts the caller's own number as From together with the
     // inbound call's CallToken.
@@ -329,6 +365,7 @@ fn enqueue(
             screening: o.spec.screening(),
             amd: (!o.spec.amd()).then_some(false),
         }),
+        transferred_from,
     };
     let attributes = serde_json::to_string(&attrs).expect("task attributes serialise");
     let mut q = vec![("location", location.name.as_str())];
@@ -528,6 +565,7 @@ pub fn callback_attributes(
         amd: Some(false),
         overflow: None,
         callback: Some(crate::domain::CallbackAttributes { number: number.clone(), since_ms, round }),
+        transferred_from: None,
     }
 }
 

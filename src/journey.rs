@@ -74,8 +74,8 @@ mod tests;
 mod world;
 
 pub use event::{
-    AnsweredBy, CallStatus, ClosingCallback, DialTarget, Event, MAX_LATER_OPENINGS, OpenPeriod, QueueResult,
-    ReservationEnd, ReservationStatus, ScreenKey, TaskStatus,
+    AnsweredBy, CallStatus, ClosingCallback, ClosingOverflow, DialTarget, Event, MAX_LATER_OPENINGS, OpenPeriod,
+    QueueResult, ReservationEnd, ReservationStatus, ScreenKey, TaskStatus,
 };
 pub use state::{CallerState, TaskEnd};
 
@@ -86,7 +86,7 @@ use twilio::sid::{CallSid, ReservationSid, TaskSid};
 
 use crate::config::{AnsweredByPolicy, Settings};
 use crate::domain::Outcome;
-use state::{Attempt, AttemptState, Callback, Caller, Effort, Reservation, Task, Voicemail, Waiting};
+use state::{Attempt, AttemptState, Callback, Caller, Effort, Reservation, Task, Transferred, Voicemail, Waiting};
 
 /// How long after an unknown dial the journey first asks for a Calls list:
 /// time for the leg's `initiated` status callback, which names the
@@ -191,6 +191,13 @@ pub struct Journey {
     /// voicemail (see [`Event::ClosingTime`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     closing_callback: Option<ClosingCallback>,
+    /// The overflow location a caller still waiting at closing time moves to
+    /// (see [`Event::ClosingTime`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    closing_overflow: Option<ClosingOverflow>,
+    /// The caller moved to the overflow location's queue at closing time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    transfer: Option<Transferred>,
     /// The voicemails the caller left (one, in practice).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     voicemails: Vec<Voicemail>,
@@ -220,6 +227,8 @@ impl Default for Journey {
             opens_at_ms: None,
             later: Vec::new(),
             closing_callback: None,
+            closing_overflow: None,
+            transfer: None,
             voicemails: Vec::new(),
             wait: Waiting::default(),
             language: None,
@@ -288,6 +297,10 @@ pub enum Command {
         /// The caller's language, for the fallback's words.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         language: Option<String>,
+        /// Closed at `location`: to the queue of this overflow location
+        /// instead of voicemail (the closing policy `overflow`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        transfer: Option<String>,
     },
     CancelTask {
         task: TaskSid,
@@ -380,6 +393,11 @@ impl Command {
                 format!("find-dial:{reservation}#{attempt}.{lookup}")
             }
             Command::HangUp { leg, round } => keyed(format!("hang-up:{leg}"), *round),
+            // The transfer's redirect is a redirect of its own: a later one (to
+            // the overflow location's voicemail, say) must not share its key.
+            Command::RedirectCaller { call, round, transfer: Some(_), .. } => {
+                keyed(format!("redirect:{call}:transfer"), *round)
+            }
             Command::RedirectCaller { call, round, .. } => keyed(format!("redirect:{call}"), *round),
             Command::CancelTask { task, round, .. } => keyed(format!("cancel-task:{task}"), *round),
             Command::CompleteTask { task, round } => keyed(format!("complete-task:{task}"), *round),
@@ -438,6 +456,10 @@ pub enum Answer {
     /// `<Dial callerId=from><Number>number</Number></Dial>`, its action
     /// `/callback-dialed` naming the reservation.
     CallBack { reservation: ReservationSid, number: E164, from: E164 },
+    /// `/enqueue-action` after `<Leave>` at closing time with the closing
+    /// policy `overflow`: "`from` has closed for now; we are transferring you
+    /// to `to`", and `<Enqueue>` in `to`'s queue, the task `transferred_from`.
+    TransferAtClosing { from: String, to: String },
     /// `/enqueue-action` after the caller chose a callback: "we will call
     /// you back at …", and hang up; with `closed`, the callback came from
     /// the closing policy: "we have closed for now; … when we open".
@@ -520,7 +542,14 @@ impl Journey {
         let leg = self.reservations.iter().rev().find_map(|r| r.legs.last());
         // Where the call ended: the location of the latest reservation, which
         // is the overflow location's once the workflow moved the task there.
-        let ended_at = self.reservations.iter().rev().find_map(|r| r.target.as_ref()).map(|t| t.location.as_str());
+        // After a transfer at closing time, only the new task's count.
+        let ended_at = self
+            .reservations
+            .iter()
+            .rev()
+            .filter_map(|r| r.target.as_ref())
+            .find(|t| self.transfer.is_none() || t.transferred)
+            .map(|t| t.location.as_str());
         Summary {
             location: ended_at.or(self.location.as_deref()),
             task: self.task.as_ref().map(|t| &t.sid),
@@ -576,7 +605,7 @@ impl Journey {
             }
         }
         if self.redirect_needed().is_some() {
-            at.extend(self.redirect.and_then(|e| e.retry_at()));
+            at.extend(self.redirect_effort().and_then(|e| e.retry_at()));
         }
         if let (Some(want), Some(Task { ending: Some(e), .. })) = (self.task_end_wanted(), &self.task)
             && e.end == want
@@ -651,7 +680,7 @@ impl Journey {
         let leg_failed = legs
             .filter(|l| l.reported.is_live())
             .any(|l| l.stop.as_ref().and_then(|s| s.hang_up).is_some_and(|e| e.failed));
-        let redirect_failed = self.redirect_needed().is_some() && self.redirect.is_some_and(|e| e.failed);
+        let redirect_failed = self.redirect_needed().is_some() && self.redirect_effort().is_some_and(|e| e.failed);
         let task_failed = match (self.task_end_wanted(), &self.task) {
             (Some(want), Some(Task { ending: Some(e), .. })) => e.end == want && e.effort.failed,
             _ => false,

@@ -865,6 +865,7 @@ mod tests {
             caller: None,
             caller_name: None,
             callback: None,
+            transferred: false,
         };
         let event = Event::ReservationCreated { task, reservation, caller: Some(caller), target };
         Delivery::to_keys(keys, vec![event], POLICY).with_audit("taskrouter", "reservation.created", None, "{}".into())
@@ -1188,7 +1189,7 @@ mod tests {
         s.deliver(d).await.unwrap();
         let mut left = Delivery::to_keys(
             [caller.clone()],
-            vec![Event::QueueExit { result: crate::journey::QueueResult::Hangup }],
+            vec![Event::QueueExit { result: crate::journey::QueueResult::Hangup, queue: None }],
             POLICY,
         )
         .with_audit("voice", "queue.hangup", Some(&caller), r#"{"QueueTime":"12"}"#.into());

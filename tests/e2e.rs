@@ -365,6 +365,7 @@ on_both_backends!(
     screening_a_voicemail_greeting_with_amd_off_is_never_bridged,
     screening_a_wrong_key_twice_is_not_answered,
     waiting_callers_hear_their_place_then_the_expected_wait,
+    a_caller_still_waiting_at_closing_time_is_transferred_to_the_overflow_location,
     a_caller_who_finds_the_location_closed_is_transferred_to_its_overflow_location,
     a_caller_still_waiting_after_overflow_after_secs_is_taken_by_the_overflow_location,
     a_caller_who_finds_every_line_busy_is_transferred_to_the_overflow_location,
@@ -483,26 +484,33 @@ async fn a_caller_who_waits_too_long_leaves_the_queue_for_voicemail(backend: Bac
     w.finish().await;
 }
 
+/// A closure of the location from the next whole wall minute, for `minutes`, read on a business
+/// clock set [`CLOSING_LEAD`] before it (hours are whole minutes; New York's minutes start when
+/// UTC's do): the clock, the closure, and when it begins and ends in wall time (ms).
+fn closing_soon(minutes: i64) -> (Clock, Vec<call_router::hours::ClosureSpec>, i64, i64) {
+    let tz = jiff::tz::TimeZone::get("America/New_York").unwrap();
+    let wall = jiff::Timestamp::now();
+    let closes = jiff::Timestamp::from_millisecond(wall.as_millisecond() / 60_000 * 60_000).unwrap();
+    let opens = closes + jiff::SignedDuration::from_mins(minutes);
+    let clock = Clock::reading(closes - CLOSING_LEAD, wall);
+    let (closes_ms, opens_ms) = (clock.wall_ms(closes), clock.wall_ms(opens));
+    assert_eq!(closes_ms, wall.as_millisecond() + CLOSING_LEAD.as_millis() as i64);
+    let local = |t: jiff::Timestamp| tz.to_datetime(t).strftime("%Y-%m-%dT%H:%M").to_string();
+    let closures = vec![call_router::hours::ClosureSpec {
+        from: local(closes),
+        to: local(opens),
+        reason: Some("staff meeting".into()),
+        message: None,
+    }];
+    (clock, closures, closes_ms, opens_ms)
+}
+
 /// A location closes with one caller talking and one waiting. At closing time the waiting
 /// caller gets voicemail; the call in progress is not cut. Hours are in whole minutes, so the
 /// server's business clock is set to read a few seconds before a whole minute, at which a
 /// closure begins: the test waits those seconds, not up to a minute.
 async fn a_caller_still_waiting_at_closing_time_gets_voicemail_and_the_call_in_progress_goes_on(backend: Backend) {
-    // New York's offset is whole minutes: its minutes start when UTC's do.
-    let tz = jiff::tz::TimeZone::get("America/New_York").unwrap();
-    let wall = jiff::Timestamp::now();
-    // Business time now: the start of this wall minute less the lead; closing: that minute.
-    let closes = jiff::Timestamp::from_millisecond(wall.as_millisecond() / 60_000 * 60_000).unwrap();
-    let clock = Clock::reading(closes - CLOSING_LEAD, wall);
-    let closes_ms = clock.wall_ms(closes);
-    assert_eq!(closes_ms, wall.as_millisecond() + CLOSING_LEAD.as_millis() as i64);
-    let local = |t: jiff::Timestamp| tz.to_datetime(t).strftime("%Y-%m-%dT%H:%M").to_string();
-    let closures = vec![call_router::hours::ClosureSpec {
-        from: local(closes),
-        to: local(closes + jiff::SignedDuration::from_hours(1)),
-        reason: Some("staff meeting".into()),
-        message: None,
-    }];
+    let (clock, closures, closes_ms, _) = closing_soon(60);
     // The sandbox runs 50 times faster than the wall clock the journey acts at (SLOWER: this
     // case counts dials): the first caller talks, and the second waits, far longer than the lead.
     let long = 100_000;
@@ -555,6 +563,58 @@ max_queue_secs = {long}
     let summary = w.client.call_summary(&first).await.unwrap();
     assert!(summary["end_ms"].is_null() && summary["status"] == "in-progress", "{summary}");
     assert_eq!(w.rest("POST", "/Calls.json").await.len(), 1);
+    w.finish().await;
+}
+
+/// A location whose closing policy is its overflow location: a caller still waiting at closing
+/// time (nobody on shift) is told so and moves to the overflow location's queue, with a new task
+/// that says where it came from, and is connected there. The closed location is never dialled.
+async fn a_caller_still_waiting_at_closing_time_is_transferred_to_the_overflow_location(backend: Backend) {
+    const SOUTH: &str = "+12025550146";
+    const SOUTH_PHONE: &str = "+14155550106";
+    let (clock, closures, closes_ms, _) = closing_soon(60);
+    let person = Behaviour::Person { rings: 1, talk_secs: 30, digits: None };
+    let Some(w) = world_clocked(backend, SLOWER, clock, person.clone(), "", |l| {
+        l[0].overflow = Some("south".into());
+        l[0].closing_policy = call_router::domain::ClosingPolicy::Overflow;
+        l[0].hours.closures = closures;
+        l.push(location("south", SOUTH, SOUTH_PHONE, true));
+    })
+    .await
+    else {
+        return;
+    };
+    w.client.set_phone(SOUTH_PHONE, &person).await.unwrap();
+    set_on_shift(&w, "north", false).await;
+    let place = PlaceCall { from: CALLER.into(), to: MAIN.into(), digits: None, patience_secs: Some(3600) };
+    let sid = w.client.place_call(&place).await.unwrap();
+    let until_closing = (closes_ms - jiff::Timestamp::now().as_millisecond()).max(0) as u64;
+    assert!(until_closing > 0, "the lead ({CLOSING_LEAD:?}) ran out before the caller dialled");
+    let summary = w.client.wait_for_call_end(&sid, Duration::from_millis(until_closing + 60_000)).await.unwrap();
+    assert!(jiff::Timestamp::now().as_millisecond() >= closes_ms, "the caller left before closing time");
+    let record = w.settled(&sid).await;
+    assert_eq!((record.outcome, record.location.as_deref()), (Outcome::Connected, Some("south")), "{summary}");
+    let heard = summary["heard"].to_string();
+    assert!(heard.contains("north clinic has closed for now. We are transferring you to south clinic."), "{summary}");
+    w.quiet().await;
+    // Only south was dialled, once.
+    let dials = w.rest("POST", "/Calls.json").await;
+    assert_eq!(dials.iter().map(|d| d.params.get("To").unwrap_or_default()).collect::<Vec<_>>(), [SOUTH_PHONE]);
+    // Two tasks for the caller: north's canceled as they left its queue, and south's, which
+    // names north as where the caller came from, completed.
+    let mut tasks = tasks_of_call(&w, &sid).await;
+    tasks.sort_by_key(|t| t.status.clone());
+    let seen: Vec<_> = tasks
+        .iter()
+        .map(|t| (t.status.as_str(), &t.attributes["location"], &t.attributes["transferredFrom"]))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("canceled", &Value::from("north"), &Value::Null),
+            ("completed", &Value::from("south"), &Value::from("north"))
+        ]
+    );
     w.finish().await;
 }
 
@@ -1409,19 +1469,7 @@ async fn set_on_shift(w: &World, location: &str, on: bool) {
 /// location is closed for one minute (a closure), read on a business clock set a few seconds
 /// before it: the case takes a little over a minute.
 async fn a_callback_still_waiting_at_closing_time_waits_for_the_next_opening_and_keeps_its_place(backend: Backend) {
-    let tz = jiff::tz::TimeZone::get("America/New_York").unwrap();
-    let wall = jiff::Timestamp::now();
-    let closes = jiff::Timestamp::from_millisecond(wall.as_millisecond() / 60_000 * 60_000).unwrap();
-    let opens = closes + jiff::SignedDuration::from_mins(1);
-    let clock = Clock::reading(closes - CLOSING_LEAD, wall);
-    let (closes_ms, opens_ms) = (clock.wall_ms(closes), clock.wall_ms(opens));
-    let local = |t: jiff::Timestamp| tz.to_datetime(t).strftime("%Y-%m-%dT%H:%M").to_string();
-    let closures = vec![call_router::hours::ClosureSpec {
-        from: local(closes),
-        to: local(opens),
-        reason: Some("staff meeting".into()),
-        message: None,
-    }];
+    let (clock, closures, closes_ms, opens_ms) = closing_soon(1);
     let receptionist = Behaviour::Person { rings: 1, talk_secs: 30, digits: Some("1".into()) };
     let Some(w) = world_clocked(backend, SLOWER, clock, receptionist, "", |l| {
         l[0].screening = true;
@@ -1618,24 +1666,38 @@ async fn look_ups(w: &World) -> Vec<Exchange> {
 
 /// The sandbox's tasks whose attributes name `call_sid` and callback `round`, sorted.
 async fn callback_tasks_of(w: &World, call_sid: &str, round: u64) -> Vec<String> {
+    let tasks = tasks_of_call(w, call_sid).await;
+    tasks.into_iter().filter(|t| t.attributes["callback"]["round"] == round).map(|t| t.sid).collect()
+}
+
+/// A task of the sandbox's, its attributes parsed.
+struct SandboxTask {
+    sid: String,
+    status: String,
+    attributes: Value,
+}
+
+/// The sandbox's tasks whose attributes name `call_sid`, by SID.
+async fn tasks_of_call(w: &World, call_sid: &str) -> Vec<SandboxTask> {
     let state = w.client.state().await.unwrap();
     let all: Vec<Value> = match &state["tasks"] {
         Value::Array(a) => a.clone(),
         Value::Object(m) => m.values().cloned().collect(),
         other => panic!("no tasks in the sandbox's state: {other}"),
     };
-    let mut found: Vec<String> = all
+    let mut found: Vec<SandboxTask> = all
         .iter()
-        .filter(|t| {
-            let attrs = match &t["attributes"] {
+        .map(|t| SandboxTask {
+            sid: t["sid"].as_str().unwrap().to_owned(),
+            status: t["assignment_status"].as_str().unwrap_or_default().to_owned(),
+            attributes: match &t["attributes"] {
                 Value::String(text) => serde_json::from_str(text).unwrap_or_default(),
                 other => other.clone(),
-            };
-            attrs["call_sid"] == call_sid && attrs["callback"]["round"] == round
+            },
         })
-        .map(|t| t["sid"].as_str().unwrap().to_owned())
+        .filter(|t| t.attributes["call_sid"] == call_sid)
         .collect();
-    found.sort();
+    found.sort_by(|a, b| a.sid.cmp(&b.sid));
     found
 }
 

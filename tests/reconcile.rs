@@ -186,6 +186,7 @@ async fn a_sweep_sees_a_pending_reservation_as_a_missed_reservation_created() {
         caller: Some("+13105550199".into()),
         caller_name: None,
         callback: None,
+        transferred: false,
     };
     let expected = [
         Observed {

@@ -204,7 +204,20 @@ async fn route_to(
                 }
                 _ => None,
             };
-            events.push(Event::ClosingTime { at_ms: clock.wall_ms(closes_at.timestamp()), later, callback });
+            // The closing policy's overflow location, when it is open at closing time.
+            let overflow = match (l.spec.closing_policy, overflow.filter(|_| l.name == location.name)) {
+                (crate::domain::ClosingPolicy::Overflow, Some(o)) => {
+                    match o.location.schedule.status_at(closes_at.timestamp()) {
+                        crate::hours::Status::Open { closes_at: then } => Some(crate::journey::ClosingOverflow {
+                            location: o.location.name.clone(),
+                            closes_at_ms: Some(clock.wall_ms(then.timestamp())),
+                        }),
+                        crate::hours::Status::Closed { .. } => None,
+                    }
+                }
+                _ => None,
+            };
+            events.push(Event::ClosingTime { at_ms: clock.wall_ms(closes_at.timestamp()), later, callback, overflow });
         }
         events
     };
@@ -267,6 +280,7 @@ pub(super) async fn hold(State(state): State<AppState>, req: TwilioRequest) -> R
     // A callback needs a number to call back.
     let can_call_back = req.get("From").is_some_and(|f| twilio::E164::parse(f).is_ok());
     let event = Event::Hold {
+        queue: req.query.get("location").map(str::to_owned),
         queue_time_secs,
         announce_every_secs: ivr::announce_every_secs(settings, location.as_ref()),
         comfort: !comforts.is_empty(),
@@ -372,7 +386,8 @@ pub(super) async fn enqueue_action(State(state): State<AppState>, req: TwilioReq
     let call: CallSid = sid_param(&req, "CallSid")?;
     let raw = req.get("QueueResult");
     let result = QueueResult::parse(raw);
-    let mut d = Delivery::to_keys([call.to_string()], vec![Event::QueueExit { result }], state.policy());
+    let queue = req.query.get("location").map(str::to_owned);
+    let mut d = Delivery::to_keys([call.to_string()], vec![Event::QueueExit { result, queue }], state.policy());
     d = d.with_audit("voice", &format!("queue.{}", raw.unwrap_or("error")), Some(call.as_str()), req.to_json());
     let done = deliver(&state, d).await?;
     // Twilio sends the seconds the caller spent in the queue; our action URL
@@ -390,6 +405,7 @@ pub(super) async fn enqueue_action(State(state): State<AppState>, req: TwilioReq
             let closed = location.as_ref().filter(|_| closed).map(|l| l.display_name_in(&lang.tag));
             ivr::callback_bye(number.as_str(), closed, &sp)
         }
+        Answer::TransferAtClosing { from, to } => transfer_at_closing(&state, &req, &from, &to).await?,
         Answer::Fallback { location, reason } => {
             // `leave` follows our `<Leave>`, `redirected` our REST redirect; anything
             // else took the caller out of the queue without us.
@@ -423,9 +439,38 @@ pub(super) async fn transfer_notice(State(state): State<AppState>, req: TwilioRe
     Ok(TwiML(ivr::transfer_notice(&sp, to.as_ref())))
 }
 
+/// The caller, out of `from`'s queue at its closing time, to `to`'s queue
+/// (the closing policy `overflow`). Voicemail at `from` when either location
+/// is gone or there is no workflow; a failed read is an error (Twilio then
+/// plays its fallback), not a lost caller.
+async fn transfer_at_closing(
+    state: &AppState,
+    req: &TwilioRequest,
+    from: &str,
+    to: &str,
+) -> Result<twilio::twiml::Response, WebhookError> {
+    let store = state.store();
+    let (from, to) = (store.location(from).await?, store.location(to).await?);
+    let workflow = state.workflow_sid().await?;
+    let (Some(from_l), Some(to_l), Some(workflow)) = (from.as_ref(), to, workflow) else {
+        tracing::warn!("cannot transfer at closing time (a location or the workflow is gone); voicemail");
+        return Ok(fallback(state, req, from.as_ref(), Outcome::ClosedWhileWaiting));
+    };
+    let lang = caller_language(state, req, Some(from_l));
+    let sp = ivr::speaker(state.settings(), lang, Some(from_l));
+    let caller =
+        Caller { number: req.get("From").unwrap_or("anonymous"), call_token: None, name: req.get("CallerName") };
+    tracing::info!(from = %from_l.name, to = %to_l.name, "closed while waiting: the caller moves to the overflow location's queue");
+    Ok(ivr::transfer_at_closing(state.settings(), &state.urls(), workflow.as_str(), from_l, &to_l, &caller, &sp))
+}
+
 /// Where the caller is redirected after a failed attempt to reach the location.
 pub(super) async fn caller_fallback(State(state): State<AppState>, req: TwilioRequest) -> Result<TwiML, WebhookError> {
     let reason = req.query.get("reason").and_then(Outcome::parse).unwrap_or(Outcome::DialFailed);
+    // Closed at `location`: to the overflow location's queue (the closing policy).
+    if let (Some(from), Some(to)) = (req.query.get("location"), req.query.get("transfer")) {
+        return Ok(TwiML(transfer_at_closing(&state, &req, from, to).await?));
+    }
     let location = location_of(&state, &req).await?;
     // A callback made at closing time (the closing policy): the goodbye, not voicemail.
     let number = req.get("From").and_then(|f| twilio::E164::parse(f).ok());

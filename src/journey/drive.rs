@@ -122,10 +122,47 @@ impl Journey {
     pub(super) fn closed_while_waiting(&mut self, now: i64) {
         // (A callback needs the caller's call and location, as a chosen one does.)
         let can = self.caller.sid.is_some() && self.location.is_some();
+        // (Not to an overflow location that has closed by now too.)
+        let elsewhere = |o: &super::ClosingOverflow| self.location.as_ref() != Some(&o.location);
+        if let Some(o) =
+            self.closing_overflow.take().filter(|o| can && elsewhere(o) && o.closes_at_ms.is_none_or(|t| t > now))
+        {
+            self.transfer_at_closing(o);
+            return;
+        }
         match self.closing_callback.take().filter(|_| can && self.later.iter().any(|p| p.closes_at_ms > now)) {
             Some(cb) => self.call_back_at_opening(cb, now),
             None => self.settle(Outcome::ClosedWhileWaiting),
         }
+    }
+
+    /// The caller, still in the queue at closing time, moves to the overflow
+    /// location's queue: the old queue's task (if known) and its reservations
+    /// are let go (TaskRouter cancels the task as the caller leaves), the
+    /// caller leaves (by the redirect owed below, or at the next `/hold`), and
+    /// from then on the journey is the overflow location's: its closing time,
+    /// its voicemail, and only a task `transferred` here is adopted. The
+    /// caller's place and what they were told start again in the new queue.
+    fn transfer_at_closing(&mut self, o: super::ClosingOverflow) {
+        let Some(from) = self.location.clone() else { return };
+        let old = self.task.take().map(|t| t.sid);
+        for r in &mut self.reservations {
+            r.end(ReservationEnd::Canceled);
+        }
+        self.transfer = Some(super::state::Transferred {
+            from,
+            to: o.location.clone(),
+            left: false,
+            redirect: None,
+            tasks: old.into_iter().collect(),
+        });
+        self.location = Some(o.location);
+        self.closes_at_ms = o.closes_at_ms;
+        self.closed_now = false;
+        self.opens_at_ms = None;
+        self.later.clear();
+        self.closing_callback = None;
+        self.wait = super::state::Waiting::default();
     }
 
     /// The caller, still in the queue at closing time, is to be called back
@@ -484,8 +521,28 @@ impl Journey {
         }
     }
 
-    /// The caller to redirect to voicemail: settled by a failure while still queued.
+    /// A transfer at closing time whose caller is still in the old queue.
+    pub(super) fn moving(&self) -> Option<&super::state::Transferred> {
+        self.transfer
+            .as_ref()
+            .filter(|t| !t.left && self.outcome == Outcome::Pending && self.caller.state == CallerState::Queued)
+    }
+
+    /// The effort of the redirect owed: the transfer's while it moves the
+    /// caller, else the one to voicemail.
+    pub(super) fn redirect_effort(&self) -> Option<Effort> {
+        match self.moving() {
+            Some(t) => t.redirect,
+            None => self.redirect,
+        }
+    }
+
+    /// The caller to redirect: to voicemail when settled by a failure while
+    /// still queued, or out of the old queue of a transfer at closing time.
     pub(super) fn redirect_needed(&self) -> Option<&CallSid> {
+        if self.moving().is_some() {
+            return self.caller.sid.as_ref();
+        }
         let diverting = matches!(
             self.outcome,
             Outcome::LocationBusy
@@ -505,9 +562,14 @@ impl Journey {
         let Some(call) = self.redirect_needed().cloned() else {
             return;
         };
-        let round = match &mut self.redirect {
+        let moving = self.moving().map(|t| (t.from.clone(), t.to.clone()));
+        let effort = match (&moving, &mut self.transfer) {
+            (Some(_), Some(t)) => &mut t.redirect,
+            _ => &mut self.redirect,
+        };
+        let round = match effort {
             None => {
-                self.redirect = Some(Effort::first(cx.now));
+                *effort = Some(Effort::first(cx.now));
                 1
             }
             Some(e) if e.due(cx.now) => {
@@ -517,14 +579,20 @@ impl Journey {
             Some(_) => return,
         };
         let callback = self.callback.is_some();
+        let (location, transfer) = match moving {
+            Some((from, to)) => (Some(from), Some(to)),
+            None => (self.location.clone(), None),
+        };
         cx.commands.push(Command::RedirectCaller {
             call,
-            location: self.location.clone(),
-            // A callback made at closing time: closed while waiting, though not settled so.
-            reason: if callback { Outcome::ClosedWhileWaiting } else { self.outcome },
+            location,
+            // A callback or a transfer made at closing time: closed while
+            // waiting, though not settled so.
+            reason: if callback || transfer.is_some() { Outcome::ClosedWhileWaiting } else { self.outcome },
             round,
             callback,
             language: self.language.clone(),
+            transfer,
         });
     }
 

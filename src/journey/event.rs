@@ -46,6 +46,11 @@ pub enum Event {
         later: Vec<OpenPeriod>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         callback: Option<ClosingCallback>,
+        /// With `overflow` (the location's closing policy is its overflow
+        /// location, open then), a caller still waiting then is told so and
+        /// moves to that location's queue, with a new task.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        overflow: Option<ClosingOverflow>,
     },
     /// `/hold`, the queue's `waitUrl`. Answered with [`super::Answer::Hold`] or
     /// [`super::Answer::Leave`]. It carries the location's settings for what
@@ -61,6 +66,10 @@ pub enum Event {
         /// (none: no callback offer; 1 at `/callback-choice` is refused).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         callback_after_secs: Option<u32>,
+        /// The location whose queue asks (the `waitUrl` names it; absent from
+        /// older URLs and Studio flows).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        queue: Option<String>,
     },
     /// `/callback-choice`: the waiting caller pressed 1 to hang up and be
     /// called back at `number`, keeping their place; the location tries to
@@ -79,8 +88,13 @@ pub enum Event {
     /// `/callback-dialed`: the location's leg dialled the caller back for
     /// `reservation`; `answered` when the caller picked up.
     CallbackDialed { reservation: ReservationSid, answered: bool },
-    /// `/enqueue-action`: the caller's leg left the queue.
-    QueueExit { result: QueueResult },
+    /// `/enqueue-action`: the caller's leg left the queue of `queue` (the
+    /// action URL names the location; absent from older URLs and Studio flows).
+    QueueExit {
+        result: QueueResult,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        queue: Option<String>,
+    },
     /// The number's status callback for the caller's own leg.
     CallerStatus { status: CallStatus, sequence: Option<u32> },
     /// `/voicemail-complete`: the caller left a recording. `recipients` are
@@ -178,6 +192,16 @@ pub struct ClosingCallback {
     pub tries: u32,
 }
 
+/// Where a caller still waiting at closing time is transferred: the
+/// overflow `location`, open at that time, and when it closes in turn (none:
+/// it does not within the days its hours are read for).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClosingOverflow {
+    pub location: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closes_at_ms: Option<i64>,
+}
+
 /// A time the location is open, from `opens_at_ms` until `closes_at_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpenPeriod {
@@ -215,6 +239,11 @@ pub struct DialTarget {
     /// caller back instead of taking them from the queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<CallbackAttributes>,
+    /// The task of a caller transferred here at another location's closing
+    /// time (the task's `transferred_from`): only such a task is the
+    /// journey's once it made the transfer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transferred: bool,
 }
 
 fn yes() -> bool {
@@ -259,6 +288,7 @@ impl DialTarget {
                 caller: attrs.caller.clone(),
                 caller_name: attrs.caller_name.clone().filter(|_| o.screening.is_some_and(|s| s.say_name)),
                 callback: None,
+                transferred: attrs.transferred_from.is_some(),
             },
             _ => Self::from_attributes(attrs),
         }
@@ -278,6 +308,7 @@ impl DialTarget {
             caller: attrs.caller.clone(),
             caller_name: attrs.caller_name.clone(),
             callback: attrs.callback.clone(),
+            transferred: attrs.transferred_from.is_some(),
         }
     }
 }

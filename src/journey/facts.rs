@@ -37,16 +37,23 @@ impl Journey {
                 self.settle(outcome);
                 self.caller.advance(CallerState::Diverted);
             }
-            Event::ClosingTime { at_ms, later, callback } => {
+            Event::ClosingTime { at_ms, later, callback, overflow } => {
                 // The first one (from the caller's arrival) holds.
-                if self.closes_at_ms.is_none() {
+                if self.closes_at_ms.is_none() && self.transfer.is_none() {
                     self.closes_at_ms = Some(at_ms);
                     self.later =
                         later.into_iter().filter(|p| p.opens_at_ms >= at_ms).take(MAX_LATER_OPENINGS).collect();
                     self.closing_callback = callback;
+                    // Only to another location, open after this one closes.
+                    self.closing_overflow = overflow.filter(|o| {
+                        self.location.as_ref() != Some(&o.location) && o.closes_at_ms.is_none_or(|t| t > at_ms)
+                    });
                 }
             }
-            Event::Hold { queue_time_secs, announce_every_secs, comfort, callback_after_secs } => {
+            Event::Hold { queue_time_secs, announce_every_secs, comfort, callback_after_secs, queue } => {
+                if let Some(answer) = self.hold_in_old_queue(queue.as_deref(), cx.now) {
+                    return answer;
+                }
                 return self.on_hold(queue_time_secs, announce_every_secs, comfort, callback_after_secs, cx);
             }
             Event::CallbackChosen { number, tries, wait_for_opening } => {
@@ -67,7 +74,12 @@ impl Journey {
                 }
             }
             Event::CallbackDialed { reservation, answered } => self.callback_dialed(&reservation, answered, now),
-            Event::QueueExit { result } => return self.on_queue_exit(result),
+            Event::QueueExit { result, queue } => {
+                if let Some(answer) = self.left_old_queue(result, queue.as_deref()) {
+                    return answer;
+                }
+                return self.on_queue_exit(result);
+            }
             Event::CallerStatus { status, sequence } => self.on_caller_status(status, sequence, now),
             Event::VoicemailRecorded { recording, duration_secs, recipients, transcribe } => {
                 let v = self.voicemail(recording);
@@ -106,6 +118,14 @@ impl Journey {
                 self.on_leg_status(reservation, attempt, leg, status, None, now);
             }
             Event::ReservationCreated { task, reservation, caller, target } => {
+                // The new task of a caller transferred at closing time.
+                if self.task.is_none()
+                    && target.transferred
+                    && self.callback.is_none()
+                    && self.transfer.as_ref().is_some_and(|t| !t.tasks.contains(&task))
+                {
+                    self.task = Some(Task { sid: task.clone(), status: TaskStatus::Reserved, ending: None });
+                }
                 // A callback's task, heard of before the dispatcher's answer.
                 if self.task.is_none()
                     && target.callback.is_some()
@@ -209,6 +229,9 @@ impl Journey {
         if self.callback.as_ref().is_some_and(|cb| cb.old_tasks.contains(task)) {
             return false;
         }
+        if self.transfer.as_ref().is_some_and(|t| t.tasks.contains(task)) {
+            return false;
+        }
         match &mut self.task {
             Some(t) if t.sid == *task => {
                 // A reservation's end puts a reserved task back to pending only.
@@ -222,8 +245,10 @@ impl Journey {
             Some(_) => false,
             // Once the caller chose a callback, only the callback's own task is
             // adopted (see `CallbackTaskCreated`): the queue's, which the journey
-            // may never have heard of, ends with the caller's leaving.
-            None if self.callback.is_some() => false,
+            // may never have heard of, ends with the caller's leaving. So after
+            // a transfer at closing time: only the new queue's task, which says
+            // so (see `ReservationCreated`).
+            None if self.callback.is_some() || self.transfer.is_some() => false,
             None => {
                 let status = implied.unwrap_or(TaskStatus::Reserved);
                 self.task = Some(Task { sid: task.clone(), status, ending: None });
@@ -340,8 +365,13 @@ impl Journey {
                     Answer::Leave
                 } else if closed {
                     // Closed while waiting: out of the queue now, no REST redirect needed.
+                    let had = self.transfer.is_some();
                     self.closed_while_waiting(cx.now);
-                    self.caller.advance(CallerState::Diverted);
+                    match &mut self.transfer {
+                        // To the overflow location's queue (`/enqueue-action` says so).
+                        Some(t) if !had => t.left = true,
+                        _ => self.caller.advance(CallerState::Diverted),
+                    }
                     Answer::Leave
                 } else {
                     let answer = self.hold_answer(queue_time_secs, announce_every_secs, comfort);
@@ -496,6 +526,65 @@ impl Journey {
                 && l.stop.is_none()
                 && (l.bridging || l.reported.status == Some(CallStatus::InProgress))
         })
+    }
+
+    /// Whether a `/hold` or `/enqueue-action` of `queue` is of the old queue
+    /// of a transfer at closing time: named so, or unnamed before the caller
+    /// left it. `None` without a transfer.
+    fn in_old_queue(&self, queue: Option<&str>) -> Option<bool> {
+        let t = self.transfer.as_ref()?;
+        Some(match queue {
+            Some(q) => q != t.to,
+            None => !t.left,
+        })
+    }
+
+    /// `/hold` of a transferred caller: the new queue's means the caller left
+    /// the old one (None: the usual answer follows). The old queue's, while
+    /// the caller waits to move, holds while the redirect is on its way, and
+    /// answers `<Leave>` once it failed or is overdue; `/enqueue-action`
+    /// then moves the caller.
+    fn hold_in_old_queue(&mut self, queue: Option<&str>, now: i64) -> Option<Answer> {
+        let old = self.in_old_queue(queue)?;
+        let moving = self.moving().is_some();
+        let t = self.transfer.as_mut()?;
+        if !old {
+            t.left = true;
+            return None;
+        }
+        if !moving {
+            // Twilio asking the old queue again after the caller left it.
+            return t.left.then_some(Answer::Leave);
+        }
+        let overdue = t.redirect.is_none_or(|e| e.failed || now - e.at_ms >= REDIRECT_GRACE_MS);
+        if overdue {
+            t.left = true;
+            Some(Answer::Leave)
+        } else {
+            Some(Answer::MUSIC)
+        }
+    }
+
+    /// `/enqueue-action` of the old queue of a transfer at closing time: after
+    /// our redirect, nothing to say (the redirect's document moves the
+    /// caller); after `<Leave>`, the transfer. Anything else (the caller hung
+    /// up there) is heard as usual (None).
+    fn left_old_queue(&mut self, result: QueueResult, queue: Option<&str>) -> Option<Answer> {
+        if self.in_old_queue(queue) != Some(true) || self.outcome != Outcome::Pending {
+            return None;
+        }
+        let t = self.transfer.as_mut()?;
+        match result {
+            QueueResult::Redirected => {
+                t.left = true;
+                Some(Answer::Nothing)
+            }
+            QueueResult::Leave => {
+                t.left = true;
+                Some(Answer::TransferAtClosing { from: t.from.clone(), to: t.to.clone() })
+            }
+            _ => None,
+        }
     }
 
     fn on_queue_exit(&mut self, result: QueueResult) -> Answer {
@@ -922,8 +1011,12 @@ impl Journey {
                     }
                 }
             }
-            Command::RedirectCaller { round, .. } => {
-                if let Some(e) = &mut self.redirect {
+            Command::RedirectCaller { round, transfer, .. } => {
+                let effort = match (transfer, &mut self.transfer) {
+                    (Some(_), Some(t)) => &mut t.redirect,
+                    _ => &mut self.redirect,
+                };
+                if let Some(e) = effort {
                     e.fail(round, now);
                 }
             }

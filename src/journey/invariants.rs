@@ -353,7 +353,7 @@ impl Checker {
         //    asked again); a comfort message only where there are some, never
         //    together with an announcement.
         if let (
-            Event::Hold { queue_time_secs, announce_every_secs, comfort, callback_after_secs },
+            Event::Hold { queue_time_secs, announce_every_secs, comfort, callback_after_secs, .. },
             Answer::Hold { announce, comfort: said, callback },
         ) = (event, &step.answer)
         {
@@ -445,6 +445,39 @@ impl Checker {
             }
         }
 
+        // 10d. A transfer at closing time (the closing policy `overflow`) is
+        //      made once, to another location, and from then on the journey
+        //      is the overflow location's: no task of the old queue is its
+        //      own, and only a reservation of a task transferred there is
+        //      dialled. While the caller is still in the old queue, a
+        //      redirect out of it is owed.
+        if let Some(t) = &after.transfer {
+            if let Some(b) = &before.transfer {
+                prop_assert_eq!((&b.from, &b.to), (&t.from, &t.to), "a second transfer {}", ctx());
+                prop_assert!(!b.left || t.left, "back into the old queue {}", ctx());
+            }
+            prop_assert!(t.from != t.to, "a transfer to the same location {}", ctx());
+            prop_assert_eq!(after.location.as_ref(), Some(&t.to), "{}", ctx());
+            prop_assert!(
+                after.task.as_ref().is_none_or(|task| !t.tasks.contains(&task.sid)),
+                "the old queue's task kept after a transfer {}",
+                ctx()
+            );
+            for c in &step.commands {
+                if let Command::Dial { reservation, .. } = c {
+                    let r = after.reservations.iter().find(|r| &r.sid == reservation);
+                    let transferred = r.and_then(|r| r.target.as_ref()).is_some_and(|t| t.transferred);
+                    prop_assert!(transferred, "dialled the old queue's reservation after a transfer {}", ctx());
+                }
+            }
+            if after.moving().is_some() {
+                prop_assert!(after.redirect_needed().is_some(), "{}", ctx());
+            }
+        }
+        if before.transfer.is_none() && after.transfer.is_some() {
+            prop_assert!(before.outcome == Outcome::Pending && !after.leg_in_play(), "{}", ctx());
+        }
+
         // 11. A voicemail's recipients hear of it once, and only of a recording:
         //     each notification is owed in the step that made it due, never
         //     before the transcription came or its wait ran out.
@@ -496,10 +529,19 @@ fn monotone(before: &Journey, after: &Journey) -> Result<(), String> {
         return Err(format!("the caller went back from {:?} to {:?}", before.caller.state, after.caller.state));
     }
     let (wb, wa) = (&before.wait, &after.wait);
-    if wb.since_ms.is_some() && wa.since_ms != wb.since_ms {
+    // A transfer at closing time starts a new wait in another queue (its
+    // queue time counts from 0): only at that step may it start again.
+    let transferred = before.transfer.is_none() && after.transfer.is_some();
+    if transferred {
+        if wa.announced_secs.is_some() || wa.comfort_secs.is_some() || wa.offered_secs.is_some() {
+            return Err(format!("a transfer kept what the old queue's caller was told: {wa:?}"));
+        }
+    } else if wb.since_ms.is_some() && wa.since_ms != wb.since_ms {
         return Err(format!("waiting since {:?} became {:?}", wb.since_ms, wa.since_ms));
     }
-    if wa.announced_secs < wb.announced_secs || wa.comfort_secs < wb.comfort_secs || wa.comforts < wb.comforts {
+    if !transferred
+        && (wa.announced_secs < wb.announced_secs || wa.comfort_secs < wb.comfort_secs || wa.comforts < wb.comforts)
+    {
         return Err(format!("what the caller was told went back: {wb:?} to {wa:?}"));
     }
     // A callback, once chosen, stays; its old tasks only grow; and only a
@@ -511,7 +553,15 @@ fn monotone(before: &Journey, after: &Journey) -> Result<(), String> {
     if !old_tasks(before).iter().all(|t| old_tasks(after).contains(t)) {
         return Err("a callback's old task was forgotten".into());
     }
-    let let_go = before.task.as_ref().is_some_and(|b| old_tasks(after).contains(&b.sid));
+    // A transfer at closing time lets go of the old queue's task too.
+    let transfer_tasks = |j: &Journey| j.transfer.as_ref().map(|t| t.tasks.clone()).unwrap_or_default();
+    if !transfer_tasks(before).iter().all(|t| transfer_tasks(after).contains(t)) {
+        return Err("a transfer's old task was forgotten".into());
+    }
+    let let_go = before
+        .task
+        .as_ref()
+        .is_some_and(|b| old_tasks(after).contains(&b.sid) || transfer_tasks(after).contains(&b.sid));
     if let (Some(b), Some(a)) = (&before.task, &after.task) {
         if (b.sid != a.sid && !let_go) || (b.sid == a.sid && b.status.is_final() && a.status != b.status) {
             return Err(format!("task {:?} {:?} became {:?} {:?}", b.sid, b.status, a.sid, a.status));

@@ -499,3 +499,23 @@ impl Callback {
         self.ended_task.as_ref() == Some(task) || self.closed_task.as_ref() == Some(task)
     }
 }
+
+/// A caller moved at closing time from `from`'s queue to `to`'s (the closing
+/// policy `overflow`): out of the old queue by the REST redirect (or a
+/// `<Leave>` at its next `/hold`), into the new one with a new task, whose
+/// reservations say `transferred`. Only moves forward.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct Transferred {
+    pub(super) from: String,
+    pub(super) to: String,
+    /// Out of `from`'s queue: its `<Enqueue>` action was heard, or `to`'s
+    /// queue asked for hold music.
+    pub(super) left: bool,
+    /// The redirect that takes the caller out of `from`'s queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) redirect: Option<Effort>,
+    /// `from`'s task, when it was known: let go (TaskRouter cancels it as the
+    /// caller leaves that queue).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) tasks: Vec<TaskSid>,
+}

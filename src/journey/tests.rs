@@ -36,6 +36,7 @@ pub(super) fn target() -> DialTarget {
         caller: Some("+13105550100".into()),
         caller_name: None,
         callback: None,
+        transferred: false,
     }
 }
 
@@ -116,12 +117,12 @@ impl Run {
 
 /// `/hold` at a location that announces nothing and has no comfort messages.
 fn hold(queue_time_secs: u32) -> Event {
-    Event::Hold { queue_time_secs, announce_every_secs: 0, comfort: false, callback_after_secs: None }
+    Event::Hold { queue_time_secs, announce_every_secs: 0, comfort: false, callback_after_secs: None, queue: None }
 }
 
 /// `/hold` at a location that announces every `every` seconds, with or without comfort messages.
 fn hold_at(queue_time_secs: u32, every: u32, comfort: bool) -> Event {
-    Event::Hold { queue_time_secs, announce_every_secs: every, comfort, callback_after_secs: None }
+    Event::Hold { queue_time_secs, announce_every_secs: every, comfort, callback_after_secs: None, queue: None }
 }
 
 fn announce() -> Answer {
@@ -164,6 +165,7 @@ fn redirect(reason: Outcome) -> Command {
         round: 1,
         callback: false,
         language: None,
+        transfer: None,
     }
 }
 
@@ -349,7 +351,7 @@ fn defect_7_a_late_status_callback_from_an_old_leg_does_not_take_over() {
     run.on(leg_status(2, 102, CallStatus::Ringing, 2));
     assert_eq!(run.j.reservations[1].legs[0].reported.status, Some(CallStatus::InProgress));
     // The caller hangs up: the current leg is stopped, not the old one.
-    let step = run.on(Event::QueueExit { result: QueueResult::Hangup });
+    let step = run.on(Event::QueueExit { result: QueueResult::Hangup, queue: None });
     assert_eq!(step.commands, [hang_up(102), cancel(Outcome::CallerHungUp)]);
 }
 
@@ -388,7 +390,7 @@ fn defect_8_max_queue_time_does_not_cut_a_leg_just_answered() {
     let step = run.on(hold(max));
     assert_eq!(step.answer, Answer::Leave);
     assert_eq!(step.commands, [hang_up(101), cancel(Outcome::QueueTimeout)]);
-    let exit = run.on(Event::QueueExit { result: QueueResult::Leave });
+    let exit = run.on(Event::QueueExit { result: QueueResult::Leave, queue: None });
     assert_eq!(exit.answer, Answer::Fallback { location: Some("north".into()), reason: Outcome::QueueTimeout });
 }
 
@@ -426,7 +428,7 @@ fn a_leg_answered_for_a_caller_who_left_is_not_bridged() {
     let mut run = Run::queued();
     run.on(created(1));
     run.on(placed(1, 1, 101));
-    let step = run.on(Event::QueueExit { result: QueueResult::Hangup });
+    let step = run.on(Event::QueueExit { result: QueueResult::Hangup, queue: None });
     assert!(step.commands.contains(&hang_up(101)));
     let step = run.on(answered(1, 101, AnsweredBy::Human));
     assert_eq!(step.answer, Answer::Refuse { caller_gone: true });
@@ -610,7 +612,7 @@ fn a_caller_waiting_at_closing_time_is_sent_to_voicemail() {
     let closed = Outcome::ClosedWhileWaiting;
     // No reservation yet (every line busy): the tick at closing time redirects.
     let mut run = Run::queued();
-    run.on(Event::ClosingTime { at_ms: run.now + 60_000, later: vec![], callback: None });
+    run.on(Event::ClosingTime { at_ms: run.now + 60_000, later: vec![], callback: None, overflow: None });
     assert_eq!(run.j.wake_at(), Some(at(run.now + 60_000)), "a wake-up at closing time");
     assert_eq!(run.after(59_999).on(Event::Tick).commands, []);
     let step = run.tick_at_wake();
@@ -620,14 +622,14 @@ fn a_caller_waiting_at_closing_time_is_sent_to_voicemail() {
 
     // With a task and no leg: at `/hold` after closing, the caller leaves at once.
     let mut run = Run::queued();
-    run.on(Event::ClosingTime { at_ms: run.now + 1_000, later: vec![], callback: None });
+    run.on(Event::ClosingTime { at_ms: run.now + 1_000, later: vec![], callback: None, overflow: None });
     run.on(created(1));
     run.on(ended(1, ReservationEnd::Timeout));
     run.now += 1_000;
     let step = run.on(hold(30));
     assert_eq!(step.answer, Answer::Leave);
     assert_eq!(step.commands, [cancel(closed)]);
-    let exit = run.on(Event::QueueExit { result: QueueResult::Leave });
+    let exit = run.on(Event::QueueExit { result: QueueResult::Leave, queue: None });
     assert_eq!(exit.answer, Answer::Fallback { location: Some("north".into()), reason: closed });
 }
 
@@ -636,7 +638,7 @@ fn a_caller_waiting_at_closing_time_is_sent_to_voicemail() {
 #[test]
 fn closing_time_never_cuts_a_ringing_leg_and_starts_no_dial() {
     let mut run = Run::queued();
-    run.on(Event::ClosingTime { at_ms: run.now + 10_000, later: vec![], callback: None });
+    run.on(Event::ClosingTime { at_ms: run.now + 10_000, later: vec![], callback: None, overflow: None });
     assert_eq!(run.on(created(1)).commands, [dial(1, 1)]);
     run.on(placed(1, 1, 101));
     run.on(leg_status(1, 101, CallStatus::Ringing, 1));
@@ -648,7 +650,7 @@ fn closing_time_never_cuts_a_ringing_leg_and_starts_no_dial() {
 
     // Rung out after closing: voicemail for the reason the leg gives.
     let mut run = Run::queued();
-    run.on(Event::ClosingTime { at_ms: run.now + 10_000, later: vec![], callback: None });
+    run.on(Event::ClosingTime { at_ms: run.now + 10_000, later: vec![], callback: None, overflow: None });
     run.on(created(1));
     run.on(placed(1, 1, 101));
     run.now += 20_000;
@@ -658,7 +660,7 @@ fn closing_time_never_cuts_a_ringing_leg_and_starts_no_dial() {
 
     // A reservation offered after closing is not dialled.
     let mut run = Run::queued();
-    run.on(Event::ClosingTime { at_ms: run.now, later: vec![], callback: None });
+    run.on(Event::ClosingTime { at_ms: run.now, later: vec![], callback: None, overflow: None });
     let step = run.on(created(1));
     assert!(!step.commands.iter().any(|c| matches!(c, Command::Dial { .. })), "{:?}", step.commands);
     assert_eq!(run.j.outcome(), Outcome::ClosedWhileWaiting);
@@ -770,7 +772,7 @@ fn screening_a_hang_up_at_the_prompt_is_not_answered() {
 #[test]
 fn screening_tells_a_person_who_accepts_that_the_caller_left() {
     let mut run = screening_run();
-    run.on(Event::QueueExit { result: QueueResult::Hangup });
+    run.on(Event::QueueExit { result: QueueResult::Hangup, queue: None });
     let step = run.on(screened(101, 1, ScreenKey::Accept));
     assert_eq!(step.answer, Answer::Refuse { caller_gone: true });
     assert_eq!(run.j.outcome(), Outcome::CallerHungUp);
@@ -929,6 +931,7 @@ fn the_callers_language_follows_them_to_the_fallback() {
         round: 1,
         callback: false,
         language: Some("es-MX".into()),
+        transfer: None,
     };
     assert_eq!(step.commands, [spanish, cancel(Outcome::LocationBusy)]);
     // It survives the store's round trip, and a journey stored before it existed reads back.
@@ -947,7 +950,13 @@ fn number() -> E164 {
 }
 
 fn hold_cb(queue_time_secs: u32, after: u32) -> Event {
-    Event::Hold { queue_time_secs, announce_every_secs: 0, comfort: false, callback_after_secs: Some(after) }
+    Event::Hold {
+        queue_time_secs,
+        announce_every_secs: 0,
+        comfort: false,
+        callback_after_secs: Some(after),
+        queue: None,
+    }
 }
 
 /// 1 at the offer, for a location whose callbacks end at closing time.
@@ -991,7 +1000,7 @@ fn called_back(tries: u32) -> Run {
     );
     // Withdrawn before it was sent: the dispatcher says so.
     r.on(Event::DialFailed { reservation: res(1), attempt: 1 });
-    let bye = r.on(Event::QueueExit { result: QueueResult::Leave });
+    let bye = r.on(Event::QueueExit { result: QueueResult::Leave, queue: None });
     assert_eq!(bye.answer, Answer::CallbackBye { number: number(), closed: false });
     r.on(Event::CallerStatus { status: CallStatus::Completed, sequence: Some(3) });
     assert_eq!(r.j.outcome(), Outcome::Pending, "hanging up after choosing a callback settles nothing");
@@ -1086,7 +1095,7 @@ fn a_callback_nobody_answers_is_tried_again_later_then_given_up() {
 #[test]
 fn a_callback_never_rings_after_closing() {
     let mut r = called_back(2);
-    r.on(Event::ClosingTime { at_ms: r.now + 60_000, later: vec![], callback: None });
+    r.on(Event::ClosingTime { at_ms: r.now + 60_000, later: vec![], callback: None, overflow: None });
     r.on(Event::CallbackTaskCreated { task: task(2), round: 1 });
     let step = r.after(61_000).on(callback_created(2, 5));
     assert!(!step.commands.iter().any(|c| matches!(c, Command::Dial { .. })), "{step:?}");
@@ -1105,7 +1114,7 @@ fn waiting_callback(closes_in: i64, opens: i64, closes: i64) -> (Run, i64) {
         OpenPeriod { opens_at_ms: t0 + opens, closes_at_ms: t0 + closes },
         OpenPeriod { opens_at_ms: t0 + opens + 24 * HOUR_MS, closes_at_ms: t0 + closes + 24 * HOUR_MS },
     ];
-    r.on(Event::ClosingTime { at_ms: t0 + closes_in, later, callback: None });
+    r.on(Event::ClosingTime { at_ms: t0 + closes_in, later, callback: None, overflow: None });
     let step = r.on(Event::CallbackChosen { number: number(), tries: 2, wait_for_opening: true });
     assert_eq!(step.answer, Answer::Leave);
     (r, t0)
@@ -1200,7 +1209,7 @@ fn closing_with_callback(r: &mut Run, later: bool) -> i64 {
         false => Vec::new(),
     };
     let callback = Some(ClosingCallback { number: number(), tries: 2 });
-    r.on(Event::ClosingTime { at_ms: t0 + 60_000, later, callback });
+    r.on(Event::ClosingTime { at_ms: t0 + 60_000, later, callback, overflow: None });
     t0
 }
 
@@ -1222,7 +1231,7 @@ fn the_closing_policy_calls_a_waiting_caller_back_at_the_next_opening() {
     );
     // The next `/hold` (if it comes first) lets them leave, and they hear why.
     assert_eq!(r.on(hold(200)).answer, Answer::Leave);
-    let bye = r.on(Event::QueueExit { result: QueueResult::Leave });
+    let bye = r.on(Event::QueueExit { result: QueueResult::Leave, queue: None });
     assert_eq!(bye.answer, Answer::CallbackBye { number: number(), closed: true });
     r.on(Event::TaskCanceled { task: task(TASK) });
     r.on(Event::CallerStatus { status: CallStatus::Completed, sequence: Some(3) });
@@ -1249,7 +1258,7 @@ fn the_closing_policy_at_a_hold_after_closing_time_says_goodbye_without_a_redire
     assert_eq!(step.answer, Answer::Leave);
     assert!(!step.commands.iter().any(|c| matches!(c, Command::RedirectCaller { .. })), "{step:?}");
     assert_eq!(r.j.outcome(), Outcome::Pending);
-    let bye = r.on(Event::QueueExit { result: QueueResult::Leave });
+    let bye = r.on(Event::QueueExit { result: QueueResult::Leave, queue: None });
     assert_eq!(bye.answer, Answer::CallbackBye { number: number(), closed: true });
 }
 
@@ -1511,4 +1520,176 @@ fn the_queues_limit_offers_a_callback_once_more_then_voicemail() {
     let mut plain = Run::queued();
     plain.on(created(1));
     assert_eq!(plain.on(hold(max)).answer, Answer::Leave);
+}
+
+/// A location whose closing policy is its overflow location, south, closing in
+/// a minute; south closes an hour after that.
+fn closing_with_overflow(r: &mut Run) -> i64 {
+    let t0 = r.now;
+    let overflow = Some(ClosingOverflow { location: "south".into(), closes_at_ms: Some(t0 + 60_000 + HOUR_MS) });
+    r.on(Event::ClosingTime { at_ms: t0 + 60_000, later: Vec::new(), callback: None, overflow });
+    t0
+}
+
+fn hold_in(queue: &str, queue_time_secs: u32) -> Event {
+    Event::Hold {
+        queue_time_secs,
+        announce_every_secs: 0,
+        comfort: false,
+        callback_after_secs: None,
+        queue: Some(queue.into()),
+    }
+}
+
+fn exit_from(queue: &str, result: QueueResult) -> Event {
+    Event::QueueExit { result, queue: Some(queue.into()) }
+}
+
+/// The reservation of the task a transferred caller joined at south.
+fn transferred_created(t: u32, r: u32) -> Event {
+    Event::ReservationCreated {
+        task: task(t),
+        reservation: res(r),
+        caller: Some(call(CALLER)),
+        target: DialTarget { location: "south".into(), transferred: true, ..target() },
+    }
+}
+
+#[test]
+fn the_overflow_closing_policy_moves_a_waiting_caller_to_the_overflow_queue() {
+    let mut r = Run::queued();
+    let t0 = closing_with_overflow(&mut r);
+    // Every line busy: north's task waits with a reservation nobody dialled yet.
+    r.on(Event::TaskSeen { task: task(TASK), status: TaskStatus::Pending });
+    let step = r.after(60_000).on(Event::Tick);
+    assert_eq!(r.j.outcome(), Outcome::Pending, "not settled: the caller moves on");
+    let redirect = step.commands.iter().find(|c| matches!(c, Command::RedirectCaller { .. }));
+    assert_eq!(
+        redirect,
+        Some(&Command::RedirectCaller {
+            call: call(CALLER),
+            location: Some("north".into()),
+            reason: Outcome::ClosedWhileWaiting,
+            round: 1,
+            callback: false,
+            language: None,
+            transfer: Some("south".into()),
+        }),
+        "{step:?}"
+    );
+    assert!(!step.commands.iter().any(|c| matches!(c, Command::CancelTask { .. })), "TaskRouter cancels it");
+    // A `/hold` of north's queue while the redirect is on its way: music.
+    assert_eq!(r.on(hold_in("north", 70)).answer, Answer::MUSIC);
+    // The redirect takes the caller out of north's queue; its action says nothing.
+    assert_eq!(r.on(exit_from("north", QueueResult::Redirected)).answer, Answer::Nothing);
+    // North's task is canceled as the caller leaves it: not the caller's end.
+    r.on(Event::TaskCanceled { task: task(TASK) });
+    assert_eq!(r.j.outcome(), Outcome::Pending);
+    // South's queue asks for hold music: the caller waits there, counted anew.
+    assert_eq!(r.on(hold_in("south", 0)).answer, Answer::MUSIC);
+    assert_eq!(r.j.summary().location, Some("south"));
+    // A late reservation of north's task is not the caller's.
+    let late = r.on(created(3));
+    assert!(!late.commands.iter().any(|c| matches!(c, Command::Dial { .. })), "{late:?}");
+    // South's own task: dialled, bridged without another transfer notice, connected.
+    let dialled = r.on(transferred_created(2, 4));
+    assert!(dialled.commands.iter().any(|c| matches!(c, Command::Dial { reservation, .. } if *reservation == res(4))));
+    assert_eq!(r.j.task_sid(), Some(&task(2)));
+    r.on(Event::DialPlaced { reservation: res(4), attempt: 1, leg: call(40) });
+    let bridge = r.on(Event::LegAnswered {
+        reservation: res(4),
+        attempt: Some(1),
+        leg: call(40),
+        answered_by: AnsweredBy::Human,
+    });
+    assert_eq!(bridge.answer, Answer::Bridge { reservation: res(4), transfer: None });
+    r.on(exit_from("south", QueueResult::Bridged));
+    assert_eq!(r.j.outcome(), Outcome::Connected);
+    assert_eq!(r.j.summary().location, Some("south"));
+    // South's closing is the one that counts now (an hour later): no wake-up before it.
+    assert!(r.j.wake_at().is_none_or(|w| w.as_millisecond() != t0 + 60_000));
+}
+
+#[test]
+fn the_overflow_closing_policy_at_a_hold_after_closing_time_leaves_then_transfers() {
+    let mut r = Run::queued();
+    closing_with_overflow(&mut r);
+    // The `/hold` comes before the tick: the caller leaves from it, no redirect.
+    let step = r.after(61_000).on(hold_in("north", 61));
+    assert_eq!(step.answer, Answer::Leave);
+    assert!(!step.commands.iter().any(|c| matches!(c, Command::RedirectCaller { .. })), "{step:?}");
+    let to = Answer::TransferAtClosing { from: "north".into(), to: "south".into() };
+    assert_eq!(r.on(exit_from("north", QueueResult::Leave)).answer, to);
+    // Twilio asking the action again gets the same answer.
+    assert_eq!(r.on(exit_from("north", QueueResult::Leave)).answer, to);
+    assert_eq!(r.j.outcome(), Outcome::Pending);
+    // In south's queue the caller can still hang up, as anywhere.
+    r.on(exit_from("south", QueueResult::Hangup));
+    assert_eq!(r.j.outcome(), Outcome::CallerHungUp);
+}
+
+#[test]
+fn a_failed_transfer_redirect_lets_the_next_hold_move_the_caller() {
+    let mut r = Run::queued();
+    closing_with_overflow(&mut r);
+    let step = r.after(60_000).on(Event::Tick);
+    let redirect = step.commands.iter().find(|c| matches!(c, Command::RedirectCaller { .. })).cloned();
+    let redirect = redirect.expect("a redirect");
+    r.after(20_000).on(Event::ActionFailed { command: redirect.clone() });
+    assert!(r.j.degraded());
+    assert_eq!(r.on(hold_in("north", 100)).answer, Answer::Leave);
+    assert!(!r.j.degraded(), "the caller left by itself: no redirect owed");
+    // After the transfer, south's own failure still redirects to voicemail, with a key of its own.
+    r.on(transferred_created(2, 4));
+    r.on(Event::DialPlaced { reservation: res(4), attempt: 1, leg: call(40) });
+    r.on(hold_in("south", 0));
+    let busy = r.on(Event::LegStatus {
+        reservation: res(4),
+        attempt: Some(1),
+        leg: call(40),
+        status: CallStatus::Busy,
+        sequence: Some(2),
+    });
+    assert_eq!(r.j.outcome(), Outcome::LocationBusy);
+    let to_voicemail = busy.commands.iter().find(|c| matches!(c, Command::RedirectCaller { .. }));
+    match to_voicemail {
+        Some(c @ Command::RedirectCaller { location, transfer: None, .. }) => {
+            assert_eq!(location.as_deref(), Some("south"));
+            assert_ne!(c.key(), redirect.key());
+        }
+        other => panic!("no redirect to south's voicemail: {other:?}"),
+    }
+}
+
+#[test]
+fn the_overflow_closing_policy_needs_the_overflow_location_still_open() {
+    let mut r = Run::queued();
+    let t0 = r.now;
+    // South closes before north does: no transfer.
+    let overflow = Some(ClosingOverflow { location: "south".into(), closes_at_ms: Some(t0 + 30_000) });
+    r.on(Event::ClosingTime { at_ms: t0 + 60_000, later: Vec::new(), callback: None, overflow });
+    let step = r.after(60_000).on(Event::Tick);
+    assert_eq!(r.j.outcome(), Outcome::ClosedWhileWaiting);
+    assert!(step.commands.iter().any(|c| matches!(c, Command::RedirectCaller { transfer: None, .. })), "{step:?}");
+    // Nor when the tick comes after south closed too.
+    let mut r = Run::queued();
+    let overflow = Some(ClosingOverflow { location: "south".into(), closes_at_ms: Some(t0 + 90_000) });
+    r.on(Event::ClosingTime { at_ms: t0 + 60_000, later: Vec::new(), callback: None, overflow });
+    r.now = t0 + 100_000;
+    r.on(Event::Tick);
+    assert_eq!(r.j.outcome(), Outcome::ClosedWhileWaiting);
+}
+
+#[test]
+fn a_leg_ringing_at_closing_time_is_not_cut_by_the_overflow_policy() {
+    let mut r = Run::queued();
+    closing_with_overflow(&mut r);
+    r.on(created(1));
+    r.on(placed(1, 1, 10));
+    let step = r.after(60_000).on(Event::Tick);
+    assert!(step.commands.is_empty(), "{step:?}");
+    assert!(r.j.transfer.is_none());
+    // Its end (no answer): the caller gets voicemail, not a transfer (the leg's end decides).
+    r.on(leg_status(1, 10, CallStatus::NoAnswer, 3));
+    assert_eq!(r.j.outcome(), Outcome::LocationNoAnswer);
 }

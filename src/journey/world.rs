@@ -508,7 +508,12 @@ impl World {
             self.webhook(Event::CallerArrived { call: call(CALLER) });
             self.webhook(Event::CallerEnqueued { location: "north".into(), language: None });
             if let Some(s) = self.sc.closes_after_s {
-                self.webhook(Event::ClosingTime { at_ms: self.now + s * 1000, later: Vec::new(), callback: None });
+                self.webhook(Event::ClosingTime {
+                    at_ms: self.now + s * 1000,
+                    later: Vec::new(),
+                    callback: None,
+                    overflow: None,
+                });
             }
             self.later(0, Item::HoldPoll);
         }
@@ -567,7 +572,7 @@ impl World {
                 if let Where::Queued { .. } = self.caller {
                     self.caller = Where::Gone;
                     if !self.sc.studio {
-                        let answer = self.webhook(Event::QueueExit { result: QueueResult::Hangup });
+                        let answer = self.webhook(Event::QueueExit { result: QueueResult::Hangup, queue: None });
                         if answer != Answer::Nothing {
                             self.fail(format!("a caller who hung up got {answer:?}"));
                         }
@@ -886,7 +891,7 @@ impl World {
         if self.caller == Where::Bridged {
             self.caller = Where::Gone;
             if !self.sc.studio {
-                let answer = self.webhook(Event::QueueExit { result: QueueResult::Bridged });
+                let answer = self.webhook(Event::QueueExit { result: QueueResult::Bridged, queue: None });
                 if answer != Answer::Goodbye {
                     self.fail(format!("a bridged caller's queue exit got {answer:?}"));
                 }
@@ -934,7 +939,13 @@ impl World {
         let Where::Queued { since } = self.caller else { return };
         let queue_time_secs = u32::try_from((self.now - since) / 1000).unwrap_or(u32::MAX);
         let (announce_every_secs, comfort) = (self.sc.announce_every_secs, self.sc.comfort);
-        match self.webhook(Event::Hold { queue_time_secs, announce_every_secs, comfort, callback_after_secs: None }) {
+        match self.webhook(Event::Hold {
+            queue_time_secs,
+            announce_every_secs,
+            comfort,
+            callback_after_secs: None,
+            queue: None,
+        }) {
             Answer::Hold { announce, comfort: said, .. } => {
                 if announce {
                     self.tally.add("answer Hold announce");
@@ -957,7 +968,7 @@ impl World {
                 self.later(HOLD_EVERY_MS, Item::HoldPoll)
             }
             Answer::Leave => {
-                let exit = self.webhook(Event::QueueExit { result: QueueResult::Leave });
+                let exit = self.webhook(Event::QueueExit { result: QueueResult::Leave, queue: None });
                 if !matches!(exit, Answer::Fallback { .. }) {
                     self.fail(format!("a caller who left the queue got {exit:?}"));
                 }
@@ -1103,7 +1114,17 @@ fn command() -> impl Strategy<Value = Command> {
             reason: Outcome::LocationBusy,
             round,
             callback: false,
-            language: None
+            language: None,
+            transfer: None,
+        }),
+        (1u32..3).prop_map(|round| Command::RedirectCaller {
+            call: call(CALLER),
+            location: Some("north".into()),
+            reason: Outcome::ClosedWhileWaiting,
+            round,
+            callback: false,
+            language: None,
+            transfer: Some("south".into()),
         }),
         (1u32..3).prop_map(|round| Command::CancelTask { task: task(1), reason: Outcome::CallerHungUp, round }),
         (1u32..3).prop_map(|round| Command::CompleteTask { task: task(1), round }),
@@ -1134,9 +1155,9 @@ fn event() -> impl Strategy<Value = Event> {
         // The IVR never settles a callback's outcomes.
         1 => one_of(Outcome::ALL.iter().copied().filter(|o| !o.as_str().starts_with("callback")).collect())
             .prop_map(|outcome| Event::CallerTurnedAway { outcome, location: None }),
-        1 => (0u32..400, prop_oneof![Just(0u32), 1u32..120], any::<bool>(), proptest::option::of(0u32..200))
-            .prop_map(|(queue_time_secs, announce_every_secs, comfort, callback_after_secs)| {
-                Event::Hold { queue_time_secs, announce_every_secs, comfort, callback_after_secs }
+        1 => (0u32..400, prop_oneof![Just(0u32), 1u32..120], any::<bool>(), proptest::option::of(0u32..200), queue())
+            .prop_map(|(queue_time_secs, announce_every_secs, comfort, callback_after_secs, queue)| {
+                Event::Hold { queue_time_secs, announce_every_secs, comfort, callback_after_secs, queue }
             }),
         1 => (1u32..4, any::<bool>()).prop_map(|(tries, wait_for_opening)| Event::CallbackChosen {
             number: E164::parse("+13105550100").expect("a test number"),
@@ -1146,7 +1167,9 @@ fn event() -> impl Strategy<Value = Event> {
         1 => (some_task(), 1u32..3).prop_map(|(task, round)| Event::CallbackTaskCreated { task, round }),
         1 => (1u32..3, any::<bool>()).prop_map(|(r, answered)| Event::CallbackDialed { reservation: res(r), answered }),
         1 => one_of(vec![QueueResult::Bridged, QueueResult::BridgingInProcess, QueueResult::Hangup, QueueResult::Leave, QueueResult::Error])
-            .prop_map(|result| Event::QueueExit { result }),
+            .prop_map(|result| Event::QueueExit { result, queue: None }),
+        1 => (one_of(vec![QueueResult::Redirected, QueueResult::Leave, QueueResult::Hangup, QueueResult::Bridged]), queue())
+            .prop_map(|(result, queue)| Event::QueueExit { result, queue }),
         1 => (call_status(), sequence.clone()).prop_map(|(status, sequence)| Event::CallerStatus { status, sequence }),
         1 => (reservation_leg(), attempt.clone(), one_of(vec![AnsweredBy::Human, AnsweredBy::Machine, AnsweredBy::Unknown]))
             .prop_map(|((reservation, leg), attempt, answered_by)| Event::LegAnswered { reservation, attempt, leg, answered_by }),
@@ -1155,7 +1178,7 @@ fn event() -> impl Strategy<Value = Event> {
         3 => (reservation_leg(), attempt.clone(), call_status(), sequence).prop_map(|((reservation, leg), attempt, status, sequence)| {
             Event::LegStatus { reservation, attempt, leg, status, sequence }
         }),
-        3 => (some_task(), 1u32..3, 0u8..10).prop_map(|(task, r, kind)| Event::ReservationCreated {
+        3 => (some_task(), 1u32..3, 0u8..11).prop_map(|(task, r, kind)| Event::ReservationCreated {
             task,
             reservation: res(r),
             caller: Some(call(CALLER)),
@@ -1169,6 +1192,8 @@ fn event() -> impl Strategy<Value = Event> {
                 4 => DialTarget { ring: Ring::AllAtOnce, ..with_phones(target(), 3) },
                 5 => DialTarget { ring: Ring::AllAtOnce, ..with_phones(screened_target(), 2) },
                 6 => callback_target(),
+                // The task of a caller transferred at closing time.
+                7 => DialTarget { location: "south".into(), transferred: true, ..target() },
                 _ => target(),
             }
         }),
@@ -1198,8 +1223,8 @@ fn event() -> impl Strategy<Value = Event> {
                 transcribe,
             }),
         1 => (1u32..3).prop_map(|n| Event::Transcribed { recording: recording(n) }),
-        1 => (1_000_000i64..2_000_000, proptest::collection::vec((1i64..400_000, 1i64..400_000), 0..4), proptest::option::of(1u32..3))
-            .prop_map(|(at_ms, gaps, tries)| {
+        1 => (1_000_000i64..2_000_000, proptest::collection::vec((1i64..400_000, 1i64..400_000), 0..4), proptest::option::of(1u32..3), 0u8..4, 1i64..400_000)
+            .prop_map(|(at_ms, gaps, tries, policy, open_for)| {
                 // Later open periods, each after a closed gap.
                 let mut t = at_ms;
                 let later = gaps
@@ -1215,10 +1240,23 @@ fn event() -> impl Strategy<Value = Event> {
                     number: E164::parse("+13105550100").expect("a test number"),
                     tries,
                 });
-                Event::ClosingTime { at_ms, later, callback }
+                // Or the closing policy's overflow location, sometimes.
+                let overflow = match policy {
+                    0 => Some(ClosingOverflow { location: "south".into(), closes_at_ms: Some(at_ms + open_for) }),
+                    1 => Some(ClosingOverflow { location: "south".into(), closes_at_ms: None }),
+                    _ => None,
+                };
+                let callback = callback.filter(|_| overflow.is_none());
+                Event::ClosingTime { at_ms, later, callback, overflow }
             }),
         3 => Just(Event::Tick),
     ]
+}
+
+/// The queue a `/hold` or `/enqueue-action` names: north's, the overflow
+/// location's, or none (an older URL).
+fn queue() -> impl Strategy<Value = Option<String>> {
+    prop_oneof![Just(None), Just(Some("north".to_owned())), Just(Some("south".to_owned()))]
 }
 
 fn recording(n: u32) -> String {

@@ -420,6 +420,7 @@ pub struct Call {
     pub start: Option<VMs>,
     pub answered: Option<VMs>,
     pub end: Option<VMs>,
+    /// Time in queues so far, all of them (a call may be enqueued again).
     pub queue_time_ms: Option<u64>,
     pub enqueued: Option<VMs>,
     pub bridge_start: Option<VMs>,

@@ -607,7 +607,9 @@ impl Leg {
         }
         let queue_secs = self.now().saturating_sub(enqueued) / 1000;
         let queue_ms = self.now().saturating_sub(enqueued);
-        self.update(|c, _| c.queue_time_ms = Some(queue_ms));
+        // All of the call's time in queues, when it was enqueued again (moved
+        // to another location's queue, say).
+        self.update(|c, _| c.queue_time_ms = Some(c.queue_time_ms.unwrap_or(0) + queue_ms));
         let (result, then) = match outcome {
             Stop::Bridge(peer) => match self.before_bridge(&queue_sid, enqueued, &peer).await {
                 // Tell the dequeuing leg that the parties are connected now.
