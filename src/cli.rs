@@ -242,8 +242,9 @@ pub struct AddLocation {
     #[arg(long, requires = "callback")]
     pub callback_tries: Option<u32>,
     /// A callback still waiting at closing time: `next-opening` (default) keeps it for the next
-    /// opening, `cancel` ends it (listed as callback_canceled).
-    #[arg(long, requires = "callback", value_parser = ["next-opening", "cancel"])]
+    /// opening, `cancel` ends it (listed as callback_canceled), `voicemail-list` ends it and puts a
+    /// callback request in the location's voicemail list.
+    #[arg(long, requires = "callback", value_parser = ["next-opening", "cancel", "voicemail-list"])]
     pub callback_at_closing: Option<String>,
     /// What callers still waiting at closing time get: `voicemail` (default), `callback` (at the
     /// next opening; needs --callback) or `overflow` (the --overflow location's queue, when open).
@@ -577,6 +578,7 @@ impl AddLocation {
                     tries: self.callback_tries.unwrap_or(d.tries),
                     at_closing: match self.callback_at_closing.as_deref() {
                         Some("cancel") => crate::domain::AtClosing::Cancel,
+                        Some("voicemail-list") => crate::domain::AtClosing::VoicemailList,
                         _ => crate::domain::AtClosing::NextOpening,
                     },
                 }
@@ -987,8 +989,10 @@ mod tests {
         assert_eq!(cancel.callback.map(|c| (c.tries, c.at_closing)), Some((3, AtClosing::Cancel)));
         let next = parse(&["--callback", "--callback-at-closing", "next-opening"]).unwrap();
         assert_eq!(next.callback.map(|c| c.at_closing), Some(AtClosing::NextOpening));
+        let listed = parse(&["--callback", "--callback-at-closing", "voicemail-list"]).unwrap();
+        assert_eq!(listed.callback.map(|c| c.at_closing), Some(AtClosing::VoicemailList));
         let bad = parse(&["--callback", "--callback-at-closing", "never"]).unwrap_err();
-        assert!(bad.contains("next-opening") && bad.contains("cancel"), "{bad}");
+        assert!(bad.contains("next-opening") && bad.contains("cancel") && bad.contains("voicemail-list"), "{bad}");
         // The policy needs a callback.
         assert!(parse(&["--callback-at-closing", "cancel"]).unwrap_err().contains("--callback"));
         let closing = parse(&["--callback", "--closing-policy", "callback"]).unwrap();

@@ -198,6 +198,10 @@ pub enum AtClosing {
     NextOpening,
     /// It ends as `callback_canceled`, listed for staff in `/api/calls`.
     Cancel,
+    /// It ends as `callback_canceled`, and a callback request (whom to call,
+    /// waiting since when) goes to the location's voicemail list, for staff
+    /// to call back by hand.
+    VoicemailList,
 }
 
 impl AtClosing {
@@ -1183,8 +1187,10 @@ callback = { offer_after_secs = 30 }"#,
         assert_eq!(north.closing_policy, ClosingPolicy::Voicemail, "the default");
         let cancel: CallbackSpec = toml::from_str(r#"at_closing = "cancel""#).unwrap();
         assert_eq!(cancel.at_closing, AtClosing::Cancel);
+        let listed: CallbackSpec = toml::from_str(r#"at_closing = "voicemail_list""#).unwrap();
+        assert_eq!(listed.at_closing, AtClosing::VoicemailList);
         let e = toml::from_str::<CallbackSpec>(r#"at_closing = "never""#).unwrap_err().to_string();
-        assert!(e.contains("next_opening") && e.contains("cancel"), "the choices are named: {e}");
+        assert!(e.contains("next_opening") && e.contains("voicemail_list"), "the choices are named: {e}");
         // Written back, the default stays unwritten.
         assert!(!toml::to_string(&CallbackSpec::default()).unwrap().contains("at_closing"));
     }

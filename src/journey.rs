@@ -336,6 +336,16 @@ pub enum Command {
         recording: String,
         channel: NotifyChannel,
     },
+    /// Put a callback request in `location`'s voicemail list: the callback
+    /// ended at closing time (`at_closing = "voicemail_list"`), and staff
+    /// call `number` back by hand. Like [`Command::WithdrawDial`], the store
+    /// carries it out in the journey's own transaction; never queued.
+    ListCallbackRequest {
+        call: CallSid,
+        location: String,
+        number: E164,
+        since_ms: i64,
+    },
 }
 
 /// Where a voicemail notification goes.
@@ -360,6 +370,7 @@ impl Command {
             Command::NotifyVoicemail { .. } => "notify_voicemail",
             Command::CreateCallbackTask { .. } => "create_callback_task",
             Command::AcceptReservation { .. } => "accept_reservation",
+            Command::ListCallbackRequest { .. } => "list_callback_request",
         }
     }
 
@@ -377,6 +388,7 @@ impl Command {
             Command::NotifyVoicemail { .. } => (None, None, None),
             Command::CreateCallbackTask { call, .. } => (Some(call), None, None),
             Command::AcceptReservation { task, reservation, .. } => (None, Some(task), Some(reservation)),
+            Command::ListCallbackRequest { call, .. } => (Some(call), None, None),
         }
     }
 
@@ -403,6 +415,7 @@ impl Command {
             Command::CompleteTask { task, round } => keyed(format!("complete-task:{task}"), *round),
             Command::CreateCallbackTask { call, round, effort, .. } => format!("callback-task:{call}#{round}.{effort}"),
             Command::AcceptReservation { reservation, round, .. } => keyed(format!("accept:{reservation}"), *round),
+            Command::ListCallbackRequest { call, .. } => format!("callback-request:{call}"),
             Command::NotifyVoicemail { recording, channel } => match channel {
                 NotifyChannel::Webhook { .. } => format!("{}webhook", notify_key_prefix(recording)),
                 NotifyChannel::Email { to } => format!("{}email:{to}", notify_key_prefix(recording)),

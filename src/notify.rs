@@ -317,6 +317,8 @@ mod tests {
             recorded_at_ms: 1_764_448_267_123,
             transcription: Some("Please call me back about Tuesday.".into()),
             listened_at_ms: None,
+            kind: crate::store::VoicemailKind::Recording,
+            waiting_since_ms: None,
         };
         let p = Payload::new(&v, Some(&location), "https://router.example.com");
         assert_eq!(p.recorded_at, "2025-11-29T20:31:07.123Z");

@@ -24,7 +24,9 @@ use std::time::Duration;
 pub use history::{ActionRow, CallFilter, EventRow, HistoryCall, JourneyRow, LiveCallers, StatusRow, journey_sids};
 pub use journeys::{Audit, Delivered, Delivery, Finish, NewCall, Route, Settled};
 pub use outbox::{Lease, Orphans};
-pub use voicemails::{NewVoicemail, Transcription, Voicemail, VoicemailFilter};
+pub use voicemails::{
+    NewVoicemail, Transcription, Voicemail, VoicemailFilter, VoicemailKind, callback_request_id, is_callback_request_id,
+};
 
 use crate::domain::{Location, LocationSpec, Outcome};
 use crate::journey::{Command, Journey, Policy};

@@ -394,3 +394,72 @@ async fn the_stream_sends_the_board_calls_and_voicemails_at_once_then_on_change(
     .await;
     assert!(rest.is_ok(), "the stream ended");
 }
+
+/// A callback ended at closing time by its location's policy sits in the voicemail list as a
+/// callback request: listed with whom to call and since when, without audio, marked done like a
+/// voicemail is marked listened, and paged through by its id like a recording's.
+#[tokio::test]
+async fn a_callback_request_is_listed_without_audio_and_can_be_marked_done() {
+    use call_router::journey::{Event, Policy};
+    let app = spawn_api().await;
+    let store = app.server.state.store().clone();
+    let policy = Policy::from_settings(app.server.state.settings());
+    let call = call_sid(0x500);
+    let number = twilio::E164::parse(NORTH_CALLER).unwrap();
+    let events = vec![
+        Event::CallerArrived { call: call.parse().unwrap() },
+        Event::CallerEnqueued { location: "north".into(), language: None },
+        Event::CallbackChosen { number, tries: 1, wait_for_opening: false, to_list: true },
+        Event::ClosingTime { at_ms: 1_000, later: Vec::new(), callback: None, overflow: None },
+    ];
+    store.deliver(call_router::store::Delivery::to_keys([call.clone()], events, policy)).await.unwrap();
+    // And a recording, left later by another caller.
+    let recording = format!("RE{:032x}", 0x501);
+    let mut params = inbound(&call_sid(0x501), TWILIO_NUMBER, "+13105550102");
+    params.extend([
+        ("RecordingSid", recording.clone()),
+        ("RecordingUrl", format!("https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT}/Recordings/{recording}")),
+        ("RecordingDuration", "9".to_owned()),
+    ]);
+    assert_eq!(app.post_signed("/voicemail-complete?location=north", &as_refs(&params)).await.status(), 200);
+
+    let page = get_json(&app, "/api/voicemails?limit=1").await;
+    assert_eq!(page["voicemails"][0]["kind"], "recording", "{page}");
+    let cursor = page["next_cursor"].as_str().expect("a second page").to_owned();
+    let page = get_json(&app, &format!("/api/voicemails?limit=1&cursor={cursor}")).await;
+    let id = call_router::store::callback_request_id(&call);
+    let cb = &page["voicemails"][0];
+    assert_eq!(cb["recording_sid"], id.as_str(), "{page}");
+    assert_eq!(cb["kind"], "callback_request");
+    assert_eq!(
+        (&cb["caller"], &cb["location"], &cb["call_sid"]),
+        (&NORTH_CALLER.into(), &"north".into(), &call.clone().into())
+    );
+    assert_eq!(cb["audio_url"], serde_json::Value::Null);
+    assert!(cb["waiting_since"].as_str().is_some_and(|t| t.ends_with('Z')), "{cb}");
+    assert_eq!(cb["listened"], false);
+    // Paging on past it: the end.
+    let after = page["next_cursor"].clone();
+    assert_eq!(after, serde_json::Value::Null, "{page}");
+    let cursor = format!("{}.{id}", recorded_ms(cb));
+    let rest = get_json(&app, &format!("/api/voicemails?cursor={cursor}")).await;
+    assert_eq!(rest["voicemails"], serde_json::json!([]), "a cursor at a callback request is one this API gave");
+
+    let audio = get(&app, &format!("/api/voicemails/{id}/audio")).await;
+    assert_eq!(audio.status(), 404);
+    assert!(audio.text().await.unwrap().contains("callback request"), "the reason is said");
+    let done = app.client.post(format!("{}/api/voicemails/{id}/listened", app.url)).bearer_auth(ADMIN).send();
+    assert_eq!(done.await.unwrap().status(), 204);
+    let new = get_json(&app, "/api/voicemails?listened=false").await;
+    assert_eq!(sids_of_voicemails(&new), [recording]);
+}
+
+/// The milliseconds of a listed voicemail's `recorded_at`.
+fn recorded_ms(v: &serde_json::Value) -> i64 {
+    let t: jiff::Timestamp = v["recorded_at"].as_str().unwrap().parse().unwrap();
+    t.as_millisecond()
+}
+
+fn sids_of_voicemails(page: &serde_json::Value) -> Vec<String> {
+    page["voicemails"].as_array().unwrap().iter().map(|v| v["recording_sid"].as_str().unwrap().to_owned()).collect()
+}

@@ -366,6 +366,7 @@ on_both_backends!(
     screening_a_wrong_key_twice_is_not_answered,
     waiting_callers_hear_their_place_then_the_expected_wait,
     a_caller_still_waiting_at_closing_time_is_transferred_to_the_overflow_location,
+    a_callback_not_reached_by_closing_time_goes_to_the_voicemail_list,
     a_caller_who_finds_the_location_closed_is_transferred_to_its_overflow_location,
     a_caller_still_waiting_after_overflow_after_secs_is_taken_by_the_overflow_location,
     a_caller_who_finds_every_line_busy_is_transferred_to_the_overflow_location,
@@ -563,6 +564,54 @@ max_queue_secs = {long}
     let summary = w.client.call_summary(&first).await.unwrap();
     assert!(summary["end_ms"].is_null() && summary["status"] == "in-progress", "{summary}");
     assert_eq!(w.rest("POST", "/Calls.json").await.len(), 1);
+    w.finish().await;
+}
+
+/// A callback not reached by closing time (nobody on shift), at a location whose callbacks go to
+/// the voicemail list at closing: it ends as `callback_canceled`, its task is canceled, nobody is
+/// dialled, and a callback request for the caller is in north's voicemail list.
+async fn a_callback_not_reached_by_closing_time_goes_to_the_voicemail_list(backend: Backend) {
+    let (clock, closures, closes_ms, _) = closing_soon(60);
+    let receptionist = Behaviour::Person { rings: 1, talk_secs: 30, digits: Some("1".into()) };
+    let Some(w) = world_clocked(backend, SLOWER, clock, receptionist, "", |l| {
+        l[0].callback = Some(call_router::domain::CallbackSpec {
+            offer_after_secs: 0,
+            at_closing: call_router::domain::AtClosing::VoicemailList,
+            ..Default::default()
+        });
+        l[0].hours.closures = closures;
+    })
+    .await
+    else {
+        return;
+    };
+    set_on_shift(&w, "north", false).await;
+    let place = PlaceCall { from: CALLER.into(), to: MAIN.into(), digits: Some("1".into()), patience_secs: Some(600) };
+    let sid = w.client.place_call(&place).await.unwrap();
+    let summary = w.client.wait_for_call_end(&sid, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(summary["queue_result"], "leave", "{summary}");
+    assert!(jiff::Timestamp::now().as_millisecond() < closes_ms, "the lead ({CLOSING_LEAD:?}) ran out");
+    let until_closing = (closes_ms - jiff::Timestamp::now().as_millisecond()).max(0) as u64;
+    tokio::time::sleep(Duration::from_millis(until_closing)).await;
+    let record = w.settled(&sid).await;
+    assert_eq!(record.outcome, Outcome::CallbackCanceled);
+    w.quiet().await;
+    let listed = w.store.voicemails(&call_router::store::VoicemailFilter { limit: 10, ..Default::default() }).await;
+    let listed = listed.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:#?}");
+    let request = &listed[0];
+    assert_eq!(request.kind, call_router::store::VoicemailKind::CallbackRequest);
+    assert_eq!((request.caller.as_str(), request.location.as_deref()), (CALLER, Some("north")));
+    assert_eq!(request.call_sid, sid);
+    assert!(request.recorded_at_ms >= closes_ms, "listed at closing time: {request:?}");
+    // The callback's task was canceled, and nobody was dialled.
+    let tasks = tasks_of_call(&w, &sid).await;
+    assert!(
+        !tasks.is_empty() && tasks.iter().all(|t| t.status == "canceled"),
+        "{:?}",
+        tasks.iter().map(|t| &t.status).collect::<Vec<_>>()
+    );
+    assert!(w.rest("POST", "/Calls.json").await.is_empty());
     w.finish().await;
 }
 

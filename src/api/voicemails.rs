@@ -17,16 +17,20 @@ use utoipa_axum::routes;
 use super::{ApiError, ErrorBody};
 use crate::http::AppState;
 use crate::notify::rfc3339_ms;
-use crate::store::{Voicemail, VoicemailFilter};
+use crate::store::{Voicemail, VoicemailFilter, VoicemailKind, is_callback_request_id};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list)).routes(routes!(listened)).routes(routes!(audio))
 }
 
-/// A voicemail as the API shows it.
+/// A voicemail as the API shows it: a recording, or a callback request (a
+/// callback that ended at closing time, to call back by hand; no audio).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct VoicemailView {
+    /// The recording's SID (`RE…`), or a callback request's id (`CB…`).
     pub recording_sid: String,
+    /// `recording` or `callback_request`.
+    pub kind: String,
     pub call_sid: String,
     /// The caller's number as Twilio gave it (may be `anonymous`).
     pub caller: String,
@@ -37,14 +41,19 @@ pub struct VoicemailView {
     /// Twilio's transcription, when the location asks for one and it came.
     pub transcription: Option<String>,
     pub listened: bool,
-    /// Where the audio is streamed from, on this server.
-    pub audio_url: String,
+    /// Where the audio is streamed from, on this server; null for a callback request.
+    pub audio_url: Option<String>,
+    /// A callback request's: since when the caller waited (RFC 3339, UTC).
+    pub waiting_since: Option<String>,
 }
 
 impl From<Voicemail> for VoicemailView {
     fn from(v: Voicemail) -> Self {
+        let recording = v.kind == VoicemailKind::Recording;
         VoicemailView {
-            audio_url: format!("/api/voicemails/{}/audio", v.recording_sid),
+            kind: v.kind.as_str().to_owned(),
+            audio_url: recording.then(|| format!("/api/voicemails/{}/audio", v.recording_sid)),
+            waiting_since: v.waiting_since_ms.map(rfc3339_ms),
             recorded_at: rfc3339_ms(v.recorded_at_ms),
             listened: v.listened_at_ms.is_some(),
             recording_sid: v.recording_sid,
@@ -116,8 +125,12 @@ fn encode_cursor(v: &Voicemail) -> String {
 fn decode_cursor(c: &str) -> Option<(i64, String)> {
     let (ms, sid) = c.split_once('.')?;
     let ms = ms.parse::<i64>().ok()?;
-    sid.parse::<RecordingSid>().ok()?;
-    Some((ms, sid.to_owned()))
+    known_id(sid).then(|| (ms, sid.to_owned()))
+}
+
+/// An id the voicemail list can hold: a recording's SID or a callback request's.
+fn known_id(id: &str) -> bool {
+    id.parse::<RecordingSid>().is_ok() || is_callback_request_id(id)
 }
 
 /// Voicemails, newest first.
@@ -158,7 +171,7 @@ pub(super) async fn page(state: &AppState, mut filter: VoicemailFilter) -> Resul
     post,
     path = "/api/voicemails/{recording_sid}/listened",
     tag = "voicemails",
-    params(("recording_sid" = String, Path, description = "The recording's SID (`RE…`)")),
+    params(("recording_sid" = String, Path, description = "The recording's SID (`RE…`), or a callback request's id (`CB…`)")),
     responses(
         (status = 204, description = "Marked listened (again: no change)"),
         (status = 401, description = "No admin token", body = ErrorBody),
@@ -166,8 +179,7 @@ pub(super) async fn page(state: &AppState, mut filter: VoicemailFilter) -> Resul
     )
 )]
 async fn listened(State(state): State<AppState>, Path(recording_sid): Path<String>) -> Result<StatusCode, ApiError> {
-    let known =
-        recording_sid.parse::<RecordingSid>().is_ok() && state.store().mark_voicemail_listened(&recording_sid).await?;
+    let known = known_id(&recording_sid) && state.store().mark_voicemail_listened(&recording_sid).await?;
     if !known {
         return Err(not_found(&recording_sid));
     }
@@ -183,11 +195,14 @@ async fn listened(State(state): State<AppState>, Path(recording_sid): Path<Strin
     responses(
         (status = 200, description = "The audio, with Twilio's Content-Type (audio/x-wav)", content_type = "audio/x-wav"),
         (status = 401, description = "No admin token", body = ErrorBody),
-        (status = 404, description = "No such voicemail, or Twilio no longer has it", body = ErrorBody),
+        (status = 404, description = "No such voicemail, a callback request (no audio), or Twilio no longer has it", body = ErrorBody),
         (status = 502, description = "Twilio did not give the audio", body = ErrorBody),
     )
 )]
 async fn audio(State(state): State<AppState>, Path(recording_sid): Path<String>) -> Result<Response, ApiError> {
+    if is_callback_request_id(&recording_sid) {
+        return Err(ApiError::NotFound(format!("{recording_sid} is a callback request: it has no recording")));
+    }
     if recording_sid.parse::<RecordingSid>().is_err() {
         return Err(not_found(&recording_sid));
     }

@@ -335,7 +335,8 @@ pub(super) async fn callback_choice(State(state): State<AppState>, req: TwilioRe
         return Ok(TwiML(ivr::empty()));
     };
     let wait_for_opening = policy.at_closing == crate::domain::AtClosing::NextOpening;
-    let event = Event::CallbackChosen { number, tries: policy.tries, wait_for_opening };
+    let to_list = policy.at_closing == crate::domain::AtClosing::VoicemailList;
+    let event = Event::CallbackChosen { number, tries: policy.tries, wait_for_opening, to_list };
     let d = Delivery::to_keys([call.to_string()], vec![event], state.policy()).with_audit(
         "voice",
         "callback.chosen",

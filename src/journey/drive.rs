@@ -42,7 +42,7 @@ impl Journey {
         }
         self.drive_accepts(cx);
         self.drive_legs(cx);
-        self.drive_closing(now);
+        self.drive_closing(cx);
         // Closing time may have made a callback (the closing policy), due at once
         // when its opening has passed already.
         self.drive_callback(cx);
@@ -71,7 +71,8 @@ impl Journey {
     /// own end decides. A callback never rings after closing: with no leg in
     /// play it lets its task go and waits for the next opening (the open
     /// period it is in becomes the one to close), or it ends as canceled.
-    fn drive_closing(&mut self, now: i64) {
+    fn drive_closing(&mut self, cx: &mut Cx) {
+        let now = cx.now;
         if self.outcome == Outcome::Pending
             && self.closed(now)
             && !self.leg_in_play()
@@ -112,7 +113,18 @@ impl Journey {
                     cb.closed_task = Some(task.sid.clone());
                 }
             }
-            None => self.settle(Outcome::CallbackCanceled),
+            None => {
+                // By policy, staff call back by hand from the voicemail list.
+                if let (true, Some(call), Some(location)) = (cb.to_list, &self.caller.sid, &self.location) {
+                    cx.commands.push(Command::ListCallbackRequest {
+                        call: call.clone(),
+                        location: location.clone(),
+                        number: cb.number.clone(),
+                        since_ms: cb.since_ms,
+                    });
+                }
+                self.settle(Outcome::CallbackCanceled);
+            }
         }
     }
 
@@ -170,7 +182,7 @@ impl Journey {
     /// as the caller leaves), and the caller leaves the queue (at the next
     /// `/hold`, or by the redirect owed below) to hear so.
     fn call_back_at_opening(&mut self, cb: super::ClosingCallback, now: i64) {
-        self.start_callback(cb.number, cb.tries, true, true, now);
+        self.start_callback(cb.number, cb.tries, true, false, true, now);
     }
 
     /// The caller is to be called back from now on (`wait_for_opening`, and
@@ -183,6 +195,7 @@ impl Journey {
         number: twilio::E164,
         tries: u32,
         wait_for_opening: bool,
+        to_list: bool,
         at_closing: bool,
         now: i64,
     ) {
@@ -203,6 +216,7 @@ impl Journey {
             wait_for_opening,
             closed_task: None,
             at_closing,
+            to_list: to_list && !wait_for_opening,
         });
     }
 

@@ -82,6 +82,11 @@ pub enum Event {
         tries: u32,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         wait_for_opening: bool,
+        /// Ended at closing time (without `wait_for_opening`), it leaves a
+        /// callback request in the location's voicemail list
+        /// ([`super::Command::ListCallbackRequest`]).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        to_list: bool,
     },
     /// The dispatcher created the callback's task (round `round`).
     CallbackTaskCreated { task: TaskSid, round: u32 },

@@ -56,8 +56,8 @@ impl Journey {
                 }
                 return self.on_hold(queue_time_secs, announce_every_secs, comfort, callback_after_secs, cx);
             }
-            Event::CallbackChosen { number, tries, wait_for_opening } => {
-                return self.callback_chosen(number, tries, wait_for_opening, now);
+            Event::CallbackChosen { number, tries, wait_for_opening, to_list } => {
+                return self.callback_chosen(number, tries, (wait_for_opening, to_list), now);
             }
             Event::CallbackTaskCreated { task, round } => {
                 let adopt = self.task.is_none();
@@ -461,7 +461,9 @@ impl Journey {
     /// and callback tasks take over, keeping their place. Refused (the
     /// caller holds on) once a location leg has answered, or when the
     /// caller no longer waits in the queue.
-    fn callback_chosen(&mut self, number: twilio::E164, tries: u32, wait_for_opening: bool, now: i64) -> Answer {
+    /// `at_closing`: whether the callback waits for the next opening, and
+    /// whether it goes to the voicemail list when it ends at closing time.
+    fn callback_chosen(&mut self, number: twilio::E164, tries: u32, at_closing: (bool, bool), now: i64) -> Answer {
         if self.callback.is_some() {
             // Twilio asked again: the same answer while the caller is still there.
             return if self.caller.state.waiting() || self.caller.state == CallerState::Diverted {
@@ -478,7 +480,8 @@ impl Journey {
         if !may {
             return Answer::Nothing;
         }
-        self.start_callback(number, tries, wait_for_opening, false, now);
+        let (wait_for_opening, to_list) = at_closing;
+        self.start_callback(number, tries, wait_for_opening, to_list, false, now);
         self.caller.advance(CallerState::Diverted);
         Answer::Leave
     }
@@ -1038,7 +1041,11 @@ impl Journey {
             // The dial's own result follows a withdrawal; lookups go on by time.
             // A notification the dispatcher gave up on stays failed in its
             // outbox row: the voicemail itself is kept and listed as new.
-            Command::WithdrawDial { .. } | Command::FindDial { .. } | Command::NotifyVoicemail { .. } => {}
+            // A callback request is written with the journey: it never fails alone.
+            Command::WithdrawDial { .. }
+            | Command::FindDial { .. }
+            | Command::NotifyVoicemail { .. }
+            | Command::ListCallbackRequest { .. } => {}
         }
     }
 

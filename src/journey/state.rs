@@ -491,6 +491,10 @@ pub(super) struct Callback {
     /// still in the queue, and hears that the location closed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(super) at_closing: bool,
+    /// Ended at closing time, it leaves a callback request in the
+    /// location's voicemail list.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) to_list: bool,
 }
 
 impl Callback {

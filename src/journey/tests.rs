@@ -961,7 +961,7 @@ fn hold_cb(queue_time_secs: u32, after: u32) -> Event {
 
 /// 1 at the offer, for a location whose callbacks end at closing time.
 fn chosen(tries: u32) -> Event {
-    Event::CallbackChosen { number: number(), tries, wait_for_opening: false }
+    Event::CallbackChosen { number: number(), tries, wait_for_opening: false, to_list: false }
 }
 
 fn callback_created(task_n: u32, r: u32) -> Event {
@@ -1115,7 +1115,7 @@ fn waiting_callback(closes_in: i64, opens: i64, closes: i64) -> (Run, i64) {
         OpenPeriod { opens_at_ms: t0 + opens + 24 * HOUR_MS, closes_at_ms: t0 + closes + 24 * HOUR_MS },
     ];
     r.on(Event::ClosingTime { at_ms: t0 + closes_in, later, callback: None, overflow: None });
-    let step = r.on(Event::CallbackChosen { number: number(), tries: 2, wait_for_opening: true });
+    let step = r.on(Event::CallbackChosen { number: number(), tries: 2, wait_for_opening: true, to_list: false });
     assert_eq!(step.answer, Answer::Leave);
     (r, t0)
 }
@@ -1692,4 +1692,29 @@ fn a_leg_ringing_at_closing_time_is_not_cut_by_the_overflow_policy() {
     // Its end (no answer): the caller gets voicemail, not a transfer (the leg's end decides).
     r.on(leg_status(1, 10, CallStatus::NoAnswer, 3));
     assert_eq!(r.j.outcome(), Outcome::LocationNoAnswer);
+}
+
+#[test]
+fn a_callback_ended_at_closing_time_goes_to_the_voicemail_list_by_policy() {
+    for (to_list, wait_for_opening, listed) in [(true, false, true), (false, false, false), (true, true, false)] {
+        let mut r = Run::queued();
+        let t0 = r.now;
+        r.on(Event::ClosingTime { at_ms: t0 + 60_000, later: Vec::new(), callback: None, overflow: None });
+        let since = r.j.waiting_since_ms().expect("queued");
+        r.on(Event::CallbackChosen { number: number(), tries: 2, wait_for_opening, to_list });
+        let step = r.after(60_000).on(Event::Tick);
+        // Whatever the policy, it ends: no later opening is known.
+        assert_eq!(r.j.outcome(), Outcome::CallbackCanceled, "to_list {to_list}, waits {wait_for_opening}");
+        let request = Command::ListCallbackRequest {
+            call: call(CALLER),
+            location: "north".into(),
+            number: number(),
+            since_ms: since,
+        };
+        assert_eq!(step.commands.contains(&request), listed, "to_list {to_list}, waits {wait_for_opening}: {step:?}");
+        // Owed once: the next tick owes nothing.
+        assert!(
+            !r.after(1_000).on(Event::Tick).commands.iter().any(|c| matches!(c, Command::ListCallbackRequest { .. }))
+        );
+    }
 }

@@ -704,7 +704,9 @@ impl World {
                     | Command::FindDial { .. }
                     | Command::NotifyVoicemail { .. } => {}
                     // This world's callers never choose a callback.
-                    Command::CreateCallbackTask { .. } | Command::AcceptReservation { .. } => {
+                    Command::CreateCallbackTask { .. }
+                    | Command::AcceptReservation { .. }
+                    | Command::ListCallbackRequest { .. } => {
                         self.fail(format!("a callback command without a callback: {other:?}"));
                     }
                 }
@@ -1159,10 +1161,11 @@ fn event() -> impl Strategy<Value = Event> {
             .prop_map(|(queue_time_secs, announce_every_secs, comfort, callback_after_secs, queue)| {
                 Event::Hold { queue_time_secs, announce_every_secs, comfort, callback_after_secs, queue }
             }),
-        1 => (1u32..4, any::<bool>()).prop_map(|(tries, wait_for_opening)| Event::CallbackChosen {
+        1 => (1u32..4, any::<bool>(), any::<bool>()).prop_map(|(tries, wait_for_opening, to_list)| Event::CallbackChosen {
             number: E164::parse("+13105550100").expect("a test number"),
             tries,
             wait_for_opening,
+            to_list,
         }),
         1 => (some_task(), 1u32..3).prop_map(|(task, round)| Event::CallbackTaskCreated { task, round }),
         1 => (1u32..3, any::<bool>()).prop_map(|(r, answered)| Event::CallbackDialed { reservation: res(r), answered }),

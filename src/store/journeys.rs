@@ -3,10 +3,11 @@
 //! and what the `calls` table shows of it change together or not at all.
 //!
 //! The store decides nothing: it finds the journey by the event's SIDs (or
-//! makes one), calls [`journey::apply`], and writes what comes back. The one
-//! command it carries out itself is [`Command::WithdrawDial`], which only
-//! touches the outbox: a dial still pending there is dropped in the same
-//! transaction, and the journey hears `DialFailed` for it at once.
+//! makes one), calls [`journey::apply`], and writes what comes back. Two
+//! commands it carries out itself, in the same transaction: [`Command::WithdrawDial`],
+//! which only touches the outbox (a dial still pending there is dropped, and
+//! the journey hears `DialFailed` for it at once), and
+//! [`Command::ListCallbackRequest`], a row in the voicemail list.
 
 use std::collections::{HashSet, VecDeque};
 
@@ -184,6 +185,22 @@ pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> an
             if let Command::WithdrawDial { reservation, attempt } = &command {
                 if super::outbox::withdraw(c, &journey::dial_key(reservation, *attempt), now).await? {
                     queue.push_back(Event::DialFailed { reservation: reservation.clone(), attempt: *attempt });
+                }
+                continue;
+            }
+            if let Command::ListCallbackRequest { call, location, number, since_ms } = &command {
+                let id = super::voicemails::callback_request_id(call.as_str());
+                if super::voicemails::insert_callback_request_in(
+                    c,
+                    call.as_str(),
+                    location,
+                    number.as_str(),
+                    *since_ms,
+                    now,
+                )
+                .await?
+                {
+                    tracing::info!(call_sid = %call, location, voicemail = id, "a callback request is in the voicemail list");
                 }
                 continue;
             }

@@ -35,10 +35,51 @@ pub struct Transcription {
     pub text: Option<String>,
 }
 
+/// What an entry of the voicemail list is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VoicemailKind {
+    /// A recording the caller left.
+    Recording,
+    /// A callback that ended at closing time (`at_closing =
+    /// "voicemail_list"`): staff call the caller back by hand. No recording.
+    CallbackRequest,
+}
+
+impl VoicemailKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VoicemailKind::Recording => "recording",
+            VoicemailKind::CallbackRequest => "callback_request",
+        }
+    }
+
+    fn parse(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "recording" => Ok(VoicemailKind::Recording),
+            "callback_request" => Ok(VoicemailKind::CallbackRequest),
+            other => anyhow::bail!("unknown voicemail kind {other:?}"),
+        }
+    }
+}
+
+/// A callback request's id in the voicemail list: `CB` and the hex of the
+/// caller's call SID (one request per call).
+pub fn callback_request_id(call_sid: &str) -> String {
+    format!("CB{}", call_sid.strip_prefix("CA").unwrap_or(call_sid))
+}
+
+/// Whether `id` has the shape of [`callback_request_id`]'s: `CB` and 32 hex digits.
+pub fn is_callback_request_id(id: &str) -> bool {
+    id.len() == 34 && id.starts_with("CB") && id[2..].chars().all(|c| c.is_ascii_hexdigit())
+}
+
 /// A stored voicemail, without its recording's URL.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Voicemail {
+    /// The recording's SID, or a callback request's id ([`callback_request_id`]).
     pub recording_sid: String,
+    pub kind: VoicemailKind,
     pub call_sid: String,
     pub caller: String,
     pub location: Option<String>,
@@ -46,6 +87,8 @@ pub struct Voicemail {
     pub recorded_at_ms: i64,
     pub transcription: Option<String>,
     pub listened_at_ms: Option<i64>,
+    /// A callback request's: since when the caller waited.
+    pub waiting_since_ms: Option<i64>,
 }
 
 /// Which voicemails a list shows.
@@ -89,6 +132,27 @@ pub(super) async fn insert_in<C: Conn>(c: &mut C, v: &NewVoicemail, now: i64) ->
     Ok(true)
 }
 
+/// Puts a callback request in the location's voicemail list; false (and
+/// nothing written) when this call's is there already.
+pub(super) async fn insert_callback_request_in<C: Conn>(
+    c: &mut C,
+    call_sid: &str,
+    location: &str,
+    number: &str,
+    since_ms: i64,
+    now: i64,
+) -> anyhow::Result<bool> {
+    let inserted = c
+        .execute(
+            "INSERT INTO voicemails (recording_sid, call_sid, caller, location, recorded_at_ms, recording_url, kind,
+                 waiting_since_ms)
+             VALUES ($1, $2, $3, $4, $5, '', 'callback_request', $6) ON CONFLICT (recording_sid) DO NOTHING",
+            args![&callback_request_id(call_sid), call_sid, number, location, now, since_ms],
+        )
+        .await?;
+    Ok(inserted > 0)
+}
+
 /// Keeps a transcription (a failed one later keeps the text). False when no
 /// such voicemail is stored.
 pub(super) async fn transcribed_in<C: Conn>(c: &mut C, t: &Transcription) -> anyhow::Result<bool> {
@@ -107,7 +171,7 @@ macro_rules! select_voicemails {
     ($tail:literal) => {
         concat!(
             "SELECT recording_sid, call_sid, caller, location, duration_secs, recorded_at_ms, transcription, ",
-            "listened_at_ms FROM voicemails ",
+            "listened_at_ms, kind, waiting_since_ms FROM voicemails ",
             $tail
         )
     };
@@ -123,6 +187,8 @@ fn voicemail(r: &super::sql::Row) -> anyhow::Result<Voicemail> {
         recorded_at_ms: r.int(5)?,
         transcription: r.opt_text(6)?,
         listened_at_ms: r.opt_int(7)?,
+        kind: VoicemailKind::parse(&r.text(8)?)?,
+        waiting_since_ms: r.opt_int(9)?,
     })
 }
 
@@ -158,9 +224,9 @@ pub(super) async fn list<C: Conn>(c: &mut C, f: &VoicemailFilter) -> anyhow::Res
     rows.iter().map(voicemail).collect()
 }
 
-/// The recording's URL, for the server's own fetch.
+/// The recording's URL, for the server's own fetch (none for a callback request).
 pub(super) async fn recording_url<C: Conn>(c: &mut C, recording_sid: &str) -> anyhow::Result<Option<String>> {
-    let sql = "SELECT recording_url FROM voicemails WHERE recording_sid = $1";
+    let sql = "SELECT recording_url FROM voicemails WHERE recording_sid = $1 AND kind = 'recording'";
     let row = c.fetch_optional(sql, args![recording_sid]).await?;
     row.map(|r| r.text(0)).transpose()
 }
@@ -324,7 +390,48 @@ mod tests {
         assert_eq!(sids(page2), [re(2), re(1)]);
     }
 
+    /// A callback still waiting at closing time, by the location's policy
+    /// (`to_list`), leaves a callback request in the voicemail list, in the
+    /// same transaction as the journey that settles it; once.
+    async fn a_callback_ended_at_closing_time_is_listed_as_a_callback_request(backend: Backend) {
+        let Some((s, _db)) = store(backend).await else { return };
+        let number = twilio::E164::parse("+13105550199").unwrap();
+        let chosen =
+            |to_list| Event::CallbackChosen { number: number.clone(), tries: 1, wait_for_opening: false, to_list };
+        let events = |call: &str, to_list| {
+            vec![
+                Event::CallerArrived { call: call.parse().unwrap() },
+                Event::CallerEnqueued { location: "north".into(), language: None },
+                chosen(to_list),
+                // Closed already: the callback ends at once.
+                Event::ClosingTime { at_ms: 1_000, later: Vec::new(), callback: None, overflow: None },
+            ]
+        };
+        let before = crate::store::now_ms();
+        let done = s.deliver(Delivery::to_keys([ca(1)], events(&ca(1), true), POLICY)).await.unwrap();
+        assert_eq!(done.outcome, crate::domain::Outcome::CallbackCanceled);
+        let id = super::callback_request_id(&ca(1));
+        assert!(super::is_callback_request_id(&id), "{id}");
+        let v = s.voicemail(&id).await.unwrap().expect("listed");
+        assert_eq!(v.kind, super::VoicemailKind::CallbackRequest);
+        assert_eq!(
+            (v.call_sid.as_str(), v.caller.as_str(), v.location.as_deref()),
+            (ca(1).as_str(), "+13105550199", Some("north"))
+        );
+        assert!(v.recorded_at_ms >= before && v.waiting_since_ms.is_some_and(|w| w >= before), "{v:?}");
+        assert_eq!(s.voicemail_recording_url(&id).await.unwrap(), None, "no recording to fetch");
+        // Heard again (a retried tick, say): still one.
+        s.deliver(Delivery::to_keys([ca(1)], vec![Event::Tick], POLICY)).await.unwrap();
+        // Without the policy, the callback only ends.
+        s.deliver(Delivery::to_keys([ca(2)], events(&ca(2), false), POLICY)).await.unwrap();
+        let all = s.voicemails(&VoicemailFilter { limit: 50, ..VoicemailFilter::default() }).await.unwrap();
+        assert_eq!(all.iter().map(|v| v.recording_sid.as_str()).collect::<Vec<_>>(), [id.as_str()]);
+        // Marked done like a voicemail is marked listened.
+        assert!(s.mark_voicemail_listened(&id).await.unwrap());
+    }
+
     on_both_backends!(
+        a_callback_ended_at_closing_time_is_listed_as_a_callback_request,
         a_voicemail_is_stored_once_with_its_notifications,
         an_empty_recording_is_kept_and_not_announced,
         notifications_wait_for_the_transcription,

@@ -229,34 +229,57 @@ function renderVoicemails(body) {
     list.replaceChildren(el("li", { class: "empty" }, "No voicemails."));
     return;
   }
-  list.replaceChildren(...items.map((v) => {
-    const li = el("li", { class: `vm${v.listened ? " listened" : ""}`, data: { recording: v.recording_sid, call: v.call_sid } },
-      el("div", { class: "vm-head" },
-        el("strong", {}, v.caller || "unknown caller"),
-        el("span", {}, v.location ? ` for ${v.location}` : ""),
-        el("span", { class: "muted" }, ` · ${clock(v.recorded_at)} · ${duration(v.duration_secs)}`),
-        el("span", { class: "badge", data: { stat: "listened" } }, v.listened ? "listened" : "new")),
-      v.transcription ? el("p", { class: "transcription" }, v.transcription) : null);
-    const audio = el("audio", { controls: "", preload: "none" });
-    // Only the server's own audio route: the page never sees the recording's address.
-    if (typeof v.audio_url === "string" && v.audio_url.startsWith("/api/")) audio.src = v.audio_url;
-    audio.addEventListener("play", () => markListened(v, li), { once: true });
-    li.append(audio);
-    const open = el("button", { type: "button", class: "quiet" }, "Call timeline");
-    open.addEventListener("click", () => openCall(v.call_sid));
-    li.append(open);
-    return li;
-  }));
+  list.replaceChildren(...items.map((v) => v.kind === "callback_request" ? callbackRequest(v) : voicemailItem(v)));
 }
 
-async function markListened(v, li) {
+// A callback that ended at closing time: whom to call back, waiting since
+// when. "Called back" marks it done (as listening marks a voicemail).
+function callbackRequest(v) {
+  const li = el("li", { class: `vm callback-request${v.listened ? " listened" : ""}`, data: { recording: v.recording_sid, call: v.call_sid } },
+    el("div", { class: "vm-head" },
+      el("strong", {}, `Call back ${v.caller || "unknown caller"}`),
+      el("span", {}, v.location ? ` for ${v.location}` : ""),
+      el("span", { class: "muted" }, ` · waiting since ${clock(v.waiting_since || v.recorded_at)} · not reached before closing`),
+      el("span", { class: "badge", data: { stat: "listened" } }, v.listened ? "done" : "new")));
+  if (!v.listened) {
+    const done = el("button", { type: "button" }, "Called back");
+    done.addEventListener("click", () => markListened(v, li, "done").then(() => { if (v.listened) done.remove(); }));
+    li.append(done);
+  }
+  li.append(timelineButton(v));
+  return li;
+}
+
+function voicemailItem(v) {
+  const li = el("li", { class: `vm${v.listened ? " listened" : ""}`, data: { recording: v.recording_sid, call: v.call_sid } },
+    el("div", { class: "vm-head" },
+      el("strong", {}, v.caller || "unknown caller"),
+      el("span", {}, v.location ? ` for ${v.location}` : ""),
+      el("span", { class: "muted" }, ` · ${clock(v.recorded_at)} · ${duration(v.duration_secs)}`),
+      el("span", { class: "badge", data: { stat: "listened" } }, v.listened ? "listened" : "new")),
+    v.transcription ? el("p", { class: "transcription" }, v.transcription) : null);
+  const audio = el("audio", { controls: "", preload: "none" });
+  // Only the server's own audio route: the page never sees the recording's address.
+  if (typeof v.audio_url === "string" && v.audio_url.startsWith("/api/")) audio.src = v.audio_url;
+  audio.addEventListener("play", () => markListened(v, li), { once: true });
+  li.append(audio, timelineButton(v));
+  return li;
+}
+
+function timelineButton(v) {
+  const open = el("button", { type: "button", class: "quiet" }, "Call timeline");
+  open.addEventListener("click", () => openCall(v.call_sid));
+  return open;
+}
+
+async function markListened(v, li, word = "listened") {
   if (v.listened) return;
   const r = await fetch(`/api/voicemails/${encodeURIComponent(v.recording_sid)}/listened`, { method: "POST", credentials: "same-origin" });
   if (r.ok) {
     v.listened = true;
     li.classList.add("listened");
     const badge = li.querySelector("[data-stat=listened]");
-    if (badge) badge.textContent = "listened";
+    if (badge) badge.textContent = word;
   }
 }
 
