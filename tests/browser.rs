@@ -3,7 +3,8 @@
 //! sandbox and the server in this process). Signs in through the form,
 //! places calls so that callers wait at a one-line location, and checks that
 //! the page shows the waiting count appear and change, a connected count,
-//! and a voicemail. Saves screenshots in target/artifacts/.
+//! a voicemail, and a callback request that "Called back" marks done. Saves
+//! screenshots in target/artifacts/.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (or CHROMEDRIVER and
 //! CHROME naming the binaries). Without them the test says it skips, unless
@@ -15,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use call_router::demo::scenario::Scenario;
 use call_router::demo::{Business, Options};
+use call_router::journey::{Event, Policy};
+use call_router::store::Delivery;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
@@ -283,6 +286,57 @@ async fn drive(c: &Client, business: &Business) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     if !src.as_str().is_some_and(|s| s.starts_with("/api/voicemails/") && s.ends_with("/audio")) {
         return Err(format!("the player's source is not the server's audio route: {src}"));
+    }
+
+    // A callback request (a callback east did not reach by closing time, by its policy) shows in
+    // the same list: whom to call back, with a button that marks it done.
+    let caller = "+13105550398";
+    let call = format!("CA{:032x}", 0xcb);
+    let events = vec![
+        Event::CallerArrived { call: call.parse().unwrap() },
+        Event::CallerEnqueued { location: "east".into(), language: None },
+        Event::CallbackChosen {
+            number: twilio::E164::parse(caller).unwrap(),
+            tries: 1,
+            wait_for_opening: false,
+            to_list: true,
+        },
+        Event::ClosingTime { at_ms: 1_000, later: Vec::new(), callback: None, overflow: None },
+    ];
+    let policy = Policy::from_settings(&business.settings);
+    let store = business.server.state.store();
+    store.deliver(Delivery::to_keys([call.clone()], events, policy)).await.map_err(|e| format!("{e:#}"))?;
+    let request = c
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("#voicemails li.callback-request"))
+        .await
+        .map_err(|e| format!("no callback request appeared on the page within 20 s: {e}"))?;
+    let text = request.text().await.map_err(|e| e.to_string())?;
+    if !(text.contains(&format!("Call back {caller}")) && text.contains("not reached before closing")) {
+        return Err(format!("the callback request does not say whom to call back: {text:?}"));
+    }
+    let done =
+        request.find(Locator::Css("button:not(.quiet)")).await.map_err(|e| format!("no Called back button: {e}"))?;
+    done.click().await.map_err(|e| format!("clicking Called back: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let badge = c
+            .execute("return document.querySelector('#voicemails li.callback-request .badge').textContent;", vec![])
+            .await
+            .map_err(|e| e.to_string())?;
+        if badge == "done" {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("Called back did not mark the request done: its badge says {badge}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = call_router::store::callback_request_id(&call);
+    let listened = store.voicemail(&id).await.map_err(|e| e.to_string())?.and_then(|v| v.listened_at_ms);
+    if listened.is_none() {
+        return Err(format!("the server does not have callback request {id} marked done"));
     }
 
     // Wait until the last east caller is through, for a settled screenshot.
