@@ -29,6 +29,9 @@
 //! open = "always"                           # "always" (default) or "never" (closed: after hours)
 //! closes_in_secs = 400                      # open at first, closes this long after the first dial
 //!                                           # (one location per scenario; not with `open = "never"` or `hours`)
+//! overflow = "south"                        # the location that takes its callers when closed or busy
+//! overflow_after_secs = 20                  # …and after this long in its queue
+//! closing_policy = "overflow"               # callers still waiting at closing: voicemail (default), callback, overflow
 //! screening = false                         # the location hears who calls and presses 1 to accept
 //! screening_timeout_secs = 8                # how long the prompt waits for a key
 //! amd = true                                # answering-machine detection (default: on unless screening)
