@@ -207,6 +207,10 @@ pub struct Overflow<'a> {
     /// Every line of the chosen location is in use, and the overflow
     /// location has one free.
     pub busy: bool,
+    /// The overflow location's own overflow location: a caller sent on to
+    /// the overflow location carries it in the task, since the workflow
+    /// moves that task on after the overflow location's `overflow_after_secs`.
+    pub then: Option<&'a Location>,
 }
 
 /// Sends the caller to a chosen location: enqueue when open, voicemail when
@@ -244,7 +248,7 @@ pub fn route(
                 urls,
                 workflow_sid,
                 o.location,
-                Side::Arrival(None),
+                Side::Arrival(o.then.filter(|t| t.name != o.location.name)),
                 caller,
                 resp.verb(Verb::Say(sp.say_text(notice))),
                 sp,
@@ -295,6 +299,7 @@ pub fn transfer_at_closing(
     workflow_sid: &str,
     from: &Location,
     to: &Location,
+    then: Option<&Location>,
     caller: &Caller,
     sp: &Speaker,
 ) -> Response {
@@ -302,16 +307,17 @@ pub fn transfer_at_closing(
     let closed = sp.text(P::ClosedWhileWaiting, &[("location", from.display_name_in(tag))]);
     let notice = format!("{closed} {}", sp.text(P::Transferring, &[("location", to.display_name_in(tag))]));
     let resp = Response::new().verb(Verb::Say(sp.say_text(notice)));
-    enqueue(settings, urls, workflow_sid, to, Side::Transfer { from: &from.name }, caller, resp, sp)
+    let then = then.filter(|t| t.name != to.name);
+    enqueue(settings, urls, workflow_sid, to, Side::Transfer { from: &from.name, then }, caller, resp, sp)
 }
 
-/// How a caller comes to a location's queue: on arrival (with the
-/// location's overflow location, for the workflow's `overflow_after_secs`
-/// target), or transferred at another location's closing time.
+/// How a caller comes to a location's queue: on arrival, or transferred at
+/// another location's closing time; each with the location's own overflow
+/// location, for the workflow's `overflow_after_secs` target.
 #[derive(Debug, Clone, Copy)]
 enum Side<'a> {
     Arrival(Option<&'a Location>),
-    Transfer { from: &'a str },
+    Transfer { from: &'a str, then: Option<&'a Location> },
 }
 
 /// "Please hold", and `<Enqueue>` with the task for `location` (and its
@@ -329,7 +335,7 @@ fn enqueue(
 ) -> Response {
     let (overflow, transferred_from) = match side {
         Side::Arrival(o) => (o, None),
-        Side::Transfer { from } => (None, Some(from.to_owned())),
+        Side::Transfer { from, then } => (then, Some(from.to_owned())),
     };
     let show_caller = |l: &Location| l.show_caller_number && caller.call_token.is_some();
     // Twilio only accepts the caller's own number as From together with the
@@ -799,7 +805,7 @@ mod tests {
         let (open_north, closed_north) = (location("north", "1", true), location("north", "1", false));
         let (south, closed_south) = (location("south", "2", true), location("south", "2", false));
         fn over(location: &Location, busy: bool) -> Overflow<'_> {
-            Overflow { location, busy }
+            Overflow { location, busy, then: None }
         }
 
         // Closed here, open there: told why, and enqueued there (with no further overflow).
@@ -810,6 +816,14 @@ mod tests {
         assert!(heard.contains("north is closed right now. We are transferring you to"), "{heard}");
         let task = task_of(&r).unwrap();
         assert_eq!((task.location.as_str(), task.overflow), ("south", None));
+
+        // South's own overflow location goes with the task: the workflow moves it on after
+        // south's `overflow_after_secs`, and that location's worker dials its own phone.
+        let east = location("east", "3", true);
+        let onward = Overflow { then: Some(&east), ..over(&south, false) };
+        let (r, _) = route(&s, &urls, wf, &closed_north, Some(onward), &caller, now, true, &en(&s));
+        let o = task_of(&r).unwrap().overflow.expect("south's overflow location");
+        assert_eq!((o.location.as_str(), o.practice_phone.as_str()), ("east", east.phone.as_str()));
 
         // Every line busy here: the same, with the reason.
         let (r, routed) = route(&s, &urls, wf, &open_north, Some(over(&south, true)), &caller, now, false, &en(&s));

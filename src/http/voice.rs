@@ -174,7 +174,12 @@ async fn route_to(
     let clock = state.clock();
     let now = clock.now();
     let overflow = overflow_of(state, location).await;
-    let overflow = overflow.as_ref().map(|(o, busy)| ivr::Overflow { location: o, busy: *busy });
+    // Where the overflow location's own callers go on to: a caller sent there carries it.
+    let then = match &overflow {
+        Some((o, _)) => overflow_location(state, o).await,
+        None => None,
+    };
+    let overflow = overflow.as_ref().map(|(o, busy)| ivr::Overflow { location: o, busy: *busy, then: then.as_ref() });
     let (twiml, routed) =
         ivr::route(state.settings(), &state.urls(), workflow.as_str(), location, overflow, &caller, now, greet, &sp);
     tracing::info!(location = %location.name, ?routed, "caller routed");
@@ -231,22 +236,28 @@ async fn route_to(
     Ok((TwiML(twiml), events))
 }
 
+/// The location's overflow location, if it has one that exists. A failed
+/// read only means none.
+async fn overflow_location(state: &AppState, location: &Location) -> Option<Location> {
+    let name = location.spec.overflow.as_deref()?;
+    match state.store().location(name).await {
+        Ok(Some(o)) => Some(o),
+        Ok(None) => {
+            tracing::warn!(location = %location.name, overflow = name, "the overflow location does not exist; not used");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(location = %location.name, error = %format_args!("{e:#}"), "could not read the overflow location; not used");
+            None
+        }
+    }
+}
+
 /// The location's overflow location, and whether every line here is in use
 /// with one free there. A failed read, or an overflow location that is gone,
 /// only means no overflow: the caller is routed as if there were none.
 async fn overflow_of(state: &AppState, location: &Location) -> Option<(Location, bool)> {
-    let name = location.spec.overflow.as_deref()?;
-    let overflow = match state.store().location(name).await {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            tracing::warn!(location = %location.name, overflow = name, "the overflow location does not exist; not used");
-            return None;
-        }
-        Err(e) => {
-            tracing::warn!(location = %location.name, error = %format_args!("{e:#}"), "could not read the overflow location; not used");
-            return None;
-        }
-    };
+    let overflow = overflow_location(state, location).await?;
     let in_use = match state.store().live_callers(crate::stats::MAX_OPEN).await {
         Ok(live) => live,
         Err(e) => {
@@ -462,7 +473,9 @@ async fn transfer_at_closing(
     let caller =
         Caller { number: req.get("From").unwrap_or("anonymous"), call_token: None, name: req.get("CallerName") };
     tracing::info!(from = %from_l.name, to = %to_l.name, "closed while waiting: the caller moves to the overflow location's queue");
-    Ok(ivr::transfer_at_closing(state.settings(), &state.urls(), workflow.as_str(), from_l, &to_l, &caller, &sp))
+    let then = overflow_location(state, &to_l).await;
+    let urls = state.urls();
+    Ok(ivr::transfer_at_closing(state.settings(), &urls, workflow.as_str(), from_l, &to_l, then.as_ref(), &caller, &sp))
 }
 
 /// Where the caller is redirected after a failed attempt to reach the location.
