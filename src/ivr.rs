@@ -297,18 +297,25 @@ pub fn transfer_at_closing(
     settings: &Settings,
     urls: &Urls,
     workflow_sid: &str,
-    from: &Location,
-    to: &Location,
-    then: Option<&Location>,
+    t: ClosingTransfer<'_>,
     caller: &Caller,
     sp: &Speaker,
 ) -> Response {
     let tag = sp.lang.tag.as_str();
-    let closed = sp.text(P::ClosedWhileWaiting, &[("location", from.display_name_in(tag))]);
-    let notice = format!("{closed} {}", sp.text(P::Transferring, &[("location", to.display_name_in(tag))]));
+    let closed = sp.text(P::ClosedWhileWaiting, &[("location", t.from.display_name_in(tag))]);
+    let notice = format!("{closed} {}", sp.text(P::Transferring, &[("location", t.to.display_name_in(tag))]));
     let resp = Response::new().verb(Verb::Say(sp.say_text(notice)));
-    let then = then.filter(|t| t.name != to.name);
-    enqueue(settings, urls, workflow_sid, to, Side::Transfer { from: &from.name, then }, caller, resp, sp)
+    let side = Side::Transfer { from: &t.from.name, then: t.then.filter(|o| o.name != t.to.name) };
+    enqueue(settings, urls, workflow_sid, t.to, side, caller, resp, sp)
+}
+
+/// A transfer at closing time: from the closed location to its overflow
+/// location, and that one's own overflow location, if any.
+#[derive(Debug, Clone, Copy)]
+pub struct ClosingTransfer<'a> {
+    pub from: &'a Location,
+    pub to: &'a Location,
+    pub then: Option<&'a Location>,
 }
 
 /// How a caller comes to a location's queue: on arrival, or transferred at
@@ -846,6 +853,31 @@ mod tests {
         let (_, routed) =
             route(&s, &urls, wf, &open_north, Some(over(&closed_south, true)), &caller, now, true, &en(&s));
         assert_eq!(routed, Routed::Enqueued, "busy here, but the overflow location is closed: wait here");
+    }
+
+    #[test]
+    fn a_transfer_at_closing_says_why_and_enqueues_at_the_overflow_location_naming_where_from() {
+        let s = settings();
+        let urls = Urls { base: &s.public_url };
+        let caller = Caller { number: "+13105550199", call_token: None, name: None };
+        let wf = "WW0123456789abcdef0123456789abcdef";
+        let (north, south, east) =
+            (location("north", "1", false), location("south", "2", true), location("east", "3", true));
+        let t = ClosingTransfer { from: &north, to: &south, then: Some(&east) };
+        let r = round_trip(&transfer_at_closing(&s, &urls, wf, t, &caller, &en(&s)));
+        let heard = says(&r).join(" ");
+        assert!(
+            heard.contains(&format!(
+                "Sorry, {NASTY} north has closed for now. We are transferring you to {NASTY} south."
+            )),
+            "{heard}"
+        );
+        let task = task_of(&r).unwrap();
+        assert_eq!((task.location.as_str(), task.transferred_from.as_deref()), ("south", Some("north")));
+        assert_eq!(task.overflow.map(|o| o.location).as_deref(), Some("east"), "south's own overflow goes along");
+        // Its own overflow being itself is no overflow.
+        let t = ClosingTransfer { then: Some(&south), ..t };
+        assert!(task_of(&transfer_at_closing(&s, &urls, wf, t, &caller, &en(&s))).unwrap().overflow.is_none());
     }
 
     #[test]

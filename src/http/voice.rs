@@ -475,7 +475,8 @@ async fn transfer_at_closing(
     tracing::info!(from = %from_l.name, to = %to_l.name, "closed while waiting: the caller moves to the overflow location's queue");
     let then = overflow_location(state, &to_l).await;
     let urls = state.urls();
-    Ok(ivr::transfer_at_closing(state.settings(), &urls, workflow.as_str(), from_l, &to_l, then.as_ref(), &caller, &sp))
+    let transfer = ivr::ClosingTransfer { from: from_l, to: &to_l, then: then.as_ref() };
+    Ok(ivr::transfer_at_closing(state.settings(), &urls, workflow.as_str(), transfer, &caller, &sp))
 }
 
 /// Where the caller is redirected after a failed attempt to reach the location.
