@@ -288,7 +288,9 @@ impl Dispatcher {
             Command::FindDial { .. } => return self.find_dial(&row).await,
             Command::NotifyVoicemail { .. } => return self.notify_voicemail(&row).await,
             // Carried out by the store when it is owed; never queued.
-            Command::WithdrawDial { .. } | Command::ListCallbackRequest { .. } => Ok(()),
+            Command::WithdrawDial { .. } | Command::WithdrawRedirect { .. } | Command::ListCallbackRequest { .. } => {
+                Ok(())
+            }
             Command::HangUp { leg, .. } => {
                 // `completed` hangs up a call in any live state. `canceled` would be ignored,
                 // with a 200, once the location has answered (during answering-machine

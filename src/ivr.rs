@@ -248,7 +248,8 @@ pub fn route(
                 urls,
                 workflow_sid,
                 o.location,
-                Side::Arrival(o.then.filter(|t| t.name != o.location.name)),
+                // Not back to the location the caller chose (closed or busy), nor to itself.
+                Side::Arrival(o.then.filter(|t| t.name != o.location.name && t.name != location.name)),
                 caller,
                 resp.verb(Verb::Say(sp.say_text(notice))),
                 sp,
@@ -305,7 +306,9 @@ pub fn transfer_at_closing(
     let closed = sp.text(P::ClosedWhileWaiting, &[("location", t.from.display_name_in(tag))]);
     let notice = format!("{closed} {}", sp.text(P::Transferring, &[("location", t.to.display_name_in(tag))]));
     let resp = Response::new().verb(Verb::Say(sp.say_text(notice)));
-    let side = Side::Transfer { from: &t.from.name, then: t.then.filter(|o| o.name != t.to.name) };
+    // Not back to the location that just closed, nor to itself.
+    let then = t.then.filter(|o| o.name != t.to.name && o.name != t.from.name);
+    let side = Side::Transfer { from: &t.from.name, then };
     enqueue(settings, urls, workflow_sid, t.to, side, caller, resp, sp)
 }
 
@@ -831,6 +834,10 @@ mod tests {
         let (r, _) = route(&s, &urls, wf, &closed_north, Some(onward), &caller, now, true, &en(&s));
         let o = task_of(&r).unwrap().overflow.expect("south's overflow location");
         assert_eq!((o.location.as_str(), o.practice_phone.as_str()), ("east", east.phone.as_str()));
+        // Never back to north, which the caller found closed.
+        let back = Overflow { then: Some(&closed_north), ..over(&south, false) };
+        let (r, _) = route(&s, &urls, wf, &closed_north, Some(back), &caller, now, true, &en(&s));
+        assert!(task_of(&r).unwrap().overflow.is_none());
 
         // Every line busy here: the same, with the reason.
         let (r, routed) = route(&s, &urls, wf, &open_north, Some(over(&south, true)), &caller, now, false, &en(&s));
@@ -875,9 +882,11 @@ mod tests {
         let task = task_of(&r).unwrap();
         assert_eq!((task.location.as_str(), task.transferred_from.as_deref()), ("south", Some("north")));
         assert_eq!(task.overflow.map(|o| o.location).as_deref(), Some("east"), "south's own overflow goes along");
-        // Its own overflow being itself is no overflow.
-        let t = ClosingTransfer { then: Some(&south), ..t };
-        assert!(task_of(&transfer_at_closing(&s, &urls, wf, t, &caller, &en(&s))).unwrap().overflow.is_none());
+        // Its own overflow being itself, or the location that closed, is no overflow.
+        for then in [&south, &north] {
+            let t = ClosingTransfer { then: Some(then), ..t };
+            assert!(task_of(&transfer_at_closing(&s, &urls, wf, t, &caller, &en(&s))).unwrap().overflow.is_none());
+        }
     }
 
     #[test]

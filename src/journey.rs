@@ -336,6 +336,14 @@ pub enum Command {
         recording: String,
         channel: NotifyChannel,
     },
+    /// Drop the transfer's redirect (round `round`) from the outbox if it has
+    /// not gone out yet: the caller left the old queue by `<Leave>`, and a
+    /// redirect landing later would pull them out of the new one. Carried out
+    /// by the store (a redirect already sent is not called back).
+    WithdrawRedirect {
+        call: CallSid,
+        round: u32,
+    },
     /// Put a callback request in `location`'s voicemail list: the callback
     /// ended at closing time (`at_closing = "voicemail_list"`), and staff
     /// call `number` back by hand. Like [`Command::WithdrawDial`], the store
@@ -371,6 +379,7 @@ impl Command {
             Command::CreateCallbackTask { .. } => "create_callback_task",
             Command::AcceptReservation { .. } => "accept_reservation",
             Command::ListCallbackRequest { .. } => "list_callback_request",
+            Command::WithdrawRedirect { .. } => "withdraw_redirect",
         }
     }
 
@@ -388,7 +397,9 @@ impl Command {
             Command::NotifyVoicemail { .. } => (None, None, None),
             Command::CreateCallbackTask { call, .. } => (Some(call), None, None),
             Command::AcceptReservation { task, reservation, .. } => (None, Some(task), Some(reservation)),
-            Command::ListCallbackRequest { call, .. } => (Some(call), None, None),
+            Command::ListCallbackRequest { call, .. } | Command::WithdrawRedirect { call, .. } => {
+                (Some(call), None, None)
+            }
         }
     }
 
@@ -407,9 +418,8 @@ impl Command {
             Command::HangUp { leg, round } => keyed(format!("hang-up:{leg}"), *round),
             // The transfer's redirect is a redirect of its own: a later one (to
             // the overflow location's voicemail, say) must not share its key.
-            Command::RedirectCaller { call, round, transfer: Some(_), .. } => {
-                keyed(format!("redirect:{call}:transfer"), *round)
-            }
+            Command::RedirectCaller { call, round, transfer: Some(_), .. } => transfer_redirect_key(call, *round),
+            Command::WithdrawRedirect { call, round } => format!("withdraw:{}", transfer_redirect_key(call, *round)),
             Command::RedirectCaller { call, round, .. } => keyed(format!("redirect:{call}"), *round),
             Command::CancelTask { task, round, .. } => keyed(format!("cancel-task:{task}"), *round),
             Command::CompleteTask { task, round } => keyed(format!("complete-task:{task}"), *round),
@@ -422,6 +432,12 @@ impl Command {
             },
         }
     }
+}
+
+/// The outbox key of a transfer's redirect (what a [`Command::WithdrawRedirect`] withdraws).
+pub fn transfer_redirect_key(call: &CallSid, round: u32) -> String {
+    let base = format!("redirect:{call}:transfer");
+    if round <= 1 { base } else { format!("{base}#{round}") }
 }
 
 /// The start of the outbox keys of a voicemail's notifications.
@@ -663,11 +679,15 @@ impl Journey {
     }
 
     /// Whether reservation `i` is of the phase the journey is in: a callback's
-    /// task once the caller chose one, the queue's before. A reservation of
-    /// the other kind is neither dialled nor bridged.
+    /// task once the caller chose one, the queue's before; and not at a
+    /// location the caller was transferred away from at its closing time. A
+    /// reservation of the other kind is neither dialled nor bridged.
     pub(crate) fn serves(&self, i: usize) -> bool {
+        // After a transfer at closing time, never the location that closed
+        // (TaskRouter's workflow may offer the task to its worker again).
+        let closed = |t: &DialTarget| self.transfer.as_ref().is_some_and(|x| x.from == t.location);
         match &self.reservations[i].target {
-            Some(t) => t.callback.is_some() == self.callback.is_some(),
+            Some(t) => t.callback.is_some() == self.callback.is_some() && !closed(t),
             // Not known yet (its `reservation.created` may come later): the queue's.
             None => self.callback.is_none(),
         }

@@ -466,6 +466,13 @@ async fn transfer_at_closing(
     let workflow = state.workflow_sid().await?;
     let (Some(from_l), Some(to_l), Some(workflow)) = (from.as_ref(), to, workflow) else {
         tracing::warn!("cannot transfer at closing time (a location or the workflow is gone); voicemail");
+        // The journey hears where the caller went instead.
+        let call: CallSid = sid_param(req, "CallSid")?;
+        let away = Event::CallerTurnedAway {
+            outcome: Outcome::ClosedWhileWaiting,
+            location: from.as_ref().map(|l| l.name.clone()),
+        };
+        caller_events(state, &call, vec![away]).await?;
         return Ok(fallback(state, req, from.as_ref(), Outcome::ClosedWhileWaiting));
     };
     let lang = caller_language(state, req, Some(from_l));
@@ -482,9 +489,24 @@ async fn transfer_at_closing(
 /// Where the caller is redirected after a failed attempt to reach the location.
 pub(super) async fn caller_fallback(State(state): State<AppState>, req: TwilioRequest) -> Result<TwiML, WebhookError> {
     let reason = req.query.get("reason").and_then(Outcome::parse).unwrap_or(Outcome::DialFailed);
-    // Closed at `location`: to the overflow location's queue (the closing policy).
-    if let (Some(from), Some(to)) = (req.query.get("location"), req.query.get("transfer")) {
-        return Ok(TwiML(transfer_at_closing(&state, &req, from, to).await?));
+    // Closed at `location`: to the overflow location's queue (the closing policy), unless the
+    // journey says otherwise (the redirect came late, after the call was connected, say).
+    if req.query.get("transfer").is_some() {
+        let call: CallSid = sid_param(&req, "CallSid")?;
+        let done = caller_events(&state, &call, vec![Event::TransferAsked]).await?;
+        return Ok(TwiML(match done.answer {
+            Answer::TransferAtClosing { from, to } => transfer_at_closing(&state, &req, &from, &to).await?,
+            Answer::Goodbye => ivr::goodbye(&ivr::speaker(state.settings(), caller_language(&state, &req, None), None)),
+            Answer::Fallback { location, reason } => {
+                tracing::warn!(outcome = %done.outcome, "a transfer redirect after the call settled: voicemail");
+                let location = match location {
+                    Some(n) => state.store().location(&n).await?,
+                    None => None,
+                };
+                fallback(&state, &req, location.as_ref(), reason)
+            }
+            _ => ivr::empty(),
+        }));
     }
     let location = location_of(&state, &req).await?;
     // A callback made at closing time (the closing policy): the goodbye, not voicemail.

@@ -167,6 +167,7 @@ impl Journey {
             left: false,
             redirect: None,
             tasks: old.into_iter().collect(),
+            withdrawn: false,
         });
         self.location = Some(o.location);
         self.closes_at_ms = o.closes_at_ms;
@@ -573,6 +574,17 @@ impl Journey {
     }
 
     fn drive_redirect(&mut self, cx: &mut Cx) {
+        // Out of the old queue, by whatever way: a transfer redirect still in
+        // the outbox must not go out (it would pull the caller out of the new
+        // queue). Harmless when it has landed already.
+        if let (Some(t), Some(call)) = (&mut self.transfer, &self.caller.sid)
+            && t.left
+            && !t.withdrawn
+            && let Some(e) = t.redirect.filter(|e| !e.failed)
+        {
+            t.withdrawn = true;
+            cx.commands.push(Command::WithdrawRedirect { call: call.clone(), round: e.round });
+        }
         let Some(call) = self.redirect_needed().cloned() else {
             return;
         };

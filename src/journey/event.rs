@@ -93,6 +93,12 @@ pub enum Event {
     /// `/callback-dialed`: the location's leg dialled the caller back for
     /// `reservation`; `answered` when the caller picked up.
     CallbackDialed { reservation: ReservationSid, answered: bool },
+    /// `/caller-fallback?…&transfer=…`: our redirect out of the old queue of
+    /// a transfer at closing time reached the caller. Answered with
+    /// [`super::Answer::TransferAtClosing`] while the caller is still to be
+    /// moved (again, if a late redirect took them out of the new queue), else
+    /// what fits the outcome (`Goodbye` after a connected call, `Fallback`).
+    TransferAsked,
     /// `/enqueue-action`: the caller's leg left the queue of `queue` (the
     /// action URL names the location; absent from older URLs and Studio flows).
     QueueExit {

@@ -74,6 +74,7 @@ impl Journey {
                 }
             }
             Event::CallbackDialed { reservation, answered } => self.callback_dialed(&reservation, answered, now),
+            Event::TransferAsked => return self.transfer_asked(),
             Event::QueueExit { result, queue } => {
                 if let Some(answer) = self.left_old_queue(result, queue.as_deref()) {
                     return answer;
@@ -568,12 +569,49 @@ impl Journey {
         }
     }
 
+    /// Our redirect of a transfer at closing time reached the caller. A caller
+    /// already in the new queue (they left the old one by `<Leave>` and the
+    /// redirect, in flight, landed after) lost that queue's task, which is let
+    /// go; they join the new queue again.
+    fn transfer_asked(&mut self) -> Answer {
+        let Some(t) = self.transfer.as_mut() else {
+            return Answer::Fallback { location: self.location.clone(), reason: Outcome::ClosedWhileWaiting };
+        };
+        match self.outcome {
+            Outcome::Pending => {
+                if t.left
+                    && let Some(task) = self.task.take()
+                {
+                    t.tasks.push(task.sid);
+                    for r in &mut self.reservations {
+                        r.end(ReservationEnd::Canceled);
+                    }
+                }
+                t.left = true;
+                Answer::TransferAtClosing { from: t.from.clone(), to: t.to.clone() }
+            }
+            Outcome::Connected | Outcome::CallbackConnected => Answer::Goodbye,
+            other => Answer::Fallback { location: self.location.clone(), reason: other },
+        }
+    }
+
     /// `/enqueue-action` of the old queue of a transfer at closing time: after
     /// our redirect, nothing to say (the redirect's document moves the
     /// caller); after `<Leave>`, the transfer. Anything else (the caller hung
     /// up there) is heard as usual (None).
     fn left_old_queue(&mut self, result: QueueResult, queue: Option<&str>) -> Option<Answer> {
-        if self.in_old_queue(queue) != Some(true) || self.outcome != Outcome::Pending {
+        if self.outcome != Outcome::Pending {
+            return None;
+        }
+        // Our transfer redirect, late, took the caller out of the new queue:
+        // `TransferAsked` puts them back; nothing settles here.
+        if self.in_old_queue(queue) == Some(false)
+            && result == QueueResult::Redirected
+            && self.transfer.as_ref().is_some_and(|t| t.redirect.is_some())
+        {
+            return Some(Answer::Nothing);
+        }
+        if self.in_old_queue(queue) != Some(true) {
             return None;
         }
         let t = self.transfer.as_mut()?;
@@ -950,6 +988,15 @@ impl Journey {
         }
         let sid = self.task.as_ref().map(|t| &t.sid);
         match &self.callback {
+            // After a transfer at closing time a task may end under a caller
+            // who is still there (a late redirect took them out of its queue,
+            // and they join it again): it is let go, and the caller's own leg
+            // decides (its hang-up settles `caller_hung_up`).
+            None if self.transfer.is_some() && self.caller.state != CallerState::Gone => {
+                if let (Some(t), Some(task)) = (self.transfer.as_mut(), self.task.take()) {
+                    t.tasks.push(task.sid);
+                }
+            }
             None => self.settle(Outcome::CallerHungUp),
             // Let go at closing time: the next opening's task takes over.
             Some(cb) if sid.is_some_and(|t| cb.let_go(t)) => {}
@@ -1043,6 +1090,7 @@ impl Journey {
             // outbox row: the voicemail itself is kept and listed as new.
             // A callback request is written with the journey: it never fails alone.
             Command::WithdrawDial { .. }
+            | Command::WithdrawRedirect { .. }
             | Command::FindDial { .. }
             | Command::NotifyVoicemail { .. }
             | Command::ListCallbackRequest { .. } => {}

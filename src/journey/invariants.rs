@@ -449,8 +449,8 @@ impl Checker {
         //      made once, to another location, and from then on the journey
         //      is the overflow location's: no task of the old queue is its
         //      own, and only a reservation of a task transferred there is
-        //      dialled. While the caller is still in the old queue, a
-        //      redirect out of it is owed.
+        //      dialled (or a callback's, chosen there), never at the closed
+        //      location.
         if let Some(t) = &after.transfer {
             if let Some(b) = &before.transfer {
                 prop_assert_eq!((&b.from, &b.to), (&t.from, &t.to), "a second transfer {}", ctx());
@@ -466,12 +466,13 @@ impl Checker {
             for c in &step.commands {
                 if let Command::Dial { reservation, .. } = c {
                     let r = after.reservations.iter().find(|r| &r.sid == reservation);
-                    let transferred = r.and_then(|r| r.target.as_ref()).is_some_and(|t| t.transferred);
-                    prop_assert!(transferred, "dialled the old queue's reservation after a transfer {}", ctx());
+                    let target = r.and_then(|r| r.target.as_ref());
+                    // The new queue's task, or a callback the caller chose there.
+                    let ours = target.is_some_and(|x| x.transferred || x.callback.is_some());
+                    prop_assert!(ours, "dialled the old queue's reservation after a transfer {}", ctx());
+                    let closed = target.is_some_and(|x| x.location == t.from);
+                    prop_assert!(!closed, "dialled the closed location after a transfer {}", ctx());
                 }
-            }
-            if after.moving().is_some() {
-                prop_assert!(after.redirect_needed().is_some(), "{}", ctx());
             }
         }
         if before.transfer.is_none() && after.transfer.is_some() {

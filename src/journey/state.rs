@@ -522,4 +522,8 @@ pub(super) struct Transferred {
     /// caller leaves that queue).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) tasks: Vec<TaskSid>,
+    /// The redirect was withdrawn (as far as it had not gone out) once the
+    /// caller left the old queue.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) withdrawn: bool,
 }

@@ -1718,3 +1718,76 @@ fn a_callback_ended_at_closing_time_goes_to_the_voicemail_list_by_policy() {
         );
     }
 }
+
+#[test]
+fn a_transfer_redirect_that_lands_late_puts_the_caller_back_in_the_new_queue() {
+    let mut r = Run::queued();
+    closing_with_overflow(&mut r);
+    let step = r.after(60_000).on(Event::Tick);
+    assert!(step.commands.iter().any(|c| matches!(c, Command::RedirectCaller { transfer: Some(_), .. })));
+    // The redirect waits in a busy outbox; after the grace the next `/hold` lets the caller go.
+    let left = r.after(REDIRECT_GRACE_MS).on(hold_in("north", 80));
+    assert_eq!(left.answer, Answer::Leave);
+    // The redirect still pending is withdrawn.
+    let withdraw = Command::WithdrawRedirect { call: call(CALLER), round: 1 };
+    assert!(left.commands.contains(&withdraw), "{left:?}");
+    assert!(r.on(exit_from("north", QueueResult::Leave)).answer == to_south());
+    r.on(hold_in("south", 0));
+    r.on(transferred_created(2, 4));
+    assert_eq!(r.j.task_sid(), Some(&task(2)));
+    // It was in flight already, and lands: out of south's queue, which settles nothing…
+    assert_eq!(r.on(exit_from("south", QueueResult::Redirected)).answer, Answer::Nothing);
+    assert_eq!(r.j.outcome(), Outcome::Pending);
+    // …and its document puts the caller back in south's queue, letting the first task go
+    // (and withdrawing its dial, still in the outbox: the store then says it failed).
+    let again = r.on(Event::TransferAsked);
+    assert_eq!(again.answer, to_south());
+    assert!(again.commands.contains(&Command::WithdrawDial { reservation: res(4), attempt: 1 }), "{again:?}");
+    r.on(Event::DialFailed { reservation: res(4), attempt: 1 });
+    assert_eq!(r.j.task_sid(), None);
+    r.on(Event::TaskCanceled { task: task(2) });
+    assert_eq!(r.j.outcome(), Outcome::Pending, "the caller is still there");
+    // South's next task is the caller's, and is dialled.
+    let dialled = r.on(transferred_created(3, 6));
+    assert!(dialled.commands.iter().any(|c| matches!(c, Command::Dial { reservation, .. } if *reservation == res(6))));
+    // The caller hangs up: their own leg settles it.
+    r.on(Event::CallerStatus { status: CallStatus::Completed, sequence: Some(9) });
+    assert_eq!(r.j.outcome(), Outcome::CallerHungUp);
+}
+
+fn to_south() -> Answer {
+    Answer::TransferAtClosing { from: "north".into(), to: "south".into() }
+}
+
+#[test]
+fn a_transfer_redirect_after_the_call_was_connected_says_goodbye() {
+    let mut r = Run::queued();
+    closing_with_overflow(&mut r);
+    r.after(60_000).on(Event::Tick);
+    assert_eq!(r.on(Event::TransferAsked).answer, to_south());
+    r.on(transferred_created(2, 4));
+    r.on(Event::DialPlaced { reservation: res(4), attempt: 1, leg: call(40) });
+    r.on(Event::LegAnswered { reservation: res(4), attempt: Some(1), leg: call(40), answered_by: AnsweredBy::Human });
+    r.on(exit_from("south", QueueResult::Bridged));
+    assert_eq!(r.j.outcome(), Outcome::Connected);
+    // Twilio asks the redirect's document again (or it lands late): no second queue.
+    assert_eq!(r.on(Event::TransferAsked).answer, Answer::Goodbye);
+}
+
+#[test]
+fn after_a_transfer_the_closed_location_is_never_dialled() {
+    let mut r = Run::queued();
+    closing_with_overflow(&mut r);
+    r.after(60_000).on(Event::Tick);
+    r.on(Event::TransferAsked);
+    // The workflow offers the new task to north's worker (south overflows back to north).
+    let north = Event::ReservationCreated {
+        task: task(2),
+        reservation: res(4),
+        caller: Some(call(CALLER)),
+        target: DialTarget { location: "north".into(), transferred: true, ..target() },
+    };
+    let step = r.on(north);
+    assert!(!step.commands.iter().any(|c| matches!(c, Command::Dial { .. })), "{step:?}");
+    assert_eq!(r.j.outcome(), Outcome::Pending);
+}

@@ -701,6 +701,7 @@ impl World {
                     }
                     Command::Dial { .. }
                     | Command::WithdrawDial { .. }
+                    | Command::WithdrawRedirect { .. }
                     | Command::FindDial { .. }
                     | Command::NotifyVoicemail { .. } => {}
                     // This world's callers never choose a callback.
@@ -1168,6 +1169,7 @@ fn event() -> impl Strategy<Value = Event> {
             to_list,
         }),
         1 => (some_task(), 1u32..3).prop_map(|(task, round)| Event::CallbackTaskCreated { task, round }),
+        1 => Just(Event::TransferAsked),
         1 => (1u32..3, any::<bool>()).prop_map(|(r, answered)| Event::CallbackDialed { reservation: res(r), answered }),
         1 => one_of(vec![QueueResult::Bridged, QueueResult::BridgingInProcess, QueueResult::Hangup, QueueResult::Leave, QueueResult::Error])
             .prop_map(|result| Event::QueueExit { result, queue: None }),

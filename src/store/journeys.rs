@@ -3,11 +3,12 @@
 //! and what the `calls` table shows of it change together or not at all.
 //!
 //! The store decides nothing: it finds the journey by the event's SIDs (or
-//! makes one), calls [`journey::apply`], and writes what comes back. Two
-//! commands it carries out itself, in the same transaction: [`Command::WithdrawDial`],
-//! which only touches the outbox (a dial still pending there is dropped, and
-//! the journey hears `DialFailed` for it at once), and
-//! [`Command::ListCallbackRequest`], a row in the voicemail list.
+//! makes one), calls [`journey::apply`], and writes what comes back. Three
+//! commands it carries out itself, in the same transaction: [`Command::WithdrawDial`]
+//! and [`Command::WithdrawRedirect`], which only touch the outbox (a dial or a
+//! transfer's redirect still pending there is dropped; for a dial the journey
+//! hears `DialFailed` at once), and [`Command::ListCallbackRequest`], a row in
+//! the voicemail list.
 
 use std::collections::{HashSet, VecDeque};
 
@@ -183,8 +184,16 @@ pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> an
         }
         for command in step.commands {
             if let Command::WithdrawDial { reservation, attempt } = &command {
-                if super::outbox::withdraw(c, &journey::dial_key(reservation, *attempt), now).await? {
+                const WHY: &str = "withdrawn: the reservation ended or the caller left before the dial went out";
+                if super::outbox::withdraw(c, &journey::dial_key(reservation, *attempt), WHY, now).await? {
                     queue.push_back(Event::DialFailed { reservation: reservation.clone(), attempt: *attempt });
+                }
+                continue;
+            }
+            if let Command::WithdrawRedirect { call, round } = &command {
+                const WHY: &str = "withdrawn: the caller left the old queue before the transfer's redirect went out";
+                if super::outbox::withdraw(c, &journey::transfer_redirect_key(call, *round), WHY, now).await? {
+                    tracing::info!(call_sid = %call, "the transfer's redirect withdrawn: the caller already left the queue");
                 }
                 continue;
             }

@@ -35,17 +35,11 @@ pub(super) async fn finish_in<C: Conn>(c: &mut C, f: &Finish, now: i64) -> anyho
 }
 
 /// Drops a dial that has not been claimed. True when it was still pending.
-pub(super) async fn withdraw<C: Conn>(c: &mut C, key: &str, now: i64) -> anyhow::Result<bool> {
+pub(super) async fn withdraw<C: Conn>(c: &mut C, key: &str, why: &str, now: i64) -> anyhow::Result<bool> {
     let done = c
         .execute(
             "UPDATE outbox SET state = $2, last_error = $3, updated_at_ms = $4 WHERE dedupe_key = $1 AND state = $5",
-            args![
-                key,
-                OutboxState::Done.as_str(),
-                "withdrawn: the reservation ended or the caller left before the dial went out",
-                now,
-                OutboxState::Pending.as_str()
-            ],
+            args![key, OutboxState::Done.as_str(), why, now, OutboxState::Pending.as_str()],
         )
         .await?;
     Ok(done > 0)
