@@ -210,11 +210,17 @@ async fn route_to(
                 _ => None,
             };
             // The closing policy's overflow location, when it is open at closing time.
-            let overflow = match (l.spec.closing_policy, overflow.filter(|_| l.name == location.name)) {
-                (crate::domain::ClosingPolicy::Overflow, Some(o)) => {
-                    match o.location.schedule.status_at(closes_at.timestamp()) {
+            // (`l` is the chosen location, or its overflow location on arrival: then its own.)
+            let to = match overflow {
+                Some(o) if l.name == location.name => Some(o.location),
+                Some(o) => o.then.filter(|t| t.name != location.name),
+                None => None,
+            };
+            let overflow = match (l.spec.closing_policy, to) {
+                (crate::domain::ClosingPolicy::Overflow, Some(to)) => {
+                    match to.schedule.status_at(closes_at.timestamp()) {
                         crate::hours::Status::Open { closes_at: then } => Some(crate::journey::ClosingOverflow {
-                            location: o.location.name.clone(),
+                            location: to.name.clone(),
                             closes_at_ms: Some(clock.wall_ms(then.timestamp())),
                         }),
                         crate::hours::Status::Closed { .. } => None,
