@@ -277,15 +277,26 @@ impl Store {
                 .with_context(|| format!("opening database {}", redact_url(&url)))?;
             let _ = probe.close().await;
         }
-        // The writer opens (and so creates) the file before the readers do.
-        let writer = open(1).await?;
-        // An in-memory SQLite database exists per connection, so readers and
-        // the writer must share the one connection there.
-        let pool = match backend {
-            Backend::Sqlite if is_memory => writer.clone(),
-            Backend::Sqlite => open(SQLITE_READERS).await?,
+        let (writer, pool) = match backend {
+            // An in-memory SQLite database exists per connection, so readers
+            // and the writer must share the one connection there.
+            Backend::Sqlite if is_memory => {
+                let writer = open(1).await?;
+                (writer.clone(), writer)
+            }
+            // On a file, the readers open (and so create) it. The batches
+            // have a writer of their own (see `lite`), so sqlx's writer serves
+            // only the rare writes (locations, resources, leases) and opens
+            // at the first: each connection reads the whole schema when it
+            // opens, which was a share of every start.
+            Backend::Sqlite => {
+                let pool = open(SQLITE_READERS).await?;
+                let writer =
+                    options(1).connect_lazy(&url).with_context(|| format!("opening database {}", redact_url(&url)))?;
+                (writer, pool)
+            }
             // One of `max_connections` is the writer's.
-            Backend::Postgres => open(settings.max_connections.saturating_sub(1).max(1)).await?,
+            Backend::Postgres => (open(1).await?, open(settings.max_connections.saturating_sub(1).max(1)).await?),
         };
         let migrator = match backend {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
