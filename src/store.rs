@@ -51,9 +51,10 @@ macro_rules! select_calls {
     };
 }
 
-/// The schema of each backend, embedded at build time.
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+/// The schema of each backend, embedded at build time: what [`Store::connect_with`]
+/// applies and `check` compares a database with.
+pub(crate) static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+pub(crate) static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Whether `migrator` has anything to do on this database: true unless its
 /// table lists exactly the embedded migrations, each applied in full with the
