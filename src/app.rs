@@ -51,19 +51,10 @@ impl Server {
         }
         crate::stats::install();
         let addr = listener.local_addr()?;
-        // Off the path to the first answer: the REST client (building it reads
-        // the system's root certificates) is built on a blocking thread while
-        // the database opens. The config's locations get their numbering-plan
-        // check once the server answers (see `check_location_numbers_later`).
-        let twilio = {
-            let twilio_settings = settings.twilio.clone();
-            tokio::task::spawn_blocking(move || TwilioClient::new(&twilio_settings))
-        };
         let store = Store::connect_with(&settings.database_url, settings.database)
             .await?
             .owned_by(&instance_name(addr), lease_ms(settings.twilio.request_timeout_ms));
         tracing::info!(instance = store.owner(), "this instance's name on the database");
-        warn_past_calendars(&store, settings.clock).await;
         let notifier = Notifier::default();
         let state = AppState::new(settings.clone(), store.clone(), notifier.clone());
         let drain = Duration::from_secs(settings.drain_secs);
@@ -106,6 +97,22 @@ impl Server {
             .context("serving HTTP")
         });
         tracing::info!(%addr, "call-router listening");
+        // Off the path to the first answer, once webhooks are answered, since
+        // no webhook needs them: the REST client (building it reads the
+        // system's root certificates, several ms of CPU that competed with the
+        // database's opening for two cores) is built on a blocking thread, and
+        // the locations' calendars are read for the warning about past ones.
+        // The config's locations get their numbering-plan check later still
+        // (see `check_location_numbers_later`).
+        let twilio = {
+            let twilio_settings = settings.twilio.clone();
+            tokio::task::spawn_blocking(move || TwilioClient::new(&twilio_settings))
+        };
+        tokio::spawn({
+            let store = store.clone();
+            let clock = settings.clock;
+            async move { warn_past_calendars(&store, clock).await }
+        });
         // Webhooks are answered from here on; what they queue waits in the
         // outbox for the dispatcher, which starts once the REST client is
         // built (loading the root certificates was most of a restart).

@@ -22,15 +22,11 @@ use crate::provision::{self, Desired, Op};
 use crate::store::{Backend, Store};
 use crate::twilio_api::{Api, ApiError, TwilioClient};
 
-/// The migrations this binary carries, the ones `Store::connect` applies.
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-
 /// The migrations this binary applies to a database of this backend.
 fn migrator(backend: Backend) -> &'static sqlx::migrate::Migrator {
     match backend {
-        Backend::Sqlite => &SQLITE_MIGRATIONS,
-        Backend::Postgres => &POSTGRES_MIGRATIONS,
+        Backend::Sqlite => &crate::store::SQLITE_MIGRATIONS,
+        Backend::Postgres => &crate::store::POSTGRES_MIGRATIONS,
     }
 }
 

@@ -596,6 +596,12 @@ const KEEP_ALIVE_GRACE: std::time::Duration = std::time::Duration::from_millis(5
 /// `call-router serve`.
 pub async fn run_serve(config_path: Option<&Path>) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    // Checking the locations' time zones opens the time-zone database, which
+    // lists the system's zoneinfo directory (a few hundred files) first: that
+    // runs on a thread of its own while the config file is read and parsed.
+    std::thread::spawn(|| {
+        let _ = jiff::tz::db();
+    });
     let settings = Settings::load(config_path)?;
     let listening = crate::listen::open(settings.listen)?;
     let server = crate::app::Server::start(settings, listening.listener).await?;

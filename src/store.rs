@@ -53,6 +53,45 @@ macro_rules! select_calls {
     };
 }
 
+/// The schema of each backend, embedded at build time: what [`Store::connect_with`]
+/// applies and `check` compares a database with.
+pub(crate) static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+pub(crate) static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Whether `migrator` has anything to do on this database: true unless its
+/// table lists exactly the embedded migrations, each applied in full with the
+/// checksum it has here. Anything else (a table not yet created, a pending or
+/// failed migration, one changed or unknown to this build) is left to sqlx's
+/// run, which applies what is pending and reports the rest as it always has.
+async fn migrations_pending(pool: &AnyPool, migrator: &sqlx::migrate::Migrator) -> bool {
+    let applied = sqlx::query(
+        "SELECT version, checksum, CASE WHEN success THEN 1 ELSE 0 END AS ok FROM _sqlx_migrations ORDER BY version",
+    )
+    .fetch_all(pool)
+    .await;
+    let Ok(rows) = applied else { return true };
+    let applied: Result<Vec<(i64, Vec<u8>, bool)>, sqlx::Error> = rows
+        .iter()
+        .map(|r| Ok((r.try_get("version")?, r.try_get("checksum")?, r.try_get::<i64, _>("ok")? == 1)))
+        .collect();
+    let Ok(applied) = applied else { return true };
+    let embedded =
+        migrator.iter().filter(|m| !m.migration_type.is_down_migration()).map(|m| (m.version, m.checksum.as_ref()));
+    !same_migrations(&applied, embedded)
+}
+
+/// Whether the applied migrations (version, checksum, applied in full), in
+/// order of version, are exactly the `embedded` ones.
+fn same_migrations<'a>(applied: &[(i64, Vec<u8>, bool)], embedded: impl Iterator<Item = (i64, &'a [u8])>) -> bool {
+    let mut embedded: Vec<(i64, &[u8])> = embedded.collect();
+    embedded.sort_by_key(|(version, _)| *version);
+    applied.len() == embedded.len()
+        && applied
+            .iter()
+            .zip(&embedded)
+            .all(|((version, checksum, ok), (v, c))| *ok && version == v && checksum.as_slice() == *c)
+}
+
 /// The PostgreSQL channel a write that queued a command notifies, and every
 /// instance's dispatcher listens on.
 pub const NOTIFY_CHANNEL: &str = "call_router_outbox";
@@ -241,21 +280,37 @@ impl Store {
                 .with_context(|| format!("opening database {}", redact_url(&url)))?;
             let _ = probe.close().await;
         }
-        // The writer opens (and so creates) the file before the readers do.
-        let writer = open(1).await?;
-        // An in-memory SQLite database exists per connection, so readers and
-        // the writer must share the one connection there.
-        let pool = match backend {
-            Backend::Sqlite if is_memory => writer.clone(),
-            Backend::Sqlite => open(SQLITE_READERS).await?,
+        let (writer, pool) = match backend {
+            // An in-memory SQLite database exists per connection, so readers
+            // and the writer must share the one connection there.
+            Backend::Sqlite if is_memory => {
+                let writer = open(1).await?;
+                (writer.clone(), writer)
+            }
+            // On a file, the readers open (and so create) it. The batches
+            // have a writer of their own (see `lite`), so sqlx's writer serves
+            // only the rare writes (locations, resources, leases) and opens
+            // at the first: each connection reads the whole schema when it
+            // opens, which was a share of every start.
+            Backend::Sqlite => {
+                let pool = open(SQLITE_READERS).await?;
+                let writer =
+                    options(1).connect_lazy(&url).with_context(|| format!("opening database {}", redact_url(&url)))?;
+                (writer, pool)
+            }
             // One of `max_connections` is the writer's.
-            Backend::Postgres => open(settings.max_connections.saturating_sub(1).max(1)).await?,
+            Backend::Postgres => (open(1).await?, open(settings.max_connections.saturating_sub(1).max(1)).await?),
         };
-        let migrated = match backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await,
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await,
+        let migrator = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
-        migrated.context("migrating the database")?;
+        // sqlx's run takes its lock, creates its table if needed and reads
+        // it again, a round trip each, even when nothing is pending: one read
+        // tells whether anything is, and a new file has nothing applied.
+        if fresh_file || migrations_pending(&pool, migrator).await {
+            migrator.run(&pool).await.context("migrating the database")?;
+        }
         let (batcher, queue) = mpsc::channel(batch::QUEUE);
         match sqlite_path(&url) {
             // A SQLite file: the batches go to a thread with its own
@@ -833,7 +888,44 @@ mod tests {
         history_reads_a_calls_webhooks_statuses_and_actions,
         the_board_counts_callers_and_todays_outcomes,
         a_callers_place_counts_those_waiting_before_them_and_handled_calls_give_their_length,
+        migrations_are_skipped_when_none_is_pending_and_applied_when_one_is,
     );
+
+    #[test]
+    fn migrations_are_the_same_only_when_every_embedded_one_is_applied_unchanged() {
+        let embedded: [(i64, &[u8]); 2] = [(1, b"a"), (2, b"b")];
+        type Applied = Vec<(i64, Vec<u8>, bool)>;
+        let row = |v: i64, c: &[u8], ok: bool| (v, c.to_vec(), ok);
+        let cases: [(&str, Applied, bool); 6] = [
+            ("all applied", vec![row(1, b"a", true), row(2, b"b", true)], true),
+            ("one pending", vec![row(1, b"a", true)], false),
+            ("none applied", vec![], false),
+            ("one failed", vec![row(1, b"a", true), row(2, b"b", false)], false),
+            ("one changed since", vec![row(1, b"a", true), row(2, b"X", true)], false),
+            ("one unknown here", vec![row(1, b"a", true), row(2, b"b", true), row(3, b"c", true)], false),
+        ];
+        for (name, applied, same) in cases {
+            assert_eq!(same_migrations(&applied, embedded.iter().copied()), same, "{name}");
+        }
+    }
+
+    async fn migrations_are_skipped_when_none_is_pending_and_applied_when_one_is(backend: Backend) {
+        let Some((s, db)) = store(backend).await else { return };
+        let migrator = match s.backend() {
+            super::Backend::Sqlite => &SQLITE_MIGRATIONS,
+            super::Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        assert!(!migrations_pending(s.pool(), migrator).await, "all applied by connect");
+        // Migration 6 undone: it is pending again, and the next start applies it.
+        sqlx::query("DROP TABLE voicemails").execute(s.pool()).await.unwrap();
+        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 6").execute(s.pool()).await.unwrap();
+        assert!(migrations_pending(s.pool(), migrator).await, "version 6 is pending");
+        s.pool().close().await;
+        let s = Store::connect(&db.url).await.unwrap();
+        assert!(!migrations_pending(s.pool(), migrator).await, "applied again");
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM voicemails").fetch_one(s.pool()).await.unwrap();
+        assert_eq!(n, 0);
+    }
 
     const POLICY: Policy = Policy {
         max_queue_secs: 300,
