@@ -585,11 +585,7 @@ async fn a_callback_not_reached_by_closing_time_goes_to_the_voicemail_list(backe
     else {
         return;
     };
-    set_on_shift(&w, "north", false).await;
-    let place = PlaceCall { from: CALLER.into(), to: MAIN.into(), digits: Some("1".into()), patience_secs: Some(600) };
-    let sid = w.client.place_call(&place).await.unwrap();
-    let summary = w.client.wait_for_call_end(&sid, Duration::from_secs(30)).await.unwrap();
-    assert_eq!(summary["queue_result"], "leave", "{summary}");
+    let (sid, _) = caller_chooses_a_callback(&w).await;
     assert!(jiff::Timestamp::now().as_millisecond() < closes_ms, "the lead ({CLOSING_LEAD:?}) ran out");
     let until_closing = (closes_ms - jiff::Timestamp::now().as_millisecond()).max(0) as u64;
     tokio::time::sleep(Duration::from_millis(until_closing)).await;
@@ -1492,6 +1488,17 @@ async fn phones_all_at_once_the_first_to_answer_wins_and_the_other_is_hung_up(ba
 }
 
 /// Puts `location`'s worker on shift (available) or off it (offline), over the REST API.
+/// With nobody on north's shift, `CALLER` waits at north, presses 1 for a callback and hangs
+/// up (out of the queue by `<Leave>`): the call's SID and the sandbox's summary of it.
+async fn caller_chooses_a_callback(w: &World) -> (String, Value) {
+    set_on_shift(w, "north", false).await;
+    let place = PlaceCall { from: CALLER.into(), to: MAIN.into(), digits: Some("1".into()), patience_secs: Some(600) };
+    let sid = w.client.place_call(&place).await.unwrap();
+    let summary = w.client.wait_for_call_end(&sid, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(summary["queue_result"], "leave", "{summary}");
+    (sid, summary)
+}
+
 async fn set_on_shift(w: &World, location: &str, on: bool) {
     let settings = w.server.state.settings();
     let api = call_router::twilio_api::TwilioClient::new(&settings.twilio).unwrap();
@@ -1645,19 +1652,7 @@ async fn a_caller_who_chooses_a_callback_hangs_up_and_is_called_back_when_the_lo
         return;
     };
     // Nobody is on shift: the caller waits, hears the offer and presses 1.
-    set_on_shift(&w, "north", false).await;
-    let sid = w
-        .client
-        .place_call(&PlaceCall {
-            from: CALLER.into(),
-            to: MAIN.into(),
-            digits: Some("1".into()),
-            patience_secs: Some(600),
-        })
-        .await
-        .unwrap();
-    let summary = w.client.wait_for_call_end(&sid, Duration::from_secs(30)).await.unwrap();
-    assert_eq!(summary["queue_result"], "leave", "{summary}");
+    let (sid, summary) = caller_chooses_a_callback(&w).await;
     let heard = summary["heard"].to_string();
     assert!(heard.contains("To hang up and keep your place in line, press 1."), "{summary}");
     assert!(heard.contains("We will call you back at 3 1 0, 5 5 5, 0 1 9 9"), "{summary}");
@@ -1786,19 +1781,7 @@ async fn lost_callback_create(backend: Backend, look_up_outage: bool) {
         .unwrap();
         w.client.add_faults(&[rule]).await.unwrap();
     }
-    set_on_shift(&w, "north", false).await;
-    let sid = w
-        .client
-        .place_call(&PlaceCall {
-            from: CALLER.into(),
-            to: MAIN.into(),
-            digits: Some("1".into()),
-            patience_secs: Some(600),
-        })
-        .await
-        .unwrap();
-    let summary = w.client.wait_for_call_end(&sid, Duration::from_secs(30)).await.unwrap();
-    assert_eq!(summary["queue_result"], "leave", "{summary}");
+    let (sid, _) = caller_chooses_a_callback(&w).await;
     let queue_task = task_sid_of_call(&w, &sid).await;
     if look_up_outage {
         // The REST client tries a look-up five times; more than that is the dispatcher's
