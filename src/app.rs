@@ -64,11 +64,9 @@ impl Server {
         let mut background = Background::default();
         let ticker = Ticker::new(store.clone(), notifier.clone(), state.policy());
         background.spawn("ticker", move |stop| ticker.run(stop.wait()));
-        // The gauges are read once before the first request, then every few seconds.
+        // The gauges are read at once (beside the first webhooks: a scrape
+        // waits for that reading), then every few seconds.
         let sampler = Sampler::new(store.clone());
-        if let Err(e) = sampler.sample().await {
-            tracing::warn!(error = format!("{e:#}"), "metrics: could not read the gauges from the database");
-        }
         background.spawn("metrics", move |stop| sampler.run(stop.wait()));
         let metrics_addr = match settings.metrics_listen {
             Some(at) => {

@@ -3,16 +3,21 @@
 //! the database (the outbox's backlog, callers waiting, lines in use).
 //!
 //! Recording goes through the `metrics` facade's macros; before [`install`]
-//! runs (the CLI's `provision`, say) they do nothing. The recorder is
+//! runs (the CLI's `provision`, say) they do nothing. [`install`] is cheap:
+//! Prometheus's recorder is built behind it on a thread (see `deferred`), off
+//! the path to the first answered webhook. The recorder is
 //! installed once per process, so a test process that starts several servers
 //! shares one set of counters: tests look at deltas or at specific labels.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Once, OnceLock};
 use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+use self::deferred::Deferred;
 
 use crate::domain::Outcome;
 use crate::store::Store;
@@ -42,39 +47,123 @@ const OUTBOX_KINDS: [&str; 6] = ["dial", "find_dial", "hang_up", "redirect_calle
 /// At most this many open journeys are read for the live gauges.
 pub const MAX_OPEN: i64 = 10_000;
 
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+mod deferred;
 
-/// Installs the global recorder (once per process) and returns its handle.
-/// When another recorder is already installed (a program embedding this
-/// crate), the handle renders only what this one would have recorded: nothing.
-pub fn install() -> &'static PrometheusHandle {
-    HANDLE.get_or_init(|| {
-        let builder = PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                Matcher::Suffix("duration_seconds".into()),
-                &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
-            )
-            .and_then(|b| {
-                b.set_buckets_for_metric(
-                    Matcher::Full(QUEUE_WAIT_SECONDS.into()),
-                    &[5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0],
-                )
-            })
-            .expect("bucket lists are not empty");
-        let recorder = builder.build_recorder();
-        let handle = recorder.handle();
-        if metrics::set_global_recorder(recorder).is_err() {
+/// The process's recorder: installed at once, Prometheus's behind it once built.
+static RECORDER: Deferred<PrometheusRecorder> = Deferred::new();
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static BUILT: tokio::sync::Notify = tokio::sync::Notify::const_new();
+static INSTALLED: Once = Once::new();
+
+/// How long a scrape right after start waits for the recorder to be built.
+const BUILD_WAIT: Duration = Duration::from_secs(2);
+
+/// Installs the global recorder (once per process; cheap) and starts building
+/// Prometheus's behind it on a thread of its own (its clock's calibration can
+/// take 200 ms of a busy machine's CPU): what is recorded meanwhile is kept
+/// and passed on. When another recorder is already installed (a program
+/// embedding this crate), the handle renders only what this one would have
+/// recorded: nothing.
+pub fn install() {
+    INSTALLED.call_once(|| {
+        if metrics::set_global_recorder(&RECORDER).is_err() {
             tracing::warn!("another metrics recorder is installed; /metrics shows nothing of this server");
         }
         describe();
         gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-        handle
-    })
+        let built = std::thread::Builder::new().name("metrics-recorder".into()).spawn(|| {
+            let recorder = build();
+            let handle = recorder.handle();
+            // Handed over before the handle is shown, so that a render sees what came early.
+            let _ = RECORDER.ready(recorder);
+            let _ = HANDLE.set(handle);
+            BUILT.notify_waiters();
+        });
+        if let Err(e) = built {
+            tracing::warn!(error = %e, "metrics: could not start the thread building the recorder; building it here");
+            let recorder = build();
+            let handle = recorder.handle();
+            let _ = RECORDER.ready(recorder);
+            let _ = HANDLE.set(handle);
+        }
+    });
 }
 
-/// The text exposition of every metric.
-pub fn render() -> String {
-    install().render()
+fn build() -> PrometheusRecorder {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("duration_seconds".into()),
+            &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+        )
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(QUEUE_WAIT_SECONDS.into()),
+                &[5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0],
+            )
+        })
+        .expect("bucket lists are not empty")
+        .build_recorder()
+}
+
+/// The recorder's handle, once built: waits for it (up to [`BUILD_WAIT`])
+/// after installing it if nobody had.
+async fn handle() -> Option<&'static PrometheusHandle> {
+    install();
+    let built = BUILT.notified();
+    tokio::pin!(built);
+    built.as_mut().enable();
+    if let Some(h) = HANDLE.get() {
+        return Some(h);
+    }
+    let _ = tokio::time::timeout(BUILD_WAIT, built).await;
+    HANDLE.get()
+}
+
+/// The text exposition of every metric (empty while the recorder is still
+/// being built, after a wait).
+pub async fn render() -> String {
+    handle().await.map(PrometheusHandle::render).unwrap_or_default()
+}
+
+/// Samplers whose first reading of the gauges has not run yet: a sampler's
+/// first reading runs beside the first webhooks, not before them, and a
+/// scrape waits for every one (a test process runs several servers).
+static UNSAMPLED: AtomicUsize = AtomicUsize::new(0);
+static SAMPLED_NOW: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// How long a scrape right after start waits for the gauges' first reading.
+const FIRST_SAMPLE_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits (up to [`FIRST_SAMPLE_WAIT`]) until every sampler has read the
+/// gauges once, so that the first scrape shows them rather than no series.
+pub async fn first_sample() {
+    let deadline = tokio::time::Instant::now() + FIRST_SAMPLE_WAIT;
+    loop {
+        let notified = SAMPLED_NOW.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if UNSAMPLED.load(Ordering::Acquire) == 0 || tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Counts one sampler in [`UNSAMPLED`] until dropped: after its first
+/// reading, or with the sampler if it never ran.
+struct FirstSample;
+
+impl FirstSample {
+    fn new() -> Self {
+        UNSAMPLED.fetch_add(1, Ordering::AcqRel);
+        FirstSample
+    }
+}
+
+impl Drop for FirstSample {
+    fn drop(&mut self) {
+        UNSAMPLED.fetch_sub(1, Ordering::AcqRel);
+        SAMPLED_NOW.notify_waiters();
+    }
 }
 
 fn describe() {
@@ -162,14 +251,15 @@ fn looks_like_sid(s: &str) -> bool {
 /// the recorder's histograms drained between scrapes.
 pub struct Sampler {
     store: Store,
+    first: Option<FirstSample>,
 }
 
 impl Sampler {
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self { store, first: Some(FirstSample::new()) }
     }
 
-    pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
+    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
         let mut every = tokio::time::interval(SAMPLE_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -181,7 +271,11 @@ impl Sampler {
             if let Err(e) = self.sample().await {
                 tracing::warn!(error = format!("{e:#}"), "metrics: could not read the gauges from the database");
             }
-            install().run_upkeep();
+            // Read once (or tried): a scrape need not wait for this one any longer.
+            self.first = None;
+            if let Some(h) = HANDLE.get() {
+                h.run_upkeep();
+            }
         }
     }
 

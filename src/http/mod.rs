@@ -206,7 +206,8 @@ pub fn metrics_router() -> Router {
 /// Prometheus's text format. Not signed: it tells nothing of a caller; bind it
 /// to its own address (`metrics_listen`) to keep it off the public one.
 async fn metrics() -> Response {
-    let body = crate::stats::render();
+    crate::stats::first_sample().await;
+    let body = crate::stats::render().await;
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], body)
         .into_response()
 }
