@@ -238,17 +238,18 @@ impl Store {
                 .test_before_acquire(false)
                 .after_connect(move |conn, _meta| {
                     Box::pin(async move {
-                        if fresh_file {
-                            conn.execute("PRAGMA synchronous = OFF").await?;
-                        }
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
-                        conn.execute("PRAGMA synchronous = NORMAL").await?;
-                        conn.execute("PRAGMA foreign_keys = ON").await?;
-                        conn.execute("PRAGMA busy_timeout = 5000").await?;
+                        // One round trip to the connection's thread, not one per PRAGMA.
                         // Checkpoints run on their own (see `checkpoints`),
                         // not inside whichever COMMIT crosses the threshold,
                         // where their fsyncs stalled every queued write.
-                        conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
+                        let settings = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                        PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
+                                        PRAGMA wal_autocheckpoint = 0;";
+                        if fresh_file {
+                            conn.execute(sqlx::AssertSqlSafe(format!("PRAGMA synchronous = OFF; {settings}"))).await?;
+                        } else {
+                            conn.execute(settings).await?;
+                        }
                         Ok(())
                     })
                 }),
@@ -305,17 +306,31 @@ impl Store {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
-        // sqlx's run takes its lock, creates its table if needed and reads
-        // it again, a round trip each, even when nothing is pending: one read
-        // tells whether anything is, and a new file has nothing applied.
-        if fresh_file || migrations_pending(&pool, migrator).await {
-            migrator.run(&pool).await.context("migrating the database")?;
+        // The writer's own connection to a SQLite file (see `lite`).
+        let lite = match sqlite_path(&url) {
+            Some(path) if backend == Backend::Sqlite => Some(lite::open(&path)?),
+            _ => None,
+        };
+        match &lite {
+            // A new file: every migration in one transaction on the writer's
+            // connection, recorded as sqlx records them (sqlx's migrator runs
+            // each in a transaction of its own, a dozen round trips apiece).
+            Some(conn)
+                if fresh_file && lite::migrate_new_file(conn, migrator).context("migrating the new database")? => {}
+            // sqlx's run takes its lock, creates its table if needed and
+            // reads it again, a round trip each, even when nothing is
+            // pending: one read tells whether anything is.
+            _ => {
+                if fresh_file || migrations_pending(&pool, migrator).await {
+                    migrator.run(&pool).await.context("migrating the database")?;
+                }
+            }
         }
         let (batcher, queue) = mpsc::channel(batch::QUEUE);
-        match sqlite_path(&url) {
+        match lite {
             // A SQLite file: the batches go to a thread with its own
             // connection (see `lite`).
-            Some(path) if backend == Backend::Sqlite => batch::spawn_lite(lite::open(&path)?, queue)?,
+            Some(conn) => batch::spawn_lite(conn, queue)?,
             // A delivery reads its journey, then writes it. On SQLite the
             // write lock is taken up front (BEGIN IMMEDIATE), so that nothing
             // fails with SQLITE_BUSY when it upgrades from a read. PostgreSQL
@@ -925,6 +940,42 @@ mod tests {
         assert!(!migrations_pending(s.pool(), migrator).await, "applied again");
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM voicemails").fetch_one(s.pool()).await.unwrap();
         assert_eq!(n, 0);
+    }
+
+    #[tokio::test]
+    async fn a_new_file_migrated_in_one_transaction_is_what_sqlx_would_have_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = |name: &str| format!("sqlite://{}", dir.path().join(name).display());
+        // By connect (a new file: one transaction on the writer's connection) …
+        let ours = Store::connect(&url("ours.db")).await.unwrap();
+        // … and by sqlx's migrator alone.
+        let theirs = sqlx::AnyPool::connect(&sqlite_url_with_create(&url("theirs.db"))).await.unwrap();
+        SQLITE_MIGRATIONS.run(&theirs).await.unwrap();
+        let schema = |pool: AnyPool| async move {
+            let rows: Vec<(String, String, String)> =
+                sqlx::query_as("SELECT type, name, COALESCE(sql, '') FROM sqlite_schema ORDER BY type, name")
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+            let applied: Vec<(i64, String, Vec<u8>, i64)> = sqlx::query_as(
+                "SELECT version, description, checksum, CASE WHEN success THEN 1 ELSE 0 END FROM _sqlx_migrations
+                 ORDER BY version",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            (rows, applied)
+        };
+        let (ours_schema, ours_applied) = schema(ours.pool().clone()).await;
+        let (theirs_schema, theirs_applied) = schema(theirs.clone()).await;
+        assert!(ours_schema.iter().any(|(_, name, _)| name == "journeys"), "{ours_schema:?}");
+        assert_eq!(ours_schema, theirs_schema);
+        assert_eq!(ours_applied.len(), SQLITE_MIGRATIONS.iter().count());
+        assert_eq!(ours_applied, theirs_applied);
+        // sqlx's migrator takes the rows as its own: nothing pending, nothing run again.
+        assert!(!migrations_pending(ours.pool(), &SQLITE_MIGRATIONS).await);
+        SQLITE_MIGRATIONS.run(ours.pool()).await.unwrap();
+        assert_eq!(schema(ours.pool().clone()).await.1, theirs_applied);
     }
 
     const POLICY: Policy = Policy {

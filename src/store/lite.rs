@@ -7,9 +7,9 @@
 //! threads once: the batcher's thread runs every statement of the batch
 //! itself, against prepared statements it keeps.
 //!
-//! The connection opens after sqlx has created and migrated the file, and
-//! only ever writes; the reads stay on sqlx's pool (WAL lets them run beside
-//! the writer).
+//! The connection opens after sqlx has created the file, and only ever
+//! writes; the reads stay on sqlx's pool (WAL lets them run beside the
+//! writer). A new file's migrations also run here ([`migrate_new_file`]).
 
 use std::path::Path;
 use std::time::Duration;
@@ -42,6 +42,50 @@ pub(super) fn open(path: &Path) -> anyhow::Result<rusqlite::Connection> {
     .context("setting up the writer's connection")?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
+}
+
+/// sqlx's table of applied migrations: the same columns and types as sqlx
+/// creates, so that its migrator (and `migrations_pending`) read these rows
+/// as its own and apply only later migrations.
+const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS _sqlx_migrations (
+    version BIGINT PRIMARY KEY,
+    description TEXT NOT NULL,
+    installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    success BOOLEAN NOT NULL,
+    checksum BLOB NOT NULL,
+    execution_time BIGINT NOT NULL
+)";
+
+/// Applies every migration of `migrator` to a new, empty file in one
+/// transaction, recording each as sqlx would (version, description,
+/// checksum, execution time in nanoseconds). All or nothing: a failure rolls
+/// back and leaves the file empty. Returns false, having done nothing, when
+/// a migration must run outside a transaction (sqlx's `no_tx`), which only
+/// sqlx's migrator does.
+pub(super) fn migrate_new_file(
+    conn: &rusqlite::Connection,
+    migrator: &sqlx::migrate::Migrator,
+) -> anyhow::Result<bool> {
+    let mut ups: Vec<_> = migrator.iter().filter(|m| !m.migration_type.is_down_migration()).collect();
+    if ups.iter().any(|m| m.no_tx) {
+        return Ok(false);
+    }
+    ups.sort_by_key(|m| m.version);
+    let tx = conn.unchecked_transaction().context("starting the migrations' transaction")?;
+    tx.execute_batch(MIGRATIONS_TABLE).context("creating the migrations' table")?;
+    for m in ups {
+        let started = std::time::Instant::now();
+        tx.execute_batch(m.sql.as_str()).with_context(|| format!("migration {} ({})", m.version, m.description))?;
+        let took = i64::try_from(started.elapsed().as_nanos()).unwrap_or(i64::MAX);
+        tx.execute(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+             VALUES (?1, ?2, TRUE, ?3, ?4)",
+            rusqlite::params![m.version, &*m.description, &*m.checksum, took],
+        )
+        .with_context(|| format!("recording migration {}", m.version))?;
+    }
+    tx.commit().context("committing the migrations")?;
+    Ok(true)
 }
 
 /// The writer's connection inside a transaction.
