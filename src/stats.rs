@@ -4,14 +4,14 @@
 //!
 //! Recording goes through the `metrics` facade's macros; before [`install`]
 //! runs (the CLI's `provision`, say) they do nothing. [`install`] is cheap:
-//! Prometheus's recorder is built behind it on a thread (see `deferred`), off
-//! the path to the first answered webhook. The recorder is
+//! Prometheus's recorder is built behind it on a thread a second later or at
+//! the first scrape (see `deferred`), off the path to the first webhooks. The recorder is
 //! installed once per process, so a test process that starts several servers
 //! shares one set of counters: tests look at deltas or at specific labels.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Once, OnceLock};
+use std::sync::{Mutex, Once, OnceLock, mpsc};
 use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
@@ -58,12 +58,20 @@ static INSTALLED: Once = Once::new();
 /// How long a scrape right after start waits for the recorder to be built.
 const BUILD_WAIT: Duration = Duration::from_secs(2);
 
-/// Installs the global recorder (once per process; cheap) and starts building
-/// Prometheus's behind it on a thread of its own (its clock's calibration can
-/// take 200 ms of a busy machine's CPU): what is recorded meanwhile is kept
-/// and passed on. When another recorder is already installed (a program
-/// embedding this crate), the handle renders only what this one would have
-/// recorded: nothing.
+/// How long after [`install`] Prometheus's recorder is built, unless a scrape
+/// asks for it first: its clock's calibration busy-waits on one core for up
+/// to 200 ms, which would compete with a start's first webhooks.
+const BUILD_AFTER: Duration = Duration::from_secs(1);
+
+/// Tells the building thread not to wait out [`BUILD_AFTER`] (a scrape came).
+static BUILD_NOW: Mutex<Option<mpsc::Sender<()>>> = Mutex::new(None);
+
+/// Installs the global recorder (once per process; cheap) and builds
+/// Prometheus's behind it on a thread of its own, [`BUILD_AFTER`] later or
+/// at the first scrape: what is recorded meanwhile is kept and passed on.
+/// When another recorder is already installed (a program embedding this
+/// crate), the handle renders only what this one would have recorded:
+/// nothing.
 pub fn install() {
     INSTALLED.call_once(|| {
         if metrics::set_global_recorder(&RECORDER).is_err() {
@@ -71,22 +79,26 @@ pub fn install() {
         }
         describe();
         gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-        let built = std::thread::Builder::new().name("metrics-recorder".into()).spawn(|| {
-            let recorder = build();
-            let handle = recorder.handle();
-            // Handed over before the handle is shown, so that a render sees what came early.
-            let _ = RECORDER.ready(recorder);
-            let _ = HANDLE.set(handle);
+        let (now, asked) = mpsc::channel();
+        *BUILD_NOW.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
+        let built = std::thread::Builder::new().name("metrics-recorder".into()).spawn(move || {
+            let _ = asked.recv_timeout(BUILD_AFTER);
+            hand_over();
             BUILT.notify_waiters();
         });
         if let Err(e) = built {
             tracing::warn!(error = %e, "metrics: could not start the thread building the recorder; building it here");
-            let recorder = build();
-            let handle = recorder.handle();
-            let _ = RECORDER.ready(recorder);
-            let _ = HANDLE.set(handle);
+            hand_over();
         }
     });
+}
+
+fn hand_over() {
+    let recorder = build();
+    let handle = recorder.handle();
+    // Handed over before the handle is shown, so that a render sees what came early.
+    let _ = RECORDER.ready(recorder);
+    let _ = HANDLE.set(handle);
 }
 
 fn build() -> PrometheusRecorder {
@@ -105,8 +117,8 @@ fn build() -> PrometheusRecorder {
         .build_recorder()
 }
 
-/// The recorder's handle, once built: waits for it (up to [`BUILD_WAIT`])
-/// after installing it if nobody had.
+/// The recorder's handle: has it built now if it is not yet, and waits for
+/// it (up to [`BUILD_WAIT`]), after installing the recorder if nobody had.
 async fn handle() -> Option<&'static PrometheusHandle> {
     install();
     let built = BUILT.notified();
@@ -114,6 +126,9 @@ async fn handle() -> Option<&'static PrometheusHandle> {
     built.as_mut().enable();
     if let Some(h) = HANDLE.get() {
         return Some(h);
+    }
+    if let Some(now) = &*BUILD_NOW.lock().unwrap_or_else(|e| e.into_inner()) {
+        let _ = now.send(());
     }
     let _ = tokio::time::timeout(BUILD_WAIT, built).await;
     HANDLE.get()
