@@ -134,10 +134,10 @@ async fn handle() -> Option<&'static PrometheusHandle> {
     HANDLE.get()
 }
 
-/// The text exposition of every metric (empty while the recorder is still
-/// being built, after a wait).
-pub async fn render() -> String {
-    handle().await.map(PrometheusHandle::render).unwrap_or_default()
+/// The text exposition of every metric; `None` when the recorder is still
+/// not built after the wait.
+pub async fn render() -> Option<String> {
+    handle().await.map(PrometheusHandle::render)
 }
 
 /// Samplers whose first reading of the gauges has not run yet: a sampler's
@@ -266,15 +266,16 @@ fn looks_like_sid(s: &str) -> bool {
 /// the recorder's histograms drained between scrapes.
 pub struct Sampler {
     store: Store,
-    first: Option<FirstSample>,
+    /// Let go after the first reading (or try), by `sample`.
+    first: Mutex<Option<FirstSample>>,
 }
 
 impl Sampler {
     pub fn new(store: Store) -> Self {
-        Self { store, first: Some(FirstSample::new()) }
+        Self { store, first: Mutex::new(Some(FirstSample::new())) }
     }
 
-    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
         let mut every = tokio::time::interval(SAMPLE_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -286,16 +287,21 @@ impl Sampler {
             if let Err(e) = self.sample().await {
                 tracing::warn!(error = format!("{e:#}"), "metrics: could not read the gauges from the database");
             }
-            // Read once (or tried): a scrape need not wait for this one any longer.
-            self.first = None;
             if let Some(h) = HANDLE.get() {
                 h.run_upkeep();
             }
         }
     }
 
-    /// One reading of every database gauge.
+    /// One reading of every database gauge. After the first (whether it
+    /// read them or not), a scrape need not wait for this sampler any longer.
     pub async fn sample(&self) -> anyhow::Result<()> {
+        let read = self.read().await;
+        drop(self.first.lock().unwrap_or_else(|e| e.into_inner()).take());
+        read
+    }
+
+    async fn read(&self) -> anyhow::Result<()> {
         let now = crate::store::now_ms();
         let mut backlog: BTreeMap<String, (i64, i64)> =
             OUTBOX_KINDS.iter().map(|k| ((*k).to_owned(), (0, now))).collect();

@@ -976,6 +976,10 @@ mod tests {
         assert!(!migrations_pending(ours.pool(), &SQLITE_MIGRATIONS).await);
         SQLITE_MIGRATIONS.run(ours.pool()).await.unwrap();
         assert_eq!(schema(ours.pool().clone()).await.1, theirs_applied);
+        // A second process that also found the file new leaves it to sqlx once it has the lock.
+        let late = lite::open(&dir.path().join("ours.db")).unwrap();
+        assert!(!lite::migrate_new_file(&late, &SQLITE_MIGRATIONS).unwrap());
+        assert_eq!(schema(ours.pool().clone()).await.1, theirs_applied);
     }
 
     const POLICY: Policy = Policy {

@@ -207,7 +207,11 @@ pub fn metrics_router() -> Router {
 /// to its own address (`metrics_listen`) to keep it off the public one.
 async fn metrics() -> Response {
     crate::stats::first_sample().await;
-    let body = crate::stats::render().await;
+    let Some(body) = crate::stats::render().await else {
+        tracing::warn!("a scrape came before the metrics recorder was built");
+        return (StatusCode::SERVICE_UNAVAILABLE, "the metrics recorder is not ready yet; scrape again\n")
+            .into_response();
+    };
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], body)
         .into_response()
 }

@@ -147,20 +147,26 @@ impl<R: Recorder> Deferred<R> {
     /// counts; a later one returns its recorder back.
     pub(super) fn ready(&self, recorder: R) -> Result<(), R> {
         let mut early = self.early.lock().unwrap_or_else(|e| e.into_inner());
-        self.inner.set(recorder)?;
-        let inner = self.inner.get().expect("just set");
+        if self.inner.get().is_some() {
+            return Err(recorder);
+        }
+        // Replayed into `recorder` before it is shown to anyone: meanwhile a
+        // new recording waits for the lock, so it lands after what came early
+        // (a gauge's last `set` stays the last).
         for e in early.drain(..) {
             match e {
-                Early::Describe(Kind::Counter, key, unit, text) => inner.describe_counter(key, unit, text),
-                Early::Describe(Kind::Gauge, key, unit, text) => inner.describe_gauge(key, unit, text),
-                Early::Describe(Kind::Histogram, key, unit, text) => inner.describe_histogram(key, unit, text),
-                Early::Counter(p) => p.resolve(inner.register_counter(&p.key, &EARLY_METADATA), counter_op),
-                Early::Gauge(p) => p.resolve(inner.register_gauge(&p.key, &EARLY_METADATA), gauge_op),
-                Early::Histogram(p) => p.resolve(inner.register_histogram(&p.key, &EARLY_METADATA), |h, v| h.record(v)),
+                Early::Describe(Kind::Counter, key, unit, text) => recorder.describe_counter(key, unit, text),
+                Early::Describe(Kind::Gauge, key, unit, text) => recorder.describe_gauge(key, unit, text),
+                Early::Describe(Kind::Histogram, key, unit, text) => recorder.describe_histogram(key, unit, text),
+                Early::Counter(p) => p.resolve(recorder.register_counter(&p.key, &EARLY_METADATA), counter_op),
+                Early::Gauge(p) => p.resolve(recorder.register_gauge(&p.key, &EARLY_METADATA), gauge_op),
+                Early::Histogram(p) => {
+                    p.resolve(recorder.register_histogram(&p.key, &EARLY_METADATA), |h, v| h.record(v))
+                }
             }
         }
         early.shrink_to_fit();
-        Ok(())
+        self.inner.set(recorder)
     }
 
     /// The real recorder, once handed over.

@@ -61,7 +61,8 @@ const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS _sqlx_migrations (
 /// checksum, execution time in nanoseconds). All or nothing: a failure rolls
 /// back and leaves the file empty. Returns false, having done nothing, when
 /// a migration must run outside a transaction (sqlx's `no_tx`), which only
-/// sqlx's migrator does.
+/// sqlx's migrator does, or when the file is not new after all (another
+/// process migrated it first).
 pub(super) fn migrate_new_file(
     conn: &rusqlite::Connection,
     migrator: &sqlx::migrate::Migrator,
@@ -71,7 +72,16 @@ pub(super) fn migrate_new_file(
         return Ok(false);
     }
     ups.sort_by_key(|m| m.version);
-    let tx = conn.unchecked_transaction().context("starting the migrations' transaction")?;
+    // The write lock first: another process that found the file new at the
+    // same moment waits here, then sees the table and leaves it to sqlx.
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)
+        .context("starting the migrations' transaction")?;
+    let begun: bool = tx
+        .query_row("SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE name = '_sqlx_migrations')", [], |r| r.get(0))
+        .context("reading the schema")?;
+    if begun {
+        return Ok(false);
+    }
     tx.execute_batch(MIGRATIONS_TABLE).context("creating the migrations' table")?;
     for m in ups {
         let started = std::time::Instant::now();
