@@ -298,7 +298,10 @@ impl Journey {
     /// whether it did any of them.
     fn drive_dial(&mut self, i: usize, cx: &mut Cx) -> bool {
         let now = cx.now;
-        let may_dial = self.awaits_location() && self.task.as_ref().is_some_and(|t| !t.status.is_final());
+        // Not for a callback's task that is done with (its try ended, or the
+        // location closed on it), which TaskRouter may offer again.
+        let let_go = |t: &super::state::Task| self.callback.as_ref().is_some_and(|cb| cb.let_go(&t.sid));
+        let may_dial = self.awaits_location() && self.task.as_ref().is_some_and(|t| !t.status.is_final() && !let_go(t));
         // After closing no new dial starts; one already on its way goes on.
         let may_start = may_dial && !self.closed(now);
         let blocked = self.dial_blocked(i);
@@ -498,6 +501,10 @@ impl Journey {
         let serving: Vec<bool> = (0..self.reservations.len()).map(|i| self.serves(i)).collect();
         for (r, serves) in self.reservations.iter_mut().zip(serving) {
             let status = r.status;
+            // A callback's leg that accepted dials the caller itself: that call
+            // goes on when TaskRouter takes the reservation back before our
+            // accept landed (it failed, or came too late).
+            let calls_back = r.target.as_ref().is_some_and(|t| t.callback.is_some());
             // The current legs, less those that lost to a leg being bridged (all at once).
             let wanted: Vec<CallSid> = r
                 .legs
@@ -511,7 +518,8 @@ impl Journey {
                     && match status {
                         ResState::Pending => (caller_waits && serves) || in_call,
                         ResState::Accepted | ResState::Wrapping => true,
-                        ResState::Completed | ResState::Ended { .. } => false,
+                        ResState::Ended { .. } => calls_back && l.bridging,
+                        ResState::Completed => false,
                     };
                 let round = match &mut l.stop {
                     None if !keep => {
@@ -632,7 +640,10 @@ impl Journey {
         let took = matches!(self.outcome, Outcome::Connected | Outcome::CallbackConnected)
             || matches!(task.status, TaskStatus::Assigned | TaskStatus::Wrapping)
             || self.reservations.iter().any(|r| r.status.took());
-        let closed_on = self.callback.as_ref().is_some_and(|cb| cb.closed_task.as_ref() == Some(&task.sid));
+        // A callback's task let go: the location closed on it, or its try
+        // ended without anyone accepting the reservation (TaskRouter took it
+        // back first): nobody will complete it.
+        let let_go = self.callback.as_ref().is_some_and(|cb| cb.let_go(&task.sid));
         if took {
             // A callback's task is over once its call to the caller ended (or
             // the location closed on it); the caller's own leg ended long before.
@@ -645,7 +656,7 @@ impl Journey {
                 }
             };
             over.then_some(TaskEnd::Complete)
-        } else if self.outcome.is_final() || closed_on {
+        } else if self.outcome.is_final() || let_go {
             Some(TaskEnd::Cancel)
         } else {
             None

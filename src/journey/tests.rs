@@ -1791,3 +1791,48 @@ fn after_a_transfer_the_closed_location_is_never_dialled() {
     assert!(!step.commands.iter().any(|c| matches!(c, Command::Dial { .. })), "{step:?}");
     assert_eq!(r.j.outcome(), Outcome::Pending);
 }
+
+/// A callback's try whose location pressed 1 (its leg now dials the caller)
+/// while the reservation runs out before `AcceptReservation` lands (the
+/// accept failed, or came too late): TaskRouter times the reservation out.
+fn callback_accepted_but_timed_out(tries: u32) -> Run {
+    let mut r = called_back(tries);
+    accepted_try(&mut r, (2, 1), 5, 50);
+    let timed_out =
+        r.after(5_000).on(Event::ReservationEnded { task: task(2), reservation: res(5), why: ReservationEnd::Timeout });
+    assert!(!timed_out.commands.contains(&hang_up(50)), "the leg calling the caller back was cut: {timed_out:?}");
+    r
+}
+
+#[test]
+fn a_call_back_under_way_is_not_cut_when_its_reservation_times_out_before_the_accept() {
+    let mut r = callback_accepted_but_timed_out(1);
+    // Nothing cuts it later either: the call to the caller decides.
+    assert!(!r.after(HANDOFF_MS).on(Event::Tick).commands.contains(&hang_up(50)));
+    r.on(Event::CallbackDialed { reservation: res(5), answered: true });
+    assert_eq!(r.j.outcome(), Outcome::CallbackConnected);
+}
+
+#[test]
+fn a_callback_try_that_ended_unaccepted_is_counted_and_its_task_not_dialled_again() {
+    let mut r = callback_accepted_but_timed_out(2);
+    let missed = r.after(20_000).on(Event::CallbackDialed { reservation: res(5), answered: false });
+    assert_eq!(r.j.outcome(), Outcome::Pending, "one of two tries");
+    // The try's task is done with: canceled (nobody accepted it), not offered again.
+    let cancel = Command::CancelTask { task: task(2), reason: Outcome::Pending, round: 1 };
+    assert!(missed.commands.contains(&cancel), "{missed:?}");
+    r.on(leg_status(5, 50, CallStatus::Completed, 4));
+    // TaskRouter offers it again before the cancel lands: the location is not rung.
+    let again = r.after(1_000).on(Event::ReservationCreated {
+        task: task(2),
+        reservation: res(6),
+        caller: Some(call(CALLER)),
+        target: callback_target(),
+    });
+    assert!(!again.commands.iter().any(|c| matches!(c, Command::Dial { .. })), "{again:?}");
+    r.on(Event::TaskCanceled { task: task(2) });
+    assert_eq!(r.j.outcome(), Outcome::Pending);
+    // The next try's task comes after the pause, as after a try nobody answered.
+    let next = r.after(CALLBACK_RETRY_MS).on(Event::Tick);
+    assert!(next.commands.iter().any(|c| matches!(c, Command::CreateCallbackTask { round: 2, .. })), "{next:?}");
+}
