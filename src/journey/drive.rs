@@ -388,7 +388,10 @@ impl Journey {
             }
             _ => {}
         }
-        if give_up && !self.outcome.is_final() {
+        // A callback's location that could not be dialled settles nothing, as
+        // when it misses the call: the reservation times out and TaskRouter
+        // offers the task again (closing time ends the wait).
+        if give_up && !self.outcome.is_final() && self.callback.is_none() {
             self.settle(Outcome::DialFailed);
             return true;
         }
@@ -464,7 +467,7 @@ impl Journey {
             let latest = r.attempts.iter().rev().find(|a| a.phone == k);
             creates >= max && latest.is_some_and(|a| a.state == AttemptState::NotPlaced)
         });
-        if wants && may_start && refused_everywhere && !self.outcome.is_final() {
+        if wants && may_start && refused_everywhere && !self.outcome.is_final() && self.callback.is_none() {
             self.settle(Outcome::DialFailed);
             return true;
         }

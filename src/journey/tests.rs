@@ -1836,3 +1836,45 @@ fn a_callback_try_that_ended_unaccepted_is_counted_and_its_task_not_dialled_agai
     let next = r.after(CALLBACK_RETRY_MS).on(Event::Tick);
     assert!(next.commands.iter().any(|c| matches!(c, Command::CreateCallbackTask { round: 2, .. })), "{next:?}");
 }
+
+#[test]
+fn a_callback_whose_every_dial_is_refused_settles_nothing_and_waits_for_the_next_reservation() {
+    let all_at_once = DialTarget { ring: crate::domain::Ring::AllAtOnce, ..callback_target() };
+    let all_at_once = DialTarget { to: phone_number(0), phones: vec![phone_number(0), phone_number(1)], ..all_at_once };
+    for target in [callback_target(), all_at_once] {
+        let mut r = called_back(2);
+        r.on(Event::CallbackTaskCreated { task: task(2), round: 1 });
+        let created = Event::ReservationCreated {
+            task: task(2),
+            reservation: res(5),
+            caller: Some(call(CALLER)),
+            target: target.clone(),
+        };
+        // Twilio refuses every create (4xx), up to the attempts each phone has.
+        let mut owed = r.on(created).commands;
+        let mut refused = 0;
+        while let Some(c) = owed.pop() {
+            assert!(!matches!(c, Command::CancelTask { .. }), "{c:?}");
+            if let Command::Dial { attempt, .. } = c {
+                refused += 1;
+                owed.extend(r.after(200).on(Event::DialFailed { reservation: res(5), attempt }).commands);
+            }
+        }
+        assert_eq!(refused, 3 * target.phone_count(), "{target:?}");
+        // As when its location misses the call: not the callback's end; the
+        // reservation times out and TaskRouter offers the task again.
+        assert_eq!(r.j.outcome(), Outcome::Pending, "{target:?}");
+        r.after(30_000).on(Event::ReservationEnded {
+            task: task(2),
+            reservation: res(5),
+            why: ReservationEnd::Timeout,
+        });
+        let again = r.after(1_000).on(Event::ReservationCreated {
+            task: task(2),
+            reservation: res(6),
+            caller: Some(call(CALLER)),
+            target,
+        });
+        assert!(again.commands.iter().any(|c| matches!(c, Command::Dial { .. })), "{again:?}");
+    }
+}
