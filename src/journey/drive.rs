@@ -640,7 +640,16 @@ impl Journey {
         if task.status.is_final() {
             return None;
         }
-        let took = matches!(self.outcome, Outcome::Connected | Outcome::CallbackConnected)
+        // A callback's task is assigned only by our accept of a reservation:
+        // a call back made while TaskRouter took the reservation back (the
+        // accept failed or came too late) leaves the task pending, which only
+        // canceling ends (if the accept did land, its `reservation.accepted`
+        // turns this into completing).
+        let connected = match self.callback {
+            None => self.outcome == Outcome::Connected,
+            Some(_) => false,
+        };
+        let took = connected
             || matches!(task.status, TaskStatus::Assigned | TaskStatus::Wrapping)
             || self.reservations.iter().any(|r| r.status.took());
         // A callback's task let go: the location closed on it, or its try

@@ -315,11 +315,12 @@ impl Checker {
         }
 
         // 7. The task's end is asked for, once due: canceled when the outcome is
-        //    final and nobody took the call.
+        //    final and nobody took the call (a callback's task: nobody accepted
+        //    a reservation of it, whatever its call back did).
         if let Some(t) = &after.task
             && !t.status.is_final()
             && after.outcome.is_final()
-            && !matches!(after.outcome, Outcome::Connected | Outcome::CallbackConnected)
+            && after.outcome != Outcome::Connected
             && !after.reservations.iter().any(|r| r.status.took())
             && !matches!(t.status, TaskStatus::Assigned | TaskStatus::Wrapping)
         {

@@ -1878,3 +1878,28 @@ fn a_callback_whose_every_dial_is_refused_settles_nothing_and_waits_for_the_next
         assert!(again.commands.iter().any(|c| matches!(c, Command::Dial { .. })), "{again:?}");
     }
 }
+
+#[test]
+fn a_callback_connected_after_its_reservation_ran_out_cancels_its_unassigned_task() {
+    // The accept came too late: TaskRouter timed the reservation out, and the
+    // task is pending again. Only canceling ends it (a pending task cannot be
+    // completed); left open, it would hold the location's worker with
+    // reservations for hours.
+    let mut r = callback_accepted_but_timed_out(2);
+    let reached = r.after(20_000).on(Event::CallbackDialed { reservation: res(5), answered: true });
+    assert_eq!(r.j.outcome(), Outcome::CallbackConnected);
+    let cancel = Command::CancelTask { task: task(2), reason: Outcome::CallbackConnected, round: 1 };
+    assert_eq!(reached.commands, [cancel], "{reached:?}");
+    r.on(leg_status(5, 50, CallStatus::Completed, 4));
+    r.on(Event::TaskCanceled { task: task(2) });
+    assert_eq!(r.j.outcome(), Outcome::CallbackConnected);
+    assert!(r.j.is_closed(), "{:#?}", r.j);
+
+    // The accept landed, but its `reservation.accepted` comes after the call
+    // back: canceling did not fit, so the task is completed.
+    let mut r = called_back(2);
+    accepted_try(&mut r, (2, 1), 5, 50);
+    r.after(20_000).on(Event::CallbackDialed { reservation: res(5), answered: true });
+    let accepted = r.on(Event::ReservationAccepted { task: task(2), reservation: res(5) });
+    assert_eq!(accepted.commands, [Command::CompleteTask { task: task(2), round: 2 }], "{accepted:?}");
+}
