@@ -218,6 +218,7 @@ impl Journey {
             closed_task: None,
             at_closing,
             to_list: to_list && !wait_for_opening,
+            first_reservation: self.reservations.len() as u32,
         });
     }
 
@@ -241,6 +242,7 @@ impl Journey {
             for r in &mut self.reservations {
                 r.end(ReservationEnd::Canceled);
             }
+            cb.first_reservation = self.reservations.len() as u32;
         }
         // Nothing is created while the location is closed.
         if closed || self.task.is_some() || now < cb.next_at_ms {
@@ -645,13 +647,14 @@ impl Journey {
         // accept failed or came too late) leaves the task pending, which only
         // canceling ends (if the accept did land, its `reservation.accepted`
         // turns this into completing).
-        let connected = match self.callback {
-            None => self.outcome == Outcome::Connected,
-            Some(_) => false,
+        // Only the current try's reservations speak for its task.
+        let (connected, own) = match &self.callback {
+            None => (self.outcome == Outcome::Connected, 0),
+            Some(cb) => (false, cb.first_reservation as usize),
         };
         let took = connected
             || matches!(task.status, TaskStatus::Assigned | TaskStatus::Wrapping)
-            || self.reservations.iter().any(|r| r.status.took());
+            || self.reservations.iter().skip(own).any(|r| r.status.took());
         // A callback's task let go: the location closed on it, or its try
         // ended without anyone accepting the reservation (TaskRouter took it
         // back first): nobody will complete it.

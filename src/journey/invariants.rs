@@ -316,12 +316,14 @@ impl Checker {
 
         // 7. The task's end is asked for, once due: canceled when the outcome is
         //    final and nobody took the call (a callback's task: nobody accepted
-        //    a reservation of it, whatever its call back did).
+        //    a reservation of it, whatever its call back did, nor one of its
+        //    earlier tries' tasks).
+        let own = after.callback.as_ref().map_or(0, |cb| cb.first_reservation as usize);
         if let Some(t) = &after.task
             && !t.status.is_final()
             && after.outcome.is_final()
             && after.outcome != Outcome::Connected
-            && !after.reservations.iter().any(|r| r.status.took())
+            && !after.reservations.iter().skip(own).any(|r| r.status.took())
             && !matches!(t.status, TaskStatus::Assigned | TaskStatus::Wrapping)
         {
             prop_assert!(t.ending.as_ref().is_some_and(|e| e.end == TaskEnd::Cancel), "task left open {}", ctx());

@@ -1903,3 +1903,24 @@ fn a_callback_connected_after_its_reservation_ran_out_cancels_its_unassigned_tas
     let accepted = r.on(Event::ReservationAccepted { task: task(2), reservation: res(5) });
     assert_eq!(accepted.commands, [Command::CompleteTask { task: task(2), round: 2 }], "{accepted:?}");
 }
+
+#[test]
+fn a_callback_canceled_at_closing_cancels_the_tasks_of_later_tries_after_an_earlier_one_was_accepted() {
+    let mut r = called_back(2);
+    r.on(Event::ClosingTime { at_ms: r.now + 20 * 60_000, later: Vec::new(), callback: None, overflow: None });
+    // The first try: accepted, nobody picks up; its task is completed.
+    accepted_try(&mut r, (2, 1), 5, 50);
+    r.on(Event::ReservationAccepted { task: task(2), reservation: res(5) });
+    r.after(20_000).on(Event::CallbackDialed { reservation: res(5), answered: false });
+    r.on(Event::TaskCompleted { task: task(2) });
+    // The second try's task waits for the location until closing time.
+    let next = r.after(CALLBACK_RETRY_MS).on(Event::Tick);
+    assert!(next.commands.iter().any(|c| matches!(c, Command::CreateCallbackTask { round: 2, .. })), "{next:?}");
+    r.on(Event::CallbackTaskCreated { task: task(3), round: 2 });
+    r.now = r.j.closes_at_ms.expect("a closing time");
+    let closing = r.on(Event::Tick);
+    assert_eq!(r.j.outcome(), Outcome::CallbackCanceled);
+    // Nobody took this task (the first try's accepted reservation is not its own): canceled.
+    let cancel = Command::CancelTask { task: task(3), reason: Outcome::CallbackCanceled, round: 1 };
+    assert_eq!(closing.commands, [cancel], "{closing:?}");
+}
