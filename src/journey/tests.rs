@@ -1924,3 +1924,38 @@ fn a_callback_canceled_at_closing_cancels_the_tasks_of_later_tries_after_an_earl
     let cancel = Command::CancelTask { task: task(3), reason: Outcome::CallbackCanceled, round: 1 };
     assert_eq!(closing.commands, [cancel], "{closing:?}");
 }
+
+#[test]
+fn a_callback_task_create_that_failed_before_closing_is_sent_again_at_the_opening_not_woken_for_while_closed() {
+    let (mut r, t0) = waiting_callback(60_000, 15 * HOUR_MS, 23 * HOUR_MS);
+    let since = r.j.waiting_since_ms().expect("queued");
+    let create = Command::CreateCallbackTask {
+        call: call(CALLER),
+        location: "north".into(),
+        number: number(),
+        since_ms: since,
+        round: 1,
+        effort: 1,
+    };
+    // The dispatcher gives up on the create just before closing; its back-off ends after it.
+    r.now = t0 + 50_000;
+    r.on(Event::ActionFailed { command: create });
+    r.now = t0 + 60_000;
+    r.on(Event::Tick);
+    // Closed: no create now, and no wake-up before the opening either.
+    for _ in 0..3 {
+        let now = r.now;
+        let step = r.tick_at_wake();
+        let wake = r.j.wake_at().map(|w| w.as_millisecond());
+        assert!(wake.is_some_and(|w| w > r.now), "woken at {} (after {now}) for nothing: {step:?}", r.now);
+        if r.now >= t0 + 15 * HOUR_MS {
+            assert!(
+                step.commands.iter().any(|c| matches!(c, Command::CreateCallbackTask { effort: 2, .. })),
+                "{step:?}"
+            );
+            return;
+        }
+        assert!(step.commands.is_empty(), "{step:?}");
+    }
+    panic!("never sent again by the opening");
+}
