@@ -639,7 +639,12 @@ impl Journey {
             }
             QueueResult::Hangup | QueueResult::BridgingInProcess => {
                 self.caller.advance(CallerState::Gone);
-                self.settle(Outcome::CallerHungUp);
+                // Hung up after a callback was made (chosen, or by the closing
+                // policy) but before leaving the queue: it goes on, as when the
+                // caller's own status says they hung up.
+                if self.callback.is_none() {
+                    self.settle(Outcome::CallerHungUp);
+                }
                 Answer::Nothing
             }
             QueueResult::Leave | QueueResult::Redirected if self.callback.is_some() => {

@@ -1959,3 +1959,24 @@ fn a_callback_task_create_that_failed_before_closing_is_sent_again_at_the_openin
     }
     panic!("never sent again by the opening");
 }
+
+#[test]
+fn a_caller_who_hangs_up_before_leaving_the_queue_for_a_callback_is_still_called_back() {
+    // Chosen: 1 pressed, and the caller hangs up before the `<Leave>` takes them out.
+    let mut r = Run::queued();
+    r.on(created(1));
+    assert_eq!(r.on(chosen(2)).answer, Answer::Leave);
+    r.on(Event::QueueExit { result: QueueResult::Hangup, queue: None });
+    assert_eq!(r.j.outcome(), Outcome::Pending, "the callback goes on, as when the caller's status says so");
+    r.on(Event::CallbackTaskCreated { task: task(2), round: 1 });
+    assert_eq!(r.j.task_sid(), Some(&task(2)));
+
+    // Made by the closing policy: the caller hangs up before the redirect tells them.
+    let mut r = Run::queued();
+    closing_with_callback(&mut r, true);
+    let closing = r.after(60_000).on(Event::Tick);
+    assert!(closing.commands.iter().any(|c| matches!(c, Command::RedirectCaller { callback: true, .. })));
+    r.on(Event::QueueExit { result: QueueResult::Hangup, queue: None });
+    r.on(Event::CallerStatus { status: CallStatus::Completed, sequence: Some(3) });
+    assert_eq!(r.j.outcome(), Outcome::Pending, "called back at the opening all the same");
+}
