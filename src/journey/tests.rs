@@ -1980,3 +1980,21 @@ fn a_caller_who_hangs_up_before_leaving_the_queue_for_a_callback_is_still_called
     r.on(Event::CallerStatus { status: CallStatus::Completed, sequence: Some(3) });
     assert_eq!(r.j.outcome(), Outcome::Pending, "called back at the opening all the same");
 }
+
+#[test]
+fn a_task_let_go_by_a_transfer_is_never_adopted_as_a_callbacks() {
+    let mut r = Run::queued();
+    closing_with_overflow(&mut r);
+    r.on(Event::TaskSeen { task: task(TASK), status: TaskStatus::Pending });
+    r.after(60_000).on(Event::Tick);
+    assert!(r.j.transfer.is_some());
+    // Still in north's queue, the caller presses 1 for a callback.
+    assert_eq!(r.on(chosen(1)).answer, Answer::Leave);
+    // A report naming north's old task (which TaskRouter cancels) is not the callback's.
+    r.on(Event::CallbackTaskCreated { task: task(TASK), round: 1 });
+    assert_eq!(r.j.task_sid(), None);
+    let late = r.on(callback_created(TASK, 7));
+    assert_eq!(r.j.task_sid(), None, "{late:?}");
+    r.on(Event::CallbackTaskCreated { task: task(2), round: 1 });
+    assert_eq!(r.j.task_sid(), Some(&task(2)));
+}
