@@ -506,6 +506,9 @@ struct World {
     listed: u32,
     /// Legs still ringing at north's closing time.
     ringing_at_closing: BTreeSet<usize>,
+    /// The reconciler has a pass to come (it stops once all is at rest, and
+    /// starts again when a late event reopens the journey).
+    reconciling: bool,
     /// How many reconciler passes listed each ended reservation (0, k), leg
     /// (1, i) and task (2, t), and the caller once gone (3, 0).
     listed_ended: BTreeMap<(u8, usize), u8>,
@@ -618,6 +621,7 @@ impl World {
             listed: 0,
             ringing_at_closing: BTreeSet::new(),
             listed_ended: BTreeMap::new(),
+            reconciling: true,
         }
     }
 
@@ -806,6 +810,11 @@ impl World {
             !matches!(self.journey.outcome(), Outcome::Pending | Outcome::Connected | Outcome::CallerHungUp);
         if elsewhere && self.settled_while_queued.is_none() && matches!(self.caller, Where::Queued { .. }) {
             self.settled_while_queued = Some(self.now);
+        }
+        // The reconciler looks at journeys left open.
+        if !self.reconciling && !self.journey.is_closed() {
+            self.reconciling = true;
+            self.later(RECONCILE_EVERY_MS, Item::Reconcile);
         }
         if let Some(wake) = self.journey.wake_at().map(|w| w.as_millisecond())
             && self.ticks.insert(wake)
@@ -1772,50 +1781,36 @@ impl World {
 
     /// What the reconciler reads from TaskRouter and the Calls API, fed as events.
     fn reconcile(&mut self) {
-        // What has ended is listed a few more times, then no longer (a long
-        // run's history would make every pass slower).
-        const ENDED_PASSES: u8 = 3;
         let mut seen = Vec::new();
-        for (t, task) in self.tasks.iter().enumerate() {
-            if task.status.is_final() {
-                let passes = self.listed_ended.entry((2, t)).or_default();
-                *passes += 1;
-                if *passes > ENDED_PASSES {
-                    continue;
-                }
+        for t in 0..self.tasks.len() {
+            let open = self.journey.task.as_ref().is_some_and(|j| j.sid == task_sid(t) && !j.status.is_final());
+            if !self.stale((2, t), self.tasks[t].status.is_final(), open) {
+                seen.push(Event::TaskSeen { task: task_sid(t), status: self.tasks[t].status });
             }
-            seen.push(Event::TaskSeen { task: task_sid(t), status: task.status });
         }
-        for (k, r) in self.reservations.iter().enumerate() {
-            if reservation_final(r.status) {
-                let passes = self.listed_ended.entry((0, k)).or_default();
-                *passes += 1;
-                if *passes > ENDED_PASSES {
-                    continue;
-                }
+        for k in 0..self.reservations.len() {
+            let open = self.journey.reservations.iter().any(|r| r.sid == res_sid(k) && !r.status.is_final());
+            let r = &self.reservations[k];
+            if !self.stale((0, k), reservation_final(r.status), open) {
+                let r = &self.reservations[k];
+                seen.push(match r.status {
+                    ReservationStatus::Pending => self.created(k),
+                    status => Event::ReservationSeen { task: task_sid(r.task), reservation: res_sid(k), status },
+                });
             }
-            seen.push(match r.status {
-                ReservationStatus::Pending => self.created(k),
-                status => Event::ReservationSeen { task: task_sid(r.task), reservation: res_sid(k), status },
-            });
         }
-        for (i, l) in self.legs.iter().enumerate() {
-            if l.status.is_final() {
-                let passes = self.listed_ended.entry((1, i)).or_default();
-                *passes += 1;
-                if *passes > ENDED_PASSES {
-                    continue;
-                }
+        for i in 0..self.legs.len() {
+            let legs = self.journey.reservations.iter().flat_map(|r| &r.legs);
+            let open = legs.filter(|l| l.sid == leg_sid(i)).any(|l| l.reported.is_live());
+            if !self.stale((1, i), self.legs[i].status.is_final(), open) {
+                let l = &self.legs[i];
+                let reservation = res_sid(l.reservation);
+                seen.push(Event::LegSeen { reservation, attempt: Some(l.attempt), leg: leg_sid(i), status: l.status });
             }
-            let reservation = res_sid(l.reservation);
-            seen.push(Event::LegSeen { reservation, attempt: Some(l.attempt), leg: leg_sid(i), status: l.status });
         }
-        if self.caller == Where::Gone {
-            let passes = self.listed_ended.entry((3, 0)).or_default();
-            *passes += 1;
-            if *passes <= ENDED_PASSES {
-                seen.push(Event::CallerSeen { call: call(CALLER), status: CallStatus::Completed });
-            }
+        let open = self.journey.caller.reported.status.is_none_or(|s| !s.is_final());
+        if self.caller == Where::Gone && !self.stale((3, 0), true, open) {
+            seen.push(Event::CallerSeen { call: call(CALLER), status: CallStatus::Completed });
         }
         for e in seen {
             self.later(0, Item::Deliver(e));
@@ -1823,9 +1818,23 @@ impl World {
         // Once nothing is lost any more, a slower pass finds what a fault left
         // behind just the same.
         let every = if self.faulty() { RECONCILE_EVERY_MS } else { 4 * RECONCILE_EVERY_MS };
-        if !(self.at_rest() && self.journey.is_closed()) {
+        self.reconciling = !(self.at_rest() && self.journey.is_closed());
+        if self.reconciling {
             self.later(every, Item::Reconcile);
         }
+    }
+
+    /// Whether the reconciler leaves out something that has ended: after a
+    /// few passes (a long run's history would make every pass slower), unless
+    /// the journey still takes it for open (it looks at open journeys).
+    fn stale(&mut self, key: (u8, usize), ended: bool, open_in_journey: bool) -> bool {
+        const ENDED_PASSES: u8 = 3;
+        if !ended || open_in_journey {
+            return false;
+        }
+        let passes = self.listed_ended.entry(key).or_default();
+        *passes = passes.saturating_add(1);
+        *passes > ENDED_PASSES
     }
 
     fn at_rest(&self) -> bool {
