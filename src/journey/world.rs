@@ -2142,7 +2142,7 @@ fn the_world_reaches_every_outcome_fault_and_recovery() {
         "transfer by <Leave>",
         "transfer redirect withdrawn",
         // ("transfer redirect landed late", in south's queue after a `<Leave>`,
-        // is rarer: about once in a thousand runs, `WORLD_RUNS=1500`.)
+        // is rarer: 8 times in `WORLD_RUNS=1500`.)
         "command WithdrawRedirect",
         "event TransferAsked",
         "joined south's queue",
