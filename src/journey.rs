@@ -651,7 +651,10 @@ impl Journey {
             if self.task.is_none() && cb.create.is_none() {
                 at.push(cb.next_at_ms);
             }
-            at.extend(cb.create.and_then(|e| e.retry_at()));
+            // A create sent again waits for the location's opening (and the
+            // pause between tries) like a first one.
+            let opens = self.opens_at_ms.unwrap_or(i64::MIN).max(cb.next_at_ms);
+            at.extend(cb.create.and_then(|e| e.retry_at()).map(|t| t.max(opens)));
             if !self.closed_now {
                 at.extend(self.closes_at_ms);
             }

@@ -218,6 +218,7 @@ impl Journey {
             closed_task: None,
             at_closing,
             to_list: to_list && !wait_for_opening,
+            first_reservation: self.reservations.len() as u32,
         });
     }
 
@@ -241,6 +242,7 @@ impl Journey {
             for r in &mut self.reservations {
                 r.end(ReservationEnd::Canceled);
             }
+            cb.first_reservation = self.reservations.len() as u32;
         }
         // Nothing is created while the location is closed.
         if closed || self.task.is_some() || now < cb.next_at_ms {
@@ -298,7 +300,10 @@ impl Journey {
     /// whether it did any of them.
     fn drive_dial(&mut self, i: usize, cx: &mut Cx) -> bool {
         let now = cx.now;
-        let may_dial = self.awaits_location() && self.task.as_ref().is_some_and(|t| !t.status.is_final());
+        // Not for a callback's task that is done with (its try ended, or the
+        // location closed on it), which TaskRouter may offer again.
+        let let_go = |t: &super::state::Task| self.callback.as_ref().is_some_and(|cb| cb.let_go(&t.sid));
+        let may_dial = self.awaits_location() && self.task.as_ref().is_some_and(|t| !t.status.is_final() && !let_go(t));
         // After closing no new dial starts; one already on its way goes on.
         let may_start = may_dial && !self.closed(now);
         let blocked = self.dial_blocked(i);
@@ -385,7 +390,10 @@ impl Journey {
             }
             _ => {}
         }
-        if give_up && !self.outcome.is_final() {
+        // A callback's location that could not be dialled settles nothing, as
+        // when it misses the call: the reservation times out and TaskRouter
+        // offers the task again (closing time ends the wait).
+        if give_up && !self.outcome.is_final() && self.callback.is_none() {
             self.settle(Outcome::DialFailed);
             return true;
         }
@@ -461,7 +469,7 @@ impl Journey {
             let latest = r.attempts.iter().rev().find(|a| a.phone == k);
             creates >= max && latest.is_some_and(|a| a.state == AttemptState::NotPlaced)
         });
-        if wants && may_start && refused_everywhere && !self.outcome.is_final() {
+        if wants && may_start && refused_everywhere && !self.outcome.is_final() && self.callback.is_none() {
             self.settle(Outcome::DialFailed);
             return true;
         }
@@ -498,6 +506,10 @@ impl Journey {
         let serving: Vec<bool> = (0..self.reservations.len()).map(|i| self.serves(i)).collect();
         for (r, serves) in self.reservations.iter_mut().zip(serving) {
             let status = r.status;
+            // A callback's leg that accepted dials the caller itself: that call
+            // goes on when TaskRouter takes the reservation back before our
+            // accept landed (it failed, or came too late).
+            let calls_back = r.target.as_ref().is_some_and(|t| t.callback.is_some());
             // The current legs, less those that lost to a leg being bridged (all at once).
             let wanted: Vec<CallSid> = r
                 .legs
@@ -511,7 +523,8 @@ impl Journey {
                     && match status {
                         ResState::Pending => (caller_waits && serves) || in_call,
                         ResState::Accepted | ResState::Wrapping => true,
-                        ResState::Completed | ResState::Ended { .. } => false,
+                        ResState::Ended { .. } => calls_back && l.bridging,
+                        ResState::Completed => false,
                     };
                 let round = match &mut l.stop {
                     None if !keep => {
@@ -629,10 +642,23 @@ impl Journey {
         if task.status.is_final() {
             return None;
         }
-        let took = matches!(self.outcome, Outcome::Connected | Outcome::CallbackConnected)
+        // A callback's task is assigned only by our accept of a reservation:
+        // a call back made while TaskRouter took the reservation back (the
+        // accept failed or came too late) leaves the task pending, which only
+        // canceling ends (if the accept did land, its `reservation.accepted`
+        // turns this into completing).
+        // Only the current try's reservations speak for its task.
+        let (connected, own) = match &self.callback {
+            None => (self.outcome == Outcome::Connected, 0),
+            Some(cb) => (false, cb.first_reservation as usize),
+        };
+        let took = connected
             || matches!(task.status, TaskStatus::Assigned | TaskStatus::Wrapping)
-            || self.reservations.iter().any(|r| r.status.took());
-        let closed_on = self.callback.as_ref().is_some_and(|cb| cb.closed_task.as_ref() == Some(&task.sid));
+            || self.reservations.iter().skip(own).any(|r| r.status.took());
+        // A callback's task let go: the location closed on it, or its try
+        // ended without anyone accepting the reservation (TaskRouter took it
+        // back first): nobody will complete it.
+        let let_go = self.callback.as_ref().is_some_and(|cb| cb.let_go(&task.sid));
         if took {
             // A callback's task is over once its call to the caller ended (or
             // the location closed on it); the caller's own leg ended long before.
@@ -645,7 +671,7 @@ impl Journey {
                 }
             };
             over.then_some(TaskEnd::Complete)
-        } else if self.outcome.is_final() || closed_on {
+        } else if self.outcome.is_final() || let_go {
             Some(TaskEnd::Cancel)
         } else {
             None

@@ -60,7 +60,8 @@ impl Journey {
                 return self.callback_chosen(number, tries, (wait_for_opening, to_list), now);
             }
             Event::CallbackTaskCreated { task, round } => {
-                let adopt = self.task.is_none();
+                // Never a task let go by a transfer at closing time.
+                let adopt = self.task.is_none() && !self.transfer.as_ref().is_some_and(|t| t.tasks.contains(&task));
                 if let Some(cb) = &mut self.callback
                     && cb.round == round
                     && !cb.old_tasks.contains(&task)
@@ -130,6 +131,7 @@ impl Journey {
                 // A callback's task, heard of before the dispatcher's answer.
                 if self.task.is_none()
                     && target.callback.is_some()
+                    && !self.transfer.as_ref().is_some_and(|t| t.tasks.contains(&task))
                     && let Some(cb) = self.callback.as_mut().filter(|cb| !cb.old_tasks.contains(&task))
                 {
                     cb.create = None;
@@ -639,7 +641,12 @@ impl Journey {
             }
             QueueResult::Hangup | QueueResult::BridgingInProcess => {
                 self.caller.advance(CallerState::Gone);
-                self.settle(Outcome::CallerHungUp);
+                // Hung up after a callback was made (chosen, or by the closing
+                // policy) but before leaving the queue: it goes on, as when the
+                // caller's own status says they hung up.
+                if self.callback.is_none() {
+                    self.settle(Outcome::CallerHungUp);
+                }
                 Answer::Nothing
             }
             QueueResult::Leave | QueueResult::Redirected if self.callback.is_some() => {

@@ -495,6 +495,11 @@ pub(super) struct Callback {
     /// location's voicemail list.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(super) to_list: bool,
+    /// The journey's reservations from this index on are the current try's;
+    /// those before are the queue's and earlier tries' (an accepted one of
+    /// those says nothing of the current task).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(super) first_reservation: u32,
 }
 
 impl Callback {

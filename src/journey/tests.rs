@@ -1791,3 +1791,210 @@ fn after_a_transfer_the_closed_location_is_never_dialled() {
     assert!(!step.commands.iter().any(|c| matches!(c, Command::Dial { .. })), "{step:?}");
     assert_eq!(r.j.outcome(), Outcome::Pending);
 }
+
+/// A callback's try whose location pressed 1 (its leg now dials the caller)
+/// while the reservation runs out before `AcceptReservation` lands (the
+/// accept failed, or came too late): TaskRouter times the reservation out.
+fn callback_accepted_but_timed_out(tries: u32) -> Run {
+    let mut r = called_back(tries);
+    accepted_try(&mut r, (2, 1), 5, 50);
+    let timed_out =
+        r.after(5_000).on(Event::ReservationEnded { task: task(2), reservation: res(5), why: ReservationEnd::Timeout });
+    assert!(!timed_out.commands.contains(&hang_up(50)), "the leg calling the caller back was cut: {timed_out:?}");
+    r
+}
+
+#[test]
+fn a_call_back_under_way_is_not_cut_when_its_reservation_times_out_before_the_accept() {
+    let mut r = callback_accepted_but_timed_out(1);
+    // Nothing cuts it later either: the call to the caller decides.
+    assert!(!r.after(HANDOFF_MS).on(Event::Tick).commands.contains(&hang_up(50)));
+    r.on(Event::CallbackDialed { reservation: res(5), answered: true });
+    assert_eq!(r.j.outcome(), Outcome::CallbackConnected);
+}
+
+#[test]
+fn a_callback_try_that_ended_unaccepted_is_counted_and_its_task_not_dialled_again() {
+    let mut r = callback_accepted_but_timed_out(2);
+    let missed = r.after(20_000).on(Event::CallbackDialed { reservation: res(5), answered: false });
+    assert_eq!(r.j.outcome(), Outcome::Pending, "one of two tries");
+    // The try's task is done with: canceled (nobody accepted it), not offered again.
+    let cancel = Command::CancelTask { task: task(2), reason: Outcome::Pending, round: 1 };
+    assert!(missed.commands.contains(&cancel), "{missed:?}");
+    r.on(leg_status(5, 50, CallStatus::Completed, 4));
+    // TaskRouter offers it again before the cancel lands: the location is not rung.
+    let again = r.after(1_000).on(Event::ReservationCreated {
+        task: task(2),
+        reservation: res(6),
+        caller: Some(call(CALLER)),
+        target: callback_target(),
+    });
+    assert!(!again.commands.iter().any(|c| matches!(c, Command::Dial { .. })), "{again:?}");
+    r.on(Event::TaskCanceled { task: task(2) });
+    assert_eq!(r.j.outcome(), Outcome::Pending);
+    // The next try's task comes after the pause, as after a try nobody answered.
+    let next = r.after(CALLBACK_RETRY_MS).on(Event::Tick);
+    assert!(next.commands.iter().any(|c| matches!(c, Command::CreateCallbackTask { round: 2, .. })), "{next:?}");
+}
+
+#[test]
+fn a_callback_whose_every_dial_is_refused_settles_nothing_and_waits_for_the_next_reservation() {
+    let all_at_once = DialTarget { ring: crate::domain::Ring::AllAtOnce, ..callback_target() };
+    let all_at_once = DialTarget { to: phone_number(0), phones: vec![phone_number(0), phone_number(1)], ..all_at_once };
+    for target in [callback_target(), all_at_once] {
+        let mut r = called_back(2);
+        r.on(Event::CallbackTaskCreated { task: task(2), round: 1 });
+        let created = Event::ReservationCreated {
+            task: task(2),
+            reservation: res(5),
+            caller: Some(call(CALLER)),
+            target: target.clone(),
+        };
+        // Twilio refuses every create (4xx), up to the attempts each phone has.
+        let mut owed = r.on(created).commands;
+        let mut refused = 0;
+        while let Some(c) = owed.pop() {
+            assert!(!matches!(c, Command::CancelTask { .. }), "{c:?}");
+            if let Command::Dial { attempt, .. } = c {
+                refused += 1;
+                owed.extend(r.after(200).on(Event::DialFailed { reservation: res(5), attempt }).commands);
+            }
+        }
+        assert_eq!(refused, 3 * target.phone_count(), "{target:?}");
+        // As when its location misses the call: not the callback's end; the
+        // reservation times out and TaskRouter offers the task again.
+        assert_eq!(r.j.outcome(), Outcome::Pending, "{target:?}");
+        r.after(30_000).on(Event::ReservationEnded {
+            task: task(2),
+            reservation: res(5),
+            why: ReservationEnd::Timeout,
+        });
+        let again = r.after(1_000).on(Event::ReservationCreated {
+            task: task(2),
+            reservation: res(6),
+            caller: Some(call(CALLER)),
+            target,
+        });
+        assert!(again.commands.iter().any(|c| matches!(c, Command::Dial { .. })), "{again:?}");
+    }
+}
+
+#[test]
+fn a_callback_connected_after_its_reservation_ran_out_cancels_its_unassigned_task() {
+    // The accept came too late: TaskRouter timed the reservation out, and the
+    // task is pending again. Only canceling ends it (a pending task cannot be
+    // completed); left open, it would hold the location's worker with
+    // reservations for hours.
+    let mut r = callback_accepted_but_timed_out(2);
+    let reached = r.after(20_000).on(Event::CallbackDialed { reservation: res(5), answered: true });
+    assert_eq!(r.j.outcome(), Outcome::CallbackConnected);
+    let cancel = Command::CancelTask { task: task(2), reason: Outcome::CallbackConnected, round: 1 };
+    assert_eq!(reached.commands, [cancel], "{reached:?}");
+    r.on(leg_status(5, 50, CallStatus::Completed, 4));
+    r.on(Event::TaskCanceled { task: task(2) });
+    assert_eq!(r.j.outcome(), Outcome::CallbackConnected);
+    assert!(r.j.is_closed(), "{:#?}", r.j);
+
+    // The accept landed, but its `reservation.accepted` comes after the call
+    // back: canceling did not fit, so the task is completed.
+    let mut r = called_back(2);
+    accepted_try(&mut r, (2, 1), 5, 50);
+    r.after(20_000).on(Event::CallbackDialed { reservation: res(5), answered: true });
+    let accepted = r.on(Event::ReservationAccepted { task: task(2), reservation: res(5) });
+    assert_eq!(accepted.commands, [Command::CompleteTask { task: task(2), round: 2 }], "{accepted:?}");
+}
+
+#[test]
+fn a_callback_canceled_at_closing_cancels_the_tasks_of_later_tries_after_an_earlier_one_was_accepted() {
+    let mut r = called_back(2);
+    r.on(Event::ClosingTime { at_ms: r.now + 20 * 60_000, later: Vec::new(), callback: None, overflow: None });
+    // The first try: accepted, nobody picks up; its task is completed.
+    accepted_try(&mut r, (2, 1), 5, 50);
+    r.on(Event::ReservationAccepted { task: task(2), reservation: res(5) });
+    r.after(20_000).on(Event::CallbackDialed { reservation: res(5), answered: false });
+    r.on(Event::TaskCompleted { task: task(2) });
+    // The second try's task waits for the location until closing time.
+    let next = r.after(CALLBACK_RETRY_MS).on(Event::Tick);
+    assert!(next.commands.iter().any(|c| matches!(c, Command::CreateCallbackTask { round: 2, .. })), "{next:?}");
+    r.on(Event::CallbackTaskCreated { task: task(3), round: 2 });
+    r.now = r.j.closes_at_ms.expect("a closing time");
+    let closing = r.on(Event::Tick);
+    assert_eq!(r.j.outcome(), Outcome::CallbackCanceled);
+    // Nobody took this task (the first try's accepted reservation is not its own): canceled.
+    let cancel = Command::CancelTask { task: task(3), reason: Outcome::CallbackCanceled, round: 1 };
+    assert_eq!(closing.commands, [cancel], "{closing:?}");
+}
+
+#[test]
+fn a_callback_task_create_that_failed_before_closing_is_sent_again_at_the_opening_not_woken_for_while_closed() {
+    let (mut r, t0) = waiting_callback(60_000, 15 * HOUR_MS, 23 * HOUR_MS);
+    let since = r.j.waiting_since_ms().expect("queued");
+    let create = Command::CreateCallbackTask {
+        call: call(CALLER),
+        location: "north".into(),
+        number: number(),
+        since_ms: since,
+        round: 1,
+        effort: 1,
+    };
+    // The dispatcher gives up on the create just before closing; its back-off ends after it.
+    r.now = t0 + 50_000;
+    r.on(Event::ActionFailed { command: create });
+    r.now = t0 + 60_000;
+    r.on(Event::Tick);
+    // Closed: no create now, and no wake-up before the opening either.
+    for _ in 0..3 {
+        let now = r.now;
+        let step = r.tick_at_wake();
+        let wake = r.j.wake_at().map(|w| w.as_millisecond());
+        assert!(wake.is_some_and(|w| w > r.now), "woken at {} (after {now}) for nothing: {step:?}", r.now);
+        if r.now >= t0 + 15 * HOUR_MS {
+            assert!(
+                step.commands.iter().any(|c| matches!(c, Command::CreateCallbackTask { effort: 2, .. })),
+                "{step:?}"
+            );
+            return;
+        }
+        assert!(step.commands.is_empty(), "{step:?}");
+    }
+    panic!("never sent again by the opening");
+}
+
+#[test]
+fn a_caller_who_hangs_up_before_leaving_the_queue_for_a_callback_is_still_called_back() {
+    // Chosen: 1 pressed, and the caller hangs up before the `<Leave>` takes them out.
+    let mut r = Run::queued();
+    r.on(created(1));
+    assert_eq!(r.on(chosen(2)).answer, Answer::Leave);
+    r.on(Event::QueueExit { result: QueueResult::Hangup, queue: None });
+    assert_eq!(r.j.outcome(), Outcome::Pending, "the callback goes on, as when the caller's status says so");
+    r.on(Event::CallbackTaskCreated { task: task(2), round: 1 });
+    assert_eq!(r.j.task_sid(), Some(&task(2)));
+
+    // Made by the closing policy: the caller hangs up before the redirect tells them.
+    let mut r = Run::queued();
+    closing_with_callback(&mut r, true);
+    let closing = r.after(60_000).on(Event::Tick);
+    assert!(closing.commands.iter().any(|c| matches!(c, Command::RedirectCaller { callback: true, .. })));
+    r.on(Event::QueueExit { result: QueueResult::Hangup, queue: None });
+    r.on(Event::CallerStatus { status: CallStatus::Completed, sequence: Some(3) });
+    assert_eq!(r.j.outcome(), Outcome::Pending, "called back at the opening all the same");
+}
+
+#[test]
+fn a_task_let_go_by_a_transfer_is_never_adopted_as_a_callbacks() {
+    let mut r = Run::queued();
+    closing_with_overflow(&mut r);
+    r.on(Event::TaskSeen { task: task(TASK), status: TaskStatus::Pending });
+    r.after(60_000).on(Event::Tick);
+    assert!(r.j.transfer.is_some());
+    // Still in north's queue, the caller presses 1 for a callback.
+    assert_eq!(r.on(chosen(1)).answer, Answer::Leave);
+    // A report naming north's old task (which TaskRouter cancels) is not the callback's.
+    r.on(Event::CallbackTaskCreated { task: task(TASK), round: 1 });
+    assert_eq!(r.j.task_sid(), None);
+    let late = r.on(callback_created(TASK, 7));
+    assert_eq!(r.j.task_sid(), None, "{late:?}");
+    r.on(Event::CallbackTaskCreated { task: task(2), round: 1 });
+    assert_eq!(r.j.task_sid(), Some(&task(2)));
+}
