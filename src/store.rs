@@ -239,9 +239,10 @@ impl Store {
                 .after_connect(move |conn, _meta| {
                     Box::pin(async move {
                         // One round trip to the connection's thread, not one per PRAGMA.
-                        // Checkpoints run on their own (see `checkpoints`),
-                        // not inside whichever COMMIT crosses the threshold,
-                        // where their fsyncs stalled every queued write.
+                        // Checkpoints run on their own (see
+                        // `batch::Checkpoints`), not inside whichever COMMIT
+                        // crosses the threshold, where their fsyncs stalled
+                        // every queued write.
                         let settings = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
                                         PRAGMA wal_autocheckpoint = 0;";
@@ -308,29 +309,29 @@ impl Store {
         };
         // The writer's own connection to a SQLite file (see `lite`).
         let lite = match sqlite_path(&url) {
-            Some(path) if backend == Backend::Sqlite => Some(lite::open(&path)?),
+            Some(path) if backend == Backend::Sqlite => Some((lite::open(&path)?, path)),
             _ => None,
         };
-        match &lite {
-            // A new file: every migration in one transaction on the writer's
-            // connection, recorded as sqlx records them (sqlx's migrator runs
-            // each in a transaction of its own, a dozen round trips apiece).
-            Some(conn)
-                if fresh_file && lite::migrate_new_file(conn, migrator).context("migrating the new database")? => {}
-            // sqlx's run takes its lock, creates its table if needed and
-            // reads it again, a round trip each, even when nothing is
-            // pending: one read tells whether anything is.
-            _ => {
-                if fresh_file || migrations_pending(&pool, migrator).await {
-                    migrator.run(&pool).await.context("migrating the database")?;
-                }
+        // A new file: every migration in one transaction on the writer's
+        // connection, recorded as sqlx records them (sqlx's migrator runs
+        // each in a transaction of its own, a dozen round trips apiece).
+        let migrated = match &lite {
+            Some((conn, _)) if fresh_file => {
+                lite::migrate_new_file(conn, migrator).context("migrating the new database")?
             }
+            _ => false,
+        };
+        // sqlx's run takes its lock, creates its table if needed and reads it
+        // again, a round trip each, even when nothing is pending: one read
+        // tells whether anything is.
+        if !migrated && (fresh_file || migrations_pending(&pool, migrator).await) {
+            migrator.run(&pool).await.context("migrating the database")?;
         }
         let (batcher, queue) = mpsc::channel(batch::QUEUE);
         match lite {
             // A SQLite file: the batches go to a thread with its own
             // connection (see `lite`).
-            Some(conn) => batch::spawn_lite(conn, queue)?,
+            Some((conn, path)) => batch::spawn_lite(conn, &path, batch::CHECKPOINT_PACE, queue)?,
             // A delivery reads its journey, then writes it. On SQLite the
             // write lock is taken up front (BEGIN IMMEDIATE), so that nothing
             // fails with SQLITE_BUSY when it upgrades from a read. PostgreSQL
@@ -342,9 +343,6 @@ impl Store {
                 };
                 tokio::spawn(batch::run(batch::SqlxWriter::new(writer.clone(), begin), queue));
             }
-        }
-        if backend == Backend::Sqlite && !is_memory {
-            tokio::spawn(checkpoints(pool.clone(), batcher.downgrade()));
         }
         let lease = Lease { owner: format!("store-{:016x}", rand::random::<u64>()).into(), ms: DEFAULT_LEASE_MS };
         Ok(Store { pool, writer, batcher, lease, backend })
@@ -748,29 +746,6 @@ impl Store {
             .collect()
     }
 }
-
-/// Copies the WAL back into the database file every so often, on a reader
-/// connection: a PASSIVE checkpoint runs beside the writer's commits instead
-/// of inside one (SQLite's automatic checkpoint, turned off in `connect`,
-/// made the COMMIT that crossed 1000 pages wait for two fsyncs, ~5 ms, and
-/// every webhook queued behind it). Stops when the store is dropped.
-async fn checkpoints(pool: AnyPool, alive: mpsc::WeakSender<batch::Op>) {
-    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if alive.upgrade().is_none() || pool.is_closed() {
-            return;
-        }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
-            tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
-        }
-    }
-}
-
-/// How often the WAL is checkpointed: at 5,000 reservations/s it grows
-/// by ~1 MB in this time.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 fn call_record(r: &AnyRow) -> anyhow::Result<CallRecord> {
     let outcome: String = r.try_get("outcome")?;
