@@ -562,6 +562,14 @@ impl Journey {
             // Twilio asking the old queue again after the caller left it.
             return t.left.then_some(Answer::Leave);
         }
+        // The overflow location has closed too: the transfer is off, and the
+        // caller leaves for the old location's voicemail (no REST redirect).
+        if self.closed(now) {
+            self.call_off_transfer();
+            self.caller.advance(CallerState::Diverted);
+            return Some(Answer::Leave);
+        }
+        let t = self.transfer.as_mut()?;
         let overdue = t.redirect.is_none_or(|e| e.failed || now - e.at_ms >= REDIRECT_GRACE_MS);
         if overdue {
             t.left = true;

@@ -1998,3 +1998,68 @@ fn a_task_let_go_by_a_transfer_is_never_adopted_as_a_callbacks() {
     r.on(Event::CallbackTaskCreated { task: task(2), round: 1 });
     assert_eq!(r.j.task_sid(), Some(&task(2)));
 }
+
+/// North closes with its overflow location, south, closing `south_after_ms`
+/// later; the caller is still in north's queue with north's task let go.
+fn transfer_owed(south_after_ms: i64) -> (Run, i64) {
+    let mut r = Run::queued();
+    let t0 = r.now;
+    let overflow = Some(ClosingOverflow { location: "south".into(), closes_at_ms: Some(t0 + 60_000 + south_after_ms) });
+    r.on(Event::ClosingTime { at_ms: t0 + 60_000, later: Vec::new(), callback: None, overflow });
+    r.on(Event::TaskSeen { task: task(TASK), status: TaskStatus::Pending });
+    (r, t0)
+}
+
+#[test]
+fn south_closing_before_the_caller_left_norths_queue_calls_the_transfer_off() {
+    // What the caller gets when south has closed already at north's closing time.
+    let (mut first, _) = transfer_owed(-10_000);
+    let expected = first.after(60_000).on(Event::Tick);
+    let expected: Vec<Command> =
+        expected.commands.into_iter().filter(|c| matches!(c, Command::RedirectCaller { .. })).collect();
+    assert_eq!(expected, [redirect(Outcome::ClosedWhileWaiting)]);
+
+    // South closes 30 s after north, while the transfer's redirect still waits in the outbox.
+    let (mut r, t0) = transfer_owed(30_000);
+    let closing = r.after(60_000).on(Event::Tick);
+    let transfer = closing.commands.iter().find(|c| matches!(c, Command::RedirectCaller { transfer: Some(_), .. }));
+    assert!(transfer.is_some(), "{closing:?}");
+    r.now = t0 + 90_000;
+    let step = r.on(Event::Tick);
+    assert_eq!(r.j.outcome(), Outcome::ClosedWhileWaiting);
+    // The transfer's redirect is withdrawn, and the caller is redirected once, as if south had closed first.
+    let withdraw = Command::WithdrawRedirect { call: call(CALLER), round: 1 };
+    assert!(step.commands.contains(&withdraw), "{step:?}");
+    let redirects: Vec<&Command> =
+        step.commands.iter().filter(|c| matches!(c, Command::RedirectCaller { .. })).collect();
+    assert_eq!(redirects, expected.iter().collect::<Vec<_>>(), "{step:?}");
+    assert_eq!(r.j.summary().location, Some("north"));
+    // North's queue holds the caller while that redirect is on its way; nothing more is owed.
+    let hold = r.after(1_000).on(hold_in("north", 91));
+    assert_eq!(hold.answer, Answer::MUSIC);
+    assert!(hold.commands.is_empty(), "{hold:?}");
+    // Had the transfer's redirect gone out before it was withdrawn, its document says voicemail at north too.
+    let late = r.on(Event::TransferAsked);
+    let voicemail = Answer::Fallback { location: Some("north".into()), reason: Outcome::ClosedWhileWaiting };
+    assert_eq!(late.answer, voicemail);
+    assert!(late.commands.is_empty(), "{late:?}");
+}
+
+#[test]
+fn south_closed_at_a_hold_in_norths_queue_lets_the_caller_go_to_norths_voicemail_once() {
+    // The transfer's redirect is overdue, and south has closed by the next `/hold` of north's queue.
+    let (mut r, t0) = transfer_owed(10_000);
+    r.after(60_000).on(Event::Tick);
+    r.now = t0 + 60_000 + REDIRECT_GRACE_MS;
+    let hold = r.on(hold_in("north", 75));
+    assert_eq!(hold.answer, Answer::Leave);
+    assert_eq!(r.j.outcome(), Outcome::ClosedWhileWaiting);
+    // `<Leave>` takes the caller out: no REST redirect besides, and the transfer's is withdrawn.
+    assert!(!hold.commands.iter().any(|c| matches!(c, Command::RedirectCaller { .. })), "{hold:?}");
+    assert!(hold.commands.contains(&Command::WithdrawRedirect { call: call(CALLER), round: 1 }), "{hold:?}");
+    let exit = r.on(exit_from("north", QueueResult::Leave));
+    let voicemail = Answer::Fallback { location: Some("north".into()), reason: Outcome::ClosedWhileWaiting };
+    assert_eq!(exit.answer, voicemail);
+    assert!(exit.commands.is_empty(), "{exit:?}");
+    assert!(r.after(1_000).on(Event::Tick).commands.is_empty());
+}
