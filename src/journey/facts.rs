@@ -143,7 +143,13 @@ impl Journey {
                     }
                     self.caller.advance(CallerState::Queued);
                     self.location.get_or_insert_with(|| target.location.clone());
-                    self.reservation(reservation).target.get_or_insert(target);
+                    let ended = self.task_ended();
+                    let r = self.reservation(reservation);
+                    r.target.get_or_insert(target);
+                    // Heard of after its task ended (a late event): TaskRouter ended it then.
+                    if ended {
+                        r.end(ReservationEnd::Canceled);
+                    }
                 }
             }
             Event::ReservationAccepted { task, reservation } => {
@@ -258,6 +264,12 @@ impl Journey {
                 true
             }
         }
+    }
+
+    /// The journey's task has ended (canceled or completed), and with it
+    /// every reservation TaskRouter had made for it.
+    fn task_ended(&self) -> bool {
+        self.task.as_ref().is_some_and(|t| t.status.is_final())
     }
 
     fn reservation(&mut self, sid: ReservationSid) -> &mut Reservation {
@@ -1038,8 +1050,13 @@ impl Journey {
     fn reservation_seen(&mut self, sid: ReservationSid, status: ReservationStatus) {
         match status {
             // Known, or a bare entry: without `reservation.created`'s target it is not dialled.
+            // (Listed before its task ended: it ended with it.)
             ReservationStatus::Pending => {
-                self.reservation(sid);
+                let ended = self.task_ended();
+                let r = self.reservation(sid);
+                if ended {
+                    r.end(ReservationEnd::Canceled);
+                }
             }
             ReservationStatus::Accepted => self.accepted(sid),
             ReservationStatus::Wrapping => self.wrapped_up(Some(sid)),

@@ -2063,3 +2063,22 @@ fn south_closed_at_a_hold_in_norths_queue_lets_the_caller_go_to_norths_voicemail
     assert!(exit.commands.is_empty(), "{exit:?}");
     assert!(r.after(1_000).on(Event::Tick).commands.is_empty());
 }
+
+#[test]
+fn a_reservation_heard_of_after_its_task_ended_is_ended_with_it() {
+    // The caller hung up and TaskRouter canceled the task (with its pending reservations).
+    let mut r = Run::queued();
+    r.on(Event::CallerStatus { status: CallStatus::Completed, sequence: Some(9) });
+    r.on(Event::TaskCanceled { task: task(TASK) });
+    assert!(r.j.is_closed(), "{:#?}", r.j);
+    // A reservation.created from before the cancel, delivered late: no dial, nothing to end, still closed.
+    let late = r.on(created(2));
+    assert_eq!(late.commands, []);
+    assert!(r.j.is_closed(), "reopened by a late reservation.created: {:#?}", r.j);
+    // Nor by the reconciler listing one of its reservations as pending (it read before the cancel).
+    let seen =
+        r.on(Event::ReservationSeen { task: task(TASK), reservation: res(3), status: ReservationStatus::Pending });
+    assert_eq!(seen.commands, []);
+    assert!(r.j.is_closed(), "reopened by a stale listing: {:#?}", r.j);
+    assert_eq!(r.j.outcome(), Outcome::CallerHungUp);
+}
