@@ -257,7 +257,19 @@ impl Journey {
             // may never have heard of, ends with the caller's leaving. So after
             // a transfer at closing time: only the new queue's task, which says
             // so (see `ReservationCreated`).
-            None if self.callback.is_some() || self.transfer.is_some() => false,
+            None if self.callback.is_some() => false,
+            // A task heard to have ended (canceled, completed) before the journey
+            // knew whose it was, the new queue's perhaps (its `reservation.created`
+            // late), is let go with the old queue's: never adopted, so a late
+            // event of it neither dials nor reopens the journey.
+            None if self.transfer.is_some() => {
+                if let Some(t) = self.transfer.as_mut()
+                    && implied.is_some_and(TaskStatus::is_final)
+                {
+                    t.tasks.push(task.clone());
+                }
+                false
+            }
             None => {
                 let status = implied.unwrap_or(TaskStatus::Reserved);
                 self.task = Some(Task { sid: task.clone(), status, ending: None });

@@ -2082,3 +2082,42 @@ fn a_reservation_heard_of_after_its_task_ended_is_ended_with_it() {
     assert!(r.j.is_closed(), "reopened by a stale listing: {:#?}", r.j);
     assert_eq!(r.j.outcome(), Outcome::CallerHungUp);
 }
+
+#[test]
+fn a_late_reservation_of_souths_task_after_the_caller_hung_up_leaves_the_journey_closed() {
+    // The caller moved to south's queue at north's closing time, and hangs up there
+    // before the journey heard of south's task.
+    let mut r = Run::queued();
+    closing_with_overflow(&mut r);
+    r.after(60_000).on(Event::Tick);
+    assert_eq!(r.on(Event::TransferAsked).answer, to_south());
+    r.on(hold_in("south", 0));
+    r.after(5_000).on(exit_from("south", QueueResult::Hangup));
+    r.on(Event::CallerStatus { status: CallStatus::Completed, sequence: Some(9) });
+    assert_eq!(r.j.outcome(), Outcome::CallerHungUp);
+    // TaskRouter cancels south's task as the caller leaves its queue, with its reservation.
+    r.on(Event::TaskCanceled { task: task(2) });
+    r.on(Event::ReservationEnded { task: task(2), reservation: res(4), why: ReservationEnd::Canceled });
+    assert!(r.j.is_closed(), "{:#?}", r.j);
+    // South's reservation.created, delivered late: as for an ordinary journey's, no dial and
+    // nothing left open (the task is known to have ended), and the outcome stays.
+    let late = r.on(transferred_created(2, 4));
+    assert_eq!(late.commands, [], "{late:?}");
+    assert!(r.j.is_closed(), "reopened by a late reservation.created: {:#?}", r.j);
+    assert_eq!(r.j.outcome(), Outcome::CallerHungUp);
+
+    // Had TaskRouter's cancel not been heard (lost), the task is ended as an
+    // ordinary journey's would be: canceled, once.
+    let mut r = Run::queued();
+    closing_with_overflow(&mut r);
+    r.after(60_000).on(Event::Tick);
+    r.on(Event::TransferAsked);
+    r.after(5_000).on(exit_from("south", QueueResult::Hangup));
+    let late = r.on(transferred_created(2, 4));
+    assert!(!late.commands.iter().any(|c| matches!(c, Command::Dial { .. })), "{late:?}");
+    let cancel = Command::CancelTask { task: task(2), reason: Outcome::CallerHungUp, round: 1 };
+    assert!(late.commands.contains(&cancel), "{late:?}");
+    r.on(Event::TaskCanceled { task: task(2) });
+    assert!(r.j.is_closed(), "{:#?}", r.j);
+    assert_eq!(r.j.outcome(), Outcome::CallerHungUp);
+}

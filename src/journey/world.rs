@@ -13,7 +13,9 @@
 //! create sometimes after making it); restarts between any two steps, which
 //! lose the dispatcher's answers in flight. After that the world settles, and
 //! the run checks that the caller, every task, every worker and every leg
-//! have come to rest, and that the outcome fits what happened.
+//! have come to rest, and that the outcome fits what happened. On the way,
+//! a closed journey stays closed but for news (the caller's recording, the
+//! first word of a task it had not heard end).
 //!
 //! Besides a caller who only waits, a scenario may draw:
 //! - a location that offers callbacks: the caller presses 1 at the offer
@@ -491,6 +493,8 @@ struct World {
     /// Transfer redirects (by round) sent, and withdrawn before they were.
     redirects_sent: BTreeSet<u32>,
     redirects_withdrawn: BTreeSet<u32>,
+    /// The tasks whose end (canceled, completed) the journey was told of.
+    told_ended: BTreeSet<TaskSid>,
     /// A transfer redirect was withdrawn after it had gone out: it still
     /// lands (the one race a withdrawal cannot win).
     withdrawn_too_late: bool,
@@ -620,6 +624,7 @@ impl World {
             redirects_sent: BTreeSet::new(),
             redirects_withdrawn: BTreeSet::new(),
             withdrawn_too_late: false,
+            told_ended: BTreeSet::new(),
             left_before_redirect: false,
             failure: None,
             tally: Tally::default(),
@@ -764,6 +769,25 @@ impl World {
         }
         if before.outcome().is_final() && after.outcome() != before.outcome() {
             self.fail(format!("settled {} after {}", after.outcome(), before.outcome()));
+        }
+        // A closed journey stays closed: a late or repeated event of a call at
+        // rest owes nothing and waits for nothing. Only news reopens it: the
+        // caller's recording, reported after their hang-up (its notifications
+        // are owed), or the first word of its task, settled without it (its
+        // cancel is owed), unless the journey had heard that task end.
+        let voicemail = matches!(event, Event::VoicemailRecorded { .. } | Event::Transcribed { .. });
+        let new_task = before.task.is_none() && after.task.as_ref().is_some_and(|t| !self.told_ended.contains(&t.sid));
+        if before.is_closed() && !after.is_closed() && !voicemail && !new_task {
+            self.fail(format!("{event:?} reopened the closed journey: {step:?}"));
+        }
+        match &event {
+            Event::TaskCanceled { task } | Event::TaskCompleted { task } => {
+                self.told_ended.insert(task.clone());
+            }
+            Event::TaskSeen { task, status } if status.is_final() => {
+                self.told_ended.insert(task.clone());
+            }
+            _ => {}
         }
         if std::env::var_os("WORLD_TRACE").is_some() {
             eprintln!(
