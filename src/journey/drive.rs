@@ -132,6 +132,11 @@ impl Journey {
     /// leg in play: a callback at the next opening, when one is known; else
     /// voicemail (`closed_while_waiting`).
     pub(super) fn closed_while_waiting(&mut self, now: i64) {
+        // The overflow location closed before the caller left the old queue.
+        if self.moving().is_some() {
+            self.call_off_transfer();
+            return;
+        }
         // (A callback needs the caller's call and location, as a chosen one does.)
         let can = self.caller.sid.is_some() && self.location.is_some();
         // (Not to an overflow location that has closed by now too.)
@@ -168,6 +173,7 @@ impl Journey {
             redirect: None,
             tasks: old.into_iter().collect(),
             withdrawn: false,
+            called_off: false,
         });
         self.location = Some(o.location);
         self.closes_at_ms = o.closes_at_ms;
@@ -176,6 +182,20 @@ impl Journey {
         self.later.clear();
         self.closing_callback = None;
         self.wait = super::state::Waiting::default();
+    }
+
+    /// The overflow location closed too while the caller was still in the
+    /// old queue (the transfer's redirect still on its way): the transfer is
+    /// called off, and the call ends as when the overflow location had closed
+    /// first: the old location's, closed while waiting. One redirect takes the
+    /// caller to its voicemail (owed below, unless they leave by `<Leave>`); the
+    /// transfer's, if it has not gone out yet, is withdrawn.
+    pub(super) fn call_off_transfer(&mut self) {
+        if let Some(t) = self.transfer.as_mut().filter(|t| !t.left) {
+            t.called_off = true;
+            self.location = Some(t.from.clone());
+        }
+        self.settle(Outcome::ClosedWhileWaiting);
     }
 
     /// The caller, still in the queue at closing time, is to be called back
@@ -587,11 +607,12 @@ impl Journey {
     }
 
     fn drive_redirect(&mut self, cx: &mut Cx) {
-        // Out of the old queue, by whatever way: a transfer redirect still in
-        // the outbox must not go out (it would pull the caller out of the new
-        // queue). Harmless when it has landed already.
+        // Out of the old queue, by whatever way, or the transfer called off: a
+        // transfer redirect still in the outbox must not go out (it would pull
+        // the caller out of the new queue, or send them to voicemail a second
+        // time). Harmless when it has landed already.
         if let (Some(t), Some(call)) = (&mut self.transfer, &self.caller.sid)
-            && t.left
+            && (t.left || t.called_off)
             && !t.withdrawn
             && let Some(e) = t.redirect.filter(|e| !e.failed)
         {

@@ -143,7 +143,13 @@ impl Journey {
                     }
                     self.caller.advance(CallerState::Queued);
                     self.location.get_or_insert_with(|| target.location.clone());
-                    self.reservation(reservation).target.get_or_insert(target);
+                    let ended = self.task_ended();
+                    let r = self.reservation(reservation);
+                    r.target.get_or_insert(target);
+                    // Heard of after its task ended (a late event): TaskRouter ended it then.
+                    if ended {
+                        r.end(ReservationEnd::Canceled);
+                    }
                 }
             }
             Event::ReservationAccepted { task, reservation } => {
@@ -251,13 +257,31 @@ impl Journey {
             // may never have heard of, ends with the caller's leaving. So after
             // a transfer at closing time: only the new queue's task, which says
             // so (see `ReservationCreated`).
-            None if self.callback.is_some() || self.transfer.is_some() => false,
+            None if self.callback.is_some() => false,
+            // A task heard to have ended (canceled, completed) before the journey
+            // knew whose it was, the new queue's perhaps (its `reservation.created`
+            // late), is let go with the old queue's: never adopted, so a late
+            // event of it neither dials nor reopens the journey.
+            None if self.transfer.is_some() => {
+                if let Some(t) = self.transfer.as_mut()
+                    && implied.is_some_and(TaskStatus::is_final)
+                {
+                    t.tasks.push(task.clone());
+                }
+                false
+            }
             None => {
                 let status = implied.unwrap_or(TaskStatus::Reserved);
                 self.task = Some(Task { sid: task.clone(), status, ending: None });
                 true
             }
         }
+    }
+
+    /// The journey's task has ended (canceled or completed), and with it
+    /// every reservation TaskRouter had made for it.
+    fn task_ended(&self) -> bool {
+        self.task.as_ref().is_some_and(|t| t.status.is_final())
     }
 
     fn reservation(&mut self, sid: ReservationSid) -> &mut Reservation {
@@ -562,6 +586,14 @@ impl Journey {
             // Twilio asking the old queue again after the caller left it.
             return t.left.then_some(Answer::Leave);
         }
+        // The overflow location has closed too: the transfer is off, and the
+        // caller leaves for the old location's voicemail (no REST redirect).
+        if self.closed(now) {
+            self.call_off_transfer();
+            self.caller.advance(CallerState::Diverted);
+            return Some(Answer::Leave);
+        }
+        let t = self.transfer.as_mut()?;
         let overdue = t.redirect.is_none_or(|e| e.failed || now - e.at_ms >= REDIRECT_GRACE_MS);
         if overdue {
             t.left = true;
@@ -1030,8 +1062,13 @@ impl Journey {
     fn reservation_seen(&mut self, sid: ReservationSid, status: ReservationStatus) {
         match status {
             // Known, or a bare entry: without `reservation.created`'s target it is not dialled.
+            // (Listed before its task ended: it ended with it.)
             ReservationStatus::Pending => {
-                self.reservation(sid);
+                let ended = self.task_ended();
+                let r = self.reservation(sid);
+                if ended {
+                    r.end(ReservationEnd::Canceled);
+                }
             }
             ReservationStatus::Accepted => self.accepted(sid),
             ReservationStatus::Wrapping => self.wrapped_up(Some(sid)),

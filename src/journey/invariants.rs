@@ -12,6 +12,9 @@ use super::*;
 #[derive(Debug, Default)]
 pub(super) struct Checker {
     keys: BTreeSet<String>,
+    /// The rounds of the transfer's redirect owed and neither withdrawn nor
+    /// given up by the dispatcher: they may still reach the caller.
+    transfer_redirects: BTreeSet<u32>,
 }
 
 impl Checker {
@@ -36,6 +39,30 @@ impl Checker {
         //    there, and the machine would believe it had acted.
         for c in &step.commands {
             prop_assert!(self.keys.insert(c.key()), "key {} owed twice {}", c.key(), ctx());
+        }
+
+        // 2b. One redirect at a time: the caller is not redirected to voicemail
+        //     (or to a callback's goodbye) while a transfer's redirect may still
+        //     go out; that one is withdrawn first (or the dispatcher gave up on it).
+        if let Event::ActionFailed { command: Command::RedirectCaller { transfer: Some(_), round, .. } } = event {
+            self.transfer_redirects.remove(round);
+        }
+        for c in &step.commands {
+            match c {
+                Command::WithdrawRedirect { round, .. } => {
+                    self.transfer_redirects.remove(round);
+                }
+                Command::RedirectCaller { transfer: Some(_), round, .. } => {
+                    self.transfer_redirects.insert(*round);
+                }
+                Command::RedirectCaller { transfer: None, .. } => prop_assert!(
+                    self.transfer_redirects.is_empty(),
+                    "a redirect owed while the transfer's {:?} may still go out {}",
+                    self.transfer_redirects,
+                    ctx()
+                ),
+                _ => {}
+            }
         }
 
         // 3. No dial for a reservation that has ended, or for a caller who is not
@@ -465,7 +492,21 @@ impl Checker {
                 prop_assert!(!b.left || t.left, "back into the old queue {}", ctx());
             }
             prop_assert!(t.from != t.to, "a transfer to the same location {}", ctx());
-            prop_assert_eq!(after.location.as_ref(), Some(&t.to), "{}", ctx());
+            // Called off (the overflow location closed before the caller left the
+            // old queue), the journey is the old location's again, closed while waiting.
+            let at = if t.called_off { &t.from } else { &t.to };
+            prop_assert_eq!(after.location.as_ref(), Some(at), "{}", ctx());
+            if t.called_off {
+                prop_assert_eq!(after.outcome, Outcome::ClosedWhileWaiting, "{}", ctx());
+            }
+            match &before.transfer {
+                Some(b) if b.called_off => prop_assert!(t.called_off, "a transfer called off, then on again {}", ctx()),
+                Some(b) if t.called_off => {
+                    prop_assert!(!b.left, "a transfer called off after the caller left the old queue {}", ctx());
+                    prop_assert_eq!(before.outcome, Outcome::Pending, "{}", ctx());
+                }
+                _ => {}
+            }
             prop_assert!(
                 after.task.as_ref().is_none_or(|task| !t.tasks.contains(&task.sid)),
                 "the old queue's task kept after a transfer {}",

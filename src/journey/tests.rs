@@ -1998,3 +1998,126 @@ fn a_task_let_go_by_a_transfer_is_never_adopted_as_a_callbacks() {
     r.on(Event::CallbackTaskCreated { task: task(2), round: 1 });
     assert_eq!(r.j.task_sid(), Some(&task(2)));
 }
+
+/// North closes with its overflow location, south, closing `south_after_ms`
+/// later; the caller is still in north's queue with north's task let go.
+fn transfer_owed(south_after_ms: i64) -> (Run, i64) {
+    let mut r = Run::queued();
+    let t0 = r.now;
+    let overflow = Some(ClosingOverflow { location: "south".into(), closes_at_ms: Some(t0 + 60_000 + south_after_ms) });
+    r.on(Event::ClosingTime { at_ms: t0 + 60_000, later: Vec::new(), callback: None, overflow });
+    r.on(Event::TaskSeen { task: task(TASK), status: TaskStatus::Pending });
+    (r, t0)
+}
+
+#[test]
+fn south_closing_before_the_caller_left_norths_queue_calls_the_transfer_off() {
+    // What the caller gets when south has closed already at north's closing time.
+    let (mut first, _) = transfer_owed(-10_000);
+    let expected = first.after(60_000).on(Event::Tick);
+    let expected: Vec<Command> =
+        expected.commands.into_iter().filter(|c| matches!(c, Command::RedirectCaller { .. })).collect();
+    assert_eq!(expected, [redirect(Outcome::ClosedWhileWaiting)]);
+
+    // South closes 30 s after north, while the transfer's redirect still waits in the outbox.
+    let (mut r, t0) = transfer_owed(30_000);
+    let closing = r.after(60_000).on(Event::Tick);
+    let transfer = closing.commands.iter().find(|c| matches!(c, Command::RedirectCaller { transfer: Some(_), .. }));
+    assert!(transfer.is_some(), "{closing:?}");
+    r.now = t0 + 90_000;
+    let step = r.on(Event::Tick);
+    assert_eq!(r.j.outcome(), Outcome::ClosedWhileWaiting);
+    // The transfer's redirect is withdrawn, and the caller is redirected once, as if south had closed first.
+    let withdraw = Command::WithdrawRedirect { call: call(CALLER), round: 1 };
+    assert!(step.commands.contains(&withdraw), "{step:?}");
+    let redirects: Vec<&Command> =
+        step.commands.iter().filter(|c| matches!(c, Command::RedirectCaller { .. })).collect();
+    assert_eq!(redirects, expected.iter().collect::<Vec<_>>(), "{step:?}");
+    assert_eq!(r.j.summary().location, Some("north"));
+    // North's queue holds the caller while that redirect is on its way; nothing more is owed.
+    let hold = r.after(1_000).on(hold_in("north", 91));
+    assert_eq!(hold.answer, Answer::MUSIC);
+    assert!(hold.commands.is_empty(), "{hold:?}");
+    // Had the transfer's redirect gone out before it was withdrawn, its document says voicemail at north too.
+    let late = r.on(Event::TransferAsked);
+    let voicemail = Answer::Fallback { location: Some("north".into()), reason: Outcome::ClosedWhileWaiting };
+    assert_eq!(late.answer, voicemail);
+    assert!(late.commands.is_empty(), "{late:?}");
+}
+
+#[test]
+fn south_closed_at_a_hold_in_norths_queue_lets_the_caller_go_to_norths_voicemail_once() {
+    // The transfer's redirect is overdue, and south has closed by the next `/hold` of north's queue.
+    let (mut r, t0) = transfer_owed(10_000);
+    r.after(60_000).on(Event::Tick);
+    r.now = t0 + 60_000 + REDIRECT_GRACE_MS;
+    let hold = r.on(hold_in("north", 75));
+    assert_eq!(hold.answer, Answer::Leave);
+    assert_eq!(r.j.outcome(), Outcome::ClosedWhileWaiting);
+    // `<Leave>` takes the caller out: no REST redirect besides, and the transfer's is withdrawn.
+    assert!(!hold.commands.iter().any(|c| matches!(c, Command::RedirectCaller { .. })), "{hold:?}");
+    assert!(hold.commands.contains(&Command::WithdrawRedirect { call: call(CALLER), round: 1 }), "{hold:?}");
+    let exit = r.on(exit_from("north", QueueResult::Leave));
+    let voicemail = Answer::Fallback { location: Some("north".into()), reason: Outcome::ClosedWhileWaiting };
+    assert_eq!(exit.answer, voicemail);
+    assert!(exit.commands.is_empty(), "{exit:?}");
+    assert!(r.after(1_000).on(Event::Tick).commands.is_empty());
+}
+
+#[test]
+fn a_reservation_heard_of_after_its_task_ended_is_ended_with_it() {
+    // The caller hung up and TaskRouter canceled the task (with its pending reservations).
+    let mut r = Run::queued();
+    r.on(Event::CallerStatus { status: CallStatus::Completed, sequence: Some(9) });
+    r.on(Event::TaskCanceled { task: task(TASK) });
+    assert!(r.j.is_closed(), "{:#?}", r.j);
+    // A reservation.created from before the cancel, delivered late: no dial, nothing to end, still closed.
+    let late = r.on(created(2));
+    assert_eq!(late.commands, []);
+    assert!(r.j.is_closed(), "reopened by a late reservation.created: {:#?}", r.j);
+    // Nor by the reconciler listing one of its reservations as pending (it read before the cancel).
+    let seen =
+        r.on(Event::ReservationSeen { task: task(TASK), reservation: res(3), status: ReservationStatus::Pending });
+    assert_eq!(seen.commands, []);
+    assert!(r.j.is_closed(), "reopened by a stale listing: {:#?}", r.j);
+    assert_eq!(r.j.outcome(), Outcome::CallerHungUp);
+}
+
+#[test]
+fn a_late_reservation_of_souths_task_after_the_caller_hung_up_leaves_the_journey_closed() {
+    // The caller moved to south's queue at north's closing time, and hangs up there
+    // before the journey heard of south's task.
+    let mut r = Run::queued();
+    closing_with_overflow(&mut r);
+    r.after(60_000).on(Event::Tick);
+    assert_eq!(r.on(Event::TransferAsked).answer, to_south());
+    r.on(hold_in("south", 0));
+    r.after(5_000).on(exit_from("south", QueueResult::Hangup));
+    r.on(Event::CallerStatus { status: CallStatus::Completed, sequence: Some(9) });
+    assert_eq!(r.j.outcome(), Outcome::CallerHungUp);
+    // TaskRouter cancels south's task as the caller leaves its queue, with its reservation.
+    r.on(Event::TaskCanceled { task: task(2) });
+    r.on(Event::ReservationEnded { task: task(2), reservation: res(4), why: ReservationEnd::Canceled });
+    assert!(r.j.is_closed(), "{:#?}", r.j);
+    // South's reservation.created, delivered late: as for an ordinary journey's, no dial and
+    // nothing left open (the task is known to have ended), and the outcome stays.
+    let late = r.on(transferred_created(2, 4));
+    assert_eq!(late.commands, [], "{late:?}");
+    assert!(r.j.is_closed(), "reopened by a late reservation.created: {:#?}", r.j);
+    assert_eq!(r.j.outcome(), Outcome::CallerHungUp);
+
+    // Had TaskRouter's cancel not been heard (lost), the task is ended as an
+    // ordinary journey's would be: canceled, once.
+    let mut r = Run::queued();
+    closing_with_overflow(&mut r);
+    r.after(60_000).on(Event::Tick);
+    r.on(Event::TransferAsked);
+    r.after(5_000).on(exit_from("south", QueueResult::Hangup));
+    let late = r.on(transferred_created(2, 4));
+    assert!(!late.commands.iter().any(|c| matches!(c, Command::Dial { .. })), "{late:?}");
+    let cancel = Command::CancelTask { task: task(2), reason: Outcome::CallerHungUp, round: 1 };
+    assert!(late.commands.contains(&cancel), "{late:?}");
+    r.on(Event::TaskCanceled { task: task(2) });
+    assert!(r.j.is_closed(), "{:#?}", r.j);
+    assert_eq!(r.j.outcome(), Outcome::CallerHungUp);
+}

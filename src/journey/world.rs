@@ -13,7 +13,9 @@
 //! create sometimes after making it); restarts between any two steps, which
 //! lose the dispatcher's answers in flight. After that the world settles, and
 //! the run checks that the caller, every task, every worker and every leg
-//! have come to rest, and that the outcome fits what happened.
+//! have come to rest, and that the outcome fits what happened. On the way,
+//! a closed journey stays closed but for news (the caller's recording, the
+//! first word of a task it had not heard end).
 //!
 //! Besides a caller who only waits, a scenario may draw:
 //! - a location that offers callbacks: the caller presses 1 at the offer
@@ -34,7 +36,9 @@
 //!   in south's queue) or by `<Leave>` at the next `/hold` after it failed
 //!   or was overdue; TaskRouter may offer the new task to north's worker
 //!   first. A leg ringing at closing time is never cut, and after the
-//!   transfer north is never dialled.
+//!   transfer north is never dialled. South may close while the redirect
+//!   still waits: the transfer is called off, and a second redirect never
+//!   reaches a caller at voicemail (but for a redirect already sent).
 //!
 //! `WORLD_TRACE=1` prints every step of the machine (event, answer,
 //! commands, outcome), to read a failing case.
@@ -241,7 +245,9 @@ fn callback_plan() -> impl Strategy<Value = CallbackPlan> {
 fn overflow_plan() -> impl Strategy<Value = OverflowPlan> {
     use proptest::collection::vec;
     (
-        proptest::option::weighted(0.7, -60i64..900),
+        // One in ten closes while the transfer's redirect may still wait in the
+        // outbox (mapped, so that the other draws stay as they were).
+        proptest::option::weighted(0.7, (-60i64..1_000).prop_map(|s| if s >= 900 { (s - 900) * 2 / 5 } else { s })),
         prop::bool::weighted(0.3),
         // At most a few seconds in flight: less than it takes south to bridge
         // the caller after they moved (over 5 s here; a later one would cut
@@ -487,6 +493,14 @@ struct World {
     /// Transfer redirects (by round) sent, and withdrawn before they were.
     redirects_sent: BTreeSet<u32>,
     redirects_withdrawn: BTreeSet<u32>,
+    /// The tasks whose end (canceled, completed) the journey was told of.
+    told_ended: BTreeSet<TaskSid>,
+    /// A transfer redirect was withdrawn after it had gone out: it still
+    /// lands (the one race a withdrawal cannot win).
+    withdrawn_too_late: bool,
+    /// The caller left by `<Leave>` for voicemail while our redirect there
+    /// still waited in the outbox (overdue): it lands on them later.
+    left_before_redirect: bool,
     failure: Option<TestCaseError>,
     tally: Tally,
     /// When the journey settled a still-queued caller elsewhere (busy, no answer …).
@@ -609,6 +623,9 @@ impl World {
             withdrawn: BTreeSet::new(),
             redirects_sent: BTreeSet::new(),
             redirects_withdrawn: BTreeSet::new(),
+            withdrawn_too_late: false,
+            told_ended: BTreeSet::new(),
+            left_before_redirect: false,
             failure: None,
             tally: Tally::default(),
             settled_while_queued: None,
@@ -753,6 +770,25 @@ impl World {
         if before.outcome().is_final() && after.outcome() != before.outcome() {
             self.fail(format!("settled {} after {}", after.outcome(), before.outcome()));
         }
+        // A closed journey stays closed: a late or repeated event of a call at
+        // rest owes nothing and waits for nothing. Only news reopens it: the
+        // caller's recording, reported after their hang-up (its notifications
+        // are owed), or the first word of its task, settled without it (its
+        // cancel is owed), unless the journey had heard that task end.
+        let voicemail = matches!(event, Event::VoicemailRecorded { .. } | Event::Transcribed { .. });
+        let new_task = before.task.is_none() && after.task.as_ref().is_some_and(|t| !self.told_ended.contains(&t.sid));
+        if before.is_closed() && !after.is_closed() && !voicemail && !new_task {
+            self.fail(format!("{event:?} reopened the closed journey: {step:?}"));
+        }
+        match &event {
+            Event::TaskCanceled { task } | Event::TaskCompleted { task } => {
+                self.told_ended.insert(task.clone());
+            }
+            Event::TaskSeen { task, status } if status.is_final() => {
+                self.told_ended.insert(task.clone());
+            }
+            _ => {}
+        }
         if std::env::var_os("WORLD_TRACE").is_some() {
             eprintln!(
                 "{:>8} {event:?}\n         -> {:?} {:?} | {}",
@@ -783,7 +819,10 @@ impl World {
                 }
                 // And a transfer redirect not sent yet.
                 Command::WithdrawRedirect { round, .. } => {
-                    if !self.redirects_sent.contains(&round) {
+                    if self.redirects_sent.contains(&round) {
+                        self.withdrawn_too_late = true;
+                        self.tally.add("transfer redirect gone out before its withdrawal");
+                    } else {
                         self.redirects_withdrawn.insert(round);
                     }
                 }
@@ -1612,7 +1651,22 @@ impl World {
                 self.later(VOICEMAIL_MS, Item::VoicemailEnds);
             }
             Where::Bridged => self.fail("redirected a connected caller".into()),
-            Where::Voicemail | Where::Gone => {}
+            // A second redirect restarts the voicemail prompt: one redirect is
+            // in effect at a time, but for the races the journey cannot see (a
+            // transfer's redirect on the wire when it was withdrawn, or one to
+            // voicemail still in the outbox when the caller left by `<Leave>`
+            // after the grace).
+            Where::Voicemail => {
+                // (A transfer redirect that landed late in the new queue takes the
+                // caller to voicemail when the call settled meanwhile; the redirect
+                // owed for that settling lands after it.)
+                let excused = self.withdrawn_too_late || (transfer.is_none() && self.left_before_redirect);
+                if !excused {
+                    self.fail(format!("a second redirect reached the caller at voicemail: {command:?}"));
+                }
+                self.tally.add("redirect landed on voicemail");
+            }
+            Where::Gone => {}
         }
     }
 
@@ -1658,6 +1712,9 @@ impl World {
         let callback_after_secs = self.callback_plan().map(|p| p.offer_after_s).filter(|_| at == Loc::North);
         let choose_at = self.callback_plan().and_then(|p| p.choose_after_s);
         let queue = self.queue_name(at);
+        // A redirect to voicemail owed before this `/hold` (not one it owes).
+        let redirect_owed =
+            self.queue.values().any(|i| matches!(i, Item::Execute(Command::RedirectCaller { transfer: None, .. })));
         match self.webhook(Event::Hold {
             queue_time_secs,
             announce_every_secs,
@@ -1697,6 +1754,9 @@ impl World {
             Answer::Leave => {
                 let exit = self.webhook(Event::QueueExit { result: QueueResult::Leave, queue });
                 self.left_queue();
+                if matches!(exit, Answer::Fallback { .. }) && redirect_owed {
+                    self.left_before_redirect = true;
+                }
                 if matches!(exit, Answer::TransferAtClosing { .. }) {
                     self.tally.add("transfer by <Leave>");
                 }
