@@ -742,7 +742,11 @@ async fn a_closed_caller_hears_the_closures_message() {
 
 /// Everything logged at WARN and above while `f` runs on this thread (the test's runtime is
 /// single-threaded, so that is everything the server start does inline).
-async fn warnings_during<F: std::future::Future>(f: F) -> (F::Output, String) {
+/// Runs `f` with warnings captured, then goes on capturing until `seen`
+/// holds of them (what `f` spawned logs later, such as a check run beside
+/// the first webhooks) or 10 s pass, and a little longer, so that a repeat
+/// is captured too.
+async fn warnings_during<F: std::future::Future>(f: F, seen: impl Fn(&str) -> bool) -> (F::Output, String) {
     use std::sync::{Arc, Mutex};
     #[derive(Clone)]
     struct Buf(Arc<Mutex<Vec<u8>>>);
@@ -764,9 +768,14 @@ async fn warnings_during<F: std::future::Future>(f: F) -> (F::Output, String) {
         .finish();
     let guard = tracing::subscriber::set_default(subscriber);
     let out = f.await;
+    let text = || String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !seen(&text()) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     drop(guard);
-    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-    (out, text)
+    (out, text())
 }
 
 #[tokio::test]
@@ -786,7 +795,9 @@ async fn start_up_warns_once_per_location_whose_holidays_are_all_past() {
     // A second instance on the same database starts, and reads the locations.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let settings = app.server.state.settings().clone();
-    let (second, log) = warnings_during(call_router::app::Server::start(settings, listener)).await;
+    // The check runs beside the first webhooks, after `start` returns.
+    let (second, log) =
+        warnings_during(call_router::app::Server::start(settings, listener), |log| log.contains("in the past")).await;
     second.unwrap();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("in the past")).collect();
     assert_eq!(lines.len(), 1, "{log}");
