@@ -4,9 +4,11 @@
 //! One writer owns the writes that go through it. It takes the first queued
 //! request, gets ready to write (on PostgreSQL: a pooled connection), then
 //! drains whatever else has queued meanwhile (up to [`MAX_BATCH`]) and writes
-//! them all, in order, in one transaction: one COMMIT (and one fsync) per
-//! batch instead of one per request. Each caller is answered only after
-//! COMMIT, so durability before the webhook's answer is unchanged; if
+//! them all, in order, in one transaction: one COMMIT per batch instead of
+//! one per request (on PostgreSQL, one fsync; SQLite in WAL mode with
+//! `synchronous = NORMAL` syncs only at checkpoints, so a committed batch
+//! survives a crash of this process, not a power cut). Each caller is
+//! answered only after COMMIT, as when each request had its own; if
 //! anything in the batch fails, the transaction rolls back and each request
 //! is written again alone, so one bad write fails only its own caller.
 //!
