@@ -617,7 +617,11 @@ impl Journey {
             && let Some(e) = t.redirect.filter(|e| !e.failed)
         {
             t.withdrawn = true;
-            cx.commands.push(Command::WithdrawRedirect { call: call.clone(), round: e.round });
+            cx.commands.push(Command::WithdrawRedirect {
+                call: call.clone(),
+                round: e.round,
+                kind: super::RedirectKind::Transfer,
+            });
         }
         let Some(call) = self.redirect_needed().cloned() else {
             return;

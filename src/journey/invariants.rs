@@ -49,7 +49,7 @@ impl Checker {
         }
         for c in &step.commands {
             match c {
-                Command::WithdrawRedirect { round, .. } => {
+                Command::WithdrawRedirect { round, kind: RedirectKind::Transfer, .. } => {
                     self.transfer_redirects.remove(round);
                 }
                 Command::RedirectCaller { transfer: Some(_), round, .. } => {

@@ -1729,7 +1729,7 @@ fn a_transfer_redirect_that_lands_late_puts_the_caller_back_in_the_new_queue() {
     let left = r.after(REDIRECT_GRACE_MS).on(hold_in("north", 80));
     assert_eq!(left.answer, Answer::Leave);
     // The redirect still pending is withdrawn.
-    let withdraw = Command::WithdrawRedirect { call: call(CALLER), round: 1 };
+    let withdraw = Command::WithdrawRedirect { call: call(CALLER), round: 1, kind: RedirectKind::Transfer };
     assert!(left.commands.contains(&withdraw), "{left:?}");
     assert!(r.on(exit_from("north", QueueResult::Leave)).answer == to_south());
     r.on(hold_in("south", 0));
@@ -2028,7 +2028,7 @@ fn south_closing_before_the_caller_left_norths_queue_calls_the_transfer_off() {
     let step = r.on(Event::Tick);
     assert_eq!(r.j.outcome(), Outcome::ClosedWhileWaiting);
     // The transfer's redirect is withdrawn, and the caller is redirected once, as if south had closed first.
-    let withdraw = Command::WithdrawRedirect { call: call(CALLER), round: 1 };
+    let withdraw = Command::WithdrawRedirect { call: call(CALLER), round: 1, kind: RedirectKind::Transfer };
     assert!(step.commands.contains(&withdraw), "{step:?}");
     let redirects: Vec<&Command> =
         step.commands.iter().filter(|c| matches!(c, Command::RedirectCaller { .. })).collect();
@@ -2056,7 +2056,14 @@ fn south_closed_at_a_hold_in_norths_queue_lets_the_caller_go_to_norths_voicemail
     assert_eq!(r.j.outcome(), Outcome::ClosedWhileWaiting);
     // `<Leave>` takes the caller out: no REST redirect besides, and the transfer's is withdrawn.
     assert!(!hold.commands.iter().any(|c| matches!(c, Command::RedirectCaller { .. })), "{hold:?}");
-    assert!(hold.commands.contains(&Command::WithdrawRedirect { call: call(CALLER), round: 1 }), "{hold:?}");
+    assert!(
+        hold.commands.contains(&Command::WithdrawRedirect {
+            call: call(CALLER),
+            round: 1,
+            kind: RedirectKind::Transfer
+        }),
+        "{hold:?}"
+    );
     let exit = r.on(exit_from("north", QueueResult::Leave));
     let voicemail = Answer::Fallback { location: Some("north".into()), reason: Outcome::ClosedWhileWaiting };
     assert_eq!(exit.answer, voicemail);

@@ -818,7 +818,7 @@ impl World {
                     }
                 }
                 // And a transfer redirect not sent yet.
-                Command::WithdrawRedirect { round, .. } => {
+                Command::WithdrawRedirect { round, kind: RedirectKind::Transfer, .. } => {
                     if self.redirects_sent.contains(&round) {
                         self.withdrawn_too_late = true;
                         self.tally.add("transfer redirect gone out before its withdrawal");
