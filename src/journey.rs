@@ -174,6 +174,11 @@ pub struct Journey {
     /// the bridge by then, the outcome is `caller_hung_up`.
     settle_by_ms: Option<i64>,
     redirect: Option<Effort>,
+    /// The caller was out of the queue (by `<Leave>`, by the redirect itself,
+    /// or hung up) with `redirect` not given up on: it was withdrawn, as far
+    /// as it had not gone out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    redirect_withdrawn: bool,
     /// When the location closes (see [`Event::ClosingTime`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     closes_at_ms: Option<i64>,
@@ -222,6 +227,7 @@ impl Default for Journey {
             outcome: Outcome::Pending,
             settle_by_ms: None,
             redirect: None,
+            redirect_withdrawn: false,
             closes_at_ms: None,
             closed_now: false,
             opens_at_ms: None,
