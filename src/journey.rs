@@ -174,6 +174,11 @@ pub struct Journey {
     /// the bridge by then, the outcome is `caller_hung_up`.
     settle_by_ms: Option<i64>,
     redirect: Option<Effort>,
+    /// The caller was out of the queue (by `<Leave>`, by the redirect itself,
+    /// or hung up) with `redirect` not given up on: it was withdrawn, as far
+    /// as it had not gone out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    redirect_withdrawn: bool,
     /// When the location closes (see [`Event::ClosingTime`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     closes_at_ms: Option<i64>,
@@ -222,6 +227,7 @@ impl Default for Journey {
             outcome: Outcome::Pending,
             settle_by_ms: None,
             redirect: None,
+            redirect_withdrawn: false,
             closes_at_ms: None,
             closed_now: false,
             opens_at_ms: None,
@@ -336,13 +342,16 @@ pub enum Command {
         recording: String,
         channel: NotifyChannel,
     },
-    /// Drop the transfer's redirect (round `round`) from the outbox if it has
-    /// not gone out yet: the caller left the old queue by `<Leave>`, and a
-    /// redirect landing later would pull them out of the new one. Carried out
-    /// by the store (a redirect already sent is not called back).
+    /// Drop the caller's redirect of `kind` (round `round`) from the outbox if
+    /// it has not gone out yet: the caller no longer needs it (they left the
+    /// old queue of a transfer by `<Leave>`, say), and landing later it would
+    /// pull them out of where they are now. Carried out by the store, by the
+    /// redirect's key ([`redirect_key`]); a redirect already sent is not
+    /// called back.
     WithdrawRedirect {
         call: CallSid,
         round: u32,
+        kind: RedirectKind,
     },
     /// Put a callback request in `location`'s voicemail list: the callback
     /// ended at closing time (`at_closing = "voicemail_list"`), and staff
@@ -416,11 +425,12 @@ impl Command {
                 format!("find-dial:{reservation}#{attempt}.{lookup}")
             }
             Command::HangUp { leg, round } => keyed(format!("hang-up:{leg}"), *round),
-            // The transfer's redirect is a redirect of its own: a later one (to
-            // the overflow location's voicemail, say) must not share its key.
-            Command::RedirectCaller { call, round, transfer: Some(_), .. } => transfer_redirect_key(call, *round),
-            Command::WithdrawRedirect { call, round } => format!("withdraw:{}", transfer_redirect_key(call, *round)),
-            Command::RedirectCaller { call, round, .. } => keyed(format!("redirect:{call}"), *round),
+            Command::RedirectCaller { call, round, transfer, .. } => {
+                redirect_key(call, *round, RedirectKind::of(transfer.as_deref()))
+            }
+            Command::WithdrawRedirect { call, round, kind } => {
+                format!("withdraw:{}", redirect_key(call, *round, *kind))
+            }
             Command::CancelTask { task, round, .. } => keyed(format!("cancel-task:{task}"), *round),
             Command::CompleteTask { task, round } => keyed(format!("complete-task:{task}"), *round),
             Command::CreateCallbackTask { call, round, effort, .. } => format!("callback-task:{call}#{round}.{effort}"),
@@ -434,9 +444,35 @@ impl Command {
     }
 }
 
-/// The outbox key of a transfer's redirect (what a [`Command::WithdrawRedirect`] withdraws).
-pub fn transfer_redirect_key(call: &CallSid, round: u32) -> String {
-    let base = format!("redirect:{call}:transfer");
+/// Which of the caller's redirects a [`Command::RedirectCaller`] is, and so
+/// which one a [`Command::WithdrawRedirect`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedirectKind {
+    /// Out of the queue to `/caller-fallback`: voicemail, or the goodbye of a
+    /// callback made at closing time.
+    Fallback,
+    /// Out of the old queue of a transfer at closing time, to the overflow
+    /// location's queue.
+    Transfer,
+}
+
+impl RedirectKind {
+    /// The kind of a redirect with this `transfer`.
+    pub fn of(transfer: Option<&str>) -> Self {
+        if transfer.is_some() { RedirectKind::Transfer } else { RedirectKind::Fallback }
+    }
+}
+
+/// The outbox key of the caller's redirect of `kind`, round `round` (what a
+/// [`Command::WithdrawRedirect`] withdraws). A transfer's redirect is a
+/// redirect of its own: a later one (to the overflow location's voicemail,
+/// say) must not share its key. First rounds keep the handlers' keys.
+pub fn redirect_key(call: &CallSid, round: u32, kind: RedirectKind) -> String {
+    let base = match kind {
+        RedirectKind::Fallback => format!("redirect:{call}"),
+        RedirectKind::Transfer => format!("redirect:{call}:transfer"),
+    };
     if round <= 1 { base } else { format!("{base}#{round}") }
 }
 

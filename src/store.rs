@@ -866,6 +866,7 @@ mod tests {
         a_reservation_queues_one_dial_however_often_it_arrives,
         a_journey_begins_at_any_event_and_keeps_one_row_per_caller,
         a_dial_still_in_the_outbox_is_withdrawn_when_its_reservation_ends,
+        a_redirect_to_voicemail_still_in_the_outbox_is_withdrawn_once_the_caller_is_out_of_the_queue,
         an_interrupted_dial_is_never_resent_but_an_update_is,
         a_retry_waits_in_the_outbox_not_in_a_slot_and_lanes_are_separate,
         a_failed_batch_is_written_again_one_by_one_so_only_the_bad_write_fails,
@@ -1054,6 +1055,60 @@ mod tests {
         assert!(s.claim(Lane::Dial, 10).await.unwrap().is_empty());
         let json = s.journey_json(reservation.as_str()).await.unwrap().unwrap();
         assert!(json.contains("not_placed"), "the journey knows the attempt made no call: {json}");
+    }
+
+    /// Caller `n`'s location was busy: the journey owes the redirect to voicemail.
+    async fn busy_with_redirect_owed(s: &Store, n: usize) -> String {
+        use crate::journey::CallStatus;
+        s.deliver(arrived(n)).await.unwrap();
+        s.deliver(created(n, n)).await.unwrap();
+        let (reservation, leg) =
+            (sid::<twilio::sid::ReservationSid>("WR", n), sid::<twilio::sid::CallSid>("CA", n + 100));
+        let events = vec![
+            Event::DialPlaced { reservation: reservation.clone(), attempt: 1, leg: leg.clone() },
+            Event::LegStatus {
+                reservation: reservation.clone(),
+                attempt: Some(1),
+                leg,
+                status: CallStatus::Busy,
+                sequence: Some(2),
+            },
+        ];
+        s.deliver(Delivery::to_keys([reservation.to_string()], events, POLICY)).await.unwrap();
+        let key = format!("redirect:{}", sid::<twilio::sid::CallSid>("CA", n));
+        let actions = s.actions().await.unwrap();
+        assert!(actions.iter().any(|(k, state, _)| *k == key && *state == OutboxState::Pending), "{actions:?}");
+        key
+    }
+
+    async fn a_redirect_to_voicemail_still_in_the_outbox_is_withdrawn_once_the_caller_is_out_of_the_queue(
+        backend: Backend,
+    ) {
+        let Some((s, _d)) = store(backend).await else { return };
+        let hung_up = |n: usize| {
+            let caller: twilio::sid::CallSid = sid("CA", n);
+            let status = Event::CallerStatus { status: crate::journey::CallStatus::Completed, sequence: Some(9) };
+            Delivery::to_keys([caller.to_string()], vec![status], POLICY)
+        };
+        // Still pending when the caller hangs up (as when `/hold` lets them go
+        // by `<Leave>` after the grace): dropped, and never claimed.
+        let key = busy_with_redirect_owed(&s, 7).await;
+        assert_eq!(s.deliver(hung_up(7)).await.unwrap().queued, 0, "a withdrawal queues nothing");
+        let actions = s.actions().await.unwrap();
+        let (_, state, why) = actions.iter().find(|(k, _, _)| *k == key).unwrap();
+        assert_eq!(*state, OutboxState::Done);
+        assert!(why.as_deref().unwrap().starts_with("withdrawn"), "{why:?}");
+        let claimed = s.claim(Lane::Other, 10).await.unwrap();
+        assert!(!claimed.iter().any(|r| r.key == key), "{claimed:?}");
+
+        // Already claimed by the dispatcher: on its way, it is left alone.
+        let key = busy_with_redirect_owed(&s, 8).await;
+        let claimed = s.claim(Lane::Other, 10).await.unwrap();
+        assert!(claimed.iter().any(|r| r.key == key), "{claimed:?}");
+        s.deliver(hung_up(8)).await.unwrap();
+        let actions = s.actions().await.unwrap();
+        let (_, state, why) = actions.iter().find(|(k, _, _)| *k == key).unwrap();
+        assert_eq!((*state, why.as_deref()), (OutboxState::Sending, None));
     }
 
     async fn an_interrupted_dial_is_never_resent_but_an_update_is(backend: Backend) {

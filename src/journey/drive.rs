@@ -617,7 +617,26 @@ impl Journey {
             && let Some(e) = t.redirect.filter(|e| !e.failed)
         {
             t.withdrawn = true;
-            cx.commands.push(Command::WithdrawRedirect { call: call.clone(), round: e.round });
+            cx.commands.push(Command::WithdrawRedirect {
+                call: call.clone(),
+                round: e.round,
+                kind: super::RedirectKind::Transfer,
+            });
+        }
+        // Out of the queue, by whatever way (`/hold` let them go by `<Leave>`
+        // after the grace, say, or they hung up): the redirect to voicemail (or
+        // to a callback's goodbye) still in the outbox must not go out, as it
+        // would start the voicemail again. Harmless when it has landed already.
+        if !self.redirect_withdrawn
+            && !self.caller.state.waiting()
+            && let (Some(call), Some(e)) = (&self.caller.sid, self.redirect.filter(|e| !e.failed))
+        {
+            self.redirect_withdrawn = true;
+            cx.commands.push(Command::WithdrawRedirect {
+                call: call.clone(),
+                round: e.round,
+                kind: super::RedirectKind::Fallback,
+            });
         }
         let Some(call) = self.redirect_needed().cloned() else {
             return;

@@ -15,6 +15,8 @@ pub(super) struct Checker {
     /// The rounds of the transfer's redirect owed and neither withdrawn nor
     /// given up by the dispatcher: they may still reach the caller.
     transfer_redirects: BTreeSet<u32>,
+    /// The same for the redirect to voicemail (or to a callback's goodbye).
+    fallback_redirects: BTreeSet<u32>,
 }
 
 impl Checker {
@@ -49,7 +51,7 @@ impl Checker {
         }
         for c in &step.commands {
             match c {
-                Command::WithdrawRedirect { round, .. } => {
+                Command::WithdrawRedirect { round, kind: RedirectKind::Transfer, .. } => {
                     self.transfer_redirects.remove(round);
                 }
                 Command::RedirectCaller { transfer: Some(_), round, .. } => {
@@ -63,6 +65,37 @@ impl Checker {
                 ),
                 _ => {}
             }
+        }
+
+        // 2c. Once the caller is out of the queue (by `<Leave>`, by the redirect
+        //     itself, or hung up), no redirect to voicemail of theirs is left to
+        //     go out: each round owed was withdrawn or given up by the
+        //     dispatcher. (One still in the outbox would land on the voicemail
+        //     and start it again.) A failed transfer's redirect with no transfer
+        //     known fails the voicemail one, as in `action_failed`.
+        if let Event::ActionFailed { command: Command::RedirectCaller { transfer, round, .. } } = event
+            && (transfer.is_none() || before.transfer.is_none())
+        {
+            self.fallback_redirects.remove(round);
+        }
+        for c in &step.commands {
+            match c {
+                Command::WithdrawRedirect { round, kind: RedirectKind::Fallback, .. } => {
+                    self.fallback_redirects.remove(round);
+                }
+                Command::RedirectCaller { transfer: None, round, .. } => {
+                    self.fallback_redirects.insert(*round);
+                }
+                _ => {}
+            }
+        }
+        if !after.caller.state.waiting() {
+            prop_assert!(
+                self.fallback_redirects.is_empty(),
+                "the caller is out of the queue, and the redirect {:?} may still go out {}",
+                self.fallback_redirects,
+                ctx()
+            );
         }
 
         // 3. No dial for a reservation that has ended, or for a caller who is not

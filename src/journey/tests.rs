@@ -1729,7 +1729,7 @@ fn a_transfer_redirect_that_lands_late_puts_the_caller_back_in_the_new_queue() {
     let left = r.after(REDIRECT_GRACE_MS).on(hold_in("north", 80));
     assert_eq!(left.answer, Answer::Leave);
     // The redirect still pending is withdrawn.
-    let withdraw = Command::WithdrawRedirect { call: call(CALLER), round: 1 };
+    let withdraw = Command::WithdrawRedirect { call: call(CALLER), round: 1, kind: RedirectKind::Transfer };
     assert!(left.commands.contains(&withdraw), "{left:?}");
     assert!(r.on(exit_from("north", QueueResult::Leave)).answer == to_south());
     r.on(hold_in("south", 0));
@@ -2028,7 +2028,7 @@ fn south_closing_before_the_caller_left_norths_queue_calls_the_transfer_off() {
     let step = r.on(Event::Tick);
     assert_eq!(r.j.outcome(), Outcome::ClosedWhileWaiting);
     // The transfer's redirect is withdrawn, and the caller is redirected once, as if south had closed first.
-    let withdraw = Command::WithdrawRedirect { call: call(CALLER), round: 1 };
+    let withdraw = Command::WithdrawRedirect { call: call(CALLER), round: 1, kind: RedirectKind::Transfer };
     assert!(step.commands.contains(&withdraw), "{step:?}");
     let redirects: Vec<&Command> =
         step.commands.iter().filter(|c| matches!(c, Command::RedirectCaller { .. })).collect();
@@ -2056,7 +2056,14 @@ fn south_closed_at_a_hold_in_norths_queue_lets_the_caller_go_to_norths_voicemail
     assert_eq!(r.j.outcome(), Outcome::ClosedWhileWaiting);
     // `<Leave>` takes the caller out: no REST redirect besides, and the transfer's is withdrawn.
     assert!(!hold.commands.iter().any(|c| matches!(c, Command::RedirectCaller { .. })), "{hold:?}");
-    assert!(hold.commands.contains(&Command::WithdrawRedirect { call: call(CALLER), round: 1 }), "{hold:?}");
+    assert!(
+        hold.commands.contains(&Command::WithdrawRedirect {
+            call: call(CALLER),
+            round: 1,
+            kind: RedirectKind::Transfer
+        }),
+        "{hold:?}"
+    );
     let exit = r.on(exit_from("north", QueueResult::Leave));
     let voicemail = Answer::Fallback { location: Some("north".into()), reason: Outcome::ClosedWhileWaiting };
     assert_eq!(exit.answer, voicemail);
@@ -2120,4 +2127,49 @@ fn a_late_reservation_of_souths_task_after_the_caller_hung_up_leaves_the_journey
     r.on(Event::TaskCanceled { task: task(2) });
     assert!(r.j.is_closed(), "{:#?}", r.j);
     assert_eq!(r.j.outcome(), Outcome::CallerHungUp);
+}
+
+/// A caller settled while queued (busy here), with the redirect to voicemail owed.
+fn busy_with_redirect_owed() -> Run {
+    let mut run = Run::queued();
+    run.on(created(1));
+    run.on(placed(1, 1, 101));
+    let step = run.on(leg_status(1, 101, CallStatus::Busy, 2));
+    assert!(step.commands.contains(&redirect(Outcome::LocationBusy)), "{step:?}");
+    run
+}
+
+#[test]
+fn a_redirect_to_voicemail_still_owed_is_withdrawn_when_hold_lets_the_caller_go() {
+    let withdraw = Command::WithdrawRedirect { call: call(CALLER), round: 1, kind: RedirectKind::Fallback };
+    // Within the grace the caller holds for the redirect, which stays owed.
+    let mut run = busy_with_redirect_owed();
+    let held = run.after(REDIRECT_GRACE_MS - 1).on(hold(30));
+    assert_eq!(held.answer, Answer::MUSIC);
+    assert!(held.commands.is_empty(), "{held:?}");
+    // After it, `<Leave>` takes the caller to voicemail, and the redirect, if
+    // it still waits in the outbox, must not go out: landing on the voicemail
+    // it would start it again.
+    let left = run.after(1).on(hold(35));
+    assert_eq!(left.answer, Answer::Leave);
+    assert_eq!(left.commands, std::slice::from_ref(&withdraw));
+    assert_eq!(withdraw.key(), format!("withdraw:redirect:{}", call(CALLER)));
+    // Once: not again when `/enqueue-action` follows, nor when Twilio asks `/hold` again.
+    let exit = run.on(Event::QueueExit { result: QueueResult::Leave, queue: None });
+    assert_eq!(exit.answer, Answer::Fallback { location: Some("north".into()), reason: Outcome::LocationBusy });
+    assert!(exit.commands.is_empty(), "{exit:?}");
+    assert_eq!(run.on(hold(35)).answer, Answer::Leave);
+    assert!(run.after(60_000).on(Event::Tick).commands.is_empty());
+
+    // A redirect the dispatcher gave up on is in the outbox no more: nothing to withdraw.
+    let mut run = busy_with_redirect_owed();
+    run.on(Event::ActionFailed { command: redirect(Outcome::LocationBusy) });
+    let left = run.on(hold(30));
+    assert_eq!(left.answer, Answer::Leave);
+    assert!(!left.commands.iter().any(|c| matches!(c, Command::WithdrawRedirect { .. })), "{left:?}");
+
+    // A caller who hangs up while it waits no longer needs it either.
+    let mut run = busy_with_redirect_owed();
+    let gone = run.on(Event::CallerStatus { status: CallStatus::Completed, sequence: Some(9) });
+    assert!(gone.commands.contains(&withdraw), "{gone:?}");
 }

@@ -493,14 +493,14 @@ struct World {
     /// Transfer redirects (by round) sent, and withdrawn before they were.
     redirects_sent: BTreeSet<u32>,
     redirects_withdrawn: BTreeSet<u32>,
+    /// The same for redirects to voicemail (or to a callback's goodbye).
+    fallbacks_sent: BTreeSet<u32>,
+    fallbacks_withdrawn: BTreeSet<u32>,
     /// The tasks whose end (canceled, completed) the journey was told of.
     told_ended: BTreeSet<TaskSid>,
     /// A transfer redirect was withdrawn after it had gone out: it still
     /// lands (the one race a withdrawal cannot win).
     withdrawn_too_late: bool,
-    /// The caller left by `<Leave>` for voicemail while our redirect there
-    /// still waited in the outbox (overdue): it lands on them later.
-    left_before_redirect: bool,
     failure: Option<TestCaseError>,
     tally: Tally,
     /// When the journey settled a still-queued caller elsewhere (busy, no answer …).
@@ -623,9 +623,10 @@ impl World {
             withdrawn: BTreeSet::new(),
             redirects_sent: BTreeSet::new(),
             redirects_withdrawn: BTreeSet::new(),
+            fallbacks_sent: BTreeSet::new(),
+            fallbacks_withdrawn: BTreeSet::new(),
             withdrawn_too_late: false,
             told_ended: BTreeSet::new(),
-            left_before_redirect: false,
             failure: None,
             tally: Tally::default(),
             settled_while_queued: None,
@@ -818,12 +819,21 @@ impl World {
                     }
                 }
                 // And a transfer redirect not sent yet.
-                Command::WithdrawRedirect { round, .. } => {
+                Command::WithdrawRedirect { round, kind: RedirectKind::Transfer, .. } => {
                     if self.redirects_sent.contains(&round) {
                         self.withdrawn_too_late = true;
                         self.tally.add("transfer redirect gone out before its withdrawal");
                     } else {
                         self.redirects_withdrawn.insert(round);
+                    }
+                }
+                // And a redirect to voicemail not sent yet (one sent has landed
+                // at once in this world, so nothing is left to stop).
+                Command::WithdrawRedirect { round, kind: RedirectKind::Fallback, .. } => {
+                    if self.fallbacks_sent.contains(&round) {
+                        self.tally.add("redirect gone out before its withdrawal");
+                    } else {
+                        self.fallbacks_withdrawn.insert(round);
                     }
                 }
                 // Written with the journey.
@@ -1235,6 +1245,9 @@ impl World {
             Command::RedirectCaller { transfer: Some(_), round, .. } if self.redirects_withdrawn.contains(&round) => {
                 self.tally.add("transfer redirect withdrawn");
             }
+            Command::RedirectCaller { transfer: None, round, .. } if self.fallbacks_withdrawn.contains(&round) => {
+                self.tally.add("redirect withdrawn");
+            }
             // A create, like a dial's: refused, failed before acting, or reset
             // after making the task (the dispatcher gives up, and the journey's
             // next effort finds the task).
@@ -1273,7 +1286,12 @@ impl World {
                         let fly = pick(&flies, &mut self.drawn[9]).unwrap_or(LATENCY_MS);
                         self.later(fly, Item::Lands(c));
                     }
-                    c @ Command::RedirectCaller { .. } => self.redirect(&c),
+                    c @ Command::RedirectCaller { .. } => {
+                        if let Command::RedirectCaller { round, .. } = &c {
+                            self.fallbacks_sent.insert(*round);
+                        }
+                        self.redirect(&c)
+                    }
                     Command::CancelTask { task, .. } => {
                         let Some(t) = self.task_index(&task) else { return };
                         if matches!(self.tasks[t].status, TaskStatus::Pending | TaskStatus::Reserved) {
@@ -1652,16 +1670,12 @@ impl World {
             }
             Where::Bridged => self.fail("redirected a connected caller".into()),
             // A second redirect restarts the voicemail prompt: one redirect is
-            // in effect at a time, but for the races the journey cannot see (a
-            // transfer's redirect on the wire when it was withdrawn, or one to
-            // voicemail still in the outbox when the caller left by `<Leave>`
-            // after the grace).
+            // in effect at a time, but for the one race the journey cannot win:
+            // a transfer's redirect already on the wire when it was withdrawn.
+            // (One to voicemail still in the outbox when the caller left by
+            // `<Leave>` after the grace is withdrawn, and must never land.)
             Where::Voicemail => {
-                // (A transfer redirect that landed late in the new queue takes the
-                // caller to voicemail when the call settled meanwhile; the redirect
-                // owed for that settling lands after it.)
-                let excused = self.withdrawn_too_late || (transfer.is_none() && self.left_before_redirect);
-                if !excused {
+                if !self.withdrawn_too_late {
                     self.fail(format!("a second redirect reached the caller at voicemail: {command:?}"));
                 }
                 self.tally.add("redirect landed on voicemail");
@@ -1712,9 +1726,6 @@ impl World {
         let callback_after_secs = self.callback_plan().map(|p| p.offer_after_s).filter(|_| at == Loc::North);
         let choose_at = self.callback_plan().and_then(|p| p.choose_after_s);
         let queue = self.queue_name(at);
-        // A redirect to voicemail owed before this `/hold` (not one it owes).
-        let redirect_owed =
-            self.queue.values().any(|i| matches!(i, Item::Execute(Command::RedirectCaller { transfer: None, .. })));
         match self.webhook(Event::Hold {
             queue_time_secs,
             announce_every_secs,
@@ -1754,9 +1765,6 @@ impl World {
             Answer::Leave => {
                 let exit = self.webhook(Event::QueueExit { result: QueueResult::Leave, queue });
                 self.left_queue();
-                if matches!(exit, Answer::Fallback { .. }) && redirect_owed {
-                    self.left_before_redirect = true;
-                }
                 if matches!(exit, Answer::TransferAtClosing { .. }) {
                     self.tally.add("transfer by <Leave>");
                 }
@@ -2201,6 +2209,8 @@ fn the_world_reaches_every_outcome_fault_and_recovery() {
         "transfer by redirect",
         "transfer by <Leave>",
         "transfer redirect withdrawn",
+        // A redirect to voicemail still in the outbox when the caller left the queue.
+        "redirect withdrawn",
         // ("transfer redirect landed late", in south's queue after a `<Leave>`,
         // is rarer: 8 times in `WORLD_RUNS=1500`.)
         "command WithdrawRedirect",

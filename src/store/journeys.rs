@@ -6,7 +6,7 @@
 //! makes one), calls [`journey::apply`], and writes what comes back. Three
 //! commands it carries out itself, in the same transaction: [`Command::WithdrawDial`]
 //! and [`Command::WithdrawRedirect`], which only touch the outbox (a dial or a
-//! transfer's redirect still pending there is dropped; for a dial the journey
+//! redirect of the caller still pending there is dropped; for a dial the journey
 //! hears `DialFailed` at once), and [`Command::ListCallbackRequest`], a row in
 //! the voicemail list.
 
@@ -190,10 +190,10 @@ pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> an
                 }
                 continue;
             }
-            if let Command::WithdrawRedirect { call, round } = &command {
-                const WHY: &str = "withdrawn: the caller left the old queue before the transfer's redirect went out";
-                if super::outbox::withdraw(c, &journey::transfer_redirect_key(call, *round), WHY, now).await? {
-                    tracing::info!(call_sid = %call, "the transfer's redirect withdrawn: the caller already left the queue");
+            if let Command::WithdrawRedirect { call, round, kind } = &command {
+                const WHY: &str = "withdrawn: the caller no longer needed the redirect when it had not gone out yet";
+                if super::outbox::withdraw(c, &journey::redirect_key(call, *round, *kind), WHY, now).await? {
+                    tracing::info!(call_sid = %call, ?kind, "a redirect withdrawn: the caller no longer needed it");
                 }
                 continue;
             }
