@@ -529,6 +529,28 @@ struct World {
     listed_ended: BTreeMap<(u8, usize), u8>,
 }
 
+/// A step took a closed journey out of rest with no news to reopen it for:
+/// only the caller's recording (its notifications are owed), or the first
+/// word of a task it had not heard end, whose end (cancel or completion) the
+/// same step owes.
+fn reopened_without_news(
+    before: &Journey,
+    event: &Event,
+    after: &Journey,
+    step: &Step,
+    told_ended: &BTreeSet<TaskSid>,
+) -> bool {
+    let voicemail = matches!(event, Event::VoicemailRecorded { .. } | Event::Transcribed { .. });
+    let new_task = before.task.is_none()
+        && after.task.as_ref().is_some_and(|t| {
+            !told_ended.contains(&t.sid)
+                && step.commands.iter().any(|c| {
+                    matches!(c, Command::CancelTask { task, .. } | Command::CompleteTask { task, .. } if *task == t.sid)
+                })
+        });
+    before.is_closed() && !after.is_closed() && !voicemail && !new_task
+}
+
 /// How long a caller settled elsewhere may still hear hold music.
 const STRANDED_MS: i64 = 60_000;
 
@@ -776,10 +798,9 @@ impl World {
         // rest owes nothing and waits for nothing. Only news reopens it: the
         // caller's recording, reported after their hang-up (its notifications
         // are owed), or the first word of its task, settled without it (its
-        // cancel is owed), unless the journey had heard that task end.
-        let voicemail = matches!(event, Event::VoicemailRecorded { .. } | Event::Transcribed { .. });
-        let new_task = before.task.is_none() && after.task.as_ref().is_some_and(|t| !self.told_ended.contains(&t.sid));
-        if before.is_closed() && !after.is_closed() && !voicemail && !new_task {
+        // cancel is owed, in the same step), unless the journey had heard
+        // that task end.
+        if reopened_without_news(&before, &event, &after, &step, &self.told_ended) {
             self.fail(format!("{event:?} reopened the closed journey: {step:?}"));
         }
         match &event {
@@ -2289,6 +2310,37 @@ fn only_a_transfer_redirect_sent_before_its_withdrawal_may_land_on_voicemail() {
     let mut w = at_voicemail(&[]);
     w.redirect(&transfer(1));
     assert!(w.failure.is_some(), "a transfer redirect never withdrawn passed");
+}
+
+/// A closed journey reopened by the first word of a task it had not heard
+/// of is excused only when the step owes that task's end.
+#[test]
+fn a_task_adopted_by_a_closed_journey_reopens_it_only_to_end_that_task() {
+    let policy = policy();
+    let mut journey = Journey::default();
+    let mut now = 1_000_000;
+    for event in [
+        Event::CallerArrived { call: call(CALLER) },
+        Event::CallerEnqueued { location: "north".into(), language: None },
+        Event::CallerStatus { status: CallStatus::Completed, sequence: Some(5) },
+    ] {
+        now += 1_000;
+        journey = apply(journey, event, at(now), &policy).0;
+    }
+    assert!(journey.is_closed(), "{journey:#?}");
+    let event =
+        Event::ReservationCreated { task: task(1), reservation: res(1), caller: Some(call(CALLER)), target: target() };
+    let (after, step) = apply(journey.clone(), event.clone(), at(now + 1_000), &policy);
+    assert!(!after.is_closed(), "{after:#?}");
+    let ends_it = |c: &Command| {
+        matches!(c, Command::CancelTask { task: t, .. } | Command::CompleteTask { task: t, .. } if *t == task(1))
+    };
+    assert!(step.commands.iter().any(ends_it), "{step:?}");
+    let none = BTreeSet::new();
+    assert!(!reopened_without_news(&journey, &event, &after, &step, &none), "{step:?}");
+    // The same step without the task's end owed is no excuse.
+    let idle = Step { commands: step.commands.iter().filter(|c| !ends_it(c)).cloned().collect(), ..step.clone() };
+    assert!(reopened_without_news(&journey, &event, &after, &idle, &none), "{idle:?}");
 }
 
 /// Cases per property: `PROPTEST_CASES` for a deeper run, else `default`.
