@@ -37,8 +37,10 @@
 //!   or was overdue; TaskRouter may offer the new task to north's worker
 //!   first. A leg ringing at closing time is never cut, and after the
 //!   transfer north is never dialled. South may close while the redirect
-//!   still waits: the transfer is called off, and a second redirect never
-//!   reaches a caller at voicemail (but for a redirect already sent).
+//!   still waits: the transfer is called off (its redirect, if owed, takes
+//!   the caller to north's voicemail), and a second redirect never reaches
+//!   a caller at voicemail (but for a transfer redirect withdrawn once sent,
+//!   which lands once).
 //!
 //! `WORLD_TRACE=1` prints every step of the machine (event, answer,
 //! commands, outcome), to read a failing case.
@@ -490,8 +492,9 @@ struct World {
     legs: Vec<WorldLeg>,
     sent_dials: BTreeSet<(usize, u32)>,
     withdrawn: BTreeSet<(usize, u32)>,
-    /// Transfer redirects (by round) sent, and withdrawn before they were.
+    /// Transfer redirects (by round) sent, landed, and withdrawn before they were sent.
     redirects_sent: BTreeSet<u32>,
+    redirects_landed: BTreeSet<u32>,
     redirects_withdrawn: BTreeSet<u32>,
     /// The same for redirects to voicemail (or to a callback's goodbye).
     fallbacks_sent: BTreeSet<u32>,
@@ -645,6 +648,7 @@ impl World {
             sent_dials: BTreeSet::new(),
             withdrawn: BTreeSet::new(),
             redirects_sent: BTreeSet::new(),
+            redirects_landed: BTreeSet::new(),
             redirects_withdrawn: BTreeSet::new(),
             fallbacks_sent: BTreeSet::new(),
             fallbacks_withdrawn: BTreeSet::new(),
@@ -866,7 +870,9 @@ impl World {
             }
             // And a transfer redirect not sent yet.
             Command::WithdrawRedirect { round, kind: RedirectKind::Transfer, .. } => {
-                if self.redirects_sent.contains(&round) {
+                if self.redirects_landed.contains(&round) {
+                    self.tally.add("transfer redirect landed before its withdrawal");
+                } else if self.redirects_sent.contains(&round) {
                     self.withdrawn_too_late.insert(round);
                     self.tally.add("transfer redirect gone out before its withdrawal");
                 } else {
@@ -1674,6 +1680,9 @@ impl World {
         let Command::RedirectCaller { callback, transfer, round, .. } = command else { return };
         // A transfer redirect withdrawn too late is the one it excuses: it lands once.
         let excused = transfer.is_some() && self.withdrawn_too_late.remove(round);
+        if transfer.is_some() {
+            self.redirects_landed.insert(*round);
+        }
         match self.caller {
             Where::Queued { at, .. } if transfer.is_some() || *callback => {
                 // `<Enqueue>`'s action hears it; the redirect's document follows.
@@ -1691,6 +1700,9 @@ impl World {
                 }
                 self.tally.add(if at == Loc::South { "transfer redirect landed late" } else { "transfer by redirect" });
                 let answer = self.webhook(Event::TransferAsked);
+                if matches!(answer, Answer::Fallback { .. }) {
+                    self.tally.add("transfer called off, its redirect went to voicemail");
+                }
                 self.caller_hears(answer);
             }
             Where::Queued { .. } => {
@@ -2332,9 +2344,7 @@ fn a_task_adopted_by_a_closed_journey_reopens_it_only_to_end_that_task() {
         Event::ReservationCreated { task: task(1), reservation: res(1), caller: Some(call(CALLER)), target: target() };
     let (after, step) = apply(journey.clone(), event.clone(), at(now + 1_000), &policy);
     assert!(!after.is_closed(), "{after:#?}");
-    let ends_it = |c: &Command| {
-        matches!(c, Command::CancelTask { task: t, .. } | Command::CompleteTask { task: t, .. } if *t == task(1))
-    };
+    let ends_it = |c: &Command| matches!(c, Command::CancelTask { task: t, .. } | Command::CompleteTask { task: t, .. } if *t == task(1));
     assert!(step.commands.iter().any(ends_it), "{step:?}");
     let none = BTreeSet::new();
     assert!(!reopened_without_news(&journey, &event, &after, &step, &none), "{step:?}");
