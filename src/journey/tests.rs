@@ -2234,3 +2234,21 @@ fn a_redirect_to_voicemail_still_owed_is_withdrawn_when_hold_lets_the_caller_go(
     let gone = run.on(Event::CallerStatus { status: CallStatus::Completed, sequence: Some(9) });
     assert!(gone.commands.contains(&withdraw), "{gone:?}");
 }
+
+#[test]
+fn a_callback_chosen_after_closing_with_a_dial_in_doubt_wakes_no_sooner_than_it_can_act() {
+    // North closes with no later opening while a dial of its is in doubt; the
+    // caller, still waiting for it, then chooses to be called back at the opening.
+    let mut r = Run::queued();
+    let t0 = r.now;
+    r.on(Event::ClosingTime { at_ms: t0 + 60_000, later: Vec::new(), callback: None, overflow: None });
+    r.on(created(1));
+    r.on(Event::DialUnknown { reservation: res(1), attempt: 1 });
+    r.after(61_000).on(Event::Tick);
+    assert_eq!(r.j.outcome(), Outcome::Pending);
+    r.after(1_000).on(Event::CallbackChosen { number: number(), tries: 1, wait_for_opening: true, to_list: false });
+    // Nothing is created while closed: no wake-up for it now (the dial's
+    // lookups and end decide).
+    let now = at(r.now);
+    assert!(r.j.wake_at().is_none_or(|w| w > now), "wake-up at {:?}, now {now}: {:#?}", r.j.wake_at(), r.j);
+}
