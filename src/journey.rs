@@ -684,8 +684,14 @@ impl Journey {
         }
         at.extend(self.voicemails.iter().filter_map(Voicemail::waiting_until));
         if let Some(cb) = self.callback.as_ref().filter(|_| self.outcome == Outcome::Pending) {
+            // Nothing is created while the location is closed: the next try's
+            // task at its opening, if it has one (closed for good, a leg's end
+            // or its lookups decide, each waking the journey on its own).
             if self.task.is_none() && cb.create.is_none() {
-                at.push(cb.next_at_ms);
+                let create_at = self.opens_at_ms.map_or(cb.next_at_ms, |o| o.max(cb.next_at_ms));
+                if !self.closed(create_at) {
+                    at.push(create_at);
+                }
             }
             // A create sent again waits for the location's opening (and the
             // pause between tries) like a first one.

@@ -188,8 +188,9 @@ impl Journey {
     /// old queue (the transfer's redirect still on its way): the transfer is
     /// called off, and the call ends as when the overflow location had closed
     /// first: the old location's, closed while waiting. One redirect takes the
-    /// caller to its voicemail (owed below, unless they leave by `<Leave>`); the
-    /// transfer's, if it has not gone out yet, is withdrawn.
+    /// caller to its voicemail: the transfer's, which may be on the wire
+    /// already and whose document now leads there (see `stand_in`), else one
+    /// owed below, unless they leave by `<Leave>`.
     pub(super) fn call_off_transfer(&mut self) {
         if let Some(t) = self.transfer.as_mut().filter(|t| !t.left) {
             t.called_off = true;
@@ -577,12 +578,23 @@ impl Journey {
     }
 
     /// The effort of the redirect owed: the transfer's while it moves the
-    /// caller, else the one to voicemail.
+    /// caller, or while it stands for the one to voicemail, else that one.
     pub(super) fn redirect_effort(&self) -> Option<Effort> {
         match self.moving() {
             Some(t) => t.redirect,
-            None => self.redirect,
+            None => self.stand_in().or(self.redirect),
         }
+    }
+
+    /// The redirect of a transfer called off before the caller left the old
+    /// queue, owed and not given up by the dispatcher: it may be on the wire
+    /// already (a withdrawal would not stop it), and its document now leads
+    /// to the old location's voicemail (`transfer_asked`). So it stands for
+    /// the redirect to voicemail: none other is owed while it may still land,
+    /// and `/hold` holds the caller for it within its grace.
+    pub(super) fn stand_in(&self) -> Option<Effort> {
+        let t = self.transfer.as_ref().filter(|t| t.called_off && !t.left && !t.withdrawn)?;
+        t.redirect.filter(|e| !e.failed)
     }
 
     /// The caller to redirect: to voicemail when settled by a failure while
@@ -607,12 +619,13 @@ impl Journey {
     }
 
     fn drive_redirect(&mut self, cx: &mut Cx) {
-        // Out of the old queue, by whatever way, or the transfer called off: a
-        // transfer redirect still in the outbox must not go out (it would pull
-        // the caller out of the new queue, or send them to voicemail a second
-        // time). Harmless when it has landed already.
+        // Out of the old queue, by whatever way, or (the transfer called off)
+        // out of the queue: a transfer redirect still in the outbox must not go
+        // out (it would pull the caller out of the new queue, or send them to
+        // voicemail a second time). Harmless when it has landed already.
+        let out = !self.caller.state.waiting();
         if let (Some(t), Some(call)) = (&mut self.transfer, &self.caller.sid)
-            && (t.left || t.called_off)
+            && (t.left || (t.called_off && out))
             && !t.withdrawn
             && let Some(e) = t.redirect.filter(|e| !e.failed)
         {
@@ -641,6 +654,9 @@ impl Journey {
         let Some(call) = self.redirect_needed().cloned() else {
             return;
         };
+        if self.stand_in().is_some() {
+            return;
+        }
         let moving = self.moving().map(|t| (t.from.clone(), t.to.clone()));
         let effort = match (&moving, &mut self.transfer) {
             (Some(_), Some(t)) => &mut t.redirect,

@@ -406,9 +406,10 @@ impl Journey {
                 }
             }
             // Settled while queued (busy, no answer …): the redirect to
-            // voicemail is on its way, unless it failed or is overdue.
+            // voicemail (or a transfer's called off) is on its way, unless it
+            // failed or is overdue.
             (_, _) => {
-                let overdue = self.redirect.is_none_or(|e| e.failed || cx.now - e.at_ms >= REDIRECT_GRACE_MS);
+                let overdue = self.redirect_effort().is_none_or(|e| e.failed || cx.now - e.at_ms >= REDIRECT_GRACE_MS);
                 if overdue {
                     self.caller.advance(CallerState::Diverted);
                     Answer::Leave
@@ -587,11 +588,12 @@ impl Journey {
             return t.left.then_some(Answer::Leave);
         }
         // The overflow location has closed too: the transfer is off, and the
-        // caller leaves for the old location's voicemail (no REST redirect).
+        // caller goes to the old location's voicemail as any caller settled
+        // while queued: held while the transfer's redirect, which now leads
+        // there, is on its way, else by `<Leave>`.
         if self.closed(now) {
             self.call_off_transfer();
-            self.caller.advance(CallerState::Diverted);
-            return Some(Answer::Leave);
+            return None;
         }
         let t = self.transfer.as_mut()?;
         let overdue = t.redirect.is_none_or(|e| e.failed || now - e.at_ms >= REDIRECT_GRACE_MS);

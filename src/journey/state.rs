@@ -528,7 +528,7 @@ pub(super) struct Transferred {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) tasks: Vec<TaskSid>,
     /// The redirect was withdrawn (as far as it had not gone out) once the
-    /// caller left the old queue, or the transfer was called off.
+    /// caller left the old queue (or, the transfer called off, the queue).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(super) withdrawn: bool,
     /// `to` closed too before the caller left `from`'s queue: the transfer

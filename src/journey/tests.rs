@@ -75,6 +75,7 @@ pub(super) fn at(ms: i64) -> Timestamp {
 }
 
 /// A journey and a clock; `on` applies one event at the current time.
+#[derive(Clone)]
 struct Run {
     j: Journey,
     now: i64,
@@ -2019,7 +2020,9 @@ fn south_closing_before_the_caller_left_norths_queue_calls_the_transfer_off() {
         expected.commands.into_iter().filter(|c| matches!(c, Command::RedirectCaller { .. })).collect();
     assert_eq!(expected, [redirect(Outcome::ClosedWhileWaiting)]);
 
-    // South closes 30 s after north, while the transfer's redirect still waits in the outbox.
+    // South closes 30 s after north, while the transfer's redirect may still
+    // wait in the outbox (or be on its way): it stays, and takes the caller to
+    // north's voicemail, as if south had closed first; no second redirect.
     let (mut r, t0) = transfer_owed(30_000);
     let closing = r.after(60_000).on(Event::Tick);
     let transfer = closing.commands.iter().find(|c| matches!(c, Command::RedirectCaller { transfer: Some(_), .. }));
@@ -2027,22 +2030,80 @@ fn south_closing_before_the_caller_left_norths_queue_calls_the_transfer_off() {
     r.now = t0 + 90_000;
     let step = r.on(Event::Tick);
     assert_eq!(r.j.outcome(), Outcome::ClosedWhileWaiting);
-    // The transfer's redirect is withdrawn, and the caller is redirected once, as if south had closed first.
-    let withdraw = Command::WithdrawRedirect { call: call(CALLER), round: 1, kind: RedirectKind::Transfer };
-    assert!(step.commands.contains(&withdraw), "{step:?}");
-    let redirects: Vec<&Command> =
-        step.commands.iter().filter(|c| matches!(c, Command::RedirectCaller { .. })).collect();
-    assert_eq!(redirects, expected.iter().collect::<Vec<_>>(), "{step:?}");
+    assert!(
+        !step.commands.iter().any(|c| matches!(c, Command::RedirectCaller { .. } | Command::WithdrawRedirect { .. })),
+        "{step:?}"
+    );
     assert_eq!(r.j.summary().location, Some("north"));
-    // North's queue holds the caller while that redirect is on its way; nothing more is owed.
-    let hold = r.after(1_000).on(hold_in("north", 91));
-    assert_eq!(hold.answer, Answer::MUSIC);
-    assert!(hold.commands.is_empty(), "{hold:?}");
-    // Had the transfer's redirect gone out before it was withdrawn, its document says voicemail at north too.
-    let late = r.on(Event::TransferAsked);
+    // Its document says voicemail at north.
+    let mut landed = r.clone();
+    landed.on(exit_from("north", QueueResult::Redirected));
+    let late = landed.on(Event::TransferAsked);
     let voicemail = Answer::Fallback { location: Some("north".into()), reason: Outcome::ClosedWhileWaiting };
     assert_eq!(late.answer, voicemail);
-    assert!(late.commands.is_empty(), "{late:?}");
+    assert!(!late.commands.iter().any(|c| matches!(c, Command::RedirectCaller { .. })), "{late:?}");
+    // Overdue by the next `/hold` of north's queue (as it would be for the
+    // transfer): `<Leave>` takes the caller to voicemail, and it is withdrawn.
+    let hold = r.after(1_000).on(hold_in("north", 91));
+    assert_eq!(hold.answer, Answer::Leave);
+    let withdraw = Command::WithdrawRedirect { call: call(CALLER), round: 1, kind: RedirectKind::Transfer };
+    assert_eq!(hold.commands, [withdraw], "{hold:?}");
+    assert!(r.after(60_000).on(Event::Tick).commands.is_empty());
+}
+
+/// South closes 10 s after north, within the transfer redirect's grace.
+fn called_off_within_the_grace() -> (Run, i64) {
+    let (mut r, t0) = transfer_owed(10_000);
+    let closing = r.after(60_000).on(Event::Tick);
+    assert!(closing.commands.iter().any(|c| matches!(c, Command::RedirectCaller { transfer: Some(_), .. })));
+    (r, t0)
+}
+
+#[test]
+fn a_transfer_called_off_lets_its_redirect_take_the_caller_to_voicemail_once() {
+    let not_redirected = |s: &Step| {
+        !s.commands.iter().any(|c| matches!(c, Command::RedirectCaller { .. } | Command::WithdrawRedirect { .. }))
+    };
+    let voicemail = Answer::Fallback { location: Some("north".into()), reason: Outcome::ClosedWhileWaiting };
+    // Called off at a tick: the transfer's redirect, maybe on the wire, stands
+    // for the redirect to voicemail: not withdrawn, none other owed, and
+    // north's queue holds the caller for it within its grace.
+    let (mut r, t0) = called_off_within_the_grace();
+    r.now = t0 + 70_000;
+    let step = r.on(Event::Tick);
+    assert_eq!(r.j.outcome(), Outcome::ClosedWhileWaiting);
+    assert!(not_redirected(&step), "{step:?}");
+    let hold = r.after(1_000).on(hold_in("north", 71));
+    assert_eq!(hold.answer, Answer::MUSIC);
+    assert!(not_redirected(&hold), "{hold:?}");
+    // It lands: north's voicemail, once.
+    r.on(exit_from("north", QueueResult::Redirected));
+    assert_eq!(r.on(Event::TransferAsked).answer, voicemail);
+    assert!(not_redirected(&r.after(60_000).on(Event::Tick)));
+
+    // Called off at a `/hold` of north's queue within the grace: held too.
+    let (mut r, t0) = called_off_within_the_grace();
+    r.now = t0 + 71_000;
+    let hold = r.on(hold_in("north", 71));
+    assert_eq!(r.j.outcome(), Outcome::ClosedWhileWaiting);
+    assert_eq!(hold.answer, Answer::MUSIC);
+    assert!(not_redirected(&hold), "{hold:?}");
+
+    // The dispatcher gave up on it: the redirect to voicemail is owed instead.
+    let (mut r, t0) = called_off_within_the_grace();
+    r.now = t0 + 70_000;
+    r.on(Event::Tick);
+    let transfer = Command::RedirectCaller {
+        call: call(CALLER),
+        location: Some("north".into()),
+        reason: Outcome::ClosedWhileWaiting,
+        round: 1,
+        callback: false,
+        language: None,
+        transfer: Some("south".into()),
+    };
+    let failed = r.on(Event::ActionFailed { command: transfer });
+    assert!(failed.commands.contains(&redirect(Outcome::ClosedWhileWaiting)), "{failed:?}");
 }
 
 #[test]
@@ -2172,4 +2233,22 @@ fn a_redirect_to_voicemail_still_owed_is_withdrawn_when_hold_lets_the_caller_go(
     let mut run = busy_with_redirect_owed();
     let gone = run.on(Event::CallerStatus { status: CallStatus::Completed, sequence: Some(9) });
     assert!(gone.commands.contains(&withdraw), "{gone:?}");
+}
+
+#[test]
+fn a_callback_chosen_after_closing_with_a_dial_in_doubt_wakes_no_sooner_than_it_can_act() {
+    // North closes with no later opening while a dial of its is in doubt; the
+    // caller, still waiting for it, then chooses to be called back at the opening.
+    let mut r = Run::queued();
+    let t0 = r.now;
+    r.on(Event::ClosingTime { at_ms: t0 + 60_000, later: Vec::new(), callback: None, overflow: None });
+    r.on(created(1));
+    r.on(Event::DialUnknown { reservation: res(1), attempt: 1 });
+    r.after(61_000).on(Event::Tick);
+    assert_eq!(r.j.outcome(), Outcome::Pending);
+    r.after(1_000).on(Event::CallbackChosen { number: number(), tries: 1, wait_for_opening: true, to_list: false });
+    // Nothing is created while closed: no wake-up for it now (the dial's
+    // lookups and end decide).
+    let now = at(r.now);
+    assert!(r.j.wake_at().is_none_or(|w| w > now), "wake-up at {:?}, now {now}: {:#?}", r.j.wake_at(), r.j);
 }
