@@ -5,6 +5,14 @@ use std::process::ExitCode;
 use call_router::cli::{self, Cli, Command};
 use clap::Parser;
 
+// mimalloc, not glibc's malloc: under the bench, glibc's arena locks had the
+// runtime's workers waiting on each other (futex waits in malloc and realloc);
+// with mimalloc reservation.created went from 5,300 to 6,900 requests/s.
+// Without transparent huge pages (`no_thp`): with them, peak RSS rose from
+// 44 to 63 MB.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Cli::parse();
