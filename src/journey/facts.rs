@@ -880,7 +880,9 @@ impl Journey {
             // Not a screened leg as far as the journey knows (its reservation.created
             // may come later): 1 still means a person is there, and that they accepted.
             (true, ResState::Pending, None) if key == ScreenKey::Accept => {
-                l.screen = Some(Screen { prompt: prompt.clamp(1, SCREEN_PROMPTS), accepted: true });
+                // A late answer to an earlier asking leaves the prompt where it got to.
+                let prompt = prompt.clamp(1, SCREEN_PROMPTS).max(l.screen.map_or(1, |s| s.prompt));
+                l.screen = Some(Screen { prompt, accepted: true });
                 l.answered_by.get_or_insert(AnsweredBy::Human);
                 l.bridging = true;
                 connect
