@@ -150,12 +150,11 @@ pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> an
         },
     };
     let create = matches!(d.route, Route::Keys { create: true, .. });
-    let (id, version, mut journey) = match found {
-        Some(f) => f,
-        None if create => {
-            let id = insert_new(c, now).await?;
-            (id, 0, Journey::default())
-        }
+    // A new journey gets its row once its events are applied: one INSERT
+    // with its state, rather than an empty row first and an UPDATE.
+    let (stored, version, mut journey) = match found {
+        Some((id, version, journey)) => (Some(id), version, journey),
+        None if create => (None, 0, Journey::default()),
         None => {
             return Ok(Delivered {
                 answer: Answer::Nothing,
@@ -174,6 +173,8 @@ pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> an
     let mut queue: VecDeque<Event> = d.events.iter().cloned().collect();
     let mut answer = Answer::Nothing;
     let mut queued = 0;
+    // Queued once the journey has its row (a new one has none yet).
+    let mut commands = Vec::new();
     let mut n = 0;
     while let Some(event) = queue.pop_front() {
         let (next, step) = journey::apply(journey, event, at, &d.policy);
@@ -213,13 +214,25 @@ pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> an
                 }
                 continue;
             }
-            if super::outbox::insert_command(c, &command, Some(id), now).await? {
-                queued += 1;
-            }
+            commands.push(command);
         }
     }
 
-    save(c, id, version, &journey, now).await?;
+    let id = match stored {
+        Some(id) => id,
+        None => insert_new(c, &journey, now).await?,
+    };
+    for command in &commands {
+        if super::outbox::insert_command(c, command, Some(id), now).await? {
+            queued += 1;
+        }
+    }
+    // After the commands: a journey that closed takes the call token out of its dials, these too.
+    match stored {
+        Some(id) => save(c, id, version, &journey, now).await?,
+        None if journey.is_closed() => forget_dial_tokens(c, id, now).await?,
+        None => {}
+    }
     for key in journey.keys().into_iter().filter(|k| !known.contains(k)) {
         let added = c
             .execute(
@@ -333,26 +346,41 @@ async fn load<C: Conn>(c: &mut C, id: i64) -> anyhow::Result<Option<(i64, Journe
     Ok(Some((row.int(0)?, journey)))
 }
 
-async fn insert_new<C: Conn>(c: &mut C, now: i64) -> anyhow::Result<i64> {
+/// A new journey's row, at version 1, as [`save`] would leave it; its id.
+async fn insert_new<C: Conn>(c: &mut C, journey: &Journey, now: i64) -> anyhow::Result<i64> {
     let rows = c
         .fetch(
-            "INSERT INTO journeys (state_json, version, created_at_ms, updated_at_ms) VALUES ('{}', 0, $1, $1)
+            "INSERT INTO journeys (state_json, version, wake_at_ms, closed, degraded, created_at_ms, updated_at_ms)
+             VALUES ($1, 1, $2, $3, $4, $5, $5)
              RETURNING id",
-            args![now],
+            args![
+                &state_json(journey)?,
+                journey.wake_at().map(|t| t.as_millisecond()),
+                i64::from(journey.is_closed()),
+                i64::from(journey.degraded()),
+                now
+            ],
         )
         .await?;
     rows.first().context("no id for a new journey")?.int(0)
 }
 
-async fn save<C: Conn>(c: &mut C, id: i64, version: i64, journey: &Journey, now: i64) -> anyhow::Result<()> {
-    // A call token is kept only while the call may still be dialled: once
-    // the journey is closed it leaves the journey and its sent dials.
-    let json = if journey.is_closed() {
-        forget_dial_tokens(c, id, now).await?;
-        serde_json::to_string(&journey.without_call_tokens())?
+/// What a journey's row keeps of it. A call token is kept only while the
+/// call may still be dialled: once the journey is closed it leaves the
+/// journey (and its sent dials: [`forget_dial_tokens`]).
+fn state_json(journey: &Journey) -> serde_json::Result<String> {
+    if journey.is_closed() {
+        serde_json::to_string(&journey.without_call_tokens())
     } else {
-        serde_json::to_string(journey)?
-    };
+        serde_json::to_string(journey)
+    }
+}
+
+async fn save<C: Conn>(c: &mut C, id: i64, version: i64, journey: &Journey, now: i64) -> anyhow::Result<()> {
+    if journey.is_closed() {
+        forget_dial_tokens(c, id, now).await?;
+    }
+    let json = state_json(journey)?;
     let done = c
         .execute(
             "UPDATE journeys SET state_json = $3, version = $2 + 1, wake_at_ms = $4, closed = $5, degraded = $6,
