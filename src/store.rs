@@ -866,6 +866,7 @@ mod tests {
         a_reservation_queues_one_dial_however_often_it_arrives,
         a_journey_begins_at_any_event_and_keeps_one_row_per_caller,
         a_dial_still_in_the_outbox_is_withdrawn_when_its_reservation_ends,
+        a_dial_queued_and_withdrawn_by_one_delivery_to_a_new_journey_is_never_sent,
         a_redirect_to_voicemail_still_in_the_outbox_is_withdrawn_once_the_caller_is_out_of_the_queue,
         an_interrupted_dial_is_never_resent_but_an_update_is,
         a_retry_waits_in_the_outbox_not_in_a_slot_and_lanes_are_separate,
@@ -1051,6 +1052,24 @@ mod tests {
         let actions = s.actions().await.unwrap();
         let (_, state, why) = actions.iter().find(|(k, _, _)| k.starts_with("dial:")).unwrap();
         assert_eq!(*state, OutboxState::Done);
+        assert!(why.as_deref().unwrap().starts_with("withdrawn"), "{why:?}");
+        assert!(s.claim(Lane::Dial, 10).await.unwrap().is_empty());
+        let json = s.journey_json(reservation.as_str()).await.unwrap().unwrap();
+        assert!(json.contains("not_placed"), "the journey knows the attempt made no call: {json}");
+    }
+
+    async fn a_dial_queued_and_withdrawn_by_one_delivery_to_a_new_journey_is_never_sent(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
+        // The journey's first delivery (its row not yet written) carries the
+        // reservation and its end: the dial it queues is withdrawn at once.
+        let (task, reservation) = (sid("WT", 9), sid::<twilio::sid::ReservationSid>("WR", 9));
+        let mut d = arrived(9);
+        d.events.extend(created(9, 9).events);
+        d.events.push(Event::ReservationEnded { task, reservation: reservation.clone(), why: ReservationEnd::Timeout });
+        s.deliver(d).await.unwrap();
+        let actions = s.actions().await.unwrap();
+        let (_, state, why) = actions.iter().find(|(k, _, _)| k.starts_with("dial:")).unwrap();
+        assert_eq!(*state, OutboxState::Done, "{actions:?}");
         assert!(why.as_deref().unwrap().starts_with("withdrawn"), "{why:?}");
         assert!(s.claim(Lane::Dial, 10).await.unwrap().is_empty());
         let json = s.journey_json(reservation.as_str()).await.unwrap().unwrap();

@@ -152,9 +152,9 @@ pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> an
     let create = matches!(d.route, Route::Keys { create: true, .. });
     // A new journey gets its row once its events are applied: one INSERT
     // with its state, rather than an empty row first and an UPDATE.
-    let (stored, version, mut journey) = match found {
-        Some((id, version, journey)) => (Some(id), version, journey),
-        None if create => (None, 0, Journey::default()),
+    let (mut held, version, mut journey) = match found {
+        Some((id, version, journey)) => (Held::new(Some((id, version))), version, journey),
+        None if create => (Held::new(None), 0, Journey::default()),
         None => {
             return Ok(Delivered {
                 answer: Answer::Nothing,
@@ -172,9 +172,6 @@ pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> an
     let originals = d.events.len();
     let mut queue: VecDeque<Event> = d.events.iter().cloned().collect();
     let mut answer = Answer::Nothing;
-    let mut queued = 0;
-    // Queued once the journey has its row (a new one has none yet).
-    let mut commands = Vec::new();
     let mut n = 0;
     while let Some(event) = queue.pop_front() {
         let (next, step) = journey::apply(journey, event, at, &d.policy);
@@ -184,6 +181,12 @@ pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> an
             answer = step.answer;
         }
         for command in step.commands {
+            if matches!(command, Command::WithdrawDial { .. } | Command::WithdrawRedirect { .. })
+                && !held.commands.is_empty()
+            {
+                // What it withdraws may be one of the commands held back.
+                held.queue(c, &journey, now).await?;
+            }
             if let Command::WithdrawDial { reservation, attempt } = &command {
                 const WHY: &str = "withdrawn: the reservation ended or the caller left before the dial went out";
                 if super::outbox::withdraw(c, &journey::dial_key(reservation, *attempt), WHY, now).await? {
@@ -214,25 +217,20 @@ pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> an
                 }
                 continue;
             }
-            commands.push(command);
+            held.commands.push(command);
         }
     }
 
-    let id = match stored {
-        Some(id) => id,
-        None => insert_new(c, &journey, now).await?,
-    };
-    for command in &commands {
-        if super::outbox::insert_command(c, command, Some(id), now).await? {
-            queued += 1;
-        }
-    }
+    let row = held.row;
+    let id = held.queue(c, &journey, now).await?;
     // After the commands: a journey that closed takes the call token out of its dials, these too.
-    match stored {
-        Some(id) => save(c, id, version, &journey, now).await?,
+    match row {
+        Some((id, version)) => save(c, id, version, &journey, now).await?,
+        // Written just now, as it is.
         None if journey.is_closed() => forget_dial_tokens(c, id, now).await?,
         None => {}
     }
+    let queued = held.queued;
     for key in journey.keys().into_iter().filter(|k| !known.contains(k)) {
         let added = c
             .execute(
@@ -254,6 +252,43 @@ pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> an
     let settled = (!before.is_final() && outcome.is_final())
         .then(|| Settled { outcome, location: journey.summary().location.map(str::to_owned) });
     Ok(Delivered { answer, outcome, queued, journey: Some(id), settled })
+}
+
+/// The commands a delivery holds back until its journey has a row: a new
+/// journey's row is written once, with its state after the delivery's
+/// events, unless a withdrawal needs the commands in the outbox before that.
+struct Held {
+    /// The journey's id and version, once it has a row.
+    row: Option<(i64, i64)>,
+    commands: Vec<Command>,
+    /// How many commands were new to the outbox.
+    queued: usize,
+}
+
+impl Held {
+    fn new(row: Option<(i64, i64)>) -> Self {
+        Held { row, commands: Vec::new(), queued: 0 }
+    }
+
+    /// Puts the held commands into the outbox, after the journey's row
+    /// (written now, with its state as it is, if it has none yet); the
+    /// journey's id.
+    async fn queue<C: Conn>(&mut self, c: &mut C, journey: &Journey, now: i64) -> anyhow::Result<i64> {
+        let id = match self.row {
+            Some((id, _)) => id,
+            None => {
+                let id = insert_new(c, journey, now).await?;
+                self.row = Some((id, 1));
+                id
+            }
+        };
+        for command in self.commands.drain(..) {
+            if super::outbox::insert_command(c, &command, Some(id), now).await? {
+                self.queued += 1;
+            }
+        }
+        Ok(id)
+    }
 }
 
 /// On PostgreSQL, locks every journey that `deliveries` go to, lowest id
