@@ -824,7 +824,7 @@ mod tests {
 
     use super::*;
     use crate::config::AnsweredByPolicy;
-    use crate::journey::{DialTarget, Event, ReservationEnd};
+    use crate::journey::{Answer, DialTarget, Event, ReservationEnd};
     use crate::test_backends::{Backend, TestDb};
     use twilio::E164;
 
@@ -867,6 +867,7 @@ mod tests {
         a_journey_begins_at_any_event_and_keeps_one_row_per_caller,
         a_dial_still_in_the_outbox_is_withdrawn_when_its_reservation_ends,
         a_dial_queued_and_withdrawn_by_one_delivery_to_a_new_journey_is_never_sent,
+        a_delivery_that_changes_nothing_writes_nothing,
         a_redirect_to_voicemail_still_in_the_outbox_is_withdrawn_once_the_caller_is_out_of_the_queue,
         an_interrupted_dial_is_never_resent_but_an_update_is,
         a_retry_waits_in_the_outbox_not_in_a_slot_and_lanes_are_separate,
@@ -1074,6 +1075,44 @@ mod tests {
         assert!(s.claim(Lane::Dial, 10).await.unwrap().is_empty());
         let json = s.journey_json(reservation.as_str()).await.unwrap().unwrap();
         assert!(json.contains("not_placed"), "the journey knows the attempt made no call: {json}");
+    }
+
+    async fn a_delivery_that_changes_nothing_writes_nothing(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
+        s.deliver(arrived(5)).await.unwrap();
+        s.deliver(created(5, 5)).await.unwrap();
+        let (reservation, leg) = (sid::<twilio::sid::ReservationSid>("WR", 5), sid::<twilio::sid::CallSid>("CA", 105));
+        let placed = Event::DialPlaced { reservation: reservation.clone(), attempt: 1, leg: leg.clone() };
+        s.deliver(Delivery::to_keys([reservation.to_string()], vec![placed], POLICY)).await.unwrap();
+        let answered = || {
+            let event = Event::LegAnswered {
+                reservation: reservation.clone(),
+                attempt: Some(1),
+                leg: leg.clone(),
+                answered_by: crate::journey::AnsweredBy::Human,
+            };
+            Delivery::to_keys([reservation.to_string(), leg.to_string()], vec![event], POLICY)
+        };
+        let row = || async {
+            let row: (i64, i64, String) = sqlx::query_as("SELECT version, updated_at_ms, state_json FROM journeys")
+                .fetch_one(s.pool())
+                .await
+                .unwrap();
+            let calls: i64 = sqlx::query_scalar("SELECT updated_at_ms FROM calls").fetch_one(s.pool()).await.unwrap();
+            (row, calls)
+        };
+        // The first answer changes the journey: it is written.
+        let before = row().await;
+        let first = s.deliver(answered()).await.unwrap();
+        assert!(matches!(first.answer, Answer::Bridge { .. }), "{:?}", first.answer);
+        let after = row().await;
+        assert_eq!(after.0.0, before.0.0 + 1, "the answer is a new version");
+        // Twilio asks again: the same answer, and nothing written, not even a time.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let again = s.deliver(answered()).await.unwrap();
+        assert_eq!(format!("{:?}", again.answer), format!("{:?}", first.answer));
+        assert_eq!((again.queued, again.journey), (0, first.journey));
+        assert_eq!(row().await, after, "a repeated webhook leaves the journey's and the call's rows alone");
     }
 
     /// Caller `n`'s location was busy: the journey owes the redirect to voicemail.

@@ -143,18 +143,18 @@ pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> an
         super::voicemails::transcribed_in(c, t).await?;
     }
     let found = match &d.route {
-        Route::Id(id) => load(c, *id).await?.map(|(v, j)| (*id, v, j)),
+        Route::Id(id) => load(c, *id).await?.map(|(v, j, json)| (*id, v, j, json)),
         Route::Keys { keys, .. } => match find(c, keys).await? {
-            Some(id) => load(c, id).await?.map(|(v, j)| (id, v, j)),
+            Some(id) => load(c, id).await?.map(|(v, j, json)| (id, v, j, json)),
             None => None,
         },
     };
     let create = matches!(d.route, Route::Keys { create: true, .. });
     // A new journey gets its row once its events are applied: one INSERT
     // with its state, rather than an empty row first and an UPDATE.
-    let (mut held, version, mut journey) = match found {
-        Some((id, version, journey)) => (Held::new(Some((id, version))), version, journey),
-        None if create => (Held::new(None), 0, Journey::default()),
+    let (mut held, version, mut journey, stored) = match found {
+        Some((id, version, journey, json)) => (Held::new(Some((id, version))), version, journey, Some(json)),
+        None if create => (Held::new(None), 0, Journey::default(), None),
         None => {
             return Ok(Delivered {
                 answer: Answer::Nothing,
@@ -173,6 +173,7 @@ pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> an
     let mut queue: VecDeque<Event> = d.events.iter().cloned().collect();
     let mut answer = Answer::Nothing;
     let mut n = 0;
+    let mut commanded = false;
     while let Some(event) = queue.pop_front() {
         let (next, step) = journey::apply(journey, event, at, &d.policy);
         journey = next;
@@ -180,6 +181,7 @@ pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> an
         if n == originals {
             answer = step.answer;
         }
+        commanded |= !step.commands.is_empty();
         for command in step.commands {
             if matches!(command, Command::WithdrawDial { .. } | Command::WithdrawRedirect { .. })
                 && !held.commands.is_empty()
@@ -223,12 +225,18 @@ pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> an
 
     let row = held.row;
     let id = held.queue(c, &journey, now).await?;
+    // A delivery that left the journey as it was and owes nothing (a
+    // webhook Twilio sent again, a repeated event) writes nothing: its
+    // answer comes from the journey as stored.
+    let json = if row.is_some() { Some(state_json(&journey)?) } else { None };
+    let unchanged = !commanded && stored.is_some() && stored == json;
     // After the commands: a journey that closed takes the call token out of its dials, these too.
-    match row {
-        Some((id, version)) => save(c, id, version, &journey, now).await?,
-        // Written just now, as it is.
-        None if journey.is_closed() => forget_dial_tokens(c, id, now).await?,
-        None => {}
+    match (row, json) {
+        _ if unchanged => {}
+        (Some((id, version)), Some(json)) => save(c, id, version, &journey, &json, now).await?,
+        // A new journey, written just now as it is.
+        _ if journey.is_closed() => forget_dial_tokens(c, id, now).await?,
+        _ => {}
     }
     let queued = held.queued;
     for key in journey.keys().into_iter().filter(|k| !known.contains(k)) {
@@ -247,7 +255,10 @@ pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> an
             "another instance made a journey for {key} at the same time; writing this event again"
         );
     }
-    project(c, &journey, d.caller.as_ref(), now).await?;
+    // The `calls` row shows the journey, which is as it was.
+    if !unchanged || d.caller.is_some() {
+        project(c, &journey, d.caller.as_ref(), now).await?;
+    }
     let outcome = journey.outcome();
     let settled = (!before.is_final() && outcome.is_final())
         .then(|| Settled { outcome, location: journey.summary().location.map(str::to_owned) });
@@ -364,7 +375,8 @@ async fn find<C: Conn>(c: &mut C, keys: &[String]) -> anyhow::Result<Option<i64>
     Ok(None)
 }
 
-async fn load<C: Conn>(c: &mut C, id: i64) -> anyhow::Result<Option<(i64, Journey)>> {
+/// A journey's version, its state, and the JSON it was read from.
+async fn load<C: Conn>(c: &mut C, id: i64) -> anyhow::Result<Option<(i64, Journey, String)>> {
     // On PostgreSQL another instance may deliver to the same journey at the
     // same time: the row lock makes the second wait for the first's COMMIT
     // and then read what it wrote. (SQLite's writer is alone.)
@@ -378,7 +390,7 @@ async fn load<C: Conn>(c: &mut C, id: i64) -> anyhow::Result<Option<(i64, Journe
     };
     let json = row.text(1)?;
     let journey = serde_json::from_str(&json).with_context(|| format!("journey {id} does not parse"))?;
-    Ok(Some((row.int(0)?, journey)))
+    Ok(Some((row.int(0)?, journey, json)))
 }
 
 /// A new journey's row, at version 1, as [`save`] would leave it; its id.
@@ -411,11 +423,18 @@ fn state_json(journey: &Journey) -> serde_json::Result<String> {
     }
 }
 
-async fn save<C: Conn>(c: &mut C, id: i64, version: i64, journey: &Journey, now: i64) -> anyhow::Result<()> {
+/// Writes `journey` (whose row is `json`, from [`state_json`]) over version `version`.
+async fn save<C: Conn>(
+    c: &mut C,
+    id: i64,
+    version: i64,
+    journey: &Journey,
+    json: &str,
+    now: i64,
+) -> anyhow::Result<()> {
     if journey.is_closed() {
         forget_dial_tokens(c, id, now).await?;
     }
-    let json = state_json(journey)?;
     let done = c
         .execute(
             "UPDATE journeys SET state_json = $3, version = $2 + 1, wake_at_ms = $4, closed = $5, degraded = $6,
@@ -424,7 +443,7 @@ async fn save<C: Conn>(c: &mut C, id: i64, version: i64, journey: &Journey, now:
             args![
                 id,
                 version,
-                &json,
+                json,
                 journey.wake_at().map(|t| t.as_millisecond()),
                 i64::from(journey.is_closed()),
                 i64::from(journey.degraded()),
