@@ -1050,9 +1050,15 @@ mod tests {
         let ended = Event::ReservationEnded { task, reservation: reservation.clone(), why: ReservationEnd::Timeout };
         let d = s.deliver(Delivery::to_keys([reservation.to_string()], vec![ended], POLICY)).await.unwrap();
         assert_eq!(d.queued, 0, "nothing new: the dial is withdrawn, not re-sent");
+        assert_dial_withdrawn(&s, &reservation).await;
+    }
+
+    /// The reservation's dial was withdrawn before it went out: done, never
+    /// claimed, and the journey knows the attempt made no call.
+    async fn assert_dial_withdrawn(s: &Store, reservation: &twilio::sid::ReservationSid) {
         let actions = s.actions().await.unwrap();
         let (_, state, why) = actions.iter().find(|(k, _, _)| k.starts_with("dial:")).unwrap();
-        assert_eq!(*state, OutboxState::Done);
+        assert_eq!(*state, OutboxState::Done, "{actions:?}");
         assert!(why.as_deref().unwrap().starts_with("withdrawn"), "{why:?}");
         assert!(s.claim(Lane::Dial, 10).await.unwrap().is_empty());
         let json = s.journey_json(reservation.as_str()).await.unwrap().unwrap();
@@ -1068,13 +1074,7 @@ mod tests {
         d.events.extend(created(9, 9).events);
         d.events.push(Event::ReservationEnded { task, reservation: reservation.clone(), why: ReservationEnd::Timeout });
         s.deliver(d).await.unwrap();
-        let actions = s.actions().await.unwrap();
-        let (_, state, why) = actions.iter().find(|(k, _, _)| k.starts_with("dial:")).unwrap();
-        assert_eq!(*state, OutboxState::Done, "{actions:?}");
-        assert!(why.as_deref().unwrap().starts_with("withdrawn"), "{why:?}");
-        assert!(s.claim(Lane::Dial, 10).await.unwrap().is_empty());
-        let json = s.journey_json(reservation.as_str()).await.unwrap().unwrap();
-        assert!(json.contains("not_placed"), "the journey knows the attempt made no call: {json}");
+        assert_dial_withdrawn(&s, &reservation).await;
     }
 
     async fn a_delivery_that_changes_nothing_writes_nothing(backend: Backend) {
