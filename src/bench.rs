@@ -12,7 +12,7 @@
 //! request. Both get the same requests from the same generator on the same cores, so the ratio
 //! between them is what the figures say; the absolute numbers include the generator's own cost.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -288,7 +288,9 @@ async fn measure_balanced(
     for url in &urls {
         wait_healthy(url).await.context("an instance did not start (see its log in the temp dir)")?;
     }
-    wait_answered(balancer.url()).await.context("the instances did not answer through the balancer")?;
+    wait_answered(&poll_client()?, balancer.url())
+        .await
+        .context("the instances did not answer through the balancer")?;
 
     eprintln!(
         "measuring reservation.created through a balancer, {} instances ({} s)…",
@@ -318,7 +320,7 @@ async fn measure_balanced(
     })
 }
 
-fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("call-router-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
@@ -423,9 +425,15 @@ async fn start_server(
 ) -> anyhow::Result<(Child, String, Duration, f64)> {
     let port = free_port()?;
     let url = format!("http://127.0.0.1:{port}");
+    // The config file, and the client that asks, are ready before the clock
+    // starts: what is timed is the server, from its start to its first answer.
+    let config = write_config(dir, "server", &url, port, db, fake_url, specs)?;
+    let poller = poll_client()?;
     let started = Instant::now();
-    let child = spawn_server(exe, dir, "server", &url, port, db, fake_url, specs)?;
-    wait_answered(&url).await.context("the server did not answer /incoming-call (see its log in the temp dir)")?;
+    let child = spawn_with(exe, dir, "server", &config)?;
+    wait_answered(&poller, &url)
+        .await
+        .context("the server did not answer /incoming-call (see its log in the temp dir)")?;
     let elapsed = started.elapsed();
     let cpu = cpu_ms(child.pid());
     let mut child = child;
@@ -444,12 +452,32 @@ fn spawn_server(
     fake_url: &str,
     specs: &[LocationSpec],
 ) -> anyhow::Result<ChildGuard> {
+    let config = write_config(dir, name, public_url, port, db, fake_url, specs)?;
+    spawn_with(exe, dir, name, &config)
+}
+
+/// Writes the config of the server named `name` into `dir`; its path.
+#[allow(clippy::too_many_arguments)]
+fn write_config(
+    dir: &Path,
+    name: &str,
+    public_url: &str,
+    port: u16,
+    db: &str,
+    fake_url: &str,
+    specs: &[LocationSpec],
+) -> anyhow::Result<PathBuf> {
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(&config, bench_config(public_url, port, db, fake_url, specs)?)?;
+    Ok(config)
+}
+
+/// Starts `serve` with the config at `config`, its log named after `name` in `dir`.
+fn spawn_with(exe: &Path, dir: &Path, name: &str, config: &Path) -> anyhow::Result<ChildGuard> {
     let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
     let child = Command::new(exe)
         .args(["serve", "--config"])
-        .arg(&config)
+        .arg(config)
         .env("TWILIO_AUTH_TOKEN", TOKEN)
         .env_remove("TWILIO_ACCOUNT_SID")
         .stdout(Stdio::null())
@@ -491,8 +519,12 @@ async fn wait_healthy(url: &str) -> anyhow::Result<()> {
 
 /// Sends a signed `/incoming-call` for the first number every millisecond until one is
 /// answered with TwiML, for up to ten seconds.
-async fn wait_answered(url: &str) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder().timeout(Duration::from_millis(500)).build()?;
+/// The client that asks a starting server for its first answer.
+fn poll_client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder().timeout(Duration::from_millis(500)).build()?)
+}
+
+async fn wait_answered(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
     let target = format!("{url}/incoming-call");
     let mut p = twilio::Params::new();
     p.push("AccountSid", ACCOUNT)
