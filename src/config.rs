@@ -389,6 +389,9 @@ pub mod env {
     pub const SMTP_PORT: &str = "CALL_ROUTER_SMTP_PORT";
     pub const SMTP_USERNAME: &str = "CALL_ROUTER_SMTP_USERNAME";
     pub const SMTP_PASSWORD: &str = "CALL_ROUTER_SMTP_PASSWORD";
+    /// Which roots HTTPS to Twilio and to webhooks trusts: `mozilla` (built in, the default)
+    /// or `system` (see `twilio_api::Roots`).
+    pub const TLS_ROOTS: &str = "CALL_ROUTER_TLS_ROOTS";
 }
 
 pub const DEFAULT_API_BASE_URL: &str = "https://api.twilio.com";

@@ -176,8 +176,10 @@ impl Sender {
         if let Some(http) = self.http.get() {
             return Ok(http);
         }
-        crate::twilio_api::install_crypto_provider();
-        let built = reqwest::Client::builder()
+        use crate::twilio_api::{Roots, https_client};
+        let built = Roots::from_env()
+            .and_then(https_client)
+            .map_err(|e| SendError::transient(format!("building the webhooks' HTTP client: {e:#}")))?
             .timeout(WEBHOOK_TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
             // A redirect would post the signed body somewhere else.
