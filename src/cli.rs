@@ -652,6 +652,7 @@ pub async fn run_sandbox(
         workspace_sid: None,
         workflow_sid: None,
         request_timeout_ms: 5_000,
+        tls_roots: config::TlsRoots::default(),
     })?;
     for n in &numbers {
         let mut p = twilio::Params::new();

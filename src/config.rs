@@ -90,6 +90,34 @@ pub struct TwilioSettings {
     pub workspace_sid: Option<WorkspaceSid>,
     pub workflow_sid: Option<WorkflowSid>,
     pub request_timeout_ms: u64,
+    /// The roots HTTPS to Twilio (and to notification webhooks) trusts.
+    pub tls_roots: TlsRoots,
+}
+
+/// The roots an HTTPS client to the internet (Twilio's API, notification webhooks) trusts
+/// (`twilio.tls_roots`, or [`env::TLS_ROOTS`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TlsRoots {
+    /// Mozilla's root store, built into the binary (webpki-roots): nothing to read or parse
+    /// when a client is built. Twilio's API and public webhooks have certificates from
+    /// public CAs.
+    #[default]
+    Mozilla,
+    /// The system's store, with `SSL_CERT_FILE` and `SSL_CERT_DIR` (rustls-platform-verifier),
+    /// for a TLS-inspecting proxy's or a private CA's roots: read and parsed when a client is
+    /// built, ~12 ms of CPU for the ~150 roots of Debian's store, which a starting server
+    /// spent beside its first webhooks.
+    System,
+}
+
+impl TlsRoots {
+    fn parse(value: &str) -> Result<TlsRoots, String> {
+        match value.trim() {
+            "mozilla" => Ok(TlsRoots::Mozilla),
+            "system" => Ok(TlsRoots::System),
+            other => Err(format!("must be \"mozilla\" or \"system\", not {other:?}")),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -331,6 +359,7 @@ struct RawTwilio {
     workspace_sid: Option<String>,
     workflow_sid: Option<String>,
     request_timeout_ms: Option<u64>,
+    tls_roots: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -389,8 +418,8 @@ pub mod env {
     pub const SMTP_PORT: &str = "CALL_ROUTER_SMTP_PORT";
     pub const SMTP_USERNAME: &str = "CALL_ROUTER_SMTP_USERNAME";
     pub const SMTP_PASSWORD: &str = "CALL_ROUTER_SMTP_PASSWORD";
-    /// Which roots HTTPS to Twilio and to webhooks trusts: `mozilla` (built in, the default)
-    /// or `system` (see `twilio_api::Roots`).
+    /// `twilio.tls_roots`: which roots HTTPS to Twilio and to webhooks trusts, `mozilla`
+    /// (built in, the default) or `system` (see [`super::TlsRoots`]).
     pub const TLS_ROOTS: &str = "CALL_ROUTER_TLS_ROOTS";
 }
 
@@ -506,6 +535,11 @@ impl Settings {
         if !(100..=120_000).contains(&request_timeout_ms) {
             return Err(invalid("twilio.request_timeout_ms", "must be between 100 and 120000"));
         }
+
+        let tls_roots = pick(env::TLS_ROOTS, raw.twilio.tls_roots)
+            .map(|v| TlsRoots::parse(&v).map_err(|e| invalid("twilio.tls_roots", e)))
+            .transpose()?
+            .unwrap_or_default();
 
         let skip = env(env::INSECURE_SKIP_SIGNATURES).is_some_and(|v| matches!(v.as_str(), "1" | "true" | "yes"));
         let security = SecuritySettings {
@@ -675,6 +709,7 @@ impl Settings {
                 workspace_sid,
                 workflow_sid,
                 request_timeout_ms,
+                tls_roots,
             },
             security,
             dialing,
@@ -975,6 +1010,23 @@ auth_token = "secret-token"
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    #[test]
+    fn the_tls_roots_are_mozillas_unless_the_file_or_the_environment_says_system() {
+        let roots = |text: &str, var: Option<&str>| {
+            let env = |k: &str| (k == env::TLS_ROOTS).then(|| var.map(str::to_owned)).flatten();
+            Settings::from_toml(text, env).map(|s| s.twilio.tls_roots).map_err(|e| e.to_string())
+        };
+        let in_file = |v: &str| format!("{MIN}tls_roots = \"{v}\"\n");
+        assert_eq!(roots(MIN, None), Ok(TlsRoots::Mozilla));
+        assert_eq!(roots(&in_file("system"), None), Ok(TlsRoots::System));
+        assert_eq!(roots(MIN, Some("system")), Ok(TlsRoots::System));
+        assert_eq!(roots(&in_file("system"), Some("mozilla")), Ok(TlsRoots::Mozilla), "the environment wins");
+        for bad in [roots(MIN, Some("os")), roots(&in_file("os"), None)] {
+            let e = bad.unwrap_err();
+            assert!(e.contains("twilio.tls_roots") && e.contains("\"mozilla\" or \"system\", not \"os\""), "{e}");
+        }
     }
 
     #[test]

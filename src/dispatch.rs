@@ -111,7 +111,11 @@ pub struct Dispatcher {
 impl Dispatcher {
     pub fn new(store: Store, twilio: TwilioClient, settings: Settings, notifier: Notifier) -> Self {
         let policy = Policy::from_settings(&settings);
-        let sender = match crate::notify::Sender::new(&settings.notifications, &settings.public_url) {
+        let sender = match crate::notify::Sender::new(
+            &settings.notifications,
+            &settings.public_url,
+            settings.twilio.tls_roots,
+        ) {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::error!(error = %format_args!("{e:#}"), "cannot send voicemail notifications");

@@ -150,21 +150,27 @@ impl SendError {
 
 /// Sends notifications; built once by the dispatcher.
 pub struct Sender {
-    /// Built at the first webhook notification: building it loads the
-    /// system's root certificates, a few milliseconds of every start-up
-    /// otherwise, for a client most servers never use.
+    /// Built at the first webhook notification, for a client most servers
+    /// never use (with `tls_roots = "system"`, building it reads the
+    /// system's root certificates).
     http: std::sync::OnceLock<reqwest::Client>,
+    tls_roots: crate::config::TlsRoots,
     webhook_secret: Option<SecretString>,
     smtp: Option<(SmtpSettings, AsyncSmtpTransport<Tokio1Executor>)>,
     public_url: String,
 }
 
 impl Sender {
-    pub fn new(settings: &NotificationSettings, public_url: &str) -> anyhow::Result<Self> {
+    pub fn new(
+        settings: &NotificationSettings,
+        public_url: &str,
+        tls_roots: crate::config::TlsRoots,
+    ) -> anyhow::Result<Self> {
         let smtp =
             settings.smtp.as_ref().map(|s| Ok::<_, anyhow::Error>((s.clone(), smtp_transport(s)?))).transpose()?;
         Ok(Sender {
             http: std::sync::OnceLock::new(),
+            tls_roots,
             webhook_secret: settings.webhook_secret.clone(),
             smtp,
             public_url: public_url.to_owned(),
@@ -176,9 +182,7 @@ impl Sender {
         if let Some(http) = self.http.get() {
             return Ok(http);
         }
-        use crate::twilio_api::{Roots, https_client};
-        let built = Roots::from_env()
-            .and_then(https_client)
+        let built = crate::twilio_api::https_client(self.tls_roots)
             .map_err(|e| SendError::transient(format!("building the webhooks' HTTP client: {e:#}")))?
             .timeout(WEBHOOK_TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
@@ -348,7 +352,7 @@ mod tests {
     #[test]
     fn the_webhooks_client_is_built_at_the_first_webhook_not_at_start() {
         let settings = crate::config::NotificationSettings::default();
-        let sender = Sender::new(&settings, "https://router.example.com").unwrap();
+        let sender = Sender::new(&settings, "https://router.example.com", crate::config::TlsRoots::Mozilla).unwrap();
         assert!(sender.http.get().is_none(), "a start-up built the webhooks' client");
         let first: *const reqwest::Client = sender.http().unwrap();
         let again: *const reqwest::Client = sender.http().unwrap();

@@ -18,7 +18,7 @@ use serde_json::Value;
 use twilio::sid::{AccountSid, CallSid, ReservationSid, TaskQueueSid, TaskSid, WorkerSid, WorkflowSid, WorkspaceSid};
 use twilio::{E164, ErrorBody, Params};
 
-use crate::config::TwilioSettings;
+use crate::config::{TlsRoots as Roots, TwilioSettings};
 
 /// How long a recording's audio may take to reach the listener, whole (the
 /// API streams it through at the browser's pace).
@@ -268,40 +268,6 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// The roots an HTTPS client to the internet (Twilio's API, notification webhooks) trusts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Roots {
-    /// Mozilla's root store, built into the binary (webpki-roots): nothing to read or parse
-    /// when the client is built. Twilio's API and public webhooks have certificates from
-    /// public CAs.
-    Mozilla,
-    /// The system's store, with `SSL_CERT_FILE` and `SSL_CERT_DIR` (rustls-platform-verifier),
-    /// for a TLS-inspecting proxy's or a private CA's roots: read and parsed when the client is
-    /// built, ~12 ms of CPU for the ~150 roots of Debian's store, which a starting server
-    /// spent beside its first webhooks.
-    System,
-}
-
-impl Roots {
-    /// From [`crate::config::env::TLS_ROOTS`]: `mozilla` (the default) or `system`.
-    pub fn from_env() -> anyhow::Result<Roots> {
-        let name = crate::config::env::TLS_ROOTS;
-        match std::env::var(name) {
-            Err(std::env::VarError::NotPresent) => Ok(Roots::Mozilla),
-            Ok(v) => Roots::parse(&v).context(name),
-            Err(e) => Err(anyhow::anyhow!("{name}: {e}")),
-        }
-    }
-
-    fn parse(value: &str) -> anyhow::Result<Roots> {
-        match value.trim() {
-            "" | "mozilla" => Ok(Roots::Mozilla),
-            "system" => Ok(Roots::System),
-            other => anyhow::bail!("must be \"mozilla\" or \"system\", not {other:?}"),
-        }
-    }
-}
-
 /// A client builder for HTTPS to the internet, verifying servers against `roots`.
 pub fn https_client(roots: Roots) -> anyhow::Result<reqwest::ClientBuilder> {
     install_crypto_provider();
@@ -356,7 +322,7 @@ enum Body {
 impl TwilioClient {
     pub fn new(settings: &TwilioSettings) -> anyhow::Result<Self> {
         let timeout = Duration::from_millis(settings.request_timeout_ms);
-        let http = https_client(Roots::from_env()?)?
+        let http = https_client(settings.tls_roots)?
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(64)
@@ -1133,6 +1099,7 @@ mod recording_tests {
             workspace_sid: None,
             workflow_sid: None,
             request_timeout_ms: 400,
+            tls_roots: Roots::Mozilla,
         };
         let client = TwilioClient::new(&settings).unwrap();
         let resp = client.fetch_recording(RECORDING, &format!("{base}{path}")).await.unwrap();
@@ -1193,15 +1160,6 @@ mod tls_tests {
             }
         });
         url
-    }
-
-    #[test]
-    fn the_roots_are_named_mozilla_or_system() {
-        assert_eq!(Roots::parse("").unwrap(), Roots::Mozilla);
-        assert_eq!(Roots::parse("mozilla").unwrap(), Roots::Mozilla);
-        assert_eq!(Roots::parse(" system ").unwrap(), Roots::System);
-        let err = Roots::parse("os").unwrap_err().to_string();
-        assert!(err.contains("\"mozilla\" or \"system\"") && err.contains("\"os\""), "{err}");
     }
 
     /// The client for Twilio and webhooks checks certificates against

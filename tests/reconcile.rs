@@ -40,6 +40,7 @@ async fn env(time_scale: f64) -> Env {
         workspace_sid: None,
         workflow_sid: None,
         request_timeout_ms: 5000,
+        tls_roots: Default::default(),
     };
     let sb = SandboxClient::new(&url, sandbox.account_sid().as_str(), sandbox.auth_token());
     Env { client: TwilioClient::new(&settings).unwrap(), sb, _sandbox: sandbox }
