@@ -282,8 +282,8 @@ async fn measure_balanced(
     let mut children = Vec::new();
     for (i, port) in ports.iter().enumerate() {
         let name = format!("instance-{}", i + 1);
-        let child = spawn_server(exe, dir, &name, balancer.url(), *port, db, fake_url, specs)?;
-        children.push(child);
+        let config = write_config(dir, &name, balancer.url(), *port, db, fake_url, specs)?;
+        children.push(spawn_with(exe, dir, &name, &config)?);
     }
     for url in &urls {
         wait_healthy(url).await.context("an instance did not start (see its log in the temp dir)")?;
@@ -438,22 +438,6 @@ async fn start_server(
     let cpu = cpu_ms(child.pid());
     let mut child = child;
     Ok((child.0.take().expect("child"), url, elapsed, cpu))
-}
-
-/// Starts `serve` on `port` with `public_url`, its config and log named after `name` in `dir`.
-#[allow(clippy::too_many_arguments)]
-fn spawn_server(
-    exe: &Path,
-    dir: &Path,
-    name: &str,
-    public_url: &str,
-    port: u16,
-    db: &str,
-    fake_url: &str,
-    specs: &[LocationSpec],
-) -> anyhow::Result<ChildGuard> {
-    let config = write_config(dir, name, public_url, port, db, fake_url, specs)?;
-    spawn_with(exe, dir, name, &config)
 }
 
 /// Writes the config of the server named `name` into `dir`; its path.
