@@ -501,13 +501,13 @@ async fn wait_healthy(url: &str) -> anyhow::Result<()> {
     bail!("no answer from {url}/healthz within 10 s")
 }
 
-/// Sends a signed `/incoming-call` for the first number every millisecond until one is
-/// answered with TwiML, for up to ten seconds.
 /// The client that asks a starting server for its first answer.
 fn poll_client() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder().timeout(Duration::from_millis(500)).build()?)
 }
 
+/// Sends a signed `/incoming-call` for the first number every millisecond until one is
+/// answered with TwiML, for up to ten seconds.
 async fn wait_answered(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
     let target = format!("{url}/incoming-call");
     let mut p = twilio::Params::new();

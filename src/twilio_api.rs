@@ -18,7 +18,7 @@ use serde_json::Value;
 use twilio::sid::{AccountSid, CallSid, ReservationSid, TaskQueueSid, TaskSid, WorkerSid, WorkflowSid, WorkspaceSid};
 use twilio::{E164, ErrorBody, Params};
 
-use crate::config::{TlsRoots as Roots, TwilioSettings};
+use crate::config::{TlsRoots, TwilioSettings};
 
 /// How long a recording's audio may take to reach the listener, whole (the
 /// API streams it through at the browser's pace).
@@ -269,12 +269,12 @@ pub fn install_crypto_provider() {
 }
 
 /// A client builder for HTTPS to the internet, verifying servers against `roots`.
-pub fn https_client(roots: Roots) -> anyhow::Result<reqwest::ClientBuilder> {
+pub fn https_client(roots: TlsRoots) -> anyhow::Result<reqwest::ClientBuilder> {
     install_crypto_provider();
     let builder = reqwest::Client::builder();
     Ok(match roots {
-        Roots::System => builder,
-        Roots::Mozilla => builder.tls_backend_preconfigured(mozilla_tls(Vec::new())?),
+        TlsRoots::System => builder,
+        TlsRoots::Mozilla => builder.tls_backend_preconfigured(mozilla_tls(Vec::new())?),
     })
 }
 
@@ -1099,7 +1099,7 @@ mod recording_tests {
             workspace_sid: None,
             workflow_sid: None,
             request_timeout_ms: 400,
-            tls_roots: Roots::Mozilla,
+            tls_roots: TlsRoots::Mozilla,
         };
         let client = TwilioClient::new(&settings).unwrap();
         let resp = client.fetch_recording(RECORDING, &format!("{base}{path}")).await.unwrap();
@@ -1167,7 +1167,7 @@ mod tls_tests {
     #[tokio::test]
     async fn the_https_client_refuses_a_certificate_from_an_unknown_ca() {
         let url = untrusted_https_server().await;
-        let client = https_client(Roots::Mozilla).unwrap().build().unwrap();
+        let client = https_client(TlsRoots::Mozilla).unwrap().build().unwrap();
         let err = client.get(&url).send().await.expect_err("an untrusted certificate must be refused");
         let chain = format!("{:?}", anyhow::Error::from(err));
         assert!(chain.contains("UnknownIssuer"), "refused for another reason: {chain}");
