@@ -597,3 +597,107 @@ mod tests {
         assert!(wal_mb < 12.0, "{said}");
     }
 }
+
+#[cfg(test)]
+mod store_tests {
+    use std::time::Duration;
+
+    use super::super::Store;
+    use super::super::testing::{created, sid, store};
+    use crate::test_backends::Backend;
+
+    on_both_backends!(
+        a_failed_batch_is_written_again_one_by_one_so_only_the_bad_write_fails,
+        a_closed_database_is_an_error_for_every_caller,
+        a_database_that_refuses_writes_is_an_error_for_every_caller,
+    );
+
+    async fn a_failed_batch_is_written_again_one_by_one_so_only_the_bad_write_fails(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
+        // One poisoned event makes its whole transaction fail.
+        let trigger: &[&'static str] = match backend {
+            Backend::Sqlite => &["CREATE TRIGGER boom BEFORE INSERT ON events WHEN NEW.payload = 'boom'
+                 BEGIN SELECT RAISE(ABORT, 'boom'); END"],
+            Backend::Postgres => &[
+                "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN IF NEW.payload = 'boom' THEN RAISE EXCEPTION 'boom'; END IF; RETURN NEW; END $$",
+                "CREATE TRIGGER boom BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION boom()",
+            ],
+        };
+        for sql in trigger {
+            sqlx::query(*sql).execute(&s.writer).await.unwrap();
+        }
+        // Hold the writer so that the requests queue into one batch: on
+        // PostgreSQL its pooled connection; on a SQLite file, whose writer is
+        // a thread with its own connection, the database's write lock.
+        let mut held = s.writer.acquire().await.unwrap();
+        if backend == Backend::Sqlite {
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut *held).await.unwrap();
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..20 {
+            let s = s.clone();
+            tasks.spawn(async move {
+                let mut d = created(100 + i, 100 + i);
+                if i == 7 {
+                    d.audit.as_mut().unwrap().payload = "boom".into();
+                }
+                s.deliver(d).await
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if backend == Backend::Sqlite {
+            sqlx::query("ROLLBACK").execute(&mut *held).await.unwrap();
+        }
+        drop(held);
+        let (mut errors, mut queued) = (0, 0);
+        while let Some(r) = tasks.join_next().await {
+            match r.unwrap() {
+                Ok(d) => queued += d.queued,
+                Err(e) => {
+                    assert!(format!("{e:#}").contains("boom"), "{e:#}");
+                    errors += 1;
+                }
+            }
+        }
+        assert_eq!((errors, queued), (1, 19), "only the poisoned write fails");
+        let actions = s.actions().await.unwrap();
+        assert_eq!(actions.len(), 19, "{actions:?}");
+        let poisoned = format!("dial:{}", sid::<twilio::sid::ReservationSid>("WR", 107));
+        assert!(!actions.iter().any(|(k, _, _)| *k == poisoned), "nothing of the failed write was kept");
+        assert_eq!(s.event_count("reservation.created").await.unwrap(), 19);
+        assert_eq!(s.calls().await.unwrap().len(), 19);
+        // The writer carries on with the next batch.
+        assert_eq!(s.deliver(created(200, 200)).await.unwrap().queued, 1);
+    }
+
+    async fn a_closed_database_is_an_error_for_every_caller(backend: Backend) {
+        // The batches go through sqlx's writer pool, which is closed here: on
+        // PostgreSQL, and on SQLite in memory (a SQLite file's writer is its
+        // own thread: see the next test).
+        let (s, _d) = match backend {
+            Backend::Sqlite => (Store::connect("sqlite::memory:").await.unwrap(), None),
+            Backend::Postgres => match store(backend).await {
+                Some((s, d)) => (s, Some(d)),
+                None => return,
+            },
+        };
+        s.writer.close().await;
+        let (a, b) = tokio::join!(s.deliver(created(1, 1)), s.deliver(created(2, 2)));
+        assert!(a.is_err() && b.is_err());
+    }
+
+    async fn a_database_that_refuses_writes_is_an_error_for_every_caller(backend: Backend) {
+        // A table the writer writes to is gone, so every write of the batch,
+        // and each written again alone, fails.
+        let Some((s, _d)) = store(backend).await else { return };
+        sqlx::query("DROP TABLE call_statuses").execute(&s.pool).await.unwrap();
+        sqlx::query("DROP TABLE events").execute(&s.pool).await.unwrap();
+        let (a, b) = tokio::join!(s.deliver(created(1, 1)), s.deliver(created(2, 2)));
+        let (a, b) = (format!("{:#}", a.unwrap_err()), format!("{:#}", b.unwrap_err()));
+        assert!(a.contains("events"), "{a}");
+        assert!(b.contains("events"), "{b}");
+        // Nothing of either was kept.
+        assert!(s.actions().await.unwrap().is_empty());
+    }
+}

@@ -13,7 +13,8 @@ use std::str::FromStr;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{CallRecord, Store, call_record};
+use super::calls::call_record;
+use super::{CallRecord, Store};
 use crate::domain::Outcome;
 use crate::journey::{CallerState, Journey};
 use crate::outbox::OutboxState;
@@ -367,5 +368,129 @@ mod tests {
     #[test]
     fn a_journey_without_keys_still_names_its_call() {
         assert_eq!(journey_sids("CA1", None), ["CA1"]);
+    }
+}
+
+#[cfg(test)]
+mod store_tests {
+    use super::super::testing::{POLICY, after_hours, arrived, created, sid, store};
+    use super::super::{Delivery, StatusRecord, now_ms};
+    use super::*;
+    use crate::journey::Event;
+    use crate::test_backends::Backend;
+
+    on_both_backends!(
+        history_pages_newest_first_and_filters,
+        history_reads_a_calls_webhooks_statuses_and_actions,
+        the_board_counts_callers_and_todays_outcomes,
+    );
+
+    async fn history_pages_newest_first_and_filters(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
+        let t0 = now_ms();
+        for i in 1..=5 {
+            s.deliver(arrived(i)).await.unwrap();
+        }
+        s.deliver(after_hours(6, "+14155550166")).await.unwrap();
+        let all = s.history_calls(&CallFilter { limit: 50, ..CallFilter::default() }).await.unwrap();
+        assert_eq!(all.len(), 6);
+        let order: Vec<(i64, &str)> = all.iter().map(|h| (h.call.created_at_ms, h.call.call_sid.as_str())).collect();
+        let mut sorted = order.clone();
+        sorted.sort_by(|a, b| b.cmp(a));
+        assert_eq!(order, sorted, "newest first, then by SID");
+        // Two at a time through the keyset: nothing repeated or missed.
+        let (mut seen, mut after) = (Vec::new(), None);
+        loop {
+            let page = s.history_calls(&CallFilter { limit: 2, after: after.clone(), ..CallFilter::default() }).await;
+            let page = page.unwrap();
+            if page.is_empty() {
+                break;
+            }
+            let last = &page.last().unwrap().call;
+            after = Some((last.created_at_ms, last.call_sid.clone()));
+            seen.extend(page.into_iter().map(|h| h.call.call_sid));
+        }
+        assert_eq!(seen, all.iter().map(|h| h.call.call_sid.clone()).collect::<Vec<_>>());
+        let count = |f: CallFilter| {
+            let s = s.clone();
+            async move { s.history_calls(&CallFilter { limit: 50, ..f }).await.unwrap().len() }
+        };
+        assert_eq!(count(CallFilter { location: Some("north".into()), ..Default::default() }).await, 6);
+        assert_eq!(count(CallFilter { location: Some("south".into()), ..Default::default() }).await, 0);
+        assert_eq!(count(CallFilter { outcome: Some(Outcome::AfterHours), ..Default::default() }).await, 1);
+        assert_eq!(count(CallFilter { outcome: Some(Outcome::Pending), ..Default::default() }).await, 5);
+        assert_eq!(count(CallFilter { caller: Some("+14155550166".into()), ..Default::default() }).await, 1);
+        assert_eq!(count(CallFilter { from_ms: Some(t0), ..Default::default() }).await, 6);
+        assert_eq!(count(CallFilter { to_ms: Some(t0), ..Default::default() }).await, 0);
+        assert_eq!(count(CallFilter { from_ms: Some(now_ms() + 1), ..Default::default() }).await, 0);
+    }
+
+    async fn history_reads_a_calls_webhooks_statuses_and_actions(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
+        let caller = sid::<twilio::sid::CallSid>("CA", 7).to_string();
+        let reservation = sid::<twilio::sid::ReservationSid>("WR", 7).to_string();
+        s.deliver(arrived(7)).await.unwrap();
+        let mut d = created(7, 7);
+        d.audit.as_mut().unwrap().resource_sid = Some(reservation.clone());
+        s.deliver(d).await.unwrap();
+        let mut left = Delivery::to_keys(
+            [caller.clone()],
+            vec![Event::QueueExit { result: crate::journey::QueueResult::Hangup, queue: None }],
+            POLICY,
+        )
+        .with_audit("voice", "queue.hangup", Some(&caller), r#"{"QueueTime":"12"}"#.into());
+        left.status = None;
+        s.deliver(left).await.unwrap();
+        let mut ended = Delivery::to_keys(
+            [caller.clone()],
+            vec![Event::CallerStatus { status: crate::journey::CallStatus::Completed, sequence: Some(3) }],
+            POLICY,
+        );
+        ended.status = Some(StatusRecord {
+            call_sid: caller.clone(),
+            inbound_call_sid: None,
+            status: "completed".into(),
+            sequence_number: Some(3),
+            call_duration: Some(30),
+            answered_by: None,
+            sip_response_code: None,
+        });
+        s.deliver(ended).await.unwrap();
+
+        let call = s.history_call(&caller).await.unwrap().unwrap();
+        assert_eq!((call.wait_secs, call.call.outcome), (Some(12), Outcome::CallerHungUp));
+        assert!(call.ended_at_ms.is_some_and(|t| t >= call.call.created_at_ms), "{call:?}");
+        assert!(s.history_call("CA-none").await.unwrap().is_none());
+
+        let journey = s.journey_of(&caller).await.unwrap().unwrap();
+        let sids = journey_sids(&caller, Some(&journey));
+        assert!(sids.contains(&reservation) && sids.contains(&caller), "{sids:?}");
+        let events = s.events_for(&sids).await.unwrap();
+        let kinds: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        assert_eq!(kinds, ["reservation.created", "queue.hangup"]);
+        let statuses = s.statuses_for(&sids).await.unwrap();
+        assert_eq!(statuses.iter().map(|s| s.status.as_str()).collect::<Vec<_>>(), ["completed"]);
+        assert_eq!(statuses[0].call_duration, Some(30));
+        let actions = s.actions_of(journey.id).await.unwrap();
+        assert!(actions.iter().any(|a| a.kind == "dial" && a.key == format!("dial:{reservation}")), "{actions:?}");
+        assert!(s.actions_of(journey.id + 1000).await.unwrap().is_empty());
+    }
+
+    async fn the_board_counts_callers_and_todays_outcomes(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
+        let t0 = now_ms();
+        assert!(s.live_board(100).await.unwrap().is_empty());
+        s.deliver(arrived(1)).await.unwrap();
+        s.deliver(arrived(2)).await.unwrap();
+        s.deliver(after_hours(3, "+14155550103")).await.unwrap();
+        let board = s.live_board(100).await.unwrap();
+        assert_eq!(board.len(), 1, "{board:?}");
+        let north = &board[0];
+        assert_eq!((north.location.as_str(), north.waiting, north.bridged), ("north", 2, 0));
+        assert!(north.oldest_waiting_ms.is_some_and(|t| t >= t0 && t <= now_ms()), "{north:?}");
+        assert_eq!(s.live_callers(100).await.unwrap(), [("north".to_owned(), 2, 0)], "the metrics read the same");
+        assert_eq!(s.outcomes_since("north", t0).await.unwrap(), [(Outcome::AfterHours, 1)], "pending not counted");
+        assert!(s.outcomes_since("north", now_ms() + 1).await.unwrap().is_empty());
+        assert!(s.outcomes_since("south", t0).await.unwrap().is_empty());
     }
 }

@@ -553,6 +553,78 @@ pub(super) async fn due(pool: &sqlx::AnyPool, now: i64, limit: i64) -> anyhow::R
     rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
 }
 
+impl super::Store {
+    /// Delivers events to their journey and writes what it owes, with
+    /// whatever else is queued for the writer (group commit); answered after
+    /// the COMMIT. See [`journeys`].
+    pub async fn deliver(&self, delivery: Delivery) -> anyhow::Result<Delivered> {
+        self.batched(|reply| super::batch::Op::Deliver(Box::new(delivery), reply)).await
+    }
+
+    /// Journeys whose wake-up time has come.
+    pub async fn due_journeys(&self, now_ms: i64, limit: i64) -> anyhow::Result<Vec<i64>> {
+        due(&self.pool, now_ms, limit).await
+    }
+
+    /// How many journeys owe a command the dispatcher gave up on.
+    pub async fn degraded_journeys(&self) -> anyhow::Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM journeys WHERE degraded = 1").fetch_one(&self.pool).await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Callers waiting in the queue and callers bridged, by location, among at
+    /// most `limit` open journeys: (location, waiting, bridged). Counted by
+    /// the database from the journeys' generated `location` and
+    /// `caller_state` columns, so no journey is loaded. For the metrics.
+    pub async fn live_callers(&self, limit: i64) -> anyhow::Result<Vec<(String, i64, i64)>> {
+        Ok(self.live_board(limit).await?.into_iter().map(|l| (l.location, l.waiting, l.bridged)).collect())
+    }
+
+    /// Open journeys nothing has touched since `before_ms`, oldest first: the
+    /// reconciler asks Twilio about them.
+    pub async fn stale_journeys(&self, before_ms: i64, limit: i64) -> anyhow::Result<Vec<(i64, Journey)>> {
+        let rows = sqlx::query(
+            "SELECT id, state_json FROM journeys WHERE closed = 0 AND updated_at_ms < $1 ORDER BY updated_at_ms
+             LIMIT $2",
+        )
+        .bind(before_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id: i64 = r.try_get("id")?;
+                let json: String = r.try_get("state_json")?;
+                Ok((id, serde_json::from_str(&json).with_context(|| format!("journey {id} does not parse"))?))
+            })
+            .collect()
+    }
+
+    /// Which of these SIDs some journey is known by.
+    pub async fn known_sids(&self, sids: &[String]) -> anyhow::Result<std::collections::HashSet<String>> {
+        let mut known = std::collections::HashSet::new();
+        for sid in sids {
+            let row =
+                sqlx::query("SELECT sid FROM journey_keys WHERE sid = $1").bind(sid).fetch_optional(&self.pool).await?;
+            if row.is_some() {
+                known.insert(sid.clone());
+            }
+        }
+        Ok(known)
+    }
+
+    /// A journey's state, as JSON (for inspection and tests).
+    pub async fn journey_json(&self, sid: &str) -> anyhow::Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT j.state_json FROM journeys j JOIN journey_keys k ON k.journey_id = j.id WHERE k.sid = $1",
+        )
+        .bind(sid)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok(r.try_get("state_json")?)).transpose()
+    }
+}
+
 #[cfg(test)]
 mod call_token_tests {
     use super::without_call_tokens;
@@ -572,5 +644,196 @@ mod call_token_tests {
         // Without a token, the payload is kept byte for byte.
         let plain = r#"{"CallSid":"CA1","TaskAttributes":"{\"location\":\"north\"}"}"#;
         assert_eq!(without_call_tokens(plain), plain);
+    }
+}
+
+#[cfg(test)]
+mod store_tests {
+    use std::time::Duration;
+
+    use super::super::testing::{POLICY, arrived, created, dials, sid, store};
+    use super::super::{NOTIFY_CHANNEL, Store};
+    use super::*;
+    use crate::journey::ReservationEnd;
+    use crate::outbox::Lane;
+    use crate::test_backends::Backend;
+
+    on_both_backends!(
+        a_reservation_queues_one_dial_however_often_it_arrives,
+        a_journey_begins_at_any_event_and_keeps_one_row_per_caller,
+        a_dial_still_in_the_outbox_is_withdrawn_when_its_reservation_ends,
+        a_dial_queued_and_withdrawn_by_one_delivery_to_a_new_journey_is_never_sent,
+        a_delivery_that_changes_nothing_writes_nothing,
+        a_redirect_to_voicemail_still_in_the_outbox_is_withdrawn_once_the_caller_is_out_of_the_queue,
+    );
+
+    #[tokio::test]
+    async fn on_postgres_a_write_that_queued_a_command_notifies_the_dispatchers() {
+        let Some((s, db)) = store(Backend::Postgres).await else { return };
+        let mut listener = sqlx::postgres::PgListener::connect(&db.url).await.unwrap();
+        listener.listen(NOTIFY_CHANNEL).await.unwrap();
+        // A delivery that queues nothing notifies nobody.
+        s.deliver(arrived(1)).await.unwrap();
+        let quiet = tokio::time::timeout(Duration::from_millis(300), listener.recv()).await;
+        assert!(quiet.is_err(), "no notification without a new command: {quiet:?}");
+        // reservation.created queues a dial: every listener hears of it at COMMIT.
+        assert_eq!(s.deliver(created(1, 1)).await.unwrap().queued, 1);
+        let heard = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await;
+        assert_eq!(heard.expect("notified").unwrap().channel(), NOTIFY_CHANNEL);
+    }
+    async fn a_reservation_queues_one_dial_however_often_it_arrives(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
+        s.deliver(arrived(1)).await.unwrap();
+        let first = s.deliver(created(1, 1)).await.unwrap();
+        assert_eq!(first.queued, 1);
+        let again = s.deliver(created(1, 1)).await.unwrap();
+        assert_eq!((again.queued, again.journey), (0, first.journey), "the same journey, nothing new owed");
+        assert_eq!(
+            dials(&s.actions().await.unwrap()),
+            [(format!("dial:{}", sid::<twilio::sid::ReservationSid>("WR", 1)).as_str(), OutboxState::Pending)]
+        );
+        let call = s.call(sid::<twilio::sid::CallSid>("CA", 1).as_str()).await.unwrap().unwrap();
+        assert_eq!(call.task_sid, Some(sid::<twilio::sid::TaskSid>("WT", 1).to_string()));
+        assert_eq!((call.from_number.as_str(), call.location.as_deref()), ("+14155550100", Some("north")));
+        assert_eq!(s.event_count("reservation.created").await.unwrap(), 2, "every delivery is audited");
+    }
+
+    async fn a_journey_begins_at_any_event_and_keeps_one_row_per_caller(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
+        // A Studio flow enqueued the caller: no /incoming-call came first.
+        let d = s.deliver(created(2, 2)).await.unwrap();
+        assert_eq!(d.queued, 1);
+        let d2 = s.deliver(arrived(2)).await.unwrap();
+        assert_eq!(d2.journey, d.journey, "found by the caller's SID");
+        let calls = s.calls().await.unwrap();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].from_number, "+14155550100", "filled in when the caller's webhook came");
+    }
+
+    async fn a_dial_still_in_the_outbox_is_withdrawn_when_its_reservation_ends(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
+        s.deliver(arrived(3)).await.unwrap();
+        s.deliver(created(3, 3)).await.unwrap();
+        let (task, reservation) = (sid("WT", 3), sid::<twilio::sid::ReservationSid>("WR", 3));
+        let ended = Event::ReservationEnded { task, reservation: reservation.clone(), why: ReservationEnd::Timeout };
+        let d = s.deliver(Delivery::to_keys([reservation.to_string()], vec![ended], POLICY)).await.unwrap();
+        assert_eq!(d.queued, 0, "nothing new: the dial is withdrawn, not re-sent");
+        assert_dial_withdrawn(&s, &reservation).await;
+    }
+
+    /// The reservation's dial was withdrawn before it went out: done, never
+    /// claimed, and the journey knows the attempt made no call.
+    async fn assert_dial_withdrawn(s: &Store, reservation: &twilio::sid::ReservationSid) {
+        let actions = s.actions().await.unwrap();
+        let (_, state, why) = actions.iter().find(|(k, _, _)| k.starts_with("dial:")).unwrap();
+        assert_eq!(*state, OutboxState::Done, "{actions:?}");
+        assert!(why.as_deref().unwrap().starts_with("withdrawn"), "{why:?}");
+        assert!(s.claim(Lane::Dial, 10).await.unwrap().is_empty());
+        let json = s.journey_json(reservation.as_str()).await.unwrap().unwrap();
+        assert!(json.contains("not_placed"), "the journey knows the attempt made no call: {json}");
+    }
+
+    async fn a_dial_queued_and_withdrawn_by_one_delivery_to_a_new_journey_is_never_sent(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
+        // The journey's first delivery (its row not yet written) carries the
+        // reservation and its end: the dial it queues is withdrawn at once.
+        let (task, reservation) = (sid("WT", 9), sid::<twilio::sid::ReservationSid>("WR", 9));
+        let mut d = arrived(9);
+        d.events.extend(created(9, 9).events);
+        d.events.push(Event::ReservationEnded { task, reservation: reservation.clone(), why: ReservationEnd::Timeout });
+        s.deliver(d).await.unwrap();
+        assert_dial_withdrawn(&s, &reservation).await;
+    }
+
+    async fn a_delivery_that_changes_nothing_writes_nothing(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
+        s.deliver(arrived(5)).await.unwrap();
+        s.deliver(created(5, 5)).await.unwrap();
+        let (reservation, leg) = (sid::<twilio::sid::ReservationSid>("WR", 5), sid::<twilio::sid::CallSid>("CA", 105));
+        let placed = Event::DialPlaced { reservation: reservation.clone(), attempt: 1, leg: leg.clone() };
+        s.deliver(Delivery::to_keys([reservation.to_string()], vec![placed], POLICY)).await.unwrap();
+        let answered = || {
+            let event = Event::LegAnswered {
+                reservation: reservation.clone(),
+                attempt: Some(1),
+                leg: leg.clone(),
+                answered_by: crate::journey::AnsweredBy::Human,
+            };
+            Delivery::to_keys([reservation.to_string(), leg.to_string()], vec![event], POLICY)
+        };
+        let row = || async {
+            let row: (i64, i64, String) = sqlx::query_as("SELECT version, updated_at_ms, state_json FROM journeys")
+                .fetch_one(s.pool())
+                .await
+                .unwrap();
+            let calls: i64 = sqlx::query_scalar("SELECT updated_at_ms FROM calls").fetch_one(s.pool()).await.unwrap();
+            (row, calls)
+        };
+        // The first answer changes the journey: it is written.
+        let before = row().await;
+        let first = s.deliver(answered()).await.unwrap();
+        assert!(matches!(first.answer, Answer::Bridge { .. }), "{:?}", first.answer);
+        let after = row().await;
+        assert_eq!(after.0.0, before.0.0 + 1, "the answer is a new version");
+        // Twilio asks again: the same answer, and nothing written, not even a time.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let again = s.deliver(answered()).await.unwrap();
+        assert_eq!(format!("{:?}", again.answer), format!("{:?}", first.answer));
+        assert_eq!((again.queued, again.journey), (0, first.journey));
+        assert_eq!(row().await, after, "a repeated webhook leaves the journey's and the call's rows alone");
+    }
+
+    /// Caller `n`'s location was busy: the journey owes the redirect to voicemail.
+    async fn busy_with_redirect_owed(s: &Store, n: usize) -> String {
+        use crate::journey::CallStatus;
+        s.deliver(arrived(n)).await.unwrap();
+        s.deliver(created(n, n)).await.unwrap();
+        let (reservation, leg) =
+            (sid::<twilio::sid::ReservationSid>("WR", n), sid::<twilio::sid::CallSid>("CA", n + 100));
+        let events = vec![
+            Event::DialPlaced { reservation: reservation.clone(), attempt: 1, leg: leg.clone() },
+            Event::LegStatus {
+                reservation: reservation.clone(),
+                attempt: Some(1),
+                leg,
+                status: CallStatus::Busy,
+                sequence: Some(2),
+            },
+        ];
+        s.deliver(Delivery::to_keys([reservation.to_string()], events, POLICY)).await.unwrap();
+        let key = format!("redirect:{}", sid::<twilio::sid::CallSid>("CA", n));
+        let actions = s.actions().await.unwrap();
+        assert!(actions.iter().any(|(k, state, _)| *k == key && *state == OutboxState::Pending), "{actions:?}");
+        key
+    }
+
+    async fn a_redirect_to_voicemail_still_in_the_outbox_is_withdrawn_once_the_caller_is_out_of_the_queue(
+        backend: Backend,
+    ) {
+        let Some((s, _d)) = store(backend).await else { return };
+        let hung_up = |n: usize| {
+            let caller: twilio::sid::CallSid = sid("CA", n);
+            let status = Event::CallerStatus { status: crate::journey::CallStatus::Completed, sequence: Some(9) };
+            Delivery::to_keys([caller.to_string()], vec![status], POLICY)
+        };
+        // Still pending when the caller hangs up (as when `/hold` lets them go
+        // by `<Leave>` after the grace): dropped, and never claimed.
+        let key = busy_with_redirect_owed(&s, 7).await;
+        assert_eq!(s.deliver(hung_up(7)).await.unwrap().queued, 0, "a withdrawal queues nothing");
+        let actions = s.actions().await.unwrap();
+        let (_, state, why) = actions.iter().find(|(k, _, _)| *k == key).unwrap();
+        assert_eq!(*state, OutboxState::Done);
+        assert!(why.as_deref().unwrap().starts_with("withdrawn"), "{why:?}");
+        let claimed = s.claim(Lane::Other, 10).await.unwrap();
+        assert!(!claimed.iter().any(|r| r.key == key), "{claimed:?}");
+
+        // Already claimed by the dispatcher: on its way, it is left alone.
+        let key = busy_with_redirect_owed(&s, 8).await;
+        let claimed = s.claim(Lane::Other, 10).await.unwrap();
+        assert!(claimed.iter().any(|r| r.key == key), "{claimed:?}");
+        s.deliver(hung_up(8)).await.unwrap();
+        let actions = s.actions().await.unwrap();
+        let (_, state, why) = actions.iter().find(|(k, _, _)| *k == key).unwrap();
+        assert_eq!((*state, why.as_deref()), (OutboxState::Sending, None));
     }
 }

@@ -7,7 +7,10 @@
 //! hears `DialUnknown`, so it looks the call up. An update is idempotent and
 //! simply goes back to `pending`.
 
+use std::str::FromStr;
+
 use anyhow::Context as _;
+use sqlx::Row;
 
 use super::journeys::{self, Delivery, Finish, Route};
 use super::sql::{Conn, args};
@@ -237,6 +240,87 @@ pub(super) async fn release<C: Conn>(c: &mut C, name: &str, owner: &str) -> anyh
     Ok(())
 }
 
+impl super::Store {
+    /// Queues one command outside any journey (tests, tools); false when one
+    /// with its key exists already.
+    pub async fn enqueue_command(&self, command: &Command) -> anyhow::Result<bool> {
+        let command = Box::new(command.clone());
+        self.batched(|reply| super::batch::Op::Enqueue(command, reply)).await
+    }
+
+    /// Claims up to `limit` pending commands of `lane` whose time has come,
+    /// marking them `sending`, oldest first. Through the batcher: the claim
+    /// shares a transaction (one commit) with the writes queued beside it,
+    /// and sees the commands they queued.
+    pub async fn claim(&self, lane: Lane, limit: i64) -> anyhow::Result<Vec<OutboxRow>> {
+        let lease = self.lease.clone();
+        self.batched(|reply| super::batch::Op::Claim(lane, limit, lease, reply)).await
+    }
+
+    /// Records how a command ended, or when to send it again (batched).
+    pub async fn finish(&self, finish: Finish) -> anyhow::Result<()> {
+        self.batched(|reply| super::batch::Op::Finish(finish, reply)).await
+    }
+
+    /// Takes over commands being sent by an instance that is gone: updates
+    /// (idempotent) go back to pending; a dial, which must not be sent twice,
+    /// is marked `unknown` and its journey hears `DialUnknown`, so it looks
+    /// the call up instead. With [`Orphans::ExpiredAndMine`] (at start-up),
+    /// also what this instance's name still holds from a previous run.
+    /// Returns (requeued, unknown).
+    pub async fn take_over(&self, which: Orphans, policy: Policy) -> anyhow::Result<(u64, u64)> {
+        let (mut requeued, mut unknown) = (0, 0);
+        loop {
+            let lease = self.lease.clone();
+            let (r, u) = self.batched(|reply| super::batch::Op::TakeOver(which, lease, policy, reply)).await?;
+            (requeued, unknown) = (requeued + r, unknown + u);
+            if r + u == 0 {
+                return Ok((requeued, unknown));
+            }
+        }
+    }
+
+    /// Takes or renews the named lease for `ms` as this instance: true when
+    /// this instance holds it (one reconciler among several instances).
+    pub async fn hold_lease(&self, name: &'static str, ms: i64) -> anyhow::Result<bool> {
+        let owner = self.lease.owner.clone();
+        self.batched(|reply| super::batch::Op::Hold { name, owner, ms, reply }).await
+    }
+
+    /// Gives the named lease up, if this instance holds it.
+    pub async fn release_lease(&self, name: &'static str) -> anyhow::Result<()> {
+        let owner = self.lease.owner.clone();
+        self.batched(|reply| super::batch::Op::Release { name, owner, reply }).await
+    }
+
+    /// Every command with its state (for tests and inspection).
+    pub async fn actions(&self) -> anyhow::Result<Vec<(String, OutboxState, Option<String>)>> {
+        let rows =
+            sqlx::query("SELECT dedupe_key, state, last_error FROM outbox ORDER BY id").fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.try_get("state")?;
+                Ok((r.try_get("dedupe_key")?, OutboxState::from_str(&state)?, r.try_get("last_error")?))
+            })
+            .collect()
+    }
+
+    /// The outbox's commands not yet carried out (pending, also waiting out a
+    /// back-off, or being sent), by kind: (kind, how many, the oldest's
+    /// `created_at_ms`). For the metrics.
+    pub async fn outbox_backlog(&self) -> anyhow::Result<Vec<(String, i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT kind, COUNT(*) AS n, MIN(created_at_ms) AS oldest FROM outbox WHERE state IN ($1, $2)
+             GROUP BY kind",
+        )
+        .bind(OutboxState::Pending.as_str())
+        .bind(OutboxState::Sending.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("kind")?, r.try_get("n")?, r.try_get("oldest")?))).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::lite::LiteConn;
@@ -306,5 +390,133 @@ mod tests {
             .map(Result::unwrap)
             .collect();
         assert_eq!(owners, [("k0".into(), "sending".into(), 1_010), ("k1".into(), "sending".into(), 5_020)]);
+    }
+}
+
+#[cfg(test)]
+mod store_tests {
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    use super::super::testing::{POLICY, arrived, created, sid, store};
+    use super::super::{Orphans, now_ms};
+    use super::*;
+    use crate::test_backends::Backend;
+
+    on_both_backends!(
+        an_interrupted_dial_is_never_resent_but_an_update_is,
+        a_retry_waits_in_the_outbox_not_in_a_slot_and_lanes_are_separate,
+        concurrent_claims_hand_out_each_pending_action_once,
+        a_claim_whose_lease_expired_is_taken_over_by_another_instance,
+        one_instance_at_a_time_holds_a_named_lease,
+    );
+
+    async fn an_interrupted_dial_is_never_resent_but_an_update_is(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
+        s.deliver(arrived(4)).await.unwrap();
+        s.deliver(created(4, 4)).await.unwrap();
+        let hang_up = Command::HangUp { leg: sid("CA", 99), round: 1 };
+        s.enqueue_command(&hang_up).await.unwrap();
+        assert_eq!(s.claim(Lane::Dial, 10).await.unwrap().len(), 1);
+        assert_eq!(s.claim(Lane::Other, 10).await.unwrap().len(), 1);
+        // Another instance on the same database: the claims are not yet
+        // expired and not its own, so it leaves them alone.
+        let other = s.clone().owned_by("other", 60_000);
+        assert_eq!(other.take_over(Orphans::Expired, POLICY).await.unwrap(), (0, 0));
+        assert_eq!(other.take_over(Orphans::ExpiredAndMine, POLICY).await.unwrap(), (0, 0));
+        // This instance's name after a restart takes back what it held.
+        assert_eq!(s.take_over(Orphans::ExpiredAndMine, POLICY).await.unwrap(), (1, 1));
+        let actions = s.actions().await.unwrap();
+        assert!(actions.iter().any(|(k, st, _)| k.starts_with("dial:") && *st == OutboxState::Unknown), "{actions:?}");
+        assert!(actions.iter().any(|(k, st, _)| k.starts_with("hang-up:") && *st == OutboxState::Pending));
+        let json = s.journey_json(sid::<twilio::sid::CallSid>("CA", 4).as_str()).await.unwrap().unwrap();
+        assert!(json.contains("\"unknown\""), "the journey looks the call up instead: {json}");
+        assert_eq!(s.due_journeys(now_ms() + 60_000, 10).await.unwrap().len(), 1, "it wants a tick for the lookup");
+    }
+
+    async fn a_claim_whose_lease_expired_is_taken_over_by_another_instance(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
+        s.deliver(arrived(5)).await.unwrap();
+        s.deliver(created(5, 5)).await.unwrap();
+        s.enqueue_command(&Command::HangUp { leg: sid("CA", 98), round: 1 }).await.unwrap();
+        // The first instance's claims last 1 ms; it then "dies".
+        let dead = s.clone().owned_by("dead", 1);
+        assert_eq!(dead.claim(Lane::Dial, 10).await.unwrap().len(), 1);
+        assert_eq!(dead.claim(Lane::Other, 10).await.unwrap().len(), 1);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let alive = s.clone().owned_by("alive", 60_000);
+        assert_eq!(alive.take_over(Orphans::Expired, POLICY).await.unwrap(), (1, 1));
+        assert_eq!(alive.take_over(Orphans::Expired, POLICY).await.unwrap(), (0, 0), "once only");
+        // The update is claimed again by the live instance; the dial never is.
+        let again = alive.claim(Lane::Other, 10).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert!(alive.claim(Lane::Dial, 10).await.unwrap().is_empty());
+        // A live instance's claim is left alone by the others.
+        assert_eq!(dead.take_over(Orphans::ExpiredAndMine, POLICY).await.unwrap(), (0, 0));
+    }
+
+    async fn one_instance_at_a_time_holds_a_named_lease(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
+        let (a, b) = (s.clone().owned_by("a", 60_000), s.clone().owned_by("b", 60_000));
+        assert!(a.hold_lease("reconciler", 60_000).await.unwrap());
+        assert!(!b.hold_lease("reconciler", 60_000).await.unwrap(), "held by a");
+        assert!(a.hold_lease("reconciler", 60_000).await.unwrap(), "a renews");
+        a.release_lease("reconciler").await.unwrap();
+        assert!(b.hold_lease("reconciler", 1).await.unwrap(), "free once a gives it up");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(a.hold_lease("reconciler", 60_000).await.unwrap(), "b's lease expired");
+        assert!(!b.hold_lease("reconciler", 60_000).await.unwrap());
+    }
+
+    async fn a_retry_waits_in_the_outbox_not_in_a_slot_and_lanes_are_separate(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
+        s.enqueue_command(&Command::HangUp { leg: sid("CA", 5), round: 1 }).await.unwrap();
+        let rows = s.claim(Lane::Other, 10).await.unwrap();
+        let later = now_ms() + 60_000;
+        let retry = Finish {
+            id: rows[0].id,
+            state: OutboxState::Pending,
+            result: None,
+            error: Some("500".into()),
+            not_before_ms: later,
+        };
+        s.finish(retry).await.unwrap();
+        assert!(s.claim(Lane::Other, 10).await.unwrap().is_empty(), "not before its time");
+        sqlx::query("UPDATE outbox SET not_before_ms = 0").execute(&s.writer).await.unwrap();
+        assert!(s.claim(Lane::Dial, 10).await.unwrap().is_empty(), "a hang-up is not in the dial lane");
+        let again = s.claim(Lane::Other, 10).await.unwrap();
+        assert_eq!((again.len(), again[0].attempts), (1, 2));
+    }
+
+    async fn concurrent_claims_hand_out_each_pending_action_once(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
+        for i in 0..100 {
+            s.enqueue_command(&Command::HangUp { leg: sid("CA", i), round: 1 }).await.unwrap();
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let s = s.clone();
+            tasks.spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let rows = s.claim(Lane::Other, 7).await.unwrap();
+                    if rows.is_empty() {
+                        return mine;
+                    }
+                    assert!(rows.windows(2).all(|w| w[0].id < w[1].id), "oldest first");
+                    assert!(rows.iter().all(|r| r.attempts == 1));
+                    mine.extend(rows.into_iter().map(|r| r.key));
+                }
+            });
+        }
+        let mut all = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            all.extend(r.unwrap());
+        }
+        all.sort();
+        let unique: HashSet<_> = all.iter().cloned().collect();
+        assert_eq!(all.len(), 100, "no action is handed out twice");
+        assert_eq!(unique.len(), 100, "every action is handed out");
+        assert!(s.actions().await.unwrap().iter().all(|(_, st, _)| *st == OutboxState::Sending));
     }
 }

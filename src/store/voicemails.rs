@@ -242,6 +242,32 @@ pub(super) async fn mark_listened<C: Conn>(c: &mut C, recording_sid: &str, now: 
     Ok(done > 0)
 }
 
+impl super::Store {
+    pub async fn voicemail(&self, recording_sid: &str) -> anyhow::Result<Option<Voicemail>> {
+        let mut conn = self.pool.acquire().await?;
+        get(&mut *conn, recording_sid).await
+    }
+
+    /// A page of voicemails, newest first.
+    pub async fn voicemails(&self, filter: &VoicemailFilter) -> anyhow::Result<Vec<Voicemail>> {
+        let mut conn = self.pool.acquire().await?;
+        list(&mut *conn, filter).await
+    }
+
+    /// Where Twilio keeps a voicemail's audio; for the server's own fetch
+    /// only, never to be shown or logged at info level.
+    pub async fn voicemail_recording_url(&self, recording_sid: &str) -> anyhow::Result<Option<String>> {
+        let mut conn = self.pool.acquire().await?;
+        recording_url(&mut *conn, recording_sid).await
+    }
+
+    /// Marks a voicemail listened; false when there is none with that SID.
+    pub async fn mark_voicemail_listened(&self, recording_sid: &str) -> anyhow::Result<bool> {
+        let mut conn = self.writer.acquire().await?;
+        mark_listened(&mut *conn, recording_sid, super::now_ms()).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::AnsweredByPolicy;

@@ -82,3 +82,67 @@ impl Store {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{POLICY, arrived, created, sid, store};
+    use super::super::{Delivery, StatusRecord, now_ms};
+    use crate::journey::Event;
+    use crate::test_backends::Backend;
+
+    on_both_backends!(a_callers_place_counts_those_waiting_before_them_and_handled_calls_give_their_length,);
+
+    async fn a_callers_place_counts_those_waiting_before_them_and_handled_calls_give_their_length(backend: Backend) {
+        use crate::announce::Standing;
+        use crate::journey::CallStatus;
+        let Some((s, _d)) = store(backend).await else { return };
+        for c in 1..=3 {
+            s.deliver(arrived(c)).await.unwrap();
+        }
+        let ca = |n: usize| sid::<twilio::sid::CallSid>("CA", n).to_string();
+        let standing = |ahead, in_use| Some(Standing { ahead, lines: 2, in_use });
+        assert_eq!(s.standing(&ca(1), 2).await.unwrap(), standing(0, 0));
+        assert_eq!(s.standing(&ca(2), 2).await.unwrap(), standing(1, 0));
+        assert_eq!(s.standing(&ca(3), 2).await.unwrap(), standing(2, 0));
+        assert_eq!(s.standing(&ca(9), 2).await.unwrap(), None, "a call with no journey");
+        assert!(s.handle_times("north", 0, 20).await.unwrap().is_empty());
+
+        // The first caller is connected: it holds a line and is no longer ahead of anyone.
+        s.deliver(created(1, 1)).await.unwrap();
+        let (task, res, leg): (twilio::sid::TaskSid, twilio::sid::ReservationSid, twilio::sid::CallSid) =
+            (sid("WT", 1), sid("WR", 1), sid("CA", 101));
+        let events = vec![
+            Event::DialPlaced { reservation: res.clone(), attempt: 1, leg: leg.clone() },
+            Event::ReservationAccepted { task, reservation: res.clone() },
+        ];
+        s.deliver(Delivery::to_keys([res.to_string()], events, POLICY)).await.unwrap();
+        assert_eq!(s.standing(&ca(1), 2).await.unwrap(), None, "connected, not waiting");
+        assert_eq!(s.standing(&ca(2), 2).await.unwrap(), standing(0, 1));
+        assert_eq!(s.standing(&ca(3), 2).await.unwrap(), standing(1, 1));
+        assert!(s.handle_times("north", 0, 20).await.unwrap().is_empty(), "still under way");
+
+        // Its location leg ends after 125 s: a handled call of that length.
+        let status = Event::LegStatus {
+            reservation: res.clone(),
+            attempt: Some(1),
+            leg: leg.clone(),
+            status: CallStatus::Completed,
+            sequence: Some(3),
+        };
+        let mut d = Delivery::to_keys([res.to_string(), leg.to_string()], vec![status], POLICY);
+        d.status = Some(StatusRecord {
+            call_sid: leg.to_string(),
+            inbound_call_sid: Some(ca(1)),
+            status: "completed".into(),
+            sequence_number: Some(3),
+            call_duration: Some(125),
+            answered_by: None,
+            sip_response_code: None,
+        });
+        s.deliver(d).await.unwrap();
+        assert_eq!(s.handle_times("north", 0, 20).await.unwrap(), [125]);
+        assert!(s.handle_times("north", now_ms() + 1, 20).await.unwrap().is_empty(), "outside the window");
+        assert!(s.handle_times("south", 0, 20).await.unwrap().is_empty());
+        assert!(s.handle_times("north", 0, 0).await.unwrap().is_empty());
+    }
+}
