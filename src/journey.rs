@@ -583,6 +583,12 @@ impl Journey {
         self.caller.state
     }
 
+    /// The location whose queue the caller is in, or was last (the one
+    /// `CallerEnqueued` named, or the overflow it moved to).
+    pub fn queue_location(&self) -> Option<&str> {
+        self.location.as_deref()
+    }
+
     pub fn caller_sid(&self) -> Option<&CallSid> {
         self.caller.sid.as_ref()
     }

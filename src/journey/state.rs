@@ -32,6 +32,19 @@ pub enum CallerState {
 }
 
 impl CallerState {
+    /// The state as `state_json` spells it (serde's snake_case), and as the
+    /// journeys' `caller_state` column keeps it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallerState::Unseen => "unseen",
+            CallerState::Ivr => "ivr",
+            CallerState::Queued => "queued",
+            CallerState::Bridged => "bridged",
+            CallerState::Diverted => "diverted",
+            CallerState::Gone => "gone",
+        }
+    }
+
     pub(super) fn rank(self) -> u8 {
         match self {
             CallerState::Unseen => 0,
@@ -536,4 +549,17 @@ pub(super) struct Transferred {
     /// waiting (as when `to` had closed first).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(super) called_off: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CallerState;
+
+    #[test]
+    fn a_caller_state_is_spelled_as_serde_spells_it() {
+        use CallerState::*;
+        for state in [Unseen, Ivr, Queued, Bridged, Diverted, Gone] {
+            assert_eq!(serde_json::to_value(state).unwrap(), serde_json::Value::from(state.as_str()), "{state:?}");
+        }
+    }
 }

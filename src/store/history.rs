@@ -268,15 +268,10 @@ impl Store {
 
     /// Callers waiting and bridged now, by location, among at most `limit`
     /// open journeys, with when the longest-waiting one's journey began.
-    /// Counted by the database from the journeys' generated `location` and
-    /// `caller_state` columns, so no journey is loaded (the metrics'
+    /// Counted by the database from the journeys' `location` and
+    /// `caller_state` columns (written beside `state_json`), so no journey is loaded (the metrics'
     /// [`Store::live_callers`] reads the same).
     pub async fn live_board(&self, limit: i64) -> anyhow::Result<Vec<LiveCallers>> {
-        // A caller state as `state_json` spells it.
-        let name = |state: CallerState| match serde_json::to_value(state) {
-            Ok(serde_json::Value::String(s)) => Ok(s),
-            other => Err(anyhow::anyhow!("caller state {state:?} does not serialise as a string: {other:?}")),
-        };
         let rows = sqlx::query(
             "SELECT location,
                     SUM(CASE WHEN caller_state = $1 THEN 1 ELSE 0 END) AS waiting,
@@ -287,8 +282,8 @@ impl Store {
              WHERE location IS NOT NULL AND caller_state IN ($1, $2)
              GROUP BY location",
         )
-        .bind(name(CallerState::Queued)?)
-        .bind(name(CallerState::Bridged)?)
+        .bind(CallerState::Queued.as_str())
+        .bind(CallerState::Bridged.as_str())
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;

@@ -397,15 +397,19 @@ async fn load<C: Conn>(c: &mut C, id: i64) -> anyhow::Result<Option<(i64, Journe
 async fn insert_new<C: Conn>(c: &mut C, journey: &Journey, now: i64) -> anyhow::Result<i64> {
     let rows = c
         .fetch(
-            "INSERT INTO journeys (state_json, version, wake_at_ms, closed, degraded, created_at_ms, updated_at_ms)
-             VALUES ($1, 1, $2, $3, $4, $5, $5)
+            "INSERT INTO journeys (state_json, version, wake_at_ms, closed, degraded, created_at_ms, updated_at_ms,
+                 location, caller_state, waiting_since_ms)
+             VALUES ($1, 1, $2, $3, $4, $5, $5, $6, $7, $8)
              RETURNING id",
             args![
                 &state_json(journey)?,
                 journey.wake_at().map(|t| t.as_millisecond()),
                 i64::from(journey.is_closed()),
                 i64::from(journey.degraded()),
-                now
+                now,
+                journey.queue_location(),
+                journey.caller_state().as_str(),
+                journey.waiting_since_ms()
             ],
         )
         .await?;
@@ -438,7 +442,7 @@ async fn save<C: Conn>(
     let done = c
         .execute(
             "UPDATE journeys SET state_json = $3, version = $2 + 1, wake_at_ms = $4, closed = $5, degraded = $6,
-                 updated_at_ms = $7
+                 updated_at_ms = $7, location = $8, caller_state = $9, waiting_since_ms = $10
              WHERE id = $1 AND version = $2",
             args![
                 id,
@@ -447,7 +451,10 @@ async fn save<C: Conn>(
                 journey.wake_at().map(|t| t.as_millisecond()),
                 i64::from(journey.is_closed()),
                 i64::from(journey.degraded()),
-                now
+                now,
+                journey.queue_location(),
+                journey.caller_state().as_str(),
+                journey.waiting_since_ms()
             ],
         )
         .await?;
@@ -574,8 +581,8 @@ impl super::Store {
 
     /// Callers waiting in the queue and callers bridged, by location, among at
     /// most `limit` open journeys: (location, waiting, bridged). Counted by
-    /// the database from the journeys' generated `location` and
-    /// `caller_state` columns, so no journey is loaded. For the metrics.
+    /// the database from the journeys' `location` and `caller_state` columns
+    /// (written beside `state_json`), so no journey is loaded. For the metrics.
     pub async fn live_callers(&self, limit: i64) -> anyhow::Result<Vec<(String, i64, i64)>> {
         Ok(self.live_board(limit).await?.into_iter().map(|l| (l.location, l.waiting, l.bridged)).collect())
     }
@@ -651,7 +658,7 @@ mod call_token_tests {
 mod store_tests {
     use std::time::Duration;
 
-    use super::super::testing::{POLICY, arrived, created, dials, sid, store};
+    use super::super::testing::{POLICY, after_hours, arrived, created, dials, sid, store};
     use super::super::{NOTIFY_CHANNEL, Store};
     use super::*;
     use crate::journey::ReservationEnd;
@@ -664,6 +671,7 @@ mod store_tests {
         a_dial_still_in_the_outbox_is_withdrawn_when_its_reservation_ends,
         a_dial_queued_and_withdrawn_by_one_delivery_to_a_new_journey_is_never_sent,
         a_delivery_that_changes_nothing_writes_nothing,
+        the_queue_columns_are_written_with_the_state,
         a_redirect_to_voicemail_still_in_the_outbox_is_withdrawn_once_the_caller_is_out_of_the_queue,
     );
 
@@ -743,6 +751,61 @@ mod store_tests {
         d.events.push(Event::ReservationEnded { task, reservation: reservation.clone(), why: ReservationEnd::Timeout });
         s.deliver(d).await.unwrap();
         assert_dial_withdrawn(&s, &reservation).await;
+    }
+
+    /// A journey's `location`, `caller_state` and `waiting_since_ms`.
+    type Columns = (Option<String>, Option<String>, Option<i64>);
+
+    /// Every journey's `location`, `caller_state` and `waiting_since_ms`
+    /// columns as written, each beside the same three read out of its
+    /// `state_json`.
+    async fn assert_columns_match_the_state(s: &Store, when: &str) -> Vec<Columns> {
+        let rows = sqlx::query("SELECT location, caller_state, waiting_since_ms, state_json FROM journeys ORDER BY id")
+            .fetch_all(s.pool())
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| {
+                let written: Columns = (r.get("location"), r.get("caller_state"), r.get("waiting_since_ms"));
+                let json: String = r.get("state_json");
+                let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+                let stated: Columns = (
+                    v["location"].as_str().map(str::to_owned),
+                    v["caller"]["state"].as_str().map(str::to_owned),
+                    v["wait"]["since_ms"].as_i64(),
+                );
+                assert_eq!(written, stated, "{when}: the columns are not what the state says: {json}");
+                written
+            })
+            .collect()
+    }
+
+    async fn the_queue_columns_are_written_with_the_state(backend: Backend) {
+        use crate::journey::CallStatus;
+        let Some((s, _d)) = store(backend).await else { return };
+        s.deliver(arrived(1)).await.unwrap();
+        s.deliver(created(1, 1)).await.unwrap();
+        let rows = assert_columns_match_the_state(&s, "queued").await;
+        assert!(matches!(&rows[..], [(Some(l), Some(c), Some(_))] if l == "north" && c == "queued"), "{rows:?}");
+        // A journey that begins at TaskRouter's event: its caller is in the queue.
+        s.deliver(created(2, 2)).await.unwrap();
+        let rows = assert_columns_match_the_state(&s, "begun by a reservation").await;
+        assert_eq!((rows.len(), rows[1].1.as_deref()), (2, Some("queued")), "{rows:?}");
+        // The first caller is bridged, the second hangs up, a third is turned away.
+        let (task, res, leg): (twilio::sid::TaskSid, twilio::sid::ReservationSid, twilio::sid::CallSid) =
+            (sid("WT", 1), sid("WR", 1), sid("CA", 101));
+        let events = vec![
+            Event::DialPlaced { reservation: res.clone(), attempt: 1, leg: leg.clone() },
+            Event::ReservationAccepted { task, reservation: res.clone() },
+        ];
+        s.deliver(Delivery::to_keys([res.to_string()], events, POLICY)).await.unwrap();
+        let gone = Event::CallerStatus { status: CallStatus::Completed, sequence: Some(9) };
+        let caller: twilio::sid::CallSid = sid("CA", 2);
+        s.deliver(Delivery::to_keys([caller.to_string()], vec![gone], POLICY)).await.unwrap();
+        s.deliver(after_hours(3, "+14155550103")).await.unwrap();
+        let rows = assert_columns_match_the_state(&s, "bridged, gone, turned away").await;
+        let states: Vec<Option<&str>> = rows.iter().map(|r| r.1.as_deref()).collect();
+        assert_eq!(states, [Some("bridged"), Some("gone"), Some("diverted")], "{rows:?}");
     }
 
     async fn a_delivery_that_changes_nothing_writes_nothing(backend: Backend) {

@@ -309,7 +309,10 @@ mod tests {
         assert_eq!(sqlite_path("postgres://u:p@h/db"), None);
     }
 
-    on_both_backends!(migrations_are_skipped_when_none_is_pending_and_applied_when_one_is,);
+    on_both_backends!(
+        migrations_are_skipped_when_none_is_pending_and_applied_when_one_is,
+        the_queue_columns_keep_their_values_when_they_stop_being_generated,
+    );
 
     #[test]
     fn migrations_are_the_same_only_when_every_embedded_one_is_applied_unchanged() {
@@ -327,6 +330,57 @@ mod tests {
         for (name, applied, same) in cases {
             assert_eq!(same_migrations(&applied, embedded.iter().copied()), same, "{name}");
         }
+    }
+
+    /// Migration 11 turns the journeys' generated `location`, `caller_state`
+    /// and `waiting_since_ms` into columns the store writes: the rows already
+    /// there keep what was generated for them, and the index still finds them.
+    async fn the_queue_columns_keep_their_values_when_they_stop_being_generated(backend: Backend) {
+        let Some(db) = backend.database().await else { return };
+        sqlx::any::install_default_drivers();
+        let pool = AnyPool::connect(&sqlite_url_with_create(&db.url)).await.unwrap();
+        let migrator = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run_to(10, &pool).await.unwrap();
+        let states = [
+            r#"{"location":"north","caller":{"state":"queued"},"wait":{"since_ms":1700000000123}}"#,
+            r#"{"location":"south","caller":{"state":"bridged"},"wait":{}}"#,
+            r#"{"caller":{"state":"unseen"},"wait":{}}"#,
+        ];
+        for json in states {
+            sqlx::query(
+                "INSERT INTO journeys (state_json, version, wake_at_ms, closed, degraded, created_at_ms, updated_at_ms)
+                 VALUES ($1, 1, NULL, 0, 0, 0, 0)",
+            )
+            .bind(json)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        let read = || async {
+            let rows: Vec<(Option<String>, Option<String>, Option<i64>)> =
+                sqlx::query_as("SELECT location, caller_state, waiting_since_ms FROM journeys ORDER BY id")
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+            rows
+        };
+        let generated = read().await;
+        assert_eq!(generated[0], (Some("north".into()), Some("queued".into()), Some(1_700_000_000_123)));
+        migrator.run(&pool).await.unwrap();
+        assert_eq!(read().await, generated, "the values were kept");
+        // Written now, not generated: a new state leaves them as they are.
+        sqlx::query("UPDATE journeys SET state_json = '{}'").execute(&pool).await.unwrap();
+        assert_eq!(read().await, generated);
+        let queued: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM journeys WHERE closed = 0 AND location = 'north' AND caller_state = 'queued'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(queued, 1);
     }
 
     async fn migrations_are_skipped_when_none_is_pending_and_applied_when_one_is(backend: Backend) {

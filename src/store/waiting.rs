@@ -2,9 +2,10 @@
 //! in the location's queue and the handle times of its recent connected
 //! calls. Nothing here writes.
 //!
-//! The place is counted by the database from the journeys' generated
-//! `location`, `caller_state` and `waiting_since_ms` columns on the partial
-//! index `journeys_waiting` (migration 0007); the handle times walk
+//! The place is counted by the database from the journeys' `location`,
+//! `caller_state` and `waiting_since_ms` columns (written beside
+//! `state_json`: migration 0011) on the partial index `journeys_waiting`
+//! (migration 0007); the handle times walk
 //! `calls_location_started` newest first.
 
 use sqlx::Row;
@@ -13,14 +14,6 @@ use super::Store;
 use crate::announce::Standing;
 use crate::domain::Outcome;
 use crate::journey::CallerState;
-
-/// A caller state as `state_json` spells it.
-fn state_name(state: CallerState) -> anyhow::Result<String> {
-    match serde_json::to_value(state) {
-        Ok(serde_json::Value::String(s)) => Ok(s),
-        other => Err(anyhow::anyhow!("caller state {state:?} does not serialise as a string: {other:?}")),
-    }
-}
 
 impl Store {
     /// Where the caller of `call_sid` stands in their location's queue: the
@@ -42,8 +35,8 @@ impl Store {
                AND me.caller_state = $2",
         )
         .bind(call_sid)
-        .bind(state_name(CallerState::Queued)?)
-        .bind(state_name(CallerState::Bridged)?)
+        .bind(CallerState::Queued.as_str())
+        .bind(CallerState::Bridged.as_str())
         .fetch_optional(&self.pool)
         .await?;
         let Some(r) = row else { return Ok(None) };
