@@ -258,10 +258,13 @@ impl Dispatcher {
             for (row, permit) in rows.into_iter().zip(singles) {
                 let this = self.clone();
                 let (call_sid, task_sid, reservation_sid) = row.command.sids();
+                // `send`: which claim of the row this is (1 the first, more
+                // after a retry); a dial's `attempt` is the journey's, logged
+                // with the dial.
                 let span = tracing::info_span!(
                     "action",
                     key = %row.key,
-                    attempt = row.attempts,
+                    send = row.attempts,
                     call_sid = call_sid.map(|s| s.as_str()),
                     task_sid = task_sid.map(|s| s.as_str()),
                     reservation_sid = reservation_sid.map(|s| s.as_str()),
