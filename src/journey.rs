@@ -55,7 +55,8 @@
 //!
 //! # Wiring
 //! `store::journeys` keeps each journey (its JSON, a version, [`Journey::wake_at`],
-//! closed, degraded) and finds it by any SID of [`Journey::keys`]; a delivery
+//! closed, degraded, and for counting queues without loading it its location,
+//! caller state and time queued) and finds it by any SID of [`Journey::keys`]; a delivery
 //! loads or creates it, applies the events, withdraws dials still in the outbox
 //! when told to, and writes the journey, its commands and its `calls` row in
 //! one transaction. `timers::Ticker` sends [`Event::Tick`] at `wake_at`; the
@@ -583,8 +584,9 @@ impl Journey {
         self.caller.state
     }
 
-    /// The location whose queue the caller is in, or was last (the one
-    /// `CallerEnqueued` named, or the overflow it moved to).
+    /// The location the journey is about: the one the caller was enqueued
+    /// for, turned away from, or moved to (an overflow), as `state_json`'s
+    /// `location` has it.
     pub fn queue_location(&self) -> Option<&str> {
         self.location.as_deref()
     }

@@ -9,12 +9,8 @@ use sqlx::any::AnyRow;
 use super::{Audit, Store, batch};
 use crate::domain::Outcome;
 
-/// `SELECT … FROM calls` followed by the given clause, as a literal.
-///
-/// SQL is built at run time only where a statement needs as many
-/// placeholders as it has rows: the batched writes ([`batch`]) and
-/// [`Store::outcomes`]' `IN (…)`. Those builders write placeholders (`$N`)
-/// and fixed SQL text only, never data; every value is bound.
+/// `SELECT … FROM calls` followed by the given clause, as a literal (every
+/// statement is a literal; every value is bound).
 macro_rules! select_calls {
     ($tail:literal) => {
         concat!(

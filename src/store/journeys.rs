@@ -563,7 +563,7 @@ pub(super) async fn due(pool: &sqlx::AnyPool, now: i64, limit: i64) -> anyhow::R
 impl super::Store {
     /// Delivers events to their journey and writes what it owes, with
     /// whatever else is queued for the writer (group commit); answered after
-    /// the COMMIT. See [`journeys`].
+    /// the COMMIT. See [`deliver_in`].
     pub async fn deliver(&self, delivery: Delivery) -> anyhow::Result<Delivered> {
         self.batched(|reply| super::batch::Op::Deliver(Box::new(delivery), reply)).await
     }

@@ -209,8 +209,10 @@ impl Store {
             _ => None,
         };
         // A new file: every migration in one transaction on the writer's
-        // connection, recorded as sqlx records them (sqlx's migrator runs
-        // each in a transaction of its own, a dozen round trips apiece).
+        // connection (as the squashed schema when it stands for them: see
+        // `lite::migrate_new_file`), recorded as sqlx records them (sqlx's
+        // migrator runs each in a transaction of its own, a dozen round trips
+        // apiece).
         let migrated = match &lite {
             Some((conn, _)) if fresh_file => {
                 lite::migrate_new_file(conn, migrator).context("migrating the new database")?
@@ -381,6 +383,12 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(queued, 1);
+        let index = match backend {
+            Backend::Sqlite => "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND name = 'journeys_waiting'",
+            Backend::Postgres => "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'journeys_waiting'",
+        };
+        let indexes: i64 = sqlx::query_scalar(index).fetch_one(&pool).await.unwrap();
+        assert_eq!(indexes, 1, "journeys_waiting is there");
     }
 
     async fn migrations_are_skipped_when_none_is_pending_and_applied_when_one_is(backend: Backend) {
