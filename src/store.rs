@@ -65,8 +65,8 @@ pub fn now_ms() -> i64 {
 /// mode lets the reads run beside the write. The frequent writes
 /// (`reservation.created`, the dispatcher's results) go through `batcher`, a
 /// task that writes whatever has queued in one transaction (see [`batch`]).
-/// PostgreSQL keeps the same shape (one writer connection, the batcher),
-/// with a larger read pool.
+/// PostgreSQL keeps the same shape with several writers on the one queue
+/// (see `open::postgres_writers`) and a larger read pool.
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,

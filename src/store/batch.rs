@@ -1,18 +1,20 @@
 //! Group commit for the frequent writes: every journey delivery, the
 //! dispatcher's claims and results, and the audit rows beside them.
 //!
-//! One writer owns the writes that go through it. It takes the first queued
-//! request, gets ready to write (on PostgreSQL: a pooled connection), then
-//! drains whatever else has queued meanwhile (up to [`MAX_BATCH`]) and writes
+//! A writer takes the first queued request, gets ready to write (on
+//! PostgreSQL: a pooled connection), then drains whatever else has queued
+//! meanwhile (up to [`MAX_BATCH`]) and writes
 //! them all, in order, in one transaction: one COMMIT per batch instead of
 //! one per request (on PostgreSQL, one fsync; SQLite in WAL mode with
 //! `synchronous = NORMAL` syncs only at checkpoints, so a committed batch
 //! survives a crash of this process, not a power cut). Each caller is
 //! answered only after COMMIT, as when each request had its own; if
 //! anything in the batch fails, the transaction rolls back and each request
-//! is written again alone, so one bad write fails only its own caller.
+//! is written again alone, so one bad write fails only its own caller. On
+//! PostgreSQL several writers take turns at the one queue and write their
+//! batches side by side; on SQLite there is one.
 //!
-//! Two writers share this loop ([`run`]): [`SqlxWriter`] over sqlx (on the
+//! Two kinds of writer share this loop ([`run`]): [`SqlxWriter`] over sqlx (on the
 //! runtime, for PostgreSQL and in-memory SQLite) and [`LiteWriter`] (on a
 //! thread of its own, for a SQLite file: see [`super::lite`]).
 
@@ -40,6 +42,17 @@ pub(super) const MAX_BATCH: usize = 256;
 /// How many requests may wait for the writer before callers wait to queue
 /// (back-pressure rather than unbounded memory).
 pub(super) const QUEUE: usize = MAX_BATCH * 8;
+
+/// The queue the writers share: each takes a batch from it in turn (on
+/// SQLite there is one writer; on PostgreSQL several, see
+/// `open::postgres_writers`).
+pub(super) type Queue = Arc<tokio::sync::Mutex<mpsc::Receiver<Op>>>;
+
+/// A queue for writers to share, and its sending side.
+pub(super) fn queue() -> (mpsc::Sender<Op>, Queue) {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    (tx, Arc::new(tokio::sync::Mutex::new(rx)))
+}
 
 pub(super) enum Op {
     Deliver(Box<Delivery>, oneshot::Sender<anyhow::Result<Delivered>>),
@@ -403,17 +416,23 @@ fn run_checkpointer(path: &Path, checkpoints: Weak<Checkpoints>, pace: Checkpoin
 }
 
 /// Runs until every sender (every `Store` clone) is gone.
-pub(super) async fn run(mut writer: impl Writer, mut rx: mpsc::Receiver<Op>) {
+pub(super) async fn run(mut writer: impl Writer, queue: Queue) {
     let mut stats = Stats::default();
-    while let Some(first) = rx.recv().await {
-        let ready = writer.ready().await;
-        let mut ops = vec![first];
-        while ops.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(op) => ops.push(op),
-                Err(_) => break,
+    loop {
+        // One writer at a time takes a batch; the others write theirs meanwhile.
+        let (ops, ready) = {
+            let mut rx = queue.lock().await;
+            let Some(first) = rx.recv().await else { break };
+            let ready = writer.ready().await;
+            let mut ops = vec![first];
+            while ops.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(op) => ops.push(op),
+                    Err(_) => break,
+                }
             }
-        }
+            (ops, ready)
+        };
         if let Err(e) = ready {
             let message = format!("{e:#} ({} writes)", ops.len());
             ops.into_iter().for_each(|op| op.fail(&message));
@@ -460,7 +479,7 @@ pub(super) fn spawn_lite(
     conn: rusqlite::Connection,
     path: &Path,
     pace: CheckpointPace,
-    rx: mpsc::Receiver<Op>,
+    rx: Queue,
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().build().context("starting the writer's runtime")?;
     let checkpoints = Arc::new(Checkpoints::default());
@@ -537,7 +556,7 @@ mod tests {
         let conn = rusqlite::Connection::open(&path).unwrap();
         assert!(super::super::lite::migrate_new_file(&conn, &super::super::SQLITE_MIGRATIONS).unwrap());
         drop(conn);
-        let (batcher, rx) = mpsc::channel(QUEUE);
+        let (batcher, rx) = queue();
         let pace = CheckpointPace { every: Duration::from_millis(20), restart_at: 200 };
         spawn_lite(super::super::lite::open(&path).unwrap(), &path, pace, rx).unwrap();
         let before = wal_restarts(&path);
@@ -603,7 +622,7 @@ mod store_tests {
     use std::time::Duration;
 
     use super::super::Store;
-    use super::super::testing::{created, sid, store};
+    use super::super::testing::{arrived, created, sid, store};
     use crate::test_backends::Backend;
 
     on_both_backends!(
@@ -611,6 +630,29 @@ mod store_tests {
         a_closed_database_is_an_error_for_every_caller,
         a_database_that_refuses_writes_is_an_error_for_every_caller,
     );
+
+    #[tokio::test]
+    async fn on_postgres_a_batch_waiting_for_a_lock_does_not_hold_up_the_others() {
+        use sqlx::Connection as _;
+        let Some((s, db)) = store(Backend::Postgres).await else { return };
+        assert!(super::super::open::postgres_writers(super::super::PoolSettings::default().max_connections) > 1);
+        s.deliver(arrived(1)).await.unwrap();
+        // Another session holds caller 1's journey, as another instance's batch would.
+        let mut other = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+        sqlx::query("SELECT id FROM journeys FOR UPDATE").execute(&mut other).await.unwrap();
+        let waiting = tokio::spawn({
+            let s = s.clone();
+            async move { s.deliver(created(1, 1)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "caller 1's delivery waits for the lock");
+        // Caller 2's journey is written meanwhile, by another writer.
+        let other_caller = tokio::time::timeout(Duration::from_secs(3), s.deliver(arrived(2))).await;
+        assert!(other_caller.expect("not held up by the batch that waits").is_ok());
+        sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+        assert_eq!(waiting.await.unwrap().unwrap().queued, 1, "the first, once the lock is free");
+    }
 
     async fn a_failed_batch_is_written_again_one_by_one_so_only_the_bad_write_fails(backend: Backend) {
         let Some((s, _d)) = store(backend).await else { return };

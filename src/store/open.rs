@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Connection as _, Executor, Row};
-use tokio::sync::mpsc;
 
 use super::outbox::Lease;
 use super::{DEFAULT_LEASE_MS, Store, batch, lite};
@@ -79,8 +78,8 @@ impl Backend {
 /// The connection pool's limits (`[database]` in the config).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolSettings {
-    /// On PostgreSQL, the most connections this process opens: one is the
-    /// writer's, the rest serve reads. SQLite always uses one writer and
+    /// On PostgreSQL, the most connections this process opens: a quarter
+    /// (1 to 4) write batches, the rest serve reads. SQLite always uses one writer and
     /// [`SQLITE_READERS`] readers.
     pub max_connections: u32,
     /// How long a query waits for a free connection before it fails.
@@ -91,6 +90,16 @@ impl Default for PoolSettings {
     fn default() -> Self {
         PoolSettings { max_connections: 8, acquire_timeout: Duration::from_secs(10) }
     }
+}
+
+/// How many of PostgreSQL's `max_connections` write batches side by side
+/// (the rest serve reads): a quarter, 1 to 4. A batch spends most of its
+/// time waiting for the server's answer to each statement, one at a time,
+/// so one writer left the database and the cores idle; several batches
+/// that touch the same journeys wait for each other's row locks (taken in
+/// one order: `journeys::lock_in_order`), as batches of two instances do.
+pub(super) fn postgres_writers(max_connections: u32) -> u32 {
+    (max_connections / 4).clamp(1, 4)
 }
 
 /// The read pool's size on SQLite, where reads run beside the one writer (WAL).
@@ -196,8 +205,11 @@ impl Store {
                     options(1).connect_lazy(&url).with_context(|| format!("opening database {}", redact_url(&url)))?;
                 (writer, pool)
             }
-            // One of `max_connections` is the writer's.
-            Backend::Postgres => (open(1).await?, open(settings.max_connections.saturating_sub(1).max(1)).await?),
+            // Some of `max_connections` are the writers'.
+            Backend::Postgres => {
+                let writers = postgres_writers(settings.max_connections);
+                (open(writers).await?, open(settings.max_connections.saturating_sub(writers).max(1)).await?)
+            }
         };
         let migrator = match backend {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
@@ -225,7 +237,7 @@ impl Store {
         if !migrated && (fresh_file || migrations_pending(&pool, migrator).await) {
             migrator.run(&pool).await.context("migrating the database")?;
         }
-        let (batcher, queue) = mpsc::channel(batch::QUEUE);
+        let (batcher, queue) = batch::queue();
         match lite {
             // A SQLite file: the batches go to a thread with its own
             // connection (see `lite`).
@@ -239,7 +251,13 @@ impl Store {
                     Backend::Sqlite => "BEGIN IMMEDIATE",
                     Backend::Postgres => "BEGIN",
                 };
-                tokio::spawn(batch::run(batch::SqlxWriter::new(writer.clone(), begin), queue));
+                let writers = match backend {
+                    Backend::Sqlite => 1,
+                    Backend::Postgres => postgres_writers(settings.max_connections),
+                };
+                for _ in 0..writers {
+                    tokio::spawn(batch::run(batch::SqlxWriter::new(writer.clone(), begin), queue.clone()));
+                }
             }
         }
         let lease = Lease { owner: format!("store-{:016x}", rand::random::<u64>()).into(), ms: DEFAULT_LEASE_MS };
