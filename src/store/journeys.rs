@@ -658,7 +658,7 @@ mod call_token_tests {
 mod store_tests {
     use std::time::Duration;
 
-    use super::super::testing::{POLICY, after_hours, arrived, created, dials, sid, store};
+    use super::super::testing::{POLICY, after_hours, arrived, connected, created, dials, sid, store};
     use super::super::{NOTIFY_CHANNEL, Store};
     use super::*;
     use crate::journey::ReservationEnd;
@@ -792,13 +792,7 @@ mod store_tests {
         let rows = assert_columns_match_the_state(&s, "begun by a reservation").await;
         assert_eq!((rows.len(), rows[1].1.as_deref()), (2, Some("queued")), "{rows:?}");
         // The first caller is bridged, the second hangs up, a third is turned away.
-        let (task, res, leg): (twilio::sid::TaskSid, twilio::sid::ReservationSid, twilio::sid::CallSid) =
-            (sid("WT", 1), sid("WR", 1), sid("CA", 101));
-        let events = vec![
-            Event::DialPlaced { reservation: res.clone(), attempt: 1, leg: leg.clone() },
-            Event::ReservationAccepted { task, reservation: res.clone() },
-        ];
-        s.deliver(Delivery::to_keys([res.to_string()], events, POLICY)).await.unwrap();
+        s.deliver(connected(1)).await.unwrap();
         let gone = Event::CallerStatus { status: CallStatus::Completed, sequence: Some(9) };
         let caller: twilio::sid::CallSid = sid("CA", 2);
         s.deliver(Delivery::to_keys([caller.to_string()], vec![gone], POLICY)).await.unwrap();

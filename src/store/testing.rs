@@ -67,6 +67,18 @@ pub(super) fn arrived(call: usize) -> Delivery {
     d
 }
 
+/// Caller `n` is connected: reservation `n`'s leg (`CA` numbered `n + 100`)
+/// was placed and the reservation accepted.
+pub(super) fn connected(n: usize) -> Delivery {
+    let (task, reservation, leg): (twilio::sid::TaskSid, twilio::sid::ReservationSid, twilio::sid::CallSid) =
+        (sid("WT", n), sid("WR", n), sid("CA", n + 100));
+    let events = vec![
+        Event::DialPlaced { reservation: reservation.clone(), attempt: 1, leg },
+        Event::ReservationAccepted { task, reservation: reservation.clone() },
+    ];
+    Delivery::to_keys([reservation.to_string()], events, POLICY)
+}
+
 pub(super) fn dials(actions: &[(String, OutboxState, Option<String>)]) -> Vec<(&str, OutboxState)> {
     actions.iter().filter(|(k, _, _)| k.starts_with("dial:")).map(|(k, s, _)| (k.as_str(), *s)).collect()
 }

@@ -78,7 +78,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{POLICY, arrived, created, sid, store};
+    use super::super::testing::{POLICY, arrived, connected, created, sid, store};
     use super::super::{Delivery, StatusRecord, now_ms};
     use crate::journey::Event;
     use crate::test_backends::Backend;
@@ -102,13 +102,8 @@ mod tests {
 
         // The first caller is connected: it holds a line and is no longer ahead of anyone.
         s.deliver(created(1, 1)).await.unwrap();
-        let (task, res, leg): (twilio::sid::TaskSid, twilio::sid::ReservationSid, twilio::sid::CallSid) =
-            (sid("WT", 1), sid("WR", 1), sid("CA", 101));
-        let events = vec![
-            Event::DialPlaced { reservation: res.clone(), attempt: 1, leg: leg.clone() },
-            Event::ReservationAccepted { task, reservation: res.clone() },
-        ];
-        s.deliver(Delivery::to_keys([res.to_string()], events, POLICY)).await.unwrap();
+        s.deliver(connected(1)).await.unwrap();
+        let (res, leg): (twilio::sid::ReservationSid, twilio::sid::CallSid) = (sid("WR", 1), sid("CA", 101));
         assert_eq!(s.standing(&ca(1), 2).await.unwrap(), None, "connected, not waiting");
         assert_eq!(s.standing(&ca(2), 2).await.unwrap(), standing(0, 1));
         assert_eq!(s.standing(&ca(3), 2).await.unwrap(), standing(1, 1));
