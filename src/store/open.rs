@@ -173,7 +173,13 @@ impl Store {
         let open = |max: u32| {
             let url = url.clone();
             let pool = options(max);
-            async move { pool.connect(&url).await.with_context(|| format!("opening database {}", redact_url(&url))) }
+            // As the probe's below: sqlx's message alone, which quotes its cause.
+            async move {
+                pool.connect(&url)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+                    .with_context(|| format!("opening database {}", redact_url(&url)))
+            }
         };
         if backend == Backend::Postgres {
             // A pool that cannot connect retries until its acquire timeout and
@@ -488,6 +494,16 @@ mod tests {
         );
         assert_eq!(redact_url("postgresql://u:p%40ss@h/db?password=p"), "postgresql://***@h/db?password=***");
         assert_eq!(redact_url("sqlite://x.db?mode=rwc"), "sqlite://x.db?mode=rwc");
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_file_that_cannot_be_opened_says_why_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/no-such-dir/x.db", dir.path().display());
+        let Err(e) = Store::connect(&url).await else { panic!("there is no such directory") };
+        let text = format!("{e:#}");
+        assert!(text.starts_with(&format!("opening database {url}")), "{text}");
+        assert_eq!(text.matches("unable to open database file").count(), 1, "{text}");
     }
 
     #[tokio::test]
