@@ -74,6 +74,23 @@ pub struct LoadFigures {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// Every request sent, the warm-up's included.
+    pub sent: u64,
+    /// The servers' CPU time (every thread's, from /proc) from the start of the warm-up until
+    /// the dispatcher had placed what the requests owed, per request sent, in µs; 0 where
+    /// /proc is missing. Steadier than requests/s on a shared machine, where the load
+    /// generator and the fake Twilio API take their share of the same cores.
+    pub server_cpu_us: f64,
+}
+
+impl LoadFigures {
+    /// These figures with the servers' CPU time: `ms` over all requests sent.
+    fn with_server_cpu(mut self, ms: f64) -> Self {
+        if self.sent > 0 && ms > 0.0 {
+            self.server_cpu_us = ms * 1000.0 / self.sent as f64;
+        }
+        self
+    }
 }
 
 /// Everything one run measured.
@@ -192,7 +209,9 @@ async fn measure(options: &BenchOptions) -> anyhow::Result<BenchReport> {
     let baseline_twiml = {
         let url = format!("{baseline_url}/dial-queue?reservationSid={RESERVATION}");
         let body = dial_queue_body.clone();
-        load(&client, options, move |_| (url.clone(), body.clone(), None)).await
+        let cpu = cpu_ms(baseline_child.pid());
+        let figures = load(&client, options, move |_| (url.clone(), body.clone(), None)).await;
+        figures.with_server_cpu(cpu_ms(baseline_child.pid()) - cpu)
     };
     let baseline_peak_rss_mb = peak_rss_mb(baseline_child.pid());
 
@@ -202,14 +221,18 @@ async fn measure(options: &BenchOptions) -> anyhow::Result<BenchReport> {
         let params = twilio::Params::parse(dial_queue_body.as_bytes());
         let sig = twilio::signature::sign(TOKEN.as_bytes(), &url, params.iter());
         let body = dial_queue_body.clone();
-        load(&client, options, move |_| (url.clone(), body.clone(), Some(sig.clone()))).await
+        let cpu = cpu_ms(server_child.pid());
+        let figures = load(&client, options, move |_| (url.clone(), body.clone(), Some(sig.clone()))).await;
+        figures.with_server_cpu(cpu_ms(server_child.pid()) - cpu)
     };
 
     eprintln!("measuring reservation.created ({} s)…", options.duration.as_secs_f64());
     let dials_before = dials.load(Ordering::Relaxed);
+    let cpu = cpu_ms(server_child.pid());
     let reservation_created = load_reservations(&client, options, &server_url).await;
     // Let the dispatcher finish what it owes before counting its dials.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let reservation_created = reservation_created.with_server_cpu(cpu_ms(server_child.pid()) - cpu);
     let dials_placed = dials.load(Ordering::Relaxed) - dials_before;
     let peak_rss_mb = peak_rss_mb(server_child.pid());
 
@@ -303,8 +326,11 @@ async fn measure_balanced(
         .build()?;
     let before: Vec<u64> = balancer.counts().iter().map(|c| c.answered).collect();
     let dials_before = dials.load(Ordering::Relaxed);
+    let cpu = |children: &[ChildGuard]| children.iter().map(|c| cpu_ms(c.pid())).sum::<f64>();
+    let cpu_before = cpu(&children);
     let reservation_created = load_reservations(&client, options, balancer.url()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let reservation_created = reservation_created.with_server_cpu(cpu(&children) - cpu_before);
     let dials_placed = dials.load(Ordering::Relaxed) - dials_before;
     let answered_per_instance = balancer.counts().iter().zip(before).map(|(c, b)| c.answered - b).collect();
     let peak_rss_mb = children.iter().map(|c| peak_rss_mb(c.pid())).collect();
@@ -643,6 +669,7 @@ where
         tasks.push(tokio::spawn(async move {
             let mut latencies_us: Vec<u32> = Vec::with_capacity(64 * 1024);
             let mut errors = 0u64;
+            let mut sent = 0u64;
             loop {
                 let now = Instant::now();
                 if now >= end {
@@ -655,7 +682,8 @@ where
                 if let Some(sig) = sig {
                     req = req.header("x-twilio-signature", sig);
                 }
-                let sent = Instant::now();
+                let started = Instant::now();
+                sent += 1;
                 let ok = match req.send().await {
                     Ok(r) => {
                         let ok = r.status().is_success();
@@ -664,28 +692,29 @@ where
                     }
                     Err(_) => false,
                 };
-                if sent >= measure_from {
-                    latencies_us.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                if started >= measure_from {
+                    latencies_us.push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
                     if !ok {
                         errors += 1;
                     }
                 }
             }
-            (latencies_us, errors)
+            (latencies_us, errors, sent)
         }));
     }
     let mut all = Vec::new();
-    let mut errors = 0;
+    let (mut errors, mut sent) = (0, 0);
     for t in tasks {
-        if let Ok((l, e)) = t.await {
+        if let Ok((l, e, s)) = t.await {
             all.extend(l);
             errors += e;
+            sent += s;
         }
     }
-    figures(all, errors, options.duration)
+    figures(all, errors, sent, options.duration)
 }
 
-fn figures(mut latencies_us: Vec<u32>, errors: u64, duration: Duration) -> LoadFigures {
+fn figures(mut latencies_us: Vec<u32>, errors: u64, sent: u64, duration: Duration) -> LoadFigures {
     latencies_us.sort_unstable();
     let pct = |p: f64| -> f64 {
         if latencies_us.is_empty() {
@@ -702,6 +731,8 @@ fn figures(mut latencies_us: Vec<u32>, errors: u64, duration: Duration) -> LoadF
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         max_ms: latencies_us.last().map(|&m| m as f64 / 1000.0).unwrap_or(0.0),
+        sent,
+        server_cpu_us: 0.0,
     }
 }
 
@@ -740,12 +771,18 @@ pub fn render(r: &BenchReport) -> String {
         r.seconds_per_run,
         if r.release_build { "release" } else { "DEBUG" }
     );
-    let _ = writeln!(out, "{:<40} {:>12} {:>9} {:>9} {:>7}  target", "", "requests/s", "p50 ms", "p99 ms", "errors");
+    let _ = writeln!(
+        out,
+        "{:<40} {:>12} {:>9} {:>9} {:>7} {:>9}  target",
+        "", "requests/s", "p50 ms", "p99 ms", "errors", "CPU µs"
+    );
     let row = |out: &mut String, name: &str, f: &LoadFigures, target: String| {
+        // The servers' CPU per request (see `LoadFigures::server_cpu_us`).
+        let cpu = if f.server_cpu_us > 0.0 { format!("{:.0}", f.server_cpu_us) } else { "-".to_owned() };
         let _ = writeln!(
             out,
-            "{:<40} {:>12.0} {:>9.2} {:>9.2} {:>7}  {}",
-            name, f.requests_per_sec, f.p50_ms, f.p99_ms, f.errors, target
+            "{:<40} {:>12.0} {:>9.2} {:>9.2} {:>7} {:>9}  {}",
+            name, f.requests_per_sec, f.p50_ms, f.p99_ms, f.errors, cpu, target
         );
     };
     row(&mut out, "bare axum, same TwiML bytes", &r.baseline_twiml, "(baseline)".into());
@@ -840,13 +877,14 @@ mod tests {
     #[test]
     fn percentiles_come_from_the_sorted_latencies() {
         let lat: Vec<u32> = (1..=100).map(|i| i * 1000).collect();
-        let f = figures(lat, 0, Duration::from_secs(2));
+        let f = figures(lat, 0, 250, Duration::from_secs(2));
         assert_eq!(f.requests, 100);
         assert_eq!(f.requests_per_sec, 50.0);
         assert_eq!(f.p50_ms, 50.0);
         assert_eq!(f.p99_ms, 99.0);
         assert_eq!(f.max_ms, 100.0);
-        let empty = figures(Vec::new(), 3, Duration::from_secs(1));
+        assert_eq!(f.sent, 250);
+        let empty = figures(Vec::new(), 3, 3, Duration::from_secs(1));
         assert_eq!((empty.p99_ms, empty.errors), (0.0, 3));
     }
 
@@ -873,6 +911,8 @@ mod tests {
             p50_ms: 1.0,
             p99_ms,
             max_ms: p99_ms,
+            sent: (rps * 8.5) as u64,
+            server_cpu_us: 0.0,
         };
         let report = BenchReport {
             cores: 2,
@@ -881,7 +921,7 @@ mod tests {
             release_build: true,
             baseline_twiml: load(20_000.0, 1.0),
             dial_queue: load(13_000.0, 2.0),
-            reservation_created: load(2_500.0, 4.0),
+            reservation_created: load(2_500.0, 4.0).with_server_cpu(4_250.0),
             dials_placed: 20_000,
             locations: 100,
             startup_ms: vec![18.0, 19.0, 25.0],
@@ -898,6 +938,9 @@ mod tests {
         assert!(line("/dial-queue").ends_with("65% of bare; target >= 60% met"), "{table}");
         assert!(line("reservation.created").ends_with("12.5% of bare; >= 10000/s and p99 < 5 ms NOT MET"), "{table}");
         assert!(line("  fresh database").contains("19.0 ms (median of 3"), "{table}");
+        // The servers' CPU per request sent: 4,250 ms over 21,250 requests; unknown shows as -.
+        assert!(line("reservation.created").contains(" 0       200  12.5% of bare"), "{table}");
+        assert!(line("/dial-queue").contains(" 0         -  65% of bare"), "{table}");
     }
 
     #[test]
