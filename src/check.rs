@@ -222,6 +222,48 @@ async fn database_check(url: &str) -> Check {
     }
 }
 
+/// A database's schema beside this binary's migrations, read without changing anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Schema {
+    /// No migration applied: a new, empty database.
+    Empty,
+    /// Every migration applied.
+    Current,
+    /// Some applied, the later ones not yet (an upgrade): those, as `7 waiting`.
+    Behind(Vec<String>),
+}
+
+/// The schema of the existing database at `url` (see [`Schema`]). An error when it does not
+/// open, or when its migrations are not a prefix of this binary's (one failed, one this
+/// binary does not know, one changed): opening it would fail too.
+pub async fn schema_of(url: &str) -> anyhow::Result<Schema> {
+    let backend = Backend::of(url)?;
+    let shown = crate::store::redact_url(url);
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url).await.map_err(|e| anyhow::anyhow!("{shown}: cannot open: {e}"))?;
+    let applied = applied_migrations(&mut conn, backend).await;
+    let _ = conn.close().await;
+    let applied = applied.map_err(|e| anyhow::anyhow!("{shown}: reading its migrations: {e}"))?;
+    if applied.is_empty() {
+        return Ok(Schema::Empty);
+    }
+    let migrator = migrator(backend);
+    let known = |a: &Applied| {
+        a.success && migrator.iter().any(|m| m.version == a.version && m.checksum.as_ref() == a.checksum.as_slice())
+    };
+    match compare_migrations(migrator, &applied) {
+        Ok(_) => Ok(Schema::Current),
+        Err(_) if applied.iter().all(known) => Ok(Schema::Behind(
+            migrator
+                .iter()
+                .filter(|m| m.migration_type.is_up_migration() && !applied.iter().any(|a| a.version == m.version))
+                .map(|m| format!("{} {}", m.version, m.description))
+                .collect(),
+        )),
+        Err(why) => anyhow::bail!("{shown} {why}"),
+    }
+}
+
 /// One row of sqlx's `_sqlx_migrations`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {

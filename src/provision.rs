@@ -908,17 +908,46 @@ pub async fn run_command(config: Option<&Path>, options: Options) -> anyhow::Res
     let settings = Settings::load(config)?;
     // A dry run writes nothing, not even a new database file: when there is none yet, plan
     // against an empty one in memory.
-    let database_url = match crate::store::sqlite_path(&settings.database_url) {
-        Some(path) if options.dry_run && !path.exists() => {
-            println!("dry run: {} does not exist yet; planning as if it were empty", path.display());
-            "sqlite::memory:".to_owned()
-        }
-        _ => settings.database_url.clone(),
+    let store = if options.dry_run {
+        dry_run_store(&settings).await?
+    } else {
+        Store::connect_with(&settings.database_url, settings.database).await?
     };
-    let store = Store::connect_with(&database_url, settings.database).await?;
     let mut report = Report { echo: true, ..Report::default() };
     run(&settings, &store, options, &mut report).await?;
     Ok(())
+}
+
+/// The store a dry run plans against, having written nothing: not a new database file, not
+/// a migration. A database that does not exist yet, or has no tables yet, is planned against
+/// as empty (in memory); one whose later migrations are not applied yet, as it is.
+async fn dry_run_store(settings: &Settings) -> anyhow::Result<Store> {
+    let url = &settings.database_url;
+    let empty = || Store::connect_with("sqlite::memory:", settings.database);
+    if let Some(path) = crate::store::sqlite_path(url)
+        && !path.exists()
+    {
+        println!("dry run: {} does not exist yet; planning as if it were empty", path.display());
+        return empty().await;
+    }
+    if url.contains(":memory:") {
+        return Store::connect_with(url, settings.database).await;
+    }
+    let shown = crate::store::redact_url(url);
+    match crate::check::schema_of(url).await? {
+        crate::check::Schema::Current => Store::connect_with(url, settings.database).await,
+        crate::check::Schema::Empty => {
+            println!("dry run: {shown} has no tables yet (a real run creates them); planning as if it were empty");
+            empty().await
+        }
+        crate::check::Schema::Behind(missing) => {
+            println!(
+                "dry run: {shown} lacks migrations {} (a real run applies them first); planning against it as it is",
+                missing.join(", ")
+            );
+            Store::connect_unmigrated(url, settings.database).await
+        }
+    }
 }
 
 /// Checks the file's locations together with the database's, before
@@ -2232,5 +2261,51 @@ auth_token = "secret"
         a.queues[0].max_reserved_workers = Some(3);
         let got = lines(&plan(&d, &a));
         assert!(got.contains(&"~ update queue north: max_reserved_workers 3 -> 1".to_owned()), "{got:#?}");
+    }
+
+    use crate::test_backends::Backend;
+
+    on_both_backends!(a_dry_run_neither_creates_tables_nor_migrates);
+
+    /// A dry run writes nothing to the database either: a database with no
+    /// tables yet is planned against as empty and keeps none, and one whose
+    /// last migration is not applied yet is planned against as it is (its
+    /// stored locations included) and stays unmigrated.
+    async fn a_dry_run_neither_creates_tables_nor_migrates(backend: Backend) {
+        use crate::check::{Schema, schema_of};
+        let Some(db) = backend.database().await else { return };
+        if let Some(path) = crate::store::sqlite_path(&db.url) {
+            std::fs::write(&path, b"").unwrap();
+        }
+        let mut settings = settings();
+        settings.database_url = db.url.clone();
+        let store = dry_run_store(&settings).await.unwrap();
+        assert!(store.location_specs().await.unwrap().is_empty());
+        assert_eq!(schema_of(&db.url).await.unwrap(), Schema::Empty, "the dry run made tables");
+
+        // All but the last migration, and a location stored meanwhile.
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
+        let migrator = match backend {
+            Backend::Sqlite => &crate::store::SQLITE_MIGRATIONS,
+            Backend::Postgres => &crate::store::POSTGRES_MIGRATIONS,
+        };
+        let last = migrator.iter().map(|m| m.version).max().unwrap();
+        migrator.run_to(last - 1, &pool).await.unwrap();
+        pool.close().await;
+        let stored = crate::bench::bench_locations()[..1].to_vec();
+        crate::cli::import(&Store::connect_unmigrated(&db.url, settings.database).await.unwrap(), &stored)
+            .await
+            .unwrap();
+        let behind = schema_of(&db.url).await.unwrap();
+        assert!(matches!(&behind, Schema::Behind(missing) if missing.len() == 1), "{behind:?}");
+
+        let store = dry_run_store(&settings).await.unwrap();
+        assert_eq!(store.location_specs().await.unwrap(), stored);
+        assert_eq!(schema_of(&db.url).await.unwrap(), behind, "the dry run migrated");
+        // A real open migrates it.
+        drop(store);
+        Store::connect_with(&db.url, settings.database).await.unwrap();
+        assert_eq!(schema_of(&db.url).await.unwrap(), Schema::Current);
     }
 }

@@ -92,6 +92,13 @@ impl Default for PoolSettings {
     }
 }
 
+/// Whether opening a store applies the pending migrations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Migrate {
+    Yes,
+    No,
+}
+
 /// How many of PostgreSQL's `max_connections` write batches side by side
 /// (the rest serve reads): a quarter, 1 to 4. A batch spends most of its
 /// time waiting for the server's answer to each statement, one at a time,
@@ -119,6 +126,17 @@ impl Store {
     /// Opens the database at `url` (its scheme picks the backend: `sqlite:`
     /// or `postgres:`/`postgresql:`) and migrates it.
     pub async fn connect_with(url: &str, settings: PoolSettings) -> anyhow::Result<Store> {
+        Store::open(url, settings, Migrate::Yes).await
+    }
+
+    /// Opens the database at `url` as it is, for reading: its migrations are
+    /// not applied (`provision --dry-run`, which writes nothing). Only tables
+    /// of the first migration can be relied on.
+    pub async fn connect_unmigrated(url: &str, settings: PoolSettings) -> anyhow::Result<Store> {
+        Store::open(url, settings, Migrate::No).await
+    }
+
+    async fn open(url: &str, settings: PoolSettings, migrate: Migrate) -> anyhow::Result<Store> {
         sqlx::any::install_default_drivers();
         let backend = Backend::of(url)?;
         let url = match backend {
@@ -232,7 +250,7 @@ impl Store {
         // migrator runs each in a transaction of its own, a dozen round trips
         // apiece).
         let migrated = match &lite {
-            Some((conn, _)) if fresh_file => {
+            Some((conn, _)) if fresh_file && migrate == Migrate::Yes => {
                 lite::migrate_new_file(conn, migrator).context("migrating the new database")?
             }
             _ => false,
@@ -240,7 +258,7 @@ impl Store {
         // sqlx's run takes its lock, creates its table if needed and reads it
         // again, a round trip each, even when nothing is pending: one read
         // tells whether anything is.
-        if !migrated && (fresh_file || migrations_pending(&pool, migrator).await) {
+        if migrate == Migrate::Yes && !migrated && (fresh_file || migrations_pending(&pool, migrator).await) {
             migrator.run(&pool).await.context("migrating the database")?;
         }
         let (batcher, queue) = batch::queue();
