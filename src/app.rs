@@ -241,7 +241,9 @@ async fn warn_past_calendars(store: &Store, clock: crate::clock::Clock) {
                 }
             }
         }
-        Err(e) => tracing::warn!(error = format!("{e:#}"), "could not read the locations to check their holidays"),
+        Err(e) => {
+            tracing::warn!(error = %crate::telemetry::chain(e.as_ref()), "could not read the locations to check their holidays")
+        }
     }
 }
 
@@ -329,7 +331,7 @@ pub fn reload_on_hangup(config: Option<std::path::PathBuf>, store: Store) -> imp
                          numbers need `provision`)"
                     ),
                     Err(e) => tracing::warn!(
-                        error = %format_args!("{e:#}"),
+                        error = %crate::telemetry::chain(e.as_ref()),
                         "SIGHUP: the config file was not loaded; the locations stay as they were"
                     ),
                 }

@@ -118,7 +118,7 @@ impl Dispatcher {
         ) {
             Ok(s) => Some(s),
             Err(e) => {
-                tracing::error!(error = %format_args!("{e:#}"), "cannot send voicemail notifications");
+                tracing::error!(error = %crate::telemetry::chain(e.as_ref()), "cannot send voicemail notifications");
                 None
             }
         };
@@ -160,7 +160,9 @@ impl Dispatcher {
                 );
                 self.notifier.notify();
             }
-            Err(e) => tracing::error!(error = %format_args!("{e:#}"), "could not take over interrupted commands"),
+            Err(e) => {
+                tracing::error!(error = %crate::telemetry::chain(e.as_ref()), "could not take over interrupted commands")
+            }
         }
     }
 
@@ -242,7 +244,7 @@ impl Dispatcher {
             let rows = match self.store.claim(lane, count as i64).await {
                 Ok(rows) => rows,
                 Err(e) => {
-                    tracing::error!(error = %format_args!("{e:#}"), "could not read the outbox");
+                    tracing::error!(error = %crate::telemetry::chain(e.as_ref()), "could not read the outbox");
                     Vec::new()
                 }
             };
@@ -460,7 +462,7 @@ impl Dispatcher {
 
     async fn write(&self, finish: Finish) {
         if let Err(e) = self.store.finish(finish).await {
-            tracing::error!(error = %format_args!("{e:#}"), "could not record a command's result");
+            tracing::error!(error = %crate::telemetry::chain(e.as_ref()), "could not record a command's result");
         }
     }
 
@@ -482,7 +484,9 @@ impl Dispatcher {
         match self.store.deliver(d).await {
             Ok(done) if done.queued > 0 => self.notifier.notify(),
             Ok(_) => {}
-            Err(e) => tracing::error!(error = %format_args!("{e:#}"), "could not record a command's result"),
+            Err(e) => {
+                tracing::error!(error = %crate::telemetry::chain(e.as_ref()), "could not record a command's result")
+            }
         }
     }
 
@@ -552,12 +556,12 @@ impl Dispatcher {
         let voicemail = match self.store.voicemail(recording).await {
             Ok(Some(v)) => v,
             Ok(None) => return self.finish(row, OutboxState::Failed, None, Some("no such voicemail")).await,
-            Err(e) => return self.failed(row, &format!("{e:#}")).await,
+            Err(e) => return self.failed(row, &crate::telemetry::chain(e.as_ref()).to_string()).await,
         };
         let location = match &voicemail.location {
             Some(name) => match self.store.location(name).await {
                 Ok(l) => l,
-                Err(e) => return self.failed(row, &format!("{e:#}")).await,
+                Err(e) => return self.failed(row, &crate::telemetry::chain(e.as_ref()).to_string()).await,
             },
             None => None,
         };
@@ -592,7 +596,7 @@ impl Dispatcher {
         let sids: Vec<String> = calls.iter().map(|c| c.sid.to_string()).collect();
         let known = match self.store.known_sids(&sids).await {
             Ok(k) => k,
-            Err(e) => return self.failed(row, &format!("{e:#}")).await,
+            Err(e) => return self.failed(row, &crate::telemetry::chain(e.as_ref()).to_string()).await,
         };
         let event = reconcile::attribute_dial(&find, &calls, |sid| known.contains(sid));
         match &event {

@@ -44,7 +44,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", call_router::telemetry::chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

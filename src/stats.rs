@@ -285,7 +285,7 @@ impl Sampler {
                 _ = &mut stop => return,
             }
             if let Err(e) = self.sample().await {
-                tracing::warn!(error = format!("{e:#}"), "metrics: could not read the gauges from the database");
+                tracing::warn!(error = %crate::telemetry::chain(e.as_ref()), "metrics: could not read the gauges from the database");
             }
             if let Some(h) = HANDLE.get() {
                 h.run_upkeep();

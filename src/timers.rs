@@ -38,7 +38,7 @@ impl Ticker {
                 _ = &mut shutdown => return,
             }
             if let Err(e) = self.round().await {
-                tracing::error!(error = %format_args!("{e:#}"), "could not tick the due journeys");
+                tracing::error!(error = %crate::telemetry::chain(e.as_ref()), "could not tick the due journeys");
             }
         }
     }
@@ -59,7 +59,7 @@ impl Ticker {
             match done {
                 Ok((_, Ok(d))) => queued += d.queued,
                 Ok((id, Err(e))) => {
-                    tracing::error!(error = %format_args!("{e:#}"), journey = id, "could not tick a journey")
+                    tracing::error!(error = %crate::telemetry::chain(e.as_ref()), journey = id, "could not tick a journey")
                 }
                 Err(e) => tracing::error!(error = %format_args!("{e:#}"), "a tick panicked"),
             }

@@ -144,7 +144,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Internal(e) => {
-                tracing::error!(error = %format_args!("{e:#}"), "api: request failed");
+                tracing::error!(error = %crate::telemetry::chain(e.as_ref()), "api: request failed");
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };

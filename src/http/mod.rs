@@ -238,7 +238,7 @@ async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) ->
         Ok(n) => format!("degraded: {n} calls owe a Twilio request that failed for good; it is being retried")
             .into_response(),
         Err(e) => {
-            tracing::error!(error = %format_args!("{e:#}"), "healthz could not read the database");
+            tracing::error!(error = %crate::telemetry::chain(e.as_ref()), "healthz could not read the database");
             (StatusCode::SERVICE_UNAVAILABLE, "the database cannot be read").into_response()
         }
     }
@@ -272,7 +272,9 @@ impl IntoResponse for WebhookError {
         };
         // The span carries the call, task and reservation SIDs.
         match &self {
-            WebhookError::Unexpected(e) => tracing::error!(error = %format_args!("{e:#}"), "webhook failed"),
+            WebhookError::Unexpected(e) => {
+                tracing::error!(error = %crate::telemetry::chain(e.as_ref()), "webhook failed")
+            }
             other => tracing::warn!(status = status.as_u16(), reason = %other, "webhook refused"),
         }
         let body = match &self {

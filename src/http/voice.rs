@@ -253,7 +253,7 @@ async fn overflow_location(state: &AppState, location: &Location) -> Option<Loca
             None
         }
         Err(e) => {
-            tracing::warn!(location = %location.name, error = %format_args!("{e:#}"), "could not read the overflow location; not used");
+            tracing::warn!(location = %location.name, error = %crate::telemetry::chain(e.as_ref()), "could not read the overflow location; not used");
             None
         }
     }
@@ -267,7 +267,7 @@ async fn overflow_of(state: &AppState, location: &Location) -> Option<(Location,
     let in_use = match state.store().live_callers(crate::stats::MAX_OPEN).await {
         Ok(live) => live,
         Err(e) => {
-            tracing::warn!(error = %format_args!("{e:#}"), "could not count the lines in use; no overflow for busy lines");
+            tracing::warn!(error = %crate::telemetry::chain(e.as_ref()), "could not count the lines in use; no overflow for busy lines");
             Vec::new()
         }
     };
@@ -287,7 +287,7 @@ pub(super) async fn hold(State(state): State<AppState>, req: TwilioRequest) -> R
     // business's hold music rather than fail the waitUrl (after a failed waitUrl,
     // Twilio leaves the caller in silence and never asks again).
     let location = location_of(&state, &req).await.unwrap_or_else(|e| {
-        tracing::warn!(error = %format_args!("{e:#}"), "could not read the caller's location; the business's hold music");
+        tracing::warn!(error = %crate::telemetry::chain(&e), "could not read the caller's location; the business's hold music");
         None
     });
     let settings = state.settings();
@@ -394,7 +394,7 @@ async fn announcement(state: &AppState, call: &CallSid, location: &Location, lan
         Ok(lang.announcement(Some(standing.position()), wait))
     };
     read.await.unwrap_or_else(|e| {
-        tracing::warn!(error = %format_args!("{e:#}"), "could not read the caller's place; hold music only");
+        tracing::warn!(error = %crate::telemetry::chain(e.as_ref()), "could not read the caller's place; hold music only");
         None
     })
 }

@@ -94,7 +94,7 @@ impl Reconciler {
                 _ = &mut shutdown => {
                     // The next instance need not wait for the lease to expire.
                     if let Err(e) = self.store.release_lease(LEASE).await {
-                        tracing::warn!(error = %format_args!("{e:#}"), "could not give the reconciler's lease up");
+                        tracing::warn!(error = %crate::telemetry::chain(e.as_ref()), "could not give the reconciler's lease up");
                     }
                     return;
                 }
@@ -109,7 +109,7 @@ impl Reconciler {
                     continue;
                 }
                 Err(e) => {
-                    tracing::error!(error = %format_args!("{e:#}"), "could not take the reconciler's lease; the next pass tries again");
+                    tracing::error!(error = %crate::telemetry::chain(e.as_ref()), "could not take the reconciler's lease; the next pass tries again");
                     continue;
                 }
             }
@@ -129,7 +129,7 @@ impl Reconciler {
                 ),
                 Ok(p) => tracing::debug!(observed = p.observed, skipped = p.skipped, "reconciler: nothing to repair"),
                 Err(e) => {
-                    tracing::error!(error = %format_args!("{e:#}"), "reconciler pass failed; the next one tries again")
+                    tracing::error!(error = %crate::telemetry::chain(e.as_ref()), "reconciler pass failed; the next one tries again")
                 }
             }
         }

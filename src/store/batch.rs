@@ -395,7 +395,7 @@ fn run_checkpointer(path: &Path, checkpoints: Weak<Checkpoints>, pace: Checkpoin
                 Err(e) => {
                     if !warned {
                         tracing::error!(
-                            error = format_args!("{e:#}"),
+                            error = %crate::telemetry::chain(e.as_ref()),
                             "no connection for WAL checkpoints; the WAL grows until one opens"
                         );
                         warned = true;
@@ -434,7 +434,7 @@ pub(super) async fn run(mut writer: impl Writer, queue: Queue) {
             (ops, ready)
         };
         if let Err(e) = ready {
-            let message = format!("{e:#} ({} writes)", ops.len());
+            let message = format!("{} ({} writes)", crate::telemetry::chain(e.as_ref()), ops.len());
             ops.into_iter().for_each(|op| op.fail(&message));
             continue;
         }
@@ -446,7 +446,7 @@ pub(super) async fn run(mut writer: impl Writer, queue: Queue) {
             // The batch was rolled back whole, so nothing of it is kept: write each request
             // alone, so that one bad write fails only its own webhook, not its neighbours'.
             Err(e) if ops.len() > 1 => {
-                tracing::warn!(error = %format_args!("{e:#}"), writes = ops.len(), "a batch of writes failed; writing each alone");
+                tracing::warn!(error = %crate::telemetry::chain(e.as_ref()), writes = ops.len(), "a batch of writes failed; writing each alone");
                 for op in ops {
                     match writer.transact(std::slice::from_ref(&op)).await {
                         Ok(mut replies) => match replies.pop() {
@@ -454,15 +454,15 @@ pub(super) async fn run(mut writer: impl Writer, queue: Queue) {
                             None => op.fail("internal error: no answer"),
                         },
                         Err(e) => {
-                            tracing::error!(error = %format_args!("{e:#}"), "a write failed");
-                            op.fail(&format!("{e:#}"));
+                            tracing::error!(error = %crate::telemetry::chain(e.as_ref()), "a write failed");
+                            op.fail(&crate::telemetry::chain(e.as_ref()).to_string());
                         }
                     }
                 }
             }
             Err(e) => {
-                tracing::error!(error = %format_args!("{e:#}"), "a write failed");
-                let message = format!("{e:#}");
+                tracing::error!(error = %crate::telemetry::chain(e.as_ref()), "a write failed");
+                let message = crate::telemetry::chain(e.as_ref()).to_string();
                 ops.into_iter().for_each(|op| op.fail(&message));
             }
         }
