@@ -231,6 +231,7 @@ fn options() -> Options {
         rolling: ROLLING,
         listener: listener(),
         database_url: None,
+        postgres_dir: None,
         instances: 1,
         // The last caller dials at ~200 s and waits at most 300 s: 50 s real.
         calls_deadline: Duration::from_secs(75),
@@ -344,6 +345,67 @@ async fn two_instances_on_postgres_lose_no_caller() {
         "instance a answered no webhook after it came back: {:?}",
         killed.processes[1]
     );
+}
+
+/// A PostgreSQL cluster of this test's own (`.ci/postgres start`), which it
+/// may restart without disturbing the other tests' databases; stopped and
+/// removed when dropped.
+struct Cluster {
+    url: String,
+    dir: std::path::PathBuf,
+}
+
+impl Cluster {
+    /// None, after a line saying why, when PostgreSQL is not installed here;
+    /// a panic instead with `CALL_ROUTER_REQUIRE_POSTGRES=1` (CI).
+    fn start() -> Option<Cluster> {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/postgres");
+        let out = std::process::Command::new("bash").arg(&script).arg("start").output().expect("running .ci/postgres");
+        let var = |name: &str| {
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            stdout.lines().find_map(|l| l.strip_prefix(&format!("export {name}=")).map(str::to_owned))
+        };
+        match (out.status.success(), var("CALL_ROUTER_TEST_POSTGRES_URL"), var("CALL_ROUTER_TEST_POSTGRES_DIR")) {
+            (true, Some(url), Some(dir)) => Some(Cluster { url, dir: dir.into() }),
+            _ => {
+                let why = format!(
+                    "skipping the PostgreSQL restart run: `.ci/postgres start` failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                assert!(std::env::var("CALL_ROUTER_REQUIRE_POSTGRES").as_deref() != Ok("1"), "{why}");
+                eprintln!("{why}");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/postgres");
+        let _ = std::process::Command::new("bash").arg(script).arg("stop").arg(&self.dir).status();
+    }
+}
+
+/// The database server restarts mid-run (a fast shutdown, as in a failover
+/// or maintenance: every connection is cut, and for a moment none can be
+/// made), under the chaos run's 200 callers and Twilio's faults. The writes
+/// in flight fail and their webhooks get a 5xx, which Twilio retries; the
+/// pools replace their connections and the dispatcher listens again. The
+/// same assertions as the chaos run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_loses_no_caller() {
+    let Some(cluster) = Cluster::start() else { return };
+    let opts = Options {
+        disruptions: vec![Disruption::RestartPostgres { at_ms: 70_000 }],
+        database_url: Some(cluster.url.clone()),
+        postgres_dir: Some(cluster.dir.clone()),
+        ..options()
+    };
+    let figures = harness::run(&opts).await.expect("the PostgreSQL restart run could not be set up");
+    println!("{}", figures.table(MAX_LOST_SHARE));
+    assert_no_caller_lost(&figures);
+    assert!(figures.restarts.iter().any(|r| r.kind.starts_with("PostgreSQL restarted")), "{:?}", figures.restarts);
 }
 
 /// The run is the one issue 8 describes: checked without running it.

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -53,18 +53,24 @@ pub(crate) enum Disruption {
     Kill { at_ms: u64, instance: usize },
     /// A rolling restart at this virtual time.
     RollingRestart { at_ms: u64, instance: usize },
+    /// The PostgreSQL server restarts at this virtual time (`.ci/postgres
+    /// restart` of [`Options::postgres_dir`]): every connection is cut.
+    RestartPostgres { at_ms: u64 },
 }
 
 impl Disruption {
     fn at_ms(self) -> u64 {
         match self {
-            Disruption::Kill { at_ms, .. } | Disruption::RollingRestart { at_ms, .. } => at_ms,
+            Disruption::Kill { at_ms, .. }
+            | Disruption::RollingRestart { at_ms, .. }
+            | Disruption::RestartPostgres { at_ms } => at_ms,
         }
     }
 
     fn instance(self) -> usize {
         match self {
             Disruption::Kill { instance, .. } | Disruption::RollingRestart { instance, .. } => instance,
+            Disruption::RestartPostgres { .. } => 0,
         }
     }
 }
@@ -84,6 +90,9 @@ pub(crate) struct Options {
     pub(crate) listener: Listener,
     /// `None`: a SQLite file in the run's temporary directory.
     pub(crate) database_url: Option<String>,
+    /// The cluster `.ci/postgres start` made that serves `database_url`, for
+    /// [`Disruption::RestartPostgres`].
+    pub(crate) postgres_dir: Option<PathBuf>,
     /// How many `serve` instances run at once, each on its own port. With
     /// more than one, a round-robin balancer takes the webhooks.
     pub(crate) instances: usize,
@@ -720,6 +729,23 @@ pub(crate) async fn run(opts: &Options) -> anyhow::Result<Figures> {
                 let mut restart = roll(fleet, serve, opts.rolling, at_ms).await?;
                 restart.kind.push_str(&of);
                 restart
+            }
+            Disruption::RestartPostgres { .. } => {
+                let dir = opts.postgres_dir.clone().context("a PostgreSQL restart needs Options::postgres_dir")?;
+                let down = Instant::now();
+                let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/postgres");
+                let status = tokio::task::spawn_blocking(move || {
+                    Command::new("bash").arg(script).arg("restart").arg(dir).status()
+                })
+                .await??;
+                anyhow::ensure!(status.success(), "`.ci/postgres restart` failed: {status}");
+                Restart {
+                    kind: "PostgreSQL restarted (fast: connections cut)".into(),
+                    at_ms,
+                    outage: down.elapsed(),
+                    overlapped: None,
+                    note: String::new(),
+                }
             }
         };
         eprintln!(
