@@ -175,11 +175,18 @@ impl Dispatcher {
             return;
         }
         let mut listener = None;
+        // Since a LISTEN connection was lost (logged), until one is back.
+        let mut lost = false;
         loop {
             if listener.is_none() {
                 match PgListener::connect(&self.settings.database_url).await {
                     Ok(mut l) => match l.listen(NOTIFY_CHANNEL).await {
-                        Ok(()) => listener = Some(l),
+                        Ok(()) => {
+                            if std::mem::take(&mut lost) {
+                                tracing::info!("listening for new commands again");
+                            }
+                            listener = Some(l);
+                        }
                         Err(e) => tracing::warn!(error = %e, "could not LISTEN for new commands; polling"),
                     },
                     Err(e) => tracing::warn!(error = %e, "could not connect to LISTEN for new commands; polling"),
@@ -197,6 +204,7 @@ impl Dispatcher {
                     Err(e) => {
                         tracing::warn!(error = %e, "lost the LISTEN connection; polling until it is back");
                         listener = None;
+                        lost = true;
                     }
                 },
                 _ = stop.wait_for(|s| *s) => return,
