@@ -216,23 +216,58 @@ pub(super) trait Writer {
     fn upkeep(&mut self) {}
 }
 
+/// How long a writer waits, in all, for the database to take connections
+/// again once it stopped taking them, before it fails batches at once: a
+/// restart or failover of PostgreSQL (0.2 s in the chaos test) is then a
+/// short wait for the webhooks of the moment, not a 5xx each.
+pub(super) const OUTAGE_WAIT: Duration = Duration::from_millis(1500);
+
+/// Between two tries to connect during that wait.
+const RECONNECT_EVERY: Duration = Duration::from_millis(100);
+
 /// Writes through sqlx: PostgreSQL, and SQLite in memory.
 pub(super) struct SqlxWriter {
     pool: AnyPool,
     begin: &'static str,
     conn: Option<sqlx::pool::PoolConnection<sqlx::Any>>,
+    /// When the database last stopped giving this writer a connection; None
+    /// while it gives them.
+    down_since: Option<Instant>,
 }
 
 impl SqlxWriter {
     pub(super) fn new(pool: AnyPool, begin: &'static str) -> Self {
-        SqlxWriter { pool, begin, conn: None }
+        SqlxWriter { pool, begin, conn: None, down_since: None }
     }
 }
 
 impl Writer for SqlxWriter {
     async fn ready(&mut self) -> anyhow::Result<()> {
-        if self.conn.is_none() {
-            self.conn = Some(self.pool.acquire().await.context("no database connection for a batch of writes")?);
+        while self.conn.is_none() {
+            match self.pool.acquire().await {
+                Ok(conn) => {
+                    if let Some(since) = self.down_since.take() {
+                        tracing::info!(
+                            down_ms = since.elapsed().as_millis() as u64,
+                            "the database takes connections again"
+                        );
+                    }
+                    self.conn = Some(conn);
+                }
+                // Within the outage's first moments: wait and try again. Past them, every
+                // batch fails at once (one try each) until a connection opens.
+                Err(e @ sqlx::Error::PoolClosed) => return Err(e).context("the store is closed"),
+                Err(e) => {
+                    let since = *self.down_since.get_or_insert_with(|| {
+                        tracing::warn!(error = %e, "the database gives no connection; waiting briefly for it");
+                        Instant::now()
+                    });
+                    if since.elapsed() + RECONNECT_EVERY > OUTAGE_WAIT {
+                        return Err(e).context("no database connection for a batch of writes");
+                    }
+                    tokio::time::sleep(RECONNECT_EVERY).await;
+                }
+            }
         }
         Ok(())
     }
@@ -439,7 +474,18 @@ pub(super) async fn run(mut writer: impl Writer, queue: Queue) {
             continue;
         }
         let started = Instant::now();
-        let written = writer.transact(&ops).await;
+        let mut written = writer.transact(&ops).await;
+        if let Err(e) = &written
+            && connection_lost(e)
+        {
+            // The database cut the connection (a restart, a failover): written again on a
+            // new one, which `ready` waits for briefly. A COMMIT whose answer was lost may
+            // have landed; writing the batch again is then a webhook delivered twice, which
+            // Twilio does too (the journeys take an event twice; the outbox keeps one
+            // command per key).
+            tracing::warn!(error = %crate::telemetry::chain(e.as_ref()), writes = ops.len(), "the database connection was lost during a batch of writes; writing it again");
+            written = writer.transact(&ops).await;
+        }
         stats.add(ops.len(), started.elapsed());
         match written {
             Ok(replies) => ops.into_iter().zip(replies).for_each(|(op, r)| op.answer(r)),
@@ -468,6 +514,19 @@ pub(super) async fn run(mut writer: impl Writer, queue: Queue) {
         }
         writer.upkeep();
     }
+}
+
+/// Whether `e` says the database connection was lost rather than that the
+/// writes were wrong: an IO error on the connection, or PostgreSQL ending it
+/// (SQLSTATE class 57P: an administrator's shutdown, a crash, a server not
+/// yet accepting connections). The transaction was then rolled back, unless
+/// the COMMIT itself was under way.
+fn connection_lost(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| match cause.downcast_ref::<sqlx::Error>() {
+        Some(sqlx::Error::Io(_)) => true,
+        Some(sqlx::Error::Database(db)) => db.code().is_some_and(|code| code.starts_with("57P")),
+        _ => false,
+    })
 }
 
 /// Starts the SQLite writer on a thread of its own, and its checkpointer
@@ -534,6 +593,36 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lost_connection_is_told_from_a_bad_write() {
+        let io = || std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(connection_lost(&anyhow::Error::new(sqlx::Error::Io(io())).context("delivering an event")));
+        assert!(!connection_lost(&anyhow::Error::new(sqlx::Error::RowNotFound).context("delivering an event")));
+        assert!(!connection_lost(&anyhow::anyhow!("another instance made a journey for CA1 at the same time")));
+    }
+
+    /// A database that takes no connection: the writer waits for it briefly
+    /// (a restart), then fails each batch at once until it is back, so a
+    /// long outage does not hold every batch for the wait.
+    #[tokio::test]
+    async fn a_writer_waits_briefly_for_a_database_that_gives_no_connection_then_fails_at_once() {
+        sqlx::any::install_default_drivers();
+        // Port 1 on loopback: every connection is refused.
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .acquire_timeout(Duration::from_millis(200))
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .unwrap();
+        let mut writer = SqlxWriter::new(pool, "BEGIN");
+        let started = Instant::now();
+        let first = writer.ready().await.unwrap_err();
+        let waited = started.elapsed();
+        assert!(format!("{first:#}").contains("no database connection"), "{first:#}");
+        assert!(waited >= OUTAGE_WAIT - RECONNECT_EVERY * 2, "gave up after {waited:?}");
+        let started = Instant::now();
+        assert!(writer.ready().await.is_err());
+        assert!(started.elapsed() < OUTAGE_WAIT / 2, "waited again: {:?}", started.elapsed());
+    }
 
     /// The WAL header's checkpoint sequence number, which SQLite raises
     /// each time the WAL starts over (0 before there is one).
