@@ -78,8 +78,8 @@ pub struct LoadFigures {
     pub sent: u64,
     /// The servers' CPU time (every thread's, from /proc) from the start of the warm-up until
     /// the dispatcher had placed what the requests owed, per request sent, in µs; 0 where
-    /// /proc is missing. Steadier than requests/s on a shared machine, where the load
-    /// generator and the fake Twilio API take their share of the same cores.
+    /// /proc is missing: the server's own cost, apart from the share of the cores the load
+    /// generator and the fake Twilio API take.
     pub server_cpu_us: f64,
 }
 
