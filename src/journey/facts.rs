@@ -251,7 +251,20 @@ impl Journey {
                 }
                 true
             }
-            Some(_) => false,
+            // After a transfer at closing time, another task heard to have ended
+            // (a new queue's task the caller was redirected out of before its
+            // `reservation.created` came) is let go as well: once the journey's
+            // own task is gone too, a late event of it must not be adopted, owe
+            // its cancel and reopen the closed journey.
+            Some(_) => {
+                if let Some(t) = self.transfer.as_mut()
+                    && implied.is_some_and(TaskStatus::is_final)
+                    && !t.tasks.contains(task)
+                {
+                    t.tasks.push(task.clone());
+                }
+                false
+            }
             // Once the caller chose a callback, only the callback's own task is
             // adopted (see `CallbackTaskCreated`): the queue's, which the journey
             // may never have heard of, ends with the caller's leaving. So after
