@@ -229,7 +229,8 @@ pub enum Schema {
     Empty,
     /// Every migration applied.
     Current,
-    /// Some applied, the later ones not yet (an upgrade): those, as `7 waiting`.
+    /// Some applied, the later ones not yet (an upgrade): those, as `12 journey keys`
+    /// (version and description).
     Behind(Vec<String>),
 }
 

@@ -906,8 +906,7 @@ fn describe(e: &ApiError) -> String {
 /// failures into an error for a non-zero exit status.
 pub async fn run_command(config: Option<&Path>, options: Options) -> anyhow::Result<()> {
     let settings = Settings::load(config)?;
-    // A dry run writes nothing, not even a new database file: when there is none yet, plan
-    // against an empty one in memory.
+    // A dry run writes nothing to the database either (see `dry_run_store`).
     let store = if options.dry_run {
         dry_run_store(&settings).await?
     } else {
