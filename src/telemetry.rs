@@ -20,7 +20,10 @@ pub fn init(json: bool, default_filter: &str) {
 /// except a cause whose text ends the message before it: sqlx's errors
 /// quote their cause in their own message (`error communicating with
 /// database: Connection reset by peer (os error 104)`), which `{:#}` then
-/// printed a second time.
+/// printed a second time. A database's own error is its message alone:
+/// sqlx's text for PostgreSQL's adds the line of PostgreSQL's source that
+/// raised it (`database "x" does not exist at line 948`), which reads as a
+/// line of the user's config or SQL.
 pub fn chain<'a>(e: &'a (dyn std::error::Error + Send + Sync + 'static)) -> Chain<'a> {
     Chain(e)
 }
@@ -33,14 +36,23 @@ impl std::fmt::Display for Chain<'_> {
         let mut next: Option<&(dyn std::error::Error + 'static)> = Some(self.0);
         let mut last: Option<String> = None;
         while let Some(e) = next {
-            let text = e.to_string();
+            let text = match e.downcast_ref::<sqlx::Error>() {
+                Some(sqlx::Error::Database(db)) => {
+                    // Its source is the same error, line and all.
+                    next = None;
+                    format!("error returned from database: {}", db.message())
+                }
+                _ => {
+                    next = e.source();
+                    e.to_string()
+                }
+            };
             match &last {
                 None => f.write_str(&text)?,
                 Some(before) if before.ends_with(&text) => {}
                 Some(_) => write!(f, ": {text}")?,
             }
             last = Some(text);
-            next = e.source();
         }
         Ok(())
     }
@@ -69,5 +81,46 @@ mod tests {
         let e = anyhow::anyhow!("disk full").context("writing the WAL").context("a batch of writes");
         assert_eq!(chain(e.as_ref()).to_string(), "a batch of writes: writing the WAL: disk full");
         assert_eq!(chain(e.as_ref()).to_string(), format!("{e:#}"));
+    }
+
+    /// As sqlx 0.9 says PostgreSQL's errors: the message, then the line of
+    /// PostgreSQL's source that raised it.
+    #[derive(Debug)]
+    struct Refused;
+
+    impl std::fmt::Display for Refused {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("database \"x\" does not exist at line 948")
+        }
+    }
+
+    impl std::error::Error for Refused {}
+
+    impl sqlx::error::DatabaseError for Refused {
+        fn message(&self) -> &str {
+            "database \"x\" does not exist"
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    #[test]
+    fn a_database_error_is_its_message_once_without_the_servers_source_line() {
+        let e = anyhow::Error::new(sqlx::Error::Database(Box::new(Refused))).context("opening database");
+        assert!(format!("{e:#}").contains("at line 948"), "sqlx's own text: {e:#}");
+        assert_eq!(
+            chain(e.as_ref()).to_string(),
+            "opening database: error returned from database: database \"x\" does not exist"
+        );
     }
 }
