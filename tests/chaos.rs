@@ -17,7 +17,8 @@
 //! killed (`two_instances_on_postgres_lose_no_caller`, issue 9).
 //!
 //! Run it: `cargo nextest run --test chaos --no-capture`; `CHAOS_LISTENER=bound` for serve binding its own socket
-//! (`CHAOS_KEEP=1` keeps the config, the database and each serve's log).
+//! (`CHAOS_KEEP=1` keeps the config, the database and each serve's log;
+//! `CHAOS_SEED=N` runs another seed than CI's).
 
 #[path = "common/backends.rs"]
 mod backends;
@@ -34,6 +35,15 @@ use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 
 const SEED: u64 = 8;
+
+/// The run's seed: [`SEED`], or `CHAOS_SEED` to explore others (the callers,
+/// their timing and the sandbox's faults all follow it).
+fn seed() -> u64 {
+    match std::env::var("CHAOS_SEED") {
+        Ok(s) => s.trim().parse().unwrap_or_else(|_| panic!("CHAOS_SEED must be a number, not {s:?}")),
+        Err(_) => SEED,
+    }
+}
 /// Virtual seconds per real second. A restart's gap is real time, and every
 /// caller who dials during it hears an application error, so the scale is
 /// low enough for a debug `serve`'s start (~0.1–0.3 s) to span few callers,
@@ -221,9 +231,9 @@ delay_ms = 3000
 
 fn options() -> Options {
     Options {
-        seed: SEED,
+        seed: seed(),
         time_scale: TIME_SCALE,
-        scenario: scenario(SEED),
+        scenario: scenario(seed()),
         disruptions: vec![
             Disruption::Kill { at_ms: 70_000, instance: 0 },
             Disruption::RollingRestart { at_ms: 140_000, instance: 0 },
