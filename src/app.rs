@@ -24,6 +24,16 @@ use crate::twilio_api::TwilioClient;
 /// accepted last have to send their request before idle ones are closed.
 const ACCEPTED_SETTLE: Duration = Duration::from_millis(100);
 
+/// How long after the server starts answering its background work begins:
+/// the timers' first pass, the gauges, the reconciler, the dispatcher (with
+/// whatever the outbox holds) and the calendars' check. Each is catch-up
+/// work that can wait a moment; begun at once, their reads took the
+/// database's first connections beside the first webhooks, which on
+/// PostgreSQL opened more (each a new server process): the first answer
+/// came ~8 ms later (27.9 against 20.1 ms, medians of 16 interleaved starts
+/// with 100 locations). A webhook's dial waits in the outbox meanwhile.
+pub const STARTUP_GRACE: Duration = Duration::from_millis(50);
+
 /// A running server.
 pub struct Server {
     pub addr: SocketAddr,
@@ -60,14 +70,15 @@ impl Server {
         let drain = Duration::from_secs(settings.drain_secs);
 
         // Background work: each task gets the one stop signal, given after the
-        // webhooks have drained (see `shutdown`). New tasks join here.
+        // webhooks have drained (see `shutdown`). New tasks join here, and
+        // those that read or write the database begin after STARTUP_GRACE.
         let mut background = Background::default();
         let ticker = Ticker::new(store.clone(), notifier.clone(), state.policy());
-        background.spawn("ticker", move |stop| ticker.run(stop.wait()));
-        // The gauges are read at once (beside the first webhooks: a scrape
-        // waits for that reading), then every few seconds.
+        background.spawn_after("ticker", STARTUP_GRACE, move |stop| ticker.run(stop.wait()));
+        // The gauges are read once the start-up grace is over (a scrape waits
+        // for that reading), then every few seconds.
         let sampler = Sampler::new(store.clone());
-        background.spawn("metrics", move |stop| sampler.run(stop.wait()));
+        background.spawn_after("metrics", STARTUP_GRACE, move |stop| sampler.run(stop.wait()));
         let metrics_addr = match settings.metrics_listen {
             Some(at) => {
                 let listener = TcpListener::bind(at).await.with_context(|| format!("binding metrics_listen {at}"))?;
@@ -109,7 +120,10 @@ impl Server {
         tokio::spawn({
             let store = store.clone();
             let clock = settings.clock;
-            async move { warn_past_calendars(&store, clock).await }
+            async move {
+                tokio::time::sleep(STARTUP_GRACE).await;
+                warn_past_calendars(&store, clock).await
+            }
         });
         // Webhooks are answered from here on; what they queue waits in the
         // outbox for the dispatcher, which starts once the REST client is
@@ -134,9 +148,9 @@ impl Server {
             state.policy(),
             Duration::from_secs(settings.reconcile_secs),
         );
-        background.spawn("reconciler", move |stop| reconciler.run(stop.wait()));
+        background.spawn_after("reconciler", STARTUP_GRACE, move |stop| reconciler.run(stop.wait()));
         let dispatcher = Dispatcher::new(store, twilio, settings, notifier);
-        background.spawn("dispatcher", move |stop| dispatcher.run(stop.wait()));
+        background.spawn_after("dispatcher", STARTUP_GRACE, move |stop| dispatcher.run(stop.wait()));
         if state.settings().admin.token.is_some() {
             tracing::info!(api = %format_args!("{}/api/", state.settings().public_url), "history API on (admin token set)");
         } else {

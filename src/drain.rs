@@ -56,6 +56,22 @@ impl Background {
         self.tasks.push((name, tokio::spawn(task(stop))));
     }
 
+    /// As [`Background::spawn`], but `task` begins `delay` from now; a stop
+    /// signal before then ends it unbegun.
+    pub fn spawn_after<F, Fut>(&mut self, name: &'static str, delay: std::time::Duration, task: F)
+    where
+        F: FnOnce(Stop) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.spawn(name, move |stop| async move {
+            tokio::select! {
+                biased;
+                _ = stop.clone().wait() => {}
+                _ = tokio::time::sleep(delay) => task(stop).await,
+            }
+        });
+    }
+
     /// Gives the stop signal and waits for every task until `deadline`;
     /// returns the names of those still running then, which are aborted.
     pub async fn stop(self, deadline: tokio::time::Instant) -> Vec<&'static str> {
@@ -227,5 +243,26 @@ mod tests {
         bg.spawn("stuck", |_stop| std::future::pending());
         let cut = bg.stop(tokio::time::Instant::now() + Duration::from_millis(50)).await;
         assert_eq!(cut, ["stuck"]);
+    }
+
+    #[tokio::test]
+    async fn a_task_spawned_after_a_delay_begins_then_or_never_if_stopped_first() {
+        let began = Arc::new(AtomicU64::new(0));
+        let mut bg = Background::default();
+        let at = std::time::Instant::now();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        bg.spawn_after("later", Duration::from_millis(30), move |stop| async move {
+            let _ = tx.send(at.elapsed());
+            stop.wait().await;
+        });
+        let waited = rx.await.unwrap();
+        assert!(waited >= Duration::from_millis(30), "begun after {waited:?}, before its delay");
+        let count = began.clone();
+        bg.spawn_after("never", Duration::from_secs(60), move |_stop| async move {
+            count.fetch_add(1, Ordering::SeqCst);
+        });
+        let cut = bg.stop(tokio::time::Instant::now() + Duration::from_millis(10)).await;
+        assert!(cut.is_empty(), "a task not yet begun stops at once: {cut:?}");
+        assert_eq!(began.load(Ordering::SeqCst), 0, "stopped before its delay, never begun");
     }
 }
