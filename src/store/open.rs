@@ -367,14 +367,18 @@ mod tests {
         let Some(db) = Backend::Postgres.database().await else { return };
         let missing = format!("{}_missing", db.url);
         let settings = PoolSettings { acquire_timeout: Duration::from_secs(10), ..PoolSettings::default() };
-        let e = Store::connect_with(&missing, settings).await.err().expect("no such database");
+        let Err(e) = Store::connect_with(&missing, settings).await else {
+            panic!("opened a database that does not exist")
+        };
         let said = format!("{e:#}");
         assert!(said.contains("_missing\" does not exist"), "{said}");
         assert!(!said.contains(" at line "), "{said}");
         // Nothing listens on port 1: the pools would retry until their
         // acquire timeout; the probe beside them ends the wait.
         let started = std::time::Instant::now();
-        let e = Store::connect_with("postgres://nobody@127.0.0.1:1/none", settings).await.err().expect("refused");
+        let Err(e) = Store::connect_with("postgres://nobody@127.0.0.1:1/none", settings).await else {
+            panic!("opened a database on a port nothing listens on")
+        };
         let said = format!("{e:#}");
         assert!(said.contains("Connection refused"), "{said}");
         assert!(started.elapsed() < Duration::from_secs(5), "took {:?}: {said}", started.elapsed());
