@@ -187,9 +187,13 @@ impl Dispatcher {
                             }
                             listener = Some(l);
                         }
-                        Err(e) => tracing::warn!(error = %e, "could not LISTEN for new commands; polling"),
+                        Err(e) => {
+                            tracing::warn!(error = %crate::telemetry::chain(&e), "could not LISTEN for new commands; polling")
+                        }
                     },
-                    Err(e) => tracing::warn!(error = %e, "could not connect to LISTEN for new commands; polling"),
+                    Err(e) => {
+                        tracing::warn!(error = %crate::telemetry::chain(&e), "could not connect to LISTEN for new commands; polling")
+                    }
                 }
             }
             let Some(l) = listener.as_mut() else {
@@ -202,7 +206,7 @@ impl Dispatcher {
                 got = l.recv() => match got {
                     Ok(_) => self.notifier.notify(),
                     Err(e) => {
-                        tracing::warn!(error = %e, "lost the LISTEN connection; polling until it is back");
+                        tracing::warn!(error = %crate::telemetry::chain(&e), "lost the LISTEN connection; polling until it is back");
                         listener = None;
                         lost = true;
                     }

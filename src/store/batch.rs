@@ -259,7 +259,7 @@ impl Writer for SqlxWriter {
                 Err(e @ sqlx::Error::PoolClosed) => return Err(e).context("the store is closed"),
                 Err(e) => {
                     let since = *self.down_since.get_or_insert_with(|| {
-                        tracing::warn!(error = %e, "the database gives no connection; waiting briefly for it");
+                        tracing::warn!(error = %crate::telemetry::chain(&e), "the database gives no connection; waiting briefly for it");
                         Instant::now()
                     });
                     if since.elapsed() + RECONNECT_EVERY > OUTAGE_WAIT {
