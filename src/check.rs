@@ -208,13 +208,15 @@ async fn database_check(url: &str) -> Check {
     sqlx::any::install_default_drivers();
     let mut conn = match sqlx::AnyConnection::connect(url).await {
         Ok(c) => c,
-        Err(e) => return Check::fail(NAME, format!("{shown}: cannot open: {e}")),
+        Err(e) => return Check::fail(NAME, format!("{shown}: cannot open: {}", crate::telemetry::chain(&e))),
     };
     let applied = applied_migrations(&mut conn, backend).await;
     let _ = conn.close().await;
     let applied = match applied {
         Ok(a) => a,
-        Err(e) => return Check::fail(NAME, format!("{shown}: reading its migrations: {e}")),
+        Err(e) => {
+            return Check::fail(NAME, format!("{shown}: reading its migrations: {}", crate::telemetry::chain(&e)));
+        }
     };
     match compare_migrations(migrator(backend), &applied) {
         Ok(summary) => Check::ok(NAME, format!("{shown} {summary}")),

@@ -592,6 +592,9 @@ impl AddLocation {
 /// busy keep-alive client's next request. Without it, a client that sends on
 /// an idle connection just as the server closes it gets no answer.
 const KEEP_ALIVE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+// A SIGTERM at once after the start still finds the dispatcher begun (see
+// `app::STARTUP_GRACE`), so the first webhooks' dials are sent by this process.
+const _: () = assert!(KEEP_ALIVE_GRACE.as_millis() > crate::app::STARTUP_GRACE.as_millis());
 
 /// `call-router serve`.
 pub async fn run_serve(config_path: Option<&Path>) -> anyhow::Result<()> {

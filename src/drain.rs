@@ -56,9 +56,9 @@ impl Background {
         self.tasks.push((name, tokio::spawn(task(stop))));
     }
 
-    /// As [`Background::spawn`], but `task` begins `delay` from now; a stop
-    /// signal before then ends it unbegun.
-    pub fn spawn_after<F, Fut>(&mut self, name: &'static str, delay: std::time::Duration, task: F)
+    /// As [`Background::spawn`], but `task` begins at `at`; a stop signal
+    /// before then ends it unbegun.
+    pub fn spawn_at<F, Fut>(&mut self, name: &'static str, at: tokio::time::Instant, task: F)
     where
         F: FnOnce(Stop) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -67,7 +67,7 @@ impl Background {
             tokio::select! {
                 biased;
                 _ = stop.clone().wait() => {}
-                _ = tokio::time::sleep(delay) => task(stop).await,
+                _ = tokio::time::sleep_until(at) => task(stop).await,
             }
         });
     }
@@ -246,19 +246,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_task_spawned_after_a_delay_begins_then_or_never_if_stopped_first() {
+    async fn a_task_spawned_for_later_begins_then_or_never_if_stopped_first() {
         let began = Arc::new(AtomicU64::new(0));
         let mut bg = Background::default();
         let at = std::time::Instant::now();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        bg.spawn_after("later", Duration::from_millis(30), move |stop| async move {
+        bg.spawn_at("later", tokio::time::Instant::now() + Duration::from_millis(30), move |stop| async move {
             let _ = tx.send(at.elapsed());
             stop.wait().await;
         });
         let waited = rx.await.unwrap();
         assert!(waited >= Duration::from_millis(30), "begun after {waited:?}, before its delay");
         let count = began.clone();
-        bg.spawn_after("never", Duration::from_secs(60), move |_stop| async move {
+        bg.spawn_at("never", tokio::time::Instant::now() + Duration::from_secs(60), move |_stop| async move {
             count.fetch_add(1, Ordering::SeqCst);
         });
         let cut = bg.stop(tokio::time::Instant::now() + Duration::from_millis(10)).await;

@@ -141,8 +141,9 @@ pub async fn render() -> Option<String> {
 }
 
 /// Samplers whose first reading of the gauges has not run yet: a sampler's
-/// first reading runs beside the first webhooks, not before them, and a
-/// scrape waits for every one (a test process runs several servers).
+/// first reading runs once the start-up grace is over (`app::STARTUP_GRACE`),
+/// not before the first webhooks, and a scrape waits for every one (a test
+/// process runs several servers).
 static UNSAMPLED: AtomicUsize = AtomicUsize::new(0);
 static SAMPLED_NOW: tokio::sync::Notify = tokio::sync::Notify::const_new();
 

@@ -20,10 +20,10 @@ pub fn init(json: bool, default_filter: &str) {
 /// except a cause whose text ends the message before it: sqlx's errors
 /// quote their cause in their own message (`error communicating with
 /// database: Connection reset by peer (os error 104)`), which `{:#}` then
-/// printed a second time. A database's own error is its message alone:
-/// sqlx's text for PostgreSQL's adds the line of PostgreSQL's source that
-/// raised it (`database "x" does not exist at line 948`), which reads as a
-/// line of the user's config or SQL.
+/// printed a second time. And without the line of PostgreSQL's source that
+/// sqlx 0.9 appends to PostgreSQL's errors, wherever the chain quotes one
+/// (`database "x" does not exist at line 948`), which reads as a line of
+/// the user's config or SQL.
 pub fn chain<'a>(e: &'a (dyn std::error::Error + Send + Sync + 'static)) -> Chain<'a> {
     Chain(e)
 }
@@ -33,20 +33,29 @@ pub struct Chain<'a>(&'a (dyn std::error::Error + Send + Sync + 'static));
 
 impl std::fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut texts = Vec::new();
+        // Each database error's text with the source line, and without.
+        let mut lines = Vec::new();
         let mut next: Option<&(dyn std::error::Error + 'static)> = Some(self.0);
-        let mut last: Option<String> = None;
         while let Some(e) = next {
-            let text = match e.downcast_ref::<sqlx::Error>() {
-                Some(sqlx::Error::Database(db)) => {
-                    // Its source is the same error, line and all.
-                    next = None;
-                    format!("error returned from database: {}", db.message())
+            if let Some(sqlx::Error::Database(db)) = e.downcast_ref::<sqlx::Error>() {
+                let said = db.to_string();
+                if said
+                    .strip_prefix(db.message())
+                    .and_then(|rest| rest.strip_prefix(" at line "))
+                    .is_some_and(|line| !line.is_empty() && line.bytes().all(|b| b.is_ascii_digit()))
+                {
+                    lines.push((said, db.message().to_owned()));
                 }
-                _ => {
-                    next = e.source();
-                    e.to_string()
-                }
-            };
+            }
+            texts.push(e.to_string());
+            next = e.source();
+        }
+        let mut last: Option<String> = None;
+        for mut text in texts {
+            for (with, without) in &lines {
+                text = text.replace(with.as_str(), without);
+            }
             match &last {
                 None => f.write_str(&text)?,
                 Some(before) if before.ends_with(&text) => {}
@@ -121,6 +130,53 @@ mod tests {
         assert_eq!(
             chain(e.as_ref()).to_string(),
             "opening database: error returned from database: database \"x\" does not exist"
+        );
+        // Quoted by an error above it (a migration's): once, and without the line there too.
+        let migration = sqlx::migrate::MigrateError::Execute(sqlx::Error::Database(Box::new(Refused)));
+        let e = anyhow::Error::new(migration).context("migrating the database");
+        assert_eq!(
+            chain(e.as_ref()).to_string(),
+            "migrating the database: while executing migrations: error returned from database: database \"x\" \
+             does not exist"
+        );
+    }
+
+    /// A database error without a source line (SQLite's) keeps its text, code and all.
+    #[derive(Debug)]
+    struct Locked;
+
+    impl std::fmt::Display for Locked {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("(code: 5) database is locked")
+        }
+    }
+
+    impl std::error::Error for Locked {}
+
+    impl sqlx::error::DatabaseError for Locked {
+        fn message(&self) -> &str {
+            "database is locked"
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    #[test]
+    fn a_database_error_without_a_source_line_keeps_its_code() {
+        let e = anyhow::Error::new(sqlx::Error::Database(Box::new(Locked))).context("a batch of writes");
+        assert_eq!(
+            chain(e.as_ref()).to_string(),
+            "a batch of writes: error returned from database: (code: 5) database is locked"
         );
     }
 }

@@ -188,26 +188,30 @@ impl Store {
                 .idle_timeout(Some(POSTGRES_IDLE_TIMEOUT))
                 .max_lifetime(Some(POSTGRES_MAX_LIFETIME)),
         };
+        // sqlx's own words, as `telemetry::chain` gives them, kept as text so
+        // that `{:#}` does not print sqlx's causes a second time; a pool's
+        // timeout says how long it tried.
+        let unreached = format!("no connection within {} s", settings.acquire_timeout.as_secs_f64());
+        let said = move |e: sqlx::Error| match e {
+            sqlx::Error::PoolTimedOut => anyhow::anyhow!("{unreached}"),
+            e => anyhow::anyhow!("{}", crate::telemetry::chain(&e)),
+        };
         let open = |max: u32| {
-            let url = url.clone();
+            let (url, said) = (url.clone(), said.clone());
             let pool = options(max);
-            // As the probe's below.
             async move {
-                pool.connect(&url)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{}", crate::telemetry::chain(&e)))
-                    .with_context(|| format!("opening database {}", redact_url(&url)))
+                pool.connect(&url).await.map_err(said).with_context(|| format!("opening database {}", redact_url(&url)))
             }
         };
-        // A pool that cannot connect retries until its acquire timeout and
-        // then says only that it timed out; one plain connection beside it
-        // reports why (refused, no such database, authentication), in the
-        // words of `telemetry::chain`, kept as text so that `{:#}` does not
-        // print sqlx's causes a second time.
+        // A pool that cannot connect retries a refused connection until its
+        // acquire timeout, and then says only that it timed out; one plain
+        // connection beside it reports why at once (refused, no such
+        // database, authentication), within the same time.
         let probe = || async {
-            let probe = sqlx::AnyConnection::connect(&url)
-                .await
-                .map_err(|e| anyhow::anyhow!("{}", crate::telemetry::chain(&e)))
+            let opened = tokio::time::timeout(settings.acquire_timeout, sqlx::AnyConnection::connect(&url)).await;
+            let probe = opened
+                .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+                .map_err(said.clone())
                 .with_context(|| format!("opening database {}", redact_url(&url)))?;
             let _ = probe.close().await;
             anyhow::Ok(())
@@ -365,7 +369,10 @@ mod tests {
     #[tokio::test]
     async fn on_postgres_a_database_that_does_not_open_says_why_at_once() {
         let Some(db) = Backend::Postgres.database().await else { return };
-        let missing = format!("{}_missing", db.url);
+        let missing = match db.url.split_once('?') {
+            Some((base, query)) => format!("{base}_missing?{query}"),
+            None => format!("{}_missing", db.url),
+        };
         let settings = PoolSettings { acquire_timeout: Duration::from_secs(10), ..PoolSettings::default() };
         let Err(e) = Store::connect_with(&missing, settings).await else {
             panic!("opened a database that does not exist")
