@@ -92,22 +92,24 @@ mod tests {
         assert_eq!(chain(e.as_ref()).to_string(), format!("{e:#}"));
     }
 
-    /// As sqlx 0.9 says PostgreSQL's errors: the message, then the line of
-    /// PostgreSQL's source that raised it.
+    /// A database's error as sqlx has it: `said` its text, `message` its message.
     #[derive(Debug)]
-    struct Refused;
+    struct Db {
+        said: &'static str,
+        message: &'static str,
+    }
 
-    impl std::fmt::Display for Refused {
+    impl std::fmt::Display for Db {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("database \"x\" does not exist at line 948")
+            f.write_str(self.said)
         }
     }
 
-    impl std::error::Error for Refused {}
+    impl std::error::Error for Db {}
 
-    impl sqlx::error::DatabaseError for Refused {
+    impl sqlx::error::DatabaseError for Db {
         fn message(&self) -> &str {
-            "database \"x\" does not exist"
+            self.message
         }
         fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
             self
@@ -123,16 +125,21 @@ mod tests {
         }
     }
 
+    /// As sqlx 0.9 says PostgreSQL's errors: the message, then the line of
+    /// PostgreSQL's source that raised it.
+    const REFUSED: Db =
+        Db { said: "database \"x\" does not exist at line 948", message: "database \"x\" does not exist" };
+
     #[test]
     fn a_database_error_is_its_message_once_without_the_servers_source_line() {
-        let e = anyhow::Error::new(sqlx::Error::Database(Box::new(Refused))).context("opening database");
+        let e = anyhow::Error::new(sqlx::Error::Database(Box::new(REFUSED))).context("opening database");
         assert!(format!("{e:#}").contains("at line 948"), "sqlx's own text: {e:#}");
         assert_eq!(
             chain(e.as_ref()).to_string(),
             "opening database: error returned from database: database \"x\" does not exist"
         );
         // Quoted by an error above it (a migration's): once, and without the line there too.
-        let migration = sqlx::migrate::MigrateError::Execute(sqlx::Error::Database(Box::new(Refused)));
+        let migration = sqlx::migrate::MigrateError::Execute(sqlx::Error::Database(Box::new(REFUSED)));
         let e = anyhow::Error::new(migration).context("migrating the database");
         assert_eq!(
             chain(e.as_ref()).to_string(),
@@ -141,39 +148,12 @@ mod tests {
         );
     }
 
-    /// A database error without a source line (SQLite's) keeps its text, code and all.
-    #[derive(Debug)]
-    struct Locked;
-
-    impl std::fmt::Display for Locked {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("(code: 5) database is locked")
-        }
-    }
-
-    impl std::error::Error for Locked {}
-
-    impl sqlx::error::DatabaseError for Locked {
-        fn message(&self) -> &str {
-            "database is locked"
-        }
-        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
-            self
-        }
-        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
-            self
-        }
-        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
-            self
-        }
-        fn kind(&self) -> sqlx::error::ErrorKind {
-            sqlx::error::ErrorKind::Other
-        }
-    }
+    /// SQLite's: no source line, and the code before the message.
+    const LOCKED: Db = Db { said: "(code: 5) database is locked", message: "database is locked" };
 
     #[test]
     fn a_database_error_without_a_source_line_keeps_its_code() {
-        let e = anyhow::Error::new(sqlx::Error::Database(Box::new(Locked))).context("a batch of writes");
+        let e = anyhow::Error::new(sqlx::Error::Database(Box::new(LOCKED))).context("a batch of writes");
         assert_eq!(
             chain(e.as_ref()).to_string(),
             "a batch of writes: error returned from database: (code: 5) database is locked"
