@@ -81,6 +81,10 @@ pub struct LoadFigures {
     /// /proc is missing: the server's own cost, apart from the share of the cores the load
     /// generator and the fake Twilio API take.
     pub server_cpu_us: f64,
+    /// The same for this process over the same time: the load generator, and what else the
+    /// bench runs here (the fake Twilio API the dispatcher calls, the balancer). It shares
+    /// the cores with the server; this is how much of them it took.
+    pub generator_cpu_us: f64,
 }
 
 impl LoadFigures {
@@ -90,6 +94,36 @@ impl LoadFigures {
             self.server_cpu_us = ms * 1000.0 / self.sent as f64;
         }
         self
+    }
+
+    /// These figures with this process's CPU time: `ms` over all requests sent.
+    fn with_generator_cpu(mut self, ms: f64) -> Self {
+        if self.sent > 0 && ms > 0.0 {
+            self.generator_cpu_us = ms * 1000.0 / self.sent as f64;
+        }
+        self
+    }
+}
+
+/// The CPU time the measured servers and this process have run so far, to count a run's share.
+struct CpuMark {
+    servers: Vec<u32>,
+    server_ms: f64,
+    here_ms: f64,
+}
+
+impl CpuMark {
+    fn now(servers: &[u32]) -> Self {
+        let server_ms = servers.iter().map(|&pid| cpu_ms(pid)).sum();
+        CpuMark { servers: servers.to_vec(), server_ms, here_ms: cpu_ms(std::process::id()) }
+    }
+
+    /// `figures` with what each side ran since this mark.
+    fn since(self, figures: LoadFigures) -> LoadFigures {
+        let server_ms: f64 = self.servers.iter().map(|&pid| cpu_ms(pid)).sum();
+        figures
+            .with_server_cpu(server_ms - self.server_ms)
+            .with_generator_cpu(cpu_ms(std::process::id()) - self.here_ms)
     }
 }
 
@@ -199,19 +233,13 @@ async fn measure(options: &BenchOptions) -> anyhow::Result<BenchReport> {
     let (baseline_child, baseline_url) = start_baseline(&exe).await?;
     let baseline_child = ChildGuard(Some(baseline_child));
 
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(options.connections)
-        .timeout(Duration::from_secs(10))
-        .build()?;
-
     eprintln!("measuring the bare server ({} s)…", options.duration.as_secs_f64());
     let dial_queue_body = dial_queue_form();
     let baseline_twiml = {
         let url = format!("{baseline_url}/dial-queue?reservationSid={RESERVATION}");
         let body = dial_queue_body.clone();
-        let cpu = cpu_ms(baseline_child.pid());
-        let figures = load(&client, options, move |_| (url.clone(), body.clone(), None)).await;
-        figures.with_server_cpu(cpu_ms(baseline_child.pid()) - cpu)
+        let cpu = CpuMark::now(&[baseline_child.pid()]);
+        cpu.since(load(options, move |_| (url.clone(), body.clone(), None)).await)
     };
     let baseline_peak_rss_mb = peak_rss_mb(baseline_child.pid());
 
@@ -221,18 +249,17 @@ async fn measure(options: &BenchOptions) -> anyhow::Result<BenchReport> {
         let params = twilio::Params::parse(dial_queue_body.as_bytes());
         let sig = twilio::signature::sign(TOKEN.as_bytes(), &url, params.iter());
         let body = dial_queue_body.clone();
-        let cpu = cpu_ms(server_child.pid());
-        let figures = load(&client, options, move |_| (url.clone(), body.clone(), Some(sig.clone()))).await;
-        figures.with_server_cpu(cpu_ms(server_child.pid()) - cpu)
+        let cpu = CpuMark::now(&[server_child.pid()]);
+        cpu.since(load(options, move |_| (url.clone(), body.clone(), Some(sig.clone()))).await)
     };
 
     eprintln!("measuring reservation.created ({} s)…", options.duration.as_secs_f64());
     let dials_before = dials.load(Ordering::Relaxed);
-    let cpu = cpu_ms(server_child.pid());
-    let reservation_created = load_reservations(&client, options, &server_url).await;
+    let cpu = CpuMark::now(&[server_child.pid()]);
+    let reservation_created = load_reservations(options, &server_url).await;
     // Let the dispatcher finish what it owes before counting its dials.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let reservation_created = reservation_created.with_server_cpu(cpu_ms(server_child.pid()) - cpu);
+    let reservation_created = cpu.since(reservation_created);
     let dials_placed = dials.load(Ordering::Relaxed) - dials_before;
     let peak_rss_mb = peak_rss_mb(server_child.pid());
 
@@ -266,10 +293,10 @@ async fn measure(options: &BenchOptions) -> anyhow::Result<BenchReport> {
 }
 
 /// `reservation.created` events for new reservations, signed over `base`'s event URL.
-async fn load_reservations(client: &reqwest::Client, options: &BenchOptions, base: &str) -> LoadFigures {
+async fn load_reservations(options: &BenchOptions, base: &str) -> LoadFigures {
     let url = format!("{base}/tr-event-handler");
     let run_id: u32 = rand::random();
-    load(client, options, move |n| {
+    load(options, move |n| {
         let (body, sig) = reservation_created(&url, run_id, n);
         (url.clone(), body, Some(sig))
     })
@@ -320,17 +347,12 @@ async fn measure_balanced(
         options.instances,
         options.duration.as_secs_f64()
     );
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(options.connections)
-        .timeout(Duration::from_secs(10))
-        .build()?;
     let before: Vec<u64> = balancer.counts().iter().map(|c| c.answered).collect();
     let dials_before = dials.load(Ordering::Relaxed);
-    let cpu = |children: &[ChildGuard]| children.iter().map(|c| cpu_ms(c.pid())).sum::<f64>();
-    let cpu_before = cpu(&children);
-    let reservation_created = load_reservations(&client, options, balancer.url()).await;
+    let cpu = CpuMark::now(&children.iter().map(|c| c.pid()).collect::<Vec<_>>());
+    let reservation_created = load_reservations(options, balancer.url()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let reservation_created = reservation_created.with_server_cpu(cpu(&children) - cpu_before);
+    let reservation_created = cpu.since(reservation_created);
     let dials_placed = dials.load(Ordering::Relaxed) - dials_before;
     let answered_per_instance = balancer.counts().iter().zip(before).map(|(c, b)| c.answered - b).collect();
     let peak_rss_mb = children.iter().map(|c| peak_rss_mb(c.pid())).collect();
@@ -651,7 +673,12 @@ fn reservation_created(url: &str, run_id: u32, n: u64) -> (String, String) {
 
 /// Runs `connections` request loops for the configured duration (after a short warm-up that
 /// is not counted) and gathers latencies.
-async fn load<F>(client: &reqwest::Client, options: &BenchOptions, make: F) -> LoadFigures
+///
+/// Each loop holds one HTTP/1.1 connection, kept alive as Twilio keeps its own, and talks to it
+/// through hyper's connection directly rather than reqwest's pooled client: the generator
+/// shares the cores with the server it measures, and reqwest's layers (its pool, its URL
+/// parsing and timeouts per request) cost it more per request than the whole bare server takes.
+async fn load<F>(options: &BenchOptions, make: F) -> LoadFigures
 where
     F: Fn(u64) -> (String, String, Option<String>) + Send + Sync + 'static,
 {
@@ -663,13 +690,13 @@ where
     let end = measure_from + options.duration;
     let mut tasks = Vec::new();
     for _ in 0..options.connections {
-        let client = client.clone();
         let make = make.clone();
         let counter = counter.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies_us: Vec<u32> = Vec::with_capacity(64 * 1024);
             let mut errors = 0u64;
             let mut sent = 0u64;
+            let mut conn: Option<Connection> = None;
             loop {
                 let now = Instant::now();
                 if now >= end {
@@ -677,20 +704,18 @@ where
                 }
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let (url, body, sig) = make(n);
-                let mut req =
-                    client.post(url).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(body);
-                if let Some(sig) = sig {
-                    req = req.header("x-twilio-signature", sig);
-                }
                 let started = Instant::now();
                 sent += 1;
-                let ok = match req.send().await {
-                    Ok(r) => {
-                        let ok = r.status().is_success();
-                        let _ = r.bytes().await;
-                        ok
+                let ok = tokio::time::timeout(REQUEST_TIMEOUT, post_form(&mut conn, &url, body, sig))
+                    .await
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {REQUEST_TIMEOUT:?}")));
+                let ok = match ok {
+                    Ok(status) => status.is_success(),
+                    Err(_) => {
+                        // A connection that failed is not used again.
+                        conn = None;
+                        false
                     }
-                    Err(_) => false,
                 };
                 if started >= measure_from {
                     latencies_us.push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
@@ -714,6 +739,65 @@ where
     figures(all, errors, sent, options.duration)
 }
 
+/// How long the load generator waits for one answer before it counts an error.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One kept-alive HTTP/1.1 connection of the load generator, and where it leads.
+struct Connection {
+    authority: String,
+    send: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+}
+
+/// POSTs a form to `url` over `conn` (connecting first when there is none, or none to the
+/// URL's host, or it was closed) and reads the whole answer; its status.
+async fn post_form(
+    conn: &mut Option<Connection>,
+    url: &str,
+    body: String,
+    signature: Option<String>,
+) -> anyhow::Result<StatusCode> {
+    let uri: axum::http::Uri = url.parse().with_context(|| format!("not a URL: {url}"))?;
+    let authority = uri.authority().context("a URL without a host")?.as_str();
+    let mut reuse = conn.take().filter(|c| c.authority == authority && !c.send.is_closed());
+    // A kept-alive connection the server has just closed (its last answer said so) fails
+    // here, before the request went out: then it goes out on a new one.
+    if let Some(c) = reuse.as_mut()
+        && c.send.ready().await.is_err()
+    {
+        reuse = None;
+    }
+    let c = match reuse {
+        Some(c) => conn.insert(c),
+        None => {
+            let mut c = connect(authority).await?;
+            c.send.ready().await?;
+            conn.insert(c)
+        }
+    };
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut request = axum::http::Request::post(path)
+        .header(header::HOST, authority)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(signature) = signature {
+        request = request.header("x-twilio-signature", signature);
+    }
+    let request = request.body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
+    let response = c.send.send_request(request).await?;
+    let status = response.status();
+    http_body_util::BodyExt::collect(response.into_body()).await?;
+    Ok(status)
+}
+
+/// Opens a load generator's connection to `authority` (`host:port`).
+async fn connect(authority: &str) -> anyhow::Result<Connection> {
+    let stream =
+        tokio::net::TcpStream::connect(authority).await.with_context(|| format!("connecting to {authority}"))?;
+    stream.set_nodelay(true)?;
+    let (send, driver) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(driver);
+    Ok(Connection { authority: authority.to_owned(), send })
+}
+
 fn figures(mut latencies_us: Vec<u32>, errors: u64, sent: u64, duration: Duration) -> LoadFigures {
     latencies_us.sort_unstable();
     let pct = |p: f64| -> f64 {
@@ -733,6 +817,7 @@ fn figures(mut latencies_us: Vec<u32>, errors: u64, sent: u64, duration: Duratio
         max_ms: latencies_us.last().map(|&m| m as f64 / 1000.0).unwrap_or(0.0),
         sent,
         server_cpu_us: 0.0,
+        generator_cpu_us: 0.0,
     }
 }
 
@@ -773,16 +858,23 @@ pub fn render(r: &BenchReport) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<40} {:>12} {:>9} {:>9} {:>7} {:>9}  target",
-        "", "requests/s", "p50 ms", "p99 ms", "errors", "CPU µs"
+        "{:<40} {:>12} {:>9} {:>9} {:>7} {:>9} {:>7}  target",
+        "", "requests/s", "p50 ms", "p99 ms", "errors", "CPU µs", "gen µs"
     );
     let row = |out: &mut String, name: &str, f: &LoadFigures, target: String| {
-        // The servers' CPU per request (see `LoadFigures::server_cpu_us`).
-        let cpu = if f.server_cpu_us > 0.0 { format!("{:.0}", f.server_cpu_us) } else { "-".to_owned() };
+        // CPU per request: the servers' and the load generator's (see `LoadFigures`).
+        let us = |v: f64| if v > 0.0 { format!("{v:.0}") } else { "-".to_owned() };
         let _ = writeln!(
             out,
-            "{:<40} {:>12.0} {:>9.2} {:>9.2} {:>7} {:>9}  {}",
-            name, f.requests_per_sec, f.p50_ms, f.p99_ms, f.errors, cpu, target
+            "{:<40} {:>12.0} {:>9.2} {:>9.2} {:>7} {:>9} {:>7}  {}",
+            name,
+            f.requests_per_sec,
+            f.p50_ms,
+            f.p99_ms,
+            f.errors,
+            us(f.server_cpu_us),
+            us(f.generator_cpu_us),
+            target
         );
     };
     row(&mut out, "bare axum, same TwiML bytes", &r.baseline_twiml, "(baseline)".into());
@@ -874,6 +966,62 @@ fn verdict(met: bool) -> &'static str {
 mod tests {
     use super::*;
 
+    /// A server on port 0 that answers `/ok` 204 (counting the requests and their bodies'
+    /// bytes, and closing every third connection after its answer) and `/fail` 500.
+    async fn counting_server() -> (String, Arc<AtomicU64>, Arc<AtomicU64>) {
+        let (requests, bytes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (r, b) = (requests.clone(), bytes.clone());
+        let app = Router::new()
+            .route(
+                "/ok",
+                post(move |body: String| async move {
+                    let n = r.fetch_add(1, Ordering::Relaxed);
+                    b.fetch_add(body.len() as u64, Ordering::Relaxed);
+                    let close = if n % 3 == 2 { "close" } else { "keep-alive" };
+                    (StatusCode::NO_CONTENT, [(header::CONNECTION, close)])
+                }),
+            )
+            .route("/fail", post(|| async { StatusCode::INTERNAL_SERVER_ERROR }));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, requests, bytes)
+    }
+
+    fn short_run() -> BenchOptions {
+        BenchOptions {
+            duration: Duration::from_millis(200),
+            connections: 2,
+            json: false,
+            database_url: None,
+            instances: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_load_generator_sends_every_body_and_counts_only_answers_that_fail() {
+        let (url, requests, bytes) = counting_server().await;
+        let ok = format!("{url}/ok");
+        let figures = load(&short_run(), move |n| (ok.clone(), format!("n={n:08}"), None)).await;
+        assert_eq!(figures.errors, 0, "{figures:?}");
+        assert!(figures.requests > 0, "{figures:?}");
+        // Every request sent arrived, whole, and connections the server closed were opened again.
+        assert_eq!(requests.load(Ordering::Relaxed), figures.sent);
+        assert_eq!(bytes.load(Ordering::Relaxed), figures.sent * 10);
+
+        let fail = format!("{url}/fail");
+        let figures = load(&short_run(), move |_| (fail.clone(), String::new(), None)).await;
+        assert!(figures.requests > 0 && figures.errors == figures.requests, "{figures:?}");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_refuses_connections_counts_as_errors() {
+        let port = free_port().unwrap();
+        let url = format!("http://127.0.0.1:{port}/ok");
+        let figures = load(&short_run(), move |_| (url.clone(), String::new(), None)).await;
+        assert!(figures.errors > 0 && figures.errors == figures.requests, "{figures:?}");
+    }
+
     #[test]
     fn percentiles_come_from_the_sorted_latencies() {
         let lat: Vec<u32> = (1..=100).map(|i| i * 1000).collect();
@@ -913,6 +1061,7 @@ mod tests {
             max_ms: p99_ms,
             sent: (rps * 8.5) as u64,
             server_cpu_us: 0.0,
+            generator_cpu_us: 0.0,
         };
         let report = BenchReport {
             cores: 2,
@@ -921,7 +1070,7 @@ mod tests {
             release_build: true,
             baseline_twiml: load(20_000.0, 1.0),
             dial_queue: load(13_000.0, 2.0),
-            reservation_created: load(2_500.0, 4.0).with_server_cpu(4_250.0),
+            reservation_created: load(2_500.0, 4.0).with_server_cpu(4_250.0).with_generator_cpu(1_700.0),
             dials_placed: 20_000,
             locations: 100,
             startup_ms: vec![18.0, 19.0, 25.0],
@@ -938,9 +1087,10 @@ mod tests {
         assert!(line("/dial-queue").ends_with("65% of bare; target >= 60% met"), "{table}");
         assert!(line("reservation.created").ends_with("12.5% of bare; >= 10000/s and p99 < 5 ms NOT MET"), "{table}");
         assert!(line("  fresh database").contains("19.0 ms (median of 3"), "{table}");
-        // The servers' CPU per request sent: 4,250 ms over 21,250 requests; unknown shows as -.
-        assert!(line("reservation.created").contains(" 0       200  12.5% of bare"), "{table}");
-        assert!(line("/dial-queue").contains(" 0         -  65% of bare"), "{table}");
+        // CPU per request sent, the servers' then the generator's: 4,250 and 1,700 ms over
+        // 21,250 requests; unknown shows as -.
+        assert!(line("reservation.created").contains(" 0       200      80  12.5% of bare"), "{table}");
+        assert!(line("/dial-queue").contains(" 0         -       -  65% of bare"), "{table}");
     }
 
     #[test]
