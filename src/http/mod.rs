@@ -384,8 +384,16 @@ pub async fn serve<L>(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
 where
-    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    L: axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr>,
 {
+    use axum::serve::ListenerExt as _;
+    // Each answer goes out at once, not held back by Nagle's algorithm until the
+    // client acknowledges what came before it (a delayed ACK can hold it for 40 ms).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
+        }
+    });
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }
 
