@@ -243,10 +243,13 @@ pub async fn schema_of(url: &str) -> anyhow::Result<Schema> {
     let backend = Backend::of(url)?;
     let shown = crate::store::redact_url(url);
     sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(url).await.map_err(|e| anyhow::anyhow!("{shown}: cannot open: {e}"))?;
+    let mut conn = sqlx::AnyConnection::connect(url)
+        .await
+        .map_err(|e| anyhow::anyhow!("{shown}: cannot open: {}", crate::telemetry::chain(&e)))?;
     let applied = applied_migrations(&mut conn, backend).await;
     let _ = conn.close().await;
-    let applied = applied.map_err(|e| anyhow::anyhow!("{shown}: reading its migrations: {e}"))?;
+    let applied =
+        applied.map_err(|e| anyhow::anyhow!("{shown}: reading its migrations: {}", crate::telemetry::chain(&e)))?;
     if applied.is_empty() {
         return Ok(Schema::Empty);
     }

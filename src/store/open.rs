@@ -380,6 +380,13 @@ mod tests {
         let said = format!("{e:#}");
         assert!(said.contains("_missing\" does not exist"), "{said}");
         assert!(!said.contains(" at line "), "{said}");
+        // `provision` and `locations` look at the schema first, on a connection of their own.
+        let Err(e) = crate::check::schema_of(&missing).await else {
+            panic!("read the schema of a database that does not exist")
+        };
+        let said = format!("{e:#}");
+        assert!(said.contains("_missing\" does not exist"), "{said}");
+        assert!(!said.contains(" at line "), "{said}");
         // Nothing listens on port 1: the pools would retry until their
         // acquire timeout; the probe beside them ends the wait.
         let started = std::time::Instant::now();
