@@ -88,6 +88,8 @@ impl Reconciler {
         tokio::pin!(shutdown);
         let mut every = tokio::time::interval(self.every);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Whether this instance held the lease at its last try, to log each change once.
+        let mut holding = false;
         loop {
             tokio::select! {
                 _ = every.tick() => {}
@@ -103,8 +105,17 @@ impl Reconciler {
             // lease, renewed each pass; another takes over once it expires.
             let lease_ms = (self.every.as_millis() as i64).saturating_mul(2).saturating_add(30_000);
             match self.store.hold_lease(LEASE, lease_ms).await {
-                Ok(true) => {}
+                Ok(true) => {
+                    if !holding {
+                        tracing::info!(instance = %self.store.owner(), "this instance runs the reconciler");
+                        holding = true;
+                    }
+                }
                 Ok(false) => {
+                    if holding {
+                        tracing::info!(instance = %self.store.owner(), "another instance took the reconciler's lease");
+                        holding = false;
+                    }
                     tracing::debug!("another instance holds the reconciler's lease");
                     continue;
                 }
