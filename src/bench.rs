@@ -90,18 +90,19 @@ pub struct LoadFigures {
 impl LoadFigures {
     /// These figures with the servers' CPU time: `ms` over all requests sent.
     fn with_server_cpu(mut self, ms: f64) -> Self {
-        if self.sent > 0 && ms > 0.0 {
-            self.server_cpu_us = ms * 1000.0 / self.sent as f64;
-        }
+        self.server_cpu_us = self.per_request_us(ms);
         self
     }
 
     /// These figures with this process's CPU time: `ms` over all requests sent.
     fn with_generator_cpu(mut self, ms: f64) -> Self {
-        if self.sent > 0 && ms > 0.0 {
-            self.generator_cpu_us = ms * 1000.0 / self.sent as f64;
-        }
+        self.generator_cpu_us = self.per_request_us(ms);
         self
+    }
+
+    /// `ms` of CPU over all requests sent, in µs; 0 when unknown.
+    fn per_request_us(&self, ms: f64) -> f64 {
+        if self.sent > 0 && ms > 0.0 { ms * 1000.0 / self.sent as f64 } else { 0.0 }
     }
 }
 
@@ -114,16 +115,16 @@ struct CpuMark {
 
 impl CpuMark {
     fn now(servers: &[u32]) -> Self {
-        let server_ms = servers.iter().map(|&pid| cpu_ms(pid)).sum();
-        CpuMark { servers: servers.to_vec(), server_ms, here_ms: cpu_ms(std::process::id()) }
+        let server_ms = servers.iter().map(|&pid| process_cpu_ms(pid)).sum();
+        CpuMark { servers: servers.to_vec(), server_ms, here_ms: process_cpu_ms(std::process::id()) }
     }
 
     /// `figures` with what each side ran since this mark.
     fn since(self, figures: LoadFigures) -> LoadFigures {
-        let server_ms: f64 = self.servers.iter().map(|&pid| cpu_ms(pid)).sum();
+        let server_ms: f64 = self.servers.iter().map(|&pid| process_cpu_ms(pid)).sum();
         figures
             .with_server_cpu(server_ms - self.server_ms)
-            .with_generator_cpu(cpu_ms(std::process::id()) - self.here_ms)
+            .with_generator_cpu(process_cpu_ms(std::process::id()) - self.here_ms)
     }
 }
 
@@ -676,8 +677,8 @@ fn reservation_created(url: &str, run_id: u32, n: u64) -> (String, String) {
 ///
 /// Each loop holds one HTTP/1.1 connection, kept alive as Twilio keeps its own, and talks to it
 /// through hyper's connection directly rather than reqwest's pooled client: the generator
-/// shares the cores with the server it measures, and reqwest's layers (its pool, its URL
-/// parsing and timeouts per request) cost it more per request than the whole bare server takes.
+/// shares the cores with the server it measures, and reqwest's layers (its pool, its request
+/// builder, its middleware) cost it more per request than the whole bare server took.
 async fn load<F>(options: &BenchOptions, make: F) -> LoadFigures
 where
     F: Fn(u64) -> (String, String, Option<String>) + Send + Sync + 'static,
@@ -706,10 +707,10 @@ where
                 let (url, body, sig) = make(n);
                 let started = Instant::now();
                 sent += 1;
-                let ok = tokio::time::timeout(REQUEST_TIMEOUT, post_form(&mut conn, &url, body, sig))
+                let answer = tokio::time::timeout(REQUEST_TIMEOUT, post_form(&mut conn, &url, body, sig))
                     .await
                     .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {REQUEST_TIMEOUT:?}")));
-                let ok = match ok {
+                let ok = match answer {
                     Ok(status) => status.is_success(),
                     Err(_) => {
                         // A connection that failed is not used again.
@@ -759,8 +760,9 @@ async fn post_form(
     let uri: axum::http::Uri = url.parse().with_context(|| format!("not a URL: {url}"))?;
     let authority = uri.authority().context("a URL without a host")?.as_str();
     let mut reuse = conn.take().filter(|c| c.authority == authority && !c.send.is_closed());
-    // A kept-alive connection the server has just closed (its last answer said so) fails
-    // here, before the request went out: then it goes out on a new one.
+    // A kept-alive connection the server closed after its last answer is usually seen closed
+    // above; on a multi-threaded runtime its driver may not have noticed yet, and then it fails
+    // here, before the request went out: the request goes out on a new one.
     if let Some(c) = reuse.as_mut()
         && c.send.ready().await.is_err()
     {
@@ -821,8 +823,28 @@ fn figures(mut latencies_us: Vec<u32>, errors: u64, sent: u64, duration: Duratio
     }
 }
 
-/// The CPU time a process's threads have run, in milliseconds, from each one's
-/// `/proc/<pid>/task/<tid>/schedstat` (Linux only; 0 elsewhere).
+/// The CPU time a process has run, threads that have ended included, in milliseconds, from
+/// `/proc/<pid>/stat` (user and system time, in the kernel's fixed 100 ticks a second for
+/// user space; Linux only, 0 elsewhere). For the load runs: seconds long, so the ticks' 10 ms
+/// are fine, and a thread that ends during a run (a runtime's blocking pool) still counts.
+fn process_cpu_ms(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(0.0, |stat| stat_cpu_ms(&stat))
+}
+
+/// User and system time from a `/proc/<pid>/stat` line, in milliseconds.
+fn stat_cpu_ms(stat: &str) -> f64 {
+    const TICKS_PER_SEC: f64 = 100.0;
+    // After the command's name in parentheses (which may hold spaces and parentheses):
+    // fields 3 on, where utime and stime are the 14th and 15th.
+    let Some((_, rest)) = stat.rsplit_once(')') else { return 0.0 };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 * 1000.0 / TICKS_PER_SEC
+}
+
+/// The CPU time a process's living threads have run, in milliseconds, from each one's
+/// `/proc/<pid>/task/<tid>/schedstat` (Linux only; 0 elsewhere): to the nanosecond, for a
+/// start-up's few milliseconds (a thread that has ended is not counted).
 fn cpu_ms(pid: u32) -> f64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0.0 };
     let ns: u64 = tasks
@@ -967,7 +989,7 @@ mod tests {
     use super::*;
 
     /// A server on port 0 that answers `/ok` 204 (counting the requests and their bodies'
-    /// bytes, and closing every third connection after its answer) and `/fail` 500.
+    /// bytes, and closing the connection after every third request's answer) and `/fail` 500.
     async fn counting_server() -> (String, Arc<AtomicU64>, Arc<AtomicU64>) {
         let (requests, bytes) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let (r, b) = (requests.clone(), bytes.clone());
@@ -1016,10 +1038,26 @@ mod tests {
 
     #[tokio::test]
     async fn a_server_that_refuses_connections_counts_as_errors() {
-        let port = free_port().unwrap();
-        let url = format!("http://127.0.0.1:{port}/ok");
+        // Nothing listens on port 1 (another test's server could take a port found free).
+        let url = "http://127.0.0.1:1/ok".to_owned();
         let figures = load(&short_run(), move |_| (url.clone(), String::new(), None)).await;
         assert!(figures.errors > 0 && figures.errors == figures.requests, "{figures:?}");
+    }
+
+    #[test]
+    fn a_process_cpu_time_is_its_user_and_system_ticks() {
+        let stat = "4242 (call-router (x) y) S 1 4242 4242 0 -1 4194560 900 0 0 0 1234 567 8 9 20 0 12 0";
+        assert_eq!(stat_cpu_ms(stat), (1234 + 567) as f64 * 10.0);
+        assert_eq!(stat_cpu_ms("garbage"), 0.0);
+        // This process's own: 80 ms of CPU, by the threads' precise count, shows in it too
+        // (give or take the ticks' 10 ms).
+        let me = std::process::id();
+        let (before, precise) = (process_cpu_ms(me), cpu_ms(me));
+        while cpu_ms(me) - precise < 80.0 {
+            std::hint::black_box(0u64);
+        }
+        let ran = process_cpu_ms(me) - before;
+        assert!((60.0..=200.0).contains(&ran), "{ran} ms");
     }
 
     #[test]
