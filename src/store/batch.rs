@@ -525,6 +525,9 @@ pub(super) async fn run(mut writer: impl Writer, queue: Queue) {
             tracing::warn!(error = %crate::telemetry::chain(e.as_ref()), writes = ops.len(), "the database connection was lost during a batch of writes; writing it again");
             written = writer.transact(&ops).await;
         }
+        if ops.len() == 1 {
+            written = again_if_raced(&mut writer, &ops, written).await;
+        }
         stats.add(ops.len(), started.elapsed());
         match written {
             Ok(replies) => ops.into_iter().zip(replies).for_each(|(op, r)| op.answer(r)),
@@ -533,7 +536,8 @@ pub(super) async fn run(mut writer: impl Writer, queue: Queue) {
             Err(e) if ops.len() > 1 => {
                 tracing::warn!(error = %crate::telemetry::chain(e.as_ref()), writes = ops.len(), "a batch of writes failed; writing each alone");
                 for op in ops {
-                    match writer.transact(std::slice::from_ref(&op)).await {
+                    let alone = writer.transact(std::slice::from_ref(&op)).await;
+                    match again_if_raced(&mut writer, std::slice::from_ref(&op), alone).await {
                         Ok(mut replies) => match replies.pop() {
                             Some(r) => op.answer(r),
                             None => op.fail("internal error: no answer"),
@@ -553,6 +557,30 @@ pub(super) async fn run(mut writer: impl Writer, queue: Queue) {
         }
         writer.upkeep();
     }
+}
+
+/// How often a write that lost the race to make a journey is written again.
+const RACE_RETRIES: usize = 2;
+
+/// `ops`, written once already (`written`), written again while they lost
+/// the race to make a new call's journey to another writer
+/// ([`journeys::MadeMeanwhile`]): that writer's COMMIT has landed when the
+/// loss shows, so the next try finds its journey and delivers to it.
+async fn again_if_raced(
+    writer: &mut impl Writer,
+    ops: &[Op],
+    mut written: anyhow::Result<Vec<Reply>>,
+) -> anyhow::Result<Vec<Reply>> {
+    for _ in 0..RACE_RETRIES {
+        match &written {
+            Err(e) if e.chain().any(|c| c.is::<journeys::MadeMeanwhile>()) => {
+                tracing::info!(error = %crate::telemetry::chain(e.as_ref()), "a write lost the race to make a journey");
+                written = writer.transact(ops).await;
+            }
+            _ => break,
+        }
+    }
+    written
 }
 
 /// Whether `e` says the database connection was lost rather than that the
@@ -638,7 +666,7 @@ mod tests {
         let io = || std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
         assert!(connection_lost(&anyhow::Error::new(sqlx::Error::Io(io())).context("delivering an event")));
         assert!(!connection_lost(&anyhow::Error::new(sqlx::Error::RowNotFound).context("delivering an event")));
-        assert!(!connection_lost(&anyhow::anyhow!("another instance made a journey for CA1 at the same time")));
+        assert!(!connection_lost(&anyhow::Error::new(journeys::MadeMeanwhile("CA1".into()))));
     }
 
     /// A database that takes no connection: the writer waits for it briefly
@@ -783,6 +811,44 @@ mod store_tests {
         a_closed_database_is_an_error_for_every_caller,
         a_database_that_refuses_writes_is_an_error_for_every_caller,
     );
+
+    #[tokio::test]
+    async fn on_postgres_a_delivery_that_lost_the_race_to_make_a_journey_is_written_again() {
+        use sqlx::Connection as _;
+        let Some((s, db)) = store(Backend::Postgres).await else { return };
+        s.deliver(arrived(2)).await.unwrap();
+        // Another session gives caller 1's SID to a journey, uncommitted, as another
+        // instance's batch does to the journey it made for caller 1 (caller 2's stands in).
+        let (one, two): (twilio::sid::CallSid, twilio::sid::CallSid) = (sid("CA", 1), sid("CA", 2));
+        let mut other = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+        sqlx::query(
+            "INSERT INTO journey_keys (sid, journey_id) SELECT $1, journey_id FROM journey_keys WHERE sid = $2",
+        )
+        .bind(one.to_string())
+        .bind(two.to_string())
+        .execute(&mut other)
+        .await
+        .unwrap();
+        // This instance finds no journey for caller 1, makes one, and its key waits for the other's.
+        let racing = tokio::spawn({
+            let s = s.clone();
+            async move { s.deliver(arrived(1)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!racing.is_finished(), "caller 1's key waits for the other session's");
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+        let delivered = racing.await.unwrap();
+        assert!(delivered.is_ok(), "the webhook failed: {:#}", delivered.unwrap_err());
+        // Written again, into the journey the other session's key leads to.
+        let ids: Vec<i64> = sqlx::query_scalar("SELECT DISTINCT journey_id FROM journey_keys WHERE sid IN ($1, $2)")
+            .bind(one.to_string())
+            .bind(two.to_string())
+            .fetch_all(&s.writer)
+            .await
+            .unwrap();
+        assert_eq!((ids.len(), delivered.unwrap().journey), (1, Some(ids[0])));
+    }
 
     #[tokio::test]
     async fn on_postgres_a_batch_waiting_for_a_lock_does_not_hold_up_the_others() {

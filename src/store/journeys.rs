@@ -250,10 +250,9 @@ pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> an
         // one; the second to commit finds the first's keys here. Failing
         // rolls this one back, and the batcher writes it again alone, when
         // it finds the first's journey.
-        anyhow::ensure!(
-            added == 1 || version != 0 || !c.postgres(),
-            "another instance made a journey for {key} at the same time; writing this event again"
-        );
+        if added != 1 && version == 0 && c.postgres() {
+            return Err(MadeMeanwhile(key).into());
+        }
     }
     // The `calls` row shows the journey, which is as it was.
     if !unchanged || d.caller.is_some() {
@@ -264,6 +263,14 @@ pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> an
         .then(|| Settled { outcome, location: journey.summary().location.map(str::to_owned) });
     Ok(Delivered { answer, outcome, queued, journey: Some(id), settled })
 }
+
+/// On PostgreSQL, another writer (another instance's, or another of this
+/// one's) made a journey for the same new call while this delivery made one:
+/// this delivery's transaction is rolled back and written again
+/// (`batch::again_if_raced`), and then finds that journey.
+#[derive(Debug, thiserror::Error)]
+#[error("another writer made a journey for {0} at the same time; writing this event again")]
+pub(super) struct MadeMeanwhile(pub(super) String);
 
 /// The commands a delivery holds back until its journey has a row: a new
 /// journey's row is written once, with its state after the delivery's
