@@ -504,10 +504,10 @@ impl Dispatcher {
     }
 
     /// Places the location's leg for one attempt of a reservation. Its slot is given back
-    /// once Twilio answered, before the result is
-    /// stored: the slots bound the requests to Twilio at once, and a slot held through
-    /// the write (milliseconds on PostgreSQL under load, beside the request's 1 ms on
-    /// loopback) held the lane to about 1,000 dials/s while webhooks queued 1,250/s.
+    /// once Twilio answered, before the result is stored: the slots bound the requests to
+    /// Twilio at once, and a slot held through the write (milliseconds on PostgreSQL under
+    /// load, beside the request's 1 ms on loopback) held the lane to about 1,000 dials/s
+    /// while webhooks queued 1,250/s.
     async fn dial(&self, row: &OutboxRow, slot: OwnedSemaphorePermit) {
         let Command::Dial { reservation, task, attempt, caller, target } = &row.command else {
             return;
@@ -658,8 +658,6 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::journey::DialTarget;
-    use twilio::E164;
 
     /// A fake of Twilio's Calls resource that answers each create after `hold`; the creates
     /// it held at once at most, and in all.
@@ -667,9 +665,9 @@ mod tests {
         let (now, most, created) =
             (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let app = axum::Router::new().fallback({
-            let (most, created) = (most.clone(), Arc::clone(&created));
+            let (most, created) = (most.clone(), created.clone());
             move || {
-                let (now, most, created) = (now.clone(), most.clone(), Arc::clone(&created));
+                let (now, most, created) = (now.clone(), most.clone(), created.clone());
                 async move {
                     let at_once = now.fetch_add(1, Ordering::SeqCst) + 1;
                     most.fetch_max(at_once, Ordering::SeqCst);
@@ -693,20 +691,7 @@ mod tests {
             task: format!("WT{n:032x}").parse().unwrap(),
             attempt: 1,
             caller: None,
-            target: DialTarget {
-                location: "north".into(),
-                to: E164::parse("+14155550123").unwrap(),
-                phones: Vec::new(),
-                ring: Default::default(),
-                from: E164::parse("+14155550100").unwrap(),
-                call_token: None,
-                screening: None,
-                amd: true,
-                caller: None,
-                caller_name: None,
-                callback: None,
-                transferred: false,
-            },
+            target: crate::store::testing::north_target(),
         }
     }
 

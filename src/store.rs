@@ -26,7 +26,7 @@ mod open;
 mod outbox;
 mod sql;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 mod voicemails;
 mod waiting;
 

@@ -425,8 +425,9 @@ const CATCH_UP_PASSES: usize = 3;
 /// then copies only that, between two batches, instead of all that came in
 /// during the long pass (1,100–1,500 frames under the bench; 43–218 were
 /// left after catching up). Each pass here (median 3.7 ms) costs the writer
-/// nothing but the cores it shares. A pass that does not copy everything (a reader on an older
-/// snapshot) ends it: the writer's checkpoint copies the rest as before.
+/// nothing but the cores it shares. A pass that does not copy everything (a
+/// reader on an older snapshot) ends it: the writer's checkpoint copies the
+/// rest as before.
 fn catch_up(conn: &rusqlite::Connection, frames: i64) {
     catch_up_with(frames, || checkpoint(conn, "the checkpointer, catching up", PASSIVE));
 }

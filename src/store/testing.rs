@@ -34,11 +34,9 @@ where
     format!("{prefix}{n:032x}").parse().unwrap()
 }
 
-pub(super) fn created(call: usize, res: usize) -> Delivery {
-    let (task, reservation): (twilio::sid::TaskSid, twilio::sid::ReservationSid) = (sid("WT", call), sid("WR", res));
-    let caller: twilio::sid::CallSid = sid("CA", call);
-    let keys = vec![reservation.to_string(), task.to_string(), caller.to_string()];
-    let target = DialTarget {
+/// A dial to north's one phone, with answering-machine detection.
+pub(crate) fn north_target() -> DialTarget {
+    DialTarget {
         location: "north".into(),
         to: E164::parse("+14155550123").unwrap(),
         phones: Vec::new(),
@@ -51,7 +49,14 @@ pub(super) fn created(call: usize, res: usize) -> Delivery {
         caller_name: None,
         callback: None,
         transferred: false,
-    };
+    }
+}
+
+pub(super) fn created(call: usize, res: usize) -> Delivery {
+    let (task, reservation): (twilio::sid::TaskSid, twilio::sid::ReservationSid) = (sid("WT", call), sid("WR", res));
+    let caller: twilio::sid::CallSid = sid("CA", call);
+    let keys = vec![reservation.to_string(), task.to_string(), caller.to_string()];
+    let target = north_target();
     let event = Event::ReservationCreated { task, reservation, caller: Some(caller), target };
     Delivery::to_keys(keys, vec![event], POLICY).with_audit("taskrouter", "reservation.created", None, "{}".into())
 }
