@@ -336,10 +336,12 @@ async fn measure_balanced(
         let config = write_config(dir, &name, balancer.url(), *port, db, fake_url, specs)?;
         children.push(spawn_with(exe, dir, &name, &config)?);
     }
+    let logs: Vec<PathBuf> = (1..=options.instances).map(|i| dir.join(format!("instance-{i}.log"))).collect();
+    let mut all_running = || children.iter_mut().zip(&logs).try_for_each(|(c, log)| c.running(log));
     for url in &urls {
-        wait_healthy(url).await.context("an instance did not start (see its log in the temp dir)")?;
+        wait_healthy(url, &mut all_running).await.context("an instance did not start")?;
     }
-    wait_answered(&poll_client()?, balancer.url())
+    wait_answered(&poll_client()?, balancer.url(), &mut all_running)
         .await
         .context("the instances did not answer through the balancer")?;
 
@@ -381,6 +383,30 @@ struct ChildGuard(Option<Child>);
 impl ChildGuard {
     fn pid(&self) -> u32 {
         self.0.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// Fails once the child has exited, with its exit status and the end of its log (`log`),
+    /// where `serve` writes why it stopped.
+    fn running(&mut self, log: &Path) -> anyhow::Result<()> {
+        let Some(child) = self.0.as_mut() else { return Ok(()) };
+        match child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => {
+                Err(anyhow::anyhow!("{}", exited(status, &std::fs::read_to_string(log).unwrap_or_default())))
+            }
+            Err(e) => Err(e).context("checking whether the server is still running"),
+        }
+    }
+}
+
+/// Why a server that was starting stopped: its exit status and the last lines of its log.
+fn exited(status: std::process::ExitStatus, log: &str) -> String {
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = &lines[lines.len().saturating_sub(3)..];
+    if tail.is_empty() {
+        format!("it exited ({status}) with nothing in its log")
+    } else {
+        format!("it exited ({status}); its log ends: {}", tail.join(" / "))
     }
 }
 
@@ -479,13 +505,13 @@ async fn start_server(
     let config = write_config(dir, "server", &url, port, db, fake_url, specs)?;
     let poller = poll_client()?;
     let started = Instant::now();
-    let child = spawn_with(exe, dir, "server", &config)?;
-    wait_answered(&poller, &url)
+    let mut child = spawn_with(exe, dir, "server", &config)?;
+    let log = dir.join("server.log");
+    wait_answered(&poller, &url, || child.running(&log))
         .await
-        .context("the server did not answer /incoming-call (see its log in the temp dir)")?;
+        .with_context(|| format!("the server did not answer /incoming-call (its log: {})", log.display()))?;
     let elapsed = started.elapsed();
     let cpu = cpu_ms(child.pid());
-    let mut child = child;
     Ok((child.0.take().expect("child"), url, elapsed, cpu))
 }
 
@@ -529,14 +555,14 @@ async fn start_baseline(exe: &Path) -> anyhow::Result<(Child, String)> {
         .stderr(Stdio::null())
         .spawn()
         .context("starting the baseline server")?;
-    let child = ChildGuard(Some(child));
-    wait_healthy(&url).await.context("the baseline server did not start")?;
-    let mut child = child;
+    let mut child = ChildGuard(Some(child));
+    wait_healthy(&url, || child.running(Path::new("/dev/null"))).await.context("the baseline server did not start")?;
     Ok((child.0.take().expect("child"), url))
 }
 
-/// Polls `/healthz` every millisecond for up to ten seconds.
-async fn wait_healthy(url: &str) -> anyhow::Result<()> {
+/// Polls `/healthz` every millisecond for up to ten seconds, or until `running` fails (the
+/// server exited).
+async fn wait_healthy(url: &str, mut running: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<()> {
     let client = reqwest::Client::builder().timeout(Duration::from_millis(500)).build()?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
@@ -545,6 +571,7 @@ async fn wait_healthy(url: &str) -> anyhow::Result<()> {
         {
             return Ok(());
         }
+        running()?;
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     bail!("no answer from {url}/healthz within 10 s")
@@ -556,8 +583,12 @@ fn poll_client() -> anyhow::Result<reqwest::Client> {
 }
 
 /// Sends a signed `/incoming-call` for the first number every millisecond until one is
-/// answered with TwiML, for up to ten seconds.
-async fn wait_answered(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+/// answered with TwiML, for up to ten seconds, or until `running` fails (the server exited).
+async fn wait_answered(
+    client: &reqwest::Client,
+    url: &str,
+    mut running: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let target = format!("{url}/incoming-call");
     let mut p = twilio::Params::new();
     p.push("AccountSid", ACCOUNT)
@@ -590,6 +621,7 @@ async fn wait_answered(client: &reqwest::Client, url: &str) -> anyhow::Result<()
             Ok(r) => last = format!("status {}", r.status()),
             Err(_) => {}
         }
+        running()?;
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     bail!("no TwiML from {target} within 10 s ({last})")
@@ -1059,6 +1091,43 @@ mod tests {
         let url = "http://127.0.0.1:1/ok".to_owned();
         let figures = load(&short_run(), move |_| (url.clone(), String::new(), None)).await;
         assert!(figures.errors > 0 && figures.errors == figures.requests, "{figures:?}");
+    }
+
+    /// A server that stops while it starts (a bad database URL, say) fails the wait at once,
+    /// with what it wrote last, instead of after ten seconds of "no answer".
+    #[tokio::test]
+    async fn a_server_that_exits_while_starting_fails_the_wait_at_once_with_its_last_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("server.log");
+        let child = Command::new("sh")
+            .args(["-c", "echo starting >&2; echo 'error: unsupported database URL mysql://x/y' >&2; exit 2"])
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut guard = ChildGuard(Some(child));
+        crate::twilio_api::install_crypto_provider();
+        let started = Instant::now();
+        // Nothing listens on port 1.
+        let e = wait_answered(&poll_client().unwrap(), "http://127.0.0.1:1", || guard.running(&log)).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5), "waited {:?}", started.elapsed());
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("exit status: 2") && e.contains("starting / error: unsupported database URL mysql://x/y"),
+            "{e}"
+        );
+
+        let mut running = ChildGuard(Some(Command::new("sleep").arg("10").spawn().unwrap()));
+        assert!(running.running(&log).is_ok());
+        let e = wait_healthy("http://127.0.0.1:1", || anyhow::bail!("it stopped")).await.unwrap_err();
+        assert_eq!(e.to_string(), "it stopped");
+    }
+
+    #[test]
+    fn a_server_that_left_no_log_says_so() {
+        use std::os::unix::process::ExitStatusExt as _;
+        let status = std::process::ExitStatus::from_raw(9);
+        assert_eq!(exited(status, "\n \n"), "it exited (signal: 9 (SIGKILL)) with nothing in its log");
+        assert_eq!(exited(status, "a\nb\nc\nd\n"), "it exited (signal: 9 (SIGKILL)); its log ends: b / c / d");
     }
 
     #[test]
