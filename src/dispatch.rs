@@ -33,7 +33,7 @@ use crate::ivr::Urls;
 use crate::journey::{Command, Event, Policy};
 use crate::outbox::{Lane, OutboxRow, OutboxState};
 use crate::reconcile::{self, FindDial};
-use crate::store::{Backend, Delivery, Finish, NOTIFY_CHANNEL, Orphans, Route, Store, now_ms};
+use crate::store::{Backend, Delivered, Delivery, Finish, NOTIFY_CHANNEL, Orphans, Route, Store, now_ms};
 use crate::twilio_api::{ApiError, CreateCall, TaskResource, TwilioClient};
 use sqlx::postgres::PgListener;
 
@@ -57,6 +57,21 @@ impl Notifier {
         self.0.dial.notify_one();
         self.0.other.notify_one();
         self.0.changed.notify_waiters();
+    }
+
+    /// After a delivery: wakes the lanes it queued commands for (a lane woken
+    /// with nothing to claim would spend a claim, a write, on finding so),
+    /// and the watchers when it queued any.
+    pub fn delivered(&self, d: &Delivered) {
+        if d.queued_dials > 0 {
+            self.0.dial.notify_one();
+        }
+        if d.queued > d.queued_dials {
+            self.0.other.notify_one();
+        }
+        if d.queued > 0 {
+            self.0.changed.notify_waiters();
+        }
     }
 
     fn of(&self, lane: Lane) -> &Notify {
@@ -495,8 +510,7 @@ impl Dispatcher {
         let mut d = Delivery::new(Route::Id(journey), vec![event], self.policy);
         d.finish = Some(finish);
         match self.store.deliver(d).await {
-            Ok(done) if done.queued > 0 => self.notifier.notify(),
-            Ok(_) => {}
+            Ok(done) => self.notifier.delivered(&done),
             Err(e) => {
                 tracing::error!(error = %crate::telemetry::chain(e.as_ref()), "could not record a command's result")
             }
@@ -658,6 +672,41 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+
+    /// Whether `lane` has a wake-up waiting for it.
+    fn woken(n: &Notifier, lane: Lane) -> bool {
+        use futures_util::FutureExt as _;
+        n.of(lane).notified().now_or_never().is_some()
+    }
+
+    /// A delivery wakes only the lanes it queued commands for: a lane woken
+    /// for nothing would spend a claim (a write) on finding nothing.
+    #[tokio::test]
+    async fn a_delivery_wakes_the_lanes_it_queued_commands_for_and_no_other() {
+        use futures_util::FutureExt as _;
+        let delivered = |queued, queued_dials| Delivered {
+            answer: crate::journey::Answer::Nothing,
+            outcome: crate::domain::Outcome::Pending,
+            queued,
+            queued_dials,
+            journey: Some(1),
+            settled: None,
+        };
+        for (queued, dials, dial_lane, other_lane) in
+            [(0, 0, false, false), (1, 1, true, false), (1, 0, false, true), (3, 1, true, true)]
+        {
+            let n = Notifier::default();
+            let watcher = n.changed();
+            tokio::pin!(watcher);
+            watcher.as_mut().enable();
+            n.delivered(&delivered(queued, dials));
+            assert_eq!(
+                (woken(&n, Lane::Dial), woken(&n, Lane::Other), watcher.now_or_never().is_some()),
+                (dial_lane, other_lane, queued > 0),
+                "{queued} queued, {dials} of them dials"
+            );
+        }
+    }
 
     /// A fake of Twilio's Calls resource that answers each create after `hold`; the creates
     /// it held at once at most, and in all.

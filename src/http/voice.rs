@@ -18,12 +18,10 @@ pub(super) fn sid_param<T: std::str::FromStr>(req: &TwilioRequest, key: &str) ->
     v.parse().map_err(|_| WebhookError::BadRequest(format!("{key} {v:?} is not a SID")))
 }
 
-/// Delivers to the journey and wakes the dispatcher when commands were queued.
+/// Delivers to the journey and wakes the dispatcher's lanes that commands were queued for.
 pub(super) async fn deliver(state: &AppState, d: Delivery) -> Result<Delivered, WebhookError> {
     let done = state.store().deliver(d).await?;
-    if done.queued > 0 {
-        state.notifier().notify();
-    }
+    state.notifier().delivered(&done);
     Ok(done)
 }
 

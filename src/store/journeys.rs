@@ -21,7 +21,7 @@ use super::sql::{Conn, args};
 use super::voicemails::{NewVoicemail, Transcription};
 use crate::domain::Outcome;
 use crate::journey::{self, Answer, Command, Event, Journey, Policy};
-use crate::outbox::OutboxState;
+use crate::outbox::{Lane, OutboxState};
 
 /// Which journey an event is for.
 #[derive(Debug, Clone)]
@@ -113,6 +113,8 @@ pub struct Delivered {
     pub outcome: Outcome,
     /// New outbox rows: the dispatcher has work.
     pub queued: usize,
+    /// How many of them are dials (the dispatcher's dial lane; the rest go to its other lane).
+    pub queued_dials: usize,
     pub journey: Option<i64>,
     /// Set when this delivery made the outcome final (for the metrics).
     pub settled: Option<Settled>,
@@ -160,6 +162,7 @@ pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> an
                 answer: Answer::Nothing,
                 outcome: Outcome::Pending,
                 queued: 0,
+                queued_dials: 0,
                 journey: None,
                 settled: None,
             });
@@ -238,7 +241,7 @@ pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> an
         _ if journey.is_closed() => forget_dial_tokens(c, id, now).await?,
         _ => {}
     }
-    let queued = held.queued;
+    let (queued, queued_dials) = (held.queued, held.dials);
     for key in journey.keys().into_iter().filter(|k| !known.contains(k)) {
         let added = c
             .execute(
@@ -261,7 +264,7 @@ pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> an
     let outcome = journey.outcome();
     let settled = (!before.is_final() && outcome.is_final())
         .then(|| Settled { outcome, location: journey.summary().location.map(str::to_owned) });
-    Ok(Delivered { answer, outcome, queued, journey: Some(id), settled })
+    Ok(Delivered { answer, outcome, queued, queued_dials, journey: Some(id), settled })
 }
 
 /// On PostgreSQL, another writer (another instance's, or another of this
@@ -279,13 +282,14 @@ struct Held {
     /// The journey's id and version, once it has a row.
     row: Option<(i64, i64)>,
     commands: Vec<Command>,
-    /// How many commands were new to the outbox.
+    /// How many commands were new to the outbox, and how many of those are dials.
     queued: usize,
+    dials: usize,
 }
 
 impl Held {
     fn new(row: Option<(i64, i64)>) -> Self {
-        Held { row, commands: Vec::new(), queued: 0 }
+        Held { row, commands: Vec::new(), queued: 0, dials: 0 }
     }
 
     /// Puts the held commands into the outbox, after the journey's row
@@ -303,6 +307,7 @@ impl Held {
         for command in self.commands.drain(..) {
             if super::outbox::insert_command(c, &command, Some(id), now).await? {
                 self.queued += 1;
+                self.dials += usize::from(Lane::of(&command) == Lane::Dial);
             }
         }
         Ok(id)
@@ -700,7 +705,7 @@ mod store_tests {
         let Some((s, _d)) = store(backend).await else { return };
         s.deliver(arrived(1)).await.unwrap();
         let first = s.deliver(created(1, 1)).await.unwrap();
-        assert_eq!(first.queued, 1);
+        assert_eq!((first.queued, first.queued_dials), (1, 1));
         let again = s.deliver(created(1, 1)).await.unwrap();
         assert_eq!((again.queued, again.journey), (0, first.journey), "the same journey, nothing new owed");
         assert_eq!(
@@ -864,7 +869,8 @@ mod store_tests {
                 sequence: Some(2),
             },
         ];
-        s.deliver(Delivery::to_keys([reservation.to_string()], events, POLICY)).await.unwrap();
+        let busy = s.deliver(Delivery::to_keys([reservation.to_string()], events, POLICY)).await.unwrap();
+        assert!(busy.queued >= 1 && busy.queued_dials == 0, "the redirect and no dial: {busy:?}");
         let key = format!("redirect:{}", sid::<twilio::sid::CallSid>("CA", n));
         let actions = s.actions().await.unwrap();
         assert!(actions.iter().any(|(k, state, _)| *k == key && *state == OutboxState::Pending), "{actions:?}");
