@@ -339,7 +339,9 @@ async fn measure_balanced(
     let logs: Vec<PathBuf> = (1..=options.instances).map(|i| dir.join(format!("instance-{i}.log"))).collect();
     let mut all_running = || children.iter_mut().zip(&logs).try_for_each(|(c, log)| c.running(log));
     for url in &urls {
-        wait_healthy(url, &mut all_running).await.context("an instance did not start")?;
+        wait_healthy(url, &mut all_running)
+            .await
+            .with_context(|| format!("an instance did not start (their logs: {})", dir.display()))?;
     }
     wait_answered(&poll_client()?, balancer.url(), &mut all_running)
         .await
