@@ -248,6 +248,14 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         .pool_max_idle_per_host(256)
         .build()
         .context("building the webhook HTTP client")?;
+    // Retries open a connection of their own: after a server dies, the pool's
+    // idle connections to it may not have been seen to close yet, and a retry
+    // sent on one fails like the first try did.
+    let http_retry = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(15))
+        .pool_max_idle_per_host(0)
+        .build()
+        .context("building the webhook retries' HTTP client")?;
     let (shutdown, mut rx) = tokio::sync::watch::channel(false);
     let shared = Arc::new(Shared {
         clock: Clock::new(config.time_scale),
@@ -257,6 +265,7 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> anyhow:
         base_url,
         log: log::RequestLog::default(),
         http,
+        http_retry,
         events: events::EventBus::default(),
         legs: Mutex::new(HashMap::new()),
         waiters: Mutex::new(HashMap::new()),
@@ -329,6 +338,8 @@ pub(crate) struct Shared {
     pub(crate) state: Mutex<State>,
     pub(crate) log: log::RequestLog,
     pub(crate) http: reqwest::Client,
+    /// Webhook retries: no idle connections kept, so each opens a new one.
+    pub(crate) http_retry: reqwest::Client,
     pub(crate) events: events::EventBus,
     pub(crate) faults: faults::Faults,
     pub(crate) legs: Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<LegCmd>>>,

@@ -15,8 +15,10 @@
 //!   scale does not read as a slow server.
 //! - `rc` (retries, 0–5, default 1) and `rp` (which failures are retried: `4xx`,
 //!   `5xx`, `ct` for a refused or failed connection, `rt` for a timeout, `all`;
-//!   default `ct`). Retries follow at once and carry the same
-//!   `I-Twilio-Idempotency-Token` header as the first try.
+//!   default `ct`). Retries follow at once, each on a new connection (never
+//!   an idle one kept from before, which may lead to a server that has just
+//!   died), and carry the same `I-Twilio-Idempotency-Token` header as the
+//!   first try.
 //! - `e` (edge) and `sni` are accepted and have no effect. A value out of range
 //!   or a token Twilio does not know is ignored with a warning (Twilio reports
 //!   11243 for a bad `rp`), and the default is used.
@@ -215,10 +217,11 @@ impl Shared {
         } else {
             twilio::signature::sign(key, url, params.iter())
         };
+        let http = if attempt > 1 { &self.http_retry } else { &self.http };
         let req = if get {
-            self.http.get(&full_url)
+            http.get(&full_url)
         } else {
-            self.http.post(url).header("Content-Type", "application/x-www-form-urlencoded").body(params.encode())
+            http.post(url).header("Content-Type", "application/x-www-form-urlencoded").body(params.encode())
         };
         let mut req = req
             .timeout(timeout)

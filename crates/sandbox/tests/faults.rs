@@ -149,6 +149,40 @@ async fn error_statuses_are_retried_only_when_the_policy_says() {
     assert_eq!(*n.lock().unwrap(), 3);
 }
 
+#[tokio::test]
+async fn a_retry_opens_a_new_connection_and_never_reuses_a_kept_one() {
+    let t = start(1000.0).await;
+    // The app answers its first request with a 503 (keeping the connection
+    // alive, as servers do), the rest with TwiML, and records each request's
+    // peer address: one per connection.
+    let peers: Arc<Mutex<Vec<std::net::SocketAddr>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let p = peers.clone();
+    let app = axum::Router::new().fallback(
+        move |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>| {
+            let p = p.clone();
+            async move {
+                let first = {
+                    let mut p = p.lock().unwrap();
+                    p.push(peer);
+                    p.len() == 1
+                };
+                let (s, body) = if first { (503, "busy".to_owned()) } else { twiml("<Say>hi</Say>") };
+                (axum::http::StatusCode::from_u16(s).unwrap(), [("content-type", "text/xml")], body)
+            }
+        },
+    );
+    let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, service).await.unwrap() });
+    buy(&t, &[("VoiceUrl", &format!("{base}/in#rp=5xx"))]).await;
+    let v = wait_end(&t, &call(&t).await).await;
+    assert_eq!(v["error_code"], Value::Null, "the retry fetched the TwiML: {v}");
+    let peers = peers.lock().unwrap().clone();
+    assert_eq!(peers.len(), 2, "one try and one retry: {peers:?}");
+    assert_ne!(peers[0], peers[1], "the retry came on the first try's kept-alive connection");
+}
+
 /// A TwiML app that answers `/slow` after `delay` real time, everything else at once.
 async fn slow_app(token: String, delay: Duration) -> (String, Hits) {
     let hits: Hits = Arc::default();
