@@ -610,9 +610,15 @@ impl Journey {
     }
 
     /// What the `calls` table shows of this journey: where it ended, its task,
-    /// latest reservation, latest location leg and how that leg was answered.
+    /// latest reservation, its location leg and how that leg was answered.
+    /// The leg is the latest reservation's bridged one, else its latest
+    /// answered one, else its latest: with phones rung all at once, the
+    /// phone that answered may have been dialled before the others.
     pub fn summary(&self) -> Summary<'_> {
-        let leg = self.reservations.iter().rev().find_map(|r| r.legs.last());
+        let leg = self.reservations.iter().rev().find_map(|r| {
+            let latest = |f: fn(&&state::Leg) -> bool| r.legs.iter().rev().find(f);
+            latest(|l| l.bridging).or_else(|| latest(|l| l.answered_by.is_some())).or_else(|| r.legs.last())
+        });
         // Where the call ended: the location of the latest reservation, which
         // is the overflow location's once the workflow moved the task there.
         // After a transfer at closing time, only the new task's count.

@@ -1490,6 +1490,25 @@ fn phones_all_at_once_the_first_to_answer_is_bridged_and_the_others_hung_up() {
 }
 
 #[test]
+fn phones_all_at_once_the_summary_shows_the_leg_that_answered_not_the_last_dialled() {
+    let mut run = Run::queued();
+    run.on(created_with(1, together(2)));
+    run.on(placed(1, 1, 101));
+    run.on(placed(1, 2, 102));
+    assert_eq!(run.j.summary().leg, Some(&call(102)), "before an answer: the latest leg");
+    // The first phone dialled is the one that answers.
+    let step = run.on(Event::LegAnswered {
+        reservation: res(1),
+        attempt: Some(1),
+        leg: call(101),
+        answered_by: AnsweredBy::Human,
+    });
+    assert_eq!(step.answer, Answer::Bridge { reservation: res(1), transfer: None });
+    let summary = run.j.summary();
+    assert_eq!((summary.leg, summary.answered_by), (Some(&call(101)), Some(AnsweredBy::Human)));
+}
+
+#[test]
 fn phones_all_at_once_the_last_to_fail_settles_the_call() {
     let mut run = Run::queued();
     run.on(created_with(1, together(2)));
