@@ -21,6 +21,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -33,7 +34,7 @@ use crate::ivr::Urls;
 use crate::journey::{Command, Event, Policy};
 use crate::outbox::{Lane, OutboxRow, OutboxState};
 use crate::reconcile::{self, FindDial};
-use crate::store::{Backend, Delivered, Delivery, Finish, NOTIFY_CHANNEL, Orphans, Route, Store, now_ms};
+use crate::store::{Backend, Delivered, Delivery, Finish, Handed, NOTIFY_CHANNEL, Orphans, Route, Store, now_ms};
 use crate::twilio_api::{ApiError, CreateCall, TaskResource, TwilioClient};
 use sqlx::postgres::PgListener;
 
@@ -61,9 +62,10 @@ impl Notifier {
 
     /// After a delivery: wakes the lanes it queued commands for (a lane woken
     /// with nothing to claim would spend a claim, a write, on finding so),
-    /// and the watchers when it queued any.
+    /// and the watchers when it queued any. The dials handed to the dial
+    /// lane as they were written are the lane's already.
     pub fn delivered(&self, d: &Delivered) {
-        if d.queued_dials > 0 {
+        if d.queued_dials > d.handed {
             self.0.dial.notify_one();
         }
         if d.queued > d.queued_dials {
@@ -107,6 +109,9 @@ const MIN_CLAIM: usize = 4;
 /// An update is sent this many times before it is marked failed (each send
 /// is itself retried briefly by the REST client on 429, 5xx and timeouts).
 pub const MAX_ATTEMPTS: i64 = 5;
+/// How often an idle lane claims, for commands no wake-up told it of
+/// (another instance's, or waiting for their `not_before` time).
+const POLL_EVERY: Duration = Duration::from_secs(1);
 /// How often the dispatcher looks for claims another instance left behind.
 const ORPHANS_EVERY: Duration = Duration::from_secs(5);
 /// The first wait before an update is sent again; it doubles.
@@ -121,6 +126,17 @@ pub struct Dispatcher {
     /// Voicemail notifications (webhooks, emails); `None` when it could not
     /// be built (logged), and those commands then fail.
     sender: Option<crate::notify::Sender>,
+}
+
+/// The next dial handed to a lane: never, for a lane without a desk, or
+/// once its queue has ended (its desk replaced).
+async fn next_handed(handed: &mut Option<UnboundedReceiver<Handed>>) -> Handed {
+    if let Some(rx) = handed
+        && let Some(h) = rx.recv().await
+    {
+        return h;
+    }
+    std::future::pending().await
 }
 
 impl Dispatcher {
@@ -249,13 +265,33 @@ impl Dispatcher {
         let permits = Arc::new(Semaphore::new(slots));
         let mut running = JoinSet::new();
         let min_claim = MIN_CLAIM.min(slots) as u32;
-        // Under steady load the lane never idles: look at the signal every round.
-        while !*stop.borrow() {
+        // The dial lane takes the dials written while it has free slots
+        // straight from the writer, claimed (see `store::Desk`).
+        let mut handed = (lane == Lane::Dial).then(|| self.store.open_desk(permits.clone()));
+        // When to claim next: at once at the start, after a wake-up, and
+        // while claims find rows; else at the next poll.
+        let mut claim_at = tokio::time::Instant::now();
+        'lane: while !*stop.borrow() {
+            // Until it is time to claim, run what is handed over.
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|s| *s) => break 'lane,
+                    h = next_handed(&mut handed) => self.start(&mut running, h.row, h.slot),
+                    _ = self.notifier.of(lane).notified() => break,
+                    _ = tokio::time::sleep_until(claim_at) => break,
+                }
+                while running.try_join_next().is_some() {}
+            }
             // Take the slots first and claim only as many rows as there are
             // free slots: every claimed command starts at once.
-            let first = tokio::select! {
-                p = permits.clone().acquire_many_owned(min_claim) => p.expect("semaphore never closed"),
-                _ = stop.wait_for(|s| *s) => break,
+            let first = loop {
+                tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|s| *s) => break 'lane,
+                    h = next_handed(&mut handed) => self.start(&mut running, h.row, h.slot),
+                    p = permits.clone().acquire_many_owned(min_claim) => break p.expect("semaphore never closed"),
+                }
             };
             let mut free = vec![first];
             let mut count = min_claim as usize;
@@ -275,7 +311,7 @@ impl Dispatcher {
                     Vec::new()
                 }
             };
-            let idle = rows.is_empty();
+            claim_at = tokio::time::Instant::now() + if rows.is_empty() { POLL_EVERY } else { Duration::ZERO };
             // One slot per command: split the first, many-permit slot into ones.
             let mut first = free.remove(0);
             let mut singles = Vec::with_capacity(count);
@@ -285,36 +321,41 @@ impl Dispatcher {
             singles.push(first);
             singles.extend(free);
             for (row, permit) in rows.into_iter().zip(singles) {
-                let this = self.clone();
-                let (call_sid, task_sid, reservation_sid) = row.command.sids();
-                // `send`: which claim of the row this is (1 the first, more
-                // after a retry); a dial's `attempt` is the journey's, logged
-                // with the dial.
-                let span = tracing::info_span!(
-                    "action",
-                    key = %row.key,
-                    send = row.attempts,
-                    call_sid = call_sid.map(|s| s.as_str()),
-                    task_sid = task_sid.map(|s| s.as_str()),
-                    reservation_sid = reservation_sid.map(|s| s.as_str()),
-                );
-                running.spawn(
-                    async move {
-                        this.execute(row, permit).await;
-                    }
-                    .instrument(span),
-                );
+                self.start(&mut running, row, permit);
             }
             while running.try_join_next().is_some() {}
-            if idle {
-                tokio::select! {
-                    _ = self.notifier.of(lane).notified() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = stop.wait_for(|s| *s) => break,
-                }
+        }
+        // No more dials handed over; those written meanwhile still run.
+        if let Some(mut handed) = handed.take() {
+            self.store.close_desk();
+            while let Some(h) = handed.recv().await {
+                self.start(&mut running, h.row, h.slot);
             }
         }
         while running.join_next().await.is_some() {}
+    }
+
+    /// Starts a claimed command in its slot, in a span with its SIDs.
+    fn start(self: &Arc<Self>, running: &mut JoinSet<()>, row: OutboxRow, permit: OwnedSemaphorePermit) {
+        let this = self.clone();
+        let (call_sid, task_sid, reservation_sid) = row.command.sids();
+        // `send`: which claim of the row this is (1 the first, more
+        // after a retry); a dial's `attempt` is the journey's, logged
+        // with the dial.
+        let span = tracing::info_span!(
+            "action",
+            key = %row.key,
+            send = row.attempts,
+            call_sid = call_sid.map(|s| s.as_str()),
+            task_sid = task_sid.map(|s| s.as_str()),
+            reservation_sid = reservation_sid.map(|s| s.as_str()),
+        );
+        running.spawn(
+            async move {
+                this.execute(row, permit).await;
+            }
+            .instrument(span),
+        );
     }
 
     /// Carries out one claimed command in its slot (`slot`), which it gives back once the
@@ -684,26 +725,33 @@ mod tests {
     #[tokio::test]
     async fn a_delivery_wakes_the_lanes_it_queued_commands_for_and_no_other() {
         use futures_util::FutureExt as _;
-        let delivered = |queued, queued_dials| Delivered {
+        let delivered = |queued, queued_dials, handed| Delivered {
             answer: crate::journey::Answer::Nothing,
             outcome: crate::domain::Outcome::Pending,
             queued,
             queued_dials,
+            handed,
             journey: Some(1),
             settled: None,
         };
-        for (queued, dials, dial_lane, other_lane) in
-            [(0, 0, false, false), (1, 1, true, false), (1, 0, false, true), (3, 1, true, true)]
-        {
+        for (queued, dials, handed, dial_lane, other_lane) in [
+            (0, 0, 0, false, false),
+            (1, 1, 0, true, false),
+            (1, 0, 0, false, true),
+            (3, 1, 0, true, true),
+            // A dial handed to the lane as it was written: nothing for the lane to claim.
+            (1, 1, 1, false, false),
+            (3, 2, 1, true, true),
+        ] {
             let n = Notifier::default();
             let watcher = n.changed();
             tokio::pin!(watcher);
             watcher.as_mut().enable();
-            n.delivered(&delivered(queued, dials));
+            n.delivered(&delivered(queued, dials, handed));
             assert_eq!(
                 (woken(&n, Lane::Dial), woken(&n, Lane::Other), watcher.now_or_never().is_some()),
                 (dial_lane, other_lane, queued > 0),
-                "{queued} queued, {dials} of them dials"
+                "{queued} queued, {dials} of them dials, {handed} handed"
             );
         }
     }

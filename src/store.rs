@@ -35,10 +35,12 @@ pub use history::{ActionRow, CallFilter, EventRow, HistoryCall, JourneyRow, Live
 pub use journeys::{Audit, Delivered, Delivery, Finish, NewCall, Route, Settled};
 pub use open::{Backend, PoolSettings, SQLITE_READERS, redact_url, sqlite_path};
 pub(crate) use open::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
-pub use outbox::{Lease, Orphans};
+pub use outbox::{Desk, Handed, Lease, Orphans};
 pub use voicemails::{
     NewVoicemail, Transcription, Voicemail, VoicemailFilter, VoicemailKind, callback_request_id, is_callback_request_id,
 };
+
+use std::sync::Arc;
 
 use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
@@ -75,6 +77,9 @@ pub struct Store {
     /// This instance's name and how long its claims on the outbox last.
     lease: Lease,
     backend: Backend,
+    /// Where the writer hands new dials to this instance's dial lane, while
+    /// one runs (see [`Desk`]); shared by the store's clones.
+    desk: Arc<std::sync::Mutex<Option<Arc<Desk>>>>,
 }
 
 impl Store {
@@ -92,10 +97,33 @@ impl Store {
         rx.await.map_err(|_| stopped())?
     }
 
+    /// Opens the desk of this instance's dial lane, whose slots these are,
+    /// under this store's lease: the dials written from now on while a slot
+    /// is free come from the returned queue, claimed (see [`Desk`]). Replaces
+    /// a desk opened before.
+    pub fn open_desk(&self, slots: Arc<tokio::sync::Semaphore>) -> tokio::sync::mpsc::UnboundedReceiver<Handed> {
+        let (desk, handed) = Desk::new(slots, self.lease.clone());
+        *self.desk.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(desk));
+        handed
+    }
+
+    /// Closes the dial lane's desk: dials written from now on wait in the
+    /// outbox. Writes under way may still hand theirs; the lane's queue ends
+    /// once they are answered.
+    pub fn close_desk(&self) {
+        self.desk.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    fn desk(&self) -> Option<Arc<Desk>> {
+        self.desk.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// The same store, claiming the outbox's commands as `owner` for `lease_ms`
     /// (an instance's name: see [`Orphans`]).
     pub fn owned_by(mut self, owner: &str, lease_ms: i64) -> Store {
         self.lease = Lease { owner: owner.into(), ms: lease_ms };
+        // Another instance: its own dial lane, its own desk.
+        self.desk = Arc::default();
         self
     }
 

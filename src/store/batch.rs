@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::journeys::{self, Audit, Delivered, Delivery, Finish};
 use super::lite::LiteConn;
 use super::now_ms;
-use super::outbox::{self, Lease, Orphans};
+use super::outbox::{self, Desk, Handed, Lease, Orphans};
 use super::sql::{Conn, args};
 use crate::journey::{Command, Policy};
 use crate::outbox::{Lane, OutboxRow};
@@ -55,7 +55,8 @@ pub(super) fn queue() -> (mpsc::Sender<Op>, Queue) {
 }
 
 pub(super) enum Op {
-    Deliver(Box<Delivery>, oneshot::Sender<anyhow::Result<Delivered>>),
+    /// With the desk of this instance's dial lane, when it runs.
+    Deliver(Box<Delivery>, Option<Arc<Desk>>, oneshot::Sender<anyhow::Result<Delivered>>),
     Finish(Finish, oneshot::Sender<anyhow::Result<()>>),
     /// Claims up to this many pending commands of the lane, under the lease.
     Claim(Lane, i64, Lease, oneshot::Sender<anyhow::Result<Vec<OutboxRow>>>),
@@ -87,7 +88,7 @@ pub(super) enum Op {
 }
 
 pub(super) enum Reply {
-    Delivered(Delivered),
+    Delivered(Delivered, Vec<Handed>),
     Done,
     Claimed(Vec<OutboxRow>),
     Inserted(bool),
@@ -99,7 +100,8 @@ impl Reply {
     /// Whether this write left the outbox a command to send.
     fn queued_work(&self) -> bool {
         match self {
-            Reply::Delivered(d) => d.queued > 0,
+            // Dials handed to the lane are this instance's already.
+            Reply::Delivered(d, _) => d.queued > d.handed,
             Reply::Inserted(new) => *new,
             Reply::TookOver(requeued, _) => *requeued > 0,
             Reply::Done | Reply::Claimed(_) | Reply::Held(_) => false,
@@ -112,7 +114,7 @@ impl Op {
         let e = || anyhow::anyhow!("{message}");
         // A caller that went away no longer needs its answer.
         match self {
-            Op::Deliver(_, reply) => drop(reply.send(Err(e()))),
+            Op::Deliver(_, _, reply) => drop(reply.send(Err(e()))),
             Op::Finish(_, reply) | Op::Audit(_, reply) | Op::Recording { reply, .. } | Op::Release { reply, .. } => {
                 drop(reply.send(Err(e())))
             }
@@ -124,7 +126,11 @@ impl Op {
 
     fn answer(self, reply: Reply) {
         match (self, reply) {
-            (Op::Deliver(_, tx), Reply::Delivered(d)) => {
+            (Op::Deliver(_, desk, tx), Reply::Delivered(d, handed)) => {
+                // To the lane whether or not the webhook still waits: the rows are claimed.
+                if let Some(desk) = desk.filter(|_| !handed.is_empty()) {
+                    desk.hand(handed);
+                }
                 // Counted here, after the COMMIT and whether or not the caller still
                 // waits: a batch written again answers only with the second writing.
                 if let Some(s) = &d.settled {
@@ -150,7 +156,7 @@ async fn write_ops<C: Conn>(c: &mut C, ops: &[Op], now: i64) -> anyhow::Result<V
     if c.postgres() {
         // Another instance's writer may lock the same journeys: in one order (see `lock_in_order`).
         let deliveries = ops.iter().filter_map(|op| match op {
-            Op::Deliver(d, _) => Some(&**d),
+            Op::Deliver(d, _, _) => Some(&**d),
             _ => None,
         });
         journeys::lock_in_order(c, deliveries).await.context("locking the batch's journeys")?;
@@ -158,8 +164,10 @@ async fn write_ops<C: Conn>(c: &mut C, ops: &[Op], now: i64) -> anyhow::Result<V
     let mut replies = Vec::with_capacity(ops.len());
     for op in ops {
         replies.push(match op {
-            Op::Deliver(d, _) => {
-                Reply::Delivered(journeys::deliver_in(c, d, now).await.context("delivering an event")?)
+            Op::Deliver(d, desk, _) => {
+                let (delivered, handed) =
+                    journeys::deliver_in(c, d, desk.as_deref(), now).await.context("delivering an event")?;
+                Reply::Delivered(delivered, handed)
             }
             Op::Finish(f, _) => {
                 outbox::finish_in(c, f, now).await.context("recording a command's result")?;

@@ -17,6 +17,7 @@ use jiff::Timestamp;
 use sqlx::Row;
 
 use super::StatusRecord;
+use super::outbox::{Desk, Handed};
 use super::sql::{Conn, args};
 use super::voicemails::{NewVoicemail, Transcription};
 use crate::domain::Outcome;
@@ -115,6 +116,10 @@ pub struct Delivered {
     pub queued: usize,
     /// How many of them are dials (the dispatcher's dial lane; the rest go to its other lane).
     pub queued_dials: usize,
+    /// How many of those dials were handed to this instance's dial lane as
+    /// they were written (see [`super::Desk`]): the lane need not be woken
+    /// for them.
+    pub handed: usize,
     pub journey: Option<i64>,
     /// Set when this delivery made the outcome final (for the metrics).
     pub settled: Option<Settled>,
@@ -127,8 +132,15 @@ pub struct Settled {
     pub location: Option<String>,
 }
 
-/// Delivers `d` inside the writer's transaction.
-pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> anyhow::Result<Delivered> {
+/// Delivers `d` inside the writer's transaction. With a `desk`, the dials
+/// it queues at the end go to the dial lane claimed while it has free
+/// slots: they come back beside what it did, for the lane once committed.
+pub(super) async fn deliver_in<C: Conn>(
+    c: &mut C,
+    d: &Delivery,
+    desk: Option<&Desk>,
+    now: i64,
+) -> anyhow::Result<(Delivered, Vec<Handed>)> {
     if let Some(a) = &d.audit {
         insert_audit(c, a, now).await?;
     }
@@ -158,14 +170,16 @@ pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> an
         Some((id, version, journey, json)) => (Held::new(Some((id, version))), version, journey, Some(json)),
         None if create => (Held::new(None), 0, Journey::default(), None),
         None => {
-            return Ok(Delivered {
+            let nothing = Delivered {
                 answer: Answer::Nothing,
                 outcome: Outcome::Pending,
                 queued: 0,
                 queued_dials: 0,
+                handed: 0,
                 journey: None,
                 settled: None,
-            });
+            };
+            return Ok((nothing, Vec::new()));
         }
     };
     let before = journey.outcome();
@@ -190,7 +204,7 @@ pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> an
                 && !held.commands.is_empty()
             {
                 // What it withdraws may be one of the commands held back.
-                held.queue(c, &journey, now).await?;
+                held.queue(c, &journey, None, now).await?;
             }
             if let Command::WithdrawDial { reservation, attempt } = &command {
                 const WHY: &str = "withdrawn: the reservation ended or the caller left before the dial went out";
@@ -227,7 +241,11 @@ pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> an
     }
 
     let row = held.row;
-    let id = held.queue(c, &journey, now).await?;
+    // Only here, after every withdrawal, may a dial be handed over: a
+    // handed dial is claimed, and a withdrawal no longer stops it. And not
+    // by a journey that closed, whose dials' call tokens are taken out below.
+    let desk = desk.filter(|_| !journey.is_closed());
+    let id = held.queue(c, &journey, desk, now).await?;
     // A delivery that left the journey as it was and owes nothing (a
     // webhook Twilio sent again, a repeated event) writes nothing: its
     // answer comes from the journey as stored.
@@ -241,7 +259,7 @@ pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> an
         _ if journey.is_closed() => forget_dial_tokens(c, id, now).await?,
         _ => {}
     }
-    let (queued, queued_dials) = (held.queued, held.dials);
+    let (queued, queued_dials, handed) = (held.queued, held.dials, std::mem::take(&mut held.handed));
     for key in journey.keys().into_iter().filter(|k| !known.contains(k)) {
         let added = c
             .execute(
@@ -264,7 +282,9 @@ pub(super) async fn deliver_in<C: Conn>(c: &mut C, d: &Delivery, now: i64) -> an
     let outcome = journey.outcome();
     let settled = (!before.is_final() && outcome.is_final())
         .then(|| Settled { outcome, location: journey.summary().location.map(str::to_owned) });
-    Ok(Delivered { answer, outcome, queued, queued_dials, journey: Some(id), settled })
+    let delivered =
+        Delivered { answer, outcome, queued, queued_dials, handed: handed.len(), journey: Some(id), settled };
+    Ok((delivered, handed))
 }
 
 /// On PostgreSQL, another writer (another instance's, or another of this
@@ -285,17 +305,25 @@ struct Held {
     /// How many commands were new to the outbox, and how many of those are dials.
     queued: usize,
     dials: usize,
+    /// The dials handed to the dial lane as they were written.
+    handed: Vec<Handed>,
 }
 
 impl Held {
     fn new(row: Option<(i64, i64)>) -> Self {
-        Held { row, commands: Vec::new(), queued: 0, dials: 0 }
+        Held { row, commands: Vec::new(), queued: 0, dials: 0, handed: Vec::new() }
     }
 
     /// Puts the held commands into the outbox, after the journey's row
     /// (written now, with its state as it is, if it has none yet); the
-    /// journey's id.
-    async fn queue<C: Conn>(&mut self, c: &mut C, journey: &Journey, now: i64) -> anyhow::Result<i64> {
+    /// journey's id. Dials go to `desk`'s lane while it has free slots.
+    async fn queue<C: Conn>(
+        &mut self,
+        c: &mut C,
+        journey: &Journey,
+        desk: Option<&Desk>,
+        now: i64,
+    ) -> anyhow::Result<i64> {
         let id = match self.row {
             Some((id, _)) => id,
             None => {
@@ -305,6 +333,18 @@ impl Held {
             }
         };
         for command in self.commands.drain(..) {
+            let slot = match desk {
+                Some(desk) if Lane::of(&command) == Lane::Dial => desk.slot().map(|slot| (desk, slot)),
+                _ => None,
+            };
+            if let Some((desk, slot)) = slot {
+                if let Some(handed) = super::outbox::insert_handed(c, &command, id, desk, slot, now).await? {
+                    self.handed.push(handed);
+                    self.queued += 1;
+                    self.dials += 1;
+                }
+                continue;
+            }
             if super::outbox::insert_command(c, &command, Some(id), now).await? {
                 self.queued += 1;
                 self.dials += usize::from(Lane::of(&command) == Lane::Dial);
@@ -577,7 +617,8 @@ impl super::Store {
     /// whatever else is queued for the writer (group commit); answered after
     /// the COMMIT. See [`deliver_in`].
     pub async fn deliver(&self, delivery: Delivery) -> anyhow::Result<Delivered> {
-        self.batched(|reply| super::batch::Op::Deliver(Box::new(delivery), reply)).await
+        let desk = self.desk();
+        self.batched(|reply| super::batch::Op::Deliver(Box::new(delivery), desk, reply)).await
     }
 
     /// Journeys whose wake-up time has come.
@@ -755,13 +796,17 @@ mod store_tests {
 
     async fn a_dial_queued_and_withdrawn_by_one_delivery_to_a_new_journey_is_never_sent(backend: Backend) {
         let Some((s, _d)) = store(backend).await else { return };
+        // The dial lane has free slots, yet a dial withdrawn by the delivery
+        // that queued it is never handed to the lane.
+        let mut lane = s.open_desk(std::sync::Arc::new(tokio::sync::Semaphore::new(4)));
         // The journey's first delivery (its row not yet written) carries the
         // reservation and its end: the dial it queues is withdrawn at once.
         let (task, reservation) = (sid("WT", 9), sid::<twilio::sid::ReservationSid>("WR", 9));
         let mut d = arrived(9);
         d.events.extend(created(9, 9).events);
         d.events.push(Event::ReservationEnded { task, reservation: reservation.clone(), why: ReservationEnd::Timeout });
-        s.deliver(d).await.unwrap();
+        assert_eq!(s.deliver(d).await.unwrap().handed, 0);
+        assert!(lane.try_recv().is_err());
         assert_dial_withdrawn(&s, &reservation).await;
     }
 

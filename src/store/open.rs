@@ -296,7 +296,7 @@ impl Store {
             }
         }
         let lease = Lease { owner: format!("store-{:016x}", rand::random::<u64>()).into(), ms: DEFAULT_LEASE_MS };
-        Ok(Store { pool, writer, batcher, lease, backend })
+        Ok(Store { pool, writer, batcher, lease, backend, desk: Default::default() })
     }
 }
 

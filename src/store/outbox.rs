@@ -25,6 +25,84 @@ pub struct Lease {
     pub ms: i64,
 }
 
+/// Where the writer hands dials to this instance's dial lane. A dial a
+/// delivery queues while the lane has a free slot is written already
+/// claimed (`sending`, under the lane's lease, its first send) and handed
+/// over with that slot after the COMMIT: the lane neither claims it (a
+/// write) nor waits to be woken. A dial written while no slot is free
+/// waits in the outbox as `pending`, for the lane's claim, as before.
+///
+/// A handed dial that never reaches the lane (the COMMIT's answer lost, the
+/// lane stopped meanwhile) is a claimed row whose sender is gone: after its
+/// lease it is taken over like any other, and looked up, not sent again.
+#[derive(Debug)]
+pub struct Desk {
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
+    handed: tokio::sync::mpsc::UnboundedSender<Handed>,
+    lease: Lease,
+}
+
+/// A dial handed to the lane: its claimed row, and the lane's slot it runs in.
+#[derive(Debug)]
+pub struct Handed {
+    pub row: OutboxRow,
+    pub slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Desk {
+    /// A desk for the lane whose slots these are; the lane receives what
+    /// is handed to it from the returned queue.
+    pub fn new(
+        slots: std::sync::Arc<tokio::sync::Semaphore>,
+        lease: Lease,
+    ) -> (Desk, tokio::sync::mpsc::UnboundedReceiver<Handed>) {
+        let (handed, rx) = tokio::sync::mpsc::unbounded_channel();
+        (Desk { slots, handed, lease }, rx)
+    }
+
+    /// One of the lane's slots, when one is free.
+    pub(super) fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().ok()
+    }
+
+    /// Hands committed dials to the lane. One the lane can no longer take
+    /// (it stopped) waits for its lease to end, like a claim of a stopped
+    /// instance.
+    pub(super) fn hand(&self, handed: Vec<Handed>) {
+        for h in handed {
+            if let Err(e) = self.handed.send(h) {
+                tracing::warn!(key = %e.0.row.key, "the dial lane stopped before a dial handed to it; it is taken over after its lease");
+            }
+        }
+    }
+}
+
+/// Queues a dial already claimed by the desk's lane, in the slot given;
+/// None when one with its key exists already (the slot is then dropped).
+/// The state is written into the SQL, not bound (see [`claim_sql`]).
+pub(super) async fn insert_handed<C: Conn>(
+    c: &mut C,
+    command: &Command,
+    journey_id: i64,
+    desk: &Desk,
+    slot: tokio::sync::OwnedSemaphorePermit,
+    now: i64,
+) -> anyhow::Result<Option<Handed>> {
+    let payload = serde_json::to_string(command)?;
+    let key = command.key();
+    let row = c
+        .fetch_optional(
+            "INSERT INTO outbox (dedupe_key, kind, payload, state, attempts, not_before_ms, journey_id, created_at_ms,
+                 updated_at_ms, lease_owner, lease_until_ms)
+             VALUES ($1, $2, $3, 'sending', 1, 0, $4, $5, $5, $6, $7) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+            args![&key, command.kind(), &payload, journey_id, now, &*desk.lease.owner, now + desk.lease.ms],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let row = OutboxRow { id: row.int(0)?, key, command: command.clone(), attempts: 1, journey_id: Some(journey_id) };
+    Ok(Some(Handed { row, slot }))
+}
+
 /// Records how an outbox row ended, or when to send it again.
 pub(super) async fn finish_in<C: Conn>(c: &mut C, f: &Finish, now: i64) -> anyhow::Result<()> {
     c.execute(
@@ -204,7 +282,7 @@ pub(super) async fn take_over<C: Conn>(
                 let event = Event::DialUnknown { reservation: reservation.clone(), attempt: *attempt };
                 let mut d = Delivery::new(Route::Id(journey), vec![event], policy);
                 d.finish = Some(finish(OutboxState::Unknown));
-                journeys::deliver_in(c, &d, now).await?;
+                journeys::deliver_in(c, &d, None, now).await?;
             }
             (Command::Dial { .. }, None) => {
                 unknown += 1;
@@ -409,7 +487,63 @@ mod store_tests {
         concurrent_claims_hand_out_each_pending_action_once,
         a_claim_whose_lease_expired_is_taken_over_by_another_instance,
         one_instance_at_a_time_holds_a_named_lease,
+        a_dial_written_while_the_lane_has_a_free_slot_is_handed_to_it_claimed,
+        a_handed_dial_that_never_reached_its_lane_is_taken_over_and_looked_up,
     );
+
+    async fn a_dial_written_while_the_lane_has_a_free_slot_is_handed_to_it_claimed(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+        let mut lane = s.open_desk(slots.clone());
+        s.deliver(arrived(1)).await.unwrap();
+        let d = s.deliver(created(1, 1)).await.unwrap();
+        assert_eq!((d.queued, d.queued_dials, d.handed), (1, 1, 1), "{d:?}");
+        let h = lane.try_recv().expect("handed to the lane at the COMMIT");
+        assert_eq!(h.row.key, format!("dial:{}", sid::<twilio::sid::ReservationSid>("WR", 1)));
+        assert_eq!((h.row.attempts, h.row.journey_id), (1, d.journey), "its first send");
+        assert!(matches!(h.row.command, Command::Dial { .. }), "{:?}", h.row.command);
+        assert_eq!(slots.available_permits(), 0, "it holds the lane's slot");
+        let actions = s.actions().await.unwrap();
+        let state = actions.iter().find(|(k, _, _)| *k == h.row.key).map(|(_, st, _)| *st);
+        assert_eq!(state, Some(OutboxState::Sending), "{actions:?}");
+        assert!(s.claim(Lane::Dial, 10).await.unwrap().is_empty(), "claimed already: no claim takes it again");
+        // The lane's one slot is busy: the next dial waits in the outbox for a claim.
+        s.deliver(arrived(2)).await.unwrap();
+        let d = s.deliver(created(2, 2)).await.unwrap();
+        assert_eq!((d.queued, d.queued_dials, d.handed), (1, 1, 0), "{d:?}");
+        assert!(lane.try_recv().is_err());
+        let claimed = s.claim(Lane::Dial, 10).await.unwrap();
+        assert_eq!(claimed.len(), 1, "the pending dial");
+        assert_eq!(claimed[0].key, format!("dial:{}", sid::<twilio::sid::ReservationSid>("WR", 2)));
+        // A desk that closed hands nothing, whatever slots are free.
+        drop(h);
+        s.close_desk();
+        s.deliver(arrived(3)).await.unwrap();
+        let d = s.deliver(created(3, 3)).await.unwrap();
+        assert_eq!((d.queued_dials, d.handed), (1, 0));
+        assert!(lane.recv().await.is_none(), "the lane's queue ends with its desk");
+    }
+
+    async fn a_handed_dial_that_never_reached_its_lane_is_taken_over_and_looked_up(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
+        // An instance whose claims last 1 ms hands a dial to its lane, and
+        // dies before the lane starts it.
+        let dead = s.clone().owned_by("dead", 1);
+        let mut lane = dead.open_desk(std::sync::Arc::new(tokio::sync::Semaphore::new(4)));
+        dead.deliver(arrived(6)).await.unwrap();
+        assert_eq!(dead.deliver(created(6, 6)).await.unwrap().handed, 1);
+        drop(lane.try_recv().unwrap());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let alive = s.clone().owned_by("alive", 60_000);
+        assert_eq!(
+            alive.take_over(Orphans::Expired, POLICY).await.unwrap(),
+            (0, 1),
+            "the dial is unknown, not requeued"
+        );
+        assert!(alive.claim(Lane::Dial, 10).await.unwrap().is_empty(), "never sent again");
+        let json = s.journey_json(sid::<twilio::sid::CallSid>("CA", 6).as_str()).await.unwrap().unwrap();
+        assert!(json.contains("\"unknown\""), "the journey looks the call up instead: {json}");
+    }
 
     async fn an_interrupted_dial_is_never_resent_but_an_update_is(backend: Backend) {
         let Some((s, _d)) = store(backend).await else { return };
