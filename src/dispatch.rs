@@ -21,7 +21,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -34,7 +33,9 @@ use crate::ivr::Urls;
 use crate::journey::{Command, Event, Policy};
 use crate::outbox::{Lane, OutboxRow, OutboxState};
 use crate::reconcile::{self, FindDial};
-use crate::store::{Backend, Delivered, Delivery, Finish, Handed, NOTIFY_CHANNEL, Orphans, Route, Store, now_ms};
+use crate::store::{
+    Backend, Delivered, Delivery, DeskQueue, Finish, Handed, NOTIFY_CHANNEL, Orphans, Route, Store, now_ms,
+};
 use crate::twilio_api::{ApiError, CreateCall, TaskResource, TwilioClient};
 use sqlx::postgres::PgListener;
 
@@ -130,7 +131,7 @@ pub struct Dispatcher {
 
 /// The next dial handed to a lane: never, for a lane without a desk, or
 /// once its queue has ended (its desk replaced).
-async fn next_handed(handed: &mut Option<UnboundedReceiver<Handed>>) -> Handed {
+async fn next_handed(handed: &mut Option<DeskQueue>) -> Handed {
     if let Some(rx) = handed
         && let Some(h) = rx.recv().await
     {
@@ -327,7 +328,7 @@ impl Dispatcher {
         }
         // No more dials handed over; those written meanwhile still run.
         if let Some(mut handed) = handed.take() {
-            self.store.close_desk();
+            self.store.close_desk(&handed);
             while let Some(h) = handed.recv().await {
                 self.start(&mut running, h.row, h.slot);
             }

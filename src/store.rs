@@ -35,7 +35,7 @@ pub use history::{ActionRow, CallFilter, EventRow, HistoryCall, JourneyRow, Live
 pub use journeys::{Audit, Delivered, Delivery, Finish, NewCall, Route, Settled};
 pub use open::{Backend, PoolSettings, SQLITE_READERS, redact_url, sqlite_path};
 pub(crate) use open::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
-pub use outbox::{Desk, Handed, Lease, Orphans};
+pub use outbox::{Desk, DeskQueue, Handed, Lease, Orphans};
 pub use voicemails::{
     NewVoicemail, Transcription, Voicemail, VoicemailFilter, VoicemailKind, callback_request_id, is_callback_request_id,
 };
@@ -101,17 +101,20 @@ impl Store {
     /// under this store's lease: the dials written from now on while a slot
     /// is free come from the returned queue, claimed (see [`Desk`]). Replaces
     /// a desk opened before.
-    pub fn open_desk(&self, slots: Arc<tokio::sync::Semaphore>) -> tokio::sync::mpsc::UnboundedReceiver<Handed> {
-        let (desk, handed) = Desk::new(slots, self.lease.clone());
-        *self.desk.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(desk));
-        handed
+    pub fn open_desk(&self, slots: Arc<tokio::sync::Semaphore>) -> DeskQueue {
+        let (desk, queue) = Desk::open(slots, self.lease.clone());
+        *self.desk.lock().unwrap_or_else(|e| e.into_inner()) = Some(desk);
+        queue
     }
 
-    /// Closes the dial lane's desk: dials written from now on wait in the
-    /// outbox. Writes under way may still hand theirs; the lane's queue ends
-    /// once they are answered.
-    pub fn close_desk(&self) {
-        self.desk.lock().unwrap_or_else(|e| e.into_inner()).take();
+    /// Closes the desk `queue` comes from, if it is still the open one:
+    /// dials written from now on wait in the outbox. Writes under way may
+    /// still hand theirs; the queue ends once they are answered.
+    pub fn close_desk(&self, queue: &DeskQueue) {
+        let mut desk = self.desk.lock().unwrap_or_else(|e| e.into_inner());
+        if desk.as_ref().is_some_and(|d| std::ptr::eq(Arc::as_ptr(d), queue.desk.as_ptr())) {
+            desk.take();
+        }
     }
 
     fn desk(&self) -> Option<Arc<Desk>> {

@@ -49,15 +49,39 @@ pub struct Handed {
     pub slot: tokio::sync::OwnedSemaphorePermit,
 }
 
+/// What a lane receives from its desk. The queue ends once the desk is
+/// closed (or replaced) and the writes under way that could still hand it
+/// a dial are answered.
+#[derive(Debug)]
+pub struct DeskQueue {
+    handed: tokio::sync::mpsc::UnboundedReceiver<Handed>,
+    /// Which desk it is, for closing this one and no other.
+    pub(super) desk: std::sync::Weak<Desk>,
+}
+
+impl DeskQueue {
+    /// The next dial handed over; None once the queue has ended.
+    pub async fn recv(&mut self) -> Option<Handed> {
+        self.handed.recv().await
+    }
+
+    /// A dial handed over already, if any.
+    pub fn try_recv(&mut self) -> Option<Handed> {
+        self.handed.try_recv().ok()
+    }
+}
+
 impl Desk {
     /// A desk for the lane whose slots these are; the lane receives what
     /// is handed to it from the returned queue.
-    pub fn new(
+    pub(super) fn open(
         slots: std::sync::Arc<tokio::sync::Semaphore>,
         lease: Lease,
-    ) -> (Desk, tokio::sync::mpsc::UnboundedReceiver<Handed>) {
+    ) -> (std::sync::Arc<Desk>, DeskQueue) {
         let (handed, rx) = tokio::sync::mpsc::unbounded_channel();
-        (Desk { slots, handed, lease }, rx)
+        let desk = std::sync::Arc::new(Desk { slots, handed, lease });
+        let queue = DeskQueue { handed: rx, desk: std::sync::Arc::downgrade(&desk) };
+        (desk, queue)
     }
 
     /// One of the lane's slots, when one is free.
@@ -489,6 +513,7 @@ mod store_tests {
         one_instance_at_a_time_holds_a_named_lease,
         a_dial_written_while_the_lane_has_a_free_slot_is_handed_to_it_claimed,
         a_handed_dial_that_never_reached_its_lane_is_taken_over_and_looked_up,
+        a_lane_closes_its_own_desk_and_not_the_one_opened_after_it,
     );
 
     async fn a_dial_written_while_the_lane_has_a_free_slot_is_handed_to_it_claimed(backend: Backend) {
@@ -511,17 +536,28 @@ mod store_tests {
         s.deliver(arrived(2)).await.unwrap();
         let d = s.deliver(created(2, 2)).await.unwrap();
         assert_eq!((d.queued, d.queued_dials, d.handed), (1, 1, 0), "{d:?}");
-        assert!(lane.try_recv().is_err());
+        assert!(lane.try_recv().is_none());
         let claimed = s.claim(Lane::Dial, 10).await.unwrap();
         assert_eq!(claimed.len(), 1, "the pending dial");
         assert_eq!(claimed[0].key, format!("dial:{}", sid::<twilio::sid::ReservationSid>("WR", 2)));
         // A desk that closed hands nothing, whatever slots are free.
         drop(h);
-        s.close_desk();
+        s.close_desk(&lane);
         s.deliver(arrived(3)).await.unwrap();
         let d = s.deliver(created(3, 3)).await.unwrap();
         assert_eq!((d.queued_dials, d.handed), (1, 0));
         assert!(lane.recv().await.is_none(), "the lane's queue ends with its desk");
+    }
+
+    async fn a_lane_closes_its_own_desk_and_not_the_one_opened_after_it(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
+        // A dispatcher that stops while the next one has started on the same store.
+        let old = s.open_desk(std::sync::Arc::new(tokio::sync::Semaphore::new(4)));
+        let mut new = s.open_desk(std::sync::Arc::new(tokio::sync::Semaphore::new(4)));
+        s.close_desk(&old);
+        s.deliver(arrived(7)).await.unwrap();
+        assert_eq!(s.deliver(created(7, 7)).await.unwrap().handed, 1, "the new desk is open");
+        assert!(new.try_recv().is_some());
     }
 
     async fn a_handed_dial_that_never_reached_its_lane_is_taken_over_and_looked_up(backend: Backend) {
@@ -532,7 +568,7 @@ mod store_tests {
         let mut lane = dead.open_desk(std::sync::Arc::new(tokio::sync::Semaphore::new(4)));
         dead.deliver(arrived(6)).await.unwrap();
         assert_eq!(dead.deliver(created(6, 6)).await.unwrap().handed, 1);
-        drop(lane.try_recv().unwrap());
+        drop(lane.try_recv().expect("handed"));
         tokio::time::sleep(Duration::from_millis(5)).await;
         let alive = s.clone().owned_by("alive", 60_000);
         assert_eq!(
