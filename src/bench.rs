@@ -57,7 +57,7 @@ pub struct BenchOptions {
 pub struct BalancedFigures {
     pub instances: usize,
     pub reservation_created: LoadFigures,
-    pub dials_placed: u64,
+    pub dials: DialCount,
     /// Requests each instance answered, as the balancer counted them.
     pub answered_per_instance: Vec<u64>,
     pub peak_rss_mb: Vec<f64>,
@@ -128,6 +128,60 @@ impl CpuMark {
     }
 }
 
+/// The dials the fake API took while one run's reservations were sent and for 0.5 s after,
+/// told apart by the reservation each was for (the `reservationSid` in its `Url`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DialCount {
+    /// Dials for this run's reservations.
+    pub placed: u64,
+    /// This run's reservations dialled at least once.
+    pub reservations: u64,
+    /// This run's reservations dialled more than once: each owes exactly one.
+    pub twice: u64,
+    /// Dials for reservations of earlier runs on the same database (what a server killed at
+    /// the end of an earlier run still owed, taken over and placed in this one).
+    pub earlier: u64,
+}
+
+/// Every dial the fake API took, by reservation.
+#[derive(Debug, Default)]
+struct DialLog {
+    by_reservation: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    total: AtomicU64,
+}
+
+impl DialLog {
+    /// Records a create of a call whose `Url` is `url`; how many came before it.
+    fn took(&self, url: Option<&str>) -> u64 {
+        let n = self.total.fetch_add(1, Ordering::Relaxed);
+        let reservation = url
+            .and_then(|u| u.split_once('?'))
+            .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("reservationSid=")))
+            .unwrap_or_default();
+        let mut by = self.by_reservation.lock().unwrap_or_else(|e| e.into_inner());
+        *by.entry(reservation.to_owned()).or_default() += 1;
+        n
+    }
+
+    fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// The dials for reservations whose SIDs start with `prefix` (one run's), beside the
+    /// `since_total` others taken since [`DialLog::total`] read that.
+    fn count(&self, prefix: &str, since_total: u64) -> DialCount {
+        let by = self.by_reservation.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = DialCount::default();
+        for n in by.iter().filter(|(r, _)| r.starts_with(prefix)).map(|(_, n)| u64::from(*n)) {
+            c.placed += n;
+            c.reservations += 1;
+            c.twice += u64::from(n > 1);
+        }
+        c.earlier = (self.total() - since_total).saturating_sub(c.placed);
+        c
+    }
+}
+
 /// Everything one run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
@@ -139,7 +193,7 @@ pub struct BenchReport {
     pub dial_queue: LoadFigures,
     pub reservation_created: LoadFigures,
     /// Dials the server's dispatcher placed with the fake API during the run.
-    pub dials_placed: u64,
+    pub dials: DialCount,
     /// Locations in the server's config (and, for the restarts and the load, its database).
     pub locations: usize,
     /// Fresh starts to the first answered webhook: a new database, migrated by the server.
@@ -190,7 +244,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
 async fn measure(options: &BenchOptions) -> anyhow::Result<BenchReport> {
     let exe = std::env::current_exe().context("finding this binary")?;
     let dir = tempfile_dir()?;
-    let (fake_url, dials) = start_fake_twilio().await?;
+    let (fake_url, dial_log) = start_fake_twilio().await?;
 
     let specs = bench_locations();
     // Start-up: three fresh starts, each to its first answered webhook.
@@ -255,20 +309,20 @@ async fn measure(options: &BenchOptions) -> anyhow::Result<BenchReport> {
     };
 
     eprintln!("measuring reservation.created ({} s)…", options.duration.as_secs_f64());
-    let dials_before = dials.load(Ordering::Relaxed);
+    let dials_before = dial_log.total();
     let cpu = CpuMark::now(&[server_child.pid()]);
-    let reservation_created = load_reservations(options, &server_url).await;
+    let (reservation_created, run) = load_reservations(options, &server_url).await;
     // Let the dispatcher finish what it owes before counting its dials.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let reservation_created = cpu.since(reservation_created);
-    let dials_placed = dials.load(Ordering::Relaxed) - dials_before;
+    let dials = dial_log.count(&run, dials_before);
     let peak_rss_mb = peak_rss_mb(server_child.pid());
 
     drop(server_child);
     let server_log_errors = log_errors(&dir.join("server.log"));
     drop(baseline_child);
     let balanced = match (&options.database_url, options.instances) {
-        (Some(db), n) if n > 1 => Some(measure_balanced(options, &exe, &dir, db, &fake_url, &dials, &specs).await?),
+        (Some(db), n) if n > 1 => Some(measure_balanced(options, &exe, &dir, db, &fake_url, &dial_log, &specs).await?),
         _ => None,
     };
     let _ = std::fs::remove_dir_all(&dir);
@@ -280,7 +334,7 @@ async fn measure(options: &BenchOptions) -> anyhow::Result<BenchReport> {
         baseline_twiml,
         dial_queue,
         reservation_created,
-        dials_placed,
+        dials,
         locations: specs.len(),
         startup_ms,
         restart_startup_ms,
@@ -293,15 +347,22 @@ async fn measure(options: &BenchOptions) -> anyhow::Result<BenchReport> {
     })
 }
 
-/// `reservation.created` events for new reservations, signed over `base`'s event URL.
-async fn load_reservations(options: &BenchOptions, base: &str) -> LoadFigures {
+/// `reservation.created` events for new reservations, signed over `base`'s event URL; the
+/// figures, and the prefix of the run's reservation SIDs.
+async fn load_reservations(options: &BenchOptions, base: &str) -> (LoadFigures, String) {
     let url = format!("{base}/tr-event-handler");
     let run_id: u32 = rand::random();
-    load(options, move |n| {
+    let figures = load(options, move |n| {
         let (body, sig) = reservation_created(&url, run_id, n);
         (url.clone(), body, Some(sig))
     })
-    .await
+    .await;
+    (figures, run_prefix(run_id))
+}
+
+/// The start of every reservation SID of one run.
+fn run_prefix(run_id: u32) -> String {
+    format!("WR{run_id:08x}")
 }
 
 /// Counts the ERROR lines in a server's log, and shows the first.
@@ -324,7 +385,7 @@ async fn measure_balanced(
     dir: &Path,
     db: &str,
     fake_url: &str,
-    dials: &AtomicU64,
+    dial_log: &DialLog,
     specs: &[LocationSpec],
 ) -> anyhow::Result<BalancedFigures> {
     let ports = (0..options.instances).map(|_| free_port()).collect::<anyhow::Result<Vec<_>>>()?;
@@ -353,12 +414,12 @@ async fn measure_balanced(
         options.duration.as_secs_f64()
     );
     let before: Vec<u64> = balancer.counts().iter().map(|c| c.answered).collect();
-    let dials_before = dials.load(Ordering::Relaxed);
+    let dials_before = dial_log.total();
     let cpu = CpuMark::now(&children.iter().map(|c| c.pid()).collect::<Vec<_>>());
-    let reservation_created = load_reservations(options, balancer.url()).await;
+    let (reservation_created, run) = load_reservations(options, balancer.url()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let reservation_created = cpu.since(reservation_created);
-    let dials_placed = dials.load(Ordering::Relaxed) - dials_before;
+    let dials = dial_log.count(&run, dials_before);
     let answered_per_instance = balancer.counts().iter().zip(before).map(|(c, b)| c.answered - b).collect();
     let peak_rss_mb = children.iter().map(|c| peak_rss_mb(c.pid())).collect();
     drop(children);
@@ -366,7 +427,7 @@ async fn measure_balanced(
     Ok(BalancedFigures {
         instances: options.instances,
         reservation_created,
-        dials_placed,
+        dials,
         answered_per_instance,
         peak_rss_mb,
         server_log_errors,
@@ -632,36 +693,37 @@ async fn wait_answered(
 /// A fake of Twilio's REST API that accepts every request and counts created calls. A GET
 /// of a list (`…/Tasks`, `…/Calls.json`) gets an empty page in Twilio's envelope, so the
 /// reconciler's passes succeed as they would against Twilio with nothing to report.
-async fn start_fake_twilio() -> anyhow::Result<(String, Arc<AtomicU64>)> {
-    let dials = Arc::new(AtomicU64::new(0));
-    let counter = dials.clone();
-    let app = Router::new().fallback(move |method: axum::http::Method, uri: axum::http::Uri| {
-        let counter = counter.clone();
-        async move {
-            if method == axum::http::Method::POST && uri.path().ends_with("/Calls.json") {
-                let n = counter.fetch_add(1, Ordering::Relaxed);
-                let body = format!(r#"{{"sid":"CA{n:032x}","status":"queued"}}"#);
-                return (StatusCode::CREATED, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+async fn start_fake_twilio() -> anyhow::Result<(String, Arc<DialLog>)> {
+    let dials = Arc::new(DialLog::default());
+    let log = dials.clone();
+    let app =
+        Router::new().fallback(move |method: axum::http::Method, uri: axum::http::Uri, body: axum::body::Bytes| {
+            let log = log.clone();
+            async move {
+                if method == axum::http::Method::POST && uri.path().ends_with("/Calls.json") {
+                    let n = log.took(twilio::Params::parse(&body).get("Url"));
+                    let body = format!(r#"{{"sid":"CA{n:032x}","status":"queued"}}"#);
+                    return (StatusCode::CREATED, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+                }
+                let last = uri.path().rsplit('/').next().unwrap_or_default();
+                let last = last.strip_suffix(".json").unwrap_or(last);
+                let body = if method == axum::http::Method::GET
+                    && last.starts_with(|c: char| c.is_ascii_uppercase())
+                    && last.len() != 34
+                {
+                    // A list: the key is the resource's name in lower case (`calls`, `tasks`).
+                    serde_json::json!({
+                        last.to_ascii_lowercase(): [],
+                        "next_page_uri": null,
+                        "meta": { "next_page_url": null, "key": last.to_ascii_lowercase() },
+                    })
+                    .to_string()
+                } else {
+                    "{}".to_owned()
+                };
+                (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
             }
-            let last = uri.path().rsplit('/').next().unwrap_or_default();
-            let last = last.strip_suffix(".json").unwrap_or(last);
-            let body = if method == axum::http::Method::GET
-                && last.starts_with(|c: char| c.is_ascii_uppercase())
-                && last.len() != 34
-            {
-                // A list: the key is the resource's name in lower case (`calls`, `tasks`).
-                serde_json::json!({
-                    last.to_ascii_lowercase(): [],
-                    "next_page_uri": null,
-                    "meta": { "next_page_url": null, "key": last.to_ascii_lowercase() },
-                })
-                .to_string()
-            } else {
-                "{}".to_owned()
-            };
-            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-        }
-    });
+        });
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move {
@@ -688,7 +750,7 @@ fn dial_queue_form() -> String {
 /// the real write path (a repeated reservation would be deduplicated).
 fn reservation_created(url: &str, run_id: u32, n: u64) -> (String, String) {
     let task = format!("WT{run_id:08x}{n:024x}");
-    let reservation = format!("WR{run_id:08x}{n:024x}");
+    let reservation = format!("{}{n:024x}", run_prefix(run_id));
     let attributes =
         r#"{"location":"north","practicePhone":"+14155550123","callerID":"+12025550143","caller":"+13105550199"}"#;
     let mut p = twilio::Params::new();
@@ -959,7 +1021,7 @@ pub fn render(r: &BenchReport) -> String {
             verdict(rc.requests_per_sec >= 10_000.0 && rc.p99_ms < 5.0 && rc.errors == 0)
         ),
     );
-    let _ = writeln!(out, "{:<40} {:>12}  {}", "", r.dials_placed, dials_said(r.dials_placed, rc.sent));
+    let _ = writeln!(out, "{:<40} {:>12}  {}", "", r.dials.placed, dials_said(&r.dials, rc.sent));
     let median = |runs: &[f64]| {
         let mut sorted = runs.to_vec();
         sorted.sort_by(f64::total_cmp);
@@ -1003,8 +1065,8 @@ pub fn render(r: &BenchReport) -> String {
             out,
             "{:<40} {:>12}  {}; answered per instance: {}; peak RSS {} MB",
             "",
-            b.dials_placed,
-            dials_said(b.dials_placed, b.reservation_created.sent),
+            b.dials.placed,
+            dials_said(&b.dials, b.reservation_created.sent),
             b.answered_per_instance.iter().map(u64::to_string).collect::<Vec<_>>().join(" / "),
             b.peak_rss_mb.iter().map(|m| format!("{m:.1}")).collect::<Vec<_>>().join(" / "),
         );
@@ -1015,20 +1077,25 @@ pub fn render(r: &BenchReport) -> String {
     out
 }
 
-/// The dials the fake Twilio took, against the reservations sent (each owes one): more
-/// would be a reservation dialled twice; fewer, dials the dispatcher still owed 0.5 s
-/// after the load (or reservations that failed).
-fn dials_said(dials: u64, sent: u64) -> String {
+/// The run's dials against its reservations sent (each owes exactly one): any reservation
+/// dialled twice; else whether each got its dial, or how many the dispatcher still owed
+/// 0.5 s after the load (or failed). Dials for earlier runs' reservations are told apart.
+fn dials_said(d: &DialCount, sent: u64) -> String {
     const SENT: &str = "reservations sent (warm-up included)";
-    match dials.cmp(&sent) {
-        std::cmp::Ordering::Equal => format!("dials placed, one for each of the {sent} {SENT}"),
-        std::cmp::Ordering::Less => {
-            format!("dials placed for {sent} {SENT}: {} not placed 0.5 s after the load", sent - dials)
-        }
-        std::cmp::Ordering::Greater => {
-            format!("dials placed for {sent} {SENT}: {} MORE DIALS THAN RESERVATIONS", dials - sent)
-        }
+    let mut said = if d.twice > 0 {
+        format!("dials placed for {sent} {SENT}: {} RESERVATIONS DIALLED TWICE", d.twice)
+    } else if d.reservations == sent {
+        format!("dials placed, one for each of the {sent} {SENT}")
+    } else {
+        format!(
+            "dials placed for {sent} {SENT}: {} not placed 0.5 s after the load",
+            sent.saturating_sub(d.reservations)
+        )
+    };
+    if d.earlier > 0 {
+        said.push_str(&format!("; and {} for earlier runs' reservations on this database", d.earlier));
     }
+    said
 }
 
 fn verdict(met: bool) -> &'static str {
@@ -1197,7 +1264,7 @@ mod tests {
             baseline_twiml: load(20_000.0, 1.0),
             dial_queue: load(13_000.0, 2.0),
             reservation_created: load(2_500.0, 4.0).with_server_cpu(4_250.0).with_generator_cpu(1_700.0),
-            dials_placed: 20_000,
+            dials: DialCount { placed: 20_000, reservations: 20_000, twice: 0, earlier: 0 },
             locations: 100,
             startup_ms: vec![18.0, 19.0, 25.0],
             restart_startup_ms: vec![12.0, 13.0, 14.0],
@@ -1226,9 +1293,28 @@ mod tests {
 
     #[test]
     fn the_table_says_whether_each_reservation_sent_got_one_dial() {
-        assert_eq!(dials_said(7, 7), "dials placed, one for each of the 7 reservations sent (warm-up included)");
-        assert!(dials_said(9, 7).ends_with(": 2 MORE DIALS THAN RESERVATIONS"));
-        assert!(dials_said(5, 7).ends_with(": 2 not placed 0.5 s after the load"));
+        let said =
+            |placed, reservations, twice, earlier| dials_said(&DialCount { placed, reservations, twice, earlier }, 7);
+        assert_eq!(said(7, 7, 0, 0), "dials placed, one for each of the 7 reservations sent (warm-up included)");
+        assert!(said(9, 7, 2, 0).ends_with(": 2 RESERVATIONS DIALLED TWICE"));
+        assert!(said(5, 5, 0, 0).ends_with(": 2 not placed 0.5 s after the load"));
+        // Two missing and two dialled twice add up to 7 dials: still said.
+        assert!(said(7, 5, 2, 0).ends_with(": 2 RESERVATIONS DIALLED TWICE"));
+        assert!(said(7, 7, 0, 3).ends_with("one for each of the 7 reservations sent (warm-up included); and 3 for earlier runs' reservations on this database"));
+    }
+
+    #[test]
+    fn dials_are_counted_by_the_reservation_in_their_url() {
+        let log = DialLog::default();
+        let url = |r: &str| format!("http://x/dial-queue?reservationSid={r}&taskSid=WT1&attempt=1");
+        log.took(Some(&url("WR00000001a")));
+        let before = log.total();
+        for r in ["WR00000002a", "WR00000002b", "WR00000002b", "WR00000001b"] {
+            log.took(Some(&url(r)));
+        }
+        log.took(None);
+        let c = log.count("WR00000002", before);
+        assert_eq!(c, DialCount { placed: 3, reservations: 2, twice: 1, earlier: 2 });
     }
 
     #[test]
