@@ -84,8 +84,13 @@ impl Desk {
         (desk, queue)
     }
 
-    /// One of the lane's slots, when one is free.
+    /// One of the lane's slots, when one is free and the lane still takes
+    /// what is handed to it (a lane that ended without closing its desk, a
+    /// panic, takes nothing: its dials wait as `pending` for a claim).
     pub(super) fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if self.handed.is_closed() {
+            return None;
+        }
         self.slots.clone().try_acquire_owned().ok()
     }
 
@@ -140,11 +145,13 @@ pub(super) async fn finish_in<C: Conn>(c: &mut C, f: &Finish, now: i64) -> anyho
 }
 
 /// Drops a dial that has not been claimed. True when it was still pending.
+/// The states are written into the SQL, not bound (see [`claim_sql`]).
 pub(super) async fn withdraw<C: Conn>(c: &mut C, key: &str, why: &str, now: i64) -> anyhow::Result<bool> {
     let done = c
         .execute(
-            "UPDATE outbox SET state = $2, last_error = $3, updated_at_ms = $4 WHERE dedupe_key = $1 AND state = $5",
-            args![key, OutboxState::Done.as_str(), why, now, OutboxState::Pending.as_str()],
+            "UPDATE outbox SET state = 'done', last_error = $2, updated_at_ms = $3
+             WHERE dedupe_key = $1 AND state = 'pending'",
+            args![key, why, now],
         )
         .await?;
     Ok(done > 0)
@@ -514,10 +521,12 @@ mod store_tests {
         a_dial_written_while_the_lane_has_a_free_slot_is_handed_to_it_claimed,
         a_handed_dial_that_never_reached_its_lane_is_taken_over_and_looked_up,
         a_lane_closes_its_own_desk_and_not_the_one_opened_after_it,
+        a_lane_gone_without_closing_its_desk_is_handed_nothing,
     );
 
     async fn a_dial_written_while_the_lane_has_a_free_slot_is_handed_to_it_claimed(backend: Backend) {
         let Some((s, _d)) = store(backend).await else { return };
+        let s = s.owned_by("here", 60_000);
         let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
         let mut lane = s.open_desk(slots.clone());
         s.deliver(arrived(1)).await.unwrap();
@@ -532,6 +541,9 @@ mod store_tests {
         let state = actions.iter().find(|(k, _, _)| *k == h.row.key).map(|(_, st, _)| *st);
         assert_eq!(state, Some(OutboxState::Sending), "{actions:?}");
         assert!(s.claim(Lane::Dial, 10).await.unwrap().is_empty(), "claimed already: no claim takes it again");
+        // Under this instance's lease: no other instance takes it over while it is sent.
+        let other = s.clone().owned_by("other", 60_000);
+        assert_eq!(other.take_over(Orphans::Expired, POLICY).await.unwrap(), (0, 0));
         // The lane's one slot is busy: the next dial waits in the outbox for a claim.
         s.deliver(arrived(2)).await.unwrap();
         let d = s.deliver(created(2, 2)).await.unwrap();
@@ -547,6 +559,16 @@ mod store_tests {
         let d = s.deliver(created(3, 3)).await.unwrap();
         assert_eq!((d.queued_dials, d.handed), (1, 0));
         assert!(lane.recv().await.is_none(), "the lane's queue ends with its desk");
+    }
+
+    async fn a_lane_gone_without_closing_its_desk_is_handed_nothing(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
+        // The lane's task ended (a panic) and dropped its queue; its desk is still open.
+        drop(s.open_desk(std::sync::Arc::new(tokio::sync::Semaphore::new(4))));
+        s.deliver(arrived(8)).await.unwrap();
+        let d = s.deliver(created(8, 8)).await.unwrap();
+        assert_eq!((d.queued_dials, d.handed), (1, 0), "{d:?}");
+        assert_eq!(s.claim(Lane::Dial, 10).await.unwrap().len(), 1, "pending, for a claim");
     }
 
     async fn a_lane_closes_its_own_desk_and_not_the_one_opened_after_it(backend: Backend) {
