@@ -273,14 +273,16 @@ impl Dispatcher {
         // while claims find rows; else at the next poll.
         let mut claim_at = tokio::time::Instant::now();
         'lane: while !*stop.borrow() {
-            // Until it is time to claim, run what is handed over.
+            // Until it is time to claim, run what is handed over. A wake-up or
+            // the poll comes first, so a steady stream of handed dials never
+            // holds back a claim of the dials that found no free slot.
             loop {
                 tokio::select! {
                     biased;
                     _ = stop.wait_for(|s| *s) => break 'lane,
-                    h = next_handed(&mut handed) => self.start(&mut running, h.row, h.slot),
                     _ = self.notifier.of(lane).notified() => break,
                     _ = tokio::time::sleep_until(claim_at) => break,
+                    h = next_handed(&mut handed) => self.start(&mut running, h.row, h.slot),
                 }
                 while running.try_join_next().is_some() {}
             }
