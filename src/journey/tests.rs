@@ -1497,12 +1497,7 @@ fn phones_all_at_once_the_summary_shows_the_leg_that_answered_not_the_last_diall
     run.on(placed(1, 2, 102));
     assert_eq!(run.j.summary().leg, Some(&call(102)), "before an answer: the latest leg");
     // The first phone dialled is the one that answers.
-    let step = run.on(Event::LegAnswered {
-        reservation: res(1),
-        attempt: Some(1),
-        leg: call(101),
-        answered_by: AnsweredBy::Human,
-    });
+    let step = run.on(answered(1, 101, AnsweredBy::Human));
     assert_eq!(step.answer, Answer::Bridge { reservation: res(1), transfer: None });
     let summary = run.j.summary();
     assert_eq!((summary.leg, summary.answered_by), (Some(&call(101)), Some(AnsweredBy::Human)));
