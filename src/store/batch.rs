@@ -151,6 +151,16 @@ impl Op {
     }
 }
 
+/// The dial keyed `key`, taken out of what the batch's earlier deliveries
+/// handed over. Their `handed` counts stay: the row is done, and no lane
+/// need be woken for it.
+fn take_back(replies: &mut [Reply], key: &str) -> Option<Handed> {
+    replies.iter_mut().find_map(|r| match r {
+        Reply::Delivered(_, handed) => handed.iter().position(|h| h.row.key == key).map(|i| handed.remove(i)),
+        _ => None,
+    })
+}
+
 /// Writes `ops` in order inside the caller's transaction.
 async fn write_ops<C: Conn>(c: &mut C, ops: &[Op], now: i64) -> anyhow::Result<Vec<Reply>> {
     if c.postgres() {
@@ -163,10 +173,13 @@ async fn write_ops<C: Conn>(c: &mut C, ops: &[Op], now: i64) -> anyhow::Result<V
     }
     let mut replies = Vec::with_capacity(ops.len());
     for op in ops {
-        replies.push(match op {
+        let reply = match op {
             Op::Deliver(d, desk, _) => {
-                let (delivered, handed) =
-                    journeys::deliver_in(c, d, desk.as_deref(), now).await.context("delivering an event")?;
+                // A dial that an earlier delivery of this batch handed over may be withdrawn by this one.
+                let mut take_back = |key: &str| take_back(&mut replies, key);
+                let (delivered, handed) = journeys::deliver_in(c, d, desk.as_deref(), &mut take_back, now)
+                    .await
+                    .context("delivering an event")?;
                 Reply::Delivered(delivered, handed)
             }
             Op::Finish(f, _) => {
@@ -205,7 +218,8 @@ async fn write_ops<C: Conn>(c: &mut C, ops: &[Op], now: i64) -> anyhow::Result<V
             Op::Enqueue(command, _) => {
                 Reply::Inserted(outbox::insert_command(c, command, None, now).await.context("queueing a command")?)
             }
-        });
+        };
+        replies.push(reply);
     }
     Ok(replies)
 }

@@ -135,10 +135,13 @@ pub struct Settled {
 /// Delivers `d` inside the writer's transaction. With a `desk`, the dials
 /// it queues at the end go to the dial lane claimed while it has free
 /// slots: they come back beside what it did, for the lane once committed.
+/// `take_back` gives up a dial that an earlier delivery of the same batch
+/// handed over, by its key, for this one to withdraw before the COMMIT.
 pub(super) async fn deliver_in<C: Conn>(
     c: &mut C,
     d: &Delivery,
     desk: Option<&Desk>,
+    take_back: &mut (impl FnMut(&str) -> Option<Handed> + Send),
     now: i64,
 ) -> anyhow::Result<(Delivered, Vec<Handed>)> {
     if let Some(a) = &d.audit {
@@ -208,7 +211,17 @@ pub(super) async fn deliver_in<C: Conn>(
             }
             if let Command::WithdrawDial { reservation, attempt } = &command {
                 const WHY: &str = "withdrawn: the reservation ended or the caller left before the dial went out";
-                if super::outbox::withdraw(c, &journey::dial_key(reservation, *attempt), WHY, now).await? {
+                let key = journey::dial_key(reservation, *attempt);
+                let withdrawn = super::outbox::withdraw(c, &key, WHY, now).await?
+                    || match take_back(&key) {
+                        // Handed over by this batch: claimed, but not yet committed nor sent.
+                        Some(handed) => {
+                            super::outbox::withdraw_handed(c, handed, WHY, now).await?;
+                            true
+                        }
+                        None => false,
+                    };
+                if withdrawn {
                     queue.push_back(Event::DialFailed { reservation: reservation.clone(), attempt: *attempt });
                 }
                 continue;

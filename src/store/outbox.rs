@@ -132,6 +132,19 @@ pub(super) async fn insert_handed<C: Conn>(
     Ok(Some(Handed { row, slot }))
 }
 
+/// Withdraws a dial that an earlier delivery of the same batch handed to
+/// the lane: not yet committed, so the lane has not seen it. Dropping the
+/// [`Handed`] gives its slot back.
+pub(super) async fn withdraw_handed<C: Conn>(c: &mut C, handed: Handed, why: &str, now: i64) -> anyhow::Result<()> {
+    c.execute(
+        "UPDATE outbox SET state = 'done', last_error = $2, updated_at_ms = $3, lease_owner = NULL, lease_until_ms = NULL
+         WHERE id = $1",
+        args![handed.row.id, why, now],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Records how an outbox row ended, or when to send it again.
 pub(super) async fn finish_in<C: Conn>(c: &mut C, f: &Finish, now: i64) -> anyhow::Result<()> {
     c.execute(
@@ -313,7 +326,8 @@ pub(super) async fn take_over<C: Conn>(
                 let event = Event::DialUnknown { reservation: reservation.clone(), attempt: *attempt };
                 let mut d = Delivery::new(Route::Id(journey), vec![event], policy);
                 d.finish = Some(finish(OutboxState::Unknown));
-                journeys::deliver_in(c, &d, None, now).await?;
+                // Hands nothing over, and takes back nothing another write handed over.
+                journeys::deliver_in(c, &d, None, &mut |_: &str| None, now).await?;
             }
             (Command::Dial { .. }, None) => {
                 unknown += 1;
@@ -510,6 +524,7 @@ mod store_tests {
     use super::super::testing::{POLICY, arrived, created, sid, store};
     use super::super::{Orphans, now_ms};
     use super::*;
+    use crate::journey::ReservationEnd;
     use crate::test_backends::Backend;
 
     on_both_backends!(
@@ -522,7 +537,61 @@ mod store_tests {
         a_handed_dial_that_never_reached_its_lane_is_taken_over_and_looked_up,
         a_lane_closes_its_own_desk_and_not_the_one_opened_after_it,
         a_lane_gone_without_closing_its_desk_is_handed_nothing,
+        a_dial_handed_and_withdrawn_in_one_batch_is_taken_back_before_the_commit,
     );
+
+    async fn a_dial_handed_and_withdrawn_in_one_batch_is_taken_back_before_the_commit(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(4));
+        let mut lane = s.open_desk(slots.clone());
+        // Hold the writers (as in `batch`'s tests) so that what follows
+        // queues into one batch: a first write that may go alone, then the
+        // reservation that hands its dial over and, behind it, its end. On
+        // PostgreSQL, every connection its writers take turns with.
+        let mut held = Vec::new();
+        for _ in 0..s.writer.options().get_max_connections() {
+            held.push(s.writer.acquire().await.unwrap());
+        }
+        if backend == Backend::Sqlite {
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut *held[0]).await.unwrap();
+        }
+        let settle = || tokio::time::sleep(Duration::from_millis(50));
+        let first = tokio::spawn({
+            let s = s.clone();
+            async move { s.deliver(arrived(11)).await }
+        });
+        settle().await;
+        let handing = tokio::spawn({
+            let s = s.clone();
+            async move { s.deliver(created(10, 10)).await }
+        });
+        settle().await;
+        let (task, reservation) = (sid("WT", 10), sid::<twilio::sid::ReservationSid>("WR", 10));
+        let ended = Event::ReservationEnded { task, reservation: reservation.clone(), why: ReservationEnd::Timeout };
+        let ending = tokio::spawn({
+            let s = s.clone();
+            async move { s.deliver(Delivery::to_keys([reservation.to_string()], vec![ended], POLICY)).await }
+        });
+        settle().await;
+        if backend == Backend::Sqlite {
+            sqlx::query("ROLLBACK").execute(&mut *held[0]).await.unwrap();
+        }
+        drop(held);
+        first.await.unwrap().unwrap();
+        let (handing, ending) = (handing.await.unwrap().unwrap(), ending.await.unwrap().unwrap());
+        assert_eq!((handing.queued_dials, ending.queued), (1, 0), "{handing:?} {ending:?}");
+        assert!(lane.try_recv().is_none(), "the lane never gets the withdrawn dial");
+        assert_eq!(slots.available_permits(), 4, "its slot is back");
+        let actions = s.actions().await.unwrap();
+        let (_, state, why) = actions.iter().find(|(k, _, _)| k.starts_with("dial:")).unwrap();
+        assert_eq!(*state, OutboxState::Done, "{actions:?}");
+        assert!(why.as_deref().unwrap().starts_with("withdrawn"), "{why:?}");
+        let other = s.clone().owned_by("other", 1);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(other.take_over(Orphans::Expired, POLICY).await.unwrap(), (0, 0), "no lease left on it");
+        let json = s.journey_json(sid::<twilio::sid::CallSid>("CA", 10).as_str()).await.unwrap().unwrap();
+        assert!(json.contains("not_placed"), "the journey knows the attempt made no call: {json}");
+    }
 
     async fn a_dial_written_while_the_lane_has_a_free_slot_is_handed_to_it_claimed(backend: Backend) {
         let Some((s, _d)) = store(backend).await else { return };
