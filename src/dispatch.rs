@@ -802,19 +802,7 @@ mod tests {
         let (url, most, created) = slow_calls(Duration::from_millis(200)).await;
         let dir = tempfile::tempdir().unwrap();
         let store = Store::connect(&format!("sqlite://{}", dir.path().join("d.db").display())).await.unwrap();
-        let settings = Settings::from_toml(
-            &format!(
-                r#"
-public_url = "https://router.example.com"
-[twilio]
-account_sid = "AC0123456789abcdef0123456789abcdef"
-auth_token = "secret"
-api_base_url = "{url}"
-"#
-            ),
-            |_| None,
-        )
-        .unwrap();
+        let settings = settings(&url);
         const DIALS: usize = 60;
         for n in 0..DIALS {
             assert!(store.enqueue_command(&dial(n)).await.unwrap());
@@ -840,6 +828,72 @@ api_base_url = "{url}"
         assert_eq!(created.load(Ordering::SeqCst), DIALS, "each dial placed once");
         // 60 dials held 200 ms each: the lane fills its slots, and no more.
         assert_eq!(most.load(Ordering::SeqCst), DIAL_SLOTS);
+    }
+
+    /// Settings for a dispatcher that sends to the fake API at `url`.
+    fn settings(url: &str) -> Settings {
+        Settings::from_toml(
+            &format!(
+                r#"
+public_url = "https://router.example.com"
+[twilio]
+account_sid = "AC0123456789abcdef0123456789abcdef"
+auth_token = "secret"
+api_base_url = "{url}"
+"#
+            ),
+            |_| None,
+        )
+        .unwrap()
+    }
+
+    /// A dial handed over by a write that was under way when the lane
+    /// stopped is still placed before `run` returns: the lane closes its
+    /// desk, then starts what the writes under way hand it, rather than
+    /// leaving it claimed until its lease ends.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dial_handed_over_while_the_lane_stops_is_placed_before_it_ends() {
+        use crate::store::testing::created;
+        let (url, _, placed) = slow_calls(Duration::from_millis(10)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.db");
+        let store = Store::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+        let settings = settings(&url);
+        let twilio = TwilioClient::new(&settings.twilio).unwrap();
+        let dispatcher = Dispatcher::new(store.clone(), twilio, settings, Notifier::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut running = tokio::spawn(dispatcher.run(async move {
+            let _ = stopped.await;
+        }));
+        // Once the lane has its desk, a new dial is handed to it.
+        let mut n = 0;
+        loop {
+            n += 1;
+            if store.deliver(created(n, n)).await.unwrap().handed == 1 {
+                break;
+            }
+            assert!(n < 200, "the dial lane never opened its desk");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The database's write lock, held elsewhere, keeps the next delivery
+        // under way (it carries the open desk) while the lane is told to stop.
+        let lock = rusqlite::Connection::open(&path).unwrap();
+        lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let handing = tokio::spawn({
+            let store = store.clone();
+            async move { store.deliver(created(n + 1, n + 1)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = stop.send(());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!running.is_finished(), "the lane waits for the write under way");
+        lock.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(handing.await.unwrap().unwrap().handed, 1, "handed to the stopping lane");
+        tokio::time::timeout(Duration::from_secs(10), &mut running).await.expect("the lane ends").unwrap();
+        assert_eq!(placed.load(Ordering::SeqCst), n + 1, "every dial placed, the last after the stop");
+        let actions = store.actions().await.unwrap();
+        assert_eq!(actions.len(), n + 1, "{actions:?}");
+        assert!(actions.iter().all(|(_, state, _)| *state == OutboxState::Done), "none left claimed: {actions:?}");
     }
 
     #[test]

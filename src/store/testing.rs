@@ -52,7 +52,7 @@ pub(crate) fn north_target() -> DialTarget {
     }
 }
 
-pub(super) fn created(call: usize, res: usize) -> Delivery {
+pub(crate) fn created(call: usize, res: usize) -> Delivery {
     let (task, reservation): (twilio::sid::TaskSid, twilio::sid::ReservationSid) = (sid("WT", call), sid("WR", res));
     let caller: twilio::sid::CallSid = sid("CA", call);
     let keys = vec![reservation.to_string(), task.to_string(), caller.to_string()];
@@ -61,7 +61,7 @@ pub(super) fn created(call: usize, res: usize) -> Delivery {
     Delivery::to_keys(keys, vec![event], POLICY).with_audit("taskrouter", "reservation.created", None, "{}".into())
 }
 
-pub(super) fn arrived(call: usize) -> Delivery {
+pub(crate) fn arrived(call: usize) -> Delivery {
     let caller: twilio::sid::CallSid = sid("CA", call);
     let events = vec![
         Event::CallerArrived { call: caller.clone() },
