@@ -236,6 +236,14 @@ pub(super) trait Writer {
     /// Upkeep after a batch is answered (the SQLite writer's part of the
     /// checkpoints), before the next one is written.
     fn upkeep(&mut self) {}
+
+    /// Of the dials a batch handed over before its COMMIT failed, those the
+    /// COMMIT wrote all the same (its answer was lost): claimed rows that
+    /// no lane got. Only a database across a connection loses answers.
+    async fn landed(&mut self, in_doubt: Vec<(Arc<Desk>, Handed)>) -> Vec<(Arc<Desk>, Handed)> {
+        drop(in_doubt);
+        Vec::new()
+    }
 }
 
 /// How long a writer waits, in all, for the database to take connections
@@ -264,6 +272,21 @@ impl SqlxWriter {
 }
 
 impl Writer for SqlxWriter {
+    async fn landed(&mut self, in_doubt: Vec<(Arc<Desk>, Handed)>) -> Vec<(Arc<Desk>, Handed)> {
+        let mut landed = Vec::new();
+        for (desk, h) in in_doubt {
+            match self.still_handed(&h, desk.owner()).await {
+                Ok(true) => landed.push((desk, h)),
+                // Not written: the batch written again queued it anew, or never did.
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(key = %h.row.key, error = %crate::telemetry::chain(e.as_ref()), "could not tell whether a dial handed over by a batch whose COMMIT failed was written; if it was, it is taken over after its lease");
+                }
+            }
+        }
+        landed
+    }
+
     async fn ready(&mut self) -> anyhow::Result<()> {
         while self.conn.is_none() {
             match self.pool.acquire().await {
@@ -304,7 +327,10 @@ impl Writer for SqlxWriter {
                 // Wakes every instance's dispatcher at COMMIT (see `dispatch`).
                 tx.execute("SELECT pg_notify($1, '')", args![super::NOTIFY_CHANNEL]).await?;
             }
-            tx.commit().await.context("committing a batch of writes")?;
+            if let Err(e) = tx.commit().await {
+                // Its answer may be lost and the COMMIT landed: what it handed over is in doubt.
+                return Err(anyhow::Error::new(e).context(InDoubt::of(ops, replies)));
+            }
             Ok(replies)
         }
         .await;
@@ -312,6 +338,23 @@ impl Writer for SqlxWriter {
         // share this one connection.
         self.conn = None;
         written
+    }
+}
+
+impl SqlxWriter {
+    /// Whether the dial handed over as `h`, under `owner`'s lease, is a
+    /// committed row still claimed for its first send.
+    async fn still_handed(&mut self, h: &Handed, owner: &str) -> anyhow::Result<bool> {
+        self.ready().await?;
+        let Some(conn) = self.conn.as_mut() else { anyhow::bail!("internal error: no connection") };
+        let row = conn
+            .fetch_optional(
+                "SELECT id FROM outbox WHERE id = $1 AND state = 'sending' AND attempts = 1 AND lease_owner = $2",
+                args![h.row.id, owner],
+            )
+            .await;
+        self.conn = None;
+        Ok(row?.is_some())
     }
 }
 
@@ -546,7 +589,16 @@ pub(super) async fn run(mut writer: impl Writer, queue: Queue) {
             // Twilio does too (the journeys take an event twice; the outbox keeps one
             // command per key).
             tracing::warn!(error = %crate::telemetry::chain(e.as_ref()), writes = ops.len(), "the database connection was lost during a batch of writes; writing it again");
+            let in_doubt = InDoubt::take(e);
             written = writer.transact(&ops).await;
+            // Written again, a delivery whose COMMIT had landed finds its dial queued
+            // already and hands nothing over: the lane gets the one handed the first time.
+            if written.is_ok() && !in_doubt.is_empty() {
+                for (desk, h) in writer.landed(in_doubt).await {
+                    tracing::info!(key = %h.row.key, "a dial handed over by a COMMIT whose answer was lost goes to the lane");
+                    desk.hand(vec![h]);
+                }
+            }
         }
         if ops.len() == 1 {
             written = again_if_raced(&mut writer, &ops, written).await;
@@ -579,6 +631,35 @@ pub(super) async fn run(mut writer: impl Writer, queue: Queue) {
             }
         }
         writer.upkeep();
+    }
+}
+
+/// The dials a batch handed over, when its COMMIT failed. Across a lost
+/// connection the COMMIT may have landed all the same, leaving each a row
+/// claimed under this instance's lease that no lane got; see
+/// [`Writer::landed`]. Shown as the COMMIT's failure.
+#[derive(Debug, thiserror::Error)]
+#[error("committing a batch of writes")]
+pub(super) struct InDoubt(std::sync::Mutex<Vec<(Arc<Desk>, Handed)>>);
+
+impl InDoubt {
+    /// What `ops` handed over, from their `replies`.
+    pub(super) fn of(ops: &[Op], replies: Vec<Reply>) -> Self {
+        let mut handed = Vec::new();
+        for (op, reply) in ops.iter().zip(replies) {
+            if let (Op::Deliver(_, Some(desk), _), Reply::Delivered(_, h)) = (op, reply) {
+                handed.extend(h.into_iter().map(|h| (desk.clone(), h)));
+            }
+        }
+        InDoubt(std::sync::Mutex::new(handed))
+    }
+
+    /// The dials `e` carries, if it is a failed COMMIT's.
+    fn take(e: &anyhow::Error) -> Vec<(Arc<Desk>, Handed)> {
+        match e.downcast_ref::<InDoubt>() {
+            Some(d) => std::mem::take(&mut *d.0.lock().unwrap_or_else(|e| e.into_inner())),
+            None => Vec::new(),
+        }
     }
 }
 
@@ -823,11 +904,92 @@ mod tests {
 
 #[cfg(test)]
 mod store_tests {
+    use std::sync::Arc;
     use std::time::Duration;
 
     use super::super::Store;
+    use super::super::outbox::{Desk, Handed, Lease};
     use super::super::testing::{arrived, created, sid, store};
     use crate::test_backends::Backend;
+
+    /// A writer whose first COMMIT lands but loses its answer, as when the
+    /// connection to PostgreSQL drops just then.
+    struct LosesAnAnswer {
+        inner: super::SqlxWriter,
+        lost: bool,
+    }
+
+    impl super::Writer for LosesAnAnswer {
+        async fn ready(&mut self) -> anyhow::Result<()> {
+            self.inner.ready().await
+        }
+
+        async fn transact(&mut self, ops: &[super::Op]) -> anyhow::Result<Vec<super::Reply>> {
+            let replies = self.inner.transact(ops).await?;
+            if !std::mem::take(&mut self.lost) {
+                return Ok(replies);
+            }
+            let lost = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "the answer to COMMIT was lost");
+            Err(anyhow::Error::new(sqlx::Error::Io(lost)).context(super::InDoubt::of(ops, replies)))
+        }
+
+        async fn landed(&mut self, in_doubt: Vec<(Arc<Desk>, Handed)>) -> Vec<(Arc<Desk>, Handed)> {
+            self.inner.landed(in_doubt).await
+        }
+    }
+
+    fn desk(slots: &Arc<tokio::sync::Semaphore>) -> (Arc<Desk>, super::super::DeskQueue) {
+        Desk::open(slots.clone(), Lease { owner: "here".into(), ms: 60_000 })
+    }
+
+    #[tokio::test]
+    async fn on_postgres_a_dial_handed_over_by_a_commit_whose_answer_was_lost_still_reaches_the_lane() {
+        let Some((s, _db)) = store(Backend::Postgres).await else { return };
+        let slots = Arc::new(tokio::sync::Semaphore::new(4));
+        let (desk, mut lane) = desk(&slots);
+        let (tx, rx) = super::queue();
+        let writer = LosesAnAnswer { inner: super::SqlxWriter::new(s.writer.clone(), "BEGIN"), lost: true };
+        tokio::spawn(super::run(writer, rx));
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        tx.send(super::Op::Deliver(Box::new(created(1, 1)), Some(desk), reply)).await.unwrap();
+        let d = answer.await.unwrap().unwrap();
+        // Written again, the delivery found its reservation known and queued nothing anew.
+        assert_eq!((d.queued, d.handed), (0, 0), "{d:?}");
+        let h = lane.try_recv().expect("the dial the first COMMIT wrote goes to the lane");
+        assert_eq!(h.row.key, format!("dial:{}", sid::<twilio::sid::ReservationSid>("WR", 1)));
+        assert_eq!(slots.available_permits(), 3, "in one slot");
+        assert!(lane.try_recv().is_none());
+        let actions = s.actions().await.unwrap();
+        assert_eq!(actions.len(), 1, "one dial, {actions:?}");
+        assert_eq!(actions[0].1, crate::outbox::OutboxState::Sending);
+    }
+
+    #[tokio::test]
+    async fn on_postgres_a_dial_handed_over_by_a_commit_that_did_not_land_is_not_handed_again() {
+        let Some((s, _db)) = store(Backend::Postgres).await else { return };
+        let slots = Arc::new(tokio::sync::Semaphore::new(4));
+        let (desk, _lane) = desk(&slots);
+        // Another instance's claim, a pending row, and no row at all: none is this desk's handed dial.
+        s.deliver(created(1, 1)).await.unwrap();
+        let other = s.clone().owned_by("other", 60_000);
+        let claimed = other.claim(crate::outbox::Lane::Dial, 1).await.unwrap().pop().unwrap();
+        s.deliver(created(2, 2)).await.unwrap();
+        let pending = s.claim(crate::outbox::Lane::Dial, 1).await.unwrap().pop().unwrap();
+        sqlx::query("UPDATE outbox SET state = 'pending', lease_owner = NULL WHERE id = $1")
+            .bind(pending.id)
+            .execute(&s.writer)
+            .await
+            .unwrap();
+        let gone = crate::outbox::OutboxRow { id: pending.id + 1_000, ..pending.clone() };
+        let mut writer = super::SqlxWriter::new(s.writer.clone(), "BEGIN");
+        let in_doubt = [claimed, pending, gone]
+            .into_iter()
+            .map(|row| (desk.clone(), Handed { row, slot: slots.clone().try_acquire_owned().unwrap() }))
+            .collect();
+        use super::Writer as _;
+        assert!(writer.landed(in_doubt).await.is_empty());
+        assert_eq!(slots.available_permits(), 4, "their slots are free again");
+    }
 
     on_both_backends!(
         a_failed_batch_is_written_again_one_by_one_so_only_the_bad_write_fails,

@@ -32,9 +32,12 @@ pub struct Lease {
 /// write) nor waits to be woken. A dial written while no slot is free
 /// waits in the outbox as `pending`, for the lane's claim, as before.
 ///
-/// A handed dial that never reaches the lane (the COMMIT's answer lost, the
-/// lane stopped meanwhile) is a claimed row whose sender is gone: after its
+/// A handed dial that never reaches the lane (the process killed, the lane
+/// stopped meanwhile) is a claimed row whose sender is gone: after its
 /// lease it is taken over like any other, and looked up, not sent again.
+/// One whose COMMIT lost its answer (PostgreSQL's connection cut) is found
+/// written when the batch is written again, and handed over then
+/// (`batch::InDoubt`).
 #[derive(Debug)]
 pub struct Desk {
     slots: std::sync::Arc<tokio::sync::Semaphore>,
@@ -92,6 +95,11 @@ impl Desk {
             return None;
         }
         self.slots.clone().try_acquire_owned().ok()
+    }
+
+    /// Whose lease the dials handed here are under.
+    pub(super) fn owner(&self) -> &str {
+        &self.lease.owner
     }
 
     /// Hands committed dials to the lane. One the lane can no longer take
