@@ -748,7 +748,10 @@ impl Journey {
         match &self.reservations[i].target {
             Some(t) => t.callback.is_some() == self.callback.is_some() && !closed(t),
             // Not known yet (its `reservation.created` may come later): the queue's.
-            None => self.callback.is_none(),
+            // While a transfer still moves the caller out of the old queue, that
+            // is the old queue's: the new queue's task is made once the caller is
+            // in it.
+            None => self.callback.is_none() && self.transfer.as_ref().is_none_or(|t| t.left),
         }
     }
 

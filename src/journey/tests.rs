@@ -2147,6 +2147,32 @@ fn south_closed_at_a_hold_in_norths_queue_lets_the_caller_go_to_norths_voicemail
 }
 
 #[test]
+fn a_leg_of_a_reservation_unheard_of_while_the_caller_moves_to_south_settles_nothing() {
+    // North closed and the caller is being moved to south's queue, its redirect owed.
+    // A leg of a reservation the journey never heard of can only be north's (south's
+    // task is made once the caller is in its queue): its end speaks for nobody.
+    for (key, status) in
+        [(Some(ScreenKey::Other), None), (Some(ScreenKey::Nothing), None), (None, Some(CallStatus::Busy))]
+    {
+        let mut r = Run::queued();
+        closing_with_overflow(&mut r);
+        let moving = r.after(60_000).on(Event::Tick);
+        assert!(moving.commands.iter().any(|c| matches!(c, Command::RedirectCaller { transfer: Some(_), .. })));
+        let (reservation, leg) = (res(9), call(178));
+        let step = match (key, status) {
+            (Some(key), _) => r.on(Event::LegScreened { reservation, attempt: None, leg, prompt: 2, key }),
+            (_, Some(status)) => r.on(Event::LegStatus { reservation, attempt: None, leg, status, sequence: Some(3) }),
+            _ => unreachable!(),
+        };
+        assert!(!matches!(step.answer, Answer::Bridge { .. }), "{step:?}");
+        assert!(!step.commands.iter().any(|c| matches!(c, Command::RedirectCaller { .. })), "{step:?}");
+        assert_eq!(r.j.outcome(), Outcome::Pending, "{key:?} {status:?}");
+        // The caller arrives in south's queue as before.
+        assert_eq!(r.on(Event::TransferAsked).answer, to_south());
+    }
+}
+
+#[test]
 fn a_reservation_heard_of_after_its_task_ended_is_ended_with_it() {
     // The caller hung up and TaskRouter canceled the task (with its pending reservations).
     let mut r = Run::queued();
