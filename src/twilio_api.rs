@@ -11,14 +11,22 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+use http::Method;
+use http_body_util::BodyExt as _;
 use jiff::Timestamp;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret as _;
 use serde::Deserialize;
 use serde_json::Value;
 use twilio::sid::{AccountSid, CallSid, ReservationSid, TaskQueueSid, TaskSid, WorkerSid, WorkflowSid, WorkspaceSid};
 use twilio::{E164, ErrorBody, Params};
 
 use crate::config::{TlsRoots, TwilioSettings};
+
+mod transport;
+
+pub use transport::TransportError;
+use transport::{Route, Transport};
 
 /// How long a recording's audio may take to reach the listener, whole (the
 /// API streams it through at the browser's pace).
@@ -46,7 +54,7 @@ pub enum ApiError {
     #[error("{method} {path}: no answer within {timeout_ms} ms (Twilio may or may not have acted)")]
     Timeout { method: &'static str, path: String, timeout_ms: u64 },
     #[error("{method} {path}: {source}")]
-    Transport { method: &'static str, path: String, source: reqwest::Error },
+    Transport { method: &'static str, path: String, source: TransportError },
     #[error("{method} {path}: unexpected response: {message}")]
     Decode { method: &'static str, path: String, message: String },
 }
@@ -261,6 +269,44 @@ impl CreateCall {
     }
 }
 
+/// A recording's audio on its way: the answer's head, and its body to
+/// stream, bounded by the deadline the fetch started with.
+pub struct Recording {
+    resp: http::Response<hyper::body::Incoming>,
+    deadline: tokio::time::Instant,
+}
+
+impl Recording {
+    pub fn headers(&self) -> &http::HeaderMap {
+        self.resp.headers()
+    }
+
+    /// The audio, chunk by chunk as Twilio sends it: nothing is held whole.
+    /// Past the deadline the stream ends with an error.
+    pub fn into_stream(self) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+        let deadline = self.deadline;
+        futures_util::stream::unfold(Some(self.resp.into_body()), move |body| async move {
+            let mut body = body?;
+            loop {
+                let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+                    Err(_) => {
+                        let late =
+                            std::io::Error::new(std::io::ErrorKind::TimedOut, "the audio did not arrive in time");
+                        return Some((Err(late), None));
+                    }
+                    Ok(None) => return None,
+                    Ok(Some(Err(e))) => return Some((Err(std::io::Error::other(e)), None)),
+                    Ok(Some(Ok(frame))) => frame,
+                };
+                // Trailers carry no audio.
+                if let Ok(data) = frame.into_data() {
+                    return Some((Ok(data), Some(body)));
+                }
+            }
+        })
+    }
+}
+
 /// Installs ring as rustls's crypto provider for every HTTPS client in the process. reqwest is
 /// built without a default provider to keep the build lean, so this runs before any client is
 /// built; a second call changes nothing.
@@ -268,7 +314,7 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// A client builder for HTTPS to the internet, verifying servers against `roots`.
+/// A client builder for HTTPS to the internet (webhooks), verifying servers against `roots`.
 pub fn https_client(roots: TlsRoots) -> anyhow::Result<reqwest::ClientBuilder> {
     install_crypto_provider();
     let builder = reqwest::Client::builder();
@@ -276,6 +322,25 @@ pub fn https_client(roots: TlsRoots) -> anyhow::Result<reqwest::ClientBuilder> {
         TlsRoots::System => builder,
         TlsRoots::Mozilla => builder.tls_backend_preconfigured(mozilla_tls(Vec::new())?),
     })
+}
+
+/// rustls on ring for Twilio's API, verifying servers against `roots`: the
+/// same checks as [`https_client`] (the system's store through the platform
+/// verifier, which reads `SSL_CERT_FILE` and `SSL_CERT_DIR`, as reqwest does).
+fn api_tls(roots: TlsRoots) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls_platform_verifier::BuilderVerifierExt as _;
+    match roots {
+        TlsRoots::Mozilla => mozilla_tls(Vec::new()),
+        TlsRoots::System => {
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            Ok(rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .context("setting up TLS")?
+                .with_platform_verifier()
+                .context("reading the system's root certificates")?
+                .with_no_client_auth())
+        }
+    }
 }
 
 /// rustls on ring, trusting Mozilla's roots and `extra` (tests add their own CA).
@@ -296,11 +361,10 @@ fn mozilla_tls(extra: Vec<rustls::pki_types::CertificateDer<'static>>) -> anyhow
 /// The client; cheap to clone.
 #[derive(Clone)]
 pub struct TwilioClient {
-    http: reqwest::Client,
+    http: Transport,
     core_base: String,
     taskrouter_base: String,
     account_sid: AccountSid,
-    auth_token: SecretString,
     timeout: Duration,
 }
 
@@ -316,25 +380,37 @@ impl std::fmt::Debug for TwilioClient {
 
 enum Body {
     None,
-    Form(String),
+    Form(Bytes),
 }
 
 impl TwilioClient {
+    /// The client for `settings`, through the proxy the environment names
+    /// for Twilio's hosts, if any (`HTTPS_PROXY`, `NO_PROXY`: see
+    /// `twilio_api/transport.rs`).
     pub fn new(settings: &TwilioSettings) -> anyhow::Result<Self> {
-        let timeout = Duration::from_millis(settings.request_timeout_ms);
-        let http = https_client(settings.tls_roots)?
-            .timeout(timeout)
-            .connect_timeout(Duration::from_secs(5))
-            .pool_max_idle_per_host(64)
-            .user_agent(concat!("call-router/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let proxies = hyper_util::client::proxy::matcher::Matcher::from_env();
+        Self::with_tls(settings, api_tls(settings.tls_roots)?, &proxies)
+    }
+
+    fn with_tls(
+        settings: &TwilioSettings,
+        tls: rustls::ClientConfig,
+        proxies: &hyper_util::client::proxy::matcher::Matcher,
+    ) -> anyhow::Result<Self> {
+        // This client has its own provider; reqwest's, built later in the
+        // process (the sandbox's, webhooks'), take the process's.
+        install_crypto_provider();
+        let route = Route::for_bases(proxies, [settings.api_base_url.as_str(), settings.taskrouter_base_url.as_str()])?;
+        if let Route::Proxy { uri, .. } = &route {
+            tracing::info!(proxy = %transport::without_credentials(uri), "requests to Twilio's API go through a proxy");
+        }
+        let http = Transport::new(tls, route, settings.account_sid.as_str(), settings.auth_token.expose_secret())?;
         Ok(Self {
             http,
             core_base: settings.api_base_url.clone(),
             taskrouter_base: settings.taskrouter_base_url.clone(),
             account_sid: settings.account_sid.clone(),
-            auth_token: settings.auth_token.clone(),
-            timeout,
+            timeout: Duration::from_millis(settings.request_timeout_ms),
         })
     }
 
@@ -380,20 +456,27 @@ impl TwilioClient {
         status_seen: &mut Option<u16>,
     ) -> Result<Value, ApiError> {
         let url = format!("{}{}", self.base(api), path);
-        let mut req = match method {
-            "GET" => self.http.get(&url),
-            "DELETE" => self.http.delete(&url),
-            _ => self.http.post(&url),
-        }
-        .basic_auth(self.account_sid.as_str(), Some(self.auth_token.expose_secret()))
-        .header("Accept", "application/json");
-        if let Body::Form(form) = body {
-            req = req.header("Content-Type", "application/x-www-form-urlencoded").body(form.clone());
-        }
-        let resp = req.send().await.map_err(|e| self.transport(method, path, e))?;
-        let status = resp.status().as_u16();
-        *status_seen = Some(status);
-        let bytes = resp.bytes().await.map_err(|e| self.transport(method, path, e))?;
+        let form = match body {
+            Body::Form(form) => Some(form.clone()),
+            Body::None => None,
+        };
+        let method_ = match method {
+            "GET" => Method::GET,
+            "DELETE" => Method::DELETE,
+            _ => Method::POST,
+        };
+        // The timeout bounds the whole exchange: connecting, the answer's head and its body.
+        let exchange = async {
+            let resp = self.http.send(method_, &url, form, true).await?;
+            let status = resp.status().as_u16();
+            *status_seen = Some(status);
+            let bytes = resp.into_body().collect().await.map_err(TransportError::Read)?.to_bytes();
+            Ok::<_, TransportError>((status, bytes))
+        };
+        let (status, bytes) = match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(done) => done.map_err(|source| ApiError::Transport { method, path: path.to_owned(), source })?,
+            Err(_) => return Err(self.timed_out(method, path, self.timeout)),
+        };
         if (200..300).contains(&status) {
             if bytes.is_empty() || status == 204 {
                 return Ok(Value::Null);
@@ -415,12 +498,8 @@ impl TwilioClient {
         }
     }
 
-    fn transport(&self, method: &'static str, path: &str, e: reqwest::Error) -> ApiError {
-        if e.is_timeout() {
-            ApiError::Timeout { method, path: path.to_owned(), timeout_ms: self.timeout.as_millis() as u64 }
-        } else {
-            ApiError::Transport { method, path: path.to_owned(), source: e }
-        }
+    fn timed_out(&self, method: &'static str, path: &str, after: Duration) -> ApiError {
+        ApiError::Timeout { method, path: path.to_owned(), timeout_ms: after.as_millis() as u64 }
     }
 
     fn backoff() -> ExponentialBuilder {
@@ -458,7 +537,7 @@ impl TwilioClient {
     /// configured core base URL, so the account's credentials go nowhere
     /// else; otherwise the recording's path is built from its SID. Errors
     /// name the path, never the URL.
-    pub async fn fetch_recording(&self, recording_sid: &str, stored_url: &str) -> Result<reqwest::Response, ApiError> {
+    pub async fn fetch_recording(&self, recording_sid: &str, stored_url: &str) -> Result<Recording, ApiError> {
         let path = self.account_path(&format!("Recordings/{recording_sid}"));
         let ours = stored_url
             .strip_prefix(self.core_base.as_str())
@@ -467,17 +546,16 @@ impl TwilioClient {
             Some(rest) => format!("{}{rest}", self.core_base),
             None => format!("{}{path}", self.core_base),
         };
+        // The API's timeout is for API calls: the audio streams to a browser at
+        // the listener's pace, so the whole of it, head and body, has longer.
+        let allowed = RECORDING_TIMEOUT.max(self.timeout);
+        let deadline = tokio::time::Instant::now() + allowed;
         let started = std::time::Instant::now();
-        let sent = self
-            .http
-            .get(&url)
-            .basic_auth(self.account_sid.as_str(), Some(self.auth_token.expose_secret()))
-            // The client's timeout covers a whole request, body included: the
-            // audio streams to a browser at the listener's pace.
-            .timeout(RECORDING_TIMEOUT.max(self.timeout))
-            .send()
-            .await
-            .map_err(|e| self.transport("GET", &path, e.without_url()));
+        let sent = match tokio::time::timeout_at(deadline, self.http.send(Method::GET, &url, None, false)).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(source)) => Err(ApiError::Transport { method: "GET", path: path.clone(), source }),
+            Err(_) => Err(self.timed_out("GET", &path, allowed)),
+        };
         let status = match &sent {
             Ok(r) => r.status().as_u16().to_string(),
             Err(ApiError::Timeout { .. }) => "timeout".to_owned(),
@@ -487,9 +565,15 @@ impl TwilioClient {
         let resp = sent?;
         let status = resp.status().as_u16();
         if (200..300).contains(&status) {
-            return Ok(resp);
+            return Ok(Recording { resp, deadline });
         }
-        let bytes = resp.bytes().await.map_err(|e| self.transport("GET", &path, e.without_url()))?;
+        let bytes = match tokio::time::timeout_at(deadline, resp.into_body().collect()).await {
+            Ok(Ok(body)) => body.to_bytes(),
+            Ok(Err(e)) => {
+                return Err(ApiError::Transport { method: "GET", path, source: TransportError::Read(e) });
+            }
+            Err(_) => return Err(self.timed_out("GET", &path, allowed)),
+        };
         match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(body) => Err(ApiError::Twilio { method: "GET", path, body }),
             Err(_) => Err(ApiError::Http {
@@ -507,12 +591,12 @@ impl TwilioClient {
 
     /// Updates an existing resource (POST to its URL); safe to repeat.
     pub async fn update(&self, api: Api, path: &str, params: &Params) -> Result<Value, ApiError> {
-        self.send_idempotent("POST", api, path, Body::Form(params.encode())).await
+        self.send_idempotent("POST", api, path, Body::Form(params.encode().into())).await
     }
 
     /// Creates a resource; never repeated after a timeout.
     pub async fn create(&self, api: Api, path: &str, params: &Params) -> Result<Value, ApiError> {
-        self.send_create(api, path, Body::Form(params.encode())).await
+        self.send_create(api, path, Body::Form(params.encode().into())).await
     }
 
     pub async fn delete(&self, api: Api, path: &str) -> Result<(), ApiError> {
@@ -1067,14 +1151,37 @@ mod tests {
 }
 
 #[cfg(test)]
-mod recording_tests {
+mod request_tests {
     use super::*;
+
+    const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
+
+    fn settings(base: &str, request_timeout_ms: u64) -> TwilioSettings {
+        TwilioSettings {
+            account_sid: ACCOUNT.parse().unwrap(),
+            auth_token: "x".repeat(32).into(),
+            api_base_url: base.parse().unwrap(),
+            taskrouter_base_url: base.parse().unwrap(),
+            workspace_sid: None,
+            workflow_sid: None,
+            request_timeout_ms,
+            tls_roots: TlsRoots::Mozilla,
+        }
+    }
+
+    /// Serves `app` on a loopback port; its base URL.
+    async fn serve(app: axum::Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        base
+    }
 
     /// A recording that takes longer to stream than the client's request
     /// timeout arrives whole: that timeout is for API calls, not audio.
     #[tokio::test]
     async fn a_recording_slower_than_the_request_timeout_streams_whole() {
-        const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
+        use futures_util::TryStreamExt as _;
         const RECORDING: &str = "RE0123456789abcdef0123456789abcdef";
         let chunks = || {
             futures_util::stream::unfold(0u8, |n| async move {
@@ -1088,24 +1195,143 @@ mod recording_tests {
         let path = format!("/2010-04-01/Accounts/{ACCOUNT}/Recordings/{RECORDING}");
         let app = axum::Router::new()
             .route(&path, axum::routing::get(move || async move { axum::body::Body::from_stream(chunks()) }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        let settings = TwilioSettings {
-            account_sid: ACCOUNT.parse().unwrap(),
-            auth_token: "x".repeat(32).into(),
-            api_base_url: base.parse().unwrap(),
-            taskrouter_base_url: base.parse().unwrap(),
-            workspace_sid: None,
-            workflow_sid: None,
-            request_timeout_ms: 400,
-            tls_roots: TlsRoots::Mozilla,
-        };
-        let client = TwilioClient::new(&settings).unwrap();
-        let resp = client.fetch_recording(RECORDING, &format!("{base}{path}")).await.unwrap();
-        let body = resp.bytes().await.expect("the whole body, past the 400 ms request timeout");
+        let base = serve(app).await;
+        let client = TwilioClient::new(&settings(&base, 400)).unwrap();
+        let recording = client.fetch_recording(RECORDING, &format!("{base}{path}")).await.unwrap();
+        let chunks: Vec<Bytes> =
+            recording.into_stream().try_collect().await.expect("the whole body, past the 400 ms request timeout");
+        let body = chunks.concat();
         assert_eq!(body.len(), 4000);
         assert_eq!(body[3999], 3);
+    }
+
+    /// What a create reaches the server as: one POST with the account's basic
+    /// auth, our user agent, JSON accepted, and the form as sent.
+    #[tokio::test]
+    async fn a_create_sends_the_credentials_and_the_form() {
+        use axum::http::HeaderMap;
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let app = axum::Router::new().route(
+            "/2010-04-01/Accounts/{account}/Things.json",
+            axum::routing::post({
+                let seen = seen.clone();
+                move |headers: HeaderMap, body: String| async move {
+                    let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_owned());
+                    seen.lock().unwrap().push((
+                        header("authorization"),
+                        header("user-agent"),
+                        header("accept"),
+                        header("content-type"),
+                        body,
+                    ));
+                    (axum::http::StatusCode::CREATED, axum::Json(serde_json::json!({ "sid": "TH1" })))
+                }
+            }),
+        );
+        let base = serve(app).await;
+        let client = TwilioClient::new(&settings(&base, 2000)).unwrap();
+        let mut params = Params::new();
+        params.push("To", "+15551230000").push("Url", "https://example.com/a?b=c&d=e");
+        let made = client.create(Api::Core, &client.account_path("Things.json"), &params).await.unwrap();
+        assert_eq!(made, serde_json::json!({ "sid": "TH1" }));
+        let seen = seen.lock().unwrap();
+        let [(auth, agent, accept, content_type, body)] = seen.as_slice() else { panic!("one request: {seen:?}") };
+        use base64::Engine as _;
+        let expected = base64::engine::general_purpose::STANDARD.encode(format!("{ACCOUNT}:{}", "x".repeat(32)));
+        assert_eq!(auth.as_deref(), Some(format!("Basic {expected}").as_str()));
+        assert!(agent.as_deref().is_some_and(|a| a.starts_with("call-router/")), "{agent:?}");
+        assert_eq!(accept.as_deref(), Some("application/json"));
+        assert_eq!(content_type.as_deref(), Some("application/x-www-form-urlencoded"));
+        assert_eq!(body, "To=%2B15551230000&Url=https%3A%2F%2Fexample.com%2Fa%3Fb%3Dc%26d%3De");
+    }
+
+    /// A server that takes the request and never answers: the create ends in
+    /// a timeout (Twilio may have acted), after the request timeout, and is
+    /// not sent again.
+    #[tokio::test]
+    async fn a_create_without_an_answer_times_out_once() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        tokio::spawn({
+            let accepted = accepted.clone();
+            async move {
+                let mut held = Vec::new();
+                while let Ok((socket, _)) = listener.accept().await {
+                    accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    held.push(socket);
+                }
+            }
+        });
+        let client = TwilioClient::new(&settings(&base, 300)).unwrap();
+        let started = std::time::Instant::now();
+        let err = client.create(Api::Core, "/2010-04-01/Calls.json", &Params::new()).await.unwrap_err();
+        assert!(matches!(err, ApiError::Timeout { timeout_ms: 300, .. }), "{err}");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "sent once");
+    }
+
+    /// With a proxy set for Twilio's hosts, requests go through its CONNECT
+    /// tunnel, with its credentials, and come back whole.
+    #[tokio::test]
+    async fn a_proxy_set_for_twilio_carries_the_requests_through_its_tunnel() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let app = axum::Router::new().route(
+            "/2010-04-01/Accounts.json",
+            axum::routing::get(|| async { axum::Json(serde_json::json!({ "via": "tunnel" })) }),
+        );
+        let base = serve(app).await;
+        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy_addr = proxy.local_addr().unwrap();
+        let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        tokio::spawn({
+            let heads = heads.clone();
+            async move {
+                while let Ok((mut client, _)) = proxy.accept().await {
+                    let heads = heads.clone();
+                    tokio::spawn(async move {
+                        let mut head = Vec::new();
+                        let mut byte = [0u8; 1];
+                        while !head.ends_with(b"\r\n\r\n") {
+                            if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            head.push(byte[0]);
+                        }
+                        let head = String::from_utf8(head).unwrap();
+                        let target = head.split(' ').nth(1).unwrap().to_owned();
+                        heads.lock().unwrap().push(head);
+                        let mut upstream = tokio::net::TcpStream::connect(target).await.unwrap();
+                        client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.unwrap();
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    });
+                }
+            }
+        });
+        let proxies =
+            hyper_util::client::proxy::matcher::Matcher::builder().all(format!("http://ops:pw@{proxy_addr}")).build();
+        let client =
+            TwilioClient::with_tls(&settings(&base, 2000), api_tls(TlsRoots::Mozilla).unwrap(), &proxies).unwrap();
+        let answer = client.get(Api::Core, "/2010-04-01/Accounts.json").await.unwrap();
+        assert_eq!(answer, serde_json::json!({ "via": "tunnel" }));
+        let heads = heads.lock().unwrap();
+        let [head] = heads.as_slice() else { panic!("one tunnel: {heads:?}") };
+        let target = base.trim_start_matches("http://");
+        assert!(head.starts_with(&format!("CONNECT {target} HTTP/1.1\r\n")), "{head}");
+        assert!(head.to_ascii_lowercase().contains("proxy-authorization: basic b3bzonb3"), "{head}");
+    }
+
+    /// Nothing listens: a transport error that says why.
+    #[tokio::test]
+    async fn a_refused_connection_is_a_transport_error_that_says_so() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let client = TwilioClient::new(&settings(&base, 2000)).unwrap();
+        let err = client.create(Api::Core, "/2010-04-01/Calls.json", &Params::new()).await.unwrap_err();
+        assert!(matches!(err, ApiError::Transport { .. }), "{err}");
+        assert!(err.to_string().contains("Connection refused"), "{err}");
     }
 }
 
@@ -1153,7 +1379,7 @@ mod tls_tests {
                             Ok(n) => request.extend_from_slice(&buf[..n]),
                         }
                     }
-                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\nconnection: close\r\n\r\n{\"ok\":true}";
                     let _ = tls.write_all(answer).await;
                     let _ = tls.shutdown().await;
                 });
@@ -1183,6 +1409,42 @@ mod tls_tests {
         let client = reqwest::Client::builder().tls_backend_preconfigured(tls).build().unwrap();
         let answer = client.get(&url).send().await.expect("a trusted certificate is accepted");
         assert_eq!(answer.status(), 200);
-        assert_eq!(answer.text().await.unwrap(), "ok");
+        assert_eq!(answer.text().await.unwrap(), r#"{"ok":true}"#);
+    }
+
+    fn api_client(url: &str, tls: rustls::ClientConfig) -> TwilioClient {
+        let base = url.trim_end_matches('/');
+        let settings = TwilioSettings {
+            account_sid: "AC0123456789abcdef0123456789abcdef".parse().unwrap(),
+            auth_token: "x".repeat(32).into(),
+            api_base_url: base.parse().unwrap(),
+            taskrouter_base_url: base.parse().unwrap(),
+            workspace_sid: None,
+            workflow_sid: None,
+            request_timeout_ms: 5000,
+            tls_roots: TlsRoots::Mozilla,
+        };
+        TwilioClient::with_tls(&settings, tls, &hyper_util::client::proxy::matcher::Matcher::builder().build()).unwrap()
+    }
+
+    /// The client for Twilio's API checks certificates against Mozilla's
+    /// roots too: a certificate from an unknown CA is refused, and the error
+    /// says why.
+    #[tokio::test]
+    async fn the_api_client_refuses_a_certificate_from_an_unknown_ca() {
+        let url = untrusted_https_server().await;
+        let client = api_client(&url, api_tls(TlsRoots::Mozilla).unwrap());
+        let err = client.get(Api::Core, "/2010-04-01/Accounts.json").await.expect_err("must be refused");
+        assert!(matches!(err, ApiError::Transport { .. }), "{err}");
+        assert!(err.to_string().contains("UnknownIssuer"), "refused for another reason: {err}");
+    }
+
+    /// ... and speaks HTTPS once the server's CA is among its roots.
+    #[tokio::test]
+    async fn the_api_client_talks_to_a_server_whose_ca_it_trusts() {
+        let url = untrusted_https_server().await;
+        let client = api_client(&url, mozilla_tls(vec![pem_cert("ca.pem")]).unwrap());
+        let answer = client.get(Api::Core, "/2010-04-01/Accounts.json").await.expect("a trusted certificate");
+        assert_eq!(answer, serde_json::json!({ "ok": true }));
     }
 }

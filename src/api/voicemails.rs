@@ -229,16 +229,7 @@ async fn audio(State(state): State<AppState>, Path(recording_sid): Path<String>)
     let content_type =
         resp.headers().get(header::CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static("audio/x-wav"));
     let length = resp.headers().get(header::CONTENT_LENGTH).cloned();
-    // Chunk by chunk as Twilio sends them: nothing is held whole in memory.
-    let chunks = futures_util::stream::unfold(Some(resp), |resp| async move {
-        let mut resp = resp?;
-        match resp.chunk().await {
-            Ok(Some(bytes)) => Some((Ok(bytes), Some(resp))),
-            Ok(None) => None,
-            Err(e) => Some((Err(e.without_url()), None)),
-        }
-    });
-    let mut out = Response::new(Body::from_stream(chunks));
+    let mut out = Response::new(Body::from_stream(resp.into_stream()));
     let headers = out.headers_mut();
     headers.insert(header::CONTENT_TYPE, content_type);
     if let Some(l) = length {
