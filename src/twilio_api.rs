@@ -397,6 +397,16 @@ impl TwilioClient {
         tls: rustls::ClientConfig,
         proxies: &hyper_util::client::proxy::matcher::Matcher,
     ) -> anyhow::Result<Self> {
+        Self::with_tls_within(settings, tls, proxies, transport::CONNECT_TIMEOUT)
+    }
+
+    /// As [`TwilioClient::with_tls`], with new connections set up within `connect_within`.
+    fn with_tls_within(
+        settings: &TwilioSettings,
+        tls: rustls::ClientConfig,
+        proxies: &hyper_util::client::proxy::matcher::Matcher,
+        connect_within: Duration,
+    ) -> anyhow::Result<Self> {
         // This client has its own provider; reqwest's, built later in the
         // process (the sandbox's, webhooks'), take the process's.
         install_crypto_provider();
@@ -404,7 +414,13 @@ impl TwilioClient {
         if let Route::Proxy { uri, .. } = &route {
             tracing::info!(proxy = %transport::without_credentials(uri), "requests to Twilio's API go through a proxy");
         }
-        let http = Transport::new(tls, route, settings.account_sid.as_str(), settings.auth_token.expose_secret())?;
+        let http = Transport::new(
+            tls,
+            route,
+            connect_within,
+            settings.account_sid.as_str(),
+            settings.auth_token.expose_secret(),
+        )?;
         Ok(Self {
             http,
             core_base: settings.api_base_url.clone(),
@@ -1272,18 +1288,12 @@ mod request_tests {
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "sent once");
     }
 
-    /// With a proxy set for Twilio's hosts, requests go through its CONNECT
-    /// tunnel, with its credentials, and come back whole.
-    #[tokio::test]
-    async fn a_proxy_set_for_twilio_carries_the_requests_through_its_tunnel() {
+    /// A CONNECT proxy on loopback: its address, and the head of each
+    /// CONNECT it took.
+    pub(super) async fn connect_proxy() -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let app = axum::Router::new().route(
-            "/2010-04-01/Accounts.json",
-            axum::routing::get(|| async { axum::Json(serde_json::json!({ "via": "tunnel" })) }),
-        );
-        let base = serve(app).await;
         let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let proxy_addr = proxy.local_addr().unwrap();
+        let addr = proxy.local_addr().unwrap();
         let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         tokio::spawn({
             let heads = heads.clone();
@@ -1309,6 +1319,19 @@ mod request_tests {
                 }
             }
         });
+        (addr, heads)
+    }
+
+    /// With a proxy set for Twilio's hosts, requests go through its CONNECT
+    /// tunnel, with its credentials, and come back whole.
+    #[tokio::test]
+    async fn a_proxy_set_for_twilio_carries_the_requests_through_its_tunnel() {
+        let app = axum::Router::new().route(
+            "/2010-04-01/Accounts.json",
+            axum::routing::get(|| async { axum::Json(serde_json::json!({ "via": "tunnel" })) }),
+        );
+        let base = serve(app).await;
+        let (proxy_addr, heads) = connect_proxy().await;
         let proxies =
             hyper_util::client::proxy::matcher::Matcher::builder().all(format!("http://ops:pw@{proxy_addr}")).build();
         let client =
@@ -1320,6 +1343,63 @@ mod request_tests {
         let target = base.trim_start_matches("http://");
         assert!(head.starts_with(&format!("CONNECT {target} HTTP/1.1\r\n")), "{head}");
         assert!(head.to_ascii_lowercase().contains("proxy-authorization: basic b3bzonb3"), "{head}");
+    }
+
+    /// A server that takes the connection and never starts TLS: the request
+    /// ends at the connect timeout, long before the request timeout, and says
+    /// why.
+    #[tokio::test]
+    async fn a_stalled_tls_handshake_ends_at_the_connect_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("https://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let none = hyper_util::client::proxy::matcher::Matcher::builder().build();
+        let tls = api_tls(TlsRoots::Mozilla).unwrap();
+        let client =
+            TwilioClient::with_tls_within(&settings(&base, 10_000), tls, &none, Duration::from_millis(200)).unwrap();
+        let started = std::time::Instant::now();
+        let err = client.create(Api::Core, "/2010-04-01/Calls.json", &Params::new()).await.unwrap_err();
+        assert!(matches!(err, ApiError::Transport { .. }), "{err}");
+        assert!(err.to_string().contains("no connection within 200 ms"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    }
+
+    /// A recording still arriving at its deadline ends in an error, not
+    /// whole-looking audio cut short.
+    #[tokio::test]
+    async fn a_recording_past_its_deadline_ends_in_an_error() {
+        use futures_util::StreamExt as _;
+        let chunks = || {
+            futures_util::stream::unfold(0u8, |n| async move {
+                if n > 0 {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                (n < 3).then(|| (Ok::<_, std::convert::Infallible>(vec![n; 1000]), n + 1))
+            })
+        };
+        let app = axum::Router::new()
+            .route("/audio", axum::routing::get(move || async move { axum::body::Body::from_stream(chunks()) }));
+        let base = serve(app).await;
+        let client = TwilioClient::new(&settings(&base, 2000)).unwrap();
+        let resp = client.http.send(Method::GET, &format!("{base}/audio"), None, false).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(450);
+        let mut stream = std::pin::pin!(Recording { resp, deadline }.into_stream());
+        let mut got = 0;
+        let end = loop {
+            match stream.next().await {
+                Some(Ok(bytes)) => got += bytes.len(),
+                Some(Err(e)) => break e,
+                None => panic!("the stream ended as if whole after {got} bytes"),
+            }
+        };
+        assert_eq!(end.kind(), std::io::ErrorKind::TimedOut, "{end}");
+        assert!(got < 3000, "{got}");
+        assert!(stream.next().await.is_none(), "nothing after the error");
     }
 
     /// Nothing listens: a transport error that says why.
@@ -1354,6 +1434,12 @@ mod tls_tests {
     /// Serves HTTPS on loopback with a certificate for 127.0.0.1 from a CA
     /// that no root store holds, answering every request "ok"; its URL.
     async fn untrusted_https_server() -> String {
+        untrusted_https_server_on("127.0.0.1").await
+    }
+
+    /// [`untrusted_https_server`] on another loopback address (its
+    /// certificate names only 127.0.0.1 and localhost).
+    async fn untrusted_https_server_on(ip: &str) -> String {
         let key = PrivateKeyDer::from_pem_file(format!("{FIXTURES}/server.key")).expect("the test key");
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
@@ -1363,8 +1449,8 @@ mod tls_tests {
             .with_single_cert(vec![pem_cert("server.pem"), pem_cert("ca.pem")], key)
             .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("https://127.0.0.1:{}/", listener.local_addr().unwrap().port());
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+        let url = format!("https://{ip}:{}/", listener.local_addr().unwrap().port());
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let acceptor = acceptor.clone();
@@ -1446,5 +1532,48 @@ mod tls_tests {
         let client = api_client(&url, mozilla_tls(vec![pem_cert("ca.pem")]).unwrap());
         let answer = client.get(Api::Core, "/2010-04-01/Accounts.json").await.expect("a trusted certificate");
         assert_eq!(answer, serde_json::json!({ "ok": true }));
+    }
+
+    /// ... but not to a server whose certificate names another host, though
+    /// its CA is trusted.
+    #[tokio::test]
+    async fn the_api_client_refuses_a_trusted_certificate_for_another_host() {
+        let url = untrusted_https_server_on("127.0.0.2").await;
+        let client = api_client(&url, mozilla_tls(vec![pem_cert("ca.pem")]).unwrap());
+        let err = client.get(Api::Core, "/2010-04-01/Accounts.json").await.expect_err("must be refused");
+        assert!(err.to_string().contains("not valid for name"), "refused for another reason: {err}");
+    }
+
+    /// Through a proxy's tunnel, TLS is between the client and Twilio's
+    /// host: the certificate is checked against the host's name, and the
+    /// proxy sees only the CONNECT.
+    #[tokio::test]
+    async fn https_through_a_proxys_tunnel_checks_the_hosts_certificate() {
+        let url = untrusted_https_server().await;
+        let (proxy_addr, heads) = super::request_tests::connect_proxy().await;
+        let proxies =
+            hyper_util::client::proxy::matcher::Matcher::builder().all(format!("http://{proxy_addr}")).build();
+        let settings = |base: &str| TwilioSettings {
+            account_sid: "AC0123456789abcdef0123456789abcdef".parse().unwrap(),
+            auth_token: "x".repeat(32).into(),
+            api_base_url: base.parse().unwrap(),
+            taskrouter_base_url: base.parse().unwrap(),
+            workspace_sid: None,
+            workflow_sid: None,
+            request_timeout_ms: 5000,
+            tls_roots: TlsRoots::Mozilla,
+        };
+        let base = url.trim_end_matches('/');
+        let trusting = mozilla_tls(vec![pem_cert("ca.pem")]).unwrap();
+        let client = TwilioClient::with_tls(&settings(base), trusting, &proxies).unwrap();
+        let answer = client.get(Api::Core, "/2010-04-01/Accounts.json").await.expect("through the tunnel");
+        assert_eq!(answer, serde_json::json!({ "ok": true }));
+        let untrusting =
+            TwilioClient::with_tls(&settings(base), api_tls(TlsRoots::Mozilla).unwrap(), &proxies).unwrap();
+        let err = untrusting.get(Api::Core, "/2010-04-01/Accounts.json").await.expect_err("must be refused");
+        assert!(err.to_string().contains("UnknownIssuer"), "refused for another reason: {err}");
+        let heads = heads.lock().unwrap();
+        let target = base.trim_start_matches("https://");
+        assert!(!heads.is_empty() && heads.iter().all(|h| h.starts_with(&format!("CONNECT {target} "))), "{heads:?}");
     }
 }

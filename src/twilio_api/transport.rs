@@ -8,14 +8,21 @@
 //! server (see docs/bench-history.md). The client under it is this one.
 //!
 //! What reqwest did and this does too: certificates checked against
-//! Mozilla's or the system's roots, `TCP_NODELAY`, a connect timeout, kept-alive
-//! connections (up to 64 idle per host, closed after 90 s idle), a request
-//! sent again by hyper only when its connection closed before it was written,
-//! and the proxy named by `HTTPS_PROXY` (or `ALL_PROXY`, `HTTP_PROXY` for an
-//! `http://` base URL; `NO_PROXY` exempts hosts), reached through a CONNECT
-//! tunnel (see [`Route`]). What it does not: follow redirects (Twilio's API
-//! sends none), or reach a proxy over TLS or SOCKS.
+//! Mozilla's or the system's roots; `TCP_NODELAY`, TCP keepalive (15 s, then
+//! every 15 s, 3 probes) and `TCP_USER_TIMEOUT` (30 s), so that a connection a
+//! firewall dropped while it idled in the pool is found dead rather than
+//! written into; 5 s to connect, the proxy's CONNECT and the TLS handshake
+//! included ([`Bounded`]); kept-alive connections (up to 64 idle per host,
+//! closed after 90 s idle); a request sent again by hyper only when its
+//! connection closed before it was written; and the proxy named by
+//! `HTTPS_PROXY` (or `ALL_PROXY`, `HTTP_PROXY` for an `http://` base URL;
+//! `NO_PROXY` exempts hosts), reached through a CONNECT tunnel (see
+//! [`Route`]). What it does not: follow redirects (Twilio's API sends none),
+//! or reach a proxy over TLS or SOCKS.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -43,6 +50,66 @@ type Connector = Either<
 
 const AGENT: &str = concat!("call-router/", env!("CARGO_PKG_VERSION"));
 
+/// How long a new connection may take: TCP, the proxy's CONNECT and TLS.
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The connector with one deadline over all of a new connection's set-up,
+/// which hyper may also run in the background, where no request's timeout
+/// bounds it. An `http://` destination gets its port written out (80), so
+/// that a proxy's tunnel goes to it rather than to 443.
+#[derive(Clone)]
+struct Bounded {
+    inner: HttpsConnector<Connector>,
+    within: Duration,
+}
+
+/// A connection not set up within [`CONNECT_TIMEOUT`].
+#[derive(Debug, thiserror::Error)]
+#[error("no connection within {} ms (TCP, a proxy's CONNECT and TLS)", .0.as_millis())]
+struct ConnectTimedOut(Duration);
+
+type Connecting =
+    Pin<Box<dyn Future<Output = Result<<HttpsConnector<Connector> as Service<http::Uri>>::Response, BoxError>> + Send>>;
+
+impl Service<http::Uri> for Bounded {
+    type Response = <HttpsConnector<Connector> as Service<http::Uri>>::Response;
+    type Error = BoxError;
+    type Future = Connecting;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, dst: http::Uri) -> Connecting {
+        let dst = with_port(dst);
+        let connecting = self.inner.call(dst);
+        let within = self.within;
+        Box::pin(async move {
+            match tokio::time::timeout(within, connecting).await {
+                Ok(connected) => connected,
+                Err(_) => Err(Box::new(ConnectTimedOut(within)) as BoxError),
+            }
+        })
+    }
+}
+
+/// `dst` with its port written out when it is an `http://` URI without one.
+fn with_port(dst: http::Uri) -> http::Uri {
+    if dst.scheme_str() != Some("http") || dst.port().is_some() {
+        return dst;
+    }
+    let Some(host) = dst.host() else { return dst };
+    let authority = format!("{host}:80");
+    let mut parts = dst.clone().into_parts();
+    match authority.parse() {
+        Ok(a) => {
+            parts.authority = Some(a);
+            http::Uri::from_parts(parts).unwrap_or(dst)
+        }
+        Err(_) => dst,
+    }
+}
+
 /// Why a request got no answer, or no whole one.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -59,18 +126,29 @@ pub enum TransportError {
 /// The pooled client, with the account's credentials; cheap to clone.
 #[derive(Clone)]
 pub(super) struct Transport {
-    client: Client<HttpsConnector<Connector>, Full<Bytes>>,
+    client: Client<Bounded, Full<Bytes>>,
     /// `Basic base64(account:token)`, marked sensitive.
     authorization: HeaderValue,
 }
 
 impl Transport {
-    pub(super) fn new(tls: rustls::ClientConfig, route: Route, account: &str, token: &str) -> anyhow::Result<Self> {
+    /// A client over `tls` by `route`, whose new connections must be set up
+    /// within `connect_within` ([`CONNECT_TIMEOUT`] but in tests).
+    pub(super) fn new(
+        tls: rustls::ClientConfig,
+        route: Route,
+        connect_within: Duration,
+        account: &str,
+        token: &str,
+    ) -> anyhow::Result<Self> {
         use base64::Engine as _;
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(Duration::from_secs(5)));
+        tcp.set_keepalive(Some(Duration::from_secs(15)));
+        tcp.set_keepalive_interval(Some(Duration::from_secs(15)));
+        tcp.set_keepalive_retries(Some(3));
+        tcp.set_tcp_user_timeout(Some(Duration::from_secs(30)));
         let connector: Connector = match route {
             Route::Direct => Either::Left(tcp.map_err(|e| Box::new(e) as BoxError)),
             Route::Proxy { uri, auth } => {
@@ -90,7 +168,7 @@ impl Transport {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(64)
-            .build(https);
+            .build(Bounded { inner: https, within: connect_within });
         let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{account}:{token}"));
         let mut authorization =
             HeaderValue::try_from(format!("Basic {encoded}")).context("the credentials make no valid header")?;
@@ -113,9 +191,8 @@ impl Transport {
             .uri(url)
             .header(AUTHORIZATION, self.authorization.clone())
             .header(USER_AGENT, HeaderValue::from_static(AGENT));
-        if accept_json {
-            req = req.header(ACCEPT, HeaderValue::from_static("application/json"));
-        }
+        let accept = if accept_json { "application/json" } else { "*/*" };
+        req = req.header(ACCEPT, HeaderValue::from_static(accept));
         let body = match form {
             Some(form) => {
                 req = req.header(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
@@ -221,13 +298,22 @@ mod tests {
     }
 
     #[test]
-    fn a_tls_or_socks_proxy_is_refused_without_showing_its_password() {
-        for proxy in ["https://ops:s3cret@10.0.0.1:3128", "socks5://ops:s3cret@10.0.0.1:1080"] {
+    fn a_tls_or_socks_proxy_is_refused_with_the_reason() {
+        for proxy in ["https://10.0.0.1:3128", "socks5://10.0.0.1:1080"] {
             let proxies = Matcher::builder().https(proxy).build();
             let err = Route::for_bases(&proxies, [CORE, TASKROUTER]).unwrap_err().to_string();
             assert!(err.contains("not an http:// proxy"), "{err}");
-            assert!(!err.contains("s3cret"), "the password is shown: {err}");
         }
+    }
+
+    /// A tunnel goes to the port the base URL means, 80 for `http://`
+    /// (hyper's tunnel would take 443).
+    #[test]
+    fn an_http_destination_gets_its_port_written_out() {
+        let port = |uri: &str| with_port(uri.parse().unwrap()).to_string();
+        assert_eq!(port("http://sandbox.example/"), "http://sandbox.example:80/");
+        assert_eq!(port("http://sandbox.example:8080/"), "http://sandbox.example:8080/");
+        assert_eq!(port("https://api.twilio.com/"), "https://api.twilio.com/");
     }
 
     /// A proxy whose URI cannot be shown without its password keeps it out.
