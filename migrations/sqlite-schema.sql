@@ -14,6 +14,7 @@
 -- migration 9 b5cd72b4a16db4821a4f1382f7e3921d941d96766915393da999dbfcb4c705024b0e559b740e0dcf28d3888218b329b6
 -- migration 10 fe3738fb09ef6a0cdfb358eb7c5580c16b3ad43730767e38db436257a72eb538bbe26f67455797dc7a6733999e7d11bd
 -- migration 11 9c74090ea5fd26f36bf0a252881b39e893e58caef4023c0ff2853bf58f863af849aa113817130abba70f558ad29757cb
+-- migration 12 89b3c3c91c7b85202665b0c711637a39a0f2ccac1e1a90665cd9870abfd8fbd77af4324f9746108fa54ab26530a57667
 
 CREATE TABLE locations (
     name          TEXT PRIMARY KEY,
@@ -95,11 +96,6 @@ CREATE TABLE journeys (
     updated_at_ms BIGINT NOT NULL
 , location TEXT, caller_state TEXT, waiting_since_ms BIGINT);
 
-CREATE TABLE journey_keys (
-    sid        TEXT PRIMARY KEY,
-    journey_id BIGINT NOT NULL
-);
-
 CREATE TABLE leases (
     name     TEXT PRIMARY KEY,
     owner    TEXT NOT NULL,
@@ -118,6 +114,11 @@ CREATE TABLE voicemails (
     transcription_status TEXT,
     listened_at_ms       BIGINT
 , kind TEXT NOT NULL DEFAULT 'recording', waiting_since_ms BIGINT);
+
+CREATE TABLE "journey_keys" (
+    sid        TEXT PRIMARY KEY,
+    journey_id BIGINT NOT NULL
+) WITHOUT ROWID;
 
 CREATE INDEX call_statuses_call ON call_statuses (call_sid);
 

@@ -478,6 +478,42 @@ mod tests {
         assert_eq!(indexes, 1, "journeys_waiting is there");
     }
 
+    /// Migration 12 rebuilds SQLite's `journey_keys` without a rowid: the
+    /// keys already there still find their journeys, and a key written again
+    /// still changes nothing.
+    #[tokio::test]
+    async fn journey_keys_keep_their_rows_when_they_lose_their_rowid() {
+        let Some(db) = Backend::Sqlite.database().await else { return };
+        sqlx::any::install_default_drivers();
+        let pool = AnyPool::connect(&sqlite_url_with_create(&db.url)).await.unwrap();
+        SQLITE_MIGRATIONS.run_to(11, &pool).await.unwrap();
+        for (sid, journey) in [("CA01", 1i64), ("WT01", 1), ("WR02", 2)] {
+            sqlx::query("INSERT INTO journey_keys (sid, journey_id) VALUES ($1, $2)")
+                .bind(sid)
+                .bind(journey)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        SQLITE_MIGRATIONS.run(&pool).await.unwrap();
+        let sql: String = sqlx::query_scalar("SELECT sql FROM sqlite_schema WHERE name = 'journey_keys'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert!(sql.ends_with("WITHOUT ROWID"), "{sql}");
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT sid, journey_id FROM journey_keys ORDER BY sid").fetch_all(&pool).await.unwrap();
+        assert_eq!(rows, [("CA01".to_owned(), 1), ("WR02".to_owned(), 2), ("WT01".to_owned(), 1)]);
+        let again =
+            sqlx::query("INSERT INTO journey_keys (sid, journey_id) VALUES ($1, $2) ON CONFLICT (sid) DO NOTHING")
+                .bind("WR02")
+                .bind(9i64)
+                .execute(&pool)
+                .await
+                .unwrap();
+        assert_eq!(again.rows_affected(), 0);
+    }
+
     async fn migrations_are_skipped_when_none_is_pending_and_applied_when_one_is(backend: Backend) {
         let Some((s, db)) = store(backend).await else { return };
         let migrator = match s.backend() {
