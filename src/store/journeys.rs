@@ -18,7 +18,7 @@ use sqlx::Row;
 
 use super::StatusRecord;
 use super::outbox::{Desk, Handed};
-use super::sql::{Conn, args};
+use super::sql::{Conn, args, insert};
 use super::voicemails::{NewVoicemail, Transcription};
 use crate::domain::Outcome;
 use crate::journey::{self, Answer, Command, Event, Journey, Policy};
@@ -460,12 +460,13 @@ async fn load<C: Conn>(c: &mut C, id: i64) -> anyhow::Result<Option<(i64, Journe
 
 /// A new journey's row, at version 1, as [`save`] would leave it; its id.
 async fn insert_new<C: Conn>(c: &mut C, journey: &Journey, now: i64) -> anyhow::Result<i64> {
-    let rows = c
-        .fetch(
-            "INSERT INTO journeys (state_json, version, wake_at_ms, closed, degraded, created_at_ms, updated_at_ms,
-                 location, caller_state, waiting_since_ms)
-             VALUES ($1, 1, $2, $3, $4, $5, $5, $6, $7, $8)
-             RETURNING id",
+    let id = c
+        .insert_id(
+            insert!(
+                "INSERT INTO journeys (state_json, version, wake_at_ms, closed, degraded, created_at_ms, updated_at_ms,
+                     location, caller_state, waiting_since_ms)
+                 VALUES ($1, 1, $2, $3, $4, $5, $5, $6, $7, $8)"
+            ),
             args![
                 &state_json(journey)?,
                 journey.wake_at().map(|t| t.as_millisecond()),
@@ -478,7 +479,7 @@ async fn insert_new<C: Conn>(c: &mut C, journey: &Journey, now: i64) -> anyhow::
             ],
         )
         .await?;
-    rows.first().context("no id for a new journey")?.int(0)
+    id.context("no id for a new journey")
 }
 
 /// What a journey's row keeps of it. A call token is kept only while the

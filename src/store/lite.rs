@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use rusqlite::types::ValueRef;
 
-use super::sql::{Arg, Cell, Conn, Row};
+use super::sql::{Arg, Cell, Conn, Insert, Row};
 
 /// Enough for every statement the writer runs, so none is prepared twice.
 const STATEMENT_CACHE: usize = 64;
@@ -157,6 +157,12 @@ impl LiteConn<'_> {
         Ok(st.raw_execute()? as u64)
     }
 
+    /// An INSERT of one row; its rowid, or None when it inserted none.
+    fn insert_now(&self, sql: &'static str, args: &[Arg<'_>]) -> anyhow::Result<Option<i64>> {
+        let inserted = self.execute_now(sql, args)?;
+        Ok((inserted > 0).then(|| self.0.last_insert_rowid()))
+    }
+
     fn fetch_now(&self, sql: &'static str, args: &[Arg<'_>]) -> anyhow::Result<Vec<Row>> {
         let mut st = self.prepare(sql, args)?;
         let columns = st.column_count();
@@ -191,6 +197,10 @@ impl Conn for LiteConn<'_> {
 
     fn fetch(&mut self, sql: &'static str, args: &[Arg<'_>]) -> impl Future<Output = anyhow::Result<Vec<Row>>> {
         std::future::ready(self.fetch_now(sql, args))
+    }
+
+    fn insert_id(&mut self, insert: Insert, args: &[Arg<'_>]) -> impl Future<Output = anyhow::Result<Option<i64>>> {
+        std::future::ready(self.insert_now(insert.plain, args))
     }
 }
 
@@ -343,5 +353,23 @@ mod tests {
         assert_eq!(changed, 2);
         let none = now(lite.fetch_optional("SELECT id FROM t WHERE n = $1", args![99i64])).unwrap();
         assert!(none.is_none());
+    }
+
+    /// `insert_id` gives the new row's id as `RETURNING id` would, and None
+    /// for an insert that `ON CONFLICT … DO NOTHING` skipped, right after
+    /// statements that did change rows (whose counts and ids must not leak).
+    #[test]
+    fn insert_id_reads_the_new_rows_id_and_none_for_a_skipped_insert() {
+        let c = conn();
+        c.execute_batch("CREATE UNIQUE INDEX t_s ON t (s)").unwrap();
+        let mut lite = LiteConn(&c);
+        let add = super::super::sql::insert!("INSERT INTO t (s, n) VALUES ($1, $2) ON CONFLICT (s) DO NOTHING");
+        assert_eq!(now(lite.insert_id(add, args!["a", 1i64])).unwrap(), Some(1));
+        assert_eq!(now(lite.insert_id(add, args!["b", 2i64])).unwrap(), Some(2));
+        now(lite.execute("UPDATE t SET n = n + 1", args![])).unwrap();
+        assert_eq!(now(lite.insert_id(add, args!["a", 3i64])).unwrap(), None, "a skipped insert has no id");
+        let returned = now(lite.fetch(add.returning, args!["c", 4i64])).unwrap();
+        assert_eq!(returned[0].int(0).unwrap(), 3, "the same statement with RETURNING");
+        assert_eq!(now(lite.insert_id(add, args!["d", 5i64])).unwrap(), Some(4));
     }
 }

@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use sqlx::Row;
 
 use super::journeys::{self, Delivery, Finish, Route};
-use super::sql::{Conn, args};
+use super::sql::{Conn, args, insert};
 use crate::journey::{Command, Event, Policy};
 use crate::outbox::{Lane, OutboxRow, OutboxState};
 
@@ -127,16 +127,18 @@ pub(super) async fn insert_handed<C: Conn>(
 ) -> anyhow::Result<Option<Handed>> {
     let payload = serde_json::to_string(command)?;
     let key = command.key();
-    let row = c
-        .fetch_optional(
-            "INSERT INTO outbox (dedupe_key, kind, payload, state, attempts, not_before_ms, journey_id, created_at_ms,
-                 updated_at_ms, lease_owner, lease_until_ms)
-             VALUES ($1, $2, $3, 'sending', 1, 0, $4, $5, $5, $6, $7) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+    let id = c
+        .insert_id(
+            insert!(
+                "INSERT INTO outbox (dedupe_key, kind, payload, state, attempts, not_before_ms, journey_id, created_at_ms,
+                     updated_at_ms, lease_owner, lease_until_ms)
+                 VALUES ($1, $2, $3, 'sending', 1, 0, $4, $5, $5, $6, $7) ON CONFLICT (dedupe_key) DO NOTHING"
+            ),
             args![&key, command.kind(), &payload, journey_id, now, &*desk.lease.owner, now + desk.lease.ms],
         )
         .await?;
-    let Some(row) = row else { return Ok(None) };
-    let row = OutboxRow { id: row.int(0)?, key, command: command.clone(), attempts: 1, journey_id: Some(journey_id) };
+    let Some(id) = id else { return Ok(None) };
+    let row = OutboxRow { id, key, command: command.clone(), attempts: 1, journey_id: Some(journey_id) };
     Ok(Some(Handed { row, slot }))
 }
 
