@@ -80,10 +80,12 @@ impl ApiError {
         self.status() == Some(429)
     }
 
-    /// Failures worth retrying for a request that is safe to repeat.
+    /// Failures worth retrying for a request that is safe to repeat. A
+    /// refused certificate is not one: it fails the same way each time.
     fn is_transient(&self) -> bool {
         match self {
-            ApiError::Timeout { .. } | ApiError::Transport { .. } => true,
+            ApiError::Transport { source, .. } => !source.is_certificate(),
+            ApiError::Timeout { .. } => true,
             _ => self.status().is_some_and(|s| s == 429 || s >= 500),
         }
     }
@@ -1520,9 +1522,13 @@ mod tls_tests {
     async fn the_api_client_refuses_a_certificate_from_an_unknown_ca() {
         let url = untrusted_https_server().await;
         let client = api_client(&url, api_tls(TlsRoots::Mozilla).unwrap());
+        let started = std::time::Instant::now();
         let err = client.get(Api::Core, "/2010-04-01/Accounts.json").await.expect_err("must be refused");
         assert!(matches!(err, ApiError::Transport { .. }), "{err}");
         assert!(err.to_string().contains("UnknownIssuer"), "refused for another reason: {err}");
+        // Not sent again: the back-off's first wait alone is 100 ms or more.
+        assert!(!err.is_transient(), "a refused certificate is retried");
+        assert!(started.elapsed() < Duration::from_millis(100), "retried: {:?}", started.elapsed());
     }
 
     /// ... and speaks HTTPS once the server's CA is among its roots.
@@ -1542,6 +1548,7 @@ mod tls_tests {
         let client = api_client(&url, mozilla_tls(vec![pem_cert("ca.pem")]).unwrap());
         let err = client.get(Api::Core, "/2010-04-01/Accounts.json").await.expect_err("must be refused");
         assert!(err.to_string().contains("not valid for name"), "refused for another reason: {err}");
+        assert!(!err.is_transient(), "a refused certificate is retried");
     }
 
     /// Through a proxy's tunnel, TLS is between the client and Twilio's

@@ -123,6 +123,27 @@ pub enum TransportError {
     Read(hyper::Error),
 }
 
+impl TransportError {
+    /// Whether the server's certificate was refused (an unknown CA, another
+    /// host's name, expired): sending again cannot change that.
+    pub fn is_certificate(&self) -> bool {
+        let TransportError::Send(e) = self else { return false };
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(err) = next {
+            if let Some(rustls::Error::InvalidCertificate(_)) = err.downcast_ref::<rustls::Error>() {
+                return true;
+            }
+            // An io::Error shows the error it carries, and its `source` skips it.
+            let carried = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
+            next = match carried {
+                Some(c) => Some(c as &(dyn std::error::Error + 'static)),
+                None => err.source(),
+            };
+        }
+        false
+    }
+}
+
 /// The pooled client, with the account's credentials; cheap to clone.
 #[derive(Clone)]
 pub(super) struct Transport {
