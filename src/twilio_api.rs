@@ -1174,7 +1174,7 @@ mod request_tests {
 
     const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
 
-    fn settings(base: &str, request_timeout_ms: u64) -> TwilioSettings {
+    pub(super) fn settings(base: &str, request_timeout_ms: u64) -> TwilioSettings {
         TwilioSettings {
             account_sid: ACCOUNT.parse().unwrap(),
             auth_token: "x".repeat(32).into(),
@@ -1501,17 +1501,7 @@ mod tls_tests {
     }
 
     fn api_client(url: &str, tls: rustls::ClientConfig) -> TwilioClient {
-        let base = url.trim_end_matches('/');
-        let settings = TwilioSettings {
-            account_sid: "AC0123456789abcdef0123456789abcdef".parse().unwrap(),
-            auth_token: "x".repeat(32).into(),
-            api_base_url: base.parse().unwrap(),
-            taskrouter_base_url: base.parse().unwrap(),
-            workspace_sid: None,
-            workflow_sid: None,
-            request_timeout_ms: 5000,
-            tls_roots: TlsRoots::Mozilla,
-        };
+        let settings = super::request_tests::settings(url.trim_end_matches('/'), 5000);
         TwilioClient::with_tls(&settings, tls, &hyper_util::client::proxy::matcher::Matcher::builder().build()).unwrap()
     }
 
@@ -1560,16 +1550,7 @@ mod tls_tests {
         let (proxy_addr, heads) = super::request_tests::connect_proxy().await;
         let proxies =
             hyper_util::client::proxy::matcher::Matcher::builder().all(format!("http://{proxy_addr}")).build();
-        let settings = |base: &str| TwilioSettings {
-            account_sid: "AC0123456789abcdef0123456789abcdef".parse().unwrap(),
-            auth_token: "x".repeat(32).into(),
-            api_base_url: base.parse().unwrap(),
-            taskrouter_base_url: base.parse().unwrap(),
-            workspace_sid: None,
-            workflow_sid: None,
-            request_timeout_ms: 5000,
-            tls_roots: TlsRoots::Mozilla,
-        };
+        let settings = |base: &str| super::request_tests::settings(base, 5000);
         let base = url.trim_end_matches('/');
         let trusting = mozilla_tls(vec![pem_cert("ca.pem")]).unwrap();
         let client = TwilioClient::with_tls(&settings(base), trusting, &proxies).unwrap();
