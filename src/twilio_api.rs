@@ -76,6 +76,20 @@ impl ApiError {
         }
     }
 
+    /// An error status with its body: Twilio's error body when it is one,
+    /// else the status and the body's first 200 bytes (a proxy, a crash).
+    fn refused(method: &'static str, path: String, status: u16, body: &[u8]) -> ApiError {
+        match serde_json::from_slice::<ErrorBody>(body) {
+            Ok(body) => ApiError::Twilio { method, path, body },
+            Err(_) => ApiError::Http {
+                method,
+                path,
+                status,
+                snippet: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+            },
+        }
+    }
+
     fn is_rate_limited(&self) -> bool {
         self.status() == Some(429)
     }
@@ -505,15 +519,7 @@ impl TwilioClient {
                 message: e.to_string(),
             });
         }
-        match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(body) => Err(ApiError::Twilio { method, path: path.to_owned(), body }),
-            Err(_) => Err(ApiError::Http {
-                method,
-                path: path.to_owned(),
-                status,
-                snippet: String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
-            }),
-        }
+        Err(ApiError::refused(method, path.to_owned(), status, &bytes))
     }
 
     fn timed_out(&self, method: &'static str, path: &str, after: Duration) -> ApiError {
@@ -592,15 +598,7 @@ impl TwilioClient {
             }
             Err(_) => return Err(self.timed_out("GET", &path, allowed)),
         };
-        match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(body) => Err(ApiError::Twilio { method: "GET", path, body }),
-            Err(_) => Err(ApiError::Http {
-                method: "GET",
-                path,
-                status,
-                snippet: String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
-            }),
-        }
+        Err(ApiError::refused("GET", path, status, &bytes))
     }
 
     pub async fn get(&self, api: Api, path: &str) -> Result<Value, ApiError> {
