@@ -160,9 +160,9 @@ pub(super) async fn deliver_in<C: Conn>(
         super::voicemails::transcribed_in(c, t).await?;
     }
     let found = match &d.route {
-        Route::Id(id) => load(c, *id).await?.map(|(v, j, json)| (*id, v, j, json)),
+        Route::Id(id) => load(c, *id).await?.map(|l| (*id, l)),
         Route::Keys { keys, .. } => match find(c, keys).await? {
-            Some(id) => load(c, id).await?.map(|(v, j, json)| (id, v, j, json)),
+            Some(id) => load(c, id).await?.map(|l| (id, l)),
             None => None,
         },
     };
@@ -170,7 +170,9 @@ pub(super) async fn deliver_in<C: Conn>(
     // A new journey gets its row once its events are applied: one INSERT
     // with its state, rather than an empty row first and an UPDATE.
     let (mut held, version, mut journey, stored) = match found {
-        Some((id, version, journey, json)) => (Held::new(Some((id, version))), version, journey, Some(json)),
+        Some((id, Loaded { version, journey, json, columns })) => {
+            (Held::new(Some((id, version))), version, journey, Some((json, columns)))
+        }
         None if create => (Held::new(None), 0, Journey::default(), None),
         None => {
             let nothing = Delivered {
@@ -263,11 +265,14 @@ pub(super) async fn deliver_in<C: Conn>(
     // webhook Twilio sent again, a repeated event) writes nothing: its
     // answer comes from the journey as stored.
     let json = if row.is_some() { Some(state_json(&journey)?) } else { None };
-    let unchanged = !commanded && stored.is_some() && stored == json;
+    let unchanged = !commanded && stored.as_ref().is_some_and(|(was, _)| Some(was) == json.as_ref());
     // After the commands: a journey that closed takes the call token out of its dials, these too.
     match (row, json) {
         _ if unchanged => {}
-        (Some((id, version)), Some(json)) => save(c, id, version, &journey, &json, now).await?,
+        (Some((id, version)), Some(json)) => {
+            let columns = stored.as_ref().map(|(_, columns)| columns);
+            save(c, id, version, &journey, &json, columns, now).await?
+        }
         // A new journey, written just now as it is.
         _ if journey.is_closed() => forget_dial_tokens(c, id, now).await?,
         _ => {}
@@ -440,22 +445,66 @@ async fn find<C: Conn>(c: &mut C, keys: &[String]) -> anyhow::Result<Option<i64>
     Ok(None)
 }
 
-/// A journey's version, its state, and the JSON it was read from.
-async fn load<C: Conn>(c: &mut C, id: i64) -> anyhow::Result<Option<(i64, Journey, String)>> {
+/// A journey's row as read before a delivery.
+struct Loaded {
+    version: i64,
+    journey: Journey,
+    /// The JSON `journey` was read from.
+    json: String,
+    columns: Columns,
+}
+
+/// The columns a journey's row keeps beside its state, for the queries that
+/// find journeys without reading their state (wake-ups, the queue's
+/// positions, the reconciler's stale journeys), as stored.
+#[derive(Debug, PartialEq)]
+struct Columns {
+    wake_at_ms: Option<i64>,
+    closed: i64,
+    degraded: i64,
+    location: Option<String>,
+    caller_state: Option<String>,
+    waiting_since_ms: Option<i64>,
+}
+
+impl Columns {
+    /// Whether the row's columns other than `wake_at_ms` already say what
+    /// `journey` says.
+    fn agree_but_wake(&self, journey: &Journey) -> bool {
+        self.closed == i64::from(journey.is_closed())
+            && self.degraded == i64::from(journey.degraded())
+            && self.location.as_deref() == journey.queue_location()
+            && self.caller_state.as_deref() == Some(journey.caller_state().as_str())
+            && self.waiting_since_ms == journey.waiting_since_ms()
+    }
+}
+
+/// A journey's row.
+async fn load<C: Conn>(c: &mut C, id: i64) -> anyhow::Result<Option<Loaded>> {
     // On PostgreSQL another instance may deliver to the same journey at the
     // same time: the row lock makes the second wait for the first's COMMIT
     // and then read what it wrote. (SQLite's writer is alone.)
     let sql = if c.postgres() {
-        "SELECT version, state_json FROM journeys WHERE id = $1 FOR UPDATE"
+        "SELECT version, state_json, wake_at_ms, closed, degraded, location, caller_state, waiting_since_ms
+         FROM journeys WHERE id = $1 FOR UPDATE"
     } else {
-        "SELECT version, state_json FROM journeys WHERE id = $1"
+        "SELECT version, state_json, wake_at_ms, closed, degraded, location, caller_state, waiting_since_ms
+         FROM journeys WHERE id = $1"
     };
     let Some(row) = c.fetch_optional(sql, args![id]).await? else {
         return Ok(None);
     };
     let json = row.text(1)?;
     let journey = serde_json::from_str(&json).with_context(|| format!("journey {id} does not parse"))?;
-    Ok(Some((row.int(0)?, journey, json)))
+    let columns = Columns {
+        wake_at_ms: row.opt_int(2)?,
+        closed: row.int(3)?,
+        degraded: row.int(4)?,
+        location: row.opt_text(5)?,
+        caller_state: row.opt_text(6)?,
+        waiting_since_ms: row.opt_int(7)?,
+    };
+    Ok(Some(Loaded { version: row.int(0)?, journey, json, columns }))
 }
 
 /// A new journey's row, at version 1, as [`save`] would leave it; its id.
@@ -493,39 +542,76 @@ fn state_json(journey: &Journey) -> serde_json::Result<String> {
     }
 }
 
-/// Writes `journey` (whose row is `json`, from [`state_json`]) over version `version`.
+/// Writes `journey` (whose row is `json`, from [`state_json`]) over version
+/// `version`, whose columns were `stored`.
+///
+/// An UPDATE that names an indexed column moves the row's entry in that
+/// index (a delete and an insert, each dirtying a page) even when the value
+/// is the same. Most deliveries change none of the queue's columns, and
+/// many not the wake-up time, so those are named only when they changed.
 async fn save<C: Conn>(
     c: &mut C,
     id: i64,
     version: i64,
     journey: &Journey,
     json: &str,
+    stored: Option<&Columns>,
     now: i64,
 ) -> anyhow::Result<()> {
     if journey.is_closed() {
         forget_dial_tokens(c, id, now).await?;
     }
-    let done = c
-        .execute(
-            "UPDATE journeys SET state_json = $3, version = $2 + 1, wake_at_ms = $4, closed = $5, degraded = $6,
-                 updated_at_ms = $7, location = $8, caller_state = $9, waiting_since_ms = $10
-             WHERE id = $1 AND version = $2",
-            args![
-                id,
-                version,
-                json,
-                journey.wake_at().map(|t| t.as_millisecond()),
-                i64::from(journey.is_closed()),
-                i64::from(journey.degraded()),
-                now,
-                journey.queue_location(),
-                journey.caller_state().as_str(),
-                journey.waiting_since_ms()
-            ],
-        )
-        .await?;
+    let wake_at_ms = journey.wake_at().map(|t| t.as_millisecond());
+    let done = match stored {
+        Some(stored) if stored.agree_but_wake(journey) && stored.wake_at_ms == wake_at_ms => {
+            c.execute(
+                "UPDATE journeys SET state_json = $3, version = $2 + 1, updated_at_ms = $4
+                 WHERE id = $1 AND version = $2",
+                args![id, version, json, now],
+            )
+            .await?
+        }
+        Some(stored) if stored.agree_but_wake(journey) => {
+            c.execute(
+                "UPDATE journeys SET state_json = $3, version = $2 + 1, wake_at_ms = $4, updated_at_ms = $5
+                 WHERE id = $1 AND version = $2",
+                args![id, version, json, wake_at_ms, now],
+            )
+            .await?
+        }
+        _ => save_all(c, id, version, journey, json, now).await?,
+    };
     anyhow::ensure!(done == 1, "journey {id} changed under us (version {version})");
     Ok(())
+}
+
+/// [`save`] with every column named.
+async fn save_all<C: Conn>(
+    c: &mut C,
+    id: i64,
+    version: i64,
+    journey: &Journey,
+    json: &str,
+    now: i64,
+) -> anyhow::Result<u64> {
+    c.execute(
+        "UPDATE journeys SET state_json = $3, version = $2 + 1, wake_at_ms = $4, closed = $5, degraded = $6,
+                 updated_at_ms = $7, location = $8, caller_state = $9, waiting_since_ms = $10
+             WHERE id = $1 AND version = $2",
+        args![
+            id,
+            version,
+            json,
+            journey.wake_at().map(|t| t.as_millisecond()),
+            i64::from(journey.is_closed()),
+            i64::from(journey.degraded()),
+            now,
+            journey.queue_location(),
+            journey.caller_state().as_str(),
+            journey.waiting_since_ms()
+        ],
+    )
+    .await
 }
 
 /// Takes the `CallToken` out of the journey's dials (their payloads are the
@@ -739,6 +825,7 @@ mod store_tests {
         a_dial_queued_and_withdrawn_by_one_delivery_to_a_new_journey_is_never_sent,
         a_delivery_that_changes_nothing_writes_nothing,
         the_queue_columns_are_written_with_the_state,
+        every_column_follows_the_state_through_a_call,
         a_redirect_to_voicemail_still_in_the_outbox_is_withdrawn_once_the_caller_is_out_of_the_queue,
     );
 
@@ -825,22 +912,22 @@ mod store_tests {
     }
 
     /// A journey's `location`, `caller_state` and `waiting_since_ms`.
-    type Columns = (Option<String>, Option<String>, Option<i64>);
+    type QueueColumns = (Option<String>, Option<String>, Option<i64>);
 
     /// Every journey's `location`, `caller_state` and `waiting_since_ms`
     /// columns as written, each beside the same three read out of its
     /// `state_json`.
-    async fn assert_columns_match_the_state(s: &Store, when: &str) -> Vec<Columns> {
+    async fn assert_columns_match_the_state(s: &Store, when: &str) -> Vec<QueueColumns> {
         let rows = sqlx::query("SELECT location, caller_state, waiting_since_ms, state_json FROM journeys ORDER BY id")
             .fetch_all(s.pool())
             .await
             .unwrap();
         rows.iter()
             .map(|r| {
-                let written: Columns = (r.get("location"), r.get("caller_state"), r.get("waiting_since_ms"));
+                let written: QueueColumns = (r.get("location"), r.get("caller_state"), r.get("waiting_since_ms"));
                 let json: String = r.get("state_json");
                 let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-                let stated: Columns = (
+                let stated: QueueColumns = (
                     v["location"].as_str().map(str::to_owned),
                     v["caller"]["state"].as_str().map(str::to_owned),
                     v["wait"]["since_ms"].as_i64(),
@@ -871,6 +958,126 @@ mod store_tests {
         let rows = assert_columns_match_the_state(&s, "bridged, gone, turned away").await;
         let states: Vec<Option<&str>> = rows.iter().map(|r| r.1.as_deref()).collect();
         assert_eq!(states, [Some("bridged"), Some("gone"), Some("diverted")], "{rows:?}");
+    }
+
+    /// Journey `n`'s row: its version and every column kept beside its
+    /// state, asserting that they say what the state says.
+    async fn row_as_the_state_says(s: &Store, n: usize, when: &str) -> (i64, Columns) {
+        let caller: twilio::sid::CallSid = sid("CA", n);
+        let r = sqlx::query(
+            "SELECT j.version, j.wake_at_ms, j.closed, j.degraded, j.location, j.caller_state, j.waiting_since_ms,
+                 j.state_json
+             FROM journeys j JOIN journey_keys k ON k.journey_id = j.id WHERE k.sid = $1",
+        )
+        .bind(caller.as_str())
+        .fetch_one(s.pool())
+        .await
+        .unwrap();
+        let stored = Columns {
+            wake_at_ms: r.get("wake_at_ms"),
+            closed: r.get("closed"),
+            degraded: r.get("degraded"),
+            location: r.get("location"),
+            caller_state: r.get("caller_state"),
+            waiting_since_ms: r.get("waiting_since_ms"),
+        };
+        let json: String = r.get("state_json");
+        let journey: Journey = serde_json::from_str(&json).unwrap();
+        let stated = Columns {
+            wake_at_ms: journey.wake_at().map(|t| t.as_millisecond()),
+            closed: i64::from(journey.is_closed()),
+            degraded: i64::from(journey.degraded()),
+            location: journey.queue_location().map(str::to_owned),
+            caller_state: Some(journey.caller_state().as_str().to_owned()),
+            waiting_since_ms: journey.waiting_since_ms(),
+        };
+        assert_eq!(stored, stated, "{when}: the row's columns are not what its state says: {json}");
+        (r.get("version"), stored)
+    }
+
+    /// `save` names only the columns that changed: through a call's life,
+    /// with writes that changed none of them, only the wake-up, and others,
+    /// every column still says what the state says.
+    async fn every_column_follows_the_state_through_a_call(backend: Backend) {
+        use crate::journey::{AnsweredBy, CallStatus};
+        let Some((s, _d)) = store(backend).await else { return };
+        let n = 11;
+        let (task, reservation, leg): (twilio::sid::TaskSid, twilio::sid::ReservationSid, twilio::sid::CallSid) =
+            (sid("WT", n), sid("WR", n), sid("CA", n + 100));
+        let caller: twilio::sid::CallSid = sid("CA", n);
+        let to_reservation = |event: Event| Delivery::to_keys([reservation.to_string()], vec![event], POLICY);
+        let leg_status = |status, sequence| Event::LegStatus {
+            reservation: reservation.clone(),
+            attempt: Some(1),
+            leg: leg.clone(),
+            status,
+            sequence: Some(sequence),
+        };
+        let steps: Vec<(&str, Delivery)> = vec![
+            ("the caller arrived", arrived(n)),
+            ("reserved", created(n, n)),
+            // The dial's answer was lost: the journey wakes to look the leg up.
+            (
+                "the dial's answer lost",
+                to_reservation(Event::DialUnknown { reservation: reservation.clone(), attempt: 1 }),
+            ),
+            (
+                "the leg found",
+                to_reservation(Event::LegSeen {
+                    reservation: reservation.clone(),
+                    attempt: Some(1),
+                    leg: leg.clone(),
+                    status: CallStatus::Queued,
+                }),
+            ),
+            ("ringing", to_reservation(leg_status(CallStatus::Ringing, 1))),
+            (
+                "answered",
+                to_reservation(Event::LegAnswered {
+                    reservation: reservation.clone(),
+                    attempt: Some(1),
+                    leg: leg.clone(),
+                    answered_by: AnsweredBy::Human,
+                }),
+            ),
+            (
+                "accepted",
+                to_reservation(Event::ReservationAccepted { task: task.clone(), reservation: reservation.clone() }),
+            ),
+            (
+                "the caller hung up",
+                Delivery::to_keys(
+                    [caller.to_string()],
+                    vec![Event::CallerStatus { status: CallStatus::Completed, sequence: Some(9) }],
+                    POLICY,
+                ),
+            ),
+            ("the leg ended", to_reservation(leg_status(CallStatus::Completed, 3))),
+            (
+                "wrapped up",
+                to_reservation(Event::ReservationCompleted { task: task.clone(), reservation: reservation.clone() }),
+            ),
+            ("the task completed", to_reservation(Event::TaskCompleted { task: task.clone() })),
+        ];
+        let (mut version, mut columns) = (0, None::<Columns>);
+        let (mut none_changed, mut only_wake) = (0, 0);
+        for (when, delivery) in steps {
+            s.deliver(delivery).await.unwrap();
+            let (v, now) = row_as_the_state_says(&s, n, when).await;
+            if let Some(was) = &columns
+                && v > version
+            {
+                let queue = |c: &Columns| {
+                    (c.closed, c.degraded, c.location.clone(), c.caller_state.clone(), c.waiting_since_ms)
+                };
+                let same_but_wake = queue(was) == queue(&now);
+                none_changed += usize::from(same_but_wake && was.wake_at_ms == now.wake_at_ms);
+                only_wake += usize::from(same_but_wake && was.wake_at_ms != now.wake_at_ms);
+            }
+            (version, columns) = (v, Some(now));
+        }
+        assert_eq!(columns.map(|c| c.closed), Some(1), "the journey closed");
+        assert!(none_changed > 0 && only_wake > 0, "both lean writes were made: {none_changed}, {only_wake}");
     }
 
     async fn a_delivery_that_changes_nothing_writes_nothing(backend: Backend) {
