@@ -194,6 +194,9 @@ pub struct BenchReport {
     pub reservation_created: LoadFigures,
     /// Dials the server's dispatcher placed with the fake API during the run.
     pub dials: DialCount,
+    /// Of the server's CPU under `reservation.created`, what SQLite's writer and
+    /// checkpointer threads took (none on PostgreSQL, whose writers share the runtime).
+    pub store_threads: Option<StoreThreads>,
     /// Locations in the server's config (and, for the restarts and the load, its database).
     pub locations: usize,
     /// Fresh starts to the first answered webhook: a new database, migrated by the server.
@@ -311,9 +314,17 @@ async fn measure(options: &BenchOptions) -> anyhow::Result<BenchReport> {
     eprintln!("measuring reservation.created ({} s)…", options.duration.as_secs_f64());
     let dials_before = dial_log.total();
     let cpu = CpuMark::now(&[server_child.pid()]);
+    let store_threads_before = store_threads_ns(server_child.pid());
+    let started = Instant::now();
     let (reservation_created, run) = load_reservations(options, &server_url).await;
     // Let the dispatcher finish what it owes before counting its dials.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let store_threads = StoreThreads::since(
+        store_threads_before,
+        store_threads_ns(server_child.pid()),
+        started.elapsed(),
+        reservation_created.sent,
+    );
     let reservation_created = cpu.since(reservation_created);
     let dials = dial_log.count(&run, dials_before);
     let peak_rss_mb = peak_rss_mb(server_child.pid());
@@ -335,6 +346,7 @@ async fn measure(options: &BenchOptions) -> anyhow::Result<BenchReport> {
         dial_queue,
         reservation_created,
         dials,
+        store_threads,
         locations: specs.len(),
         startup_ms,
         restart_startup_ms,
@@ -942,13 +954,55 @@ fn stat_cpu_ms(stat: &str) -> f64 {
 /// `/proc/<pid>/task/<tid>/schedstat` (Linux only; 0 elsewhere): to the nanosecond, for a
 /// start-up's few milliseconds (a thread that has ended is not counted).
 fn cpu_ms(pid: u32) -> f64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0.0 };
-    let ns: u64 = tasks
+    threads_cpu_ns(pid, |_| true).map_or(0.0, |ns| ns as f64 / 1e6)
+}
+
+/// The CPU time, in nanoseconds, of those of a process's living threads whose name
+/// (`/proc/<pid>/task/<tid>/comm`) `named` accepts; None when there is none (or no /proc).
+fn threads_cpu_ns(pid: u32, named: impl Fn(&str) -> bool) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let times: Vec<u64> = tasks
         .flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|name| named(name.trim_end())))
         .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
         .filter_map(|s| s.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
-        .sum();
-    ns as f64 / 1e6
+        .collect();
+    (!times.is_empty()).then(|| times.iter().sum())
+}
+
+/// The CPU time of SQLite's writer and checkpointer threads, in nanoseconds, when the
+/// server has them.
+fn store_threads_ns(pid: u32) -> Option<(u64, u64)> {
+    let writer = threads_cpu_ns(pid, |n| n == crate::store::WRITER_THREAD)?;
+    Some((writer, threads_cpu_ns(pid, |n| n == crate::store::CHECKPOINTER_THREAD).unwrap_or(0)))
+}
+
+/// What SQLite's own threads took of the server's CPU during one load: a lower-noise
+/// figure than requests/s for a change to the store, since it leaves out the HTTP side
+/// and does not depend on how the two cores were shared.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct StoreThreads {
+    /// The writer thread's CPU per request sent, in µs.
+    pub writer_us: f64,
+    /// The share of the run's wall-clock time the writer was on a core, in percent.
+    pub writer_busy_pct: f64,
+    /// The checkpointer thread's CPU per request sent, in µs.
+    pub checkpointer_us: f64,
+}
+
+impl StoreThreads {
+    fn since(before: Option<(u64, u64)>, after: Option<(u64, u64)>, wall: Duration, sent: u64) -> Option<Self> {
+        let ((w0, c0), (w1, c1)) = (before?, after?);
+        if sent == 0 || wall.is_zero() {
+            return None;
+        }
+        let per_request = |ns: u64| ns as f64 / 1000.0 / sent as f64;
+        Some(StoreThreads {
+            writer_us: per_request(w1.saturating_sub(w0)),
+            writer_busy_pct: w1.saturating_sub(w0) as f64 / wall.as_nanos() as f64 * 100.0,
+            checkpointer_us: per_request(c1.saturating_sub(c0)),
+        })
+    }
 }
 
 /// The peak resident set size of a process, from /proc (Linux only; 0 elsewhere).
@@ -1022,6 +1076,17 @@ pub fn render(r: &BenchReport) -> String {
         ),
     );
     let _ = writeln!(out, "{:<40} {:>12}  {}", "", r.dials.placed, dials_said(&r.dials, rc.sent));
+    if let Some(t) = &r.store_threads {
+        let _ = writeln!(
+            out,
+            "{:<40} {:>12}  of the server's CPU µs, SQLite's writer thread (on a core {:.0}% of the run); \
+             its checkpoints {:.0}",
+            "",
+            format!("{:.0}", t.writer_us),
+            t.writer_busy_pct,
+            t.checkpointer_us
+        );
+    }
     let median = |runs: &[f64]| {
         let mut sorted = runs.to_vec();
         sorted.sort_by(f64::total_cmp);
@@ -1265,6 +1330,13 @@ mod tests {
             dial_queue: load(13_000.0, 2.0),
             reservation_created: load(2_500.0, 4.0).with_server_cpu(4_250.0).with_generator_cpu(1_700.0),
             dials: DialCount { placed: 20_000, reservations: 20_000, twice: 0, earlier: 0 },
+            // 1,700 ms of the writer's and 170 of the checkpointer's over 8.5 s and 21,250 requests.
+            store_threads: StoreThreads::since(
+                Some((1_000_000_000, 5_000_000_000)),
+                Some((2_700_000_000, 5_170_000_000)),
+                Duration::from_millis(8_500),
+                21_250,
+            ),
             locations: 100,
             startup_ms: vec![18.0, 19.0, 25.0],
             restart_startup_ms: vec![12.0, 13.0, 14.0],
@@ -1284,11 +1356,51 @@ mod tests {
         // 21,250 requests; unknown shows as -.
         assert!(line("reservation.created").contains(" 0       200      80  12.5% of bare"), "{table}");
         assert!(line("/dial-queue").contains(" 0         -       -  65% of bare"), "{table}");
+        assert!(
+            table.contains(
+                "80  of the server's CPU µs, SQLite's writer thread (on a core 20% of the run); its checkpoints 8"
+            ),
+            "{table}"
+        );
         // 21,250 reservations sent, 20,000 dials counted.
         assert!(
             table.contains("20000  dials placed for 21250 reservations sent (warm-up included): 1250 not placed"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn a_thread_cpu_time_is_found_by_its_name() {
+        if !std::path::Path::new("/proc/self/task").exists() {
+            eprintln!("skipped: no /proc here");
+            return;
+        }
+        // A name of its own: under `cargo test` other tests' SQLite writers share the process.
+        const NAME: &str = "bench-test-busy";
+        // The thread spins until it has run 30 ms by its own count, then waits to be read.
+        let own_ns = || {
+            let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+            stat.split_whitespace().next().unwrap().parse::<u64>().unwrap()
+        };
+        let (ran_tx, ran_rx) = std::sync::mpsc::channel::<u64>();
+        let (read_tx, read_rx) = std::sync::mpsc::channel::<()>();
+        let busy = std::thread::Builder::new()
+            .name(NAME.into())
+            .spawn(move || {
+                while own_ns() < 30_000_000 {
+                    std::hint::black_box((0..10_000u64).sum::<u64>());
+                }
+                ran_tx.send(own_ns()).unwrap();
+                read_rx.recv().ok();
+            })
+            .unwrap();
+        let ran = ran_rx.recv().unwrap();
+        let ns = threads_cpu_ns(std::process::id(), |n| n == NAME).expect("the thread is found by its name");
+        assert!(ns >= ran && ns < ran + 50_000_000, "it had run {ran} ns; read {ns} ns");
+        read_tx.send(()).unwrap();
+        busy.join().unwrap();
+        assert_eq!(threads_cpu_ns(std::process::id(), |n| n == "no-such-thread"), None);
+        assert!(StoreThreads::since(None, Some((1, 1)), Duration::from_secs(1), 10).is_none());
     }
 
     #[test]

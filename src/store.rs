@@ -30,6 +30,7 @@ pub(crate) mod testing;
 mod voicemails;
 mod waiting;
 
+pub use batch::{CHECKPOINTER_THREAD, WRITER_THREAD};
 pub use calls::{CallRecord, StatusRecord};
 pub use history::{ActionRow, CallFilter, EventRow, HistoryCall, JourneyRow, LiveCallers, StatusRow, journey_sids};
 pub use journeys::{Audit, Delivered, Delivery, Finish, NewCall, Route, Settled};

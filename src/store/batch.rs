@@ -700,6 +700,12 @@ fn connection_lost(e: &anyhow::Error) -> bool {
     })
 }
 
+/// The name of the SQLite writer's thread (`bench` reads its CPU time by it).
+pub const WRITER_THREAD: &str = "sqlite-writer";
+
+/// The name of the SQLite checkpointer's thread.
+pub const CHECKPOINTER_THREAD: &str = "wal-checkpoints";
+
 /// Starts the SQLite writer on a thread of its own, and its checkpointer
 /// (see [`Checkpoints`]) on another, with a connection to `path` it opens
 /// there. The writer's loop is [`run`], driven by a single-threaded runtime
@@ -715,12 +721,12 @@ pub(super) fn spawn_lite(
     let checkpoints = Arc::new(Checkpoints::default());
     let weak = Arc::downgrade(&checkpoints);
     std::thread::Builder::new()
-        .name("sqlite-writer".into())
+        .name(WRITER_THREAD.into())
         .spawn(move || runtime.block_on(run(LiteWriter::new(conn, checkpoints), rx)))
         .context("starting the writer's thread")?;
     let path = path.to_owned();
     std::thread::Builder::new()
-        .name("wal-checkpoints".into())
+        .name(CHECKPOINTER_THREAD.into())
         .spawn(move || run_checkpointer(&path, weak, pace))
         .context("starting the checkpointer's thread")?;
     Ok(())
