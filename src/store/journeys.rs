@@ -265,13 +265,20 @@ pub(super) async fn deliver_in<C: Conn>(
     // webhook Twilio sent again, a repeated event) writes nothing: its
     // answer comes from the journey as stored.
     let json = if row.is_some() { Some(state_json(&journey)?) } else { None };
-    let unchanged = !commanded && stored.as_ref().is_some_and(|(was, _)| Some(was) == json.as_ref());
+    let columns = row.map(|_| Columns::of(&journey));
+    // Unchanged also in its columns: a row whose columns an older build
+    // worked out otherwise is written again.
+    let unchanged = !commanded
+        && stored
+            .as_ref()
+            .is_some_and(|(was, was_columns)| Some(was) == json.as_ref() && Some(was_columns) == columns.as_ref());
     // After the commands: a journey that closed takes the call token out of its dials, these too.
     match (row, json) {
         _ if unchanged => {}
         (Some((id, version)), Some(json)) => {
-            let columns = stored.as_ref().map(|(_, columns)| columns);
-            save(c, id, version, &journey, &json, columns, now).await?
+            let stored = stored.as_ref().map(|(_, columns)| columns);
+            let columns = columns.as_ref().context("a row's columns")?;
+            save(c, id, version, &journey, &json, columns, stored, now).await?
         }
         // A new journey, written just now as it is.
         _ if journey.is_closed() => forget_dial_tokens(c, id, now).await?,
@@ -456,26 +463,55 @@ struct Loaded {
 
 /// The columns a journey's row keeps beside its state, for the queries that
 /// find journeys without reading their state (wake-ups, the queue's
-/// positions, the reconciler's stale journeys), as stored.
+/// positions, the reconciler's stale journeys).
 #[derive(Debug, PartialEq)]
 struct Columns {
     wake_at_ms: Option<i64>,
-    closed: i64,
-    degraded: i64,
+    closed: bool,
+    degraded: bool,
     location: Option<String>,
     caller_state: Option<String>,
     waiting_since_ms: Option<i64>,
 }
 
+/// Which UPDATE a journey's row needs (see [`save`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Update {
+    /// The state; every column already says what it says.
+    State,
+    /// The state and the wake-up time.
+    StateAndWake,
+    /// The state and every column.
+    All,
+}
+
 impl Columns {
-    /// Whether the row's columns other than `wake_at_ms` already say what
-    /// `journey` says.
-    fn agree_but_wake(&self, journey: &Journey) -> bool {
-        self.closed == i64::from(journey.is_closed())
-            && self.degraded == i64::from(journey.degraded())
-            && self.location.as_deref() == journey.queue_location()
-            && self.caller_state.as_deref() == Some(journey.caller_state().as_str())
-            && self.waiting_since_ms == journey.waiting_since_ms()
+    /// What `journey`'s row should say.
+    fn of(journey: &Journey) -> Columns {
+        Columns {
+            wake_at_ms: journey.wake_at().map(|t| t.as_millisecond()),
+            closed: journey.is_closed(),
+            degraded: journey.degraded(),
+            location: journey.queue_location().map(str::to_owned),
+            caller_state: Some(journey.caller_state().as_str().to_owned()),
+            waiting_since_ms: journey.waiting_since_ms(),
+        }
+    }
+
+    /// The UPDATE that makes a row whose columns are these say `new`.
+    fn update_to(&self, new: &Columns) -> Update {
+        // Every field by name: a column added later must be placed here.
+        let Columns { wake_at_ms, closed, degraded, location, caller_state, waiting_since_ms } = self;
+        let rest_same = *closed == new.closed
+            && *degraded == new.degraded
+            && *location == new.location
+            && *caller_state == new.caller_state
+            && *waiting_since_ms == new.waiting_since_ms;
+        match (rest_same, *wake_at_ms == new.wake_at_ms) {
+            (true, true) => Update::State,
+            (true, false) => Update::StateAndWake,
+            (false, _) => Update::All,
+        }
     }
 }
 
@@ -498,8 +534,8 @@ async fn load<C: Conn>(c: &mut C, id: i64) -> anyhow::Result<Option<Loaded>> {
     let journey = serde_json::from_str(&json).with_context(|| format!("journey {id} does not parse"))?;
     let columns = Columns {
         wake_at_ms: row.opt_int(2)?,
-        closed: row.int(3)?,
-        degraded: row.int(4)?,
+        closed: row.int(3)? != 0,
+        degraded: row.int(4)? != 0,
         location: row.opt_text(5)?,
         caller_state: row.opt_text(6)?,
         waiting_since_ms: row.opt_int(7)?,
@@ -509,6 +545,7 @@ async fn load<C: Conn>(c: &mut C, id: i64) -> anyhow::Result<Option<Loaded>> {
 
 /// A new journey's row, at version 1, as [`save`] would leave it; its id.
 async fn insert_new<C: Conn>(c: &mut C, journey: &Journey, now: i64) -> anyhow::Result<i64> {
+    let columns = Columns::of(journey);
     let id = c
         .insert_id(
             insert!(
@@ -518,13 +555,13 @@ async fn insert_new<C: Conn>(c: &mut C, journey: &Journey, now: i64) -> anyhow::
             ),
             args![
                 &state_json(journey)?,
-                journey.wake_at().map(|t| t.as_millisecond()),
-                i64::from(journey.is_closed()),
-                i64::from(journey.degraded()),
+                columns.wake_at_ms,
+                i64::from(columns.closed),
+                i64::from(columns.degraded),
                 now,
-                journey.queue_location(),
-                journey.caller_state().as_str(),
-                journey.waiting_since_ms()
+                &columns.location,
+                &columns.caller_state,
+                columns.waiting_since_ms
             ],
         )
         .await?;
@@ -542,28 +579,31 @@ fn state_json(journey: &Journey) -> serde_json::Result<String> {
     }
 }
 
-/// Writes `journey` (whose row is `json`, from [`state_json`]) over version
-/// `version`, whose columns were `stored`.
+/// Writes `journey` (whose row is `json`, from [`state_json`], and whose
+/// columns are `columns`) over version `version`, whose columns were `stored`.
 ///
-/// An UPDATE that names an indexed column moves the row's entry in that
-/// index (a delete and an insert, each dirtying a page) even when the value
-/// is the same. Most deliveries change none of the queue's columns, and
-/// many not the wake-up time, so those are named only when they changed.
+/// On SQLite an UPDATE that names an indexed column moves the row's entry in
+/// that index (a delete and an insert, each dirtying a page) even when the
+/// value is the same. Most deliveries change none of the queue's columns,
+/// and many not the wake-up time, so those are named only when they changed.
+/// (PostgreSQL compares the values itself; there it saves only the binding.)
+#[allow(clippy::too_many_arguments)]
 async fn save<C: Conn>(
     c: &mut C,
     id: i64,
     version: i64,
     journey: &Journey,
     json: &str,
+    columns: &Columns,
     stored: Option<&Columns>,
     now: i64,
 ) -> anyhow::Result<()> {
     if journey.is_closed() {
         forget_dial_tokens(c, id, now).await?;
     }
-    let wake_at_ms = journey.wake_at().map(|t| t.as_millisecond());
-    let done = match stored {
-        Some(stored) if stored.agree_but_wake(journey) && stored.wake_at_ms == wake_at_ms => {
+    let update = stored.map_or(Update::All, |s| s.update_to(columns));
+    let done = match update {
+        Update::State => {
             c.execute(
                 "UPDATE journeys SET state_json = $3, version = $2 + 1, updated_at_ms = $4
                  WHERE id = $1 AND version = $2",
@@ -571,47 +611,37 @@ async fn save<C: Conn>(
             )
             .await?
         }
-        Some(stored) if stored.agree_but_wake(journey) => {
+        Update::StateAndWake => {
             c.execute(
                 "UPDATE journeys SET state_json = $3, version = $2 + 1, wake_at_ms = $4, updated_at_ms = $5
                  WHERE id = $1 AND version = $2",
-                args![id, version, json, wake_at_ms, now],
+                args![id, version, json, columns.wake_at_ms, now],
             )
             .await?
         }
-        _ => save_all(c, id, version, journey, json, now).await?,
+        Update::All => {
+            c.execute(
+                "UPDATE journeys SET state_json = $3, version = $2 + 1, wake_at_ms = $4, closed = $5, degraded = $6,
+                     updated_at_ms = $7, location = $8, caller_state = $9, waiting_since_ms = $10
+                 WHERE id = $1 AND version = $2",
+                args![
+                    id,
+                    version,
+                    json,
+                    columns.wake_at_ms,
+                    i64::from(columns.closed),
+                    i64::from(columns.degraded),
+                    now,
+                    &columns.location,
+                    &columns.caller_state,
+                    columns.waiting_since_ms
+                ],
+            )
+            .await?
+        }
     };
     anyhow::ensure!(done == 1, "journey {id} changed under us (version {version})");
     Ok(())
-}
-
-/// [`save`] with every column named.
-async fn save_all<C: Conn>(
-    c: &mut C,
-    id: i64,
-    version: i64,
-    journey: &Journey,
-    json: &str,
-    now: i64,
-) -> anyhow::Result<u64> {
-    c.execute(
-        "UPDATE journeys SET state_json = $3, version = $2 + 1, wake_at_ms = $4, closed = $5, degraded = $6,
-                 updated_at_ms = $7, location = $8, caller_state = $9, waiting_since_ms = $10
-             WHERE id = $1 AND version = $2",
-        args![
-            id,
-            version,
-            json,
-            journey.wake_at().map(|t| t.as_millisecond()),
-            i64::from(journey.is_closed()),
-            i64::from(journey.degraded()),
-            now,
-            journey.queue_location(),
-            journey.caller_state().as_str(),
-            journey.waiting_since_ms()
-        ],
-    )
-    .await
 }
 
 /// Takes the `CallToken` out of the journey's dials (their payloads are the
@@ -826,6 +856,7 @@ mod store_tests {
         a_delivery_that_changes_nothing_writes_nothing,
         the_queue_columns_are_written_with_the_state,
         every_column_follows_the_state_through_a_call,
+        a_row_whose_columns_disagree_with_its_state_is_written_again,
         a_redirect_to_voicemail_still_in_the_outbox_is_withdrawn_once_the_caller_is_out_of_the_queue,
     );
 
@@ -975,29 +1006,22 @@ mod store_tests {
         .unwrap();
         let stored = Columns {
             wake_at_ms: r.get("wake_at_ms"),
-            closed: r.get("closed"),
-            degraded: r.get("degraded"),
+            closed: r.get::<i64, _>("closed") != 0,
+            degraded: r.get::<i64, _>("degraded") != 0,
             location: r.get("location"),
             caller_state: r.get("caller_state"),
             waiting_since_ms: r.get("waiting_since_ms"),
         };
         let json: String = r.get("state_json");
         let journey: Journey = serde_json::from_str(&json).unwrap();
-        let stated = Columns {
-            wake_at_ms: journey.wake_at().map(|t| t.as_millisecond()),
-            closed: i64::from(journey.is_closed()),
-            degraded: i64::from(journey.degraded()),
-            location: journey.queue_location().map(str::to_owned),
-            caller_state: Some(journey.caller_state().as_str().to_owned()),
-            waiting_since_ms: journey.waiting_since_ms(),
-        };
+        let stated = Columns::of(&journey);
         assert_eq!(stored, stated, "{when}: the row's columns are not what its state says: {json}");
         (r.get("version"), stored)
     }
 
-    /// `save` names only the columns that changed: through a call's life,
-    /// with writes that changed none of them, only the wake-up, and others,
-    /// every column still says what the state says.
+    /// Through a call's life, with writes that changed none of the columns,
+    /// only the wake-up, and others, every column still says what the state
+    /// says (which columns each UPDATE names: `an_update_names_every_column_that_changed`).
     async fn every_column_follows_the_state_through_a_call(backend: Backend) {
         use crate::journey::{AnsweredBy, CallStatus};
         let Some((s, _d)) = store(backend).await else { return };
@@ -1067,17 +1091,56 @@ mod store_tests {
             if let Some(was) = &columns
                 && v > version
             {
-                let queue = |c: &Columns| {
-                    (c.closed, c.degraded, c.location.clone(), c.caller_state.clone(), c.waiting_since_ms)
-                };
-                let same_but_wake = queue(was) == queue(&now);
-                none_changed += usize::from(same_but_wake && was.wake_at_ms == now.wake_at_ms);
-                only_wake += usize::from(same_but_wake && was.wake_at_ms != now.wake_at_ms);
+                none_changed += usize::from(was.update_to(&now) == Update::State);
+                only_wake += usize::from(was.update_to(&now) == Update::StateAndWake);
             }
             (version, columns) = (v, Some(now));
         }
-        assert_eq!(columns.map(|c| c.closed), Some(1), "the journey closed");
+        assert_eq!(columns.map(|c| c.closed), Some(true), "the journey closed");
         assert!(none_changed > 0 && only_wake > 0, "both lean writes were made: {none_changed}, {only_wake}");
+    }
+
+    /// A delivery that changes nothing still writes a row whose columns do
+    /// not say what its state says (as an older build may have left them).
+    async fn a_row_whose_columns_disagree_with_its_state_is_written_again(backend: Backend) {
+        let Some((s, _d)) = store(backend).await else { return };
+        let n = 12;
+        s.deliver(arrived(n)).await.unwrap();
+        s.deliver(created(n, n)).await.unwrap();
+        let (version, _) = row_as_the_state_says(&s, n, "reserved").await;
+        sqlx::query("UPDATE journeys SET location = 'elsewhere', wake_at_ms = 1").execute(s.pool()).await.unwrap();
+        // Twilio asks again about the arrival: the state is as it was.
+        let caller: twilio::sid::CallSid = sid("CA", n);
+        let again = Delivery::to_keys([caller.to_string()], vec![Event::CallerArrived { call: caller }], POLICY);
+        s.deliver(again).await.unwrap();
+        let (after, _) = row_as_the_state_says(&s, n, "the arrival again").await;
+        assert_eq!(after, version + 1, "written once more");
+    }
+
+    #[test]
+    fn an_update_names_every_column_that_changed() {
+        let base = || Columns {
+            wake_at_ms: Some(1_000),
+            closed: false,
+            degraded: false,
+            location: Some("north".into()),
+            caller_state: Some("queued".into()),
+            waiting_since_ms: Some(500),
+        };
+        assert_eq!(base().update_to(&base()), Update::State);
+        assert_eq!(base().update_to(&Columns { wake_at_ms: None, ..base() }), Update::StateAndWake);
+        let others = [
+            Columns { closed: true, ..base() },
+            Columns { degraded: true, ..base() },
+            Columns { location: Some("south".into()), ..base() },
+            Columns { location: None, ..base() },
+            Columns { caller_state: Some("bridged".into()), ..base() },
+            Columns { waiting_since_ms: Some(600), ..base() },
+            Columns { closed: true, wake_at_ms: None, ..base() },
+        ];
+        for new in others {
+            assert_eq!(base().update_to(&new), Update::All, "{new:?}");
+        }
     }
 
     async fn a_delivery_that_changes_nothing_writes_nothing(backend: Backend) {
