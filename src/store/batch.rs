@@ -706,6 +706,9 @@ pub const WRITER_THREAD: &str = "sqlite-writer";
 /// The name of the SQLite checkpointer's thread.
 pub const CHECKPOINTER_THREAD: &str = "wal-checkpoints";
 
+// Linux keeps 15 bytes of a thread's name: a longer one would not be found by it.
+const _: () = assert!(WRITER_THREAD.len() <= 15 && CHECKPOINTER_THREAD.len() <= 15);
+
 /// Starts the SQLite writer on a thread of its own, and its checkpointer
 /// (see [`Checkpoints`]) on another, with a connection to `path` it opens
 /// there. The writer's loop is [`run`], driven by a single-threaded runtime
