@@ -18,7 +18,7 @@ use sqlx::Row;
 
 use super::StatusRecord;
 use super::outbox::{Desk, Handed};
-use super::sql::{Conn, args, insert};
+use super::sql::{Arg, Conn, args, insert};
 use super::voicemails::{NewVoicemail, Transcription};
 use crate::domain::Outcome;
 use crate::journey::{self, Answer, Command, Event, Journey, Policy};
@@ -498,6 +498,21 @@ impl Columns {
         }
     }
 
+    /// A row's state `json`, these columns and the time `now`, in the order
+    /// the INSERT and the full UPDATE bind them.
+    fn args<'a>(&'a self, json: &'a str, now: i64) -> [Arg<'a>; 8] {
+        [
+            Arg::from(json),
+            Arg::from(self.wake_at_ms),
+            Arg::from(i64::from(self.closed)),
+            Arg::from(i64::from(self.degraded)),
+            Arg::from(now),
+            Arg::from(&self.location),
+            Arg::from(&self.caller_state),
+            Arg::from(self.waiting_since_ms),
+        ]
+    }
+
     /// The UPDATE that makes a row whose columns are these say `new`.
     fn update_to(&self, new: &Columns) -> Update {
         // Every field by name: a column added later must be placed here.
@@ -553,16 +568,7 @@ async fn insert_new<C: Conn>(c: &mut C, journey: &Journey, now: i64) -> anyhow::
                      location, caller_state, waiting_since_ms)
                  VALUES ($1, 1, $2, $3, $4, $5, $5, $6, $7, $8)"
             ),
-            args![
-                &state_json(journey)?,
-                columns.wake_at_ms,
-                i64::from(columns.closed),
-                i64::from(columns.degraded),
-                now,
-                &columns.location,
-                &columns.caller_state,
-                columns.waiting_since_ms
-            ],
+            &columns.args(&state_json(journey)?, now),
         )
         .await?;
     id.context("no id for a new journey")
@@ -624,18 +630,7 @@ async fn save<C: Conn>(
                 "UPDATE journeys SET state_json = $3, version = $2 + 1, wake_at_ms = $4, closed = $5, degraded = $6,
                      updated_at_ms = $7, location = $8, caller_state = $9, waiting_since_ms = $10
                  WHERE id = $1 AND version = $2",
-                args![
-                    id,
-                    version,
-                    json,
-                    columns.wake_at_ms,
-                    i64::from(columns.closed),
-                    i64::from(columns.degraded),
-                    now,
-                    &columns.location,
-                    &columns.caller_state,
-                    columns.waiting_since_ms
-                ],
+                &[&args![id, version][..], &columns.args(json, now)].concat(),
             )
             .await?
         }
