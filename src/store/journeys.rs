@@ -278,7 +278,7 @@ pub(super) async fn deliver_in<C: Conn>(
         (Some((id, version)), Some(json)) => {
             let stored = stored.as_ref().map(|(_, columns)| columns);
             let columns = columns.as_ref().context("a row's columns")?;
-            save(c, id, version, &journey, &json, columns, stored, now).await?
+            save(c, id, version, &json, columns, stored, now).await?
         }
         // A new journey, written just now as it is.
         _ if journey.is_closed() => forget_dial_tokens(c, id, now).await?,
@@ -585,26 +585,25 @@ fn state_json(journey: &Journey) -> serde_json::Result<String> {
     }
 }
 
-/// Writes `journey` (whose row is `json`, from [`state_json`], and whose
-/// columns are `columns`) over version `version`, whose columns were `stored`.
+/// Writes a journey's row, its state `json` (from [`state_json`]) and its
+/// `columns` ([`Columns::of`]), over version `version`, whose columns were
+/// `stored`.
 ///
 /// On SQLite an UPDATE that names an indexed column moves the row's entry in
 /// that index (a delete and an insert, each dirtying a page) even when the
 /// value is the same. Most deliveries change none of the queue's columns,
 /// and many not the wake-up time, so those are named only when they changed.
 /// (PostgreSQL compares the values itself; there it saves only the binding.)
-#[allow(clippy::too_many_arguments)]
 async fn save<C: Conn>(
     c: &mut C,
     id: i64,
     version: i64,
-    journey: &Journey,
     json: &str,
     columns: &Columns,
     stored: Option<&Columns>,
     now: i64,
 ) -> anyhow::Result<()> {
-    if journey.is_closed() {
+    if columns.closed {
         forget_dial_tokens(c, id, now).await?;
     }
     let update = stored.map_or(Update::All, |s| s.update_to(columns));
